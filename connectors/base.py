@@ -1,0 +1,89 @@
+"""What every connector shares: its config base, the publish callback, and HTTP errors for webhooks."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from leadhub.envelope import Envelope
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    """The queue's answer: the item's id and whether the queue already had it."""
+
+    id: str
+    duplicate: bool
+
+
+class QueueUnavailable(Exception):
+    """The queue did not confirm the item is durable; the caller must not answer 2xx."""
+
+
+Publish = Callable[[Envelope], Awaitable[PublishResult]]
+Stop = Callable[[], Awaitable[None]]
+
+
+class ConnectorConfig(BaseModel):
+    """Keys every connector has; a type adds its own, and unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    type: str
+
+
+class HookError(Exception):
+    """A webhook request answered with a 4xx; `reason` is a short code used in metrics."""
+
+    def __init__(self, status: int, reason: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.headers = headers or {}
+
+
+class Connector(Protocol):
+    """One channel type. Webhook connectors implement `handle`; pull connectors `start`."""
+
+    type: ClassVar[str]
+    channel: ClassVar[str]
+    Config: ClassVar[type[ConnectorConfig]]
+
+    def __init__(self, config: Any, publish: Publish) -> None: ...
+
+    async def start(self) -> Stop: ...
+
+
+class WebhookConnector(Connector, Protocol):
+    """A connector that receives items at `POST /hooks/<name>`."""
+
+    async def handle(self, request: Any) -> Any: ...
+
+
+def accepted(result: PublishResult, headers: dict[str, str] | None = None) -> Any:
+    """The answer once an item is durable: `202 {"id", "duplicate"}`, marked for the hub's metrics."""
+    from aiohttp import web
+
+    response = web.json_response({"id": result.id, "duplicate": result.duplicate}, status=202, headers=headers)
+    response["duplicate"] = result.duplicate
+    return response
+
+
+async def read_body(request: Any, limit: int) -> bytes:
+    """Read at most `limit` bytes of the request body; 413 beyond it, without buffering the rest."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise HookError(413, "too_large", f"body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > limit:
+            raise HookError(413, "too_large", f"body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,177 @@
+"""Connector `form`: website forms posted as JSON, urlencoded or multipart to `POST /hooks/<name>`."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from datetime import timedelta
+from typing import Any, ClassVar, Literal
+
+from aiohttp import web
+from pydantic import ByteSize, Field, SecretStr, field_validator
+
+from leadhub.connectors.base import (
+    ConnectorConfig,
+    HookError,
+    Publish,
+    PublishResult,
+    Stop,
+    accepted,
+    read_body,
+)
+from leadhub.connectors.ratelimit import RateLimiter, parse_rate
+from leadhub.durations import parse_duration
+from leadhub.envelope import Envelope
+from leadhub.formdata import FormDecodeError, UnsupportedContentType, decode_form, media_type
+
+TOKEN_HEADER = "X-Leadhub-Token"  # noqa: S105 - a header name, not a secret
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 200
+
+
+class FormConfig(ConnectorConfig):
+    type: Literal["form"] = "form"
+    token: SecretStr | None = None
+    fields: dict[str, str] = Field(
+        default_factory=dict, description="their field name -> leadhub field (name, phone, email, ...)"
+    )
+    honeypot: str | None = Field(None, description="a hidden field that only bots fill in")
+    rate_limit: str | None = Field("120/m", description="per client IP, e.g. 60/m; null turns it off")
+    max_body: ByteSize = ByteSize(256 * 1024)
+    cors_origins: list[str] = Field(default_factory=list)
+    redirect_url: str | None = Field(None, description="303 target after a plain HTML form post")
+    idempotency_field: str | None = Field(None, description="a body field that identifies the submission, e.g. tranid")
+    dedupe_window: timedelta = timedelta(minutes=10)
+    trust_forwarded_for: bool = False
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_is_valid(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_rate(value)
+        return value
+
+    @field_validator("dedupe_window", mode="before")
+    @classmethod
+    def _window(cls, value: Any) -> timedelta:
+        window = parse_duration(value)
+        if window.total_seconds() <= 0:
+            raise ValueError("dedupe_window must be positive")
+        return window
+
+
+class FormConnector:
+    """Authenticates, bounds and decodes a form post, then publishes it exactly as received."""
+
+    type: ClassVar[str] = "form"
+    channel: ClassVar[str] = "form"
+    Config: ClassVar[type[FormConfig]] = FormConfig
+
+    def __init__(self, config: FormConfig, publish: Publish) -> None:
+        self.config = config
+        self.publish = publish
+        self.limiter = RateLimiter(*parse_rate(config.rate_limit)) if config.rate_limit else None
+        self._token = config.token.get_secret_value().encode() if config.token else None
+
+    async def start(self) -> Stop:
+        async def stop() -> None:
+            return None
+
+        return stop
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if request.method == "OPTIONS":
+            return self._preflight(request)
+        if request.method != "POST":
+            raise HookError(405, "method", "a form connector takes POST", headers={"Allow": "POST, OPTIONS"})
+        self._check_rate(request)
+        self._check_token(request)
+        body = await read_body(request, int(self.config.max_body))
+        content_type = request.headers.get("Content-Type", "")
+        try:
+            form = decode_form(content_type, body)
+        except UnsupportedContentType as exc:
+            raise HookError(415, "content_type", str(exc)) from None
+        except FormDecodeError as exc:
+            raise HookError(400, "malformed", str(exc)) from None
+        envelope = Envelope(
+            key=self._key(request, form.fields),
+            channel=self.channel,
+            connector=self.config.name,
+            payload=body,
+            content_type=content_type,
+            meta=self._meta(request, form.fields),
+        )
+        result = await self.publish(envelope)
+        return self._answer(request, result)
+
+    def _client_ip(self, request: web.Request) -> str:
+        if self.config.trust_forwarded_for and (forwarded := request.headers.get("X-Forwarded-For")):
+            return forwarded.split(",", 1)[0].strip()
+        return request.remote or "unknown"
+
+    def _check_rate(self, request: web.Request) -> None:
+        if self.limiter and (wait := self.limiter.acquire(self._client_ip(request))):
+            raise HookError(
+                429,
+                "rate_limited",
+                "too many submissions from this address; try again later",
+                headers={"Retry-After": str(max(1, round(wait)))},
+            )
+
+    def _check_token(self, request: web.Request) -> None:
+        if self._token is None:
+            return
+        given = request.headers.get(TOKEN_HEADER) or request.query.get("token") or ""
+        if not hmac.compare_digest(given.encode(), self._token):
+            reason = "missing token" if not given else "wrong token"
+            raise HookError(401, "bad_token", f"{reason}: send the connector's token in {TOKEN_HEADER} or ?token=")
+
+    def _key(self, request: web.Request, fields: dict[str, Any]) -> str:
+        """The idempotency key: the client's, a configured body field, or the body's hash in a window."""
+        prefix = f"form:{self.config.name}"
+        if given := request.headers.get(IDEMPOTENCY_HEADER):
+            if len(given) > MAX_KEY_LENGTH:
+                raise HookError(400, "malformed", f"{IDEMPOTENCY_HEADER} is longer than {MAX_KEY_LENGTH} characters")
+            return f"{prefix}:idem:{given}"
+        field = self.config.idempotency_field
+        if field and isinstance(value := fields.get(field), str | int) and str(value):
+            return f"{prefix}:field:{str(value)[:MAX_KEY_LENGTH]}"
+        canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str).encode()
+        digest = hashlib.sha256(canonical).hexdigest()[:32]
+        bucket = int(time.time() // self.config.dedupe_window.total_seconds())
+        return f"{prefix}:body:{digest}:{bucket}"
+
+    def _meta(self, request: web.Request, fields: dict[str, Any]) -> dict[str, str]:
+        meta = {"remote_ip": self._client_ip(request)}
+        for header, key in (("User-Agent", "user_agent"), ("Referer", "referer"), ("Origin", "origin")):
+            if value := request.headers.get(header):
+                meta[key] = value[:500]
+        if self.config.honeypot and fields.get(self.config.honeypot):
+            meta["spam"] = "honeypot"
+        return meta
+
+    def _cors_headers(self, request: web.Request) -> dict[str, str]:
+        origin = request.headers.get("Origin")
+        if origin and (origin in self.config.cors_origins or "*" in self.config.cors_origins):
+            return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+        return {}
+
+    def _preflight(self, request: web.Request) -> web.Response:
+        headers = self._cors_headers(request)
+        if not headers:
+            raise HookError(403, "cors", "origin not in this connector's cors_origins")
+        headers |= {
+            "Access-Control-Allow-Methods": "POST, OPTIONS",
+            "Access-Control-Allow-Headers": f"Content-Type, {TOKEN_HEADER}, {IDEMPOTENCY_HEADER}",
+            "Access-Control-Max-Age": "600",
+        }
+        return web.Response(status=204, headers=headers)
+
+    def _answer(self, request: web.Request, result: PublishResult) -> web.Response:
+        is_html_form = media_type(request.headers.get("Content-Type", "")) != "application/json"
+        if self.config.redirect_url and is_html_form and "text/html" in request.headers.get("Accept", ""):
+            raise web.HTTPSeeOther(location=self.config.redirect_url)
+        return accepted(result, self._cors_headers(request))

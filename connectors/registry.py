@@ -1,0 +1,9 @@
+"""The one place connector types are registered: `type:` in the config file -> class."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from leadhub.connectors.form import FormConnector
+
+CONNECTOR_TYPES: dict[str, Any] = {connector.type: connector for connector in (FormConnector,)}

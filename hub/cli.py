@@ -1,0 +1,130 @@
+"""The `leadhub` command line: run the daemon, migrate, inspect and replay dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from leadhub import __version__
+
+app = typer.Typer(
+    help="leadhub: every way a customer reaches you, one durable queue, one customer record.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+dead_app = typer.Typer(help="Dead letters: items that could not be processed.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(dead_app, name="dead")
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="config file (default: ./leadhub.yaml if present)")
+]
+
+
+def _load(config: Path | None):  # type: ignore[no-untyped-def]
+    from leadhub.hub.config import ConfigError, load_config
+    from leadhub.hub.logging import configure
+
+    try:
+        loaded = load_config(config)
+    except ConfigError as exc:
+        typer.echo(f"leadhub: {exc}", err=True)
+        raise typer.Exit(2) from None
+    configure(loaded.settings.log_level, loaded.settings.log_format)
+    return loaded
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"leadhub {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """leadhub command line."""
+
+
+@app.command()
+def run(config: ConfigOption = None) -> None:
+    """Run the daemon: HTTP, connectors, pipeline and relay (embedded NATS unless LEADHUB_NATS_URL is set)."""
+    from leadhub.hub.daemon import run_until_signalled
+    from leadhub.hub.embedded_nats import EmbeddedNatsError
+
+    loaded = _load(config)
+    try:
+        asyncio.run(run_until_signalled(loaded))
+    except EmbeddedNatsError as exc:
+        typer.echo(f"leadhub: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        typer.echo(f"leadhub: cannot start: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None) -> None:
+    """Apply database migrations (`run` also does this on start)."""
+    from leadhub.store.db import run_upgrade
+
+    loaded = _load(config)
+    run_upgrade(loaded.settings.effective_database_url)
+    typer.echo("database is up to date")
+
+
+@dead_app.command("list")
+def dead_list(
+    config: ConfigOption = None,
+    limit: Annotated[int, typer.Option(help="how many to show")] = 100,
+    all_: Annotated[bool, typer.Option("--all", help="include resolved ones")] = False,
+) -> None:
+    """List dead letters: id, when, source, key and reason."""
+    from leadhub.hub.dead_letters_cli import list_dead
+
+    loaded = _load(config)
+    rows = asyncio.run(list_dead(loaded, limit, all_))
+    if not rows:
+        typer.echo("no dead letters")
+        return
+    for row in rows:
+        state = "resolved" if row.resolved_at else f"replays={row.replays}"
+        typer.echo(
+            f"{row.id}  {row.created_at:%Y-%m-%d %H:%M:%S}  {row.source}  {row.subject}  "
+            f"key={row.key}  {state}\n    {row.reason}"
+        )
+
+
+@dead_app.command("replay")
+def dead_replay(
+    dead_id: Annotated[str | None, typer.Argument(help="the dead letter's id")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="replay every unresolved dead letter")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Run dead letters through the pipeline again; those that now succeed are marked resolved."""
+    from leadhub.hub.dead_letters_cli import replay_dead
+
+    if (dead_id is None) == (not all_):
+        typer.echo("leadhub: give a dead letter ID or --all (not both)", err=True)
+        raise typer.Exit(2)
+    loaded = _load(config)
+    outcomes = asyncio.run(replay_dead(loaded, None if all_ else dead_id))
+    failed = 0
+    for outcome in outcomes:
+        typer.echo(f"{outcome.id}: {outcome.result}")
+        failed += outcome.result != "resolved"
+    if not outcomes:
+        typer.echo("nothing to replay")
+    raise typer.Exit(1 if failed else 0)
+
+
+def main() -> None:
+    sys.exit(app())

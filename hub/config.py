@@ -1,0 +1,221 @@
+"""Settings: `leadhub.yaml` plus `LEADHUB_*` environment variables, validated up front with errors for people."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from leadhub.connectors.registry import CONNECTOR_TYPES
+
+DEFAULT_CONFIG_FILE = Path("leadhub.yaml")
+ENV_PREFIX = "LEADHUB_"
+ROLES = ("http", "pipeline", "relay")
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class ConfigError(Exception):
+    """Configuration that cannot be used; `problems` are complete `where: what` lines."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+class Settings(BaseSettings):
+    """Every setting; each can be overridden by `LEADHUB_<NAME>` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    data_dir: Path = Path("./data")
+    database_url: str | None = None
+    nats_url: str | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8080, ge=0, le=65535)
+    rules_dir: Path = Path("./rules")
+    templates_dir: Path | None = None
+    smtp_url: SecretStr | None = None
+    api_token: SecretStr | None = None
+    default_region: str | None = None
+    public_url: str | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["console", "json"] = "console"
+    roles: tuple[Literal["http", "pipeline", "relay"], ...] = ROLES
+    pipeline_batch_size: int = Field(500, ge=1, le=5000)
+    pipeline_max_deliveries: int = Field(5, ge=1)
+    shutdown_timeout: float = Field(8.0, gt=0)
+    connectors: list[dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("default_region")
+    @classmethod
+    def _region_is_known(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        import phonenumbers
+
+        region = value.upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"unknown region {value!r}; use a two-letter country code like RU or US")
+        return region
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _roles_from_csv(cls, value: Any) -> Any:
+        return tuple(r.strip() for r in value.split(",") if r.strip()) if isinstance(value, str) else value
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{(self.data_dir / 'leadhub.db').resolve()}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file, which is passed in as init values.
+        return (env_settings, init_settings)
+
+
+class HubConfig(BaseModel):
+    """Settings plus the connectors, each validated by its own type's schema."""
+
+    model_config = {"arbitrary_types_allowed": True, "frozen": True}
+
+    settings: Settings
+    connectors: tuple[BaseModel, ...]
+    source: Path | None = None
+
+
+def load_config(path: Path | None = None, *, env: dict[str, str] | None = None) -> HubConfig:
+    """Read the file (if any) and the environment; raise ConfigError listing every problem."""
+    environ = os.environ if env is None else env
+    source = path or (DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None)
+    raw, lines = _read_yaml(source) if source else ({}, {})
+    label = str(source) if source else "(defaults)"
+    problems: list[str] = []
+    try:
+        settings = _settings_from(raw, environ)
+    except ValidationError as exc:
+        problems += [_describe(err, label, lines, environ, Settings) for err in exc.errors()]
+        raise ConfigError(problems) from None
+    connectors = _validate_connectors(settings.connectors, label, lines, problems)
+    if problems:
+        raise ConfigError(problems)
+    return HubConfig(settings=settings, connectors=tuple(connectors), source=source)
+
+
+def _settings_from(raw: dict[str, Any], environ: os._Environ[str] | dict[str, str]) -> Settings:
+    if environ is os.environ:
+        return Settings(**raw)
+    saved = dict(os.environ)
+    try:  # an explicit env (tests, `rules check`) replaces the process environment for parsing
+        os.environ.clear()
+        os.environ.update(environ)
+        return Settings(**raw)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[Any, ...], int]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError([f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}:1: the file must be a mapping of settings, not a {type(data).__name__}"])
+    lines: dict[tuple[Any, ...], int] = {}
+    _index_lines(node, (), lines)
+    return data, lines
+
+
+def _index_lines(node: yaml.Node | None, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
+    """Remember the line of every key and list item so errors can point at it."""
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            child = (*path, key_node.value)
+            out[child] = key_node.start_mark.line + 1
+            _index_lines(value_node, child, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            out[(*path, index)] = item.start_mark.line + 1
+            _index_lines(item, (*path, index), out)
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _describe(  # noqa: PLR0917
+    err: Any,
+    label: str,
+    lines: dict[tuple[Any, ...], int],
+    environ: Any,
+    model: type[BaseModel],
+    prefix: tuple[Any, ...] = (),
+) -> str:
+    loc = (*prefix, *err["loc"])
+    top = str(loc[0]) if loc else ""
+    env_name = ENV_PREFIX + top.upper()
+    if not prefix and env_name in environ:
+        where = f"environment {env_name}"
+    else:
+        line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
+        where = f"{label}:{line}" if line else label
+    message = err["msg"]
+    if err["type"] == "extra_forbidden":
+        allowed = ", ".join(sorted(model.model_fields))
+        message = f"unknown key {loc[-1]!r}; allowed keys: {allowed}"
+    return f"{where}: {_dotted(loc)}: {message}"
+
+
+def _validate_connectors(
+    items: list[dict[str, Any]], label: str, lines: dict[tuple[Any, ...], int], problems: list[str]
+) -> list[BaseModel]:
+    valid: list[BaseModel] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        loc = ("connectors", index)
+        where = f"{label}:{lines.get(loc, '?')}"
+        name, kind = item.get("name"), item.get("type")
+        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+            problems.append(
+                f"{where}: connectors[{index}].name: {name!r} is not a valid name; use lower-case "
+                "letters, digits, '-' and '_' (it becomes the URL /hooks/<name>)"
+            )
+            continue
+        if name in seen:
+            problems.append(f"{where}: connectors[{index}].name: {name!r} is already used by connectors[{seen[name]}]")
+            continue
+        seen[name] = index
+        connector_type = CONNECTOR_TYPES.get(str(kind))
+        if connector_type is None:
+            known = ", ".join(sorted(CONNECTOR_TYPES))
+            problems.append(f"{where}: connectors[{index}].type: unknown connector type {kind!r}; known types: {known}")
+            continue
+        try:
+            valid.append(connector_type.Config.model_validate(item))
+        except ValidationError as exc:
+            problems += [_describe(e, label, lines, {}, connector_type.Config, prefix=loc) for e in exc.errors()]
+    return valid

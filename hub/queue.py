@@ -1,0 +1,143 @@
+"""The durable queue: the FastStream NATS broker, the streams (declared here, only here), and publishing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import nats.errors
+import nats.js.errors
+import structlog
+from faststream.exceptions import IncorrectState
+from faststream.nats import NatsBroker
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+
+from leadhub.connectors.base import PublishResult, QueueUnavailable
+from leadhub.envelope import Envelope
+
+log = structlog.get_logger("leadhub.queue")
+
+INBOUND = "INBOUND"
+EVENTS = "EVENTS"
+DEAD = "DEAD"
+DAY = 86400.0
+PUBLISH_TIMEOUT = 3.0
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    subjects: list[str]
+    retention: RetentionPolicy
+    max_age: float
+    duplicate_window: float = 120.0
+
+
+STREAMS = (
+    # Work queue: a message leaves the stream once the pipeline acks it after its commit.
+    StreamSpec(INBOUND, ["inbound.>"], RetentionPolicy.WORK_QUEUE, max_age=30 * DAY),
+    # Domain events stay for consumers that come later (trigger engine, replicas, backtests).
+    StreamSpec(EVENTS, ["events.>"], RetentionPolicy.LIMITS, max_age=30 * DAY),
+    StreamSpec(DEAD, ["dead.>"], RetentionPolicy.LIMITS, max_age=90 * DAY),
+)
+
+UNAVAILABLE_ERRORS = (
+    nats.errors.Error,
+    nats.js.errors.Error,
+    TimeoutError,
+    IncorrectState,
+    ConnectionError,
+)
+
+
+class Queue:
+    """One NATS connection for the process; connectors publish through it, consumers pull from it."""
+
+    def __init__(self, url: str, *, replicas: int = 1, name: str = "leadhub") -> None:
+        self.url = url
+        self.replicas = replicas
+        self.broker = NatsBroker(
+            url,
+            name=name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=1,
+            connect_timeout=5,
+            allow_reconnect=True,
+            logger=None,
+        )
+        self.on_state_change: Callable[[bool], Awaitable[None] | None] | None = None
+
+    async def start(self) -> None:
+        await self.broker.start()
+        await self.declare_streams()
+        log.info("queue connected", url=self.url)
+
+    async def stop(self) -> None:
+        await self.broker.stop()
+
+    @property
+    def connection(self) -> Client:
+        return self.broker.config.connection_state.connection
+
+    @property
+    def jetstream(self) -> JetStreamContext:
+        return self.broker.config.connection_state.stream
+
+    @property
+    def connected(self) -> bool:
+        try:
+            return self.connection.is_connected
+        except IncorrectState:
+            return False
+
+    async def declare_streams(self) -> None:
+        """Create or update each stream to match STREAMS."""
+        for spec in STREAMS:
+            config = StreamConfig(
+                name=spec.name,
+                subjects=spec.subjects,
+                retention=spec.retention,
+                max_age=spec.max_age,
+                storage=StorageType.FILE,
+                discard=DiscardPolicy.OLD,
+                duplicate_window=spec.duplicate_window,
+                num_replicas=self.replicas,
+            )
+            try:
+                await self.jetstream.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                await self.jetstream.update_stream(config)
+
+    async def publish_envelope(self, envelope: Envelope, *, msg_id: str | None = None) -> PublishResult:
+        """Publish and wait for the stream's ack; QueueUnavailable unless the item is durable."""
+        ack = await self._publish(envelope.subject, envelope.payload, envelope.headers(msg_id), INBOUND)
+        return PublishResult(id=envelope.id, duplicate=bool(ack.duplicate))
+
+    async def publish(self, subject: str, payload: bytes, headers: dict[str, str], stream: str) -> bool:
+        """Publish to a stream; True when the stream already had the message id."""
+        return bool((await self._publish(subject, payload, headers, stream)).duplicate)
+
+    async def _publish(self, subject: str, payload: bytes, headers: dict[str, str], stream: str):  # type: ignore[no-untyped-def]
+        if not self.connected:
+            raise QueueUnavailable("not connected to NATS")
+        try:
+            return await self.jetstream.publish(
+                subject, payload, timeout=PUBLISH_TIMEOUT, stream=stream, headers=headers
+            )
+        except UNAVAILABLE_ERRORS as exc:
+            raise QueueUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        except asyncio.CancelledError:
+            raise
+
+    async def ping(self, timeout: float = 2.0) -> bool:  # noqa: ASYNC109
+        """True when NATS answers a round trip and JetStream is enabled."""
+        if not self.connected:
+            return False
+        try:
+            await asyncio.wait_for(self.jetstream.account_info(), timeout)
+        except (TimeoutError, *UNAVAILABLE_ERRORS):
+            return False
+        return True

@@ -1,0 +1,93 @@
+"""The Envelope: one inbound item as received, and how it travels as a NATS message.
+
+The body of the NATS message is the payload exactly as received (no base64, no
+re-encoding); everything else travels in headers, so a 25 MB email costs 25 MB.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from leadhub.ids import id_for_key
+
+CHANNELS = ("email", "phone", "chat", "form", "shop")
+
+H_KEY = "Leadhub-Key"
+H_CHANNEL = "Leadhub-Channel"
+H_CONNECTOR = "Leadhub-Connector"
+H_RECEIVED = "Leadhub-Received-At"
+H_CONTENT_TYPE = "Leadhub-Content-Type"
+H_META = "Leadhub-Meta"
+H_MSG_ID = "Nats-Msg-Id"
+
+
+class EnvelopeError(ValueError):
+    """A queue message that is not a well-formed envelope."""
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One item from the outside world, keyed for idempotency, before any interpretation."""
+
+    key: str
+    channel: str
+    connector: str
+    payload: bytes
+    content_type: str = "application/octet-stream"
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    meta: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        """The id the stored inquiry will have."""
+        return id_for_key(self.key)
+
+    @property
+    def subject(self) -> str:
+        return f"inbound.{self.channel}.{self.connector}"
+
+    def headers(self, msg_id: str | None = None) -> dict[str, str]:
+        """NATS headers; `Nats-Msg-Id` is the key unless a replay needs a fresh one."""
+        headers = {
+            H_MSG_ID: msg_id or self.key,
+            H_KEY: self.key,
+            H_CHANNEL: self.channel,
+            H_CONNECTOR: self.connector,
+            H_RECEIVED: self.received_at.isoformat(),
+            H_CONTENT_TYPE: self.content_type,
+        }
+        if self.meta:
+            headers[H_META] = json.dumps(dict(self.meta), ensure_ascii=False, separators=(",", ":"))
+        return headers
+
+    @classmethod
+    def from_message(cls, headers: Mapping[str, str] | None, payload: bytes) -> Envelope:
+        """Rebuild an envelope from a queue message; raises EnvelopeError naming what is wrong."""
+        headers = headers or {}
+        missing = [h for h in (H_KEY, H_CHANNEL, H_CONNECTOR, H_RECEIVED) if not headers.get(h)]
+        if missing:
+            raise EnvelopeError(f"message lacks header(s) {', '.join(missing)}")
+        try:
+            received_at = datetime.fromisoformat(headers[H_RECEIVED])
+        except ValueError as exc:
+            raise EnvelopeError(f"{H_RECEIVED} is not an ISO timestamp: {exc}") from exc
+        meta: dict[str, str] = {}
+        if raw_meta := headers.get(H_META):
+            try:
+                meta = json.loads(raw_meta)
+            except json.JSONDecodeError as exc:
+                raise EnvelopeError(f"{H_META} is not JSON: {exc}") from exc
+            if not isinstance(meta, dict):
+                raise EnvelopeError(f"{H_META} must be a JSON object")
+        return cls(
+            key=headers[H_KEY],
+            channel=headers[H_CHANNEL],
+            connector=headers[H_CONNECTOR],
+            payload=payload,
+            content_type=headers.get(H_CONTENT_TYPE, "application/octet-stream"),
+            received_at=received_at,
+            meta=meta,
+        )

@@ -1,0 +1,83 @@
+"""The intake pipeline: parse and normalize each envelope (pure), then store a batch in one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from leadhub.envelope import Envelope
+from leadhub.pipelines.errors import PermanentError
+from leadhub.pipelines.model import InquiryDraft, SourceSpec
+from leadhub.pipelines.normalize import normalize_identity
+from leadhub.pipelines.parsers import PARSERS
+from leadhub.store.intake import BatchResult, InquiryRow, write_batch
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class IntakePipeline:
+    """parse -> normalize -> store; `prepare` is pure so it can be tested and run outside a transaction."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        sources: Mapping[str, SourceSpec],
+        *,
+        default_region: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.engine = engine
+        self.sources = dict(sources)
+        self.default_region = default_region
+        self.clock = clock
+
+    def prepare(self, envelope: Envelope) -> InquiryRow:
+        """Turn an envelope into a row to store; PermanentError when it can never be processed."""
+        source = self.sources.get(envelope.connector)
+        if source is None:
+            known = ", ".join(sorted(self.sources)) or "none"
+            raise PermanentError(
+                f"connector {envelope.connector!r} is not configured (configured: {known}); "
+                "add it back and replay this dead letter"
+            )
+        parser = PARSERS.get(source.type)
+        if parser is None:
+            raise PermanentError(f"no parser for connector type {source.type!r}")
+        draft = parser(envelope, source.options)
+        return self._row(draft)
+
+    def _row(self, draft: InquiryDraft) -> InquiryRow:
+        envelope = draft.envelope
+        identity = normalize_identity(draft.identity, self.default_region)
+        meta = dict(envelope.meta)
+        if identity.phone_raw and not identity.phone:
+            meta["phone_invalid"] = "1"
+        return InquiryRow(
+            id=envelope.id,
+            key=envelope.key,
+            channel=envelope.channel,
+            connector=envelope.connector,
+            received_at=envelope.received_at.astimezone(UTC),
+            content_type=envelope.content_type,
+            payload=envelope.payload,
+            meta=meta,
+            name=identity.name,
+            email=identity.email,
+            phone=identity.phone,
+            phone_raw=identity.phone_raw,
+            company=identity.company,
+            message=draft.message,
+            title=draft.title,
+            fields=draft.fields,
+            attribution=draft.attribution,
+            dropped=draft.dropped,
+        )
+
+    async def store(self, rows: Sequence[InquiryRow]) -> BatchResult:
+        """Write `rows` in one transaction; raises on any failure and leaves nothing half-written."""
+        async with self.engine.begin() as conn:
+            return await write_batch(conn, rows, self.clock())

@@ -1,0 +1,49 @@
+"""Typed objects that flow through the intake pipeline; steps take and return these, never dicts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from leadhub.envelope import Envelope
+
+
+@dataclass(slots=True)
+class Identity:
+    """What an inquiry says about who sent it, before and after normalization."""
+
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    phone_raw: str | None = None
+    company: str | None = None
+
+
+@dataclass(slots=True)
+class InquiryDraft:
+    """An envelope read into fields; `dropped` says why it must not become a lead."""
+
+    envelope: Envelope
+    identity: Identity = field(default_factory=Identity)
+    message: str | None = None
+    title: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+    attribution: dict[str, str] = field(default_factory=dict)
+    dropped: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.envelope.key
+
+    @property
+    def received_at(self) -> datetime:
+        return self.envelope.received_at
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSpec:
+    """A configured connector as the pipeline sees it: its type and options (e.g. a field mapping)."""
+
+    type: str
+    options: dict[str, Any] = field(default_factory=dict)

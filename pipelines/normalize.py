@@ -1,0 +1,64 @@
+"""Normalization of what people type: e-mail addresses, phone numbers to E.164, names."""
+
+from __future__ import annotations
+
+import re
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+from leadhub.pipelines.model import Identity
+
+_SPACES = re.compile(r"\s+")
+
+
+def normalize_email(value: str | None) -> str | None:
+    """Trimmed and lower-cased, with an IDNA domain; None when it is not an address at all."""
+    if not value:
+        return None
+    text = value.strip().strip("<>").strip()
+    try:
+        checked = validate_email(text, check_deliverability=False, allow_smtputf8=True)
+    except EmailNotValidError:
+        return None
+    local, _, _ = checked.normalized.rpartition("@")
+    return f"{local.lower()}@{checked.ascii_domain.lower()}"
+
+
+def normalize_phone(value: str | None, region: str | None) -> str | None:
+    """E.164 (`+79161234567`) or None when the number is not valid; extensions are dropped."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    number.extension = None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize_name(value: str | None) -> str | None:
+    """Collapsed whitespace; an all-lower or all-upper name gets title case, others are kept as typed."""
+    if not value:
+        return None
+    text = _SPACES.sub(" ", value).strip()
+    if not text:
+        return None
+    if text.islower() or text.isupper():
+        text = text.title()
+    return text[:200]
+
+
+def normalize_identity(identity: Identity, region: str | None) -> Identity:
+    return Identity(
+        name=normalize_name(identity.name),
+        email=normalize_email(identity.email),
+        phone=normalize_phone(identity.phone_raw, region),
+        phone_raw=identity.phone_raw,
+        company=normalize_name(identity.company) if identity.company else None,
+    )

@@ -1,0 +1,81 @@
+"""The outbox relay: publishes committed domain events to the EVENTS stream, each exactly once by id."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from leadhub.store import outbox
+
+log = structlog.get_logger("leadhub.relay")
+
+PublishRaw = Callable[[str, bytes, dict[str, str], str], Awaitable[bool]]
+POLL_INTERVAL = 1.0
+BATCH = 500
+
+
+def event_message(row: Any) -> tuple[str, bytes, dict[str, str]]:
+    created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+    body = {
+        "id": row.id,
+        "type": row.type,
+        "subject_id": row.subject_id,
+        "occurred_at": created.isoformat(),
+        "data": row.data,
+    }
+    headers = {"Nats-Msg-Id": row.id, "Leadhub-Event-Type": row.type}
+    return f"events.{row.type}", json.dumps(body, separators=(",", ":")).encode(), headers
+
+
+class OutboxRelay:
+    def __init__(self, engine: AsyncEngine, publish: PublishRaw, on_published: Callable[[int], None]) -> None:
+        self.engine = engine
+        self.publish = publish
+        self.on_published = on_published
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self.last_error: str | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        delay = POLL_INTERVAL
+        while not self._stopping.is_set():
+            try:
+                relayed = await self.relay_once()
+                self.last_error = None
+                delay = POLL_INTERVAL
+            except Exception as exc:  # NATS or the store away: keep the events, try again later
+                self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+                log.warning("outbox relay failed; will retry", error=self.last_error)
+                relayed = 0
+                delay = min(10.0, delay * 2)
+            if relayed >= BATCH:
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+        with contextlib.suppress(Exception):
+            await self.relay_once()  # flush what the last batches committed
+
+    async def relay_once(self) -> int:
+        async with self.engine.begin() as conn:
+            rows = await outbox.claim_unpublished(conn, BATCH)
+            if not rows:
+                return 0
+            await asyncio.gather(*(self.publish(*event_message(row), "EVENTS") for row in rows))
+            await outbox.mark_published(conn, [row.id for row in rows], datetime.now(UTC))
+        self.on_published(len(rows))
+        return len(rows)

@@ -1,0 +1,16 @@
+"""The one place parse steps are registered: connector type -> function(envelope, options) -> draft."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from leadhub.envelope import Envelope
+from leadhub.pipelines.model import InquiryDraft
+from leadhub.pipelines.parse_form import parse_form
+
+Parser = Callable[[Envelope, dict[str, Any]], InquiryDraft]
+
+PARSERS: dict[str, Parser] = {
+    "form": parse_form,
+}

@@ -1,0 +1,77 @@
+"""Dead letters: items that could not be processed, kept whole with their reason until replayed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from leadhub.ids import new_id
+from leadhub.store.models import DeadLetter
+
+dead_t = DeadLetter.__table__
+
+
+async def add(
+    conn: AsyncConnection,
+    *,
+    source: str,
+    subject: str,
+    key: str | None,
+    reason: str,
+    error: str | None,
+    deliveries: int,
+    headers: dict[str, Any],
+    payload: bytes,
+    now: datetime,
+) -> str:
+    dead_id = new_id()
+    await conn.execute(
+        dead_t.insert().values(
+            id=dead_id,
+            source=source,
+            subject=subject,
+            key=key,
+            reason=reason.replace("\x00", ""),
+            error=error,
+            deliveries=deliveries,
+            headers=headers,
+            payload=payload,
+            created_at=now,
+            replays=0,
+        )
+    )
+    return dead_id
+
+
+async def list_open(conn: AsyncConnection, limit: int = 100, include_resolved: bool = False) -> Sequence[Any]:
+    query = select(dead_t).order_by(dead_t.c.id).limit(limit)
+    if not include_resolved:
+        query = query.where(dead_t.c.resolved_at.is_(None))
+    return (await conn.execute(query)).all()
+
+
+async def get(conn: AsyncConnection, dead_id: str) -> Any | None:
+    return (await conn.execute(select(dead_t).where(dead_t.c.id == dead_id))).first()
+
+
+async def count_open(conn: AsyncConnection) -> int:
+    return int(
+        (
+            await conn.execute(select(func.count()).select_from(dead_t).where(dead_t.c.resolved_at.is_(None)))
+        ).scalar_one()
+    )
+
+
+async def record_replay(
+    conn: AsyncConnection, dead_id: str, now: datetime, *, resolved: bool, reason: str | None
+) -> None:
+    values: dict[str, Any] = {"replays": dead_t.c.replays + 1, "replayed_at": now}
+    if resolved:
+        values["resolved_at"] = now
+    elif reason:
+        values["reason"] = reason
+    await conn.execute(update(dead_t).where(dead_t.c.id == dead_id).values(**values))

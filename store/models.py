@@ -1,0 +1,153 @@
+"""SQLAlchemy 2 typed models: the tables, their keys and the constraints that keep data unique."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ID = String(26)
+UTC_TIME = DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSON, datetime: UTC_TIME}
+
+
+class Contact(Base):
+    __tablename__ = "contact"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320))
+    phone: Mapped[str | None] = mapped_column(String(32))
+    company: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class ContactIdentifier(Base):
+    """One way to recognise a contact (`email`, `phone`, ...); unique so two contacts never share one."""
+
+    __tablename__ = "contact_identifier"
+
+    kind: Mapped[str] = mapped_column(String(20), primary_key=True)
+    value: Mapped[str] = mapped_column(String(320), primary_key=True)
+    contact_id: Mapped[str] = mapped_column(ForeignKey("contact.id"), index=True)
+    created_at: Mapped[datetime]
+
+
+class Lead(Base):
+    __tablename__ = "lead"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    contact_id: Mapped[str] = mapped_column(ForeignKey("contact.id"), index=True)
+    status: Mapped[str] = mapped_column(String(20), default="new")
+    channel: Mapped[str] = mapped_column(String(20))
+    connector: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str | None] = mapped_column(String(300))
+    message: Mapped[str | None] = mapped_column(Text)
+    attribution: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Inquiry(Base):
+    """One inbound item exactly as received, with what was read from it; unique on its key."""
+
+    __tablename__ = "inquiry"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    key: Mapped[str] = mapped_column(String(400), unique=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    connector: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime]
+    contact_id: Mapped[str | None] = mapped_column(ForeignKey("contact.id"), index=True)
+    lead_id: Mapped[str | None] = mapped_column(ForeignKey("lead.id"), index=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320))
+    phone: Mapped[str | None] = mapped_column(String(64))
+    message: Mapped[str | None] = mapped_column(Text)
+    fields: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    dropped: Mapped[str | None] = mapped_column(String(200))
+    content_type: Mapped[str] = mapped_column(String(200))
+    meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_inquiry_received", "received_at", "id"),)
+
+
+class OutboxEvent(Base):
+    """A domain event written in the same transaction as the change; the relay publishes it."""
+
+    __tablename__ = "outbox_event"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    type: Mapped[str] = mapped_column(String(64))
+    subject_id: Mapped[str | None] = mapped_column(String(26))
+    data: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    published_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index(
+            "ix_outbox_unpublished",
+            "id",
+            sqlite_where=text("published_at IS NULL"),
+            postgresql_where=text("published_at IS NULL"),
+        ),
+    )
+
+
+class DeadLetter(Base):
+    """An item that could not be processed, with the reason and everything needed to replay it."""
+
+    __tablename__ = "dead_letter"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    source: Mapped[str] = mapped_column(String(40))
+    key: Mapped[str | None] = mapped_column(String(400), index=True)
+    subject: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(String(200))
+    deliveries: Mapped[int] = mapped_column(Integer, default=1)
+    headers: Mapped[dict[str, Any]]
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime]
+    replays: Mapped[int] = mapped_column(Integer, default=0)
+    replayed_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+
+
+class ConnectorState(Base):
+    """A connector's checkpoint (IMAP UIDVALIDITY and last UID, a poller's cursor, ...)."""
+
+    __tablename__ = "connector_state"
+
+    connector: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime]

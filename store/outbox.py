@@ -1,0 +1,38 @@
+"""The outbox: domain events waiting to be published, claimed safely when several replicas relay."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from leadhub.store.models import OutboxEvent
+
+outbox_t = OutboxEvent.__table__
+
+
+async def claim_unpublished(conn: AsyncConnection, limit: int) -> Sequence[Any]:
+    """Oldest unpublished events; on PostgreSQL rows another replica holds are skipped."""
+    query = (
+        select(outbox_t.c.id, outbox_t.c.type, outbox_t.c.subject_id, outbox_t.c.data, outbox_t.c.created_at)
+        .where(outbox_t.c.published_at.is_(None))
+        .order_by(outbox_t.c.id)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return (await conn.execute(query)).all()
+
+
+async def mark_published(conn: AsyncConnection, ids: Sequence[str], now: datetime) -> None:
+    await conn.execute(update(outbox_t).where(outbox_t.c.id.in_(ids)).values(published_at=now))
+
+
+async def count_unpublished(conn: AsyncConnection) -> int:
+    from sqlalchemy import func
+
+    query = select(func.count()).select_from(outbox_t).where(outbox_t.c.published_at.is_(None))
+    return int((await conn.execute(query)).scalar_one())

@@ -1,0 +1,143 @@
+"""Read queries for the API: filtered lists with keyset cursors, and single rows by id."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DateTime, Select, Table, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from leadhub.store.models import Contact, ContactIdentifier, Inquiry, Lead
+
+contact_t: Table = Contact.__table__  # type: ignore[assignment]
+identifier_t: Table = ContactIdentifier.__table__  # type: ignore[assignment]
+lead_t: Table = Lead.__table__  # type: ignore[assignment]
+inquiry_t: Table = Inquiry.__table__  # type: ignore[assignment]
+
+INQUIRY_COLUMNS = [c for c in inquiry_t.c if c.name != "payload"]
+
+
+class BadCursor(ValueError):
+    """A `cursor` parameter this API did not issue."""
+
+
+@dataclass(slots=True)
+class Page:
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def _encode_cursor(values: list[Any]) -> str:
+    raw = json.dumps([v.isoformat() if isinstance(v, datetime) else v for v in values])
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str | None, columns: Sequence[Any]) -> list[Any] | None:
+    if not cursor:
+        return None
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(values, list) or len(values) != len(columns):
+            raise ValueError("wrong shape")
+        return [
+            datetime.fromisoformat(v).replace(tzinfo=None) if isinstance(c.type, DateTime) else str(v)
+            for c, v in zip(columns, values, strict=True)
+        ]
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise BadCursor("cursor is not one this API issued") from exc
+
+
+async def _page(
+    conn: AsyncConnection, query: Select[Any], order: Sequence[Any], cursor: str | None, limit: int
+) -> Page:
+    """Newest first by `order` columns (ids are time-ordered ULIDs), `limit` per page, keyset cursor."""
+    after = _decode_cursor(cursor, order)
+    if after is not None:
+        if conn.dialect.name == "postgresql":  # stored aware on PostgreSQL, naive UTC on SQLite
+            after = [v.replace(tzinfo=UTC) if isinstance(v, datetime) else v for v in after]
+        query = query.where(tuple_(*order) < tuple_(*after))
+    rows = (await conn.execute(query.order_by(*(c.desc() for c in order)).limit(limit + 1))).mappings().all()
+    items = [dict(r) for r in rows[:limit]]
+    next_cursor = _encode_cursor([items[-1][c.name] for c in order]) if len(rows) > limit else None
+    return Page(items, next_cursor)
+
+
+async def list_leads(
+    conn: AsyncConnection,
+    *,
+    contact_id: str | None,
+    channel: str | None,
+    status: str | None,
+    cursor: str | None,
+    limit: int,
+) -> Page:
+    query = select(lead_t)
+    for column, value in ((lead_t.c.contact_id, contact_id), (lead_t.c.channel, channel), (lead_t.c.status, status)):
+        if value:
+            query = query.where(column == value)
+    return await _page(conn, query, [lead_t.c.id], cursor, limit)
+
+
+async def get_lead(conn: AsyncConnection, lead_id: str) -> dict[str, Any] | None:
+    row = (await conn.execute(select(lead_t).where(lead_t.c.id == lead_id))).mappings().first()
+    return dict(row) if row else None
+
+
+async def list_contacts(
+    conn: AsyncConnection, *, email: str | None, phone: str | None, cursor: str | None, limit: int
+) -> Page:
+    query = select(contact_t)
+    for kind, value in (("email", email), ("phone", phone)):
+        if value:
+            owners = select(identifier_t.c.contact_id).where(identifier_t.c.kind == kind, identifier_t.c.value == value)
+            query = query.where(contact_t.c.id.in_(owners))
+    return await _page(conn, query, [contact_t.c.id], cursor, limit)
+
+
+async def contact_identifiers(conn: AsyncConnection, contact_ids: Sequence[str]) -> dict[str, list[dict[str, str]]]:
+    if not contact_ids:
+        return {}
+    rows = await conn.execute(
+        select(identifier_t.c.contact_id, identifier_t.c.kind, identifier_t.c.value)
+        .where(identifier_t.c.contact_id.in_(contact_ids))
+        .order_by(identifier_t.c.kind, identifier_t.c.value)
+    )
+    found: dict[str, list[dict[str, str]]] = {}
+    for contact_id, kind, value in rows:
+        found.setdefault(contact_id, []).append({"kind": kind, "value": value})
+    return found
+
+
+async def list_inquiries(
+    conn: AsyncConnection,
+    *,
+    contact_id: str | None,
+    lead_id: str | None,
+    channel: str | None,
+    dropped: bool | None,
+    cursor: str | None,
+    limit: int,
+) -> Page:
+    query = select(*INQUIRY_COLUMNS)
+    for column, value in (
+        (inquiry_t.c.contact_id, contact_id),
+        (inquiry_t.c.lead_id, lead_id),
+        (inquiry_t.c.channel, channel),
+    ):
+        if value:
+            query = query.where(column == value)
+    if dropped is True:
+        query = query.where(inquiry_t.c.dropped.is_not(None))
+    elif dropped is False:
+        query = query.where(inquiry_t.c.dropped.is_(None))
+    return await _page(conn, query, [inquiry_t.c.received_at, inquiry_t.c.id], cursor, limit)
+
+
+async def get_inquiry(conn: AsyncConnection, inquiry_id: str) -> dict[str, Any] | None:
+    row = (await conn.execute(select(*INQUIRY_COLUMNS).where(inquiry_t.c.id == inquiry_id))).mappings().first()
+    return dict(row) if row else None
