@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
+from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
 from leadhub.envelope import Envelope
@@ -25,6 +26,18 @@ class QueueUnavailable(Exception):
 
 Publish = Callable[[Envelope], Awaitable[PublishResult]]
 Stop = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class ConnectorContext:
+    """What the hub gives every connector: where to publish, the store (for checkpoints), liveness."""
+
+    publish: Publish
+    engine: Any = None  # AsyncEngine; pull connectors keep checkpoints in store.connector_state
+    public_url: str | None = None
+    data_dir: Any = None  # pathlib.Path
+    # report(connector_name, {"ok": bool, ...}): shown under /readyz "detail" and in metrics
+    report: Callable[[str, dict[str, Any]], None] = lambda name, status: None
 
 
 class ConnectorConfig(BaseModel):
@@ -54,7 +67,7 @@ class Connector(Protocol):
     channel: ClassVar[str]
     Config: ClassVar[type[ConnectorConfig]]
 
-    def __init__(self, config: Any, publish: Publish) -> None: ...
+    def __init__(self, config: Any, context: ConnectorContext) -> None: ...
 
     async def start(self) -> Stop: ...
 
@@ -65,12 +78,13 @@ class WebhookConnector(Connector, Protocol):
     async def handle(self, request: Any) -> Any: ...
 
 
-def accepted(result: PublishResult, headers: dict[str, str] | None = None) -> Any:
-    """The answer once an item is durable: `202 {"id", "duplicate"}`, marked for the hub's metrics."""
-    from aiohttp import web
+DUPLICATE = web.ResponseKey("duplicate", bool)
 
+
+def accepted(result: PublishResult, headers: dict[str, str] | None = None) -> web.Response:
+    """The answer once an item is durable: `202 {"id", "duplicate"}`, marked for the hub's metrics."""
     response = web.json_response({"id": result.id, "duplicate": result.duplicate}, status=202, headers=headers)
-    response["duplicate"] = result.duplicate
+    response[DUPLICATE] = result.duplicate
     return response
 
 

@@ -14,8 +14,8 @@ from pydantic import ByteSize, Field, SecretStr, field_validator
 
 from leadhub.connectors.base import (
     ConnectorConfig,
+    ConnectorContext,
     HookError,
-    Publish,
     PublishResult,
     Stop,
     accepted,
@@ -69,9 +69,9 @@ class FormConnector:
     channel: ClassVar[str] = "form"
     Config: ClassVar[type[FormConfig]] = FormConfig
 
-    def __init__(self, config: FormConfig, publish: Publish) -> None:
+    def __init__(self, config: FormConfig, context: ConnectorContext) -> None:
         self.config = config
-        self.publish = publish
+        self.publish = context.publish
         self.limiter = RateLimiter(*parse_rate(config.rate_limit)) if config.rate_limit else None
         self._token = config.token.get_secret_value().encode() if config.token else None
 

@@ -100,6 +100,19 @@ def load_config(path: Path | None = None, *, env: dict[str, str] | None = None) 
     environ = os.environ if env is None else env
     source = path or (DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None)
     raw, lines = _read_yaml(source) if source else ({}, {})
+    return config_from_dict(raw, env=environ, source=source, lines=lines)
+
+
+def config_from_dict(
+    raw: dict[str, Any],
+    *,
+    env: os._Environ[str] | dict[str, str] | None = None,
+    source: Path | None = None,
+    lines: dict[tuple[Any, ...], int] | None = None,
+) -> HubConfig:
+    """Validate settings given as a mapping (the parsed file, or a test's dict)."""
+    environ = os.environ if env is None else env
+    lines = lines or {}
     label = str(source) if source else "(defaults)"
     problems: list[str] = []
     try:

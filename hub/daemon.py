@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -13,7 +14,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadhub import __version__
-from leadhub.connectors.base import Stop
+from leadhub.connectors.base import ConnectorContext, Stop
 from leadhub.connectors.registry import CONNECTOR_TYPES
 from leadhub.hub.config import HubConfig
 from leadhub.hub.embedded_nats import EmbeddedNats
@@ -60,6 +61,7 @@ class Hub:
         self.engine: AsyncEngine | None = None
         self.runner: web.AppRunner | None = None
         self.connectors: dict[str, Any] = {}
+        self.connector_status: dict[str, dict[str, Any]] = {}
         self.connector_stops: list[Stop] = []
         self.consumer: InboundConsumer | None = None
         self.relay: OutboxRelay | None = None
@@ -94,9 +96,19 @@ class Hub:
 
     def _build_connectors(self) -> None:
         assert self.queue is not None
+        context = ConnectorContext(
+            publish=self.queue.publish_envelope,
+            engine=self.engine,
+            public_url=self.settings.public_url,
+            data_dir=self.settings.data_dir,
+            report=self._connector_report,
+        )
         for connector_config in self.config.connectors:
             connector_type = CONNECTOR_TYPES[connector_config.type]
-            self.connectors[connector_config.name] = connector_type(connector_config, self.queue.publish_envelope)
+            self.connectors[connector_config.name] = connector_type(connector_config, context)
+
+    def _connector_report(self, name: str, status: dict[str, Any]) -> None:
+        self.connector_status[name] = status
 
     async def _start_http(self) -> None:
         deps = HttpDeps(
@@ -125,6 +137,8 @@ class Hub:
             detail["pipeline"] = {"ok": self.consumer.healthy, "error": self.consumer.last_error}
         if self.relay is not None:
             detail["relay"] = {"ok": self.relay.last_error is None, "error": self.relay.last_error}
+        for name, status in self.connector_status.items():
+            detail[f"connector:{name}"] = status
         return detail
 
     async def _start_store_side(self) -> None:
@@ -178,8 +192,10 @@ class Hub:
             return
         self.stopping.set()
         log.info("stopping leadhub")
+        timer = _StepTimer()
         if self.runner is not None:
             await self.runner.cleanup()
+        timer.step("http")
         for stop in self.connector_stops:
             with contextlib.suppress(Exception):
                 await stop()
@@ -192,14 +208,30 @@ class Hub:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        timer.step("workers")
         if self.queue is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.queue.stop(), 2)
+        timer.step("queue")
         if self.embedded is not None:
             await self.embedded.stop(timeout=2)
+        timer.step("nats")
         if self.engine is not None:
             await self.engine.dispose()
-        log.info("stopped")
+        log.info("stopped", **timer.steps)
+
+
+class _StepTimer:
+    """Seconds spent in each shutdown step, logged so a slow stop says where the time went."""
+
+    def __init__(self) -> None:
+        self.steps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def step(self, name: str) -> None:
+        now = time.perf_counter()
+        self.steps[name] = round(now - self._last, 3)
+        self._last = now
 
 
 def _redact_url(url: str) -> str:

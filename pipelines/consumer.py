@@ -70,6 +70,7 @@ class InboundConsumer:
         self._backoff = 0.0
         self.healthy = True
         self.last_error: str | None = None
+        self._subscription: JetStreamContext.PullSubscription | None = None
 
     def stop(self) -> None:
         self._stopping.set()
@@ -94,14 +95,35 @@ class InboundConsumer:
         )
         return await self.jetstream().pull_subscribe("inbound.>", durable=DURABLE, stream="INBOUND", config=config)
 
+    async def _fetch(self, subscription: JetStreamContext.PullSubscription) -> list[Msg]:
+        """Fetch a batch, or nothing if a stop comes first (unacked messages are simply redelivered)."""
+        fetch = asyncio.ensure_future(subscription.fetch(self.batch_size, timeout=FETCH_TIMEOUT))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not fetch.done():
+            fetch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await fetch
+            return []
+        return fetch.result()
+
     async def run(self) -> None:
         subscription = None
+        try:
+            await self._loop(subscription)
+        finally:
+            if self._subscription is not None:
+                with contextlib.suppress(Exception):
+                    await self._subscription.unsubscribe()
+
+    async def _loop(self, subscription: JetStreamContext.PullSubscription | None) -> None:
         last_pending_check = 0.0
         while not self._stopping.is_set():
             try:
                 if subscription is None:
-                    subscription = await self._subscribe()
-                messages = await subscription.fetch(self.batch_size, timeout=FETCH_TIMEOUT)
+                    subscription = self._subscription = await self._subscribe()
+                messages = await self._fetch(subscription)
             except TimeoutError:
                 messages = []
             except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:

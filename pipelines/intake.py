@@ -75,6 +75,11 @@ class IntakePipeline:
             fields=draft.fields,
             attribution=draft.attribution,
             dropped=draft.dropped,
+            tags=list(draft.tags),
+            opens_lead=draft.opens_lead,
+            message_id=draft.message_id,
+            thread_refs=list(draft.thread_refs),
+            order=draft.order,
         )
 
     async def store(self, rows: Sequence[InquiryRow]) -> BatchResult:

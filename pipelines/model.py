@@ -31,6 +31,15 @@ class InquiryDraft:
     fields: dict[str, Any] = field(default_factory=dict)
     attribution: dict[str, str] = field(default_factory=dict)
     dropped: str | None = None
+    # Labels for the lead, e.g. "callback_requested" for a missed call or a callback form.
+    tags: list[str] = field(default_factory=list)
+    # False for an inquiry that belongs on the contact but is not a new lead (an answered call).
+    opens_lead: bool = True
+    # Email threading: this item's Message-ID and the ids it replies to (In-Reply-To, References).
+    message_id: str | None = None
+    thread_refs: list[str] = field(default_factory=list)
+    # A shop order read from the payload (an OrderDraft from the shop parsers), or None.
+    order: Any = None
 
     @property
     def key(self) -> str:

@@ -52,7 +52,7 @@ def _upgrade(connection: Connection, revision: str) -> None:
     command.upgrade(config, revision)
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+async def upgrade(engine: AsyncEngine, revision: str = "heads") -> None:
     """Apply migrations up to `revision` (idempotent; `run` calls it on every start)."""
     async with engine.begin() as connection:
         await connection.run_sync(_upgrade, revision)

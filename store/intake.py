@@ -42,6 +42,11 @@ class InquiryRow:
     fields: dict[str, Any] = field(default_factory=dict)
     attribution: dict[str, str] = field(default_factory=dict)
     dropped: str | None = None
+    tags: list[str] = field(default_factory=list)
+    opens_lead: bool = True
+    message_id: str | None = None
+    thread_refs: list[str] = field(default_factory=list)
+    order: Any = None
 
     def identifiers(self) -> list[tuple[str, str]]:
         return [(kind, value) for kind, value in (("email", self.email), ("phone", self.phone)) if value]
@@ -62,10 +67,40 @@ def _clean(text: str | None, limit: int | None = None) -> str | None:
     return text[:limit] if limit else text
 
 
-def _event(events: list[dict[str, Any]], kind: str, subject_id: str, now: datetime, **data: Any) -> None:
-    events.append(
-        {"id": new_id(), "type": kind, "subject_id": subject_id, "data": data, "created_at": now, "published_at": None}
-    )
+@dataclass(slots=True)
+class Batch:
+    """The rows one transaction will insert, collected first so each table gets one bulk insert."""
+
+    now: datetime
+    known: dict[tuple[str, str], str]
+    contacts: list[dict[str, Any]] = field(default_factory=list)
+    identifiers: list[dict[str, Any]] = field(default_factory=list)
+    leads: list[dict[str, Any]] = field(default_factory=list)
+    inquiries: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def event(self, kind: str, subject_id: str, **data: Any) -> None:
+        self.events.append(
+            {
+                "id": new_id(),
+                "type": kind,
+                "subject_id": subject_id,
+                "data": data,
+                "created_at": self.now,
+                "published_at": None,
+            }
+        )
+
+    async def flush(self, conn: AsyncConnection) -> None:
+        for table, values in (
+            (contact_t, self.contacts),
+            (identifier_t, self.identifiers),
+            (lead_t, self.leads),
+            (inquiry_t, self.inquiries),
+            (outbox_t, self.events),
+        ):
+            if values:
+                await conn.execute(table.insert(), values)
 
 
 async def _existing_keys(conn: AsyncConnection, keys: list[str]) -> set[str]:
@@ -103,117 +138,107 @@ async def write_batch(conn: AsyncConnection, rows: Sequence[InquiryRow], now: da
     if not fresh:
         return result
 
-    known = await _known_identifiers(conn, {i for r in fresh if not r.dropped for i in r.identifiers()})
-    contacts: list[dict[str, Any]] = []
-    identifiers: list[dict[str, Any]] = []
-    leads: list[dict[str, Any]] = []
-    inquiries: list[dict[str, Any]] = []
-    events: list[dict[str, Any]] = []
+    batch = Batch(now, await _known_identifiers(conn, {i for r in fresh if not r.dropped for i in r.identifiers()}))
+    # Extension point (email threading, lead coalescing): map a row's key to an existing lead id.
+    attach_to: dict[str, str] = {}
     for row in fresh:
         contact_id = lead_id = None
         if not row.dropped:
-            contact_id = _resolve_contact(row, known, contacts, identifiers, now, events)
-            lead_id = new_id()
-            leads.append(
-                {
-                    "id": lead_id,
-                    "contact_id": contact_id,
-                    "status": "new",
-                    "channel": row.channel,
-                    "connector": row.connector,
-                    "title": _clean(row.title, 300),
-                    "message": _clean(row.message),
-                    "attribution": row.attribution,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
-            _event(
-                events,
+            contact_id = _resolve_contact(row, batch)
+            lead_id = attach_to.get(row.key) or (_open_lead(row, contact_id, batch) if row.opens_lead else None)
+            batch.event(
                 "inquiry.received",
                 row.id,
-                now,
                 inquiry_id=row.id,
                 contact_id=contact_id,
                 lead_id=lead_id,
                 channel=row.channel,
                 connector=row.connector,
             )
-            _event(
-                events,
-                "lead.created",
-                lead_id,
-                now,
-                lead_id=lead_id,
-                contact_id=contact_id,
-                inquiry_id=row.id,
-                channel=row.channel,
-                connector=row.connector,
-                status="new",
-            )
-        inquiries.append(
-            {
-                "id": row.id,
-                "key": row.key,
-                "channel": row.channel,
-                "connector": row.connector,
-                "received_at": row.received_at,
-                "contact_id": contact_id,
-                "lead_id": lead_id,
-                "name": _clean(row.name, 200),
-                "email": _clean(row.email, 320),
-                "phone": _clean(row.phone or row.phone_raw, 64),
-                "message": _clean(row.message),
-                "fields": row.fields,
-                "dropped": _clean(row.dropped, 200),
-                "content_type": row.content_type[:200],
-                "meta": row.meta,
-                "payload": row.payload,
-                "created_at": now,
-            }
-        )
-
-    for table, values in (
-        (contact_t, contacts),
-        (identifier_t, identifiers),
-        (lead_t, leads),
-        (inquiry_t, inquiries),
-        (outbox_t, events),
-    ):
-        if values:
-            await conn.execute(table.insert(), values)
-    result.stored = len(inquiries)
-    result.events = len(events)
+        batch.inquiries.append(_inquiry_values(row, contact_id, lead_id, now))
+    # Extension point (shop orders): upsert orders of `fresh` rows into `batch` here.
+    await batch.flush(conn)
+    result.stored = len(batch.inquiries)
+    result.events = len(batch.events)
     return result
 
 
-def _resolve_contact(  # noqa: PLR0917
-    row: InquiryRow,
-    known: dict[tuple[str, str], str],
-    contacts: list[dict[str, Any]],
-    identifiers: list[dict[str, Any]],
-    now: datetime,
-    events: list[dict[str, Any]],
-) -> str:
+def _inquiry_values(row: InquiryRow, contact_id: str | None, lead_id: str | None, now: datetime) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "key": row.key,
+        "channel": row.channel,
+        "connector": row.connector,
+        "received_at": row.received_at,
+        "contact_id": contact_id,
+        "lead_id": lead_id,
+        "name": _clean(row.name, 200),
+        "email": _clean(row.email, 320),
+        "phone": _clean(row.phone or row.phone_raw, 64),
+        "message": _clean(row.message),
+        "fields": row.fields,
+        "dropped": _clean(row.dropped, 200),
+        "content_type": row.content_type[:200],
+        "meta": row.meta,
+        "payload": row.payload,
+        "created_at": now,
+    }
+
+
+def _open_lead(row: InquiryRow, contact_id: str, batch: Batch) -> str:
+    lead_id = new_id()
+    batch.leads.append(
+        {
+            "id": lead_id,
+            "contact_id": contact_id,
+            "status": "new",
+            "owner": None,
+            "tags": row.tags,
+            "channel": row.channel,
+            "connector": row.connector,
+            "title": _clean(row.title, 300),
+            "message": _clean(row.message),
+            "attribution": row.attribution,
+            "created_at": batch.now,
+            "updated_at": batch.now,
+        }
+    )
+    batch.event(
+        "lead.created",
+        lead_id,
+        lead_id=lead_id,
+        contact_id=contact_id,
+        inquiry_id=row.id,
+        channel=row.channel,
+        connector=row.connector,
+        status="new",
+        tags=row.tags,
+    )
+    return lead_id
+
+
+def _resolve_contact(row: InquiryRow, batch: Batch) -> str:
     """The contact one of the row's identifiers already names, else a new one; new identifiers join it."""
     idents = row.identifiers()
-    contact_id = next((known[i] for i in idents if i in known), None)
+    contact_id = next((batch.known[i] for i in idents if i in batch.known), None)
     if contact_id is None:
         contact_id = new_id()
-        contacts.append(
+        batch.contacts.append(
             {
                 "id": contact_id,
                 "name": _clean(row.name, 200),
                 "email": row.email,
                 "phone": row.phone,
                 "company": _clean(row.company, 200),
-                "created_at": now,
-                "updated_at": now,
+                "created_at": batch.now,
+                "updated_at": batch.now,
             }
         )
-        _event(events, "contact.created", contact_id, now, contact_id=contact_id)
+        batch.event("contact.created", contact_id, contact_id=contact_id)
     for ident in idents:
-        if ident not in known:
-            known[ident] = contact_id
-            identifiers.append({"kind": ident[0], "value": ident[1], "contact_id": contact_id, "created_at": now})
+        if ident not in batch.known:
+            batch.known[ident] = contact_id
+            batch.identifiers.append(
+                {"kind": ident[0], "value": ident[1], "contact_id": contact_id, "created_at": batch.now}
+            )
     return contact_id

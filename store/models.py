@@ -65,6 +65,8 @@ class Lead(Base):
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     contact_id: Mapped[str] = mapped_column(ForeignKey("contact.id"), index=True)
     status: Mapped[str] = mapped_column(String(20), default="new")
+    owner: Mapped[str | None] = mapped_column(String(200))
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     channel: Mapped[str] = mapped_column(String(20))
     connector: Mapped[str] = mapped_column(String(64))
     title: Mapped[str | None] = mapped_column(String(300))

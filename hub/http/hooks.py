@@ -7,7 +7,7 @@ import time
 import structlog
 from aiohttp import web
 
-from leadhub.connectors.base import HookError, QueueUnavailable
+from leadhub.connectors.base import DUPLICATE, HookError, QueueUnavailable
 from leadhub.hub.http.jsonio import error_response
 from leadhub.hub.http.state import DEPS
 
@@ -39,6 +39,6 @@ async def hook(request: web.Request) -> web.StreamResponse:
     deps.metrics.hook_latency.labels(name).observe(time.perf_counter() - started)
     if response.status == 202:
         deps.metrics.accepted.labels(name).inc()
-        if response.get("duplicate"):
+        if response.get(DUPLICATE):
             deps.metrics.duplicates.labels(name).inc()
     return response

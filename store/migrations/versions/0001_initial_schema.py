@@ -93,6 +93,8 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=26), nullable=False),
         sa.Column("contact_id", sa.String(length=26), nullable=False),
         sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("owner", sa.String(length=200), nullable=True),
+        sa.Column("tags", sa.JSON(), nullable=False),
         sa.Column("channel", sa.String(length=20), nullable=False),
         sa.Column("connector", sa.String(length=64), nullable=False),
         sa.Column("title", sa.String(length=300), nullable=True),

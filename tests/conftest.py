@@ -1,0 +1,233 @@
+"""Fixtures over real components: embedded NATS, SQLite or PostgreSQL, the in-process hub, the daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from sqlalchemy.engine import make_url
+
+from leadhub.hub.config import config_from_dict
+from leadhub.hub.daemon import Hub
+from tests.helpers import free_port, wait_for
+
+PG_ADMIN_URL = os.environ.get("LEADHUB_TEST_DATABASE_URL")
+
+
+@pytest.fixture(autouse=True)
+def _clean_leadhub_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's LEADHUB_* variables must not leak into tests (the test database URL aside)."""
+    for name in list(os.environ):
+        if name.startswith("LEADHUB_") and name != "LEADHUB_TEST_DATABASE_URL":
+            monkeypatch.delenv(name)
+
+
+async def _create_pg_database(admin_url: str) -> tuple[str, str]:
+    import asyncpg
+
+    url = make_url(admin_url)
+    name = f"lh_test_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(
+        host=url.host, port=url.port or 5432, user=url.username, password=url.password, database=url.database
+    )
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return url.set(database=name).render_as_string(hide_password=False), name
+
+
+async def _drop_pg_database(admin_url: str, name: str) -> None:
+    import asyncpg
+
+    url = make_url(admin_url)
+    conn = await asyncpg.connect(
+        host=url.host, port=url.port or 5432, user=url.username, password=url.password, database=url.database
+    )
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def database_url(tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh, empty database: PostgreSQL when LEADHUB_TEST_DATABASE_URL is set, else SQLite."""
+    if PG_ADMIN_URL:
+        url, name = await _create_pg_database(PG_ADMIN_URL)
+        try:
+            yield url
+        finally:
+            await _drop_pg_database(PG_ADMIN_URL, name)
+    else:
+        yield f"sqlite+aiosqlite:///{tmp_path / 'leadhub.db'}"
+
+
+@dataclass
+class RunningHub:
+    """An in-process hub serving HTTP on a free loopback port, with a client session."""
+
+    hub: Hub
+    session: aiohttp.ClientSession
+    base_url: str
+    api_token: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    @property
+    def engine(self) -> Any:
+        return self.hub.engine
+
+    async def post(self, path: str, **kwargs: Any) -> aiohttp.ClientResponse:
+        return await self.session.post(self.url(path), **kwargs)
+
+    async def api(self, path: str, **params: Any) -> Any:
+        headers = {"Authorization": f"Bearer {self.api_token}"} if self.api_token else {}
+        async with self.session.get(self.url(path), params=params, headers=headers) as response:
+            assert response.status == 200, await response.text()
+            return await response.json()
+
+    async def wait_items(self, path: str, count: int, timeout: float = 15.0, **params: Any) -> list[dict[str, Any]]:
+        """Wait until the list at `path` has exactly `count` items (fails if it overshoots)."""
+
+        async def probe() -> list[dict[str, Any]] | None:
+            items = (await self.api(path, limit=1000, **params))["items"]
+            assert len(items) <= count, f"{path} has {len(items)} items, expected {count}"
+            return items if len(items) == count else None
+
+        return await wait_for(probe, timeout=timeout, what=f"{count} items at {path}")
+
+
+HubFactory = Callable[..., Awaitable[RunningHub]]
+
+
+@pytest.fixture
+async def make_hub(tmp_path: Path, database_url: str) -> AsyncIterator[HubFactory]:
+    """Start hubs with the given connectors and settings; all are stopped at the end of the test."""
+    running: list[RunningHub] = []
+
+    async def make(connectors: list[dict[str, Any]] | None = None, **settings: Any) -> RunningHub:
+        raw = {
+            "data_dir": str(tmp_path / f"data{len(running)}"),
+            "database_url": database_url,
+            "http_port": 0,
+            "default_region": "RU",
+            "connectors": connectors or [],
+            **settings,
+        }
+        hub = Hub(config_from_dict(raw, env={}))
+        await hub.start()
+        session = aiohttp.ClientSession()
+        handle = RunningHub(hub, session, f"http://127.0.0.1:{hub.port}", settings.get("api_token"))
+        running.append(handle)
+        if "pipeline" in hub.roles:
+            await wait_for(_pipeline_started(hub), timeout=20, what="the pipeline to start")
+        return handle
+
+    yield make
+    for handle in reversed(running):
+        await handle.session.close()
+        await handle.hub.stop()
+
+
+def _pipeline_started(hub: Hub) -> Callable[[], Awaitable[bool]]:
+    async def probe() -> bool:
+        return hub.consumer is not None
+
+    return probe
+
+
+@pytest.fixture
+async def form_hub(make_hub: HubFactory) -> RunningHub:
+    """A hub with one open form connector `site-form` (no token, no rate limit)."""
+    return await make_hub([{"name": "site-form", "type": "form", "rate_limit": None}])
+
+
+@dataclass
+class Daemon:
+    """`leadhub run` as a real subprocess, for signals, kills and restarts."""
+
+    config_file: Path
+    env: dict[str, str]
+    port: int
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self, *, wait_ready: bool = True, extra_env: dict[str, str] | None = None) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "leadhub.hub", "run", "--config", str(self.config_file)],
+            env={**self.env, **(extra_env or {})},
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        if wait_ready:
+            await wait_for(self._ready, timeout=30, what=f"the daemon to be ready (log: {self.log_path})")
+
+    async def _ready(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            pytest.fail(f"daemon exited with {self.process.returncode}:\n{self.log()}")
+        try:
+            async with aiohttp.ClientSession() as session, session.get(self.base_url + "/readyz") as response:
+                return response.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    async def terminate(self, timeout: float = 10.0) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return await asyncio.to_thread(self.process.wait, timeout)
+
+
+@pytest.fixture
+def make_daemon(tmp_path: Path, database_url: str) -> Any:
+    daemons: list[Daemon] = []
+
+    def make(config: dict[str, Any], env: dict[str, str] | None = None) -> Daemon:
+        index = len(daemons)
+        config_file = tmp_path / f"leadhub{index}.yaml"
+        config_file.write_text(yaml.safe_dump(config))
+        port = free_port()
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_")}
+        base_env |= {
+            "LEADHUB_DATA_DIR": str(tmp_path / f"daemon{index}"),
+            "LEADHUB_DATABASE_URL": database_url,
+            "LEADHUB_HTTP_PORT": str(port),
+            "LEADHUB_LOG_LEVEL": "info",
+        }
+        daemon = Daemon(config_file, base_env | (env or {}), port, tmp_path / f"daemon{index}.log")
+        daemons.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in daemons:
+        if daemon.process is not None and daemon.process.poll() is None:
+            daemon.process.kill()
+            daemon.process.wait(timeout=10)

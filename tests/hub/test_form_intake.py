@@ -1,0 +1,117 @@
+"""A form post of each content type becomes a lead, normalized; an idempotency key makes a retry a no-op."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from tests.conftest import RunningHub
+
+
+def _multipart() -> aiohttp.FormData:
+    form = aiohttp.FormData()
+    form.add_field("Name", "Мария Иванова")
+    form.add_field("Phone", "8 (916) 765-43-21")
+    form.add_field("Email", "  Maria@Example.RU ")
+    form.add_field("message", "Перезвоните, пожалуйста")
+    form.add_field("cv", b"%PDF-1.4 fake", filename="cv.pdf", content_type="application/pdf")
+    return form
+
+
+CASES = {
+    "json": {
+        "json": {
+            "name": "ivan petrov",
+            "phone": "+7 916 123-45-67",
+            "email": "Ivan.Petrov@Example.COM",
+            "message": "need a quote",
+            "utm_source": "google",
+            "budget": "100k",
+        },
+    },
+    "urlencoded": {
+        "data": {"Name": "Anna", "Phone": "8-916-555-44-33", "Email": "ANNA@MAIL.RU", "utm_campaign": "spring"},
+    },
+    "multipart": {"data": _multipart},
+}
+EXPECTED = {
+    "json": ("+79161234567", "ivan.petrov@example.com", "Ivan Petrov"),
+    "urlencoded": ("+79165554433", "anna@mail.ru", "Anna"),
+    "multipart": ("+79167654321", "maria@example.ru", "Мария Иванова"),
+}
+
+
+@pytest.mark.parametrize("kind", CASES)
+async def test_each_content_type_becomes_a_normalized_lead(form_hub: RunningHub, kind: str) -> None:
+    kwargs = {k: (v() if callable(v) else v) for k, v in CASES[kind].items()}
+    async with await form_hub.post("/hooks/site-form", **kwargs) as response:
+        assert response.status == 202, await response.text()
+        body = await response.json()
+    assert body["duplicate"] is False and body["id"]
+
+    leads = await form_hub.wait_items("/api/leads", 1)
+    phone, email, name = EXPECTED[kind]
+    contacts = (await form_hub.api("/api/contacts", phone=phone))["items"]
+    assert [c["id"] for c in contacts] == [leads[0]["contact_id"]]
+    contact = contacts[0]
+    assert (contact["phone"], contact["email"], contact["name"]) == (phone, email, name)
+    inquiry = await form_hub.api(f"/api/inquiries/{body['id']}")
+    assert inquiry["lead_id"] == leads[0]["id"] and inquiry["contact_id"] == contact["id"]
+    assert inquiry["channel"] == "form" and inquiry["connector"] == "site-form"
+
+
+async def test_extra_fields_and_utm_are_kept(form_hub: RunningHub) -> None:
+    async with await form_hub.post("/hooks/site-form", **CASES["json"]) as response:
+        inquiry_id = (await response.json())["id"]
+    await form_hub.wait_items("/api/leads", 1)
+    inquiry = await form_hub.api(f"/api/inquiries/{inquiry_id}")
+    assert inquiry["fields"] == {"budget": "100k"}
+    lead = (await form_hub.api("/api/leads"))["items"][0]
+    assert lead["attribution"] == {"utm_source": "google"}
+    assert lead["message"] == "need a quote"
+
+
+async def test_same_idempotency_key_is_a_duplicate_and_stores_once(form_hub: RunningHub) -> None:
+    headers = {"Idempotency-Key": "order-form-42"}
+    payload = {"name": "Ivan", "phone": "+79161234567"}
+    answers = []
+    for _ in range(3):
+        async with await form_hub.post("/hooks/site-form", json=payload, headers=headers) as response:
+            assert response.status == 202
+            answers.append(await response.json())
+    assert [a["duplicate"] for a in answers] == [False, True, True]
+    assert len({a["id"] for a in answers}) == 1
+    await form_hub.wait_items("/api/leads", 1)
+    assert len((await form_hub.api("/api/inquiries"))["items"]) == 1
+    # The same key with a different body is still the same submission.
+    async with await form_hub.post("/hooks/site-form", json={"name": "Other"}, headers=headers) as response:
+        assert (await response.json())["duplicate"] is True
+
+
+async def test_configured_idempotency_field_dedupes_resubmissions(make_hub) -> None:  # type: ignore[no-untyped-def]
+    hub = await make_hub([{"name": "tilda-form", "type": "form", "idempotency_field": "tranid", "rate_limit": None}])
+    for _ in range(2):
+        async with await hub.post("/hooks/tilda-form", data={"Name": "A", "Phone": "+79160000001", "tranid": "t-1"}):
+            pass
+    async with await hub.post("/hooks/tilda-form", data={"Name": "A", "Phone": "+79160000001", "tranid": "t-2"}) as r:
+        assert (await r.json())["duplicate"] is False
+    await hub.wait_items("/api/inquiries", 2)
+
+
+async def test_identical_bodies_within_the_window_are_one_submission(form_hub: RunningHub) -> None:
+    payload = {"name": "Double Click", "phone": "+79160000002"}
+    async with await form_hub.post("/hooks/site-form", json=payload) as first:
+        first_body = await first.json()
+    async with await form_hub.post("/hooks/site-form", json=payload) as second:
+        second_body = await second.json()
+    assert second_body == {"id": first_body["id"], "duplicate": True}
+
+
+async def test_same_person_twice_is_one_contact(form_hub: RunningHub) -> None:
+    for body in ({"email": "Same@Person.com", "message": "a"}, {"email": "same@person.com ", "message": "b"}):
+        async with await form_hub.post("/hooks/site-form", json=body) as response:
+            assert response.status == 202
+    leads = await form_hub.wait_items("/api/leads", 2)
+    assert len({lead["contact_id"] for lead in leads}) == 1
+    contacts = (await form_hub.api("/api/contacts", email="SAME@person.com"))["items"]
+    assert len(contacts) == 1
