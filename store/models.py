@@ -153,3 +153,26 @@ class ConnectorState(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     value: Mapped[dict[str, Any]]
     updated_at: Mapped[datetime]
+
+
+class EmailMessage(Base):
+    """A Message-ID seen (inbound) or sent (outbound), so a reply finds the lead it belongs to."""
+
+    __tablename__ = "email_message"
+
+    message_id: Mapped[str] = mapped_column(String(500), primary_key=True)
+    direction: Mapped[str] = mapped_column(String(3))  # "in" | "out"
+    inquiry_id: Mapped[str | None] = mapped_column(String(26), index=True)
+    lead_id: Mapped[str | None] = mapped_column(String(26), index=True)
+    created_at: Mapped[datetime]
+
+
+class EmailSuppression(Base):
+    """An address leadhub must not mail: it bounced, complained, or unsubscribed."""
+
+    __tablename__ = "email_suppression"
+
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(40))  # bounce | complaint | unsubscribe
+    detail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
