@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from leadhub.connectors.registry import CONNECTOR_TYPES
 
@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     public_url: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
-    roles: tuple[Literal["http", "pipeline", "relay"], ...] = ROLES
+    roles: Annotated[tuple[Literal["http", "pipeline", "relay"], ...], NoDecode] = ROLES
     pipeline_batch_size: int = Field(500, ge=1, le=5000)
     pipeline_max_deliveries: int = Field(5, ge=1)
     shutdown_timeout: float = Field(8.0, gt=0)
@@ -120,6 +120,11 @@ def config_from_dict(
     except ValidationError as exc:
         problems += [_describe(err, label, lines, environ, Settings) for err in exc.errors()]
         raise ConfigError(problems) from None
+    except SettingsError as exc:  # a complex value in the environment that is not JSON
+        field = str(exc).split('"')[1] if '"' in str(exc) else "?"
+        raise ConfigError(
+            [f"environment {ENV_PREFIX}{field.upper()}: {field}: not a valid value (write JSON)"]
+        ) from None
     connectors = _validate_connectors(settings.connectors, label, lines, problems)
     if problems:
         raise ConfigError(problems)

@@ -30,7 +30,9 @@ from leadhub.store.intake import InquiryRow
 log = structlog.get_logger("leadhub.pipeline")
 
 DURABLE = "pipeline"
-ACK_WAIT = 60.0
+# Short, so a crashed worker's batch is redelivered within seconds; a slow batch sends
+# in-progress heartbeats instead of being redelivered while it is still being stored.
+ACK_WAIT = 10.0
 FETCH_TIMEOUT = 1.0
 MAX_BACKOFF = 10.0
 
@@ -140,6 +142,24 @@ class InboundConsumer:
                     self.stats.on_pending(info.num_pending + info.num_ack_pending)
 
     async def handle(self, messages: list[Msg]) -> None:
+        """Store a batch while telling JetStream it is in progress, so it is not redelivered meanwhile."""
+        heartbeat = asyncio.create_task(self._heartbeat(messages))
+        try:
+            await self._handle(messages)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+
+    async def _heartbeat(self, messages: list[Msg]) -> None:
+        while True:
+            await asyncio.sleep(ACK_WAIT / 3)
+            for msg in messages:
+                if not msg._ackd:
+                    with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
+                        await msg.in_progress()
+
+    async def _handle(self, messages: list[Msg]) -> None:
         """Store a batch; if it fails, isolate the bad envelope by storing one at a time."""
         prepared: list[tuple[Msg, InquiryRow]] = []
         for msg in messages:
