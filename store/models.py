@@ -15,6 +15,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -176,3 +177,38 @@ class EmailSuppression(Base):
     reason: Mapped[str] = mapped_column(String(40))  # bounce | complaint | unsubscribe
     detail: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
+
+
+class Order(Base):
+    """A shop order, one row per (connector, external id); its status is leadhub's, the provider's is kept beside it.
+
+    `contact_id` and `lead_id` carry no foreign keys so the order can be written in the same
+    batch as the contact and lead it points to, before the batch's bulk inserts.
+    """
+
+    __tablename__ = "shop_order"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    connector: Mapped[str] = mapped_column(String(64))
+    external_id: Mapped[str] = mapped_column(String(200))
+    number: Mapped[str | None] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(20))  # new | paid | fulfilled | completed | cancelled | refunded
+    provider_status: Mapped[str | None] = mapped_column(String(64))
+    total: Mapped[str | None] = mapped_column(String(40))  # a decimal as text: exact, and JSON-friendly
+    currency: Mapped[str | None] = mapped_column(String(8))
+    items: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    customer: Mapped[dict[str, Any]] = mapped_column(default=dict)  # name, email, phone, address
+    contact_id: Mapped[str | None] = mapped_column(String(26), index=True)
+    lead_id: Mapped[str | None] = mapped_column(String(26), index=True)
+    placed_at: Mapped[datetime | None]
+    provider_updated_at: Mapped[datetime | None]
+    status_changed_at: Mapped[datetime]
+    paid_at: Mapped[datetime | None]
+    fulfilled_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    cancelled_at: Mapped[datetime | None]
+    refunded_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("connector", "external_id", name="uq_shop_order_connector_external_id"),)
