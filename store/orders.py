@@ -1,0 +1,238 @@
+"""Orders inside the intake transaction: find known orders before leads open, then insert or update them with events.
+
+Two calls from `write_batch`: `load_orders` before the batch opens leads (a status update of a
+known order attaches to the order's lead instead of opening one), and `write_orders` after the
+batch has resolved contacts and leads (insert new orders, move known ones forward, queue events).
+An update older than the stored one (by the provider's `updated_at`) changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from leadhub.ids import new_id
+from leadhub.store.models import ContactIdentifier, Order
+
+if TYPE_CHECKING:
+    from leadhub.store.intake import Batch
+
+order_t = Order.__table__
+identifier_t = ContactIdentifier.__table__
+
+ORDER_STATUSES = ("new", "paid", "fulfilled", "completed", "cancelled", "refunded")
+# How far along an order is; without a newer provider timestamp the status never moves back.
+RANK = {"new": 0, "paid": 1, "fulfilled": 2, "completed": 3, "cancelled": 4, "refunded": 4}
+DETAIL_FIELDS = ("number", "total", "currency", "items", "customer", "placed_at")
+STALE = "ignored: older than the stored order"
+
+
+class OrderValues(Protocol):
+    """What the store reads from an order draft (the pipeline's `OrderDraft`)."""
+
+    external_id: str
+    status: str
+    provider_status: str | None
+    number: str | None
+    total: str | None
+    currency: str | None
+    items: list[dict[str, Any]]
+    customer: dict[str, Any]
+    placed_at: datetime | None
+    updated_at: datetime | None
+    partial: bool
+
+
+@dataclass(slots=True)
+class OrderBook:
+    """The batch's rows that carry orders, and every order they touch as a dict of its current values."""
+
+    rows: list[Any] = field(default_factory=list)
+    known: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    attach_to: dict[str, str] = field(default_factory=dict)  # inquiry key -> the known order's lead
+    inserts: list[dict[str, Any]] = field(default_factory=list)
+    updates: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite gives naive UTC, PostgreSQL aware: compare them as aware."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+async def load_orders(
+    conn: AsyncConnection, rows: Sequence[Any], known_identifiers: dict[tuple[str, str], str]
+) -> OrderBook:
+    """Find the stored orders of `rows`; rows updating an existing order open no lead and join its contact.
+
+    A row with an order it has already seen earlier in this batch opens no lead either; `write_orders`
+    links it to the lead the first row opened. A row without any identity (a refund) takes the email
+    and phone of the order's contact so it resolves to that contact.
+    """
+    book = OrderBook(rows=[r for r in rows if r.order is not None and not r.dropped])
+    wanted = {(r.connector, r.order.external_id) for r in book.rows}
+    if not wanted:
+        return book
+    query = select(order_t).where(
+        or_(*(and_(order_t.c.connector == c, order_t.c.external_id == e) for c, e in sorted(wanted)))
+    )
+    if conn.dialect.name == "postgresql":  # two replicas updating one order take turns
+        query = query.with_for_update()
+    for found in (await conn.execute(query)).mappings():
+        book.known[(found["connector"], found["external_id"])] = dict(found)
+    await _borrow_identity(conn, book, known_identifiers)
+    first_seen: set[tuple[str, str]] = set()
+    for row in book.rows:
+        order_key = (row.connector, row.order.external_id)
+        if (stored := book.known.get(order_key)) is not None:
+            row.opens_lead = False
+            if stored["lead_id"]:
+                book.attach_to[row.key] = stored["lead_id"]
+        elif order_key in first_seen:
+            row.opens_lead = False
+        else:
+            first_seen.add(order_key)
+    return book
+
+
+async def _borrow_identity(conn: AsyncConnection, book: OrderBook, known: dict[tuple[str, str], str]) -> None:
+    anonymous = [r for r in book.rows if not r.identifiers() and (r.connector, r.order.external_id) in book.known]
+    contact_ids = {book.known[(r.connector, r.order.external_id)]["contact_id"] for r in anonymous} - {None}
+    if not contact_ids:
+        return
+    result = await conn.execute(
+        select(identifier_t.c.contact_id, identifier_t.c.kind, identifier_t.c.value)
+        .where(identifier_t.c.contact_id.in_(contact_ids))
+        .order_by(identifier_t.c.created_at)
+    )
+    by_contact: dict[str, dict[str, str]] = {}
+    for contact_id, kind, value in result:
+        by_contact.setdefault(contact_id, {}).setdefault(kind, value)
+        known[(kind, value)] = contact_id
+    for row in anonymous:
+        idents = by_contact.get(book.known[(row.connector, row.order.external_id)]["contact_id"], {})
+        row.email = row.email or idents.get("email")
+        row.phone = row.phone or idents.get("phone")
+
+
+async def write_orders(conn: AsyncConnection, book: OrderBook, batch: Batch) -> None:
+    """Insert new orders and apply updates in batch order, queueing order events through `batch.event`."""
+    if not book.rows:
+        return
+    inquiries = {values["key"]: values for values in batch.inquiries}
+    for row in book.rows:
+        inquiry = inquiries.get(row.key)
+        if inquiry is None:
+            continue
+        order_key = (row.connector, row.order.external_id)
+        current = book.known.get(order_key)
+        if current is None:
+            book.known[order_key] = _insert(row, inquiry, book, batch)
+            continue
+        if inquiry["lead_id"] is None and current["lead_id"]:
+            inquiry["lead_id"] = current["lead_id"]
+        if not _apply(current, row.order, inquiry, book, batch):
+            inquiry["meta"] = {**inquiry["meta"], "order_update": STALE}
+    if book.inserts:
+        await conn.execute(order_t.insert(), book.inserts)
+    for order_id, values in book.updates.items():
+        await conn.execute(update(order_t).where(order_t.c.id == order_id).values(**values))
+
+
+def _event_data(values: dict[str, Any], inquiry_id: str) -> dict[str, Any]:
+    return {
+        "order_id": values["id"],
+        "contact_id": values["contact_id"],
+        "lead_id": values["lead_id"],
+        "inquiry_id": inquiry_id,
+        "connector": values["connector"],
+        "external_id": values["external_id"],
+        "number": values["number"],
+        "status": values["status"],
+        "total": values["total"],
+        "currency": values["currency"],
+    }
+
+
+def _insert(row: Any, inquiry: dict[str, Any], book: OrderBook, batch: Batch) -> dict[str, Any]:
+    order: OrderValues = row.order
+    values: dict[str, Any] = {
+        "id": new_id(),
+        "connector": row.connector,
+        "external_id": order.external_id[:200],
+        "number": (order.number or None) and order.number[:100],
+        "status": "new",
+        "provider_status": (order.provider_status or None) and order.provider_status[:64],
+        "total": order.total,
+        "currency": (order.currency or None) and order.currency[:8],
+        "items": list(order.items),
+        "customer": dict(order.customer),
+        "contact_id": inquiry["contact_id"],
+        "lead_id": inquiry["lead_id"],
+        "placed_at": order.placed_at,
+        "provider_updated_at": order.updated_at,
+        "status_changed_at": order.updated_at or batch.now,
+        "paid_at": None,
+        "fulfilled_at": None,
+        "completed_at": None,
+        "cancelled_at": None,
+        "refunded_at": None,
+        "created_at": batch.now,
+        "updated_at": batch.now,
+    }
+    book.inserts.append(values)
+    batch.event("order.created", values["id"], **_event_data(values, inquiry["id"]) | {"status": order.status})
+    if order.status != "new":
+        _move(values, order.status, order.updated_at or batch.now, inquiry["id"], batch, announce_change=False)
+    return values
+
+
+def _apply(current: dict[str, Any], order: OrderValues, inquiry: dict[str, Any], book: OrderBook, batch: Batch) -> bool:
+    """Bring `current` up to `order`; False when `order` is older than what is stored."""
+    stored_at, given_at = _aware(current["provider_updated_at"]), order.updated_at
+    if stored_at and given_at and given_at < stored_at:
+        return False
+    newer = bool(given_at and (stored_at is None or given_at > stored_at))
+    changes: dict[str, Any] = {}
+    if not order.partial:
+        for name in DETAIL_FIELDS:
+            value = getattr(order, name)
+            stored = _aware(current[name]) if isinstance(current[name], datetime) else current[name]
+            if value not in (None, "", [], {}) and value != stored:
+                changes[name] = value
+    status_may_move = newer or RANK[order.status] >= RANK[current["status"]]
+    if status_may_move and order.provider_status and order.provider_status != current["provider_status"]:
+        changes["provider_status"] = order.provider_status[:64]
+    if newer:
+        changes["provider_updated_at"] = given_at
+    moved_from = current["status"]
+    if status_may_move and order.status != moved_from:
+        before = dict(current)
+        _move(current, order.status, given_at or batch.now, inquiry["id"], batch, announce_change=True)
+        changes |= {k: v for k, v in current.items() if v != before[k]}
+    if changes:
+        changes["updated_at"] = batch.now
+        current.update(changes)
+        if not any(values is current for values in book.inserts):
+            book.updates.setdefault(current["id"], {}).update(changes)
+    return True
+
+
+def _move(
+    values: dict[str, Any], status: str, at: datetime, inquiry_id: str, batch: Batch, *, announce_change: bool
+) -> None:
+    """Set the new status; `order.status_changed` for a change, `order.<status>` the first time it is reached."""
+    previous = values["status"]
+    values["status"] = status
+    values["status_changed_at"] = at
+    data = _event_data(values, inquiry_id)
+    if announce_change:
+        batch.event("order.status_changed", values["id"], **data, **{"from": previous, "to": status})
+    column = f"{status}_at"
+    if column in values and values[column] is None:
+        values[column] = at
+        batch.event(f"order.{status}", values["id"], **data)

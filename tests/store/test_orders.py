@@ -1,0 +1,179 @@
+"""Orders in the intake transaction, against the real database: upsert by (connector, external id), one event per
+transition, no regression from an older update, one lead per new order and none for its status updates."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from leadhub.envelope import Envelope
+from leadhub.pipelines.errors import PermanentError
+from leadhub.pipelines.intake import IntakePipeline
+from leadhub.pipelines.model import Identity, InquiryDraft, SourceSpec
+from leadhub.pipelines.orders import OrderDraft, money
+from leadhub.pipelines.parsers import PARSERS
+from leadhub.store.db import create_engine, upgrade
+from leadhub.store.models import Inquiry, Lead, Order, OutboxEvent
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    await upgrade(engine)
+    yield engine
+    await engine.dispose()
+
+
+def _parser(envelope: Envelope, options: dict[str, Any]) -> InquiryDraft:
+    """A stand-in shop parser: the test puts the order on the envelope's meta-keyed table below."""
+    status, minutes, email, partial = DRAFTS[envelope.key]
+    order = OrderDraft(
+        external_id="1001",
+        status=status,
+        provider_status=f"p-{status}",
+        number="1001",
+        total="10.00" if not partial else None,
+        currency="USD",
+        items=[{"name": "Mug", "quantity": 1}],
+        customer={"email": email} if email else {},
+        updated_at=T0 + timedelta(minutes=minutes),
+        partial=partial,
+    )
+    draft = InquiryDraft(envelope=envelope, identity=Identity(email=email), order=order)
+    draft.opens_lead = not partial
+    return draft
+
+
+DRAFTS: dict[str, tuple[str, int, str | None, bool]] = {}
+
+
+@pytest.fixture
+def pipeline(engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch) -> IntakePipeline:
+    monkeypatch.setitem(PARSERS, "test-shop", _parser)
+    DRAFTS.clear()
+    return IntakePipeline(engine, {"shop": SourceSpec("test-shop")}, clock=lambda: T0 + timedelta(hours=1))
+
+
+def _envelope(key: str, status: str, minutes: int, email: str | None = "buyer@example.com", partial: bool = False):
+    DRAFTS[key] = (status, minutes, email, partial)
+    return Envelope(key=key, channel="shop", connector="shop", payload=b"{}", content_type="application/json")
+
+
+async def _store(pipeline: IntakePipeline, *envelopes: Envelope) -> None:
+    await pipeline.store([pipeline.prepare(e) for e in envelopes])
+
+
+async def _orders(engine: AsyncEngine) -> list[Any]:
+    async with engine.connect() as conn:
+        return (await conn.execute(select(Order.__table__))).mappings().all()
+
+
+async def _events(engine: AsyncEngine) -> list[tuple[str, dict[str, Any]]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(OutboxEvent.type, OutboxEvent.data).order_by(OutboxEvent.id))
+        return [(t, d) for t, d in rows if t.startswith("order.")]
+
+
+async def _count(engine: AsyncEngine, model: Any) -> int:
+    async with engine.connect() as conn:
+        return len((await conn.execute(select(model.__table__.c.id))).all())
+
+
+@pytest.mark.parametrize("one_batch", [False, True], ids=["separate-batches", "one-batch"])
+async def test_create_paid_fulfilled_is_one_order_with_one_event_per_transition(
+    pipeline: IntakePipeline, engine: AsyncEngine, one_batch: bool
+) -> None:
+    envelopes = [_envelope("a", "new", 0), _envelope("b", "paid", 1), _envelope("c", "fulfilled", 2)]
+    if one_batch:
+        await _store(pipeline, *envelopes)
+    else:
+        for envelope in envelopes:
+            await _store(pipeline, envelope)
+    [order] = await _orders(engine)
+    assert order["status"] == "fulfilled" and order["provider_status"] == "p-fulfilled"
+    assert order["paid_at"] is not None and order["fulfilled_at"] is not None and order["completed_at"] is None
+    events = await _events(engine)
+    assert [t for t, _ in events] == [
+        "order.created",
+        "order.status_changed",
+        "order.paid",
+        "order.status_changed",
+        "order.fulfilled",
+    ]
+    changes = [(d["from"], d["to"]) for t, d in events if t == "order.status_changed"]
+    assert changes == [("new", "paid"), ("paid", "fulfilled")]
+    assert {d["order_id"] for _, d in events} == {order["id"]}
+    # One lead for the new order; the status updates are inquiries on that lead.
+    assert await _count(engine, Lead) == 1
+    async with engine.connect() as conn:
+        lead_ids = {r for (r,) in await conn.execute(select(Inquiry.lead_id))}
+    assert lead_ids == {order["lead_id"]} and order["lead_id"] is not None
+
+
+async def test_an_older_update_never_regresses_the_status(pipeline: IntakePipeline, engine: AsyncEngine) -> None:
+    await _store(pipeline, _envelope("a", "new", 0), _envelope("c", "completed", 10))
+    await _store(pipeline, _envelope("b", "paid", 5))  # arrives late, describes an older state
+    [order] = await _orders(engine)
+    assert order["status"] == "completed" and order["paid_at"] is None
+    assert [t for t, _ in await _events(engine)].count("order.status_changed") == 1
+    async with engine.connect() as conn:
+        meta = (await conn.execute(select(Inquiry.meta).where(Inquiry.key == "b"))).scalar_one()
+    assert meta["order_update"].startswith("ignored")
+
+
+async def test_same_time_never_moves_back_but_a_newer_cancel_does(
+    pipeline: IntakePipeline, engine: AsyncEngine
+) -> None:
+    await _store(pipeline, _envelope("a", "paid", 0))
+    await _store(pipeline, _envelope("b", "new", 0))
+    assert (await _orders(engine))[0]["status"] == "paid"
+    await _store(pipeline, _envelope("c", "cancelled", 1))
+    [order] = await _orders(engine)
+    assert order["status"] == "cancelled" and order["cancelled_at"] is not None
+    assert [t for t, _ in await _events(engine)] == [
+        "order.created",
+        "order.paid",
+        "order.status_changed",
+        "order.cancelled",
+    ]
+
+
+async def test_redelivery_changes_nothing(pipeline: IntakePipeline, engine: AsyncEngine) -> None:
+    await _store(pipeline, _envelope("a", "new", 0))
+    await _store(pipeline, _envelope("a", "new", 0), _envelope("a", "new", 0))
+    assert len(await _orders(engine)) == 1 and len(await _events(engine)) == 1
+
+
+async def test_a_refund_without_identity_joins_the_orders_contact(
+    pipeline: IntakePipeline, engine: AsyncEngine
+) -> None:
+    await _store(pipeline, _envelope("a", "paid", 0))
+    await _store(pipeline, _envelope("r", "refunded", 3, email=None, partial=True))
+    [order] = await _orders(engine)
+    assert order["status"] == "refunded" and order["total"] == "10.00"  # a partial update keeps the totals
+    async with engine.connect() as conn:
+        contacts = {r for (r,) in await conn.execute(select(Inquiry.contact_id))}
+    assert contacts == {order["contact_id"]}
+    assert await _count(engine, Lead) == 1
+
+
+def test_money_is_exact_text_and_rejects_garbage() -> None:
+    assert money("403", "total") == "403.00"
+    assert money(19.9, "total") == "19.90"
+    assert money("1,5", "total") == "1.50"
+    assert money("0.125", "total") == "0.125"
+    for bad in ("abc", [1], True, "NaN", "1e30"):
+        with pytest.raises(PermanentError, match="total"):
+            money(bad, "total")
+
+
+def test_a_status_outside_the_set_is_refused() -> None:
+    with pytest.raises(PermanentError, match="not one of new, paid"):
+        OrderDraft(external_id="1", status="shipped")
