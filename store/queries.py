@@ -12,12 +12,13 @@ from typing import Any
 from sqlalchemy import DateTime, Select, Table, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from leadhub.store.models import Contact, ContactIdentifier, Inquiry, Lead
+from leadhub.store.models import Contact, ContactIdentifier, Inquiry, Lead, Order
 
 contact_t: Table = Contact.__table__  # type: ignore[assignment]
 identifier_t: Table = ContactIdentifier.__table__  # type: ignore[assignment]
 lead_t: Table = Lead.__table__  # type: ignore[assignment]
 inquiry_t: Table = Inquiry.__table__  # type: ignore[assignment]
+order_t: Table = Order.__table__  # type: ignore[assignment]
 
 INQUIRY_COLUMNS = [c for c in inquiry_t.c if c.name != "payload"]
 
@@ -141,3 +142,23 @@ async def list_inquiries(
 async def get_inquiry(conn: AsyncConnection, inquiry_id: str) -> dict[str, Any] | None:
     row = (await conn.execute(select(*INQUIRY_COLUMNS).where(inquiry_t.c.id == inquiry_id))).mappings().first()
     return dict(row) if row else None
+
+
+async def list_orders(
+    conn: AsyncConnection,
+    *,
+    contact_id: str | None,
+    status: str | None,
+    connector: str | None,
+    cursor: str | None,
+    limit: int,
+) -> Page:
+    query = select(order_t)
+    for column, value in (
+        (order_t.c.contact_id, contact_id),
+        (order_t.c.status, status),
+        (order_t.c.connector, connector),
+    ):
+        if value:
+            query = query.where(column == value)
+    return await _page(conn, query, [order_t.c.id], cursor, limit)

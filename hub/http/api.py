@@ -155,9 +155,24 @@ async def get_inquiry(request: web.Request) -> web.Response:
     return json_response(inquiry)
 
 
+async def list_orders(request: web.Request) -> web.Response:
+    q = request.query
+    async with _engine(request).connect() as conn:
+        page = await queries.list_orders(
+            conn,
+            contact_id=q.get("contact_id"),
+            status=q.get("status"),
+            connector=q.get("connector"),
+            cursor=q.get("cursor"),
+            limit=_limit(request),
+        )
+    return _page_response(page)
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/leads", list_leads)
     app.router.add_get("/api/leads/{id}", get_lead)
     app.router.add_get("/api/contacts", list_contacts)
     app.router.add_get("/api/inquiries", list_inquiries)
     app.router.add_get("/api/inquiries/{id}", get_inquiry)
+    app.router.add_get("/api/orders", list_orders)
