@@ -5,5 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from leadhub.connectors.form import FormConnector
+from leadhub.connectors.shopify import ShopifyConnector
 
-CONNECTOR_TYPES: dict[str, Any] = {connector.type: connector for connector in (FormConnector,)}
+CONNECTOR_TYPES: dict[str, Any] = {connector.type: connector for connector in (FormConnector, ShopifyConnector)}

@@ -8,9 +8,11 @@ from typing import Any
 from leadhub.envelope import Envelope
 from leadhub.pipelines.model import InquiryDraft
 from leadhub.pipelines.parse_form import parse_form
+from leadhub.pipelines.parse_shopify import parse_shopify
 
 Parser = Callable[[Envelope, dict[str, Any]], InquiryDraft]
 
 PARSERS: dict[str, Parser] = {
     "form": parse_form,
+    "shopify": parse_shopify,
 }
