@@ -6,5 +6,8 @@ from typing import Any
 
 from leadhub.connectors.form import FormConnector
 from leadhub.connectors.shopify import ShopifyConnector
+from leadhub.connectors.woocommerce import WooCommerceConnector
 
-CONNECTOR_TYPES: dict[str, Any] = {connector.type: connector for connector in (FormConnector, ShopifyConnector)}
+CONNECTOR_TYPES: dict[str, Any] = {
+    connector.type: connector for connector in (FormConnector, ShopifyConnector, WooCommerceConnector)
+}

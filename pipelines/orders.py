@@ -20,7 +20,7 @@ class OrderDraft:
     """
 
     external_id: str
-    status: str
+    status: str | None  # None: a provider status the mapping does not know; the order keeps its status
     provider_status: str | None = None
     number: str | None = None
     total: str | None = None
@@ -32,7 +32,7 @@ class OrderDraft:
     partial: bool = False
 
     def __post_init__(self) -> None:
-        if self.status not in ORDER_STATUSES:
+        if self.status is not None and self.status not in ORDER_STATUSES:
             raise PermanentError(f"order status {self.status!r} is not one of {', '.join(ORDER_STATUSES)}")
         if not self.external_id:
             raise PermanentError("order has no id")
@@ -42,7 +42,7 @@ def money(value: Any, what: str) -> str | None:
     """A decimal amount as canonical text (`"403.00"`); PermanentError naming `what` when it is not a number."""
     if value is None or value == "":
         return None
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
+    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
         raise PermanentError(f"{what} must be a number, not {type(value).__name__}")
     try:
         amount = Decimal(str(value).strip().replace(",", "."))
@@ -110,4 +110,5 @@ def order_summary(order: OrderDraft) -> str:
     """A one-line description for the inquiry and lead message: `Order #1001: 403.00 USD, paid`."""
     label = f"Order #{order.number or order.external_id}"
     amount = " ".join(x for x in (order.total, order.currency) if x)
-    return f"{label}: {amount}, {order.status}" if amount else f"{label}: {order.status}"
+    status = order.status or order.provider_status or "unknown status"
+    return f"{label}: {amount}, {status}" if amount else f"{label}: {status}"

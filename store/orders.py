@@ -33,10 +33,10 @@ STALE = "ignored: older than the stored order"
 
 
 class OrderValues(Protocol):
-    """What the store reads from an order draft (the pipeline's `OrderDraft`)."""
+    """What the store reads from an order draft (the pipeline's `OrderDraft`); status None: not one we can map."""
 
     external_id: str
-    status: str
+    status: str | None
     provider_status: str | None
     number: str | None
     total: str | None
@@ -185,8 +185,8 @@ def _insert(row: Any, inquiry: dict[str, Any], book: OrderBook, batch: Batch) ->
         "updated_at": batch.now,
     }
     book.inserts.append(values)
-    batch.event("order.created", values["id"], **_event_data(values, inquiry["id"]) | {"status": order.status})
-    if order.status != "new":
+    batch.event("order.created", values["id"], **_event_data(values, inquiry["id"]) | {"status": order.status or "new"})
+    if order.status not in (None, "new"):
         _move(values, order.status, order.updated_at or batch.now, inquiry["id"], batch, announce_change=False)
     return values
 
@@ -204,7 +204,8 @@ def _apply(current: dict[str, Any], order: OrderValues, inquiry: dict[str, Any],
             stored = _aware(current[name]) if isinstance(current[name], datetime) else current[name]
             if value not in (None, "", [], {}) and value != stored:
                 changes[name] = value
-    status_may_move = newer or RANK[order.status] >= RANK[current["status"]]
+    # A status the provider's mapping does not know (None) never moves the order.
+    status_may_move = order.status is not None and (newer or RANK[order.status] >= RANK[current["status"]])
     if status_may_move and order.provider_status and order.provider_status != current["provider_status"]:
         changes["provider_status"] = order.provider_status[:64]
     if newer:
