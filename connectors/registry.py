@@ -6,8 +6,9 @@ from typing import Any
 
 from leadhub.connectors.form import FormConnector
 from leadhub.connectors.shopify import ShopifyConnector
+from leadhub.connectors.tilda import TildaConnector
 from leadhub.connectors.woocommerce import WooCommerceConnector
 
 CONNECTOR_TYPES: dict[str, Any] = {
-    connector.type: connector for connector in (FormConnector, ShopifyConnector, WooCommerceConnector)
+    connector.type: connector for connector in (FormConnector, ShopifyConnector, TildaConnector, WooCommerceConnector)
 }

@@ -9,6 +9,7 @@ from leadhub.envelope import Envelope
 from leadhub.pipelines.model import InquiryDraft
 from leadhub.pipelines.parse_form import parse_form
 from leadhub.pipelines.parse_shopify import parse_shopify
+from leadhub.pipelines.parse_tilda import parse_tilda
 from leadhub.pipelines.parse_woocommerce import parse_woocommerce
 
 Parser = Callable[[Envelope, dict[str, Any]], InquiryDraft]
@@ -16,5 +17,6 @@ Parser = Callable[[Envelope, dict[str, Any]], InquiryDraft]
 PARSERS: dict[str, Parser] = {
     "form": parse_form,
     "shopify": parse_shopify,
+    "tilda": parse_tilda,
     "woocommerce": parse_woocommerce,
 }
