@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from leadhub.connectors.form import FormConnector
+from leadhub.connectors.order import OrderConnector
 from leadhub.connectors.shopify import ShopifyConnector
 from leadhub.connectors.tilda import TildaConnector
 from leadhub.connectors.woocommerce import WooCommerceConnector
 
 CONNECTOR_TYPES: dict[str, Any] = {
-    connector.type: connector for connector in (FormConnector, ShopifyConnector, TildaConnector, WooCommerceConnector)
+    connector.type: connector
+    for connector in (FormConnector, OrderConnector, ShopifyConnector, TildaConnector, WooCommerceConnector)
 }

@@ -13,6 +13,7 @@ from pydantic import ByteSize, Field, SecretStr, model_validator
 
 from leadhub.connectors.base import ConnectorConfig, HookError, Stop
 from leadhub.shop_payloads import PayloadError, json_object, validate
+from leadhub.store.orders import ORDER_STATUSES
 
 DEFAULT_MAX_BODY = ByteSize(2 * 1024 * 1024)
 
@@ -101,3 +102,11 @@ async def no_background_work() -> Stop:
         return None
 
     return stop
+
+
+def check_status_map(value: dict[str, str]) -> dict[str, str]:
+    """`statuses: {their-status: leadhub-status}`; every target must be one of leadhub's statuses."""
+    wrong = {k: v for k, v in value.items() if v not in ORDER_STATUSES}
+    if wrong:
+        raise ValueError(f"unknown leadhub status in {wrong}; use one of {', '.join(ORDER_STATUSES)}")
+    return {k.strip().lower().removeprefix("wc-"): v for k, v in value.items()}

@@ -13,6 +13,7 @@ from leadhub.connectors.base import ConnectorContext, Stop, accepted, read_body
 from leadhub.connectors.shop_common import (
     SignedConfig,
     check_hmac_b64,
+    check_status_map,
     checked_json,
     no_background_work,
     require_post,
@@ -21,20 +22,11 @@ from leadhub.connectors.shop_common import (
 from leadhub.envelope import Envelope
 from leadhub.formdata import media_type
 from leadhub.shop_payloads import WOOCOMMERCE_TOPICS
-from leadhub.store.orders import ORDER_STATUSES
 
 SIGNATURE_HEADER = "X-WC-Webhook-Signature"
 # Sent once when a webhook is saved or activated: `webhook_id=12`, form-encoded and unsigned.
 PING = re.compile(rb"^webhook_id=\d{1,20}$")
 MAX_ID = 200
-
-
-def check_status_map(value: dict[str, str]) -> dict[str, str]:
-    """`statuses: {their-status: leadhub-status}`; every target must be one of leadhub's statuses."""
-    wrong = {k: v for k, v in value.items() if v not in ORDER_STATUSES}
-    if wrong:
-        raise ValueError(f"unknown leadhub status in {wrong}; use one of {', '.join(ORDER_STATUSES)}")
-    return {k.strip().lower().removeprefix("wc-"): v for k, v in value.items()}
 
 
 class WooCommerceConfig(SignedConfig):
