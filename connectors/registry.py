@@ -9,8 +9,16 @@ from leadhub.connectors.order import OrderConnector
 from leadhub.connectors.shopify import ShopifyConnector
 from leadhub.connectors.tilda import TildaConnector
 from leadhub.connectors.woocommerce import WooCommerceConnector
+from leadhub.connectors.woocommerce_poll import WooCommercePollConnector
 
 CONNECTOR_TYPES: dict[str, Any] = {
     connector.type: connector
-    for connector in (FormConnector, OrderConnector, ShopifyConnector, TildaConnector, WooCommerceConnector)
+    for connector in (
+        FormConnector,
+        OrderConnector,
+        ShopifyConnector,
+        TildaConnector,
+        WooCommerceConnector,
+        WooCommercePollConnector,
+    )
 }

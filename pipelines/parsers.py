@@ -21,4 +21,5 @@ PARSERS: dict[str, Parser] = {
     "shopify": parse_shopify,
     "tilda": parse_tilda,
     "woocommerce": parse_woocommerce,
+    "woocommerce_poll": parse_woocommerce,
 }
