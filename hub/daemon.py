@@ -217,7 +217,10 @@ class Hub:
             await self.embedded.stop(timeout=2)
         timer.step("nats")
         if self.engine is not None:
-            await self.engine.dispose()
+            try:  # a database that stopped answering must not hold up the exit
+                await asyncio.wait_for(self.engine.dispose(), 3)
+            except (TimeoutError, Exception) as exc:
+                log.warning("closing database connections failed", error=f"{type(exc).__name__}: {exc}")
         log.info("stopped", **timer.steps)
 
 

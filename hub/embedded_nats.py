@@ -52,7 +52,8 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 class EmbeddedNats:
     """Start, find the port of, and stop a JetStream-enabled nats-server under `data_dir/nats`."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        self.port = port  # None: a free port chosen by the kernel (the daemon's choice)
         self.root = data_dir.resolve() / "nats"
         self.pid_file = self.root / "nats-server.pid"
         self.ports_dir = self.root / "ports"
@@ -87,7 +88,7 @@ class EmbeddedNats:
     def _config_text(self) -> str:
         return "\n".join(
             [
-                "listen: 127.0.0.1:-1",  # a free port chosen by the kernel; never 4222
+                f"listen: 127.0.0.1:{self.port or -1}",  # -1: a free port chosen by the kernel; never 4222
                 "http: 0",
                 f"max_payload: {MAX_PAYLOAD}",
                 f"ports_file_dir: {json.dumps(str(self.ports_dir))}",

@@ -1,0 +1,132 @@
+"""Outages of the queue and the store: never a 2xx for something not stored, and recovery without a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from leadhub.hub.embedded_nats import EmbeddedNats
+from tests.conftest import HubFactory
+from tests.helpers import free_port, wait_for
+from tests.tcp_proxy import TcpProxy
+
+FORM = {"name": "site-form", "type": "form", "rate_limit": None}
+
+
+@pytest.fixture
+async def external_nats(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
+    """A separate, real NATS server the hub reaches by URL, so the test can stop and restart it."""
+    server = EmbeddedNats(tmp_path / "external-nats", port=free_port())
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def test_queue_down_answers_503_then_recovers_without_restart(
+    make_hub: HubFactory, external_nats: EmbeddedNats
+) -> None:
+    hub = await make_hub([FORM], nats_url=external_nats.url)
+    accepted = []
+    async with await hub.post("/hooks/site-form", json={"name": "before"}) as response:
+        assert response.status == 202
+        accepted.append((await response.json())["id"])
+
+    await external_nats.stop()
+    for i in range(5):
+        async with await hub.post("/hooks/site-form", json={"name": f"during {i}"}) as response:
+            assert response.status == 503, await response.text()
+            assert (await response.json())["error"] == "queue_unavailable"
+    async with hub.session.get(hub.url("/readyz")) as response:
+        assert response.status == 503
+        assert (await response.json())["queue"] is False
+
+    await external_nats.start()  # same port, same store: streams and the durable consumer survive
+
+    async def accepted_again() -> bool:
+        async with await hub.post("/hooks/site-form", json={"name": "after"}) as response:
+            if response.status == 202:
+                accepted.append((await response.json())["id"])
+                return True
+            assert response.status == 503
+            return False
+
+    await wait_for(accepted_again, timeout=20, what="posts to be accepted after NATS returns")
+    items = await hub.wait_items("/api/inquiries", len(accepted), timeout=20)
+    assert sorted(i["id"] for i in items) == sorted(accepted)
+    assert {i["name"] for i in items} == {"Before", "After"}
+
+
+class SqliteLock:
+    """Another process-like writer holding an exclusive lock on the SQLite file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.release_event = threading.Event()
+        self.locked = threading.Event()
+        self.thread = threading.Thread(target=self._hold, daemon=True)
+
+    def _hold(self) -> None:
+        conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        conn.execute("BEGIN EXCLUSIVE")
+        self.locked.set()
+        self.release_event.wait(60)
+        conn.execute("ROLLBACK")
+        conn.close()
+
+    def __enter__(self) -> SqliteLock:
+        self.thread.start()
+        assert self.locked.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.thread.is_alive():
+            self.release_event.set()
+            self.thread.join(10)
+
+
+@pytest.fixture
+async def store_outage(database_url: str) -> AsyncIterator[tuple[Callable[[], object], Callable[[], object], str]]:
+    """(cut, restore, url for the hub): an exclusive lock on SQLite, a cut TCP proxy for PostgreSQL.
+
+    Requested before `make_hub`, so it is torn down after the hubs stop.
+    """
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        lock = SqliteLock(url.database or "")
+        yield lock.__enter__, lambda: lock.__exit__(None, None, None), database_url
+        lock.__exit__(None, None, None)
+        return
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    await proxy.start()
+    yield proxy.cut, proxy.restore, url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    await proxy.stop()
+
+
+async def test_store_down_still_accepts_and_catches_up(store_outage: tuple, make_hub: HubFactory) -> None:
+    cut, restore, hub_url = store_outage
+    hub = await make_hub([FORM], database_url=hub_url)
+    result = cut()
+    if asyncio.iscoroutine(result):
+        await result
+    accepted = []
+    for i in range(20):
+        async with await hub.post("/hooks/site-form", json={"name": f"n{i}", "email": f"n{i}@example.com"}) as r:
+            assert r.status == 202, await r.text()
+            accepted.append((await r.json())["id"])
+
+    async def pipeline_reports_the_outage() -> bool:
+        return hub.hub.consumer is not None and not hub.hub.consumer.healthy
+
+    await wait_for(pipeline_reports_the_outage, timeout=20, what="the pipeline to report the store outage")
+    restore()
+    items = await hub.wait_items("/api/inquiries", len(accepted), timeout=30)
+    assert sorted(i["id"] for i in items) == sorted(accepted)
+    await hub.wait_items("/api/leads", len(accepted))
+    async with hub.session.get(hub.url("/metrics")) as response:
+        assert 'leadhub_store_errors_total{kind="transient",operation="pipeline"}' in await response.text()
