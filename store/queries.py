@@ -162,3 +162,8 @@ async def list_orders(
         if value:
             query = query.where(column == value)
     return await _page(conn, query, [order_t.c.id], cursor, limit)
+
+
+async def get_order(conn: AsyncConnection, order_id: str) -> dict[str, Any] | None:
+    row = (await conn.execute(select(order_t).where(order_t.c.id == order_id))).mappings().first()
+    return dict(row) if row else None

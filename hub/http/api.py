@@ -169,6 +169,14 @@ async def list_orders(request: web.Request) -> web.Response:
     return _page_response(page)
 
 
+async def get_order(request: web.Request) -> web.Response:
+    async with _engine(request).connect() as conn:
+        order = await queries.get_order(conn, request.match_info["id"])
+    if order is None:
+        return error_response(404, "not_found", "no order with that id")
+    return json_response(order)
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/leads", list_leads)
     app.router.add_get("/api/leads/{id}", get_lead)
@@ -176,3 +184,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/inquiries", list_inquiries)
     app.router.add_get("/api/inquiries/{id}", get_inquiry)
     app.router.add_get("/api/orders", list_orders)
+    app.router.add_get("/api/orders/{id}", get_order)

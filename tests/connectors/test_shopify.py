@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -82,6 +83,9 @@ async def test_the_test_notification_becomes_a_contact_lead_and_cancelled_order(
     assert lead["contact_id"] == contact["id"] and order["lead_id"] == lead["id"]
     assert (await hub.api("/api/orders", contact_id=contact["id"]))["items"][0]["id"] == order["id"]
     assert (await hub.api("/api/orders", contact_id="nobody"))["items"] == []
+    assert (await hub.api(f"/api/orders/{order['id']}")) == order
+    async with hub.session.get(hub.url("/api/orders/nope")) as response:
+        assert response.status == 404
 
 
 async def test_create_paid_fulfilled_is_one_order_with_one_event_per_transition(hub: RunningHub) -> None:
@@ -208,3 +212,14 @@ async def _nothing_stored(hub: RunningHub) -> None:
     """A valid delivery after the refused one is the only inquiry: the queue is FIFO, so a leak would show."""
     assert (await send(hub, sample_bytes()))[0] == 202
     await inquiries(hub, 1)
+
+
+async def test_a_replay_window_refuses_old_triggered_deliveries(make_hub: HubFactory) -> None:
+    hub = await make_hub([{"name": "shop", "type": "shopify", "secret": NEW, "replay_window": "1h"}])
+    raw = sample_bytes()
+    old = headers(raw, **{"X-Shopify-Triggered-At": "2022-02-03T21:36:33.123Z"})
+    status, answer = await send(hub, raw, hdrs=old)
+    assert (status, answer["error"]) == (401, "replayed")
+    fresh = headers(raw, **{"X-Shopify-Triggered-At": datetime.now(UTC).isoformat()})
+    assert (await send(hub, raw, hdrs=fresh))[0] == 202
+    assert (await send(hub, raw, hdrs=headers(raw, **{"X-Shopify-Triggered-At": "soon"})))[0] == 400

@@ -86,6 +86,9 @@ async def test_the_ping_gets_200_and_stores_nothing(hub: RunningHub) -> None:
     ping = json.loads(corpus("webhooks", "woocommerce", "ping.request.json").read_text())
     async with await hub.post("/hooks/woo", data=ping["body"].encode(), headers=ping["headers"]) as response:
         assert response.status == 200
+    signed_ping = ping["headers"] | {"X-WC-Webhook-Signature": hmac_sha256_b64(SECRET.encode(), ping["body"].encode())}
+    async with await hub.post("/hooks/woo", data=ping["body"].encode(), headers=signed_ping) as response:
+        assert response.status == 200
     await _only_the_sentinel_is_stored(hub)
 
 
