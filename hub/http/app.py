@@ -39,6 +39,9 @@ def create_app(deps: HttpDeps) -> web.Application:
     app.router.add_route("POST", "/hooks/{name}", hooks.hook)
     app.router.add_route("GET", "/hooks/{name}", hooks.hook)
     app.router.add_route("OPTIONS", "/hooks/{name}", hooks.hook)
+    # Some providers append their own path to the configured URL (Mango: /events/call); the tail is the connector's.
+    app.router.add_route("POST", "/hooks/{name}/{tail:.+}", hooks.hook)
+    app.router.add_route("GET", "/hooks/{name}/{tail:.+}", hooks.hook)
     api.add_routes(app)
     ops.add_routes(app)
     return app

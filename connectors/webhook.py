@@ -1,0 +1,158 @@
+"""Webhook mechanics every provider connector shares: secrets with rotation, constant-time checks, replay window.
+
+A provider module knows its own scheme (what is signed, which header); this module only supplies the
+pieces that must be done the same way everywhere: the raw body read with a limit before any parsing,
+`secret` or `secrets: [new, old]`, comparisons with `hmac.compare_digest` against every secret, and a
+replay window for providers that sign a timestamp.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import Any, Self
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
+
+from leadhub.connectors.base import ConnectorConfig, HookError, Stop, read_body
+from leadhub.durations import parse_duration
+
+DEFAULT_MAX_BODY = ByteSize(1024 * 1024)
+DEFAULT_REPLAY_WINDOW = timedelta(hours=1)
+
+Clock = Callable[[], float]
+
+
+class WebhookConfig(ConnectorConfig):
+    """`secret`, or `secrets: [new, old]` during a rotation; a body limit; a replay window (null turns it off)."""
+
+    secret: SecretStr | None = None
+    secrets: list[SecretStr] = Field(default_factory=list)
+    max_body: ByteSize = DEFAULT_MAX_BODY
+    replay_window: timedelta | None = DEFAULT_REPLAY_WINDOW
+
+    @field_validator("replay_window", mode="before")
+    @classmethod
+    def _window(cls, value: Any) -> timedelta | None:
+        if value is None:
+            return None
+        window = parse_duration(value)
+        if window.total_seconds() <= 0:
+            raise ValueError("replay_window must be positive (or null to turn it off)")
+        return window
+
+    @model_validator(mode="after")
+    def _one_source_of_secrets(self) -> Self:
+        if self.secret is not None and self.secrets:
+            raise ValueError("give either secret or secrets (secrets: [new, old] during a rotation), not both")
+        if self.secret is None and not self.secrets:
+            raise ValueError("secret is required (or secrets: [new, old] during a rotation)")
+        if any(not s.get_secret_value() for s in self.all_secrets()):
+            raise ValueError("a secret must not be empty")
+        return self
+
+    def all_secrets(self) -> list[SecretStr]:
+        return [self.secret] if self.secret is not None else list(self.secrets)
+
+    def secret_values(self) -> list[bytes]:
+        """Every accepted secret as bytes, the newest first."""
+        return [s.get_secret_value().encode() for s in self.all_secrets()]
+
+
+async def raw_body(request: web.Request, limit: int) -> bytes:
+    """The body exactly as received, at most `limit` bytes (413 beyond); signatures are checked on this."""
+    return await read_body(request, limit)
+
+
+def matches_any(given: str | bytes | None, expected: Callable[[bytes], str | bytes], secrets: Iterable[bytes]) -> bool:
+    """True when `given` equals `expected(secret)` for one of `secrets`; every secret is compared, in constant time."""
+    if not given:
+        return False
+    candidate = given.encode() if isinstance(given, str) else given
+    matched = False
+    for secret in secrets:
+        value = expected(secret)
+        matched |= hmac.compare_digest(candidate, value.encode() if isinstance(value, str) else value)
+    return matched
+
+
+def require_signature(
+    given: str | None, expected: Callable[[bytes], str | bytes], secrets: Iterable[bytes], where: str
+) -> None:
+    """401 `bad_signature` unless `given` is the signature under one of `secrets`; `where` names the header."""
+    if not given:
+        raise HookError(401, "bad_signature", f"missing {where}: the request is not signed")
+    if not matches_any(given.strip(), expected, secrets):
+        raise HookError(401, "bad_signature", f"{where} does not match the request signed with the connector secret")
+
+
+def require_token(given: str | None, secrets: Iterable[bytes], where: str) -> None:
+    """401 `bad_signature` unless `given` equals one of `secrets` (constant time); `where` says where to put it."""
+    if not given:
+        raise HookError(401, "bad_signature", f"missing token: put the connector's secret in {where}")
+    if not matches_any(given, lambda secret: secret, secrets):
+        raise HookError(401, "bad_signature", f"wrong token in {where}")
+
+
+def hmac_hex(secret: bytes, message: bytes, digest: str = "sha256") -> str:
+    return hmac.new(secret, message, getattr(hashlib, digest)).hexdigest()
+
+
+def check_replay(sent_at: datetime | float | None, window: timedelta | None, clock: Clock = time.time) -> None:
+    """401 `stale` when a signed timestamp is further than `window` from now (either way); None skips the check."""
+    if sent_at is None or window is None:
+        return
+    seconds = sent_at.timestamp() if isinstance(sent_at, datetime) else float(sent_at)
+    skew = abs(clock() - seconds)
+    if skew > window.total_seconds():
+        raise HookError(
+            401,
+            "stale",
+            f"the signed timestamp is {round(skew)}s away from now, outside the replay window of "
+            f"{round(window.total_seconds())}s; a replayed or badly delayed delivery",
+        )
+
+
+def form_fields(body: bytes, what: str) -> dict[str, str]:
+    """A urlencoded body as a dict (the last value of a repeated name wins); 400 naming the problem."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HookError(400, "malformed", f"{what} is not UTF-8: invalid byte at {exc.start}") from None
+    try:
+        return dict(parse_qsl(text, keep_blank_values=True, strict_parsing=False))
+    except ValueError as exc:
+        raise HookError(400, "malformed", f"{what} is not a urlencoded form: {exc}") from None
+
+
+def require_method(request: web.Request, *methods: str) -> None:
+    if request.method not in methods:
+        allowed = ", ".join(methods)
+        raise HookError(405, "method", f"this webhook takes {allowed}", headers={"Allow": allowed})
+
+
+def body_digest(*parts: bytes | str) -> str:
+    """A short stable hash of a delivery, for keys when the provider sends no delivery id."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode() if isinstance(part, str) else part)
+        digest.update(b"\n")
+    return digest.hexdigest()[:40]
+
+
+def key_part(value: Any, limit: int = 120) -> str:
+    """A provider id made safe for a key: text, no whitespace or colons that would blur the key's parts."""
+    text = str(value).strip().replace(":", "_").replace(" ", "_")
+    return text[:limit]
+
+
+async def no_background_work() -> Stop:
+    async def stop() -> None:
+        return None
+
+    return stop
