@@ -133,8 +133,7 @@ async def make_hub(tmp_path: Path, database_url: str) -> AsyncIterator[HubFactor
         session = aiohttp.ClientSession()
         handle = RunningHub(hub, session, f"http://127.0.0.1:{hub.port}", settings.get("api_token"))
         running.append(handle)
-        if "pipeline" in hub.roles:
-            await wait_for(_pipeline_started(hub), timeout=20, what="the pipeline to start")
+        await wait_for(_store_side_started(hub), timeout=20, what="the store to be migrated and the pipeline started")
         return handle
 
     yield make
@@ -143,9 +142,9 @@ async def make_hub(tmp_path: Path, database_url: str) -> AsyncIterator[HubFactor
         await handle.hub.stop()
 
 
-def _pipeline_started(hub: Hub) -> Callable[[], Awaitable[bool]]:
+def _store_side_started(hub: Hub) -> Callable[[], Awaitable[bool]]:
     async def probe() -> bool:
-        return hub.consumer is not None
+        return hub.store_ready and ("pipeline" not in hub.roles or hub.consumer is not None)
 
     return probe
 

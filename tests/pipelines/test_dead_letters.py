@@ -1,0 +1,147 @@
+"""Dead letters: what cannot be processed is kept whole with its reason, never blocks others, and can be replayed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+from sqlalchemy import select
+
+from leadhub.envelope import Envelope
+from leadhub.pipelines.consumer import InboundConsumer
+from leadhub.pipelines.dead_letters import DeadLetterSink
+from leadhub.pipelines.intake import IntakePipeline
+from leadhub.store.intake import BatchResult, InquiryRow
+from leadhub.store.models import DeadLetter
+from tests.conftest import HubFactory, RunningHub
+from tests.helpers import wait_for
+
+FORM = {"name": "site-form", "type": "form", "rate_limit": None}
+
+
+async def _dead_letters(hub: RunningHub) -> list:
+    async with hub.engine.connect() as conn:
+        return list((await conn.execute(select(DeadLetter.__table__).order_by(DeadLetter.id))).all())
+
+
+def _cli(*args: str, config: dict, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    config_file = tmp_path / "cli.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_")}
+    return subprocess.run(
+        [sys.executable, "-m", "leadhub.hub", *args, "--config", str(config_file)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_unconfigured_connector_is_dead_lettered_then_replayed(
+    make_hub: HubFactory, database_url: str, tmp_path: Path
+) -> None:
+    hub = await make_hub([FORM])
+    envelope = Envelope(
+        key="form:old-form:idem:1",
+        channel="form",
+        connector="old-form",
+        payload=b'{"name": "Late Lead", "email": "late@example.com"}',
+        content_type="application/json",
+    )
+    await hub.hub.queue.publish_envelope(envelope)
+    dead = await wait_for(lambda: _dead_letters(hub), what="a dead letter")
+    assert len(dead) == 1
+    assert dead[0].key == envelope.key and dead[0].payload == envelope.payload
+    assert "connector 'old-form' is not configured" in dead[0].reason
+    async with hub.session.get(hub.url("/metrics")) as response:
+        assert 'leadhub_dead_letters_total{reason="PermanentError"} 1.0' in await response.text()
+
+    base = {"database_url": database_url, "data_dir": str(tmp_path / "cli")}
+    listed = await asyncio.to_thread(_cli, "dead", "list", config={**base, "connectors": [FORM]}, tmp_path=tmp_path)
+    assert listed.returncode == 0 and dead[0].id in listed.stdout and "not configured" in listed.stdout
+
+    still_missing = await asyncio.to_thread(
+        _cli, "dead", "replay", dead[0].id, config={**base, "connectors": [FORM]}, tmp_path=tmp_path
+    )
+    assert still_missing.returncode == 1 and "failed again" in still_missing.stdout
+
+    restored = {**base, "connectors": [FORM, {"name": "old-form", "type": "form"}]}
+    replayed = await asyncio.to_thread(_cli, "dead", "replay", "--all", config=restored, tmp_path=tmp_path)
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    assert f"{dead[0].id}: resolved" in replayed.stdout
+    leads = await hub.wait_items("/api/leads", 1)
+    inquiry = await hub.api(f"/api/inquiries/{envelope.id}")
+    assert inquiry["lead_id"] == leads[0]["id"]
+    after = await _dead_letters(hub)
+    assert after[0].resolved_at is not None and after[0].replays == 2
+
+    again = await asyncio.to_thread(_cli, "dead", "replay", "--all", config=restored, tmp_path=tmp_path)
+    assert "nothing to replay" in again.stdout
+    await hub.wait_items("/api/leads", 1)  # replay is idempotent: still one lead
+
+
+async def test_undecodable_payload_is_dead_lettered_with_its_raw_bytes(form_hub: RunningHub) -> None:
+    raw = b'{"name": "broken'
+    await form_hub.hub.queue.publish_envelope(
+        Envelope(
+            key="form:site-form:idem:broken",
+            channel="form",
+            connector="site-form",
+            payload=raw,
+            content_type="application/json",
+        )
+    )
+    dead = await wait_for(lambda: _dead_letters(form_hub), what="a dead letter")
+    assert dead[0].payload == raw
+    assert "form body cannot be decoded: malformed JSON" in dead[0].reason
+    assert dead[0].headers["Leadhub-Key"] == "form:site-form:idem:broken"
+
+
+async def test_message_that_is_not_an_envelope_is_dead_lettered(form_hub: RunningHub) -> None:
+    await form_hub.hub.queue.publish("inbound.form.site-form", b"stray", {"Nats-Msg-Id": "stray-1"}, "INBOUND")
+    dead = await wait_for(lambda: _dead_letters(form_hub), what="a dead letter")
+    assert "lacks header(s) Leadhub-Key" in dead[0].reason and dead[0].payload == b"stray"
+
+
+class PoisonedPipeline(IntakePipeline):
+    """Stands for a bug in a step: storing any batch that holds the poisoned row fails."""
+
+    async def store(self, rows: Sequence[InquiryRow]) -> BatchResult:
+        if any(row.name == "Poison" for row in rows):
+            raise ValueError("step crashed on the poisoned row")
+        return await super().store(rows)
+
+
+async def test_one_bad_envelope_never_blocks_its_batch(make_hub: HubFactory) -> None:
+    """Accept a burst with the pipeline off, then consume it as one batch: the good ones land, the bad one is retried
+    up to the delivery limit and then dead-lettered."""
+    hub = await make_hub([FORM], roles="http,relay")
+    for i in range(10):
+        async with await hub.post("/hooks/site-form", json={"name": "Poison" if i == 4 else f"Good {i}"}) as r:
+            assert r.status == 202
+    inner = hub.hub
+    pipeline = PoisonedPipeline(inner.engine, {"site-form": _spec()}, default_region="RU")
+    dead_sink = DeadLetterSink(inner.engine, inner.queue.publish, lambda reason: None)
+    consumer = InboundConsumer(lambda: inner.queue.jetstream, pipeline, dead_sink, batch_size=100, max_deliveries=3)
+    task = asyncio.create_task(consumer.run())
+    try:
+        await hub.wait_items("/api/leads", 9)
+        dead = await wait_for(lambda: _dead_letters(hub), timeout=30, what="the poisoned envelope's dead letter")
+    finally:
+        consumer.stop()
+        await task
+    assert len(dead) == 1 and dead[0].deliveries == 3
+    assert dead[0].error == "ValueError" and "poisoned row" in dead[0].reason
+    assert all(item["name"] != "Poison" for item in (await hub.api("/api/inquiries"))["items"])
+
+
+def _spec():  # type: ignore[no-untyped-def]
+    from leadhub.pipelines.model import SourceSpec
+
+    return SourceSpec("form", {"name": "site-form"})
