@@ -13,14 +13,15 @@ import hmac
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 from urllib.parse import parse_qsl
 
 from aiohttp import web
 from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
 
-from leadhub.connectors.base import ConnectorConfig, HookError, Stop, read_body
+from leadhub.connectors.base import ConnectorConfig, ConnectorContext, HookError, PublishResult, Stop, read_body
 from leadhub.durations import parse_duration
+from leadhub.envelope import Envelope
 
 DEFAULT_MAX_BODY = ByteSize(1024 * 1024)
 DEFAULT_REPLAY_WINDOW = timedelta(hours=1)
@@ -156,3 +157,41 @@ async def no_background_work() -> Stop:
         return None
 
     return stop
+
+
+class ProviderWebhook:
+    """Plumbing a provider connector shares: its secrets, an injectable clock, and publishing an envelope."""
+
+    type: ClassVar[str]
+    channel: ClassVar[str]
+
+    def __init__(self, config: WebhookConfig, context: ConnectorContext) -> None:
+        self.config = config
+        self.context = context
+        self.secrets = config.secret_values()
+        self.clock: Clock = time.time  # tests set it to check the replay window without waiting
+
+    async def start(self) -> Stop:
+        return await no_background_work()
+
+    def check_replay(self, sent_at: datetime | float | None) -> None:
+        check_replay(sent_at, self.config.replay_window, self.clock)
+
+    async def publish(
+        self,
+        key: str,
+        body: bytes,
+        content_type: str,
+        meta: dict[str, str] | None = None,
+        channel: str | None = None,
+    ) -> PublishResult:
+        """Publish the raw body under `<type>:<connector>:<key>`; returns once the queue has it durably."""
+        envelope = Envelope(
+            key=f"{self.type}:{self.config.name}:{key}",
+            channel=channel or self.channel,
+            connector=self.config.name,
+            payload=body,
+            content_type=content_type[:200] or "application/octet-stream",
+            meta={k: v[:500] for k, v in (meta or {}).items() if v},
+        )
+        return await self.context.publish(envelope)
