@@ -10,22 +10,20 @@ from typing import ClassVar, Literal
 from aiohttp import web
 from pydantic import Field, field_validator
 
-from leadhub.connectors.base import ConnectorContext, HookError, Stop, accepted, read_body
-from leadhub.connectors.shop_common import (
-    SignedConfig,
-    check_status_map,
-    check_token,
-    checked_json,
-    no_background_work,
-    require_post,
+from leadhub.connectors.base import HookError, accepted
+from leadhub.connectors.shop_common import ShopWebhook, ShopWebhookConfig, check_status_map, checked_json
+from leadhub.connectors.webhook import (
+    body_digest,
+    key_part,
+    raw_body,
+    require_method,
+    require_signature,
+    require_token,
 )
-from leadhub.envelope import Envelope
 from leadhub.shop_payloads import MAPPED_FIELDS, PayloadError, read_mapped
 
-MAX_ID = 200
 
-
-class OrderConfig(SignedConfig):
+class OrderConfig(ShopWebhookConfig):
     type: Literal["order"] = "order"
     auth: Literal["hmac", "token"] = "hmac"
     signature_header: str = Field("X-Signature", description="with auth: hmac, the header carrying the signature")
@@ -50,60 +48,38 @@ class OrderConfig(SignedConfig):
         return check_status_map(value)
 
 
-class OrderConnector:
+class OrderConnector(ShopWebhook):
     """Authenticates the raw body, reads the mapped fields (400 naming a wrong one), publishes keyed by delivery."""
 
     type: ClassVar[str] = "order"
     channel: ClassVar[str] = "shop"
     Config: ClassVar[type[OrderConfig]] = OrderConfig
-
-    def __init__(self, config: OrderConfig, context: ConnectorContext) -> None:
-        self.config = config
-        self.publish = context.publish
-        self._secrets = config.secret_values()
-
-    async def start(self) -> Stop:
-        return await no_background_work()
+    config: OrderConfig
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        require_post(request)
-        if self.config.auth == "token":
-            given = request.headers.get(self.config.token_header) or request.query.get("token")
-            check_token(given, self._secrets, f"{self.config.token_header} or ?token=")
-        body = await read_body(request, int(self.config.max_body))
-        if self.config.auth == "hmac":
-            self._check_signature(request.headers.get(self.config.signature_header), body)
-        data = checked_json(body, "order body")
+        require_method(request, "POST")
+        config = self.config
+        if config.auth == "token":
+            given = request.headers.get(config.token_header) or request.query.get("token")
+            require_token(given, self.secrets, f"{config.token_header} or ?token=")
+        body = await raw_body(request, int(config.max_body))
+        if config.auth == "hmac":
+            given = (request.headers.get(config.signature_header) or "").strip().removeprefix(config.signature_prefix)
+            require_signature(given, lambda secret: self._sign(secret, body), self.secrets, config.signature_header)
         try:
-            order = read_mapped(data, self.config.fields)
+            order = read_mapped(checked_json(body, "order body"), config.fields)
         except PayloadError as exc:
             raise HookError(400, "malformed", str(exc)) from None
-        delivery = (request.headers.get(self.config.id_header, "") if self.config.id_header else "").strip()
-        delivery = delivery or str(order.delivery_id or "")
-        key_id = delivery[:MAX_ID] or "sha256:" + hashlib.sha256(body).hexdigest()[:40]
-        envelope = Envelope(
-            key=f"order:{self.config.name}:{key_id}",
-            channel=self.channel,
-            connector=self.config.name,
-            payload=body,
-            content_type=request.headers.get("Content-Type", "application/json")[:200],
-            meta={"delivery_id": delivery[:MAX_ID]},
-        )
-        return accepted(await self.publish(envelope))
+        delivery = request.headers.get(config.id_header, "") if config.id_header else ""
+        delivery = key_part(delivery or order.delivery_id or "", 200)
+        key = delivery or "sha256:" + body_digest(body)
+        meta = {"delivery_id": delivery}
+        return accepted(await self.publish(key, body, request.headers.get("Content-Type", "application/json"), meta))
 
-    def _check_signature(self, given: str | None, body: bytes) -> None:
-        name = self.config.signature_header
-        if not given:
-            raise HookError(401, "bad_signature", f"missing {name} header: the request is not signed")
-        candidate = given.strip().removeprefix(self.config.signature_prefix).encode()
-        matched = False
-        for secret in self._secrets:
-            digest = hmac.new(secret, body, hashlib.sha256)
-            expected = (
-                digest.hexdigest()
-                if self.config.signature_encoding == "hex"
-                else base64.b64encode(digest.digest()).decode()
-            )
-            matched |= hmac.compare_digest(candidate, expected.encode())
-        if not matched:
-            raise HookError(401, "bad_signature", f"{name} does not match the body signed with the connector secret")
+    def _sign(self, secret: bytes, body: bytes) -> str:
+        digest = hmac.new(secret, body, hashlib.sha256)
+        return (
+            digest.hexdigest()
+            if self.config.signature_encoding == "hex"
+            else base64.b64encode(digest.digest()).decode()
+        )

@@ -1,4 +1,4 @@
-"""Shared by the shop webhook connectors: secrets with rotation, constant-time checks on the raw body, 400s."""
+"""What the shop connectors add to the shared webhook mechanics: their config base, HMAC-SHA256 (base64), 400s."""
 
 from __future__ import annotations
 
@@ -6,38 +6,58 @@ import base64
 import hashlib
 import hmac
 import html
-from typing import Any, Self
+from datetime import datetime
+from typing import Any, ClassVar
 
 from aiohttp import web
-from pydantic import ByteSize, Field, SecretStr, model_validator
+from pydantic import ByteSize, Field
 
-from leadhub.connectors.base import ConnectorConfig, HookError, Stop
+from leadhub.connectors.base import ConnectorContext, HookError, PublishResult, Stop
+from leadhub.connectors.webhook import WebhookConfig, check_replay, no_background_work
+from leadhub.envelope import Envelope
 from leadhub.shop_payloads import PayloadError, json_object, validate
 from leadhub.store.orders import ORDER_STATUSES
 
-DEFAULT_MAX_BODY = ByteSize(2 * 1024 * 1024)
+SHOP_MAX_BODY = ByteSize(2 * 1024 * 1024)  # a large order (hundreds of line items) stays well under this
 
 
-class SignedConfig(ConnectorConfig):
-    """`secret`, or `secrets: [new, old]` while the provider's secret is being rotated."""
+class ShopWebhookConfig(WebhookConfig):
+    """`secret` / `secrets: [new, old]` and a body limit; these providers sign no timestamp to hold a window against."""
 
-    secret: SecretStr | None = None
-    secrets: list[SecretStr] = Field(default_factory=list)
-    max_body: ByteSize = DEFAULT_MAX_BODY
+    max_body: ByteSize = SHOP_MAX_BODY
+    replay_window: None = Field(None, description="not used: this provider sends no signed timestamp")
 
-    @model_validator(mode="after")
-    def _one_source_of_secrets(self) -> Self:
-        if self.secret is not None and self.secrets:
-            raise ValueError("give either secret or secrets (secrets: [new, old] during a rotation), not both")
-        if self.secret is None and not self.secrets:
-            raise ValueError("secret is required (or secrets: [new, old] during a rotation)")
-        if any(not s.get_secret_value() for s in [*self.secrets, *([self.secret] if self.secret else [])]):
-            raise ValueError("a secret must not be empty")
-        return self
 
-    def secret_values(self) -> list[bytes]:
-        chosen = [self.secret] if self.secret is not None else self.secrets
-        return [s.get_secret_value().encode() for s in chosen]
+class ShopWebhook:
+    """What a shop webhook connector holds: its config, secrets, and a publish of the raw body under its key."""
+
+    type: ClassVar[str]
+    channel: ClassVar[str]
+
+    def __init__(self, config: WebhookConfig, context: ConnectorContext) -> None:
+        self.config = config
+        self.context = context
+        self.secrets = config.secret_values()
+
+    async def start(self) -> Stop:
+        return await no_background_work()
+
+    def check_replay(self, sent_at: datetime | None) -> None:
+        check_replay(sent_at, self.config.replay_window)
+
+    async def publish(
+        self, key: str, body: bytes, content_type: str, meta: dict[str, str], channel: str | None = None
+    ) -> PublishResult:
+        """Publish the raw body under `<type>:<connector>:<key>`; returns once the queue has it durably."""
+        envelope = Envelope(
+            key=f"{self.type}:{self.config.name}:{key}",
+            channel=channel or self.channel,
+            connector=self.config.name,
+            payload=body,
+            content_type=content_type[:200] or "application/octet-stream",
+            meta={k: v[:500] for k, v in meta.items() if v},
+        )
+        return await self.context.publish(envelope)
 
 
 def header(request: web.Request, *names: str) -> str | None:
@@ -49,31 +69,8 @@ def header(request: web.Request, *names: str) -> str | None:
 
 
 def hmac_sha256_b64(secret: bytes, body: bytes) -> str:
+    """Shopify's and WooCommerce's scheme: base64 of the raw HMAC-SHA256 digest of the body."""
     return base64.b64encode(hmac.new(secret, body, hashlib.sha256).digest()).decode()
-
-
-def check_hmac_b64(given: str | None, body: bytes, secrets: list[bytes], header_name: str) -> None:
-    """401 unless `given` is base64(HMAC-SHA256(body)) under one of `secrets`; every secret is compared."""
-    if not given:
-        raise HookError(401, "bad_signature", f"missing {header_name} header: the request is not signed")
-    candidate = given.strip().encode()
-    matched = False
-    for secret in secrets:
-        matched |= hmac.compare_digest(candidate, hmac_sha256_b64(secret, body).encode())
-    if not matched:
-        raise HookError(401, "bad_signature", f"{header_name} does not match the body signed with the connector secret")
-
-
-def check_token(given: str | None, secrets: list[bytes], where: str) -> None:
-    """401 unless `given` equals one of `secrets` (compared in constant time)."""
-    if not given:
-        raise HookError(401, "bad_token", f"missing token: put the connector's secret in {where}")
-    candidate = given.encode()
-    matched = False
-    for secret in secrets:
-        matched |= hmac.compare_digest(candidate, secret)
-    if not matched:
-        raise HookError(401, "bad_token", f"wrong token in {where}")
 
 
 def wordpress_secret(secret: bytes) -> bytes:
@@ -90,18 +87,6 @@ def checked_json(body: bytes, what: str, model: Any = None) -> dict[str, Any]:
     except PayloadError as exc:
         raise HookError(400, "malformed", str(exc)) from None
     return data
-
-
-def require_post(request: web.Request) -> None:
-    if request.method != "POST":
-        raise HookError(405, "method", "this webhook takes POST", headers={"Allow": "POST"})
-
-
-async def no_background_work() -> Stop:
-    async def stop() -> None:
-        return None
-
-    return stop
 
 
 def check_status_map(value: dict[str, str]) -> dict[str, str]:

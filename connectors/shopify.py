@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from aiohttp import web
-from pydantic import Field, field_validator
+from pydantic import ByteSize, Field
 
-from leadhub.connectors.base import ConnectorContext, HookError, Stop, accepted, read_body
-from leadhub.connectors.shop_common import (
-    SignedConfig,
-    check_hmac_b64,
-    checked_json,
-    header,
-    no_background_work,
-    require_post,
+from leadhub.connectors.base import HookError, accepted
+from leadhub.connectors.shop_common import SHOP_MAX_BODY, ShopWebhook, checked_json, header, hmac_sha256_b64
+from leadhub.connectors.webhook import (
+    WebhookConfig,
+    body_digest,
+    key_part,
+    raw_body,
+    require_method,
+    require_signature,
 )
-from leadhub.durations import parse_duration
-from leadhub.envelope import Envelope
 from leadhub.shop_payloads import SHOPIFY_TOPICS
 
 # Shopify sends the X-Shopify-* names; newer API versions also send them without the prefix.
@@ -29,76 +27,49 @@ WEBHOOK_ID_HEADERS = ("X-Shopify-Webhook-Id", "Shopify-Webhook-Id")
 SHOP_HEADERS = ("X-Shopify-Shop-Domain", "Shopify-Shop-Domain")
 API_VERSION_HEADERS = ("X-Shopify-API-Version", "Shopify-API-Version")
 TRIGGERED_AT_HEADERS = ("X-Shopify-Triggered-At", "Shopify-Triggered-At")
-MAX_ID = 200
 
 
-class ShopifyConfig(SignedConfig):
+class ShopifyConfig(WebhookConfig):
     type: Literal["shopify"] = "shopify"
-    replay_window: timedelta | None = Field(
-        None, description="refuse deliveries whose X-Shopify-Triggered-At is older; Shopify retries for up to 48h"
-    )
-
-    @field_validator("replay_window", mode="before")
-    @classmethod
-    def _window(cls, value: Any) -> timedelta | None:
-        if value is None:
-            return None
-        window = parse_duration(value)
-        if window.total_seconds() <= 0:
-            raise ValueError("replay_window must be positive")
-        return window
+    max_body: ByteSize = SHOP_MAX_BODY
+    # Off by default: Shopify retries a failed delivery for up to 48 hours with its original trigger time.
+    replay_window: timedelta | None = Field(None, description="refuse deliveries whose X-Shopify-Triggered-At is older")
 
 
-class ShopifyConnector:
-    """Checks the signature on the raw body, checks the payload's shape, publishes it keyed by the webhook id."""
+class ShopifyConnector(ShopWebhook):
+    """Checks the signature on the raw body, then the payload's shape; publishes keyed by the webhook id."""
 
     type: ClassVar[str] = "shopify"
     channel: ClassVar[str] = "shop"
     Config: ClassVar[type[ShopifyConfig]] = ShopifyConfig
-
-    def __init__(self, config: ShopifyConfig, context: ConnectorContext) -> None:
-        self.config = config
-        self.publish = context.publish
-        self._secrets = config.secret_values()
-
-    async def start(self) -> Stop:
-        return await no_background_work()
+    config: ShopifyConfig
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        require_post(request)
-        body = await read_body(request, int(self.config.max_body))
-        check_hmac_b64(header(request, *HMAC_HEADERS), body, self._secrets, HMAC_HEADERS[0])
-        self._check_replay_window(header(request, *TRIGGERED_AT_HEADERS))
+        require_method(request, "POST")
+        body = await raw_body(request, int(self.config.max_body))
+        signature = header(request, *HMAC_HEADERS)
+        require_signature(signature, lambda secret: hmac_sha256_b64(secret, body), self.secrets, HMAC_HEADERS[0])
+        self.check_replay(self._triggered_at(request))
         topic = (header(request, *TOPIC_HEADERS) or "").strip()[:100]
         checked_json(body, "Shopify webhook body", SHOPIFY_TOPICS.get(topic))  # unknown topics: stored as dropped
-        webhook_id = (header(request, *WEBHOOK_ID_HEADERS) or "").strip()[:MAX_ID]
+        webhook_id = key_part(header(request, *WEBHOOK_ID_HEADERS) or "", 200)
         # Without the id (never seen from Shopify) the body's hash still makes a resend a duplicate.
-        key_id = webhook_id or "sha256:" + hashlib.sha256(topic.encode() + b"\n" + body).hexdigest()[:40]
-        meta = {"topic": topic, "webhook_id": webhook_id}
-        for name, headers in (("shop", SHOP_HEADERS), ("api_version", API_VERSION_HEADERS)):
-            if value := header(request, *headers):
-                meta[name] = value[:200]
-        envelope = Envelope(
-            key=f"shopify:{self.config.name}:{key_id}",
-            channel=self.channel,
-            connector=self.config.name,
-            payload=body,
-            content_type=request.headers.get("Content-Type", "application/json")[:200],
-            meta=meta,
-        )
-        return accepted(await self.publish(envelope))
+        meta = {
+            "topic": topic,
+            "webhook_id": webhook_id,
+            "shop": header(request, *SHOP_HEADERS) or "",
+            "api_version": header(request, *API_VERSION_HEADERS) or "",
+        }
+        key = webhook_id or "sha256:" + body_digest(topic, body)
+        return accepted(await self.publish(key, body, request.headers.get("Content-Type", "application/json"), meta))
 
-    def _check_replay_window(self, triggered_at: str | None) -> None:
-        """With a `replay_window`, a signed delivery triggered longer ago than that is refused (a replayed capture)."""
-        window = self.config.replay_window
-        if window is None or not triggered_at:
-            return
+    @staticmethod
+    def _triggered_at(request: web.Request) -> datetime | None:
+        value = header(request, *TRIGGERED_AT_HEADERS)
+        if not value:
+            return None
         try:
-            when = datetime.fromisoformat(triggered_at.strip().replace("Z", "+00:00"))
+            when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
-            raise HookError(
-                400, "malformed", f"X-Shopify-Triggered-At is not an ISO time: {triggered_at[:40]!r}"
-            ) from None
-        when = when if when.tzinfo else when.replace(tzinfo=UTC)
-        if datetime.now(UTC) - when > window:
-            raise HookError(401, "replayed", f"delivery triggered at {when.isoformat()} is outside the replay window")
+            raise HookError(400, "malformed", f"X-Shopify-Triggered-At is not an ISO time: {value[:40]!r}") from None
+        return when if when.tzinfo else when.replace(tzinfo=UTC)

@@ -23,7 +23,6 @@ STATUS_MAP = {
     "trash": "cancelled",
     "refunded": "refunded",
 }
-POLLED_TOPIC = "order.updated"
 
 
 def woocommerce_status(provider_status: str, overrides: dict[str, str] | None = None) -> str | None:
@@ -33,7 +32,7 @@ def woocommerce_status(provider_status: str, overrides: dict[str, str] | None = 
 
 
 def parse_woocommerce(envelope: Envelope, options: dict[str, Any]) -> InquiryDraft:
-    topic = envelope.meta.get("topic", POLLED_TOPIC)
+    topic = envelope.meta.get("topic", "")  # the poller sets "order.updated"; a webhook without one is dropped
     try:
         data = json_object(envelope.payload, "WooCommerce body")
         if topic not in WOOCOMMERCE_TOPICS:

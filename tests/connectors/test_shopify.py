@@ -219,7 +219,7 @@ async def test_a_replay_window_refuses_old_triggered_deliveries(make_hub: HubFac
     raw = sample_bytes()
     old = headers(raw, **{"X-Shopify-Triggered-At": "2022-02-03T21:36:33.123Z"})
     status, answer = await send(hub, raw, hdrs=old)
-    assert (status, answer["error"]) == (401, "replayed")
+    assert (status, answer["error"]) == (401, "stale")
     fresh = headers(raw, **{"X-Shopify-Triggered-At": datetime.now(UTC).isoformat()})
     assert (await send(hub, raw, hdrs=fresh))[0] == 202
     assert (await send(hub, raw, hdrs=headers(raw, **{"X-Shopify-Triggered-At": "soon"})))[0] == 400

@@ -94,7 +94,7 @@ async def test_a_resent_submission_is_one_record(hub: RunningHub) -> None:
 @pytest.mark.parametrize("token", [None, "", "wrong"], ids=["missing", "empty", "wrong"])
 async def test_a_missing_or_wrong_token_is_401(hub: RunningHub, token: str | None) -> None:
     status, text = await post(hub, sample("test_request.json")["body"], token=token)
-    assert status == 401 and json.loads(text)["error"] == "bad_token"
+    assert status == 401 and json.loads(text)["error"] == "bad_signature"
     await _only_the_sentinel_is_stored(hub)
 
 
