@@ -5,11 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from leadhub.connectors.form import FormConnector
+from leadhub.connectors.jivo import JivoConnector
+from leadhub.connectors.mango import MangoConnector
 from leadhub.connectors.order import OrderConnector
 from leadhub.connectors.shopify import ShopifyConnector
+from leadhub.connectors.sipuni import SipuniConnector
+from leadhub.connectors.telegram import TelegramConnector
+from leadhub.connectors.telephony import TelephonyConnector
 from leadhub.connectors.tilda import TildaConnector
+from leadhub.connectors.twilio import TwilioConnector
 from leadhub.connectors.woocommerce import WooCommerceConnector
 from leadhub.connectors.woocommerce_poll import WooCommercePollConnector
+from leadhub.connectors.zadarma import ZadarmaConnector
 
 CONNECTOR_TYPES: dict[str, Any] = {
     connector.type: connector
@@ -20,5 +27,12 @@ CONNECTOR_TYPES: dict[str, Any] = {
         TildaConnector,
         WooCommerceConnector,
         WooCommercePollConnector,
+        TwilioConnector,
+        ZadarmaConnector,
+        MangoConnector,
+        SipuniConnector,
+        TelephonyConnector,
+        TelegramConnector,
+        JivoConnector,
     )
 }

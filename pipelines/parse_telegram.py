@@ -1,0 +1,119 @@
+"""Parse step for `telegram` envelopes: messages, shared contacts, edits and button presses become chat inquiries."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import phonenumbers
+
+from leadhub.envelope import Envelope
+from leadhub.pipelines.calls import CALLBACK_TAG, pbx_number
+from leadhub.pipelines.errors import PermanentError
+from leadhub.pipelines.model import Identity, InquiryDraft
+
+MESSAGES = ("message", "edited_message", "business_message", "edited_business_message")
+IGNORED = (
+    "channel_post",
+    "edited_channel_post",
+    "inline_query",
+    "chosen_inline_result",
+    "shipping_query",
+    "pre_checkout_query",
+    "poll",
+    "poll_answer",
+    "my_chat_member",
+    "chat_member",
+    "chat_join_request",
+    "message_reaction",
+    "message_reaction_count",
+)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _str(value: Any) -> str | None:
+    return value.strip() or None if isinstance(value, str) else None
+
+
+def _name(person: dict[str, Any]) -> str | None:
+    parts = [_str(person.get("first_name")), _str(person.get("last_name"))]
+    return " ".join(p for p in parts if p) or None
+
+
+def _phone_in_text(text: str | None) -> str | None:
+    """A number written in international form in the message (`+7 900 ...`); only when there is exactly one."""
+    if not text:
+        return None
+    found = {m.raw_string for m in phonenumbers.PhoneNumberMatcher(text[:2000], None)}
+    return found.pop() if len(found) == 1 else None
+
+
+def _sender_fields(user: dict[str, Any], chat: dict[str, Any]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if isinstance(user.get("id"), int):
+        fields["messenger_id"] = f"telegram:{user['id']}"
+    if username := _str(user.get("username")):
+        fields["telegram_username"] = username
+    if isinstance(chat.get("id"), int):
+        fields["telegram_chat_id"] = chat["id"]
+    return fields
+
+
+def _message(envelope: Envelope, kind: str, message: dict[str, Any]) -> InquiryDraft:
+    user, chat, contact = _dict(message.get("from")), _dict(message.get("chat")), _dict(message.get("contact"))
+    text = _str(message.get("text")) or _str(message.get("caption"))
+    phone = pbx_number(_str(contact.get("phone_number"))) or _phone_in_text(text)
+    name = _name(contact) or _name(user) or _name(chat)
+    fields = _sender_fields(user or chat, chat) | {"telegram_update": kind}
+    if isinstance(message.get("message_id"), int):
+        fields["telegram_message_id"] = message["message_id"]
+    draft = InquiryDraft(
+        envelope=envelope,
+        identity=Identity(name=name, phone_raw=phone),
+        message=text or ("shared a contact" if contact else None),
+        title=f"Telegram: {name or 'message'}",
+        fields=fields,
+    )
+    if kind.startswith("edited"):
+        draft.opens_lead = False  # the original message opened the lead; the edit is history
+    if user.get("is_bot") is True:
+        draft.dropped = "message from a bot"
+    return draft
+
+
+def _callback(envelope: Envelope, query: dict[str, Any], options: dict[str, Any]) -> InquiryDraft:
+    user = _dict(query.get("from"))
+    chat = _dict(_dict(query.get("message")).get("chat"))
+    data = _str(query.get("data"))
+    name = _name(user)
+    draft = InquiryDraft(
+        envelope=envelope,
+        identity=Identity(name=name),
+        message=f"pressed button: {data}" if data else "pressed a button",
+        title=f"Telegram: {name or 'button'}",
+        fields=_sender_fields(user, chat) | {"telegram_update": "callback_query", "callback_data": data},
+    )
+    if data and data in (options.get("callback_data") or []):
+        draft.tags = [CALLBACK_TAG]
+    return draft
+
+
+def parse_telegram(envelope: Envelope, options: dict[str, Any]) -> InquiryDraft:
+    try:
+        update = json.loads(envelope.payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PermanentError(f"Telegram update is not JSON: {exc}") from exc
+    if not isinstance(update, dict):
+        raise PermanentError("Telegram update is not a JSON object")
+    kinds = [name for name in update if name != "update_id"]
+    kind = kinds[0] if kinds else "(empty update)"
+    if kind in MESSAGES and isinstance(update[kind], dict):
+        return _message(envelope, kind, update[kind])
+    if kind == "callback_query" and isinstance(update[kind], dict):
+        return _callback(envelope, update[kind], options)
+    draft = InquiryDraft(envelope=envelope)
+    draft.dropped = f"unhandled update type: {kind}" if kind in IGNORED else f"unknown event: {kind}"[:200]
+    return draft
