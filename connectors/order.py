@@ -11,8 +11,9 @@ from aiohttp import web
 from pydantic import Field, field_validator
 
 from leadhub.connectors.base import HookError, accepted
-from leadhub.connectors.shop_common import ShopWebhook, ShopWebhookConfig, check_status_map, checked_json
+from leadhub.connectors.shop_common import ShopWebhookConfig, check_status_map, checked_json
 from leadhub.connectors.webhook import (
+    ProviderWebhook,
     body_digest,
     key_part,
     raw_body,
@@ -48,7 +49,7 @@ class OrderConfig(ShopWebhookConfig):
         return check_status_map(value)
 
 
-class OrderConnector(ShopWebhook):
+class OrderConnector(ProviderWebhook):
     """Authenticates the raw body, reads the mapped fields (400 naming a wrong one), publishes keyed by delivery."""
 
     type: ClassVar[str] = "order"

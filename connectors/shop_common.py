@@ -6,15 +6,13 @@ import base64
 import hashlib
 import hmac
 import html
-from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any
 
 from aiohttp import web
 from pydantic import ByteSize, Field
 
-from leadhub.connectors.base import ConnectorContext, HookError, PublishResult, Stop
-from leadhub.connectors.webhook import WebhookConfig, check_replay, no_background_work
-from leadhub.envelope import Envelope
+from leadhub.connectors.base import HookError
+from leadhub.connectors.webhook import WebhookConfig
 from leadhub.shop_payloads import PayloadError, json_object, validate
 from leadhub.store.orders import ORDER_STATUSES
 
@@ -26,38 +24,6 @@ class ShopWebhookConfig(WebhookConfig):
 
     max_body: ByteSize = SHOP_MAX_BODY
     replay_window: None = Field(None, description="not used: this provider sends no signed timestamp")
-
-
-class ShopWebhook:
-    """What a shop webhook connector holds: its config, secrets, and a publish of the raw body under its key."""
-
-    type: ClassVar[str]
-    channel: ClassVar[str]
-
-    def __init__(self, config: WebhookConfig, context: ConnectorContext) -> None:
-        self.config = config
-        self.context = context
-        self.secrets = config.secret_values()
-
-    async def start(self) -> Stop:
-        return await no_background_work()
-
-    def check_replay(self, sent_at: datetime | None) -> None:
-        check_replay(sent_at, self.config.replay_window)
-
-    async def publish(
-        self, key: str, body: bytes, content_type: str, meta: dict[str, str], channel: str | None = None
-    ) -> PublishResult:
-        """Publish the raw body under `<type>:<connector>:<key>`; returns once the queue has it durably."""
-        envelope = Envelope(
-            key=f"{self.type}:{self.config.name}:{key}",
-            channel=channel or self.channel,
-            connector=self.config.name,
-            payload=body,
-            content_type=content_type[:200] or "application/octet-stream",
-            meta={k: v[:500] for k, v in meta.items() if v},
-        )
-        return await self.context.publish(envelope)
 
 
 def header(request: web.Request, *names: str) -> str | None:

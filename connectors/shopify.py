@@ -9,8 +9,9 @@ from aiohttp import web
 from pydantic import ByteSize, Field
 
 from leadhub.connectors.base import HookError, accepted
-from leadhub.connectors.shop_common import SHOP_MAX_BODY, ShopWebhook, checked_json, header, hmac_sha256_b64
+from leadhub.connectors.shop_common import SHOP_MAX_BODY, checked_json, header, hmac_sha256_b64
 from leadhub.connectors.webhook import (
+    ProviderWebhook,
     WebhookConfig,
     body_digest,
     key_part,
@@ -36,7 +37,7 @@ class ShopifyConfig(WebhookConfig):
     replay_window: timedelta | None = Field(None, description="refuse deliveries whose X-Shopify-Triggered-At is older")
 
 
-class ShopifyConnector(ShopWebhook):
+class ShopifyConnector(ProviderWebhook):
     """Checks the signature on the raw body, then the payload's shape; publishes keyed by the webhook id."""
 
     type: ClassVar[str] = "shopify"

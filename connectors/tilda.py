@@ -9,8 +9,8 @@ from aiohttp import web
 from pydantic import Field
 
 from leadhub.connectors.base import HookError, accepted
-from leadhub.connectors.shop_common import ShopWebhook, ShopWebhookConfig, checked_json
-from leadhub.connectors.webhook import body_digest, key_part, raw_body, require_method, require_token
+from leadhub.connectors.shop_common import ShopWebhookConfig, checked_json
+from leadhub.connectors.webhook import ProviderWebhook, body_digest, key_part, raw_body, require_method, require_token
 from leadhub.formdata import FormDecodeError, UnsupportedContentType, decode_form
 from leadhub.shop_payloads import TildaPayment
 
@@ -25,7 +25,7 @@ class TildaConfig(ShopWebhookConfig):
     currency: str | None = Field(None, description="the shop's currency; Tilda's cart JSON does not always carry one")
 
 
-class TildaConnector(ShopWebhook):
+class TildaConnector(ProviderWebhook):
     """Checks the URL token, answers Tilda's `test=test` with 200, publishes a submission keyed by its `tranid`."""
 
     type: ClassVar[str] = "tilda"

@@ -10,7 +10,6 @@ from pydantic import Field, field_validator
 
 from leadhub.connectors.base import ConnectorContext, accepted
 from leadhub.connectors.shop_common import (
-    ShopWebhook,
     ShopWebhookConfig,
     check_status_map,
     checked_json,
@@ -18,6 +17,7 @@ from leadhub.connectors.shop_common import (
     wordpress_secret,
 )
 from leadhub.connectors.webhook import (
+    ProviderWebhook,
     body_digest,
     key_part,
     raw_body,
@@ -42,7 +42,7 @@ class WooCommerceConfig(ShopWebhookConfig):
         return check_status_map(value)
 
 
-class WooCommerceConnector(ShopWebhook):
+class WooCommerceConnector(ProviderWebhook):
     """Answers the ping, checks the signature on the raw body and the order's shape, publishes keyed by delivery id."""
 
     type: ClassVar[str] = "woocommerce"
