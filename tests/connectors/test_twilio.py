@@ -1,0 +1,149 @@
+"""Twilio voice webhooks through the real hub: signed per Twilio's scheme (HMAC-SHA1 over the public URL and the
+sorted parameters), an incoming call is kept on the contact and a no-answer status callback becomes a callback lead.
+
+Material: ../shared/corpus/webhooks/twilio/ (incoming_call.request.json, status_callback_no_answer.request.json,
+signed with auth token twilio_test_auth_token) and the twilio-python RequestValidator test vectors quoted in
+that folder's MANIFEST.md and verify_signatures.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import pytest
+
+from leadhub.connectors.twilio import signature_valid, twilio_signature, url_variants
+from tests.conftest import HubFactory, RunningHub
+from tests.connectors.calls_support import by_key_part, inquiries, post, rejected, sample
+
+VECTOR_URL = "https://mycompany.com/myapp.php?foo=1&bar=2"
+VECTOR_PARAMS = {
+    "CallSid": "CA1234567890ABCDE",
+    "Digits": "1234",
+    "From": "+14158675309",
+    "To": "+18005551212",
+    "Caller": "+14158675309",
+}
+JSON_BODY = b'{"property": "value", "boolean": true}'
+TOKEN = "twilio_test_auth_token"  # the corpus samples' test token
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def test_sdk_vector_form_params() -> None:
+    assert twilio_signature(b"12345", VECTOR_URL, VECTOR_PARAMS.items()) == "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+
+
+def test_sdk_vector_duplicate_keys_are_sorted_and_deduplicated() -> None:
+    params = [("Sid", "CA123"), ("SidAccount", "AC123"), ("Digits", "5678"), ("Digits", "1234"), ("Digits", "1234")]
+    assert twilio_signature(b"12345", VECTOR_URL, params) == "IK+Dwps556ElfBT0I3Rgjkr1wJU="
+
+
+def test_sdk_vector_with_and_without_the_default_port() -> None:
+    ported = "https://mycompany.com:443/myapp.php?foo=1&bar=2"
+    assert twilio_signature(b"12345", ported, VECTOR_PARAMS.items()) == "kvajT1Ptam85bY51eRf/AJRuM3w="
+    params = list(VECTOR_PARAMS.items())
+    assert signature_valid("kvajT1Ptam85bY51eRf/AJRuM3w=", [b"12345"], VECTOR_URL, b"", params)
+    assert signature_valid("RSOYDt4T1cUTdK1PDd93/VVr8B8=", [b"12345"], ported, b"", params)
+    assert not signature_valid("RSOYDt4T1cUTdK1PDd93/VVr8B8=", [b"wrong"], VECTOR_URL, b"", params)
+    assert url_variants("https://h:99999/x") == ["https://h:99999/x"]  # a bad port is not an error
+
+
+def test_sdk_vector_json_body_is_signed_through_body_sha256() -> None:
+    digest = hashlib.sha256(JSON_BODY).hexdigest()
+    assert digest == "0a1ff7634d9ab3b95db5c9a2dfe9416e41502b283a80c7cf19632632f96e6620"
+    url = f"{VECTOR_URL}&bodySHA256={digest}"
+    assert signature_valid("a9nBmqA0ju/hNViExpshrM61xv4=", [b"12345"], url, JSON_BODY, [])
+    assert not signature_valid("a9nBmqA0ju/hNViExpshrM61xv4=", [b"12345"], url, JSON_BODY + b" ", [])
+
+
+@pytest.mark.parametrize("name", ["incoming_call", "status_callback_no_answer"])
+def test_corpus_samples_verify(name: str) -> None:
+    request = sample("twilio", f"{name}.request.json")
+    params = list(request["form"].items())
+    assert signature_valid(request["headers"]["X-Twilio-Signature"], [TOKEN.encode()], request["url"], b"", params)
+
+
+@pytest.fixture
+async def hub(make_hub: HubFactory) -> RunningHub:
+    handle = await make_hub(
+        [{"name": "twilio", "type": "twilio", "secrets": ["rotated_new_token", TOKEN], "max_body": "4KiB"}],
+        public_url="https://crm.example.com",
+    )
+    callback = sample("twilio", "status_callback_no_answer.request.json")
+    sent = parsedate_to_datetime(callback["form"]["Timestamp"]).timestamp()
+    handle.hub.connectors["twilio"].clock = lambda: sent + 30  # the sample's time, so the replay window holds
+    return handle
+
+
+async def send(hub: RunningHub, name: str, **changes: Any) -> Any:
+    request = sample("twilio", f"{name}.request.json")
+    path = request["url"].removeprefix("https://crm.example.com")
+    body = changes.pop("body", request["body"].encode())
+    headers = FORM | {"X-Twilio-Signature": request["headers"]["X-Twilio-Signature"]} | changes
+    return await post(hub, path, body, {k: v for k, v in headers.items() if v is not None})
+
+
+async def test_missed_call_becomes_a_callback_lead_and_the_ring_an_inquiry(hub: RunningHub) -> None:
+    assert (await send(hub, "incoming_call"))[0] == 202
+    status, answer = await send(hub, "status_callback_no_answer")
+    assert status == 202 and answer["duplicate"] is False
+    [lead] = await hub.wait_items("/api/leads", 1)
+    assert lead["channel"] == "phone" and lead["tags"] == ["callback_requested"]
+    contacts = (await hub.api("/api/contacts", phone="+7 900 123-45-67"))["items"]
+    assert [c["id"] for c in contacts] == [lead["contact_id"]]
+    items = await inquiries(hub, 2)
+    ring = by_key_part(items, ":ringing")
+    assert ring["lead_id"] is None and ring["contact_id"] == lead["contact_id"] and ring["dropped"] is None
+    missed = by_key_part(items, ":no-answer")
+    assert missed["lead_id"] == lead["id"] and missed["key"].startswith("twilio:twilio:CA0000")
+
+
+async def test_the_same_callback_twice_is_one_record(hub: RunningHub) -> None:
+    answers = [await send(hub, "status_callback_no_answer") for _ in range(2)]
+    assert [a[1]["duplicate"] for a in answers] == [False, True]
+    await hub.wait_items("/api/leads", 1)
+    await inquiries(hub, 1)
+
+
+async def test_forged_missing_or_stale_signatures_are_401(hub: RunningHub) -> None:
+    request = sample("twilio", "status_callback_no_answer.request.json")
+    forged_body = request["body"].replace("no-answer", "completed").encode()
+    assert (await send(hub, "status_callback_no_answer", body=forged_body))[0] == 401
+    assert (await send(hub, "status_callback_no_answer", **{"X-Twilio-Signature": None}))[0] == 401
+    wrong_key = twilio_signature(b"not-the-token", request["url"], request["form"].items())
+    assert (await send(hub, "status_callback_no_answer", **{"X-Twilio-Signature": wrong_key}))[0] == 401
+    assert await rejected(hub, "twilio", "bad_signature") == 3
+    hub.hub.connectors["twilio"].clock = lambda: parsedate_to_datetime(request["form"]["Timestamp"]).timestamp() + 7200
+    status, error = await send(hub, "status_callback_no_answer")
+    assert status == 401 and error["error"] == "stale"
+    assert (await hub.api("/api/inquiries"))["items"] == []
+
+
+async def test_json_body_signed_with_body_sha256_is_stored_as_dropped(hub: RunningHub) -> None:
+    digest = hashlib.sha256(JSON_BODY).hexdigest()
+    url = f"https://crm.example.com/hooks/twilio?bodySHA256={digest}"
+    signature = twilio_signature(TOKEN.encode(), url, [])
+    headers = {"Content-Type": "application/json", "X-Twilio-Signature": signature}
+    status, _ = await post(hub, f"/hooks/twilio?bodySHA256={digest}", JSON_BODY, headers)
+    assert status == 202
+    [item] = await inquiries(hub, 1)
+    assert item["dropped"] == "unknown event: json body"
+    assert (await post(hub, f"/hooks/twilio?bodySHA256={digest}", JSON_BODY + b"x", headers))[0] == 401
+
+
+async def test_malformed_and_oversized_bodies_are_4xx(hub: RunningHub) -> None:
+    url = "https://crm.example.com/hooks/twilio"
+    assert (await post(hub, "/hooks/twilio", b"\xff\xfe=1", FORM | {"X-Twilio-Signature": "x"}))[0] == 400
+    no_sid = [("CallStatus", "ringing")]
+    status, error = await post(
+        hub,
+        "/hooks/twilio",
+        b"CallStatus=ringing",
+        FORM | {"X-Twilio-Signature": twilio_signature(TOKEN.encode(), url, no_sid)},
+    )
+    assert status == 400 and "CallSid" in error["detail"]
+    assert (await post(hub, "/hooks/twilio", b"a=" + b"x" * 5000, FORM))[0] == 413
+    async with hub.session.get(hub.url("/hooks/twilio")) as response:
+        assert response.status == 405
