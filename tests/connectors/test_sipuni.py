@@ -1,0 +1,77 @@
+"""Sipuni call events through the real hub: no signature, a token in the URL; the doubled start event is one
+record, a missed inbound call that arrives only as its end event still makes the callback lead, and a call whose
+end never arrives is still recorded from its start.
+
+Material: ../shared/corpus/webhooks/sipuni/ (REAL captured event values: inbound_missed_NOANSWER_event2,
+outbound_event1_start, outbound_event3_answer, outbound_event2_ANSWER) and the quirks listed in its MANIFEST.md.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+import pytest
+
+from tests.conftest import HubFactory, RunningHub
+from tests.connectors.calls_support import by_key_part, inquiries, post, rejected, sample
+
+TOKEN = "sipuni-url-token"
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+@pytest.fixture
+async def hub(make_hub: HubFactory) -> RunningHub:
+    return await make_hub([{"name": "sipuni", "type": "sipuni", "secrets": [TOKEN, "old-token"], "max_body": 2048}])
+
+
+def params(name: str) -> dict[str, str]:
+    return sample("sipuni", f"{name}.json")["params"]
+
+
+async def get(hub: RunningHub, query: dict[str, str]) -> tuple[int, dict]:
+    async with hub.session.get(hub.url("/hooks/sipuni"), params=query) as response:
+        return response.status, await response.json()
+
+
+async def test_missed_inbound_call_from_its_end_event_alone_is_a_callback_lead(hub: RunningHub) -> None:
+    body = urlencode(params("inbound_missed_NOANSWER_event2")).encode()
+    assert (await post(hub, f"/hooks/sipuni?token={TOKEN}", body, FORM))[0] == 202
+    [lead] = await hub.wait_items("/api/leads", 1)
+    assert lead["channel"] == "phone" and lead["tags"] == ["callback_requested"]
+    [item] = await inquiries(hub, 1)
+    assert item["lead_id"] == lead["id"] and item["fields"]["status"] == "NOANSWER"
+    assert "token" not in item["key"] and TOKEN not in str(item)
+
+
+async def test_doubled_start_is_one_record_and_a_call_without_end_is_kept(hub: RunningHub) -> None:
+    start = params("outbound_event1_start")
+    answers = [await get(hub, start | {"token": TOKEN}) for _ in range(2)]  # Sipuni sends event 1 twice
+    assert [a[0] for a in answers] == [202, 202] and [a[1]["duplicate"] for a in answers] == [False, True]
+    [item] = await inquiries(hub, 1)  # no end event (yet): the start alone is on the contact
+    assert item["dropped"] is None and item["lead_id"] is None and item["contact_id"]
+    [contact] = (await hub.api("/api/contacts", phone="+998948867473"))["items"]
+    assert contact["id"] == item["contact_id"]
+    for name in ("outbound_event3_answer", "outbound_event2_ANSWER"):
+        assert (await get(hub, params(name) | {"token": "old-token"}))[0] == 202
+    items = await inquiries(hub, 3)
+    assert by_key_part(items, ":answer")["dropped"] == "call progress: answer"
+    assert by_key_part(items, ":end")["dropped"] == "call progress: end ANSWER"
+    assert (await hub.api("/api/leads"))["items"] == []
+
+
+async def test_missing_or_wrong_token_is_401(hub: RunningHub) -> None:
+    start = params("outbound_event1_start")
+    assert (await get(hub, start))[0] == 401
+    assert (await get(hub, start | {"token": "guess"}))[0] == 401
+    assert await rejected(hub, "sipuni", "bad_signature") == 2
+    assert (await hub.api("/api/inquiries"))["items"] == []
+
+
+async def test_malformed_and_oversized_are_4xx(hub: RunningHub) -> None:
+    status, error = await get(hub, {"token": TOKEN, "event": "1"})
+    assert status == 400 and "call_id" in error["detail"]
+    assert (await post(hub, f"/hooks/sipuni?token={TOKEN}", b"call_id=\xff&event=1", FORM))[0] == 400
+    assert (await post(hub, f"/hooks/sipuni?token={TOKEN}", b"x=" + b"1" * 3000, FORM))[0] == 413
+    assert (await get(hub, {"token": TOKEN, "call_id": "c1", "event": "9"}))[0] == 202
+    [item] = await inquiries(hub, 1)
+    assert item["dropped"] == "unknown event: event 9"
