@@ -1,0 +1,134 @@
+"""Telegram Bot API updates through the real hub: the secret token header is checked in constant time; messages,
+shared contacts, edits and button presses become chat inquiries keyed by update_id; other update types are stored
+as dropped.
+
+Material: ../shared/corpus/webhooks/telegram/ (official-guide updates, the aiogram test shape, constructed
+contact / edited / callback updates, request_headers.example.json with the secret token my_Secret-token_123).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from leadhub.hub.config import ConfigError, config_from_dict
+from tests.conftest import HubFactory, RunningHub
+from tests.connectors.calls_support import inquiries, post, rejected, sample
+
+SECRET = "my_Secret-token_123"  # request_headers.example.json
+HEADER = "X-Telegram-Bot-Api-Secret-Token"
+
+
+def test_secret_token_alphabet_is_checked_at_start_up() -> None:
+    with pytest.raises(ConfigError, match="secret_token"):
+        config_from_dict({"connectors": [{"name": "bot", "type": "telegram", "secret": "has space"}]}, env={})
+
+
+@pytest.fixture
+async def hub(make_hub: HubFactory) -> RunningHub:
+    connector = {
+        "name": "bot",
+        "type": "telegram",
+        "secrets": ["next-token", SECRET],
+        "callback_data": ["callback:yes"],
+    }
+    return await make_hub([connector | {"max_body": 4096}])
+
+
+def headers(secret: str | None = SECRET) -> dict[str, str]:
+    request = sample("telegram", "request_headers.example.json")
+    result = dict(request["headers"])
+    if secret is None:
+        del result[HEADER]
+    else:
+        result[HEADER] = secret
+    return result
+
+
+async def send(hub: RunningHub, update: bytes | dict[str, Any] | str, secret: str | None = SECRET) -> tuple[int, Any]:
+    if isinstance(update, str):
+        update = sample("telegram", update)
+    body = update if isinstance(update, bytes) else json.dumps(update, ensure_ascii=False).encode()
+    return await post(hub, "/hooks/bot", body, headers(secret))
+
+
+async def test_the_header_secret_from_the_corpus_is_accepted(hub: RunningHub) -> None:
+    request = sample("telegram", "request_headers.example.json")
+    assert request["headers"][HEADER] == SECRET
+    status, answer = await send(hub, request["body_file"])
+    assert status == 202 and answer["duplicate"] is False
+    [lead] = await hub.wait_items("/api/leads", 1)
+    assert lead["channel"] == "chat" and lead["message"] == "/start"
+    [item] = await inquiries(hub, 1)
+    assert item["key"] == "telegram:bot:update:10000"
+    assert item["fields"]["messenger_id"] == "telegram:1111111" and item["name"] == "Test Test Lastname"
+
+
+async def test_shared_contact_gives_the_phone_and_name(hub: RunningHub) -> None:
+    assert (await send(hub, "update_message_contact.constructed.json"))[0] == 202
+    [lead] = await hub.wait_items("/api/leads", 1)
+    [contact] = (await hub.api("/api/contacts", phone="+79001234567"))["items"]
+    assert contact["id"] == lead["contact_id"] and contact["name"] == "Иван Петров"
+    [item] = await inquiries(hub, 1)
+    assert item["fields"]["messenger_id"] == "telegram:123456789"
+    assert item["fields"]["telegram_username"] == "ivan_p"
+
+
+async def test_edit_is_history_and_button_press_a_callback_lead(hub: RunningHub) -> None:
+    assert (await send(hub, "update_edited_message.constructed.json"))[0] == 202
+    assert (await send(hub, "update_callback_query.constructed.json"))[0] == 202
+    items = await inquiries(hub, 2)
+    edited = next(i for i in items if i["key"].endswith(":900000003"))
+    assert edited["lead_id"] is None and edited["dropped"] is None and edited["phone"] == "+79001234567"
+    [lead] = await hub.wait_items("/api/leads", 1)
+    assert lead["channel"] == "chat" and lead["tags"] == ["callback_requested"]
+    assert lead["message"] == "pressed button: callback:yes"
+
+
+async def test_other_update_types_and_minimal_shapes_are_tolerated(hub: RunningHub) -> None:
+    for update_id, name in enumerate(
+        (
+            "update_inline_query.official_guide.json",
+            "update_chosen_inline_result.official_guide.json",
+            "update_message_text.aiogram_test_shape.json",
+        ),
+        start=100,
+    ):
+        status, _ = await send(hub, {**sample("telegram", name), "update_id": update_id})
+        assert status == 202, name
+    assert (await send(hub, {"update_id": 7, "brand_new_kind": {}}))[0] == 202
+    assert (await send(hub, {"update_id": 8, "message": {"text": 5, "from": "x", "chat": None}}))[0] == 202
+    items = await inquiries(hub, 5)
+    dropped = sorted(i["dropped"] or "" for i in items)
+    assert dropped == [
+        "",
+        "",
+        "unhandled update type: chosen_inline_result",
+        "unhandled update type: inline_query",
+        "unknown event: brand_new_kind",
+    ]
+
+
+async def test_the_same_update_twice_is_one_record(hub: RunningHub) -> None:
+    answers = [await send(hub, "update_message_contact.constructed.json") for _ in range(2)]
+    assert [a[1]["duplicate"] for a in answers] == [False, True]
+    await hub.wait_items("/api/leads", 1)
+    await inquiries(hub, 1)
+
+
+async def test_wrong_or_missing_secret_is_401(hub: RunningHub) -> None:
+    assert (await send(hub, "update_message_contact.constructed.json", secret="my_Secret-token_124"))[0] == 401
+    assert (await send(hub, "update_message_contact.constructed.json", secret=None))[0] == 401
+    assert await rejected(hub, "bot", "bad_signature") == 2
+    assert (await hub.api("/api/inquiries"))["items"] == []
+
+
+async def test_truncated_json_wrong_types_and_oversized_are_4xx(hub: RunningHub) -> None:
+    whole = json.dumps(sample("telegram", "update_message_contact.constructed.json")).encode()
+    for body in (whole[: len(whole) // 2], b"[]", b'{"update_id": "1"}', b'{"message": {}}', b"\xff"):
+        status, error = await send(hub, body)
+        assert status == 400, body
+        assert error["error"] == "malformed"
+    assert (await send(hub, {"update_id": 9, "message": {"text": "x" * 5000}}))[0] == 413
