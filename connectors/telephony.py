@@ -149,9 +149,11 @@ class TelephonyConnector(ProviderWebhook):
         if config.auth == "hmac":
             self.check_replay(sent_at(lookup(data, config.fields.get("time"))))
         call_id = lookup(data, config.fields.get("call_id"))
-        event = lookup(data, config.fields.get("event")) or lookup(data, config.fields.get("status")) or "event"
+        # Event and status both name the delivery: MegaFon sends type=INCOMING and later type=INCOMING&status=missed.
+        parts = [lookup(data, config.fields.get(name)) for name in ("event", "status")]
+        event = ":".join(key_part(p, 60) for p in parts if isinstance(p, int | str) and str(p).strip()) or "event"
         if isinstance(call_id, int | str) and str(call_id).strip():
-            key = f"{key_part(call_id)}:{key_part(event, 60)}"
+            key = f"{key_part(call_id)}:{event}"
         else:
             key = f"sha256:{body_digest(body)}"
         return accepted(await self.publish(key, body, content_type))
