@@ -212,3 +212,79 @@ class Order(Base):
     updated_at: Mapped[datetime]
 
     __table_args__ = (UniqueConstraint("connector", "external_id", name="uq_shop_order_connector_external_id"),)
+
+
+class ScheduledAction(Base):
+    """One action a rule decided to run for one event, unique per (rule, event, action index), with its outcome."""
+
+    __tablename__ = "scheduled_action"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    key: Mapped[str] = mapped_column(String(300), unique=True)
+    rule_id: Mapped[str] = mapped_column(String(100), index=True)
+    action_index: Mapped[int] = mapped_column(Integer)
+    action_type: Mapped[str] = mapped_column(String(40))
+    event_id: Mapped[str] = mapped_column(String(100))
+    event_type: Mapped[str] = mapped_column(String(64))
+    event: Mapped[dict[str, Any]]
+    group_key: Mapped[str] = mapped_column(String(300), index=True)  # rule + subject: what `mode` looks at
+    throttle_key: Mapped[str | None] = mapped_column(String(300), index=True)
+    due_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(12))  # pending | running | done | failed | cancelled
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_scheduled_action_status_due", "status", "due_at"),)
+
+
+class RuleTrace(Base):
+    """One evaluation of a rule against an event: matched or not, and each condition's result."""
+
+    __tablename__ = "rule_trace"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    rule_id: Mapped[str] = mapped_column(String(100), index=True)
+    event_id: Mapped[str] = mapped_column(String(100), index=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    matched: Mapped[bool]
+    reason: Mapped[str | None] = mapped_column(Text)
+    conditions: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("rule_id", "event_id", name="uq_rule_trace_rule_id_event_id"),)
+
+
+class Task(Base):
+    """A task for a manager, created by a rule's `create_task`; its id derives from the action key (once only)."""
+
+    __tablename__ = "task"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    title: Mapped[str] = mapped_column(String(300))
+    note: Mapped[str | None] = mapped_column(Text)
+    due_at: Mapped[datetime | None]
+    assignee: Mapped[str | None] = mapped_column(String(200))
+    lead_id: Mapped[str | None] = mapped_column(String(26), index=True)
+    contact_id: Mapped[str | None] = mapped_column(String(26), index=True)
+    rule_id: Mapped[str | None] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(12))  # open | done
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Feedback(Base):
+    """A survey answer: one per order (the first answer counts), score 0-10 and a comment."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    order_id: Mapped[str | None] = mapped_column(String(26), unique=True)
+    contact_id: Mapped[str | None] = mapped_column(String(26), index=True)
+    lead_id: Mapped[str | None] = mapped_column(String(26))
+    score: Mapped[int] = mapped_column(Integer)
+    comment: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
