@@ -147,13 +147,9 @@ async def test_random_requests_never_give_a_5xx_nor_stop_the_hub(make_hub: HubFa
     def property_(request: dict[str, Any]) -> None:
         status = asyncio.run_coroutine_threadsafe(send(request), loop).result(timeout=30)
         statuses.append(status)
-        seen.append((request["name"], status))
         assert status < 500, (status, request)
 
     await asyncio.to_thread(property_)
-    import collections
-
-    print(sorted(collections.Counter(seen).items()))
     assert any(s == 202 for s in statuses) and any(s == 401 for s in statuses)  # both sides of auth were reached
     async with hub.session.get(hub.url("/healthz")) as response:
         assert response.status == 200
