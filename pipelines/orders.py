@@ -32,6 +32,8 @@ class OrderDraft:
     partial: bool = False
 
     def __post_init__(self) -> None:
+        # The store looks orders up by this exact text: make it what the column can hold.
+        self.external_id = self.external_id.replace("\x00", "").strip()[:200]
         if self.status is not None and self.status not in ORDER_STATUSES:
             raise PermanentError(f"order status {self.status!r} is not one of {', '.join(ORDER_STATUSES)}")
         if not self.external_id:

@@ -30,6 +30,7 @@ ORDER_STATUSES = ("new", "paid", "fulfilled", "completed", "cancelled", "refunde
 RANK = {"new": 0, "paid": 1, "fulfilled": 2, "completed": 3, "cancelled": 4, "refunded": 4}
 DETAIL_FIELDS = ("number", "total", "currency", "items", "customer", "placed_at")
 STALE = "ignored: older than the stored order"
+TEXT_LIMITS = {"number": 100, "currency": 8, "total": 40}
 
 
 class OrderValues(Protocol):
@@ -57,6 +58,11 @@ class OrderBook:
     attach_to: dict[str, str] = field(default_factory=dict)  # inquiry key -> the known order's lead
     inserts: list[dict[str, Any]] = field(default_factory=list)
     updates: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _text(value: str | None, limit: int) -> str | None:
+    """Column limits enforced here, and no NUL (PostgreSQL refuses it in text), rather than failing a batch."""
+    return (value.replace("\x00", "")[:limit] or None) if value else None
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -163,12 +169,12 @@ def _insert(row: Any, inquiry: dict[str, Any], book: OrderBook, batch: Batch) ->
     values: dict[str, Any] = {
         "id": new_id(),
         "connector": row.connector,
-        "external_id": order.external_id[:200],
-        "number": (order.number or None) and order.number[:100],
+        "external_id": _text(order.external_id, 200),
+        "number": _text(order.number, 100),
         "status": "new",
-        "provider_status": (order.provider_status or None) and order.provider_status[:64],
+        "provider_status": _text(order.provider_status, 64),
         "total": order.total,
-        "currency": (order.currency or None) and order.currency[:8],
+        "currency": _text(order.currency, 8),
         "items": list(order.items),
         "customer": dict(order.customer),
         "contact_id": inquiry["contact_id"],
@@ -201,13 +207,15 @@ def _apply(current: dict[str, Any], order: OrderValues, inquiry: dict[str, Any],
     if not order.partial:
         for name in DETAIL_FIELDS:
             value = getattr(order, name)
+            value = _text(value, TEXT_LIMITS[name]) if name in TEXT_LIMITS else value
             stored = _aware(current[name]) if isinstance(current[name], datetime) else current[name]
             if value not in (None, "", [], {}) and value != stored:
                 changes[name] = value
     # A status the provider's mapping does not know (None) never moves the order.
     status_may_move = order.status is not None and (newer or RANK[order.status] >= RANK[current["status"]])
-    if status_may_move and order.provider_status and order.provider_status != current["provider_status"]:
-        changes["provider_status"] = order.provider_status[:64]
+    provider_status = _text(order.provider_status, 64)
+    if status_may_move and provider_status and provider_status != current["provider_status"]:
+        changes["provider_status"] = provider_status
     if newer:
         changes["provider_updated_at"] = given_at
     moved_from = current["status"]
