@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from leadhub.connectors.shop_common import hmac_sha256_b64
+from leadhub.connectors.shop_common import hmac_sha256_b64, wordpress_secret
 from leadhub.store.models import OutboxEvent
 from tests.conftest import HubFactory, RunningHub
 from tests.helpers import corpus
@@ -184,3 +184,13 @@ async def _only_the_sentinel_is_stored(hub: RunningHub) -> None:
     headers, body = request_sample()
     assert (await post(hub, body, headers))[0] == 202
     await hub.wait_items("/api/inquiries", 1)
+
+
+@pytest.mark.parametrize(
+    ("typed", "key"),
+    [("s3&amp;cret", "s3&cret"), ("a&#039;b&quot;c", "a'b\"c"), ("&amp;lt;", "&lt;"), ("a&copyb", "a&copyb"),
+     ("x&QUOT;", "x&QUOT;")],
+)  # fmt: skip
+def test_the_secret_is_decoded_exactly_like_wp_specialchars_decode(typed: str, key: str) -> None:
+    """Only the entities wp_specialchars_decode(ENT_QUOTES) knows, in one pass (PHP strtr), case-sensitive."""
+    assert wordpress_secret(typed.encode()) == key.encode()

@@ -105,6 +105,11 @@ async def test_orders_are_pulled_across_pages_and_the_checkpoint_moves(make_hub:
     orders = {o["external_id"]: o for o in await hub.wait_items("/api/orders", 3)}
     assert {k: o["status"] for k, o in orders.items()} == {"101": "paid", "102": "new", "103": "completed"}
     assert len(await hub.wait_items("/api/leads", 3)) == 3
+    first_page = await hub.api("/api/orders", limit=2)
+    second_page = await hub.api("/api/orders", limit=2, cursor=first_page["next_cursor"])
+    pages = [o["external_id"] for o in first_page["items"] + second_page["items"]]
+    assert len(first_page["items"]) == 2 and sorted(pages) == ["101", "102", "103"]
+    assert second_page["next_cursor"] is None
     first_poll = [r for r in shop.requests if r["modified_after"] == shop.requests[0]["modified_after"]]
     assert [r["page"] for r in first_poll[:2]] == ["1", "2"]
     assert all(r["orderby"] == "modified" and r["dates_are_gmt"] == "true" for r in shop.requests)
