@@ -45,7 +45,11 @@ class JivoConnector(ProviderWebhook):
         channel = "phone" if name == "call_event" else "chat"
         content_type = request.headers.get("Content-Type", "application/json")
         key = f"{key_part(name, 60)}:{_key(name, event, call, body)}"
-        return accepted(await self.publish(key, body, content_type, {"event": name[:60]}, channel=channel))
+        result = await self.publish(key, body, content_type, {"event": name[:60]}, channel=channel)
+        answer = accepted(result)
+        # Jivo's docs ask webhook receivers to answer {"result": "ok"}; the hub's id and duplicate flag stay.
+        answer.text = json.dumps({"result": "ok", "id": result.id, "duplicate": result.duplicate})
+        return answer
 
 
 def _event(body: bytes) -> dict[str, Any]:

@@ -73,7 +73,8 @@ async def test_finished_chat_and_offline_message_are_chat_leads(hub: RunningHub)
 
 
 async def test_same_event_twice_is_one_record_and_a_callback_reported_twice_too(hub: RunningHub) -> None:
-    assert (await send(hub, CHAT_FINISHED))[1]["duplicate"] is False
+    status, answer = await send(hub, CHAT_FINISHED)
+    assert status == 202 and answer["result"] == "ok" and answer["duplicate"] is False
     assert (await send(hub, CHAT_FINISHED))[1]["duplicate"] is True
     callback = sample("jivo", "call_event.callback.docs_example.json")
     assert (await send(hub, callback | {"call": callback["call"] | {"status": "start"}}))[1]["duplicate"] is False
