@@ -41,6 +41,7 @@ class SipuniConnector(ProviderWebhook):
         require_method(request, "POST", "GET")
         require_token(request.query.get("token"), self.secrets, "the URL as ?token=")
         params = {k: v for k, v in request.query.items() if k != "token"}
+        body = b""
         if request.method == "POST":
             body = await raw_body(request, int(self.config.max_body))
             params |= form_fields(body, "Sipuni event body")
@@ -49,5 +50,7 @@ class SipuniConnector(ProviderWebhook):
             missing = " and ".join(name for name, value in (("call_id", call_id), ("event", event)) if not value)
             raise HookError(400, "malformed", f"a Sipuni call event must carry {missing}")
         name = EVENT_NAMES.get(event, f"event-{key_part(event, 20)}")
-        payload = urlencode(params).encode()
+        # The body as received when it holds everything; a GET's query (without the token) otherwise.
+        only_token = set(request.query) <= {"token"}
+        payload = body if request.method == "POST" and only_token else urlencode(params).encode()
         return accepted(await self.publish(f"{key_part(call_id)}:{name}", payload, "application/x-www-form-urlencoded"))

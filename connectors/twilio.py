@@ -25,6 +25,7 @@ from leadhub.connectors.webhook import (
 )
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
+IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"
 DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
@@ -116,8 +117,9 @@ class TwilioConnector(ProviderWebhook):
                 f"{SIGNATURE_HEADER} does not match {url} and the parameters signed with the Auth Token "
                 "(behind a proxy, set LEADHUB_PUBLIC_URL to the URL configured in Twilio)",
             )
-        if is_json:
-            key = f"json:{body_digest(body)}"
+        if is_json:  # no CallSid to read before parsing: Twilio's per-request idempotency token, else the body
+            token = request.headers.get(IDEMPOTENCY_HEADER, "").strip()
+            key = f"json:{key_part(token)}" if token else f"json:{body_digest(body)}"
             return accepted(await self.publish(key, body, content_type or "application/json", {"url": url}))
         form = dict(params)
         self.check_replay(_timestamp(form.get("Timestamp")))

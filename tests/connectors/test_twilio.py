@@ -125,11 +125,11 @@ async def test_json_body_signed_with_body_sha256_is_stored_as_dropped(hub: Runni
     digest = hashlib.sha256(JSON_BODY).hexdigest()
     url = f"https://crm.example.com/hooks/twilio?bodySHA256={digest}"
     signature = twilio_signature(TOKEN.encode(), url, [])
-    headers = {"Content-Type": "application/json", "X-Twilio-Signature": signature}
-    status, _ = await post(hub, f"/hooks/twilio?bodySHA256={digest}", JSON_BODY, headers)
-    assert status == 202
+    headers = {"Content-Type": "application/json", "X-Twilio-Signature": signature, "I-Twilio-Idempotency-Token": "t-1"}
+    answers = [await post(hub, f"/hooks/twilio?bodySHA256={digest}", JSON_BODY, headers) for _ in range(2)]
+    assert [a[0] for a in answers] == [202, 202] and answers[1][1]["duplicate"] is True
     [item] = await inquiries(hub, 1)
-    assert item["dropped"] == "unknown event: json body"
+    assert item["dropped"] == "unknown event: json body" and item["key"] == "twilio:twilio:json:t-1"
     assert (await post(hub, f"/hooks/twilio?bodySHA256={digest}", JSON_BODY + b"x", headers))[0] == 401
 
 
