@@ -22,6 +22,7 @@ from leadhub.pipelines.errors import PermanentError
 from leadhub.pipelines.parsers import PARSERS
 from tests.conftest import HubFactory
 from tests.connectors.calls_support import post
+from tests.helpers import wait_for
 
 PUBLIC = "https://hub.example"
 TOKEN = "fuzz-token"
@@ -153,13 +154,19 @@ async def test_random_requests_never_give_a_5xx_nor_stop_the_hub(make_hub: HubFa
     assert any(s == 202 for s in statuses) and any(s == 401 for s in statuses)  # both sides of auth were reached
     async with hub.session.get(hub.url("/healthz")) as response:
         assert response.status == 200
-    status, _ = await post(
+    status, answer = await post(
         hub,
         f"/hooks/sipuni?token={TOKEN}",
-        b"call_id=after&event=1",
+        b"call_id=after&event=1&src_type=1&src_num=79001234567",
         {"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert status == 202
+
+    async def stored() -> bool:  # the pipeline is still consuming after everything the fuzzer got through
+        async with hub.session.get(hub.url(f"/api/inquiries/{answer['id']}")) as response:
+            return response.status == 200
+
+    await wait_for(stored, timeout=20, what="the inquiry posted after the fuzzing to be stored")
 
 
 @settings(max_examples=300, deadline=None, database=None)
