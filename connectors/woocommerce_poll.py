@@ -30,6 +30,7 @@ STATE_KEY = "orders"
 # Re-read one second before the checkpoint: WooCommerce times have whole seconds, and re-reads are duplicates.
 OVERLAP = timedelta(seconds=1)
 MAX_PAGES = 1000
+STOP_GRACE = 2.0  # seconds a running poll gets to finish when the hub stops
 
 
 class PollError(Exception):
@@ -90,8 +91,8 @@ class WooCommercePollConnector:
 
         async def stop() -> None:
             self._stopping.set()
-            try:
-                await asyncio.wait_for(task, self.config.timeout.total_seconds() + 1)
+            try:  # a poll cut short keeps its checkpoint and is simply read again next time
+                await asyncio.wait_for(asyncio.shield(task), STOP_GRACE)
             except TimeoutError:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

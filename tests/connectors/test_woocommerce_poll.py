@@ -7,8 +7,10 @@ Orders are built from ../shared/corpus/webhooks/woocommerce/order.created.rest_v
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +33,7 @@ class FakeShop:
     orders: dict[int, dict[str, Any]] = field(default_factory=dict)
     requests: list[dict[str, str]] = field(default_factory=list)
     url: str = ""
+    hang: asyncio.Event | None = None  # when set, requests wait on it (a shop that stopped answering)
 
     def put(self, order_id: int, status: str, modified: str, email: str) -> None:
         base = json.loads(corpus("webhooks", "woocommerce", "order.created.rest_v3_example.json").read_text())
@@ -49,6 +52,8 @@ class FakeShop:
             return web.json_response({"code": "woocommerce_rest_cannot_view", "message": "Sorry"}, status=401)
         query = dict(request.query)
         self.requests.append(query)
+        if self.hang is not None:
+            await self.hang.wait()
         after = datetime.fromisoformat(query["modified_after"]).replace(tzinfo=UTC)
         matching = sorted(
             (
@@ -76,6 +81,8 @@ async def shop() -> AsyncIterator[FakeShop]:
     await site.start()
     fake.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
     yield fake
+    if fake.hang is not None:
+        fake.hang.set()
     await runner.cleanup()
 
 
@@ -161,4 +168,18 @@ async def test_wrong_credentials_show_in_readyz_and_store_nothing(make_hub: HubF
     detail = await wait_for(reported, what="the poller to report its failure")
     assert "HTTP 401" in detail["error"] and "cs_wrong" not in detail["error"]
     assert (await hub.api("/api/orders"))["items"] == []
+    assert await load_state(hub.engine, "woo-pull", "orders") is None
+
+
+async def test_the_hub_stops_promptly_while_a_poll_hangs(make_hub: HubFactory, shop: FakeShop) -> None:
+    shop.hang = asyncio.Event()
+    hub = await make_hub([poller(shop, timeout="60s")])
+
+    async def polling() -> bool:
+        return bool(shop.requests)
+
+    await wait_for(polling, what="the poller to send its request")
+    started = time.monotonic()
+    await hub.hub.stop()
+    assert time.monotonic() - started < hub.hub.settings.shutdown_timeout
     assert await load_state(hub.engine, "woo-pull", "orders") is None
