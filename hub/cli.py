@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from leadhub import __version__
+from leadhub.hub.rules_cli import rules_app
 
 app = typer.Typer(
     help="leadhub: every way a customer reaches you, one durable queue, one customer record.",
@@ -20,6 +21,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 dead_app = typer.Typer(help="Dead letters: items that could not be processed.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(dead_app, name="dead")
+app.add_typer(rules_app, name="rules")
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="config file (default: ./leadhub.yaml if present)")

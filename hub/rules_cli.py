@@ -1,0 +1,66 @@
+"""`leadhub rules ...`: check rule files, dry-run an event against them, show traces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+rules_app = typer.Typer(help="Rules: check files, dry-run an event, show traces.", no_args_is_help=True)
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="config file (default: ./leadhub.yaml if present)")
+]
+
+
+def _settings(config: Path | None):  # type: ignore[no-untyped-def]
+    from leadhub.hub.config import ConfigError, load_config
+
+    try:
+        return load_config(config).settings
+    except ConfigError as exc:
+        typer.echo(f"leadhub: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@rules_app.command("check")
+def check(
+    directory: Annotated[Path | None, typer.Argument(help="rules directory (default: LEADHUB_RULES_DIR)")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Validate every rule file; print `file:line:col: rule 'id': path: message` per problem and exit 1."""
+    from leadhub.triggers.loader import load_rules, rule_files
+    from leadhub.triggers.sandbox import Templates
+
+    settings = _settings(config)
+    where = directory or settings.rules_dir
+    result = load_rules(where, Templates(settings.templates_dir), include_disabled=True)
+    for problem in result.problems:
+        typer.echo(str(problem))
+    if result.problems:
+        raise typer.Exit(1)
+    typer.echo(f"{len(result.rules)} rules in {len(rule_files(where))} files: OK")
+
+
+@rules_app.command("test")
+def test(
+    event_file: Annotated[Path, typer.Argument(help="an event as JSON: type, data, and contact/lead/order/...")],
+    rules: Annotated[Path | None, typer.Option("--rules", help="rules directory (default: LEADHUB_RULES_DIR)")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Dry run: which rules match the event and what each would do (rendered emails, tasks, webhooks)."""
+    from leadhub.triggers.dryrun import EventFileError, dry_run, format_outcomes, read_event
+    from leadhub.triggers.engine import RuleIndex
+    from leadhub.triggers.loader import load_rules
+    from leadhub.triggers.sandbox import Templates
+
+    settings = _settings(config)
+    loaded = load_rules(rules or settings.rules_dir, Templates(settings.templates_dir))
+    for problem in loaded.problems:
+        typer.echo(f"warning: {problem} (rule skipped)", err=True)
+    try:
+        event, objects = read_event(event_file)
+    except EventFileError as exc:
+        typer.echo(f"leadhub: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(format_outcomes(dry_run(RuleIndex(loaded.rules), event, objects, settings.public_url)))

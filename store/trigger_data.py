@@ -1,0 +1,162 @@
+"""What rules read and write besides their schedule: event objects, tasks, feedback, sent mail, the signing key."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from leadhub.ids import new_id
+from leadhub.store.models import (
+    ConnectorState,
+    Contact,
+    EmailMessage,
+    EmailSuppression,
+    Feedback,
+    Inquiry,
+    Lead,
+    Order,
+    OutboxEvent,
+    Task,
+)
+from leadhub.store.triggers import insert_ignore
+
+task_t: Table = Task.__table__  # type: ignore[assignment]
+feedback_t: Table = Feedback.__table__  # type: ignore[assignment]
+lead_t: Table = Lead.__table__  # type: ignore[assignment]
+email_t: Table = EmailMessage.__table__  # type: ignore[assignment]
+suppression_t: Table = EmailSuppression.__table__  # type: ignore[assignment]
+state_t: Table = ConnectorState.__table__  # type: ignore[assignment]
+outbox_t: Table = OutboxEvent.__table__  # type: ignore[assignment]
+OBJECT_TABLES: dict[str, tuple[Table, str]] = {
+    "contact": (Contact.__table__, "contact_id"),  # type: ignore[dict-item]
+    "lead": (Lead.__table__, "lead_id"),  # type: ignore[dict-item]
+    "inquiry": (Inquiry.__table__, "inquiry_id"),  # type: ignore[dict-item]
+    "order": (Order.__table__, "order_id"),  # type: ignore[dict-item]
+    "feedback": (feedback_t, "feedback_id"),
+    "task": (task_t, "task_id"),
+}
+KEY_OWNER = "leadhub"  # connector_state row holding leadhub's own secrets
+
+
+async def load_objects(conn: AsyncConnection, data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """The current rows an event points at (`data.contact_id` → contact, ...); None where it names none."""
+    objects: dict[str, Any] = {}
+    for name in names:
+        if name not in OBJECT_TABLES:
+            continue
+        table, id_field = OBJECT_TABLES[name]
+        row_id = data.get(id_field)
+        row = None
+        if row_id:
+            columns = [c for c in table.c if c.name != "payload"]
+            row = (await conn.execute(select(*columns).where(table.c.id == row_id))).first()
+        objects[name] = None if row is None else dict(row._mapping)
+    contact = objects.get("contact")
+    if contact is not None:
+        contact["unsubscribed"] = bool(contact.get("email")) and await suppressed(conn, contact["email"]) is not None
+    return objects
+
+
+async def suppressed(conn: AsyncConnection, address: str) -> str | None:
+    """The reason `address` must not be mailed (bounce, complaint, unsubscribe), or None."""
+    query = select(suppression_t.c.reason).where(suppression_t.c.address == address.strip().lower())
+    return (await conn.execute(query)).scalar_one_or_none()
+
+
+async def suppress(conn: AsyncConnection, address: str, reason: str, detail: str | None, now: datetime) -> None:
+    values = {"address": address.strip().lower(), "reason": reason, "detail": detail, "created_at": now}
+    await insert_ignore(conn, suppression_t, values)
+
+
+async def message_sent(conn: AsyncConnection, message_id: str) -> bool:
+    query = select(email_t.c.message_id).where(email_t.c.message_id == message_id, email_t.c.direction == "out")
+    return (await conn.execute(query)).first() is not None
+
+
+async def record_sent(conn: AsyncConnection, message_id: str, lead_id: str | None, now: datetime) -> None:
+    values = {"message_id": message_id, "direction": "out", "inquiry_id": None, "lead_id": lead_id, "created_at": now}
+    await insert_ignore(conn, email_t, values)
+
+
+async def insert_task(conn: AsyncConnection, values: dict[str, Any]) -> bool:
+    return await insert_ignore(conn, task_t, values) == 1
+
+
+async def list_tasks(
+    conn: AsyncConnection, *, lead_id: str | None, contact_id: str | None, status: str | None, limit: int
+) -> list[dict[str, Any]]:
+    query = select(task_t).order_by(task_t.c.created_at.desc(), task_t.c.id.desc()).limit(limit)
+    for column, value in ((task_t.c.lead_id, lead_id), (task_t.c.contact_id, contact_id), (task_t.c.status, status)):
+        if value:
+            query = query.where(column == value)
+    return [dict(row._mapping) for row in await conn.execute(query)]
+
+
+def outbox_event(kind: str, subject_id: str, now: datetime, **data: Any) -> dict[str, Any]:
+    return {
+        "id": new_id(),
+        "type": kind,
+        "subject_id": subject_id,
+        "data": data,
+        "created_at": now,
+        "published_at": None,
+    }
+
+
+async def save_feedback(conn: AsyncConnection, values: dict[str, Any]) -> bool:
+    """Store a survey answer and emit `feedback.received`; False when the order was already answered."""
+    if await insert_ignore(conn, feedback_t, values) != 1:
+        return False
+    data = {k: values[k] for k in ("order_id", "contact_id", "lead_id", "score")} | {"feedback_id": values["id"]}
+    await conn.execute(
+        outbox_t.insert().values(outbox_event("feedback.received", values["id"], values["created_at"], **data))
+    )
+    return True
+
+
+async def update_lead(conn: AsyncConnection, lead_id: str, changes: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """Apply status/owner/tag changes; emits `lead.updated` (and `lead.status_changed`) when something changed."""
+    row = (await conn.execute(select(lead_t).where(lead_t.c.id == lead_id))).first()
+    if row is None:
+        raise LookupError(f"lead {lead_id} does not exist")
+    lead = dict(row._mapping)
+    tags = [t for t in lead["tags"] or [] if t not in changes.get("remove_tags", [])]
+    tags += [t for t in changes.get("add_tags", []) if t not in tags]
+    values = {"tags": tags}
+    for name in ("status", "owner"):
+        if changes.get(name):
+            values[name] = changes[name]
+    values = {k: v for k, v in values.items() if v != lead[k]}
+    if not values:
+        return {}
+    await conn.execute(update(lead_t).where(lead_t.c.id == lead_id).values(**values, updated_at=now))
+    data = {"lead_id": lead_id, "contact_id": lead["contact_id"], "changes": sorted(values)}
+    events = [outbox_event("lead.updated", lead_id, now, **data)]
+    if "status" in values:
+        events.append(
+            outbox_event(
+                "lead.status_changed", lead_id, now, **data, **{"from": lead["status"], "to": values["status"]}
+            )
+        )
+    await conn.execute(outbox_t.insert().values(events))
+    return values
+
+
+async def signing_key(conn: AsyncConnection, now: datetime) -> bytes:
+    """leadhub's own secret for survey and unsubscribe links: made once, shared by every replica via the store."""
+    query = select(state_t.c.value).where(state_t.c.connector == KEY_OWNER, state_t.c.key == "signing_key")
+    value = (await conn.execute(query)).scalar_one_or_none()
+    if value is None:
+        fresh = {
+            "connector": KEY_OWNER,
+            "key": "signing_key",
+            "value": {"hex": secrets.token_hex(32)},
+            "updated_at": now,
+        }
+        await insert_ignore(conn, state_t, fresh)
+        value = (await conn.execute(query)).scalar_one()
+    return bytes.fromhex(value["hex"])

@@ -1,0 +1,141 @@
+"""Scheduled actions and rule traces: written once per key, claimed safely by concurrent schedulers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from leadhub.store.models import RuleTrace, ScheduledAction
+
+action_t: Table = ScheduledAction.__table__  # type: ignore[assignment]
+trace_t: Table = RuleTrace.__table__  # type: ignore[assignment]
+LIVE = ("pending", "running")
+
+
+async def insert_ignore(conn: AsyncConnection, table: Table, values: dict[str, Any] | list[dict[str, Any]]) -> int:
+    """Insert unless a unique key already holds the row; the number of rows inserted."""
+    if not values:
+        return 0
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(table).values(values).on_conflict_do_nothing()
+    return (await conn.execute(statement)).rowcount or 0
+
+
+async def event_evaluated(conn: AsyncConnection, event_id: str) -> bool:
+    """True when a trace for this event exists: a redelivered event has already been handled."""
+    query = select(trace_t.c.id).where(trace_t.c.event_id == event_id).limit(1)
+    return (await conn.execute(query)).first() is not None
+
+
+async def write_traces(conn: AsyncConnection, traces: list[dict[str, Any]]) -> None:
+    await insert_ignore(conn, trace_t, traces)
+
+
+async def live_in_group(conn: AsyncConnection, group_key: str) -> list[str]:
+    query = select(action_t.c.id).where(action_t.c.group_key == group_key, action_t.c.status.in_(LIVE))
+    return list((await conn.execute(query)).scalars())
+
+
+async def throttled(conn: AsyncConnection, throttle_key: str, since: datetime) -> bool:
+    """True when the rule already acted for this key since `since` (anything but cancelled counts)."""
+    query = (
+        select(action_t.c.id)
+        .where(
+            action_t.c.throttle_key == throttle_key,
+            action_t.c.status != "cancelled",
+            action_t.c.created_at >= since,
+        )
+        .limit(1)
+    )
+    return (await conn.execute(query)).first() is not None
+
+
+async def schedule(conn: AsyncConnection, rows: list[dict[str, Any]]) -> int:
+    return await insert_ignore(conn, action_t, rows)
+
+
+async def cancel(conn: AsyncConnection, ids: Sequence[str], reason: str, now: datetime) -> None:
+    if ids:
+        await conn.execute(
+            update(action_t)
+            .where(action_t.c.id.in_(ids), action_t.c.status.in_(LIVE))
+            .values(status="cancelled", last_error=reason, updated_at=now, lease_until=None)
+        )
+
+
+async def claim_due(conn: AsyncConnection, now: datetime, limit: int, lease_until: datetime) -> list[Any]:
+    """Take due actions (and running ones whose lease ran out: their worker died) for this worker.
+
+    PostgreSQL skips rows another worker has locked; every claim is also a compare-and-set on the
+    status and lease, so two workers never both get the same action on SQLite either.
+    """
+    due = or_(
+        (action_t.c.status == "pending") & (action_t.c.due_at <= now),
+        (action_t.c.status == "running") & (action_t.c.lease_until < now),
+    )
+    query = select(action_t).where(due).order_by(action_t.c.due_at).limit(limit)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    candidates = (await conn.execute(query)).all()
+    claimed = []
+    for row in candidates:
+        result = await conn.execute(
+            update(action_t)
+            .where(action_t.c.id == row.id, action_t.c.status == row.status, action_t.c.attempts == row.attempts)
+            .values(status="running", attempts=row.attempts + 1, lease_until=lease_until, updated_at=now)
+        )
+        if result.rowcount == 1:
+            claimed.append(row)
+    return claimed
+
+
+async def finish(
+    conn: AsyncConnection,
+    action_id: str,
+    status: str,
+    now: datetime,
+    *,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> None:
+    await conn.execute(
+        update(action_t)
+        .where(action_t.c.id == action_id)
+        .values(status=status, result=result, last_error=error, lease_until=None, updated_at=now)
+    )
+
+
+async def retry_at(conn: AsyncConnection, action_id: str, due_at: datetime, error: str, now: datetime) -> None:
+    await conn.execute(
+        update(action_t)
+        .where(action_t.c.id == action_id)
+        .values(status="pending", due_at=due_at, last_error=error, lease_until=None, updated_at=now)
+    )
+
+
+async def next_due(conn: AsyncConnection) -> datetime | None:
+    query = select(func.min(action_t.c.due_at)).where(action_t.c.status == "pending")
+    return (await conn.execute(query)).scalar_one_or_none()
+
+
+async def list_actions(
+    conn: AsyncConnection, *, rule_id: str | None = None, status: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    query = select(action_t).order_by(action_t.c.created_at.desc(), action_t.c.id.desc()).limit(limit)
+    if rule_id:
+        query = query.where(action_t.c.rule_id == rule_id)
+    if status:
+        query = query.where(action_t.c.status == status)
+    return [dict(row._mapping) for row in await conn.execute(query)]
+
+
+async def list_traces(conn: AsyncConnection, *, rule_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    query = select(trace_t).order_by(trace_t.c.created_at.desc(), trace_t.c.id.desc()).limit(limit)
+    if rule_id:
+        query = query.where(trace_t.c.rule_id == rule_id)
+    return [dict(row._mapping) for row in await conn.execute(query)]

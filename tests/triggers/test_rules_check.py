@@ -1,0 +1,268 @@
+"""Rule files: examples load, every kind of mistake is reported as `file:line:col: rule 'id': path: message`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from leadhub.triggers.jsonschema import render
+from leadhub.triggers.loader import load_rules
+from leadhub.triggers.sandbox import Templates
+from tests.helpers import REPO
+
+EXAMPLES = REPO / "examples" / "rules"
+GOOD = """\
+  - id: good
+    on: lead.created
+    do:
+      - create_task: {title: "call {{ contact.name }}"}
+"""
+
+
+def _write(tmp_path: Path, body: str) -> Path:
+    directory = tmp_path / "rules"
+    directory.mkdir(exist_ok=True)
+    (directory / "r.yaml").write_text("rules:\n" + GOOD + body)
+    return directory
+
+
+def _problems(tmp_path: Path, body: str) -> list[str]:
+    result = load_rules(_write(tmp_path, body), Templates())
+    assert [r.id for r in result.rules] == ["good"], "one bad rule must never disable the others"
+    return [str(p).replace(str(tmp_path / "rules") + "/", "") for p in result.problems]
+
+
+def test_examples_load_without_problems() -> None:
+    result = load_rules(EXAMPLES, Templates())
+    assert result.problems == []
+    assert {"post-sale-survey", "low-score-task", "callback-task", "weekly-digest"} <= {r.id for r in result.rules}
+
+
+CASES = {
+    "unknown event": (
+        """\
+  - id: e
+    on: lead.creatd
+    do: [{create_task: {title: x}}]
+""",
+        "r.yaml:7:9: rule 'e': on[0]: unknown event type 'lead.creatd'; valid types: contact.created,",
+    ),
+    "unknown action": (
+        """\
+  - id: a
+    on: lead.created
+    do:
+      - send_mail: {to: x}
+""",
+        "r.yaml:9:9: rule 'a': do[0]: unknown action type 'send_mail'; valid types: create_task, notify_telegram, "
+        "send_email, update_lead, webhook",
+    ),
+    "unknown template": (
+        """\
+  - id: t
+    on: order.completed
+    do:
+      - send_email: {template: nope, to: "{{ contact.email }}"}
+""",
+        "r.yaml:9:22: rule 't': do[0].send_email.template: unknown template 'nope'",
+    ),
+    "template syntax": (
+        """\
+  - id: s
+    on: lead.created
+    do:
+      - create_task: {title: "{{ lead.title "}
+""",
+        "r.yaml:9:23: rule 's': do[0].create_task.title: template syntax error (line 1): unexpected end of template",
+    ),
+    "condition syntax": (
+        """\
+  - id: c
+    on: lead.created
+    if: "lead.status =="
+    do: [{create_task: {title: x}}]
+""",
+        "r.yaml:8:5: rule 'c': if: expression syntax error",
+    ),
+    "bad duration": (
+        """\
+  - id: d
+    on: lead.created
+    wait: 5 parsecs
+    do: [{create_task: {title: x}}]
+""",
+        "r.yaml:8:5: rule 'd': wait: invalid duration '5 parsecs': write a number and a unit, e.g. 30s, 15m, 2h, 7d",
+    ),
+    "bad cron": (
+        """\
+  - id: k
+    schedule: {cron: "61 * * * *", timezone: Europe/Moscow}
+    do: [{create_task: {title: x}}]
+""",
+        "r.yaml:7:16: rule 'k': schedule.cron: invalid cron expression '61 * * * *'",
+    ),
+    "bad time zone": (
+        """\
+  - id: z
+    schedule: {cron: "0 9 * * *", timezone: Mars/Olympus}
+    do: [{create_task: {title: x}}]
+""",
+        "r.yaml:7:35: rule 'z': schedule.timezone: unknown time zone 'Mars/Olympus'",
+    ),
+    "field the event cannot have": (
+        """\
+  - id: f
+    on: lead.created
+    if: "order.total > 5"
+    do: [{create_task: {title: x}}]
+""",
+        "r.yaml:8:5: rule 'f': if: 'order' is not available here; available: contact, dict, event, inquiry, lead",
+    ),
+    "misspelt field": (
+        """\
+  - id: m
+    on: lead.created
+    do: [{create_task: {title: "{{ lead.colour }}"}}]
+""",
+        "r.yaml:8:25: rule 'm': do[0].create_task.title: lead has no field 'colour'; fields: attribution, channel,",
+    ),
+    "wait anchor not a date": (
+        """\
+  - id: w
+    on: order.completed
+    wait: order.total + 7d
+    do: [{create_task: {title: x}}]
+""",
+        "r.yaml:8:5: rule 'w': wait: order has no date field 'total'; date fields: cancelled_at, completed_at,",
+    ),
+    "unknown key": (
+        """\
+  - id: u
+    on: lead.created
+    do: [{create_task: {title: x, asignee: anna}}]
+""",
+        "r.yaml:8:35: rule 'u': do[0].create_task.asignee: unknown key 'asignee'; "
+        "allowed keys: assignee, due, note, title",
+    ),
+    "on and schedule": (
+        """\
+  - id: b
+    on: lead.created
+    schedule: "0 9 * * *"
+    do: [{create_task: {title: x}}]
+""",
+        "r.yaml:6:5: rule 'b': give exactly one of `on` (event types) or `schedule` (cron)",
+    ),
+    "late": (
+        """\
+  - id: l
+    on: lead.created
+    late: {run_if_within: soon}
+    do: [{create_task: {title: x}}]
+""",
+        "r.yaml:8:5: rule 'l': late: invalid duration 'soon'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_each_mistake_is_reported_with_its_place(tmp_path: Path, case: str) -> None:
+    body, expected = CASES[case]
+    problems = _problems(tmp_path, body)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(expected), problems[0]
+
+
+def test_duplicate_ids_and_yaml_errors(tmp_path: Path) -> None:
+    directory = _write(tmp_path, GOOD)
+    (directory / "broken.yaml").write_text("rules:\n  - id: x\n    on: [\n")
+    result = load_rules(directory, Templates())
+    messages = [str(p) for p in result.problems]
+    assert any("r.yaml:6:5: rule 'good': id: duplicate rule id; first defined at" in m for m in messages), messages
+    assert any("broken.yaml:4:1: not valid YAML" in m for m in messages), messages
+    assert [r.id for r in result.rules] == ["good"]
+
+
+def test_rules_check_cli_prints_problems_and_exits_1(tmp_path: Path) -> None:
+    directory = _write(tmp_path, CASES["unknown action"][0])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_")}
+    run = subprocess.run(
+        [sys.executable, "-m", "leadhub.hub", "rules", "check", str(directory)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 1, run.stderr
+    assert run.stdout.strip().splitlines() == [
+        f"{directory}/r.yaml:9:9: rule 'a': do[0]: unknown action type 'send_mail'; valid types: create_task, "
+        "notify_telegram, send_email, update_lead, webhook"
+    ]
+    ok = subprocess.run(
+        [sys.executable, "-m", "leadhub.hub", "rules", "check", str(EXAMPLES)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert ok.returncode == 0 and "OK" in ok.stdout, ok.stdout + ok.stderr
+
+
+def test_rules_test_cli_dry_run_renders_the_survey(tmp_path: Path) -> None:
+    event = {
+        "type": "order.completed",
+        "data": {"order_id": "o1", "contact_id": "c1"},
+        "contact": {"id": "c1", "name": "Ivan {{ 7*7 }}", "email": "ivan@example.com"},
+        "order": {"id": "o1", "number": "1001", "status": "completed", "completed_at": "2026-11-20T10:00:00+00:00"},
+        "lead": {"id": "l1", "owner": "anna", "status": "new", "tags": [], "channel": "shop"},
+    }
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps(event))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_")}
+    env["LEADHUB_PUBLIC_URL"] = "https://shop.example"
+    run = subprocess.run(
+        [sys.executable, "-m", "leadhub.hub", "rules", "test", str(path), "--rules", str(EXAMPLES)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
+        cwd=tmp_path,
+    )
+    out = run.stdout
+    assert "rule 'post-sale-survey': matched; due 2026-11-27T10:00:00+00:00" in out
+    assert "subject: How was your order #1001?" in out
+    assert "https://shop.example/s/" in out and "https://shop.example/u/" in out
+    assert "Hello Ivan {{ 7*7 }}," in out, "inbound data must never be evaluated as a template"
+    assert "rule 'low-score-task': not matched: listens to feedback.received" in out
+
+
+def test_published_json_schema_is_in_sync() -> None:
+    """docs/rules.schema.json is generated: `python -m leadhub.triggers.jsonschema > docs/rules.schema.json`."""
+    assert (REPO / "docs" / "rules.schema.json").read_text() == render()
+
+
+def test_examples_validate_against_the_json_schema() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    import yaml
+
+    schema = json.loads(render())
+    validator = jsonschema.Draft202012Validator(schema)
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        data = yaml.safe_load(path.read_text())
+        for rule in data["rules"]:
+            if True in rule:
+                rule["on"] = rule.pop(True)
+        errors = [e.message for e in validator.iter_errors(data)]
+        assert errors == [], (path, errors)
+    bad = {"rules": [{"id": "x", "on": "lead.created", "do": [{"send_mail": {}}]}]}
+    assert list(validator.iter_errors(bad))

@@ -1,0 +1,45 @@
+"""notify_telegram: a message to the managers' chat through the Bot API sendMessage; the token is never logged."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from leadhub.triggers.actions.base import Deps, Job, Permanent, RenderEnv, compile_text
+from leadhub.triggers.actions.http import post
+from leadhub.triggers.sandbox import Scope, Templates
+from leadhub.triggers.schema import NotifyTelegram
+
+TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class BoundTelegram:
+    spec: NotifyTelegram
+    text: Any
+
+    def render(self, context: dict[str, Any], env: RenderEnv) -> dict[str, Any]:
+        return {"chat_id": self.spec.chat_id, "text": self.text.render(**context)[:4096]}
+
+    async def execute(self, rendered: dict[str, Any], job: Job, deps: Deps) -> dict[str, Any]:
+        url = f"{self.spec.api_url.rstrip('/')}/bot{self.spec.bot_token}/sendMessage"
+        body = json.dumps({"chat_id": rendered["chat_id"], "text": rendered["text"]}).encode()
+        _, text = await post(
+            deps.http, url, body, {"Content-Type": "application/json"}, seconds=TIMEOUT, label="telegram"
+        )
+        try:
+            answer = json.loads(text)
+        except ValueError:
+            raise Permanent("telegram: the Bot API answered something that is not JSON") from None
+        if not answer.get("ok"):
+            raise Permanent(f"telegram: {answer.get('description', 'not ok')}")
+        return {"message_id": (answer.get("result") or {}).get("message_id")}
+
+
+class NotifyTelegramAction:
+    name = "notify_telegram"
+    Spec = NotifyTelegram
+
+    def compile(self, spec: NotifyTelegram, templates: Templates, scope: Scope) -> BoundTelegram:
+        return BoundTelegram(spec, text=compile_text(templates, scope, spec.text, "text"))

@@ -1,0 +1,186 @@
+"""send_email: render subject/text/HTML from templates, suppress unwanted addresses, send once via SMTP."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import format_datetime
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import aiosmtplib
+
+from leadhub.store import trigger_data
+from leadhub.triggers.actions.base import (
+    CompileError,
+    Deps,
+    Job,
+    Permanent,
+    RenderEnv,
+    Skipped,
+    Transient,
+    compile_text,
+)
+from leadhub.triggers.links import link_context
+from leadhub.triggers.sandbox import Scope, TemplateProblem, Templates
+from leadhub.triggers.schema import SendEmail
+
+LINKS = frozenset({"survey_url", "unsubscribe_url"})
+SMTP_TIMEOUT = 15.0
+
+
+@dataclass(frozen=True)
+class SmtpTarget:
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    use_tls: bool
+    start_tls: bool | None
+    sender: str | None
+
+
+def parse_smtp_url(url: str) -> SmtpTarget:
+    """`smtp://user:pass@host:587?starttls=1&from=shop@example.com` (or `smtps://` for implicit TLS)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise Permanent("LEADHUB_SMTP_URL must look like smtp://user:pass@host:587?starttls=1")
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    starttls = query.get("starttls")
+    return SmtpTarget(
+        host=parts.hostname,
+        port=parts.port or (465 if parts.scheme == "smtps" else 25),
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        use_tls=parts.scheme == "smtps",
+        start_tls=None if starttls is None else starttls.lower() in ("1", "true", "yes"),
+        sender=query.get("from"),
+    )
+
+
+@dataclass(frozen=True)
+class BoundEmail:
+    spec: SendEmail
+    to: Any
+    subject: Any
+    text: Any
+    html: Any
+    sender: Any
+    reply_to: Any
+
+    def render(self, context: dict[str, Any], env: RenderEnv) -> dict[str, Any]:
+        to = self.to.render(**context).strip()
+        full = context | link_context(env.key, env.public_url, context, to, env.now)
+        return {
+            "to": to,
+            "from": self.sender.render(**full).strip() if self.sender else None,
+            "reply_to": self.reply_to.render(**full).strip() if self.reply_to else None,
+            "subject": " ".join(self.subject.render(**full).split()),
+            "text": self.text.render(**full) if self.text else None,
+            "html": self.html.render(**full) if self.html else None,
+            "unsubscribe_url": full["unsubscribe_url"],
+        }
+
+    async def execute(self, rendered: dict[str, Any], job: Job, deps: Deps) -> dict[str, Any]:
+        to = rendered["to"]
+        if "@" not in to or any(c in to for c in "\r\n,;<>"):
+            raise Permanent(f"not a single e-mail address: {to!r}")
+        if not deps.smtp_url:
+            raise Transient("LEADHUB_SMTP_URL is not set")
+        target = parse_smtp_url(deps.smtp_url)
+        assert deps.engine is not None
+        async with deps.engine.connect() as conn:
+            reason = await trigger_data.suppressed(conn, to)
+            sender = rendered["from"] or target.sender or "leadhub@localhost"
+            message_id = _message_id(job.key, sender)
+            if reason is not None:
+                raise Skipped(f"suppressed address ({reason})")
+            if await trigger_data.message_sent(conn, message_id):
+                return {"message_id": message_id, "already_sent": True}
+        message = _message(rendered, sender, message_id, job)
+        await _send(message, target)
+        lead = job.context.get("lead")
+        async with deps.engine.begin() as conn:
+            await trigger_data.record_sent(conn, message_id, getattr(lead, "id", None), job.now)
+        return {"message_id": message_id}
+
+
+def _message_id(key: str, sender: str) -> str:
+    domain = sender.rpartition("@")[2] or "localhost"
+    return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@{domain}>"
+
+
+def _message(rendered: dict[str, Any], sender: str, message_id: str, job: Job) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = rendered["to"]
+    message["Subject"] = rendered["subject"]
+    message["Message-ID"] = message_id
+    message["Date"] = format_datetime(job.now)
+    if rendered["reply_to"]:
+        message["Reply-To"] = rendered["reply_to"]
+    if rendered["unsubscribe_url"]:
+        message["List-Unsubscribe"] = f"<{rendered['unsubscribe_url']}>"
+        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"  # RFC 8058
+    message["X-Leadhub-Rule"] = job.rule_id
+    message.set_content(rendered["text"] or "")
+    if rendered["html"]:
+        if rendered["text"]:
+            message.add_alternative(rendered["html"], subtype="html")
+        else:
+            message.set_content(rendered["html"], subtype="html")
+    return message
+
+
+async def _send(message: EmailMessage, target: SmtpTarget) -> None:
+    try:
+        await aiosmtplib.send(
+            message,
+            hostname=target.host,
+            port=target.port,
+            username=target.username,
+            password=target.password,
+            use_tls=target.use_tls,
+            start_tls=target.start_tls,
+            timeout=SMTP_TIMEOUT,
+        )
+    except aiosmtplib.SMTPRecipientsRefused as exc:
+        codes = [r.code for r in exc.recipients]
+        error = Transient if all(400 <= c < 500 for c in codes) else Permanent
+        raise error(f"recipient refused: {'; '.join(f'{r.code} {r.message}' for r in exc.recipients)}") from None
+    except aiosmtplib.SMTPResponseException as exc:
+        error = Transient if 400 <= exc.code < 500 else Permanent
+        raise error(f"SMTP {exc.code}: {exc.message}") from None
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        raise Transient(f"SMTP server unavailable: {type(exc).__name__}: {exc}") from None
+
+
+class SendEmailAction:
+    name = "send_email"
+    Spec = SendEmail
+
+    def compile(self, spec: SendEmail, templates: Templates, scope: Scope) -> BoundEmail:
+        email_scope = Scope(scope.objects, scope.extra | LINKS)
+        base = f"email/{spec.template}"
+        try:
+            subject = templates.file(f"{base}.subject.txt", email_scope, html=False)
+            text = templates.file(f"{base}.txt", email_scope, html=False)
+            html = templates.file(f"{base}.html", email_scope, html=True)
+        except TemplateProblem as exc:
+            raise CompileError(("template",), str(exc)) from None
+        if subject is None or (text is None and html is None):
+            raise CompileError(
+                ("template",),
+                f"unknown template {spec.template!r}: needs {base}.subject.txt and {base}.txt and/or {base}.html "
+                "in LEADHUB_TEMPLATES_DIR or the shipped templates",
+            )
+        return BoundEmail(
+            spec,
+            to=compile_text(templates, scope, spec.to, "to"),
+            subject=subject,
+            text=text,
+            html=html,
+            sender=compile_text(templates, scope, spec.from_, "from"),
+            reply_to=compile_text(templates, scope, spec.reply_to, "reply_to"),
+        )

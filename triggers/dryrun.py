@@ -1,0 +1,126 @@
+"""`leadhub rules test`: an event from a file against the rules, with what each would do; no store, no side effects."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from leadhub.triggers.actions.base import RenderEnv
+from leadhub.triggers.compile import EvaluationError
+from leadhub.triggers.context import build_context
+from leadhub.triggers.engine import RuleIndex, evaluate
+from leadhub.triggers.events import EVENT_OBJECTS
+
+DRY_RUN_KEY = b"dry-run: links in a dry run are not valid"
+
+
+class EventFileError(ValueError):
+    pass
+
+
+@dataclass
+class RuleOutcome:
+    rule_id: str
+    matched: bool
+    reason: str | None
+    conditions: list[dict[str, Any]]
+    due_at: datetime | None = None
+    unless: dict[str, Any] | None = None
+    actions: list[dict[str, Any]] = field(default_factory=list)
+
+
+def read_event(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An event file: `{"type", "data", ...}` plus the objects it points at (`contact`, `order`, ...)."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise EventFileError(f"{path}: cannot read the event: {exc}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
+        raise EventFileError(f"{path}: an event file is a JSON object with a `type` (e.g. order.completed)")
+    kind = raw["type"]
+    if kind not in EVENT_OBJECTS:
+        raise EventFileError(f"{path}: unknown event type {kind!r}; valid types: {', '.join(EVENT_OBJECTS)}")
+    now = datetime.now(UTC)
+    event = {
+        "id": raw.get("id", "dry-run"),
+        "type": kind,
+        "subject_id": raw.get("subject_id"),
+        "occurred_at": _date(raw.get("occurred_at")) or now,
+        "data": raw.get("data", {}),
+    }
+    objects: dict[str, Any] = {}
+    for name in EVENT_OBJECTS[kind]:
+        value = raw.get(name)
+        if value is not None and not isinstance(value, dict):
+            raise EventFileError(f"{path}: {name} must be a JSON object")
+        objects[name] = None if value is None else {k: _date(v) if k.endswith("_at") else v for k, v in value.items()}
+    if objects.get("contact") is not None:
+        objects["contact"].setdefault("unsubscribed", False)
+    return event, objects
+
+
+def _date(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return value
+
+
+def dry_run(
+    index: RuleIndex, event: dict[str, Any], objects: dict[str, Any], public_url: str | None
+) -> list[RuleOutcome]:
+    now = datetime.now(UTC)
+    context = build_context(event, objects, now)
+    env = RenderEnv(DRY_RUN_KEY, public_url, now)
+    outcomes = []
+    for rule in index.rules:
+        if event["type"] not in (rule.rule.on or ()):
+            listens = ", ".join(rule.rule.on) if rule.rule.on else f"schedule {rule.rule.schedule.cron}"  # type: ignore[union-attr]
+            outcomes.append(RuleOutcome(rule.id, False, f"listens to {listens}", []))
+            continue
+        evaluation = evaluate(rule, context, now)
+        outcome = RuleOutcome(rule.id, evaluation.matched, evaluation.reason, evaluation.conditions, evaluation.due_at)
+        if evaluation.matched:
+            if rule.unless is not None:
+                try:
+                    outcome.unless = {"unless": rule.unless.source, "now": rule.unless(context)}
+                except EvaluationError as exc:
+                    outcome.unless = {"unless": rule.unless.source, "error": str(exc)}
+            for spec, bound in zip(rule.rule.do, rule.actions, strict=True):
+                try:
+                    outcome.actions.append({"type": spec.type, **bound.render(context, env)})
+                except Exception as exc:  # a template that fails for this event: show it, do not stop
+                    outcome.actions.append({"type": spec.type, "error": f"{type(exc).__name__}: {exc}"})
+        outcomes.append(outcome)
+    return outcomes
+
+
+def format_outcomes(outcomes: list[RuleOutcome]) -> str:
+    lines: list[str] = []
+    for outcome in outcomes:
+        if not outcome.matched:
+            lines.append(f"rule {outcome.rule_id!r}: not matched: {outcome.reason}")
+            continue
+        due = f"; due {outcome.due_at.isoformat()}" if outcome.due_at else ""
+        lines.append(f"rule {outcome.rule_id!r}: matched{due}")
+        lines.extend(f"  if {c['if']!r}: {c['result']}" for c in outcome.conditions)
+        if outcome.unless:
+            lines.append(f"  unless {outcome.unless['unless']!r} (re-checked when due): {outcome.unless.get('now')}")
+        for index, action in enumerate(outcome.actions):
+            lines.append(f"  do[{index}] {action['type']}:")
+            for key, value in action.items():
+                if key == "type" or value is None:
+                    continue
+                text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+                if "\n" in text.strip():
+                    lines.append(f"    {key}: |")
+                    lines += [f"      {line}" for line in text.rstrip().splitlines()]
+                else:
+                    lines.append(f"    {key}: {text}")
+    return "\n".join(lines)

@@ -1,0 +1,191 @@
+"""Read rule files, validate and compile each rule alone; problems read `file:line:col: rule 'id': path: msg`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from leadhub.triggers.compile import CompiledRule, RuleProblems, compile_rule
+from leadhub.triggers.sandbox import Templates
+from leadhub.triggers.schema import ACTION_MODELS, Rule, Schedule, Throttle
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int
+    column: int
+    rule: str | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}"
+        rule = f" rule {self.rule!r}:" if self.rule else ""
+        path = f" {self.path}:" if self.path else ""
+        return f"{where}:{rule}{path} {self.message}"
+
+
+@dataclass
+class RuleSet:
+    rules: list[CompiledRule] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    def by_id(self) -> dict[str, CompiledRule]:
+        return {rule.id: rule for rule in self.rules}
+
+
+def rule_files(directory: Path) -> list[Path]:
+    return sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
+
+
+def load_rules(directory: Path, templates: Templates, *, include_disabled: bool = False) -> RuleSet:
+    """Every valid rule in `directory`; a bad rule is reported and left out, the others load."""
+    result = RuleSet()
+    if not directory.is_dir():
+        result.problems.append(Problem(str(directory), 1, 1, None, "", "rules directory not found"))
+        return result
+    seen: dict[str, str] = {}
+    for path in rule_files(directory):
+        rules, problems = load_file(path, templates)
+        result.problems += problems
+        for rule, where in rules:
+            if rule.id in seen:
+                result.problems.append(
+                    Problem(
+                        str(path),
+                        where[0],
+                        where[1],
+                        rule.id,
+                        "id",
+                        f"duplicate rule id; first defined at {seen[rule.id]}",
+                    )
+                )
+                continue
+            seen[rule.id] = f"{path}:{where[0]}"
+            if rule.rule.enabled or include_disabled:
+                result.rules.append(rule)
+    return result
+
+
+def load_file(path: Path, templates: Templates) -> tuple[list[tuple[CompiledRule, tuple[int, int]]], list[Problem]]:
+    label = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except OSError as exc:
+        return [], [Problem(label, 1, 1, None, "", f"cannot read: {exc.strerror}")]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        return [], [Problem(label, line, col, None, "", f"not valid YAML: {getattr(exc, 'problem', exc)}")]
+    if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
+        return [], [Problem(label, 1, 1, None, "", "a rule file is a mapping with a list under `rules:`")]
+    extra = sorted(set(data) - {"rules"})
+    problems = [
+        Problem(label, *_mark(root, (key,)), None, key, "unknown top-level key; only `rules:` is allowed")
+        for key in extra
+    ]
+    rules_node = _child(root, "rules")
+    compiled: list[tuple[CompiledRule, tuple[int, int]]] = []
+    for index, item in enumerate(data["rules"]):
+        node = _child(rules_node, index)
+        rule, found = _load_one(item, node, label, templates)
+        problems += found
+        if rule is not None:
+            compiled.append((rule, _mark_of(node)))
+    return compiled, problems
+
+
+def _load_one(
+    item: Any, node: yaml.Node | None, label: str, templates: Templates
+) -> tuple[CompiledRule | None, list[Problem]]:
+    rule_id = item.get("id") if isinstance(item, dict) and isinstance(item.get("id"), str) else None
+
+    def problem(loc: Loc, message: str) -> Problem:
+        return Problem(label, *_mark(node, loc), rule_id, _dotted(loc), message)
+
+    if not isinstance(item, dict):
+        return None, [problem((), "a rule is a mapping with id, on or schedule, and do")]
+    if True in item:  # YAML 1.1 reads the key `on:` as the boolean true
+        item = {("on" if key is True else key): value for key, value in item.items()}
+    try:
+        rule = Rule.model_validate(item)
+    except ValidationError as exc:
+        return None, [problem(_loc(err), _message(err)) for err in exc.errors()]
+    try:
+        return compile_rule(rule, templates, label), []
+    except RuleProblems as exc:
+        return None, [problem(loc, message) for loc, message in exc.problems]
+
+
+def _loc(err: Any) -> Loc:
+    loc = tuple(err["loc"])
+    if err["type"] == "extra_forbidden" or not loc:
+        return loc
+    # `late` is a union: pydantic puts the member's name in the path, which is not in the file
+    return tuple(p for p in loc if not (isinstance(p, str) and (p.startswith("literal[") or p[:1].isupper())))
+
+
+def _message(err: Any) -> str:
+    kind, loc = err["type"], tuple(err["loc"])
+    if kind == "union_tag_invalid":
+        return f"unknown action type {err['ctx']['tag']!r}; valid types: {', '.join(sorted(ACTION_MODELS))}"
+    if kind in ("union_tag_not_found", "model_attributes_type") and loc[:1] == ("do",):
+        return "an action is a mapping with one key, the action type, e.g. `- send_email: {template: survey, to: ...}`"
+    if kind == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        allowed = sorted(f.alias or name for name, f in model.model_fields.items() if name != "type")
+        return f"unknown key {loc[-1]!r}; allowed keys: {', '.join(allowed)}"
+    message = str(err["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def _model_at(loc: Loc) -> type[BaseModel]:
+    if len(loc) == 3 and loc[0] == "do" and loc[2] in ACTION_MODELS:
+        return ACTION_MODELS[str(loc[2])]
+    return {("schedule",): Schedule, ("throttle",): Throttle}.get(tuple(loc), Rule)
+
+
+def _dotted(loc: Loc) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _child(node: yaml.Node | None, key: str | int) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode) and isinstance(key, str):
+        return next((v for k, v in node.value if k.value == key), None)
+    if isinstance(node, yaml.SequenceNode) and isinstance(key, int) and 0 <= key < len(node.value):
+        return node.value[key]
+    return None
+
+
+def _key_node(node: yaml.Node | None, key: str | int) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        return next((k for k, _ in node.value if k.value == key), None)
+    return _child(node, key)
+
+
+def _mark_of(node: yaml.Node | None) -> tuple[int, int]:
+    return (node.start_mark.line + 1, node.start_mark.column + 1) if node is not None else (1, 1)
+
+
+def _mark(node: yaml.Node | None, loc: Loc) -> tuple[int, int]:
+    """Line and column of the deepest node `loc` reaches (the key itself for the last mapping step)."""
+    current = node
+    for depth, part in enumerate(loc):
+        last = depth == len(loc) - 1
+        target = _key_node(current, part) if last else _child(current, part)
+        if target is None:
+            break
+        current = target
+    return _mark_of(current)

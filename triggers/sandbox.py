@@ -1,0 +1,194 @@
+"""Locked-down Jinja2: sandboxed environments, and a static check that rejects Python internals before anything runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import (
+    ChoiceLoader,
+    FileSystemLoader,
+    StrictUndefined,
+    Template,
+    TemplateNotFound,
+    TemplateSyntaxError,
+    meta,
+    nodes,
+)
+from jinja2.parser import Parser
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from leadhub.triggers.events import OBJECT_FIELDS
+
+PACKAGE_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+FORBIDDEN_TAGS: dict[type[nodes.Node], str] = {
+    nodes.Include: "include",
+    nodes.Import: "import",
+    nodes.FromImport: "import",
+    nodes.Extends: "extends",
+    nodes.ScopedEvalContextModifier: "autoescape",
+    nodes.EvalContextModifier: "autoescape",
+}
+FORBIDDEN_FILTERS = frozenset({"safe", "attr", "xmlattr"})
+# Attribute names that lead from a value to the interpreter, beyond every name starting with `_`.
+INTERNAL_NAMES = frozenset(
+    {
+        "mro",
+        "format",
+        "format_map",
+        "func_globals",
+        "func_code",
+        "gi_frame",
+        "gi_code",
+        "cr_frame",
+        "cr_code",
+        "ag_frame",
+        "ag_code",
+        "tb_frame",
+        "tb_next",
+        "f_back",
+        "f_globals",
+        "f_locals",
+        "f_builtins",
+        "f_code",
+        "co_code",
+        "im_func",
+        "im_self",
+    }
+)
+GLOBALS = frozenset({"now", "range", "dict"})
+
+
+class TemplateProblem(ValueError):
+    """A condition or template that must not be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What an expression may name: the objects of the rule's events (and extra names like `survey_url`)."""
+
+    objects: tuple[str, ...]
+    extra: frozenset[str] = frozenset()
+
+    def allowed(self) -> frozenset[str]:
+        return frozenset(self.objects) | self.extra | GLOBALS
+
+
+def _environment(**options: Any) -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, **options)
+    for name in ("lipsum", "cycler", "joiner", "namespace"):
+        env.globals.pop(name, None)
+    return env
+
+
+class Templates:
+    """The three environments (conditions, text, HTML), loading admin templates before the shipped ones."""
+
+    def __init__(self, templates_dir: Path | None = None) -> None:
+        dirs = [str(templates_dir)] if templates_dir else []
+        loader = ChoiceLoader([FileSystemLoader([*dirs, str(PACKAGE_TEMPLATES)])])
+        self.expressions = _environment()
+        self.text = _environment(loader=loader, autoescape=False, keep_trailing_newline=True)
+        self.html = _environment(loader=loader, autoescape=True, keep_trailing_newline=True)
+
+    def expression(self, source: str, scope: Scope) -> Callable[..., Any]:
+        """Compile a condition once; the result is called with the context as keyword arguments."""
+        try:
+            parser = Parser(self.expressions, source, state="variable")
+            tree = parser.parse_expression()
+            if parser.stream.current.type != "eof":
+                raise TemplateSyntaxError(f"unexpected {parser.stream.current.value!r}", 1)
+        except TemplateSyntaxError as exc:
+            raise TemplateProblem(f"expression syntax error: {exc.message}") from None
+        problems = check_tree(tree, scope, names=_names(tree))
+        if problems:
+            raise TemplateProblem("; ".join(problems))
+        return self.expressions.compile_expression(source, undefined_to_none=False)
+
+    def inline(self, source: str, scope: Scope, *, html: bool = False) -> Template:
+        """Compile a template string from a rule (a `to:`, a `title:`)."""
+        env = self.html if html else self.text
+        try:
+            tree = env.parse(source)
+        except TemplateSyntaxError as exc:
+            raise TemplateProblem(f"template syntax error (line {exc.lineno}): {exc.message}") from None
+        problems = check_tree(tree, scope, names=meta.find_undeclared_variables(tree))
+        if problems:
+            raise TemplateProblem("; ".join(problems))
+        return env.from_string(source)
+
+    def file(self, name: str, scope: Scope, *, html: bool) -> Template | None:
+        """A template file by name, checked like an inline one; None when no directory has it."""
+        env = self.html if html else self.text
+        try:
+            source, filename, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
+        except TemplateNotFound:
+            return None
+        try:
+            tree = env.parse(source, name, filename)
+        except TemplateSyntaxError as exc:
+            raise TemplateProblem(f"{name}:{exc.lineno}: template syntax error: {exc.message}") from None
+        problems = check_tree(tree, scope, names=meta.find_undeclared_variables(tree))
+        if problems:
+            raise TemplateProblem(f"{name}: " + "; ".join(problems))
+        return env.from_string(source)
+
+
+def _all(tree: nodes.Node, kinds: type[nodes.Node] | tuple[type[nodes.Node], ...]) -> list[Any]:
+    """Every node of `kinds` in the tree, the root included (an expression's root is often the culprit)."""
+    return [*([tree] if isinstance(tree, kinds) else []), *tree.find_all(kinds)]
+
+
+def _names(tree: nodes.Node) -> set[str]:
+    return {n.name for n in _all(tree, nodes.Name) if n.ctx == "load"}
+
+
+def check_tree(tree: nodes.Node, scope: Scope, *, names: Iterable[str]) -> list[str]:
+    """Everything wrong with a parsed expression or template, as messages (empty when it is safe)."""
+    problems: list[str] = []
+    allowed = scope.allowed()
+    for name in sorted(set(names)):
+        if name.startswith("_"):
+            problems.append(f"{name!r} is not allowed (names starting with '_' reach Python internals)")
+        elif name in OBJECT_FIELDS and name not in allowed:
+            problems.append(f"{name!r} is not available here; available: {', '.join(sorted(allowed))}")
+        elif name not in allowed:
+            problems.append(f"unknown name {name!r}; available: {', '.join(sorted(allowed))}")
+    problems.extend(
+        f"{{% {FORBIDDEN_TAGS[type(node)]} %}} is not allowed in rule templates"
+        for node in _all(tree, tuple(FORBIDDEN_TAGS))
+    )
+    for node in _all(tree, nodes.Filter):
+        if node.name in FORBIDDEN_FILTERS:
+            problems.append(f"the |{node.name} filter is not allowed")
+        problems += _keyword_problems(node)
+    for node in _all(tree, nodes.Getattr):
+        problems += _attribute_problems(node.node, node.attr, allowed)
+    for node in _all(tree, nodes.Getitem):
+        if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            problems += _attribute_problems(node.node, node.arg.value, allowed)
+    return list(dict.fromkeys(problems))
+
+
+def _keyword_problems(node: nodes.Filter) -> list[str]:
+    return [
+        f"attribute {kw.value.value!r} is not allowed (Python internals)"
+        for kw in node.kwargs
+        if isinstance(kw.value, nodes.Const) and isinstance(kw.value.value, str) and _internal(kw.value.value)
+    ]
+
+
+def _internal(attr: str) -> bool:
+    return attr.startswith("_") or attr in INTERNAL_NAMES or "._" in attr
+
+
+def _attribute_problems(target: nodes.Node, attr: str, allowed: frozenset[str]) -> list[str]:
+    if _internal(attr):
+        return [f"attribute {attr!r} is not allowed (Python internals)"]
+    if isinstance(target, nodes.Name) and target.name in OBJECT_FIELDS and target.name in allowed:
+        fields = OBJECT_FIELDS[target.name]
+        if attr not in fields:
+            return [f"{target.name} has no field {attr!r}; fields: {', '.join(sorted(fields))}"]
+    return []
