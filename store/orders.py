@@ -91,17 +91,19 @@ async def load_orders(
     for found in (await conn.execute(query)).mappings():
         book.known[(found["connector"], found["external_id"])] = dict(found)
     await _borrow_identity(conn, book, known_identifiers)
-    first_seen: set[tuple[str, str]] = set()
+    first_seen: dict[tuple[str, str], Any] = {}
     for row in book.rows:
         order_key = (row.connector, row.order.external_id)
         if (stored := book.known.get(order_key)) is not None:
             row.opens_lead = False
             if stored["lead_id"]:
                 book.attach_to[row.key] = stored["lead_id"]
-        elif order_key in first_seen:
+        elif (first := first_seen.get(order_key)) is not None:
             row.opens_lead = False
+            if not row.identifiers():  # resolves to the contact the batch's first row of this order resolves to
+                row.email, row.phone = first.email, first.phone
         else:
-            first_seen.add(order_key)
+            first_seen[order_key] = row
     return book
 
 

@@ -151,11 +151,16 @@ async def test_redelivery_changes_nothing(pipeline: IntakePipeline, engine: Asyn
     assert len(await _orders(engine)) == 1 and len(await _events(engine)) == 1
 
 
+@pytest.mark.parametrize("one_batch", [False, True], ids=["separate-batches", "one-batch"])
 async def test_a_refund_without_identity_joins_the_orders_contact(
-    pipeline: IntakePipeline, engine: AsyncEngine
+    pipeline: IntakePipeline, engine: AsyncEngine, one_batch: bool
 ) -> None:
-    await _store(pipeline, _envelope("a", "paid", 0))
-    await _store(pipeline, _envelope("r", "refunded", 3, email=None, partial=True))
+    envelopes = [_envelope("a", "paid", 0), _envelope("r", "refunded", 3, email=None, partial=True)]
+    if one_batch:
+        await _store(pipeline, *envelopes)
+    else:
+        for envelope in envelopes:
+            await _store(pipeline, envelope)
     [order] = await _orders(engine)
     assert order["status"] == "refunded" and order["total"] == "10.00"  # a partial update keeps the totals
     async with engine.connect() as conn:
