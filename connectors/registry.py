@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from leadhub.connectors.form import FormConnector
+from leadhub.connectors.imap import ImapConnector
 from leadhub.connectors.jivo import JivoConnector
 from leadhub.connectors.mango import MangoConnector
 from leadhub.connectors.order import OrderConnector
@@ -34,5 +35,6 @@ CONNECTOR_TYPES: dict[str, Any] = {
         TelephonyConnector,
         TelegramConnector,
         JivoConnector,
+        ImapConnector,
     )
 }

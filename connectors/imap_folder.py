@@ -1,0 +1,265 @@
+"""One watched folder: connect, catch up from the checkpoint, then IDLE (or poll); reconnect with back-off on errors.
+
+Order of work for every batch of messages: fetch (`BODY.PEEK[]`, nothing is marked read) -> publish and wait for
+every JetStream ack -> post-action -> save the checkpoint (highest UID done). A crash anywhere re-reads at most one
+batch, and a re-read is a duplicate by key (see connectors/imap_message.py), so nothing is lost and nothing doubles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, TypeVar
+
+import structlog
+
+from leadhub.connectors.base import ConnectorContext
+from leadhub.connectors.imap_config import ImapConfig
+from leadhub.connectors.imap_message import envelope_for
+from leadhub.connectors.imap_oauth import TokenProvider
+from leadhub.connectors.imap_session import HEAD_BYTES, AuthFailed, Fetched, FolderInfo, ImapSession
+from leadhub.store.connector_state import load_state, save_state
+
+log = structlog.get_logger("leadhub.connectors.imap")
+T = TypeVar("T")
+
+SIZE_CHUNK = 500  # UIDs per RFC822.SIZE fetch
+BATCH_BYTES = 32 * 1024 * 1024  # at most this much message data in memory per batch
+RETRY_FIRST, RETRY_MAX = 1.0, 60.0
+AUTH_RETRY_FIRST, AUTH_RETRY_MAX = 30.0, 600.0  # a refused login needs a person; do not hammer the account
+
+
+class FolderWorker:
+    """Runs until `request_stop()`; reports its state through `on_status(folder, status)`."""
+
+    def __init__(
+        self,
+        config: ImapConfig,
+        folder: str,
+        context: ConnectorContext,
+        tokens: TokenProvider | None,
+        on_status: Callable[[str, dict[str, Any]], None],
+    ) -> None:
+        self.config = config
+        self.folder = folder
+        self.context = context
+        self.on_status = on_status
+        self.session = ImapSession(config, folder, tokens)
+        self.stopping = asyncio.Event()
+        self.state_key = f"folder:{folder}"
+        self.status: dict[str, Any] = {"ok": False, "last_sync": None, "uid_lag": None, "error": "starting"}
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"imap-{config.name}")
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        self.stopping.set()
+        self.session.stop_flag.set()
+
+    def abort(self) -> None:
+        """Unblock a network call in the worker thread (a dead server would otherwise hold it until its timeout)."""
+        self.session.abort()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+
+    async def run(self) -> None:
+        delay = RETRY_FIRST
+        while not self.stopping.is_set():
+            auth_failed = False
+            try:
+                await self._connected()
+            except AuthFailed as exc:
+                auth_failed = True
+                self._failed(str(exc), "error")
+            except Exception as exc:  # server gone, timeout, protocol error, queue or store away: retry
+                if self.stopping.is_set():
+                    break
+                self._failed(f"{type(exc).__name__}: {str(exc)[:300]}", "warning")
+            finally:
+                await self._disconnect()
+            if self.status.get("ok"):
+                delay = RETRY_FIRST
+            elif auth_failed:
+                delay = max(delay, AUTH_RETRY_FIRST)
+            await self._pause(delay)
+            delay = min(delay * 2, AUTH_RETRY_MAX if auth_failed else RETRY_MAX)
+
+    def _failed(self, error: str, level: str) -> None:
+        getattr(log, level)(
+            "IMAP folder failed; reconnecting",
+            connector=self.config.name,
+            folder=self.folder,
+            host=self.config.host,
+            error=error,
+        )
+        self._report(ok=False, error=error)
+
+    async def _pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+        except TimeoutError:
+            return
+
+    async def _disconnect(self) -> None:
+        try:
+            await asyncio.wait_for(self._call(self.session.close), 3)
+        except Exception as exc:  # the socket is dropped either way; say so for whoever reads the log
+            log.debug("IMAP logout failed", connector=self.config.name, folder=self.folder, error=repr(exc))
+
+    def _report(self, **changes: Any) -> None:
+        self.status = {**self.status, **changes}
+        self.on_status(self.folder, dict(self.status))
+
+    # -- the connected loop -------------------------------------------------------------------------------------
+    async def _connected(self) -> None:
+        info = await self._call(self.session.open)
+        use_idle = self.config.idle and info.idle
+        self._report(mode="idle" if use_idle else "poll", uidvalidity=info.uidvalidity)
+        log.info("IMAP folder connected", connector=self.config.name, folder=self.folder, idle=use_idle)
+        fresh: FolderInfo | None = info
+        while not self.stopping.is_set():
+            await self._sync(fresh)
+            fresh = None
+            if self.stopping.is_set():
+                return
+            if use_idle:
+                wait = min(self.config.poll_interval, self.config.idle_renew).total_seconds()
+                await self._call(self.session.idle_wait, wait)
+            else:
+                await self._pause(self.config.poll_interval.total_seconds())
+
+    async def _sync(self, info: FolderInfo | None) -> None:
+        """Publish everything above the checkpoint, batch by batch, advancing the checkpoint after each.
+
+        The folder is re-selected first (unless just connected): a server that rebuilt the folder does not always
+        end the session, and only SELECT tells the current UIDVALIDITY.
+        """
+        info = info or await self._call(self.session.select)
+        engine, name = self.context.engine, self.config.name
+        state = await load_state(engine, name, self.state_key)
+        if state is not None and state.get("uidvalidity") == info.uidvalidity:
+            last_uid = int(state["last_uid"])
+            uids = await self._call(self.session.uids_after, last_uid)
+            baseline = last_uid
+        else:
+            since = self._since(state)
+            if state is not None:
+                log.warning(
+                    "IMAP UIDVALIDITY changed; re-reading the folder (re-read messages are duplicates by key)",
+                    connector=name,
+                    folder=self.folder,
+                    old=state.get("uidvalidity"),
+                    new=info.uidvalidity,
+                    since=since.isoformat() if since else None,
+                )
+            uids = await self._call(self.session.uids_since, since) if since else []
+            baseline = (info.uidnext - 1) if info.uidnext else await self._call(self.session.highest_uid)
+            last_uid = 0
+        highest = max([*uids, baseline, last_uid])
+        self._report(uid_lag=highest - last_uid)
+        async for batch in self._batches(uids):
+            await self._deliver(batch, info)
+            last_uid = max(item.uid for item in batch) if batch else last_uid
+            await self._checkpoint(info.uidvalidity, last_uid)
+            self._report(uid_lag=max(0, highest - last_uid))
+        if last_uid < baseline or state is None or state.get("uidvalidity") != info.uidvalidity:
+            last_uid = max(last_uid, baseline)
+            await self._checkpoint(info.uidvalidity, last_uid)
+        self._report(ok=True, error=None, last_sync=_now().isoformat(), uid_lag=0, last_uid=last_uid)
+
+    def _since(self, state: dict[str, Any] | None) -> date | None:
+        """First start: the backfill window. After a UIDVALIDITY change: also back to the last sync, minus a day."""
+        days = self.config.backfill_days
+        window = _now() - timedelta(days=days) if days > 0 else None
+        synced = state.get("synced_at") if state else None
+        if synced:
+            resume = datetime.fromisoformat(synced) - timedelta(days=1)
+            window = min(window, resume) if window else resume
+        return window.date() if window else None
+
+    async def _batches(self, uids: list[int]) -> AsyncIterator[list[Fetched]]:
+        """Fetched messages in UID order, grouped by count and bytes; one batch in memory at a time."""
+        limit = self.config.max_message_bytes
+        for chunk in _chunks(uids, SIZE_CHUNK):
+            sizes = await self._call(self.session.sizes, chunk)
+            for group in _by_bytes([u for u in chunk if u in sizes], sizes, self.config.fetch_batch, limit):
+                if self.stopping.is_set():
+                    return
+                yield await self._fetch(group, sizes)
+
+    async def _fetch(self, uids: list[int], sizes: dict[int, int]) -> list[Fetched]:
+        limit = self.config.max_message_bytes
+        small = [u for u in uids if sizes[u] <= limit]
+        large = [u for u in uids if sizes[u] > limit]
+        fetched = await self._call(self.session.fetch, small, sizes) if small else []
+        if large:
+            fetched += await self._call(self.session.fetch_heads, large, sizes)
+        return sorted(fetched, key=lambda item: item.uid)
+
+    async def _deliver(self, batch: list[Fetched], info: FolderInfo) -> None:
+        envelopes = [
+            envelope_for(
+                self.config.name,
+                self.folder,
+                info.uidvalidity,
+                item.uid,
+                item.data,
+                size=item.size,
+                truncated=item.truncated,
+                internaldate=item.internaldate,
+            )
+            for item in batch
+        ]
+        await asyncio.gather(*(self.context.publish(envelope) for envelope in envelopes))
+        if self.config.post_action != "none" and batch:
+            uids = [item.uid for item in batch]
+            try:
+                await self._call(self.session.post_action, uids, self.config.post_action, info.move)
+            except Exception as exc:  # the mail is durable: report, but never re-publish or block the checkpoint
+                log.warning(
+                    "IMAP post-action failed",
+                    connector=self.config.name,
+                    folder=self.folder,
+                    action=self.config.post_action,
+                    uids=f"{uids[0]}..{uids[-1]}",
+                    error=f"{type(exc).__name__}: {str(exc)[:200]}",
+                )
+                self._report(post_action_error=f"{type(exc).__name__}: {str(exc)[:200]}")
+            else:
+                if self.status.get("post_action_error"):
+                    self._report(post_action_error=None)
+
+    async def _checkpoint(self, uidvalidity: int, last_uid: int) -> None:
+        value = {"uidvalidity": uidvalidity, "last_uid": last_uid, "synced_at": _now().isoformat()}
+        await save_state(self.context.engine, self.config.name, self.state_key, value)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _by_bytes(uids: list[int], sizes: dict[int, int], count: int, limit: int) -> Iterator[list[int]]:
+    """Consecutive groups of at most `count` UIDs and BATCH_BYTES (a message over `limit` counts its head only)."""
+    group: list[int] = []
+    total = 0
+    for uid in uids:
+        size = HEAD_BYTES if sizes[uid] > limit else sizes[uid]
+        if group and (len(group) >= count or total + size > BATCH_BYTES):
+            yield group
+            group, total = [], 0
+        group.append(uid)
+        total += size
+    if group:
+        yield group

@@ -1,0 +1,94 @@
+"""A fetched message as an Envelope, keyed by the message itself so a re-read is always a duplicate.
+
+Why not `imap:<connector>:<folder>:<uidvalidity>:<uid>`: UIDs are only stable while UIDVALIDITY is. When a
+server rebuilds a folder (restore, migration, delete and re-create) every message gets a new UID, and a UID key
+would turn the whole folder into new inquiries. The key is therefore
+  `imap:<connector>:mid:<sha256(Message-ID, Date)[:32]>` when the message has a Message-ID, else
+  `imap:<connector>:raw:<sha256(raw bytes)[:32]>`.
+Message-ID plus Date survives servers that rewrite headers or re-encode bodies on migration; the raw-bytes hash
+is exact for the few messages without an id. The same message filed in two watched folders of one mailbox is
+one inquiry, which is what a sales team wants. Folder, UID and UIDVALIDITY travel in `meta`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from functools import lru_cache
+
+from leadhub.envelope import Envelope
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_FOLD = re.compile(rb"\r?\n[ \t]+")
+_SPACE = re.compile(rb"\s+")
+
+
+def header_block(raw: bytes) -> bytes:
+    """The message's header section (everything before the first empty line), unfolded."""
+    match = _HEADER_END.search(raw)
+    head = raw[: match.start()] if match else raw
+    return _FOLD.sub(b" ", head)
+
+
+def header_value(head: bytes, name: bytes) -> bytes | None:
+    """The first value of header `name` in an unfolded header block, whitespace collapsed; None if absent."""
+    match = _header_pattern(name).search(head)
+    if match is None:
+        return None
+    value = _SPACE.sub(b" ", match.group(1)).strip()
+    return value or None
+
+
+@lru_cache(maxsize=16)
+def _header_pattern(name: bytes) -> re.Pattern[bytes]:
+    return re.compile(rb"^" + re.escape(name) + rb"[ \t]*:(.*)$", re.IGNORECASE | re.MULTILINE)
+
+
+def message_key(connector: str, raw: bytes) -> str:
+    """The envelope key (ASCII, no spaces: safe as a NATS header value and as `inquiry.key`)."""
+    head = header_block(raw)
+    message_id = header_value(head, b"Message-ID")
+    if message_id:
+        date = header_value(head, b"Date") or b""
+        digest = hashlib.sha256(message_id + b"\0" + date).hexdigest()[:32]
+        return f"imap:{connector}:mid:{digest}"
+    return f"imap:{connector}:raw:{hashlib.sha256(raw).hexdigest()[:32]}"
+
+
+def truncated_key(connector: str, head: bytes, size: int) -> str:
+    """The key of a message over the size limit, from its first bytes (the Message-ID lives in the headers)."""
+    key = message_key(connector, head)
+    if ":raw:" in key:  # no Message-ID: the raw hash of a prefix is only stable with the size mixed in
+        digest = hashlib.sha256(head + b"\0" + str(size).encode()).hexdigest()[:32]
+        key = f"imap:{connector}:raw:{digest}"
+    return key
+
+
+def envelope_for(
+    connector: str,
+    folder: str,
+    uidvalidity: int,
+    uid: int,
+    raw: bytes,
+    *,
+    size: int,
+    truncated: bool,
+    internaldate: str | None,
+) -> Envelope:
+    """The envelope for one message; a message over the limit carries only its first bytes and `too_large`."""
+    meta: dict[str, object] = {"folder": folder, "uid": uid, "uidvalidity": uidvalidity}
+    if internaldate:
+        meta["internaldate"] = internaldate
+    if truncated:
+        meta["too_large"] = size
+        key = truncated_key(connector, raw, size)
+    else:
+        key = message_key(connector, raw)
+    return Envelope(
+        key=key,
+        channel="email",
+        connector=connector,
+        payload=raw,
+        content_type="message/rfc822",
+        meta=meta,  # type: ignore[arg-type] - ints travel as JSON numbers
+    )

@@ -1,0 +1,273 @@
+"""One blocking IMAP connection to one folder (imapclient); every method runs in the folder's own thread.
+
+The async side (connectors/imap_folder.py) calls these one at a time, so the connection is never shared between
+two commands. `abort()` is the one method another thread may call: it shuts the socket so a blocked read returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import imaplib
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from imapclient import IMAPClient
+from imapclient.exceptions import LoginError
+from imapclient.imapclient import SocketTimeout
+
+from leadhub.connectors.imap_config import ImapConfig
+from leadhub.connectors.imap_oauth import TokenError, TokenProvider
+
+# Fetched instead of the whole message when it is over the size limit: enough for the headers.
+HEAD_BYTES = 65536
+IDLE_SLICE = 0.5  # seconds; a stop request is noticed within one slice
+
+
+class AuthFailed(Exception):
+    """The server refused the credentials (or no OAuth2 token could be had); the message is for the admin."""
+
+
+class ConnectionLost(Exception):
+    """The server closed the connection (BYE, EOF) while we were waiting."""
+
+
+@dataclass(frozen=True, slots=True)
+class FolderInfo:
+    uidvalidity: int
+    uidnext: int | None
+    exists: int
+    idle: bool
+    move: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    uid: int
+    data: bytes
+    internaldate: str | None
+    size: int
+    truncated: bool
+
+
+class ImapSession:
+    """Connect, log in, select one folder, and offer exactly the commands the folder worker needs."""
+
+    def __init__(self, config: ImapConfig, folder: str, tokens: TokenProvider | None) -> None:
+        self.config = config
+        self.folder = folder
+        self.tokens = tokens
+        self.client: IMAPClient | None = None
+        self.stop_flag = threading.Event()
+
+    # -- connection ---------------------------------------------------------------------------------------------
+    def open(self) -> FolderInfo:
+        cfg = self.config
+        timeout = SocketTimeout(connect=cfg.connect_timeout.total_seconds(), read=cfg.timeout.total_seconds())
+        context = self._ssl_context() if cfg.security != "none" else None
+        client = IMAPClient(
+            cfg.host, port=cfg.effective_port, ssl=cfg.security == "ssl", ssl_context=context, timeout=timeout
+        )
+        self.client = client
+        client.normalise_times = False
+        if cfg.security == "starttls":
+            client.starttls(context)
+        self._login(client)
+        return self.select()
+
+    def select(self) -> FolderInfo:
+        """(Re-)select the folder: the answer carries the current UIDVALIDITY and UIDNEXT."""
+        client = self.imap
+        selected = client.select_folder(self.folder, readonly=self.config.post_action == "none")
+        capabilities = client.capabilities()
+        uidnext = selected.get(b"UIDNEXT")
+        return FolderInfo(
+            uidvalidity=int(selected[b"UIDVALIDITY"]),
+            uidnext=int(uidnext) if uidnext is not None else None,
+            exists=int(selected.get(b"EXISTS", 0)),
+            idle=b"IDLE" in capabilities,
+            move=b"MOVE" in capabilities,
+        )
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.config.ca_file) if self.config.ca_file else None)
+        return context
+
+    def _login(self, client: IMAPClient) -> None:
+        cfg = self.config
+        if self.tokens is None:
+            assert cfg.password is not None
+            try:
+                client.login(cfg.username, cfg.password.get_secret_value())
+            except LoginError as exc:
+                raise AuthFailed(f"the server refused the password for {cfg.username}: {_server_text(exc)}") from None
+            return
+        mechanism = self.tokens.config.mechanism
+        for attempt in range(2):  # a cached token may have been revoked or expired early: fetch a new one once
+            try:
+                token = self.tokens.token(refresh=attempt > 0)
+            except TokenError as exc:
+                raise AuthFailed(f"no OAuth2 token for {cfg.username}: {exc}") from None
+            try:
+                if mechanism == "OAUTHBEARER":
+                    client.oauthbearer_login(cfg.username, token)
+                else:
+                    client.oauth2_login(cfg.username, token, mech=mechanism)
+                return
+            except LoginError as exc:
+                error = exc
+            self.tokens.invalidate()
+        raise AuthFailed(f"the server refused the {mechanism} token for {cfg.username}: {_server_text(error)}")
+
+    def close(self) -> None:
+        """Log out politely; the socket is closed either way."""
+        client, self.client = self.client, None
+        if client is None:
+            return
+        try:
+            client.logout()
+        except (OSError, imaplib.IMAP4.error):  # the connection is going away regardless
+            _shutdown(client)
+
+    def abort(self) -> None:
+        """From any thread: make a blocked call return now (used when stopping)."""
+        self.stop_flag.set()
+        client = self.client
+        if client is not None:
+            try:
+                client.socket().shutdown(socket.SHUT_RDWR)
+            except OSError:  # already closed
+                return
+
+    # -- queries ------------------------------------------------------------------------------------------------
+    @property
+    def imap(self) -> IMAPClient:
+        if self.client is None:
+            raise ConnectionLost("not connected")
+        return self.client
+
+    def uids_after(self, last_uid: int) -> list[int]:
+        """UIDs above `last_uid` (`n:*` also matches the highest UID when it is below n, so filter)."""
+        return sorted(uid for uid in self.imap.search(["UID", f"{last_uid + 1}:*"]) if uid > last_uid)
+
+    def uids_since(self, day: date) -> list[int]:
+        return sorted(self.imap.search(["SINCE", day]))
+
+    def highest_uid(self) -> int:
+        uids = self.imap.search(["UID", "*"])
+        return max(uids, default=0)
+
+    def sizes(self, uids: list[int]) -> dict[int, int]:
+        answer = self.imap.fetch(uids, ["RFC822.SIZE"])
+        return {uid: int(item[b"RFC822.SIZE"]) for uid, item in answer.items() if b"RFC822.SIZE" in item}
+
+    def fetch(self, uids: list[int], sizes: dict[int, int]) -> list[Fetched]:
+        """Whole messages without setting \\Seen; messages gone since the search are simply absent."""
+        if not uids:
+            return []
+        answer = self.imap.fetch(uids, ["BODY.PEEK[]", "INTERNALDATE"])
+        out = []
+        for uid in uids:
+            item = answer.get(uid)
+            if item is None or b"BODY[]" not in item:
+                continue
+            out.append(Fetched(uid, bytes(item[b"BODY[]"]), _date(item), sizes.get(uid, 0), truncated=False))
+        return out
+
+    def fetch_heads(self, uids: list[int], sizes: dict[int, int]) -> list[Fetched]:
+        """The first HEAD_BYTES of messages over the size limit (the rest is never downloaded)."""
+        if not uids:
+            return []
+        answer = self.imap.fetch(uids, [f"BODY.PEEK[]<0.{HEAD_BYTES}>", "INTERNALDATE"])
+        out = []
+        for uid in uids:
+            item = answer.get(uid) or {}
+            data = item.get(b"BODY[]<0>")
+            if data is None:
+                continue
+            out.append(Fetched(uid, bytes(data), _date(item), sizes.get(uid, 0), truncated=True))
+        return out
+
+    # -- waiting ------------------------------------------------------------------------------------------------
+    def idle_wait(self, max_seconds: float) -> bool:
+        """IDLE until new mail (True), `max_seconds` (False) or a stop request; always leaves IDLE mode."""
+        client = self.imap
+        client.idle()
+        deadline = time.monotonic() + max_seconds
+        quick_empty = 0
+        new_mail = False
+        try:
+            while not self.stop_flag.is_set() and time.monotonic() < deadline:
+                started = time.monotonic()
+                responses = client.idle_check(timeout=IDLE_SLICE)
+                if any(_is_bye(r) for r in responses):
+                    raise ConnectionLost(f"the server ended the session: {_bye_text(responses)}")
+                if any(len(r) >= 2 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
+                    new_mail = True
+                    break
+                # idle_check swallows EOF and returns nothing at once; three in a row means the server is gone
+                quick_empty = quick_empty + 1 if not responses and time.monotonic() - started < IDLE_SLICE / 4 else 0
+                if quick_empty >= 3:
+                    raise ConnectionLost("the server closed the connection during IDLE")
+        except ConnectionLost:
+            _shutdown(client)
+            raise
+        client.idle_done()
+        return new_mail
+
+    # -- post-actions -------------------------------------------------------------------------------------------
+    def post_action(self, uids: list[int], action: str, can_move: bool) -> None:
+        """Flag, tag or move messages that are already durable in leadhub; never deletes unless moving."""
+        if not uids or action == "none":
+            return
+        client = self.imap
+        if action == "seen":
+            client.add_flags(uids, [b"\\Seen"], silent=True)
+        elif action.startswith("keyword:"):
+            client.add_flags(uids, [action.removeprefix("keyword:").encode()], silent=True)
+        elif action.startswith("move:"):
+            target = action.removeprefix("move:")
+            if can_move:
+                client.move(uids, target)
+            else:  # RFC 6851 fallback: copy, flag deleted, expunge just these UIDs (UIDPLUS) or the folder
+                client.copy(uids, target)
+                client.delete_messages(uids, silent=True)
+                if b"UIDPLUS" in client.capabilities():
+                    client.uid_expunge(uids)
+                else:
+                    client.expunge()
+
+
+def _date(item: dict[bytes, Any]) -> str | None:
+    value = item.get(b"INTERNALDATE")
+    return value.isoformat() if value is not None else None
+
+
+def _is_bye(response: Iterable[Any]) -> bool:
+    response = tuple(response)
+    return bool(response) and response[0] == b"BYE"
+
+
+def _bye_text(responses: list[Any]) -> str:
+    for response in responses:
+        if _is_bye(response) and len(response) > 1:
+            return bytes(response[1]).decode("utf-8", "replace")[:200]
+    return "BYE"
+
+
+def _server_text(exc: Exception) -> str:
+    text = str(exc)
+    if text.startswith(("b'", 'b"')):
+        text = text[2:-1]
+    return text[:200]
+
+
+def _shutdown(client: IMAPClient) -> None:
+    """Close the socket without LOGOUT; it may be dead already, which is fine."""
+    with contextlib.suppress(OSError, imaplib.IMAP4.error):
+        client.shutdown()

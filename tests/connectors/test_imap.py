@@ -1,0 +1,236 @@
+"""The `imap` connector against a real Dovecot on loopback (tests/imap_server.py), through the in-process hub:
+appended mail becomes leads, IDLE is quick, restarts resume from the checkpoint, a UIDVALIDITY change and a killed
+server lose and double nothing, post-actions, the size limit, TLS, and prompt stop.
+
+Messages are built by tests.imap_server.make_mail (plain inquiries from distinct senders).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from leadhub.store.connector_state import load_state
+from tests.conftest import HubFactory, RunningHub
+from tests.helpers import wait_for
+from tests.imap_server import Dovecot, make_mail, running_dovecot
+
+pytestmark = pytest.mark.usefixtures("imap_parser")
+
+
+@pytest.fixture
+def dovecot() -> Iterator[Dovecot]:
+    """A fresh Dovecot with user `sales@example.test` and an empty INBOX."""
+    with running_dovecot() as server:
+        yield server
+
+
+@pytest.fixture
+def imap_parser(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    from leadhub.pipelines.parsers import PARSERS
+
+    if "imap" not in PARSERS:  # TEMPORARY stand-in until pipelines registers the real e-mail parser
+        import email
+        import email.policy
+        import email.utils
+
+        from leadhub.pipelines.model import Identity, InquiryDraft
+
+        def stand_in(envelope: Any, options: dict[str, Any]) -> InquiryDraft:
+            msg = email.message_from_bytes(envelope.payload, policy=email.policy.default)
+            name, address = email.utils.parseaddr(str(msg["From"]))
+            draft = InquiryDraft(envelope, Identity(name=name, email=address), title=str(msg["Subject"]))
+            if envelope.meta.get("too_large"):
+                draft.dropped = "too_large"
+            return draft
+
+        monkeypatch.setitem(PARSERS, "imap", stand_in)
+    yield
+
+
+async def checkpoint(hub: RunningHub, folder: str = "INBOX", name: str = "inbox") -> dict[str, Any] | None:
+    return await load_state(hub.engine, name, f"folder:{folder}")
+
+
+async def readyz_detail(hub: RunningHub, name: str = "inbox") -> dict[str, Any]:
+    async with hub.session.get(hub.url("/readyz")) as response:
+        return (await response.json())["detail"].get(f"connector:{name}") or {}
+
+
+async def synced(hub: RunningHub, last_uid: int, folder: str = "INBOX") -> bool:
+    state = await checkpoint(hub, folder)
+    return state is not None and state["last_uid"] >= last_uid
+
+
+async def test_appended_mail_becomes_leads_unread(make_hub: HubFactory, dovecot: Dovecot) -> None:
+    dovecot.append([make_mail(i) for i in range(1, 4)])
+    hub = await make_hub([dovecot.connector()])
+
+    leads = await hub.wait_items("/api/leads", 3)
+    assert sorted(lead["channel"] for lead in leads) == ["email"] * 3
+    inquiries = await hub.wait_items("/api/inquiries", 3)
+    assert {i["email"] for i in inquiries} == {f"customer{i}@client.example" for i in range(1, 4)}
+    assert {(i["meta"]["folder"], i["meta"]["uid"]) for i in inquiries} == {("INBOX", 1), ("INBOX", 2), ("INBOX", 3)}
+    assert all(i["key"].startswith("imap:inbox:mid:") for i in inquiries)
+
+    admin = dovecot.client()
+    admin.select_folder("INBOX", readonly=True)
+    assert all(b"\\Seen" not in f[b"FLAGS"] for f in admin.fetch(admin.search(), ["FLAGS"]).values())  # BODY.PEEK[]
+    detail = await wait_for(lambda: readyz_detail(hub), what="a readyz entry")
+    assert detail["ok"] and detail["uid_lag"] == 0 and detail["folders"]["INBOX"]["mode"] == "idle"
+    assert (await checkpoint(hub))["last_uid"] == 3
+
+
+async def test_idle_picks_up_new_mail_within_two_seconds(make_hub: HubFactory, dovecot: Dovecot) -> None:
+    hub = await make_hub([dovecot.connector(poll_interval="10m")])
+    await wait_for(lambda: checkpoint(hub), what="the first sync")
+    detail = await wait_for(lambda: readyz_detail(hub), what="a readyz entry")
+    assert detail["folders"]["INBOX"]["mode"] == "idle"
+
+    for n in (1, 2):
+        dovecot.append([make_mail(n)])
+        started = time.monotonic()
+        await hub.wait_items("/api/leads", n, timeout=2.0)
+        assert time.monotonic() - started < 2.0
+
+
+async def test_restart_resumes_from_the_checkpoint(make_hub: HubFactory, dovecot: Dovecot) -> None:
+    dovecot.append([make_mail(1), make_mail(2)])
+    first = await make_hub([dovecot.connector()])
+    await first.wait_items("/api/inquiries", 2)
+    await wait_for(lambda: synced(first, 2), what="the checkpoint at UID 2")
+    await first.hub.stop()
+
+    dovecot.append([make_mail(3), make_mail(4)])
+    second = await make_hub([dovecot.connector()])  # same database, its own NATS
+    await second.wait_items("/api/inquiries", 4)
+    await wait_for(lambda: synced(second, 4), what="the checkpoint at UID 4")
+    # the second hub published only the two new messages: its stream has seen exactly two
+    info = await second.hub.queue.jetstream.stream_info("INBOUND")  # type: ignore[union-attr]
+    assert info.state.last_seq == 2
+    await second.wait_items("/api/leads", 4)
+
+
+async def test_uidvalidity_change_causes_no_duplicates(make_hub: HubFactory, dovecot: Dovecot) -> None:
+    old = [make_mail(i) for i in range(1, 4)]
+    dovecot.append(old, folder="Leads")
+    hub = await make_hub([dovecot.connector(folders=["Leads"], poll_interval="1s")])
+    await hub.wait_items("/api/inquiries", 3)
+    await wait_for(lambda: synced(hub, 3, "Leads"), what="the checkpoint at UID 3")
+    before = (await checkpoint(hub, "Leads"))["uidvalidity"]
+
+    admin = dovecot.client()
+    admin.delete_folder("Leads")
+    admin.create_folder("Leads")
+    dovecot.append([*old, make_mail(4)], folder="Leads")
+    assert admin.folder_status("Leads", [b"UIDVALIDITY"])[b"UIDVALIDITY"] != before
+
+    async def resynced() -> bool:
+        state = await checkpoint(hub, "Leads")
+        return state is not None and state["uidvalidity"] != before and state["last_uid"] == 4
+
+    await wait_for(resynced, timeout=20, what="the folder to be re-read under the new UIDVALIDITY")
+    inquiries = await hub.wait_items("/api/inquiries", 4)
+    assert len({i["key"] for i in inquiries}) == 4
+    await hub.wait_items("/api/leads", 4)
+
+
+async def test_server_killed_mid_sync_loses_nothing(make_hub: HubFactory, dovecot: Dovecot) -> None:
+    count = 400
+    dovecot.append([make_mail(i, body="x" * 2000 + "\r\n") for i in range(1, count + 1)])
+    hub = await make_hub([dovecot.connector(fetch_batch=5)])
+    await wait_for(lambda: synced(hub, 1), timeout=20, what="the first batch to be checkpointed")
+    dovecot.kill()
+    done_at_kill = (await checkpoint(hub))["last_uid"]
+    assert done_at_kill < count, "the sync finished before the server was killed; raise `count`"
+
+    async def failing() -> dict[str, Any] | None:
+        detail = await readyz_detail(hub)
+        return detail if detail and not detail["ok"] else None
+
+    detail = await wait_for(failing, what="the folder to report the lost server")
+    assert detail["error"]
+    dovecot.start()
+    await wait_for(lambda: synced(hub, count), timeout=60, what="the rest after the restart")
+    inquiries = await hub.wait_items("/api/inquiries", count, timeout=60)
+    assert len({i["key"] for i in inquiries}) == count
+    assert (await readyz_detail(hub))["ok"]
+
+
+@pytest.mark.parametrize(
+    ("action", "flag_or_folder"),
+    [("seen", b"\\Seen"), ("keyword:$LeadhubDone", b"$LeadhubDone"), ("move:Processed", "Processed")],
+)
+async def test_post_action_runs_after_the_mail_is_durable(
+    make_hub: HubFactory, dovecot: Dovecot, action: str, flag_or_folder: Any
+) -> None:
+    dovecot.append([make_mail(1), make_mail(2)])
+    if action.startswith("move:"):
+        dovecot.client().create_folder("Processed")
+    hub = await make_hub([dovecot.connector(post_action=action)])
+    await hub.wait_items("/api/inquiries", 2)
+    admin = dovecot.client()
+
+    async def acted() -> bool:
+        if isinstance(flag_or_folder, str):
+            moved = admin.folder_status(flag_or_folder, [b"MESSAGES"])[b"MESSAGES"]
+            left = admin.folder_status("INBOX", [b"MESSAGES"])[b"MESSAGES"]
+            return moved == 2 and left == 0
+        admin.select_folder("INBOX", readonly=True)
+        flags = admin.fetch(admin.search(), ["FLAGS"]).values()
+        admin.unselect_folder()
+        return len(flags) == 2 and all(flag_or_folder in f[b"FLAGS"] for f in flags)
+
+    await wait_for(acted, what=f"post_action {action}")
+    await wait_for(lambda: synced(hub, 2), what="the checkpoint")
+    assert len((await hub.api("/api/inquiries"))["items"]) == 2
+
+
+async def test_a_message_over_the_limit_is_kept_short_and_dropped(make_hub: HubFactory, dovecot: Dovecot) -> None:
+    big = make_mail(1, body="y" * 200_000 + "\r\n")
+    dovecot.append([big, make_mail(2)])
+    hub = await make_hub([dovecot.connector(max_message_bytes=100_000)])
+    inquiries = await hub.wait_items("/api/inquiries", 2)
+    by_uid = {i["meta"]["uid"]: i for i in inquiries}
+    assert by_uid[1]["meta"]["too_large"] == len(big)
+    assert by_uid[1]["dropped"]
+    assert by_uid[2]["dropped"] is None and "too_large" not in by_uid[2]["meta"]
+    await hub.wait_items("/api/leads", 1)
+
+
+@pytest.mark.parametrize("security", ["ssl", "starttls"])
+async def test_tls_with_a_self_signed_certificate(make_hub: HubFactory, security: str) -> None:
+    with running_dovecot(tls=True) as server:
+        server.append([make_mail(1)])
+        port = server.ssl_port if security == "ssl" else server.port
+        config = server.connector(security=security, port=port, ca_file=str(server.cert))
+        hub = await make_hub([config])
+        await hub.wait_items("/api/leads", 1)
+        await hub.hub.stop()
+
+
+async def test_an_untrusted_certificate_is_refused(make_hub: HubFactory) -> None:
+    with running_dovecot(tls=True) as server:
+        server.append([make_mail(1)])
+        hub = await make_hub([server.connector(security="ssl", port=server.ssl_port)])
+
+        async def refused() -> dict[str, Any] | None:
+            detail = await readyz_detail(hub)
+            return detail if detail.get("error") and "CERTIFICATE_VERIFY_FAILED" in detail["error"] else None
+
+        await wait_for(refused, what="a certificate error in /readyz")
+        assert (await hub.api("/api/inquiries"))["items"] == []
+        await hub.hub.stop()
+
+
+async def test_stop_is_prompt_while_idling(make_hub: HubFactory, dovecot: Dovecot) -> None:
+    hub = await make_hub([dovecot.connector(poll_interval="10m")])
+    await wait_for(lambda: checkpoint(hub), what="the first sync")
+    started = time.monotonic()
+    for stop in hub.hub.connector_stops:
+        await stop()
+    assert time.monotonic() - started < 2.0
+    hub.hub.connector_stops.clear()
