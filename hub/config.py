@@ -15,7 +15,7 @@ from leadhub.connectors.registry import CONNECTOR_TYPES
 
 DEFAULT_CONFIG_FILE = Path("leadhub.yaml")
 ENV_PREFIX = "LEADHUB_"
-ROLES = ("http", "pipeline", "relay")
+ROLES = ("http", "pipeline", "relay", "triggers")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     public_url: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
-    roles: Annotated[tuple[Literal["http", "pipeline", "relay"], ...], NoDecode] = ROLES
+    roles: Annotated[tuple[Literal["http", "pipeline", "relay", "triggers"], ...], NoDecode] = ROLES
     pipeline_batch_size: int = Field(500, ge=1, le=5000)
     pipeline_max_deliveries: int = Field(5, ge=1)
     shutdown_timeout: float = Field(8.0, gt=0)

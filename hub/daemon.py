@@ -28,6 +28,8 @@ from leadhub.pipelines.intake import IntakePipeline
 from leadhub.pipelines.model import SourceSpec
 from leadhub.pipelines.outbox_relay import OutboxRelay
 from leadhub.store.db import create_engine, upgrade
+from leadhub.triggers.clock import Clock
+from leadhub.triggers.service import TriggerService
 
 log = structlog.get_logger("leadhub")
 
@@ -52,8 +54,9 @@ async def retry_forever(what: str, action: Callable[[], Awaitable[Any]], stoppin
 class Hub:
     """One leadhub process. `start()` returns once HTTP is serving; `stop()` drains and exits cleanly."""
 
-    def __init__(self, config: HubConfig) -> None:
+    def __init__(self, config: HubConfig, *, clock: Clock | None = None) -> None:
         self.config = config
+        self.clock = clock  # None: the system clock; tests pass a ManualClock
         self.settings = config.settings
         self.metrics = Metrics()
         self.embedded: EmbeddedNats | None = None
@@ -65,6 +68,7 @@ class Hub:
         self.connector_stops: list[Stop] = []
         self.consumer: InboundConsumer | None = None
         self.relay: OutboxRelay | None = None
+        self.triggers: TriggerService | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.stopping = asyncio.Event()
         self.port: int | None = None
@@ -90,8 +94,7 @@ class Hub:
         await retry_forever("connecting to NATS", self.queue.start, self.stopping)
         self.engine = create_engine(self.settings.effective_database_url)
         self._build_connectors()
-        if "http" in self.roles:
-            await self._start_http()
+        await self._start_http()
         self.tasks.append(asyncio.create_task(self._start_store_side(), name="store-side"))
 
     def _build_connectors(self) -> None:
@@ -119,7 +122,11 @@ class Hub:
             queue_ready=self._queue_ready,
             readiness_detail=self._readiness_detail,
         )
-        self.runner = web.AppRunner(create_app(deps), access_log=None, shutdown_timeout=self.settings.shutdown_timeout)
+        self.runner = web.AppRunner(
+            create_app(deps, intake="http" in self.roles),
+            access_log=None,
+            shutdown_timeout=self.settings.shutdown_timeout,
+        )
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.settings.http_host, self.settings.http_port, reuse_address=True)
         await site.start()
@@ -137,6 +144,8 @@ class Hub:
             detail["pipeline"] = {"ok": self.consumer.healthy, "error": self.consumer.last_error}
         if self.relay is not None:
             detail["relay"] = {"ok": self.relay.last_error is None, "error": self.relay.last_error}
+        if self.triggers is not None:
+            detail["triggers"] = self.triggers.status()
         for name, status in self.connector_status.items():
             detail[f"connector:{name}"] = status
         return detail
@@ -154,11 +163,26 @@ class Hub:
         if "relay" in self.roles:
             self.relay = OutboxRelay(engine, queue.publish, self.metrics.events_published.inc)
             self.tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
+        if "triggers" in self.roles:
+            self.triggers = self._build_triggers(engine, queue)
+            self.tasks += self.triggers.start()
         if "pipeline" in self.roles:
             self.consumer = self._build_consumer(engine, queue)
             self.tasks.append(asyncio.create_task(self.consumer.run(), name="inbound-consumer"))
         for connector in self.connectors.values():
             self.connector_stops.append(await connector.start())
+
+    def _build_triggers(self, engine: AsyncEngine, queue: Queue) -> TriggerService:
+        s = self.settings
+        return TriggerService(
+            engine,
+            lambda: queue.jetstream,
+            rules_dir=s.rules_dir,
+            templates_dir=s.templates_dir,
+            smtp_url=s.smtp_url.get_secret_value() if s.smtp_url else None,
+            public_url=s.public_url,
+            clock=self.clock,
+        )
 
     def _build_consumer(self, engine: AsyncEngine, queue: Queue) -> InboundConsumer:
         sources = {c.name: SourceSpec(c.type, c.model_dump(mode="json")) for c in self.config.connectors}
@@ -203,6 +227,8 @@ class Hub:
             self.consumer.stop()
         if self.relay is not None:
             self.relay.stop()
+        if self.triggers is not None:
+            self.triggers.stop()
         if self.tasks:
             _, pending = await asyncio.wait(self.tasks, timeout=self.settings.shutdown_timeout / 2)
             for task in pending:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import email.policy
 import hashlib
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.utils import format_datetime
+from email.utils import format_datetime, parseaddr
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -28,6 +29,8 @@ from leadhub.triggers.schema import SendEmail
 
 LINKS = frozenset({"survey_url", "unsubscribe_url"})
 SMTP_TIMEOUT = 15.0
+# No folding of long headers: a folded List-Unsubscribe URL becomes encoded words no client can follow.
+POLICY = email.policy.SMTP.clone(max_line_length=998)
 
 
 @dataclass(frozen=True)
@@ -106,13 +109,17 @@ class BoundEmail:
         return {"message_id": message_id}
 
 
+def _address(header: str) -> str:
+    return parseaddr(header)[1] or header
+
+
 def _message_id(key: str, sender: str) -> str:
     domain = sender.rpartition("@")[2] or "localhost"
     return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@{domain}>"
 
 
 def _message(rendered: dict[str, Any], sender: str, message_id: str, job: Job) -> EmailMessage:
-    message = EmailMessage()
+    message = EmailMessage(policy=POLICY)
     message["From"] = sender
     message["To"] = rendered["to"]
     message["Subject"] = rendered["subject"]
@@ -136,7 +143,9 @@ def _message(rendered: dict[str, Any], sender: str, message_id: str, job: Job) -
 async def _send(message: EmailMessage, target: SmtpTarget) -> None:
     try:
         await aiosmtplib.send(
-            message,
+            message.as_bytes(),  # flattened here: aiosmtplib would re-fold headers at 78 columns
+            sender=_address(message["From"]),
+            recipients=[_address(message["To"])],
             hostname=target.host,
             port=target.port,
             username=target.username,

@@ -1,0 +1,190 @@
+"""The post-sale survey through the real hub: NATS, the store, a real SMTP server (aiosmtpd) and a manual clock."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, select
+
+from leadhub.store.models import EmailMessage, EmailSuppression, RuleTrace
+from tests.helpers import wait_for
+from tests.triggers.conftest import Shop, SmtpServer, stop_hub, use_example
+
+WEEK = timedelta(days=7)
+
+
+async def _completed_order(shop: Shop, email: str = "ivan@example.com", number: str = "1001") -> dict[str, str]:
+    contact_id, lead_id = await shop.customer(email)
+    order_id = await shop.order(contact_id, lead_id, number)
+    await shop.emit("order.completed", order_id, order_id=order_id, contact_id=contact_id, lead_id=lead_id)
+    return {"contact_id": contact_id, "lead_id": lead_id, "order_id": order_id}
+
+
+async def _scheduled(shop: Shop, count: int = 1, **where: Any) -> list[Any]:
+    async def probe() -> list[Any] | None:
+        rows = await shop.actions(rule_id="post-sale-survey", **where)
+        return rows if len(rows) >= count else None
+
+    return await wait_for(probe, timeout=15, what=f"{count} scheduled survey action(s)")
+
+
+async def _traces(shop: Shop, rule_id: str, count: int) -> list[Any]:
+    async def probe() -> list[Any] | None:
+        async with shop.engine.connect() as conn:
+            rows = (await conn.execute(select(RuleTrace.__table__).where(RuleTrace.rule_id == rule_id))).all()
+        return list(rows) if len(rows) >= count else None
+
+    return await wait_for(probe, timeout=15, what=f"{count} traces of {rule_id}")
+
+
+async def _status(shop: Shop, status: str) -> Any:
+    async def probe() -> Any:
+        rows = await shop.actions(rule_id="post-sale-survey")
+        return rows[0] if rows and rows[0].status == status else None
+
+    return await wait_for(probe, timeout=15, what=f"the survey action to be {status}")
+
+
+async def test_survey_is_sent_once_a_week_after_completion(
+    trigger_hub, smtp_server: SmtpServer, clock, rules_dir: Path
+):
+    use_example(rules_dir, "survey.yaml")
+    running = await trigger_hub(smtp_url=smtp_server.url)
+    shop = Shop(running.engine, clock)
+    ids = await _completed_order(shop)
+    (action,) = await _scheduled(shop)
+    assert action.status == "pending" and action.key.startswith("post-sale-survey:")
+    scheduler = running.hub.triggers.scheduler
+
+    clock.advance(WEEK - timedelta(minutes=1))
+    assert await scheduler.run_once() == 0, "nothing is due a minute early"
+    assert smtp_server.inbox.messages == []
+
+    clock.advance(timedelta(minutes=1))
+    done = await _status(shop, "done")
+    assert len(smtp_server.inbox.messages) == 1
+    message = smtp_server.inbox.messages[0]
+    assert message["To"] == "ivan@example.com" and message["Subject"] == "How was your order #1001?"
+    assert message["List-Unsubscribe"].startswith("<https://shop.example/u/")
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message["Message-ID"] == done.result["message_id"]
+    body = message.get_body(("plain",)).get_content() if hasattr(message, "get_body") else str(message)
+    assert "https://shop.example/s/" in str(message) or "https://shop.example/s/" in body
+    async with running.engine.connect() as conn:
+        sent = (await conn.execute(select(EmailMessage.__table__))).all()
+    assert [(r.message_id, r.direction, r.lead_id) for r in sent] == [(message["Message-ID"], "out", ids["lead_id"])]
+
+    clock.advance(WEEK)
+    assert await scheduler.run_once() == 0
+    assert len(smtp_server.inbox.messages) == 1, "sent exactly once"
+
+
+async def test_survey_survives_a_restart_while_waiting(trigger_hub, smtp_server: SmtpServer, clock, rules_dir: Path):
+    use_example(rules_dir, "survey.yaml")
+    first = await trigger_hub(smtp_url=smtp_server.url)
+    shop = Shop(first.engine, clock)
+    await _completed_order(shop)
+    await _scheduled(shop)
+    await stop_hub(first)
+
+    clock.advance(WEEK + timedelta(hours=1))  # the hub was down when it fell due; late: run_if_within 2d
+    second = await trigger_hub(smtp_url=smtp_server.url)
+    shop = Shop(second.engine, clock)
+    await _status(shop, "done")
+    assert len(smtp_server.inbox.messages) == 1
+    assert len(await shop.actions()) == 1, "the redelivered event scheduled nothing new"
+
+
+async def test_refund_before_the_week_cancels_the_survey(trigger_hub, smtp_server: SmtpServer, clock, rules_dir: Path):
+    use_example(rules_dir, "survey.yaml")
+    running = await trigger_hub(smtp_url=smtp_server.url)
+    shop = Shop(running.engine, clock)
+    ids = await _completed_order(shop)
+    await _scheduled(shop)
+    clock.advance(timedelta(days=2))
+    await shop.set_status(ids["order_id"], "refunded")
+    clock.advance(WEEK)
+    cancelled = await _status(shop, "cancelled")
+    assert "unless is true" in cancelled.last_error
+    assert smtp_server.inbox.messages == []
+
+
+async def test_second_order_inside_the_throttle_sends_nothing(
+    trigger_hub, smtp_server: SmtpServer, clock, rules_dir: Path
+):
+    use_example(rules_dir, "survey.yaml")
+    running = await trigger_hub(smtp_url=smtp_server.url)
+    shop = Shop(running.engine, clock)
+    contact_id, lead_id = await shop.customer()
+    for number in ("1001", "1002"):
+        order_id = await shop.order(contact_id, lead_id, number)
+        await shop.emit("order.completed", order_id, order_id=order_id, contact_id=contact_id, lead_id=lead_id)
+        clock.advance(timedelta(days=1))
+    traces = await _traces(shop, "post-sale-survey", 2)
+    reasons = sorted(str(t.reason) for t in traces)
+    assert any(r.startswith("skipped: throttled") for r in reasons), reasons
+    assert len(await shop.actions()) == 1
+    clock.advance(WEEK)
+    await _status(shop, "done")
+    assert len(smtp_server.inbox.messages) == 1
+
+
+async def test_suppressed_addresses_get_nothing(trigger_hub, smtp_server: SmtpServer, clock, rules_dir: Path):
+    use_example(rules_dir, "survey.yaml")
+    running = await trigger_hub(smtp_url=smtp_server.url)
+    shop = Shop(running.engine, clock)
+    async with running.engine.begin() as conn:
+        await conn.execute(
+            insert(EmailSuppression.__table__).values(
+                address="gone@example.com", reason="unsubscribe", detail=None, created_at=clock.now()
+            )
+        )
+    await _completed_order(shop, "gone@example.com", "2001")  # unsubscribed before: the rule does not match
+    (trace,) = await _traces(shop, "post-sale-survey", 1)
+    assert trace.matched is False and "not contact.unsubscribed" in trace.reason
+    assert [c["result"] for c in trace.conditions] == [False]
+
+    await _completed_order(shop, "bounces@example.com", "2002")
+    await _scheduled(shop)
+    async with running.engine.begin() as conn:  # the address bounced while the survey waited
+        await conn.execute(
+            insert(EmailSuppression.__table__).values(
+                address="bounces@example.com", reason="bounce", detail="550 no such user", created_at=clock.now()
+            )
+        )
+    clock.advance(WEEK)
+    cancelled = await _status(shop, "cancelled")
+    assert cancelled.last_error == "suppressed address (bounce)"
+    assert smtp_server.inbox.messages == []
+
+
+async def test_smtp_down_is_retried_and_delivered_once(trigger_hub, clock, rules_dir: Path):
+    use_example(rules_dir, "survey.yaml")
+    from tests.helpers import free_port
+
+    smtp = SmtpServer(free_port())  # not started: nothing listens on the port yet
+    running = await trigger_hub(smtp_url=smtp.url)
+    shop = Shop(running.engine, clock)
+    await _completed_order(shop)
+    await _scheduled(shop)
+    clock.advance(WEEK)
+
+    async def retried() -> Any:
+        rows = await shop.actions()
+        return rows[0] if rows[0].attempts >= 1 and rows[0].status == "pending" else None
+
+    pending = await wait_for(retried, timeout=15, what="a failed attempt scheduled for retry")
+    assert "SMTP server unavailable" in pending.last_error
+    smtp.start()
+    try:
+        clock.advance(timedelta(minutes=1))  # past the first back-off (30s +- 20%)
+        done = await _status(shop, "done")
+        assert done.attempts == 2
+        assert len(smtp.inbox.messages) == 1
+        clock.advance(timedelta(hours=6))
+        assert await running.hub.triggers.scheduler.run_once() == 0
+        assert len(smtp.inbox.messages) == 1
+    finally:
+        smtp.stop()

@@ -1,0 +1,142 @@
+"""An event against the rules: traces for every evaluation and the scheduled actions, written in one transaction."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from leadhub.durations import parse_duration
+from leadhub.ids import new_id
+from leadhub.store import trigger_data
+from leadhub.store import triggers as store
+from leadhub.triggers.clock import Clock
+from leadhub.triggers.compile import CompiledRule
+from leadhub.triggers.context import build_context
+from leadhub.triggers.engine import Evaluation, RuleIndex, evaluate
+from leadhub.triggers.events import EVENT_OBJECTS
+
+log = structlog.get_logger("leadhub.triggers")
+
+
+def event_from_message(body: bytes) -> dict[str, Any]:
+    """The EVENTS message body (`{"id","type","subject_id","occurred_at","data"}`); ValueError if it is not one."""
+    event = json.loads(body)
+    if not isinstance(event, dict) or not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
+        raise ValueError("not an event: needs string `id` and `type`")
+    if not isinstance(event.get("data"), dict):
+        event["data"] = {}
+    return event
+
+
+def _context_event(event: dict[str, Any]) -> dict[str, Any]:
+    occurred = event.get("occurred_at")
+    if isinstance(occurred, str):
+        try:
+            occurred = datetime.fromisoformat(occurred)
+        except ValueError:
+            occurred = None
+    return {**event, "occurred_at": occurred}
+
+
+class Matcher:
+    def __init__(self, engine: AsyncEngine, rules: Callable[[], RuleIndex], clock: Clock) -> None:
+        self.engine = engine
+        self.rules = rules
+        self.clock = clock
+
+    async def handle(self, event: dict[str, Any]) -> int:
+        """Evaluate the listening rules; the number of actions scheduled (0 for a redelivered event)."""
+        listeners = self.rules().listeners(event["type"])
+        if not listeners:
+            return 0
+        now = self.clock.now()
+        async with self.engine.begin() as conn:
+            if await store.event_evaluated(conn, event["id"]):
+                return 0
+            objects = await trigger_data.load_objects(conn, event["data"], EVENT_OBJECTS.get(event["type"], ()))
+            context = build_context(_context_event(event), objects, now)
+            traces, rows = [], []
+            for rule in listeners:
+                evaluation = evaluate(rule, context, now)
+                if evaluation.matched:
+                    skipped = await self._plan(conn, rule, event, context, evaluation, now, rows)
+                    evaluation.reason = skipped
+                traces.append(_trace(rule, event, evaluation, now))
+            await store.write_traces(conn, traces)
+            scheduled = await store.schedule(conn, rows)
+        return scheduled
+
+    async def _plan(  # noqa: PLR0917
+        self,
+        conn: AsyncConnection,
+        rule: CompiledRule,
+        event: dict[str, Any],
+        context: dict[str, Any],
+        evaluation: Evaluation,
+        now: datetime,
+        rows: list[dict[str, Any]],
+    ) -> str | None:
+        """Apply `mode` and `throttle`, then add the rule's actions to `rows`; a reason when nothing is scheduled."""
+        group = f"{rule.id}:{event.get('subject_id') or event['id']}"
+        live = await store.live_in_group(conn, group)
+        if live and rule.rule.mode == "single":
+            return "skipped: an earlier run of this rule for the same subject is still pending (mode: single)"
+        if live and rule.rule.mode == "restart":
+            await store.cancel(conn, live, f"restarted by event {event['id']} (mode: restart)", now)
+        throttle_key = _throttle_key(rule, context)
+        if throttle_key and await store.throttled(conn, throttle_key, now - parse_duration(rule.rule.throttle.period)):  # type: ignore[union-attr]
+            return f"skipped: throttled ({throttle_key}, once per {rule.rule.throttle.period})"  # type: ignore[union-attr]
+        due = evaluation.due_at or now
+        for index, spec in enumerate(rule.rule.do):
+            rows.append(
+                {
+                    "id": new_id(),
+                    "key": f"{rule.id}:{event['id']}:{index}",
+                    "rule_id": rule.id,
+                    "action_index": index,
+                    "action_type": spec.type,
+                    "event_id": event["id"],
+                    "event_type": event["type"],
+                    "event": event,
+                    "group_key": group,
+                    "throttle_key": throttle_key,
+                    "due_at": due,
+                    "status": "pending",
+                    "attempts": 0,
+                    "lease_until": None,
+                    "last_error": None,
+                    "result": None,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        return None
+
+
+def _throttle_key(rule: CompiledRule, context: dict[str, Any]) -> str | None:
+    throttle = rule.rule.throttle
+    if throttle is None:
+        return None
+    if throttle.per == "rule":
+        return f"{rule.id}:rule"
+    subject = context.get(throttle.per)
+    subject_id = getattr(subject, "id", None) if subject is not None else None
+    return f"{rule.id}:{throttle.per}:{subject_id}" if subject_id else None
+
+
+def _trace(rule: CompiledRule, event: dict[str, Any], evaluation: Evaluation, now: datetime) -> dict[str, Any]:
+    return {
+        "id": new_id(),
+        "rule_id": rule.id,
+        "event_id": event["id"],
+        "event_type": event["type"],
+        "matched": evaluation.matched,
+        "reason": evaluation.reason,
+        "conditions": evaluation.conditions,
+        "created_at": now,
+    }

@@ -1,0 +1,208 @@
+"""The scheduler: claim due actions, re-check `unless`, execute, record the outcome, retry with back-off and jitter."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from leadhub.store import trigger_data
+from leadhub.store import triggers as store
+from leadhub.triggers.actions.base import Deps, Job, Permanent, RenderEnv, Skipped, Transient
+from leadhub.triggers.clock import Clock
+from leadhub.triggers.compile import CompiledRule, EvaluationError
+from leadhub.triggers.context import aware, build_context
+from leadhub.triggers.engine import RuleIndex
+from leadhub.triggers.events import EVENT_OBJECTS
+from leadhub.triggers.matcher import _context_event
+
+log = structlog.get_logger("leadhub.scheduler")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 8
+    base: timedelta = timedelta(seconds=30)
+    cap: timedelta = timedelta(hours=6)
+
+    def delay(self, attempt: int) -> timedelta:
+        """Exponential back-off with ±20% jitter, so retries of many actions do not arrive together."""
+        seconds = min(self.cap.total_seconds(), self.base.total_seconds() * 2 ** (attempt - 1))
+        return timedelta(seconds=seconds * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not crypto
+
+
+class Outcome(Exception):
+    """How one run ended, raised out of the steps before the action (cancelled, failed)."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Scheduler:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        rules: Callable[[], RuleIndex],
+        deps: Deps,
+        clock: Clock,
+        *,
+        retry: RetryPolicy | None = None,
+        batch: int = 50,
+        lease: timedelta = timedelta(minutes=5),
+        poll_seconds: float = 1.0,
+    ) -> None:
+        self.engine = engine
+        self.rules = rules
+        self.deps = deps
+        self.clock = clock
+        self.retry = retry or RetryPolicy()
+        self.batch = batch
+        self.lease = lease
+        self.poll_seconds = poll_seconds
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._key: bytes | None = None
+        self.last_error: str | None = None
+        clock.on_change(self.wake)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                done = await self.run_once()
+                self.last_error = None
+            except Exception as exc:  # the store away: keep the actions, try again
+                self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+                log.warning("scheduler pass failed; will retry", error=self.last_error)
+                done = 0
+            if done >= self.batch:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), await self._idle_seconds())
+
+    async def _idle_seconds(self) -> float:
+        """Sleep until the next due action (at most the poll interval), so one runs within a second of its time."""
+        try:
+            async with self.engine.connect() as conn:
+                due = await store.next_due(conn)
+        except Exception:
+            return self.poll_seconds
+        if due is None:
+            return self.poll_seconds
+        return max(0.0, min(self.poll_seconds, (aware(due) - self.clock.now()).total_seconds()))
+
+    async def run_once(self) -> int:
+        now = self.clock.now()
+        async with self.engine.begin() as conn:
+            rows = await store.claim_due(conn, now, self.batch, now + self.lease)
+        if rows:
+            await asyncio.gather(*(self._run(row) for row in rows))
+        return len(rows)
+
+    async def _signing_key(self) -> bytes:
+        if self._key is None:
+            async with self.engine.begin() as conn:
+                self._key = await trigger_data.signing_key(conn, self.clock.now())
+        return self._key
+
+    async def _run(self, row: Any) -> None:
+        now = self.clock.now()
+        attempt = row.attempts + 1
+        try:
+            result = await self._execute(row, now, attempt)
+        except Outcome as outcome:
+            await self._record(row.id, outcome.status, now, error=outcome.message)
+        except Skipped as exc:
+            await self._record(row.id, "cancelled", now, error=str(exc))
+        except Permanent as exc:
+            log.warning("action failed", rule=row.rule_id, key=row.key, error=str(exc)[:300])
+            await self._record(row.id, "failed", now, error=str(exc))
+        except Exception as exc:  # Transient, or a bug: retry with back-off up to the limit, then failed
+            message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, Transient) else str(exc)
+            if not isinstance(exc, Transient):
+                log.exception("action raised unexpectedly", rule=row.rule_id, key=row.key)
+            await self._retry(row, attempt, now, message)
+        else:
+            await self._record(row.id, "done", now, result=result)
+
+    async def _execute(self, row: Any, now: datetime, attempt: int) -> dict[str, Any]:
+        rule = self.rules().by_id.get(row.rule_id)
+        bound = _bound(rule, row)
+        _check_late(rule, row, now, attempt)  # type: ignore[arg-type]
+        event = row.event
+        async with self.engine.connect() as conn:
+            objects = await trigger_data.load_objects(conn, event["data"], EVENT_OBJECTS.get(event["type"], ()))
+        context = build_context(_context_event(event), objects, now)
+        if rule.unless is not None:  # type: ignore[union-attr]
+            try:
+                if rule.unless(context):  # type: ignore[union-attr]
+                    raise Outcome("cancelled", f"unless is true: {rule.unless.source}")  # type: ignore[union-attr]
+            except EvaluationError as exc:
+                raise Outcome("failed", f"unless could not be evaluated: {exc}") from None
+        try:
+            rendered = bound.render(context, RenderEnv(await self._signing_key(), self.deps.public_url, now))
+        except Exception as exc:
+            raise Outcome("failed", f"rendering failed: {type(exc).__name__}: {exc}") from None
+        job = Job(row.key, row.rule_id, event, context, now, attempt)
+        return await bound.execute(rendered, job, self.deps)
+
+    async def _retry(self, row: Any, attempt: int, now: datetime, message: str) -> None:
+        if attempt >= self.retry.max_attempts:
+            log.warning("action failed after retries", rule=row.rule_id, key=row.key, attempts=attempt, error=message)
+            await self._record(row.id, "failed", now, error=f"after {attempt} attempts: {message}")
+            return
+        due = now + self.retry.delay(attempt)
+        log.info("action will be retried", rule=row.rule_id, key=row.key, attempt=attempt, error=message[:300])
+        async with self.engine.begin() as conn:
+            await store.retry_at(conn, row.id, due, message[:2000], now)
+
+    async def _record(
+        self,
+        action_id: str,
+        status: str,
+        now: datetime,
+        *,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        async with self.engine.begin() as conn:
+            await store.finish(
+                conn, action_id, status, now, result=result, error=None if error is None else error[:2000]
+            )
+
+
+def _bound(rule: CompiledRule | None, row: Any) -> Any:
+    if rule is None:
+        raise Outcome("cancelled", f"rule {row.rule_id!r} is no longer loaded (removed, disabled or invalid)")
+    if row.action_index >= len(rule.actions) or rule.action_types[row.action_index] != row.action_type:
+        raise Outcome(
+            "cancelled", f"rule {row.rule_id!r} changed: action {row.action_index} is no longer {row.action_type}"
+        )
+    return rule.actions[row.action_index]
+
+
+def _check_late(rule: CompiledRule, row: Any, now: datetime, attempt: int) -> None:
+    """`late`: after downtime an overdue action runs, is skipped, or runs only if within the allowed delay."""
+    if attempt > 1 or rule.late_within is None:
+        return  # a retry is late by design
+    lateness = now - aware(row.due_at)
+    if lateness > rule.late_within:
+        late = rule.rule.late
+        policy = late if isinstance(late, str) else f"run_if_within {late.run_if_within}"
+        raise Outcome("cancelled", f"late by {lateness} (late: {policy})")
