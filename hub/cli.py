@@ -64,7 +64,7 @@ def run(config: ConfigOption = None) -> None:
 
     loaded = _load(config)
     try:
-        asyncio.run(run_until_signalled(loaded))
+        _run_loop(run_until_signalled(loaded))
     except EmbeddedNatsError as exc:
         typer.echo(f"leadhub: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -126,6 +126,16 @@ def dead_replay(
     if not outcomes:
         typer.echo("nothing to replay")
     raise typer.Exit(1 if failed else 0)
+
+
+def _run_loop(coro) -> None:  # type: ignore[no-untyped-def]
+    """uvloop where it exists: HTTP parsing and NATS round trips cost about half as much CPU."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
 
 
 def main() -> None:

@@ -33,9 +33,17 @@ async def count_and_guard(request: web.Request, handler: Handler) -> web.StreamR
     return response
 
 
-def create_app(deps: HttpDeps) -> web.Application:
+def create_app(deps: HttpDeps, *, intake: bool = True) -> web.Application:
+    """Ops routes always; webhooks and the API only when this process has the `http` role."""
     app = web.Application(middlewares=[count_and_guard, api.api_guard], client_max_size=64 * 1024 * 1024)
     app[DEPS] = deps
+    ops.add_routes(app)
+    if intake:
+        _add_intake_routes(app)
+    return app
+
+
+def _add_intake_routes(app: web.Application) -> None:
     app.router.add_route("POST", "/hooks/{name}", hooks.hook)
     app.router.add_route("GET", "/hooks/{name}", hooks.hook)
     app.router.add_route("OPTIONS", "/hooks/{name}", hooks.hook)
@@ -43,5 +51,3 @@ def create_app(deps: HttpDeps) -> web.Application:
     app.router.add_route("POST", "/hooks/{name}/{tail:.+}", hooks.hook)
     app.router.add_route("GET", "/hooks/{name}/{tail:.+}", hooks.hook)
     api.add_routes(app)
-    ops.add_routes(app)
-    return app

@@ -1,0 +1,1 @@
+"""Benchmarks and load harnesses; run with `python -m bench.<name>`. Not tests: they print figures."""

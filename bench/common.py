@@ -1,0 +1,114 @@
+"""Shared bench plumbing: a daemon to measure (spawned or given), metric scraping, machine facts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def machine() -> dict[str, Any]:
+    mem_kb = next(
+        (
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        ),
+        0,
+    )
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "commit": commit,
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def metric(session: aiohttp.ClientSession, base_url: str, name: str, labels: str = "") -> float:
+    async with session.get(base_url + "/metrics") as response:
+        text = await response.text()
+    pattern = re.compile(rf"^{re.escape(name)}(\{{[^}}]*\}})? ([0-9.e+-]+)$", re.MULTILINE)
+    total = 0.0
+    for match in pattern.finditer(text):
+        if labels in (match.group(1) or ""):
+            total += float(match.group(2))
+    return total
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process and its children (the embedded NATS counts too)."""
+    total = 0
+    pids = [pid] + [
+        int(p)
+        for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False).stdout.split()
+    ]
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+@asynccontextmanager
+async def spawned_daemon(connectors: list[dict[str, Any]], env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    """`leadhub run` in a temporary data dir (embedded NATS + SQLite unless env says otherwise)."""
+    with tempfile.TemporaryDirectory(prefix="leadhub-bench-") as tmp:
+        port = free_port()
+        config = Path(tmp) / "leadhub.yaml"
+        config.write_text(yaml.safe_dump({"connectors": connectors, "log_level": "warning"}))
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_")}
+        full_env |= {"LEADHUB_DATA_DIR": str(Path(tmp) / "data"), "LEADHUB_HTTP_PORT": str(port), **(env or {})}
+        log = open(Path(tmp) / "daemon.log", "wb")  # noqa: SIM115
+        process = subprocess.Popen(
+            [sys.executable, "-m", "leadhub.hub", "run", "--config", str(config)], env=full_env, stdout=log, stderr=log
+        )
+        base_url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            async with aiohttp.ClientSession() as session:
+                while True:
+                    try:
+                        async with session.get(base_url + "/readyz") as response:
+                            if response.status == 200:
+                                break
+                    except aiohttp.ClientError:
+                        pass
+                    if time.monotonic() > deadline or process.poll() is not None:
+                        raise RuntimeError(f"daemon did not start:\n{(Path(tmp) / 'daemon.log').read_text()[-3000:]}")
+                    await asyncio.sleep(0.1)
+            yield base_url, process
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            log.close()

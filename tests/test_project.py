@@ -1,0 +1,68 @@
+"""The project's promises to its users: the README's commands, the CLI contract, docker-compose.yml."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from leadhub.connectors.registry import CONNECTOR_TYPES
+from tests.helpers import REPO
+
+
+def _readme_commands() -> list[str]:
+    readme = (REPO / "README.md").read_text()
+    return re.findall(r"```sh\n(.+?)\n```", readme)[:2]
+
+
+def test_readme_opens_with_the_two_commands() -> None:
+    run, test = _readme_commands()
+    assert run.startswith("python3.11 -m venv .venv") and "leadhub run" in run
+    assert test.startswith("python3.11 -m venv .venv") and "pytest" in test and "[test]" in test
+
+
+def test_ci_runs_the_readme_test_command_and_postgresql() -> None:
+    ci = (REPO / ".ci" / "run").read_text()
+    _, test = _readme_commands()
+    assert test.replace(" -q", "") in ci.replace(" -q -p no:cacheprovider", "").replace(" -q", "")
+    assert "LEADHUB_TEST_DATABASE_URL" in ci
+
+
+def test_cli_has_the_contract_commands() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_")}
+    for args, expected in ((["--help"], ["run", "db", "dead"]), (["dead", "--help"], ["list", "replay"]),
+                           (["db", "--help"], ["upgrade"])):
+        out = subprocess.run([sys.executable, "-m", "leadhub.hub", *args], capture_output=True, text=True,
+                             env=env, timeout=60, check=True).stdout
+        for word in expected:
+            assert re.search(rf"\b{word}\b", out), (args, word, out)
+    version = subprocess.run([sys.executable, "-m", "leadhub.hub", "--version"], capture_output=True, text=True,
+                             env=env, timeout=60, check=True).stdout
+    assert re.match(r"leadhub \d+\.\d+", version)
+
+
+def test_every_connector_type_has_a_config_schema() -> None:
+    for name, connector in CONNECTOR_TYPES.items():
+        assert connector.type == name
+        schema = connector.Config.model_json_schema()
+        assert {"name", "type"} <= set(schema["properties"]), name
+        assert connector.Config.model_config.get("extra") == "forbid", f"{name}: unknown keys must be errors"
+
+
+def test_docker_compose_file_is_valid() -> None:
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True,
+                                                 check=False).returncode == 0:
+        command = ["docker", "compose", "config", "--quiet"]
+    elif shutil.which("docker-compose"):
+        command = ["docker-compose", "config", "--quiet"]
+    else:
+        pytest.skip("neither `docker compose` nor docker-compose is installed (.ci/run installs docker-compose)")
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    services = subprocess.run([*command[:-1], "--services"], cwd=REPO, capture_output=True, text=True,
+                              timeout=60, check=True).stdout.split()
+    assert {"leadhub", "nats", "postgres", "mailpit"} <= set(services)
