@@ -7,6 +7,7 @@ from typing import Any
 
 from leadhub.envelope import Envelope
 from leadhub.pipelines.model import InquiryDraft
+from leadhub.pipelines.parse_email import parse_email
 from leadhub.pipelines.parse_form import parse_form
 from leadhub.pipelines.parse_jivo import parse_jivo
 from leadhub.pipelines.parse_mango import parse_mango
@@ -36,4 +37,5 @@ PARSERS: dict[str, Parser] = {
     "telephony": parse_telephony,
     "telegram": parse_telegram,
     "jivo": parse_jivo,
+    "imap": parse_email,
 }

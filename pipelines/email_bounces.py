@@ -1,0 +1,109 @@
+"""The failed recipients of a bounce: RFC 3464 delivery-status fields first, typical MTA texts otherwise."""
+
+from __future__ import annotations
+
+import re
+from email.message import Message
+from typing import Any
+
+from leadhub.pipelines.email_charset import decode_bytes
+from leadhub.pipelines.email_parse import ParsedEmail, content_type
+
+MAX_RECIPIENTS = 50
+MAX_SCAN = 50_000
+_ADDR = r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+"
+_TEXT_PATTERNS = tuple(
+    re.compile(p, re.I | re.M)
+    for p in (
+        rf"^\s*<({_ADDR})>:?\s*(?:\(|$|host|mailbox|user|recipient|\d{{3}}|said|Sorry|The)",  # postfix, qmail
+        rf"^\s*<?({_ADDR})>?\s*\n\s*(?:SMTP error|retry time|host \S+ \[|Unrouteable|all relevant|"
+        r"mailbox is full|\(generated from|The mail server)",  # exim
+        rf"following (?:address(?:es)?|recipients?)[^\n]*(?:failed|errors?|delivered)[^\n]*:?\s*\n+\s*<?({_ADDR})>?",
+        rf"(?:delivery to|could not be delivered to|undeliverable to|not delivered to|failed recipient:?)"
+        rf"[^\n<@]{{0,40}}<?({_ADDR})>?",
+        rf"(?:recipient|address|user)(?: address)?(?: rejected| unknown| not found)?:\s*<?({_ADDR})>?",
+        rf"<({_ADDR})>\.{{3}}\s*(?:User unknown|Deferred|\d{{3}})",  # sendmail transcript
+        rf"^\s*({_ADDR})\s*$(?=[\s\S]{{0,200}}(?:550|553|554|5\.\d\.\d|user unknown|does not exist))",
+    )
+)
+_DAEMON = re.compile(r"^(mailer-daemon|postmaster|mail-daemon|maildaemon|root)@", re.I)
+
+
+def failed_recipients(parsed: ParsedEmail) -> list[dict[str, Any]]:
+    """Each failed address with its status and whether the failure is permanent (no address twice)."""
+    found = _from_dsn(parsed.message)
+    if not found:
+        header = parsed.header("X-Failed-Recipients")
+        found = [_entry(a, None, None) for a in re.findall(_ADDR, header)]
+    if not found:
+        found = _from_text(parsed)
+    unique: dict[str, dict[str, Any]] = {}
+    for item in found:
+        unique.setdefault(item["address"], item)
+    return list(unique.values())[:MAX_RECIPIENTS]
+
+
+def _entry(address: str, status: str | None, action: str | None) -> dict[str, Any]:
+    status = (status or "").strip().split(" ", 1)[0] or None
+    action = (action or "").strip().lower() or None
+    temporary = (status or "").startswith("4") or action in ("delayed", "relayed", "delivered", "expanded")
+    return {
+        "address": address.strip().strip("<>").lower(),
+        "status": status,
+        "action": action,
+        "permanent": not temporary,
+    }
+
+
+def _from_dsn(message: Message) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for part in message.walk():
+        if content_type(part) not in ("message/delivery-status", "message/global-delivery-status"):
+            continue
+        for fields in _status_blocks(part):
+            recipient = fields.get("final-recipient") or fields.get("original-recipient") or ""
+            address = re.search(_ADDR, recipient.split(";", 1)[-1])
+            if address:
+                found.append(_entry(address.group(0), fields.get("status"), fields.get("action")))
+    return found
+
+
+def _status_blocks(part: Message) -> list[dict[str, str]]:
+    """The per-message and per-recipient field groups of a delivery-status part, names lowercased."""
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        blocks = [{str(k).lower(): str(v) for k, v in b.items()} for b in payload if isinstance(b, Message)]
+        if any("final-recipient" in b or "original-recipient" in b for b in blocks):
+            return blocks
+    raw = part.get_payload(decode=True)
+    text = decode_bytes(raw, None) if isinstance(raw, bytes) else str(payload or "")
+    blocks = []
+    for chunk in re.split(r"\r?\n\s*\r?\n", text):
+        fields: dict[str, str] = {}
+        for line in re.sub(r"\r?\n[ \t]+", " ", chunk).splitlines():
+            name, sep, value = line.partition(":")
+            if sep:
+                fields[name.strip().lower()] = value.strip()
+        blocks.append(fields)
+    return blocks
+
+
+def _from_text(parsed: ParsedEmail) -> list[dict[str, Any]]:
+    text = parsed.text[:MAX_SCAN]
+    sender = parsed.sender.email.lower()
+    found: list[dict[str, Any]] = []
+    for pattern in _TEXT_PATTERNS:
+        for match in pattern.finditer(text):
+            address = match.group(1)
+            if address.lower() != sender and not _DAEMON.match(address):
+                found.append(_entry(address, _status_near(text, match.end()), None))
+        if found:
+            break
+    return found
+
+
+def _status_near(text: str, pos: int) -> str | None:
+    match = re.search(r"\b([45]\.\d{1,3}\.\d{1,3})\b|\b([45]\d\d)[ -]", text[pos : pos + 400])
+    if not match:
+        return None
+    return match.group(1) or f"{match.group(2)[0]}.0.0"

@@ -1,0 +1,258 @@
+"""Read a raw RFC 5322 message into a typed ParsedEmail, tolerating the broken mail real mailboxes hold."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from email import policy
+from email.message import Message
+from email.parser import BytesParser
+from email.utils import getaddresses, parsedate_to_datetime
+
+import phonenumbers
+
+from leadhub.pipelines.email_charset import decode_bytes, decode_header_value
+from leadhub.pipelines.email_html import html_to_text
+
+MAX_PHONE_SCAN = 20_000  # characters of body text searched for phone numbers (signatures sit near the top)
+MAX_REFS = 50
+_MSGID = re.compile(r"<([^<>\s]+)>")
+_ADDR = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+", re.UNICODE)
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    email: str  # "" when the header names no usable address
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    filename: str | None
+    content_type: str
+    size: int
+    sha256: str
+
+
+@dataclass(slots=True)
+class ParsedEmail:
+    """What leadhub reads from one message; `message` is the parsed stdlib object for the filters."""
+
+    message: Message
+    sender: Address = field(default_factory=lambda: Address(""))
+    reply_to: list[Address] = field(default_factory=list)
+    to: list[Address] = field(default_factory=list)
+    cc: list[Address] = field(default_factory=list)
+    subject: str = ""
+    text: str = ""
+    text_from_html: bool = False
+    attachments: list[Attachment] = field(default_factory=list)
+    message_id: str | None = None
+    in_reply_to: list[str] = field(default_factory=list)
+    references: list[str] = field(default_factory=list)
+    date: datetime | None = None
+    phones: list[str] = field(default_factory=list)  # raw matches, in order of appearance
+    charset: str | None = None  # the top-level charset, used for raw 8-bit headers
+
+    def header(self, name: str) -> str:
+        """A header decoded to text ("" when absent); several occurrences are joined with ", "."""
+        return ", ".join(self.headers(name))
+
+    def headers(self, name: str) -> list[str]:
+        lowered = name.lower()
+        return [
+            decode_header_value(_str(value), self.charset).strip()
+            for key, value in self.message.raw_items()
+            if key.lower() == lowered
+        ]
+
+
+def _str(value: object) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+def parse_message(raw: bytes, region: str | None = None) -> ParsedEmail:
+    """Parse `raw`; the modern policy first, the compat32 policy for messages it cannot handle."""
+    try:
+        message = BytesParser(policy=policy.default).parsebytes(raw)
+        return _read(message, region)
+    except Exception:  # policy.default raises on some malformed headers; compat32 does not
+        message = BytesParser(policy=policy.compat32).parsebytes(raw)
+        return _read(message, region)
+
+
+def _read(message: Message, region: str | None) -> ParsedEmail:
+    parsed = ParsedEmail(message=message, charset=_charset(message))
+    parsed.subject = parsed.header("Subject")
+    parsed.sender = next(iter(_addresses(parsed.headers("From")[:1], parsed.charset)), Address(""))
+    parsed.reply_to = _addresses(parsed.headers("Reply-To"), parsed.charset)
+    parsed.to = _addresses(parsed.headers("To"), parsed.charset)
+    parsed.cc = _addresses(parsed.headers("Cc"), parsed.charset)
+    ids = _MSGID.findall(parsed.header("Message-ID"))
+    parsed.message_id = f"<{ids[0]}>" if ids else None
+    parsed.in_reply_to = [f"<{i}>" for i in _MSGID.findall(parsed.header("In-Reply-To"))][:MAX_REFS]
+    parsed.references = [f"<{i}>" for i in _MSGID.findall(parsed.header("References"))][-MAX_REFS:]
+    parsed.date = _date(parsed.header("Date"))
+    plain: list[str] = []
+    html: list[str] = []
+    _walk(message, plain, html, parsed.attachments, parsed.charset)
+    if plain and any(p.strip() for p in plain):
+        parsed.text = "\n\n".join(p.strip("\r\n") for p in plain if p.strip())
+    elif html:
+        parsed.text = "\n\n".join(html_to_text(h) for h in html)
+        parsed.text_from_html = True
+    parsed.phones = find_phones(parsed.text, region)
+    return parsed
+
+
+def _charset(message: Message) -> str | None:
+    try:
+        return message.get_content_charset()
+    except Exception:  # a malformed Content-Type must not stop the parse
+        return None
+
+
+def _addresses(values: list[str], charset: str | None) -> list[Address]:
+    """Addresses from raw header values: split first (display names may hold commas once decoded), then decode."""
+    found: list[Address] = []
+    for value in values:
+        raw = value.replace("\r", " ").replace("\n", " ")
+        try:
+            pairs = getaddresses([raw])
+        except Exception:  # getaddresses can raise on pathological input
+            pairs = []
+        pairs = [(n, a) for n, a in pairs if n or a]
+        if not pairs or all("@" not in a for _, a in pairs):
+            pairs = _loose_pairs(raw)
+        for name, addr in pairs:
+            email = addr.strip().strip("<>").strip()
+            label = name if "@" in email else (name or addr)
+            email = email if "@" in email else ""
+            found.append(Address(email=email, name=_clean_name(decode_header_value(label, charset), email)))
+    return found
+
+
+def _loose_pairs(raw: str) -> list[tuple[str, str]]:
+    """Pairs for headers the strict parser rejects: each address-looking token, the text before it as the name."""
+    matches = list(_ADDR.finditer(raw))
+    if not matches:
+        return [(raw.strip(), "")] if raw.strip() else []
+    pairs: list[tuple[str, str]] = []
+    start = 0
+    for match in matches:
+        name = raw[start : match.start()].strip(" ,;<\"'")
+        pairs.append((name, match.group(0)))
+        start = match.end() + 1
+    return pairs
+
+
+def _clean_name(name: str, email: str) -> str:
+    name = " ".join(name.split()).strip().strip("\"'").strip()
+    return "" if name.lower() == email.lower() else name
+
+
+def _date(value: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def _walk(part: Message, plain: list[str], html: list[str], attachments: list[Attachment], charset: str | None) -> None:
+    """Collect inline text parts and attachment metadata; attached messages count as attachments, unopened."""
+    ctype = content_type(part)
+    if part.is_multipart() and not ctype.startswith("message/"):
+        for child in part.get_payload() or []:
+            if isinstance(child, Message):
+                _walk(child, plain, html, attachments, charset)
+        return
+    filename = _filename(part, charset)
+    disposition = _disposition(part)
+    data = _payload(part)
+    inline_text = ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename
+    if inline_text:
+        text = decode_bytes(data, _part_charset(part) or charset)
+        (plain if ctype == "text/plain" else html).append(text)
+    else:
+        attachments.append(Attachment(filename, ctype, len(data), hashlib.sha256(data).hexdigest()))
+
+
+def content_type(part: Message) -> str:
+    """The part's content type; a malformed Content-Type reads as text/plain, as RFC 2045 says."""
+    try:
+        return part.get_content_type()
+    except Exception:  # a malformed Content-Type reads as plain text, as RFC 2045 says
+        return "text/plain"
+
+
+def _disposition(part: Message) -> str | None:
+    try:
+        return part.get_content_disposition()
+    except Exception:
+        return None
+
+
+def _part_charset(part: Message) -> str | None:
+    try:
+        return part.get_content_charset()
+    except Exception:
+        return None
+
+
+def _filename(part: Message, charset: str | None) -> str | None:
+    """The attachment name: RFC 2231 parameters via the stdlib, then `name=`; encoded-words decoded too."""
+    name: object = None
+    try:
+        name = part.get_filename() or part.get_param("name")
+    except Exception:  # broken RFC 2231 continuations
+        name = None
+    if isinstance(name, tuple):  # compat32 returns RFC 2231 values as (charset, language, text)
+        try:
+            name = decode_bytes(name[2].encode("latin-1", "surrogateescape"), name[0])
+        except Exception:
+            name = name[2]
+    if not name:
+        return None
+    return decode_header_value(_str(name), charset).strip() or None
+
+
+def _payload(part: Message) -> bytes:
+    """The decoded bytes of a leaf part; an attached message as its serialised bytes."""
+    if content_type(part).startswith("message/") or part.is_multipart():
+        inner = part.get_payload()
+        if isinstance(inner, list):
+            return b"".join(_as_bytes(m) for m in inner if isinstance(m, Message))
+        return _as_bytes(part)
+    try:
+        data = part.get_payload(decode=True)
+    except Exception:  # garbage transfer encodings
+        data = None
+    if isinstance(data, bytes):
+        return data
+    raw = part.get_payload()
+    return raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
+
+
+def _as_bytes(message: Message) -> bytes:
+    try:
+        return message.as_bytes(policy=policy.compat32)
+    except Exception:  # unserialisable broken parts: size and hash of their text instead
+        return _str(message.get_payload()).encode("utf-8", "surrogateescape")
+
+
+def find_phones(text: str, region: str | None) -> list[str]:
+    """Phone numbers written in `text` (raw strings, in order, unique); `region` reads national formats."""
+    if not text:
+        return []
+    found: list[str] = []
+    try:
+        for match in phonenumbers.PhoneNumberMatcher(text[:MAX_PHONE_SCAN], region or "ZZ", max_tries=200):
+            if match.raw_string not in found:
+                found.append(match.raw_string)
+    except Exception:  # phonenumbers is a hint source; its failure must not fail the mail
+        return found
+    return found

@@ -1,0 +1,99 @@
+"""Parse step for `imap` envelopes: a raw message becomes an inquiry draft, or a dropped one with the reason."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from leadhub.envelope import Envelope
+from leadhub.pipelines.email_bounces import failed_recipients
+from leadhub.pipelines.email_filters import drop_reason
+from leadhub.pipelines.email_parse import Address, ParsedEmail, parse_message
+from leadhub.pipelines.errors import PermanentError
+from leadhub.pipelines.model import Identity, InquiryDraft
+
+log = logging.getLogger(__name__)
+
+MB = 1024 * 1024
+DEFAULT_MAX_BYTES = 25 * MB
+MAX_TEXT = 64 * 1024  # characters of body kept on the inquiry and lead; the raw message keeps the rest
+_NO_REPLY = re.compile(
+    r"^(no[-_.]?reply|do[-_.]?not[-_.]?reply|donotreply|noreply|mailer|forms?|form-?mailer|webform|wordpress|"
+    r"notifications?|robot|system|daemon)([-_.+].*)?@",
+    re.I,
+)
+
+
+def parse_email(envelope: Envelope, options: dict[str, Any]) -> InquiryDraft:
+    """Read the message; PermanentError (dead letter, raw bytes kept) if it cannot be read at all."""
+    limit = int(options.get("max_message_bytes") or DEFAULT_MAX_BYTES)
+    size = _declared_size(envelope)
+    if size > limit:
+        return InquiryDraft(envelope=envelope, dropped=f"too large: {size} bytes", fields={"size": size})
+    try:
+        parsed = parse_message(envelope.payload, options.get("default_region"))
+        return _draft(envelope, parsed, options)
+    except Exception as exc:
+        log.warning("email %s cannot be parsed: %s", envelope.key, type(exc).__name__)
+        raise PermanentError(f"message cannot be parsed: {type(exc).__name__}: {exc}") from exc
+
+
+def _declared_size(envelope: Envelope) -> int:
+    """The message's full size: the connector says so for a message it truncated."""
+    try:
+        return max(int(envelope.meta.get("too_large") or 0), len(envelope.payload))
+    except (TypeError, ValueError):
+        return len(envelope.payload)
+
+
+def _draft(envelope: Envelope, parsed: ParsedEmail, options: dict[str, Any]) -> InquiryDraft:
+    contact = _contact(parsed)
+    fields: dict[str, Any] = {
+        "from": _addr(parsed.sender),
+        "to": [_addr(a) for a in parsed.to],
+        "cc": [_addr(a) for a in parsed.cc],
+        "reply_to": [_addr(a) for a in parsed.reply_to],
+        "date": parsed.date.isoformat() if parsed.date else None,
+        "attachments": [
+            {"filename": a.filename, "content_type": a.content_type, "size": a.size, "sha256": a.sha256}
+            for a in parsed.attachments
+        ],
+    }
+    if parsed.phones:
+        fields["phones"] = parsed.phones[:10]
+    if parsed.text_from_html:
+        fields["text_from_html"] = True
+    refs = list(dict.fromkeys(parsed.in_reply_to + parsed.references))
+    draft = InquiryDraft(
+        envelope=envelope,
+        identity=Identity(
+            name=contact.name or None,
+            email=contact.email or None,
+            phone_raw=parsed.phones[0] if parsed.phones else None,
+        ),
+        message=parsed.text[:MAX_TEXT] or None,
+        title=parsed.subject[:300] or None,
+        fields=fields,
+        message_id=parsed.message_id,
+        thread_refs=refs,
+    )
+    draft.dropped = drop_reason(parsed, options.get("own_addresses") or ())
+    if draft.dropped and draft.dropped.startswith("bounce"):
+        bounced = failed_recipients(parsed)
+        if bounced:
+            fields["bounce"] = bounced
+    return draft
+
+
+def _contact(parsed: ParsedEmail) -> Address:
+    """Who wrote: From, or Reply-To when From is a no-reply or form-mailer address or names no address."""
+    sender = parsed.sender
+    reply = next((a for a in parsed.reply_to if a.email), None)
+    if reply and (not sender.email or _NO_REPLY.match(sender.email)):
+        return Address(reply.email, reply.name or ("" if sender.email else sender.name))
+    return sender
+
+
+def _addr(address: Address) -> dict[str, str]:
+    return {"email": address.email, "name": address.name}
