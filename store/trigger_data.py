@@ -22,6 +22,7 @@ from leadhub.store.models import (
     OutboxEvent,
     Task,
 )
+from leadhub.store.queries import Page, _page
 from leadhub.store.triggers import insert_ignore
 
 task_t: Table = Task.__table__  # type: ignore[assignment]
@@ -87,13 +88,19 @@ async def insert_task(conn: AsyncConnection, values: dict[str, Any]) -> bool:
 
 
 async def list_tasks(
-    conn: AsyncConnection, *, lead_id: str | None, contact_id: str | None, status: str | None, limit: int
-) -> list[dict[str, Any]]:
-    query = select(task_t).order_by(task_t.c.created_at.desc(), task_t.c.id.desc()).limit(limit)
+    conn: AsyncConnection,
+    *,
+    lead_id: str | None,
+    contact_id: str | None,
+    status: str | None,
+    cursor: str | None,
+    limit: int,
+) -> Page:
+    query = select(task_t)
     for column, value in ((task_t.c.lead_id, lead_id), (task_t.c.contact_id, contact_id), (task_t.c.status, status)):
         if value:
             query = query.where(column == value)
-    return [dict(row._mapping) for row in await conn.execute(query)]
+    return await _page(conn, query, [task_t.c.created_at, task_t.c.id], cursor, limit)
 
 
 def outbox_event(kind: str, subject_id: str, now: datetime, **data: Any) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadhub.store.models import RuleTrace, ScheduledAction
+from leadhub.store.queries import Page
 
 action_t: Table = ScheduledAction.__table__  # type: ignore[assignment]
 trace_t: Table = RuleTrace.__table__  # type: ignore[assignment]
@@ -124,14 +125,16 @@ async def next_due(conn: AsyncConnection) -> datetime | None:
 
 
 async def list_actions(
-    conn: AsyncConnection, *, rule_id: str | None = None, status: str | None = None, limit: int = 100
-) -> list[dict[str, Any]]:
-    query = select(action_t).order_by(action_t.c.created_at.desc(), action_t.c.id.desc()).limit(limit)
+    conn: AsyncConnection, *, rule_id: str | None, status: str | None, cursor: str | None, limit: int
+) -> Page:
+    from leadhub.store.queries import _page
+
+    query = select(action_t)
     if rule_id:
         query = query.where(action_t.c.rule_id == rule_id)
     if status:
         query = query.where(action_t.c.status == status)
-    return [dict(row._mapping) for row in await conn.execute(query)]
+    return await _page(conn, query, [action_t.c.created_at, action_t.c.id], cursor, limit)
 
 
 async def list_traces(conn: AsyncConnection, *, rule_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:

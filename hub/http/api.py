@@ -178,6 +178,8 @@ async def get_order(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
+    from leadhub.hub.http import rules_api  # it imports helpers from this module
+
     app.router.add_get("/api/leads", list_leads)
     app.router.add_get("/api/leads/{id}", get_lead)
     app.router.add_get("/api/contacts", list_contacts)
@@ -185,3 +187,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/inquiries/{id}", get_inquiry)
     app.router.add_get("/api/orders", list_orders)
     app.router.add_get("/api/orders/{id}", get_order)
+    rules_api.add_routes(app)

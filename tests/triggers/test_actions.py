@@ -1,0 +1,224 @@
+"""Each action type through the running hub: tasks in the API, signed webhooks with retries, lead updates,
+Telegram messages to a local fake of the Bot API."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from sqlalchemy import select
+
+from leadhub.store.models import OutboxEvent
+from tests.helpers import wait_for
+from tests.triggers.conftest import Shop
+
+
+class FakeServer:
+    """A local HTTP server answering from a list of canned responses and recording each request."""
+
+    def __init__(self, answers: list[tuple[int, Any]]) -> None:
+        self.answers = answers
+        self.requests: list[dict[str, Any]] = []
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.requests.append({"path": request.path, "headers": dict(request.headers), "body": body})
+        status, payload = self.answers[min(len(self.requests), len(self.answers)) - 1]
+        return web.json_response(payload, status=status)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("POST", "/{tail:.*}", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[Any]:
+    servers: list[FakeServer] = []
+
+    async def make(answers: list[tuple[int, Any]]) -> FakeServer:
+        server = FakeServer(answers)
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        assert server.runner is not None
+        await server.runner.cleanup()
+
+
+def _rule(rules_dir: Path, text: str) -> None:
+    (rules_dir / "test.yaml").write_text(text)
+
+
+async def _new_lead(shop: Shop) -> tuple[str, str]:
+    contact_id, lead_id = await shop.customer("maria@example.com", "Maria")
+    await shop.emit("lead.created", lead_id, lead_id=lead_id, contact_id=contact_id, channel="shop", tags=[])
+    return contact_id, lead_id
+
+
+async def _action(shop: Shop, rule_id: str, status: str) -> Any:
+    async def probe() -> Any:
+        rows = await shop.actions(rule_id=rule_id)
+        return rows[0] if rows and rows[0].status == status else None
+
+    return await wait_for(probe, timeout=15, what=f"{rule_id} to be {status}")
+
+
+async def test_create_task_is_listed_by_lead(trigger_hub, clock, rules_dir: Path) -> None:
+    _rule(
+        rules_dir,
+        """
+rules:
+  - id: call-back
+    on: lead.created
+    do:
+      - create_task: {title: "Call {{ contact.name }}", due: 15m, assignee: "{{ lead.owner }}"}
+""",
+    )
+    running = await trigger_hub()
+    shop = Shop(running.engine, clock)
+    _, lead_id = await _new_lead(shop)
+    (task,) = await running.wait_items("/api/tasks", 1, lead_id=lead_id)
+    assert (task["title"], task["assignee"], task["status"]) == ("Call Maria", "anna", "open")
+    assert task["due_at"].startswith((clock.now() + timedelta(minutes=15)).strftime("%Y-%m-%dT%H:%M"))
+    runs = (await running.api("/api/actions", rule_id="call-back"))["items"]
+    assert [(r["status"], r["result"]["task_id"]) for r in runs] == [("done", task["id"])]
+    assert (await running.api("/api/tasks", lead_id="nobody"))["items"] == []
+
+
+async def test_webhook_is_signed_and_retried_with_the_same_delivery_id(trigger_hub, clock, rules_dir, fake) -> None:
+    crm = await fake([(503, {"error": "busy"}), (200, {"ok": True})])
+    _rule(
+        rules_dir,
+        f"""
+rules:
+  - id: crm
+    on: lead.created
+    do:
+      - webhook:
+          url: "{crm.url}/hooks/leadhub"
+          secret: s3cret
+          body: {{lead_id: "{{{{ lead.id }}}}", email: "{{{{ contact.email }}}}", source: leadhub}}
+""",
+    )
+    running = await trigger_hub()
+    shop = Shop(running.engine, clock)
+    _, lead_id = await _new_lead(shop)
+
+    async def retried() -> Any:
+        rows = await shop.actions(rule_id="crm")
+        return rows[0] if rows and rows[0].attempts == 1 and rows[0].status == "pending" else None
+
+    pending = await wait_for(retried, timeout=15, what="the webhook to be retried")
+    assert "HTTP 503" in pending.last_error
+    clock.advance(timedelta(minutes=1))
+    done = await _action(shop, "crm", "done")
+    assert done.attempts == 2 and len(crm.requests) == 2
+    first, second = crm.requests
+    assert first["headers"]["X-Leadhub-Delivery"] == second["headers"]["X-Leadhub-Delivery"]
+    headers, body = second["headers"], second["body"]
+    assert json.loads(body) == {"lead_id": lead_id, "email": "maria@example.com", "source": "leadhub"}
+    signed = f"{headers['X-Leadhub-Delivery']}.{headers['X-Leadhub-Timestamp']}.".encode() + body
+    expected = "sha256=" + hmac.new(b"s3cret", signed, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(headers["X-Leadhub-Signature"], expected)
+
+
+async def test_webhook_4xx_fails_without_retry(trigger_hub, clock, rules_dir, fake) -> None:
+    crm = await fake([(404, {"error": "no such hook"})])
+    _rule(
+        rules_dir,
+        f"""
+rules:
+  - id: crm
+    on: lead.created
+    do:
+      - webhook: {{url: "{crm.url}/gone"}}
+""",
+    )
+    running = await trigger_hub()
+    await _new_lead(Shop(running.engine, clock))
+    failed = await _action(Shop(running.engine, clock), "crm", "failed")
+    assert "HTTP 404" in failed.last_error and failed.attempts == 1
+
+
+async def test_update_lead_changes_status_tags_owner_and_emits_events(trigger_hub, clock, rules_dir: Path) -> None:
+    _rule(
+        rules_dir,
+        """
+rules:
+  - id: vip
+    on: lead.created
+    if: "contact.email.endswith('@example.com')"
+    do:
+      - update_lead: {status: qualified, owner: "bob", add_tags: [vip]}
+""",
+    )
+    running = await trigger_hub()
+    shop = Shop(running.engine, clock)
+    _, lead_id = await _new_lead(shop)
+    await _action(shop, "vip", "done")
+    lead = await running.api(f"/api/leads/{lead_id}")
+    assert (lead["status"], lead["owner"], lead["tags"]) == ("qualified", "bob", ["vip"])
+    async with running.engine.connect() as conn:
+        kinds = (await conn.execute(select(OutboxEvent.type).where(OutboxEvent.subject_id == lead_id))).scalars()
+        assert sorted(kinds) == ["lead.created", "lead.status_changed", "lead.updated"]
+
+
+async def test_notify_telegram_against_a_fake_bot_api(trigger_hub, clock, rules_dir, fake) -> None:
+    bot = await fake([(200, {"ok": True, "result": {"message_id": 77}})])
+    _rule(
+        rules_dir,
+        f"""
+rules:
+  - id: tell-managers
+    on: lead.created
+    do:
+      - notify_telegram:
+          api_url: "{bot.url}"
+          bot_token: "123:SECRET-TOKEN"
+          chat_id: -100200
+          text: "New lead from {{{{ contact.name }}}} <{{{{ contact.email }}}}>"
+""",
+    )
+    running = await trigger_hub()
+    shop = Shop(running.engine, clock)
+    await _new_lead(shop)
+    done = await _action(shop, "tell-managers", "done")
+    assert done.result == {"message_id": 77}
+    (request,) = bot.requests
+    assert request["path"] == "/bot123:SECRET-TOKEN/sendMessage"
+    assert json.loads(request["body"]) == {"chat_id": -100200, "text": "New lead from Maria <maria@example.com>"}
+
+
+async def test_telegram_error_is_recorded_without_the_token(trigger_hub, clock, rules_dir, fake) -> None:
+    bot = await fake([(400, {"ok": False, "description": "Bad Request: chat not found"})])
+    _rule(
+        rules_dir,
+        f"""
+rules:
+  - id: tell-managers
+    on: lead.created
+    do:
+      - notify_telegram: {{api_url: "{bot.url}", bot_token: "123:SECRET-TOKEN", chat_id: 1, text: hi}}
+""",
+    )
+    running = await trigger_hub()
+    shop = Shop(running.engine, clock)
+    await _new_lead(shop)
+    failed = await _action(shop, "tell-managers", "failed")
+    assert "chat not found" in failed.last_error and "SECRET" not in failed.last_error
