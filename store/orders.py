@@ -73,11 +73,12 @@ def _aware(value: datetime | None) -> datetime | None:
 async def load_orders(
     conn: AsyncConnection, rows: Sequence[Any], known_identifiers: dict[tuple[str, str], str]
 ) -> OrderBook:
-    """Find the stored orders of `rows`; rows updating an existing order open no lead and join its contact.
+    """Find the stored orders of `rows`; a row about an order that has a lead opens none and joins that lead.
 
-    A row with an order it has already seen earlier in this batch opens no lead either; `write_orders`
-    links it to the lead the first row opened. A row without any identity (a refund) takes the email
-    and phone of the order's contact so it resolves to that contact.
+    Only one row per order opens a lead: the first that wants one (a refund does not), in this batch or
+    before; `write_orders` links the order and the other rows to it. A row without any identity (a refund)
+    takes the email and phone of the order's contact, or of another row of the order in this batch, so
+    it resolves to that contact.
     """
     book = OrderBook(rows=[r for r in rows if r.order is not None and not r.dropped])
     wanted = {(r.connector, r.order.external_id) for r in book.rows}
@@ -91,19 +92,22 @@ async def load_orders(
     for found in (await conn.execute(query)).mappings():
         book.known[(found["connector"], found["external_id"])] = dict(found)
     await _borrow_identity(conn, book, known_identifiers)
-    first_seen: dict[tuple[str, str], Any] = {}
+    # A row without identity (a refund) takes it from a row of the same order in this batch that has one.
+    identified: dict[tuple[str, str], Any] = {}
+    for row in book.rows:
+        if row.identifiers():
+            identified.setdefault((row.connector, row.order.external_id), row)
+    has_lead = {key for key, stored in book.known.items() if stored["lead_id"]}
     for row in book.rows:
         order_key = (row.connector, row.order.external_id)
-        if (stored := book.known.get(order_key)) is not None:
+        if not row.identifiers() and (donor := identified.get(order_key)) is not None:
+            row.email, row.phone = donor.email, donor.phone
+        if order_key in has_lead:
             row.opens_lead = False
-            if stored["lead_id"]:
+            if (stored := book.known.get(order_key)) is not None and stored["lead_id"]:
                 book.attach_to[row.key] = stored["lead_id"]
-        elif (first := first_seen.get(order_key)) is not None:
-            row.opens_lead = False
-            if not row.identifiers():  # resolves to the contact the batch's first row of this order resolves to
-                row.email, row.phone = first.email, first.phone
-        else:
-            first_seen[order_key] = row
+        elif row.opens_lead:
+            has_lead.add(order_key)  # this row opens the order's lead; `write_orders` links the order to it
     return book
 
 
@@ -143,6 +147,10 @@ async def write_orders(conn: AsyncConnection, book: OrderBook, batch: Batch) -> 
             continue
         if inquiry["lead_id"] is None and current["lead_id"]:
             inquiry["lead_id"] = current["lead_id"]
+        elif inquiry["lead_id"] and current["lead_id"] is None:  # the order's first row opened no lead; this one did
+            current["lead_id"] = inquiry["lead_id"]
+            if not any(values is current for values in book.inserts):
+                book.updates.setdefault(current["id"], {})["lead_id"] = inquiry["lead_id"]
         if not _apply(current, row.order, inquiry, book, batch):
             inquiry["meta"] = {**inquiry["meta"], "order_update": STALE}
     if book.inserts:
@@ -200,37 +208,46 @@ def _insert(row: Any, inquiry: dict[str, Any], book: OrderBook, batch: Batch) ->
 
 
 def _apply(current: dict[str, Any], order: OrderValues, inquiry: dict[str, Any], book: OrderBook, batch: Batch) -> bool:
-    """Bring `current` up to `order`; False when `order` is older than what is stored."""
+    """Bring `current` up to `order`; False when `order` is older than what is stored.
+
+    An older delivery only fills details the order still lacks (it was first seen through a refund).
+    """
     stored_at, given_at = _aware(current["provider_updated_at"]), order.updated_at
-    if stored_at and given_at and given_at < stored_at:
-        return False
+    stale = bool(stored_at and given_at and given_at < stored_at)
     newer = bool(given_at and (stored_at is None or given_at > stored_at))
-    changes: dict[str, Any] = {}
-    if not order.partial:
-        for name in DETAIL_FIELDS:
-            value = getattr(order, name)
-            value = _text(value, TEXT_LIMITS[name]) if name in TEXT_LIMITS else value
-            stored = _aware(current[name]) if isinstance(current[name], datetime) else current[name]
-            if value not in (None, "", [], {}) and value != stored:
-                changes[name] = value
-    # A status the provider's mapping does not know (None) never moves the order.
-    status_may_move = order.status is not None and (newer or RANK[order.status] >= RANK[current["status"]])
-    provider_status = _text(order.provider_status, 64)
-    if status_may_move and provider_status and provider_status != current["provider_status"]:
-        changes["provider_status"] = provider_status
-    if newer:
-        changes["provider_updated_at"] = given_at
-    moved_from = current["status"]
-    if status_may_move and order.status != moved_from:
-        before = dict(current)
-        _move(current, order.status, given_at or batch.now, inquiry["id"], batch, announce_change=True)
-        changes |= {k: v for k, v in current.items() if v != before[k]}
+    changes = {} if order.partial else _detail_changes(current, order, only_missing=stale)
+    if "customer" in changes and not current["customer"]:  # first seen through a refund: now we know who
+        changes["contact_id"] = inquiry["contact_id"]
+    if not stale:
+        # A status the provider's mapping does not know (None) never moves the order.
+        status_may_move = order.status is not None and (newer or RANK[order.status] >= RANK[current["status"]])
+        provider_status = _text(order.provider_status, 64)
+        if status_may_move and provider_status and provider_status != current["provider_status"]:
+            changes["provider_status"] = provider_status
+        if newer:
+            changes["provider_updated_at"] = given_at
+        if status_may_move and order.status != current["status"]:
+            before = dict(current)
+            _move(current, order.status, given_at or batch.now, inquiry["id"], batch, announce_change=True)
+            changes |= {k: v for k, v in current.items() if v != before[k]}
     if changes:
         changes["updated_at"] = batch.now
         current.update(changes)
         if not any(values is current for values in book.inserts):
             book.updates.setdefault(current["id"], {}).update(changes)
-    return True
+    return not stale
+
+
+def _detail_changes(current: dict[str, Any], order: OrderValues, *, only_missing: bool) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    for name in DETAIL_FIELDS:
+        value = getattr(order, name)
+        value = _text(value, TEXT_LIMITS[name]) if name in TEXT_LIMITS else value
+        stored = _aware(current[name]) if isinstance(current[name], datetime) else current[name]
+        if value in (None, "", [], {}) or value == stored or (only_missing and stored not in (None, "", [], {})):
+            continue
+        changes[name] = value
+    return changes
 
 
 def _move(

@@ -151,16 +151,16 @@ async def test_redelivery_changes_nothing(pipeline: IntakePipeline, engine: Asyn
     assert len(await _orders(engine)) == 1 and len(await _events(engine)) == 1
 
 
-@pytest.mark.parametrize("one_batch", [False, True], ids=["separate-batches", "one-batch"])
+@pytest.mark.parametrize("arrival", ["separate-batches", "one-batch", "refund-first-in-one-batch"])
 async def test_a_refund_without_identity_joins_the_orders_contact(
-    pipeline: IntakePipeline, engine: AsyncEngine, one_batch: bool
+    pipeline: IntakePipeline, engine: AsyncEngine, arrival: str
 ) -> None:
     envelopes = [_envelope("a", "paid", 0), _envelope("r", "refunded", 3, email=None, partial=True)]
-    if one_batch:
-        await _store(pipeline, *envelopes)
-    else:
+    if arrival == "separate-batches":
         for envelope in envelopes:
             await _store(pipeline, envelope)
+    else:
+        await _store(pipeline, *(envelopes if arrival == "one-batch" else envelopes[::-1]))
     [order] = await _orders(engine)
     assert order["status"] == "refunded" and order["total"] == "10.00"  # a partial update keeps the totals
     async with engine.connect() as conn:
@@ -182,3 +182,20 @@ def test_money_is_exact_text_and_rejects_garbage() -> None:
 def test_a_status_outside_the_set_is_refused() -> None:
     with pytest.raises(PermanentError, match="not one of new, paid"):
         OrderDraft(external_id="1", status="shipped")
+
+
+async def test_an_order_first_seen_through_a_refund_gets_its_contact_and_lead_later(
+    pipeline: IntakePipeline, engine: AsyncEngine
+) -> None:
+    await _store(pipeline, _envelope("r", "refunded", 3, email=None, partial=True))
+    [order] = await _orders(engine)
+    assert (order["status"], order["lead_id"], order["customer"]) == ("refunded", None, {})
+    await _store(pipeline, _envelope("a", "paid", 0))  # the order itself, older than the refund
+    [order] = await _orders(engine)
+    assert order["status"] == "refunded" and order["total"] == "10.00"  # details filled, status kept
+    async with engine.connect() as conn:
+        contact_id, lead_id = (
+            await conn.execute(select(Inquiry.contact_id, Inquiry.lead_id).where(Inquiry.key == "a"))
+        ).one()
+    assert (order["contact_id"], order["lead_id"]) == (contact_id, lead_id) and lead_id is not None
+    assert await _count(engine, Lead) == 1
