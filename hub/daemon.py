@@ -121,6 +121,7 @@ class Hub:
             engine=lambda: self.engine if self.store_ready else None,
             queue_ready=self._queue_ready,
             readiness_detail=self._readiness_detail,
+            clock=self.clock,
         )
         self.runner = web.AppRunner(
             create_app(deps, intake="http" in self.roles),

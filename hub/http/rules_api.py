@@ -35,5 +35,8 @@ async def list_actions(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
+    from leadhub.hub.http import pages
+
     app.router.add_get("/api/tasks", list_tasks)
     app.router.add_get("/api/actions", list_actions)
+    pages.add_routes(app)

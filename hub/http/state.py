@@ -21,6 +21,7 @@ class HttpDeps:
     engine: Callable[[], AsyncEngine | None]
     queue_ready: Callable[[], Awaitable[bool]]
     readiness_detail: Callable[[], dict[str, Any]] = field(default=lambda: {})
+    clock: Any = None  # the rule engine's clock (survey link expiry); None: the system clock
 
 
 DEPS = web.AppKey("deps", HttpDeps)

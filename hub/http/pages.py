@@ -1,0 +1,79 @@
+"""Public pages linked from emails: the survey (`/s/<token>`) and one-click unsubscribe (`/u/<token>`), no JS."""
+
+from __future__ import annotations
+
+import functools
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiohttp import web
+
+from leadhub.hub.http.api import _engine
+from leadhub.hub.http.state import DEPS
+from leadhub.triggers import survey
+from leadhub.triggers.sandbox import Templates
+
+STATUS = {"form": 200, "thanks": 200, "answered": 200, "confirm": 200, "done": 200, "invalid": 404, "expired": 410}
+
+
+@functools.cache
+def _templates(directory: Path | None) -> Templates:
+    return Templates(directory)
+
+
+def _now(request: web.Request) -> datetime:
+    clock = request.app[DEPS].clock
+    return clock.now() if clock is not None else datetime.now(UTC)
+
+
+def _page(request: web.Request, name: str, state: str, status: int | None = None, **values: object) -> web.Response:
+    template = _templates(request.app[DEPS].settings.templates_dir).html.get_template(f"pages/{name}.html")
+    html = template.render(state=state, action=request.path, title="Your opinion", **values)
+    headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Robots-Tag": "noindex"}
+    return web.Response(text=html, content_type="text/html", status=status or STATUS[state], headers=headers)
+
+
+async def survey_page(request: web.Request) -> web.Response:
+    state, _ = await survey.open_link(_engine(request), request.match_info["token"], _now(request))
+    return _page(request, "survey", state, error=None)
+
+
+async def survey_answer(request: web.Request) -> web.Response:
+    now = _now(request)
+    engine = _engine(request)
+    state, link = await survey.open_link(engine, request.match_info["token"], now)
+    if link is None or state != "form":
+        return _page(request, "survey", state, error=None)
+    form = await request.post()
+    try:
+        score, comment = survey.parse_answer(_text(form.get("score")), _text(form.get("comment")))
+    except survey.BadAnswer as exc:
+        return _page(request, "survey", "form", status=400, error=str(exc))
+    stored = await survey.submit(engine, link, score, comment, now)
+    return _page(request, "survey", "thanks" if stored else "answered")
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+async def unsubscribe_page(request: web.Request) -> web.Response:
+    state, address = await survey.unsubscribe(
+        _engine(request), request.match_info["token"], _now(request), confirm=False
+    )
+    return _page(request, "unsubscribe", state, address=address)
+
+
+async def unsubscribe_post(request: web.Request) -> web.Response:
+    """The confirm button and RFC 8058 one-click (`List-Unsubscribe=One-Click` from the mail client) alike."""
+    state, address = await survey.unsubscribe(
+        _engine(request), request.match_info["token"], _now(request), confirm=True
+    )
+    return _page(request, "unsubscribe", state, address=address)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/s/{token}", survey_page)
+    app.router.add_post("/s/{token}", survey_answer)
+    app.router.add_get("/u/{token}", unsubscribe_page)
+    app.router.add_post("/u/{token}", unsubscribe_post)
