@@ -49,9 +49,9 @@ class Matcher:
         self.rules = rules
         self.clock = clock
 
-    async def handle(self, event: dict[str, Any]) -> int:
-        """Evaluate the listening rules; the number of actions scheduled (0 for a redelivered event)."""
-        listeners = self.rules().listeners(event["type"])
+    async def handle(self, event: dict[str, Any], *, rules: list[CompiledRule] | None = None) -> int:
+        """Evaluate the listening rules (or `rules`); the number of actions scheduled (0 for a redelivered event)."""
+        listeners = self.rules().listeners(event["type"]) if rules is None else rules
         if not listeners:
             return 0
         now = self.clock.now()

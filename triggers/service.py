@@ -19,6 +19,7 @@ from leadhub.triggers.loader import RuleSet, load_rules
 from leadhub.triggers.matcher import Matcher
 from leadhub.triggers.sandbox import Templates
 from leadhub.triggers.scheduler import RetryPolicy, Scheduler
+from leadhub.triggers.schedules import ScheduleRunner
 
 log = structlog.get_logger("leadhub.triggers")
 
@@ -47,6 +48,7 @@ class TriggerService:
         self.matcher = Matcher(engine, lambda: self.index, self.clock)
         self.scheduler = Scheduler(engine, lambda: self.index, self.deps, self.clock, retry=retry)
         self.consumer = EventConsumer(jetstream, self.matcher, self.scheduler.wake)
+        self.schedules = ScheduleRunner(engine, lambda: self.index, self.matcher, self.clock, self.scheduler.wake)
         self.tasks: list[asyncio.Task[None]] = []
 
     def reload(self) -> RuleSet:
@@ -67,13 +69,15 @@ class TriggerService:
         self.tasks = [
             asyncio.create_task(self.consumer.run(), name="trigger-consumer"),
             asyncio.create_task(self.scheduler.run(), name="trigger-scheduler"),
+            asyncio.create_task(self.schedules.run(), name="trigger-schedules"),
         ]
         return self.tasks
 
     def stop(self) -> None:
         self.consumer.stop()
         self.scheduler.stop()
+        self.schedules.stop()
 
     def status(self) -> dict[str, Any]:
-        error = self.consumer.last_error or self.scheduler.last_error
+        error = self.consumer.last_error or self.scheduler.last_error or self.schedules.last_error
         return {"ok": error is None, "rules": len(self.index.rules), "problems": self.problems, "error": error}

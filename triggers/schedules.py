@@ -1,0 +1,108 @@
+"""Cron rules: each due tick becomes a `schedule` event for its rule, fired once even with several replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import structlog
+from cronsim import CronSim
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from leadhub.ids import id_for_key
+from leadhub.store.connector_state import load_state, save_state
+from leadhub.triggers.clock import Clock
+from leadhub.triggers.compile import CompiledRule
+from leadhub.triggers.engine import RuleIndex
+from leadhub.triggers.matcher import Matcher
+
+log = structlog.get_logger("leadhub.schedules")
+
+STATE_OWNER = "leadhub-schedule"  # connector_state rows: the last tick fired per rule
+MAX_CATCH_UP = 100_000  # ticks walked after a long downtime before giving up on finding the latest
+
+
+def schedule_event(rule: CompiledRule, tick: datetime) -> dict[str, Any]:
+    """The event a tick stands for; its id is derived from (rule, tick), so replicas agree on it."""
+    return {
+        "id": id_for_key(f"schedule:{rule.id}:{tick.isoformat()}"),
+        "type": "schedule",
+        "subject_id": rule.id,
+        "occurred_at": tick.isoformat(),
+        "data": {"rule_id": rule.id, "tick": tick.isoformat()},
+    }
+
+
+def latest_due(cron: str, zone: str, after: datetime, now: datetime) -> datetime | None:
+    """The most recent tick in (after, now]; missed earlier ticks are not fired again (`late` decides about this one)."""
+    ticks = CronSim(cron, after.astimezone(ZoneInfo(zone)))
+    latest = None
+    for _ in range(MAX_CATCH_UP):
+        tick = next(ticks)
+        if tick > now:
+            break
+        latest = tick
+    return latest
+
+
+class ScheduleRunner:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        rules: Callable[[], RuleIndex],
+        matcher: Matcher,
+        clock: Clock,
+        on_scheduled: Callable[[], None],
+        *,
+        poll_seconds: float = 1.0,
+    ) -> None:
+        self.engine = engine
+        self.rules = rules
+        self.matcher = matcher
+        self.clock = clock
+        self.on_scheduled = on_scheduled
+        self.poll_seconds = poll_seconds
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self.last_error: str | None = None
+        clock.on_change(self._wake.set)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                if await self.tick():
+                    self.on_scheduled()
+                self.last_error = None
+            except Exception as exc:
+                self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+                log.warning("schedule pass failed; will retry", error=self.last_error)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+
+    async def tick(self) -> int:
+        """Fire every cron rule whose next tick has come; the number of actions scheduled."""
+        now = self.clock.now()
+        scheduled = 0
+        for rule in self.rules().rules:
+            schedule = rule.rule.schedule
+            if schedule is None:
+                continue
+            state = await load_state(self.engine, STATE_OWNER, rule.id)
+            if state is None:  # first seen now: count from here, do not fire for the past
+                await save_state(self.engine, STATE_OWNER, rule.id, {"last": now.isoformat()}, now)
+                continue
+            tick = latest_due(schedule.cron, schedule.timezone, datetime.fromisoformat(state["last"]), now)
+            if tick is None:
+                continue
+            scheduled += await self.matcher.handle(schedule_event(rule, tick), rules=[rule])
+            await save_state(self.engine, STATE_OWNER, rule.id, {"last": tick.isoformat()}, now)
+        return scheduled
