@@ -38,7 +38,7 @@ def schedule_event(rule: CompiledRule, tick: datetime) -> dict[str, Any]:
 
 
 def latest_due(cron: str, zone: str, after: datetime, now: datetime) -> datetime | None:
-    """The most recent tick in (after, now]; missed earlier ticks are not fired again (`late` decides about this one)."""
+    """The most recent tick in (after, now]; earlier missed ticks are not fired (`late` decides about this one)."""
     ticks = CronSim(cron, after.astimezone(ZoneInfo(zone)))
     latest = None
     for _ in range(MAX_CATCH_UP):
