@@ -1,0 +1,200 @@
+"""Matcher and scheduler on a real database: modes, late policies, redelivery, concurrent claims, retry limits."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from leadhub.store.db import create_engine, upgrade
+from leadhub.store.models import RuleTrace, Task
+from leadhub.triggers.actions.base import Deps
+from leadhub.triggers.clock import ManualClock
+from leadhub.triggers.engine import RuleIndex
+from leadhub.triggers.loader import load_rules
+from leadhub.triggers.matcher import Matcher
+from leadhub.triggers.sandbox import Templates
+from leadhub.triggers.scheduler import RetryPolicy, Scheduler
+from tests.triggers.conftest import START, Shop
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[Any]:
+    engine = create_engine(database_url)
+    await upgrade(engine)
+    yield engine
+    await engine.dispose()
+
+
+class Engine:
+    """Rules from text, a matcher and a scheduler over one database and one manual clock."""
+
+    def __init__(self, engine: Any, tmp_path: Path, rules: str) -> None:
+        (tmp_path / "r").mkdir(exist_ok=True)
+        (tmp_path / "r" / "rules.yaml").write_text(rules)
+        loaded = load_rules(tmp_path / "r", Templates())
+        assert loaded.problems == []
+        self.index = RuleIndex(loaded.rules)
+        self.clock = ManualClock(START)
+        self.engine = engine
+        self.matcher = Matcher(engine, lambda: self.index, self.clock)
+        self.shop = Shop(engine, self.clock)
+
+    def scheduler(self, **options: Any) -> Scheduler:
+        return Scheduler(self.engine, lambda: self.index, Deps(engine=self.engine), self.clock, **options)
+
+    async def lead_event(self, lead_id: str, contact_id: str, event_id: str | None = None) -> dict[str, Any]:
+        event = {
+            "id": event_id or f"ev{self.clock.now().timestamp():.0f}{lead_id[-4:]}",
+            "type": "lead.created",
+            "subject_id": lead_id,
+            "occurred_at": self.clock.now().isoformat(),
+            "data": {"lead_id": lead_id, "contact_id": contact_id},
+        }
+        await self.matcher.handle(event)
+        return event
+
+
+def _rule(mode: str = "single", late: str = "run", wait: str = "1h") -> str:
+    return f"""
+rules:
+  - id: r
+    on: lead.created
+    wait: {wait}
+    mode: {mode}
+    late: {late}
+    do:
+      - create_task: {{title: "call {{{{ contact.name }}}}"}}
+"""
+
+
+async def _traces(engine: Any) -> list[Any]:
+    async with engine.connect() as conn:
+        return list((await conn.execute(select(RuleTrace.__table__).order_by(RuleTrace.created_at))).all())
+
+
+async def test_mode_single_skips_a_retrigger_while_pending(engine, tmp_path: Path) -> None:
+    e = Engine(engine, tmp_path, _rule("single"))
+    contact_id, lead_id = await e.shop.customer()
+    await e.lead_event(lead_id, contact_id)
+    e.clock.advance(timedelta(minutes=10))
+    await e.lead_event(lead_id, contact_id)
+    assert len(await e.shop.actions()) == 1
+    traces = await _traces(engine)
+    assert [t.matched for t in traces] == [True, True]
+    assert traces[1].reason.startswith("skipped: an earlier run") and traces[0].reason is None
+
+
+async def test_mode_restart_reschedules_from_the_new_event(engine, tmp_path: Path) -> None:
+    e = Engine(engine, tmp_path, _rule("restart"))
+    contact_id, lead_id = await e.shop.customer()
+    await e.lead_event(lead_id, contact_id)
+    e.clock.advance(timedelta(minutes=10))
+    second = await e.lead_event(lead_id, contact_id)
+    first_row, second_row = await e.shop.actions()
+    assert first_row.status == "cancelled" and second["id"] in first_row.last_error
+    assert second_row.status == "pending"
+    assert second_row.due_at.replace(tzinfo=None) == (START + timedelta(minutes=70)).replace(tzinfo=None)
+
+
+async def test_mode_parallel_keeps_both(engine, tmp_path: Path) -> None:
+    e = Engine(engine, tmp_path, _rule("parallel"))
+    contact_id, lead_id = await e.shop.customer()
+    await e.lead_event(lead_id, contact_id)
+    e.clock.advance(timedelta(minutes=10))
+    await e.lead_event(lead_id, contact_id)
+    assert [r.status for r in await e.shop.actions()] == ["pending", "pending"]
+
+
+async def test_a_redelivered_event_changes_nothing(engine, tmp_path: Path) -> None:
+    e = Engine(engine, tmp_path, _rule("parallel"))
+    contact_id, lead_id = await e.shop.customer()
+    event = await e.lead_event(lead_id, contact_id, "same-event")
+    assert await e.matcher.handle(event) == 0
+    assert len(await e.shop.actions()) == 1 and len(await _traces(engine)) == 1
+
+
+@pytest.mark.parametrize(
+    ("late", "behind", "expected"),
+    [
+        ("run", timedelta(days=3), "done"),
+        ("skip", timedelta(seconds=30), "done"),
+        ("skip", timedelta(hours=1), "cancelled"),
+        ("{run_if_within: 2h}", timedelta(hours=1), "done"),
+        ("{run_if_within: 2h}", timedelta(hours=3), "cancelled"),
+    ],
+)
+async def test_late_policy_after_downtime(engine, tmp_path: Path, late: str, behind: timedelta, expected: str) -> None:
+    e = Engine(engine, tmp_path, _rule(late=late))
+    contact_id, lead_id = await e.shop.customer()
+    await e.lead_event(lead_id, contact_id)
+    e.clock.advance(timedelta(hours=1) + behind)  # the scheduler was down when the action fell due
+    assert await e.scheduler().run_once() == 1
+    (row,) = await e.shop.actions()
+    assert row.status == expected, row.last_error
+    if expected == "cancelled":
+        assert row.last_error.startswith("late by")
+
+
+async def test_concurrent_schedulers_run_each_action_once(engine, tmp_path: Path) -> None:
+    e = Engine(engine, tmp_path, _rule("parallel", wait="1m"))
+    contact_id, lead_id = await e.shop.customer()
+    for n in range(20):
+        await e.lead_event(lead_id, contact_id, f"event-{n}")
+    e.clock.advance(timedelta(minutes=2))
+    first, second = e.scheduler(batch=20), e.scheduler(batch=20)
+    claimed = await asyncio.gather(first.run_once(), second.run_once(), first.run_once(), second.run_once())
+    assert sum(claimed) == 20
+    rows = await e.shop.actions()
+    assert [r.status for r in rows] == ["done"] * 20 and {r.attempts for r in rows} == {1}
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(func.count()).select_from(Task.__table__))).scalar_one() == 20
+
+
+async def test_a_removed_rule_cancels_its_pending_actions(engine, tmp_path: Path) -> None:
+    e = Engine(engine, tmp_path, _rule())
+    contact_id, lead_id = await e.shop.customer()
+    await e.lead_event(lead_id, contact_id)
+    e.index = RuleIndex([])
+    e.clock.advance(timedelta(hours=2))
+    await e.scheduler().run_once()
+    (row,) = await e.shop.actions()
+    assert row.status == "cancelled" and "no longer loaded" in row.last_error
+
+
+async def test_retries_stop_at_the_limit(engine, tmp_path: Path) -> None:
+    rules = """
+rules:
+  - id: r
+    on: lead.created
+    do:
+      - webhook: {url: "http://127.0.0.1:9/closed"}
+"""
+    e = Engine(engine, tmp_path, rules)
+    contact_id, lead_id = await e.shop.customer()
+    await e.lead_event(lead_id, contact_id)
+    scheduler = e.scheduler(retry=RetryPolicy(max_attempts=3, base=timedelta(seconds=10)))
+    delays = []
+    for _ in range(3):
+        assert await scheduler.run_once() == 1
+        (row,) = await e.shop.actions()
+        if row.status == "pending":
+            delays.append(row.due_at.replace(tzinfo=None) - e.clock.now().replace(tzinfo=None))
+        e.clock.advance(timedelta(minutes=5))
+    (row,) = await e.shop.actions()
+    assert row.status == "failed" and row.attempts == 3 and row.last_error.startswith("after 3 attempts: webhook:")
+    assert timedelta(seconds=8) <= delays[0] <= timedelta(seconds=12)
+    assert timedelta(seconds=16) <= delays[1] <= timedelta(seconds=24)
+
+
+def test_backoff_grows_with_jitter_and_is_capped() -> None:
+    policy = RetryPolicy(base=timedelta(seconds=30), cap=timedelta(hours=1))
+    samples = {policy.delay(1) for _ in range(20)}
+    assert len(samples) > 1 and all(timedelta(seconds=24) <= d <= timedelta(seconds=36) for d in samples)
+    assert timedelta(seconds=96) <= policy.delay(3) <= timedelta(seconds=144)
+    assert policy.delay(30) <= timedelta(hours=1, minutes=12)
