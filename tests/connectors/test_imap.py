@@ -18,37 +18,12 @@ from tests.conftest import HubFactory, RunningHub
 from tests.helpers import wait_for
 from tests.imap_server import Dovecot, make_mail, running_dovecot
 
-pytestmark = pytest.mark.usefixtures("imap_parser")
-
 
 @pytest.fixture
 def dovecot() -> Iterator[Dovecot]:
     """A fresh Dovecot with user `sales@example.test` and an empty INBOX."""
     with running_dovecot() as server:
         yield server
-
-
-@pytest.fixture
-def imap_parser(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    from leadhub.pipelines.parsers import PARSERS
-
-    if "imap" not in PARSERS:  # TEMPORARY stand-in until pipelines registers the real e-mail parser
-        import email
-        import email.policy
-        import email.utils
-
-        from leadhub.pipelines.model import Identity, InquiryDraft
-
-        def stand_in(envelope: Any, options: dict[str, Any]) -> InquiryDraft:
-            msg = email.message_from_bytes(envelope.payload, policy=email.policy.default)
-            name, address = email.utils.parseaddr(str(msg["From"]))
-            draft = InquiryDraft(envelope, Identity(name=name, email=address), title=str(msg["Subject"]))
-            if envelope.meta.get("too_large"):
-                draft.dropped = "too_large"
-            return draft
-
-        monkeypatch.setitem(PARSERS, "imap", stand_in)
-    yield
 
 
 async def checkpoint(hub: RunningHub, folder: str = "INBOX", name: str = "inbox") -> dict[str, Any] | None:
