@@ -55,7 +55,7 @@ async def test_unconfigured_connector_is_dead_lettered_then_replayed(
         content_type="application/json",
     )
     await hub.hub.queue.publish_envelope(envelope)
-    dead = await wait_for(lambda: _dead_letters(hub), what="a dead letter")
+    dead = await wait_for(lambda: _dead_letters(hub), timeout=30, what="a dead letter")
     assert len(dead) == 1
     assert dead[0].key == envelope.key and dead[0].payload == envelope.payload
     assert "connector 'old-form' is not configured" in dead[0].reason
@@ -97,15 +97,17 @@ async def test_undecodable_payload_is_dead_lettered_with_its_raw_bytes(form_hub:
             content_type="application/json",
         )
     )
-    dead = await wait_for(lambda: _dead_letters(form_hub), what="a dead letter")
+    dead = await wait_for(lambda: _dead_letters(form_hub), timeout=30, what="a dead letter")
     assert dead[0].payload == raw
     assert "form body cannot be decoded: malformed JSON" in dead[0].reason
     assert dead[0].headers["Leadhub-Key"] == "form:site-form:idem:broken"
+    copy = await form_hub.hub.queue.jetstream.get_last_msg("DEAD", "dead.inbound")
+    assert copy.data == raw and copy.headers["Leadhub-Dead-Id"] == dead[0].id
 
 
 async def test_message_that_is_not_an_envelope_is_dead_lettered(form_hub: RunningHub) -> None:
     await form_hub.hub.queue.publish("inbound.form.site-form", b"stray", {"Nats-Msg-Id": "stray-1"}, "INBOUND")
-    dead = await wait_for(lambda: _dead_letters(form_hub), what="a dead letter")
+    dead = await wait_for(lambda: _dead_letters(form_hub), timeout=30, what="a dead letter")
     assert "lacks header(s) Leadhub-Key" in dead[0].reason and dead[0].payload == b"stray"
 
 

@@ -1,0 +1,73 @@
+"""Form connector options: field mapping, CORS allow-list, the 303 thank-you redirect for plain HTML forms."""
+
+from __future__ import annotations
+
+from tests.conftest import HubFactory
+
+SITE = "https://www.example.com"
+
+
+async def test_field_mapping_reads_custom_names(make_hub: HubFactory) -> None:
+    hub = await make_hub(
+        [
+            {
+                "name": "crm-form",
+                "type": "form",
+                "rate_limit": None,
+                "fields": {"fio": "name", "contact_phone": "phone", "note": "message"},
+            }
+        ]
+    )
+    async with await hub.post(
+        "/hooks/crm-form",
+        data={"fio": "петр сидоров", "contact_phone": "8 916 000 11 22", "note": "нужна доставка", "city": "Tver"},
+    ) as response:
+        inquiry_id = (await response.json())["id"]
+    leads = await hub.wait_items("/api/leads", 1)
+    inquiry = await hub.api(f"/api/inquiries/{inquiry_id}")
+    assert (inquiry["name"], inquiry["phone"], inquiry["message"]) == ("Петр Сидоров", "+79160001122", "нужна доставка")
+    assert inquiry["fields"] == {"city": "Tver"}
+    assert leads[0]["message"] == "нужна доставка"
+
+
+async def test_cors_preflight_and_allowed_origin(make_hub: HubFactory) -> None:
+    hub = await make_hub([{"name": "site-form", "type": "form", "rate_limit": None, "cors_origins": [SITE]}])
+    preflight = {"Origin": SITE, "Access-Control-Request-Method": "POST"}
+    async with hub.session.options(hub.url("/hooks/site-form"), headers=preflight) as response:
+        assert response.status == 204
+        assert response.headers["Access-Control-Allow-Origin"] == SITE
+        assert "Idempotency-Key" in response.headers["Access-Control-Allow-Headers"]
+    async with hub.session.options(hub.url("/hooks/site-form"), headers={"Origin": "https://evil.example"}) as response:
+        assert response.status == 403
+        assert "Access-Control-Allow-Origin" not in response.headers
+    async with await hub.post("/hooks/site-form", json={"name": "x"}, headers={"Origin": SITE}) as response:
+        assert response.status == 202 and response.headers["Access-Control-Allow-Origin"] == SITE
+
+
+async def test_plain_html_form_is_redirected_to_the_thank_you_page(make_hub: HubFactory) -> None:
+    hub = await make_hub([{"name": "site-form", "type": "form", "rate_limit": None, "redirect_url": f"{SITE}/thanks"}])
+    browser = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    async with hub.session.post(
+        hub.url("/hooks/site-form"), data={"Name": "Browser"}, headers=browser, allow_redirects=False
+    ) as response:
+        assert response.status == 303 and response.headers["Location"] == f"{SITE}/thanks"
+    async with await hub.post("/hooks/site-form", json={"name": "Script"}) as response:
+        assert response.status == 202  # a script posting JSON gets the JSON answer
+    await hub.wait_items("/api/leads", 2)
+    async with hub.session.get(hub.url("/metrics")) as response:
+        assert 'leadhub_intake_accepted_total{connector="site-form"} 2.0' in await response.text()
+
+
+async def test_body_over_limit_is_refused_before_it_is_read_whole(make_hub: HubFactory) -> None:
+    hub = await make_hub([{"name": "site-form", "type": "form", "rate_limit": None, "max_body": 4096}])
+
+    async def chunks():  # no Content-Length: the limit must hold while streaming
+        for _ in range(100):
+            yield b"x" * 1024
+
+    async with hub.session.post(
+        hub.url("/hooks/site-form"), data=chunks(), headers={"Content-Type": "application/json"}
+    ) as response:
+        assert response.status == 413
+    async with hub.session.get(hub.url("/healthz")) as response:
+        assert response.status == 200
