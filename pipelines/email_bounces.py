@@ -11,7 +11,7 @@ from leadhub.pipelines.email_parse import ParsedEmail, content_type
 
 MAX_RECIPIENTS = 50
 MAX_SCAN = 50_000
-_ADDR = r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+"
+_ADDR = r"(?<![\w.+-])[\w.!#$%&'*+/?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+"
 _TEXT_PATTERNS = tuple(
     re.compile(p, re.I | re.M)
     for p in (
@@ -26,7 +26,20 @@ _TEXT_PATTERNS = tuple(
         rf"^\s*({_ADDR})\s*$(?=[\s\S]{{0,200}}(?:550|553|554|5\.\d\.\d|user unknown|does not exist))",
     )
 )
-_DAEMON = re.compile(r"^(mailer-daemon|postmaster|mail-daemon|maildaemon|root)@", re.I)
+_TEXT_ADDR = re.compile(r"(?<![\w.+'-])[\w.!#$%&'*+/?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")  # no "=": "SMTP=user@host" forms
+_NOT_RECIPIENT = re.compile(
+    r"^(mailer[-_.]?daemon|post[-_.]?master|mail[-_.]?daemon|root|abuse|hostmaster|webmaster|noreply|no-reply|"
+    r"bounces?|bounce[-+].*|.*-bounces(\+.*)?|owner-.*|.*-owner|.*-request|help|support|admin)@",
+    re.I,
+)
+# Where the returned message or its headers begin: addresses after this are the original's, not failures.
+_RETURNED = re.compile(
+    r"^[ \t>|-]*(-+ ?)?(original message|message headers follow|original message follows|the original message|"
+    r"returned message|below this line is a copy|message text follows|headers of the original|"
+    r"a copy of the original|this is a copy of|----- ?transcript|Received: from|Return-Path:|From:\s)",
+    re.I | re.M,
+)
+_SES_RECIPIENT = re.compile(r'\\?"emailAddress\\?"\s*:\s*\\?"([^"\\]+@[^"\\]+)\\?"')
 
 
 def failed_recipients(parsed: ParsedEmail) -> list[dict[str, Any]]:
@@ -34,7 +47,9 @@ def failed_recipients(parsed: ParsedEmail) -> list[dict[str, Any]]:
     found = _from_dsn(parsed.message)
     if not found:
         header = parsed.header("X-Failed-Recipients")
-        found = [_entry(a, None, None) for a in re.findall(_ADDR, header)]
+        found = [_entry(a, None, None) for a in _TEXT_ADDR.findall(header)]
+    if not found and "bouncedRecipients" in parsed.text:
+        found = [_entry(a, None, None) for a in _SES_RECIPIENT.findall(parsed.text[:MAX_SCAN])]
     if not found:
         found = _from_text(parsed)
     unique: dict[str, dict[str, Any]] = {}
@@ -61,10 +76,10 @@ def _from_dsn(message: Message) -> list[dict[str, Any]]:
         if content_type(part) not in ("message/delivery-status", "message/global-delivery-status"):
             continue
         for fields in _status_blocks(part):
-            recipient = fields.get("final-recipient") or fields.get("original-recipient") or ""
-            address = re.search(_ADDR, recipient.split(";", 1)[-1])
-            if address:
-                found.append(_entry(address.group(0), fields.get("status"), fields.get("action")))
+            for name in ("final-recipient", "original-recipient", "x-actual-recipient"):
+                address = _TEXT_ADDR.search((fields.get(name) or "").split(";", 1)[-1])
+                if address:
+                    found.append(_entry(address.group(0), fields.get("status"), fields.get("action")))
     return found
 
 
@@ -89,17 +104,45 @@ def _status_blocks(part: Message) -> list[dict[str, str]]:
 
 
 def _from_text(parsed: ParsedEmail) -> list[dict[str, Any]]:
+    """Addresses the bounce text names before the returned message starts: known MTA phrasings first,
+    then any address there that is not the bounce's own parties, then the returned message's To."""
     text = parsed.text[:MAX_SCAN]
-    sender = parsed.sender.email.lower()
-    found: list[dict[str, Any]] = []
+    cut = _RETURNED.search(text, 40)
+    head = text[: cut.start()] if cut else text
+    own = {a.email.lower() for a in (parsed.sender, *parsed.to, *parsed.reply_to)} | _returned_senders(parsed)
+
+    def usable(address: str) -> bool:
+        return address.lower() not in own and not _NOT_RECIPIENT.match(address)
+
     for pattern in _TEXT_PATTERNS:
-        for match in pattern.finditer(text):
-            address = match.group(1)
-            if address.lower() != sender and not _DAEMON.match(address):
-                found.append(_entry(address, _status_near(text, match.end()), None))
-        if found:
-            break
+        hits = [m for m in pattern.finditer(text) if usable(m.group(1))]
+        if hits:
+            return [_entry(m.group(1), _status_near(text, m.end()), None) for m in hits]
+    hits = [m for m in _TEXT_ADDR.finditer(head) if usable(m.group(0))]
+    if hits:
+        return [_entry(m.group(0), _status_near(head, m.end()), None) for m in hits]
+    return [_entry(a, None, None) for a in _returned_recipients(parsed) if usable(a)][:1]
+
+
+def _returned_parts(parsed: ParsedEmail) -> list[Message]:
+    parts: list[Message] = []
+    for part in parsed.message.walk():
+        if content_type(part) == "message/rfc822":
+            inner = part.get_payload()
+            parts.extend(m for m in (inner if isinstance(inner, list) else []) if isinstance(m, Message))
+    return parts
+
+
+def _returned_senders(parsed: ParsedEmail) -> set[str]:
+    found = set()
+    for message in _returned_parts(parsed):
+        for name in ("From", "Sender", "Return-Path", "Reply-To"):
+            found.update(a.lower() for a in _TEXT_ADDR.findall(str(message.get(name, ""))))
     return found
+
+
+def _returned_recipients(parsed: ParsedEmail) -> list[str]:
+    return [a for m in _returned_parts(parsed) for a in _TEXT_ADDR.findall(str(m.get("To", "")))]
 
 
 def _status_near(text: str, pos: int) -> str | None:

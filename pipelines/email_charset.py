@@ -46,6 +46,23 @@ _ALIASES: dict[str, str | None] = {
 }
 
 FALLBACK = "cp1252"
+# Codecs a mislabelled text is usually really in, tried when the labelled one fails.
+_SIBLINGS: dict[str, tuple[str, ...]] = {
+    "iso2022_jp_ext": ("cp932", "euc_jp"),
+    "iso2022_jp": ("cp932", "euc_jp"),
+    "cp932": ("euc_jp", "iso2022_jp_ext"),
+    "shift_jis": ("cp932", "euc_jp"),
+    "euc_jp": ("cp932",),
+    "big5": ("big5hkscs", "gb18030"),
+    "gb18030": ("big5",),
+    "cp949": ("euc_kr",),
+    "ascii": ("utf-8",),
+}
+_MULTIBYTE = frozenset(
+    ("utf-8", "gb18030", "big5", "big5hkscs", "cp932", "euc_jp", "iso2022_jp_ext", "iso2022_jp", "cp949", "utf-7")
+)
+_CYRILLIC_8BIT = ("cp1251", "koi8_r", "iso8859_5", "cp866", "mac_cyrillic", "koi8_u")
+_LATIN = frozenset(("cp1252", "latin_1", "iso8859_15", "iso8859_2", "cp1250"))
 
 
 def codec_for(label: str | None) -> str | None:
@@ -63,19 +80,66 @@ def codec_for(label: str | None) -> str | None:
         return None
 
 
-def decode_bytes(data: bytes, label: str | None = None) -> str:
-    """Text from bytes: the labelled codec if it fits, else UTF-8, else cp1252 with replacements."""
+def guess_order(labels: list[str | None]) -> tuple[str, ...]:
+    """Codecs to try on unlabelled 8-bit text, from the labels a message declares elsewhere: multi-byte
+    codecs first, since they fail loudly on the wrong bytes while single-byte ones never fail."""
+    found = list(dict.fromkeys(c for c in map(codec_for, labels) if c))
+    found += [s for c in found for s in _SIBLINGS.get(c, ()) if s not in found]
+    return tuple(sorted(found, key=lambda c: c not in _MULTIBYTE))
+
+
+def decode_bytes(data: bytes, label: str | None = None, guesses: tuple[str, ...] = ()) -> str:
+    """Text from bytes: the labelled codec if it fits, its usual stand-ins, UTF-8, the message's other
+    codecs, and at last the label (or cp1252) with replacement characters."""
     codec = codec_for(label)
-    candidates = [c for c in (codec, "utf-8") if c]
-    for candidate in candidates:
+    if codec is None and data.isascii():
+        return data.decode("ascii")
+    candidates = [codec, *_SIBLINGS.get(codec or "", ()), "utf-8", *guesses] if codec else ["utf-8", *guesses]
+    for candidate in dict.fromkeys(candidates):
         try:
-            return data.decode(candidate)
+            text = data.decode(candidate)
         except (UnicodeError, LookupError, ValueError):  # utf-7 raises more than UnicodeDecodeError on garbage
             continue
+        return _recheck_cyrillic(data, text, candidate)
+    if codec in (None, "cp1252"):
+        return data.decode("latin_1") if codec else data.decode(FALLBACK, errors="replace")
     try:
-        return data.decode(codec or FALLBACK, errors="replace")
-    except Exception:  # a codec that fails even with errors="replace"
+        return data.decode(codec, errors="replace")
+    except (UnicodeError, LookupError, ValueError):
         return data.decode(FALLBACK, errors="replace")
+
+
+def _recheck_cyrillic(data: bytes, text: str, codec: str) -> str:
+    """Russian text under the wrong single-byte label (koi8-r as windows-1251, cp1251 as latin-1) reads as
+    upper-case soup or accented-Latin soup; the Cyrillic codec giving the most lower-case letters wins."""
+    if codec not in _CYRILLIC_8BIT and not (codec in _LATIN and _latin_soup(text)):
+        return text
+    best, best_score = text, _cyrillic_score(text) if codec in _CYRILLIC_8BIT else 0
+    for other in _CYRILLIC_8BIT:
+        if other == codec:
+            continue
+        try:
+            candidate = data.decode(other)
+        except UnicodeError:
+            continue
+        score = _cyrillic_score(candidate)
+        if score > best_score * 1.5 + 5:
+            best, best_score = candidate, score
+    return best
+
+
+def _cyrillic_score(text: str) -> int:
+    return sum(1 for ch in text if "\u0430" <= ch <= "\u044f" or ch == "\u0451")  # Cyrillic lower case
+
+
+_SOUP = re.compile(r"[\u00c0-\u00ff]{4,}")
+_ACCENTED = re.compile(r"[\u00c0-\u00ff]")
+
+
+def _latin_soup(text: str) -> bool:
+    """Mostly words made only of accented Latin letters: 8-bit Cyrillic read as Latin-1."""
+    accented = len(_ACCENTED.findall(text))
+    return accented >= 8 and sum(len(m) for m in _SOUP.findall(text)) > accented * 0.6
 
 
 # An RFC 2047 encoded-word, leniently: optional RFC 2231 language, spaces not allowed in the text.
@@ -94,12 +158,12 @@ def _word_bytes(encoding: str, text: str) -> bytes | None:
     return quopri.decodestring(text.replace("_", " ").encode("latin-1", "replace"), header=False)
 
 
-def decode_header_value(value: str | None, fallback: str | None = None) -> str:
+def decode_header_value(value: str | None, guesses: tuple[str, ...] = ()) -> str:
     """A header as text: encoded-words decoded (adjacent words of one charset joined first), raw 8-bit
-    bytes (carried as surrogate escapes by the parser) decoded as UTF-8 or `fallback`, whitespace unfolded."""
+    bytes (carried as surrogate escapes by the parser) decoded as UTF-8 or one of `guesses`, whitespace unfolded."""
     if not value:
         return ""
-    value = _raw_8bit(value, fallback)
+    value = raw_8bit(value, guesses)
     out: list[str] = []
     pending: list[tuple[str | None, bytes]] = []  # consecutive words, decoded together per charset
     pos = 0
@@ -124,14 +188,12 @@ def decode_header_value(value: str | None, fallback: str | None = None) -> str:
 
 
 def _flush(pending: list[tuple[str | None, bytes]], out: list[str]) -> None:
-    for charset, data in pending:
-        out.append(decode_bytes(data, charset))
+    out.extend(decode_bytes(data, charset) for charset, data in pending)
     pending.clear()
 
 
-def _raw_8bit(value: str, fallback: str | None) -> str:
-    """Undo the parser's surrogate escapes of raw 8-bit header bytes, decoding them as UTF-8 or `fallback`."""
+def raw_8bit(value: str, guesses: tuple[str, ...] = ()) -> str:
+    """Undo the parser's surrogate escapes of raw 8-bit header bytes, decoding them as UTF-8 or a guess."""
     if not any("\udc80" <= ch <= "\udcff" for ch in value):
         return value
-    data = value.encode("utf-8", "surrogateescape")
-    return decode_bytes(data, fallback)
+    return decode_bytes(value.encode("utf-8", "surrogateescape"), None, guesses)

@@ -7,14 +7,32 @@ from collections.abc import Callable, Iterable
 
 from leadhub.pipelines.email_parse import ParsedEmail, content_type
 
-_DAEMON = re.compile(r"^(mailer-daemon|postmaster|mail-daemon|maildaemon|mailerdaemon|bounces?|bounce-\S*)@", re.I)
-_BOUNCE_SUBJECT = re.compile(
-    r"(undeliver|undelivered mail|returned mail|delivery status notification|delivery (has )?failed|"
-    r"delivery failure|failure notice|mail delivery failed|non[- ]?delivery|could not be delivered|"
-    r"nicht zustellbar|unzustellbar|не доставлено|недоставленное|письмо не доставлено|"
-    r"message not delivered|delivery notification|mail system error|returned to sender)",
+_DAEMON = re.compile(
+    r"^(mailer[-_.]?daemon|post[-_.]?master|mail[-_.]?daemon|mail[-_.]?delivery[-_.]?\w*|bounces?|bounce[-+]\S*|"
+    r"ndr|nondelivery|mdaemon|smtp[-_.]?gateway)@",
     re.I,
 )
+_DAEMON_NAME = re.compile(r"^(mailer[-_ ]?daemon|post[-_ ]?master|mail delivery (sub)?system)$", re.I)
+_MTA = re.compile(r"^(mailer[-_.]?daemon|post[-_.]?master)@", re.I)
+_BOUNCE_SUBJECT = re.compile(
+    r"(undeliver|returned mail|delivery status notification|delivery (has )?failed|delivery failure|"
+    r"failure notice|non[- ]?delivery|could not be delivered|not (be )?delivered|delivery notification|"
+    r"delivery (problem|warning|error)|mail system error|returned to sender|nicht zustellbar|unzustellbar|"
+    r"не доставлено|недоставлен|не может быть доставлено|ошибка доставки|non remis|non recapitabile|"
+    r"メールエラー|配信エラー|配信不能|不達|エラー通知)",
+    re.I,
+)
+_BOUNCE_TEXT = re.compile(
+    r"(\b[245]\d\d[ -][245]\.\d{1,3}\.\d{1,3}\b|\b[45]\.\d\.\d{1,3}\b|user unknown|unknown user|no such user|"
+    r"mailbox (is )?(full|unavailable|not found|does not exist)|recipient address rejected|unable to deliver|"
+    r"could not be delivered|delivery (to the following recipients? )?(has )?failed|permanent(ly)? (error|fail)|"
+    r"(was|were|has|have|could) not (be )?delivered|undeliverable|over quota|quota exceeded|RCPT TO|"
+    r"\bfinal-recipient:|(has been|was) (postponed|delayed)|full mailbox|error delivering|"
+    r"送信できませんでした|配信できませんでした|届きませんでした)",
+    re.I,
+)
+_PROVIDER_NOTICE = re.compile(r'\\?"notificationType\\?"\s*:\s*\\?"(Bounce|Complaint|Delivery)\\?"')
+_COMPLAINT_SUBJECT = re.compile(r"^\s*complaint about message from\b", re.I)
 _OOO_SUBJECT = re.compile(
     r"^\s*(out of (the )?office|automatic reply|auto[- ]?reply|autoreply|auto response|abwesenheitsnotiz|"
     r"automatische antwort|vacation|réponse automatique|absence|автоответ|автоматический ответ|"
@@ -64,18 +82,49 @@ def report(parsed: ParsedEmail) -> str | None:
 
 
 def bounce(parsed: ParsedEmail) -> str | None:
-    """Non-standard bounces: a daemon or null sender, a failed-recipients header, a bounce subject."""
-    sender = parsed.sender.email.lower()
-    return_path = parsed.header("Return-Path").strip()
+    """Bounces that are no RFC 3464 report: a failed-recipients header or a daemon sender."""
     if parsed.header("X-Failed-Recipients"):
         return "bounce (X-Failed-Recipients)"
-    if _DAEMON.match(sender):
-        return f"bounce (sender {sender.split('@', 1)[0]})"
-    if _BOUNCE_SUBJECT.search(parsed.subject) and (return_path in ("<>", "") or not sender):
-        return "bounce (null sender, bounce subject)"
-    if return_path == "<>" and _BOUNCE_SUBJECT.search(parsed.subject):
-        return "bounce (null sender)"
+    if _DAEMON.match(parsed.sender.email):
+        return f"bounce (sender {parsed.sender.email.split('@', 1)[0].lower()})"
+    if not parsed.sender.email.count("@") and _DAEMON_NAME.match(parsed.sender.name or parsed.sender.email):
+        return "bounce (sender MAILER-DAEMON without address)"
+    return_path = parsed.header("Return-Path").strip().strip("<> ")
+    if _MTA.match(return_path):  # not `bounce-*@`: bulk senders use that for VERP on ordinary mail
+        return f"bounce (return path {return_path.split('@', 1)[0].lower()})"
     return None
+
+
+def provider_notice(parsed: ParsedEmail) -> str | None:
+    """Amazon SES bounce/complaint/delivery notifications mailed as JSON (via SNS)."""
+    if notice := _PROVIDER_NOTICE.search(parsed.text[:20_000]):
+        kind = notice.group(1).lower()
+        return {"bounce": "bounce", "complaint": "complaint report"}.get(kind, "delivery report") + " (Amazon SES)"
+    if _COMPLAINT_SUBJECT.search(parsed.subject) and _contains_part(parsed, ["message/rfc822"]):
+        return "complaint report (forwarded message)"
+    return None
+
+
+def bounce_wording(parsed: ParsedEmail) -> str | None:
+    """A bounce subject backed by bounce wording, a returned message, or an empty envelope sender."""
+    if not _BOUNCE_SUBJECT.search(parsed.subject):
+        return None
+    if _BOUNCE_TEXT.search(parsed.text[:20_000]) or _returned_message(parsed):
+        return "bounce (subject and text)"
+    return "bounce (null sender)" if _null_sender(parsed) else None
+
+
+def _null_sender(parsed: ParsedEmail) -> bool:
+    return any(value.strip() == "<>" for value in parsed.headers("Return-Path"))
+
+
+def null_sender(parsed: ParsedEmail) -> str | None:
+    """RFC 5321: only machines send with an empty envelope sender (DSNs, MDNs, auto-replies)."""
+    return "auto-generated (null sender)" if _null_sender(parsed) else None
+
+
+def _returned_message(parsed: ParsedEmail) -> bool:
+    return _contains_part(parsed, ["message/rfc822", "text/rfc822-headers", "message/rfc822-headers"]) is not None
 
 
 def auto_submitted(parsed: ParsedEmail) -> str | None:
@@ -116,12 +165,16 @@ def out_of_office_subject(parsed: ParsedEmail) -> str | None:
 
 
 def list_mail(parsed: ParsedEmail) -> str | None:
+    """Mailing-list traffic, and list-server notices (Mailman, fml) that carry the list's own headers."""
     if parsed.header("List-Id"):
         return "list mail (List-Id)"
     if parsed.header("List-Unsubscribe"):
         return "list mail (List-Unsubscribe)"
     if parsed.header("Precedence").strip().lower() == "list":
         return "list mail (Precedence: list)"
+    for name in ("X-MLServer", "X-ML-Name", "Mailing-List", "X-Mailman-Version", "X-BeenThere"):
+        if parsed.header(name):
+            return f"list mail ({name})"
     return None
 
 
@@ -135,11 +188,14 @@ def own_mail(parsed: ParsedEmail, own_addresses: Iterable[str]) -> str | None:
 CHECKS: tuple[Callable[[ParsedEmail], str | None], ...] = (
     report,
     bounce,
+    provider_notice,
+    bounce_wording,
     auto_submitted,
     vendor_auto_reply,
     bulk_markers,
     list_mail,
     out_of_office_subject,
+    null_sender,
 )
 
 

@@ -9,16 +9,23 @@ from datetime import datetime
 from email import policy
 from email.message import Message
 from email.parser import BytesParser
+from email.policy import Policy
 from email.utils import getaddresses, parsedate_to_datetime
 
 import phonenumbers
 
-from leadhub.pipelines.email_charset import decode_bytes, decode_header_value
+from leadhub.pipelines.email_charset import decode_bytes, decode_header_value, guess_order, raw_8bit
 from leadhub.pipelines.email_html import html_to_text
+from leadhub.pipelines.email_repair import repair_boundary, repair_headers
 
 MAX_PHONE_SCAN = 20_000  # characters of body text searched for phone numbers (signatures sit near the top)
 MAX_REFS = 50
 _MSGID = re.compile(r"<([^<>\s]+)>")
+_MIME_TYPE = re.compile(r"[a-z0-9][\w.+-]*/[\w.+-]+")
+_WORD_CHARSET = re.compile(r"=\?([^?\s*]+)(?:\*[^?]*)?\?[bBqQ]\?")
+_COMMENT_AFTER_PHRASE = re.compile(r"^([^\"(<,]*[^\s\"(<,])\s*\([^()\"]*\)\s*(?=<)")
+_QUOTED = re.compile(r'"[^"]*"')
+_LOCAL_ONLY = re.compile(r"^[\w.+-]+$")  # "MAILER-DAEMON": an address without a domain, as Zammad reads it
 _ADDR = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+", re.UNICODE)
 
 
@@ -54,18 +61,20 @@ class ParsedEmail:
     references: list[str] = field(default_factory=list)
     date: datetime | None = None
     phones: list[str] = field(default_factory=list)  # raw matches, in order of appearance
-    charset: str | None = None  # the top-level charset, used for raw 8-bit headers
+    guesses: tuple[str, ...] = ()  # codecs the message declares, for raw 8-bit headers and parts
 
     def header(self, name: str) -> str:
         """A header decoded to text ("" when absent); several occurrences are joined with ", "."""
         return ", ".join(self.headers(name))
 
     def headers(self, name: str) -> list[str]:
+        return [decode_header_value(value, self.guesses).strip() for value in self.raw_headers(name)]
+
+    def raw_headers(self, name: str) -> list[str]:
+        """Each occurrence of a header as written (encoded-words kept), raw 8-bit bytes decoded."""
         lowered = name.lower()
         return [
-            decode_header_value(_str(value), self.charset).strip()
-            for key, value in self.message.raw_items()
-            if key.lower() == lowered
+            raw_8bit(_str(value), self.guesses) for key, value in self.message.raw_items() if key.lower() == lowered
         ]
 
 
@@ -75,21 +84,31 @@ def _str(value: object) -> str:
 
 def parse_message(raw: bytes, region: str | None = None) -> ParsedEmail:
     """Parse `raw`; the modern policy first, the compat32 policy for messages it cannot handle."""
+    raw = repair_headers(raw)
     try:
-        message = BytesParser(policy=policy.default).parsebytes(raw)
-        return _read(message, region)
+        return _read(_parse(raw, policy.default), region)
     except Exception:  # policy.default raises on some malformed headers; compat32 does not
-        message = BytesParser(policy=policy.compat32).parsebytes(raw)
-        return _read(message, region)
+        return _read(_parse(raw, policy.compat32), region)
+
+
+def _parse(raw: bytes, mode: Policy) -> Message:
+    """The parsed message; a multipart whose declared boundary never occurs is parsed again with the one used."""
+    message = BytesParser(policy=mode).parsebytes(raw)
+    if content_type(message).startswith("multipart/") and not message.is_multipart():
+        fixed = repair_boundary(raw, str(message.get_param("boundary") or ""))
+        if fixed is not None:
+            message = BytesParser(policy=mode).parsebytes(fixed)
+    return message
 
 
 def _read(message: Message, region: str | None) -> ParsedEmail:
-    parsed = ParsedEmail(message=message, charset=_charset(message))
+    parsed = ParsedEmail(message=message, guesses=_declared_codecs(message))
     parsed.subject = parsed.header("Subject")
-    parsed.sender = next(iter(_addresses(parsed.headers("From")[:1], parsed.charset)), Address(""))
-    parsed.reply_to = _addresses(parsed.headers("Reply-To"), parsed.charset)
-    parsed.to = _addresses(parsed.headers("To"), parsed.charset)
-    parsed.cc = _addresses(parsed.headers("Cc"), parsed.charset)
+    senders = _addresses(parsed.raw_headers("From"), parsed.guesses)
+    parsed.sender = next((a for a in senders if "@" in a.email), senders[0] if senders else Address(""))
+    parsed.reply_to = _addresses(parsed.raw_headers("Reply-To"), parsed.guesses)
+    parsed.to = _addresses(parsed.raw_headers("To"), parsed.guesses)
+    parsed.cc = _addresses(parsed.raw_headers("Cc"), parsed.guesses)
     ids = _MSGID.findall(parsed.header("Message-ID"))
     parsed.message_id = f"<{ids[0]}>" if ids else None
     parsed.in_reply_to = [f"<{i}>" for i in _MSGID.findall(parsed.header("In-Reply-To"))][:MAX_REFS]
@@ -97,7 +116,7 @@ def _read(message: Message, region: str | None) -> ParsedEmail:
     parsed.date = _date(parsed.header("Date"))
     plain: list[str] = []
     html: list[str] = []
-    _walk(message, plain, html, parsed.attachments, parsed.charset)
+    _walk(message, plain, html, parsed.attachments, parsed.guesses)
     if plain and any(p.strip() for p in plain):
         parsed.text = "\n\n".join(p.strip("\r\n") for p in plain if p.strip())
     elif html:
@@ -107,30 +126,32 @@ def _read(message: Message, region: str | None) -> ParsedEmail:
     return parsed
 
 
-def _charset(message: Message) -> str | None:
-    try:
-        return message.get_content_charset()
-    except Exception:  # a malformed Content-Type must not stop the parse
-        return None
+def _declared_codecs(message: Message) -> tuple[str, ...]:
+    """The codecs named by the message's parts (charset parameters) and encoded-words, best guess first."""
+    labels: list[str | None] = [_part_charset(part) for part in message.walk()]
+    for _key, value in message.raw_items():
+        labels.extend(_WORD_CHARSET.findall(_str(value)))
+    return guess_order(labels)
 
 
-def _addresses(values: list[str], charset: str | None) -> list[Address]:
+def _addresses(values: list[str], guesses: tuple[str, ...]) -> list[Address]:
     """Addresses from raw header values: split first (display names may hold commas once decoded), then decode."""
     found: list[Address] = []
     for value in values:
-        raw = value.replace("\r", " ").replace("\n", " ")
+        raw = _COMMENT_AFTER_PHRASE.sub(r"\1 ", value.replace("\r", " ").replace("\n", " "))
         try:
             pairs = getaddresses([raw])
-        except Exception:  # getaddresses can raise on pathological input
+        except (ValueError, IndexError, TypeError):  # pathological input the stdlib does not expect
             pairs = []
         pairs = [(n, a) for n, a in pairs if n or a]
-        if not pairs or all("@" not in a for _, a in pairs):
+        if not pairs or any(" " in _QUOTED.sub("", a.strip()) for _, a in pairs):
             pairs = _loose_pairs(raw)
         for name, addr in pairs:
             email = addr.strip().strip("<>").strip()
-            label = name if "@" in email else (name or addr)
-            email = email if "@" in email else ""
-            found.append(Address(email=email, name=_clean_name(decode_header_value(label, charset), email)))
+            label = name
+            if "@" not in email and not _LOCAL_ONLY.match(email):
+                label, email = (name or addr), ""
+            found.append(Address(email=email, name=_clean_name(decode_header_value(label, guesses), email)))
     return found
 
 
@@ -149,7 +170,7 @@ def _loose_pairs(raw: str) -> list[tuple[str, str]]:
 
 
 def _clean_name(name: str, email: str) -> str:
-    name = " ".join(name.split()).strip().strip("\"'").strip()
+    name = re.sub(r"[ \t\r\n]+", " ", name).strip().strip("\"'").strip()
     return "" if name.lower() == email.lower() else name
 
 
@@ -162,20 +183,24 @@ def _date(value: str) -> datetime | None:
         return None
 
 
-def _walk(part: Message, plain: list[str], html: list[str], attachments: list[Attachment], charset: str | None) -> None:
+def _walk(
+    part: Message, plain: list[str], html: list[str], attachments: list[Attachment], guesses: tuple[str, ...]
+) -> None:
     """Collect inline text parts and attachment metadata; attached messages count as attachments, unopened."""
     ctype = content_type(part)
     if part.is_multipart() and not ctype.startswith("message/"):
         for child in part.get_payload() or []:
             if isinstance(child, Message):
-                _walk(child, plain, html, attachments, charset)
+                _walk(child, plain, html, attachments, guesses)
         return
-    filename = _filename(part, charset)
+    filename = _filename(part, guesses)
     disposition = _disposition(part)
     data = _payload(part)
+    if ctype.startswith("multipart/"):  # a multipart whose parts could not be found: its body is the text
+        ctype = "text/plain"
     inline_text = ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename
     if inline_text:
-        text = decode_bytes(data, _part_charset(part) or charset)
+        text = decode_bytes(data, _part_charset(part), guesses)
         (plain if ctype == "text/plain" else html).append(text)
     else:
         attachments.append(Attachment(filename, ctype, len(data), hashlib.sha256(data).hexdigest()))
@@ -184,9 +209,11 @@ def _walk(part: Message, plain: list[str], html: list[str], attachments: list[At
 def content_type(part: Message) -> str:
     """The part's content type; a malformed Content-Type reads as text/plain, as RFC 2045 says."""
     try:
-        return part.get_content_type()
+        declared = part.get_content_type()
     except Exception:  # a malformed Content-Type reads as plain text, as RFC 2045 says
         return "text/plain"
+    match = _MIME_TYPE.match(declared)  # "text/plain   charset=x" (a missing ";") is still text/plain
+    return match.group(0) if match else "text/plain"
 
 
 def _disposition(part: Message) -> str | None:
@@ -203,7 +230,7 @@ def _part_charset(part: Message) -> str | None:
         return None
 
 
-def _filename(part: Message, charset: str | None) -> str | None:
+def _filename(part: Message, guesses: tuple[str, ...]) -> str | None:
     """The attachment name: RFC 2231 parameters via the stdlib, then `name=`; encoded-words decoded too."""
     name: object = None
     try:
@@ -217,7 +244,7 @@ def _filename(part: Message, charset: str | None) -> str | None:
             name = name[2]
     if not name:
         return None
-    return decode_header_value(_str(name), charset).strip() or None
+    return decode_header_value(_str(name), guesses).strip() or None
 
 
 def _payload(part: Message) -> bytes:

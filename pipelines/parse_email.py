@@ -90,8 +90,8 @@ def _contact(parsed: ParsedEmail) -> Address:
     """Who wrote: From, or Reply-To when From is a no-reply or form-mailer address or names no address."""
     sender = parsed.sender
     reply = next((a for a in parsed.reply_to if a.email), None)
-    if reply and (not sender.email or _NO_REPLY.match(sender.email)):
-        return Address(reply.email, reply.name or ("" if sender.email else sender.name))
+    if reply and ("@" not in sender.email or _NO_REPLY.match(sender.email)):
+        return reply
     return sender
 
 
