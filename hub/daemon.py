@@ -174,7 +174,7 @@ class Hub:
             self.connector_stops.append(await connector.start())
 
     def _build_triggers(self, engine: AsyncEngine, queue: Queue) -> TriggerService:
-        s = self.settings
+        s, m = self.settings, self.metrics
         return TriggerService(
             engine,
             lambda: queue.jetstream,
@@ -183,6 +183,11 @@ class Hub:
             smtp_url=s.smtp_url.get_secret_value() if s.smtp_url else None,
             public_url=s.public_url,
             clock=self.clock,
+            on_reload=lambda rules, problems: (
+                m.rules_loaded.set(rules),
+                m.rule_problems.set(problems),
+                m.rule_reloads.inc(),
+            ),
         )
 
     def _build_consumer(self, engine: AsyncEngine, queue: Queue) -> InboundConsumer:

@@ -43,3 +43,6 @@ class Metrics:
         )
         self.events_published = Counter("leadhub_events_published", "Domain events relayed", registry=r)
         self.outbox_pending = Gauge("leadhub_outbox_pending", "Domain events not yet relayed", registry=r)
+        self.rules_loaded = Gauge("leadhub_rules_loaded", "Rules active in the rule engine", registry=r)
+        self.rule_problems = Gauge("leadhub_rule_problems", "Problems in rule files at the last (re)load", registry=r)
+        self.rule_reloads = Counter("leadhub_rule_reloads", "Rule files (re)loaded", registry=r)

@@ -10,12 +10,14 @@ from typing import Any
 import structlog
 from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine
+from watchfiles import awatch
 
 from leadhub.triggers.actions.base import Deps
 from leadhub.triggers.clock import Clock, SystemClock
+from leadhub.triggers.compile import CompiledRule
 from leadhub.triggers.consumer import EventConsumer
 from leadhub.triggers.engine import RuleIndex
-from leadhub.triggers.loader import RuleSet, load_rules
+from leadhub.triggers.loader import Problem, load_file, rule_files
 from leadhub.triggers.matcher import Matcher
 from leadhub.triggers.sandbox import Templates
 from leadhub.triggers.scheduler import RetryPolicy, Scheduler
@@ -36,6 +38,7 @@ class TriggerService:
         public_url: str | None,
         clock: Clock | None = None,
         retry: RetryPolicy | None = None,
+        on_reload: Callable[[int, int], None] = lambda rules, problems: None,
     ) -> None:
         self.engine = engine
         self.rules_dir = rules_dir
@@ -43,6 +46,10 @@ class TriggerService:
         self.clock = clock or SystemClock()
         self.index = RuleIndex([])
         self.problems: list[str] = []
+        self.by_file: dict[str, list[CompiledRule]] = {}
+        self.reloads = 0
+        self.on_reload = on_reload
+        self._stop_watch = asyncio.Event()
         self.reload()
         self.deps = Deps(engine=engine, smtp_url=smtp_url, public_url=public_url)
         self.matcher = Matcher(engine, lambda: self.index, self.clock)
@@ -51,25 +58,60 @@ class TriggerService:
         self.schedules = ScheduleRunner(engine, lambda: self.index, self.matcher, self.clock, self.scheduler.wake)
         self.tasks: list[asyncio.Task[None]] = []
 
-    def reload(self) -> RuleSet:
-        """Load the rules directory; rules with problems are left out and each problem is logged."""
+    def reload(self) -> list[str]:
+        """Load the rules directory; the problems found (each also logged).
+
+        A file with problems keeps its last loaded version active (hot reload); at start-up, or for
+        a new file, its valid rules load and only the bad ones are left out. Other files are unaffected.
+        """
+        problems: list[Problem] = []
+        files = rule_files(self.rules_dir) if self.rules_dir.is_dir() else []
+        by_file: dict[str, list[CompiledRule]] = {}
+        for path in files:
+            loaded, found = load_file(path, self.templates)
+            key = str(path)
+            problems += found
+            if found and key in self.by_file:
+                log.error("rule file has problems; keeping its last loaded version", file=key, problems=len(found))
+                by_file[key] = self.by_file[key]
+            else:
+                by_file[key] = [rule for rule, _ in loaded]
+        rules, seen = [], {}
+        for key, compiled in by_file.items():
+            for rule in compiled:
+                if rule.id in seen:
+                    problems.append(Problem(key, 1, 1, rule.id, "id", f"duplicate rule id; also in {seen[rule.id]}"))
+                    continue
+                seen[rule.id] = key
+                if rule.rule.enabled:
+                    rules.append(rule)
+        for problem in problems:
+            log.error("rule problem", problem=str(problem))
+        self.by_file = by_file
+        self.index = RuleIndex(rules)
+        self.problems = [str(p) for p in problems]
+        self.reloads += 1
+        self.on_reload(len(rules), len(problems))
+        log.info("rules loaded", rules=len(rules), files=len(files), problems=len(problems))
+        return self.problems
+
+    async def watch(self) -> None:
+        """Reload when a rule file changes (the directory must exist at start-up to be watched)."""
         if not self.rules_dir.is_dir():
-            log.info("no rules directory; the rule engine has no rules", path=str(self.rules_dir))
-            self.index, self.problems = RuleIndex([]), []
-            return RuleSet()
-        result = load_rules(self.rules_dir, self.templates)
-        for problem in result.problems:
-            log.error("rule problem; the rule is not active", problem=str(problem))
-        self.index = RuleIndex(result.rules)
-        self.problems = [str(p) for p in result.problems]
-        log.info("rules loaded", rules=len(result.rules), problems=len(result.problems))
-        return result
+            log.info("rules directory not found; not watching it", path=str(self.rules_dir))
+            return
+        async for _changes in awatch(self.rules_dir, stop_event=self._stop_watch, debounce=200, step=50):
+            try:
+                self.reload()
+            except Exception:  # a reload must never stop the watcher; the old rules stay active
+                log.exception("reloading rules failed")
 
     def start(self) -> list[asyncio.Task[None]]:
         self.tasks = [
             asyncio.create_task(self.consumer.run(), name="trigger-consumer"),
             asyncio.create_task(self.scheduler.run(), name="trigger-scheduler"),
             asyncio.create_task(self.schedules.run(), name="trigger-schedules"),
+            asyncio.create_task(self.watch(), name="rule-watcher"),
         ]
         return self.tasks
 
@@ -77,6 +119,7 @@ class TriggerService:
         self.consumer.stop()
         self.scheduler.stop()
         self.schedules.stop()
+        self._stop_watch.set()
 
     def status(self) -> dict[str, Any]:
         error = self.consumer.last_error or self.scheduler.last_error or self.schedules.last_error

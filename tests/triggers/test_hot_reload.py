@@ -1,0 +1,66 @@
+"""Hot reload: a valid change applies without a restart; a broken file keeps its last good version and says so
+in /readyz and /metrics; other files are unaffected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import wait_for
+
+A = """
+rules:
+  - id: a
+    on: lead.created
+    do: [{create_task: {title: "A1"}}]
+"""
+B = """
+rules:
+  - id: b
+    on: order.created
+    do: [{create_task: {title: "B"}}]
+"""
+
+
+async def _readyz(running: Any) -> dict[str, Any]:
+    async with running.session.get(running.url("/readyz")) as response:
+        return await response.json()
+
+
+async def test_rules_reload_on_change_and_a_broken_file_keeps_its_last_version(trigger_hub, rules_dir: Path) -> None:
+    (rules_dir / "a.yaml").write_text(A)
+    (rules_dir / "b.yaml").write_text(B)
+    running = await trigger_hub()
+    service = running.hub.triggers
+    assert sorted(r.id for r in service.index.rules) == ["a", "b"]
+
+    (rules_dir / "a.yaml").write_text(
+        A.replace("A1", "A2") + "  - id: a2\n    on: lead.created\n    do: [{create_task: {title: x}}]\n"
+    )
+
+    async def reloaded() -> bool:
+        return "a2" in service.index.by_id
+
+    await wait_for(reloaded, timeout=15, what="the valid change to apply")
+    (rules_dir / "a.yaml").write_text(A.replace("create_task", "create_tsk"))
+    reloads = service.reloads
+
+    async def problem_reported() -> bool:
+        return service.reloads > reloads and bool(service.problems)
+
+    await wait_for(problem_reported, timeout=15, what="the broken file to be reported")
+    assert sorted(service.index.by_id) == ["a", "a2", "b"], "the last good version of a.yaml stays active"
+    assert any("a.yaml" in p and "unknown action type 'create_tsk'" in p for p in service.problems)
+    detail = (await _readyz(running))["detail"]["triggers"]
+    assert detail["rules"] == 3 and "create_tsk" in detail["problems"][0]
+    async with running.session.get(running.url("/metrics")) as response:
+        metrics = await response.text()
+    assert "leadhub_rule_problems 1.0" in metrics and "leadhub_rules_loaded 3.0" in metrics
+
+    (rules_dir / "b.yaml").unlink()
+
+    async def b_gone() -> bool:
+        return "b" not in service.index.by_id
+
+    await wait_for(b_gone, timeout=15, what="the removed file's rules to go")
+    assert sorted(service.index.by_id) == ["a", "a2"]
