@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from leadhub.store.connector_state import load_state
-from tests.conftest import HubFactory, RunningHub
+from tests.conftest import PG_ADMIN_URL, HubFactory, RunningHub
 from tests.helpers import wait_for
 from tests.imap_server import Dovecot, make_mail, running_dovecot
 
@@ -209,3 +209,31 @@ async def test_stop_is_prompt_while_idling(make_hub: HubFactory, dovecot: Doveco
         await stop()
     assert time.monotonic() - started < 2.0
     hub.hub.connector_stops.clear()
+
+
+@pytest.mark.skipif(not PG_ADMIN_URL, reason="the mailbox lease is a PostgreSQL advisory lock (SQLite is one process)")
+async def test_one_replica_at_a_time_reads_a_mailbox(make_hub: HubFactory, dovecot: Dovecot) -> None:
+    dovecot.append([make_mail(1)])
+    connector = dovecot.connector(poll_interval="1s")
+    first = await make_hub([connector])
+    await first.wait_items("/api/leads", 1)
+    second = await make_hub([connector])  # same database: a second replica
+
+    async def standby() -> dict[str, Any] | None:
+        detail = await readyz_detail(second)
+        return detail if detail.get("standby") else None
+
+    detail = await wait_for(standby, what="the second replica to stand by")
+    assert detail["ok"] is True and "folders" not in detail
+    assert (await readyz_detail(first))["folders"]["INBOX"]["ok"]
+
+    await first.hub.stop()  # its lease connection closes; the standby takes over on its next try
+    dovecot.append([make_mail(2)])
+
+    async def took_over() -> bool:
+        detail = await readyz_detail(second)
+        return bool(detail.get("folders", {}).get("INBOX", {}).get("ok"))
+
+    await wait_for(took_over, what="the second replica to take the mailbox over")
+    await second.wait_items("/api/leads", 2)
+    assert len((await second.api("/api/inquiries"))["items"]) == 2
