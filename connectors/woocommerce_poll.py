@@ -107,7 +107,7 @@ class WooCommercePollConnector:
                 try:
                     published = await self.poll_once(session)
                 except Exception as exc:  # the shop or the queue is away: report, keep the checkpoint, retry
-                    error = f"{type(exc).__name__}: {str(exc)[:300]}"
+                    error = self._redact(f"{type(exc).__name__}: {str(exc)[:300]}")
                     log.warning("woocommerce poll failed", connector=self.config.name, error=error)
                     self.context.report(self.config.name, {"ok": False, "error": error})
                 else:
@@ -115,6 +115,12 @@ class WooCommercePollConnector:
                     self.context.report(self.config.name, status)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), self.config.interval.total_seconds())
+
+    def _redact(self, text: str) -> str:
+        """With `auth: query` the keys are in the URL, and client errors quote URLs: never log or report them."""
+        for secret in (self.config.consumer_key, self.config.consumer_secret):
+            text = text.replace(secret.get_secret_value(), "***")
+        return text
 
     async def poll_once(self, session: aiohttp.ClientSession) -> int:
         """Publish every order modified since the checkpoint, then advance it; returns how many were published."""

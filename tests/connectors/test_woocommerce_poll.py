@@ -34,6 +34,7 @@ class FakeShop:
     requests: list[dict[str, str]] = field(default_factory=list)
     url: str = ""
     hang: asyncio.Event | None = None  # when set, requests wait on it (a shop that stopped answering)
+    redirect: bool = False  # answer every request with a redirect to itself
 
     def put(self, order_id: int, status: str, modified: str, email: str) -> None:
         base = json.loads(corpus("webhooks", "woocommerce", "order.created.rest_v3_example.json").read_text())
@@ -47,6 +48,8 @@ class FakeShop:
         }
 
     async def list_orders(self, request: web.Request) -> web.Response:
+        if self.redirect:
+            raise web.HTTPFound(location=str(request.rel_url))
         expected = "Basic " + base64.b64encode(f"{KEY}:{SECRET}".encode()).decode()
         if request.headers.get("Authorization") != expected:
             return web.json_response({"code": "woocommerce_rest_cannot_view", "message": "Sorry"}, status=401)
@@ -183,3 +186,18 @@ async def test_the_hub_stops_promptly_while_a_poll_hangs(make_hub: HubFactory, s
     await hub.hub.stop()
     assert time.monotonic() - started < hub.hub.settings.shutdown_timeout
     assert await load_state(hub.engine, "woo-pull", "orders") is None
+
+
+async def test_query_auth_keys_never_reach_the_readiness_report(make_hub: HubFactory, shop: FakeShop) -> None:
+    """A redirect loop: aiohttp's error quotes the URL, which carries the keys with `auth: query`."""
+    shop.redirect = True
+    hub = await make_hub([poller(shop, auth="query", consumer_key="ck_visible_key", consumer_secret="cs_visible")])
+
+    async def reported() -> dict[str, Any] | None:
+        async with hub.session.get(hub.url("/readyz")) as response:
+            detail = (await response.json())["detail"].get("connector:woo-pull")
+            return detail if detail and not detail["ok"] else None
+
+    detail = await wait_for(reported, what="the poller to report its failure")
+    assert "TooManyRedirects" in detail["error"] and "consumer_secret=***" in detail["error"]
+    assert "ck_visible_key" not in detail["error"] and "cs_visible" not in detail["error"]
