@@ -39,6 +39,17 @@ _RETURNED = re.compile(
     r"a copy of the original|this is a copy of|----- ?transcript|Received: from|Return-Path:|From:\s)",
     re.I | re.M,
 )
+_BAD_ADDRESS_STATUS = ("5.1.0", "5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10", "5.2.1")
+_NO_SUCH_ADDRESS = re.compile(
+    r"(user unknown|unknown (user|recipient|address|mailbox)|no such (user|mailbox|recipient|address|domain)|"
+    r"(user|mailbox|recipient|address|account|domain)( name)? (does not|doesn't|did not) exist|"
+    r"invalid (recipient|mailbox|address|user)|recipient (address )?rejected|mailbox (is )?(unavailable|not found)|"
+    r"(user|recipient|address|mailbox) not found|unrouteable|host (or domain name )?not found|"
+    r"domain (not found|does not exist)|no mx|account (has been |is )?(disabled|deactivated|suspended)|"
+    r"not listed in|name service error|bad destination|not a valid|unknown local part|no mailbox here|"
+    r"address (is )?(invalid|unknown)|ユーザ.*存在しません|宛先.*存在しません|не существует|нет такого)",
+    re.I,
+)
 _SES_RECIPIENT = re.compile(r'\\?"emailAddress\\?"\s*:\s*\\?"([^"\\]+@[^"\\]+)\\?"')
 
 
@@ -47,9 +58,11 @@ def failed_recipients(parsed: ParsedEmail) -> list[dict[str, Any]]:
     found = _from_dsn(parsed.message)
     if not found:
         header = parsed.header("X-Failed-Recipients")
-        found = [_entry(a, None, None) for a in _TEXT_ADDR.findall(header)]
+        found = [_entry(a, None, None, parsed.text[:5000]) for a in _TEXT_ADDR.findall(header)]
     if not found and "bouncedRecipients" in parsed.text:
-        found = [_entry(a, None, None) for a in _SES_RECIPIENT.findall(parsed.text[:MAX_SCAN])]
+        text = parsed.text[:MAX_SCAN]
+        status = "5.0.0" if re.search(r'bounceType\\?"\s*:\s*\\?"Permanent', text) else "4.0.0"
+        found = [_entry(a, status, None, text) for a in _SES_RECIPIENT.findall(text)]
     if not found:
         found = _from_text(parsed)
     unique: dict[str, dict[str, Any]] = {}
@@ -58,15 +71,19 @@ def failed_recipients(parsed: ParsedEmail) -> list[dict[str, Any]]:
     return list(unique.values())[:MAX_RECIPIENTS]
 
 
-def _entry(address: str, status: str | None, action: str | None) -> dict[str, Any]:
+def _entry(address: str, status: str | None, action: str | None, diagnostic: str = "") -> dict[str, Any]:
+    """One failed recipient; `undeliverable` when the failure is about the address itself (unknown user or
+    domain, disabled mailbox), not about the message, the sender or a full mailbox."""
     status = (status or "").strip().split(" ", 1)[0] or None
     action = (action or "").strip().lower() or None
     temporary = (status or "").startswith("4") or action in ("delayed", "relayed", "delivered", "expanded")
+    bad_address = (status or "").startswith(_BAD_ADDRESS_STATUS) or bool(_NO_SUCH_ADDRESS.search(diagnostic))
     return {
         "address": address.strip().strip("<>").lower(),
         "status": status,
         "action": action,
         "permanent": not temporary,
+        "undeliverable": not temporary and bad_address,
     }
 
 
@@ -79,7 +96,8 @@ def _from_dsn(message: Message) -> list[dict[str, Any]]:
             for name in ("final-recipient", "original-recipient", "x-actual-recipient"):
                 address = _TEXT_ADDR.search((fields.get(name) or "").split(";", 1)[-1])
                 if address:
-                    found.append(_entry(address.group(0), fields.get("status"), fields.get("action")))
+                    diagnostic = fields.get("diagnostic-code") or ""
+                    found.append(_entry(address.group(0), fields.get("status"), fields.get("action"), diagnostic))
     return found
 
 
@@ -117,11 +135,15 @@ def _from_text(parsed: ParsedEmail) -> list[dict[str, Any]]:
     for pattern in _TEXT_PATTERNS:
         hits = [m for m in pattern.finditer(text) if usable(m.group(1))]
         if hits:
-            return [_entry(m.group(1), _status_near(text, m.end()), None) for m in hits]
+            return [_entry(m.group(1), _status_near(text, m.end()), None, _around(text, m)) for m in hits]
     hits = [m for m in _TEXT_ADDR.finditer(head) if usable(m.group(0))]
     if hits:
-        return [_entry(m.group(0), _status_near(head, m.end()), None) for m in hits]
+        return [_entry(m.group(0), _status_near(head, m.end()), None, _around(head, m)) for m in hits]
     return [_entry(a, None, None) for a in _returned_recipients(parsed) if usable(a)][:1]
+
+
+def _around(text: str, match: re.Match[str]) -> str:
+    return text[max(0, match.start() - 300) : match.end() + 400]
 
 
 def _returned_parts(parsed: ParsedEmail) -> list[Message]:

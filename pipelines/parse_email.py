@@ -64,7 +64,8 @@ def _draft(envelope: Envelope, parsed: ParsedEmail, options: dict[str, Any]) -> 
         fields["phones"] = parsed.phones[:10]
     if parsed.text_from_html:
         fields["text_from_html"] = True
-    refs = list(dict.fromkeys(parsed.in_reply_to + parsed.references))
+    # The most specific first: the message replied to, then the thread from its newest end.
+    refs = list(dict.fromkeys(parsed.in_reply_to + parsed.references[::-1]))
     draft = InquiryDraft(
         envelope=envelope,
         identity=Identity(

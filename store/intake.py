@@ -11,7 +11,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadhub.ids import new_id
-from leadhub.store import orders
+from leadhub.store import email_threads, orders
 from leadhub.store.models import Contact, ContactIdentifier, Inquiry, Lead, OutboxEvent
 
 contact_t = Contact.__table__
@@ -141,7 +141,7 @@ async def write_batch(conn: AsyncConnection, rows: Sequence[InquiryRow], now: da
 
     batch = Batch(now, await _known_identifiers(conn, {i for r in fresh if not r.dropped for i in r.identifiers()}))
     # Extension point (email threading, lead coalescing): map a row's key to an existing lead id.
-    attach_to: dict[str, str] = {}
+    attach_to = await email_threads.thread_links(conn, fresh, batch)  # a reply joins its thread's lead
     order_book = await orders.load_orders(conn, fresh, batch.known)  # an update of a known order joins its lead
     attach_to.update(order_book.attach_to)
     for row in fresh:
@@ -161,6 +161,7 @@ async def write_batch(conn: AsyncConnection, rows: Sequence[InquiryRow], now: da
         batch.inquiries.append(_inquiry_values(row, contact_id, lead_id, now))
     # Extension point (shop orders): upsert orders of `fresh` rows into `batch` here.
     await orders.write_orders(conn, order_book, batch)
+    await email_threads.record(conn, fresh, batch)  # Message-IDs for later replies; bounced addresses
     await batch.flush(conn)
     result.stored = len(batch.inquiries)
     result.events = len(batch.events)

@@ -1,0 +1,135 @@
+"""Email threading and bounce suppression inside the intake transaction.
+
+Two calls from `write_batch`: `thread_links` before the batch opens leads (a reply joins the lead of
+the message it answers: an earlier inquiry's Message-ID, or one leadhub sent), and `record` after
+(remember each stored message's Message-ID with its lead, and put permanently bounced addresses on
+the suppression list). Both run in the batch's transaction, so a retried batch repeats them exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from leadhub.store.models import EmailMessage, EmailSuppression
+
+if TYPE_CHECKING:
+    from leadhub.store.intake import Batch, InquiryRow
+
+message_t = EmailMessage.__table__
+suppression_t = EmailSuppression.__table__
+MAX_ID = 500  # the column's length; longer ids are not real Message-IDs
+MAX_REFS = 50
+
+
+def _variants(message_id: str) -> tuple[str, str]:
+    """A Message-ID with and without angle brackets: outbound rows may have been written either way."""
+    bare = message_id.strip().strip("<>")
+    return f"<{bare}>", bare
+
+
+class ThreadLinks(dict[str, str]):
+    """Inquiry key -> the lead a reply joins. `get` also resolves replies to a message stored earlier in the
+    same batch, whose lead only exists once the batch loop has reached it."""
+
+    def __init__(self, batch: Batch, pending: dict[str, list[str]], batch_ids: dict[str, str]) -> None:
+        super().__init__()
+        self._batch = batch
+        self._pending = pending  # key -> refs (both spellings) not found in the store
+        self._batch_ids = batch_ids  # Message-ID (both spellings) -> inquiry id of a row in this batch
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        if key in self:
+            return self[key]
+        refs = self._pending.get(key)
+        if not refs:
+            return default
+        leads = {v["id"]: v["lead_id"] for v in self._batch.inquiries if v.get("lead_id")}
+        for ref in refs:
+            inquiry_id = self._batch_ids.get(ref)
+            if inquiry_id and inquiry_id in leads:
+                return leads[inquiry_id]
+        return default
+
+
+async def thread_links(conn: AsyncConnection, rows: Sequence[InquiryRow], batch: Batch) -> ThreadLinks:
+    """Find, for each reply in `rows`, the lead of the first message it refers to that leadhub knows."""
+    wanted: dict[str, list[str]] = {}
+    for row in rows:
+        if row.dropped or not (row.thread_refs or row.message_id):
+            continue
+        refs = [*row.thread_refs[:MAX_REFS], *([row.message_id] if row.message_id else [])]
+        wanted[row.key] = [v for ref in refs if len(ref) <= MAX_ID for v in _variants(ref)]
+    batch_ids = {v: row.id for row in rows if row.message_id for v in _variants(row.message_id)}
+    links = ThreadLinks(batch, wanted, batch_ids)
+    known = await _known_leads(conn, {ref for refs in wanted.values() for ref in refs})
+    for key, refs in wanted.items():
+        lead_id = next((known[ref] for ref in refs if ref in known), None)
+        if lead_id:
+            links[key] = lead_id
+    return links
+
+
+async def _known_leads(conn: AsyncConnection, ids: set[str]) -> dict[str, str]:
+    if not ids:
+        return {}
+    found: dict[str, str] = {}
+    ordered = sorted(ids)
+    for start in range(0, len(ordered), 500):  # keep the IN list within every driver's parameter limit
+        result = await conn.execute(
+            select(message_t.c.message_id, message_t.c.lead_id).where(
+                message_t.c.message_id.in_(ordered[start : start + 500]), message_t.c.lead_id.is_not(None)
+            )
+        )
+        found.update({message_id: lead_id for message_id, lead_id in result})
+    return found
+
+
+async def record(conn: AsyncConnection, rows: Sequence[InquiryRow], batch: Batch) -> None:
+    """Remember the Message-IDs of the stored email inquiries, and suppress permanently bounced addresses."""
+    stored = {v["id"]: v.get("lead_id") for v in batch.inquiries}
+    messages: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row.message_id and row.id in stored and len(row.message_id) <= MAX_ID:
+            messages.setdefault(
+                row.message_id,
+                {
+                    "message_id": row.message_id,
+                    "direction": "in",
+                    "inquiry_id": row.id,
+                    "lead_id": stored[row.id],
+                    "created_at": batch.now,
+                },
+            )
+    await _insert_new(conn, message_t, message_t.c.message_id, messages)
+    bounced: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row.id in stored and row.dropped:
+            for address, detail in _undeliverable(row):
+                bounced.setdefault(
+                    address, {"address": address, "reason": "bounce", "detail": detail, "created_at": batch.now}
+                )
+    await _insert_new(conn, suppression_t, suppression_t.c.address, bounced)
+
+
+def _undeliverable(row: InquiryRow) -> Iterable[tuple[str, str]]:
+    """The addresses a stored bounce reports as undeliverable, with a detail naming the status and inquiry."""
+    report = row.fields.get("bounce") if isinstance(row.fields, dict) else None
+    for item in report if isinstance(report, list) else []:
+        if isinstance(item, dict) and item.get("undeliverable") and isinstance(item.get("address"), str):
+            address = item["address"].strip().lower()
+            if "@" in address and len(address) <= 320:
+                yield address, f"status {item.get('status') or 'unknown'} in inquiry {row.id}"
+
+
+async def _insert_new(conn: AsyncConnection, table: Any, column: Any, values: dict[str, dict[str, Any]]) -> None:
+    """Insert the values whose key is not stored yet (a concurrent writer makes the batch fail and retry)."""
+    if not values:
+        return
+    existing = set((await conn.execute(select(column).where(column.in_(list(values))))).scalars())
+    fresh = [v for k, v in values.items() if k not in existing]
+    if fresh:
+        await conn.execute(table.insert(), fresh)
