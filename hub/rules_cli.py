@@ -64,3 +64,40 @@ def test(
         typer.echo(f"leadhub: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(format_outcomes(dry_run(RuleIndex(loaded.rules), event, objects, settings.public_url)))
+
+
+@rules_app.command("trace")
+def trace(
+    rule_id: Annotated[str, typer.Argument(help="the rule's id")],
+    limit: Annotated[int, typer.Option(help="how many evaluations and actions to show")] = 20,
+    config: ConfigOption = None,
+) -> None:
+    """Recent evaluations of a rule (matched or why not, each condition) and its actions with their outcome."""
+    import asyncio
+
+    from leadhub.hub.rules_views import show_trace
+
+    settings = _settings(config)
+    typer.echo(asyncio.run(show_trace(settings.effective_database_url, rule_id, limit)))
+
+
+@rules_app.command("backtest")
+def backtest(
+    since: Annotated[str, typer.Option("--since", help="how far back, e.g. 30d")] = "30d",
+    rules: Annotated[Path | None, typer.Option("--rules", help="rules directory (default: LEADHUB_RULES_DIR)")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Replay stored events against the current rules: how often each rule would have fired (read-only)."""
+    import asyncio
+
+    from leadhub.durations import DurationError, parse_duration
+    from leadhub.hub.rules_views import run_backtest
+
+    settings = _settings(config)
+    try:
+        window = parse_duration(since)
+    except DurationError as exc:
+        typer.echo(f"leadhub: --since: {exc}", err=True)
+        raise typer.Exit(2) from None
+    directory = rules or settings.rules_dir
+    typer.echo(asyncio.run(run_backtest(settings.effective_database_url, directory, settings.templates_dir, window)))

@@ -167,3 +167,14 @@ async def signing_key(conn: AsyncConnection, now: datetime) -> bytes:
         await insert_ignore(conn, state_t, fresh)
         value = (await conn.execute(query)).scalar_one()
     return bytes.fromhex(value["hex"])
+
+
+async def events_since(conn: AsyncConnection, since: datetime, types: list[str], limit: int) -> list[dict[str, Any]]:
+    """Stored domain events (the outbox keeps them after relaying) of `types`, oldest first."""
+    query = (
+        select(outbox_t)
+        .where(outbox_t.c.created_at >= since, outbox_t.c.type.in_(types))
+        .order_by(outbox_t.c.id)
+        .limit(limit)
+    )
+    return [dict(row._mapping) for row in await conn.execute(query)]

@@ -88,9 +88,9 @@ class Matcher:
             return "skipped: an earlier run of this rule for the same subject is still pending (mode: single)"
         if live and rule.rule.mode == "restart":
             await store.cancel(conn, live, f"restarted by event {event['id']} (mode: restart)", now)
-        throttle_key = _throttle_key(rule, context)
-        if throttle_key and await store.throttled(conn, throttle_key, now - parse_duration(rule.rule.throttle.period)):  # type: ignore[union-attr]
-            return f"skipped: throttled ({throttle_key}, once per {rule.rule.throttle.period})"  # type: ignore[union-attr]
+        throttle = throttle_key(rule, context)
+        if throttle and await store.throttled(conn, throttle, now - parse_duration(rule.rule.throttle.period)):  # type: ignore[union-attr]
+            return f"skipped: throttled ({throttle}, once per {rule.rule.throttle.period})"  # type: ignore[union-attr]
         due = evaluation.due_at or now
         for index, spec in enumerate(rule.rule.do):
             rows.append(
@@ -104,7 +104,7 @@ class Matcher:
                     "event_type": event["type"],
                     "event": event,
                     "group_key": group,
-                    "throttle_key": throttle_key,
+                    "throttle_key": throttle,
                     "due_at": due,
                     "status": "pending",
                     "attempts": 0,
@@ -118,7 +118,7 @@ class Matcher:
         return None
 
 
-def _throttle_key(rule: CompiledRule, context: dict[str, Any]) -> str | None:
+def throttle_key(rule: CompiledRule, context: dict[str, Any]) -> str | None:
     throttle = rule.rule.throttle
     if throttle is None:
         return None

@@ -1,0 +1,49 @@
+"""What `leadhub rules trace` and `rules backtest` print, read from the store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from leadhub.store import triggers as trigger_store
+from leadhub.store.db import create_engine
+from leadhub.triggers.backtest import backtest, format_counts
+from leadhub.triggers.engine import RuleIndex
+from leadhub.triggers.loader import load_rules
+from leadhub.triggers.sandbox import Templates
+
+
+async def show_trace(url: str, rule_id: str, limit: int) -> str:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            traces = await trigger_store.list_traces(conn, rule_id=rule_id, limit=limit)
+            actions = await trigger_store.list_actions(conn, rule_id=rule_id, status=None, cursor=None, limit=limit)
+    finally:
+        await engine.dispose()
+    lines = [f"rule {rule_id!r}: last {len(traces)} evaluations"]
+    for t in traces:
+        verdict = "matched" if t["matched"] else "not matched"
+        reason = f": {t['reason']}" if t["reason"] else ""
+        lines.append(f"  {t['created_at']:%Y-%m-%d %H:%M:%S}  {t['event_type']} {t['event_id']}  {verdict}{reason}")
+        lines += [f"      if {c['if']!r}: {c['result']}" for c in t["conditions"]]
+    lines.append(f"actions (newest first, {len(actions.items)}):")
+    for a in actions.items:
+        error = f"  {a['last_error']}" if a["last_error"] else ""
+        lines.append(
+            f"  {a['key']}  {a['action_type']}  {a['status']}  due {a['due_at']:%Y-%m-%d %H:%M:%S}  "
+            f"attempts={a['attempts']}{error}"
+        )
+    return "\n".join(lines)
+
+
+async def run_backtest(url: str, rules_dir: Path, templates_dir: Path | None, window: timedelta) -> str:
+    loaded = load_rules(rules_dir, Templates(templates_dir))
+    since = datetime.now(UTC) - window
+    engine = create_engine(url)
+    try:
+        counts = await backtest(engine, RuleIndex(loaded.rules), since)
+    finally:
+        await engine.dispose()
+    problems = [f"warning: {p} (rule skipped)" for p in loaded.problems]
+    return "\n".join([*problems, format_counts(counts, since)])

@@ -1,0 +1,61 @@
+"""`rules trace` shows evaluations and actions; `rules backtest` replays stored events (read-only)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from leadhub.triggers.backtest import backtest
+from tests.helpers import wait_for
+from tests.triggers.conftest import START, Shop, use_example
+
+
+def _cli(*args: str, database_url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_")}
+    env["LEADHUB_DATABASE_URL"] = database_url
+    return subprocess.run(
+        [sys.executable, "-m", "leadhub.hub", "rules", *args],
+        capture_output=True, text=True, env=env, timeout=60, check=False, cwd=cwd,
+    )  # fmt: skip
+
+
+async def test_trace_and_backtest(trigger_hub, clock, rules_dir: Path, database_url: str, tmp_path: Path) -> None:
+    use_example(rules_dir, "survey.yaml")
+    running = await trigger_hub(smtp_url="smtp://127.0.0.1:9")
+    shop = Shop(running.engine, clock)
+    contact_id, lead_id = await shop.customer()
+    other_contact, other_lead = await shop.customer("olga@example.com", "Olga")
+    for contact, lead, number in (
+        (contact_id, lead_id, "1"),
+        (contact_id, lead_id, "2"),
+        (other_contact, other_lead, "3"),
+    ):
+        order_id = await shop.order(contact, lead, number)
+        await shop.emit("order.completed", order_id, order_id=order_id, contact_id=contact, lead_id=lead)
+        clock.advance(timedelta(hours=1))
+
+    async def evaluated() -> bool:
+        return len(await shop.actions()) == 2 and len((await running.api("/api/actions"))["items"]) == 2
+
+    await wait_for(evaluated, timeout=15, what="the three events to be evaluated")
+    counts = {c.rule_id: c for c in await backtest(running.engine, running.hub.triggers.index, START)}
+    survey = counts["post-sale-survey"]
+    assert (survey.events, survey.matched, survey.fired, survey.throttled) == (3, 3, 2, 1)
+    assert counts["low-score-task"].events == 0
+
+    traced = _cli("trace", "post-sale-survey", database_url=database_url, cwd=tmp_path)
+    assert traced.returncode == 0, traced.stderr
+    assert traced.stdout.count("order.completed") == 3
+    assert "skipped: throttled (post-sale-survey:contact:" in traced.stdout
+    assert "if 'contact.email and not contact.unsubscribed': True" in traced.stdout
+    assert traced.stdout.count("send_email  pending") == 2
+
+    replay = _cli("backtest", "--since", "3650d", "--rules", str(rules_dir), database_url=database_url, cwd=tmp_path)
+    assert replay.returncode == 0, replay.stderr
+    line = next(x for x in replay.stdout.splitlines() if x.startswith("post-sale-survey"))
+    assert line.split()[1:] == ["3", "3", "2", "1", "0"]
+    bad = _cli("backtest", "--since", "soon", database_url=database_url, cwd=tmp_path)
+    assert bad.returncode == 2 and "invalid duration" in bad.stderr
