@@ -38,14 +38,17 @@ log_path = {root}/dovecot.log
 info_log_path = {root}/dovecot.log
 {ssl}
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login{oauth_mechanisms}
+auth_failure_delay = 0
 mail_location = maildir:~/Maildir
 mailbox_idle_check_interval = 1 secs
 default_internal_user = {internal_user}
 default_login_user = {internal_user}
 {internal_group}
+{oauth_passdb}
 passdb {{
   driver = passwd-file
+  mechanisms = plain login
   args = scheme=PLAIN username_format=%u {root}/passwd
 }}
 userdb {{
@@ -196,7 +199,23 @@ def _self_signed(root: Path) -> Path:
     return cert
 
 
-def make_dovecot(*, tls: bool = False) -> Dovecot:
+OAUTH_PASSDB = """\
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {root}/oauth2.conf.ext
+}}"""
+# Dovecot asks this URL (`Authorization: Bearer <token>`) whether a token is valid and whose it is.
+OAUTH_CONF = """\
+introspection_url = {url}
+introspection_mode = auth
+username_attribute = email
+active_attribute = active
+active_value = true
+"""
+
+
+def make_dovecot(*, tls: bool = False, introspection_url: str | None = None) -> Dovecot:
     if not Path(DOVECOT).exists():
         pytest.skip("dovecot is not installed (apt-get install dovecot-imapd)")
     root = Path(tempfile.mkdtemp(prefix="leadhub-dovecot-"))
@@ -211,6 +230,8 @@ def make_dovecot(*, tls: bool = False) -> Dovecot:
     cert = _self_signed(root) if tls else None
     ssl = f"ssl = yes\nssl_cert = <{cert}\nssl_key = <{root / 'key.pem'}" if cert else "ssl = no"
     group = "" if os.getuid() == 0 else f"default_internal_group = {_group_name(gid)}"
+    if introspection_url:
+        (root / "oauth2.conf.ext").write_text(OAUTH_CONF.format(url=introspection_url))
     (root / "dovecot.conf").write_text(
         CONFIG.format(
             root=root,
@@ -219,6 +240,8 @@ def make_dovecot(*, tls: bool = False) -> Dovecot:
             ssl=ssl,
             internal_user=internal_user,
             internal_group=group,
+            oauth_mechanisms=" xoauth2 oauthbearer" if introspection_url else "",
+            oauth_passdb=OAUTH_PASSDB.format(root=root) if introspection_url else "",
         )
     )
     return Dovecot(root=root, port=port, ssl_port=ssl_port or None, cert=cert)
@@ -231,8 +254,8 @@ def _group_name(gid: int) -> str:
 
 
 @contextlib.contextmanager
-def running_dovecot(*, tls: bool = False) -> Iterator[Dovecot]:
-    server = make_dovecot(tls=tls)
+def running_dovecot(*, tls: bool = False, introspection_url: str | None = None) -> Iterator[Dovecot]:
+    server = make_dovecot(tls=tls, introspection_url=introspection_url)
     server.start()
     try:
         yield server
