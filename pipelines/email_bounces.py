@@ -79,7 +79,7 @@ def _entry(address: str, status: str | None, action: str | None, diagnostic: str
     temporary = (status or "").startswith("4") or action in ("delayed", "relayed", "delivered", "expanded")
     bad_address = (status or "").startswith(_BAD_ADDRESS_STATUS) or bool(_NO_SUCH_ADDRESS.search(diagnostic))
     return {
-        "address": address.strip().strip("<>").lower(),
+        "address": address.strip().strip("<>\"'`.,;:").lower(),
         "status": status,
         "action": action,
         "permanent": not temporary,

@@ -12,13 +12,11 @@ from email.parser import BytesParser
 from email.policy import Policy
 from email.utils import getaddresses, parsedate_to_datetime
 
-import phonenumbers
-
 from leadhub.pipelines.email_charset import decode_bytes, decode_header_value, guess_order, raw_8bit
 from leadhub.pipelines.email_html import html_to_text
+from leadhub.pipelines.email_phones import find_phones
 from leadhub.pipelines.email_repair import repair_boundary, repair_headers
 
-MAX_PHONE_SCAN = 20_000  # characters of body text searched for phone numbers (signatures sit near the top)
 MAX_REFS = 50
 _MSGID = re.compile(r"<([^<>\s]+)>")
 _MIME_TYPE = re.compile(r"[a-z0-9][\w.+-]*/[\w.+-]+")
@@ -82,13 +80,18 @@ def _str(value: object) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-def parse_message(raw: bytes, region: str | None = None) -> ParsedEmail:
-    """Parse `raw`; the modern policy first, the compat32 policy for messages it cannot handle."""
+def parse_message(raw: bytes, region: str | None = None, *, phones: bool = True) -> ParsedEmail:
+    """Parse `raw` with the compat32 policy, the modern one as the fallback.
+
+    Headers are decoded here (raw_headers, email_charset), not by the policy: policy.default's header objects
+    cost five times the whole parse and raise on malformed headers, while compat32 hands over the raw values
+    and still does MIME structure, transfer decoding and RFC 2231 parameters. policy.default is the second try
+    for a message whose compat32 reading fails."""
     raw = repair_headers(raw)
     try:
-        return _read(_parse(raw, policy.default), region)
-    except Exception:  # policy.default raises on some malformed headers; compat32 does not
-        return _read(_parse(raw, policy.compat32), region)
+        return _read(_parse(raw, policy.compat32), region, phones=phones)
+    except Exception:  # a structure compat32 chokes on: the modern parser may still read it
+        return _read(_parse(raw, policy.default), region, phones=phones)
 
 
 def _parse(raw: bytes, mode: Policy) -> Message:
@@ -101,7 +104,8 @@ def _parse(raw: bytes, mode: Policy) -> Message:
     return message
 
 
-def _read(message: Message, region: str | None) -> ParsedEmail:
+def _read(message: Message, region: str | None, *, phones: bool) -> ParsedEmail:
+    """Fill a ParsedEmail; the phone search (costly on long machine-written texts) only if `phones`."""
     parsed = ParsedEmail(message=message, guesses=_declared_codecs(message))
     parsed.subject = parsed.header("Subject")
     senders = _addresses(parsed.raw_headers("From"), parsed.guesses)
@@ -122,7 +126,8 @@ def _read(message: Message, region: str | None) -> ParsedEmail:
     elif html:
         parsed.text = "\n\n".join(html_to_text(h) for h in html)
         parsed.text_from_html = True
-    parsed.phones = find_phones(parsed.text, region)
+    if phones:
+        parsed.phones = find_phones(parsed.text, region)
     return parsed
 
 
@@ -269,17 +274,3 @@ def _as_bytes(message: Message) -> bytes:
         return message.as_bytes(policy=policy.compat32)
     except Exception:  # unserialisable broken parts: size and hash of their text instead
         return _str(message.get_payload()).encode("utf-8", "surrogateescape")
-
-
-def find_phones(text: str, region: str | None) -> list[str]:
-    """Phone numbers written in `text` (raw strings, in order, unique); `region` reads national formats."""
-    if not text:
-        return []
-    found: list[str] = []
-    try:
-        for match in phonenumbers.PhoneNumberMatcher(text[:MAX_PHONE_SCAN], region or "ZZ", max_tries=200):
-            if match.raw_string not in found:
-                found.append(match.raw_string)
-    except Exception:  # phonenumbers is a hint source; its failure must not fail the mail
-        return found
-    return found

@@ -10,6 +10,7 @@ from leadhub.envelope import Envelope
 from leadhub.pipelines.email_bounces import failed_recipients
 from leadhub.pipelines.email_filters import drop_reason
 from leadhub.pipelines.email_parse import Address, ParsedEmail, parse_message
+from leadhub.pipelines.email_phones import find_phones
 from leadhub.pipelines.errors import PermanentError
 from leadhub.pipelines.model import Identity, InquiryDraft
 
@@ -32,7 +33,7 @@ def parse_email(envelope: Envelope, options: dict[str, Any]) -> InquiryDraft:
     if size > limit:
         return InquiryDraft(envelope=envelope, dropped=f"too large: {size} bytes", fields={"size": size})
     try:
-        parsed = parse_message(envelope.payload, options.get("default_region"))
+        parsed = parse_message(envelope.payload, phones=False)
         return _draft(envelope, parsed, options)
     except Exception as exc:
         log.warning("email %s cannot be parsed: %s", envelope.key, type(exc).__name__)
@@ -60,8 +61,6 @@ def _draft(envelope: Envelope, parsed: ParsedEmail, options: dict[str, Any]) -> 
             for a in parsed.attachments
         ],
     }
-    if parsed.phones:
-        fields["phones"] = parsed.phones[:10]
     if parsed.text_from_html:
         fields["text_from_html"] = True
     # The most specific first: the message replied to, then the thread from its newest end.
@@ -71,7 +70,6 @@ def _draft(envelope: Envelope, parsed: ParsedEmail, options: dict[str, Any]) -> 
         identity=Identity(
             name=contact.name or None,
             email=contact.email or None,
-            phone_raw=parsed.phones[0] if parsed.phones else None,
         ),
         message=parsed.text[:MAX_TEXT] or None,
         title=parsed.subject[:300] or None,
@@ -80,11 +78,21 @@ def _draft(envelope: Envelope, parsed: ParsedEmail, options: dict[str, Any]) -> 
         thread_refs=refs,
     )
     draft.dropped = drop_reason(parsed, options.get("own_addresses") or ())
+    if not draft.dropped:
+        _add_phones(draft, parsed, options.get("default_region"))
     if draft.dropped and draft.dropped.startswith("bounce"):
         bounced = failed_recipients(parsed)
         if bounced:
             fields["bounce"] = bounced
     return draft
+
+
+def _add_phones(draft: InquiryDraft, parsed: ParsedEmail, region: str | None) -> None:
+    """Phone numbers in the text as contact hints; the first becomes the inquiry's phone."""
+    parsed.phones = find_phones(parsed.text, region)
+    if parsed.phones:
+        draft.fields["phones"] = parsed.phones[:10]
+        draft.identity.phone_raw = parsed.phones[0]
 
 
 def _contact(parsed: ParsedEmail) -> Address:
