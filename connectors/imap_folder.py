@@ -201,6 +201,11 @@ class FolderWorker:
         fetched = await self._call(self.session.fetch, small, sizes) if small else []
         if large:
             fetched += await self._call(self.session.fetch_heads, large, sizes)
+        if len(fetched) < len(uids):  # expunged between SEARCH and FETCH: nothing left to read
+            missing = sorted(set(uids) - {item.uid for item in fetched})
+            log.info(
+                "IMAP messages vanished before FETCH", connector=self.config.name, folder=self.folder, uids=missing
+            )
         return sorted(fetched, key=lambda item: item.uid)
 
     async def _deliver(self, batch: list[Fetched], info: FolderInfo) -> None:

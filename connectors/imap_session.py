@@ -125,14 +125,16 @@ class ImapSession:
         raise AuthFailed(f"the server refused the {mechanism} token for {cfg.username}: {_server_text(error)}")
 
     def close(self) -> None:
-        """Log out politely; the socket is closed either way."""
-        client, self.client = self.client, None
+        """Log out politely; the socket is closed either way (`abort()` can still cut a slow LOGOUT short)."""
+        client = self.client
         if client is None:
             return
         try:
             client.logout()
         except (OSError, imaplib.IMAP4.error):  # the connection is going away regardless
             _shutdown(client)
+        finally:
+            self.client = None
 
     def abort(self) -> None:
         """From any thread: make a blocked call return now (used when stopping)."""
