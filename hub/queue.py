@@ -13,7 +13,7 @@ from faststream.exceptions import IncorrectState
 from faststream.nats import NatsBroker
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, PubAck, RetentionPolicy, StorageType, StreamConfig
 
 from leadhub.connectors.base import PublishResult, QueueUnavailable
 from leadhub.envelope import Envelope
@@ -120,17 +120,26 @@ class Queue:
         """Publish to a stream; True when the stream already had the message id."""
         return bool((await self._publish(subject, payload, headers, stream)).duplicate)
 
-    async def _publish(self, subject: str, payload: bytes, headers: dict[str, str], stream: str):  # type: ignore[no-untyped-def]
+    async def publish_many(self, messages: list[tuple[str, bytes, dict[str, str]]], stream: str) -> None:
+        """Publish a batch pipelined (no round trip per message) and wait until the stream has acked all."""
         if not self.connected:
             raise QueueUnavailable("not connected to NATS")
         try:
-            return await self.jetstream.publish(
-                subject, payload, timeout=PUBLISH_TIMEOUT, stream=stream, headers=headers
-            )
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                futures = [await self.jetstream.publish_async(s, p, stream=stream, headers=h) for s, p, h in messages]
+                await asyncio.gather(*futures)
         except UNAVAILABLE_ERRORS as exc:
             raise QueueUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        except asyncio.CancelledError:
-            raise
+
+    async def _publish(self, subject: str, payload: bytes, headers: dict[str, str], stream: str) -> PubAck:
+        """One publish, acked. `publish_async` shares one reply subscription: no request/inbox per message."""
+        if not self.connected:
+            raise QueueUnavailable("not connected to NATS")
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                return await (await self.jetstream.publish_async(subject, payload, stream=stream, headers=headers))
+        except UNAVAILABLE_ERRORS as exc:
+            raise QueueUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     async def ping(self, timeout: float = 2.0) -> bool:  # noqa: ASYNC109
         """True when NATS answers a round trip and JetStream is enabled."""

@@ -1,0 +1,55 @@
+"""Run a bench against the current tree and an older commit in the same run, for an honest speed-up ratio.
+
+    python -m bench.compare --base 1aec556 -- bench.cpu_per_item -n 10000
+
+The older commit is checked out as a git worktree with its own venv under /tmp (reused on later runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.common import REPO
+
+
+def base_python(rev: str) -> Path:
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", rev], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    tree = Path(f"/tmp/leadhub-base-{sha}")
+    if not tree.exists():
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), sha], cwd=REPO, check=True)
+    python = tree / ".venv" / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(tree / ".venv")], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "-e", str(tree)], check=True)
+    return python
+
+
+def run(python: Path, module_args: list[str]) -> dict:
+    # The bench code is this tree's (cwd); the daemon it spawns is whatever `leadhub` that python imports.
+    out = subprocess.run([str(python), "-m", *module_args], cwd=REPO, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout[out.stdout.index("{") :])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--base", required=True)
+    parser.add_argument("--rounds", type=int, default=2, help="alternate base/current this many times")
+    parser.add_argument("bench", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    bench = [a for a in args.bench if a != "--"]
+    old = base_python(args.base)
+    results: dict[str, list[dict]] = {"base": [], "current": []}
+    for _ in range(args.rounds):
+        results["base"].append(run(old, bench)["result"])
+        results["current"].append(run(Path(sys.executable), bench)["result"])
+    print(json.dumps({"bench": bench, "base": args.base, **results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
