@@ -144,11 +144,14 @@ def _latin_soup(text: str) -> bool:
 
 # An RFC 2047 encoded-word, leniently: optional RFC 2231 language, spaces not allowed in the text.
 _WORD = re.compile(r"=\?([^?\s]+?)\?([bBqQ])\?([^?]*?)\?=")
+_NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=_\s-]")
 _BETWEEN_WORDS = re.compile(r"^[ \t\r\n]*$")
 
 
 def _word_bytes(encoding: str, text: str) -> bytes | None:
     if encoding in "bB":
+        if _NOT_BASE64.search(text):
+            return None
         cleaned = re.sub(r"[^A-Za-z0-9+/=_-]", "", text).replace("-", "+").replace("_", "/").rstrip("=")
         cleaned += "=" * (-len(cleaned) % 4)
         try:

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 MB = 1024 * 1024
 DEFAULT_MAX_BYTES = 25 * MB
+HEAD_LIMIT = 256 * 1024  # where the headers of a too large message are looked for
 MAX_TEXT = 64 * 1024  # characters of body kept on the inquiry and lead; the raw message keeps the rest
 _NO_REPLY = re.compile(
     r"^(no[-_.]?reply|do[-_.]?not[-_.]?reply|donotreply|noreply|mailer|forms?|form-?mailer|webform|wordpress|"
@@ -30,14 +31,31 @@ def parse_email(envelope: Envelope, options: dict[str, Any]) -> InquiryDraft:
     """Read the message; PermanentError (dead letter, raw bytes kept) if it cannot be read at all."""
     limit = int(options.get("max_message_bytes") or DEFAULT_MAX_BYTES)
     size = _declared_size(envelope)
-    if size > limit:
-        return InquiryDraft(envelope=envelope, dropped=f"too large: {size} bytes", fields={"size": size})
+    if size > limit or "too_large" in envelope.meta:
+        return _too_large(envelope, size)
     try:
         parsed = parse_message(envelope.payload, phones=False)
         return _draft(envelope, parsed, options)
     except Exception as exc:
         log.warning("email %s cannot be parsed: %s", envelope.key, type(exc).__name__)
         raise PermanentError(f"message cannot be parsed: {type(exc).__name__}: {exc}") from exc
+
+
+def _too_large(envelope: Envelope, size: int) -> InquiryDraft:
+    """Dropped, its raw bytes kept as the payload; sender and subject read from the headers for the record."""
+    draft = InquiryDraft(envelope=envelope, dropped=f"too large: {size} bytes", fields={"size": size})
+    end = envelope.payload.find(b"\r\n\r\n", 0, HEAD_LIMIT)
+    end = end if end >= 0 else envelope.payload.find(b"\n\n", 0, HEAD_LIMIT)
+    try:
+        parsed = parse_message(envelope.payload[: end if end >= 0 else HEAD_LIMIT], phones=False)
+    except Exception:  # the headers are only a courtesy here; the drop stands either way
+        log.warning("email %s: headers of a too large message cannot be read", envelope.key)
+        return draft
+    contact = _contact(parsed)
+    draft.identity = Identity(name=contact.name or None, email=contact.email or None)
+    draft.title = parsed.subject[:300] or None
+    draft.message_id = parsed.message_id
+    return draft
 
 
 def _declared_size(envelope: Envelope) -> int:
