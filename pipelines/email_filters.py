@@ -22,12 +22,15 @@ _BOUNCE_SUBJECT = re.compile(
     r"メールエラー|配信エラー|配信不能|不達|エラー通知)",
     re.I,
 )
+# Wording only a mail system writes; "was not delivered" alone could be a customer writing about a parcel.
 _BOUNCE_TEXT = re.compile(
     r"(\b[245]\d\d[ -][245]\.\d{1,3}\.\d{1,3}\b|\b[45]\.\d\.\d{1,3}\b|user unknown|unknown user|no such user|"
-    r"mailbox (is )?(full|unavailable|not found|does not exist)|recipient address rejected|unable to deliver|"
-    r"could not be delivered|delivery (to the following recipients? )?(has )?failed|permanent(ly)? (error|fail)|"
-    r"(was|were|has|have|could) not (be )?delivered|undeliverable|over quota|quota exceeded|RCPT TO|"
-    r"\bfinal-recipient:|(has been|was) (postponed|delayed)|full mailbox|error delivering|"
+    r"mailbox (is )?(full|unavailable|not found|does not exist)|recipient address rejected|"
+    r"(unable to deliver|not (be )?delivered|undeliverable)[^\n]{0,20}\b(your|the|this) (message|e?-?mail)|"
+    r"(your|the|this|following) (message|e?-?mail)[^\n]{0,60}(could|was|were|has|have) not (be )?delivered|"
+    r"permanent(ly)? (error|fail)|"
+    r"over quota|quota exceeded|RCPT TO|\bfinal-recipient:|full mailbox|error delivering|"
+    r"following (address|recipient)|smtp|mail server|mail system|"
     r"送信できませんでした|配信できませんでした|届きませんでした)",
     re.I,
 )

@@ -1,0 +1,123 @@
+"""Which mail must never become a lead, and why: header sets of real auto-responders (Exchange, Gmail, Zimbra,
+cloud vacation replies as collected in Zammad's out_of_office_check_spec), reports, list mail, our own mail;
+and the ordinary mail that must stay a lead although it looks similar."""
+
+from __future__ import annotations
+
+import pytest
+
+from leadhub.pipelines.email_filters import drop_reason
+from leadhub.pipelines.email_parse import parse_message
+from tests.pipelines.test_email_parse import draft, mail
+
+DROPPED = {
+    "exchange out of office": (
+        ["X-MS-Exchange-Inbox-Rules-Loop: sales@example.com", "X-Auto-Response-Suppress: All", "Subject: Hi"],
+        "out of office (Exchange inbox rule)",
+    ),
+    "exchange automatic reply": (
+        ["X-Auto-Response-Suppress: DR, RN, NRN, OOF, AutoReply", "Subject: Automatic reply: price"],
+        "auto-reply (X-Auto-Response-Suppress: dr, rn, nrn, oof, autoreply)",
+    ),
+    "gmail vacation": (
+        ["Auto-Submitted: auto-replied", "Subject: Vacation until Monday"],
+        "out of office (Auto-Submitted: auto-replied)",
+    ),
+    "zimbra vacation": (["Auto-Submitted: auto-replied (zimbra; vacation)"], "out of office"),
+    "cloud vacation": (["Auto-Submitted: auto-replied; owner-email=me@example.com"], "auto-reply (Auto-Submitted"),
+    "auto-generated": (["Auto-Submitted: auto-generated"], "auto-reply (Auto-Submitted: auto-generated)"),
+    "x-autoreply": (["X-Autoreply: yes"], "auto-reply (X-Autoreply)"),
+    "x-autorespond": (["X-Autorespond: 1"], "auto-reply (X-Autorespond)"),
+    "precedence bulk": (["Precedence: bulk"], "auto-reply (Precedence: bulk)"),
+    "precedence junk": (["Precedence: junk"], "auto-reply (Precedence: junk)"),
+    "precedence auto_reply": (["Precedence: auto_reply"], "auto-reply (Precedence: auto_reply)"),
+    "x-loop": (["X-Loop: yes"], "auto-reply (X-Loop)"),
+    "russian out of office subject (Автоответ)": (
+        ["Subject: =?utf-8?B?0JDQstGC0L7QvtGC0LLQtdGCOiBSZTog0LfQsNGP0LLQutCw?="],
+        "out of office (subject)",
+    ),
+    "list-id": (["List-Id: <sales.lists.example.com>"], "list mail (List-Id)"),
+    "list-unsubscribe": (["List-Unsubscribe: <mailto:u@example.com>"], "list mail (List-Unsubscribe)"),
+    "mailer-daemon": (["From: Mail Delivery System <MAILER-DAEMON@mx.example.com>"], "bounce (sender mailer-daemon)"),
+    "x-failed-recipients": (["X-Failed-Recipients: gone@example.com"], "bounce (X-Failed-Recipients)"),
+    "null sender": (["Return-Path: <>", "Subject: Notice"], "auto-generated (null sender)"),
+    "null sender bounce subject": (["Return-Path: <>", "Subject: Undelivered Mail"], "bounce (null sender)"),
+}
+
+
+@pytest.mark.parametrize("case", DROPPED)
+def test_machine_mail_is_dropped_with_its_reason(case: str) -> None:
+    headers, reason = DROPPED[case]
+    base = [] if any(h.startswith("From:") for h in headers) else ["From: Someone <someone@example.com>"]
+    result = draft(mail(*base, *headers))
+    assert result.dropped is not None and result.dropped.startswith(reason), result.dropped
+
+
+def _report(report_type: str, part_type: str, part_body: str) -> bytes:
+    return (
+        "From: reports@example.net\r\nSubject: Report\r\nMIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/report; report-type={report_type}; boundary="r"\r\n\r\n'
+        "--r\r\nContent-Type: text/plain\r\n\r\nHuman readable part\r\n"
+        f"--r\r\nContent-Type: {part_type}\r\n\r\n{part_body}\r\n--r--\r\n"
+    ).encode()
+
+
+def test_reports_are_dropped_by_kind() -> None:
+    dsn = _report(
+        "delivery-status",
+        "message/delivery-status",
+        "Reporting-MTA: dns; mx.example.net\r\n\r\nFinal-Recipient: rfc822; gone@example.org\r\n"
+        "Action: failed\r\nStatus: 5.1.1\r\nDiagnostic-Code: smtp; 550 5.1.1 user unknown\r\n",
+    )
+    result = draft(dsn)
+    assert result.dropped == "bounce (delivery-status report)"
+    assert result.fields["bounce"] == [
+        {"address": "gone@example.org", "status": "5.1.1", "action": "failed", "permanent": True, "undeliverable": True}
+    ]
+    arf = _report("feedback-report", "message/feedback-report", "Feedback-Type: abuse\r\nVersion: 1\r\n")
+    assert draft(arf).dropped == "complaint report (ARF feedback-report)"
+    mdn = _report(
+        "disposition-notification",
+        "message/disposition-notification",
+        "Final-Recipient: rfc822; a@example.org\r\nDisposition: manual-action/MDN-sent-manually; displayed\r\n",
+    )
+    assert draft(mdn).dropped == "read receipt (disposition-notification)"
+
+
+def test_a_delayed_delivery_is_dropped_but_not_undeliverable() -> None:
+    delayed = _report(
+        "delivery-status",
+        "message/delivery-status",
+        "Reporting-MTA: dns; mx\r\n\r\nFinal-Recipient: rfc822; slow@example.org\r\n"
+        "Action: delayed\r\nStatus: 4.4.7\r\n",
+    )
+    result = draft(delayed)
+    assert result.dropped == "bounce (delivery-status report)"
+    assert result.fields["bounce"][0]["undeliverable"] is False
+
+
+def test_own_addresses_are_dropped() -> None:
+    raw = mail("From: Leadhub <Sales@Example.com>", "Subject: Your survey")
+    assert draft(raw, own_addresses=["sales@example.com"]).dropped == "own mail (sent by leadhub)"
+    assert draft(raw, own_addresses=["other@example.com"]).dropped is None
+
+
+STAYS_A_LEAD = {
+    "plain inquiry": ["Subject: Need a quote for 200 units"],
+    "auto-submitted no": ["Auto-Submitted: no", "Subject: Re: your offer"],
+    "reply to our newsletter": ["Subject: Re: November offers", "In-Reply-To: <n1@example.com>"],
+    "delivery question from a customer": ["Subject: Delivery failed? Order 123 was not delivered"],
+    "precedence first-class": ["Precedence: first-class"],
+    "suppress only delivery receipts": ["X-Auto-Response-Suppress: DR, RN, NRN"],
+    "form mailer": ["From: no-reply@site.example", "Reply-To: visitor@example.org", "Subject: New form entry"],
+    "vacation word in a human subject": ["Subject: Quote for our vacation homes project"],
+}
+
+
+@pytest.mark.parametrize("case", STAYS_A_LEAD)
+def test_mail_from_people_stays_a_lead(case: str) -> None:
+    headers = STAYS_A_LEAD[case]
+    base = [] if any(h.startswith("From:") for h in headers) else ["From: Client <client@example.org>"]
+    body = "Hello, my order was not delivered, the courier never came. Call me: 8 916 1234567"
+    parsed = parse_message(mail(*base, *headers, body=body))
+    assert drop_reason(parsed, ["sales@example.com"]) is None
