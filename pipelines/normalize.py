@@ -10,6 +10,24 @@ from email_validator import EmailNotValidError, validate_email
 from leadhub.pipelines.model import Identity
 
 _SPACES = re.compile(r"\s+")
+# Plain ASCII addresses, which are nearly all of them, skip email-validator (a third of the pipeline's
+# CPU for this step). The pattern accepts only what email-validator accepts and normalizes the same way
+# (tests/pipelines/test_normalize.py proves it with generated addresses); anything else goes the long way.
+_SIMPLE_EMAIL = re.compile(
+    r"(?P<local>[a-z0-9_+=-]{1,64}(?:\.[a-z0-9_+=-]+)*)@(?P<domain>(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+"
+    r"(?P<tld>[a-z]{2,63}))"
+)
+_SPECIAL_USE_TLDS = frozenset({"arpa", "invalid", "local", "localhost", "onion", "test"})
+
+
+def _simple_email(text: str) -> str | None:
+    if not text.isascii() or len(text) > 254:
+        return None
+    lowered = text.lower()
+    match = _SIMPLE_EMAIL.fullmatch(lowered)
+    if not match or len(match["local"]) > 64 or "--" in match["domain"] or match["tld"] in _SPECIAL_USE_TLDS:
+        return None
+    return lowered
 
 
 def normalize_email(value: str | None) -> str | None:
@@ -17,6 +35,8 @@ def normalize_email(value: str | None) -> str | None:
     if not value:
         return None
     text = value.strip().strip("<>").strip()
+    if simple := _simple_email(text):
+        return simple
     try:
         checked = validate_email(text, check_deliverability=False, allow_smtputf8=True)
     except EmailNotValidError:

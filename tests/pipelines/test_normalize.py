@@ -1,0 +1,77 @@
+"""Normalization: the e-mail fast path agrees with email-validator; phones in many spellings become one E.164."""
+
+from __future__ import annotations
+
+import pytest
+from email_validator import EmailNotValidError, validate_email
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from leadhub.pipelines.normalize import _simple_email, normalize_email, normalize_name, normalize_phone
+
+LOCAL = st.text(alphabet="abcXYZ019._+=-!#%&'*/?^`{|}~\u212a\u00e9", min_size=0, max_size=20)
+LABEL = st.text(alphabet="abcxnZ019-_\u00e9", min_size=0, max_size=12)
+TLD = st.sampled_from(["com", "ru", "c", "co1", "test", "local", "museum", "РФ", "xn--p1ai", "ARPA", ""])
+
+
+@st.composite
+def addresses(draw: st.DrawFn) -> str:
+    labels = draw(st.lists(LABEL, min_size=1, max_size=3))
+    return f"{draw(LOCAL)}@{'.'.join([*labels, draw(TLD)])}"
+
+
+def _slow(text: str) -> str | None:
+    try:
+        checked = validate_email(text, check_deliverability=False, allow_smtputf8=True)
+    except EmailNotValidError:
+        return None
+    local, _, _ = checked.normalized.rpartition("@")
+    return f"{local.lower()}@{checked.ascii_domain.lower()}"
+
+
+@settings(max_examples=3000, deadline=None)
+@given(addresses())
+def test_fast_path_accepts_only_what_email_validator_accepts_identically(address: str) -> None:
+    fast = _simple_email(address)
+    if fast is not None:
+        assert fast == _slow(address), address
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Ivan.Petrov@Example.COM", "ivan.petrov@example.com"),
+        ("  <anna@mail.ru> ", "anna@mail.ru"),
+        ("user@пример.рф", "user@xn--e1afmkfd.xn--p1ai"),
+        ("a..b@example.com", None),
+        ("x@localhost", None),
+        ("x@host.test", None),
+        ("not an email", None),
+        ("", None),
+    ],
+)
+def test_normalize_email(raw: str, expected: str | None) -> None:
+    assert normalize_email(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "8 (916) 123-45-67",
+        "+7-916-123-45-67",
+        "+7 916 1234567",
+        "89161234567",
+        "007 916 123 45 67",
+        "+7 (916) 123-45-67 ext. 12",
+    ],
+)
+def test_one_phone_many_spellings(written: str) -> None:
+    assert normalize_phone(written, "RU") == "+79161234567"
+
+
+def test_invalid_phone_is_none_and_names_are_tidied() -> None:
+    assert normalize_phone("12345", "RU") is None
+    assert normalize_phone("+7 916", None) is None
+    assert normalize_name("  ivan   PETROV ") == "ivan PETROV"
+    assert normalize_name("IVAN PETROV") == "Ivan Petrov"
+    assert normalize_name("   ") is None
