@@ -77,11 +77,11 @@ class FolderWorker:
                 await self._connected()
             except AuthFailed as exc:
                 auth_failed = True
-                self._failed(str(exc), "error")
+                self._failed("IMAP login refused; fix the connector's credentials", str(exc), "error")
             except Exception as exc:  # server gone, timeout, protocol error, queue or store away: retry
                 if self.stopping.is_set():
                     break
-                self._failed(f"{type(exc).__name__}: {str(exc)[:300]}", "warning")
+                self._failed("IMAP folder failed; reconnecting", f"{type(exc).__name__}: {str(exc)[:300]}", "warning")
             finally:
                 await self._disconnect()
             if self.status.get("ok"):
@@ -91,9 +91,9 @@ class FolderWorker:
             await self._pause(delay)
             delay = min(delay * 2, AUTH_RETRY_MAX if auth_failed else RETRY_MAX)
 
-    def _failed(self, error: str, level: str) -> None:
+    def _failed(self, event: str, error: str, level: str) -> None:
         getattr(log, level)(
-            "IMAP folder failed; reconnecting",
+            event,
             connector=self.config.name,
             folder=self.folder,
             host=self.config.host,

@@ -113,6 +113,18 @@ async def test_uidvalidity_change_causes_no_duplicates(make_hub: HubFactory, dov
     await hub.wait_items("/api/leads", 4)
 
 
+async def test_folders_with_spaces_and_non_ascii_names(make_hub: HubFactory, dovecot: Dovecot) -> None:
+    folders = ["Входящие заявки", "Sales.Web form"]  # Dovecot maildir: "." separates levels
+    dovecot.append([make_mail(1)], folder=folders[0])
+    dovecot.append([make_mail(2)], folder=folders[1])
+    hub = await make_hub([dovecot.connector(folders=["INBOX", *folders])])
+    inquiries = await hub.wait_items("/api/inquiries", 2)
+    assert {i["meta"]["folder"] for i in inquiries} == set(folders)
+    await hub.wait_items("/api/leads", 2)
+    for folder in folders:
+        await wait_for(lambda f=folder: synced(hub, 1, f), what=f"the checkpoint of {folder}")
+
+
 async def test_server_killed_mid_sync_loses_nothing(make_hub: HubFactory, dovecot: Dovecot) -> None:
     count = 400
     dovecot.append([make_mail(i, body="x" * 2000 + "\r\n") for i in range(1, count + 1)])

@@ -47,7 +47,7 @@ async def test_a_wrong_password_is_reported_and_the_daemon_stays_up(make_daemon:
     assert detail["connector:good"]["last_sync"] and detail["connector:good"]["uid_lag"] == 0
 
     async def logged() -> bool:
-        return "refused the password" in daemon.log()
+        return "IMAP login refused" in daemon.log() and "refused the password" in daemon.log()
 
     await wait_for(logged, what="the login failure in the daemon log")
     log = daemon.log()
