@@ -72,6 +72,14 @@ async def test_idle_picks_up_new_mail_within_two_seconds(make_hub: HubFactory, d
         assert time.monotonic() - started < 2.0
 
 
+async def test_without_idle_the_folder_is_polled(make_hub: HubFactory, dovecot: Dovecot) -> None:
+    hub = await make_hub([dovecot.connector(idle=False, poll_interval="500ms")])
+    await wait_for(lambda: checkpoint(hub), what="the first sync")
+    assert (await readyz_detail(hub))["folders"]["INBOX"]["mode"] == "poll"
+    dovecot.append([make_mail(1)])
+    await hub.wait_items("/api/leads", 1)
+
+
 async def test_restart_resumes_from_the_checkpoint(make_hub: HubFactory, dovecot: Dovecot) -> None:
     dovecot.append([make_mail(1), make_mail(2)])
     first = await make_hub([dovecot.connector()])
