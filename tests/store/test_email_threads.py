@@ -1,0 +1,183 @@
+"""Email threading and bounce suppression in the intake transaction, against the real database: a reply joins
+the lead of the message it answers (stored earlier, sent by leadhub, or earlier in the same batch), machine mail
+never does, Message-IDs are recorded once, undeliverable bounce addresses are suppressed once."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from leadhub.envelope import Envelope
+from leadhub.pipelines.intake import IntakePipeline
+from leadhub.pipelines.model import SourceSpec
+from leadhub.store.db import create_engine, upgrade
+from leadhub.store.models import EmailMessage, EmailSuppression, Inquiry, Lead
+
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    await upgrade(engine)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def pipeline(engine: AsyncEngine) -> IntakePipeline:
+    sources = {
+        "inbox": SourceSpec("imap", {"own_addresses": ["sales@shop.example"]}),
+        "second": SourceSpec("imap", {}),
+    }
+    return IntakePipeline(engine, sources, default_region="RU", clock=lambda: T0)
+
+
+def email(
+    key: str,
+    sender: str,
+    message_id: str,
+    *,
+    in_reply_to: str | None = None,
+    references: str | None = None,
+    extra: str = "",
+    body: str = "Hello",
+    connector: str = "inbox",
+) -> Envelope:
+    headers = [f"From: {sender}", "To: sales@shop.example", f"Subject: {key}", f"Message-ID: {message_id}"]
+    if in_reply_to:
+        headers.append(f"In-Reply-To: {in_reply_to}")
+    if references:
+        headers.append(f"References: {references}")
+    raw = ("\r\n".join(headers) + extra + "\r\n\r\n" + body).encode()
+    return Envelope(key=key, channel="email", connector=connector, payload=raw, content_type="message/rfc822")
+
+
+async def store(pipeline: IntakePipeline, *envelopes: Envelope) -> None:
+    await pipeline.store([pipeline.prepare(e) for e in envelopes])
+
+
+async def rows(engine: AsyncEngine, table: Any) -> list[Any]:
+    async with engine.connect() as conn:
+        return list((await conn.execute(select(table))).mappings().all())
+
+
+async def lead_of(engine: AsyncEngine, key: str) -> str | None:
+    async with engine.connect() as conn:
+        return (await conn.execute(select(Inquiry.lead_id).where(Inquiry.key == key))).scalar_one()
+
+
+async def test_a_reply_joins_the_lead_of_the_stored_message(pipeline: IntakePipeline, engine: AsyncEngine) -> None:
+    await store(pipeline, email("first", "Anna <anna@client.example>", "<m1@client.example>"))
+    first = await lead_of(engine, "first")
+    assert first is not None
+    # A colleague answers in the thread (References only, oldest first) from another address.
+    reply = email(
+        "reply", "Boris <boris@client.example>", "<m2@client.example>", references="<x@y> <m1@client.example>"
+    )
+    await store(pipeline, reply)
+    assert await lead_of(engine, "reply") == first
+    assert len(await rows(engine, Lead.__table__)) == 1
+    recorded = {r["message_id"]: (r["direction"], r["lead_id"]) for r in await rows(engine, EmailMessage.__table__)}
+    assert recorded == {"<m1@client.example>": ("in", first), "<m2@client.example>": ("in", first)}
+
+    unrelated = email("new", "Anna <anna@client.example>", "<m3@client.example>", in_reply_to="<unknown@x>")
+    await store(pipeline, unrelated)
+    assert await lead_of(engine, "new") not in (None, first)  # same contact, a new request: a new lead
+
+
+async def test_a_reply_to_mail_leadhub_sent_joins_that_lead(pipeline: IntakePipeline, engine: AsyncEngine) -> None:
+    await store(pipeline, email("first", "anna@client.example", "<m1@client.example>"))
+    lead = await lead_of(engine, "first")
+    async with engine.begin() as conn:  # what the send_email action records (bare id, without brackets)
+        await conn.execute(
+            insert(EmailMessage),
+            [{"message_id": "survey-1@leadhub.example", "direction": "out", "lead_id": lead, "created_at": T0}],
+        )
+    await store(
+        pipeline,
+        email("answer", "anna@client.example", "<m9@client.example>", in_reply_to="<survey-1@leadhub.example>"),
+    )
+    assert await lead_of(engine, "answer") == lead
+
+
+async def test_replies_in_the_same_batch_join_the_lead_opened_there(
+    pipeline: IntakePipeline, engine: AsyncEngine
+) -> None:
+    """A backfill brings a question and its follow-up in one batch: one lead."""
+    await store(
+        pipeline,
+        email("q", "anna@client.example", "<q@client.example>"),
+        email("f", "anna@client.example", "<f@client.example>", in_reply_to="<q@client.example>"),
+    )
+    assert await lead_of(engine, "f") == await lead_of(engine, "q") is not None
+    assert len(await rows(engine, Lead.__table__)) == 1
+
+
+async def test_the_same_message_through_two_mailboxes_is_one_lead(
+    pipeline: IntakePipeline, engine: AsyncEngine
+) -> None:
+    await store(pipeline, email("a", "anna@client.example", "<same@client.example>"))
+    await store(pipeline, email("b", "anna@client.example", "<same@client.example>", connector="second"))
+    assert await lead_of(engine, "a") == await lead_of(engine, "b")
+    assert len(await rows(engine, EmailMessage.__table__)) == 1
+
+
+async def test_machine_mail_in_a_thread_never_joins_a_lead(pipeline: IntakePipeline, engine: AsyncEngine) -> None:
+    await store(pipeline, email("first", "anna@client.example", "<m1@client.example>"))
+    ooo = email(
+        "ooo",
+        "anna@client.example",
+        "<ooo@client.example>",
+        in_reply_to="<m1@client.example>",
+        extra="\r\nAuto-Submitted: auto-replied",
+    )
+    own = email("own", "sales@shop.example", "<own@shop.example>", in_reply_to="<m1@client.example>")
+    await store(pipeline, ooo, own)
+    inquiries = {r["key"]: r for r in await rows(engine, Inquiry.__table__)}
+    assert inquiries["ooo"]["dropped"].startswith("auto-reply") and inquiries["ooo"]["lead_id"] is None
+    assert inquiries["own"]["dropped"] == "own mail (sent by leadhub)" and inquiries["own"]["lead_id"] is None
+    assert len(await rows(engine, Lead.__table__)) == 1
+
+
+def dsn(key: str, recipient: str, status: str, action: str = "failed") -> Envelope:
+    raw = (
+        "From: Mail Delivery System <MAILER-DAEMON@mx.shop.example>\r\nTo: sales@shop.example\r\n"
+        f"Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <{key}@mx.shop.example>\r\n"
+        'MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
+        "--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.shop.example\r\n\r\n"
+        f"Final-Recipient: rfc822; {recipient}\r\nAction: {action}\r\nStatus: {status}\r\n"
+        f"Diagnostic-Code: smtp; {status.replace('.', '')[0]}50 {status} mailbox problem\r\n--b--\r\n"
+    ).encode()
+    return Envelope(key=key, channel="email", connector="inbox", payload=raw, content_type="message/rfc822")
+
+
+async def test_undeliverable_bounces_suppress_the_address_once(pipeline: IntakePipeline, engine: AsyncEngine) -> None:
+    await store(
+        pipeline,
+        dsn("b1", "Gone@Client.example", "5.1.1"),
+        dsn("b2", "gone@client.example", "5.1.1"),  # a second bounce of the same address in the batch
+        dsn("b3", "full@client.example", "5.2.2"),  # mailbox full: the address is fine
+        dsn("b4", "slow@client.example", "4.4.7", action="delayed"),
+    )
+    await store(pipeline, dsn("b5", "gone@client.example", "5.1.1"))  # and in a later batch
+    suppressed = await rows(engine, EmailSuppression.__table__)
+    assert [(r["address"], r["reason"]) for r in suppressed] == [("gone@client.example", "bounce")]
+    assert "status 5.1.1" in suppressed[0]["detail"]
+    inquiries = await rows(engine, Inquiry.__table__)
+    assert all(r["dropped"] == "bounce (delivery-status report)" and r["lead_id"] is None for r in inquiries)
+    assert not await rows(engine, Lead.__table__)
+
+
+async def test_a_redelivered_batch_changes_nothing(pipeline: IntakePipeline, engine: AsyncEngine) -> None:
+    batch = [email("first", "anna@client.example", "<m1@client.example>"), dsn("b1", "gone@client.example", "5.1.1")]
+    await store(pipeline, *batch)
+    before = (await rows(engine, EmailMessage.__table__), await rows(engine, EmailSuppression.__table__))
+    await store(pipeline, *batch)
+    assert (await rows(engine, EmailMessage.__table__), await rows(engine, EmailSuppression.__table__)) == before
