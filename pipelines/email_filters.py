@@ -135,7 +135,7 @@ def auto_submitted(parsed: ParsedEmail) -> str | None:
     auto = parsed.header("Auto-Submitted").strip().lower()
     if not auto or auto.startswith("no"):
         return None
-    if "vacation" in auto or _ON_VACATION.search(parsed.subject):
+    if "vacation" in auto or _ON_VACATION.search(parsed.subject) or _OOO_SUBJECT.search(parsed.subject):
         return f"out of office (Auto-Submitted: {auto[:60]})"
     return f"auto-reply (Auto-Submitted: {auto[:60]})"
 
