@@ -51,6 +51,7 @@ class FolderWorker:
         self.stopping = asyncio.Event()
         self.state_key = f"folder:{folder}"
         self.status: dict[str, Any] = {"ok": False, "last_sync": None, "uid_lag": None, "error": "starting"}
+        self._synced = False  # whether the current connection completed a sync
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"imap-{config.name}")
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
@@ -73,6 +74,7 @@ class FolderWorker:
         delay = RETRY_FIRST
         while not self.stopping.is_set():
             auth_failed = False
+            self._synced = False
             try:
                 await self._connected()
             except AuthFailed as exc:
@@ -84,7 +86,7 @@ class FolderWorker:
                 self._failed("IMAP folder failed; reconnecting", f"{type(exc).__name__}: {str(exc)[:300]}", "warning")
             finally:
                 await self._disconnect()
-            if self.status.get("ok"):
+            if self._synced:  # the connection worked before it broke: a fresh failure, retry soon
                 delay = RETRY_FIRST
             elif auth_failed:
                 delay = max(delay, AUTH_RETRY_FIRST)
@@ -172,6 +174,7 @@ class FolderWorker:
         if last_uid < baseline or state is None or state.get("uidvalidity") != info.uidvalidity:
             last_uid = max(last_uid, baseline)
             await self._checkpoint(info.uidvalidity, last_uid)
+        self._synced = True
         self._report(ok=True, error=None, last_sync=_now().isoformat(), uid_lag=0, last_uid=last_uid)
 
     def _since(self, state: dict[str, Any] | None) -> date | None:
