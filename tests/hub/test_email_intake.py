@@ -1,14 +1,18 @@
 """Raw mail through the real pipeline (embedded NATS, the store, the HTTP API): envelopes as the `imap` connector
 publishes them go straight onto the queue. A person's mail is a lead; an auto-reply is a dropped inquiry;
-a reply joins its thread's lead; a bounce suppresses the address; a too large message is kept, dropped."""
+a reply joins its thread's lead; a bounce suppresses the address; a too large message is kept, dropped; one that
+crashes the parser is dead-lettered with its raw bytes."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from leadhub.envelope import Envelope
+from leadhub.pipelines import parse_email as parse_email_module
+from leadhub.store import dead_letters
 from leadhub.store.models import EmailSuppression, Inquiry
 from tests.conftest import HubFactory, RunningHub
 from tests.helpers import corpus, free_port, wait_for
@@ -162,3 +166,31 @@ async def test_too_large_mail_is_dropped_and_its_bytes_kept(make_hub: HubFactory
         payload = (await conn.execute(select(Inquiry.payload).where(Inquiry.id == inquiry_id))).scalar_one()
     assert payload == raw
     assert not (await hub.api("/api/leads"))["items"]
+
+
+async def test_a_message_that_crashes_the_parser_is_dead_lettered_with_its_bytes(
+    make_hub: HubFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever the tolerant parser still cannot read goes to dead letters; the next mail is unaffected."""
+    poison = message("x@client.example", "<poison@client.example>", "poison", "boom")
+    real_parse = parse_email_module.parse_message
+
+    def parse_or_crash(raw: bytes, region: str | None = None, *, phones: bool = True) -> Any:
+        if b"poison" in raw:
+            raise RecursionError("maximum recursion depth exceeded")
+        return real_parse(raw, region, phones=phones)
+
+    monkeypatch.setattr(parse_email_module, "parse_message", parse_or_crash)
+    hub = await email_hub(make_hub)
+    await publish(hub, "poison", poison)
+    await publish(hub, "q1", QUESTION)
+
+    async def dead() -> list[Any]:
+        async with hub.engine.connect() as conn:
+            return list(await dead_letters.list_open(conn))
+
+    letters = await wait_for(dead, what="a dead letter for the message that crashes the parser")
+    assert len(letters) == 1 and letters[0].key == "imap:inbox:poison"
+    assert letters[0].payload == poison and "RecursionError" in letters[0].reason
+    await hub.wait_items("/api/leads", 1)
+    assert not (await hub.api("/api/inquiries", dropped="true"))["items"]
