@@ -172,3 +172,23 @@ def _status_near(text: str, pos: int) -> str | None:
     if not match:
         return None
     return match.group(1) or f"{match.group(2)[0]}.0.0"
+
+
+_COMPLAINT_FIELD = re.compile(r"^(?:Original-Rcpt-To|Removal-Recipient)[ \t]*:[ \t]*(.+)$", re.I | re.M)
+_SES_COMPLAINED = re.compile(r"complainedRecipients.{0,2000}", re.S)
+
+
+def complained_recipients(parsed: ParsedEmail) -> list[str]:
+    """Who complained (ARF Original-Rcpt-To / Removal-Recipient, Amazon SES complainedRecipients, else the To
+    of the reported message): leadhub must stop mailing them."""
+    found: list[str] = []
+    for part in parsed.message.walk():
+        if content_type(part) == "message/feedback-report":
+            payload = part.get_payload()
+            text = "\n".join(str(m) for m in payload) if isinstance(payload, list) else str(payload)
+            found += [a for value in _COMPLAINT_FIELD.findall(text) for a in _TEXT_ADDR.findall(value)]
+    if not found and (ses := _SES_COMPLAINED.search(parsed.text[:MAX_SCAN])):
+        found = _SES_RECIPIENT.findall(ses.group(0))
+    if not found:
+        found = _returned_recipients(parsed)[:1]
+    return list(dict.fromkeys(a.strip().strip("<>").lower() for a in found))[:MAX_RECIPIENTS]

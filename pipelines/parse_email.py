@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from leadhub.envelope import Envelope
-from leadhub.pipelines.email_bounces import failed_recipients
+from leadhub.pipelines.email_bounces import complained_recipients, failed_recipients
 from leadhub.pipelines.email_filters import drop_reason
 from leadhub.pipelines.email_parse import Address, ParsedEmail, parse_message
 from leadhub.pipelines.email_phones import find_phones
@@ -98,10 +98,10 @@ def _draft(envelope: Envelope, parsed: ParsedEmail, options: dict[str, Any]) -> 
     draft.dropped = drop_reason(parsed, options.get("own_addresses") or ())
     if not draft.dropped:
         _add_phones(draft, parsed, options.get("default_region"))
-    if draft.dropped and draft.dropped.startswith("bounce"):
-        bounced = failed_recipients(parsed)
-        if bounced:
-            fields["bounce"] = bounced
+    if draft.dropped and draft.dropped.startswith("bounce") and (bounced := failed_recipients(parsed)):
+        fields["bounce"] = bounced  # the store suppresses the undeliverable ones
+    if draft.dropped and draft.dropped.startswith("complaint") and (complained := complained_recipients(parsed)):
+        fields["complaint"] = complained  # the store suppresses them: they marked our mail as spam
     return draft
 
 

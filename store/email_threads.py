@@ -2,8 +2,8 @@
 
 Two calls from `write_batch`: `thread_links` before the batch opens leads (a reply joins the lead of
 the message it answers: an earlier inquiry's Message-ID, or one leadhub sent), and `record` after
-(remember each stored message's Message-ID with its lead, and put permanently bounced addresses on
-the suppression list). Both run in the batch's transaction, so a retried batch repeats them exactly.
+(remember each stored message's Message-ID with its lead, and put undeliverable bounced addresses and
+complainants on the suppression list). Both run in the batch's transaction, so a retried batch repeats them exactly.
 """
 
 from __future__ import annotations
@@ -105,24 +105,30 @@ async def record(conn: AsyncConnection, rows: Sequence[InquiryRow], batch: Batch
                 },
             )
     await _insert_new(conn, message_t, message_t.c.message_id, messages)
-    bounced: dict[str, dict[str, Any]] = {}
+    suppress: dict[str, dict[str, Any]] = {}
     for row in rows:
-        if row.id in stored and row.dropped:
-            for address, detail in _undeliverable(row):
-                bounced.setdefault(
-                    address, {"address": address, "reason": "bounce", "detail": detail, "created_at": batch.now}
+        if row.id in stored and row.dropped and isinstance(row.fields, dict):
+            for address, reason, detail in _suppressions(row):
+                suppress.setdefault(
+                    address, {"address": address, "reason": reason, "detail": detail, "created_at": batch.now}
                 )
-    await _insert_new(conn, suppression_t, suppression_t.c.address, bounced)
+    await _insert_new(conn, suppression_t, suppression_t.c.address, suppress)
 
 
-def _undeliverable(row: InquiryRow) -> Iterable[tuple[str, str]]:
-    """The addresses a stored bounce reports as undeliverable, with a detail naming the status and inquiry."""
-    report = row.fields.get("bounce") if isinstance(row.fields, dict) else None
+def _suppressions(row: InquiryRow) -> Iterable[tuple[str, str, str]]:
+    """(address, reason, detail) for each address a stored bounce reports undeliverable or a complaint names."""
+    report = row.fields.get("bounce")
     for item in report if isinstance(report, list) else []:
-        if isinstance(item, dict) and item.get("undeliverable") and isinstance(item.get("address"), str):
-            address = item["address"].strip().lower()
-            if "@" in address and len(address) <= 320:
-                yield address, f"status {item.get('status') or 'unknown'} in inquiry {row.id}"
+        if isinstance(item, dict) and item.get("undeliverable") and _usable(item.get("address")):
+            yield item["address"].strip().lower(), "bounce", f"status {item.get('status') or 'unknown'} in {row.id}"
+    complaint = row.fields.get("complaint")
+    for address in complaint if isinstance(complaint, list) else []:
+        if _usable(address):
+            yield address.strip().lower(), "complaint", f"complaint report {row.id}"
+
+
+def _usable(address: object) -> bool:
+    return isinstance(address, str) and "@" in address and len(address.strip()) <= 320
 
 
 async def _insert_new(conn: AsyncConnection, table: Any, column: Any, values: dict[str, dict[str, Any]]) -> None:

@@ -240,3 +240,15 @@ def test_sisimai_bounce_recipients_are_found() -> None:
     print(f"sisimai: a failed recipient found in {some}/{total}, the expected number in {count}/{total}")
     assert some / total >= 0.95
     assert count / total >= 0.9
+
+
+def test_arf_complainants_are_found() -> None:
+    """sisimai's ARF reports: the complainant (Original-Rcpt-To / Removal-Recipient / reported message's To)."""
+    folder = corpus("email", "sisimai", "set-of-emails", "maildir", "bsd")
+    found = {p.name: _draft(p).fields.get("complaint") or [] for p in sorted(folder.glob("arf-*.eml"))}
+    assert found["arf-02.eml"] == ["this-local-part-does-not-exist-on-yahoo@yahoo.com"]
+    assert found["arf-12.eml"] == ["user@example.com"]
+    assert len(found["arf-16.eml"]) == 7  # expected.json: seven complaints
+    with_address = sum(bool(v) for v in found.values())
+    print(f"sisimai ARF: a complainant found in {with_address}/{len(found)}")
+    assert with_address >= 9

@@ -175,6 +175,22 @@ async def test_undeliverable_bounces_suppress_the_address_once(pipeline: IntakeP
     assert not await rows(engine, Lead.__table__)
 
 
+async def test_a_complaint_suppresses_the_complainant(pipeline: IntakePipeline, engine: AsyncEngine) -> None:
+    """An ARF feedback report (as in sisimai's arf-*.eml): the person who marked our mail as spam."""
+    raw = (
+        b"From: feedback@isp.example\r\nTo: sales@shop.example\r\nSubject: Abuse report\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/report; report-type=feedback-report; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nThis is an abuse report.\r\n"
+        b"--b\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: abuse\r\nVersion: 1\r\n"
+        b"Original-Rcpt-To: <Angry@Client.example>\r\n"
+        b"--b\r\nContent-Type: text/rfc822-headers\r\n\r\nFrom: sales@shop.example\r\nSubject: Offer\r\n--b--\r\n"
+    )
+    await store(pipeline, Envelope(key="arf", channel="email", connector="inbox", payload=raw))
+    suppressed = await rows(engine, EmailSuppression.__table__)
+    assert [(r["address"], r["reason"]) for r in suppressed] == [("angry@client.example", "complaint")]
+    assert [r["dropped"] for r in await rows(engine, Inquiry.__table__)] == ["complaint report (ARF feedback-report)"]
+
+
 async def test_a_redelivered_batch_changes_nothing(pipeline: IntakePipeline, engine: AsyncEngine) -> None:
     batch = [email("first", "anna@client.example", "<m1@client.example>"), dsn("b1", "gone@client.example", "5.1.1")]
     await store(pipeline, *batch)
