@@ -7,6 +7,8 @@ Messages are built by tests.imap_server.make_mail (plain inquiries from distinct
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -257,3 +259,18 @@ async def test_one_replica_at_a_time_reads_a_mailbox(make_hub: HubFactory, dovec
     await wait_for(took_over, what="the second replica to take the mailbox over")
     await second.wait_items("/api/leads", 2)
     assert len((await second.api("/api/inquiries"))["items"]) == 2
+
+
+async def test_stop_is_prompt_when_the_server_hangs(make_hub: HubFactory, dovecot: Dovecot) -> None:
+    hub = await make_hub([dovecot.connector(poll_interval="10m", timeout="60s")])
+    await wait_for(lambda: checkpoint(hub), what="the first sync")
+    assert dovecot.process is not None
+    os.killpg(dovecot.process.pid, signal.SIGSTOP)  # the server stops answering but keeps the connection open
+    try:
+        started = time.monotonic()
+        for stop in hub.hub.connector_stops:
+            await stop()
+        assert time.monotonic() - started < 2.0  # the 60 s read timeout did not hold it up
+        hub.hub.connector_stops.clear()
+    finally:
+        os.killpg(dovecot.process.pid, signal.SIGCONT)
