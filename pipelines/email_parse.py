@@ -19,6 +19,7 @@ from leadhub.pipelines.email_repair import repair_boundary, repair_headers
 
 MAX_REFS = 50
 _MSGID = re.compile(r"<([^<>\s]+)>")
+_RAW_NAME = re.compile(r'\b(?:file)?name\s*=\s*(?:"([^"]*)"|([^;\s]+))', re.I)
 _MIME_TYPE = re.compile(r"[a-z0-9][\w.+-]*/[\w.+-]+")
 _WORD_CHARSET = re.compile(r"=\?([^?\s*]+)(?:\*[^?]*)?\?[bBqQ]\?")
 _COMMENT_AFTER_PHRASE = re.compile(r"^([^\"(<,]*[^\s\"(<,])\s*\([^()\"]*\)\s*(?=<)")
@@ -247,9 +248,20 @@ def _filename(part: Message, guesses: tuple[str, ...]) -> str | None:
             name = decode_bytes(name[2].encode("latin-1", "surrogateescape"), name[0])
         except Exception:
             name = name[2]
+    if isinstance(name, str) and "\ufffd" in name:  # compat32 replaced raw 8-bit bytes: read the raw header
+        name = _raw_param_filename(part, guesses) or name
     if not name:
         return None
     return decode_header_value(_str(name), guesses).strip() or None
+
+
+def _raw_param_filename(part: Message, guesses: tuple[str, ...]) -> str | None:
+    for key, value in part.raw_items():
+        if key.lower() in ("content-disposition", "content-type"):
+            match = _RAW_NAME.search(_str(value))
+            if match:
+                return raw_8bit(match.group(1) or match.group(2), guesses)
+    return None
 
 
 def _payload(part: Message) -> bytes:
