@@ -5,6 +5,7 @@ bounced addresses are found for a good share of the bounces with known answers."
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -252,3 +253,30 @@ def test_arf_complainants_are_found() -> None:
     with_address = sum(bool(v) for v in found.values())
     print(f"sisimai ARF: a complainant found in {with_address}/{len(found)}")
     assert with_address >= 9
+
+
+def test_zammad_attachments_are_found_by_content() -> None:
+    """Zammad's expected attachments (its HTML-alternative copies aside), matched by a hash of their bytes.
+    Misses: attached messages (Zammad keeps the original bytes, leadhub re-serialises them) and inline HTML parts
+    Zammad turns into attachments where leadhub reads them as the body."""
+    folder = corpus("email", "zammad", "mail")
+    total = found = 0
+    for expected_file in sorted(folder.glob("*.yml")):
+        box = expected_file.with_suffix(".box")
+        if not box.exists():
+            continue
+        expected = yaml.load(expected_file.read_bytes(), Loader=_RubyLoader)  # a SafeLoader subclass
+        got = {a.sha256 for a in parse_message(box.read_bytes()).attachments}
+        for attachment in expected.get("attachments") or []:
+            preferences = attachment.get("preferences") or {}
+            if "content-alternative" in preferences or preferences.get("original-format"):
+                continue
+            data = attachment["data"] if isinstance(attachment["data"], bytes) else str(attachment["data"]).encode()
+            total += 1
+            if hashlib.sha256(data).hexdigest() in got:
+                found += 1
+            else:
+                print(f"zammad {box.name}: attachment {attachment.get('filename')!r} not found by content")
+    print(f"zammad attachments found by content: {found}/{total}")
+    assert total == 41
+    assert found >= 31
