@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 
+import structlog
+
+log = structlog.get_logger("leadhub.pipeline.email")
 _BLOCK = frozenset(
     {
         *("address", "article", "aside", "blockquote", "br", "dd", "div", "dl", "dt", "fieldset", "figcaption"),
@@ -50,7 +53,8 @@ def html_to_text(html: str) -> str:
     try:
         parser.feed(html)
         parser.close()
-    except Exception:  # HTMLParser is lenient, but a pathological input must not lose the text
+    except Exception as exc:  # HTMLParser is lenient, but a pathological input must not lose the text
+        log.info("email HTML body not parsed; tags stripped instead", error=type(exc).__name__)
         return re.sub(r"<[^>]*>", " ", html)
     lines = (_SPACES.sub(" ", line).strip() for line in "".join(parser.parts).split("\n"))
     return _BLANKS.sub("\n\n", "\n".join(lines)).strip()

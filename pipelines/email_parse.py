@@ -12,6 +12,8 @@ from email.parser import BytesParser
 from email.policy import Policy
 from email.utils import getaddresses, parsedate_to_datetime
 
+import structlog
+
 from leadhub.pipelines.email_charset import decode_bytes, decode_header_value, guess_order, raw_8bit
 from leadhub.pipelines.email_html import html_to_text
 from leadhub.pipelines.email_phones import find_phones
@@ -19,6 +21,7 @@ from leadhub.pipelines.email_repair import repair_boundary, repair_headers
 
 MAX_REFS = 50
 _MSGID = re.compile(r"<([^<>\s]+)>")
+log = structlog.get_logger("leadhub.pipeline.email")
 _RAW_NAME = re.compile(r'\b(?:file)?name\s*=\s*(?:"([^"]*)"|([^;\s]+))', re.I)
 _MIME_TYPE = re.compile(r"[a-z0-9][\w.+-]*/[\w.+-]+")
 _WORD_CHARSET = re.compile(r"=\?([^?\s*]+)(?:\*[^?]*)?\?[bBqQ]\?")
@@ -91,7 +94,8 @@ def parse_message(raw: bytes, region: str | None = None, *, phones: bool = True)
     raw = repair_headers(raw)
     try:
         return _read(_parse(raw, policy.compat32), region, phones=phones)
-    except Exception:  # a structure compat32 chokes on: the modern parser may still read it
+    except Exception as exc:  # a structure compat32 chokes on: the modern parser may still read it
+        log.info("email compat32 reading failed; retrying with policy.default", error=type(exc).__name__)
         return _read(_parse(raw, policy.default), region, phones=phones)
 
 

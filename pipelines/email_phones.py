@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 
 import phonenumbers
+import structlog
 
+log = structlog.get_logger("leadhub.pipeline.email")
 MAX_PHONE_SCAN = 20_000  # characters of body text searched (signatures sit near the top of a reply)
 _LABELLED_PHONE = re.compile(
     r"(?:\b(?:tel|phone|mobile|mob|cell|whatsapp)|тел|моб|сот)[\w.]*\s*[.:]?\s*(\+?\d[\d \t().-]{6,20}\d)", re.I
@@ -24,7 +26,8 @@ def find_phones(text: str, region: str | None) -> list[str]:
         for match in phonenumbers.PhoneNumberMatcher(scan, region or "ZZ", max_tries=200):
             if match.raw_string not in found:
                 found.append(match.raw_string)
-    except Exception:  # phonenumbers is a hint source; its failure must not fail the mail
+    except Exception as exc:  # phonenumbers is a hint source; its failure must not fail the mail
+        log.info("email phone search stopped", error=type(exc).__name__)
         return found
     if not region:
         found += [m.group(1).strip() for m in _LABELLED_PHONE.finditer(scan) if m.group(1).strip() not in found]

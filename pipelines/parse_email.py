@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import Any
+
+import structlog
 
 from leadhub.envelope import Envelope
 from leadhub.pipelines.email_bounces import complained_recipients, failed_recipients
@@ -14,7 +15,7 @@ from leadhub.pipelines.email_phones import find_phones
 from leadhub.pipelines.errors import PermanentError
 from leadhub.pipelines.model import Identity, InquiryDraft
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("leadhub.pipeline.email")
 
 MB = 1024 * 1024
 DEFAULT_MAX_BYTES = 25 * MB
@@ -37,7 +38,7 @@ def parse_email(envelope: Envelope, options: dict[str, Any]) -> InquiryDraft:
         parsed = parse_message(envelope.payload, phones=False)
         return _draft(envelope, parsed, options)
     except Exception as exc:
-        log.warning("email %s cannot be parsed: %s", envelope.key, type(exc).__name__)
+        log.warning("email cannot be parsed", key=envelope.key, error=type(exc).__name__)
         raise PermanentError(f"message cannot be parsed: {type(exc).__name__}: {exc}") from exc
 
 
@@ -49,7 +50,7 @@ def _too_large(envelope: Envelope, size: int) -> InquiryDraft:
     try:
         parsed = parse_message(envelope.payload[: end if end >= 0 else HEAD_LIMIT], phones=False)
     except Exception:  # the headers are only a courtesy here; the drop stands either way
-        log.warning("email %s: headers of a too large message cannot be read", envelope.key)
+        log.warning("email headers of a too large message cannot be read", key=envelope.key)
         return draft
     contact = _contact(parsed)
     draft.identity = Identity(name=contact.name or None, email=contact.email or None)
