@@ -145,7 +145,8 @@ class FolderWorker:
         """
         info = info or await self._call(self.session.select)
         engine, name = self.context.engine, self.config.name
-        state = await load_state(engine, name, self.state_key)
+        async with asyncio.timeout(self.config.timeout.total_seconds()):  # a hung database must not hang the folder
+            state = await load_state(engine, name, self.state_key)
         if state is not None and state.get("uidvalidity") == info.uidvalidity:
             last_uid = int(state["last_uid"])
             uids = await self._call(self.session.uids_after, last_uid)
@@ -246,7 +247,8 @@ class FolderWorker:
 
     async def _checkpoint(self, uidvalidity: int, last_uid: int) -> None:
         value = {"uidvalidity": uidvalidity, "last_uid": last_uid, "synced_at": _now().isoformat()}
-        await save_state(self.context.engine, self.config.name, self.state_key, value)
+        async with asyncio.timeout(self.config.timeout.total_seconds()):
+            await save_state(self.context.engine, self.config.name, self.state_key, value)
 
 
 def _now() -> datetime:
