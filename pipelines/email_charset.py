@@ -144,6 +144,7 @@ def _latin_soup(text: str) -> bool:
 
 # An RFC 2047 encoded-word, leniently: optional RFC 2231 language, spaces not allowed in the text.
 _WORD = re.compile(r"=\?([^?\s]+?)\?([bBqQ])\?([^?]*?)\?=")
+_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # never meaningful in a header; NUL breaks PostgreSQL
 _NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=_\s-]")
 _BETWEEN_WORDS = re.compile(r"^[ \t\r\n]*$")
 
@@ -187,7 +188,8 @@ def decode_header_value(value: str | None, guesses: tuple[str, ...] = ()) -> str
         pos = match.end()
     _flush(pending, out)
     out.append(value[pos:])
-    return re.sub(r"\r?\n[ \t]*", " ", "".join(out)).replace("\r", "").replace("\n", " ")
+    text = re.sub(r"\r?\n[ \t]*", " ", "".join(out))
+    return _CONTROLS.sub("", text.replace("\r", "").replace("\n", " "))
 
 
 def _flush(pending: list[tuple[str | None, bytes]], out: list[str]) -> None:

@@ -131,6 +131,7 @@ def _read(message: Message, region: str | None, *, phones: bool) -> ParsedEmail:
     elif html:
         parsed.text = "\n\n".join(html_to_text(h) for h in html)
         parsed.text_from_html = True
+    parsed.text = parsed.text.replace("\x00", "")  # PostgreSQL refuses NUL in text
     if phones:
         parsed.phones = find_phones(parsed.text, region)
     return parsed

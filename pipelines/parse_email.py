@@ -20,6 +20,8 @@ log = structlog.get_logger("leadhub.pipeline.email")
 MB = 1024 * 1024
 DEFAULT_MAX_BYTES = 25 * MB
 HEAD_LIMIT = 256 * 1024  # where the headers of a too large message are looked for
+MAX_ADDRESSES = 100  # per header, kept in `fields` (a mail to a whole list must not bloat the row)
+MAX_ATTACHMENTS = 200
 MAX_TEXT = 64 * 1024  # characters of body kept on the inquiry and lead; the raw message keeps the rest
 _NO_REPLY = re.compile(
     r"^(no[-_.]?reply|do[-_.]?not[-_.]?reply|donotreply|noreply|mailer|forms?|form-?mailer|webform|wordpress|"
@@ -71,13 +73,13 @@ def _draft(envelope: Envelope, parsed: ParsedEmail, options: dict[str, Any]) -> 
     contact = _contact(parsed)
     fields: dict[str, Any] = {
         "from": _addr(parsed.sender),
-        "to": [_addr(a) for a in parsed.to],
-        "cc": [_addr(a) for a in parsed.cc],
-        "reply_to": [_addr(a) for a in parsed.reply_to],
+        "to": [_addr(a) for a in parsed.to[:MAX_ADDRESSES]],
+        "cc": [_addr(a) for a in parsed.cc[:MAX_ADDRESSES]],
+        "reply_to": [_addr(a) for a in parsed.reply_to[:MAX_ADDRESSES]],
         "date": parsed.date.isoformat() if parsed.date else None,
         "attachments": [
             {"filename": a.filename, "content_type": a.content_type, "size": a.size, "sha256": a.sha256}
-            for a in parsed.attachments
+            for a in parsed.attachments[:MAX_ATTACHMENTS]
         ],
     }
     if parsed.text_from_html:

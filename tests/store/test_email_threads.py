@@ -197,3 +197,16 @@ async def test_a_redelivered_batch_changes_nothing(pipeline: IntakePipeline, eng
     before = (await rows(engine, EmailMessage.__table__), await rows(engine, EmailSuppression.__table__))
     await store(pipeline, *batch)
     assert (await rows(engine, EmailMessage.__table__), await rows(engine, EmailSuppression.__table__)) == before
+
+
+async def test_nul_bytes_anywhere_in_a_mail_still_store(pipeline: IntakePipeline, engine: AsyncEngine) -> None:
+    """PostgreSQL refuses NUL in text: a subject, name, attachment name and body holding one must still store."""
+    raw = (
+        b"From: =?utf-8?Q?Ni=00na?= <nina@client.example>\r\nSubject: =?utf-8?Q?a=00b?=\r\nMessage-ID: <nul@x>\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\x00there\r\n'
+        b'--b\r\nContent-Type: application/pdf; name="=?utf-8?Q?f=00.pdf?="\r\n\r\n%PDF\x00\r\n--b--\r\n'
+    )
+    await store(pipeline, Envelope(key="nul", channel="email", connector="inbox", payload=raw))
+    [inquiry] = await rows(engine, Inquiry.__table__)
+    assert inquiry["lead_id"] is not None and inquiry["message"] == "hithere"
+    assert [(a["filename"], a["size"]) for a in inquiry["fields"]["attachments"]] == [("f.pdf", 5)]
