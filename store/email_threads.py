@@ -40,6 +40,8 @@ class ThreadLinks(dict[str, str]):
         self._batch = batch
         self._pending = pending  # key -> refs (both spellings) not found in the store
         self._batch_ids = batch_ids  # Message-ID (both spellings) -> inquiry id of a row in this batch
+        self._leads: dict[str, str] = {}  # inquiry id -> lead id of the rows the batch loop has done
+        self._seen = 0
 
     def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
         if key in self:
@@ -47,11 +49,13 @@ class ThreadLinks(dict[str, str]):
         refs = self._pending.get(key)
         if not refs:
             return default
-        leads = {v["id"]: v["lead_id"] for v in self._batch.inquiries if v.get("lead_id")}
+        done = self._batch.inquiries
+        self._leads.update({v["id"]: v["lead_id"] for v in done[self._seen :] if v.get("lead_id")})
+        self._seen = len(done)
         for ref in refs:
             inquiry_id = self._batch_ids.get(ref)
-            if inquiry_id and inquiry_id in leads:
-                return leads[inquiry_id]
+            if inquiry_id and inquiry_id in self._leads:
+                return self._leads[inquiry_id]
         return default
 
 
