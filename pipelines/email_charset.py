@@ -46,10 +46,12 @@ _ALIASES: dict[str, str | None] = {
 }
 
 FALLBACK = "cp1252"
+# Microsoft's ISO-2022-JP (CP50220): JIS X 0208 plus the NEC row-13 signs (①, №, ㈱) Python's codecs refuse.
+ISO2022JP_MS = "x-iso-2022-jp-ms"
 # Codecs a mislabelled text is usually really in, tried when the labelled one fails.
 _SIBLINGS: dict[str, tuple[str, ...]] = {
-    "iso2022_jp_ext": ("cp932", "euc_jp"),
-    "iso2022_jp": ("cp932", "euc_jp"),
+    "iso2022_jp_ext": (ISO2022JP_MS, "cp932", "euc_jp"),
+    "iso2022_jp": (ISO2022JP_MS, "cp932", "euc_jp"),
     "cp932": ("euc_jp", "iso2022_jp_ext"),
     "shift_jis": ("cp932", "euc_jp"),
     "euc_jp": ("cp932",),
@@ -97,7 +99,7 @@ def decode_bytes(data: bytes, label: str | None = None, guesses: tuple[str, ...]
     candidates = [codec, *_SIBLINGS.get(codec or "", ()), "utf-8", *guesses] if codec else ["utf-8", *guesses]
     for candidate in dict.fromkeys(candidates):
         try:
-            text = data.decode(candidate)
+            text = _iso2022jp_ms(data) if candidate == ISO2022JP_MS else data.decode(candidate)
         except (UnicodeError, LookupError, ValueError):  # utf-7 raises more than UnicodeDecodeError on garbage
             continue
         return _recheck_cyrillic(data, text, candidate)
@@ -107,6 +109,29 @@ def decode_bytes(data: bytes, label: str | None = None, guesses: tuple[str, ...]
         return data.decode(codec, errors="replace")
     except (UnicodeError, LookupError, ValueError):
         return data.decode(FALLBACK, errors="replace")
+
+
+def _iso2022jp_ms(data: bytes) -> str:
+    """ISO-2022-JP read through EUC: the JIS rows shifted to EUC bytes and decoded as EUC-JIS-2004, whose
+    row 13 holds the NEC signs at the same code points."""
+    out = bytearray()
+    mode, i = "ascii", 0
+    while i < len(data):
+        if data[i] == 0x1B and data[i + 1 : i + 3] in _ISO2022_MODES:
+            mode = _ISO2022_MODES[data[i + 1 : i + 3]]
+            i += 3
+            continue
+        byte = data[i]
+        if mode == "jis" and 0x21 <= byte <= 0x7E and i + 1 < len(data) and 0x21 <= data[i + 1] <= 0x7E:
+            out += bytes((byte | 0x80, data[i + 1] | 0x80))
+            i += 2
+            continue
+        out += bytes((0x8E, byte | 0x80)) if mode == "kana" and 0x21 <= byte <= 0x5F else bytes((byte,))
+        i += 1
+    return out.decode("euc_jis_2004")
+
+
+_ISO2022_MODES = {b"$B": "jis", b"$@": "jis", b"(B": "ascii", b"(J": "ascii", b"(I": "kana"}
 
 
 def _recheck_cyrillic(data: bytes, text: str, codec: str) -> str:

@@ -49,6 +49,11 @@ def test_encoded_words(header: str, expected: str) -> None:
     assert decode_header_value(header) == expected
 
 
+def test_microsoft_iso_2022_jp_signs() -> None:
+    """Outlook's ISO-2022-JP carries NEC row-13 signs (①) that Python's codecs refuse (Zammad mail099)."""
+    assert decode_bytes(b"\x1b$B-!#1ET\x1b(B ok", "ISO-2022-JP") == "①１都 ok"
+
+
 def test_mislabelled_cyrillic_is_recovered() -> None:
     """KOI8-R bytes labelled windows-1251, and windows-1251 bytes labelled iso-8859-1, read as Russian."""
     text = "Здравствуйте, хочу заказать доставку на завтра"
