@@ -113,7 +113,9 @@ def decode_bytes(data: bytes, label: str | None = None, guesses: tuple[str, ...]
 
 def _iso2022jp_ms(data: bytes) -> str:
     """ISO-2022-JP read through EUC: the JIS rows shifted to EUC bytes and decoded as EUC-JIS-2004, whose
-    row 13 holds the NEC signs at the same code points."""
+    row 13 holds the NEC signs at the same code points. 8-bit input is not ISO-2022-JP (often Shift-JIS)."""
+    if not data.isascii():
+        raise ValueError("8-bit bytes in ISO-2022-JP")
     out = bytearray()
     mode, i = "ascii", 0
     while i < len(data):
