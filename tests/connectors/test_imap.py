@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -59,6 +60,20 @@ async def test_appended_mail_becomes_leads_unread(make_hub: HubFactory, dovecot:
     detail = await wait_for(lambda: readyz_detail(hub), what="a readyz entry")
     assert detail["ok"] and detail["uid_lag"] == 0 and detail["folders"]["INBOX"]["mode"] == "idle"
     assert (await checkpoint(hub))["last_uid"] == 3
+
+
+async def test_first_start_reads_only_the_backfill_window(make_hub: HubFactory, dovecot: Dovecot) -> None:
+    admin = dovecot.client()
+    month_ago = datetime.now(UTC) - timedelta(days=30)
+    admin.append("INBOX", make_mail(1), msg_time=month_ago)  # arrived a month ago (INTERNALDATE)
+    admin.append("INBOX", make_mail(2))
+    hub = await make_hub([dovecot.connector(backfill_days=7)])
+    inquiries = await hub.wait_items("/api/inquiries", 1)
+    assert inquiries[0]["meta"]["uid"] == 2
+    await wait_for(lambda: synced(hub, 2), what="the checkpoint past the old message")
+    dovecot.append([make_mail(3)])
+    await hub.wait_items("/api/leads", 2)
+    assert {i["meta"]["uid"] for i in (await hub.api("/api/inquiries"))["items"]} == {2, 3}
 
 
 async def test_idle_picks_up_new_mail_within_two_seconds(make_hub: HubFactory, dovecot: Dovecot) -> None:
