@@ -57,6 +57,13 @@ class ImapConfig(ConnectorConfig):
             raise ValueError("must be at most 29m: servers may end an IDLE after 30 minutes")
         return value
 
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"ca_file {value} does not exist or is not a file")
+        return value
+
     @field_validator("folders")
     @classmethod
     def _unique_folders(cls, value: list[str]) -> list[str]:

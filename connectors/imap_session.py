@@ -95,8 +95,7 @@ class ImapSession:
         )
 
     def _ssl_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=str(self.config.ca_file) if self.config.ca_file else None)
-        return context
+        return ssl.create_default_context(cafile=str(self.config.ca_file) if self.config.ca_file else None)
 
     def _login(self, client: IMAPClient) -> None:
         cfg = self.config

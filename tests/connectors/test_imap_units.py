@@ -110,6 +110,7 @@ def test_defaults_are_safe() -> None:
         ({"max_message_bytes": 64 * 1024 * 1024}, "less than or equal"),
         ({"security": "tls"}, "'ssl', 'starttls' or 'none'"),
         ({"pasword": "typo"}, "Extra inputs are not permitted"),
+        ({"ca_file": "/nonexistent/ca.pem"}, "ca_file /nonexistent/ca.pem does not exist"),
     ],
 )
 def test_configuration_errors_name_the_problem(overrides: dict[str, Any], message: str) -> None:
