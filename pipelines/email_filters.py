@@ -14,12 +14,17 @@ _DAEMON = re.compile(
 )
 _DAEMON_NAME = re.compile(r"^(mailer[-_ ]?daemon|post[-_ ]?master|mail delivery (sub)?system)$", re.I)
 _MTA = re.compile(r"^(mailer[-_.]?daemon|post[-_.]?master)@", re.I)
+# Subjects only mail systems write, and subjects a customer could write about a parcel ("Delivery failed").
 _BOUNCE_SUBJECT = re.compile(
-    r"(undeliver|returned mail|delivery status notification|delivery (has )?failed|delivery failure|"
-    r"failure notice|non[- ]?delivery|could not be delivered|not (be )?delivered|delivery notification|"
-    r"delivery (problem|warning|error)|mail system error|returned to sender|nicht zustellbar|unzustellbar|"
-    r"не доставлено|недоставлен|не может быть доставлено|ошибка доставки|non remis|non recapitabile|"
-    r"メールエラー|配信エラー|配信不能|不達|エラー通知)",
+    r"(undeliverable|undelivered (mail|message|e-?mail)|returned mail|delivery status notification|"
+    r"failure notice|non[- ]?delivery|mail delivery|delivery notification|mail system error|returned to sender|"
+    r"nicht zustellbar|unzustellbar|не доставлено|недоставлен|не может быть доставлено|ошибка доставки|"
+    r"non remis|non recapitabile|メールエラー|配信エラー|配信不能|不達|エラー通知)",
+    re.I,
+)
+_DELIVERY_SUBJECT = re.compile(
+    r"(delivery (has )?failed|delivery failure|could not be delivered|not (be )?delivered|undeliver|"
+    r"delivery (problem|warning|error))",
     re.I,
 )
 # Wording only a mail system writes; "was not delivered" alone could be a customer writing about a parcel.
@@ -109,12 +114,16 @@ def provider_notice(parsed: ParsedEmail) -> str | None:
 
 
 def bounce_wording(parsed: ParsedEmail) -> str | None:
-    """A bounce subject backed by bounce wording, a returned message, or an empty envelope sender."""
-    if not _BOUNCE_SUBJECT.search(parsed.subject):
-        return None
-    if _BOUNCE_TEXT.search(parsed.text[:20_000]) or _returned_message(parsed):
+    """A bounce subject backed by a mail system's wording, a returned message, or an empty envelope sender;
+    a subject that may be a customer's ("Delivery failed") only by the wording."""
+    mail_system_text = _BOUNCE_TEXT.search(parsed.text[:20_000]) is not None
+    if _BOUNCE_SUBJECT.search(parsed.subject):
+        if mail_system_text or _returned_message(parsed):
+            return "bounce (subject and text)"
+        return "bounce (null sender)" if _null_sender(parsed) else None
+    if _DELIVERY_SUBJECT.search(parsed.subject) and mail_system_text:
         return "bounce (subject and text)"
-    return "bounce (null sender)" if _null_sender(parsed) else None
+    return None
 
 
 def _null_sender(parsed: ParsedEmail) -> bool:

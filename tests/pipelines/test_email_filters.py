@@ -121,3 +121,14 @@ def test_mail_from_people_stays_a_lead(case: str) -> None:
     body = "Hello, my order was not delivered, the courier never came. Call me: 8 916 1234567"
     parsed = parse_message(mail(*base, *headers, body=body))
     assert drop_reason(parsed, ["sales@example.com"]) is None
+
+
+def test_a_customer_forwarding_a_mail_about_an_undelivered_parcel_stays_a_lead() -> None:
+    raw = (
+        b"From: Client <client@example.org>\r\nSubject: Undelivered parcel, see the shipping mail\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nMy order did not arrive, your shipping mail is attached.\r\n"
+        b"--b\r\nContent-Type: message/rfc822\r\n\r\nFrom: shop@example.com\r\nSubject: Shipped\r\n\r\nOn its way\r\n"
+        b"--b--\r\n"
+    )
+    assert draft(raw).dropped is None
