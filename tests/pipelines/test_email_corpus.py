@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import yaml
 
 from leadhub.envelope import Envelope
 from leadhub.pipelines.email_bounces import failed_recipients
+from leadhub.pipelines.email_html import html_to_text
 from leadhub.pipelines.email_parse import Address, ParsedEmail, parse_message
 from leadhub.pipelines.model import InquiryDraft
 from leadhub.pipelines.parse_email import parse_email
@@ -280,3 +282,33 @@ def test_zammad_attachments_are_found_by_content() -> None:
     print(f"zammad attachments found by content: {found}/{total}")
     assert total == 41
     assert found >= 31
+
+
+def _words(text: str) -> str:
+    return " ".join(re.sub(r"\W+", " ", text).lower().split())
+
+
+def test_zammad_body_text_is_found() -> None:
+    """Zammad's body (its sanitised HTML, compared as text): the first twelve words appear in leadhub's text.
+    Misses are mostly Zammad's own: the HTML <title> read as text, its sanitiser's markup, an undecoded UTF-7
+    DSN (mail018), or a different choice of part."""
+    folder = corpus("email", "zammad", "mail")
+    total = found = 0
+    for expected_file in sorted(folder.glob("*.yml")):
+        box = expected_file.with_suffix(".box")
+        expected = yaml.load(expected_file.read_bytes(), Loader=_RubyLoader)  # a SafeLoader subclass
+        body = expected.get("body")
+        if not box.exists() or not body:
+            continue
+        body = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+        want = _words(html_to_text(body) if expected.get("content_type") == "text/html" else body).split()[:12]
+        if not want:
+            continue
+        total += 1
+        if " ".join(want) in _words(parse_message(box.read_bytes()).text):
+            found += 1
+        else:
+            print(f"zammad {box.name}: body starting {' '.join(want)[:60]!r} not found")
+    print(f"zammad bodies found: {found}/{total}")
+    assert total == 79
+    assert found >= 55
