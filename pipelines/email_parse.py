@@ -22,6 +22,7 @@ from leadhub.pipelines.email_repair import repair_boundary, repair_headers
 MAX_REFS = 50
 _MSGID = re.compile(r"<([^<>\s]+)>")
 log = structlog.get_logger("leadhub.pipeline.email")
+_NEWLINES = re.compile(r"\r*\n|\r")
 _RAW_NAME = re.compile(r'\b(?:file)?name\s*=\s*(?:"([^"]*)"|([^;\s]+))', re.I)
 _MIME_TYPE = re.compile(r"[a-z0-9][\w.+-]*/[\w.+-]+")
 _WORD_CHARSET = re.compile(r"=\?([^?\s*]+)(?:\*[^?]*)?\?[bBqQ]\?")
@@ -131,7 +132,7 @@ def _read(message: Message, region: str | None, *, phones: bool) -> ParsedEmail:
     elif html:
         parsed.text = "\n\n".join(html_to_text(h) for h in html)
         parsed.text_from_html = True
-    parsed.text = parsed.text.replace("\x00", "")  # PostgreSQL refuses NUL in text
+    parsed.text = _NEWLINES.sub("\n", parsed.text).replace("\x00", "")  # one newline style; PostgreSQL refuses NUL
     if phones:
         parsed.phones = find_phones(parsed.text, region)
     return parsed
