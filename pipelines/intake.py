@@ -47,7 +47,8 @@ class IntakePipeline:
         parser = PARSERS.get(source.type)
         if parser is None:
             raise PermanentError(f"no parser for connector type {source.type!r}")
-        draft = parser(envelope, source.options)
+        # Parsers that look for phone numbers in free text need the region for national formats.
+        draft = parser(envelope, {"default_region": self.default_region, **source.options})
         return self._row(draft)
 
     def _row(self, draft: InquiryDraft) -> InquiryRow:

@@ -1,0 +1,83 @@
+"""Two `leadhub run` replicas on one NATS and one database: work shared, nothing twice, a killed one loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import nats
+import pytest
+
+from leadhub.hub.embedded_nats import EmbeddedNats
+from tests.helpers import free_port, wait_for
+
+pytestmark = pytest.mark.slow
+FORM = {"name": "site-form", "type": "form", "rate_limit": None}
+
+
+@pytest.fixture
+async def shared_nats(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
+    server = EmbeddedNats(tmp_path / "shared-nats", port=free_port())
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def _stored(session: aiohttp.ClientSession, base_url: str) -> float:
+    async with session.get(base_url + "/metrics") as response:
+        text = await response.text()
+    match = re.search(r'^leadhub_pipeline_processed_total\{outcome="stored"\} (\S+)$', text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+async def test_two_replicas_share_work_and_survive_a_kill(make_daemon, shared_nats: EmbeddedNats) -> None:  # type: ignore[no-untyped-def]
+    config = {"connectors": [FORM], "pipeline_batch_size": 20}
+    replicas = [make_daemon(config, env={"LEADHUB_NATS_URL": shared_nats.url}) for _ in range(2)]
+    for replica in replicas:
+        await replica.start()
+    accepted: list[str] = []
+    async with aiohttp.ClientSession() as session:
+
+        async def post(i: int, replica_index: int) -> None:
+            body = {"name": f"R {i}", "email": f"r{i}@example.com"}
+            async with session.post(replicas[replica_index].base_url + "/hooks/site-form", json=body) as response:
+                assert response.status == 202, await response.text()
+                accepted.append((await response.json())["id"])
+
+        for start in range(0, 300, 30):
+            await asyncio.gather(*(post(i, i % 2) for i in range(start, start + 30)))
+        both_worked = [await _stored(session, r.base_url) for r in replicas]
+        replicas[0].kill()  # mid-stream: it may hold fetched, unacked envelopes
+        for start in range(300, 600, 30):
+            await asyncio.gather(*(post(i, 1) for i in range(start, start + 30)))
+        survivor = replicas[1].base_url
+
+        async def all_inquiries() -> list[dict] | None:
+            async with session.get(survivor + "/api/inquiries", params={"limit": 1000}) as response:
+                items = (await response.json())["items"]
+            return items if len(items) >= len(accepted) else None
+
+        items = await wait_for(all_inquiries, timeout=40, what="every accepted item after the kill")
+        async with session.get(survivor + "/api/leads", params={"limit": 1000}) as response:
+            leads = (await response.json())["items"]
+    assert sorted(i["id"] for i in items) == sorted(accepted), "each accepted item is exactly one inquiry"
+    assert len(leads) == len(accepted) and len({lead["id"] for lead in leads}) == len(accepted)
+    assert all(count > 0 for count in both_worked), f"both replicas should have stored some: {both_worked}"
+
+    connection = await nats.connect(shared_nats.url)
+    try:
+        jetstream = connection.jetstream()
+
+        async def lead_events() -> bool:
+            info = await jetstream.stream_info("EVENTS", subjects_filter="events.lead.created")
+            return (info.state.subjects or {}).get("events.lead.created", 0) >= len(accepted)
+
+        await wait_for(lead_events, timeout=30, what="every lead.created event relayed")
+        info = await jetstream.stream_info("EVENTS", subjects_filter="events.lead.created")
+        assert info.state.subjects["events.lead.created"] == len(accepted), "each event exactly once"
+    finally:
+        await connection.close()
+    assert await replicas[1].terminate() == 0
