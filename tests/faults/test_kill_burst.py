@@ -1,0 +1,106 @@
+"""SIGKILL at random moments during a burst of 5,000 webhooks and 500 emails: every item ends stored exactly once.
+
+Webhook clients behave like providers: a post that got no 2xx is sent again with the same Idempotency-Key once
+the daemon is back. E-mail sits in a real Dovecot; the IMAP checkpoint only moves after the queue has the mail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import aiohttp
+import pytest
+from sqlalchemy import func, select
+
+from leadhub.store.db import create_engine
+from leadhub.store.models import Inquiry, Lead
+from tests.helpers import wait_for
+from tests.imap_server import make_mail, running_dovecot
+
+pytestmark = pytest.mark.slow
+FORM = {"name": "site-form", "type": "form", "rate_limit": None}
+WEBHOOKS, EMAILS, KILLS = 5000, 500, 2
+
+
+async def _counts(engine: Any) -> dict[str, int]:
+    async with engine.connect() as conn:
+        by_channel = dict((await conn.execute(select(Inquiry.channel, func.count()).group_by(Inquiry.channel))).all())
+        unique_keys = (await conn.execute(select(func.count(func.distinct(Inquiry.key))))).scalar_one()
+        leads = (await conn.execute(select(func.count()).select_from(Lead))).scalar_one()
+    return {
+        "form": by_channel.get("form", 0),
+        "email": by_channel.get("email", 0),
+        "unique_keys": unique_keys,
+        "leads": leads,
+    }
+
+
+@pytest.mark.parametrize("seed", [11, 23])
+async def test_sigkill_at_random_moments_during_a_burst(make_daemon, database_url: str, seed: int) -> None:  # type: ignore[no-untyped-def]
+    rng = random.Random(seed)
+    kill_points = sorted(rng.sample(range(300, WEBHOOKS - 300), KILLS))
+    with running_dovecot() as dovecot:
+        daemon = make_daemon({"connectors": [FORM, dovecot.connector(poll_interval="2s")]})
+        await daemon.start()
+        appending = asyncio.create_task(asyncio.to_thread(dovecot.append, [make_mail(n) for n in range(EMAILS)]))
+        accepted: dict[int, str] = {}
+        up = asyncio.Event()
+        up.set()
+        next_item = 0
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+
+            async def poster() -> None:
+                nonlocal next_item
+                while next_item < WEBHOOKS:
+                    i = next_item
+                    next_item += 1
+                    while i not in accepted:
+                        await up.wait()
+                        try:
+                            async with session.post(
+                                daemon.base_url + "/hooks/site-form",
+                                json={"name": f"K {i}", "email": f"k{i}-{seed}@example.com"},
+                                headers={"Idempotency-Key": f"burst-{i}"},
+                            ) as response:
+                                if response.status == 202:
+                                    accepted[i] = (await response.json())["id"]
+                                else:
+                                    assert response.status == 503, await response.text()
+                        except (aiohttp.ClientError, TimeoutError):
+                            await up.wait()  # the daemon is being killed; send again once it is back
+
+            async def killer() -> None:
+                for point in kill_points:
+                    await wait_for(_reached(accepted, point), timeout=60, what=f"{point} accepted posts")
+                    up.clear()
+                    daemon.kill()
+                    await daemon.start()
+                    up.set()
+
+            await asyncio.gather(killer(), *(poster() for _ in range(32)))
+        await appending
+        engine = create_engine(database_url)
+        try:
+
+            async def everything_stored() -> dict[str, int] | None:
+                counts = await _counts(engine)
+                assert counts["form"] <= WEBHOOKS and counts["email"] <= EMAILS, counts
+                return counts if (counts["form"], counts["email"]) == (WEBHOOKS, EMAILS) else None
+
+            counts = await wait_for(everything_stored, timeout=90, what="every webhook and email stored")
+            async with engine.connect() as conn:
+                stored_ids = set((await conn.execute(select(Inquiry.id).where(Inquiry.channel == "form"))).scalars())
+        finally:
+            await engine.dispose()
+    assert counts["unique_keys"] == WEBHOOKS + EMAILS and counts["leads"] == WEBHOOKS + EMAILS, counts
+    assert stored_ids == set(accepted.values()), "every 202 answer names a stored inquiry, and nothing else is stored"
+    assert await daemon.terminate() == 0
+
+
+def _reached(accepted: dict[int, str], point: int):  # type: ignore[no-untyped-def]
+    async def probe() -> bool:
+        return len(accepted) >= point
+
+    return probe
