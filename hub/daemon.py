@@ -7,6 +7,7 @@ import contextlib
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -111,7 +112,15 @@ class Hub:
             self.connectors[connector_config.name] = connector_type(connector_config, context)
 
     def _connector_report(self, name: str, status: dict[str, Any]) -> None:
+        """A pull connector's liveness: kept for /readyz detail and exported as metrics."""
         self.connector_status[name] = status
+        self.metrics.connector_ok.labels(name).set(1 if status.get("ok") else 0)
+        if last_sync := status.get("last_sync"):
+            with contextlib.suppress(TypeError, ValueError):
+                self.metrics.connector_last_sync.labels(name).set(datetime.fromisoformat(str(last_sync)).timestamp())
+        if (lag := status.get("uid_lag")) is not None:
+            with contextlib.suppress(TypeError, ValueError):
+                self.metrics.connector_lag.labels(name).set(float(lag))
 
     async def _start_http(self) -> None:
         deps = HttpDeps(

@@ -42,6 +42,18 @@ class Metrics:
             "leadhub_store_errors", "Store operations that failed", ["operation", "kind"], registry=r
         )
         self.events_published = Counter("leadhub_events_published", "Domain events relayed", registry=r)
+        self.connector_ok = Gauge(
+            "leadhub_connector_ok", "1 when a pull connector is healthy", ["connector"], registry=r
+        )
+        self.connector_last_sync = Gauge(
+            "leadhub_connector_last_sync_timestamp_seconds",
+            "When a pull connector last synced",
+            ["connector"],
+            registry=r,
+        )
+        self.connector_lag = Gauge(
+            "leadhub_connector_uid_lag", "Messages a mailbox has that are not yet published", ["connector"], registry=r
+        )
         self.outbox_pending = Gauge("leadhub_outbox_pending", "Domain events not yet relayed", registry=r)
         self.rules_loaded = Gauge("leadhub_rules_loaded", "Rules active in the rule engine", registry=r)
         self.rule_problems = Gauge("leadhub_rule_problems", "Problems in rule files at the last (re)load", registry=r)
