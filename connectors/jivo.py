@@ -12,6 +12,7 @@ from leadhub.connectors.webhook import (
     ProviderWebhook,
     WebhookConfig,
     body_digest,
+    json_object,
     key_part,
     raw_body,
     require_method,
@@ -53,16 +54,7 @@ class JivoConnector(ProviderWebhook):
 
 
 def _event(body: bytes) -> dict[str, Any]:
-    try:
-        event = json.loads(body)
-    except UnicodeDecodeError as exc:
-        raise HookError(400, "malformed", f"body is not UTF-8 JSON: invalid byte at {exc.start}") from None
-    except json.JSONDecodeError as exc:
-        raise HookError(
-            400, "malformed", f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
-    if not isinstance(event, dict):
-        raise HookError(400, "malformed", f"a Jivo event is a JSON object, not {type(event).__name__}")
+    event = json_object(body, "a Jivo event")
     if not isinstance(event.get("event_name"), str) or not event["event_name"].strip():
         raise HookError(400, "malformed", "a Jivo event must carry event_name as a non-empty string")
     wrong = [name for name in OBJECT_FIELDS if name in event and not isinstance(event[name], dict | None)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, ClassVar, Literal
 
@@ -10,7 +9,14 @@ from aiohttp import web
 from pydantic import Field, model_validator
 
 from leadhub.connectors.base import HookError, accepted
-from leadhub.connectors.webhook import ProviderWebhook, WebhookConfig, raw_body, require_method, require_token
+from leadhub.connectors.webhook import (
+    ProviderWebhook,
+    WebhookConfig,
+    json_object,
+    raw_body,
+    require_method,
+    require_token,
+)
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name, not a secret
 SECRET_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
@@ -54,14 +60,4 @@ class TelegramConnector(ProviderWebhook):
 
 
 def _update(body: bytes) -> dict[str, Any]:
-    try:
-        update = json.loads(body)
-    except UnicodeDecodeError as exc:
-        raise HookError(400, "malformed", f"body is not UTF-8 JSON: invalid byte at {exc.start}") from None
-    except json.JSONDecodeError as exc:
-        raise HookError(
-            400, "malformed", f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
-    if not isinstance(update, dict):
-        raise HookError(400, "malformed", f"a Telegram update is a JSON object, not {type(update).__name__}")
-    return update
+    return json_object(body, "a Telegram update")

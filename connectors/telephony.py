@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 from datetime import datetime
 from typing import Any, ClassVar, Literal, Self
 from urllib.parse import urlencode
@@ -19,6 +18,7 @@ from leadhub.connectors.webhook import (
     WebhookConfig,
     body_digest,
     form_fields,
+    json_object,
     key_part,
     matches_any,
     raw_body,
@@ -90,17 +90,7 @@ def decode_payload(content_type: str, body: bytes) -> dict[str, Any]:
     kind = media_type(content_type)
     if kind == "application/x-www-form-urlencoded":
         return form_fields(body, "PBX event body")
-    try:
-        data = json.loads(body)
-    except UnicodeDecodeError as exc:
-        raise HookError(400, "malformed", f"body is not UTF-8 JSON: invalid byte at {exc.start}") from None
-    except json.JSONDecodeError as exc:
-        raise HookError(
-            400, "malformed", f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
-    if not isinstance(data, dict):
-        raise HookError(400, "malformed", f"a call event must be a JSON object, not {type(data).__name__}")
-    return data
+    return json_object(body, "a call event")
 
 
 def sent_at(value: Any) -> float | None:

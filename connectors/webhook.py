@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
@@ -129,6 +130,21 @@ def form_fields(body: bytes, what: str) -> dict[str, str]:
         return dict(parse_qsl(text, keep_blank_values=True, strict_parsing=False))
     except ValueError as exc:
         raise HookError(400, "malformed", f"{what} is not a urlencoded form: {exc}") from None
+
+
+def json_object(body: bytes, what: str) -> dict[str, Any]:
+    """The body as a JSON object, or a 400 naming the problem (`what` is e.g. "a Telegram update")."""
+    try:
+        data = json.loads(body)
+    except UnicodeDecodeError as exc:
+        raise HookError(400, "malformed", f"body is not UTF-8 JSON: invalid byte at {exc.start}") from None
+    except json.JSONDecodeError as exc:
+        raise HookError(
+            400, "malformed", f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    if not isinstance(data, dict):
+        raise HookError(400, "malformed", f"{what} is a JSON object, not {type(data).__name__}")
+    return data
 
 
 def require_method(request: web.Request, *methods: str) -> None:
