@@ -1,5 +1,5 @@
-"""Property: random bodies, headers, queries and paths on every telephony and chat webhook never give a 5xx and never
-stop the hub; requests that pass authentication (tokens and signatures computed for the random body) reach the
+"""Property: random bodies, headers, queries and paths on every telephony and chat webhook (and the web form) never
+give a 5xx and never stop the hub; requests that pass authentication (tokens and signatures computed for the random body) reach the
 decoders too. And the parsers of those types never fail with anything but PermanentError.
 """
 
@@ -42,6 +42,7 @@ CONNECTORS = [
     },
     {"name": "bot", "type": "telegram", "secret": TOKEN},
     {"name": "jivo", "type": "jivo", "secret": TOKEN},
+    {"name": "site-form", "type": "form", "rate_limit": None},  # no token: random bodies reach the form decoder
 ]
 NAMES = [c["name"] for c in CONNECTORS]
 ASCII = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40)
