@@ -38,6 +38,17 @@ class RetryPolicy:
         return timedelta(seconds=seconds * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not crypto
 
 
+@dataclass
+class Result:
+    """How one run ended: a final status, or `pending` again with the time of the retry."""
+
+    action_id: str
+    status: str
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    retry_at: datetime | None = None
+
+
 class Outcome(Exception):
     """How one run ended, raised out of the steps before the action (cancelled, failed)."""
 
@@ -112,7 +123,11 @@ class Scheduler:
         async with self.engine.begin() as conn:
             rows = await store.claim_due(conn, now, self.batch, now + self.lease)
         if rows:
-            await asyncio.gather(*(self._run(row) for row in rows))
+            names = [EVENT_OBJECTS.get(row.event["type"], ()) for row in rows]
+            async with self.engine.connect() as conn:  # one query per table for the batch, not per action
+                objects = await trigger_data.load_objects_many(conn, [row.event["data"] for row in rows], names)
+            results = await asyncio.gather(*(self._run(row, o) for row, o in zip(rows, objects, strict=True)))
+            await self._record(list(results), self.clock.now())
         return len(rows)
 
     async def _signing_key(self) -> bytes:
@@ -121,33 +136,31 @@ class Scheduler:
                 self._key = await trigger_data.signing_key(conn, self.clock.now())
         return self._key
 
-    async def _run(self, row: Any) -> None:
+    async def _run(self, row: Any, objects: dict[str, Any]) -> Result:
+        """Execute one claimed action; how it ended, to be recorded with the rest of the batch."""
         now = self.clock.now()
         attempt = row.attempts + 1
         try:
-            result = await self._execute(row, now, attempt)
+            result = await self._execute(row, objects, now, attempt)
         except Outcome as outcome:
-            await self._record(row.id, outcome.status, now, error=outcome.message)
+            return Result(row.id, outcome.status, error=outcome.message)
         except Skipped as exc:
-            await self._record(row.id, "cancelled", now, error=str(exc))
+            return Result(row.id, "cancelled", error=str(exc))
         except Permanent as exc:
             log.warning("action failed", rule=row.rule_id, key=row.key, error=str(exc)[:300])
-            await self._record(row.id, "failed", now, error=str(exc))
+            return Result(row.id, "failed", error=str(exc))
         except Exception as exc:  # Transient, or a bug: retry with back-off up to the limit, then failed
             message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, Transient) else str(exc)
             if not isinstance(exc, Transient):
                 log.exception("action raised unexpectedly", rule=row.rule_id, key=row.key)
-            await self._retry(row, attempt, now, message)
-        else:
-            await self._record(row.id, "done", now, result=result)
+            return self._retry(row, attempt, now, message)
+        return Result(row.id, "done", result=result)
 
-    async def _execute(self, row: Any, now: datetime, attempt: int) -> dict[str, Any]:
+    async def _execute(self, row: Any, objects: dict[str, Any], now: datetime, attempt: int) -> dict[str, Any]:
         rule = self.rules().by_id.get(row.rule_id)
         bound = _bound(rule, row)
         _check_late(rule, row, now, attempt)  # type: ignore[arg-type]
         event = row.event
-        async with self.engine.connect() as conn:
-            objects = await trigger_data.load_objects(conn, event["data"], EVENT_OBJECTS.get(event["type"], ()))
         context = build_context(_context_event(event), objects, now)
         if rule.unless is not None:  # type: ignore[union-attr]
             try:
@@ -162,29 +175,22 @@ class Scheduler:
         job = Job(row.key, row.rule_id, event, context, now, attempt)
         return await bound.execute(rendered, job, self.deps)
 
-    async def _retry(self, row: Any, attempt: int, now: datetime, message: str) -> None:
+    def _retry(self, row: Any, attempt: int, now: datetime, message: str) -> Result:
         if attempt >= self.retry.max_attempts:
             log.warning("action failed after retries", rule=row.rule_id, key=row.key, attempts=attempt, error=message)
-            await self._record(row.id, "failed", now, error=f"after {attempt} attempts: {message}")
-            return
-        due = now + self.retry.delay(attempt)
+            return Result(row.id, "failed", error=f"after {attempt} attempts: {message}")
         log.info("action will be retried", rule=row.rule_id, key=row.key, attempt=attempt, error=message[:300])
-        async with self.engine.begin() as conn:
-            await store.retry_at(conn, row.id, due, message[:2000], now)
+        return Result(row.id, "pending", error=message, retry_at=now + self.retry.delay(attempt))
 
-    async def _record(
-        self,
-        action_id: str,
-        status: str,
-        now: datetime,
-        *,
-        result: dict[str, Any] | None = None,
-        error: str | None = None,
-    ) -> None:
+    async def _record(self, results: list[Result], now: datetime) -> None:
+        """One transaction for the whole batch's outcomes (a commit per action was the scheduler's bottleneck)."""
         async with self.engine.begin() as conn:
-            await store.finish(
-                conn, action_id, status, now, result=result, error=None if error is None else error[:2000]
-            )
+            for r in results:
+                error = None if r.error is None else r.error[:2000]
+                if r.retry_at is not None:
+                    await store.retry_at(conn, r.action_id, r.retry_at, error or "", now)
+                else:
+                    await store.finish(conn, r.action_id, r.status, now, result=r.result, error=error)
 
 
 def _bound(rule: CompiledRule | None, row: Any) -> Any:

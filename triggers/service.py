@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from watchfiles import awatch
 
 from leadhub.triggers.actions.base import Deps
+from leadhub.triggers.actions.smtp_pool import SmtpPool
 from leadhub.triggers.clock import Clock, SystemClock
 from leadhub.triggers.compile import CompiledRule
 from leadhub.triggers.consumer import EventConsumer
@@ -51,7 +52,7 @@ class TriggerService:
         self.on_reload = on_reload
         self._stop_watch = asyncio.Event()
         self.reload()
-        self.deps = Deps(engine=engine, smtp_url=smtp_url, public_url=public_url)
+        self.deps = Deps(engine=engine, smtp_url=smtp_url, public_url=public_url, extra={"smtp_pool": SmtpPool()})
         self.matcher = Matcher(engine, lambda: self.index, self.clock)
         self.scheduler = Scheduler(engine, lambda: self.index, self.deps, self.clock, retry=retry)
         self.consumer = EventConsumer(jetstream, self.matcher, self.scheduler.wake)

@@ -23,6 +23,7 @@ from leadhub.triggers.actions.base import (
     Transient,
     compile_text,
 )
+from leadhub.triggers.actions.smtp_pool import SmtpPool
 from leadhub.triggers.links import link_context
 from leadhub.triggers.sandbox import Scope, TemplateProblem, Templates
 from leadhub.triggers.schema import SendEmail
@@ -102,7 +103,7 @@ class BoundEmail:
             if await trigger_data.message_sent(conn, message_id):
                 return {"message_id": message_id, "already_sent": True}
         message = _message(rendered, sender, message_id, job)
-        await _send(message, target)
+        await _send(message, target, deps.extra.get("smtp_pool"))
         lead = job.context.get("lead")
         async with deps.engine.begin() as conn:
             await trigger_data.record_sent(conn, message_id, getattr(lead, "id", None), job.now)
@@ -140,8 +141,13 @@ def _message(rendered: dict[str, Any], sender: str, message_id: str, job: Job) -
     return message
 
 
-async def _send(message: EmailMessage, target: SmtpTarget) -> None:
+async def _send(message: EmailMessage, target: SmtpTarget, pool: SmtpPool | None) -> None:
     try:
+        if pool is not None:
+            async with pool.connection(target) as client:
+                # flattened here: aiosmtplib would re-fold headers at 78 columns
+                await client.sendmail(_address(message["From"]), [_address(message["To"])], message.as_bytes())
+            return
         await aiosmtplib.send(
             message.as_bytes(),  # flattened here: aiosmtplib would re-fold headers at 78 columns
             sender=_address(message["From"]),
