@@ -36,7 +36,8 @@ class Condition:
 
     def __call__(self, context: dict[str, Any]) -> bool:
         try:
-            return bool(self.function(**context))
+            fast = getattr(self.function, "evaluate", None)
+            return bool(fast(context) if fast is not None else self.function(**context))
         except Exception as exc:  # StrictUndefined, a comparison of None with a number, ...
             raise EvaluationError(f"{self.source!r}: {type(exc).__name__}: {exc}") from exc
 

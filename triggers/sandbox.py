@@ -21,6 +21,7 @@ from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from leadhub.triggers.events import OBJECT_FIELDS
+from leadhub.triggers.fastexpr import compile_fast
 
 PACKAGE_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 FORBIDDEN_TAGS: dict[type[nodes.Node], str] = {
@@ -105,7 +106,8 @@ class Templates:
         problems = check_tree(tree, scope, names=_names(tree))
         if problems:
             raise TemplateProblem("; ".join(problems))
-        return self.expressions.compile_expression(source, undefined_to_none=False)
+        compiled = self.expressions.compile_expression(source, undefined_to_none=False)
+        return compile_fast(tree, self.expressions) or compiled
 
     def inline(self, source: str, scope: Scope, *, html: bool = False) -> Template:
         """Compile a template string from a rule (a `to:`, a `title:`)."""
