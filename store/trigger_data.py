@@ -101,6 +101,14 @@ async def suppress(conn: AsyncConnection, address: str, reason: str, detail: str
     await insert_ignore(conn, suppression_t, values)
 
 
+async def send_state(conn: AsyncConnection, address: str, message_id: str) -> tuple[str | None, bool]:
+    """(why `address` is suppressed or None, whether `message_id` was already sent) in one round trip."""
+    reason = select(suppression_t.c.reason).where(suppression_t.c.address == address.strip().lower())
+    sent = select(email_t.c.message_id).where(email_t.c.message_id == message_id, email_t.c.direction == "out")
+    row = (await conn.execute(select(reason.scalar_subquery(), sent.exists()))).one()
+    return row[0], bool(row[1])
+
+
 async def message_sent(conn: AsyncConnection, message_id: str) -> bool:
     query = select(email_t.c.message_id).where(email_t.c.message_id == message_id, email_t.c.direction == "out")
     return (await conn.execute(query)).first() is not None

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -47,6 +47,7 @@ class Result:
     result: dict[str, Any] | None = None
     error: str | None = None
     retry_at: datetime | None = None
+    writes: list[Callable[[Any], Awaitable[None]]] = field(default_factory=list)
 
 
 class Outcome(Exception):
@@ -140,8 +141,9 @@ class Scheduler:
         """Execute one claimed action; how it ended, to be recorded with the rest of the batch."""
         now = self.clock.now()
         attempt = row.attempts + 1
+        job = Job(row.key, row.rule_id, row.event, {}, now, attempt)
         try:
-            result = await self._execute(row, objects, now, attempt)
+            result = await self._execute(row, objects, job)
         except Outcome as outcome:
             return Result(row.id, outcome.status, error=outcome.message)
         except Skipped as exc:
@@ -154,9 +156,10 @@ class Scheduler:
             if not isinstance(exc, Transient):
                 log.exception("action raised unexpectedly", rule=row.rule_id, key=row.key)
             return self._retry(row, attempt, now, message)
-        return Result(row.id, "done", result=result)
+        return Result(row.id, "done", result=result, writes=job.writes)
 
-    async def _execute(self, row: Any, objects: dict[str, Any], now: datetime, attempt: int) -> dict[str, Any]:
+    async def _execute(self, row: Any, objects: dict[str, Any], job: Job) -> dict[str, Any]:
+        now, attempt = job.now, job.attempt
         rule = self.rules().by_id.get(row.rule_id)
         bound = _bound(rule, row)
         _check_late(rule, row, now, attempt)  # type: ignore[arg-type]
@@ -172,7 +175,7 @@ class Scheduler:
             rendered = bound.render(context, RenderEnv(await self._signing_key(), self.deps.public_url, now))
         except Exception as exc:
             raise Outcome("failed", f"rendering failed: {type(exc).__name__}: {exc}") from None
-        job = Job(row.key, row.rule_id, event, context, now, attempt)
+        job.context = context
         return await bound.execute(rendered, job, self.deps)
 
     def _retry(self, row: Any, attempt: int, now: datetime, message: str) -> Result:
@@ -186,6 +189,8 @@ class Scheduler:
         """One transaction for the whole batch's outcomes (a commit per action was the scheduler's bottleneck)."""
         async with self.engine.begin() as conn:
             for r in results:
+                for write in r.writes:
+                    await write(conn)
                 error = None if r.error is None else r.error[:2000]
                 if r.retry_at is not None:
                     await store.retry_at(conn, r.action_id, r.retry_at, error or "", now)

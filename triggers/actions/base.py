@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -44,6 +44,8 @@ class Job:
     context: dict[str, Any]
     now: datetime
     attempt: int = 1
+    # Store writes that belong to a successful run, done in the transaction that records its outcome.
+    writes: list[Callable[[Any], Awaitable[None]]] = field(default_factory=list)
 
 
 @dataclass

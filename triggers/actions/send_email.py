@@ -94,19 +94,19 @@ class BoundEmail:
             raise Transient("LEADHUB_SMTP_URL is not set")
         target = parse_smtp_url(deps.smtp_url)
         assert deps.engine is not None
+        sender = rendered["from"] or target.sender or "leadhub@localhost"
+        message_id = _message_id(job.key, sender)
         async with deps.engine.connect() as conn:
-            reason = await trigger_data.suppressed(conn, to)
-            sender = rendered["from"] or target.sender or "leadhub@localhost"
-            message_id = _message_id(job.key, sender)
-            if reason is not None:
-                raise Skipped(f"suppressed address ({reason})")
-            if await trigger_data.message_sent(conn, message_id):
-                return {"message_id": message_id, "already_sent": True}
+            reason, sent = await trigger_data.send_state(conn, to, message_id)
+        if reason is not None:
+            raise Skipped(f"suppressed address ({reason})")
+        if sent:
+            return {"message_id": message_id, "already_sent": True}
         message = _message(rendered, sender, message_id, job)
         await _send(message, target, deps.extra.get("smtp_pool"))
-        lead = job.context.get("lead")
-        async with deps.engine.begin() as conn:
-            await trigger_data.record_sent(conn, message_id, getattr(lead, "id", None), job.now)
+        lead_id = getattr(job.context.get("lead"), "id", None)
+        # Recorded with the batch's outcomes, in the scheduler's one transaction.
+        job.writes.append(lambda conn: trigger_data.record_sent(conn, message_id, lead_id, job.now))
         return {"message_id": message_id}
 
 
