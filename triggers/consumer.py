@@ -59,7 +59,8 @@ class EventConsumer:
                 if subscription is None:
                     subscription = await self._subscribe()
                 messages = await self._fetch(subscription)
-            except TimeoutError:
+            except TimeoutError:  # nothing to fetch: the server answered, so the consumer is healthy
+                self.last_error = None
                 continue
             except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
