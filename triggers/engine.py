@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from jinja2 import Undefined
 
 from leadhub.triggers.compile import CompiledRule, EvaluationError
 
@@ -19,19 +21,76 @@ class Evaluation:
     due_at: datetime | None = None
 
 
+@dataclass
+class _Group:
+    """Listeners whose first condition starts with `<path> == <constant>`, by constant."""
+
+    value: Callable[[dict[str, Any]], Any]
+    rules: list[tuple[Any, CompiledRule]] = field(default_factory=list)
+    by_value: dict[Any, list[CompiledRule]] = field(default_factory=dict)
+
+
 class RuleIndex:
-    """Rules by the event types they listen to, so an event is checked only against its listeners."""
+    """Rules by the event types they listen to, and within a type by their first equality condition,
+    so an event is evaluated only against rules that can match it."""
 
     def __init__(self, rules: Iterable[CompiledRule]) -> None:
         self.rules = list(rules)
         self.by_type: dict[str, list[CompiledRule]] = {}
+        self.plans: dict[str, tuple[list[CompiledRule], dict[str, _Group]]] = {}
         for rule in self.rules:
             for kind in rule.rule.on or ():
                 self.by_type.setdefault(kind, []).append(rule)
+                plain, groups = self.plans.setdefault(kind, ([], {}))
+                found = _discriminator(rule)
+                if found is None:
+                    plain.append(rule)
+                    continue
+                path, value_of, constant = found
+                group = groups.setdefault(path, _Group(value_of))
+                group.rules.append((constant, rule))
+                group.by_value.setdefault(constant, []).append(rule)
         self.by_id = {rule.id: rule for rule in self.rules}
+        # Shared, read-only: an evaluation the index proved false is the same for every event.
+        self.false = {rule.id: known_false(rule) for rule in self.rules if _discriminator(rule) is not None}
 
     def listeners(self, event_type: str) -> list[CompiledRule]:
         return self.by_type.get(event_type, [])
+
+    def split(self, event_type: str, context: dict[str, Any]) -> tuple[list[CompiledRule], list[CompiledRule]]:
+        """(rules to evaluate, rules whose first condition is known to be false for this context)."""
+        plain, groups = self.plans.get(event_type, ([], {}))
+        evaluate_these, known_false = list(plain), []
+        for group in groups.values():
+            try:
+                value = group.value(context)
+                candidates = None if isinstance(value, Undefined) else group.by_value.get(value, [])
+            except Exception:  # unhashable or unreadable: let the full evaluation say what happens
+                candidates = None
+            if candidates is None:
+                evaluate_these += [rule for _, rule in group.rules]
+                continue
+            evaluate_these += candidates
+            known_false += [rule for constant, rule in group.rules if constant != value]
+        return evaluate_these, known_false
+
+
+def _discriminator(rule: CompiledRule) -> tuple[str, Any, Any] | None:
+    if not rule.conditions:
+        return None
+    return getattr(rule.conditions[0].function, "discriminator", None)
+
+
+def known_false(rule: CompiledRule) -> Evaluation:
+    """What `evaluate` says of a rule whose first condition is false (the index proved it)."""
+    source = rule.conditions[0].source
+    return Evaluation(rule, False, f"condition is false: {source}", [{"if": source, "result": False}])
+
+
+def evaluate_all(index: RuleIndex, event_type: str, context: dict[str, Any], now: datetime) -> list[Evaluation]:
+    """Every listener's evaluation, the index sparing the ones that cannot match."""
+    evaluate_these, proven_false = index.split(event_type, context)
+    return [*(evaluate(rule, context, now) for rule in evaluate_these), *(index.false[r.id] for r in proven_false)]
 
 
 def evaluate(rule: CompiledRule, context: dict[str, Any], now: datetime) -> Evaluation:

@@ -41,16 +41,21 @@ def compile_fast(tree: nodes.Expr, env: SandboxedEnvironment) -> Callable[..., A
     except Unsupported:
         return None
 
-    return FastExpression(fn)
+    return FastExpression(fn, _discriminator(tree, env))
 
 
 class FastExpression:
-    """Called like Jinja's compiled expression (`fn(**context)`), or with the context dict as is (`evaluate`)."""
+    """Called like Jinja's compiled expression (`fn(**context)`), or with the context dict as is (`evaluate`).
 
-    __slots__ = ("evaluate",)
+    `discriminator` is (path, value function, constant) when the expression is `path == constant` or
+    starts with it (`path == constant and ...`): false whenever the path holds another defined value.
+    """
 
-    def __init__(self, fn: Fn) -> None:
+    __slots__ = ("discriminator", "evaluate")
+
+    def __init__(self, fn: Fn, discriminator: tuple[str, Fn, Any] | None = None) -> None:
         self.evaluate = fn
+        self.discriminator = discriminator
 
     def __call__(self, **context: Any) -> Any:
         return self.evaluate(context)
@@ -85,6 +90,30 @@ def _node(node: nodes.Node, env: SandboxedEnvironment) -> Fn:  # noqa: PLR0911 -
         kind = list if isinstance(node, nodes.List) else tuple
         return lambda ctx: kind(item(ctx) for item in items)
     raise Unsupported(type(node).__name__)
+
+
+def _path(node: nodes.Node) -> str | None:
+    if isinstance(node, nodes.Name):
+        return node.name
+    if isinstance(node, nodes.Getattr):
+        parent = _path(node.node)
+        return None if parent is None else f"{parent}.{node.attr}"
+    return None
+
+
+def _discriminator(tree: nodes.Node, env: SandboxedEnvironment) -> tuple[str, Fn, Any] | None:
+    node = tree
+    while isinstance(node, nodes.And):
+        node = node.left
+    if not isinstance(node, nodes.Compare) or len(node.ops) != 1 or node.ops[0].op != "eq":
+        return None
+    left, right = node.expr, node.ops[0].expr
+    if isinstance(left, nodes.Const):
+        left, right = right, left
+    path = _path(left)
+    if path is None or not isinstance(right, nodes.Const) or not isinstance(right.value, str | int | bool):
+        return None
+    return path, _node(left, env), right.value
 
 
 def _getattr(target: Fn, attr: str, env: SandboxedEnvironment) -> Fn:

@@ -17,7 +17,7 @@ from leadhub.store import triggers as store
 from leadhub.triggers.clock import Clock
 from leadhub.triggers.compile import CompiledRule
 from leadhub.triggers.context import build_context
-from leadhub.triggers.engine import Evaluation, RuleIndex, evaluate
+from leadhub.triggers.engine import Evaluation, RuleIndex, evaluate, evaluate_all
 from leadhub.triggers.events import EVENT_OBJECTS
 
 log = structlog.get_logger("leadhub.triggers")
@@ -61,8 +61,13 @@ class Matcher:
             objects = await trigger_data.load_objects(conn, event["data"], EVENT_OBJECTS.get(event["type"], ()))
             context = build_context(_context_event(event), objects, now)
             traces, rows = [], []
-            for rule in listeners:
-                evaluation = evaluate(rule, context, now)
+            evaluations = (
+                evaluate_all(self.rules(), event["type"], context, now)
+                if rules is None
+                else [evaluate(rule, context, now) for rule in listeners]
+            )
+            for evaluation in evaluations:
+                rule = evaluation.rule
                 if evaluation.matched:
                     skipped = await self._plan(conn, rule, event, context, evaluation, now, rows)
                     evaluation.reason = skipped
