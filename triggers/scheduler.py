@@ -107,6 +107,9 @@ class Scheduler:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), await self._idle_seconds())
+        pool = self.deps.extra.get("smtp_pool")
+        if pool is not None:  # pooled SMTP connections end with the scheduler
+            await pool.close()
 
     async def _idle_seconds(self) -> float:
         """Sleep until the next due action (at most the poll interval), so one runs within a second of its time."""
