@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Text, select, type_coerce, update
+from sqlalchemy import Text, cast, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadhub.store.models import OutboxEvent
@@ -17,7 +17,8 @@ outbox_t = OutboxEvent.__table__
 async def claim_unpublished(conn: AsyncConnection, limit: int) -> Sequence[Any]:
     """Oldest unpublished events; on PostgreSQL rows another replica holds are skipped."""
     # `data` as its stored JSON text: the relay passes it on without decoding and re-encoding it.
-    data_text = type_coerce(outbox_t.c.data, Text).label("data_json")
+    # A SQL CAST, not type_coerce: asyncpg would otherwise hand back the column already decoded.
+    data_text = cast(outbox_t.c.data, Text).label("data_json")
     query = (
         select(outbox_t.c.id, outbox_t.c.type, outbox_t.c.subject_id, data_text, outbox_t.c.created_at)
         .where(outbox_t.c.published_at.is_(None))

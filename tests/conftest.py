@@ -25,6 +25,18 @@ from tests.helpers import free_port, wait_for
 PG_ADMIN_URL = os.environ.get("LEADHUB_TEST_DATABASE_URL")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Against PostgreSQL, run the tests that touch a database; the others cannot differ from the SQLite run."""
+    if not PG_ADMIN_URL:
+        return
+    uses_db = ["database_url" in getattr(item, "fixturenames", ()) for item in items]
+    selected = [item for item, db in zip(items, uses_db, strict=True) if db]
+    deselected = [item for item, db in zip(items, uses_db, strict=True) if not db]
+    if deselected and selected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected
+
+
 @pytest.fixture(autouse=True)
 def _clean_leadhub_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """A developer's LEADHUB_* variables must not leak into tests (the test database URL aside)."""

@@ -6,6 +6,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import RunningHub
+from tests.helpers import wait_for
 
 
 def _multipart() -> aiohttp.FormData:
@@ -115,3 +116,27 @@ async def test_same_person_twice_is_one_contact(form_hub: RunningHub) -> None:
     assert len({lead["contact_id"] for lead in leads}) == 1
     contacts = (await form_hub.api("/api/contacts", email="SAME@person.com"))["items"]
     assert len(contacts) == 1
+
+
+async def test_relayed_events_are_json_with_the_stored_data(form_hub: RunningHub) -> None:
+    """The relay passes the stored event JSON through as text; on both stores the message must parse."""
+    import json
+
+    async with await form_hub.post("/hooks/site-form", json={"name": "Evented", "email": "ev@example.com"}) as r:
+        inquiry_id = (await r.json())["id"]
+    lead = (await form_hub.wait_items("/api/leads", 1))[0]
+    jetstream = form_hub.hub.queue.jetstream
+
+    async def relayed() -> bool:
+        try:
+            await jetstream.get_last_msg("EVENTS", "events.lead.created")
+        except Exception:  # not there yet
+            return False
+        return True
+
+    await wait_for(relayed, what="the lead.created event on EVENTS")
+    message = await jetstream.get_last_msg("EVENTS", "events.lead.created")
+    event = json.loads(message.data)
+    assert event["type"] == "lead.created" and event["subject_id"] == lead["id"]
+    assert event["data"]["inquiry_id"] == inquiry_id and event["data"]["contact_id"] == lead["contact_id"]
+    assert message.headers["Nats-Msg-Id"] == event["id"]
