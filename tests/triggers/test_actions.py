@@ -76,7 +76,7 @@ async def _action(shop: Shop, rule_id: str, status: str) -> Any:
         rows = await shop.actions(rule_id=rule_id)
         return rows[0] if rows and rows[0].status == status else None
 
-    return await wait_for(probe, timeout=15, what=f"{rule_id} to be {status}")
+    return await wait_for(probe, timeout=30, what=f"{rule_id} to be {status}")
 
 
 async def test_create_task_is_listed_by_lead(trigger_hub, clock, rules_dir: Path) -> None:
@@ -93,7 +93,7 @@ rules:
     running = await trigger_hub()
     shop = Shop(running.engine, clock)
     _, lead_id = await _new_lead(shop)
-    (task,) = await running.wait_items("/api/tasks", 1, lead_id=lead_id)
+    (task,) = await running.wait_items("/api/tasks", 1, timeout=30, lead_id=lead_id)
     assert (task["title"], task["assignee"], task["status"]) == ("Call Maria", "anna", "open")
     assert task["due_at"].startswith((clock.now() + timedelta(minutes=15)).strftime("%Y-%m-%dT%H:%M"))
     runs = (await running.api("/api/actions", rule_id="call-back"))["items"]
@@ -124,7 +124,7 @@ rules:
         rows = await shop.actions(rule_id="crm")
         return rows[0] if rows and rows[0].attempts == 1 and rows[0].status == "pending" else None
 
-    pending = await wait_for(retried, timeout=15, what="the webhook to be retried")
+    pending = await wait_for(retried, timeout=30, what="the webhook to be retried")
     assert "HTTP 503" in pending.last_error
     clock.advance(timedelta(minutes=1))
     done = await _action(shop, "crm", "done")

@@ -40,7 +40,7 @@ async def test_trace_and_backtest(trigger_hub, clock, rules_dir: Path, database_
     async def evaluated() -> bool:
         return len(await shop.actions()) == 2 and len((await running.api("/api/actions"))["items"]) == 2
 
-    await wait_for(evaluated, timeout=15, what="the three events to be evaluated")
+    await wait_for(evaluated, timeout=30, what="the three events to be evaluated")
     counts = {c.rule_id: c for c in await backtest(running.engine, running.hub.triggers.index, START)}
     survey = counts["post-sale-survey"]
     assert (survey.events, survey.matched, survey.fired, survey.throttled) == (3, 3, 2, 1)

@@ -41,14 +41,14 @@ async def test_rules_reload_on_change_and_a_broken_file_keeps_its_last_version(t
     async def reloaded() -> bool:
         return "a2" in service.index.by_id
 
-    await wait_for(reloaded, timeout=15, what="the valid change to apply")
+    await wait_for(reloaded, timeout=30, what="the valid change to apply")
     (rules_dir / "a.yaml").write_text(A.replace("create_task", "create_tsk"))
     reloads = service.reloads
 
     async def problem_reported() -> bool:
         return service.reloads > reloads and bool(service.problems)
 
-    await wait_for(problem_reported, timeout=15, what="the broken file to be reported")
+    await wait_for(problem_reported, timeout=30, what="the broken file to be reported")
     assert sorted(service.index.by_id) == ["a", "a2", "b"], "the last good version of a.yaml stays active"
     assert any("a.yaml" in p and "unknown action type 'create_tsk'" in p for p in service.problems)
     detail = (await _readyz(running))["detail"]["triggers"]
@@ -62,5 +62,5 @@ async def test_rules_reload_on_change_and_a_broken_file_keeps_its_last_version(t
     async def b_gone() -> bool:
         return "b" not in service.index.by_id
 
-    await wait_for(b_gone, timeout=15, what="the removed file's rules to go")
+    await wait_for(b_gone, timeout=30, what="the removed file's rules to go")
     assert sorted(service.index.by_id) == ["a", "a2"]

@@ -36,7 +36,7 @@ async def test_a_cron_rule_fires_once_per_tick(trigger_hub, clock, rules_dir: Pa
     async def seen() -> bool:
         return await load_state(running.engine, STATE_OWNER, "monday-review") is not None
 
-    await wait_for(seen, timeout=15, what="the cron rule to be registered")
+    await wait_for(seen, timeout=30, what="the cron rule to be registered")
     assert START.weekday() == 0
     clock.advance(datetime(2026, 3, 9, 6, 0, 30, tzinfo=UTC) - START)
 
@@ -45,12 +45,12 @@ async def test_a_cron_rule_fires_once_per_tick(trigger_hub, clock, rules_dir: Pa
         assert len(items) <= count, items
         return items if len(items) == count else []
 
-    (task,) = await wait_for(lambda: tasks(1), timeout=15, what="the Monday task")
+    (task,) = await wait_for(lambda: tasks(1), timeout=30, what="the Monday task")
     assert task["title"] == "Weekly review (2026-03-09)"
     clock.advance(timedelta(minutes=5))
     assert await running.hub.triggers.schedules.tick() == 0
     assert len(await shop.actions(rule_id="monday-review")) == 1
 
     clock.advance(timedelta(days=14))  # two Mondays pass while nobody looks: one run, for the latest
-    items = await wait_for(lambda: tasks(2), timeout=15, what="one more task")
+    items = await wait_for(lambda: tasks(2), timeout=30, what="one more task")
     assert items[0]["title"] == "Weekly review (2026-03-23)"

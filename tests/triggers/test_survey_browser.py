@@ -23,7 +23,7 @@ async def test_survey_round_trip_in_headless_chromium(trigger_hub, smtp_server, 
         await browser.type("#comment", "The parcel came late")
         await browser.submit_by_clicking('button[type="submit"]')
         assert "Your answer was recorded" in await browser.text("#result")
-        (task,) = await running.wait_items("/api/tasks", 1, lead_id=ids["lead_id"])
+        (task,) = await running.wait_items("/api/tasks", 1, timeout=30, lead_id=ids["lead_id"])
         assert task["title"] == "Call back: survey score 4 for order #1001"
         assert task["note"] == "The parcel came late"
 

@@ -27,7 +27,7 @@ async def _scheduled(shop: Shop, count: int = 1, **where: Any) -> list[Any]:
         rows = await shop.actions(rule_id="post-sale-survey", **where)
         return rows if len(rows) >= count else None
 
-    return await wait_for(probe, timeout=15, what=f"{count} scheduled survey action(s)")
+    return await wait_for(probe, timeout=30, what=f"{count} scheduled survey action(s)")
 
 
 async def _traces(shop: Shop, rule_id: str, count: int) -> list[Any]:
@@ -36,7 +36,7 @@ async def _traces(shop: Shop, rule_id: str, count: int) -> list[Any]:
             rows = (await conn.execute(select(RuleTrace.__table__).where(RuleTrace.rule_id == rule_id))).all()
         return list(rows) if len(rows) >= count else None
 
-    return await wait_for(probe, timeout=15, what=f"{count} traces of {rule_id}")
+    return await wait_for(probe, timeout=30, what=f"{count} traces of {rule_id}")
 
 
 async def _status(shop: Shop, status: str) -> Any:
@@ -44,7 +44,7 @@ async def _status(shop: Shop, status: str) -> Any:
         rows = await shop.actions(rule_id="post-sale-survey")
         return rows[0] if rows and rows[0].status == status else None
 
-    return await wait_for(probe, timeout=15, what=f"the survey action to be {status}")
+    return await wait_for(probe, timeout=30, what=f"the survey action to be {status}")
 
 
 async def test_survey_is_sent_once_a_week_after_completion(
@@ -175,7 +175,7 @@ async def test_smtp_down_is_retried_and_delivered_once(trigger_hub, clock, rules
         rows = await shop.actions()
         return rows[0] if rows[0].attempts >= 1 and rows[0].status == "pending" else None
 
-    pending = await wait_for(retried, timeout=15, what="a failed attempt scheduled for retry")
+    pending = await wait_for(retried, timeout=30, what="a failed attempt scheduled for retry")
     assert "SMTP server unavailable" in pending.last_error
     smtp.start()
     try:

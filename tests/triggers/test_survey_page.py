@@ -25,13 +25,13 @@ async def _survey_mail(running: RunningHub, smtp: SmtpServer, clock: Any) -> tup
     async def scheduled() -> bool:
         return bool(await shop.actions(rule_id="post-sale-survey"))
 
-    await wait_for(scheduled, timeout=15, what="the survey to be scheduled")
+    await wait_for(scheduled, timeout=30, what="the survey to be scheduled")
     clock.advance(timedelta(days=7))
 
     async def mailed() -> bool:
         return bool(smtp.inbox.messages)
 
-    await wait_for(mailed, timeout=15, what="the survey email")
+    await wait_for(mailed, timeout=30, what="the survey email")
     message = smtp.inbox.messages[0]
     text = message.get_payload()[0].get_payload(decode=True).decode()
     link = re.search(r"https://shop\.example(/s/\S+)", text)
@@ -63,7 +63,7 @@ async def test_answer_a_low_score_and_a_task_is_created(trigger_hub, smtp_server
     status, html = await _post(running, path, {"score": "3", "comment": "Late <b>delivery</b>"})
     assert status == 200 and "Your answer was recorded" in html
 
-    (task,) = await running.wait_items("/api/tasks", 1, lead_id=ids["lead_id"])
+    (task,) = await running.wait_items("/api/tasks", 1, timeout=30, lead_id=ids["lead_id"])
     assert task["title"] == "Call back: survey score 3 for order #1001"
     assert task["assignee"] == "anna" and task["note"] == "Late <b>delivery</b>"
     async with running.engine.connect() as conn:
@@ -88,7 +88,7 @@ async def test_high_score_creates_no_task(trigger_hub, smtp_server, clock, rules
             query = select(RuleTrace.__table__).where(RuleTrace.rule_id == "low-score-task")
             return (await conn.execute(query)).first()
 
-    trace = await wait_for(evaluated, timeout=15, what="the low-score rule to be evaluated")
+    trace = await wait_for(evaluated, timeout=30, what="the low-score rule to be evaluated")
     assert trace.matched is False and trace.conditions == [{"if": "feedback.score <= 6", "result": False}]
     assert (await running.api("/api/actions", rule_id="low-score-task"))["items"] == []
 
