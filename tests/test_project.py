@@ -34,8 +34,8 @@ def test_ci_runs_the_readme_test_command_and_postgresql() -> None:
 
 def test_cli_has_the_contract_commands() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_")}
-    for args, expected in ((["--help"], ["run", "db", "dead"]), (["dead", "--help"], ["list", "replay"]),
-                           (["db", "--help"], ["upgrade"])):
+    for args, expected in ((["--help"], ["run", "db", "dead", "rules"]), (["dead", "--help"], ["list", "replay"]),
+                           (["db", "--help"], ["upgrade"]), (["rules", "--help"], ["check", "test"])):
         out = subprocess.run([sys.executable, "-m", "leadhub.hub", *args], capture_output=True, text=True,
                              env=env, timeout=60, check=True).stdout
         for word in expected:
