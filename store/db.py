@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -17,9 +19,26 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 
 
 def json_dumps(value: object) -> str:
-    """JSON for every JSON column. Text from the outside can hold lone UTF-16 surrogates (a `\\ud800` escape in a
-    payload, bytes decoded with surrogateescape); PostgreSQL refuses them, so they become `?` here, for both stores."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace").decode("utf-8")
+    """JSON for every JSON column, valid for both stores whatever came from outside.
+
+    Payload text can hold lone UTF-16 surrogates (a `\\ud800` escape) and numbers Python reads as NaN or
+    infinity (`NaN`, `1e999`); PostgreSQL refuses both. Surrogates become `?`, non-finite numbers `null`.
+    """
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def is_sqlite(url: str) -> bool:

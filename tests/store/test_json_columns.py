@@ -16,7 +16,10 @@ async def test_lone_surrogates_and_nul_are_stored(database_url: str) -> None:
     engine = create_engine(database_url)
     try:
         await upgrade(engine)
-        hostile = json.loads('{"a": "x\\ud800y", "b": "nul\\u0000here", "\\udfff": ["\\ud83d"], "ok": "Привет 😀"}')
+        hostile = json.loads(
+            '{"a": "x\\ud800y", "b": "nul\\u0000here", "\\udfff": ["\\ud83d"], "ok": "Привет 😀",'
+            ' "n": [NaN, 1e999, -Infinity, 1.5]}'
+        )
         row = InquiryRow(
             id="i" * 26,
             key="test:json",
@@ -35,7 +38,13 @@ async def test_lone_surrogates_and_nul_are_stored(database_url: str) -> None:
             stored = (await conn.execute(select(Inquiry.fields, Inquiry.meta))).one()
     finally:
         await engine.dispose()
-    assert stored.fields == {"a": "x?y", "b": "nul\x00here", "?": ["?"], "ok": "Привет 😀"}
+    assert stored.fields == {
+        "a": "x?y",
+        "b": "nul\x00here",
+        "?": ["?"],
+        "ok": "Привет 😀",
+        "n": [None, None, None, 1.5],
+    }
     assert stored.meta == {"m": "?"}
 
 
