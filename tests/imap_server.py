@@ -105,7 +105,7 @@ class Dovecot:
                 pytest.fail(f"dovecot exited with {self.process.returncode}:\n{self.logs()}")
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                 return
-            time.sleep(0.02)  # polling for the port with a deadline, not waiting for an event
+            time.sleep(0.02)  # noqa: sleep-ok - polling for the port under a deadline
         pytest.fail(f"dovecot did not listen on {self.port}:\n{self.logs()}")
 
     def kill(self) -> None:

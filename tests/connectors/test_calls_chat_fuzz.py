@@ -1,6 +1,7 @@
-"""Property: random bodies, headers, queries and paths on every telephony and chat webhook (and the web form) never
-give a 5xx and never stop the hub; requests that pass authentication (tokens and signatures computed for the random body) reach the
-decoders too. And the parsers of those types never fail with anything but PermanentError.
+"""Property: random bodies, headers, queries and paths on every telephony and chat webhook (and the web form)
+never give a 5xx and never stop the hub; requests that pass authentication (tokens and signatures computed for
+the random body) reach the decoders too. And the parsers of those types never fail with anything but
+PermanentError.
 """
 
 from __future__ import annotations
