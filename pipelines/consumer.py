@@ -25,6 +25,7 @@ from leadhub.envelope import Envelope
 from leadhub.pipelines.dead_letters import DeadLetterSink
 from leadhub.pipelines.failures import Failure, classify
 from leadhub.pipelines.intake import IntakePipeline
+from leadhub.pulling import fetch_unless_stopped
 from leadhub.store.intake import InquiryRow
 
 log = structlog.get_logger("leadhub.pipeline")
@@ -98,17 +99,7 @@ class InboundConsumer:
         return await self.jetstream().pull_subscribe("inbound.>", durable=DURABLE, stream="INBOUND", config=config)
 
     async def _fetch(self, subscription: JetStreamContext.PullSubscription) -> list[Msg]:
-        """Fetch a batch, or nothing if a stop comes first (unacked messages are simply redelivered)."""
-        fetch = asyncio.ensure_future(subscription.fetch(self.batch_size, timeout=FETCH_TIMEOUT))
-        stopping = asyncio.ensure_future(self._stopping.wait())
-        await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if not fetch.done():
-            fetch.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await fetch
-            return []
-        return fetch.result()
+        return await fetch_unless_stopped(subscription, self.batch_size, FETCH_TIMEOUT, self._stopping)
 
     async def run(self) -> None:
         subscription = None

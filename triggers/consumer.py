@@ -13,6 +13,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from leadhub.pulling import fetch_unless_stopped
 from leadhub.triggers.matcher import Matcher, event_from_message
 
 log = structlog.get_logger("leadhub.triggers")
@@ -78,16 +79,7 @@ class EventConsumer:
                 await subscription.unsubscribe()
 
     async def _fetch(self, subscription: JetStreamContext.PullSubscription) -> list[Msg]:
-        fetch = asyncio.ensure_future(subscription.fetch(BATCH, timeout=FETCH_TIMEOUT))
-        stopping = asyncio.ensure_future(self._stopping.wait())
-        await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if not fetch.done():
-            fetch.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await fetch
-            return []
-        return fetch.result()
+        return await fetch_unless_stopped(subscription, BATCH, FETCH_TIMEOUT, self._stopping)
 
     async def _handle(self, msg: Msg) -> None:
         try:

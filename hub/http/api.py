@@ -62,7 +62,7 @@ async def api_guard(request: web.Request, handler: Handler) -> web.StreamRespons
         return error_response(503, "store_unavailable", "the store is unavailable; retry later")
 
 
-def _limit(request: web.Request) -> int:
+def request_limit(request: web.Request) -> int:
     raw = request.query.get("limit")
     if raw is None:
         return DEFAULT_LIMIT
@@ -71,7 +71,7 @@ def _limit(request: web.Request) -> int:
     return int(raw)
 
 
-def _engine(request: web.Request) -> Any:
+def request_engine(request: web.Request) -> Any:
     engine = request.app[DEPS].engine()
     if engine is None:
         raise web.HTTPServiceUnavailable(
@@ -80,26 +80,26 @@ def _engine(request: web.Request) -> Any:
     return engine
 
 
-def _page_response(page: queries.Page) -> web.Response:
+def page_response(page: queries.Page) -> web.Response:
     return json_response({"items": page.items, "next_cursor": page.next_cursor})
 
 
 async def list_leads(request: web.Request) -> web.Response:
     q = request.query
-    async with _engine(request).connect() as conn:
+    async with request_engine(request).connect() as conn:
         page = await queries.list_leads(
             conn,
             contact_id=q.get("contact_id"),
             channel=q.get("channel"),
             status=q.get("status"),
             cursor=q.get("cursor"),
-            limit=_limit(request),
+            limit=request_limit(request),
         )
-    return _page_response(page)
+    return page_response(page)
 
 
 async def get_lead(request: web.Request) -> web.Response:
-    async with _engine(request).connect() as conn:
+    async with request_engine(request).connect() as conn:
         lead = await queries.get_lead(conn, request.match_info["id"])
     if lead is None:
         return error_response(404, "not_found", "no lead with that id")
@@ -116,14 +116,14 @@ async def list_contacts(request: web.Request) -> web.Response:
         phone = normalize_phone(q["phone"], region)
         if phone is None:
             raise BadParameter(f"phone {q['phone']!r} is not a valid number (default region: {region or 'none'})")
-    async with _engine(request).connect() as conn:
+    async with request_engine(request).connect() as conn:
         page = await queries.list_contacts(
-            conn, email=email, phone=phone, cursor=q.get("cursor"), limit=_limit(request)
+            conn, email=email, phone=phone, cursor=q.get("cursor"), limit=request_limit(request)
         )
         identifiers = await queries.contact_identifiers(conn, [c["id"] for c in page.items])
     for contact in page.items:
         contact["identifiers"] = identifiers.get(contact["id"], [])
-    return _page_response(page)
+    return page_response(page)
 
 
 async def list_inquiries(request: web.Request) -> web.Response:
@@ -134,7 +134,7 @@ async def list_inquiries(request: web.Request) -> web.Response:
         if dropped_raw.lower() not in ("true", "false", "1", "0"):
             raise BadParameter("dropped must be true or false")
         dropped = dropped_raw.lower() in ("true", "1")
-    async with _engine(request).connect() as conn:
+    async with request_engine(request).connect() as conn:
         page = await queries.list_inquiries(
             conn,
             contact_id=q.get("contact_id"),
@@ -142,13 +142,13 @@ async def list_inquiries(request: web.Request) -> web.Response:
             channel=q.get("channel"),
             dropped=dropped,
             cursor=q.get("cursor"),
-            limit=_limit(request),
+            limit=request_limit(request),
         )
-    return _page_response(page)
+    return page_response(page)
 
 
 async def get_inquiry(request: web.Request) -> web.Response:
-    async with _engine(request).connect() as conn:
+    async with request_engine(request).connect() as conn:
         inquiry = await queries.get_inquiry(conn, request.match_info["id"])
     if inquiry is None:
         return error_response(404, "not_found", "no inquiry with that id")
@@ -157,20 +157,20 @@ async def get_inquiry(request: web.Request) -> web.Response:
 
 async def list_orders(request: web.Request) -> web.Response:
     q = request.query
-    async with _engine(request).connect() as conn:
+    async with request_engine(request).connect() as conn:
         page = await queries.list_orders(
             conn,
             contact_id=q.get("contact_id"),
             status=q.get("status"),
             connector=q.get("connector"),
             cursor=q.get("cursor"),
-            limit=_limit(request),
+            limit=request_limit(request),
         )
-    return _page_response(page)
+    return page_response(page)
 
 
 async def get_order(request: web.Request) -> web.Response:
-    async with _engine(request).connect() as conn:
+    async with request_engine(request).connect() as conn:
         order = await queries.get_order(conn, request.match_info["id"])
     if order is None:
         return error_response(404, "not_found", "no order with that id")

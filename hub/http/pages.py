@@ -8,7 +8,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from leadhub.hub.http.api import _engine
+from leadhub.hub.http.api import request_engine
 from leadhub.hub.http.state import DEPS
 from leadhub.triggers import survey
 from leadhub.triggers.sandbox import Templates
@@ -34,13 +34,13 @@ def _page(request: web.Request, name: str, state: str, status: int | None = None
 
 
 async def survey_page(request: web.Request) -> web.Response:
-    state, _ = await survey.open_link(_engine(request), request.match_info["token"], _now(request))
+    state, _ = await survey.open_link(request_engine(request), request.match_info["token"], _now(request))
     return _page(request, "survey", state, error=None)
 
 
 async def survey_answer(request: web.Request) -> web.Response:
     now = _now(request)
-    engine = _engine(request)
+    engine = request_engine(request)
     state, link = await survey.open_link(engine, request.match_info["token"], now)
     if link is None or state != "form":
         return _page(request, "survey", state, error=None)
@@ -59,7 +59,7 @@ def _text(value: object) -> str | None:
 
 async def unsubscribe_page(request: web.Request) -> web.Response:
     state, address = await survey.unsubscribe(
-        _engine(request), request.match_info["token"], _now(request), confirm=False
+        request_engine(request), request.match_info["token"], _now(request), confirm=False
     )
     return _page(request, "unsubscribe", state, address=address)
 
@@ -67,7 +67,7 @@ async def unsubscribe_page(request: web.Request) -> web.Response:
 async def unsubscribe_post(request: web.Request) -> web.Response:
     """The confirm button and RFC 8058 one-click (`List-Unsubscribe=One-Click` from the mail client) alike."""
     state, address = await survey.unsubscribe(
-        _engine(request), request.match_info["token"], _now(request), confirm=True
+        request_engine(request), request.match_info["token"], _now(request), confirm=True
     )
     return _page(request, "unsubscribe", state, address=address)
 

@@ -4,34 +4,34 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from leadhub.hub.http.api import _engine, _limit, _page_response
+from leadhub.hub.http.api import page_response, request_engine, request_limit
 from leadhub.store import trigger_data
 from leadhub.store import triggers as trigger_store
 
 
 async def list_tasks(request: web.Request) -> web.Response:
     q = request.query
-    async with _engine(request).connect() as conn:
+    async with request_engine(request).connect() as conn:
         page = await trigger_data.list_tasks(
             conn,
             lead_id=q.get("lead_id"),
             contact_id=q.get("contact_id"),
             status=q.get("status"),
             cursor=q.get("cursor"),
-            limit=_limit(request),
+            limit=request_limit(request),
         )
-    return _page_response(page)
+    return page_response(page)
 
 
 async def list_actions(request: web.Request) -> web.Response:
     q = request.query
-    async with _engine(request).connect() as conn:
+    async with request_engine(request).connect() as conn:
         page = await trigger_store.list_actions(
-            conn, rule_id=q.get("rule_id"), status=q.get("status"), cursor=q.get("cursor"), limit=_limit(request)
+            conn, rule_id=q.get("rule_id"), status=q.get("status"), cursor=q.get("cursor"), limit=request_limit(request)
         )
     for item in page.items:
         item.pop("event", None)  # the event's data stays internal; its id and type are listed
-    return _page_response(page)
+    return page_response(page)
 
 
 def add_routes(app: web.Application) -> None:
