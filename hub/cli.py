@@ -1,4 +1,4 @@
-"""The `leadhub` command line: run the daemon, migrate, inspect and replay dead letters."""
+"""The `leadhub` command line: run the daemon, migrate, dead letters, rules, contact unmerge."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 dead_app = typer.Typer(help="Dead letters: items that could not be processed.", no_args_is_help=True)
+contacts_app = typer.Typer(help="Contacts: take back a wrong merge.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(contacts_app, name="contacts")
 app.add_typer(dead_app, name="dead")
 app.add_typer(rules_app, name="rules")
 
@@ -126,6 +128,24 @@ def dead_replay(
     if not outcomes:
         typer.echo("nothing to replay")
     raise typer.Exit(1 if failed else 0)
+
+
+@contacts_app.command("unmerge")
+def contacts_unmerge(
+    ident: Annotated[str, typer.Argument(help="the id of the contact that was merged away, or of the merge")],
+    config: ConfigOption = None,
+) -> None:
+    """Restore a merged contact and every row the merge moved, exactly as before it."""
+    from leadhub.hub.contacts_cli import unmerge_contact
+    from leadhub.store.identity import UnmergeError
+
+    loaded = _load(config)
+    try:
+        merge = asyncio.run(unmerge_contact(loaded, ident))
+    except UnmergeError as exc:
+        typer.echo(f"leadhub: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"restored contact {merge['merged_id']} (split from {merge['survivor_id']}; merge {merge['id']})")
 
 
 def _run_loop(coro) -> None:  # type: ignore[no-untyped-def]

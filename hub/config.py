@@ -12,6 +12,9 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validat
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from leadhub.connectors.registry import CONNECTOR_TYPES
+from leadhub.durations import DurationError, parse_duration
+from leadhub.envelope import CHANNELS
+from leadhub.store.policy import IdentityPolicy
 
 DEFAULT_CONFIG_FILE = Path("leadhub.yaml")
 ENV_PREFIX = "LEADHUB_"
@@ -49,7 +52,45 @@ class Settings(BaseSettings):
     pipeline_batch_size: int = Field(500, ge=1, le=5000)
     pipeline_max_deliveries: int = Field(5, ge=1)
     shutdown_timeout: float = Field(8.0, gt=0)
+    # Identity: fold Gmail dots and +tags when matching addresses; join a contact's open lead within a window.
+    email_folding: bool = True
+    lead_window: str = "72h"
+    lead_windows: dict[str, str] = Field(default_factory=dict)
     connectors: list[dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("lead_window")
+    @classmethod
+    def _window_is_duration(cls, value: str) -> str:
+        try:
+            parse_duration(value)
+        except DurationError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("lead_windows")
+    @classmethod
+    def _windows_are_channel_pairs(cls, value: dict[str, str]) -> dict[str, str]:
+        allowed = (*CHANNELS, "*")
+        for pair, window in value.items():
+            channels = pair.split(":")
+            if len(channels) != 2 or any(c not in allowed for c in channels):
+                raise ValueError(
+                    f"key {pair!r}: write '<lead channel>:<inquiry channel>' with channels from "
+                    f"{', '.join(allowed)} (e.g. 'shop:shop')"
+                )
+            try:
+                parse_duration(window)
+            except DurationError as exc:
+                raise ValueError(f"key {pair!r}: {exc}") from None
+        return value
+
+    @property
+    def identity_policy(self) -> IdentityPolicy:
+        return IdentityPolicy(
+            fold_email=self.email_folding,
+            lead_window=parse_duration(self.lead_window),
+            lead_windows={tuple(k.split(":")): parse_duration(v) for k, v in self.lead_windows.items()},  # type: ignore[misc]
+        )
 
     @field_validator("default_region")
     @classmethod

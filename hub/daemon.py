@@ -201,7 +201,9 @@ class Hub:
 
     def _build_consumer(self, engine: AsyncEngine, queue: Queue) -> InboundConsumer:
         sources = {c.name: SourceSpec(c.type, c.model_dump(mode="json")) for c in self.config.connectors}
-        pipeline = IntakePipeline(engine, sources, default_region=self.settings.default_region)
+        pipeline = IntakePipeline(
+            engine, sources, default_region=self.settings.default_region, policy=self.settings.identity_policy
+        )
         m = self.metrics
         dead = DeadLetterSink(engine, queue.publish, lambda reason: m.dead_letters.labels(reason).inc())
         stats = Stats()

@@ -35,7 +35,12 @@ async def replay_dead(config: HubConfig, dead_id: str | None) -> list[ReplayOutc
     """Replaying is idempotent: an envelope whose key is already stored changes nothing."""
     engine = create_engine(config.settings.effective_database_url)
     sources = {c.name: SourceSpec(c.type, c.model_dump(mode="json")) for c in config.connectors}
-    pipeline = IntakePipeline(engine, sources, default_region=config.settings.default_region)
+    pipeline = IntakePipeline(
+        engine,
+        sources,
+        default_region=config.settings.default_region,
+        policy=config.settings.identity_policy,
+    )
     outcomes: list[ReplayOutcome] = []
     try:
         await upgrade(engine)

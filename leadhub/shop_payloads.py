@@ -165,6 +165,7 @@ class WooOrder(Lax):
     id: int
     number: Id | None = None
     status: str
+    customer_id: Id | None = None  # 0 for a guest checkout
     currency: str | None = None
     total: Money | None = None
     customer_note: str | None = None

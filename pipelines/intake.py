@@ -10,9 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from leadhub.envelope import Envelope
 from leadhub.pipelines.errors import PermanentError
 from leadhub.pipelines.model import InquiryDraft, SourceSpec
-from leadhub.pipelines.normalize import normalize_identity
+from leadhub.pipelines.normalize import consent_from_fields, fold_email, normalize_identity
 from leadhub.pipelines.parsers import PARSERS
 from leadhub.store.intake import BatchResult, InquiryRow, write_batch
+from leadhub.store.policy import IdentityPolicy
 
 
 def utcnow() -> datetime:
@@ -28,11 +29,13 @@ class IntakePipeline:
         sources: Mapping[str, SourceSpec],
         *,
         default_region: str | None = None,
+        policy: IdentityPolicy | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.engine = engine
         self.sources = dict(sources)
         self.default_region = default_region
+        self.policy = policy or IdentityPolicy()
         self.clock = clock
 
     def prepare(self, envelope: Envelope) -> InquiryRow:
@@ -81,9 +84,13 @@ class IntakePipeline:
             message_id=draft.message_id,
             thread_refs=list(draft.thread_refs),
             order=draft.order,
+            email_key=fold_email(identity.email) if identity.email and self.policy.fold_email else None,
+            messenger=identity.messenger,
+            customer=f"{envelope.connector}:{identity.customer_id}" if identity.customer_id else None,
+            consent=consent_from_fields(draft.fields),
         )
 
     async def store(self, rows: Sequence[InquiryRow]) -> BatchResult:
         """Write `rows` in one transaction; raises on any failure and leaves nothing half-written."""
         async with self.engine.begin() as conn:
-            return await write_batch(conn, rows, self.clock())
+            return await write_batch(conn, rows, self.clock(), self.policy)

@@ -18,6 +18,9 @@ class Identity:
     phone: str | None = None
     phone_raw: str | None = None
     company: str | None = None
+    # A chat account (`telegram:<user id>`) and a shop's own customer id, both identifiers of the person.
+    messenger: str | None = None
+    customer_id: str | None = None
 
 
 @dataclass(slots=True)

@@ -63,15 +63,12 @@ def normalize_phone(value: str | None, region: str | None) -> str | None:
 
 
 def normalize_name(value: str | None) -> str | None:
-    """Collapsed whitespace; an all-lower or all-upper name gets title case, others are kept as typed."""
+    """Collapsed whitespace; each all-lower or all-upper word gets title case, mixed ones (McDonald) are kept."""
     if not value:
         return None
-    text = _SPACES.sub(" ", value).strip()
-    if not text:
-        return None
-    if text.islower() or text.isupper():
-        text = text.title()
-    return text[:200]
+    words = _SPACES.sub(" ", value).strip().split(" ")
+    text = " ".join(w.title() if w.islower() or w.isupper() else w for w in words if w)
+    return text[:200] or None
 
 
 def normalize_identity(identity: Identity, region: str | None) -> Identity:
@@ -81,4 +78,47 @@ def normalize_identity(identity: Identity, region: str | None) -> Identity:
         phone=normalize_phone(identity.phone_raw, region),
         phone_raw=identity.phone_raw,
         company=normalize_name(identity.company) if identity.company else None,
+        messenger=_clean_id(identity.messenger, 100),
+        customer_id=_clean_id(identity.customer_id, 200),
     )
+
+
+def _clean_id(value: str | None, limit: int) -> str | None:
+    text = value.strip() if value else None
+    return text[:limit] if text else None
+
+
+_GMAIL_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
+
+
+def fold_email(address: str) -> str:
+    """The key two spellings of one mailbox share: Gmail ignores dots and `+tags` in the local part.
+
+    Only Gmail is folded: other providers treat dots as significant, so folding them would merge
+    different people. The contact keeps the address as written; only its identifier is folded.
+    """
+    local, _, domain = address.rpartition("@")
+    if domain not in _GMAIL_DOMAINS:
+        return address
+    local = local.split("+", 1)[0].replace(".", "")
+    return f"{local}@gmail.com" if local else address
+
+
+_CONSENT_FIELDS = ("consent", "marketing_consent", "gdpr_consent", "subscribe")
+_YES = frozenset({"1", "true", "yes", "on", "y", "да"})
+_NO = frozenset({"0", "false", "no", "off", "n", "нет"})
+
+
+def consent_from_fields(fields: dict[str, object]) -> str | None:
+    """`granted` / `withdrawn` when a form said so in a consent field; None when it did not ask."""
+    for name in _CONSENT_FIELDS:
+        value = fields.get(name)
+        if isinstance(value, bool):
+            return "granted" if value else "withdrawn"
+        if isinstance(value, str | int):
+            text = str(value).strip().lower()
+            if text in _YES:
+                return "granted"
+            if text in _NO:
+                return "withdrawn"
+    return None

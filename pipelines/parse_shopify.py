@@ -104,7 +104,13 @@ def _order(envelope: Envelope, topic: str, data: ShopifyOrder) -> InquiryDraft:
     )
     return InquiryDraft(
         envelope=envelope,
-        identity=Identity(name=name, email=email, phone_raw=phone, company=billing.company if billing else None),
+        identity=Identity(
+            name=name,
+            email=email,
+            phone_raw=phone,
+            company=billing.company if billing else None,
+            customer_id=str(customer.id) if customer and customer.id else None,
+        ),
         title=f"Shopify order #{order.number or order.external_id}",
         message="\n".join(x for x in (order_summary(order), data.note) if x),
         fields=compact({"topic": topic, "shop": envelope.meta.get("shop"), "order_id": order.external_id}),

@@ -72,7 +72,7 @@ def _message(envelope: Envelope, kind: str, message: dict[str, Any]) -> InquiryD
         fields["telegram_message_id"] = message["message_id"]
     draft = InquiryDraft(
         envelope=envelope,
-        identity=Identity(name=name, phone_raw=phone),
+        identity=Identity(name=name, phone_raw=phone, messenger=fields.get("messenger_id")),
         message=text or ("shared a contact" if contact else None),
         title=f"Telegram: {name or 'message'}",
         fields=fields,
@@ -89,12 +89,13 @@ def _callback(envelope: Envelope, query: dict[str, Any], options: dict[str, Any]
     chat = _dict(_dict(query.get("message")).get("chat"))
     data = _str(query.get("data"))
     name = _name(user)
+    fields = _sender_fields(user, chat)
     draft = InquiryDraft(
         envelope=envelope,
-        identity=Identity(name=name),
+        identity=Identity(name=name, messenger=fields.get("messenger_id")),
         message=f"pressed button: {data}" if data else "pressed a button",
         title=f"Telegram: {name or 'button'}",
-        fields=_sender_fields(user, chat) | {"telegram_update": "callback_query", "callback_data": data},
+        fields=fields | {"telegram_update": "callback_query", "callback_data": data},
     )
     if data and data in (options.get("callback_data") or []):
         draft.tags = [CALLBACK_TAG]

@@ -98,7 +98,13 @@ def _draft(envelope: Envelope, topic: str, data: WooOrder, overrides: dict[str, 
     )
     return InquiryDraft(
         envelope=envelope,
-        identity=Identity(name=name, email=billing.email, phone_raw=billing.phone, company=billing.company or None),
+        identity=Identity(
+            name=name,
+            email=billing.email,
+            phone_raw=billing.phone,
+            company=billing.company or None,
+            customer_id=str(data.customer_id) if str(data.customer_id or 0) != "0" else None,
+        ),
         title=f"WooCommerce order #{order.number}",
         message="\n".join(x for x in (order_summary(order), data.customer_note) if x),
         fields=compact({"topic": topic, "source": envelope.meta.get("source"), "order_id": order.external_id}),

@@ -7,12 +7,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadhub.ids import new_id
-from leadhub.store import email_threads, orders
+from leadhub.store import email_threads, identity, leads, orders
+from leadhub.store.leads import OpenLead
 from leadhub.store.models import Contact, ContactIdentifier, Inquiry, Lead, OutboxEvent
+from leadhub.store.policy import IdentityPolicy
 
 contact_t = Contact.__table__
 identifier_t = ContactIdentifier.__table__
@@ -48,9 +50,24 @@ class InquiryRow:
     message_id: str | None = None
     thread_refs: list[str] = field(default_factory=list)
     order: Any = None
+    # The email as matched (Gmail dots and +tags folded when the setting asks); None: the email itself.
+    email_key: str | None = None
+    messenger: str | None = None  # `telegram:<user id>`
+    customer: str | None = None  # `<connector>:<shop customer id>`
+    consent: str | None = None  # granted | withdrawn, when the inquiry said so
 
     def identifiers(self) -> list[tuple[str, str]]:
-        return [(kind, value) for kind, value in (("email", self.email), ("phone", self.phone)) if value]
+        """How this inquiry names its sender, strongest first: email, phone, messenger, shop customer."""
+        found = []
+        if self.email:
+            found.append(("email", self.email_key or self.email))
+        if self.phone:
+            found.append(("phone", self.phone))
+        if self.messenger:
+            found.append(("messenger", self.messenger))
+        if self.customer:
+            found.append(("customer", self.customer))
+        return found
 
 
 @dataclass(slots=True)
@@ -74,11 +91,18 @@ class Batch:
 
     now: datetime
     known: dict[tuple[str, str], str]
+    policy: IdentityPolicy = field(default_factory=IdentityPolicy)
+    unions: identity.Unions = field(default_factory=identity.Unions)
+    open_leads: dict[str, list[OpenLead]] = field(default_factory=dict)  # contact -> its open leads
+    lead_updates: dict[str, dict[str, Any]] = field(default_factory=dict)  # stored lead -> new touch values
+    contact_updates: dict[str, dict[str, Any]] = field(default_factory=dict)  # stored contact -> new values
+    reviews: dict[str, dict[str, Any]] = field(default_factory=dict)  # contact -> why it needs a person's look
     contacts: list[dict[str, Any]] = field(default_factory=list)
     identifiers: list[dict[str, Any]] = field(default_factory=list)
     leads: list[dict[str, Any]] = field(default_factory=list)
     inquiries: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+    flushed_events: int = 0
 
     def event(self, kind: str, subject_id: str, **data: Any) -> None:
         self.events.append(
@@ -93,6 +117,7 @@ class Batch:
         )
 
     async def flush(self, conn: AsyncConnection) -> None:
+        """Insert what is pending, a bulk insert per table; emptied lists let a later flush add only new rows."""
         for table, values in (
             (contact_t, self.contacts),
             (identifier_t, self.identifiers),
@@ -102,6 +127,9 @@ class Batch:
         ):
             if values:
                 await conn.execute(table.insert(), values)
+                if table is outbox_t:
+                    self.flushed_events += len(values)
+                values.clear()
 
 
 async def _existing_keys(conn: AsyncConnection, keys: list[str]) -> set[str]:
@@ -109,26 +137,16 @@ async def _existing_keys(conn: AsyncConnection, keys: list[str]) -> set[str]:
     return set(result.scalars())
 
 
-async def _known_identifiers(conn: AsyncConnection, idents: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
-    if not idents:
-        return {}
-    by_kind: dict[str, list[str]] = {}
-    for kind, value in idents:
-        by_kind.setdefault(kind, []).append(value)
-    clauses = [and_(identifier_t.c.kind == kind, identifier_t.c.value.in_(values)) for kind, values in by_kind.items()]
-    result = await conn.execute(
-        select(identifier_t.c.kind, identifier_t.c.value, identifier_t.c.contact_id).where(or_(*clauses))
-    )
-    return {(kind, value): contact_id for kind, value, contact_id in result}
-
-
-async def write_batch(conn: AsyncConnection, rows: Sequence[InquiryRow], now: datetime) -> BatchResult:
-    """Store new inquiries, resolve or create their contacts, open leads, and queue events.
+async def write_batch(
+    conn: AsyncConnection, rows: Sequence[InquiryRow], now: datetime, policy: IdentityPolicy | None = None
+) -> BatchResult:
+    """Store new inquiries, resolve (and merge) their contacts, join or open leads, and queue events.
 
     Rows whose key is already stored change nothing (redelivery). A concurrent writer that
     inserts the same key or identifier first makes this transaction fail on a unique
     constraint; the caller retries and then finds the other writer's rows.
     """
+    policy = policy or IdentityPolicy()
     existing = await _existing_keys(conn, [r.key for r in rows])
     fresh: list[InquiryRow] = []
     for row in rows:
@@ -139,16 +157,18 @@ async def write_batch(conn: AsyncConnection, rows: Sequence[InquiryRow], now: da
     if not fresh:
         return result
 
-    batch = Batch(now, await _known_identifiers(conn, {i for r in fresh if not r.dropped for i in r.identifiers()}))
-    # Extension point (email threading, lead coalescing): map a row's key to an existing lead id.
+    known = await identity.known_identifiers(conn, {i for r in fresh if not r.dropped for i in r.identifiers()})
+    batch = Batch(now, known, policy)
+    # Extension point (email threading): map a row's key to an existing lead id.
     attach_to = await email_threads.thread_links(conn, fresh, batch)  # a reply joins its thread's lead
     order_book = await orders.load_orders(conn, fresh, batch.known)  # an update of a known order joins its lead
     attach_to.update(order_book.attach_to)
+    batch.open_leads = await leads.load_open_leads(conn, batch.known.values(), fresh, policy)
     for row in fresh:
         contact_id = lead_id = None
         if not row.dropped:
-            contact_id = _resolve_contact(row, batch)
-            lead_id = attach_to.get(row.key) or (_open_lead(row, contact_id, batch) if row.opens_lead else None)
+            contact_id = await _resolve_contact(conn, row, batch)
+            lead_id = attach_to.get(row.key) or (_join_or_open_lead(row, contact_id, batch) if row.opens_lead else None)
             batch.event(
                 "inquiry.received",
                 row.id,
@@ -162,9 +182,15 @@ async def write_batch(conn: AsyncConnection, rows: Sequence[InquiryRow], now: da
     # Extension point (shop orders): upsert orders of `fresh` rows into `batch` here.
     await orders.write_orders(conn, order_book, batch)
     await email_threads.record(conn, fresh, batch)  # Message-IDs for later replies; bounced addresses
-    await batch.flush(conn)
     result.stored = len(batch.inquiries)
-    result.events = len(batch.events)
+    await batch.flush(conn)
+    await leads.write_lead_updates(conn, batch)
+    for contact_id, values in batch.contact_updates.items():
+        await conn.execute(contact_t.update().where(contact_t.c.id == contact_id).values(**values, updated_at=now))
+    await identity.write_reviews(conn, batch)
+    await identity.apply_merges(conn, batch, policy)  # after the rows exist, so the merge moves them too
+    await batch.flush(conn)
+    result.events = batch.flushed_events
     return result
 
 
@@ -190,23 +216,38 @@ def _inquiry_values(row: InquiryRow, contact_id: str | None, lead_id: str | None
     }
 
 
+def _join_or_open_lead(row: InquiryRow, contact_id: str, batch: Batch) -> str:
+    """The contact's open lead near this inquiry's time (it becomes a touch of it), else a new lead."""
+    candidates = [lead for c in batch.unions.members_or_self(contact_id) for lead in batch.open_leads.get(c, ())]
+    lead = leads.nearest_open_lead(candidates, row.channel, row.received_at, batch.policy)
+    if lead is not None:
+        leads.touch(lead, row, batch)
+        return lead.id
+    return _open_lead(row, contact_id, batch)
+
+
 def _open_lead(row: InquiryRow, contact_id: str, batch: Batch) -> str:
     lead_id = new_id()
-    batch.leads.append(
-        {
-            "id": lead_id,
-            "contact_id": contact_id,
-            "status": "new",
-            "owner": None,
-            "tags": row.tags,
-            "channel": row.channel,
-            "connector": row.connector,
-            "title": _clean(row.title, 300),
-            "message": _clean(row.message),
-            "attribution": row.attribution,
-            "created_at": batch.now,
-            "updated_at": batch.now,
-        }
+    values = {
+        "id": lead_id,
+        "contact_id": contact_id,
+        "status": "new",
+        "owner": None,
+        "tags": row.tags,
+        "channel": row.channel,
+        "connector": row.connector,
+        "title": _clean(row.title, 300),
+        "message": _clean(row.message),
+        "attribution": row.attribution,
+        "first_touch_at": row.received_at,
+        "last_touch_at": row.received_at,
+        "merged_into": None,
+        "created_at": batch.now,
+        "updated_at": batch.now,
+    }
+    batch.leads.append(values)
+    batch.open_leads.setdefault(contact_id, []).append(
+        OpenLead(lead_id, contact_id, row.channel, row.received_at, row.received_at, values)
     )
     batch.event(
         "lead.created",
@@ -222,11 +263,25 @@ def _open_lead(row: InquiryRow, contact_id: str, batch: Batch) -> str:
     return lead_id
 
 
-def _resolve_contact(row: InquiryRow, batch: Batch) -> str:
-    """The contact one of the row's identifiers already names, else a new one; new identifiers join it."""
+async def _resolve_contact(conn: AsyncConnection, row: InquiryRow, batch: Batch) -> str:
+    """The contact the row's identifiers name, else a new one; a row naming several unites them.
+
+    New identifiers join the contact. When the named contacts' consent disagrees nothing is united
+    or linked: the row goes to the contact its strongest identifier names and all are flagged for review.
+    """
     idents = row.identifiers()
-    contact_id = next((batch.known[i] for i in idents if i in batch.known), None)
-    if contact_id is None:
+    named = list(dict.fromkeys(batch.unions.find(batch.known[i]) for i in idents if i in batch.known))
+    if len(named) > 1:
+        states = await identity.consent_states(conn, named, batch)
+        if row.consent:
+            states = {c: s or row.consent for c, s in states.items()}
+        if identity.conflicting(states):
+            identity.flag_for_review(batch, named, states, row.id)
+            return named[0]
+        contact_id = batch.unions.unite(named, row.id)
+    elif named:
+        contact_id = named[0]
+    else:
         contact_id = new_id()
         batch.contacts.append(
             {
@@ -235,11 +290,16 @@ def _resolve_contact(row: InquiryRow, batch: Batch) -> str:
                 "email": row.email,
                 "phone": row.phone,
                 "company": _clean(row.company, 200),
+                "consent": row.consent,
+                "merged_into": None,
+                "review": None,
                 "created_at": batch.now,
                 "updated_at": batch.now,
             }
         )
         batch.event("contact.created", contact_id, contact_id=contact_id)
+    if row.consent:
+        _set_consent(batch, contact_id, row.consent)
     for ident in idents:
         if ident not in batch.known:
             batch.known[ident] = contact_id
@@ -247,3 +307,12 @@ def _resolve_contact(row: InquiryRow, batch: Batch) -> str:
                 {"kind": ident[0], "value": ident[1], "contact_id": contact_id, "created_at": batch.now}
             )
     return contact_id
+
+
+def _set_consent(batch: Batch, contact_id: str, consent: str) -> None:
+    """The person's latest word on consent is the one kept."""
+    pending = next((c for c in batch.contacts if c["id"] == contact_id), None)
+    if pending is not None:
+        pending["consent"] = consent
+    else:
+        batch.contact_updates.setdefault(contact_id, {})["consent"] = consent

@@ -45,12 +45,22 @@ class Contact(Base):
     email: Mapped[str | None] = mapped_column(String(320))
     phone: Mapped[str | None] = mapped_column(String(32))
     company: Mapped[str | None] = mapped_column(String(200))
+    # "granted" or "withdrawn" when the person said so (a form's consent field); None: never asked.
+    consent: Mapped[str | None] = mapped_column(String(10))
+    # Set when this contact was merged into another; the row stays so the merge can be taken back.
+    merged_into: Mapped[str | None] = mapped_column(String(26), index=True)
+    # Why a person must look at this contact (e.g. a merge refused for conflicting consent), or None.
+    review: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
 
 class ContactIdentifier(Base):
-    """One way to recognise a contact (`email`, `phone`, ...); unique so two contacts never share one."""
+    """One way to recognise a contact; unique so two contacts never share one.
+
+    Kinds: `email` (folded when the setting asks), `phone` (E.164), `messenger` (`telegram:<id>`),
+    `customer` (`<connector>:<shop customer id>`).
+    """
 
     __tablename__ = "contact_identifier"
 
@@ -73,8 +83,28 @@ class Lead(Base):
     title: Mapped[str | None] = mapped_column(String(300))
     message: Mapped[str | None] = mapped_column(Text)
     attribution: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # When the person first and last reached in about this lead (the inquiries' received_at).
+    first_touch_at: Mapped[datetime | None]
+    last_touch_at: Mapped[datetime | None]
+    # Set when this lead was folded into another one by a contact merge.
+    merged_into: Mapped[str | None] = mapped_column(String(26), index=True)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class ContactMerge(Base):
+    """The journal of one merge: what moved from `merged_id` to `survivor_id`, so it can be taken back exactly."""
+
+    __tablename__ = "contact_merge"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    survivor_id: Mapped[str] = mapped_column(String(26), index=True)
+    merged_id: Mapped[str] = mapped_column(String(26), index=True)
+    inquiry_id: Mapped[str | None] = mapped_column(String(26))  # the inquiry that showed they are one person
+    moved: Mapped[dict[str, Any]]  # table -> primary keys of the rows that moved
+    before: Mapped[dict[str, Any]]  # table -> {primary key: {column: value before}} for rows the merge changed
+    created_at: Mapped[datetime]
+    undone_at: Mapped[datetime | None]
 
 
 class Inquiry(Base):

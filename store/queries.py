@@ -12,13 +12,14 @@ from typing import Any
 from sqlalchemy import DateTime, Select, Table, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from leadhub.store.models import Contact, ContactIdentifier, Inquiry, Lead, Order
+from leadhub.store.models import Contact, ContactIdentifier, ContactMerge, Inquiry, Lead, Order
 
 contact_t: Table = Contact.__table__  # type: ignore[assignment]
 identifier_t: Table = ContactIdentifier.__table__  # type: ignore[assignment]
 lead_t: Table = Lead.__table__  # type: ignore[assignment]
 inquiry_t: Table = Inquiry.__table__  # type: ignore[assignment]
 order_t: Table = Order.__table__  # type: ignore[assignment]
+merge_t: Table = ContactMerge.__table__  # type: ignore[assignment]
 
 INQUIRY_COLUMNS = [c for c in inquiry_t.c if c.name != "payload"]
 
@@ -76,28 +77,77 @@ async def list_leads(
     status: str | None,
     cursor: str | None,
     limit: int,
+    merged: bool = False,
 ) -> Page:
+    """Leads folded into another one by a contact merge are left out unless `merged` asks for them."""
     query = select(lead_t)
     for column, value in ((lead_t.c.contact_id, contact_id), (lead_t.c.channel, channel), (lead_t.c.status, status)):
         if value:
             query = query.where(column == value)
+    if not merged:
+        query = query.where(lead_t.c.merged_into.is_(None))
     return await _page(conn, query, [lead_t.c.id], cursor, limit)
 
 
+TOUCH_COLUMNS = [inquiry_t.c[n] for n in ("id", "channel", "connector", "received_at", "name", "email", "phone")]
+MAX_TOUCHES = 200
+
+
 async def get_lead(conn: AsyncConnection, lead_id: str) -> dict[str, Any] | None:
+    """The lead with its touches (the inquiries that reached in about it, oldest first, at most 200)."""
     row = (await conn.execute(select(lead_t).where(lead_t.c.id == lead_id))).mappings().first()
-    return dict(row) if row else None
+    if row is None:
+        return None
+    touches = await conn.execute(
+        select(*TOUCH_COLUMNS)
+        .where(inquiry_t.c.lead_id == lead_id)
+        .order_by(inquiry_t.c.received_at, inquiry_t.c.id)
+        .limit(MAX_TOUCHES)
+    )
+    return dict(row) | {"touches": [dict(t) for t in touches.mappings()]}
 
 
 async def list_contacts(
-    conn: AsyncConnection, *, email: str | None, phone: str | None, cursor: str | None, limit: int
+    conn: AsyncConnection,
+    *,
+    email: str | None,
+    phone: str | None,
+    cursor: str | None,
+    limit: int,
+    review: bool | None = None,
+    merged: bool = False,
 ) -> Page:
+    """Contacts merged into another are left out unless `merged` asks; `review` lists those flagged for a person."""
     query = select(contact_t)
     for kind, value in (("email", email), ("phone", phone)):
         if value:
             owners = select(identifier_t.c.contact_id).where(identifier_t.c.kind == kind, identifier_t.c.value == value)
             query = query.where(contact_t.c.id.in_(owners))
+    if not merged:
+        query = query.where(contact_t.c.merged_into.is_(None))
+    if review is True:
+        query = query.where(contact_t.c.review.is_not(None))
+    elif review is False:
+        query = query.where(contact_t.c.review.is_(None))
     return await _page(conn, query, [contact_t.c.id], cursor, limit)
+
+
+async def get_contact(conn: AsyncConnection, contact_id: str) -> dict[str, Any] | None:
+    """The contact with its identifiers and merge history (merges into it and, if merged, where it went)."""
+    row = (await conn.execute(select(contact_t).where(contact_t.c.id == contact_id))).mappings().first()
+    if row is None:
+        return None
+    merges = await conn.execute(
+        select(merge_t.c.id, merge_t.c.survivor_id, merge_t.c.merged_id, merge_t.c.inquiry_id)
+        .add_columns(merge_t.c.created_at, merge_t.c.undone_at)
+        .where((merge_t.c.survivor_id == contact_id) | (merge_t.c.merged_id == contact_id))
+        .order_by(merge_t.c.created_at, merge_t.c.id)
+    )
+    identifiers = await contact_identifiers(conn, [contact_id])
+    return dict(row) | {
+        "identifiers": identifiers.get(contact_id, []),
+        "merges": [dict(m) for m in merges.mappings()],
+    }
 
 
 async def contact_identifiers(conn: AsyncConnection, contact_ids: Sequence[str]) -> dict[str, list[dict[str, str]]]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import json
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -13,8 +15,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from leadhub.hub.http.jsonio import error_response, json_response
 from leadhub.hub.http.state import DEPS
-from leadhub.pipelines.normalize import normalize_email, normalize_phone
-from leadhub.store import queries
+from leadhub.pipelines.normalize import fold_email, normalize_email, normalize_phone
+from leadhub.store import identity, leads, queries
 
 log = structlog.get_logger("leadhub.api")
 MAX_LIMIT = 1000
@@ -80,6 +82,15 @@ def request_engine(request: web.Request) -> Any:
     return engine
 
 
+def request_flag(request: web.Request, name: str) -> bool | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if raw.lower() not in ("true", "false", "1", "0"):
+        raise BadParameter(f"{name} must be true or false")
+    return raw.lower() in ("true", "1")
+
+
 def page_response(page: queries.Page) -> web.Response:
     return json_response({"items": page.items, "next_cursor": page.next_cursor})
 
@@ -94,6 +105,7 @@ async def list_leads(request: web.Request) -> web.Response:
             status=q.get("status"),
             cursor=q.get("cursor"),
             limit=request_limit(request),
+            merged=bool(request_flag(request, "merged")),
         )
     return page_response(page)
 
@@ -106,19 +118,109 @@ async def get_lead(request: web.Request) -> web.Response:
     return json_response(lead)
 
 
+MAX_PATCH_BYTES = 64 * 1024
+MAX_TAGS = 50
+MAX_TAG_LENGTH = 64
+
+
+def _lead_changes(body: Any) -> dict[str, Any]:
+    """The fields a PATCH may set, checked; BadParameter names the first problem."""
+    if not isinstance(body, dict):
+        raise BadParameter("the body must be a JSON object with status, owner and/or tags")
+    unknown = sorted(set(body) - {"status", "owner", "tags"})
+    if unknown:
+        raise BadParameter(f"unknown field(s) {', '.join(unknown)}; a lead's status, owner and tags can be changed")
+    if not body:
+        raise BadParameter("nothing to change: send status, owner and/or tags")
+    changes: dict[str, Any] = {}
+    if "status" in body:
+        if body["status"] not in leads.LEAD_STATUSES:
+            raise BadParameter(f"status must be one of {', '.join(leads.LEAD_STATUSES)}")
+        changes["status"] = body["status"]
+    if "owner" in body:
+        owner = body["owner"]
+        if owner is not None and (not isinstance(owner, str) or len(owner) > 200):
+            raise BadParameter("owner must be a string of at most 200 characters, or null")
+        changes["owner"] = owner.strip() or None if isinstance(owner, str) else None
+    if "tags" in body:
+        tags = body["tags"]
+        if not isinstance(tags, list) or len(tags) > MAX_TAGS:
+            raise BadParameter(f"tags must be a list of at most {MAX_TAGS} strings")
+        if not all(isinstance(t, str) and 0 < len(t.strip()) <= MAX_TAG_LENGTH for t in tags):
+            raise BadParameter(f"each tag must be a non-empty string of at most {MAX_TAG_LENGTH} characters")
+        changes["tags"] = list(dict.fromkeys(t.strip() for t in tags))
+    return changes
+
+
+async def patch_lead(request: web.Request) -> web.Response:
+    """Changes from outside (the sales team's CRM): status, owner, tags; each emits `lead.*` events for rules."""
+    if request.content_type != "application/json":
+        return error_response(415, "unsupported_media_type", "send the changes as application/json")
+    if (request.content_length or 0) > MAX_PATCH_BYTES:
+        return error_response(413, "too_large", f"the body may be at most {MAX_PATCH_BYTES} bytes")
+    raw = await request.content.read(MAX_PATCH_BYTES + 1)
+    if len(raw) > MAX_PATCH_BYTES:
+        return error_response(413, "too_large", f"the body may be at most {MAX_PATCH_BYTES} bytes")
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return error_response(400, "bad_json", f"the body is not JSON: {exc}")
+    changes = _lead_changes(body)
+    try:
+        async with request_engine(request).begin() as conn:
+            lead, diff = await leads.change_lead(conn, request.match_info["id"], changes, utcnow())
+    except leads.LeadChangeError as exc:
+        return error_response(exc.status, exc.code, exc.detail)
+    log.info("lead changed through the API", lead_id=lead["id"], changes=sorted(diff))
+    return json_response(lead | {"changed": sorted(diff)})
+
+
+async def get_contact(request: web.Request) -> web.Response:
+    async with request_engine(request).connect() as conn:
+        contact = await queries.get_contact(conn, request.match_info["id"])
+    if contact is None:
+        return error_response(404, "not_found", "no contact with that id")
+    return json_response(contact)
+
+
+async def unmerge_contact(request: web.Request) -> web.Response:
+    """Take back the merge that absorbed this contact (or the merge with this id), exactly as before."""
+    try:
+        async with request_engine(request).begin() as conn:
+            merge = await identity.unmerge(conn, request.match_info["id"], utcnow())
+    except identity.UnmergeError as exc:
+        return error_response(404 if "no merge" in str(exc) else 409, "cannot_unmerge", str(exc))
+    log.info("contact unmerged", survivor_id=merge["survivor_id"], restored_id=merge["merged_id"], merge_id=merge["id"])
+    return json_response(
+        {"merge_id": merge["id"], "contact_id": merge["survivor_id"], "restored_id": merge["merged_id"]}
+    )
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 async def list_contacts(request: web.Request) -> web.Response:
     q = request.query
-    region = request.app[DEPS].settings.default_region
+    settings = request.app[DEPS].settings
+    region = settings.default_region
     email = phone = None
     if q.get("email"):
         email = normalize_email(q["email"]) or q["email"].strip().lower()
+        email = fold_email(email) if settings.email_folding else email
     if q.get("phone"):
         phone = normalize_phone(q["phone"], region)
         if phone is None:
             raise BadParameter(f"phone {q['phone']!r} is not a valid number (default region: {region or 'none'})")
     async with request_engine(request).connect() as conn:
         page = await queries.list_contacts(
-            conn, email=email, phone=phone, cursor=q.get("cursor"), limit=request_limit(request)
+            conn,
+            email=email,
+            phone=phone,
+            cursor=q.get("cursor"),
+            limit=request_limit(request),
+            review=request_flag(request, "review"),
+            merged=bool(request_flag(request, "merged")),
         )
         identifiers = await queries.contact_identifiers(conn, [c["id"] for c in page.items])
     for contact in page.items:
@@ -182,7 +284,10 @@ def add_routes(app: web.Application) -> None:
 
     app.router.add_get("/api/leads", list_leads)
     app.router.add_get("/api/leads/{id}", get_lead)
+    app.router.add_patch("/api/leads/{id}", patch_lead)
     app.router.add_get("/api/contacts", list_contacts)
+    app.router.add_get("/api/contacts/{id}", get_contact)
+    app.router.add_post("/api/contacts/{id}/unmerge", unmerge_contact)
     app.router.add_get("/api/inquiries", list_inquiries)
     app.router.add_get("/api/inquiries/{id}", get_inquiry)
     app.router.add_get("/api/orders", list_orders)

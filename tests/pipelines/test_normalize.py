@@ -72,6 +72,8 @@ def test_one_phone_many_spellings(written: str) -> None:
 def test_invalid_phone_is_none_and_names_are_tidied() -> None:
     assert normalize_phone("12345", "RU") is None
     assert normalize_phone("+7 916", None) is None
-    assert normalize_name("  ivan   PETROV ") == "ivan PETROV"
+    assert normalize_name("  ivan   PETROV ") == "Ivan Petrov"
+    assert normalize_name("ronald McDonald") == "Ronald McDonald"
+    assert normalize_name("anna-maria O'NEIL") == "Anna-Maria O'Neil"
     assert normalize_name("IVAN PETROV") == "Ivan Petrov"
     assert normalize_name("   ") is None

@@ -5,7 +5,7 @@ never does, Message-IDs are recorded once, undeliverable bounce addresses are su
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -19,6 +19,7 @@ from leadhub.store.db import create_engine, upgrade
 from leadhub.store.models import EmailMessage, EmailSuppression, Inquiry, Lead
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+DAYS_4 = timedelta(days=4)
 
 
 @pytest.fixture
@@ -48,6 +49,7 @@ def email(
     extra: str = "",
     body: str = "Hello",
     connector: str = "inbox",
+    received_at: datetime | None = None,
 ) -> Envelope:
     headers = [f"From: {sender}", "To: sales@shop.example", f"Subject: {key}", f"Message-ID: {message_id}"]
     if in_reply_to:
@@ -55,7 +57,14 @@ def email(
     if references:
         headers.append(f"References: {references}")
     raw = ("\r\n".join(headers) + extra + "\r\n\r\n" + body).encode()
-    return Envelope(key=key, channel="email", connector=connector, payload=raw, content_type="message/rfc822")
+    return Envelope(
+        key=key,
+        channel="email",
+        connector=connector,
+        payload=raw,
+        content_type="message/rfc822",
+        received_at=received_at or T0,
+    )
 
 
 async def store(pipeline: IntakePipeline, *envelopes: Envelope) -> None:
@@ -86,9 +95,12 @@ async def test_a_reply_joins_the_lead_of_the_stored_message(pipeline: IntakePipe
     recorded = {r["message_id"]: (r["direction"], r["lead_id"]) for r in await rows(engine, EmailMessage.__table__)}
     assert recorded == {"<m1@client.example>": ("in", first), "<m2@client.example>": ("in", first)}
 
-    unrelated = email("new", "Anna <anna@client.example>", "<m3@client.example>", in_reply_to="<unknown@x>")
+    # Same contact, a new request days later (outside the lead window): a new lead.
+    unrelated = email(
+        "new", "Anna <anna@client.example>", "<m3@client.example>", in_reply_to="<unknown@x>", received_at=T0 + DAYS_4
+    )
     await store(pipeline, unrelated)
-    assert await lead_of(engine, "new") not in (None, first)  # same contact, a new request: a new lead
+    assert await lead_of(engine, "new") not in (None, first)
 
 
 async def test_a_reply_to_mail_leadhub_sent_joins_that_lead(pipeline: IntakePipeline, engine: AsyncEngine) -> None:

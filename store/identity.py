@@ -1,0 +1,381 @@
+"""Identity resolution: one person, one contact, however many ways they reach in; merges that can be taken back.
+
+An inquiry's identifiers (email, phone, messenger id, shop customer id) are matched exactly. When one
+inquiry names several contacts they are one person: inside the intake transaction the batch unites them
+(`Unions`), and after the batch's rows are written `apply_merges` merges each group into its oldest
+contact, writing a journal of every row it moved. `unmerge` reads the journal and puts every row back.
+
+Two contacts whose consent disagrees (one unsubscribed or withdrew consent, the other granted it) are
+never merged automatically: both are flagged for review instead, visible in the API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import DateTime, and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from leadhub.ids import new_id
+from leadhub.store import leads
+from leadhub.store.models import (
+    Contact,
+    ContactIdentifier,
+    ContactMerge,
+    EmailSuppression,
+    Feedback,
+    Inquiry,
+    Lead,
+    Order,
+    OutboxEvent,
+    Task,
+)
+from leadhub.store.policy import IdentityPolicy
+
+if TYPE_CHECKING:
+    from leadhub.store.intake import Batch
+
+contact_t = Contact.__table__
+identifier_t = ContactIdentifier.__table__
+merge_t = ContactMerge.__table__
+suppression_t = EmailSuppression.__table__
+lead_t = Lead.__table__
+outbox_t = OutboxEvent.__table__
+
+# Rows that belong to a contact by `contact_id` and move with it in a merge: (journal name, table, key).
+CONTACT_LINKS = (
+    ("lead", lead_t, "id"),
+    ("inquiry", Inquiry.__table__, "id"),
+    ("shop_order", Order.__table__, "id"),
+    ("task", Task.__table__, "id"),
+    ("feedback", Feedback.__table__, "id"),
+)
+# Contact columns a survivor takes from the merged contact when it has none of its own.
+FILLED = ("name", "email", "phone", "company", "consent")
+OPTED_OUT = ("unsubscribe", "complaint")
+
+
+async def known_identifiers(conn: AsyncConnection, idents: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """The contact each known identifier belongs to.
+
+    On PostgreSQL the contacts are share-locked: a merge of one of them (which takes them for update)
+    waits for this transaction or this one waits for it and then sees where the contact went.
+    """
+    if not idents:
+        return {}
+    by_kind: dict[str, list[str]] = {}
+    for kind, value in idents:
+        by_kind.setdefault(kind, []).append(value)
+    clauses = [and_(identifier_t.c.kind == kind, identifier_t.c.value.in_(values)) for kind, values in by_kind.items()]
+    query = (
+        select(identifier_t.c.kind, identifier_t.c.value, contact_t.c.id, contact_t.c.merged_into)
+        .join(contact_t, contact_t.c.id == identifier_t.c.contact_id)
+        .where(or_(*clauses))
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(read=True, of=contact_t)
+    return {
+        (kind, value): merged_into or contact_id for kind, value, contact_id, merged_into in await conn.execute(query)
+    }
+
+
+@dataclass(slots=True)
+class Unions:
+    """Contacts found to be one person within a batch (union-find), with the inquiry that showed it."""
+
+    parent: dict[str, str] = field(default_factory=dict)
+    evidence: dict[str, str] = field(default_factory=dict)  # contact -> inquiry id that joined it to its group
+
+    def find(self, contact_id: str) -> str:
+        root = contact_id
+        while (up := self.parent.get(root, root)) != root:
+            root = up
+        while contact_id != root:  # path compression
+            self.parent[contact_id], contact_id = root, self.parent.get(contact_id, root)
+        return root
+
+    def unite(self, contact_ids: Sequence[str], inquiry_id: str) -> str:
+        root = self.find(contact_ids[0])
+        for other in contact_ids[1:]:
+            other_root = self.find(other)
+            if other_root != root:
+                self.parent[other_root] = root
+                self.evidence.setdefault(other_root, inquiry_id)
+        return root
+
+    def members_or_self(self, contact_id: str) -> list[str]:
+        """Every contact united with `contact_id` in this batch (itself included)."""
+        if contact_id not in self.parent and contact_id not in self.parent.values():
+            return [contact_id]
+        root = self.find(contact_id)
+        return [c for c in {*self.parent, *self.parent.values()} if self.find(c) == root]
+
+    def groups(self) -> list[list[str]]:
+        grouped: dict[str, list[str]] = {}
+        for contact_id in sorted({*self.parent, *self.parent.values()}):
+            grouped.setdefault(self.find(contact_id), []).append(contact_id)
+        return [members for members in grouped.values() if len(members) > 1]
+
+
+async def consent_states(conn: AsyncConnection, contact_ids: Sequence[str], batch: Batch) -> dict[str, str | None]:
+    """`granted`, `withdrawn` (consent withdrawn, or an address unsubscribed or complained) or None per contact."""
+    pending = {c["id"]: c for c in batch.contacts}
+    stored = [c for c in contact_ids if c not in pending]
+    consent: dict[str, str | None] = {c: pending[c].get("consent") for c in contact_ids if c in pending}
+    emails: dict[str, set[str]] = {c: set() for c in contact_ids}
+    for values in batch.identifiers:
+        if values["kind"] == "email" and values["contact_id"] in emails:
+            emails[values["contact_id"]].add(values["value"])
+    for contact_id, address in ((c["id"], c["email"]) for c in batch.contacts if c["id"] in emails and c["email"]):
+        emails[contact_id].add(address)
+    if stored:
+        rows = await conn.execute(
+            select(contact_t.c.id, contact_t.c.consent, contact_t.c.email).where(contact_t.c.id.in_(stored))
+        )
+        for contact_id, given, address in rows:
+            consent[contact_id] = given
+            if address:
+                emails[contact_id].add(address)
+        rows = await conn.execute(
+            select(identifier_t.c.contact_id, identifier_t.c.value).where(
+                identifier_t.c.contact_id.in_(stored), identifier_t.c.kind == "email"
+            )
+        )
+        for contact_id, value in rows:
+            emails[contact_id].add(value)
+    addresses = {a for group in emails.values() for a in group}
+    opted_out: set[str] = set()
+    if addresses:
+        query = select(suppression_t.c.address).where(
+            suppression_t.c.address.in_(sorted(addresses)), suppression_t.c.reason.in_(OPTED_OUT)
+        )
+        opted_out = set((await conn.execute(query)).scalars())
+    return {
+        c: "withdrawn" if consent.get(c) == "withdrawn" or emails[c] & opted_out else consent.get(c)
+        for c in contact_ids
+    }
+
+
+def conflicting(states: dict[str, str | None]) -> bool:
+    given = {s for s in states.values() if s}
+    return len(given) > 1
+
+
+def flag_for_review(batch: Batch, contact_ids: Sequence[str], states: dict[str, str | None], inquiry_id: str) -> None:
+    """Mark every contact of a refused merge; the API lists them with `?review=true`."""
+    for contact_id in contact_ids:
+        others = [c for c in contact_ids if c != contact_id]
+        batch.reviews[contact_id] = {
+            "reason": "consent_conflict",
+            "detail": "one inquiry names contacts whose consent disagrees; merge them by hand or leave them apart",
+            "with": others,
+            "consent": {c: states[c] for c in contact_ids},
+            "inquiry_id": inquiry_id,
+            "at": batch.now.isoformat(),
+        }
+
+
+async def write_reviews(conn: AsyncConnection, batch: Batch) -> None:
+    for contact_id, review in batch.reviews.items():
+        await conn.execute(
+            update(contact_t).where(contact_t.c.id == contact_id).values(review=review, updated_at=batch.now)
+        )
+        batch.event(
+            "contact.review_needed",
+            contact_id,
+            contact_id=contact_id,
+            reason=review["reason"],
+            other_ids=review["with"],
+        )
+    batch.reviews.clear()
+
+
+async def apply_merges(conn: AsyncConnection, batch: Batch, policy: IdentityPolicy) -> None:
+    """Merge every group the batch united into its oldest contact; run after the batch's rows are written."""
+    for group in batch.unions.groups():
+        query = select(contact_t.c.id, contact_t.c.created_at).where(contact_t.c.id.in_(group))
+        if conn.dialect.name == "postgresql":
+            query = query.order_by(contact_t.c.id).with_for_update()
+        ages = {cid: leads.aware(created) for cid, created in await conn.execute(query)}
+        survivor, *others = sorted(group, key=lambda c: (ages[c], c))
+        for merged in others:
+            evidence = batch.unions.evidence.get(merged) or next(
+                (batch.unions.evidence[c] for c in group if c in batch.unions.evidence), None
+            )
+            batch.events.extend(
+                await merge(
+                    conn,
+                    survivor_id=survivor,
+                    merged_id=merged,
+                    inquiry_id=evidence,
+                    now=batch.now,
+                    policy=policy,
+                )
+            )
+
+
+async def merge(
+    conn: AsyncConnection,
+    *,
+    survivor_id: str,
+    merged_id: str,
+    inquiry_id: str | None,
+    now: datetime,
+    policy: IdentityPolicy,
+) -> list[dict[str, Any]]:
+    """Move everything of `merged_id` to `survivor_id`, fold their open leads, and journal it; returns events."""
+    contacts = {
+        row["id"]: dict(row)
+        for row in (
+            await conn.execute(select(contact_t).where(contact_t.c.id.in_([survivor_id, merged_id])))
+        ).mappings()
+    }
+    survivor, merged = contacts[survivor_id], contacts[merged_id]
+    journal: dict[str, Any] = {"moved": {}, "before": {"contact": {}}}
+    moved = journal["moved"]
+    idents = (
+        await conn.execute(
+            select(identifier_t.c.kind, identifier_t.c.value).where(identifier_t.c.contact_id == merged_id)
+        )
+    ).all()
+    moved["contact_identifier"] = [[kind, value] for kind, value in idents]
+    if idents:
+        await conn.execute(
+            update(identifier_t).where(identifier_t.c.contact_id == merged_id).values(contact_id=survivor_id)
+        )
+    for name, table, key in CONTACT_LINKS:
+        ids = list((await conn.execute(select(table.c[key]).where(table.c.contact_id == merged_id))).scalars())
+        if ids:
+            await conn.execute(update(table).where(table.c[key].in_(ids)).values(contact_id=survivor_id))
+        moved[name] = ids
+    fill = {name: merged[name] for name in FILLED if survivor[name] is None and merged[name] is not None}
+    journal["before"]["contact"][survivor_id] = {name: survivor[name] for name in [*fill, "updated_at"]}
+    journal["before"]["contact"][merged_id] = {"merged_into": None, "updated_at": merged["updated_at"]}
+    await conn.execute(update(contact_t).where(contact_t.c.id == survivor_id).values(**fill, updated_at=now))
+    await conn.execute(
+        update(contact_t).where(contact_t.c.id == merged_id).values(merged_into=survivor_id, updated_at=now)
+    )
+    await conn.execute(
+        update(contact_t).where(contact_t.c.merged_into == merged_id).values(merged_into=survivor_id)
+    )  # contacts merged into `merged_id` earlier now point at the survivor too (no chains)
+    events = await leads.fold_open_leads(conn, survivor_id, policy, now, journal)
+    merge_id = new_id()
+    await conn.execute(
+        merge_t.insert().values(
+            id=merge_id,
+            survivor_id=survivor_id,
+            merged_id=merged_id,
+            inquiry_id=inquiry_id,
+            moved=moved,
+            before=_jsonable(journal["before"]),
+            created_at=now,
+            undone_at=None,
+        )
+    )
+    events.insert(
+        0,
+        leads.lead_event(
+            "contact.merged",
+            survivor_id,
+            now,
+            contact_id=survivor_id,
+            merged_id=merged_id,
+            merge_id=merge_id,
+            inquiry_id=inquiry_id,
+        ),
+    )
+    return events
+
+
+class UnmergeError(LookupError):
+    """Nothing to take back: no such merge, or it was already undone."""
+
+
+async def find_merge(conn: AsyncConnection, ident: str) -> dict[str, Any]:
+    """The merge to take back: by merge id, or the latest live merge that absorbed contact `ident`."""
+    row = (await conn.execute(select(merge_t).where(merge_t.c.id == ident))).mappings().first()
+    if row is None:
+        query = (
+            select(merge_t)
+            .where(merge_t.c.merged_id == ident, merge_t.c.undone_at.is_(None))
+            .order_by(merge_t.c.created_at.desc(), merge_t.c.id.desc())
+        )
+        row = (await conn.execute(query)).mappings().first()
+    if row is None:
+        absorbed = list(
+            (
+                await conn.execute(
+                    select(merge_t.c.merged_id).where(merge_t.c.survivor_id == ident, merge_t.c.undone_at.is_(None))
+                )
+            ).scalars()
+        )
+        if absorbed:
+            raise UnmergeError(
+                f"contact {ident} is the one that stayed; unmerge the contact merged into it: {', '.join(absorbed)}"
+            )
+        raise UnmergeError(f"no merge of contact {ident} (give the id of a merged contact or of a merge)")
+    if row["undone_at"] is not None:
+        raise UnmergeError(f"merge {row['id']} was already undone at {row['undone_at']}")
+    return dict(row)
+
+
+async def unmerge(conn: AsyncConnection, ident: str, now: datetime) -> dict[str, Any]:
+    """Put back every row a merge moved and every column it changed; returns the merge record."""
+    found = await find_merge(conn, ident)
+    if conn.dialect.name == "postgresql":
+        await conn.execute(
+            select(contact_t.c.id)
+            .where(contact_t.c.id.in_([found["survivor_id"], found["merged_id"]]))
+            .order_by(contact_t.c.id)
+            .with_for_update()
+        )
+    moved, before = found["moved"], found["before"]
+    merged_id = found["merged_id"]
+    await leads.unfold(conn, moved.get("lead_folds", []))
+    for kind, value in moved.get("contact_identifier", []):
+        await conn.execute(
+            update(identifier_t)
+            .where(identifier_t.c.kind == kind, identifier_t.c.value == value)
+            .values(contact_id=merged_id)
+        )
+    for name, table, key in CONTACT_LINKS:
+        if moved.get(name):
+            await conn.execute(update(table).where(table.c[key].in_(moved[name])).values(contact_id=merged_id))
+    for table, rows in ((contact_t, before.get("contact", {})), (lead_t, before.get("lead", {}))):
+        for row_id, values in rows.items():
+            await conn.execute(update(table).where(table.c.id == row_id).values(**_restored(table, values)))
+    await conn.execute(update(merge_t).where(merge_t.c.id == found["id"]).values(undone_at=now))
+    event = leads.lead_event(
+        "contact.unmerged",
+        found["survivor_id"],
+        now,
+        contact_id=found["survivor_id"],
+        restored_id=merged_id,
+        merge_id=found["id"],
+    )
+    await conn.execute(outbox_t.insert(), [event])
+    return found | {"undone_at": now}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return {"$dt": (leads.aware(value) or value).isoformat()}
+    return value
+
+
+def _restored(table: Any, values: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        out[name] = value
+        if isinstance(value, dict) and set(value) == {"$dt"}:
+            when = datetime.fromisoformat(value["$dt"])
+            naive = isinstance(table.c[name].type, DateTime) and not table.c[name].type.timezone
+            out[name] = when.replace(tzinfo=None) if naive else when
+    return out

@@ -1,0 +1,310 @@
+"""Identity resolution against the real database: one person is one contact and one lead however they reach in,
+in whatever order; a wrong merge is taken back exactly; conflicting consent is never merged automatically."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from leadhub.envelope import Envelope
+from leadhub.pipelines.intake import IntakePipeline
+from leadhub.store import identity
+from leadhub.store.db import create_engine, upgrade
+from leadhub.store.models import (
+    Contact,
+    ContactIdentifier,
+    ContactMerge,
+    EmailSuppression,
+    Inquiry,
+    Lead,
+    Order,
+    OutboxEvent,
+)
+from leadhub.store.policy import IdentityPolicy
+from tests.store.envelopes import SOURCES, canonical_state, form, live_contacts, live_leads, shopify_order, table
+from tests.store.envelopes import telegram as telegram_message
+
+T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    await upgrade(engine)
+    yield engine
+    await engine.dispose()
+
+
+def make_pipeline(engine: AsyncEngine, **policy: Any) -> IntakePipeline:
+    return IntakePipeline(
+        engine, SOURCES, default_region="RU", policy=IdentityPolicy(**policy), clock=lambda: T0 + 30 * 24 * HOUR
+    )
+
+
+@pytest.fixture
+def pipeline(engine: AsyncEngine) -> IntakePipeline:
+    return make_pipeline(engine)
+
+
+async def store(pipeline: IntakePipeline, *envelopes: Envelope) -> None:
+    await pipeline.store([pipeline.prepare(e) for e in envelopes])
+
+
+async def events(engine: AsyncEngine, kind: str) -> list[dict[str, Any]]:
+    return [e["data"] for e in await table(engine, OutboxEvent, OutboxEvent.__table__.c.type == kind)]
+
+
+async def test_the_same_phone_spelled_five_ways_is_one_contact_and_one_lead(
+    pipeline: IntakePipeline, engine: AsyncEngine
+) -> None:
+    spellings = ["8 (916) 123-45-67", "+7 916 123 45 67", "+7-916-123-45-67", "89161234567", "7 (916) 1234567 доб. 12"]
+    for n, phone in enumerate(spellings):
+        await store(pipeline, form(f"p{n}", T0 + n * HOUR, name="ivan PETROV", phone=phone))
+    contacts = await live_contacts(engine)
+    assert len(contacts) == 1
+    assert contacts[0]["phone"] == "+79161234567"
+    assert contacts[0]["name"] == "Ivan Petrov"
+    assert [i["value"] for i in await table(engine, ContactIdentifier)] == ["+79161234567"]
+    leads = await live_leads(engine)
+    assert len(leads) == 1
+    assert leads[0]["first_touch_at"].replace(tzinfo=UTC) == T0
+    assert leads[0]["last_touch_at"].replace(tzinfo=UTC) == T0 + 4 * HOUR
+    assert {i["lead_id"] for i in await table(engine, Inquiry)} == {leads[0]["id"]}
+
+
+def one_person_three_channels() -> list[Envelope]:
+    """Form with email and phone, Telegram with the shared contact card, a Shopify order by email."""
+    return [
+        form("f1", T0, name="Ivan", email="Ivan.Petrov@Mail.example", phone="8 916 123-45-67", utm_source="ads"),
+        telegram_message("t1", T0 + HOUR, 5550001, phone="+79161234567"),
+        shopify_order("s1", T0 + 2 * HOUR, 9001, email="ivan.petrov@mail.example", customer_id=77),
+    ]
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))), ids=lambda o: "-".join(map(str, o)))
+async def test_one_person_by_form_telegram_and_shop_is_one_contact_and_one_lead_in_any_order(
+    pipeline: IntakePipeline, engine: AsyncEngine, order: tuple[int, ...]
+) -> None:
+    envelopes = one_person_three_channels()
+    for index in order:
+        await store(pipeline, envelopes[index])
+    contacts = await live_contacts(engine)
+    assert len(contacts) == 1, contacts
+    kinds = {(i["kind"], i["value"]) for i in await table(engine, ContactIdentifier)}
+    assert kinds == {
+        ("email", "ivan.petrov@mail.example"),
+        ("phone", "+79161234567"),
+        ("messenger", "telegram:5550001"),
+        ("customer", "shop:77"),
+    }
+    leads = await live_leads(engine)
+    assert len(leads) == 1, leads
+    # First touch (the form) is the lead's source, whatever arrived first.
+    assert (leads[0]["channel"], leads[0]["attribution"].get("utm_source")) == ("form", "ads")
+    inquiries = await table(engine, Inquiry)
+    assert {(i["contact_id"], i["lead_id"]) for i in inquiries} == {(contacts[0]["id"], leads[0]["id"])}
+    (order_row,) = await table(engine, Order)
+    assert (order_row["contact_id"], order_row["lead_id"]) == (contacts[0]["id"], leads[0]["id"])
+
+
+async def test_telegram_user_id_alone_finds_the_contact_again(pipeline: IntakePipeline, engine: AsyncEngine) -> None:
+    await store(pipeline, telegram_message("t1", T0, 42, phone="+79161234567"))
+    await store(pipeline, telegram_message("t2", T0 + 5 * 24 * HOUR, 42, text="any news?"))
+    assert len(await live_contacts(engine)) == 1
+    assert len(await live_leads(engine)) == 2  # five days apart: two requests
+
+
+async def test_gmail_dots_and_plus_tags_fold_to_one_contact_unless_switched_off(engine: AsyncEngine) -> None:
+    await store(
+        make_pipeline(engine),
+        form("g1", T0, email="J.Doe+promo@GMAIL.com"),
+        form("g2", T0, email="jdoe@googlemail.com"),
+    )
+    (contact,) = await live_contacts(engine)
+    assert contact["email"] == "j.doe+promo@gmail.com"  # the contact keeps the address as written
+    assert [i["value"] for i in await table(engine, ContactIdentifier)] == ["jdoe@gmail.com"]
+
+    plain = make_pipeline(engine, fold_email=False)
+    await store(plain, form("g3", T0, email="other.person@gmail.com"), form("g4", T0, email="otherperson@gmail.com"))
+    assert len(await live_contacts(engine)) == 3
+
+
+async def test_coalescing_window_status_and_channel_pairs(engine: AsyncEngine) -> None:
+    pipeline = make_pipeline(engine, lead_windows={("shop", "shop"): timedelta(0)})
+    await store(pipeline, form("a", T0, email="a@x.example"), form("b", T0 + 71 * HOUR, email="a@x.example"))
+    assert len(await live_leads(engine)) == 1
+    await store(pipeline, form("c", T0 + 73 * HOUR, email="a@x.example"))
+    assert len(await live_leads(engine)) == 2  # 73 h after the first touch of the open lead: a new one
+
+    # A lead the sales team closed is not joined.
+    async with engine.begin() as conn:
+        await conn.execute(Lead.__table__.update().values(status="won"))
+    await store(pipeline, form("d", T0 + 74 * HOUR, email="a@x.example"))
+    assert len([lead for lead in await live_leads(engine) if lead["status"] == "new"]) == 1
+
+    # shop:shop is 0: every order of one person is its own lead.
+    await store(
+        pipeline,
+        shopify_order("o1", T0, 1, email="b@x.example"),
+        shopify_order("o2", T0 + HOUR, 2, email="b@x.example"),
+    )
+    orders = await table(engine, Order)
+    assert len({o["lead_id"] for o in orders}) == 2
+
+
+async def test_an_earlier_touch_processed_later_becomes_the_first_touch(
+    pipeline: IntakePipeline, engine: AsyncEngine
+) -> None:
+    await store(pipeline, telegram_message("late", T0 + 2 * HOUR, 7, phone="+79161234567"))
+    await store(pipeline, form("early", T0, phone="+7 916 123 45 67", utm_campaign="spring"))
+    (lead,) = await live_leads(engine)
+    assert lead["channel"] == "form"
+    assert lead["attribution"] == {"utm_campaign": "spring"}
+    assert lead["first_touch_at"].replace(tzinfo=UTC) == T0
+    assert lead["last_touch_at"].replace(tzinfo=UTC) == T0 + 2 * HOUR
+
+
+TABLES = (Contact, ContactIdentifier, Lead, Inquiry, Order)
+
+
+async def snapshot(
+    engine: AsyncEngine, contact_ids: set[str], *, skip_inquiries: set[str] = frozenset()
+) -> dict[str, Any]:
+    """Every row that belongs to `contact_ids`, in full, per table."""
+    found: dict[str, Any] = {}
+    for model in TABLES:
+        t = model.__table__
+        column = t.c.id if model is Contact else t.c.contact_id
+        async with engine.connect() as conn:
+            rows = [dict(r) for r in (await conn.execute(select(t).where(column.in_(contact_ids)))).mappings()]
+        if model is Inquiry:
+            rows = [r for r in rows if r["id"] not in skip_inquiries]
+        key = ("kind", "value") if model is ContactIdentifier else ("id",)
+        found[t.name] = sorted(rows, key=lambda r: tuple(r[k] for k in key))
+    return found
+
+
+async def test_unmerge_restores_the_exact_previous_state(pipeline: IntakePipeline, engine: AsyncEngine) -> None:
+    # Two strangers, each with a lead; one has an order.
+    await store(pipeline, form("a1", T0, name="Anna", email="anna@x.example", utm_source="mail"))
+    await store(pipeline, shopify_order("b1", T0 + HOUR, 501, phone="+7 916 000-11-22"))
+    await store(pipeline, telegram_message("b2", T0 + 2 * HOUR, 99, phone="+79160001122"))
+    before_ids = {c["id"] for c in await live_contacts(engine)}
+    assert len(before_ids) == 2
+    before = await snapshot(engine, before_ids)
+
+    # A form naming both: they are one person now (and their leads, within three days, are one lead).
+    linking = pipeline.prepare(form("link", T0 + 10 * 24 * HOUR, email="anna@x.example", phone="89160001122"))
+    await pipeline.store([linking])
+    (survivor,) = await live_contacts(engine)
+    assert (
+        len(
+            {
+                lead["id"]
+                for lead in await live_leads(engine)
+                if lead["first_touch_at"].replace(tzinfo=UTC) < T0 + 24 * HOUR
+            }
+        )
+        == 1
+    )
+    (merge,) = await table(engine, ContactMerge)
+    assert merge["inquiry_id"] == linking.id
+    assert (await events(engine, "contact.merged"))[0]["merged_id"] == merge["merged_id"]
+
+    async with engine.begin() as conn:
+        await identity.unmerge(conn, merge["merged_id"], T0 + 11 * 24 * HOUR)
+    after = await snapshot(engine, before_ids, skip_inquiries={linking.id})
+    for name in before:
+        rows_after = after[name]
+        if name == "lead":  # the linking inquiry opened a lead of its own (ten days later); it stays
+            rows_after = [r for r in rows_after if r["first_touch_at"].replace(tzinfo=UTC) < T0 + 24 * HOUR]
+        assert rows_after == before[name], name
+    assert len(await live_contacts(engine)) == 2
+    with pytest.raises(identity.UnmergeError, match="already undone"):
+        async with engine.begin() as conn:
+            await identity.unmerge(conn, merge["id"], T0 + 12 * 24 * HOUR)
+    with pytest.raises(identity.UnmergeError, match="the one that stayed"):
+        await _unmerge_fresh(engine, pipeline, survivor["id"])
+    assert await events(engine, "contact.unmerged")
+
+
+async def _unmerge_fresh(engine: AsyncEngine, pipeline: IntakePipeline, survivor_id: str) -> None:
+    await store(pipeline, form("relink", T0 + 20 * 24 * HOUR, email="anna@x.example", phone="89160001122"))
+    async with engine.begin() as conn:
+        await identity.unmerge(conn, survivor_id, T0 + 21 * 24 * HOUR)
+
+
+async def test_conflicting_consent_is_flagged_for_review_and_never_merged(
+    pipeline: IntakePipeline, engine: AsyncEngine
+) -> None:
+    await store(pipeline, form("a", T0, email="anna@x.example"))
+    await store(pipeline, form("b", T0 + HOUR, phone="+79160001122", consent="yes"))
+    async with engine.begin() as conn:  # Anna used the one-click unsubscribe link
+        await conn.execute(
+            EmailSuppression.__table__.insert().values(
+                address="anna@x.example", reason="unsubscribe", detail="link", created_at=T0
+            )
+        )
+    linking = pipeline.prepare(form("link", T0 + 2 * HOUR, email="anna@x.example", phone="89160001122"))
+    await pipeline.store([linking])
+    contacts = await live_contacts(engine)
+    assert len(contacts) == 2
+    assert all(c["review"] and c["review"]["reason"] == "consent_conflict" for c in contacts)
+    assert not await table(engine, ContactMerge)
+    by_email = next(c for c in contacts if c["email"] == "anna@x.example")
+    (stored,) = await table(engine, Inquiry, Inquiry.__table__.c.id == linking.id)
+    assert stored["contact_id"] == by_email["id"]  # the strongest identifier's contact; nothing moved
+    assert len(await table(engine, ContactIdentifier)) == 2
+    assert len(await events(engine, "contact.review_needed")) == 2
+
+
+async def test_merges_inside_one_batch_and_across_batches_end_alike(engine: AsyncEngine, database_url: str) -> None:
+    stream = [
+        form("x1", T0, email="x@x.example"),
+        telegram_message("x2", T0 + HOUR, 31, phone="+79161112233"),
+        shopify_order("x3", T0 + 2 * HOUR, 77, email="X@x.example", phone="8 916 111 22 33", customer_id=5),
+        form("y1", T0 + 3 * HOUR, email="y@y.example"),
+    ]
+    await make_pipeline(engine).store([make_pipeline(engine).prepare(e) for e in stream])
+    one_batch = await canonical_state(engine)
+    async with engine.begin() as conn:
+        for model in (ContactMerge, OutboxEvent, Order, Inquiry, Lead, ContactIdentifier, Contact):
+            await conn.execute(model.__table__.delete())
+    pipeline = make_pipeline(engine)
+    for envelope in reversed(stream):
+        await store(pipeline, envelope)
+    assert await canonical_state(engine) == one_batch
+    assert len(one_batch["contacts"]) == 2
+
+
+async def test_two_workers_with_the_same_person_at_once_make_one_contact(engine: AsyncEngine) -> None:
+    """Each worker retries a failed transaction, as the consumer does; the unique identifier keeps one contact."""
+    workers = [make_pipeline(engine) for _ in range(4)]
+
+    async def work(n: int, pipeline: IntakePipeline) -> None:
+        rows = [
+            pipeline.prepare(form(f"w{n}-{k}", T0 + k * HOUR, email="same@x.example", phone="+79165550000"))
+            for k in range(3)
+        ]
+        for attempt in range(20):
+            try:
+                await pipeline.store(rows)
+                return
+            except Exception:  # a unique conflict or a lock timeout: retry as the consumer would
+                if attempt == 19:
+                    raise
+                await asyncio.sleep(0)
+
+    await asyncio.gather(*(work(n, p) for n, p in enumerate(workers)))
+    assert len(await live_contacts(engine)) == 1
+    assert len(await table(engine, Contact)) == 1
+    assert len(await table(engine, Inquiry)) == 12
+    assert len(await live_leads(engine)) == 1
