@@ -61,8 +61,9 @@ OPTED_OUT = ("unsubscribe", "complaint")
 async def known_identifiers(conn: AsyncConnection, idents: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
     """The contact each known identifier belongs to.
 
-    On PostgreSQL the contacts are share-locked: a merge of one of them (which takes them for update)
-    waits for this transaction or this one waits for it and then sees where the contact went.
+    On PostgreSQL the contacts are locked (in id order, so two batches never deadlock on them): a
+    concurrent batch about the same person waits for this one and then sees its leads and merges, so
+    two workers never open two leads for one request or link a row to a contact merged meanwhile.
     """
     if not idents:
         return {}
@@ -76,7 +77,7 @@ async def known_identifiers(conn: AsyncConnection, idents: set[tuple[str, str]])
         .where(or_(*clauses))
     )
     if conn.dialect.name == "postgresql":
-        query = query.with_for_update(read=True, of=contact_t)
+        query = query.order_by(contact_t.c.id).with_for_update(of=contact_t)
     return {
         (kind, value): merged_into or contact_id for kind, value, contact_id, merged_into in await conn.execute(query)
     }

@@ -95,6 +95,7 @@ class Batch:
     unions: identity.Unions = field(default_factory=identity.Unions)
     open_leads: dict[str, list[OpenLead]] = field(default_factory=dict)  # contact -> its open leads
     lead_updates: dict[str, dict[str, Any]] = field(default_factory=dict)  # stored lead -> new touch values
+    remote_touches: list[tuple[str, Any]] = field(default_factory=list)  # (lead id, row) for leads not loaded
     contact_updates: dict[str, dict[str, Any]] = field(default_factory=dict)  # stored contact -> new values
     reviews: dict[str, dict[str, Any]] = field(default_factory=dict)  # contact -> why it needs a person's look
     contacts: list[dict[str, Any]] = field(default_factory=list)
@@ -132,6 +133,18 @@ class Batch:
                 values.clear()
 
 
+async def _take_write_lock(conn: AsyncConnection) -> None:
+    """On SQLite, hold the database's write lock before the batch reads anything.
+
+    The driver opens a transaction only at the first write, so the batch's reads (known identifiers,
+    open leads) would otherwise see the database before a concurrent batch commits, and both would
+    open a lead for the same person. A write that matches nothing begins the transaction and takes
+    the lock, waiting for the busy timeout. PostgreSQL locks the named contacts instead (identity.py).
+    """
+    if conn.dialect.name == "sqlite":
+        await conn.exec_driver_sql("DELETE FROM inquiry WHERE 0")
+
+
 async def _existing_keys(conn: AsyncConnection, keys: list[str]) -> set[str]:
     result = await conn.execute(select(inquiry_t.c.key).where(inquiry_t.c.key.in_(keys)))
     return set(result.scalars())
@@ -147,6 +160,7 @@ async def write_batch(
     constraint; the caller retries and then finds the other writer's rows.
     """
     policy = policy or IdentityPolicy()
+    await _take_write_lock(conn)
     existing = await _existing_keys(conn, [r.key for r in rows])
     fresh: list[InquiryRow] = []
     for row in rows:
@@ -168,7 +182,11 @@ async def write_batch(
         contact_id = lead_id = None
         if not row.dropped:
             contact_id = await _resolve_contact(conn, row, batch)
-            lead_id = attach_to.get(row.key) or (_join_or_open_lead(row, contact_id, batch) if row.opens_lead else None)
+            lead_id = attach_to.get(row.key)
+            if lead_id is not None:
+                leads.touch_by_id(lead_id, row, batch)
+            elif row.opens_lead:
+                lead_id = _join_or_open_lead(row, contact_id, batch)
             batch.event(
                 "inquiry.received",
                 row.id,

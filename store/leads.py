@@ -124,10 +124,36 @@ def touch(lead: OpenLead, row: InquiryRow, batch: Batch) -> None:
         batch.lead_updates.setdefault(lead.id, {}).update(changes, updated_at=batch.now)
 
 
+def touch_by_id(lead_id: str, row: InquiryRow, batch: Batch) -> None:
+    """A row attached to a known lead (a reply in its thread, an update of its order) is a touch of it too."""
+    lead = next((lead for leads in batch.open_leads.values() for lead in leads if lead.id == lead_id), None)
+    if lead is not None:
+        touch(lead, row, batch)
+    else:
+        batch.remote_touches.append((lead_id, row))
+
+
 async def write_lead_updates(conn: AsyncConnection, batch: Batch) -> None:
     for lead_id, values in batch.lead_updates.items():
         await conn.execute(update(lead_t).where(lead_t.c.id == lead_id).values(**values))
     batch.lead_updates.clear()
+    for lead_id, row in batch.remote_touches:  # leads this batch did not load: compare in the database
+        at = row.received_at
+        await conn.execute(
+            update(lead_t)
+            .where(lead_t.c.id == lead_id, lead_t.c.first_touch_at > at)
+            .values(
+                first_touch_at=at,
+                channel=row.channel,
+                connector=row.connector,
+                attribution=row.attribution,
+                updated_at=batch.now,
+            )
+        )
+        await conn.execute(
+            update(lead_t).where(lead_t.c.id == lead_id, lead_t.c.last_touch_at < at).values(last_touch_at=at)
+        )
+    batch.remote_touches.clear()
 
 
 async def fold_open_leads(

@@ -17,6 +17,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadhub.ids import new_id
+from leadhub.store import leads
 from leadhub.store.models import ContactIdentifier, Order
 
 if TYPE_CHECKING:
@@ -147,6 +148,7 @@ async def write_orders(conn: AsyncConnection, book: OrderBook, batch: Batch) -> 
             continue
         if inquiry["lead_id"] is None and current["lead_id"]:
             inquiry["lead_id"] = current["lead_id"]
+            leads.touch_by_id(current["lead_id"], row, batch)  # an update of the order is a touch of its lead
         elif inquiry["lead_id"] and current["lead_id"] is None:  # the order's first row opened no lead; this one did
             current["lead_id"] = inquiry["lead_id"]
             if not any(values is current for values in book.inserts):

@@ -268,7 +268,8 @@ def make_mail(n: int, *, sender: str | None = None, subject: str | None = None, 
     """A plain inquiry e-mail from a distinct sender (one contact, one lead each), with a unique Message-ID."""
     sender = sender or f"customer{n}@client.example"
     subject = subject or f"Quote request #{n}"
-    body = body or f"Hello, please send a quote for {n} units.\r\nCall me at +7 495 123-45-{n % 100:02d}.\r\n"
+    # A phone of its own too: a shared number would (rightly) make the senders one person.
+    body = body or f"Hello, please send a quote for {n} units.\r\nCall me at +7 495 {3000000 + n:07d}.\r\n"
     return (
         f"From: Customer {n} <{sender}>\r\n"
         f"To: {USER}\r\n"

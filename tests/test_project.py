@@ -34,14 +34,30 @@ def test_ci_runs_the_readme_test_command_and_postgresql() -> None:
 
 def test_cli_has_the_contract_commands() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_")}
-    for args, expected in ((["--help"], ["run", "db", "dead", "rules"]), (["dead", "--help"], ["list", "replay"]),
-                           (["db", "--help"], ["upgrade"]), (["rules", "--help"], ["check", "test"])):
-        out = subprocess.run([sys.executable, "-m", "leadhub.hub", *args], capture_output=True, text=True,
-                             env=env, timeout=60, check=True).stdout
+    for args, expected in (
+        (["--help"], ["run", "db", "dead", "rules"]),
+        (["dead", "--help"], ["list", "replay"]),
+        (["db", "--help"], ["upgrade"]),
+        (["rules", "--help"], ["check", "test"]),
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", "leadhub.hub", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=True,
+        ).stdout
         for word in expected:
             assert re.search(rf"\b{word}\b", out), (args, word, out)
-    version = subprocess.run([sys.executable, "-m", "leadhub.hub", "--version"], capture_output=True, text=True,
-                             env=env, timeout=60, check=True).stdout
+    version = subprocess.run(
+        [sys.executable, "-m", "leadhub.hub", "--version"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
+    ).stdout
     assert re.match(r"leadhub \d+\.\d+", version)
 
 
@@ -54,8 +70,10 @@ def test_every_connector_type_has_a_config_schema() -> None:
 
 
 def test_docker_compose_file_is_valid() -> None:
-    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True,
-                                                 check=False).returncode == 0:
+    if (
+        shutil.which("docker")
+        and subprocess.run(["docker", "compose", "version"], capture_output=True, check=False).returncode == 0
+    ):
         command = ["docker", "compose", "config", "--quiet"]
     elif shutil.which("docker-compose"):
         command = ["docker-compose", "config", "--quiet"]
@@ -63,6 +81,7 @@ def test_docker_compose_file_is_valid() -> None:
         pytest.skip("neither `docker compose` nor docker-compose is installed (.ci/run installs docker-compose)")
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
-    services = subprocess.run([*command[:-1], "--services"], cwd=REPO, capture_output=True, text=True,
-                              timeout=60, check=True).stdout.split()
+    services = subprocess.run(
+        [*command[:-1], "--services"], cwd=REPO, capture_output=True, text=True, timeout=60, check=True
+    ).stdout.split()
     assert {"leadhub", "nats", "postgres", "mailpit"} <= set(services)

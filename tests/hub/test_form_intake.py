@@ -112,8 +112,12 @@ async def test_same_person_twice_is_one_contact(form_hub: RunningHub) -> None:
     for body in ({"email": "Same@Person.com", "message": "a"}, {"email": "same@person.com ", "message": "b"}):
         async with await form_hub.post("/hooks/site-form", json=body) as response:
             assert response.status == 202
-    leads = await form_hub.wait_items("/api/leads", 2)
-    assert len({lead["contact_id"] for lead in leads}) == 1
+    inquiries = await form_hub.wait_items("/api/inquiries", 2)
+    assert len({i["contact_id"] for i in inquiries}) == 1
+    # Minutes apart, inside the lead window: one lead with both as touches.
+    (lead,) = (await form_hub.api("/api/leads"))["items"]
+    touches = (await form_hub.api(f"/api/leads/{lead['id']}"))["touches"]
+    assert sorted(t["id"] for t in touches) == sorted(i["id"] for i in inquiries)
     contacts = (await form_hub.api("/api/contacts", email="SAME@person.com"))["items"]
     assert len(contacts) == 1
 
