@@ -298,11 +298,11 @@ class UnmergeError(LookupError):
 async def find_merge(conn: AsyncConnection, ident: str) -> dict[str, Any]:
     """The merge to take back: by merge id, or the latest live merge that absorbed contact `ident`."""
     row = (await conn.execute(select(merge_t).where(merge_t.c.id == ident))).mappings().first()
-    if row is None:
+    if row is None:  # the contact's live merge, else its latest one (to say it was undone already)
         query = (
             select(merge_t)
-            .where(merge_t.c.merged_id == ident, merge_t.c.undone_at.is_(None))
-            .order_by(merge_t.c.created_at.desc(), merge_t.c.id.desc())
+            .where(merge_t.c.merged_id == ident)
+            .order_by(merge_t.c.undone_at.is_not(None), merge_t.c.created_at.desc(), merge_t.c.id.desc())
         )
         row = (await conn.execute(query)).mappings().first()
     if row is None:

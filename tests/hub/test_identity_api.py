@@ -1,0 +1,164 @@
+"""The identity API end to end through the running hub (form webhook -> NATS -> pipeline -> store -> API):
+PATCH /api/leads emits lead.* events, a wrong merge is taken back with POST /api/contacts/{id}/unmerge and
+with `leadhub contacts unmerge`, contacts needing review are listed, and bad requests get clear 4xx answers."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from leadhub.hub.cli import app
+from leadhub.pipelines.intake import IntakePipeline
+from leadhub.store.db import create_engine, upgrade
+from leadhub.store.models import ContactMerge, OutboxEvent
+from tests.conftest import RunningHub
+from tests.helpers import wait_for
+from tests.store.envelopes import SOURCES, form
+
+
+async def post_form(hub: RunningHub, body: dict[str, Any]) -> None:
+    async with await hub.post("/hooks/site-form", json=body) as response:
+        assert response.status == 202, await response.text()
+
+
+async def events(hub: RunningHub, kind: str) -> list[dict[str, Any]]:
+    async with hub.engine.connect() as conn:
+        rows = await conn.execute(select(OutboxEvent.data).where(OutboxEvent.type == kind))
+        return [r[0] for r in rows]
+
+
+async def test_patch_lead_changes_status_owner_tags_and_emits_events(form_hub: RunningHub) -> None:
+    await post_form(form_hub, {"email": "buyer@x.example"})
+    (lead,) = await form_hub.wait_items("/api/leads", 1)
+    url = form_hub.url(f"/api/leads/{lead['id']}")
+    body = {"status": "in_progress", "owner": "maria", "tags": ["vip", "vip", "b2b"]}
+    async with form_hub.session.patch(url, json=body) as response:
+        assert response.status == 200, await response.text()
+        changed = await response.json()
+    assert (changed["status"], changed["owner"], changed["tags"]) == ("in_progress", "maria", ["vip", "b2b"])
+    assert changed["changed"] == ["owner", "status", "tags"]
+    (status_event,) = await events(form_hub, "lead.status_changed")
+    assert (status_event["from"], status_event["to"], status_event["lead_id"]) == ("new", "in_progress", lead["id"])
+    assert (await events(form_hub, "lead.owner_changed"))[0]["to"] == "maria"
+    assert len(await events(form_hub, "lead.updated")) == 1
+
+    async with form_hub.session.patch(url, json={"status": "in_progress"}) as response:  # no change: no event
+        assert response.status == 200 and (await response.json())["changed"] == []
+    assert len(await events(form_hub, "lead.updated")) == 1
+
+    bad = [
+        ({"status": "done"}, 400, "status must be one of new, in_progress, won, lost, closed"),
+        ({"stage": "x"}, 400, "unknown field(s) stage"),
+        ({}, 400, "nothing to change"),
+        ({"tags": "vip"}, 400, "tags must be a list"),
+        ({"owner": 5}, 400, "owner must be a string"),
+    ]
+    for payload, status, detail in bad:
+        async with form_hub.session.patch(url, json=payload) as response:
+            assert response.status == status
+            assert detail in (await response.json())["detail"]
+    async with form_hub.session.patch(url, data=b"{not json", headers={"Content-Type": "application/json"}) as r:
+        assert r.status == 400 and (await r.json())["error"] == "bad_json"
+    async with form_hub.session.patch(url, data=b"status=won") as r:
+        assert r.status == 415
+    async with form_hub.session.patch(form_hub.url("/api/leads/nope"), json={"status": "won"}) as r:
+        assert r.status == 404
+
+
+async def _merged_pair(hub: RunningHub) -> tuple[str, str]:
+    """Two strangers (by email, by phone), then a form naming both: one merge. Returns (survivor, merged)."""
+    await post_form(hub, {"email": "anna@x.example", "message": "first"})
+    await hub.wait_items("/api/contacts", 1)
+    await post_form(hub, {"phone": "+7 916 000-11-22", "message": "second"})
+    await hub.wait_items("/api/contacts", 2)
+    await post_form(hub, {"email": "ANNA@x.example", "phone": "89160001122", "message": "both"})
+    await hub.wait_items("/api/inquiries", 3)
+    (survivor,) = await hub.wait_items("/api/contacts", 1)
+    (merge,) = await _merges(hub)
+    assert merge["survivor_id"] == survivor["id"]
+    return survivor["id"], merge["merged_id"]
+
+
+async def _merges(hub: RunningHub) -> list[dict[str, Any]]:
+    async with hub.engine.connect() as conn:
+        return [dict(r) for r in (await conn.execute(select(ContactMerge.__table__))).mappings()]
+
+
+async def test_unmerge_through_the_api(form_hub: RunningHub) -> None:
+    survivor, merged = await _merged_pair(form_hub)
+    contact = await form_hub.api(f"/api/contacts/{survivor}")
+    assert {i["kind"] for i in contact["identifiers"]} == {"email", "phone"}
+    assert [m["merged_id"] for m in contact["merges"]] == [merged]
+    assert (await form_hub.api(f"/api/contacts/{merged}"))["merged_into"] == survivor
+    (lead,) = (await form_hub.api("/api/leads"))["items"]  # the two leads were one request: folded
+    assert len((await form_hub.api(f"/api/leads/{lead['id']}"))["touches"]) == 3
+    assert len((await form_hub.api("/api/leads", merged="true"))["items"]) == 2
+
+    async with form_hub.session.post(form_hub.url(f"/api/contacts/{merged}/unmerge")) as response:
+        assert response.status == 200, await response.text()
+        assert await response.json() == {
+            "merge_id": (await _merges(form_hub))[0]["id"],
+            "contact_id": survivor,
+            "restored_id": merged,
+        }
+    assert len((await form_hub.api("/api/contacts"))["items"]) == 2
+    assert len((await form_hub.api("/api/leads"))["items"]) == 2
+    assert (await form_hub.api("/api/contacts", phone="8 916 000 11 22"))["items"][0]["id"] == merged
+    async with form_hub.session.post(form_hub.url(f"/api/contacts/{merged}/unmerge")) as response:
+        assert response.status == 409
+        assert "already undone" in (await response.json())["detail"]
+    async with form_hub.session.post(form_hub.url("/api/contacts/unknown/unmerge")) as response:
+        assert response.status == 404
+    async with form_hub.session.patch(form_hub.url(f"/api/leads/{lead['id']}"), json={"status": "won"}) as r:
+        assert r.status == 200
+
+
+async def test_contacts_needing_review_are_listed(form_hub: RunningHub) -> None:
+    await post_form(form_hub, {"email": "a@x.example", "consent": "no"})
+    await post_form(form_hub, {"phone": "+79160001122", "consent": "yes"})
+    await form_hub.wait_items("/api/contacts", 2)
+    await post_form(form_hub, {"email": "a@x.example", "phone": "+79160001122"})
+    await form_hub.wait_items("/api/inquiries", 3)
+
+    async def flagged() -> list[dict[str, Any]] | None:
+        items = (await form_hub.api("/api/contacts", review="true"))["items"]
+        return items if len(items) == 2 else None
+
+    items = await wait_for(flagged, timeout=10, what="both contacts flagged")
+    assert {c["review"]["reason"] for c in items} == {"consent_conflict"}
+    assert (await form_hub.api("/api/contacts", review="false"))["items"] == []
+    async with form_hub.session.get(form_hub.url("/api/contacts"), params={"review": "maybe"}) as response:
+        assert response.status == 400
+
+
+def test_cli_unmerge(tmp_path: Path) -> None:
+    """`leadhub contacts unmerge` against a store where a merge happened; then again: a clear error, exit 1."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'leadhub.db'}"
+
+    async def prepare() -> str:
+        engine = create_engine(url)
+        await upgrade(engine)
+        pipeline = IntakePipeline(engine, SOURCES, default_region="RU")
+        at = datetime(2026, 11, 2, tzinfo=UTC)
+        for n, body in enumerate(({"email": "b@x.example"}, {"phone": "+79161230000"})):
+            await pipeline.store([pipeline.prepare(form(f"c{n}", at, **body))])
+        await pipeline.store([pipeline.prepare(form("link", at, email="b@x.example", phone="89161230000"))])
+        async with engine.connect() as conn:
+            merged = (await conn.execute(select(ContactMerge.merged_id))).scalar_one()
+        await engine.dispose()
+        return merged
+
+    merged = asyncio.run(prepare())
+    runner = CliRunner()
+    env = {"LEADHUB_DATABASE_URL": url, "LEADHUB_DATA_DIR": str(tmp_path)}
+    result = runner.invoke(app, ["contacts", "unmerge", merged], env=env)
+    assert result.exit_code == 0, result.output
+    assert f"restored contact {merged}" in result.output
+    again = runner.invoke(app, ["contacts", "unmerge", merged], env=env)
+    assert again.exit_code == 1
+    assert "already undone" in again.output
