@@ -140,13 +140,16 @@ async def consent_states(conn: AsyncConnection, contact_ids: Sequence[str], batc
             consent[contact_id] = given
             if address:
                 emails[contact_id].add(address)
+        # By contact only (its index), the kind checked here: with `kind = 'email'` in the query SQLite
+        # walks every email identifier by the primary key's first column.
         rows = await conn.execute(
-            select(identifier_t.c.contact_id, identifier_t.c.value).where(
-                identifier_t.c.contact_id.in_(stored), identifier_t.c.kind == "email"
+            select(identifier_t.c.contact_id, identifier_t.c.kind, identifier_t.c.value).where(
+                identifier_t.c.contact_id.in_(stored)
             )
         )
-        for contact_id, value in rows:
-            emails[contact_id].add(value)
+        for contact_id, kind, value in rows:
+            if kind == "email":
+                emails[contact_id].add(value)
     addresses = {a for group in emails.values() for a in group}
     opted_out: set[str] = set()
     if addresses:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadhub.ids import new_id
@@ -134,8 +134,13 @@ def touch_by_id(lead_id: str, row: InquiryRow, batch: Batch) -> None:
 
 
 async def write_lead_updates(conn: AsyncConnection, batch: Batch) -> None:
+    """One executemany per shape of change (last touch only, or a new first touch), not one statement per lead."""
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for lead_id, values in batch.lead_updates.items():
-        await conn.execute(update(lead_t).where(lead_t.c.id == lead_id).values(**values))
+        shapes.setdefault(tuple(sorted(values)), []).append({"lead_id_": lead_id, **values})
+    for columns, rows in shapes.items():
+        statement = update(lead_t).where(lead_t.c.id == bindparam("lead_id_"))
+        await conn.execute(statement.values({c: bindparam(c) for c in columns}), rows)
     batch.lead_updates.clear()
     for lead_id, row in batch.remote_touches:  # leads this batch did not load: compare in the database
         at = row.received_at

@@ -37,6 +37,11 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, datetime: UTC_TIME}
 
 
+def _merged_index(table: str) -> Index:
+    merged = text("merged_into IS NOT NULL")
+    return Index(f"ix_{table}_merged_into", "merged_into", sqlite_where=merged, postgresql_where=merged)
+
+
 class Contact(Base):
     __tablename__ = "contact"
 
@@ -48,11 +53,14 @@ class Contact(Base):
     # "granted" or "withdrawn" when the person said so (a form's consent field); None: never asked.
     consent: Mapped[str | None] = mapped_column(String(10))
     # Set when this contact was merged into another; the row stays so the merge can be taken back.
-    merged_into: Mapped[str | None] = mapped_column(String(26), index=True)
+    merged_into: Mapped[str | None] = mapped_column(String(26))
     # Why a person must look at this contact (e.g. a merge refused for conflicting consent), or None.
     review: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+    # Only merged contacts are indexed: a full index would lead planners to scan it for `IS NULL`.
+    __table_args__ = (_merged_index("contact"),)
 
 
 class ContactIdentifier(Base):
@@ -87,9 +95,11 @@ class Lead(Base):
     first_touch_at: Mapped[datetime | None]
     last_touch_at: Mapped[datetime | None]
     # Set when this lead was folded into another one by a contact merge.
-    merged_into: Mapped[str | None] = mapped_column(String(26), index=True)
+    merged_into: Mapped[str | None] = mapped_column(String(26))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+    __table_args__ = (_merged_index("lead"),)
 
 
 class ContactMerge(Base):

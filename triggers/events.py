@@ -9,10 +9,16 @@ ORDER_OBJECTS = ("order", "contact", "lead", "inquiry")
 # Event type -> the objects its conditions and templates see (besides `event` and `now`).
 EVENT_OBJECTS: dict[str, tuple[str, ...]] = {
     "contact.created": ("contact",),
+    "contact.merged": ("contact",),
+    "contact.unmerged": ("contact",),
+    "contact.review_needed": ("contact",),
     "inquiry.received": ("inquiry", "contact", "lead"),
     "lead.created": ("lead", "contact", "inquiry"),
     "lead.updated": ("lead", "contact"),
     "lead.status_changed": ("lead", "contact"),
+    "lead.owner_changed": ("lead", "contact"),
+    "lead.tags_changed": ("lead", "contact"),
+    "lead.merged": ("lead", "contact"),
     "order.created": ORDER_OBJECTS,
     "order.status_changed": ORDER_OBJECTS,
     "order.paid": ORDER_OBJECTS,

@@ -15,6 +15,8 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 TIME = sa.DateTime(timezone=True)
+# Only merged rows are indexed: a full index would lead planners to scan it for `merged_into IS NULL`.
+MERGED = sa.text("merged_into IS NOT NULL")
 
 
 def upgrade() -> None:
@@ -22,12 +24,16 @@ def upgrade() -> None:
         batch.add_column(sa.Column("consent", sa.String(length=10), nullable=True))
         batch.add_column(sa.Column("merged_into", sa.String(length=26), nullable=True))
         batch.add_column(sa.Column("review", sa.JSON(), nullable=True))
-        batch.create_index(batch.f("ix_contact_merged_into"), ["merged_into"])
+        batch.create_index(
+            batch.f("ix_contact_merged_into"), ["merged_into"], sqlite_where=MERGED, postgresql_where=MERGED
+        )
     with op.batch_alter_table("lead") as batch:
         batch.add_column(sa.Column("first_touch_at", TIME, nullable=True))
         batch.add_column(sa.Column("last_touch_at", TIME, nullable=True))
         batch.add_column(sa.Column("merged_into", sa.String(length=26), nullable=True))
-        batch.create_index(batch.f("ix_lead_merged_into"), ["merged_into"])
+        batch.create_index(
+            batch.f("ix_lead_merged_into"), ["merged_into"], sqlite_where=MERGED, postgresql_where=MERGED
+        )
     # Leads from before this revision: their first touch is when they were opened.
     op.execute("UPDATE lead SET first_touch_at = created_at, last_touch_at = created_at")
     op.create_table(
