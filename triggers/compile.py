@@ -98,7 +98,7 @@ def compile_rule(rule: Rule, templates: Templates, file: str = "", hours: HoursB
     for index, kind in enumerate(rule.on or []):
         if kind not in EVENT_OBJECTS:
             problems.append((("on", index), f"unknown event type {kind!r}; valid types: {', '.join(EVENT_OBJECTS)}"))
-    scope = Scope(objects_for(rule.on))
+    scope = Scope(("event", "contact") if rule.for_each else objects_for(rule.on))
     conditions: list[Condition] = []
     for index, source in enumerate(rule.conditions):
         path: Path = ("if",) if isinstance(rule.if_, str) else ("if", index)

@@ -20,7 +20,7 @@ from leadhub.triggers.clock import Clock
 from leadhub.triggers.compile import CompiledRule, EvaluationError
 from leadhub.triggers.context import aware, build_context
 from leadhub.triggers.engine import RuleIndex
-from leadhub.triggers.events import EVENT_OBJECTS
+from leadhub.triggers.events import event_objects
 from leadhub.triggers.matcher import _context_event
 
 log = structlog.get_logger("leadhub.scheduler")
@@ -127,7 +127,7 @@ class Scheduler:
         async with self.engine.begin() as conn:
             rows = await store.claim_due(conn, now, self.batch, now + self.lease)
         if rows:
-            names = [EVENT_OBJECTS.get(row.event["type"], ()) for row in rows]
+            names = [event_objects(row.event) for row in rows]
             async with self.engine.connect() as conn:  # one query per table for the batch, not per action
                 objects = await trigger_data.load_objects_many(conn, [row.event["data"] for row in rows], names)
             results = await asyncio.gather(*(self._run(row, o) for row, o in zip(rows, objects, strict=True)))

@@ -137,6 +137,28 @@ class Schedule(Strict):
         return _zone(value)
 
 
+class ContactAudience(Strict):
+    """Which contacts a schedule rule runs for, selected in the store (the rule's `if` filters further)."""
+
+    no_orders_for: Duration | None = Field(None, description="contacts who ordered, the latest order older than this")
+    birthday_field: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="the inquiries' form field holding the birthday: contacts whose birthday is the tick's day",
+    )
+
+
+class ForEach(Strict):
+    """A schedule rule run once per selected contact at each tick (`contact` in conditions and templates)."""
+
+    contact: ContactAudience = Field(default_factory=ContactAudience)
+
+    @field_validator("contact", mode="before")
+    @classmethod
+    def _every(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+
 class Throttle(Strict):
     per: Literal["contact", "lead", "order", "rule"] = "contact"
     period: Duration = Field(alias="for")
@@ -239,6 +261,7 @@ class Rule(Strict):
     enabled: bool = True
     on: list[str] | None = Field(None, description="event types, e.g. order.completed")
     schedule: Schedule | None = None
+    for_each: ForEach | None = Field(None, description="with `schedule`: run once per contact, e.g. for_each: contact")
     if_: str | list[str] | None = Field(None, alias="if", description="condition(s), all must hold")
     wait: WaitField | None = Field(
         None, description="30s/15m/2h/7d, a date field plus a duration (order.completed_at + 7d), or {after, hours}"
@@ -269,6 +292,11 @@ class Rule(Strict):
     def _cron_string(cls, value: Any) -> Any:
         return {"cron": value} if isinstance(value, str) else value
 
+    @field_validator("for_each", mode="before")
+    @classmethod
+    def _for_each_string(cls, value: Any) -> Any:
+        return {"contact": {}} if value == "contact" else value
+
     @field_validator("throttle", mode="before")
     @classmethod
     def _throttle_string(cls, value: Any) -> Any:
@@ -283,6 +311,8 @@ class Rule(Strict):
     def _when(self) -> Rule:
         if (self.on is None) == (self.schedule is None):
             raise ValueError("give exactly one of `on` (event types) or `schedule` (cron)")
+        if self.for_each is not None and self.schedule is None:
+            raise ValueError("`for_each` goes with `schedule` (a cron rule); an event rule already has its contact")
         return self
 
     @property
