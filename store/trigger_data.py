@@ -130,6 +130,18 @@ async def send_state(conn: AsyncConnection, address: str, message_id: str) -> tu
     return row[0], bool(row[1])
 
 
+async def send_states(
+    conn: AsyncConnection, addresses: list[str], message_ids: list[str]
+) -> tuple[dict[str, str], set[str]]:
+    """`send_state` for a batch: {address: why suppressed} and the Message-IDs already sent."""
+    wanted = {a.strip().lower() for a in addresses}
+    query = select(suppression_t.c.address, suppression_t.c.reason).where(suppression_t.c.address.in_(wanted))
+    reasons = {row[0]: row[1] for row in await conn.execute(query)} if wanted else {}
+    sent_query = select(email_t.c.message_id).where(email_t.c.message_id.in_(message_ids), email_t.c.direction == "out")
+    sent = set((await conn.execute(sent_query)).scalars()) if message_ids else set()
+    return reasons, sent
+
+
 async def message_sent(conn: AsyncConnection, message_id: str) -> bool:
     query = select(email_t.c.message_id).where(email_t.c.message_id == message_id, email_t.c.direction == "out")
     return (await conn.execute(query)).first() is not None
