@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -80,9 +80,10 @@ class CompiledRule:
     actions: tuple[Bound, ...]
     late_within: timedelta | None  # None: run however late; timedelta(0): skip when late
 
-    @property
-    def id(self) -> str:
-        return self.rule.id
+    id: str = field(init=False)  # the rule's id, read per evaluation: a plain attribute, not a property
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id", self.rule.id)
 
     @property
     def action_types(self) -> tuple[str, ...]:
