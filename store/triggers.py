@@ -116,22 +116,6 @@ async def finish_many(conn: AsyncConnection, outcomes: list[dict[str, Any]], now
     await conn.execute(statement, params)
 
 
-async def finish(
-    conn: AsyncConnection,
-    action_id: str,
-    status: str,
-    now: datetime,
-    *,
-    result: dict[str, Any] | None = None,
-    error: str | None = None,
-) -> None:
-    await conn.execute(
-        update(action_t)
-        .where(action_t.c.id == action_id)
-        .values(status=status, result=result, last_error=error, lease_until=None, updated_at=now)
-    )
-
-
 async def retry_at(conn: AsyncConnection, action_id: str, due_at: datetime, error: str, now: datetime) -> None:
     await conn.execute(
         update(action_t)
