@@ -33,7 +33,13 @@ def base_python(rev: str) -> Path:
 def run(python: Path, module_args: list[str]) -> dict:
     # The bench code is this tree's (cwd); the daemon it spawns is whatever `leadhub` that python imports.
     out = subprocess.run([str(python), "-m", *module_args], cwd=REPO, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout[out.stdout.index("{") :])
+    if out.stdout.lstrip().startswith('{"result"'):
+        return json.loads(out.stdout[out.stdout.index("{") :])
+    merged: dict = {}  # benches printing one JSON object per line (bench.rules): merged into one result
+    for line in out.stdout.splitlines():
+        if line.startswith("{"):
+            merged.update(json.loads(line))
+    return {"result": merged}
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadhub.ids import new_id
@@ -32,6 +32,7 @@ email_t: Table = EmailMessage.__table__  # type: ignore[assignment]
 suppression_t: Table = EmailSuppression.__table__  # type: ignore[assignment]
 state_t: Table = ConnectorState.__table__  # type: ignore[assignment]
 outbox_t: Table = OutboxEvent.__table__  # type: ignore[assignment]
+order_t: Table = Order.__table__  # type: ignore[assignment]
 OBJECT_TABLES: dict[str, tuple[Table, str]] = {
     "contact": (Contact.__table__, "contact_id"),  # type: ignore[dict-item]
     "lead": (Lead.__table__, "lead_id"),  # type: ignore[dict-item]
@@ -59,7 +60,25 @@ async def load_objects(conn: AsyncConnection, data: dict[str, Any], names: tuple
     contact = objects.get("contact")
     if contact is not None:
         contact["unsubscribed"] = bool(contact.get("email")) and await suppressed(conn, contact["email"]) is not None
+        contact.update(NO_ORDERS)
+        contact.update((await order_facts(conn, [contact["id"]])).get(contact["id"], {}))
     return objects
+
+
+NO_ORDERS: dict[str, Any] = {"orders_count": 0, "last_order_at": None}
+
+
+async def order_facts(conn: AsyncConnection, contact_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Per contact: how many orders and when the latest was placed (`contact.orders_count`, `.last_order_at`)."""
+    if not contact_ids:
+        return {}
+    placed = func.coalesce(order_t.c.placed_at, order_t.c.created_at)
+    query = (
+        select(order_t.c.contact_id, func.count(), func.max(placed))
+        .where(order_t.c.contact_id.in_(contact_ids))
+        .group_by(order_t.c.contact_id)
+    )
+    return {row[0]: {"orders_count": row[1], "last_order_at": row[2]} for row in await conn.execute(query)}
 
 
 async def load_objects_many(
@@ -76,6 +95,7 @@ async def load_objects_many(
     emails = {c["email"].strip().lower() for c in rows_by_name.get("contact", {}).values() if c.get("email")}
     query = select(suppression_t.c.address).where(suppression_t.c.address.in_(emails))
     gone = set((await conn.execute(query)).scalars()) if emails else set()
+    facts = await order_facts(conn, list(rows_by_name.get("contact", {})))
     results = []
     for data, group in zip(datas, names, strict=True):
         objects: dict[str, Any] = {}
@@ -86,6 +106,7 @@ async def load_objects_many(
         contact = objects.get("contact")
         if contact is not None:
             contact["unsubscribed"] = bool(contact.get("email")) and contact["email"].strip().lower() in gone
+            contact.update(facts.get(contact["id"], NO_ORDERS))
         results.append(objects)
     return results
 
@@ -109,6 +130,18 @@ async def send_state(conn: AsyncConnection, address: str, message_id: str) -> tu
     return row[0], bool(row[1])
 
 
+async def send_states(
+    conn: AsyncConnection, addresses: list[str], message_ids: list[str]
+) -> tuple[dict[str, str], set[str]]:
+    """`send_state` for a batch: {address: why suppressed} and the Message-IDs already sent."""
+    wanted = {a.strip().lower() for a in addresses}
+    query = select(suppression_t.c.address, suppression_t.c.reason).where(suppression_t.c.address.in_(wanted))
+    reasons = {row[0]: row[1] for row in await conn.execute(query)} if wanted else {}
+    sent_query = select(email_t.c.message_id).where(email_t.c.message_id.in_(message_ids), email_t.c.direction == "out")
+    sent = set((await conn.execute(sent_query)).scalars()) if message_ids else set()
+    return reasons, sent
+
+
 async def message_sent(conn: AsyncConnection, message_id: str) -> bool:
     query = select(email_t.c.message_id).where(email_t.c.message_id == message_id, email_t.c.direction == "out")
     return (await conn.execute(query)).first() is not None
@@ -120,7 +153,28 @@ async def record_sent(conn: AsyncConnection, message_id: str, lead_id: str | Non
 
 
 async def insert_task(conn: AsyncConnection, values: dict[str, Any]) -> bool:
-    return await insert_ignore(conn, task_t, values) == 1
+    """Create the task once (its id derives from the action key) and emit `task.created` with it."""
+    if await insert_ignore(conn, task_t, values) != 1:
+        return False
+    data = {"task_id": values["id"], "lead_id": values["lead_id"], "contact_id": values["contact_id"]}
+    event = outbox_event("task.created", values["id"], values["created_at"], **data)
+    await conn.execute(outbox_t.insert().values(event))
+    return True
+
+
+async def set_task_status(conn: AsyncConnection, task_id: str, status: str, now: datetime) -> dict[str, Any] | None:
+    """Mark a task open or done; emits `task.status_changed` when it changed. None when there is no such task."""
+    row = (await conn.execute(select(task_t).where(task_t.c.id == task_id))).first()
+    if row is None:
+        return None
+    task = dict(row._mapping)
+    if task["status"] == status:
+        return task
+    await conn.execute(update(task_t).where(task_t.c.id == task_id).values(status=status, updated_at=now))
+    data = {"task_id": task_id, "lead_id": task["lead_id"], "contact_id": task["contact_id"]}
+    event = outbox_event("task.status_changed", task_id, now, **data, **{"from": task["status"], "to": status})
+    await conn.execute(outbox_t.insert().values(event))
+    return {**task, "status": status, "updated_at": now}
 
 
 async def list_tasks(

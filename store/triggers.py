@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, func, or_, select, update
+from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -72,43 +72,48 @@ async def cancel(conn: AsyncConnection, ids: Sequence[str], reason: str, now: da
 async def claim_due(conn: AsyncConnection, now: datetime, limit: int, lease_until: datetime) -> list[Any]:
     """Take due actions (and running ones whose lease ran out: their worker died) for this worker.
 
-    PostgreSQL skips rows another worker has locked; every claim is also a compare-and-set on the
-    status and lease, so two workers never both get the same action on SQLite either.
+    Returned as claimed: `status` running and `attempts` already counting this run. PostgreSQL skips
+    rows another worker has locked; the one UPDATE re-checks the due condition, so two workers never
+    both get the same action on SQLite either (one statement instead of one per action).
     """
     due = or_(
         (action_t.c.status == "pending") & (action_t.c.due_at <= now),
         (action_t.c.status == "running") & (action_t.c.lease_until < now),
     )
-    query = select(action_t).where(due).order_by(action_t.c.due_at).limit(limit)
+    query = select(action_t.c.id).where(due).order_by(action_t.c.due_at).limit(limit)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    candidates = (await conn.execute(query)).all()
-    claimed = []
-    for row in candidates:
-        result = await conn.execute(
-            update(action_t)
-            .where(action_t.c.id == row.id, action_t.c.status == row.status, action_t.c.attempts == row.attempts)
-            .values(status="running", attempts=row.attempts + 1, lease_until=lease_until, updated_at=now)
-        )
-        if result.rowcount == 1:
-            claimed.append(row)
-    return claimed
-
-
-async def finish(
-    conn: AsyncConnection,
-    action_id: str,
-    status: str,
-    now: datetime,
-    *,
-    result: dict[str, Any] | None = None,
-    error: str | None = None,
-) -> None:
-    await conn.execute(
+    candidates = list((await conn.execute(query)).scalars())
+    if not candidates:
+        return []
+    claim = (
         update(action_t)
-        .where(action_t.c.id == action_id)
-        .values(status=status, result=result, last_error=error, lease_until=None, updated_at=now)
+        .where(action_t.c.id.in_(candidates), due)
+        .values(status="running", attempts=action_t.c.attempts + 1, lease_until=lease_until, updated_at=now)
+        .returning(*action_t.c)
     )
+    return sorted((await conn.execute(claim)).all(), key=lambda row: (row.due_at, row.id))
+
+
+async def finish_many(conn: AsyncConnection, outcomes: list[dict[str, Any]], now: datetime) -> None:
+    """Record many final outcomes in one executemany: `{"id", "status", "result", "error"}` each."""
+    if not outcomes:
+        return
+    statement = (
+        update(action_t)
+        .where(action_t.c.id == bindparam("b_id"))
+        .values(
+            status=bindparam("b_status"),
+            result=bindparam("b_result"),
+            last_error=bindparam("b_error"),
+            lease_until=None,
+            updated_at=now,
+        )
+    )
+    params = [
+        {"b_id": o["id"], "b_status": o["status"], "b_result": o["result"], "b_error": o["error"]} for o in outcomes
+    ]
+    await conn.execute(statement, params)
 
 
 async def retry_at(conn: AsyncConnection, action_id: str, due_at: datetime, error: str, now: datetime) -> None:

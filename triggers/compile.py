@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -11,10 +11,13 @@ from leadhub.durations import parse_duration
 from leadhub.triggers.actions import ACTIONS
 from leadhub.triggers.actions.base import Bound, CompileError
 from leadhub.triggers.events import DATE_FIELDS, EVENT_OBJECTS, objects_for
+from leadhub.triggers.hours import WeeklyHours, contact_zone, move_into
 from leadhub.triggers.sandbox import Scope, TemplateProblem, Templates
-from leadhub.triggers.schema import ANCHOR, Rule, RunIfWithin
+from leadhub.triggers.schema import ANCHOR, Rule, RunIfWithin, WaitSpec
 
 Path = tuple[str | int, ...]
+# (`business_hours` or `quiet_hours`, name) -> the hours, from every rule file's top-level definitions.
+HoursBook = dict[tuple[str, str], WeeklyHours]
 
 
 class RuleProblems(Exception):
@@ -46,17 +49,25 @@ class Condition:
 class Wait:
     delay: timedelta = timedelta(0)
     anchor: tuple[str, str] | None = None
+    hours: tuple[WeeklyHours, ...] = ()  # business hours and quiet hours the due time is moved into
+    contact_zone: bool = False  # read the hours in the contact's time zone when their phone names one
 
     def due(self, context: dict[str, Any], now: datetime) -> datetime:
         """When the action is due; raises EvaluationError when the anchor date is empty."""
         if self.anchor is None:
-            return now + self.delay
-        name, field = self.anchor
-        record = context.get(name)
-        value = getattr(record, field, None) if record is not None else None
-        if not isinstance(value, datetime):
-            raise EvaluationError(f"wait: {name}.{field} is empty for this event")
-        return value + self.delay
+            at = now + self.delay
+        else:
+            name, field = self.anchor
+            record = context.get(name)
+            value = getattr(record, field, None) if record is not None else None
+            if not isinstance(value, datetime):
+                raise EvaluationError(f"wait: {name}.{field} is empty for this event")
+            at = value + self.delay
+        if not self.hours:
+            return at
+        contact = context.get("contact") if self.contact_zone else None
+        zone = contact_zone(getattr(contact, "phone", None)) if contact is not None else None
+        return move_into(at, list(self.hours), zone)
 
 
 @dataclass(frozen=True)
@@ -69,9 +80,10 @@ class CompiledRule:
     actions: tuple[Bound, ...]
     late_within: timedelta | None  # None: run however late; timedelta(0): skip when late
 
-    @property
-    def id(self) -> str:
-        return self.rule.id
+    id: str = field(init=False)  # the rule's id, read per evaluation: a plain attribute, not a property
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id", self.rule.id)
 
     @property
     def action_types(self) -> tuple[str, ...]:
@@ -81,13 +93,13 @@ class CompiledRule:
 LATE_GRACE = timedelta(minutes=1)  # `late: skip` still runs an action this little behind
 
 
-def compile_rule(rule: Rule, templates: Templates, file: str = "") -> CompiledRule:
+def compile_rule(rule: Rule, templates: Templates, file: str = "", hours: HoursBook | None = None) -> CompiledRule:
     """Compile everything in the rule; raise RuleProblems listing every problem found."""
     problems: list[tuple[Path, str]] = []
     for index, kind in enumerate(rule.on or []):
         if kind not in EVENT_OBJECTS:
             problems.append((("on", index), f"unknown event type {kind!r}; valid types: {', '.join(EVENT_OBJECTS)}"))
-    scope = Scope(objects_for(rule.on))
+    scope = Scope(("event", "contact") if rule.for_each else objects_for(rule.on))
     conditions: list[Condition] = []
     for index, source in enumerate(rule.conditions):
         path: Path = ("if",) if isinstance(rule.if_, str) else ("if", index)
@@ -95,7 +107,7 @@ def compile_rule(rule: Rule, templates: Templates, file: str = "") -> CompiledRu
         if condition is not None:
             conditions.append(condition)
     unless = _condition(templates, rule.unless, scope, ("unless",), problems) if rule.unless else None
-    wait = _wait(rule.wait, scope, problems)
+    wait = _wait(rule.wait, scope, problems, hours or {})
     actions: list[Bound] = []
     for index, spec in enumerate(rule.do):
         try:
@@ -123,16 +135,35 @@ def _condition(
         return None
 
 
-def _wait(text: str | None, scope: Scope, problems: list[tuple[Path, str]]) -> Wait:
-    if text is None:
+def _wait(spec: str | WaitSpec | None, scope: Scope, problems: list[tuple[Path, str]], book: HoursBook) -> Wait:
+    if spec is None:
         return Wait()
+    if isinstance(spec, str):
+        return _delay(spec, scope, problems, ("wait",))
+    base = _delay(spec.after, scope, problems, ("wait", "after")) if spec.after else Wait()
+    found: list[WeeklyHours] = []
+    for kind in ("business_hours", "quiet_hours"):
+        name = getattr(spec, kind)
+        if name is None:
+            continue
+        if (kind, name) in book:
+            found.append(book[(kind, name)])
+            continue
+        known = ", ".join(sorted(n for k, n in book if k == kind)) or f"none (define them under top-level `{kind}:`)"
+        problems.append((("wait", kind), f"unknown {kind.replace('_', ' ')} {name!r}; defined: {known}"))
+    if spec.timezone == "contact" and "contact" not in scope.objects:
+        problems.append((("wait", "timezone"), "timezone: contact needs a rule whose events have a contact"))
+    return Wait(base.delay, base.anchor, tuple(found), spec.timezone == "contact")
+
+
+def _delay(text: str, scope: Scope, problems: list[tuple[Path, str]], path: Path) -> Wait:
     match = ANCHOR.match(text)
     if not match:
         return Wait(parse_duration(text))
     name, field, delay = match.groups()
     if name not in scope.objects:
-        problems.append((("wait",), f"{name!r} is not available here; available: {', '.join(scope.objects)}"))
+        problems.append((path, f"{name!r} is not available here; available: {', '.join(scope.objects)}"))
     elif field not in DATE_FIELDS.get(name, ()):
         dates = ", ".join(sorted(DATE_FIELDS.get(name, ()))) or "none"
-        problems.append((("wait",), f"{name} has no date field {field!r}; date fields: {dates}"))
+        problems.append((path, f"{name} has no date field {field!r}; date fields: {dates}"))
     return Wait(parse_duration(delay) if delay else timedelta(0), (name, field))

@@ -59,6 +59,8 @@ def read_event(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         objects[name] = None if value is None else {k: _date(v) if k.endswith("_at") else v for k, v in value.items()}
     if objects.get("contact") is not None:
         objects["contact"].setdefault("unsubscribed", False)
+        objects["contact"].setdefault("orders_count", 0)
+        objects["contact"].setdefault("last_order_at", None)
     return event, objects
 
 

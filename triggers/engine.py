@@ -28,6 +28,16 @@ class _Group:
     value: Callable[[dict[str, Any]], Any]
     rules: list[tuple[Any, CompiledRule]] = field(default_factory=list)
     by_value: dict[Any, list[CompiledRule]] = field(default_factory=dict)
+    # Per constant, the shared "condition is false" evaluations of the group's other rules; `all_false`
+    # when the value matches no constant. Built once, so an event costs a dict lookup, not a loop.
+    false_by_value: dict[Any, list[Evaluation]] = field(default_factory=dict)
+    all_false: list[Evaluation] = field(default_factory=list)
+
+    def seal(self, false: dict[str, Evaluation]) -> None:
+        self.all_false = [false[rule.id] for _, rule in self.rules]
+        self.false_by_value = {
+            constant: [false[rule.id] for other, rule in self.rules if other != constant] for constant in self.by_value
+        }
 
 
 class RuleIndex:
@@ -53,12 +63,15 @@ class RuleIndex:
         self.by_id = {rule.id: rule for rule in self.rules}
         # Shared, read-only: an evaluation the index proved false is the same for every event.
         self.false = {rule.id: known_false(rule) for rule in self.rules if _discriminator(rule) is not None}
+        for _, groups in self.plans.values():
+            for group in groups.values():
+                group.seal(self.false)
 
     def listeners(self, event_type: str) -> list[CompiledRule]:
         return self.by_type.get(event_type, [])
 
-    def split(self, event_type: str, context: dict[str, Any]) -> tuple[list[CompiledRule], list[CompiledRule]]:
-        """(rules to evaluate, rules whose first condition is known to be false for this context)."""
+    def split(self, event_type: str, context: dict[str, Any]) -> tuple[list[CompiledRule], list[Evaluation]]:
+        """(rules to evaluate, the evaluations of rules whose first condition is known to be false)."""
         plain, groups = self.plans.get(event_type, ([], {}))
         evaluate_these, known_false = list(plain), []
         for group in groups.values():
@@ -71,7 +84,7 @@ class RuleIndex:
                 evaluate_these += [rule for _, rule in group.rules]
                 continue
             evaluate_these += candidates
-            known_false += [rule for constant, rule in group.rules if constant != value]
+            known_false += group.false_by_value.get(value, group.all_false)
         return evaluate_these, known_false
 
 
@@ -90,7 +103,7 @@ def known_false(rule: CompiledRule) -> Evaluation:
 def evaluate_all(index: RuleIndex, event_type: str, context: dict[str, Any], now: datetime) -> list[Evaluation]:
     """Every listener's evaluation, the index sparing the ones that cannot match."""
     evaluate_these, proven_false = index.split(event_type, context)
-    return [*(evaluate(rule, context, now) for rule in evaluate_these), *(index.false[r.id] for r in proven_false)]
+    return [*(evaluate(rule, context, now) for rule in evaluate_these), *proven_false]
 
 
 def evaluate(rule: CompiledRule, context: dict[str, Any], now: datetime) -> Evaluation:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from leadhub.store.models import Contact, Inquiry, Lead, Order
 
 ORDER_OBJECTS = ("order", "contact", "lead", "inquiry")
@@ -28,6 +30,7 @@ EVENT_OBJECTS: dict[str, tuple[str, ...]] = {
     "order.refunded": ORDER_OBJECTS,
     "feedback.received": ("feedback", "order", "contact", "lead"),
     "task.created": ("task", "lead", "contact"),
+    "task.status_changed": ("task", "lead", "contact"),
 }
 SCHEDULE_OBJECTS: tuple[str, ...] = ()
 
@@ -43,7 +46,7 @@ TASK_FIELDS = frozenset(
 
 # Object -> its fields, as conditions and templates see them (the columns, plus derived ones).
 OBJECT_FIELDS: dict[str, frozenset[str]] = {
-    "contact": _columns(Contact, add=("unsubscribed",)),
+    "contact": _columns(Contact, add=("unsubscribed", "orders_count", "last_order_at")),
     "lead": _columns(Lead),
     "inquiry": _columns(Inquiry, drop=("payload",)),
     "order": _columns(Order),
@@ -55,6 +58,13 @@ OBJECT_FIELDS: dict[str, frozenset[str]] = {
 DATE_FIELDS: dict[str, frozenset[str]] = {
     name: frozenset(f for f in fields if f.endswith("_at")) for name, fields in OBJECT_FIELDS.items()
 }
+
+
+def event_objects(event: dict[str, Any]) -> tuple[str, ...]:
+    """The objects to load for a stored event; a schedule tick for one contact (`for_each`) has that contact."""
+    if event.get("type") == "schedule":
+        return ("contact",) if (event.get("data") or {}).get("contact_id") else ()
+    return EVENT_OBJECTS.get(event.get("type", ""), ())
 
 
 def objects_for(event_types: list[str] | None) -> tuple[str, ...]:

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from leadhub.triggers.events import EVENT_OBJECTS
-from leadhub.triggers.schema import ACTION_MODELS, Rule
+from leadhub.triggers.schema import ACTION_MODELS, BusinessHours, QuietHours, Rule
 
 SCHEMA_ID = "https://leadhub.example/rules.schema.json"
 
@@ -39,14 +39,17 @@ def rule_file_schema() -> dict[str, Any]:
     props["schedule"] = {"anyOf": [{"type": "string"}, {"$ref": "#/$defs/Schedule"}]}
     props["throttle"] = {"anyOf": [{"type": "string"}, {"$ref": "#/$defs/Throttle"}]}
     rule.pop("title", None)
+    hours = {}
+    for key, model in (("business_hours", BusinessHours), ("quiet_hours", QuietHours)):
+        defs[model.__name__] = model.model_json_schema(by_alias=True)
+        hours[key] = {"type": "object", "additionalProperties": {"$ref": f"#/$defs/{model.__name__}"}}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
         "title": "leadhub rule file",
         "type": "object",
         "additionalProperties": False,
-        "required": ["rules"],
-        "properties": {"rules": {"type": "array", "items": {"$ref": "#/$defs/Rule"}}},
+        "properties": {"rules": {"type": "array", "items": {"$ref": "#/$defs/Rule"}}, **hours},
         "$defs": {**defs, "Rule": rule},
     }
 

@@ -9,11 +9,17 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from leadhub.triggers.compile import CompiledRule, RuleProblems, compile_rule
+from leadhub.triggers.compile import CompiledRule, HoursBook, RuleProblems, compile_rule
+from leadhub.triggers.hours import quiet, weekly
 from leadhub.triggers.sandbox import Templates
-from leadhub.triggers.schema import ACTION_MODELS, Rule, Schedule, Throttle
+from leadhub.triggers.schema import ACTION_MODELS, BusinessHours, QuietHours, Rule, Schedule, Throttle, WaitSpec
 
 Loc = tuple[str | int, ...]
+HOURS_MODELS: dict[str, type[BusinessHours] | type[QuietHours]] = {
+    "business_hours": BusinessHours,
+    "quiet_hours": QuietHours,
+}
+TOP_LEVEL = ("rules", *HOURS_MODELS)
 
 
 @dataclass(frozen=True)
@@ -52,8 +58,10 @@ def load_rules(directory: Path, templates: Templates, *, include_disabled: bool 
         result.problems.append(Problem(str(directory), 1, 1, None, "", "rules directory not found"))
         return result
     seen: dict[str, str] = {}
-    for path in rule_files(directory):
-        rules, problems = load_file(path, templates)
+    files = rule_files(directory)
+    book, result.problems = load_hours(files)
+    for path in files:
+        rules, problems = load_file(path, templates, book)
         result.problems += problems
         for rule, where in rules:
             if rule.id in seen:
@@ -74,30 +82,87 @@ def load_rules(directory: Path, templates: Templates, *, include_disabled: bool 
     return result
 
 
-def load_file(path: Path, templates: Templates) -> tuple[list[tuple[CompiledRule, tuple[int, int]]], list[Problem]]:
+def _read(path: Path) -> tuple[yaml.Node | None, Any, Problem | None]:
     label = str(path)
     try:
         text = path.read_text(encoding="utf-8")
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        return yaml.compose(text, Loader=yaml.SafeLoader), yaml.safe_load(text), None
     except OSError as exc:
-        return [], [Problem(label, 1, 1, None, "", f"cannot read: {exc.strerror}")]
+        return None, None, Problem(label, 1, 1, None, "", f"cannot read: {exc.strerror}")
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        return [], [Problem(label, line, col, None, "", f"not valid YAML: {getattr(exc, 'problem', exc)}")]
+        return None, None, Problem(label, line, col, None, "", f"not valid YAML: {getattr(exc, 'problem', exc)}")
+
+
+def load_hours(paths: list[Path]) -> tuple[HoursBook, list[Problem]]:
+    """The `business_hours:` and `quiet_hours:` every file defines; names are shared by the whole directory."""
+    book: HoursBook = {}
+    where: dict[tuple[str, str], str] = {}
+    problems: list[Problem] = []
+    for path in paths:
+        root, data, _ = _read(path)  # unreadable files are reported by load_file
+        if not isinstance(data, dict):
+            continue
+        for kind, model in HOURS_MODELS.items():
+            section = data.get(kind)
+            node = _child(root, kind)
+            if section is None:
+                continue
+            if not isinstance(section, dict):
+                problems.append(Problem(str(path), *_mark(root, (kind,)), None, kind, "a mapping of name -> hours"))
+                continue
+            for name, spec in section.items():
+                loc = (kind, str(name))
+                try:
+                    hours = model.model_validate(spec)
+                except ValidationError as exc:
+                    problems += [_hours_problem(path, root, loc, err, model) for err in exc.errors()]
+                    continue
+                if (kind, str(name)) in book:
+                    message = f"{kind.replace('_', ' ')} {name!r} already defined at {where[(kind, str(name))]}"
+                    problems.append(Problem(str(path), *_mark(node, (name,)), None, _dotted(loc), message))
+                    continue
+                where[(kind, str(name))] = f"{path}:{_mark(node, (name,))[0]}"
+                if isinstance(hours, BusinessHours):
+                    book[(kind, str(name))] = weekly(str(name), hours.timezone, hours.days)
+                else:
+                    book[(kind, str(name))] = quiet(str(name), hours.timezone, hours.quiet)
+    return book, problems
+
+
+def _hours_problem(path: Path, root: yaml.Node | None, loc: Loc, err: Any, model: type[BaseModel]) -> Problem:
+    full = (*loc, *err["loc"])
+    if err["type"] == "extra_forbidden":
+        message = f"unknown key {err['loc'][-1]!r}; allowed keys: {', '.join(sorted(model.model_fields))}"
+    else:
+        message = str(err["msg"]).removeprefix("Value error, ")
+    return Problem(str(path), *_mark(root, full), None, _dotted(full), message)
+
+
+def load_file(
+    path: Path, templates: Templates, hours: HoursBook | None = None
+) -> tuple[list[tuple[CompiledRule, tuple[int, int]]], list[Problem]]:
+    label = str(path)
+    root, data, unreadable = _read(path)
+    if unreadable is not None:
+        return [], [unreadable]
+    has_hours = isinstance(data, dict) and any(key in data for key in HOURS_MODELS)
+    if has_hours and "rules" not in data:
+        data = {**data, "rules": []}  # a file may hold only the hours other files use
     if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
         return [], [Problem(label, 1, 1, None, "", "a rule file is a mapping with a list under `rules:`")]
-    extra = sorted(set(data) - {"rules"})
+    extra = sorted(set(data) - set(TOP_LEVEL), key=str)
+    allowed = ", ".join(f"`{key}:`" for key in TOP_LEVEL)
     problems = [
-        Problem(label, *_mark(root, (key,)), None, key, "unknown top-level key; only `rules:` is allowed")
+        Problem(label, *_mark(root, (key,)), None, str(key), f"unknown top-level key; allowed: {allowed}")
         for key in extra
     ]
     rules_node = _child(root, "rules")
     compiled: list[tuple[CompiledRule, tuple[int, int]]] = []
     for index, item in enumerate(data["rules"]):
         node = _child(rules_node, index)
-        rule, found = _load_one(item, node, label, templates)
+        rule, found = _load_one(item, node, label, templates, hours or {})
         problems += found
         if rule is not None:
             compiled.append((rule, _mark_of(node)))
@@ -105,7 +170,7 @@ def load_file(path: Path, templates: Templates) -> tuple[list[tuple[CompiledRule
 
 
 def _load_one(
-    item: Any, node: yaml.Node | None, label: str, templates: Templates
+    item: Any, node: yaml.Node | None, label: str, templates: Templates, hours: HoursBook
 ) -> tuple[CompiledRule | None, list[Problem]]:
     rule_id = item.get("id") if isinstance(item, dict) and isinstance(item.get("id"), str) else None
 
@@ -121,21 +186,26 @@ def _load_one(
     except ValidationError as exc:
         return None, [problem(_loc(err), _message(err)) for err in exc.errors()]
     try:
-        return compile_rule(rule, templates, label), []
+        return compile_rule(rule, templates, label, hours), []
     except RuleProblems as exc:
         return None, [problem(loc, message) for loc, message in exc.problems]
 
 
 def _loc(err: Any) -> Loc:
     loc = tuple(err["loc"])
-    if err["type"] == "extra_forbidden" or not loc:
+    if not loc:
         return loc
-    # `late` is a union: pydantic puts the member's name in the path, which is not in the file
-    return tuple(p for p in loc if not (isinstance(p, str) and (p.startswith("literal[") or p[:1].isupper())))
+    # `late` and `wait` are unions: pydantic puts the member's name in the path, which is not in the file
+    kept = tuple(p for p in loc[:-1] if not _member(p))
+    return kept if err["type"] != "extra_forbidden" and _member(loc[-1]) else (*kept, loc[-1])
+
+
+def _member(part: str | int) -> bool:
+    return isinstance(part, str) and (part.startswith("literal[") or part[:1].isupper())
 
 
 def _message(err: Any) -> str:
-    kind, loc = err["type"], tuple(err["loc"])
+    kind, loc = err["type"], _loc(err)
     if kind == "union_tag_invalid":
         return f"unknown action type {err['ctx']['tag']!r}; valid types: {', '.join(sorted(ACTION_MODELS))}"
     if kind in ("union_tag_not_found", "model_attributes_type") and loc[:1] == ("do",):
@@ -151,7 +221,7 @@ def _message(err: Any) -> str:
 def _model_at(loc: Loc) -> type[BaseModel]:
     if len(loc) == 3 and loc[0] == "do" and loc[2] in ACTION_MODELS:
         return ACTION_MODELS[str(loc[2])]
-    return {("schedule",): Schedule, ("throttle",): Throttle}.get(tuple(loc), Rule)
+    return {("schedule",): Schedule, ("throttle",): Throttle, ("wait",): WaitSpec}.get(tuple(loc), Rule)
 
 
 def _dotted(loc: Loc) -> str:

@@ -18,7 +18,7 @@ from leadhub.triggers.clock import Clock
 from leadhub.triggers.compile import CompiledRule
 from leadhub.triggers.context import build_context
 from leadhub.triggers.engine import Evaluation, RuleIndex, evaluate, evaluate_all
-from leadhub.triggers.events import EVENT_OBJECTS
+from leadhub.triggers.events import event_objects
 
 log = structlog.get_logger("leadhub.triggers")
 
@@ -58,7 +58,7 @@ class Matcher:
         async with self.engine.begin() as conn:
             if await store.event_evaluated(conn, event["id"]):
                 return 0
-            objects = await trigger_data.load_objects(conn, event["data"], EVENT_OBJECTS.get(event["type"], ()))
+            objects = await trigger_data.load_objects(conn, event["data"], event_objects(event))
             context = build_context(_context_event(event), objects, now)
             traces, rows = [], []
             evaluations = (

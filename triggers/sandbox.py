@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,12 @@ INTERNAL_NAMES = frozenset(
         "im_self",
     }
 )
-GLOBALS = frozenset({"now", "range", "dict"})
+GLOBALS = frozenset({"now", "range", "dict", "days"})
+
+
+def days(count: float) -> timedelta:
+    """`now - days(90)` in conditions: date arithmetic without exposing the datetime module."""
+    return timedelta(days=float(count))
 
 
 class TemplateProblem(ValueError):
@@ -81,6 +87,7 @@ def _environment(**options: Any) -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, **options)
     for name in ("lipsum", "cycler", "joiner", "namespace"):
         env.globals.pop(name, None)
+    env.globals["days"] = days
     return env
 
 

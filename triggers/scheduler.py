@@ -20,7 +20,7 @@ from leadhub.triggers.clock import Clock
 from leadhub.triggers.compile import CompiledRule, EvaluationError
 from leadhub.triggers.context import aware, build_context
 from leadhub.triggers.engine import RuleIndex
-from leadhub.triggers.events import EVENT_OBJECTS
+from leadhub.triggers.events import event_objects
 from leadhub.triggers.matcher import _context_event
 
 log = structlog.get_logger("leadhub.scheduler")
@@ -48,6 +48,16 @@ class Result:
     error: str | None = None
     retry_at: datetime | None = None
     writes: list[Callable[[Any], Awaitable[None]]] = field(default_factory=list)
+
+
+@dataclass
+class Planned:
+    """A claimed action ready to execute: its rule's bound action and what it rendered."""
+
+    row: Any
+    job: Job
+    bound: Any
+    rendered: dict[str, Any]
 
 
 class Outcome(Exception):
@@ -127,10 +137,13 @@ class Scheduler:
         async with self.engine.begin() as conn:
             rows = await store.claim_due(conn, now, self.batch, now + self.lease)
         if rows:
-            names = [EVENT_OBJECTS.get(row.event["type"], ()) for row in rows]
+            names = [event_objects(row.event) for row in rows]
             async with self.engine.connect() as conn:  # one query per table for the batch, not per action
                 objects = await trigger_data.load_objects_many(conn, [row.event["data"] for row in rows], names)
-            results = await asyncio.gather(*(self._run(row, o) for row, o in zip(rows, objects, strict=True)))
+            key, now = await self._signing_key(), self.clock.now()
+            plans = [self._plan(row, o, key, now) for row, o in zip(rows, objects, strict=True)]
+            await self._prefetch([p for p in plans if isinstance(p, Planned)])
+            results = await asyncio.gather(*(self._run(p) for p in plans))
             await self._record(list(results), self.clock.now())
         return len(rows)
 
@@ -140,46 +153,64 @@ class Scheduler:
                 self._key = await trigger_data.signing_key(conn, self.clock.now())
         return self._key
 
-    async def _run(self, row: Any, objects: dict[str, Any]) -> Result:
-        """Execute one claimed action; how it ended, to be recorded with the rest of the batch."""
-        now = self.clock.now()
-        attempt = row.attempts + 1
-        job = Job(row.key, row.rule_id, row.event, {}, now, attempt)
+    def _plan(self, row: Any, objects: dict[str, Any], key: bytes, now: datetime) -> Planned | Result:
+        """Everything before the action's own I/O: rule still there, `late`, `unless`, rendering."""
+        job = Job(row.key, row.rule_id, row.event, {}, now, row.attempts)  # claim_due counted this run
         try:
-            result = await self._execute(row, objects, job)
-        except Outcome as outcome:
-            return Result(row.id, outcome.status, error=outcome.message)
-        except Skipped as exc:
+            rule = self.rules().by_id.get(row.rule_id)
+            bound = _bound(rule, row)
+            _check_late(rule, row, now, job.attempt)  # type: ignore[arg-type]
+            context = build_context(_context_event(row.event), objects, now)
+            if rule.unless is not None:  # type: ignore[union-attr]
+                try:
+                    if rule.unless(context):  # type: ignore[union-attr]
+                        raise Outcome("cancelled", f"unless is true: {rule.unless.source}")  # type: ignore[union-attr]
+                except EvaluationError as exc:
+                    raise Outcome("failed", f"unless could not be evaluated: {exc}") from None
+            try:
+                rendered = bound.render(context, RenderEnv(key, self.deps.public_url, now))
+            except Exception as exc:
+                raise Outcome("failed", f"rendering failed: {type(exc).__name__}: {exc}") from None
+        except Exception as exc:
+            return self._ended(row, job, exc)
+        job.context = context
+        return Planned(row, job, bound, rendered)
+
+    async def _prefetch(self, plans: list[Planned]) -> None:
+        """Let an action type read what it checks for the whole batch at once (send_email: suppressions, sent)."""
+        by_type: dict[str, list[Planned]] = {}
+        for plan in plans:
+            if hasattr(plan.bound, "prefetch"):
+                by_type.setdefault(plan.row.action_type, []).append(plan)
+        for group in by_type.values():
+            try:
+                await group[0].bound.prefetch([(p.rendered, p.job) for p in group], self.deps)
+            except Exception:  # each action then checks for itself
+                log.warning("batch prefetch failed; actions check one by one", exc_info=True)
+
+    async def _run(self, plan: Planned | Result) -> Result:
+        """Execute one planned action; how it ended, to be recorded with the rest of the batch."""
+        if isinstance(plan, Result):
+            return plan
+        try:
+            result = await plan.bound.execute(plan.rendered, plan.job, self.deps)
+        except Exception as exc:
+            return self._ended(plan.row, plan.job, exc)
+        return Result(plan.row.id, "done", result=result, writes=plan.job.writes)
+
+    def _ended(self, row: Any, job: Job, exc: Exception) -> Result:
+        if isinstance(exc, Outcome):
+            return Result(row.id, exc.status, error=exc.message)
+        if isinstance(exc, Skipped):
             return Result(row.id, "cancelled", error=str(exc))
-        except Permanent as exc:
+        if isinstance(exc, Permanent):
             log.warning("action failed", rule=row.rule_id, key=row.key, error=str(exc)[:300])
             return Result(row.id, "failed", error=str(exc))
-        except Exception as exc:  # Transient, or a bug: retry with back-off up to the limit, then failed
-            message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, Transient) else str(exc)
-            if not isinstance(exc, Transient):
-                log.exception("action raised unexpectedly", rule=row.rule_id, key=row.key)
-            return self._retry(row, attempt, now, message)
-        return Result(row.id, "done", result=result, writes=job.writes)
-
-    async def _execute(self, row: Any, objects: dict[str, Any], job: Job) -> dict[str, Any]:
-        now, attempt = job.now, job.attempt
-        rule = self.rules().by_id.get(row.rule_id)
-        bound = _bound(rule, row)
-        _check_late(rule, row, now, attempt)  # type: ignore[arg-type]
-        event = row.event
-        context = build_context(_context_event(event), objects, now)
-        if rule.unless is not None:  # type: ignore[union-attr]
-            try:
-                if rule.unless(context):  # type: ignore[union-attr]
-                    raise Outcome("cancelled", f"unless is true: {rule.unless.source}")  # type: ignore[union-attr]
-            except EvaluationError as exc:
-                raise Outcome("failed", f"unless could not be evaluated: {exc}") from None
-        try:
-            rendered = bound.render(context, RenderEnv(await self._signing_key(), self.deps.public_url, now))
-        except Exception as exc:
-            raise Outcome("failed", f"rendering failed: {type(exc).__name__}: {exc}") from None
-        job.context = context
-        return await bound.execute(rendered, job, self.deps)
+        # Transient, or a bug: retry with back-off up to the limit, then failed
+        message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, Transient) else str(exc)
+        if not isinstance(exc, Transient):
+            log.error("action raised unexpectedly", rule=row.rule_id, key=row.key, exc_info=exc)
+        return self._retry(row, job.attempt, job.now, message)
 
     def _retry(self, row: Any, attempt: int, now: datetime, message: str) -> Result:
         if attempt >= self.retry.max_attempts:
@@ -190,6 +221,7 @@ class Scheduler:
 
     async def _record(self, results: list[Result], now: datetime) -> None:
         """One transaction for the whole batch's outcomes (a commit per action was the scheduler's bottleneck)."""
+        final = []
         async with self.engine.begin() as conn:
             for r in results:
                 for write in r.writes:
@@ -198,7 +230,8 @@ class Scheduler:
                 if r.retry_at is not None:
                     await store.retry_at(conn, r.action_id, r.retry_at, error or "", now)
                 else:
-                    await store.finish(conn, r.action_id, r.status, now, result=r.result, error=error)
+                    final.append({"id": r.action_id, "status": r.status, "result": r.result, "error": error})
+            await store.finish_many(conn, final, now)
 
 
 def _bound(rule: CompiledRule | None, row: Any) -> Any:

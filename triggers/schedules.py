@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadhub.ids import id_for_key
 from leadhub.store.connector_state import load_state, save_state
+from leadhub.triggers.audiences import audience, contact_events
 from leadhub.triggers.clock import Clock
 from leadhub.triggers.compile import CompiledRule
 from leadhub.triggers.engine import RuleIndex
@@ -103,6 +104,10 @@ class ScheduleRunner:
             tick = latest_due(schedule.cron, schedule.timezone, datetime.fromisoformat(state["last"]), now)
             if tick is None:
                 continue
-            scheduled += await self.matcher.handle(schedule_event(rule, tick), rules=[rule])
+            if rule.rule.for_each is None:
+                scheduled += await self.matcher.handle(schedule_event(rule, tick), rules=[rule])
+            else:  # one event per selected contact; a crash part-way re-runs the tick and skips those done
+                for event in contact_events(rule, tick, await audience(self.engine, rule, tick)):
+                    scheduled += await self.matcher.handle(event, rules=[rule])
             await save_state(self.engine, STATE_OWNER, rule.id, {"last": tick.isoformat()}, now)
         return scheduled

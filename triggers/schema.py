@@ -11,7 +11,9 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     ValidatorFunctionWrapHandler,
     field_validator,
@@ -132,11 +134,29 @@ class Schedule(Strict):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}; use an IANA name like Europe/Moscow or UTC") from None
-        return value
+        return _zone(value)
+
+
+class ContactAudience(Strict):
+    """Which contacts a schedule rule runs for, selected in the store (the rule's `if` filters further)."""
+
+    no_orders_for: Duration | None = Field(None, description="contacts who ordered, the latest order older than this")
+    birthday_field: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="the inquiries' form field holding the birthday: contacts whose birthday is the tick's day",
+    )
+
+
+class ForEach(Strict):
+    """A schedule rule run once per selected contact at each tick (`contact` in conditions and templates)."""
+
+    contact: ContactAudience = Field(default_factory=ContactAudience)
+
+    @field_validator("contact", mode="before")
+    @classmethod
+    def _every(cls, value: Any) -> Any:
+        return {} if value is None else value
 
 
 class Throttle(Strict):
@@ -148,6 +168,91 @@ class RunIfWithin(Strict):
     run_if_within: Duration
 
 
+def check_wait_text(value: str) -> str:
+    """`15m`, or an anchor date plus an optional duration: `order.completed_at + 7d`."""
+    match = ANCHOR.match(value)
+    if match:
+        if match.group(3):
+            check_duration(match.group(3))
+        return value
+    return check_duration(value)
+
+
+WaitText = Annotated[
+    str,
+    AfterValidator(check_wait_text),
+    Field(description="30s/15m/2h/7d, or a date field plus a duration: order.completed_at + 7d"),
+]
+
+
+class WaitSpec(Strict):
+    """A delay moved into business hours and/or out of quiet hours (named in the file's top-level keys)."""
+
+    after: WaitText | None = Field(None, description="the delay as in `wait: ...`; none: at once")
+    business_hours: str | None = Field(None, description="a name under top-level `business_hours:`")
+    quiet_hours: str | None = Field(None, description="a name under top-level `quiet_hours:`")
+    timezone: Literal["business", "contact"] = Field(
+        "business", description="business: the hours' own zone; contact: the zone of the contact's phone number"
+    )
+
+    @model_validator(mode="after")
+    def _hours(self) -> WaitSpec:
+        if not (self.business_hours or self.quiet_hours):
+            raise ValueError("give business_hours and/or quiet_hours (or write the delay alone: `wait: 15m`)")
+        return self
+
+
+def _wait_kind(value: Any) -> str:
+    return "WaitSpec" if isinstance(value, dict) else "Text"
+
+
+# Tagged so an error names one member (`wait: invalid duration`), not both; the loader drops the tag from paths.
+WaitField = Annotated[
+    Annotated[WaitText, Tag("Text")] | Annotated[WaitSpec, Tag("WaitSpec")], Discriminator(_wait_kind)
+]
+
+
+def _zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}; use an IANA name like Europe/Moscow or UTC") from None
+    return value
+
+
+Zone = Annotated[str, AfterValidator(_zone), Field(description="IANA time zone, e.g. Europe/Moscow")]
+
+
+class BusinessHours(Strict):
+    """When the business acts: `mon-fri: 09:00-18:00`; days not listed are closed."""
+
+    timezone: Zone
+    days: dict[str, str] = Field(description="day or day range -> HH:MM-HH:MM[, HH:MM-HH:MM] or closed")
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, value: dict[str, str]) -> dict[str, str]:
+        from leadhub.triggers.hours import weekly
+
+        weekly("check", "UTC", value)  # raises HoursError (a ValueError) naming the bad day or span
+        return value
+
+
+class QuietHours(Strict):
+    """When no message may go out, every day: `21:00-09:00`; an action due inside waits for the end."""
+
+    timezone: Zone
+    quiet: str = Field(description="HH:MM-HH:MM, may cross midnight")
+
+    @field_validator("quiet")
+    @classmethod
+    def _quiet(cls, value: str) -> str:
+        from leadhub.triggers.hours import parse_quiet
+
+        parse_quiet(value)
+        return value
+
+
 class Rule(Strict):
     """One rule: when (`on` or `schedule`), whether (`if`), when to act (`wait`), what to do (`do`)."""
 
@@ -156,9 +261,10 @@ class Rule(Strict):
     enabled: bool = True
     on: list[str] | None = Field(None, description="event types, e.g. order.completed")
     schedule: Schedule | None = None
+    for_each: ForEach | None = Field(None, description="with `schedule`: run once per contact, e.g. for_each: contact")
     if_: str | list[str] | None = Field(None, alias="if", description="condition(s), all must hold")
-    wait: str | None = Field(
-        None, description="30s/15m/2h/7d, or a date field plus a duration: order.completed_at + 7d"
+    wait: WaitField | None = Field(
+        None, description="30s/15m/2h/7d, a date field plus a duration (order.completed_at + 7d), or {after, hours}"
     )
     unless: str | None = Field(None, description="re-checked when due; true cancels the action")
     throttle: Throttle | None = None
@@ -186,6 +292,11 @@ class Rule(Strict):
     def _cron_string(cls, value: Any) -> Any:
         return {"cron": value} if isinstance(value, str) else value
 
+    @field_validator("for_each", mode="before")
+    @classmethod
+    def _for_each_string(cls, value: Any) -> Any:
+        return {"contact": {}} if value == "contact" else value
+
     @field_validator("throttle", mode="before")
     @classmethod
     def _throttle_string(cls, value: Any) -> Any:
@@ -196,23 +307,12 @@ class Rule(Strict):
     def _tag_actions(cls, value: Any) -> Any:
         return [_tag_action(item) for item in value] if isinstance(value, list) else value
 
-    @field_validator("wait")
-    @classmethod
-    def _wait(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        match = ANCHOR.match(value)
-        if match:
-            if match.group(3):
-                check_duration(match.group(3))
-            return value
-        check_duration(value)
-        return value
-
     @model_validator(mode="after")
     def _when(self) -> Rule:
         if (self.on is None) == (self.schedule is None):
             raise ValueError("give exactly one of `on` (event types) or `schedule` (cron)")
+        if self.for_each is not None and self.schedule is None:
+            raise ValueError("`for_each` goes with `schedule` (a cron rule); an event rule already has its contact")
         return self
 
     @property

@@ -18,7 +18,7 @@ from leadhub.triggers.clock import Clock, SystemClock
 from leadhub.triggers.compile import CompiledRule
 from leadhub.triggers.consumer import EventConsumer
 from leadhub.triggers.engine import RuleIndex
-from leadhub.triggers.loader import Problem, load_file, rule_files
+from leadhub.triggers.loader import Problem, load_file, load_hours, rule_files
 from leadhub.triggers.matcher import Matcher
 from leadhub.triggers.sandbox import Templates
 from leadhub.triggers.scheduler import RetryPolicy, Scheduler
@@ -68,9 +68,11 @@ class TriggerService:
         problems: list[Problem] = []
         files = rule_files(self.rules_dir) if self.rules_dir.is_dir() else []
         by_file: dict[str, list[CompiledRule]] = {}
+        book, hours_problems = load_hours(files)
         for path in files:
-            loaded, found = load_file(path, self.templates)
+            loaded, found = load_file(path, self.templates, book)
             key = str(path)
+            found += [p for p in hours_problems if p.file == key]
             problems += found
             if found and key in self.by_file:
                 log.error("rule file has problems; keeping its last loaded version", file=key, problems=len(found))

@@ -6,59 +6,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
-from aiohttp import web
 from sqlalchemy import select
 
 from leadhub.store.models import OutboxEvent
 from tests.helpers import wait_for
 from tests.triggers.conftest import Shop
-
-
-class FakeServer:
-    """A local HTTP server answering from a list of canned responses and recording each request."""
-
-    def __init__(self, answers: list[tuple[int, Any]]) -> None:
-        self.answers = answers
-        self.requests: list[dict[str, Any]] = []
-        self.runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        self.requests.append({"path": request.path, "headers": dict(request.headers), "body": body})
-        status, payload = self.answers[min(len(self.requests), len(self.answers)) - 1]
-        return web.json_response(payload, status=status)
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_route("POST", "/{tail:.*}", self.handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[Any]:
-    servers: list[FakeServer] = []
-
-    async def make(answers: list[tuple[int, Any]]) -> FakeServer:
-        server = FakeServer(answers)
-        await server.start()
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        assert server.runner is not None
-        await server.runner.cleanup()
 
 
 def _rule(rules_dir: Path, text: str) -> None:

@@ -8,7 +8,12 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
+from leadhub.store.db import create_engine, upgrade
 from leadhub.triggers.backtest import backtest
+from leadhub.triggers.clock import ManualClock
+from leadhub.triggers.engine import RuleIndex
+from leadhub.triggers.loader import load_rules
+from leadhub.triggers.sandbox import Templates
 from tests.helpers import wait_for
 from tests.triggers.conftest import START, Shop, use_example
 
@@ -56,6 +61,67 @@ async def test_trace_and_backtest(trigger_hub, clock, rules_dir: Path, database_
     replay = _cli("backtest", "--since", "3650d", "--rules", str(rules_dir), database_url=database_url, cwd=tmp_path)
     assert replay.returncode == 0, replay.stderr
     line = next(x for x in replay.stdout.splitlines() if x.startswith("post-sale-survey"))
-    assert line.split()[1:] == ["3", "3", "2", "1", "0"]
+    assert line.split()[1:] == ["3", "3", "2", "1", "0", "0", "0", "0"]
     bad = _cli("backtest", "--since", "soon", database_url=database_url, cwd=tmp_path)
     assert bad.returncode == 2 and "invalid duration" in bad.stderr
+
+
+REPLAY_RULES = """
+rules:
+  - id: single
+    on: order.completed
+    wait: 1d
+    do: [{create_task: {title: t}}]
+  - id: restart
+    on: order.completed
+    wait: 1d
+    mode: restart
+    do: [{create_task: {title: t}}]
+  - id: throttled
+    on: order.completed
+    mode: parallel
+    throttle: {per: contact, for: 30d}
+    do: [{create_task: {title: t}}]
+  - id: refunded
+    on: order.completed
+    mode: parallel
+    wait: 2h
+    unless: "order.status == 'refunded'"
+    do: [{create_task: {title: t}}]
+  - id: never
+    on: order.completed
+    if: "order.number == 'nope'"
+    do: [{create_task: {title: t}}]
+"""
+
+
+async def test_backtest_simulates_if_mode_throttle_and_unless(database_url: str, tmp_path: Path) -> None:
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "r.yaml").write_text(REPLAY_RULES)
+    loaded = load_rules(tmp_path / "r", Templates())
+    assert loaded.problems == []
+    engine = create_engine(database_url)
+    try:
+        await upgrade(engine)
+        clock = ManualClock(START)
+        shop = Shop(engine, clock)
+        contact_id, lead_id = await shop.customer()
+        order_id = await shop.order(contact_id, lead_id, "1")
+        for step in (timedelta(0), timedelta(hours=1), timedelta(days=2)):  # the third comes after the first is due
+            clock.advance(step)
+            await shop.emit("order.completed", order_id, order_id=order_id, contact_id=contact_id, lead_id=lead_id)
+        await shop.set_status(order_id, "refunded")
+        counts = {c.rule_id: c for c in await backtest(engine, RuleIndex(loaded.rules), START)}
+    finally:
+        await engine.dispose()
+    view = {
+        rule_id: (c.events, c.matched, c.fired, c.throttled, c.skipped, c.restarted, c.unless)
+        for rule_id, c in counts.items()
+    }
+    assert view == {
+        "single": (3, 3, 2, 0, 1, 0, 0),  # the second event finds the first run pending
+        "restart": (3, 3, 3, 0, 0, 1, 0),  # the second replaces the first; the third finds nothing pending
+        "throttled": (3, 3, 1, 2, 0, 0, 0),
+        "refunded": (3, 3, 3, 0, 0, 0, 3),  # the order is refunded now: unless cancels every run
+        "never": (3, 0, 0, 0, 0, 0, 0),
+    }

@@ -121,7 +121,7 @@ CASES = {
     if: "order.total > 5"
     do: [{create_task: {title: x}}]
 """,
-        "r.yaml:8:5: rule 'f': if: 'order' is not available here; available: contact, dict, event, inquiry, lead",
+        "r.yaml:8:5: rule 'f': if: 'order' is not available here; available: contact, days, dict, event, inquiry, lead",
     ),
     "misspelt field": (
         """\

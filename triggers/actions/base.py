@@ -46,6 +46,8 @@ class Job:
     attempt: int = 1
     # Store writes that belong to a successful run, done in the transaction that records its outcome.
     writes: list[Callable[[Any], Awaitable[None]]] = field(default_factory=list)
+    # What the action type's `prefetch` read for the whole batch (absent: the action reads it itself).
+    prefetched: dict[str, Any] | None = None
 
 
 @dataclass

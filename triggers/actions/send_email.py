@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import aiosmtplib
 
 from leadhub.store import trigger_data
+from leadhub.triggers.actions import mime
 from leadhub.triggers.actions.base import (
     CompileError,
     Deps,
@@ -86,6 +87,23 @@ class BoundEmail:
             "unsubscribe_url": full["unsubscribe_url"],
         }
 
+    async def prefetch(self, batch: list[tuple[dict[str, Any], Job]], deps: Deps) -> None:
+        """Suppressions and already-sent Message-IDs of a whole batch in two queries (one per email was slow)."""
+        if not deps.smtp_url or deps.engine is None:
+            return
+        target = parse_smtp_url(deps.smtp_url)
+        ids = {
+            job.key: _message_id(job.key, rendered["from"] or target.sender or "leadhub@localhost")
+            for rendered, job in batch
+        }
+        async with deps.engine.connect() as conn:
+            reasons, sent = await trigger_data.send_states(conn, [r["to"] for r, _ in batch], list(ids.values()))
+        for rendered, job in batch:
+            job.prefetched = {
+                "suppressed": reasons.get(rendered["to"].strip().lower()),
+                "sent": ids[job.key] in sent,
+            }
+
     async def execute(self, rendered: dict[str, Any], job: Job, deps: Deps) -> dict[str, Any]:
         to = rendered["to"]
         if "@" not in to or any(c in to for c in "\r\n,;<>"):
@@ -96,14 +114,18 @@ class BoundEmail:
         assert deps.engine is not None
         sender = rendered["from"] or target.sender or "leadhub@localhost"
         message_id = _message_id(job.key, sender)
-        async with deps.engine.connect() as conn:
-            reason, sent = await trigger_data.send_state(conn, to, message_id)
+        if job.prefetched is not None:
+            reason, sent = job.prefetched["suppressed"], job.prefetched["sent"]
+        else:
+            async with deps.engine.connect() as conn:
+                reason, sent = await trigger_data.send_state(conn, to, message_id)
         if reason is not None:
             raise Skipped(f"suppressed address ({reason})")
         if sent:
             return {"message_id": message_id, "already_sent": True}
-        message = _message(rendered, sender, message_id, job)
-        await _send(message, target, deps.extra.get("smtp_pool"))
+        headers = _headers(rendered, sender, message_id, job)
+        data = mime.build(headers, rendered["text"], rendered["html"]) or _message(headers, rendered).as_bytes()
+        await _send(data, _address(sender), _address(to), target, deps.extra.get("smtp_pool"))
         lead_id = getattr(job.context.get("lead"), "id", None)
         # Recorded with the batch's outcomes, in the scheduler's one transaction.
         job.writes.append(lambda conn: trigger_data.record_sent(conn, message_id, lead_id, job.now))
@@ -119,19 +141,28 @@ def _message_id(key: str, sender: str) -> str:
     return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@{domain}>"
 
 
-def _message(rendered: dict[str, Any], sender: str, message_id: str, job: Job) -> EmailMessage:
-    message = EmailMessage(policy=POLICY)
-    message["From"] = sender
-    message["To"] = rendered["to"]
-    message["Subject"] = rendered["subject"]
-    message["Message-ID"] = message_id
-    message["Date"] = format_datetime(job.now)
+def _headers(rendered: dict[str, Any], sender: str, message_id: str, job: Job) -> list[tuple[str, str]]:
+    headers = [
+        ("From", sender),
+        ("To", rendered["to"]),
+        ("Subject", rendered["subject"]),
+        ("Message-ID", message_id),
+        ("Date", format_datetime(job.now)),
+    ]
     if rendered["reply_to"]:
-        message["Reply-To"] = rendered["reply_to"]
+        headers.append(("Reply-To", rendered["reply_to"]))
     if rendered["unsubscribe_url"]:
-        message["List-Unsubscribe"] = f"<{rendered['unsubscribe_url']}>"
-        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"  # RFC 8058
-    message["X-Leadhub-Rule"] = job.rule_id
+        headers.append(("List-Unsubscribe", f"<{rendered['unsubscribe_url']}>"))
+        headers.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))  # RFC 8058
+    headers.append(("X-Leadhub-Rule", job.rule_id))
+    return headers
+
+
+def _message(headers: list[tuple[str, str]], rendered: dict[str, Any]) -> EmailMessage:
+    """The stdlib's way, for what `mime.build` leaves to it (non-ASCII addresses, odd header values)."""
+    message = EmailMessage(policy=POLICY)
+    for name, value in headers:
+        message[name] = value
     message.set_content(rendered["text"] or "")
     if rendered["html"]:
         if rendered["text"]:
@@ -141,17 +172,16 @@ def _message(rendered: dict[str, Any], sender: str, message_id: str, job: Job) -
     return message
 
 
-async def _send(message: EmailMessage, target: SmtpTarget, pool: SmtpPool | None) -> None:
+async def _send(data: bytes, sender: str, to: str, target: SmtpTarget, pool: SmtpPool | None) -> None:
     try:
         if pool is not None:
             async with pool.connection(target) as client:
-                # flattened here: aiosmtplib would re-fold headers at 78 columns
-                await client.sendmail(_address(message["From"]), [_address(message["To"])], message.as_bytes())
+                await client.sendmail(sender, [to], data)
             return
         await aiosmtplib.send(
-            message.as_bytes(),  # flattened here: aiosmtplib would re-fold headers at 78 columns
-            sender=_address(message["From"]),
-            recipients=[_address(message["To"])],
+            data,
+            sender=sender,
+            recipients=[to],
             hostname=target.host,
             port=target.port,
             username=target.username,
