@@ -23,23 +23,26 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def machine() -> dict[str, Any]:
-    mem_kb = next(
-        (
-            int(line.split()[1])
-            for line in Path("/proc/meminfo").read_text().splitlines()
-            if line.startswith("MemTotal")
-        ),
-        0,
-    )
+    """Facts that make a figure comparable: CPUs, memory, load at the time, Python, OS, the commit measured."""
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    mem_kb = next((int(line.split()[1]) for line in meminfo if line.startswith("MemTotal")), 0)
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), None)
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
     ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True, check=False
+    ).stdout.strip()
     return {
         "cpus": os.cpu_count(),
+        "cpu_model": model or platform.processor() or None,
         "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
         "platform": platform.platform(),
         "commit": commit,
+        "uncommitted_changes": bool(dirty),
     }
 
 

@@ -115,45 +115,72 @@ def _wrk_seconds(text: str) -> float:
     return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
 
 
+async def run_wrk(
+    base_url: str, path: str, seconds: int, concurrency: int, threads: int, pid: int | None = None
+) -> dict[str, Any]:
+    """wrk with bench/wrk_form.lua (unique form posts) against base_url + path; its figures and the peak RSS of pid.
+
+    Shared by the leadhub intake bench and the comparison with other tools (bench/nodered.py), so both get
+    exactly the same load.
+    """
+    script = Path(__file__).with_name("wrk_form.lua")
+    began = time.perf_counter()
+    process = await asyncio.create_subprocess_exec(
+        "wrk",
+        "-t",
+        str(threads),
+        "-c",
+        str(concurrency),
+        "-d",
+        f"{seconds}s",
+        "--latency",
+        "-s",
+        str(script),
+        base_url,
+        "--",
+        path,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    peak_rss = 0.0
+    while process.returncode is None:
+        if pid:
+            peak_rss = max(peak_rss, rss_mib(pid))
+        try:
+            await asyncio.wait_for(process.wait(), 0.25)
+        except TimeoutError:
+            pass
+    out = (await process.stdout.read()).decode()  # type: ignore[union-attr]
+    ended = time.perf_counter()
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non_2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
+    errors = re.search(r"Socket errors: .*", out)
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
+    return {
+        "tool": "wrk",
+        "posts": requests,
+        "failures": non_2xx,
+        "socket_errors": errors.group(0) if errors else None,
+        "concurrency": concurrency,
+        "seconds": seconds,
+        "accepted_per_s": round((requests - non_2xx) / (ended - began)),
+        "p50_ms": round(_wrk_seconds(percentiles["50"]) * 1000, 2),
+        "p99_ms": round(_wrk_seconds(percentiles["99"]) * 1000, 2),
+        "began": began,
+        "ended": ended,
+        "peak_rss_mib": round(peak_rss, 1) if pid else None,
+    }
+
+
 async def measure_wrk(
     base_url: str, connector: str, seconds: int, concurrency: int, threads: int, daemon_pid: int | None
 ) -> dict[str, Any]:
     """Load from wrk (C), so the load generator does not take the daemon's CPU the way a Python client does."""
-    script = Path(__file__).with_name("wrk_form.lua")
     async with aiohttp.ClientSession() as session:
         stored_before = await metric(session, base_url, "leadhub_pipeline_processed_total", 'outcome="stored"')
-        began = time.perf_counter()
-        process = await asyncio.create_subprocess_exec(
-            "wrk",
-            "-t",
-            str(threads),
-            "-c",
-            str(concurrency),
-            "-d",
-            f"{seconds}s",
-            "--latency",
-            "-s",
-            str(script),
-            base_url,
-            "--",
-            f"/hooks/{connector}",
-            stdout=asyncio.subprocess.PIPE,
-        )
-        peak_rss = 0.0
-        while process.returncode is None:
-            if daemon_pid:
-                peak_rss = max(peak_rss, rss_mib(daemon_pid))
-            try:
-                await asyncio.wait_for(process.wait(), 0.25)
-            except TimeoutError:
-                pass
-        out = (await process.stdout.read()).decode()  # type: ignore[union-attr]
-        accepted_at = time.perf_counter()
-        requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-        non_2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
-        errors = re.search(r"Socket errors: .*", out)
-        percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
-        target = stored_before + requests - non_2xx
+        load = await run_wrk(base_url, f"/hooks/{connector}", seconds, concurrency, threads, daemon_pid)
+        began, accepted_at = load.pop("began"), load.pop("ended")
+        peak_rss = load.pop("peak_rss_mib") or 0.0
+        target = stored_before + load["posts"] - load["failures"]
         while await metric(session, base_url, "leadhub_pipeline_processed_total", 'outcome="stored"') < target:
             if daemon_pid:
                 peak_rss = max(peak_rss, rss_mib(daemon_pid))
@@ -162,16 +189,8 @@ async def measure_wrk(
             await asyncio.sleep(0.05)
         done_at = time.perf_counter()
     return {
-        "tool": "wrk",
-        "posts": requests,
-        "failures": non_2xx,
-        "socket_errors": errors.group(0) if errors else None,
-        "concurrency": concurrency,
-        "seconds": seconds,
-        "accepted_per_s": round(requests / (accepted_at - began)),
-        "p50_ms": round(_wrk_seconds(percentiles["50"]) * 1000, 2),
-        "p99_ms": round(_wrk_seconds(percentiles["99"]) * 1000, 2),
-        "end_to_end_leads_per_s": round((requests - non_2xx) / (done_at - began)),
+        **load,
+        "end_to_end_leads_per_s": round((load["posts"] - load["failures"]) / (done_at - began)),
         "drain_after_last_accept_s": round(done_at - accepted_at, 2),
         "daemon_peak_rss_mib": round(peak_rss, 1) if daemon_pid else None,
     }
