@@ -115,6 +115,20 @@ async def bench_identity(size: dict[str, int], database_url: str | None, size_na
     return _last_json(out.decode(errors="replace"))
 
 
+def _redact(arg: str) -> str:
+    """A database URL's password stays out of results.json."""
+    if "://" not in arg:
+        return arg
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    prefix, _, url = arg.rpartition("=") if arg.startswith("--") else ("", "", arg)
+    try:
+        return prefix + ("=" if prefix else "") + make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:  # not a database URL: keep only its scheme
+        return arg.split("://", 1)[0] + "://..."
+
+
 def _last_json(text: str) -> dict[str, Any]:
     """The whole output as JSON, else the last line that is a JSON object."""
     try:
@@ -171,6 +185,8 @@ def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
             add("end to end: leads/s", leads, ">= 3,000", leads >= 3000)
             rss_mb = (result["daemon_peak_rss_mib"] or 0) / MB
             add("peak RSS, daemon + NATS, under intake", rss_mb, "<= 200 MB", rss_mb <= 200, "{:.0f} MB")
+            own, nats = result["daemon_peak_rss_own_mib"] / MB, result["daemon_peak_rss_children_mib"] / MB
+            add("  of which daemon / NATS (each at its peak)", f"{own:.0f} / {nats:.0f} MB")
             if result["failures"]:
                 add("intake: non-2xx answers", result["failures"], "0", False)
         elif name == "imap":
@@ -249,7 +265,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         results["nodered"] = await _guarded("compare (Node-RED)", lambda: bench_compare(size))
     return {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": " ".join(["python -m bench", *sys.argv[1:]]),
+        "command": " ".join(["python -m bench", *map(_redact, sys.argv[1:])]),
         "machine": facts,
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "parameters": {

@@ -63,21 +63,49 @@ async def metric(session: aiohttp.ClientSession, base_url: str, name: str, label
     return total
 
 
+def _rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False).stdout
+    return [int(p) for p in out.split()]
+
+
 def rss_mib(pid: int) -> float:
     """Resident memory of a process and its children (the embedded NATS counts too)."""
-    total = 0
-    pids = [pid] + [
-        int(p)
-        for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False).stdout.split()
-    ]
-    for p in pids:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
+    return (_rss_kib(pid) + sum(_rss_kib(child) for child in _children(pid))) / 1024
+
+
+class RssPeak:
+    """Peak resident memory of a process, of its children, and of both together (sampled by the caller)."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+        self.total = self.own = self.children = 0.0
+
+    def sample(self) -> None:
+        if not self.pid:
+            return
+        own = _rss_kib(self.pid) / 1024
+        children = sum(_rss_kib(child) for child in _children(self.pid)) / 1024
+        self.own, self.children = max(self.own, own), max(self.children, children)
+        self.total = max(self.total, own + children)
+
+    def figures(self, prefix: str) -> dict[str, float | None]:
+        if not self.pid:
+            return {f"{prefix}peak_rss_mib": None}
+        return {
+            f"{prefix}peak_rss_mib": round(self.total, 1),
+            f"{prefix}peak_rss_own_mib": round(self.own, 1),
+            f"{prefix}peak_rss_children_mib": round(self.children, 1),
+        }
 
 
 @asynccontextmanager

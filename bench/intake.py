@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.common import machine, metric, rss_mib, spawned_daemon
+from bench.common import RssPeak, machine, metric, rss_mib, spawned_daemon
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -117,7 +117,7 @@ def _wrk_seconds(text: str) -> float:
 
 async def run_wrk(
     base_url: str, path: str, seconds: int, concurrency: int, threads: int, pid: int | None = None
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], RssPeak]:
     """wrk with bench/wrk_form.lua (unique form posts) against base_url + path; its figures and the peak RSS of pid.
 
     Shared by the leadhub intake bench and the comparison with other tools (bench/nodered.py), so both get
@@ -141,10 +141,9 @@ async def run_wrk(
         path,
         stdout=asyncio.subprocess.PIPE,
     )
-    peak_rss = 0.0
+    rss = RssPeak(pid)
     while process.returncode is None:
-        if pid:
-            peak_rss = max(peak_rss, rss_mib(pid))
+        rss.sample()
         try:
             await asyncio.wait_for(process.wait(), 0.25)
         except TimeoutError:
@@ -167,8 +166,7 @@ async def run_wrk(
         "p99_ms": round(_wrk_seconds(percentiles["99"]) * 1000, 2),
         "began": began,
         "ended": ended,
-        "peak_rss_mib": round(peak_rss, 1) if pid else None,
-    }
+    }, rss
 
 
 async def measure_wrk(
@@ -177,13 +175,11 @@ async def measure_wrk(
     """Load from wrk (C), so the load generator does not take the daemon's CPU the way a Python client does."""
     async with aiohttp.ClientSession() as session:
         stored_before = await metric(session, base_url, "leadhub_pipeline_processed_total", 'outcome="stored"')
-        load = await run_wrk(base_url, f"/hooks/{connector}", seconds, concurrency, threads, daemon_pid)
+        load, rss = await run_wrk(base_url, f"/hooks/{connector}", seconds, concurrency, threads, daemon_pid)
         began, accepted_at = load.pop("began"), load.pop("ended")
-        peak_rss = load.pop("peak_rss_mib") or 0.0
         target = stored_before + load["posts"] - load["failures"]
         while await metric(session, base_url, "leadhub_pipeline_processed_total", 'outcome="stored"') < target:
-            if daemon_pid:
-                peak_rss = max(peak_rss, rss_mib(daemon_pid))
+            rss.sample()
             if time.perf_counter() - accepted_at > 300:
                 raise RuntimeError("leads did not all arrive within 300 s")
             await asyncio.sleep(0.05)
@@ -192,7 +188,7 @@ async def measure_wrk(
         **load,
         "end_to_end_leads_per_s": round((load["posts"] - load["failures"]) / (done_at - began)),
         "drain_after_last_accept_s": round(done_at - accepted_at, 2),
-        "daemon_peak_rss_mib": round(peak_rss, 1) if daemon_pid else None,
+        **rss.figures("daemon_"),  # own: the Python process; children: the embedded NATS server
     }
 
 

@@ -165,7 +165,7 @@ async def run(seconds: int, concurrency: int, threads: int = 1) -> dict[str, Any
             await _wait_listening(base_url, process, log_path)
             await run_wrk(base_url, PATH, 2, concurrency, threads)  # warm-up, as for leadhub
             lines_before = _lines(data_file)
-            result = await run_wrk(base_url, PATH, seconds, concurrency, threads, process.pid)
+            result, rss = await run_wrk(base_url, PATH, seconds, concurrency, threads, process.pid)
             written = _lines(data_file) - lines_before
         finally:
             process.send_signal(signal.SIGTERM)
@@ -177,10 +177,11 @@ async def run(seconds: int, concurrency: int, threads: int = 1) -> dict[str, Any
     result.pop("began"), result.pop("ended")
     accepted = result["posts"] - result["failures"]
     return {
+        **result,
         "tool": "node-red",
         "version": node_version(command),
         "flow": "http in -> function -> file (append JSON line) -> function -> http response 202",
-        **result,
+        "peak_rss_mib": round(rss.total, 1),
         "lines_written": written,
         "every_2xx_written": written >= accepted,
     }
