@@ -23,23 +23,26 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def machine() -> dict[str, Any]:
-    mem_kb = next(
-        (
-            int(line.split()[1])
-            for line in Path("/proc/meminfo").read_text().splitlines()
-            if line.startswith("MemTotal")
-        ),
-        0,
-    )
+    """Facts that make a figure comparable: CPUs, memory, load at the time, Python, OS, the commit measured."""
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    mem_kb = next((int(line.split()[1]) for line in meminfo if line.startswith("MemTotal")), 0)
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), None)
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
     ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True, check=False
+    ).stdout.strip()
     return {
         "cpus": os.cpu_count(),
+        "cpu_model": model or platform.processor() or None,
         "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
         "platform": platform.platform(),
         "commit": commit,
+        "uncommitted_changes": bool(dirty),
     }
 
 
@@ -60,21 +63,49 @@ async def metric(session: aiohttp.ClientSession, base_url: str, name: str, label
     return total
 
 
+def _rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False).stdout
+    return [int(p) for p in out.split()]
+
+
 def rss_mib(pid: int) -> float:
     """Resident memory of a process and its children (the embedded NATS counts too)."""
-    total = 0
-    pids = [pid] + [
-        int(p)
-        for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False).stdout.split()
-    ]
-    for p in pids:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
+    return (_rss_kib(pid) + sum(_rss_kib(child) for child in _children(pid))) / 1024
+
+
+class RssPeak:
+    """Peak resident memory of a process, of its children, and of both together (sampled by the caller)."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+        self.total = self.own = self.children = 0.0
+
+    def sample(self) -> None:
+        if not self.pid:
+            return
+        own = _rss_kib(self.pid) / 1024
+        children = sum(_rss_kib(child) for child in _children(self.pid)) / 1024
+        self.own, self.children = max(self.own, own), max(self.children, children)
+        self.total = max(self.total, own + children)
+
+    def figures(self, prefix: str) -> dict[str, float | None]:
+        if not self.pid:
+            return {f"{prefix}peak_rss_mib": None}
+        return {
+            f"{prefix}peak_rss_mib": round(self.total, 1),
+            f"{prefix}peak_rss_own_mib": round(self.own, 1),
+            f"{prefix}peak_rss_children_mib": round(self.children, 1),
+        }
 
 
 @asynccontextmanager

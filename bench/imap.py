@@ -81,7 +81,8 @@ async def connected(hub: Hub, limit: float) -> None:
     raise SystemExit(f"the connector did not sync within {limit}s: {hub.connector_status}")
 
 
-async def run(n: int, live: bool, limit: float, fetch_batch: int) -> dict[str, Any]:
+async def run(n: int, live: bool, limit: float, fetch_batch: int, database_url: str | None = None) -> dict[str, Any]:
+    """Time n messages from Dovecot to leads; database_url (default LEADHUB_DATABASE_URL, else SQLite) is used as is."""
     if "imap" not in PARSERS:
         raise SystemExit("no `imap` parser is registered in pipelines/parsers.py; nothing would become a lead")
     server = make_dovecot()
@@ -93,7 +94,9 @@ async def run(n: int, live: bool, limit: float, fetch_batch: int) -> dict[str, A
         "http_port": 0,
         "log_level": "warning",
         "connectors": [connector],
-        "database_url": os.environ.get("LEADHUB_DATABASE_URL") or f"sqlite+aiosqlite:///{tmp / 'leadhub.db'}",
+        "database_url": database_url
+        or os.environ.get("LEADHUB_DATABASE_URL")
+        or f"sqlite+aiosqlite:///{tmp / 'leadhub.db'}",
     }
     hub = Hub(config_from_dict(raw, env={}))
     append_seconds = 0.0

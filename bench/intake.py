@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.common import machine, metric, rss_mib, spawned_daemon
+from bench.common import RssPeak, machine, metric, rss_mib, spawned_daemon
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -115,52 +115,45 @@ def _wrk_seconds(text: str) -> float:
     return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
 
 
-async def measure_wrk(
-    base_url: str, connector: str, seconds: int, concurrency: int, threads: int, daemon_pid: int | None
-) -> dict[str, Any]:
-    """Load from wrk (C), so the load generator does not take the daemon's CPU the way a Python client does."""
+async def run_wrk(
+    base_url: str, path: str, seconds: int, concurrency: int, threads: int, pid: int | None = None
+) -> tuple[dict[str, Any], RssPeak]:
+    """wrk with bench/wrk_form.lua (unique form posts) against base_url + path; its figures and the peak RSS of pid.
+
+    Shared by the leadhub intake bench and the comparison with other tools (bench/nodered.py), so both get
+    exactly the same load.
+    """
     script = Path(__file__).with_name("wrk_form.lua")
-    async with aiohttp.ClientSession() as session:
-        stored_before = await metric(session, base_url, "leadhub_pipeline_processed_total", 'outcome="stored"')
-        began = time.perf_counter()
-        process = await asyncio.create_subprocess_exec(
-            "wrk",
-            "-t",
-            str(threads),
-            "-c",
-            str(concurrency),
-            "-d",
-            f"{seconds}s",
-            "--latency",
-            "-s",
-            str(script),
-            base_url,
-            "--",
-            f"/hooks/{connector}",
-            stdout=asyncio.subprocess.PIPE,
-        )
-        peak_rss = 0.0
-        while process.returncode is None:
-            if daemon_pid:
-                peak_rss = max(peak_rss, rss_mib(daemon_pid))
-            try:
-                await asyncio.wait_for(process.wait(), 0.25)
-            except TimeoutError:
-                pass
-        out = (await process.stdout.read()).decode()  # type: ignore[union-attr]
-        accepted_at = time.perf_counter()
-        requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-        non_2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
-        errors = re.search(r"Socket errors: .*", out)
-        percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
-        target = stored_before + requests - non_2xx
-        while await metric(session, base_url, "leadhub_pipeline_processed_total", 'outcome="stored"') < target:
-            if daemon_pid:
-                peak_rss = max(peak_rss, rss_mib(daemon_pid))
-            if time.perf_counter() - accepted_at > 300:
-                raise RuntimeError("leads did not all arrive within 300 s")
-            await asyncio.sleep(0.05)
-        done_at = time.perf_counter()
+    began = time.perf_counter()
+    process = await asyncio.create_subprocess_exec(
+        "wrk",
+        "-t",
+        str(threads),
+        "-c",
+        str(concurrency),
+        "-d",
+        f"{seconds}s",
+        "--latency",
+        "-s",
+        str(script),
+        base_url,
+        "--",
+        path,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    rss = RssPeak(pid)
+    while process.returncode is None:
+        rss.sample()
+        try:
+            await asyncio.wait_for(process.wait(), 0.25)
+        except TimeoutError:
+            pass
+    out = (await process.stdout.read()).decode()  # type: ignore[union-attr]
+    ended = time.perf_counter()
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non_2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
+    errors = re.search(r"Socket errors: .*", out)
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
     return {
         "tool": "wrk",
         "posts": requests,
@@ -168,12 +161,34 @@ async def measure_wrk(
         "socket_errors": errors.group(0) if errors else None,
         "concurrency": concurrency,
         "seconds": seconds,
-        "accepted_per_s": round(requests / (accepted_at - began)),
+        "accepted_per_s": round((requests - non_2xx) / (ended - began)),
         "p50_ms": round(_wrk_seconds(percentiles["50"]) * 1000, 2),
         "p99_ms": round(_wrk_seconds(percentiles["99"]) * 1000, 2),
-        "end_to_end_leads_per_s": round((requests - non_2xx) / (done_at - began)),
+        "began": began,
+        "ended": ended,
+    }, rss
+
+
+async def measure_wrk(
+    base_url: str, connector: str, seconds: int, concurrency: int, threads: int, daemon_pid: int | None
+) -> dict[str, Any]:
+    """Load from wrk (C), so the load generator does not take the daemon's CPU the way a Python client does."""
+    async with aiohttp.ClientSession() as session:
+        stored_before = await metric(session, base_url, "leadhub_pipeline_processed_total", 'outcome="stored"')
+        load, rss = await run_wrk(base_url, f"/hooks/{connector}", seconds, concurrency, threads, daemon_pid)
+        began, accepted_at = load.pop("began"), load.pop("ended")
+        target = stored_before + load["posts"] - load["failures"]
+        while await metric(session, base_url, "leadhub_pipeline_processed_total", 'outcome="stored"') < target:
+            rss.sample()
+            if time.perf_counter() - accepted_at > 300:
+                raise RuntimeError("leads did not all arrive within 300 s")
+            await asyncio.sleep(0.05)
+        done_at = time.perf_counter()
+    return {
+        **load,
+        "end_to_end_leads_per_s": round((load["posts"] - load["failures"]) / (done_at - began)),
         "drain_after_last_accept_s": round(done_at - accepted_at, 2),
-        "daemon_peak_rss_mib": round(peak_rss, 1) if daemon_pid else None,
+        **rss.figures("daemon_"),  # own: the Python process; children: the embedded NATS server
     }
 
 
