@@ -34,12 +34,11 @@ from bench.common import REPO, machine
 BENCHES = ("intake", "imap", "rules", "identity")
 SIZES: dict[str, dict[str, int]] = {
     "quick": {"intake_seconds": 5, "concurrency": 32, "imap_messages": 2000, "rules": 1000, "events": 5000,
-              "actions": 300},
+              "actions": 300, "identity_people": 2000, "identity_preload": 100_000},
     "full": {"intake_seconds": 10, "concurrency": 32, "imap_messages": 10000, "rules": 1000, "events": 20000,
-             "actions": 1000},
+             "actions": 1000, "identity_people": 5000, "identity_preload": 1_000_000},
 }  # fmt: skip
 MB = 1_000_000 / 2**20  # MiB per MB: the RSS target is in MB
-IDENTITY_TIMEOUT = 1800
 
 
 @asynccontextmanager
@@ -97,22 +96,12 @@ async def bench_rules(size: dict[str, int], database_url: str | None) -> dict[st
     return {"matching": matching, "scheduler": scheduler}
 
 
-async def bench_identity(size: dict[str, int], database_url: str | None, size_name: str) -> dict[str, Any]:
-    """bench/identity.py when it exists (another change is writing it), run as `python -m bench.identity`."""
-    if not (REPO / "bench" / "identity.py").exists():
-        return {"skipped": "not present (bench/identity.py)"}
-    env = {**os.environ, "LEADHUB_BENCH_SIZE": size_name}
-    env.pop("LEADHUB_DATABASE_URL", None)
-    if database_url:
-        env["LEADHUB_DATABASE_URL"] = database_url
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.identity", cwd=REPO, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(), IDENTITY_TIMEOUT)
-    if process.returncode != 0:
-        return {"error": f"exit {process.returncode}: {err.decode(errors='replace')[-1000:]}"}
-    return _last_json(out.decode(errors="replace"))
+async def bench_identity(size: dict[str, int], database_url: str | None) -> dict[str, Any]:
+    """Precision, recall and duplicate rate on the labelled data set; throughput empty and with contacts preloaded."""
+    from bench import identity
+
+    async with scratch_database(database_url) as url:
+        return await identity.run(size["identity_people"], size["identity_preload"], url)
 
 
 def _redact(arg: str) -> str:
@@ -127,22 +116,6 @@ def _redact(arg: str) -> str:
         return prefix + ("=" if prefix else "") + make_url(url).render_as_string(hide_password=True)
     except ArgumentError:  # not a database URL: keep only its scheme
         return arg.split("://", 1)[0] + "://..."
-
-
-def _last_json(text: str) -> dict[str, Any]:
-    """The whole output as JSON, else the last line that is a JSON object."""
-    try:
-        value = json.loads(text)
-        return value if isinstance(value, dict) else {"output": value}
-    except json.JSONDecodeError:
-        for line in reversed(text.strip().splitlines()):
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(value, dict):
-                return value
-    return {"error": "no JSON in the output", "output": text[-1000:]}
 
 
 async def bench_compare(size: dict[str, int]) -> dict[str, Any]:
@@ -197,6 +170,16 @@ def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
             add(f"rules: events/s against {result['matching']['rules']:,} rules", events, ">= 20,000", events >= 20000)
             actions = result["scheduler"]["actions_per_second"]
             add("rules: scheduler, survey emails/s", actions, ">= 500", actions >= 500)
+        elif name == "identity":
+            add("identity: precision", result["precision"], ">= 0.995", result["precision"] >= 0.995, "{:.4f}")
+            add("identity: recall", result["recall"], ">= 0.97", result["recall"] >= 0.97, "{:.4f}")
+            add("identity: recall of the linkable pairs", result["recall_of_linkable"], "", None, "{:.4f}")
+            add("identity: duplicate rate (contacts per person - 1)", result["duplicate_rate"], "", None, "{:.4f}")
+            add("identity: inquiries/s, empty store", result["per_s_empty"])
+            if "per_s_preloaded" in result:
+                ratio = result["preloaded_vs_empty"]
+                add(f"identity: inquiries/s with {result['preload']:,} contacts", result["per_s_preloaded"])
+                add("identity: preloaded / empty", ratio, ">= 0.90", ratio >= 0.9, "{:.2f}")
         elif name == "nodered":
             add("Node-RED flow: accepted/s (same wrk load)", result["accepted_per_s"])
             add("Node-RED flow: p50 / p99", f"{result['p50_ms']:.1f} / {result['p99_ms']:.1f} ms")
@@ -258,7 +241,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "intake": lambda: bench_intake(size, args.database_url),
         "imap": lambda: bench_imap(size, args.database_url),
         "rules": lambda: bench_rules(size, args.database_url),
-        "identity": lambda: bench_identity(size, args.database_url, args.size),
+        "identity": lambda: bench_identity(size, args.database_url),
     }
     results = {name: await _guarded(name, plan[name]) for name in BENCHES if name in args.only}
     if args.compare:
