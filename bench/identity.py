@@ -17,6 +17,7 @@ import asyncio
 import json
 import random
 import string
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -314,7 +315,7 @@ def main() -> None:
     Path("bench").mkdir(exist_ok=True)
     result = asyncio.run(run(args.people, args.preload, args.database_url, args.batch, args.seed))
     print(json.dumps({"machine": machine(), "identity": result}, indent=2))
-    print(
+    print(  # the summary to stderr: stdout is one JSON object (bench.compare reads it)
         f"precision {result['precision']:.4f} (target >= 0.995)  recall {result['recall']:.4f} (target >= 0.97; "
         f"{result['recall_of_linkable']:.4f} of the linkable pairs)  "
         f"duplicate rate {result['duplicate_rate']:.4f}  {result['per_s_empty']} inquiries/s empty"
@@ -322,7 +323,8 @@ def main() -> None:
             f", {result['per_s_preloaded']}/s with {args.preload:,} contacts ({result['preloaded_vs_empty']:.2f}x)"
             if args.preload
             else ""
-        )
+        ),
+        file=sys.stderr,
     )
 
 

@@ -5,14 +5,15 @@ with `leadhub contacts unmerge`, contacts needing review are listed, and bad req
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
-from typer.testing import CliRunner
 
-from leadhub.hub.cli import app
 from leadhub.pipelines.intake import IntakePipeline
 from leadhub.store.db import create_engine, upgrade
 from leadhub.store.models import ContactMerge, OutboxEvent
@@ -154,11 +155,12 @@ def test_cli_unmerge(tmp_path: Path) -> None:
         return merged
 
     merged = asyncio.run(prepare())
-    runner = CliRunner()
-    env = {"LEADHUB_DATABASE_URL": url, "LEADHUB_DATA_DIR": str(tmp_path)}
-    result = runner.invoke(app, ["contacts", "unmerge", merged], env=env)
-    assert result.exit_code == 0, result.output
-    assert f"restored contact {merged}" in result.output
-    again = runner.invoke(app, ["contacts", "unmerge", merged], env=env)
-    assert again.exit_code == 1
-    assert "already undone" in again.output
+    leadhub = Path(sys.executable).parent / "leadhub"  # the installed console script
+    env = {**os.environ, "LEADHUB_DATABASE_URL": url, "LEADHUB_DATA_DIR": str(tmp_path)}
+    command = [str(leadhub), "contacts", "unmerge", merged]
+    result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert f"restored contact {merged}" in result.stdout
+    again = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+    assert again.returncode == 1
+    assert "already undone" in again.stderr
