@@ -55,6 +55,14 @@ def _run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subpro
         ("connectors: [\n", {}, "leadhub.yaml:2:1: not valid YAML"),
         ("{}\n", {"LEADHUB_DEFAULT_REGION": "XX"}, "environment LEADHUB_DEFAULT_REGION: default_region:"),
         ("{}\n", {"LEADHUB_ROLES": "http,cook"}, "environment LEADHUB_ROLES"),
+        ("lead_window: 3 days\n", {}, "leadhub.yaml:1: lead_window: Value error, invalid duration '3 days'"),
+        (
+            "lead_windows:\n  shop-shop: 0s\n",
+            {},
+            "lead_windows: Value error, key 'shop-shop': write '<lead channel>:<inquiry channel>'",
+        ),
+        ("{}\n", {"LEADHUB_LEAD_WINDOWS": '{"shop:fax": "1h"}'}, "environment LEADHUB_LEAD_WINDOWS"),
+        ("{}\n", {"LEADHUB_EMAIL_FOLDING": "maybe"}, "environment LEADHUB_EMAIL_FOLDING"),
     ],
 )
 def test_invalid_configuration_is_a_clear_startup_error(tmp_path: Path, config: str, env: dict, expected: str) -> None:

@@ -164,3 +164,15 @@ def test_cli_unmerge(tmp_path: Path) -> None:
     again = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
     assert again.returncode == 1
     assert "already undone" in again.stderr
+
+
+async def test_identity_settings_reach_the_pipeline(make_hub) -> None:  # type: ignore[no-untyped-def]
+    """LEADHUB_LEAD_WINDOW=0s gives every inquiry its own lead; LEADHUB_EMAIL_FOLDING=false keeps Gmail dots apart."""
+    hub = await make_hub(
+        [{"name": "site-form", "type": "form", "rate_limit": None}], lead_window="0s", email_folding=False
+    )
+    for email in ("jane.doe@gmail.com", "janedoe@gmail.com", "Jane.Doe@gmail.com"):  # bodies differ: no dedupe
+        await post_form(hub, {"email": email})
+    await hub.wait_items("/api/inquiries", 3)
+    assert len(await hub.wait_items("/api/contacts", 2)) == 2
+    assert len(await hub.wait_items("/api/leads", 3)) == 3
