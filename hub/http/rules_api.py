@@ -36,7 +36,7 @@ async def update_task(request: web.Request) -> web.Response:
     try:
         body = json.loads(await request.read())
     except ValueError:
-        return error_response(400, "malformed", "the body must be JSON, e.g. {\"status\": \"done\"}")
+        return error_response(400, "malformed", 'the body must be JSON, e.g. {"status": "done"}')
     status = body.get("status") if isinstance(body, dict) else None
     if status not in TASK_STATUSES:
         return error_response(400, "invalid", f"status must be one of {', '.join(TASK_STATUSES)}")
