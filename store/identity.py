@@ -262,9 +262,12 @@ async def merge(
     await conn.execute(
         update(contact_t).where(contact_t.c.id == merged_id).values(merged_into=survivor_id, updated_at=now)
     )
-    await conn.execute(
-        update(contact_t).where(contact_t.c.merged_into == merged_id).values(merged_into=survivor_id)
-    )  # contacts merged into `merged_id` earlier now point at the survivor too (no chains)
+    # Contacts merged into `merged_id` earlier now point at the survivor too (no chains); journalled.
+    earlier = list((await conn.execute(select(contact_t.c.id).where(contact_t.c.merged_into == merged_id))).scalars())
+    for contact_id in earlier:
+        journal["before"]["contact"][contact_id] = {"merged_into": merged_id}
+    if earlier:
+        await conn.execute(update(contact_t).where(contact_t.c.id.in_(earlier)).values(merged_into=survivor_id))
     events = await leads.fold_open_leads(conn, survivor_id, policy, now, journal)
     merge_id = new_id()
     await conn.execute(

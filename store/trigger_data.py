@@ -56,6 +56,8 @@ async def load_objects(conn: AsyncConnection, data: dict[str, Any], names: tuple
         if row_id:
             columns = [c for c in table.c if c.name != "payload"]
             row = (await conn.execute(select(*columns).where(table.c.id == row_id))).first()
+            if row is not None and row._mapping.get("merged_into"):  # merged since: the one it became
+                row = (await conn.execute(select(*columns).where(table.c.id == row.merged_into))).first() or row
         objects[name] = None if row is None else dict(row._mapping)
     contact = objects.get("contact")
     if contact is not None:
@@ -92,6 +94,12 @@ async def load_objects_many(
         columns = [c for c in table.c if c.name != "payload"]
         found = (await conn.execute(select(*columns).where(table.c.id.in_(ids)))).all() if ids else []
         rows_by_name[name] = {row.id: dict(row._mapping) for row in found}
+        merged = {row["merged_into"] for row in rows_by_name[name].values() if row.get("merged_into")}
+        if merged:  # contacts and leads merged since the event: rules see the one each became
+            into = {r.id: dict(r._mapping) for r in await conn.execute(select(*columns).where(table.c.id.in_(merged)))}
+            for row_id, row in rows_by_name[name].items():
+                if row.get("merged_into") in into:
+                    rows_by_name[name][row_id] = into[row["merged_into"]]
     emails = {c["email"].strip().lower() for c in rows_by_name.get("contact", {}).values() if c.get("email")}
     query = select(suppression_t.c.address).where(suppression_t.c.address.in_(emails))
     gone = set((await conn.execute(query)).scalars()) if emails else set()

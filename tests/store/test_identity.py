@@ -308,3 +308,49 @@ async def test_two_workers_with_the_same_person_at_once_make_one_contact(engine:
     assert len(await table(engine, Contact)) == 1
     assert len(await table(engine, Inquiry)) == 12
     assert len(await live_leads(engine)) == 1
+
+
+async def test_chained_merges_unmerge_one_step_at_a_time(engine: AsyncEngine) -> None:
+    """A into B, then B into C: A points at C (no chains); unmerging B puts B back and A under B, as it was."""
+
+    def at_day(day: int) -> IntakePipeline:
+        return IntakePipeline(engine, SOURCES, default_region="RU", clock=lambda: T0 + day * 24 * HOUR)
+
+    await store(at_day(1), form("c", T0, phone="+79160000002"))  # oldest
+    await store(at_day(2), form("b", T0 + 10 * 24 * HOUR, phone="+79160000001"))
+    await store(at_day(3), form("a", T0 + 20 * 24 * HOUR, email="a@x.example"))
+    ids = {i["key"]: i["contact_id"] for i in await table(engine, Inquiry)}
+    a, b, c = ids["form:a"], ids["form:b"], ids["form:c"]
+    await store(at_day(4), form("ab", T0 + 30 * 24 * HOUR, email="a@x.example", phone="+79160000001"))
+    merged = {row["id"]: row["merged_into"] for row in await table(engine, Contact) if row["merged_into"]}
+    assert merged == {a: b}
+    before_bc = await snapshot(engine, {a, b, c})
+    await store(at_day(5), form("bc", T0 + 40 * 24 * HOUR, phone="+79160000001", email=None, name="x"))
+    await store(at_day(6), form("bc2", T0 + 50 * 24 * HOUR, email="a@x.example", phone="89160000002"))
+    merged = {row["id"]: row["merged_into"] for row in await table(engine, Contact) if row["merged_into"]}
+    assert merged == {a: c, b: c}  # no chains
+
+    async with engine.begin() as conn:
+        await identity.unmerge(conn, b, T0 + 60 * 24 * HOUR)
+    merged = {row["id"]: row["merged_into"] for row in await table(engine, Contact) if row["merged_into"]}
+    assert merged == {a: b}
+    after = await snapshot(
+        engine,
+        {a, b, c},
+        skip_inquiries={i["id"] for i in await table(engine, Inquiry) if i["key"].startswith("form:bc")},
+    )
+    assert after["contact_identifier"] == before_bc["contact_identifier"]
+    assert [r["contact_id"] for r in after["inquiry"]] == [r["contact_id"] for r in before_bc["inquiry"]]
+
+
+async def test_rules_see_the_contact_a_merged_one_became(pipeline: IntakePipeline, engine: AsyncEngine) -> None:
+    from leadhub.store import trigger_data
+
+    await store(pipeline, form("a", T0, email="a@x.example"), form("b", T0 + HOUR, phone="+79160000001"))
+    ids = {i["key"]: i["contact_id"] for i in await table(engine, Inquiry)}
+    await store(pipeline, form("ab", T0 + 2 * HOUR, email="a@x.example", phone="+79160000001"))
+    async with engine.connect() as conn:
+        one = await trigger_data.load_objects(conn, {"contact_id": ids["form:b"]}, ("contact",))
+        many = await trigger_data.load_objects_many(conn, [{"contact_id": ids["form:b"]}], [("contact",)])
+    assert one["contact"]["id"] == many[0]["contact"]["id"] == ids["form:a"]
+    assert one["contact"]["phone"] == "+79160000001"  # the survivor took the phone it lacked
