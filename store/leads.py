@@ -263,9 +263,9 @@ class LeadChangeError(ValueError):
 
 
 async def change_lead(
-    conn: AsyncConnection, lead_id: str, changes: dict[str, Any], now: datetime
+    conn: AsyncConnection, lead_id: str, changes: dict[str, Any], now: datetime, *, source: str = "api"
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Set status, owner and/or tags from outside (the sales team's CRM); emits `lead.*` events.
+    """Set status, owner and/or tags (from the API, or a rule's `update_lead`); emits `lead.*` events.
 
     Returns (the lead after, {field: [before, after]} of what changed). Events: `lead.updated` with the
     changes, and `lead.status_changed` / `lead.owner_changed` / `lead.tags_changed` for each kind.
@@ -289,7 +289,7 @@ async def change_lead(
     )
     lead.update({k: v[1] for k, v in diff.items()}, updated_at=now)
     base = {"lead_id": lead_id, "contact_id": lead["contact_id"]}
-    events = [lead_event("lead.updated", lead_id, now, **base, changes=sorted(diff), source="api")]
+    events = [lead_event("lead.updated", lead_id, now, **base, changes=sorted(diff), source=source)]
     for name, kind in (
         ("status", "lead.status_changed"),
         ("owner", "lead.owner_changed"),

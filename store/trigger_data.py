@@ -10,6 +10,7 @@ from sqlalchemy import Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadhub.ids import new_id
+from leadhub.store import leads
 from leadhub.store.models import (
     ConnectorState,
     Contact,
@@ -224,31 +225,24 @@ async def save_feedback(conn: AsyncConnection, values: dict[str, Any]) -> bool:
 
 
 async def update_lead(conn: AsyncConnection, lead_id: str, changes: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """Apply status/owner/tag changes; emits `lead.updated` (and `lead.status_changed`) when something changed."""
-    row = (await conn.execute(select(lead_t).where(lead_t.c.id == lead_id))).first()
+    """A rule's status/owner/tag changes, applied by `leads.change_lead` (the one place that emits `lead.*`)."""
+    query = select(lead_t.c.tags).where(lead_t.c.id == lead_id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = (await conn.execute(query)).first()
     if row is None:
         raise LookupError(f"lead {lead_id} does not exist")
-    lead = dict(row._mapping)
-    tags = [t for t in lead["tags"] or [] if t not in changes.get("remove_tags", [])]
+    tags = [t for t in row.tags or [] if t not in changes.get("remove_tags", [])]
     tags += [t for t in changes.get("add_tags", []) if t not in tags]
-    values = {"tags": tags}
+    values: dict[str, Any] = {"tags": tags}
     for name in ("status", "owner"):
         if changes.get(name):
             values[name] = changes[name]
-    values = {k: v for k, v in values.items() if v != lead[k]}
-    if not values:
-        return {}
-    await conn.execute(update(lead_t).where(lead_t.c.id == lead_id).values(**values, updated_at=now))
-    data = {"lead_id": lead_id, "contact_id": lead["contact_id"], "changes": sorted(values)}
-    events = [outbox_event("lead.updated", lead_id, now, **data)]
-    if "status" in values:
-        events.append(
-            outbox_event(
-                "lead.status_changed", lead_id, now, **data, **{"from": lead["status"], "to": values["status"]}
-            )
-        )
-    await conn.execute(outbox_t.insert().values(events))
-    return values
+    try:
+        _, diff = await leads.change_lead(conn, lead_id, values, now, source="rule")
+    except leads.LeadChangeError as exc:
+        raise LookupError(exc.detail) from None
+    return {name: after for name, (_, after) in diff.items()}
 
 
 async def signing_key(conn: AsyncConnection, now: datetime) -> bytes:

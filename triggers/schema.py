@@ -72,7 +72,7 @@ class UpdateLead(Strict):
     """Change the lead's status, owner or tags."""
 
     type: Literal["update_lead"] = Field("update_lead", exclude=True)
-    status: str | None = None
+    status: Literal["new", "in_progress", "won", "lost", "closed"] | None = None  # store.leads.LEAD_STATUSES
     owner: str | None = Field(None, description="a template")
     add_tags: list[str] = Field(default_factory=list)
     remove_tags: list[str] = Field(default_factory=list)

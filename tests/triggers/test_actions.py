@@ -121,7 +121,7 @@ rules:
     on: lead.created
     if: "contact.email.endswith('@example.com')"
     do:
-      - update_lead: {status: qualified, owner: "bob", add_tags: [vip]}
+      - update_lead: {status: in_progress, owner: "bob", add_tags: [vip]}
 """,
     )
     running = await trigger_hub()
@@ -129,10 +129,16 @@ rules:
     _, lead_id = await _new_lead(shop)
     await _action(shop, "vip", "done")
     lead = await running.api(f"/api/leads/{lead_id}")
-    assert (lead["status"], lead["owner"], lead["tags"]) == ("qualified", "bob", ["vip"])
+    assert (lead["status"], lead["owner"], lead["tags"]) == ("in_progress", "bob", ["vip"])
     async with running.engine.connect() as conn:
         kinds = (await conn.execute(select(OutboxEvent.type).where(OutboxEvent.subject_id == lead_id))).scalars()
-        assert sorted(kinds) == ["lead.created", "lead.status_changed", "lead.updated"]
+        assert sorted(kinds) == [
+            "lead.created",
+            "lead.owner_changed",
+            "lead.status_changed",
+            "lead.tags_changed",
+            "lead.updated",
+        ]
 
 
 async def test_notify_telegram_against_a_fake_bot_api(trigger_hub, clock, rules_dir, fake) -> None:

@@ -167,6 +167,15 @@ CASES = {
 """,
         "r.yaml:8:5: rule 'l': late: invalid duration 'soon'",
     ),
+    "unknown lead status": (
+        """\
+  - id: s
+    on: lead.created
+    do:
+      - update_lead: {status: qualified}
+""",
+        "r.yaml:9:23: rule 's': do[0].update_lead.status: Input should be 'new', 'in_progress', 'won', 'lost' or 'closed'",
+    ),
 }
 
 
