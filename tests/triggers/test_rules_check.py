@@ -174,7 +174,8 @@ CASES = {
     do:
       - update_lead: {status: qualified}
 """,
-        "r.yaml:9:23: rule 's': do[0].update_lead.status: Input should be 'new', 'in_progress', 'won', 'lost' or 'closed'",
+        "r.yaml:9:23: rule 's': do[0].update_lead.status: "
+        "Input should be 'new', 'in_progress', 'won', 'lost' or 'closed'",
     ),
 }
 
