@@ -33,8 +33,12 @@ def base_python(rev: str) -> Path:
 def run(python: Path, module_args: list[str]) -> dict:
     # The bench code is this tree's (cwd); the daemon it spawns is whatever `leadhub` that python imports.
     out = subprocess.run([str(python), "-m", *module_args], cwd=REPO, capture_output=True, text=True, check=True)
-    if out.stdout.lstrip().startswith('{"result"'):
-        return json.loads(out.stdout[out.stdout.index("{") :])
+    try:  # one JSON object (indented or not) with a "result"
+        whole = json.loads(out.stdout)
+    except json.JSONDecodeError:
+        whole = None
+    if isinstance(whole, dict) and "result" in whole:
+        return whole
     merged: dict = {}  # benches printing one JSON object per line (bench.rules): merged into one result
     for line in out.stdout.splitlines():
         if line.startswith("{"):

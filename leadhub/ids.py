@@ -1,21 +1,52 @@
 """Identifiers: time-ordered ULIDs for new rows, and stable ids derived from idempotency keys."""
 
-import base64
 import hashlib
+import os
+import threading
+import time
 
-from ulid import ULID
+# Base32 in 10-bit steps: a lookup of two characters per step, 13 steps for the 130 bits of 26 characters.
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"  # ULID's alphabet, lower case
+_RFC4648 = "abcdefghijklmnopqrstuvwxyz234567"  # base64.b32encode's, lower case
+_PAIRS_ULID = [a + b for a in _CROCKFORD for b in _CROCKFORD]
+_PAIRS_RFC = [a + b for a in _RFC4648 for b in _RFC4648]
+_SHIFTS = tuple(range(120, -1, -10))
+_RANDOM_MAX = (1 << 80) - 1
+
+_lock = threading.Lock()
+_last_ms = 0
+_last_random = 0
+
+
+def _encode130(value: int, pairs: list[str]) -> str:
+    return "".join([pairs[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
 def new_id() -> str:
-    """A new 26-character, lexicographically time-ordered id (ULID)."""
-    return str(ULID()).lower()
+    """A new 26-character, lexicographically time-ordered id (ULID, lower case).
+
+    Strictly increasing within the process, as python-ulid's ULID() was: in the same millisecond the
+    random part counts up (events of one batch are relayed in id order).
+    """
+    global _last_ms, _last_random
+    ms = time.time_ns() // 1_000_000
+    with _lock:
+        if ms <= _last_ms:  # the same millisecond (or the clock stepped back): count up from the last id
+            ms, random = _last_ms, _last_random + 1
+            if random > _RANDOM_MAX:
+                ms, random = ms + 1, int.from_bytes(os.urandom(10), "big")
+        else:
+            random = int.from_bytes(os.urandom(10), "big")
+        _last_ms, _last_random = ms, random
+    return _encode130((ms << 80) | random, _PAIRS_ULID)
 
 
 def id_for_key(key: str) -> str:
     """The id of the inquiry stored under `key`: the same for every delivery of the same item.
 
     A webhook answers with this id before the pipeline has stored anything, and the stored
-    inquiry carries the same id, so a client can look it up later.
+    inquiry carries the same id, so a client can look it up later. It is the first 26 characters of
+    the lower-case RFC 4648 base32 of the key's SHA-256 (the first 130 bits of the digest).
     """
     digest = hashlib.sha256(key.encode()).digest()
-    return base64.b32encode(digest).decode()[:26].lower()
+    return _encode130(int.from_bytes(digest[:17], "big") >> 6, _PAIRS_RFC)

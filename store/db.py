@@ -25,10 +25,16 @@ def json_dumps(value: object) -> str:
     infinity (`NaN`, `1e999`); PostgreSQL refuses both. Surrogates become `?`, non-finite numbers `null`.
     """
     try:
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text = _ENCODER.encode(value)
     except ValueError:
-        text = json.dumps(_finite(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text = _ENCODER.encode(_finite(value))
+    if text.isascii():  # most of it: no surrogate can be in it
+        return text
     return text.encode("utf-8", "replace").decode("utf-8")
+
+
+# One encoder for every call: `json.dumps` with options builds a new JSONEncoder each time.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def _finite(value: Any) -> Any:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadhub.ids import new_id
-from leadhub.store import email_threads, identity, leads, orders
+from leadhub.store import bulk, email_threads, identity, leads, orders
 from leadhub.store.leads import OpenLead
 from leadhub.store.models import Contact, ContactIdentifier, Inquiry, Lead, OutboxEvent
 from leadhub.store.policy import IdentityPolicy
@@ -127,7 +127,7 @@ class Batch:
             (outbox_t, self.events),
         ):
             if values:
-                await conn.execute(table.insert(), values)
+                await bulk.insert_rows(conn, table, values)
                 if table is outbox_t:
                     self.flushed_events += len(values)
                 values.clear()

@@ -1,0 +1,75 @@
+"""Bulk inserts for the intake's hot tables: one driver-level executemany, each value converted once.
+
+`conn.execute(table.insert(), rows)` makes SQLAlchemy build a parameter dict per row and run every
+value through its type's bind processor; on SQLite each datetime is formatted again, though most of a
+batch's datetimes are the batch's one `now`. Here the statement is compiled once per dialect, table and
+column set, the same bind processors convert the values (so what is stored is identical), datetimes
+are converted once per distinct value, and the rows go to the driver's executemany as tuples.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import DateTime, Table
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+Processor = Callable[[Any], Any] | None
+_Plan = tuple[str, tuple[str, ...], tuple[Processor, ...], tuple[bool, ...]]
+_plans: weakref.WeakKeyDictionary[Dialect, dict[tuple[str, tuple[str, ...]], _Plan]] = weakref.WeakKeyDictionary()
+
+
+def _plan(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> _Plan | None:
+    """SQL, bind order, processors and datetime flags; None when SQLAlchemy must fill defaults itself."""
+    per_dialect = _plans.setdefault(dialect, {})
+    plan = per_dialect.get((table.name, columns))
+    if plan is None:
+        if any(c.default is not None or c.server_default is not None for c in table.c if c.key not in columns):
+            return None  # a column left out has a default only SQLAlchemy's own insert applies
+        compiled = table.insert().compile(dialect=dialect, column_keys=list(columns))
+        order = tuple(compiled.positiontup or ())
+        if not compiled.positional or sorted(order) != sorted(columns):
+            return None
+        types = [table.c[name].type for name in order]
+        processors = tuple(t.dialect_impl(dialect).bind_processor(dialect) for t in types)
+        is_time = tuple(isinstance(t, DateTime) for t in types)
+        plan = per_dialect[(table.name, columns)] = (compiled.string, order, processors, is_time)
+    return plan
+
+
+async def insert_rows(conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert `rows` (dicts of column values) as `conn.execute(table.insert(), rows)` would."""
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        shapes.setdefault(tuple(row), []).append(row)
+    for columns, group in shapes.items():
+        plan = _plan(conn.dialect, table, columns)
+        if plan is None:
+            await conn.execute(table.insert(), group)
+            continue
+        sql, order, processors, is_time = plan
+        # A batch repeats its `now` object in most rows: convert each datetime object once. By identity, not
+        # equality: equal datetimes in different time zones are stored differently on SQLite.
+        converted: dict[int, Any] = {}
+        columns_plan = tuple(zip(order, processors, is_time, strict=True))
+
+        def convert(row: dict[str, Any]) -> tuple[Any, ...]:
+            values = []
+            for name, process, timed in columns_plan:  # noqa: B023 - used within this loop iteration only
+                value = row[name]
+                if process is None:
+                    pass
+                elif not timed:
+                    value = process(value)  # None too: JSON turns None into 'null' as SQLAlchemy's insert does
+                elif value is not None:
+                    done = converted.get(id(value))  # noqa: B023
+                    if done is None:
+                        done = converted[id(value)] = process(value)  # noqa: B023
+                    value = done
+                values.append(value)
+            return tuple(values)
+
+        await conn.exec_driver_sql(sql, [convert(row) for row in group])
