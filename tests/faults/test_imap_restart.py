@@ -58,7 +58,12 @@ async def test_imap_server_restarted_mid_fetch(make_daemon, database_url: str) -
                     return 0
                 return int(state["last_uid"]) if state else 0
 
-            await wait_for(fetching, timeout=30, what="the first FETCH batch checkpointed")
+            try:
+                await wait_for(fetching, timeout=60, what="the first FETCH batch checkpointed")
+            except BaseException:  # say why: the daemon's own log
+                code = daemon.process.poll() if daemon.process else None
+                print(f"daemon log (exit code {code}):\n{daemon.log()}")
+                raise
             dovecot.kill()
             at_kill = await fetching()
             assert at_kill < BACKLOG, "the backlog was read before the kill; raise BACKLOG"
