@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,7 @@ from leadhub.store.db import create_engine, upgrade
 from leadhub.triggers.clock import Clock
 from leadhub.triggers.service import TriggerService
 
+GC_YOUNG_THRESHOLD = 10_000  # objects allocated between young collections (Python's default: 700)
 log = structlog.get_logger("leadhub")
 
 
@@ -286,6 +288,18 @@ def _redact_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def _settle_garbage_collector() -> None:
+    """Keep the collector's full passes short: they stall the event loop, and that is the latency tail.
+
+    What start-up created (modules, compiled SQL, rules) lives for the whole run: frozen, later full
+    collections skip it. The young generation is collected less often; a request's garbage is mostly
+    freed by reference counting anyway.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 50)
+
+
 async def run_until_signalled(config: HubConfig) -> None:
     """`leadhub run`: start, wait for SIGTERM or SIGINT, stop within the shutdown timeout."""
     hub = Hub(config)
@@ -299,6 +313,7 @@ async def run_until_signalled(config: HubConfig) -> None:
         await asyncio.wait({start, waiter}, return_when=asyncio.FIRST_COMPLETED)
         if start.done():
             start.result()  # raise start-up errors
+            _settle_garbage_collector()
             await waiter
         else:
             start.cancel()
