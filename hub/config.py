@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from leadhub.connectors.registry import CONNECTOR_TYPES
@@ -52,11 +52,22 @@ class Settings(BaseSettings):
     pipeline_batch_size: int = Field(500, ge=1, le=5000)
     pipeline_max_deliveries: int = Field(5, ge=1)
     shutdown_timeout: float = Field(8.0, gt=0)
+    # Copies of each JetStream stream in a NATS cluster (3 keeps accepted items through the loss of a node).
+    stream_replicas: int = Field(1, ge=1, le=5)
     # Identity: fold Gmail dots and +tags when matching addresses; join a contact's open lead within a window.
     email_folding: bool = True
     lead_window: str = "72h"
     lead_windows: dict[str, str] = Field(default_factory=dict)
     connectors: list[dict[str, Any]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _replicas_need_a_cluster(self) -> Settings:
+        if self.stream_replicas > 1 and not self.nats_url:
+            raise ValueError(
+                f"stream_replicas={self.stream_replicas} needs a NATS cluster: set LEADHUB_NATS_URL "
+                "(the embedded NATS is one server and keeps one copy)"
+            )
+        return self
 
     @field_validator("lead_window")
     @classmethod

@@ -93,7 +93,7 @@ class Hub:
         if url is None:
             self.embedded = EmbeddedNats(self.settings.data_dir)
             url = await self.embedded.start()
-        self.queue = Queue(url)
+        self.queue = Queue(url, replicas=self.settings.stream_replicas)
         await retry_forever("connecting to NATS", self.queue.start, self.stopping)
         self.engine = create_engine(self.settings.effective_database_url)
         self._build_connectors()

@@ -63,6 +63,8 @@ def _run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subpro
         ),
         ("{}\n", {"LEADHUB_LEAD_WINDOWS": '{"shop:fax": "1h"}'}, "environment LEADHUB_LEAD_WINDOWS"),
         ("{}\n", {"LEADHUB_EMAIL_FOLDING": "maybe"}, "environment LEADHUB_EMAIL_FOLDING"),
+        ("stream_replicas: 3\n", {}, "stream_replicas=3 needs a NATS cluster: set LEADHUB_NATS_URL"),
+        ("stream_replicas: 7\n", {}, "leadhub.yaml:1: stream_replicas: Input should be less than or equal to 5"),
     ],
 )
 def test_invalid_configuration_is_a_clear_startup_error(tmp_path: Path, config: str, env: dict, expected: str) -> None:
