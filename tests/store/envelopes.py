@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadhub.envelope import Envelope
+from leadhub.pipelines.intake import IntakePipeline
 from leadhub.pipelines.model import SourceSpec
 from leadhub.store.models import Contact, ContactIdentifier, Inquiry, Lead, Order
 
@@ -75,6 +76,23 @@ def shopify_order(
         key=f"shopify:{key}", channel="shop", connector="shop", payload=json.dumps(order).encode(),
         content_type="application/json", received_at=at, meta={"topic": "orders/create", "shop": "t.myshopify.com"},
     )  # fmt: skip
+
+
+async def store_retrying(worker: IntakePipeline, batch: list[Envelope], tries: int = 30) -> None:
+    """Store as the consumer does: a transaction that lost a race to another worker is tried again.
+
+    No pause between tries: the loser learns of the conflict only once the winner has committed
+    (PostgreSQL waits on the uncommitted unique entry; SQLite on its busy timeout), so the next try
+    finds the winner's rows.
+    """
+    rows = [worker.prepare(e) for e in batch]
+    for attempt in range(tries):
+        try:
+            await worker.store(rows)
+            return
+        except Exception:  # a unique conflict or a lock timeout
+            if attempt == tries - 1:
+                raise
 
 
 async def table(engine: AsyncEngine, model: Any, *where: Any) -> list[dict[str, Any]]:

@@ -4,7 +4,6 @@ never does, Message-IDs are recorded once, undeliverable bounce addresses are su
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,19 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from leadhub.envelope import Envelope
 from leadhub.pipelines.intake import IntakePipeline
 from leadhub.pipelines.model import SourceSpec
-from leadhub.store.db import create_engine, upgrade
 from leadhub.store.models import EmailMessage, EmailSuppression, Inquiry, Lead
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 DAYS_4 = timedelta(days=4)
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    await upgrade(engine)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from leadhub.envelope import Envelope
 from leadhub.pipelines.intake import IntakePipeline
 from leadhub.store import identity
-from leadhub.store.db import create_engine, upgrade
 from leadhub.store.models import (
     Contact,
     ContactIdentifier,
@@ -28,19 +26,20 @@ from leadhub.store.models import (
     OutboxEvent,
 )
 from leadhub.store.policy import IdentityPolicy
-from tests.store.envelopes import SOURCES, canonical_state, form, live_contacts, live_leads, shopify_order, table
+from tests.store.envelopes import (
+    SOURCES,
+    canonical_state,
+    form,
+    live_contacts,
+    live_leads,
+    shopify_order,
+    store_retrying,
+    table,
+)
 from tests.store.envelopes import telegram as telegram_message
 
 T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    await upgrade(engine)
-    yield engine
-    await engine.dispose()
 
 
 def make_pipeline(engine: AsyncEngine, **policy: Any) -> IntakePipeline:
@@ -290,18 +289,8 @@ async def test_two_workers_with_the_same_person_at_once_make_one_contact(engine:
     workers = [make_pipeline(engine) for _ in range(4)]
 
     async def work(n: int, pipeline: IntakePipeline) -> None:
-        rows = [
-            pipeline.prepare(form(f"w{n}-{k}", T0 + k * HOUR, email="same@x.example", phone="+79165550000"))
-            for k in range(3)
-        ]
-        for attempt in range(20):
-            try:
-                await pipeline.store(rows)
-                return
-            except Exception:  # a unique conflict or a lock timeout: retry as the consumer would
-                if attempt == 19:
-                    raise
-                await asyncio.sleep(0)
+        same = [form(f"w{n}-{k}", T0 + k * HOUR, email="same@x.example", phone="+79165550000") for k in range(3)]
+        await store_retrying(pipeline, same, tries=20)
 
     await asyncio.gather(*(work(n, p) for n, p in enumerate(workers)))
     assert len(await live_contacts(engine)) == 1

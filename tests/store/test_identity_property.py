@@ -5,22 +5,19 @@ as processing it once, in time order, one inquiry at a time. Against the real da
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadhub.envelope import Envelope
 from leadhub.pipelines.intake import IntakePipeline
-from leadhub.store.db import create_engine, upgrade
 from leadhub.store.models import Base
 from leadhub.store.policy import IdentityPolicy
-from tests.store.envelopes import SOURCES, canonical_state, form, shopify_order, telegram
+from tests.store.envelopes import SOURCES, canonical_state, form, shopify_order, store_retrying, telegram
 
 T0 = datetime(2026, 10, 1, 9, 0, tzinfo=UTC)
 PHONE_FORMATS = ("+7 {a} {b}-{c}-{d}", "8 ({a}) {b}-{c}-{d}", "+7-{a}-{b}-{c}-{d}", "8{a}{b}{c}{d}", "7 {a} {b}{c}{d}")
@@ -102,19 +99,6 @@ def pipeline(engine: AsyncEngine) -> IntakePipeline:
     )
 
 
-async def store_retrying(worker: IntakePipeline, batch: list[Envelope]) -> None:
-    """As the consumer does: a transaction that lost a race (unique conflict, lock) is tried again."""
-    rows = [worker.prepare(e) for e in batch]
-    for attempt in range(30):
-        try:
-            await worker.store(rows)
-            return
-        except Exception:  # a unique conflict with the other worker: its rows are there now
-            if attempt == 29:
-                raise
-            await asyncio.sleep(0.001 * attempt)
-
-
 async def process_in_order(engine: AsyncEngine, stream: list[Envelope]) -> dict[str, Any]:
     await reset(engine)
     worker = pipeline(engine)
@@ -145,14 +129,6 @@ async def process_shuffled(
         for batch in batches:
             await store_retrying(workers[0], batch)
     return await canonical_state(engine)
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    await upgrade(engine)
-    yield engine
-    await engine.dispose()
 
 
 async def test_any_interleaving_and_duplication_ends_in_the_same_contacts_leads_and_orders(engine: AsyncEngine) -> None:

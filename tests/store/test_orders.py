@@ -3,7 +3,6 @@ transition, no regression from an older update, one lead per new order and none 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,18 +16,9 @@ from leadhub.pipelines.intake import IntakePipeline
 from leadhub.pipelines.model import Identity, InquiryDraft, SourceSpec
 from leadhub.pipelines.orders import OrderDraft, money
 from leadhub.pipelines.parsers import PARSERS
-from leadhub.store.db import create_engine, upgrade
 from leadhub.store.models import Inquiry, Lead, Order, OutboxEvent
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    await upgrade(engine)
-    yield engine
-    await engine.dispose()
 
 
 def _parser(envelope: Envelope, options: dict[str, Any]) -> InquiryDraft:
