@@ -12,7 +12,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -45,6 +45,18 @@ def _finite(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_finite(item) for item in value]
     return value
+
+
+async def lock_for_writing(conn: AsyncConnection) -> None:
+    """On SQLite, take the database's write lock now, before the transaction reads what it will change.
+
+    The driver begins a transaction only at the first write, so the reads before it see whatever a
+    concurrent writer commits meanwhile (two batches would both open a lead for one person). A write
+    that matches nothing begins the transaction and takes the lock, waiting up to the busy timeout.
+    On PostgreSQL callers lock the rows they read instead (`FOR UPDATE`); this does nothing there.
+    """
+    if conn.dialect.name == "sqlite":
+        await conn.exec_driver_sql("DELETE FROM outbox_event WHERE 0")
 
 
 def is_sqlite(url: str) -> bool:

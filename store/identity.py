@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadhub.ids import new_id
 from leadhub.store import leads
+from leadhub.store.db import lock_for_writing
 from leadhub.store.models import (
     Contact,
     ContactIdentifier,
@@ -33,6 +34,7 @@ from leadhub.store.models import (
     OutboxEvent,
     Task,
 )
+from leadhub.store.outbox import outbox_event
 from leadhub.store.policy import IdentityPolicy
 
 if TYPE_CHECKING:
@@ -284,7 +286,7 @@ async def merge(
     )
     events.insert(
         0,
-        leads.lead_event(
+        outbox_event(
             "contact.merged",
             survivor_id,
             now,
@@ -298,7 +300,11 @@ async def merge(
 
 
 class UnmergeError(LookupError):
-    """Nothing to take back: no such merge, or it was already undone."""
+    """Nothing to take back; `missing` when there is no such merge (else: undone already, or the survivor)."""
+
+    def __init__(self, message: str, *, missing: bool = False) -> None:
+        super().__init__(message)
+        self.missing = missing
 
 
 async def find_merge(conn: AsyncConnection, ident: str) -> dict[str, Any]:
@@ -323,7 +329,7 @@ async def find_merge(conn: AsyncConnection, ident: str) -> dict[str, Any]:
             raise UnmergeError(
                 f"contact {ident} is the one that stayed; unmerge the contact merged into it: {', '.join(absorbed)}"
             )
-        raise UnmergeError(f"no merge of contact {ident} (give the id of a merged contact or of a merge)")
+        raise UnmergeError(f"no merge of contact {ident} (give the id of a merged contact or of a merge)", missing=True)
     if row["undone_at"] is not None:
         raise UnmergeError(f"merge {row['id']} was already undone at {row['undone_at']}")
     return dict(row)
@@ -331,6 +337,7 @@ async def find_merge(conn: AsyncConnection, ident: str) -> dict[str, Any]:
 
 async def unmerge(conn: AsyncConnection, ident: str, now: datetime) -> dict[str, Any]:
     """Put back every row a merge moved and every column it changed; returns the merge record."""
+    await lock_for_writing(conn)
     found = await find_merge(conn, ident)
     if conn.dialect.name == "postgresql":
         await conn.execute(
@@ -355,7 +362,7 @@ async def unmerge(conn: AsyncConnection, ident: str, now: datetime) -> dict[str,
         for row_id, values in rows.items():
             await conn.execute(update(table).where(table.c.id == row_id).values(**_restored(table, values)))
     await conn.execute(update(merge_t).where(merge_t.c.id == found["id"]).values(undone_at=now))
-    event = leads.lead_event(
+    event = outbox_event(
         "contact.unmerged",
         found["survivor_id"],
         now,

@@ -12,8 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadhub.ids import new_id
 from leadhub.store import bulk, email_threads, identity, leads, orders
+from leadhub.store.db import lock_for_writing
 from leadhub.store.leads import OpenLead
 from leadhub.store.models import Contact, ContactIdentifier, Inquiry, Lead, OutboxEvent
+from leadhub.store.outbox import outbox_event
 from leadhub.store.policy import IdentityPolicy
 
 contact_t = Contact.__table__
@@ -106,16 +108,7 @@ class Batch:
     flushed_events: int = 0
 
     def event(self, kind: str, subject_id: str, **data: Any) -> None:
-        self.events.append(
-            {
-                "id": new_id(),
-                "type": kind,
-                "subject_id": subject_id,
-                "data": data,
-                "created_at": self.now,
-                "published_at": None,
-            }
-        )
+        self.events.append(outbox_event(kind, subject_id, self.now, **data))
 
     async def flush(self, conn: AsyncConnection) -> None:
         """Insert what is pending, a bulk insert per table; emptied lists let a later flush add only new rows."""
@@ -133,18 +126,6 @@ class Batch:
                 values.clear()
 
 
-async def _take_write_lock(conn: AsyncConnection) -> None:
-    """On SQLite, hold the database's write lock before the batch reads anything.
-
-    The driver opens a transaction only at the first write, so the batch's reads (known identifiers,
-    open leads) would otherwise see the database before a concurrent batch commits, and both would
-    open a lead for the same person. A write that matches nothing begins the transaction and takes
-    the lock, waiting for the busy timeout. PostgreSQL locks the named contacts instead (identity.py).
-    """
-    if conn.dialect.name == "sqlite":
-        await conn.exec_driver_sql("DELETE FROM inquiry WHERE 0")
-
-
 async def _existing_keys(conn: AsyncConnection, keys: list[str]) -> set[str]:
     result = await conn.execute(select(inquiry_t.c.key).where(inquiry_t.c.key.in_(keys)))
     return set(result.scalars())
@@ -160,7 +141,7 @@ async def write_batch(
     constraint; the caller retries and then finds the other writer's rows.
     """
     policy = policy or IdentityPolicy()
-    await _take_write_lock(conn)
+    await lock_for_writing(conn)  # PostgreSQL: identity.known_identifiers locks the named contacts
     existing = await _existing_keys(conn, [r.key for r in rows])
     fresh: list[InquiryRow] = []
     for row in rows:

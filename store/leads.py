@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from leadhub.ids import new_id
+from leadhub.store.db import lock_for_writing
 from leadhub.store.models import EmailMessage, Inquiry, Lead, Order, OutboxEvent, Task
+from leadhub.store.outbox import outbox_event
 from leadhub.store.policy import IdentityPolicy
 
 if TYPE_CHECKING:
@@ -226,7 +227,7 @@ async def _fold(
         head["last_touch_at"] = last
         await conn.execute(update(lead_t).where(lead_t.c.id == head["id"]).values(last_touch_at=last, updated_at=now))
     journal["moved"].setdefault("lead_folds", []).append(moved)
-    return lead_event(
+    return outbox_event(
         "lead.merged", head["id"], now, lead_id=head["id"], merged_id=lead["id"], contact_id=head["contact_id"]
     )
 
@@ -241,17 +242,6 @@ async def unfold(conn: AsyncConnection, folds: Sequence[dict[str, Any]]) -> None
             await conn.execute(
                 update(email_t).where(email_t.c.message_id.in_(moved["email_message"])).values(lead_id=moved["lead"])
             )
-
-
-def lead_event(kind: str, subject_id: str, now: datetime, **data: Any) -> dict[str, Any]:
-    return {
-        "id": new_id(),
-        "type": kind,
-        "subject_id": subject_id,
-        "data": data,
-        "created_at": now,
-        "published_at": None,
-    }
 
 
 class LeadChangeError(ValueError):
@@ -270,6 +260,7 @@ async def change_lead(
     Returns (the lead after, {field: [before, after]} of what changed). Events: `lead.updated` with the
     changes, and `lead.status_changed` / `lead.owner_changed` / `lead.tags_changed` for each kind.
     """
+    await lock_for_writing(conn)
     query = select(lead_t).where(lead_t.c.id == lead_id)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
@@ -289,13 +280,13 @@ async def change_lead(
     )
     lead.update({k: v[1] for k, v in diff.items()}, updated_at=now)
     base = {"lead_id": lead_id, "contact_id": lead["contact_id"]}
-    events = [lead_event("lead.updated", lead_id, now, **base, changes=sorted(diff), source=source)]
+    events = [outbox_event("lead.updated", lead_id, now, **base, changes=sorted(diff), source=source)]
     for name, kind in (
         ("status", "lead.status_changed"),
         ("owner", "lead.owner_changed"),
         ("tags", "lead.tags_changed"),
     ):
         if name in diff:
-            events.append(lead_event(kind, lead_id, now, **base, **{"from": diff[name][0], "to": diff[name][1]}))
+            events.append(outbox_event(kind, lead_id, now, **base, **{"from": diff[name][0], "to": diff[name][1]}))
     await conn.execute(outbox_t.insert(), events)
     return lead, diff

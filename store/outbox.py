@@ -9,9 +9,22 @@ from typing import Any
 from sqlalchemy import Text, cast, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from leadhub.ids import new_id
 from leadhub.store.models import OutboxEvent
 
 outbox_t = OutboxEvent.__table__
+
+
+def outbox_event(kind: str, subject_id: str, now: datetime, **data: Any) -> dict[str, Any]:
+    """An outbox row for `insert()`: the event is written in the same transaction as the change it reports."""
+    return {
+        "id": new_id(),
+        "type": kind,
+        "subject_id": subject_id,
+        "data": data,
+        "created_at": now,
+        "published_at": None,
+    }
 
 
 async def claim_unpublished(conn: AsyncConnection, limit: int) -> Sequence[Any]:

@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from leadhub.ids import new_id
 from leadhub.store import leads
+from leadhub.store.db import lock_for_writing
 from leadhub.store.models import (
     ConnectorState,
     Contact,
@@ -23,6 +23,7 @@ from leadhub.store.models import (
     OutboxEvent,
     Task,
 )
+from leadhub.store.outbox import outbox_event
 from leadhub.store.queries import Page, _page
 from leadhub.store.triggers import insert_ignore
 
@@ -202,17 +203,6 @@ async def list_tasks(
     return await _page(conn, query, [task_t.c.created_at, task_t.c.id], cursor, limit)
 
 
-def outbox_event(kind: str, subject_id: str, now: datetime, **data: Any) -> dict[str, Any]:
-    return {
-        "id": new_id(),
-        "type": kind,
-        "subject_id": subject_id,
-        "data": data,
-        "created_at": now,
-        "published_at": None,
-    }
-
-
 async def save_feedback(conn: AsyncConnection, values: dict[str, Any]) -> bool:
     """Store a survey answer and emit `feedback.received`; False when the order was already answered."""
     if await insert_ignore(conn, feedback_t, values) != 1:
@@ -226,6 +216,7 @@ async def save_feedback(conn: AsyncConnection, values: dict[str, Any]) -> bool:
 
 async def update_lead(conn: AsyncConnection, lead_id: str, changes: dict[str, Any], now: datetime) -> dict[str, Any]:
     """A rule's status/owner/tag changes, applied by `leads.change_lead` (the one place that emits `lead.*`)."""
+    await lock_for_writing(conn)  # the tags read here are the ones written back
     query = select(lead_t.c.tags).where(lead_t.c.id == lead_id)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()

@@ -189,7 +189,7 @@ async def unmerge_contact(request: web.Request) -> web.Response:
         async with request_engine(request).begin() as conn:
             merge = await identity.unmerge(conn, request.match_info["id"], utcnow())
     except identity.UnmergeError as exc:
-        return error_response(404 if "no merge" in str(exc) else 409, "cannot_unmerge", str(exc))
+        return error_response(404 if exc.missing else 409, "cannot_unmerge", str(exc))
     log.info("contact unmerged", survivor_id=merge["survivor_id"], restored_id=merge["merged_id"], merge_id=merge["id"])
     return json_response(
         {"merge_id": merge["id"], "contact_id": merge["survivor_id"], "restored_id": merge["merged_id"]}
