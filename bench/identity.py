@@ -264,13 +264,18 @@ async def contacts_of(engine: AsyncEngine) -> dict[str, str]:
         return dict((await conn.execute(select(Inquiry.key, Inquiry.contact_id))).all())
 
 
+async def drop_tables(engine: AsyncEngine) -> None:
+    """leadhub's tables out of a PostgreSQL database given to the bench (it starts, and leaves, it empty)."""
+    async with engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            await conn.execute(text(f'DROP TABLE IF EXISTS "{table.name}" CASCADE'))
+        await conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+
+
 async def fresh_engine(database_url: str | None, workdir: Path) -> AsyncEngine:
     engine = create_engine(database_url or f"sqlite+aiosqlite:///{workdir / 'identity.db'}")
-    if database_url:  # a shared PostgreSQL database: start from empty tables
-        async with engine.begin() as conn:
-            for table in reversed(Base.metadata.sorted_tables):
-                await conn.execute(text(f'DROP TABLE IF EXISTS "{table.name}" CASCADE'))
-            await conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    if database_url:
+        await drop_tables(engine)
     await upgrade(engine)
     return engine
 
@@ -287,6 +292,8 @@ async def run(people: int, preload: int, database_url: str | None, batch: int = 
                 for k, v in scores(truth, await contacts_of(engine), linkable_pairs(envelopes, truth)).items()
             }
         finally:
+            if database_url:
+                await drop_tables(engine)
             await engine.dispose()
         if preload:
             engine = await fresh_engine(database_url, Path(tmp) / "preloaded")
@@ -295,10 +302,7 @@ async def run(people: int, preload: int, database_url: str | None, batch: int = 
                 result["per_s_preloaded"] = round(await run_pipeline(engine, envelopes, batch))
             finally:
                 if database_url:
-                    async with engine.begin() as conn:
-                        for table in reversed(Base.metadata.sorted_tables):
-                            await conn.execute(text(f'DROP TABLE IF EXISTS "{table.name}" CASCADE'))
-                        await conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+                    await drop_tables(engine)
                 await engine.dispose()
             result["preloaded_vs_empty"] = round(result["per_s_preloaded"] / result["per_s_empty"], 3)
     return result
@@ -312,7 +316,6 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-    Path("bench").mkdir(exist_ok=True)
     result = asyncio.run(run(args.people, args.preload, args.database_url, args.batch, args.seed))
     print(json.dumps({"machine": machine(), "identity": result}, indent=2))
     print(  # the summary to stderr: stdout is one JSON object (bench.compare reads it)
