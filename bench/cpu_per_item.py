@@ -4,6 +4,7 @@ CPU seconds per 1,000 items does not depend on what else the machine is doing, s
 code versions fairly on a shared box where throughput figures wobble.
 
     python -m bench.cpu_per_item -n 10000
+    python -m bench.cpu_per_item -n 10000 --profile /tmp/prof   # also py-spy raw profiles of both phases
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -38,6 +40,22 @@ def child_pids(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
+def start_profiler(folder: Path | None, phase: str, pid: int) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling the daemon for one phase; its own CPU is not the daemon's, so the figures stand."""
+    if folder is None:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    command = [py_spy, "record", "-r", "200", "-f", "raw", "-o", str(folder / f"{phase}.txt"), "--pid", str(pid)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL)
+
+
+def stop_profiler(profiler: subprocess.Popen[bytes] | None) -> None:
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(30)
+
+
 async def wait_ready(base_url: str, process: subprocess.Popen[bytes]) -> None:
     async with aiohttp.ClientSession() as session:
         for _ in range(600):
@@ -57,6 +75,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-n", type=int, default=10_000)
     parser.add_argument("-c", type=int, default=32)
+    parser.add_argument("--profile", type=Path, help="write py-spy raw profiles of each phase here")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("needs wrk (apt-get install wrk)")
@@ -78,6 +97,7 @@ async def main() -> None:
         process = subprocess.Popen([*command], env={**env, "LEADHUB_ROLES": "http"})
         await wait_ready(base_url, process)
         nats_pid = child_pids(process.pid)[0]
+        profiler = start_profiler(args.profile, "intake", process.pid)
         daemon0, nats0 = cpu_seconds(process.pid), cpu_seconds(nats_pid)
         script = Path(__file__).with_name("wrk_form.lua")
         # wrk has no request count: run long enough for about n requests at a modest rate.
@@ -104,12 +124,14 @@ async def main() -> None:
         intake_wall = time.perf_counter() - began
         accepted = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
         intake_daemon, intake_nats = cpu_seconds(process.pid) - daemon0, cpu_seconds(nats_pid) - nats0
+        stop_profiler(profiler)
         process.terminate()
         process.wait(15)
         # Phase 2: the pipeline and relay drain the backlog (HTTP idle).
         process = subprocess.Popen([*command], env={**env, "LEADHUB_ROLES": "pipeline,relay"})
         await wait_ready(base_url, process)
         nats_pid = child_pids(process.pid)[0]
+        profiler = start_profiler(args.profile, "pipeline", process.pid)
         daemon0, nats0 = cpu_seconds(process.pid), cpu_seconds(nats_pid)
         began = time.perf_counter()
         async with aiohttp.ClientSession() as session:
@@ -119,6 +141,7 @@ async def main() -> None:
                 await asyncio.sleep(0.05)
         drain_wall = time.perf_counter() - began
         pipe_daemon, pipe_nats = cpu_seconds(process.pid) - daemon0, cpu_seconds(nats_pid) - nats0
+        stop_profiler(profiler)
         process.terminate()
         process.wait(15)
     per_k = 1000 / accepted

@@ -13,10 +13,11 @@ from faststream.exceptions import IncorrectState
 from faststream.nats import NatsBroker
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, PubAck, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
 from leadhub.connectors.base import PublishResult, QueueUnavailable
 from leadhub.envelope import Envelope
+from leadhub.hub.stream_publisher import StreamPublisher
 
 log = structlog.get_logger("leadhub.queue")
 
@@ -69,10 +70,14 @@ class Queue:
             logger=None,
         )
         self.on_state_change: Callable[[bool], Awaitable[None] | None] | None = None
+        self._publisher: StreamPublisher | None = None
 
     async def start(self) -> None:
         await self.broker.start()
         await self.declare_streams()
+        if self._publisher is None:  # once: the subscription outlives reconnects
+            self._publisher = StreamPublisher(self.connection)
+            await self._publisher.start()
         log.info("queue connected", url=self.url)
 
     async def stop(self) -> None:
@@ -113,31 +118,25 @@ class Queue:
 
     async def publish_envelope(self, envelope: Envelope, *, msg_id: str | None = None) -> PublishResult:
         """Publish and wait for the stream's ack; QueueUnavailable unless the item is durable."""
-        ack = await self._publish(envelope.subject, envelope.payload, envelope.headers(msg_id), INBOUND)
-        return PublishResult(id=envelope.id, duplicate=bool(ack.duplicate))
+        [duplicate] = await self._publish([(envelope.subject, envelope.payload, envelope.headers(msg_id))], INBOUND)
+        return PublishResult(id=envelope.id, duplicate=duplicate)
 
     async def publish(self, subject: str, payload: bytes, headers: dict[str, str], stream: str) -> bool:
         """Publish to a stream; True when the stream already had the message id."""
-        return bool((await self._publish(subject, payload, headers, stream)).duplicate)
+        [duplicate] = await self._publish([(subject, payload, headers)], stream)
+        return duplicate
 
     async def publish_many(self, messages: list[tuple[str, bytes, dict[str, str]]], stream: str) -> None:
         """Publish a batch pipelined (no round trip per message) and wait until the stream has acked all."""
-        if not self.connected:
-            raise QueueUnavailable("not connected to NATS")
-        try:
-            async with asyncio.timeout(PUBLISH_TIMEOUT):
-                futures = [await self.jetstream.publish_async(s, p, stream=stream, headers=h) for s, p, h in messages]
-                await asyncio.gather(*futures)
-        except UNAVAILABLE_ERRORS as exc:
-            raise QueueUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        await self._publish(messages, stream)
 
-    async def _publish(self, subject: str, payload: bytes, headers: dict[str, str], stream: str) -> PubAck:
-        """One publish, acked. `publish_async` shares one reply subscription: no request/inbox per message."""
-        if not self.connected:
+    async def _publish(self, messages: list[tuple[str, bytes, dict[str, str]]], stream: str) -> list[bool]:
+        """Publish and wait for the stream's acks; per message, True when the stream already had its id."""
+        if not self.connected or self._publisher is None:
             raise QueueUnavailable("not connected to NATS")
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
-                return await (await self.jetstream.publish_async(subject, payload, stream=stream, headers=headers))
+                return await self._publisher.publish(messages, stream)
         except UNAVAILABLE_ERRORS as exc:
             raise QueueUnavailable(f"{type(exc).__name__}: {exc}") from exc
 

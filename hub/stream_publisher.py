@@ -1,0 +1,84 @@
+"""JetStream publishes with their acks, pipelined over one reply subscription.
+
+nats-py's `publish_async` costs more per message than the publish itself: a semaphore behind
+`asyncio.wait_for`, a NUID and an `os.urandom` token per message, a done-callback per future and a
+`PubAck` dataclass per reply. Every webhook and every domain event pays that, so this module does
+the same protocol with less: the reply subject is a counter under one subscription, and a reply is
+read for the only things a caller needs — an error, or whether the stream already had the message id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+EXPECTED_STREAM = "Nats-Expected-Stream"
+NO_RESPONDERS = "503"
+
+
+class StreamPublisher:
+    """Publishes on `client`; each call waits until JetStream has stored (or deduplicated) every message."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self._prefix = ""
+        self._tokens = itertools.count()
+        self._waiting: dict[str, asyncio.Future[bool]] = {}
+
+    async def start(self) -> None:
+        """Subscribe to the replies; nats-py renews the subscription after a reconnect."""
+        self._prefix = f"{self.client.new_inbox()}."
+        await self.client.subscribe(f"{self._prefix}*", cb=self._on_reply)
+
+    async def publish(self, messages: list[tuple[str, bytes, dict[str, str]]], stream: str) -> list[bool]:
+        """Publish in order without a round trip each; per message, True when it was a duplicate.
+
+        Raises nats errors (no stream, API error) and leaves the timeout to the caller; replies that
+        never come are forgotten when the caller gives up.
+        """
+        loop = asyncio.get_running_loop()
+        pending: list[tuple[str, asyncio.Future[bool]]] = []
+        try:
+            for subject, payload, headers in messages:
+                token = str(next(self._tokens))
+                future: asyncio.Future[bool] = loop.create_future()
+                self._waiting[token] = future
+                pending.append((token, future))
+                await self.client.publish(
+                    subject, payload, reply=self._prefix + token, headers={**headers, EXPECTED_STREAM: stream}
+                )
+            return [await future for _, future in pending]
+        finally:
+            for token, future in pending:
+                if not future.done():
+                    self._waiting.pop(token, None)
+                    future.cancel()
+                elif not future.cancelled():
+                    future.exception()  # seen here: no "exception was never retrieved" later
+
+    async def _on_reply(self, msg: Msg) -> None:
+        future = self._waiting.pop(msg.subject[len(self._prefix) :], None)
+        if future is None or future.done():
+            return
+        if msg.headers and msg.headers.get("Status") == NO_RESPONDERS:
+            future.set_exception(nats.js.errors.NoStreamResponseError())
+            return
+        try:
+            reply = json.loads(msg.data)
+        except ValueError:
+            future.set_exception(nats.js.errors.Error(f"unreadable publish ack: {msg.data[:200]!r}"))
+            return
+        if "error" not in reply:
+            future.set_result(bool(reply.get("duplicate")))
+            return
+        try:
+            nats.js.errors.APIError.from_error(reply["error"])  # raises the error's own class
+        except nats.js.errors.Error as exc:
+            future.set_exception(exc)
+        except (KeyError, TypeError):
+            future.set_exception(nats.js.errors.Error(f"unreadable publish ack: {msg.data[:200]!r}"))
