@@ -41,7 +41,8 @@ async def _wait_ready(base_url: str, process: subprocess.Popen[bytes], log: Path
             except aiohttp.ClientError:
                 pass
             if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError(f"daemon did not start:\n{log.read_text()[-3000:]}")
+                tail = (await asyncio.to_thread(log.read_text))[-3000:]
+                raise RuntimeError(f"daemon did not start:\n{tail}")
             await asyncio.sleep(0.1)
 
 
