@@ -1,40 +1,53 @@
-"""The one place connector types are registered: `type:` in the config file -> class."""
+"""The one place connector types are registered: `type:` in the config file -> class.
+
+A type's module is imported the first time the type is looked up, so a daemon holds in memory the
+connectors its configuration names, not all fourteen (IMAP alone brings imapclient and its e-mail
+modules). Iterating the registry imports every type, as before.
+"""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from leadhub.connectors.form import FormConnector
-from leadhub.connectors.imap import ImapConnector
-from leadhub.connectors.jivo import JivoConnector
-from leadhub.connectors.mango import MangoConnector
-from leadhub.connectors.order import OrderConnector
-from leadhub.connectors.shopify import ShopifyConnector
-from leadhub.connectors.sipuni import SipuniConnector
-from leadhub.connectors.telegram import TelegramConnector
-from leadhub.connectors.telephony import TelephonyConnector
-from leadhub.connectors.tilda import TildaConnector
-from leadhub.connectors.twilio import TwilioConnector
-from leadhub.connectors.woocommerce import WooCommerceConnector
-from leadhub.connectors.woocommerce_poll import WooCommercePollConnector
-from leadhub.connectors.zadarma import ZadarmaConnector
-
-CONNECTOR_TYPES: dict[str, Any] = {
-    connector.type: connector
-    for connector in (
-        FormConnector,
-        OrderConnector,
-        ShopifyConnector,
-        TildaConnector,
-        WooCommerceConnector,
-        WooCommercePollConnector,
-        TwilioConnector,
-        ZadarmaConnector,
-        MangoConnector,
-        SipuniConnector,
-        TelephonyConnector,
-        TelegramConnector,
-        JivoConnector,
-        ImapConnector,
-    )
+# type -> "module:class"; each class's own `type` must equal its key (tests/test_project.py checks).
+_CLASSES: dict[str, str] = {
+    "form": "leadhub.connectors.form:FormConnector",
+    "order": "leadhub.connectors.order:OrderConnector",
+    "shopify": "leadhub.connectors.shopify:ShopifyConnector",
+    "tilda": "leadhub.connectors.tilda:TildaConnector",
+    "woocommerce": "leadhub.connectors.woocommerce:WooCommerceConnector",
+    "woocommerce_poll": "leadhub.connectors.woocommerce_poll:WooCommercePollConnector",
+    "twilio": "leadhub.connectors.twilio:TwilioConnector",
+    "zadarma": "leadhub.connectors.zadarma:ZadarmaConnector",
+    "mango": "leadhub.connectors.mango:MangoConnector",
+    "sipuni": "leadhub.connectors.sipuni:SipuniConnector",
+    "telephony": "leadhub.connectors.telephony:TelephonyConnector",
+    "telegram": "leadhub.connectors.telegram:TelegramConnector",
+    "jivo": "leadhub.connectors.jivo:JivoConnector",
+    "imap": "leadhub.connectors.imap:ImapConnector",
 }
+
+
+class ConnectorTypes(Mapping[str, Any]):
+    """A read-only mapping of type name to connector class that imports a class when it is first asked for."""
+
+    def __init__(self, classes: dict[str, str]) -> None:
+        self._classes = classes
+        self._loaded: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._loaded:
+            module, _, attribute = self._classes[name].partition(":")  # KeyError for an unknown type
+            self._loaded[name] = getattr(importlib.import_module(module), attribute)
+        return self._loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._classes)
+
+    def __len__(self) -> int:
+        return len(self._classes)
+
+
+CONNECTOR_TYPES = ConnectorTypes(_CLASSES)

@@ -6,15 +6,20 @@ import asyncio
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The head revisions of migrations/versions (several branches off 0001, none merged). A database whose
+# alembic_version holds exactly these needs no migration, and start-up then never imports alembic (~7 MiB
+# resident). A new migration must be added here; tests/store/test_migrations.py compares with alembic.
+MIGRATION_HEADS = frozenset({"0002", "0003", "0004", "0005"})
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
 
@@ -89,19 +94,38 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
 
 
 def alembic_config() -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
 
 
 def _upgrade(connection: Connection, revision: str) -> None:
+    from alembic import command
+
     config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, revision)
 
 
+def _applied_revisions(connection: Connection) -> frozenset[str]:
+    """The revisions in alembic_version; none when the table does not exist yet (an empty database)."""
+    if not inspect(connection).has_table("alembic_version"):
+        return frozenset()
+    return frozenset(connection.execute(text("SELECT version_num FROM alembic_version")).scalars())
+
+
 async def upgrade(engine: AsyncEngine, revision: str = "heads") -> None:
-    """Apply migrations up to `revision` (idempotent; `run` calls it on every start)."""
+    """Apply migrations up to `revision` (idempotent; `run` calls it on every start).
+
+    A database already at the heads is only read, with plain SQL: alembic is imported when there is
+    something to migrate (or a revision other than the heads is asked for).
+    """
+    if revision == "heads":
+        async with engine.connect() as connection:
+            if await connection.run_sync(_applied_revisions) == MIGRATION_HEADS:
+                return
     async with engine.begin() as connection:
         await connection.run_sync(_upgrade, revision)
 

@@ -10,8 +10,6 @@ from email.utils import format_datetime, parseaddr
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import aiosmtplib
-
 from leadhub.store import trigger_data
 from leadhub.triggers.actions import mime
 from leadhub.triggers.actions.base import (
@@ -173,6 +171,8 @@ def _message(headers: list[tuple[str, str]], rendered: dict[str, Any]) -> EmailM
 
 
 async def _send(data: bytes, sender: str, to: str, target: SmtpTarget, pool: SmtpPool | None) -> None:
+    import aiosmtplib  # here, not at module level: a daemon whose rules send no e-mail never loads it
+
     try:
         if pool is not None:
             async with pool.connection(target) as client:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiosmtplib
+if TYPE_CHECKING:
+    import aiosmtplib
 
 SIZE = 8  # connections per server at once; more actions wait for one
 TIMEOUT = 15.0
@@ -35,6 +36,8 @@ class SmtpPool:
             idle = self._idle.setdefault(key, [])
             client = idle.pop() if idle else None
         if client is None or not client.is_connected:
+            import aiosmtplib  # here, not at module level: a daemon whose rules send no e-mail never loads it
+
             client = aiosmtplib.SMTP(
                 hostname=target.host,
                 port=target.port,
