@@ -79,8 +79,12 @@ async def test_first_start_reads_only_the_backfill_window(make_hub: HubFactory, 
 async def test_idle_picks_up_new_mail_within_two_seconds(make_hub: HubFactory, dovecot: Dovecot) -> None:
     hub = await make_hub([dovecot.connector(poll_interval="10m")])
     await wait_for(lambda: checkpoint(hub), what="the first sync")
-    detail = await wait_for(lambda: readyz_detail(hub), what="a readyz entry")
-    assert detail["folders"]["INBOX"]["mode"] == "idle"
+
+    async def idling() -> bool:  # the first sync ends before the folder enters IDLE
+        detail = await readyz_detail(hub)
+        return detail.get("folders", {}).get("INBOX", {}).get("mode") == "idle"
+
+    await wait_for(idling, what="the INBOX folder in IDLE mode")
 
     for n in (1, 2):
         dovecot.append([make_mail(n)])
