@@ -63,7 +63,7 @@ async def metric(session: aiohttp.ClientSession, base_url: str, name: str, label
     return total
 
 
-def _rss_kib(pid: int) -> int:
+def rss_kib(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS"):
@@ -73,14 +73,14 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
-def _children(pid: int) -> list[int]:
+def child_pids(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False).stdout
     return [int(p) for p in out.split()]
 
 
 def rss_mib(pid: int) -> float:
     """Resident memory of a process and its children (the embedded NATS counts too)."""
-    return (_rss_kib(pid) + sum(_rss_kib(child) for child in _children(pid))) / 1024
+    return (rss_kib(pid) + sum(rss_kib(child) for child in child_pids(pid))) / 1024
 
 
 class RssPeak:
@@ -93,8 +93,8 @@ class RssPeak:
     def sample(self) -> None:
         if not self.pid:
             return
-        own = _rss_kib(self.pid) / 1024
-        children = sum(_rss_kib(child) for child in _children(self.pid)) / 1024
+        own = rss_kib(self.pid) / 1024
+        children = sum(rss_kib(child) for child in child_pids(self.pid)) / 1024
         self.own, self.children = max(self.own, own), max(self.children, children)
         self.total = max(self.total, own + children)
 
@@ -106,6 +106,23 @@ class RssPeak:
             f"{prefix}peak_rss_own_mib": round(self.own, 1),
             f"{prefix}peak_rss_children_mib": round(self.children, 1),
         }
+
+
+async def wait_ready(base_url: str, process: subprocess.Popen[bytes], log: Path | None = None) -> None:
+    """Until `/readyz` answers 200; RuntimeError with the log's tail if the daemon exits or a minute passes."""
+    deadline = time.monotonic() + 60
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                async with session.get(base_url + "/readyz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                tail = (await asyncio.to_thread(log.read_text))[-3000:] if log else ""
+                raise RuntimeError(f"daemon did not start:\n{tail}")
+            await asyncio.sleep(0.1)
 
 
 @asynccontextmanager
@@ -125,18 +142,7 @@ async def spawned_daemon(connectors: list[dict[str, Any]], env: dict[str, str] |
         )
         base_url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 60
-            async with aiohttp.ClientSession() as session:
-                while True:
-                    try:
-                        async with session.get(base_url + "/readyz") as response:
-                            if response.status == 200:
-                                break
-                    except aiohttp.ClientError:
-                        pass
-                    if time.monotonic() > deadline or process.poll() is not None:
-                        raise RuntimeError(f"daemon did not start:\n{(Path(tmp) / 'daemon.log').read_text()[-3000:]}")
-                    await asyncio.sleep(0.1)
+            await wait_ready(base_url, process, Path(tmp) / "daemon.log")
             yield base_url, process
         finally:
             process.send_signal(signal.SIGTERM)

@@ -25,7 +25,7 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-from bench.common import free_port, machine, metric
+from bench.common import child_pids, free_port, machine, metric, wait_ready
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -33,11 +33,6 @@ TICK = os.sysconf("SC_CLK_TCK")
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def child_pids(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False).stdout
-    return [int(p) for p in out.split()]
 
 
 def start_profiler(folder: Path | None, phase: str, pid: int) -> subprocess.Popen[bytes] | None:
@@ -54,21 +49,6 @@ def stop_profiler(profiler: subprocess.Popen[bytes] | None) -> None:
     if profiler is not None:
         profiler.send_signal(signal.SIGINT)
         profiler.wait(30)
-
-
-async def wait_ready(base_url: str, process: subprocess.Popen[bytes]) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(600):
-            try:
-                async with session.get(base_url + "/readyz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            if process.poll() is not None:
-                raise RuntimeError("daemon exited")
-            await asyncio.sleep(0.1)
-    raise RuntimeError("daemon not ready")
 
 
 async def main() -> None:

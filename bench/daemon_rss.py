@@ -19,31 +19,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import aiohttp
 import yaml
 
-from bench.common import _children, _rss_kib, free_port, machine
+from bench.common import child_pids, free_port, machine, rss_kib, wait_ready
 
 CONNECTORS = [{"name": "site-form", "type": "form", "rate_limit": None}]
-
-
-async def _wait_ready(base_url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    async with aiohttp.ClientSession() as session:
-        while True:
-            try:
-                async with session.get(base_url + "/readyz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                tail = (await asyncio.to_thread(log.read_text))[-3000:]
-                raise RuntimeError(f"daemon did not start:\n{tail}")
-            await asyncio.sleep(0.1)
 
 
 async def one_start(tmp: Path, env: dict[str, str], settle: float) -> dict[str, float]:
@@ -59,10 +41,10 @@ async def one_start(tmp: Path, env: dict[str, str], settle: float) -> dict[str, 
             [sys.executable, "-m", "leadhub.hub", "run", "--config", str(config)], env=full_env, stdout=log, stderr=log
         )
         try:
-            await _wait_ready(f"http://127.0.0.1:{port}", process, log_path)
+            await wait_ready(f"http://127.0.0.1:{port}", process, log_path)
             await asyncio.sleep(settle)  # the store side and the first relay/consumer polls have run
-            own = _rss_kib(process.pid) / 1024
-            nats = sum(_rss_kib(child) for child in _children(process.pid)) / 1024
+            own = rss_kib(process.pid) / 1024
+            nats = sum(rss_kib(child) for child in child_pids(process.pid)) / 1024
         finally:
             process.send_signal(signal.SIGTERM)
             try:
