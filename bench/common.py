@@ -108,6 +108,16 @@ class RssPeak:
         }
 
 
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, as an admin stops the daemon; SIGKILL if it has not exited within 15 s."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
 async def wait_ready(base_url: str, process: subprocess.Popen[bytes], log: Path | None = None) -> None:
     """Until `/readyz` answers 200; RuntimeError with the log's tail if the daemon exits or a minute passes."""
     deadline = time.monotonic() + 60
@@ -145,9 +155,5 @@ async def spawned_daemon(connectors: list[dict[str, Any]], env: dict[str, str] |
             await wait_ready(base_url, process, Path(tmp) / "daemon.log")
             yield base_url, process
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_process(process)
             log.close()

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.common import child_pids, free_port, machine, rss_kib, wait_ready
+from bench.common import child_pids, free_port, machine, rss_kib, stop_process, wait_ready
 
 CONNECTORS = [{"name": "site-form", "type": "form", "rate_limit": None}]
 
@@ -46,11 +45,7 @@ async def one_start(tmp: Path, env: dict[str, str], settle: float) -> dict[str, 
             own = rss_kib(process.pid) / 1024
             nats = sum(rss_kib(child) for child in child_pids(process.pid)) / 1024
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_process(process)
     return {"daemon_mib": round(own, 1), "nats_mib": round(nats, 1)}
 
 

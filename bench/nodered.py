@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -30,7 +29,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.common import free_port, machine
+from bench.common import free_port, machine, stop_process
 from bench.intake import run_wrk
 
 DEFAULT_INSTALL = Path("/tmp/nodered/node_modules/node-red/red.js")
@@ -168,12 +167,7 @@ async def run(seconds: int, concurrency: int, threads: int = 1) -> dict[str, Any
             result, rss = await run_wrk(base_url, PATH, seconds, concurrency, threads, process.pid)
             written = _lines(data_file) - lines_before
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+            stop_process(process)
     result.pop("began"), result.pop("ended")
     accepted = result["posts"] - result["failures"]
     return {
