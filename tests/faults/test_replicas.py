@@ -49,7 +49,13 @@ async def test_two_replicas_share_work_and_survive_a_kill(make_daemon, shared_na
 
         for start in range(0, 300, 30):
             await asyncio.gather(*(post(i, i % 2) for i in range(start, start + 30)))
-        both_worked = [await _stored(session, r.base_url) for r in replicas]
+
+        async def first_half_stored() -> list[float] | None:
+            counts = [await _stored(session, r.base_url) for r in replicas]
+            return counts if sum(counts) >= len(accepted) else None
+
+        # The pipelines lag the posts: a count taken at once may catch one replica mid-batch.
+        both_worked = await wait_for(first_half_stored, timeout=30, what="the first 300 items stored")
         replicas[0].kill()  # mid-stream: it may hold fetched, unacked envelopes
         for start in range(300, 600, 30):
             await asyncio.gather(*(post(i, 1) for i in range(start, start + 30)))
