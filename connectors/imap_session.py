@@ -198,6 +198,11 @@ class ImapSession:
     def idle_wait(self, max_seconds: float) -> bool:
         """IDLE until new mail (True), `max_seconds` (False) or a stop request; always leaves IDLE mode."""
         client = self.imap
+        # Mail delivered since the last command is reported by the next command, but not always by IDLE: the
+        # server may watch for changes only from the moment IDLE starts. NOOP asks first, so what arrived
+        # while the last sync finished is not left for the next poll.
+        if any(_is_new_mail(r) for r in client.noop()[1]):
+            return True
         client.idle()
         deadline = time.monotonic() + max_seconds
         quick_empty = 0
@@ -208,7 +213,7 @@ class ImapSession:
                 responses = client.idle_check(timeout=IDLE_SLICE)
                 if any(_is_bye(r) for r in responses):
                     raise ConnectionLost(f"the server ended the session: {_bye_text(responses)}")
-                if any(len(r) >= 2 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
+                if any(_is_new_mail(r) for r in responses):
                     new_mail = True
                     break
                 # idle_check swallows EOF and returns nothing at once; three in a row means the server is gone
@@ -247,6 +252,10 @@ class ImapSession:
 def _date(item: dict[bytes, Any]) -> str | None:
     value = item.get(b"INTERNALDATE")
     return value.isoformat() if value is not None else None
+
+
+def _is_new_mail(response: tuple) -> bool:  # type: ignore[type-arg]
+    return len(response) >= 2 and response[1] in (b"EXISTS", b"RECENT")
 
 
 def _is_bye(response: Iterable[Any]) -> bool:
