@@ -59,14 +59,17 @@ def main_options(
 
 
 @app.command()
-def run(config: ConfigOption = None) -> None:
+def run(
+    config: ConfigOption = None,
+    worker: Annotated[int, typer.Option(hidden=True, min=0, help="set by the primary for its worker processes")] = 0,
+) -> None:
     """Run the daemon: HTTP, connectors, pipeline and relay (embedded NATS unless LEADHUB_NATS_URL is set)."""
     from leadhub.hub.daemon import run_until_signalled
     from leadhub.hub.embedded_nats import EmbeddedNatsError
 
     loaded = _load(config)
     try:
-        _run_loop(run_until_signalled(loaded))
+        _run_loop(run_until_signalled(loaded, worker))
     except EmbeddedNatsError as exc:
         typer.echo(f"leadhub: {exc}", err=True)
         raise typer.Exit(1) from None

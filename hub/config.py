@@ -19,6 +19,7 @@ from leadhub.store.policy import IdentityPolicy
 DEFAULT_CONFIG_FILE = Path("leadhub.yaml")
 ENV_PREFIX = "LEADHUB_"
 ROLES = ("http", "pipeline", "relay", "triggers")
+MAX_WORKERS = 64
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -52,6 +53,8 @@ class Settings(BaseSettings):
     pipeline_batch_size: int = Field(500, ge=1, le=5000)
     pipeline_max_deliveries: int = Field(5, ge=1)
     shutdown_timeout: float = Field(8.0, gt=0)
+    # Processes that serve webhooks and run the pipeline on one port: `auto` is one per CPU this process may use.
+    workers: Annotated[int, NoDecode] = Field(1, ge=1, le=MAX_WORKERS)
     # Copies of each JetStream stream in a NATS cluster (3 keeps accepted items through the loss of a node).
     stream_replicas: int = Field(1, ge=1, le=5)
     # Identity: fold Gmail dots and +tags when matching addresses; join a contact's open lead within a window.
@@ -114,6 +117,18 @@ class Settings(BaseSettings):
         if region not in phonenumbers.SUPPORTED_REGIONS:
             raise ValueError(f"unknown region {value!r}; use a two-letter country code like RU or US")
         return region
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers_auto(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+            return min(MAX_WORKERS, len(usable))
+        if isinstance(value, str) and not value.strip().isdigit():
+            raise ValueError(
+                f"{value!r} is not a number of processes; write a whole number from 1 to {MAX_WORKERS}, or auto"
+            )
+        return value
 
     @field_validator("roles", mode="before")
     @classmethod

@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -22,8 +23,9 @@ from leadhub.hub.config import HubConfig
 from leadhub.hub.embedded_nats import EmbeddedNats
 from leadhub.hub.http.app import create_app
 from leadhub.hub.http.state import HttpDeps
-from leadhub.hub.metrics import Metrics
+from leadhub.hub.metrics import Metrics, forget_process, share_between_processes
 from leadhub.hub.queue import Queue
+from leadhub.hub.workers import WorkerPool, WorkerSpec, worker_roles
 from leadhub.pipelines.consumer import InboundConsumer, Stats
 from leadhub.pipelines.dead_letters import DeadLetterSink
 from leadhub.pipelines.intake import IntakePipeline
@@ -57,11 +59,13 @@ async def retry_forever(what: str, action: Callable[[], Awaitable[Any]], stoppin
 class Hub:
     """One leadhub process. `start()` returns once HTTP is serving; `stop()` drains and exits cleanly."""
 
-    def __init__(self, config: HubConfig, *, clock: Clock | None = None) -> None:
+    def __init__(self, config: HubConfig, *, clock: Clock | None = None, worker: int = 0) -> None:
         self.config = config
         self.clock = clock  # None: the system clock; tests pass a ManualClock
         self.settings = config.settings
-        self.metrics = Metrics()
+        self.worker = worker  # 0: the primary; 1..workers-1: a worker process it started (hub/workers.py)
+        self.metrics = Metrics(self._shared_metrics_dir())
+        self.workers: WorkerPool | None = None
         self.embedded: EmbeddedNats | None = None
         self.queue: Queue | None = None
         self.engine: AsyncEngine | None = None
@@ -81,10 +85,22 @@ class Hub:
     def roles(self) -> tuple[str, ...]:
         return self.settings.roles
 
+    @property
+    def several_processes(self) -> bool:
+        return self.settings.workers > 1 or self.worker > 0
+
+    def _shared_metrics_dir(self) -> Path | None:
+        """With worker processes, metrics live in files under the data dir so /metrics gives the totals."""
+        if not self.several_processes:
+            return None
+        directory = self.settings.data_dir.resolve() / "metrics"
+        share_between_processes(directory, fresh=self.worker == 0)
+        return directory
+
     async def start(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         log.info(
-            "starting leadhub",
+            "starting leadhub" if self.worker == 0 else "starting worker",
             version=__version__,
             roles=",".join(self.roles),
             config=str(self.config.source or "(defaults)"),
@@ -133,6 +149,7 @@ class Hub:
             queue_ready=self._queue_ready,
             readiness_detail=self._readiness_detail,
             clock=self.clock,
+            worker=self.worker,
         )
         self.runner = web.AppRunner(
             create_app(deps, intake="http" in self.roles),
@@ -140,7 +157,14 @@ class Hub:
             shutdown_timeout=self.settings.shutdown_timeout,
         )
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.settings.http_host, self.settings.http_port, reuse_address=True)
+        site = web.TCPSite(
+            self.runner,
+            self.settings.http_host,
+            self.settings.http_port,
+            reuse_address=True,
+            reuse_port=self.several_processes
+            or None,  # workers bind the primary's port; the kernel spreads connections
+        )
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []
@@ -158,6 +182,8 @@ class Hub:
             detail["relay"] = {"ok": self.relay.last_error is None, "error": self.relay.last_error}
         if self.triggers is not None:
             detail["triggers"] = self.triggers.status()
+        if self.workers is not None:
+            detail["workers"] = self.workers.status()
         for name, status in self.connector_status.items():
             detail[f"connector:{name}"] = status
         return detail
@@ -181,8 +207,25 @@ class Hub:
         if "pipeline" in self.roles:
             self.consumer = self._build_consumer(engine, queue)
             self.tasks.append(asyncio.create_task(self.consumer.run(), name="inbound-consumer"))
+        if self.worker > 0:
+            return  # pull connectors poll from the primary only; a webhook connector's start does nothing
         for connector in self.connectors.values():
             self.connector_stops.append(await connector.start())
+        if self.settings.workers > 1 and not self.stopping.is_set():
+            self._start_workers(queue.url)
+
+    def _start_workers(self, nats_url: str) -> None:
+        assert self.port is not None and self.metrics.shared_dir is not None
+        spec = WorkerSpec(
+            nats_url=nats_url,
+            http_port=self.port,
+            database_url=self.settings.effective_database_url,
+            roles=worker_roles(self.roles),
+            config_file=self.config.source,
+        )
+        shared_dir = self.metrics.shared_dir
+        self.workers = WorkerPool(spec, self.settings.workers, on_exit=lambda pid: forget_process(shared_dir, pid))
+        self.workers.start()
 
     def _build_triggers(self, engine: AsyncEngine, queue: Queue) -> TriggerService:
         s, m = self.settings, self.metrics
@@ -236,9 +279,33 @@ class Hub:
         self.stopping.set()
         log.info("stopping leadhub")
         timer = _StepTimer()
+        stopping_workers = (
+            asyncio.create_task(self.workers.stop(self.settings.shutdown_timeout)) if self.workers is not None else None
+        )
         if self.runner is not None:
             await self.runner.cleanup()
         timer.step("http")
+        await self._stop_work()
+        timer.step("tasks")
+        if stopping_workers is not None:
+            await stopping_workers  # before the queue: they finish their batches on the primary's NATS
+            timer.step("workers")
+        if self.queue is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.queue.stop(), 2)
+        timer.step("queue")
+        if self.embedded is not None:
+            await self.embedded.stop(timeout=2)
+        timer.step("nats")
+        if self.engine is not None:
+            try:  # a database that stopped answering must not hold up the exit
+                await asyncio.wait_for(self.engine.dispose(), 3)
+            except (TimeoutError, Exception) as exc:
+                log.warning("closing database connections failed", error=f"{type(exc).__name__}: {exc}")
+        log.info("stopped", **timer.steps)
+
+    async def _stop_work(self) -> None:
+        """Connectors, pipeline, relay and rule engine: each finishes what it has in hand, within half the timeout."""
         for stop in self.connector_stops:
             with contextlib.suppress(Exception):
                 await stop()
@@ -253,20 +320,6 @@ class Hub:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        timer.step("workers")
-        if self.queue is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.queue.stop(), 2)
-        timer.step("queue")
-        if self.embedded is not None:
-            await self.embedded.stop(timeout=2)
-        timer.step("nats")
-        if self.engine is not None:
-            try:  # a database that stopped answering must not hold up the exit
-                await asyncio.wait_for(self.engine.dispose(), 3)
-            except (TimeoutError, Exception) as exc:
-                log.warning("closing database connections failed", error=f"{type(exc).__name__}: {exc}")
-        log.info("stopped", **timer.steps)
 
 
 class _StepTimer:
@@ -300,9 +353,11 @@ def _settle_garbage_collector() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 50)
 
 
-async def run_until_signalled(config: HubConfig) -> None:
+async def run_until_signalled(config: HubConfig, worker: int = 0) -> None:
     """`leadhub run`: start, wait for SIGTERM or SIGINT, stop within the shutdown timeout."""
-    hub = Hub(config)
+    if worker:
+        structlog.contextvars.bind_contextvars(worker=worker)
+    hub = Hub(config, worker=worker)
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

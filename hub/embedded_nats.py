@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -22,9 +21,10 @@ from pathlib import Path
 
 import structlog
 
+from leadhub.hub.process_ties import dies_with_parent
+
 log = structlog.get_logger("leadhub.nats")
 
-PR_SET_PDEATHSIG = 1
 MAX_PAYLOAD = 32 * 1024 * 1024  # room for a 25 MB email as one message
 START_TIMEOUT = 15.0
 # Go's collector at half its default heap growth: the server's peak memory in a burst drops by ~16 MiB at no
@@ -56,11 +56,6 @@ def server_environment(environ: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 class EmbeddedNats:
     """Start, find the port of, and stop a JetStream-enabled nats-server under `data_dir/nats`."""
 
@@ -89,7 +84,7 @@ class EmbeddedNats:
                 stderr=log_file,
                 stdin=asyncio.subprocess.DEVNULL,
                 env=server_environment(os.environ),
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                preexec_fn=dies_with_parent(signal.SIGKILL),
             )
         finally:
             log_file.close()

@@ -1,12 +1,40 @@
-"""Prometheus metrics, one registry per hub so tests and replicas in one process never collide."""
+"""Prometheus metrics, one registry per hub so tests and replicas in one process never collide.
+
+With several worker processes (`workers`), every process writes its values to files in one
+directory (prometheus_client's multiprocess mode), so whichever process answers `/metrics` gives
+the totals of all of them.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+import shutil
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
+
+# A gauge in several processes: the highest value among the live ones (lag, pending, a connector's state).
+LIVE_MAX = "livemax"
+
+
+def share_between_processes(directory: Path, *, fresh: bool) -> None:
+    """Keep this process's metric values in `directory`; `fresh` (the primary, at start) drops a previous run's."""
+    if fresh:
+        shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    values.ValueClass = values.get_value_class()  # chosen at import; metrics made from now on use the files
+
+
+def forget_process(directory: Path, pid: int) -> None:
+    """A worker has exited: its gauges stop counting (its counters stay in the totals)."""
+    multiprocess.mark_process_dead(pid, str(directory))
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, shared_dir: Path | None = None) -> None:
+        """`shared_dir`: the directory `share_between_processes` set up, when several processes share the totals."""
+        self.shared_dir = shared_dir
         self.registry = CollectorRegistry()
         r = self.registry
         self.http_requests = Counter("leadhub_http_requests", "HTTP requests answered", ["route", "status"], registry=r)
@@ -26,10 +54,16 @@ class Metrics:
             "leadhub_pipeline_processed", "Envelopes handled by the pipeline", ["outcome"], registry=r
         )
         self.pipeline_lag = Gauge(
-            "leadhub_pipeline_lag_seconds", "Age of the newest envelope at the time it was committed", registry=r
+            "leadhub_pipeline_lag_seconds",
+            "Age of the newest envelope at the time it was committed",
+            registry=r,
+            multiprocess_mode=LIVE_MAX,
         )
         self.pipeline_pending = Gauge(
-            "leadhub_pipeline_pending", "Envelopes waiting in the inbound consumer", registry=r
+            "leadhub_pipeline_pending",
+            "Envelopes waiting in the inbound consumer",
+            registry=r,
+            multiprocess_mode=LIVE_MAX,
         )
         self.batch_size = Histogram(
             "leadhub_pipeline_batch_size",
@@ -43,18 +77,44 @@ class Metrics:
         )
         self.events_published = Counter("leadhub_events_published", "Domain events relayed", registry=r)
         self.connector_ok = Gauge(
-            "leadhub_connector_ok", "1 when a pull connector is healthy", ["connector"], registry=r
+            "leadhub_connector_ok",
+            "1 when a pull connector is healthy",
+            ["connector"],
+            registry=r,
+            multiprocess_mode=LIVE_MAX,
         )
         self.connector_last_sync = Gauge(
             "leadhub_connector_last_sync_timestamp_seconds",
             "When a pull connector last synced",
             ["connector"],
             registry=r,
+            multiprocess_mode=LIVE_MAX,
         )
         self.connector_lag = Gauge(
-            "leadhub_connector_uid_lag", "Messages a mailbox has that are not yet published", ["connector"], registry=r
+            "leadhub_connector_uid_lag",
+            "Messages a mailbox has that are not yet published",
+            ["connector"],
+            registry=r,
+            multiprocess_mode=LIVE_MAX,
         )
-        self.outbox_pending = Gauge("leadhub_outbox_pending", "Domain events not yet relayed", registry=r)
-        self.rules_loaded = Gauge("leadhub_rules_loaded", "Rules active in the rule engine", registry=r)
-        self.rule_problems = Gauge("leadhub_rule_problems", "Problems in rule files at the last (re)load", registry=r)
+        self.outbox_pending = Gauge(
+            "leadhub_outbox_pending", "Domain events not yet relayed", registry=r, multiprocess_mode=LIVE_MAX
+        )
+        self.rules_loaded = Gauge(
+            "leadhub_rules_loaded", "Rules active in the rule engine", registry=r, multiprocess_mode=LIVE_MAX
+        )
+        self.rule_problems = Gauge(
+            "leadhub_rule_problems",
+            "Problems in rule files at the last (re)load",
+            registry=r,
+            multiprocess_mode=LIVE_MAX,
+        )
         self.rule_reloads = Counter("leadhub_rule_reloads", "Rule files (re)loaded", registry=r)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition: this process's registry, or the totals of every worker process."""
+        if self.shared_dir is None:
+            return generate_latest(self.registry)
+        combined = CollectorRegistry()
+        multiprocess.MultiProcessCollector(combined, path=str(self.shared_dir))
+        return generate_latest(combined)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from leadhub import __version__
@@ -14,7 +14,7 @@ from leadhub.hub.http.state import DEPS
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok", "version": __version__})
+    return json_response({"status": "ok", "version": __version__, "worker": request.app[DEPS].worker})
 
 
 async def _store_ready(request: web.Request) -> bool:
@@ -40,7 +40,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    data = generate_latest(request.app[DEPS].metrics.registry)
+    data = request.app[DEPS].metrics.render()
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

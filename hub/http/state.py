@@ -22,6 +22,7 @@ class HttpDeps:
     queue_ready: Callable[[], Awaitable[bool]]
     readiness_detail: Callable[[], dict[str, Any]] = field(default=lambda: {})
     clock: Any = None  # the rule engine's clock (survey link expiry); None: the system clock
+    worker: int = 0  # which process answers: 0 the primary, 1.. its worker processes
 
 
 DEPS = web.AppKey("deps", HttpDeps)

@@ -1,0 +1,133 @@
+"""Worker processes: more CPU cores for webhooks and the pipeline, on the primary's port, queue and store.
+
+With `workers: N` the `leadhub run` process (the primary, worker 0) starts N-1 more once its store is
+ready. Each worker is `leadhub run --worker K` with the primary's settings, except that it binds the
+same HTTP port (SO_REUSEPORT: the kernel spreads new connections over the processes), connects to the
+primary's NATS (the embedded one too) and runs only the `http` and `pipeline` roles, sharing the durable
+pipeline consumer. What must run once stays in the primary: the outbox relay, the rule engine and its
+scheduler, pull connectors such as IMAP. A worker that exits is started again with back-off; the
+primary stops its workers before its queue, and if the primary is killed the kernel sends them SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from leadhub.hub.process_ties import dies_with_parent
+
+log = structlog.get_logger("leadhub.workers")
+
+WORKER_ROLES = ("http", "pipeline")
+RESTART_DELAY = 0.5
+MAX_RESTART_DELAY = 10.0
+STEADY_AFTER = 60.0  # a worker that ran this long before exiting is restarted without the built-up back-off
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker needs to join the primary: where the queue and the store are, the port, its roles."""
+
+    nats_url: str
+    http_port: int
+    database_url: str
+    roles: tuple[str, ...]
+    config_file: Path | None
+
+    def command(self, index: int) -> list[str]:
+        command = [sys.executable, "-m", "leadhub.hub", "run", "--worker", str(index)]
+        if self.config_file is not None:
+            command += ["--config", str(self.config_file.resolve())]
+        return command
+
+    def environment(self, environ: dict[str, str]) -> dict[str, str]:
+        """The primary's environment, pointed at the primary's queue, store and port."""
+        return {
+            **environ,
+            "LEADHUB_NATS_URL": self.nats_url,
+            "LEADHUB_DATABASE_URL": self.database_url,
+            "LEADHUB_HTTP_PORT": str(self.http_port),
+            "LEADHUB_ROLES": ",".join(self.roles),
+        }
+
+
+def worker_roles(roles: tuple[str, ...]) -> tuple[str, ...]:
+    """The primary's roles that a worker shares; the others run once, in the primary."""
+    return tuple(role for role in roles if role in WORKER_ROLES)
+
+
+class WorkerPool:
+    """Starts workers 1..count-1, keeps them running, and stops them."""
+
+    def __init__(self, spec: WorkerSpec, count: int, on_exit: Callable[[int], None] = lambda pid: None) -> None:
+        self.spec = spec
+        self.count = count
+        self.on_exit = on_exit  # pid of a worker that has exited (its live metrics are dropped)
+        self.processes: dict[int, asyncio.subprocess.Process] = {}
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._keep_running(index), name=f"worker-{index}") for index in range(1, self.count)
+        ]
+
+    def status(self) -> dict[str, object]:
+        running = sum(1 for p in self.processes.values() if p.returncode is None)
+        return {"ok": running == self.count - 1, "running": running, "expected": self.count - 1}
+
+    async def _keep_running(self, index: int) -> None:
+        delay = RESTART_DELAY
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *self.spec.command(index),
+                    env=self.spec.environment(dict(os.environ)),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    preexec_fn=dies_with_parent(signal.SIGTERM),  # drain and exit if the primary is killed
+                )
+            except OSError as exc:
+                log.error("cannot start a worker; trying again", worker=index, error=str(exc), retry_in=delay)
+            else:
+                self.processes[index] = process
+                log.info("worker started", worker=index, pid=process.pid)
+                code = await process.wait()
+                self.on_exit(process.pid)
+                if self._stopping.is_set():
+                    return
+                if time.monotonic() - started > STEADY_AFTER:
+                    delay = RESTART_DELAY
+                log.error("worker exited; starting it again", worker=index, pid=process.pid, code=code, retry_in=delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            delay = min(MAX_RESTART_DELAY, delay * 2)
+
+    async def stop(self, grace: float) -> None:
+        """SIGTERM every worker (each finishes its batch, as the primary does); SIGKILL any left after `grace` s."""
+        self._stopping.set()
+        alive = [p for p in self.processes.values() if p.returncode is None]
+        for process in alive:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+        if alive:
+            _, late = await asyncio.wait([asyncio.ensure_future(p.wait()) for p in alive], timeout=grace)
+            for process in alive:
+                if process.returncode is None:
+                    log.warning("worker did not stop in time; killing it", pid=process.pid)
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+            if late:
+                await asyncio.wait(late, timeout=5)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
