@@ -62,6 +62,7 @@ def main_options(
 def run(
     config: ConfigOption = None,
     worker: Annotated[int, typer.Option(hidden=True, min=0, help="set by the primary for its worker processes")] = 0,
+    ready_fd: Annotated[int | None, typer.Option(hidden=True, help="a worker's pipe to say it serves")] = None,
 ) -> None:
     """Run the daemon: HTTP, connectors, pipeline and relay (embedded NATS unless LEADHUB_NATS_URL is set)."""
     from leadhub.hub.daemon import run_until_signalled
@@ -69,7 +70,7 @@ def run(
 
     loaded = _load(config)
     try:
-        _run_loop(run_until_signalled(loaded, worker))
+        _run_loop(run_until_signalled(loaded, worker, ready_fd))
     except EmbeddedNatsError as exc:
         typer.echo(f"leadhub: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -25,7 +25,7 @@ from leadhub.hub.http.app import create_app
 from leadhub.hub.http.state import HttpDeps
 from leadhub.hub.metrics import Metrics, forget_process, share_between_processes
 from leadhub.hub.queue import Queue
-from leadhub.hub.workers import WorkerPool, WorkerSpec, worker_roles
+from leadhub.hub.workers import WorkerPool, WorkerSpec, tell_primary_ready, worker_roles
 from leadhub.pipelines.consumer import InboundConsumer, Stats
 from leadhub.pipelines.dead_letters import DeadLetterSink
 from leadhub.pipelines.intake import IntakePipeline
@@ -59,13 +59,16 @@ async def retry_forever(what: str, action: Callable[[], Awaitable[Any]], stoppin
 class Hub:
     """One leadhub process. `start()` returns once HTTP is serving; `stop()` drains and exits cleanly."""
 
-    def __init__(self, config: HubConfig, *, clock: Clock | None = None, worker: int = 0) -> None:
+    def __init__(
+        self, config: HubConfig, *, clock: Clock | None = None, worker: int = 0, ready_fd: int | None = None
+    ) -> None:
         self.config = config
         self.clock = clock  # None: the system clock; tests pass a ManualClock
         self.settings = config.settings
         self.worker = worker  # 0: the primary; 1..workers-1: a worker process it started (hub/workers.py)
         self.metrics = Metrics(self._shared_metrics_dir())
         self.workers: WorkerPool | None = None
+        self.ready_fd = ready_fd  # a worker writes to it once it serves (hub/workers.py)
         self.embedded: EmbeddedNats | None = None
         self.queue: Queue | None = None
         self.engine: AsyncEngine | None = None
@@ -208,11 +211,12 @@ class Hub:
             self.consumer = self._build_consumer(engine, queue)
             self.tasks.append(asyncio.create_task(self.consumer.run(), name="inbound-consumer"))
         if self.worker > 0:
+            tell_primary_ready(self.ready_fd)
             return  # pull connectors poll from the primary only; a webhook connector's start does nothing
-        for connector in self.connectors.values():
-            self.connector_stops.append(await connector.start())
         if self.settings.workers > 1 and not self.stopping.is_set():
             self._start_workers(queue.url)
+        for connector in self.connectors.values():
+            self.connector_stops.append(await connector.start())
 
     def _start_workers(self, nats_url: str) -> None:
         assert self.port is not None and self.metrics.shared_dir is not None
@@ -353,11 +357,11 @@ def _settle_garbage_collector() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 50)
 
 
-async def run_until_signalled(config: HubConfig, worker: int = 0) -> None:
+async def run_until_signalled(config: HubConfig, worker: int = 0, ready_fd: int | None = None) -> None:
     """`leadhub run`: start, wait for SIGTERM or SIGINT, stop within the shutdown timeout."""
     if worker:
         structlog.contextvars.bind_contextvars(worker=worker)
-    hub = Hub(config, worker=worker)
+    hub = Hub(config, worker=worker, ready_fd=ready_fd)
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

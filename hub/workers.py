@@ -43,8 +43,8 @@ class WorkerSpec:
     roles: tuple[str, ...]
     config_file: Path | None
 
-    def command(self, index: int) -> list[str]:
-        command = [sys.executable, "-m", "leadhub.hub", "run", "--worker", str(index)]
+    def command(self, index: int, ready_fd: int) -> list[str]:
+        command = [sys.executable, "-m", "leadhub.hub", "run", "--worker", str(index), "--ready-fd", str(ready_fd)]
         if self.config_file is not None:
             command += ["--config", str(self.config_file.resolve())]
         return command
@@ -73,6 +73,7 @@ class WorkerPool:
         self.count = count
         self.on_exit = on_exit  # pid of a worker that has exited (its live metrics are dropped)
         self.processes: dict[int, asyncio.subprocess.Process] = {}
+        self.serving: set[int] = set()  # workers that said they serve HTTP and have their store
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -82,35 +83,64 @@ class WorkerPool:
         ]
 
     def status(self) -> dict[str, object]:
-        running = sum(1 for p in self.processes.values() if p.returncode is None)
-        return {"ok": running == self.count - 1, "running": running, "expected": self.count - 1}
+        """For /readyz: ready once every worker serves (a worker being restarted makes it 503 meanwhile)."""
+        return {"ok": len(self.serving) == self.count - 1, "serving": len(self.serving), "expected": self.count - 1}
 
     async def _keep_running(self, index: int) -> None:
         delay = RESTART_DELAY
         while not self._stopping.is_set():
             started = time.monotonic()
-            try:
-                process = await asyncio.create_subprocess_exec(
-                    *self.spec.command(index),
-                    env=self.spec.environment(dict(os.environ)),
-                    stdin=asyncio.subprocess.DEVNULL,
-                    preexec_fn=dies_with_parent(signal.SIGTERM),  # drain and exit if the primary is killed
-                )
-            except OSError as exc:
-                log.error("cannot start a worker; trying again", worker=index, error=str(exc), retry_in=delay)
-            else:
-                self.processes[index] = process
-                log.info("worker started", worker=index, pid=process.pid)
-                code = await process.wait()
-                self.on_exit(process.pid)
-                if self._stopping.is_set():
-                    return
-                if time.monotonic() - started > STEADY_AFTER:
-                    delay = RESTART_DELAY
-                log.error("worker exited; starting it again", worker=index, pid=process.pid, code=code, retry_in=delay)
+            code = await self._start_and_wait(index)
+            if self._stopping.is_set():
+                return
+            if time.monotonic() - started > STEADY_AFTER:
+                delay = RESTART_DELAY
+            log.error("worker exited; starting it again", worker=index, code=code, retry_in=delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
             delay = min(MAX_RESTART_DELAY, delay * 2)
+
+    async def _start_and_wait(self, index: int) -> int | str:
+        """Start worker `index` and wait until it exits: its exit code, or why it could not be started."""
+        ready_read, ready_write = os.pipe()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *self.spec.command(index, ready_write),
+                env=self.spec.environment(dict(os.environ)),
+                stdin=asyncio.subprocess.DEVNULL,
+                pass_fds=(ready_write,),
+                preexec_fn=dies_with_parent(signal.SIGTERM),  # drain and exit if the primary is killed
+            )
+        except OSError as exc:
+            os.close(ready_read)
+            return f"not started: {exc}"
+        finally:
+            os.close(ready_write)  # the child has its copy; EOF on the read end means it exited
+        self.processes[index] = process
+        log.info("worker started", worker=index, pid=process.pid)
+        try:
+            return await self._run(index, process, ready_read)
+        finally:
+            self.on_exit(process.pid)
+
+    async def _run(self, index: int, process: asyncio.subprocess.Process, ready_read: int) -> int:
+        """Wait for the worker to exit; meanwhile count it as serving once it writes to its ready pipe."""
+        loop = asyncio.get_running_loop()
+
+        def on_ready() -> None:
+            loop.remove_reader(ready_read)
+            if os.read(ready_read, 64):  # empty: the worker closed the pipe without being ready (it exited)
+                self.serving.add(index)
+                log.info("worker serving", worker=index, pid=process.pid)
+
+        loop.add_reader(ready_read, on_ready)
+        try:
+            return await process.wait()
+        finally:
+            self.serving.discard(index)
+            with contextlib.suppress(ValueError, OSError):
+                loop.remove_reader(ready_read)
+            os.close(ready_read)
 
     async def stop(self, grace: float) -> None:
         """SIGTERM every worker (each finishes its batch, as the primary does); SIGKILL any left after `grace` s."""
@@ -131,3 +161,12 @@ class WorkerPool:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def tell_primary_ready(ready_fd: int | None) -> None:
+    """In a worker: tell the primary this process serves HTTP and has its store (one write, then the pipe closes)."""
+    if ready_fd is None:
+        return
+    with contextlib.suppress(OSError):
+        os.write(ready_fd, b"ready\n")
+        os.close(ready_fd)
