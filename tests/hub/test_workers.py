@@ -1,0 +1,149 @@
+"""`workers: 2`: a second process on the same port, queue and store; work spread, nothing twice, metrics totalled."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.slow
+FORM = {"name": "site-form", "type": "form", "rate_limit": None}
+CONFIG = {"connectors": [FORM], "workers": 2, "pipeline_batch_size": 20}
+
+
+def _worker_pids(primary: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(primary), "-f", "run --worker"], capture_output=True, text=True)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"  # noqa: SIM115
+
+
+async def _get(base_url: str, path: str) -> tuple[int, Any]:
+    """One request on a new connection, so the kernel picks a process for it afresh."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+        async with session.get(base_url + path) as response:
+            body = await response.json() if response.content_type == "application/json" else await response.text()
+            return response.status, body
+
+
+async def _workers_serving(base_url: str, expected: int) -> bool:
+    status, body = await _get(base_url, "/readyz")
+    detail = body.get("detail", {}).get("workers") if isinstance(body, dict) else None
+    return status == 200 and detail is not None and detail["serving"] == expected
+
+
+def _exactly_once(items: list[dict[str, Any]], accepted: dict[int, str]) -> None:
+    stored = [item["id"] for item in items]
+    missing = set(accepted.values()) - set(stored)
+    extra = [i for i in stored if i not in set(accepted.values())]
+    assert sorted(stored) == sorted(accepted.values()), (
+        f"each post is exactly one inquiry: {len(stored)} stored for {len(accepted)} accepted, "
+        f"missing {sorted(missing)[:5]}, not accepted {extra[:5]}, stored twice {len(stored) - len(set(stored))}"
+    )
+
+
+def _counter(text: str, name: str, labels: str) -> float:
+    match = re.search(rf"^{name}\{{{re.escape(labels)}\}} (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+async def _post_until_accepted(
+    session: aiohttp.ClientSession, url: str, i: int, accepted: dict[int, str], deadline: float = 30
+) -> None:
+    """Like a provider: a post that got no 2xx is sent again with the same Idempotency-Key."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + deadline
+    while loop.time() < give_up:
+        try:
+            async with session.post(
+                url, json={"name": f"W {i}", "email": f"w{i}@example.com"}, headers={"Idempotency-Key": f"w-{i}"}
+            ) as response:
+                if response.status == 202:
+                    accepted[i] = (await response.json())["id"]
+                    return
+                assert response.status == 503, await response.text()
+        except (aiohttp.ClientError, TimeoutError):
+            pass  # the process that had the connection was killed; another one takes the retry
+    pytest.fail(f"post {i} was never accepted")
+
+
+async def _all_inquiries(base_url: str, count: int) -> list[dict[str, Any]] | None:
+    status, body = await _get(base_url, "/api/inquiries?limit=1000")
+    return body["items"] if status == 200 and len(body["items"]) >= count else None
+
+
+async def test_workers_share_the_port_and_the_work_and_report_one_total(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    daemon = make_daemon(CONFIG)
+    await daemon.start()
+    await wait_for(lambda: _workers_serving(daemon.base_url, 1), timeout=30, what="worker 1 serving")
+    answered: set[int] = set()
+
+    async def both_processes_answer() -> bool:
+        _, body = await _get(daemon.base_url, "/healthz")
+        answered.add(body["worker"])
+        return answered == {0, 1}
+
+    await wait_for(both_processes_answer, timeout=20, what="/healthz answered by the primary and by worker 1")
+
+    accepted: dict[int, str] = {}
+    url = daemon.base_url + "/hooks/site-form"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+        for start in range(0, 400, 40):
+            await asyncio.gather(*(_post_until_accepted(session, url, i, accepted) for i in range(start, start + 40)))
+    items = await wait_for(lambda: _all_inquiries(daemon.base_url, 400), timeout=40, what="400 inquiries stored")
+    _exactly_once(items, accepted)
+
+    async def totals_agree() -> bool:  # the relay (primary) and both pipelines have caught up
+        _, text = await _get(daemon.base_url, "/metrics")
+        return _counter(text, "leadhub_pipeline_processed_total", 'outcome="stored"') == 400
+
+    await wait_for(totals_agree, timeout=20, what="the stored total to reach 400")
+    for _ in range(8):  # whichever process answers the scrape, the figures are the totals of both
+        _, text = await _get(daemon.base_url, "/metrics")
+        assert _counter(text, "leadhub_intake_accepted_total", 'connector="site-form"') == 400
+        assert _counter(text, "leadhub_pipeline_processed_total", 'outcome="stored"') == 400
+
+    workers = _worker_pids(daemon.process.pid)
+    assert len(workers) == 1
+    daemon.kill()  # SIGKILL of the primary: the kernel sends its worker SIGTERM
+    await wait_for(lambda: asyncio.to_thread(lambda: not _alive(workers[0])), timeout=20, what="the worker to exit")
+
+
+async def test_a_killed_worker_is_started_again_and_nothing_is_lost(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    daemon = make_daemon(CONFIG)
+    await daemon.start()
+    await wait_for(lambda: _workers_serving(daemon.base_url, 1), timeout=30, what="worker 1 serving")
+    [first] = _worker_pids(daemon.process.pid)
+    accepted: dict[int, str] = {}
+    url = daemon.base_url + "/hooks/site-form"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+        posting = asyncio.gather(*(_post_until_accepted(session, url, i, accepted) for i in range(300)))
+        await wait_for(lambda: asyncio.sleep(0, len(accepted) >= 100), timeout=30, what="100 posts accepted")
+        os.kill(first, signal.SIGKILL)  # mid-burst: it may hold connections and fetched, unacked envelopes
+        await posting
+
+    async def replaced() -> bool:
+        return await _workers_serving(daemon.base_url, 1) and _worker_pids(daemon.process.pid) not in ([], [first])
+
+    await wait_for(replaced, timeout=30, what="a new worker 1 serving")
+    items = await wait_for(lambda: _all_inquiries(daemon.base_url, 300), timeout=40, what="300 inquiries stored")
+    _exactly_once(items, accepted)
+    assert "worker exited; starting it again" in daemon.log()
+
+    [second] = _worker_pids(daemon.process.pid)
+    assert await daemon.terminate() == 0
+    assert not _alive(second), "SIGTERM of the primary stops its workers before it exits"
