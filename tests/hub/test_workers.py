@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,7 +21,9 @@ CONFIG = {"connectors": [FORM], "workers": 2, "pipeline_batch_size": 20}
 
 
 def _worker_pids(primary: int) -> list[int]:
-    found = subprocess.run(["pgrep", "-P", str(primary), "-f", "run --worker"], capture_output=True, text=True)
+    found = subprocess.run(
+        ["pgrep", "-P", str(primary), "-f", "run --worker"], check=False, capture_output=True, text=True
+    )
     return [int(pid) for pid in found.stdout.split()]
 
 
@@ -29,15 +32,16 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return not open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"  # noqa: SIM115
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state != "Z"  # a zombie has exited; its parent has not reaped it yet
 
 
 async def _get(base_url: str, path: str) -> tuple[int, Any]:
     """One request on a new connection, so the kernel picks a process for it afresh."""
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
-        async with session.get(base_url + path) as response:
-            body = await response.json() if response.content_type == "application/json" else await response.text()
-            return response.status, body
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session, session.get(base_url + path) as response:
+        body = await response.json() if response.content_type == "application/json" else await response.text()
+        return response.status, body
 
 
 async def _workers_serving(base_url: str, expected: int) -> bool:
