@@ -169,26 +169,45 @@ async def run_wrk(
     }, rss
 
 
+# Every post of the wrk script is a new person: contact.created, inquiry.received and lead.created.
+EVENTS_PER_POST = 3
+
+
+async def _reach(session: aiohttp.ClientSession, base_url: str, name: str, labels: str, target: float, rss: RssPeak):  # type: ignore[no-untyped-def]
+    """Until the metric reaches `target` (at most 300 s), sampling memory meanwhile; the time it was reached."""
+    deadline = time.perf_counter() + 300
+    while await metric(session, base_url, name, labels) < target:
+        rss.sample()
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"{name} did not reach {target} within 300 s")
+        await asyncio.sleep(0.05)
+    return time.perf_counter()
+
+
 async def measure_wrk(
     base_url: str, connector: str, seconds: int, concurrency: int, threads: int, daemon_pid: int | None
 ) -> dict[str, Any]:
-    """Load from wrk (C), so the load generator does not take the daemon's CPU the way a Python client does."""
+    """Load from wrk (C), so the load generator does not take the daemon's CPU the way a Python client does.
+
+    End to end is measured twice: until every accepted post is a stored lead, and until every event those
+    leads made is on the EVENTS stream, where the rule engine takes them.
+    """
+    processed, published = "leadhub_pipeline_processed_total", "leadhub_events_published_total"
     async with aiohttp.ClientSession() as session:
-        stored_before = await metric(session, base_url, "leadhub_pipeline_processed_total", 'outcome="stored"')
+        stored_before = await metric(session, base_url, processed, 'outcome="stored"')
+        events_before = await metric(session, base_url, published)
         load, rss = await run_wrk(base_url, f"/hooks/{connector}", seconds, concurrency, threads, daemon_pid)
         began, accepted_at = load.pop("began"), load.pop("ended")
-        target = stored_before + load["posts"] - load["failures"]
-        while await metric(session, base_url, "leadhub_pipeline_processed_total", 'outcome="stored"') < target:
-            rss.sample()
-            if time.perf_counter() - accepted_at > 300:
-                raise RuntimeError("leads did not all arrive within 300 s")
-            await asyncio.sleep(0.05)
-        done_at = time.perf_counter()
+        leads = load["posts"] - load["failures"]
+        done_at = await _reach(session, base_url, processed, 'outcome="stored"', stored_before + leads, rss)
+        events_at = await _reach(session, base_url, published, "", events_before + EVENTS_PER_POST * leads, rss)
     return {
         **load,
-        "end_to_end_leads_per_s": round((load["posts"] - load["failures"]) / (done_at - began)),
+        "end_to_end_leads_per_s": round(leads / (done_at - began)),
         "drain_after_last_accept_s": round(done_at - accepted_at, 2),
-        **rss.figures("daemon_"),  # own: the Python process; children: the embedded NATS server
+        "with_events_leads_per_s": round(leads / (events_at - began)),
+        "events_out_after_last_accept_s": round(events_at - accepted_at, 2),
+        **rss.figures("daemon_"),  # own: the Python process; children: the embedded NATS server and workers
     }
 
 

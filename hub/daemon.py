@@ -202,7 +202,8 @@ class Hub:
         self.store_ready = True
         log.info("store ready", url=_redact_url(self.settings.effective_database_url))
         if "relay" in self.roles:
-            self.relay = OutboxRelay(engine, queue.publish_many, self.metrics.events_published.inc)
+            m = self.metrics
+            self.relay = OutboxRelay(engine, queue.publish_many, m.events_published.inc, m.outbox_pending.set)
             self.tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
         if "triggers" in self.roles:
             self.triggers = self._build_triggers(engine, queue)

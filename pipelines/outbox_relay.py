@@ -18,7 +18,10 @@ log = structlog.get_logger("leadhub.relay")
 
 PublishMany = Callable[[list[tuple[str, bytes, dict[str, str]]], str], Awaitable[None]]
 POLL_INTERVAL = 1.0
-BATCH = 500
+# Events per claim. A pipeline batch of 500 new people writes ~1,500 events, and on SQLite a claim waits for
+# the pipeline's write lock to mark its rows: a claim must take several batches' events or it falls behind.
+BATCH = 5000
+PENDING_EVERY = 2.0  # seconds between counts of what is still waiting while the relay is behind
 
 
 def event_message(row: Any) -> tuple[str, bytes, dict[str, str]]:
@@ -38,10 +41,18 @@ def event_message(row: Any) -> tuple[str, bytes, dict[str, str]]:
 
 
 class OutboxRelay:
-    def __init__(self, engine: AsyncEngine, publish: PublishMany, on_published: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        publish: PublishMany,
+        on_published: Callable[[int], None],
+        on_pending: Callable[[int], None] = lambda n: None,
+    ) -> None:
         self.engine = engine
         self.publish = publish
         self.on_published = on_published
+        self.on_pending = on_pending  # events still waiting (the `leadhub_outbox_pending` gauge)
+        self._pending_counted = 0.0
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.last_error: str | None = None
@@ -77,8 +88,21 @@ class OutboxRelay:
         async with self.engine.begin() as conn:
             rows = await outbox.claim_unpublished(conn, BATCH)
             if not rows:
+                self.on_pending(0)
                 return 0
             await self.publish([event_message(row) for row in rows], "EVENTS")
             await outbox.mark_published(conn, [row.id for row in rows], datetime.now(UTC))
         self.on_published(len(rows))
+        await self._report_pending(len(rows))
         return len(rows)
+
+    async def _report_pending(self, claimed: int) -> None:
+        """Caught up when a claim was not full; while behind, count what waits now and then (a count costs a scan)."""
+        if claimed < BATCH:
+            self.on_pending(0)
+            return
+        now = asyncio.get_running_loop().time()
+        if now - self._pending_counted >= PENDING_EVERY:
+            self._pending_counted = now
+            async with self.engine.connect() as conn:
+                self.on_pending(await outbox.count_unpublished(conn))

@@ -1,0 +1,46 @@
+"""The outbox relay: each committed event reaches EVENTS once; `leadhub_outbox_pending` says what waits."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from leadhub.pipelines import outbox_relay
+from leadhub.pipelines.outbox_relay import OutboxRelay
+from leadhub.store.models import Inquiry, OutboxEvent
+from tests.conftest import HubFactory
+from tests.helpers import wait_for
+
+FORM = {"name": "site-form", "type": "form", "rate_limit": None}
+
+
+async def test_relay_publishes_every_event_and_reports_what_is_left(
+    make_hub: HubFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = await make_hub([FORM], roles="http,pipeline")  # no relay of its own: the outbox keeps the events
+    for i in range(4):
+        response = await hub.post("/hooks/site-form", json={"name": f"P {i}", "email": f"p{i}@example.com"})
+        assert response.status == 202, await response.text()
+
+    async def stored() -> bool:
+        async with hub.engine.connect() as conn:
+            return (await conn.execute(select(func.count()).select_from(Inquiry))).scalar_one() == 4
+
+    await wait_for(stored, what="4 inquiries stored")
+    async with hub.engine.connect() as conn:
+        waiting = (await conn.execute(select(func.count()).select_from(OutboxEvent))).scalar_one()
+    assert waiting == 12, "a new person's form post: contact.created, inquiry.received, lead.created"
+
+    monkeypatch.setattr(outbox_relay, "BATCH", 5)  # claims of 5: the relay is behind for two claims
+    monkeypatch.setattr(outbox_relay, "PENDING_EVERY", 0.0)
+    published: list[int] = []
+    pending: list[int] = []
+    relay = OutboxRelay(hub.engine, hub.hub.queue.publish_many, published.append, pending.append)
+    while await relay.relay_once():
+        pass
+    assert published == [5, 5, 2]
+    assert pending == [7, 2, 0, 0], "counted while claims were full; 0 once a claim was not, and when none was left"
+
+    info = await hub.hub.queue.jetstream.stream_info("EVENTS")
+    assert info.state.messages == 12
+    assert await relay.relay_once() == 0, "published events are not claimed again"
