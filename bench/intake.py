@@ -169,10 +169,6 @@ async def run_wrk(
     }, rss
 
 
-# Every post of the wrk script is a new person: contact.created, inquiry.received and lead.created.
-EVENTS_PER_POST = 3
-
-
 async def _reach(session: aiohttp.ClientSession, base_url: str, name: str, labels: str, target: float, rss: RssPeak):  # type: ignore[no-untyped-def]
     """Until the metric reaches `target` (at most 300 s), sampling memory meanwhile; the time it was reached."""
     deadline = time.perf_counter() + 300
@@ -195,12 +191,12 @@ async def measure_wrk(
     processed, published = "leadhub_pipeline_processed_total", "leadhub_events_published_total"
     async with aiohttp.ClientSession() as session:
         stored_before = await metric(session, base_url, processed, 'outcome="stored"')
-        events_before = await metric(session, base_url, published)
         load, rss = await run_wrk(base_url, f"/hooks/{connector}", seconds, concurrency, threads, daemon_pid)
         began, accepted_at = load.pop("began"), load.pop("ended")
         leads = load["posts"] - load["failures"]
         done_at = await _reach(session, base_url, processed, 'outcome="stored"', stored_before + leads, rss)
-        events_at = await _reach(session, base_url, published, "", events_before + EVENTS_PER_POST * leads, rss)
+        written = await metric(session, base_url, "leadhub_outbox_written_total")  # all of them are written by now
+        events_at = await _reach(session, base_url, published, "", written, rss)
     return {
         **load,
         "end_to_end_leads_per_s": round(leads / (done_at - began)),

@@ -76,6 +76,11 @@ class Metrics:
             "leadhub_store_errors", "Store operations that failed", ["operation", "kind"], registry=r
         )
         self.events_published = Counter("leadhub_events_published", "Domain events relayed", registry=r)
+        self.outbox_written = Counter(
+            "leadhub_outbox_written",
+            "Domain events the pipeline wrote to the outbox (relayed: events_published)",
+            registry=r,
+        )
         self.connector_ok = Gauge(
             "leadhub_connector_ok",
             "1 when a pull connector is healthy",

@@ -26,7 +26,7 @@ from leadhub.pipelines.dead_letters import DeadLetterSink
 from leadhub.pipelines.failures import Failure, classify
 from leadhub.pipelines.intake import IntakePipeline
 from leadhub.pulling import fetch_unless_stopped
-from leadhub.store.intake import InquiryRow
+from leadhub.store.intake import BatchResult, InquiryRow
 
 log = structlog.get_logger("leadhub.pipeline")
 
@@ -44,6 +44,7 @@ class Stats:
     def __init__(self) -> None:
         self.on_batch: Callable[[int, int, float], None] = lambda stored, duplicates, lag: None
         self.on_outcome: Callable[[str, int], None] = lambda outcome, n: None
+        self.on_events: Callable[[int], None] = lambda n: None  # domain events written to the outbox
         self.on_pending: Callable[[int], None] = lambda n: None
         self.on_store_error: Callable[[str], None] = lambda kind: None
 
@@ -172,14 +173,15 @@ class InboundConsumer:
                 await self._store_one(msg, row)
             return
         await self._ack_all([m for m, _ in prepared])
-        self._committed(result.stored, result.duplicates, [row for _, row in prepared])
+        self._committed(result, [row for _, row in prepared])
 
-    def _committed(self, stored: int, duplicates: int, rows: list[InquiryRow]) -> None:
+    def _committed(self, result: BatchResult, rows: list[InquiryRow]) -> None:
         self._backoff = 0.0
         self.healthy = True
         self.last_error = None
         newest = max(row.received_at for row in rows)
-        self.stats.on_batch(stored, duplicates, (datetime.now(UTC) - newest).total_seconds())
+        self.stats.on_batch(result.stored, result.duplicates, (datetime.now(UTC) - newest).total_seconds())
+        self.stats.on_events(result.events)
         self.on_committed()
 
     async def _prepare(self, msg: Msg) -> InquiryRow | None:
@@ -204,7 +206,7 @@ class InboundConsumer:
                 await self._nak(msg, delay=min(MAX_BACKOFF, 0.5 * 2**deliveries))
             return
         await self._ack_all([msg])
-        self._committed(result.stored, result.duplicates, [row])
+        self._committed(result, [row])
 
     async def _dead_letter(self, msg: Msg, exc: BaseException) -> None:
         headers = dict(msg.headers or {})

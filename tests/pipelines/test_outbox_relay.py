@@ -30,6 +30,8 @@ async def test_relay_publishes_every_event_and_reports_what_is_left(
     async with hub.engine.connect() as conn:
         waiting = (await conn.execute(select(func.count()).select_from(OutboxEvent))).scalar_one()
     assert waiting == 12, "a new person's form post: contact.created, inquiry.received, lead.created"
+    async with hub.session.get(hub.url("/metrics")) as response:
+        assert "leadhub_outbox_written_total 12.0" in await response.text()
 
     monkeypatch.setattr(outbox_relay, "BATCH", 5)  # claims of 5: the relay is behind for two claims
     monkeypatch.setattr(outbox_relay, "PENDING_EVERY", 0.0)
