@@ -32,6 +32,7 @@ from leadhub.pipelines.intake import IntakePipeline
 from leadhub.pipelines.model import SourceSpec
 from leadhub.pipelines.outbox_relay import OutboxRelay
 from leadhub.store.db import create_engine, upgrade
+from leadhub.store.outbox import MAX_SHARES
 from leadhub.triggers.clock import Clock
 from leadhub.triggers.service import TriggerService
 
@@ -203,8 +204,12 @@ class Hub:
         log.info("store ready", url=_redact_url(self.settings.effective_database_url))
         if "relay" in self.roles:
             m = self.metrics
-            self.relay = OutboxRelay(engine, queue.publish_many, m.events_published.inc, m.outbox_pending.set)
-            self.tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
+            share = (self.worker, min(self.settings.workers, MAX_SHARES)) if self.several_processes else (0, 1)
+            if share[0] < share[1]:  # past the 36th process there is no share left to relay
+                self.relay = OutboxRelay(
+                    engine, queue.publish_many, m.events_published.inc, m.outbox_pending.set, share
+                )
+                self.tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
         if "triggers" in self.roles:
             self.triggers = self._build_triggers(engine, queue)
             self.tasks += self.triggers.start()

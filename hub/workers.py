@@ -3,9 +3,10 @@
 With `workers: N` the `leadhub run` process (the primary, worker 0) starts N-1 more once its store is
 ready. Each worker is `leadhub run --worker K` with the primary's settings, except that it binds the
 same HTTP port (SO_REUSEPORT: the kernel spreads new connections over the processes), connects to the
-primary's NATS (the embedded one too) and runs only the `http` and `pipeline` roles, sharing the durable
-pipeline consumer. What must run once stays in the primary: the outbox relay, the rule engine and its
-scheduler, pull connectors such as IMAP. A worker that exits is started again with back-off; the
+primary's NATS (the embedded one too) and runs the `http`, `pipeline` and `relay` roles: it shares the durable
+pipeline consumer, and relays its own share of the outbox (by subject, so a subject's events keep their
+order). What must run once stays in the primary: the rule engine and its scheduler, pull connectors such
+as IMAP. A worker that exits is started again with back-off; the
 primary stops its workers before its queue, and if the primary is killed the kernel sends them SIGTERM.
 """
 
@@ -27,7 +28,7 @@ from leadhub.hub.process_ties import dies_with_parent
 
 log = structlog.get_logger("leadhub.workers")
 
-WORKER_ROLES = ("http", "pipeline")
+WORKER_ROLES = ("http", "pipeline", "relay")  # the relay: each process its own share of the outbox
 RESTART_DELAY = 0.5
 MAX_RESTART_DELAY = 10.0
 STEADY_AFTER = 60.0  # a worker that ran this long before exiting is restarted without the built-up back-off

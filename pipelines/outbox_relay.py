@@ -19,8 +19,9 @@ log = structlog.get_logger("leadhub.relay")
 PublishMany = Callable[[list[tuple[str, bytes, dict[str, str]]], str], Awaitable[None]]
 POLL_INTERVAL = 1.0
 # Events per claim. A pipeline batch of 500 new people writes ~1,500 events, and on SQLite a claim waits for
-# the pipeline's write lock to mark its rows: a claim must take several batches' events or it falls behind.
-BATCH = 5000
+# the pipeline's write lock to mark its rows: a claim of 500 kept a third of the pace. Claims of 5,000 kept it,
+# but building that many messages at once held the event loop (webhooks) and grew NATS's peak (BENCHMARKS.md).
+BATCH = 2000
 PENDING_EVERY = 2.0  # seconds between counts of what is still waiting while the relay is behind
 
 
@@ -47,12 +48,14 @@ class OutboxRelay:
         publish: PublishMany,
         on_published: Callable[[int], None],
         on_pending: Callable[[int], None] = lambda n: None,
+        share: tuple[int, int] = (0, 1),
     ) -> None:
         self.engine = engine
         self.publish = publish
         self.on_published = on_published
         self.on_pending = on_pending  # events still waiting (the `leadhub_outbox_pending` gauge)
         self._pending_counted = 0.0
+        self.share = share  # (index, count): with worker processes each relays its own share of the outbox
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.last_error: str | None = None
@@ -86,7 +89,7 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         async with self.engine.begin() as conn:
-            rows = await outbox.claim_unpublished(conn, BATCH)
+            rows = await outbox.claim_unpublished(conn, BATCH, self.share)
             if not rows:
                 self.on_pending(0)
                 return 0

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Text, cast, select, update
+from sqlalchemy import ColumnElement, Text, cast, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadhub.ids import new_id
@@ -27,8 +27,31 @@ def outbox_event(kind: str, subject_id: str, now: datetime, **data: Any) -> dict
     }
 
 
-async def claim_unpublished(conn: AsyncConnection, limit: int) -> Sequence[Any]:
-    """Oldest unpublished events; on PostgreSQL rows another replica holds are skipped."""
+# Shares of the outbox by the last character of the event's subject id (ids are 26 characters of these).
+SHARE_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+MAX_SHARES = len(SHARE_ALPHABET)
+
+
+def _in_share(share: int, shares: int) -> ColumnElement[bool]:
+    """Rows of one share. Every event of a subject falls in one share, so a subject's events keep their order;
+    share 0 takes whatever is in no other (no subject, an id of another shape), so every row is in exactly one."""
+
+    def chars(k: int) -> list[str]:
+        return [c for i, c in enumerate(SHARE_ALPHABET) if i % shares == k]
+
+    last = func.substr(outbox_t.c.subject_id, 26, 1)
+    if share == 0:
+        others = [c for k in range(1, shares) for c in chars(k)]
+        return or_(outbox_t.c.subject_id.is_(None), last.not_in(others))
+    return last.in_(chars(share))
+
+
+async def claim_unpublished(conn: AsyncConnection, limit: int, share: tuple[int, int] = (0, 1)) -> Sequence[Any]:
+    """Oldest unpublished events of `share` (index, count); on PostgreSQL rows another replica holds are skipped.
+
+    Worker processes each relay their own share (`share=(worker, workers)`), so no two publish the same
+    event even on SQLite, which has no SKIP LOCKED.
+    """
     # `data` as its stored JSON text: the relay passes it on without decoding and re-encoding it.
     # A SQL CAST, not type_coerce: asyncpg would otherwise hand back the column already decoded.
     data_text = cast(outbox_t.c.data, Text).label("data_json")
@@ -38,6 +61,9 @@ async def claim_unpublished(conn: AsyncConnection, limit: int) -> Sequence[Any]:
         .order_by(outbox_t.c.id)
         .limit(limit)
     )
+    index, count = share
+    if count > 1:
+        query = query.where(_in_share(index, count))
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     return (await conn.execute(query)).all()

@@ -61,7 +61,8 @@ def _exactly_once(items: list[dict[str, Any]], accepted: dict[int, str]) -> None
 
 
 def _counter(text: str, name: str, labels: str) -> float:
-    match = re.search(rf"^{name}\{{{re.escape(labels)}\}} (\S+)$", text, re.MULTILINE)
+    selector = rf"\{{{re.escape(labels)}\}}" if labels else ""
+    match = re.search(rf"^{name}{selector} (\S+)$", text, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
 
 
@@ -111,15 +112,19 @@ async def test_workers_share_the_port_and_the_work_and_report_one_total(make_dae
     items = await wait_for(lambda: _all_inquiries(daemon.base_url, 400), timeout=40, what="400 inquiries stored")
     _exactly_once(items, accepted)
 
-    async def totals_agree() -> bool:  # the relay (primary) and both pipelines have caught up
+    async def totals_agree() -> bool:  # both pipelines and both relays (each its share) have caught up
         _, text = await _get(daemon.base_url, "/metrics")
-        return _counter(text, "leadhub_pipeline_processed_total", 'outcome="stored"') == 400
+        stored = _counter(text, "leadhub_pipeline_processed_total", 'outcome="stored"')
+        return stored == 400 and _counter(text, "leadhub_events_published_total", "") >= 1200
 
-    await wait_for(totals_agree, timeout=20, what="the stored total to reach 400")
+    await wait_for(totals_agree, timeout=20, what="400 stored and their events relayed")
     for _ in range(8):  # whichever process answers the scrape, the figures are the totals of both
         _, text = await _get(daemon.base_url, "/metrics")
         assert _counter(text, "leadhub_intake_accepted_total", 'connector="site-form"') == 400
         assert _counter(text, "leadhub_pipeline_processed_total", 'outcome="stored"') == 400
+        # each new person: contact.created, inquiry.received, lead.created; relayed once, by one of the two shares
+        assert _counter(text, "leadhub_outbox_written_total", "") == 1200
+        assert _counter(text, "leadhub_events_published_total", "") == 1200
 
     workers = _worker_pids(daemon.process.pid)
     assert len(workers) == 1
