@@ -154,12 +154,13 @@ def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
             add("intake: accepted/s (wrk)", result["accepted_per_s"], ">= 8,000", result["accepted_per_s"] >= 8000)
             add("intake: p50 latency", result["p50_ms"], "", None, "{:.1f} ms")
             add("intake: p99 latency", result["p99_ms"], "<= 50 ms", result["p99_ms"] <= 50, "{:.1f} ms")
-            leads = result["end_to_end_leads_per_s"]
-            add("end to end: leads/s", leads, ">= 3,000", leads >= 3000)
+            leads = result["with_events_leads_per_s"]
+            add("end to end: leads/s, their events out", leads, ">= 3,000", leads >= 3000)
+            add("  leads/s stored (events not waited for)", result["end_to_end_leads_per_s"])
             rss_mb = (result["daemon_peak_rss_mib"] or 0) / MB
-            add("peak RSS, daemon + NATS, under intake", rss_mb, "<= 200 MB", rss_mb <= 200, "{:.0f} MB")
+            add("peak RSS, daemon + NATS (+ workers), under intake", rss_mb, "<= 200 MB", rss_mb <= 200, "{:.0f} MB")
             own, nats = result["daemon_peak_rss_own_mib"] / MB, result["daemon_peak_rss_children_mib"] / MB
-            add("  of which daemon / NATS (each at its peak)", f"{own:.0f} / {nats:.0f} MB")
+            add("  of which daemon / its children (each at its peak)", f"{own:.0f} / {nats:.0f} MB")
             if result["failures"]:
                 add("intake: non-2xx answers", result["failures"], "0", False)
         elif name == "imap":
