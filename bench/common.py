@@ -143,7 +143,13 @@ async def spawned_daemon(connectors: list[dict[str, Any]], env: dict[str, str] |
         config = Path(tmp) / "leadhub.yaml"
         config.write_text(yaml.safe_dump({"connectors": connectors, "log_level": "warning"}))
         # What the bench is asked to measure against, and the one tuning knob worth comparing.
-        passed_on = ("LEADHUB_DATABASE_URL", "LEADHUB_NATS_URL", "LEADHUB_PIPELINE_BATCH_SIZE", "LEADHUB_WORKERS")
+        passed_on = (
+            "LEADHUB_DATABASE_URL",
+            "LEADHUB_NATS_URL",
+            "LEADHUB_PIPELINE_BATCH_SIZE",
+            "LEADHUB_WORKERS",
+            "LEADHUB_ROLES",
+        )
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_") or k in passed_on}
         full_env |= {"LEADHUB_DATA_DIR": str(Path(tmp) / "data"), "LEADHUB_HTTP_PORT": str(port), **(env or {})}
         log = open(Path(tmp) / "daemon.log", "wb")  # noqa: SIM115
