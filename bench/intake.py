@@ -20,7 +20,9 @@ from typing import Any
 
 import aiohttp
 
-from bench.common import RssPeak, machine, metric, rss_mib, spawned_daemon
+from bench.common import RssPeak, machine, metric, spawned_daemon
+
+PROCESSED = "leadhub_pipeline_processed_total"
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -68,34 +70,24 @@ async def measure(
 ) -> dict[str, Any]:
     url = f"{base_url}/hooks/{connector}"
     run_id = os.urandom(4).hex()
+    rss = RssPeak(daemon_pid)
     async with aiohttp.ClientSession() as session:
-        stored_before = await metric(session, base_url, "leadhub_pipeline_processed_total", 'outcome="stored"')
+        stored_before = await metric(session, base_url, PROCESSED, 'outcome="stored"')
         per_proc = n // procs
         jobs = [(url, p * per_proc, per_proc, max(1, concurrency // procs), run_id) for p in range(procs)]
         began = time.perf_counter()
         loop = asyncio.get_running_loop()
         with multiprocessing.get_context("spawn").Pool(procs) as pool:
-            peak_rss = 0.0
             result = loop.run_in_executor(None, pool.map, _client_process, jobs)
             while not result.done():
-                if daemon_pid:
-                    peak_rss = max(peak_rss, rss_mib(daemon_pid))
+                rss.sample()
                 await asyncio.sleep(0.2)
             outcomes = await result
         accepted_at = time.perf_counter()
         latencies = [lat for lats, _ in outcomes for lat in lats]
         failures = sum(f for _, f in outcomes)
         total = per_proc * procs
-        while (
-            await metric(session, base_url, "leadhub_pipeline_processed_total", 'outcome="stored"')
-            < stored_before + total - failures
-        ):
-            if daemon_pid:
-                peak_rss = max(peak_rss, rss_mib(daemon_pid))
-            if time.perf_counter() - accepted_at > 300:
-                raise RuntimeError("leads did not all arrive within 300 s")
-            await asyncio.sleep(0.05)
-        done_at = time.perf_counter()
+        done_at, events_at = await _stored_then_relayed(session, base_url, stored_before + total - failures, rss)
     return {
         "posts": total,
         "failures": failures,
@@ -104,9 +96,8 @@ async def measure(
         "accepted_per_s": round(total / (accepted_at - began)),
         "p50_ms": round(_percentile(latencies, 0.50) * 1000, 2),
         "p99_ms": round(_percentile(latencies, 0.99) * 1000, 2),
-        "end_to_end_leads_per_s": round((total - failures) / (done_at - began)),
-        "drain_after_last_accept_s": round(done_at - accepted_at, 2),
-        "daemon_peak_rss_mib": round(peak_rss, 1) if daemon_pid else None,
+        **_end_to_end(total - failures, began, accepted_at, done_at, events_at),
+        **rss.figures("daemon_"),
     }
 
 
@@ -180,29 +171,37 @@ async def _reach(session: aiohttp.ClientSession, base_url: str, name: str, label
     return time.perf_counter()
 
 
-async def measure_wrk(
-    base_url: str, connector: str, seconds: int, concurrency: int, threads: int, daemon_pid: int | None
-) -> dict[str, Any]:
-    """Load from wrk (C), so the load generator does not take the daemon's CPU the way a Python client does.
+async def _stored_then_relayed(
+    session: aiohttp.ClientSession, base_url: str, stored_target: float, rss: RssPeak
+) -> tuple[float, float]:
+    """When every accepted post was a stored lead, and when every event those leads made was on EVENTS."""
+    done_at = await _reach(session, base_url, PROCESSED, 'outcome="stored"', stored_target, rss)
+    written = await metric(session, base_url, "leadhub_outbox_written_total")  # all of them are written by now
+    return done_at, await _reach(session, base_url, "leadhub_events_published_total", "", written, rss)
 
-    End to end is measured twice: until every accepted post is a stored lead, and until every event those
-    leads made is on the EVENTS stream, where the rule engine takes them.
-    """
-    processed, published = "leadhub_pipeline_processed_total", "leadhub_events_published_total"
-    async with aiohttp.ClientSession() as session:
-        stored_before = await metric(session, base_url, processed, 'outcome="stored"')
-        load, rss = await run_wrk(base_url, f"/hooks/{connector}", seconds, concurrency, threads, daemon_pid)
-        began, accepted_at = load.pop("began"), load.pop("ended")
-        leads = load["posts"] - load["failures"]
-        done_at = await _reach(session, base_url, processed, 'outcome="stored"', stored_before + leads, rss)
-        written = await metric(session, base_url, "leadhub_outbox_written_total")  # all of them are written by now
-        events_at = await _reach(session, base_url, published, "", written, rss)
+
+def _end_to_end(leads: int, began: float, accepted_at: float, done_at: float, events_at: float) -> dict[str, Any]:
     return {
-        **load,
         "end_to_end_leads_per_s": round(leads / (done_at - began)),
         "drain_after_last_accept_s": round(done_at - accepted_at, 2),
         "with_events_leads_per_s": round(leads / (events_at - began)),
         "events_out_after_last_accept_s": round(events_at - accepted_at, 2),
+    }
+
+
+async def measure_wrk(
+    base_url: str, connector: str, seconds: int, concurrency: int, threads: int, daemon_pid: int | None
+) -> dict[str, Any]:
+    """Load from wrk (C), so the load generator does not take the daemon's CPU the way a Python client does."""
+    async with aiohttp.ClientSession() as session:
+        stored_before = await metric(session, base_url, PROCESSED, 'outcome="stored"')
+        load, rss = await run_wrk(base_url, f"/hooks/{connector}", seconds, concurrency, threads, daemon_pid)
+        began, accepted_at = load.pop("began"), load.pop("ended")
+        leads = load["posts"] - load["failures"]
+        done_at, events_at = await _stored_then_relayed(session, base_url, stored_before + leads, rss)
+    return {
+        **load,
+        **_end_to_end(leads, began, accepted_at, done_at, events_at),
         **rss.figures("daemon_"),  # own: the Python process; children: the embedded NATS server and workers
     }
 

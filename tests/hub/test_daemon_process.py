@@ -65,6 +65,14 @@ def _run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subpro
         ("{}\n", {"LEADHUB_EMAIL_FOLDING": "maybe"}, "environment LEADHUB_EMAIL_FOLDING"),
         ("stream_replicas: 3\n", {}, "stream_replicas=3 needs a NATS cluster: set LEADHUB_NATS_URL"),
         ("stream_replicas: 7\n", {}, "leadhub.yaml:1: stream_replicas: Input should be less than or equal to 5"),
+        ("workers: 0\n", {}, "leadhub.yaml:1: workers: Input should be greater than or equal to 1"),
+        ("workers: 65\n", {}, "leadhub.yaml:1: workers: Input should be less than or equal to 64"),
+        (
+            "{}\n",
+            {"LEADHUB_WORKERS": "many"},
+            "environment LEADHUB_WORKERS: workers: Value error, 'many' is not a number of processes; "
+            "write a whole number from 1 to 64, or auto",
+        ),
     ],
 )
 def test_invalid_configuration_is_a_clear_startup_error(tmp_path: Path, config: str, env: dict, expected: str) -> None:

@@ -156,3 +156,11 @@ async def test_a_killed_worker_is_started_again_and_nothing_is_lost(make_daemon)
     [second] = _worker_pids(daemon.process.pid)
     assert await daemon.terminate() == 0
     assert not _alive(second), "SIGTERM of the primary stops its workers before it exits"
+
+
+def test_auto_is_one_worker_per_usable_cpu() -> None:
+    from leadhub.hub.config import config_from_dict
+
+    assert config_from_dict({"workers": "auto"}, env={}).settings.workers == len(os.sched_getaffinity(0))
+    assert config_from_dict({}, env={"LEADHUB_WORKERS": "3"}).settings.workers == 3
+    assert config_from_dict({}, env={}).settings.workers == 1, "one process unless asked"
