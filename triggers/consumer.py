@@ -1,10 +1,18 @@
-"""The trigger consumer: a durable pull consumer on the EVENTS stream feeding the matcher, acking after commit."""
+"""The trigger consumer: a durable pull consumer on the EVENTS stream feeding the matcher, acking after commit.
+
+It takes only the event types the loaded rules listen to (`filter_subjects`): events no rule listens to are
+never delivered, which was most of the consumer's work (BENCHMARKS.md). When a reload adds a type, events of
+that type already in the stream at that moment are acked unseen, as they were when every event was
+delivered and none had a listener: a new rule acts on events from its load on, even where NATS would
+otherwise deliver older ones (after a server restart its position falls back to the last delivered event).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 
 import nats.errors
 import nats.js.errors
@@ -19,20 +27,60 @@ from leadhub.triggers.matcher import Matcher, event_from_message
 log = structlog.get_logger("leadhub.triggers")
 
 DURABLE = "triggers"
+STREAM = "EVENTS"
 ACK_WAIT = 30.0
 FETCH_TIMEOUT = 1.0
 BATCH = 100
+EVERYTHING = "events.>"
+NOTHING = "events._no_rule_listens_"  # no event has this subject: the filter while no rule listens to events
+PLAIN_TYPE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+
+
+def event_subjects(types: Iterable[str]) -> list[str]:
+    """The EVENTS subjects for the listened event types; all of them when a type is not a plain subject."""
+    kinds = sorted(set(types))
+    if not kinds:
+        return [NOTHING]
+    if not all(PLAIN_TYPE.match(kind) for kind in kinds):
+        return [EVERYTHING]  # e.g. a typo with a space: delivered and matched by name, as before
+    return [f"events.{kind}" for kind in kinds]
+
+
+def covered(subject: str, filters: Iterable[str]) -> bool:
+    """True when a NATS filter (`*` one token, `>` the rest) already delivers `subject`."""
+    tokens = subject.split(".")
+    for pattern in filters:
+        parts = pattern.split(".")
+        for i, part in enumerate(parts):
+            if part == ">":
+                if len(tokens) > i:
+                    return True
+                break
+            if i >= len(tokens) or (part not in ("*", tokens[i])):
+                break
+        else:
+            if len(parts) == len(tokens):
+                return True
+    return False
 
 
 class EventConsumer:
     def __init__(
-        self, jetstream: Callable[[], JetStreamContext], matcher: Matcher, on_scheduled: Callable[[], None]
+        self,
+        jetstream: Callable[[], JetStreamContext],
+        matcher: Matcher,
+        on_scheduled: Callable[[], None],
+        listened: Callable[[], Iterable[str]] | None = None,
     ) -> None:
         self.jetstream = jetstream
         self.matcher = matcher
         self.on_scheduled = on_scheduled
+        self.listened = listened  # the event types the loaded rules listen to; None: every event
         self._stopping = asyncio.Event()
         self.last_error: str | None = None
+        self.filter: list[str] = []  # the subjects the durable consumer takes now
+        self._everything = listened is None  # also set when the server cannot filter by several subjects
+        self._unseen_until: dict[str, int] = {}  # subject -> stream sequence: older events came before a listener
 
     def stop(self) -> None:
         self._stopping.set()
@@ -41,24 +89,59 @@ class EventConsumer:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    async def _subscribe(self) -> JetStreamContext.PullSubscription:
+    def _wanted(self) -> list[str]:
+        return [EVERYTHING] if self._everything or self.listened is None else event_subjects(self.listened())
+
+    async def _subscribe(self, wanted: list[str]) -> JetStreamContext.PullSubscription:
+        """Bind the durable consumer, first setting its filter to `wanted` if it has another one."""
+        jetstream = self.jetstream()
+        try:
+            config = (await jetstream.consumer_info(STREAM, DURABLE)).config
+            before: list[str] | None = config.filter_subjects or (
+                [config.filter_subject] if config.filter_subject else []
+            )
+        except nats.js.errors.NotFoundError:
+            before = None  # a first start: the consumer begins at the stream's start, as it always has
+        if before is None or set(before) != set(wanted):
+            added = [subject for subject in wanted if before is not None and not covered(subject, before)]
+            if added:
+                last = (await jetstream.stream_info(STREAM)).state.last_seq
+                self._unseen_until |= dict.fromkeys(added, last)
+            await self._configure(jetstream, wanted)
+        self.filter = wanted
+        log.info("listening for events", subjects=",".join(wanted))
+        return await jetstream.pull_subscribe_bind(DURABLE, STREAM)
+
+    async def _configure(self, jetstream: JetStreamContext, wanted: list[str]) -> None:
         config = ConsumerConfig(
             durable_name=DURABLE,
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=ACK_WAIT,
             max_deliver=-1,
-            filter_subject="events.>",
+            filter_subjects=wanted,
         )
-        return await self.jetstream().pull_subscribe("events.>", durable=DURABLE, stream="EVENTS", config=config)
+        try:
+            await jetstream.add_consumer(STREAM, config)  # creates it, or updates its filter
+        except nats.js.errors.BadRequestError as exc:
+            if wanted == [EVERYTHING] or self._everything:
+                raise
+            log.warning("NATS cannot filter by these subjects; taking every event", error=str(exc)[:200])
+            self._everything = True
+            await self._configure(jetstream, [EVERYTHING])
 
     async def run(self) -> None:
         subscription: JetStreamContext.PullSubscription | None = None
         backoff = 0.5
         while not self._stopping.is_set():
             try:
-                if subscription is None:
-                    subscription = await self._subscribe()
+                wanted = self._wanted()
+                if subscription is None or wanted != self.filter:  # a start, or a reload changed what rules hear
+                    if subscription is not None:
+                        with contextlib.suppress(Exception):
+                            await subscription.unsubscribe()
+                    subscription = None
+                    subscription = await self._subscribe(wanted)
                 messages = await self._fetch(subscription)
             except TimeoutError:  # nothing to fetch: the server answered, so the consumer is healthy
                 self.last_error = None
@@ -82,6 +165,9 @@ class EventConsumer:
         return await fetch_unless_stopped(subscription, BATCH, FETCH_TIMEOUT, self._stopping)
 
     async def _handle(self, msg: Msg) -> None:
+        if msg.metadata and msg.metadata.sequence.stream <= self._unseen_until.get(msg.subject, 0):
+            await self._ack(msg)  # in the stream before a rule listened to its type (see the module docstring)
+            return
         try:
             event = event_from_message(msg.data)
         except ValueError as exc:  # not an event at all: nothing a retry could change

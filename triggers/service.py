@@ -55,7 +55,7 @@ class TriggerService:
         self.deps = Deps(engine=engine, smtp_url=smtp_url, public_url=public_url, extra={"smtp_pool": SmtpPool()})
         self.matcher = Matcher(engine, lambda: self.index, self.clock)
         self.scheduler = Scheduler(engine, lambda: self.index, self.deps, self.clock, retry=retry)
-        self.consumer = EventConsumer(jetstream, self.matcher, self.scheduler.wake)
+        self.consumer = EventConsumer(jetstream, self.matcher, self.scheduler.wake, listened=lambda: self.index.by_type)
         self.schedules = ScheduleRunner(engine, lambda: self.index, self.matcher, self.clock, self.scheduler.wake)
         self.tasks: list[asyncio.Task[None]] = []
 

@@ -1,0 +1,151 @@
+"""The rule engine takes only the event types its rules listen to; a type a reload adds acts from the reload on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from leadhub.triggers.consumer import EVERYTHING, NOTHING, covered, event_subjects
+from tests.helpers import wait_for
+from tests.triggers.conftest import Shop
+
+LEADS = """
+rules:
+  - id: call-back
+    on: lead.created
+    do: [{create_task: {title: "Call"}}]
+"""
+ORDERS = """
+rules:
+  - id: thank-you
+    on: [order.created]
+    do: [{create_task: {title: "Thank"}}]
+"""
+
+
+def test_the_subjects_are_those_of_the_listened_types() -> None:
+    assert event_subjects([]) == [NOTHING]
+    assert event_subjects(["order.created", "lead.created", "lead.created"]) == [
+        "events.lead.created",
+        "events.order.created",
+    ]
+    assert event_subjects(["lead.created", "lead created"]) == [EVERYTHING], "not a plain subject: every event"
+    assert event_subjects(["lead.*"]) == [EVERYTHING]
+
+
+def test_covered_follows_nats_wildcards() -> None:
+    assert covered("events.lead.created", [EVERYTHING])
+    assert covered("events.lead.created", ["events.order.created", "events.lead.created"])
+    assert covered("events.lead.created", ["events.*.created"])
+    assert not covered("events.lead.created", [NOTHING])
+    assert not covered("events.lead.created", ["events.lead"])
+    assert not covered("events.lead", ["events.lead.>"])
+    assert not covered("events.lead.created", [])
+
+
+async def _consumer(running: Any) -> Any:
+    return await running.hub.queue.jetstream.consumer_info("EVENTS", "triggers")
+
+
+async def _events_on_stream(running: Any, count: int) -> bool:
+    return (await running.hub.queue.jetstream.stream_info("EVENTS")).state.messages >= count
+
+
+async def test_only_listened_events_are_delivered_and_a_reload_adds_a_type_from_then_on(
+    trigger_hub, clock, rules_dir: Path
+) -> None:  # type: ignore[no-untyped-def]
+    (rules_dir / "leads.yaml").write_text(LEADS)
+    running = await trigger_hub()
+    shop = Shop(running.engine, clock)
+
+    async def listening(subject: str) -> bool:
+        return subject in running.hub.triggers.consumer.filter
+
+    await wait_for(lambda: listening("events.lead.created"), timeout=20, what="the consumer to listen")
+    assert (await _consumer(running)).config.filter_subjects == ["events.lead.created"]
+
+    contact_id, lead_id = await shop.customer()
+    order_ids = [await shop.order(contact_id, lead_id, f"N{i}") for i in range(3)]
+    for order_id in order_ids:  # before any rule listens to order.created
+        await shop.emit("order.created", order_id, order_id=order_id, contact_id=contact_id, lead_id=lead_id)
+    await shop.emit("lead.created", lead_id, lead_id=lead_id, contact_id=contact_id)
+    await running.wait_items("/api/tasks", 1, timeout=30, lead_id=lead_id)
+    await wait_for(lambda: _events_on_stream(running, 4), timeout=20, what="the four events relayed")
+    assert (await _consumer(running)).delivered.consumer_seq == 1, "the order events were never delivered"
+
+    (rules_dir / "orders.yaml").write_text(ORDERS)
+
+    await wait_for(lambda: listening("events.order.created"), timeout=30, what="the reload to add order.created")
+    late_order = await shop.order(contact_id, lead_id, "N9")
+    await shop.emit("order.created", late_order, order_id=late_order, contact_id=contact_id, lead_id=lead_id)
+    await wait_for(lambda: _events_on_stream(running, 5), timeout=20, what="the fifth event relayed")
+    await running.wait_items("/api/tasks", 2, timeout=30, lead_id=lead_id)
+    thanks = (await running.api("/api/actions", rule_id="thank-you"))["items"]
+    assert len(thanks) == 1, f"only the order.created after the reload: {thanks}"
+    assert (await _consumer(running)).num_ack_pending == 0
+
+
+class _Recorder:
+    """Stands in for the matcher (not under test here): the events the consumer hands on."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    async def handle(self, event: dict[str, Any]) -> int:
+        self.seen.append(event["data"]["n"])
+        return 0
+
+
+async def test_events_older_than_a_listener_stay_unseen_even_where_nats_would_deliver_them(tmp_path: Path) -> None:
+    import asyncio
+    import json
+
+    import nats
+    from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
+
+    from leadhub.hub.embedded_nats import EmbeddedNats
+    from leadhub.triggers.consumer import EventConsumer
+
+    server = EmbeddedNats(tmp_path / "nats")
+    connection = await nats.connect(await server.start())
+    try:
+        jetstream = connection.jetstream()
+        await jetstream.add_stream(StreamConfig(name="EVENTS", subjects=["events.>"]))
+        # The consumer's state after a NATS restart: filtered to leads, its position back at the start.
+        await jetstream.add_consumer(
+            "EVENTS",
+            ConsumerConfig(
+                durable_name="triggers", ack_policy=AckPolicy.EXPLICIT, filter_subjects=["events.lead.created"]
+            ),
+        )
+
+        async def publish(kind: str, n: str) -> None:
+            body = {
+                "id": n,
+                "type": kind,
+                "subject_id": None,
+                "occurred_at": "2026-12-01T00:00:00+00:00",
+                "data": {"n": n},
+            }
+            await jetstream.publish(f"events.{kind}", json.dumps(body).encode())
+
+        for n in ("old-order-1", "old-order-2"):
+            await publish("order.created", n)
+        await publish("lead.created", "lead-1")
+        recorder = _Recorder()
+        consumer = EventConsumer(
+            lambda: jetstream, recorder, lambda: None, listened=lambda: ["lead.created", "order.created"]
+        )
+        running = asyncio.create_task(consumer.run())
+        await wait_for(lambda: asyncio.sleep(0, "lead-1" in recorder.seen), timeout=20, what="the lead event")
+        await publish("order.created", "new-order")
+        await wait_for(lambda: asyncio.sleep(0, "new-order" in recorder.seen), timeout=20, what="the new order event")
+        consumer.stop()
+        await running
+        assert recorder.seen == ["lead-1", "new-order"], "orders from before the listener were acked unseen"
+        info = await jetstream.consumer_info("EVENTS", "triggers")
+        assert info.num_ack_pending == 0 and info.num_pending == 0
+        assert sorted(info.config.filter_subjects) == ["events.lead.created", "events.order.created"]
+    finally:
+        await connection.close()
+        await server.stop()
