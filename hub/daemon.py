@@ -161,13 +161,9 @@ class Hub:
             shutdown_timeout=self.settings.shutdown_timeout,
         )
         await self.runner.setup()
+        shared_port = True if self.several_processes else None  # workers bind the primary's port (SO_REUSEPORT)
         site = web.TCPSite(
-            self.runner,
-            self.settings.http_host,
-            self.settings.http_port,
-            reuse_address=True,
-            reuse_port=self.several_processes
-            or None,  # workers bind the primary's port; the kernel spreads connections
+            self.runner, self.settings.http_host, self.settings.http_port, reuse_address=True, reuse_port=shared_port
         )
         await site.start()
         server = site._server

@@ -3,11 +3,11 @@
 With `workers: N` the `leadhub run` process (the primary, worker 0) starts N-1 more once its store is
 ready. Each worker is `leadhub run --worker K` with the primary's settings, except that it binds the
 same HTTP port (SO_REUSEPORT: the kernel spreads new connections over the processes), connects to the
-primary's NATS (the embedded one too) and runs the `http`, `pipeline` and `relay` roles: it shares the durable
-pipeline consumer, and relays its own share of the outbox (by subject, so a subject's events keep their
-order). What must run once stays in the primary: the rule engine and its scheduler, pull connectors such
-as IMAP. A worker that exits is started again with back-off; the
-primary stops its workers before its queue, and if the primary is killed the kernel sends them SIGTERM.
+primary's NATS (the embedded one too) and runs the `http`, `pipeline` and `relay` roles: it shares the
+durable pipeline consumer and relays its own share of the outbox (by subject, so a subject's events keep
+their order). What must run once stays in the primary: the rule engine and its scheduler, and pull
+connectors such as IMAP. A worker that exits is started again with back-off. The primary stops its
+workers before its queue; if the primary is killed, the kernel sends them SIGTERM.
 """
 
 from __future__ import annotations
