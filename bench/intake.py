@@ -160,7 +160,9 @@ async def run_wrk(
     }, rss
 
 
-async def _reach(session: aiohttp.ClientSession, base_url: str, name: str, labels: str, target: float, rss: RssPeak):  # type: ignore[no-untyped-def]
+async def _reach(
+    session: aiohttp.ClientSession, base_url: str, name: str, labels: str, target: float, rss: RssPeak
+) -> float:
     """Until the metric reaches `target` (at most 300 s), sampling memory meanwhile; the time it was reached."""
     deadline = time.perf_counter() + 300
     while await metric(session, base_url, name, labels) < target:

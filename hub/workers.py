@@ -168,6 +168,10 @@ def tell_primary_ready(ready_fd: int | None) -> None:
     """In a worker: tell the primary this process serves HTTP and has its store (one write, then the pipe closes)."""
     if ready_fd is None:
         return
-    with contextlib.suppress(OSError):
+    try:
         os.write(ready_fd, b"ready\n")
-        os.close(ready_fd)
+    except OSError as exc:  # the primary is gone; SIGTERM from the kernel follows
+        log.warning("could not tell the primary this worker serves", error=str(exc))
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(ready_fd)

@@ -107,12 +107,13 @@ class EventConsumer:
             if added:
                 last = (await jetstream.stream_info(STREAM)).state.last_seq
                 self._unseen_until |= dict.fromkeys(added, last)
-            await self._configure(jetstream, wanted)
+            wanted = await self._configure(jetstream, wanted)
         self.filter = wanted
         log.info("listening for events", subjects=",".join(wanted))
         return await jetstream.pull_subscribe_bind(DURABLE, STREAM)
 
-    async def _configure(self, jetstream: JetStreamContext, wanted: list[str]) -> None:
+    async def _configure(self, jetstream: JetStreamContext, wanted: list[str]) -> list[str]:
+        """Create the durable consumer or update its filter; the subjects it takes in the end."""
         config = ConsumerConfig(
             durable_name=DURABLE,
             ack_policy=AckPolicy.EXPLICIT,
@@ -128,7 +129,8 @@ class EventConsumer:
                 raise
             log.warning("NATS cannot filter by these subjects; taking every event", error=str(exc)[:200])
             self._everything = True
-            await self._configure(jetstream, [EVERYTHING])
+            return await self._configure(jetstream, [EVERYTHING])
+        return wanted
 
     async def run(self) -> None:
         subscription: JetStreamContext.PullSubscription | None = None
