@@ -228,13 +228,15 @@ def scores(truth: dict[str, int], predicted: dict[str, str], linkable: int) -> d
 
 
 async def preload_contacts(engine: AsyncEngine, count: int, chunk: int = 20_000) -> float:
-    """`count` unrelated contacts, each with an email and a phone identifier, inserted in bulk; returns seconds."""
+    """`count` unrelated contacts, each with an email and a phone identifier and the inquiry it came from,
+    inserted in bulk; returns seconds. The inquiries matter: every batch looks its keys up among them."""
     started = time.perf_counter()
     now = datetime.now(UTC)
-    contact_t, ident_t = Contact.__table__, ContactIdentifier.__table__
+    earlier = now - timedelta(days=30)
+    contact_t, ident_t, inquiry_t = Contact.__table__, ContactIdentifier.__table__, Inquiry.__table__
     letters = string.ascii_lowercase
     for base in range(0, count, chunk):
-        contacts, idents = [], []
+        contacts, idents, inquiries = [], [], []
         for n in range(base, min(base + chunk, count)):
             cid = new_id()
             email = f"pre{n}.{letters[n % 26]}@preload.example"
@@ -244,9 +246,15 @@ async def preload_contacts(engine: AsyncEngine, count: int, chunk: int = 20_000)
                              "created_at": now, "updated_at": now})  # fmt: skip
             idents.append({"kind": "email", "value": email, "contact_id": cid, "created_at": now})
             idents.append({"kind": "phone", "value": phone, "contact_id": cid, "created_at": now})
+            inquiries.append({"id": new_id(), "key": f"preload-{n}", "channel": "form", "connector": "site-form",
+                              "received_at": earlier, "contact_id": cid, "lead_id": None, "name": f"Pre {n}",
+                              "email": email, "phone": phone, "message": None, "fields": {}, "dropped": None,
+                              "content_type": "application/json", "meta": {}, "payload": b"{}",
+                              "created_at": earlier})  # fmt: skip
         async with engine.begin() as conn:
             await conn.execute(contact_t.insert(), contacts)
             await conn.execute(ident_t.insert(), idents)
+            await conn.execute(inquiry_t.insert(), inquiries)
     return time.perf_counter() - started
 
 
@@ -311,7 +319,9 @@ async def run(people: int, preload: int, database_url: str | None, batch: int = 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--people", type=int, default=5000)
-    parser.add_argument("--preload", type=int, default=0, help="contacts stored before the run (e.g. 1000000)")
+    parser.add_argument(
+        "--preload", type=int, default=0, help="contacts (each with its inquiry) stored before the run (e.g. 1000000)"
+    )
     parser.add_argument("--database-url", help="default: a fresh SQLite file; PostgreSQL tables are dropped!")
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--seed", type=int, default=7)

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import String, any_, bindparam, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadhub.ids import new_id
@@ -127,7 +128,13 @@ class Batch:
 
 
 async def _existing_keys(conn: AsyncConnection, keys: list[str]) -> set[str]:
-    result = await conn.execute(select(inquiry_t.c.key).where(inquiry_t.c.key.in_(keys)))
+    """Keys of `keys` already stored. On PostgreSQL one array parameter, not an IN list of 500: a cached
+    statement's generic plan over an IN list of parameters scanned the whole table (BENCHMARKS.md)."""
+    if conn.dialect.name == "postgresql":
+        matches = inquiry_t.c.key == any_(bindparam("keys", keys, type_=postgresql.ARRAY(String)))
+    else:
+        matches = inquiry_t.c.key.in_(keys)
+    result = await conn.execute(select(inquiry_t.c.key).where(matches))
     return set(result.scalars())
 
 

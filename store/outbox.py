@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Text, cast, func, or_, select, update
+from sqlalchemy import ColumnElement, String, Text, any_, bindparam, cast, func, or_, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadhub.ids import new_id
@@ -70,7 +71,12 @@ async def claim_unpublished(conn: AsyncConnection, limit: int, share: tuple[int,
 
 
 async def mark_published(conn: AsyncConnection, ids: Sequence[str], now: datetime) -> None:
-    await conn.execute(update(outbox_t).where(outbox_t.c.id.in_(ids)).values(published_at=now))
+    """On PostgreSQL one array parameter, not an IN list of up to BATCH parameters (see intake's key lookup)."""
+    if conn.dialect.name == "postgresql":
+        matches = outbox_t.c.id == any_(bindparam("ids", list(ids), type_=postgresql.ARRAY(String)))
+    else:
+        matches = outbox_t.c.id.in_(ids)
+    await conn.execute(update(outbox_t).where(matches).values(published_at=now))
 
 
 async def count_unpublished(conn: AsyncConnection) -> int:
