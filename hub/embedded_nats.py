@@ -27,9 +27,10 @@ log = structlog.get_logger("leadhub.nats")
 
 MAX_PAYLOAD = 32 * 1024 * 1024  # room for a 25 MB email as one message
 START_TIMEOUT = 15.0
-# Go's collector at half its default heap growth: the server's peak memory in a burst drops by ~16 MiB at no
-# measured cost in throughput (BENCHMARKS.md); GOGC or GOMEMLIMIT in the daemon's environment still win.
-GO_GC_PERCENT = "50"
+# Go's collector at a quarter of its default heap growth: the server's peak memory in a burst drops by ~20 MiB
+# at no measured cost in throughput (BENCHMARKS.md: 100 -> 50 took ~16 MiB, 50 -> 25 ~6 more);
+# GOGC or GOMEMLIMIT in the daemon's environment still win.
+GO_GC_PERCENT = "25"
 
 
 class EmbeddedNatsError(RuntimeError):

@@ -16,7 +16,7 @@ def _environ(pid: int) -> dict[str, str]:
 
 @pytest.mark.parametrize(
     ("admin", "expected"),
-    [({}, {"GOGC": "50"}), ({"GOGC": "200"}, {"GOGC": "200"}), ({"GOMEMLIMIT": "96MiB"}, {"GOMEMLIMIT": "96MiB"})],
+    [({}, {"GOGC": "25"}), ({"GOGC": "200"}, {"GOGC": "200"}), ({"GOMEMLIMIT": "96MiB"}, {"GOMEMLIMIT": "96MiB"})],
 )
 async def test_go_collector_setting_of_the_server(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, admin: dict[str, str], expected: dict[str, str]
