@@ -5,6 +5,7 @@ PostgreSQL), and a backlog is drained in full batches, so the same statements ru
 where a cached statement's generic plan decides the pace. Prints inquiries/s and the slowest batch.
 
     python -m bench.young_store -n 40000 --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/test
+    python -m bench.young_store -n 20000 --again-after 5000 --database-url ...   # second touches join open leads
     python -m bench.compare --base <old> -- bench.young_store -n 40000 --database-url ...   # old code, same run
 """
 
@@ -27,23 +28,28 @@ from leadhub.pipelines.outbox_relay import BATCH as RELAY_BATCH
 from leadhub.pipelines.outbox_relay import OutboxRelay
 
 
-def new_people(count: int) -> list[Envelope]:
+def arrivals(count: int, again_after: int) -> list[Envelope]:
+    """`count` new people; with `again_after`, each also writes a second time that many inquiries later."""
     now = datetime.now(UTC)
+    order = [(n, 0) for n in range(count)]
+    if again_after:
+        order += [(n, 1) for n in range(max(0, count - again_after))]
+        order.sort(key=lambda touch: touch[0] + touch[1] * again_after)
     return [
         Envelope(
-            key=f"young:{n}",
+            key=f"young:{n}:{touch}",
             channel="form",
             connector="site-form",
             content_type="application/json",
             received_at=now,
             payload=json.dumps({"name": f"Young {n}", "phone": f"+7916{n:07d}", "email": f"y{n}@example.com"}).encode(),
         )
-        for n in range(count)
+        for n, touch in order
     ]
 
 
-async def run(count: int, database_url: str | None, batch: int) -> dict[str, Any]:
-    envelopes = new_people(count)
+async def run(count: int, database_url: str | None, batch: int, again_after: int = 0) -> dict[str, Any]:
+    envelopes = arrivals(count, again_after)
     published = 0
 
     async def publish(messages: list[Any], stream: str) -> None:  # the queue is not what is measured here
@@ -57,7 +63,7 @@ async def run(count: int, database_url: str | None, batch: int) -> dict[str, Any
             relay = OutboxRelay(engine, publish, lambda n: None)
             slowest = 0.0
             started = time.perf_counter()
-            for start in range(0, count, batch):
+            for start in range(0, len(envelopes), batch):
                 began = time.perf_counter()
                 await pipeline.store([pipeline.prepare(e) for e in envelopes[start : start + batch]])
                 while await relay.relay_once() >= RELAY_BATCH:
@@ -70,9 +76,11 @@ async def run(count: int, database_url: str | None, batch: int) -> dict[str, Any
             await engine.dispose()
     return {
         "people": count,
+        "inquiries": len(envelopes),
+        "again_after": again_after,
         "batch": batch,
         "database": "postgresql" if database_url else "sqlite",
-        "inquiries_per_s": round(count / elapsed),
+        "inquiries_per_s": round(len(envelopes) / elapsed),
         "slowest_batch_ms": round(slowest * 1000),
         "events_relayed": published,
     }
@@ -83,8 +91,11 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=40_000, help="new people")
     parser.add_argument("--database-url", help="default: a fresh SQLite file; PostgreSQL tables are dropped!")
     parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument(
+        "--again-after", type=int, default=0, help="each person writes again this many inquiries later (0: never)"
+    )
     args = parser.parse_args()
-    result = asyncio.run(run(args.n, args.database_url, args.batch))
+    result = asyncio.run(run(args.n, args.database_url, args.batch, args.again_after))
     print(json.dumps({"bench": "young_store", "machine": machine(), "result": result}, indent=2))
 
 

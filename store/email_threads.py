@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadhub.store.models import EmailMessage, EmailSuppression
+from leadhub.store.one_of import one_of
 
 if TYPE_CHECKING:
     from leadhub.store.intake import Batch, InquiryRow
@@ -85,7 +86,7 @@ async def _known_leads(conn: AsyncConnection, ids: set[str]) -> dict[str, str]:
     for start in range(0, len(ordered), 500):  # keep the IN list within every driver's parameter limit
         result = await conn.execute(
             select(message_t.c.message_id, message_t.c.lead_id).where(
-                message_t.c.message_id.in_(ordered[start : start + 500]), message_t.c.lead_id.is_not(None)
+                one_of(conn, message_t.c.message_id, ordered[start : start + 500]), message_t.c.lead_id.is_not(None)
             )
         )
         found.update({message_id: lead_id for message_id, lead_id in result})
@@ -139,7 +140,7 @@ async def _insert_new(conn: AsyncConnection, table: Any, column: Any, values: di
     """Insert the values whose key is not stored yet (a concurrent writer makes the batch fail and retry)."""
     if not values:
         return
-    existing = set((await conn.execute(select(column).where(column.in_(list(values))))).scalars())
+    existing = set((await conn.execute(select(column).where(one_of(conn, column, values)))).scalars())
     fresh = [v for k, v in values.items() if k not in existing]
     if fresh:
         await conn.execute(table.insert(), fresh)

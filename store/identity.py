@@ -34,6 +34,7 @@ from leadhub.store.models import (
     OutboxEvent,
     Task,
 )
+from leadhub.store.one_of import one_of
 from leadhub.store.outbox import outbox_event
 from leadhub.store.policy import IdentityPolicy
 
@@ -72,7 +73,10 @@ async def known_identifiers(conn: AsyncConnection, idents: set[tuple[str, str]])
     by_kind: dict[str, list[str]] = {}
     for kind, value in idents:
         by_kind.setdefault(kind, []).append(value)
-    clauses = [and_(identifier_t.c.kind == kind, identifier_t.c.value.in_(values)) for kind, values in by_kind.items()]
+    clauses = [
+        and_(identifier_t.c.kind == kind, one_of(conn, identifier_t.c.value, values))
+        for kind, values in by_kind.items()
+    ]
     query = (
         select(identifier_t.c.kind, identifier_t.c.value, contact_t.c.id, contact_t.c.merged_into)
         .join(contact_t, contact_t.c.id == identifier_t.c.contact_id)

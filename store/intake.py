@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, any_, bindparam, select
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadhub.ids import new_id
@@ -16,6 +15,7 @@ from leadhub.store import bulk, email_threads, identity, leads, orders
 from leadhub.store.db import lock_for_writing
 from leadhub.store.leads import OpenLead
 from leadhub.store.models import Contact, ContactIdentifier, Inquiry, Lead, OutboxEvent
+from leadhub.store.one_of import one_of
 from leadhub.store.outbox import outbox_event
 from leadhub.store.policy import IdentityPolicy
 
@@ -128,13 +128,7 @@ class Batch:
 
 
 async def _existing_keys(conn: AsyncConnection, keys: list[str]) -> set[str]:
-    """Keys of `keys` already stored. On PostgreSQL one array parameter, not an IN list of 500: a cached
-    statement's generic plan over an IN list of parameters scanned the whole table (BENCHMARKS.md)."""
-    if conn.dialect.name == "postgresql":
-        matches = inquiry_t.c.key == any_(bindparam("keys", keys, type_=postgresql.ARRAY(String)))
-    else:
-        matches = inquiry_t.c.key.in_(keys)
-    result = await conn.execute(select(inquiry_t.c.key).where(matches))
+    result = await conn.execute(select(inquiry_t.c.key).where(one_of(conn, inquiry_t.c.key, keys)))
     return set(result.scalars())
 
 

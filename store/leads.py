@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadhub.store.db import lock_for_writing
 from leadhub.store.models import EmailMessage, Inquiry, Lead, Order, OutboxEvent, Task
+from leadhub.store.one_of import one_of
 from leadhub.store.outbox import outbox_event
 from leadhub.store.policy import IdentityPolicy
 
@@ -68,7 +69,7 @@ async def load_open_leads(
     query = select(
         lead_t.c.id, lead_t.c.contact_id, lead_t.c.channel, lead_t.c.first_touch_at, lead_t.c.last_touch_at
     ).where(
-        lead_t.c.contact_id.in_(ids),
+        one_of(conn, lead_t.c.contact_id, ids),
         lead_t.c.status.in_(OPEN_STATUSES),
         lead_t.c.merged_into.is_(None),
         lead_t.c.first_touch_at > min(times) - widest,

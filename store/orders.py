@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from leadhub.ids import new_id
 from leadhub.store import leads
 from leadhub.store.models import ContactIdentifier, Order
+from leadhub.store.one_of import one_of
 
 if TYPE_CHECKING:
     from leadhub.store.intake import Batch
@@ -119,7 +120,7 @@ async def _borrow_identity(conn: AsyncConnection, book: OrderBook, known: dict[t
         return
     result = await conn.execute(
         select(identifier_t.c.contact_id, identifier_t.c.kind, identifier_t.c.value)
-        .where(identifier_t.c.contact_id.in_(contact_ids))
+        .where(one_of(conn, identifier_t.c.contact_id, contact_ids))
         .order_by(identifier_t.c.created_at)
     )
     by_contact: dict[str, dict[str, str]] = {}

@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, Text, any_, bindparam, cast, func, or_, select, update
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import ColumnElement, Text, cast, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadhub.ids import new_id
 from leadhub.store.models import OutboxEvent
+from leadhub.store.one_of import one_of
 
 outbox_t = OutboxEvent.__table__
 
@@ -71,12 +71,7 @@ async def claim_unpublished(conn: AsyncConnection, limit: int, share: tuple[int,
 
 
 async def mark_published(conn: AsyncConnection, ids: Sequence[str], now: datetime) -> None:
-    """On PostgreSQL one array parameter, not an IN list of up to BATCH parameters (see intake's key lookup)."""
-    if conn.dialect.name == "postgresql":
-        matches = outbox_t.c.id == any_(bindparam("ids", list(ids), type_=postgresql.ARRAY(String)))
-    else:
-        matches = outbox_t.c.id.in_(ids)
-    await conn.execute(update(outbox_t).where(matches).values(published_at=now))
+    await conn.execute(update(outbox_t).where(one_of(conn, outbox_t.c.id, ids)).values(published_at=now))
 
 
 async def count_unpublished(conn: AsyncConnection) -> int:

@@ -23,6 +23,7 @@ from leadhub.store.models import (
     OutboxEvent,
     Task,
 )
+from leadhub.store.one_of import one_of
 from leadhub.store.outbox import outbox_event
 from leadhub.store.queries import Page, _page
 from leadhub.store.triggers import insert_ignore
@@ -79,7 +80,7 @@ async def order_facts(conn: AsyncConnection, contact_ids: list[str]) -> dict[str
     placed = func.coalesce(order_t.c.placed_at, order_t.c.created_at)
     query = (
         select(order_t.c.contact_id, func.count(), func.max(placed))
-        .where(order_t.c.contact_id.in_(contact_ids))
+        .where(one_of(conn, order_t.c.contact_id, contact_ids))
         .group_by(order_t.c.contact_id)
     )
     return {row[0]: {"orders_count": row[1], "last_order_at": row[2]} for row in await conn.execute(query)}
@@ -94,7 +95,7 @@ async def load_objects_many(
         table, id_field = OBJECT_TABLES[name]
         ids = {data.get(id_field) for data, group in zip(datas, names, strict=True) if name in group} - {None}
         columns = [c for c in table.c if c.name != "payload"]
-        found = (await conn.execute(select(*columns).where(table.c.id.in_(ids)))).all() if ids else []
+        found = (await conn.execute(select(*columns).where(one_of(conn, table.c.id, ids)))).all() if ids else []
         rows_by_name[name] = {row.id: dict(row._mapping) for row in found}
         merged = {row["merged_into"] for row in rows_by_name[name].values() if row.get("merged_into")}
         if merged:  # contacts and leads merged since the event: rules see the one each became
@@ -103,7 +104,7 @@ async def load_objects_many(
                 if row.get("merged_into") in into:
                     rows_by_name[name][row_id] = into[row["merged_into"]]
     emails = {c["email"].strip().lower() for c in rows_by_name.get("contact", {}).values() if c.get("email")}
-    query = select(suppression_t.c.address).where(suppression_t.c.address.in_(emails))
+    query = select(suppression_t.c.address).where(one_of(conn, suppression_t.c.address, emails))
     gone = set((await conn.execute(query)).scalars()) if emails else set()
     facts = await order_facts(conn, list(rows_by_name.get("contact", {})))
     results = []
@@ -145,9 +146,11 @@ async def send_states(
 ) -> tuple[dict[str, str], set[str]]:
     """`send_state` for a batch: {address: why suppressed} and the Message-IDs already sent."""
     wanted = {a.strip().lower() for a in addresses}
-    query = select(suppression_t.c.address, suppression_t.c.reason).where(suppression_t.c.address.in_(wanted))
+    query = select(suppression_t.c.address, suppression_t.c.reason).where(one_of(conn, suppression_t.c.address, wanted))
     reasons = {row[0]: row[1] for row in await conn.execute(query)} if wanted else {}
-    sent_query = select(email_t.c.message_id).where(email_t.c.message_id.in_(message_ids), email_t.c.direction == "out")
+    sent_query = select(email_t.c.message_id).where(
+        one_of(conn, email_t.c.message_id, message_ids), email_t.c.direction == "out"
+    )
     sent = set((await conn.execute(sent_query)).scalars()) if message_ids else set()
     return reasons, sent
 

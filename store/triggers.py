@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadhub.store.models import RuleTrace, ScheduledAction
+from leadhub.store.one_of import one_of
 from leadhub.store.queries import Page
 
 action_t: Table = ScheduledAction.__table__  # type: ignore[assignment]
@@ -64,7 +65,7 @@ async def cancel(conn: AsyncConnection, ids: Sequence[str], reason: str, now: da
     if ids:
         await conn.execute(
             update(action_t)
-            .where(action_t.c.id.in_(ids), action_t.c.status.in_(LIVE))
+            .where(one_of(conn, action_t.c.id, ids), action_t.c.status.in_(LIVE))
             .values(status="cancelled", last_error=reason, updated_at=now, lease_until=None)
         )
 
@@ -88,7 +89,7 @@ async def claim_due(conn: AsyncConnection, now: datetime, limit: int, lease_unti
         return []
     claim = (
         update(action_t)
-        .where(action_t.c.id.in_(candidates), due)
+        .where(one_of(conn, action_t.c.id, candidates), due)
         .values(status="running", attempts=action_t.c.attempts + 1, lease_until=lease_until, updated_at=now)
         .returning(*action_t.c)
     )
