@@ -26,6 +26,8 @@ from leadhub.triggers.schedules import ScheduleRunner
 
 log = structlog.get_logger("leadhub.triggers")
 
+RECHECK_MS = 1000  # without file events, compare the rule files with what was loaded this often
+
 
 class TriggerService:
     def __init__(
@@ -49,6 +51,7 @@ class TriggerService:
         self.problems: list[str] = []
         self.by_file: dict[str, list[CompiledRule]] = {}
         self.reloads = 0
+        self._loaded: tuple[tuple[str, int, int], ...] | None = None
         self.on_reload = on_reload
         self._stop_watch = asyncio.Event()
         self.reload()
@@ -66,6 +69,7 @@ class TriggerService:
         a new file, its valid rules load and only the bad ones are left out. Other files are unaffected.
         """
         problems: list[Problem] = []
+        self._loaded = self._fingerprint()  # before reading: a change made meanwhile is seen as one afterwards
         files = rule_files(self.rules_dir) if self.rules_dir.is_dir() else []
         by_file: dict[str, list[CompiledRule]] = {}
         book, hours_problems = load_hours(files)
@@ -98,12 +102,34 @@ class TriggerService:
         log.info("rules loaded", rules=len(rules), files=len(files), problems=len(problems))
         return self.problems
 
+    def _fingerprint(self) -> tuple[tuple[str, int, int], ...] | None:
+        """Each rule file's path, modification time and size; None when a file vanished while being listed."""
+        try:
+            files = rule_files(self.rules_dir) if self.rules_dir.is_dir() else []
+            return tuple((str(path), stat.st_mtime_ns, stat.st_size) for path in files for stat in [path.stat()])
+        except OSError:
+            return None
+
     async def watch(self) -> None:
-        """Reload when a rule file changes (the directory must exist at start-up to be watched)."""
+        """Reload when a rule file changes (the directory must exist at start-up to be watched).
+
+        File events drive it. Once a second without events the files are also compared with what was loaded:
+        a change made before the watcher was in place (between start-up's load and this task's first step),
+        or one the file system did not report, is picked up too.
+        """
         if not self.rules_dir.is_dir():
             log.info("rules directory not found; not watching it", path=str(self.rules_dir))
             return
-        async for _changes in awatch(self.rules_dir, stop_event=self._stop_watch, debounce=200, step=50):
+        async for changes in awatch(
+            self.rules_dir,
+            stop_event=self._stop_watch,
+            debounce=200,
+            step=50,
+            rust_timeout=RECHECK_MS,
+            yield_on_timeout=True,
+        ):
+            if not changes and self._fingerprint() == self._loaded:
+                continue
             try:
                 self.reload()
             except Exception:  # a reload must never stop the watcher; the old rules stay active

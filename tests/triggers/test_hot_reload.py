@@ -3,9 +3,12 @@ in /readyz and /metrics; other files are unaffected."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
+from leadhub.store.db import create_engine
+from leadhub.triggers.service import TriggerService
 from tests.helpers import wait_for
 
 A = """
@@ -64,3 +67,31 @@ async def test_rules_reload_on_change_and_a_broken_file_keeps_its_last_version(t
 
     await wait_for(b_gone, timeout=30, what="the removed file's rules to go")
     assert sorted(service.index.by_id) == ["a", "a2"]
+
+
+async def test_a_change_made_before_the_watcher_is_in_place_is_still_picked_up(tmp_path: Path, rules_dir: Path) -> None:
+    """Start-up loads the rules, then the watcher starts: a change in between raises no file event of its own."""
+    (rules_dir / "a.yaml").write_text(A)
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'leadhub.db'}")
+    service = TriggerService(
+        engine,
+        lambda: None,
+        rules_dir=rules_dir,
+        templates_dir=None,
+        smtp_url=None,
+        public_url=None,
+    )
+    assert [r.id for r in service.index.rules] == ["a"]
+    (rules_dir / "a.yaml").write_text(A + "  - id: a2\n    on: lead.created\n    do: [{create_task: {title: x}}]\n")
+
+    watcher = asyncio.create_task(service.watch())
+    try:
+
+        async def reloaded() -> bool:
+            return "a2" in service.index.by_id
+
+        await wait_for(reloaded, timeout=10, what="the change made before the watcher started")
+    finally:
+        service.stop()
+        await asyncio.wait_for(watcher, 10)
+        await engine.dispose()
