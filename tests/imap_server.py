@@ -109,11 +109,18 @@ class Dovecot:
         pytest.fail(f"dovecot did not listen on {self.port}:\n{self.logs()}")
 
     def kill(self) -> None:
-        """SIGKILL the master and its children (one process group): gone at once, no goodbye to clients."""
+        """SIGKILL the master and its children (one process group): gone at once, no goodbye to clients.
+
+        Returns once every process of the group is gone: a child still dying keeps its listening sockets, and
+        a restarted Dovecot then refuses to start ("Socket already exists").
+        """
         if self.process is not None and self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
+            deadline = time.monotonic() + 10
+            while _group_alive(self.process.pid) and time.monotonic() < deadline:
+                time.sleep(0.02)  # noqa: sleep-ok - polling for the children to exit under a deadline
 
     def stop(self) -> None:
         for client in self.clients:
@@ -166,6 +173,16 @@ class Dovecot:
             "timeout": "5s",
         }
         return config | overrides
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while a process of group `pgid` is running (zombies, which hold no sockets, do not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False
 
 
 def _mail_user() -> tuple[int, int, str]:
