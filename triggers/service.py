@@ -69,8 +69,8 @@ class TriggerService:
         a new file, its valid rules load and only the bad ones are left out. Other files are unaffected.
         """
         problems: list[Problem] = []
-        self._loaded = self._fingerprint()  # before reading: a change made meanwhile is seen as one afterwards
-        files = rule_files(self.rules_dir) if self.rules_dir.is_dir() else []
+        files = self._rule_files()
+        self._loaded = _fingerprint(files)  # before reading: a change made meanwhile is seen as one afterwards
         by_file: dict[str, list[CompiledRule]] = {}
         book, hours_problems = load_hours(files)
         for path in files:
@@ -102,13 +102,8 @@ class TriggerService:
         log.info("rules loaded", rules=len(rules), files=len(files), problems=len(problems))
         return self.problems
 
-    def _fingerprint(self) -> tuple[tuple[str, int, int], ...] | None:
-        """Each rule file's path, modification time and size; None when a file vanished while being listed."""
-        try:
-            files = rule_files(self.rules_dir) if self.rules_dir.is_dir() else []
-            return tuple((str(path), stat.st_mtime_ns, stat.st_size) for path in files for stat in [path.stat()])
-        except OSError:
-            return None
+    def _rule_files(self) -> list[Path]:
+        return rule_files(self.rules_dir) if self.rules_dir.is_dir() else []
 
     async def watch(self) -> None:
         """Reload when a rule file changes (the directory must exist at start-up to be watched).
@@ -128,7 +123,7 @@ class TriggerService:
             rust_timeout=RECHECK_MS,
             yield_on_timeout=True,
         ):
-            if not changes and self._fingerprint() == self._loaded:
+            if not changes and _fingerprint(self._rule_files()) == self._loaded:
                 continue
             try:
                 self.reload()
@@ -153,3 +148,11 @@ class TriggerService:
     def status(self) -> dict[str, Any]:
         error = self.consumer.last_error or self.scheduler.last_error or self.schedules.last_error
         return {"ok": error is None, "rules": len(self.index.rules), "problems": self.problems, "error": error}
+
+
+def _fingerprint(files: list[Path]) -> tuple[tuple[str, int, int], ...] | None:
+    """Each rule file's path, modification time and size; None when a file vanished since it was listed."""
+    try:
+        return tuple((str(path), stat.st_mtime_ns, stat.st_size) for path in files for stat in [path.stat()])
+    except OSError:
+        return None
