@@ -149,6 +149,7 @@ async def spawned_daemon(connectors: list[dict[str, Any]], env: dict[str, str] |
             "LEADHUB_PIPELINE_BATCH_SIZE",
             "LEADHUB_WORKERS",
             "LEADHUB_ROLES",
+            "LEADHUB_WORKER_ROLES",
         )
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_") or k in passed_on}
         full_env |= {"LEADHUB_DATA_DIR": str(Path(tmp) / "data"), "LEADHUB_HTTP_PORT": str(port), **(env or {})}

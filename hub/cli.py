@@ -63,6 +63,9 @@ def run(
     config: ConfigOption = None,
     worker: Annotated[int, typer.Option(hidden=True, min=0, help="set by the primary for its worker processes")] = 0,
     ready_fd: Annotated[int | None, typer.Option(hidden=True, help="a worker's pipe to say it serves")] = None,
+    relay_share: Annotated[
+        str | None, typer.Option(hidden=True, help="a worker's share of the outbox: INDEX/COUNT, set by the primary")
+    ] = None,
 ) -> None:
     """Run the daemon: HTTP, connectors, pipeline and relay (embedded NATS unless LEADHUB_NATS_URL is set)."""
     from leadhub.hub.daemon import run_until_signalled
@@ -70,7 +73,7 @@ def run(
 
     loaded = _load(config)
     try:
-        _run_loop(run_until_signalled(loaded, worker, ready_fd))
+        _run_loop(run_until_signalled(loaded, worker, ready_fd, _share(relay_share)))
     except EmbeddedNatsError as exc:
         typer.echo(f"leadhub: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -150,6 +153,16 @@ def contacts_unmerge(
         typer.echo(f"leadhub: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"restored contact {merge['merged_id']} (split from {merge['survivor_id']}; merge {merge['id']})")
+
+
+def _share(text: str | None) -> tuple[int, int] | None:
+    """`--relay-share 1/3` as (1, 3); the primary writes it, so a malformed one is a bug, not a user error."""
+    if text is None:
+        return None
+    index, count = (int(part) for part in text.split("/"))
+    if not 0 <= index < count:
+        raise typer.BadParameter(f"share {index} of {count} does not exist", param_hint="--relay-share")
+    return index, count
 
 
 def _run_loop(coro) -> None:  # type: ignore[no-untyped-def]

@@ -19,6 +19,7 @@ from leadhub.store.policy import IdentityPolicy
 DEFAULT_CONFIG_FILE = Path("leadhub.yaml")
 ENV_PREFIX = "LEADHUB_"
 ROLES = ("http", "pipeline", "relay", "triggers")
+WORKER_ROLES = ("http", "pipeline", "relay")  # triggers and pull connectors run once, in the primary
 MAX_WORKERS = 64
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -55,6 +56,9 @@ class Settings(BaseSettings):
     shutdown_timeout: float = Field(8.0, gt=0)
     # Processes that serve webhooks and run the pipeline on one port: `auto` is one per CPU this process may use.
     workers: Annotated[int, NoDecode] = Field(1, ge=1, le=MAX_WORKERS)
+    # What the processes beside the primary run; unset: the primary's roles among http, pipeline, relay.
+    # `pipeline,relay` with `roles: http,triggers` splits webhooks and the pipeline into separate processes.
+    worker_roles: Annotated[tuple[Literal["http", "pipeline", "relay"], ...] | None, NoDecode] = None
     # Copies of each JetStream stream in a NATS cluster (3 keeps accepted items through the loss of a node).
     stream_replicas: int = Field(1, ge=1, le=5)
     # Identity: fold Gmail dots and +tags when matching addresses; join a contact's open lead within a window.
@@ -69,6 +73,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"stream_replicas={self.stream_replicas} needs a NATS cluster: set LEADHUB_NATS_URL "
                 "(the embedded NATS is one server and keeps one copy)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _workers_do_not_take_the_primary_port_from_it(self) -> Settings:
+        workers_serve_http = self.worker_roles is not None and "http" in self.worker_roles
+        if self.workers > 1 and workers_serve_http and "http" not in self.roles:
+            raise ValueError(
+                "worker_roles has http but roles does not: the processes share one port, so the primary would "
+                "answer a share of the webhooks without taking them; add http to roles or remove it from worker_roles"
             )
         return self
 
@@ -130,10 +144,17 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("roles", mode="before")
+    @field_validator("roles", "worker_roles", mode="before")
     @classmethod
     def _roles_from_csv(cls, value: Any) -> Any:
         return tuple(r.strip() for r in value.split(",") if r.strip()) if isinstance(value, str) else value
+
+    @field_validator("worker_roles")
+    @classmethod
+    def _worker_roles_not_empty(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and not value:
+            raise ValueError(f"name at least one of {', '.join(WORKER_ROLES)}, or leave worker_roles unset")
+        return value
 
     @property
     def effective_database_url(self) -> str:

@@ -25,7 +25,7 @@ from leadhub.hub.http.app import create_app
 from leadhub.hub.http.state import HttpDeps
 from leadhub.hub.metrics import Metrics, forget_process, share_between_processes
 from leadhub.hub.queue import Queue
-from leadhub.hub.workers import WorkerPool, WorkerSpec, tell_primary_ready, worker_roles
+from leadhub.hub.workers import WorkerPool, WorkerSpec, relaying_processes, tell_primary_ready, worker_roles
 from leadhub.pipelines.consumer import InboundConsumer, Stats
 from leadhub.pipelines.dead_letters import DeadLetterSink
 from leadhub.pipelines.intake import IntakePipeline
@@ -61,7 +61,13 @@ class Hub:
     """One leadhub process. `start()` returns once HTTP is serving; `stop()` drains and exits cleanly."""
 
     def __init__(
-        self, config: HubConfig, *, clock: Clock | None = None, worker: int = 0, ready_fd: int | None = None
+        self,
+        config: HubConfig,
+        *,
+        clock: Clock | None = None,
+        worker: int = 0,
+        ready_fd: int | None = None,
+        relay_share: tuple[int, int] | None = None,
     ) -> None:
         self.config = config
         self.clock = clock  # None: the system clock; tests pass a ManualClock
@@ -70,6 +76,7 @@ class Hub:
         self.metrics = Metrics(self._shared_metrics_dir())
         self.workers: WorkerPool | None = None
         self.ready_fd = ready_fd  # a worker writes to it once it serves (hub/workers.py)
+        self.relay_share = relay_share  # a worker's share of the outbox and the number of shares, from the primary
         self.embedded: EmbeddedNats | None = None
         self.queue: Queue | None = None
         self.engine: AsyncEngine | None = None
@@ -117,7 +124,8 @@ class Hub:
         await retry_forever("connecting to NATS", self.queue.start, self.stopping)
         self.engine = create_engine(self.settings.effective_database_url)
         self._build_connectors()
-        await self._start_http()
+        if self.worker == 0 or "http" in self.roles:  # a worker without http leaves the shared port to the others
+            await self._start_http()
         self.tasks.append(asyncio.create_task(self._start_store_side(), name="store-side"))
 
     def _build_connectors(self) -> None:
@@ -200,7 +208,7 @@ class Hub:
         log.info("store ready", url=_redact_url(self.settings.effective_database_url))
         if "relay" in self.roles:
             m = self.metrics
-            share = (self.worker, min(self.settings.workers, MAX_SHARES)) if self.several_processes else (0, 1)
+            share = self._relay_share()
             if share[0] < share[1]:  # past the 36th process there is no share left to relay
                 self.relay = OutboxRelay(
                     engine, queue.publish_many, m.events_published.inc, m.outbox_pending.set, share
@@ -220,15 +228,20 @@ class Hub:
         for connector in self.connectors.values():
             self.connector_stops.append(await connector.start())
 
+    def _relay_share(self) -> tuple[int, int]:
+        """Which share of the outbox this process relays, of how many (shares are cut by subject, hub/workers.py)."""
+        if self.relay_share is not None:
+            index, count = self.relay_share
+        elif self.several_processes:
+            s = self.settings
+            index, count = 0, relaying_processes(s.roles, worker_roles(s.roles, s.worker_roles), s.workers)
+        else:
+            index, count = 0, 1
+        return index, min(count, MAX_SHARES)
+
     def _start_workers(self, nats_url: str) -> None:
         assert self.port is not None and self.metrics.shared_dir is not None
-        spec = WorkerSpec(
-            nats_url=nats_url,
-            http_port=self.port,
-            database_url=self.settings.effective_database_url,
-            roles=worker_roles(self.roles),
-            config_file=self.config.source,
-        )
+        spec = WorkerSpec.of(self.settings, nats_url, self.port, self.config.source)
         shared_dir = self.metrics.shared_dir
         self.workers = WorkerPool(spec, self.settings.workers, on_exit=lambda pid: forget_process(shared_dir, pid))
         self.workers.start()
@@ -360,11 +373,13 @@ def _settle_garbage_collector() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 50)
 
 
-async def run_until_signalled(config: HubConfig, worker: int = 0, ready_fd: int | None = None) -> None:
+async def run_until_signalled(
+    config: HubConfig, worker: int = 0, ready_fd: int | None = None, relay_share: tuple[int, int] | None = None
+) -> None:
     """`leadhub run`: start, wait for SIGTERM or SIGINT, stop within the shutdown timeout."""
     if worker:
         structlog.contextvars.bind_contextvars(worker=worker)
-    hub = Hub(config, worker=worker, ready_fd=ready_fd)
+    hub = Hub(config, worker=worker, ready_fd=ready_fd, relay_share=relay_share)
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

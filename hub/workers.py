@@ -5,8 +5,10 @@ ready. Each worker is `leadhub run --worker K` with the primary's settings, exce
 same HTTP port (SO_REUSEPORT: the kernel spreads new connections over the processes), connects to the
 primary's NATS (the embedded one too) and runs the `http`, `pipeline` and `relay` roles: it shares the
 durable pipeline consumer and relays its own share of the outbox (by subject, so a subject's events keep
-their order). What must run once stays in the primary: the rule engine and its scheduler, and pull
-connectors such as IMAP. A worker that exits is started again with back-off. The primary stops its
+their order). `worker_roles` narrows that: with `pipeline,relay` the workers take the pipeline and the
+primary (`roles: http,triggers`) answers the webhooks, so neither waits behind the other's batches; a
+worker without `http` binds no port. What must run once stays in the primary: the rule engine and its
+scheduler, and pull connectors such as IMAP. A worker that exits is started again with back-off. The primary stops its
 workers before its queue; if the primary is killed, the kernel sends them SIGTERM.
 """
 
@@ -24,11 +26,11 @@ from pathlib import Path
 
 import structlog
 
+from leadhub.hub.config import WORKER_ROLES, Settings
 from leadhub.hub.process_ties import dies_with_parent
 
 log = structlog.get_logger("leadhub.workers")
 
-WORKER_ROLES = ("http", "pipeline", "relay")  # the relay: each process its own share of the outbox
 RESTART_DELAY = 0.5
 MAX_RESTART_DELAY = 10.0
 STEADY_AFTER = 60.0  # a worker that ran this long before exiting is restarted without the built-up back-off
@@ -43,9 +45,27 @@ class WorkerSpec:
     database_url: str
     roles: tuple[str, ...]
     config_file: Path | None
+    primary_relays: bool = True  # whether the primary relays share 0 of the outbox
+    relay_shares: int = 1  # processes that relay, the primary included
+
+    @classmethod
+    def of(cls, settings: Settings, nats_url: str, http_port: int, config_file: Path | None) -> WorkerSpec:
+        roles = worker_roles(settings.roles, settings.worker_roles)
+        return cls(
+            nats_url=nats_url,
+            http_port=http_port,
+            database_url=settings.effective_database_url,
+            roles=roles,
+            config_file=config_file,
+            primary_relays="relay" in settings.roles,
+            relay_shares=relaying_processes(settings.roles, roles, settings.workers),
+        )
 
     def command(self, index: int, ready_fd: int) -> list[str]:
         command = [sys.executable, "-m", "leadhub.hub", "run", "--worker", str(index), "--ready-fd", str(ready_fd)]
+        if "relay" in self.roles:
+            share = index if self.primary_relays else index - 1
+            command += ["--relay-share", f"{share}/{self.relay_shares}"]
         if self.config_file is not None:
             command += ["--config", str(self.config_file.resolve())]
         return command
@@ -61,9 +81,14 @@ class WorkerSpec:
         }
 
 
-def worker_roles(roles: tuple[str, ...]) -> tuple[str, ...]:
-    """The primary's roles that a worker shares; the others run once, in the primary."""
-    return tuple(role for role in roles if role in WORKER_ROLES)
+def worker_roles(roles: tuple[str, ...], chosen: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """What a worker runs: `worker_roles` when set, else the primary's roles that may run more than once."""
+    return chosen if chosen is not None else tuple(role for role in roles if role in WORKER_ROLES)
+
+
+def relaying_processes(primary_roles: tuple[str, ...], roles_of_workers: tuple[str, ...], count: int) -> int:
+    """How many processes relay the outbox, each its own share: the primary (share 0) if it relays, then workers."""
+    return ("relay" in primary_roles) + ("relay" in roles_of_workers) * (count - 1)
 
 
 class WorkerPool:
@@ -84,7 +109,7 @@ class WorkerPool:
         ]
 
     def status(self) -> dict[str, object]:
-        """For /readyz: ready once every worker serves (a worker being restarted makes it 503 meanwhile)."""
+        """For /readyz: ready once every worker serves or, without `http`, works (a restart makes it 503 meanwhile)."""
         return {"ok": len(self.serving) == self.count - 1, "serving": len(self.serving), "expected": self.count - 1}
 
     async def _keep_running(self, index: int) -> None:
@@ -165,7 +190,7 @@ class WorkerPool:
 
 
 def tell_primary_ready(ready_fd: int | None) -> None:
-    """In a worker: tell the primary this process serves HTTP and has its store (one write, then the pipe closes)."""
+    """In a worker: tell the primary it has its store and runs its roles (one write, then the pipe closes)."""
     if ready_fd is None:
         return
     try:

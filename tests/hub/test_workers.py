@@ -91,6 +91,16 @@ async def _all_inquiries(base_url: str, count: int) -> list[dict[str, Any]] | No
     return body["items"] if status == 200 and len(body["items"]) >= count else None
 
 
+async def _post_400_and_see_each_stored_once(base_url: str) -> None:
+    accepted: dict[int, str] = {}
+    url = base_url + "/hooks/site-form"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+        for start in range(0, 400, 40):
+            await asyncio.gather(*(_post_until_accepted(session, url, i, accepted) for i in range(start, start + 40)))
+    items = await wait_for(lambda: _all_inquiries(base_url, 400), timeout=40, what="400 inquiries stored")
+    _exactly_once(items, accepted)
+
+
 async def test_workers_share_the_port_and_the_work_and_report_one_total(make_daemon) -> None:  # type: ignore[no-untyped-def]
     daemon = make_daemon(CONFIG)
     await daemon.start()
@@ -104,13 +114,7 @@ async def test_workers_share_the_port_and_the_work_and_report_one_total(make_dae
 
     await wait_for(both_processes_answer, timeout=20, what="/healthz answered by the primary and by worker 1")
 
-    accepted: dict[int, str] = {}
-    url = daemon.base_url + "/hooks/site-form"
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
-        for start in range(0, 400, 40):
-            await asyncio.gather(*(_post_until_accepted(session, url, i, accepted) for i in range(start, start + 40)))
-    items = await wait_for(lambda: _all_inquiries(daemon.base_url, 400), timeout=40, what="400 inquiries stored")
-    _exactly_once(items, accepted)
+    await _post_400_and_see_each_stored_once(daemon.base_url)
 
     async def totals_agree() -> bool:  # both pipelines and both relays (each its share) have caught up
         _, text = await _get(daemon.base_url, "/metrics")
@@ -164,3 +168,59 @@ def test_auto_is_one_worker_per_usable_cpu() -> None:
     assert config_from_dict({"workers": "auto"}, env={}).settings.workers == len(os.sched_getaffinity(0))
     assert config_from_dict({}, env={"LEADHUB_WORKERS": "3"}).settings.workers == 3
     assert config_from_dict({}, env={}).settings.workers == 1, "one process unless asked"
+
+
+SPLIT = {**CONFIG, "workers": 3, "roles": ["http", "triggers"], "worker_roles": ["pipeline", "relay"]}
+
+
+async def test_split_roles_webhooks_in_the_primary_pipeline_and_relay_in_the_workers(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    daemon = make_daemon(SPLIT)
+    await daemon.start()
+    await wait_for(lambda: _workers_serving(daemon.base_url, 2), timeout=40, what="both pipeline workers working")
+    assert len(_worker_pids(daemon.process.pid)) == 2
+    for _ in range(10):  # a worker without http binds no port: every new connection reaches the primary
+        status, body = await _get(daemon.base_url, "/healthz")
+        assert (status, body["worker"]) == (200, 0)
+
+    await _post_400_and_see_each_stored_once(daemon.base_url)
+
+    async def every_event_relayed() -> bool:  # two relaying workers: shares 0/2 and 1/2, none left to nobody
+        _, text = await _get(daemon.base_url, "/metrics")
+        return _counter(text, "leadhub_events_published_total", "") >= 1200
+
+    await wait_for(every_event_relayed, timeout=30, what="the events of 400 new people relayed")
+    _, text = await _get(daemon.base_url, "/metrics")
+    assert _counter(text, "leadhub_pipeline_processed_total", 'outcome="stored"') == 400
+    assert _counter(text, "leadhub_outbox_written_total", "") == 1200
+    assert _counter(text, "leadhub_events_published_total", "") == 1200, "each event relayed once"
+    assert await daemon.terminate() == 0
+
+
+def test_worker_roles_are_checked_and_decide_the_relay_shares() -> None:
+    from leadhub.hub.config import ConfigError, config_from_dict
+    from leadhub.hub.workers import WorkerSpec
+
+    settings = config_from_dict({}, env={"LEADHUB_WORKERS": "3", "LEADHUB_WORKER_ROLES": "pipeline, relay"}).settings
+    assert settings.worker_roles == ("pipeline", "relay")
+    spec = WorkerSpec.of(settings, "nats://127.0.0.1:1", 8080, None)
+    assert spec.relay_shares == 3 and "--relay-share" in (command := spec.command(2, 9))
+    assert command[command.index("--relay-share") + 1] == "2/3", "the primary relays share 0"
+
+    split = config_from_dict({"workers": 3, "roles": "http,triggers", "worker_roles": "pipeline,relay"}, env={})
+    spec = WorkerSpec.of(split.settings, "nats://127.0.0.1:1", 8080, None)
+    assert spec.relay_shares == 2
+    assert [spec.command(i, 9)[-1] for i in (1, 2)] == ["0/2", "1/2"], (
+        "workers take every share when the primary does not relay"
+    )
+    assert "--relay-share" not in WorkerSpec.of(
+        config_from_dict({"workers": 2, "worker_roles": "http,pipeline"}, env={}).settings, "n", 1, None
+    ).command(1, 9)
+    unset = WorkerSpec.of(config_from_dict({"workers": 2, "roles": "http,pipeline"}, env={}).settings, "n", 1, None)
+    assert unset.roles == ("http", "pipeline"), "unset: the primary's roles that can run more than once"
+
+    with pytest.raises(ConfigError, match="worker_roles has http but roles does not"):
+        config_from_dict({"workers": 2, "roles": "pipeline,relay", "worker_roles": "http"}, env={})
+    with pytest.raises(ConfigError, match="worker_roles"):
+        config_from_dict({"workers": 2, "worker_roles": "triggers"}, env={})
+    with pytest.raises(ConfigError, match="name at least one of"):
+        config_from_dict({"workers": 2}, env={"LEADHUB_WORKER_ROLES": " , "})
