@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -36,6 +37,7 @@ from leadhub.store.outbox import MAX_SHARES
 from leadhub.triggers.clock import Clock
 from leadhub.triggers.service import TriggerService
 
+BACKGROUND_NICENESS = 10  # a pipeline-only worker's CPU priority below the process that answers webhooks
 GC_YOUNG_THRESHOLD = 10_000  # objects allocated between young collections (Python's default: 700)
 log = structlog.get_logger("leadhub")
 
@@ -124,8 +126,10 @@ class Hub:
         await retry_forever("connecting to NATS", self.queue.start, self.stopping)
         self.engine = create_engine(self.settings.effective_database_url)
         self._build_connectors()
-        if self.worker == 0 or "http" in self.roles:  # a worker without http leaves the shared port to the others
+        if self.worker == 0 or "http" in self.roles:
             await self._start_http()
+        else:  # a worker without http leaves the shared port to the others, and the CPU to them when it is short
+            _yield_cpu_to_webhooks()
         self.tasks.append(asyncio.create_task(self._start_store_side(), name="store-side"))
 
     def _build_connectors(self) -> None:
@@ -353,6 +357,18 @@ class _StepTimer:
         now = time.perf_counter()
         self.steps[name] = round(now - self._last, 3)
         self._last = now
+
+
+def _yield_cpu_to_webhooks() -> None:
+    """Lower this worker's CPU priority: when cores are short, webhooks are answered first and the backlog
+    waits in JetStream. Measured on two cores (BENCHMARKS.md): 12-25% more accepted/s and a lower p99 during
+    a burst, the same leads/s in all."""
+    try:
+        niceness = os.nice(BACKGROUND_NICENESS)
+    except OSError as exc:  # not allowed here (a restricted container): run at the same priority
+        log.warning("could not lower this worker's CPU priority", error=str(exc))
+        return
+    log.info("worker without http: CPU priority lowered", niceness=niceness)
 
 
 def _redact_url(url: str) -> str:

@@ -36,6 +36,10 @@ def _alive(pid: int) -> bool:
     return state != "Z"  # a zombie has exited; its parent has not reaped it yet
 
 
+def _niceness(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
 async def _get(base_url: str, path: str) -> tuple[int, Any]:
     """One request on a new connection, so the kernel picks a process for it afresh."""
     connector = aiohttp.TCPConnector(force_close=True)
@@ -113,6 +117,8 @@ async def test_workers_share_the_port_and_the_work_and_report_one_total(make_dae
         return answered == {0, 1}
 
     await wait_for(both_processes_answer, timeout=20, what="/healthz answered by the primary and by worker 1")
+    [worker] = _worker_pids(daemon.process.pid)
+    assert _niceness(worker) == _niceness(daemon.process.pid), "a worker that answers webhooks keeps its priority"
 
     await _post_400_and_see_each_stored_once(daemon.base_url)
 
@@ -177,7 +183,11 @@ async def test_split_roles_webhooks_in_the_primary_pipeline_and_relay_in_the_wor
     daemon = make_daemon(SPLIT)
     await daemon.start()
     await wait_for(lambda: _workers_serving(daemon.base_url, 2), timeout=40, what="both pipeline workers working")
-    assert len(_worker_pids(daemon.process.pid)) == 2
+    workers = _worker_pids(daemon.process.pid)
+    assert len(workers) == 2
+    assert [_niceness(pid) - _niceness(daemon.process.pid) for pid in workers] == [10, 10], (
+        "pipeline-only workers leave the CPU to the webhooks when it is short"
+    )
     for _ in range(10):  # a worker without http binds no port: every new connection reaches the primary
         status, body = await _get(daemon.base_url, "/healthz")
         assert (status, body["worker"]) == (200, 0)
