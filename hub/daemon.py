@@ -34,6 +34,7 @@ from leadhub.pipelines.model import SourceSpec
 from leadhub.pipelines.outbox_relay import OutboxRelay
 from leadhub.store.db import create_engine, upgrade
 from leadhub.store.outbox import MAX_SHARES
+from leadhub.store.young_tables import YoungTableStatistics
 from leadhub.triggers.clock import Clock
 from leadhub.triggers.service import TriggerService
 
@@ -88,6 +89,7 @@ class Hub:
         self.connector_stops: list[Stop] = []
         self.consumer: InboundConsumer | None = None
         self.relay: OutboxRelay | None = None
+        self.young_tables: YoungTableStatistics | None = None
         self.triggers: TriggerService | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.stopping = asyncio.Event()
@@ -222,6 +224,9 @@ class Hub:
             self.triggers = self._build_triggers(engine, queue)
             self.tasks += self.triggers.start()
         if "pipeline" in self.roles:
+            self.young_tables = YoungTableStatistics(engine)
+            with contextlib.suppress(Exception):  # an optimisation: a store that cannot say is analyzed as young
+                await self.young_tables.start()
             self.consumer = self._build_consumer(engine, queue)
             self.tasks.append(asyncio.create_task(self.consumer.run(), name="inbound-consumer"))
         if self.worker > 0:
@@ -275,7 +280,9 @@ class Hub:
         m = self.metrics
         dead = DeadLetterSink(engine, queue.publish, lambda reason: m.dead_letters.labels(reason).inc())
         stats = Stats()
+        young_tables = self.young_tables
         stats.on_batch = lambda stored, dup, lag: (
+            young_tables is not None and young_tables.count(stored),
             m.batch_size.observe(stored + dup),
             m.pipeline_lag.set(lag),
             m.processed.labels("stored").inc(stored),
@@ -339,6 +346,8 @@ class Hub:
             self.relay.stop()
         if self.triggers is not None:
             self.triggers.stop()
+        if self.young_tables is not None:
+            await self.young_tables.stop()
         if self.tasks:
             _, pending = await asyncio.wait(self.tasks, timeout=self.settings.shutdown_timeout / 2)
             for task in pending:
