@@ -3,8 +3,10 @@
 A batch-sized IN list is one parameter per value. asyncpg keeps each statement prepared, and after a few runs
 PostgreSQL may plan it once for any values (a generic plan). For a table autovacuum has not analyzed yet (a new
 deployment's first minute, or fast growth) that plan scanned every row against every parameter: a batch's key
-lookup grew to 800 ms at 40,000 inquiries (BENCHMARKS.md). `= ANY($1)` with one array parameter keeps the index
-whatever the statistics. SQLite plans each statement afresh and keeps its IN list.
+lookup grew to 800 ms at 40,000 inquiries (BENCHMARKS.md). `= ANY($1)` with one array parameter is planned like a
+lookup of a few values and mostly keeps the index; a generic plan made while the table was tiny can still be a
+sequential scan, which `store/young_tables.py` replaces by analyzing young tables as they grow. SQLite plans each
+statement afresh and keeps its IN list.
 """
 
 from __future__ import annotations
