@@ -26,7 +26,7 @@ from leadhub.hub.http.app import create_app
 from leadhub.hub.http.state import HttpDeps
 from leadhub.hub.metrics import Metrics, forget_process, share_between_processes
 from leadhub.hub.queue import Queue
-from leadhub.hub.workers import WorkerPool, WorkerSpec, relaying_processes, tell_primary_ready, worker_roles
+from leadhub.hub.workers import WorkerPool, WorkerSpec, relaying_processes, tell_primary_ready
 from leadhub.pipelines.consumer import InboundConsumer, Stats
 from leadhub.pipelines.dead_letters import DeadLetterSink
 from leadhub.pipelines.intake import IntakePipeline
@@ -225,8 +225,7 @@ class Hub:
             self.tasks += self.triggers.start()
         if "pipeline" in self.roles:
             self.young_tables = YoungTableStatistics(engine)
-            with contextlib.suppress(Exception):  # an optimisation: a store that cannot say is analyzed as young
-                await self.young_tables.start()
+            await self.young_tables.start()
             self.consumer = self._build_consumer(engine, queue)
             self.tasks.append(asyncio.create_task(self.consumer.run(), name="inbound-consumer"))
         if self.worker > 0:
@@ -242,8 +241,7 @@ class Hub:
         if self.relay_share is not None:
             index, count = self.relay_share
         elif self.several_processes:
-            s = self.settings
-            index, count = 0, relaying_processes(s.roles, worker_roles(s.roles, s.worker_roles), s.workers)
+            index, count = 0, relaying_processes(self.settings)
         else:
             index, count = 0, 1
         return index, min(count, MAX_SHARES)
@@ -370,8 +368,8 @@ class _StepTimer:
 
 def _yield_cpu_to_webhooks() -> None:
     """Lower this worker's CPU priority: when cores are short, webhooks are answered first and the backlog
-    waits in JetStream. Measured on two cores (BENCHMARKS.md): 12-25% more accepted/s and a lower p99 during
-    a burst, the same leads/s in all."""
+    waits in JetStream. Measured on two cores against the same code without it (BENCHMARKS.md): 1.06-1.36x the
+    accepted/s during a burst, the same leads/s in all."""
     try:
         niceness = os.nice(BACKGROUND_NICENESS)
     except OSError as exc:  # not allowed here (a restricted container): run at the same priority

@@ -50,15 +50,14 @@ class WorkerSpec:
 
     @classmethod
     def of(cls, settings: Settings, nats_url: str, http_port: int, config_file: Path | None) -> WorkerSpec:
-        roles = worker_roles(settings.roles, settings.worker_roles)
         return cls(
             nats_url=nats_url,
             http_port=http_port,
             database_url=settings.effective_database_url,
-            roles=roles,
+            roles=worker_roles(settings.roles, settings.worker_roles),
             config_file=config_file,
             primary_relays="relay" in settings.roles,
-            relay_shares=relaying_processes(settings.roles, roles, settings.workers),
+            relay_shares=relaying_processes(settings),
         )
 
     def command(self, index: int, ready_fd: int) -> list[str]:
@@ -86,9 +85,10 @@ def worker_roles(roles: tuple[str, ...], chosen: tuple[str, ...] | None = None) 
     return chosen if chosen is not None else tuple(role for role in roles if role in WORKER_ROLES)
 
 
-def relaying_processes(primary_roles: tuple[str, ...], roles_of_workers: tuple[str, ...], count: int) -> int:
+def relaying_processes(settings: Settings) -> int:
     """How many processes relay the outbox, each its own share: the primary (share 0) if it relays, then workers."""
-    return ("relay" in primary_roles) + ("relay" in roles_of_workers) * (count - 1)
+    workers_relay = "relay" in worker_roles(settings.roles, settings.worker_roles)
+    return ("relay" in settings.roles) + workers_relay * (settings.workers - 1)
 
 
 class WorkerPool:

@@ -105,7 +105,7 @@ class Dovecot:
                 pytest.fail(f"dovecot exited with {self.process.returncode}:\n{self.logs()}")
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                 return
-            time.sleep(0.02)  # polling, not a fixed sleep: polling for the port under a deadline
+            time.sleep(0.02)  # noqa: sleep-ok - polling for the port under a deadline
         pytest.fail(f"dovecot did not listen on {self.port}:\n{self.logs()}")
 
     def kill(self) -> None:
@@ -120,7 +120,7 @@ class Dovecot:
             self.process.wait(timeout=10)
             deadline = time.monotonic() + 10
             while _group_alive(self.process.pid) and time.monotonic() < deadline:
-                time.sleep(0.02)  # polling, not a fixed sleep: polling for the children to exit under a deadline
+                time.sleep(0.02)  # noqa: sleep-ok - polling for the children to exit under a deadline
 
     def stop(self) -> None:
         for client in self.clients:
