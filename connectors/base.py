@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, ClassVar, Protocol
 
 from aiohttp import web
@@ -82,8 +84,16 @@ DUPLICATE = web.ResponseKey("duplicate", bool)
 
 
 def accepted(result: PublishResult, headers: dict[str, str] | None = None) -> web.Response:
-    """The answer once an item is durable: `202 {"id", "duplicate"}`, marked for the hub's metrics."""
-    response = web.json_response({"id": result.id, "duplicate": result.duplicate}, status=202, headers=headers)
+    """The answer once an item is durable: `202 {"id", "duplicate"}`, marked for the hub's metrics.
+
+    Written with the json module's C string escaper rather than json.dumps: every accepted webhook
+    pays for this answer, and the encoder's Python machinery was ~4% of an accept's CPU.
+    """
+    body = b'{"id":%s,"duplicate":%s}' % (
+        encode_basestring_ascii(result.id).encode(),
+        b"true" if result.duplicate else b"false",
+    )
+    response = web.Response(body=body, status=202, headers=headers, content_type="application/json", charset="utf-8")
     response[DUPLICATE] = result.duplicate
     return response
 
@@ -93,6 +103,13 @@ async def read_body(request: Any, limit: int) -> bytes:
     declared = request.content_length
     if declared is not None and declared > limit:
         raise HookError(413, "too_large", f"body of {declared} bytes exceeds the limit of {limit} bytes")
+    if declared is not None:  # the usual case: one read of the declared length, no chunk iterator
+        try:
+            return await request.content.readexactly(declared)
+        except asyncio.IncompleteReadError as exc:
+            raise HookError(
+                400, "malformed", f"body ended after {len(exc.partial)} of its declared {declared} bytes"
+            ) from None
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_chunked(65536):

@@ -57,6 +57,32 @@ async def test_bad_bodies_are_refused_with_a_clear_error(
     await _still_serving_and_nothing_stored(guarded_hub)
 
 
+async def _chunks(*parts: bytes):  # noqa: ANN202 - an async generator makes aiohttp send the body chunked
+    for part in parts:
+        yield part
+
+
+async def test_a_chunked_body_over_the_limit_is_413(guarded_hub: RunningHub) -> None:
+    """Without Content-Length the limit is counted as the chunks arrive (the declared-length path checks it up front)."""
+    headers = {"X-Leadhub-Token": "s3cret", "Content-Type": "application/json"}
+    body = _chunks(b'{"message": "', b"x" * 800, b"x" * 800, b'"}')
+    async with await guarded_hub.post("/hooks/site-form", data=body, headers=headers) as response:
+        assert response.status == 413, await response.text()
+        assert response.request_info.headers.get("Transfer-Encoding") == "chunked"
+        assert (await response.json())["error"] == "too_large"
+    await _still_serving_and_nothing_stored(guarded_hub)
+
+
+async def test_a_chunked_body_within_the_limit_is_accepted_whole(guarded_hub: RunningHub) -> None:
+    headers = {"X-Leadhub-Token": "s3cret", "Content-Type": "application/json"}
+    body = _chunks(b'{"name": "chunked", ', b'"message": "' + b"y" * 300 + b'"}')
+    async with await guarded_hub.post("/hooks/site-form", data=body, headers=headers) as response:
+        assert response.status == 202, await response.text()
+        assert response.request_info.headers.get("Transfer-Encoding") == "chunked"
+    [item] = await guarded_hub.wait_items("/api/inquiries", 1)
+    assert item["name"] == "Chunked" and item["message"] == "y" * 300
+
+
 @pytest.mark.parametrize(
     ("headers", "query", "detail"),
     [
