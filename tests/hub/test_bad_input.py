@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 
 from tests.conftest import HubFactory, RunningHub
@@ -57,13 +59,14 @@ async def test_bad_bodies_are_refused_with_a_clear_error(
     await _still_serving_and_nothing_stored(guarded_hub)
 
 
-async def _chunks(*parts: bytes):  # noqa: ANN202 - an async generator makes aiohttp send the body chunked
+async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    """A body from an async generator: aiohttp sends it chunked, without Content-Length."""
     for part in parts:
         yield part
 
 
 async def test_a_chunked_body_over_the_limit_is_413(guarded_hub: RunningHub) -> None:
-    """Without Content-Length the limit is counted as the chunks arrive (the declared-length path checks it up front)."""
+    """Without Content-Length the limit is counted as the chunks arrive (a declared length is checked up front)."""
     headers = {"X-Leadhub-Token": "s3cret", "Content-Type": "application/json"}
     body = _chunks(b'{"message": "', b"x" * 800, b"x" * 800, b'"}')
     async with await guarded_hub.post("/hooks/site-form", data=body, headers=headers) as response:
