@@ -25,6 +25,7 @@ from leadhub.hub.embedded_nats import EmbeddedNats
 from leadhub.hub.http.app import create_app
 from leadhub.hub.http.state import HttpDeps
 from leadhub.hub.metrics import Metrics, forget_process, share_between_processes
+from leadhub.hub.migrate_child import upgrade_in_child
 from leadhub.hub.queue import Queue
 from leadhub.hub.workers import WorkerPool, WorkerSpec, relaying_processes, tell_primary_ready
 from leadhub.pipelines.consumer import InboundConsumer, Stats
@@ -71,6 +72,7 @@ class Hub:
         worker: int = 0,
         ready_fd: int | None = None,
         relay_share: tuple[int, int] | None = None,
+        migrate_in_child: bool = False,
     ) -> None:
         self.config = config
         self.clock = clock  # None: the system clock; tests pass a ManualClock
@@ -80,6 +82,7 @@ class Hub:
         self.workers: WorkerPool | None = None
         self.ready_fd = ready_fd  # a worker writes to it once it serves (hub/workers.py)
         self.relay_share = relay_share  # a worker's share of the outbox and the number of shares, from the primary
+        self.migrate_in_child = migrate_in_child  # `leadhub run`: alembic stays out (hub/migrate_child.py)
         self.embedded: EmbeddedNats | None = None
         self.queue: Queue | None = None
         self.engine: AsyncEngine | None = None
@@ -207,7 +210,8 @@ class Hub:
         assert self.engine is not None and self.queue is not None
         engine, queue = self.engine, self.queue
         try:
-            await retry_forever("migrating the database", lambda: upgrade(engine), self.stopping)
+            migrate = upgrade_in_child if self.migrate_in_child else upgrade
+            await retry_forever("migrating the database", lambda: migrate(engine), self.stopping)
         except asyncio.CancelledError:
             return
         self.store_ready = True
@@ -402,7 +406,7 @@ async def run_until_signalled(
     """`leadhub run`: start, wait for SIGTERM or SIGINT, stop within the shutdown timeout."""
     if worker:
         structlog.contextvars.bind_contextvars(worker=worker)
-    hub = Hub(config, worker=worker, ready_fd=ready_fd, relay_share=relay_share)
+    hub = Hub(config, worker=worker, ready_fd=ready_fd, relay_share=relay_share, migrate_in_child=True)
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -121,16 +121,21 @@ def _applied_revisions(connection: Connection) -> frozenset[str]:
     return frozenset(connection.execute(text("SELECT version_num FROM alembic_version")).scalars())
 
 
+async def at_heads(engine: AsyncEngine) -> bool:
+    """True when the database needs no migration; read with plain SQL, without importing alembic."""
+    async with engine.connect() as connection:
+        return await connection.run_sync(_applied_revisions) == MIGRATION_HEADS
+
+
 async def upgrade(engine: AsyncEngine, revision: str = "heads") -> None:
     """Apply migrations up to `revision` (idempotent; `run` calls it on every start).
 
     A database already at the heads is only read, with plain SQL: alembic is imported when there is
-    something to migrate (or a revision other than the heads is asked for).
+    something to migrate (or a revision other than the heads is asked for). `leadhub run` does the
+    migrating itself in a child process (hub/migrate_child.py).
     """
-    if revision == "heads":
-        async with engine.connect() as connection:
-            if await connection.run_sync(_applied_revisions) == MIGRATION_HEADS:
-                return
+    if revision == "heads" and await at_heads(engine):
+        return
     async with engine.begin() as connection:
         await connection.run_sync(_upgrade, revision)
 

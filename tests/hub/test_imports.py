@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 # Each is loaded when its feature is used: a connector type when configured, alembic when there is something
-# to migrate (tests/store/test_migrations.py), aiosmtplib when a rule sends e-mail.
+# to migrate (tests/store/test_migrations.py; `leadhub run` migrates in a child, tests/hub/test_migrate_child.py),
+# aiosmtplib when a rule sends e-mail.
 NOT_FOR_A_FORM = ("alembic", "imapclient", "aiosmtplib", "leadhub.connectors.imap", "leadhub.connectors.telegram")
 
 LOAD_A_FORM_CONFIG = f"""
