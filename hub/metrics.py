@@ -7,12 +7,9 @@ the totals of all of them.
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
 
@@ -34,15 +31,6 @@ def forget_process(directory: Path, pid: int) -> None:
     multiprocess.mark_process_dead(pid, str(directory))
 
 
-def cached_labels(metric: Any, size: int = 256) -> Callable[..., Any]:
-    """`metric.labels`, remembered per label values.
-
-    prometheus_client checks the values and takes a lock on every `labels()` call, and each webhook asks for the
-    same few children again (2-3% of an accept's CPU). Only for bounded label values: routes, connector names.
-    """
-    return functools.lru_cache(maxsize=size)(metric.labels)
-
-
 class Metrics:
     def __init__(self, shared_dir: Path | None = None) -> None:
         """`shared_dir`: the directory `share_between_processes` set up, when several processes share the totals."""
@@ -59,10 +47,6 @@ class Metrics:
         )
         self.accepted = Counter("leadhub_intake_accepted", "Items accepted (durable)", ["connector"], registry=r)
         self.duplicates = Counter("leadhub_intake_duplicates", "Items the queue already had", ["connector"], registry=r)
-        self.http_requests_for = cached_labels(self.http_requests)  # (route, status): the webhook path's children
-        self.hook_latency_for = cached_labels(self.hook_latency)
-        self.accepted_for = cached_labels(self.accepted)
-        self.duplicates_for = cached_labels(self.duplicates)
         self.rejected = Counter(
             "leadhub_intake_rejected", "Items refused at the edge", ["connector", "reason"], registry=r
         )

@@ -21,15 +21,15 @@ async def count_and_guard(request: web.Request, handler: Handler) -> web.StreamR
     try:
         response = await handler(request)
     except web.HTTPException as exc:
-        deps.metrics.http_requests_for(route, str(exc.status)).inc()
+        deps.metrics.http_requests.labels(route, str(exc.status)).inc()
         if exc.status >= 400 and exc.content_type != "application/json":
             return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
         raise
     except Exception:
         log.exception("unhandled error", route=route, method=request.method)
-        deps.metrics.http_requests_for(route, "500").inc()
+        deps.metrics.http_requests.labels(route, "500").inc()
         return error_response(500, "internal", "internal error; see the daemon log")
-    deps.metrics.http_requests_for(route, str(response.status)).inc()
+    deps.metrics.http_requests.labels(route, str(response.status)).inc()
     return response
 
 

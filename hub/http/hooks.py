@@ -34,11 +34,11 @@ async def hook(request: web.Request) -> web.StreamResponse:
             503, "queue_unavailable", "the queue is unavailable; retry later", headers={"Retry-After": "5"}
         )
     except web.HTTPRedirection:
-        deps.metrics.accepted_for(name).inc()
+        deps.metrics.accepted.labels(name).inc()
         raise
-    deps.metrics.hook_latency_for(name).observe(time.perf_counter() - started)
+    deps.metrics.hook_latency.labels(name).observe(time.perf_counter() - started)
     if response.status == 202:
-        deps.metrics.accepted_for(name).inc()
+        deps.metrics.accepted.labels(name).inc()
         if response.get(DUPLICATE):
-            deps.metrics.duplicates_for(name).inc()
+            deps.metrics.duplicates.labels(name).inc()
     return response
