@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 import pytest
@@ -10,37 +9,13 @@ from sqlalchemy import text
 
 from leadhub.hub.migrate_child import MigrationFailed, upgrade_in_child
 from leadhub.store.db import MIGRATION_HEADS, _applied_revisions, create_engine, upgrade
-
-# A fresh interpreter: the test process has imported alembic already (tests/store/test_migrations.py).
-MIGRATE_AND_REPORT = """
-import asyncio, sys
-from leadhub.hub.migrate_child import upgrade_in_child
-from leadhub.store.db import create_engine
-
-async def main(url):
-    engine = create_engine(url)
-    try:
-        await upgrade_in_child(engine)
-    finally:
-        await engine.dispose()
-
-asyncio.run(main(sys.argv[1]))
-print("alembic imported" if "alembic" in sys.modules else "alembic not imported")
-"""
+from tests.fresh_interpreter import migrate_and_report
 
 
 async def test_an_empty_database_is_migrated_by_a_child_and_alembic_stays_out(database_url: str) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        MIGRATE_AND_REPORT,
-        database_url,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    assert (
+        await migrate_and_report(database_url, "leadhub.hub.migrate_child:upgrade_in_child") == "alembic not imported"
     )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
-    assert process.returncode == 0, stderr.decode()
-    assert stdout.decode().strip() == "alembic not imported"
     engine = create_engine(database_url)
     try:
         async with engine.connect() as conn:

@@ -2,28 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
-
 from alembic.script import ScriptDirectory
 
 from leadhub.store.db import MIGRATION_HEADS, _applied_revisions, alembic_config, create_engine, upgrade
-
-# Run in a fresh interpreter: the test process has imported alembic already.
-UPGRADE_AND_REPORT = """
-import asyncio, sys
-from leadhub.store.db import create_engine, upgrade
-
-async def main(url):
-    engine = create_engine(url)
-    try:
-        await upgrade(engine)
-    finally:
-        await engine.dispose()
-
-asyncio.run(main(sys.argv[1]))
-print("alembic imported" if "alembic" in sys.modules else "alembic not imported")
-"""
+from tests.fresh_interpreter import migrate_and_report
 
 
 def test_heads_constant_is_alembics() -> None:
@@ -47,23 +29,9 @@ async def test_upgrade_from_an_older_revision_reaches_the_heads(database_url: st
         await engine.dispose()
 
 
-async def _upgrade_in_fresh_interpreter(url: str) -> str:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        UPGRADE_AND_REPORT,
-        url,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 0, stderr.decode()
-    return stdout.decode().strip()
-
-
 async def test_a_database_at_the_heads_is_not_migrated_and_alembic_not_imported(database_url: str) -> None:
-    assert await _upgrade_in_fresh_interpreter(database_url) == "alembic imported"  # an empty database
-    assert await _upgrade_in_fresh_interpreter(database_url) == "alembic not imported"
+    assert await migrate_and_report(database_url) == "alembic imported"  # an empty database
+    assert await migrate_and_report(database_url) == "alembic not imported"
     engine = create_engine(database_url)
     try:
         async with engine.connect() as conn:
