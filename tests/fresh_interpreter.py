@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from leadhub.store.db import _applied_revisions, create_engine
+
 MIGRATE_AND_REPORT = """
 import asyncio, importlib, sys
 from leadhub.store.db import create_engine
@@ -40,3 +42,13 @@ async def migrate_and_report(url: str, migrate: str = "leadhub.store.db:upgrade"
     stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode == 0, stderr.decode()
     return stdout.decode().strip()
+
+
+async def applied_revisions(url: str) -> frozenset[str]:
+    """The revisions the database at `url` records as applied."""
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(_applied_revisions)
+    finally:
+        await engine.dispose()

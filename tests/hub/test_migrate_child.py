@@ -8,20 +8,15 @@ import pytest
 from sqlalchemy import text
 
 from leadhub.hub.migrate_child import MigrationFailed, upgrade_in_child
-from leadhub.store.db import MIGRATION_HEADS, _applied_revisions, create_engine, upgrade
-from tests.fresh_interpreter import migrate_and_report
+from leadhub.store.db import MIGRATION_HEADS, create_engine, upgrade
+from tests.fresh_interpreter import applied_revisions, migrate_and_report
 
 
 async def test_an_empty_database_is_migrated_by_a_child_and_alembic_stays_out(database_url: str) -> None:
     assert (
         await migrate_and_report(database_url, "leadhub.hub.migrate_child:upgrade_in_child") == "alembic not imported"
     )
-    engine = create_engine(database_url)
-    try:
-        async with engine.connect() as conn:
-            assert await conn.run_sync(_applied_revisions) == MIGRATION_HEADS
-    finally:
-        await engine.dispose()
+    assert await applied_revisions(database_url) == MIGRATION_HEADS
 
 
 async def test_a_database_at_the_heads_starts_no_child(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
