@@ -76,7 +76,7 @@ class Queue:
         await self.broker.start()
         await self.declare_streams()
         if self._publisher is None:  # once: the subscription outlives reconnects
-            self._publisher = StreamPublisher(self.connection)
+            self._publisher = StreamPublisher(self.connection, PUBLISH_TIMEOUT)
             await self._publisher.start()
         log.info("queue connected", url=self.url)
 
@@ -135,8 +135,7 @@ class Queue:
         if not self.connected or self._publisher is None:
             raise QueueUnavailable("not connected to NATS")
         try:
-            async with asyncio.timeout(PUBLISH_TIMEOUT):
-                return await self._publisher.publish(messages, stream)
+            return await self._publisher.publish(messages, stream)  # TimeoutError after PUBLISH_TIMEOUT
         except UNAVAILABLE_ERRORS as exc:
             raise QueueUnavailable(f"{type(exc).__name__}: {exc}") from exc
 

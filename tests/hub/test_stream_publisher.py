@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
 from leadhub.connectors.base import QueueUnavailable
 from leadhub.hub.queue import EVENTS, INBOUND
+from leadhub.hub.stream_publisher import SWEEP_EVERY, StreamPublisher
 from tests.conftest import HubFactory
+from tests.helpers import wait_for
 
 FORM = {"name": "site-form", "type": "form", "rate_limit": None}
 
@@ -35,3 +40,33 @@ async def test_a_subject_no_stream_takes_is_refused_not_acked(make_hub: HubFacto
         await queue.publish("events.test.x", b"{}", {"Nats-Msg-Id": "wrong-stream-1"}, INBOUND)
     assert not queue._publisher._waiting  # type: ignore[union-attr]
     assert await queue.publish("events.test.after", b"{}", {"Nats-Msg-Id": "after-errors"}, EVENTS) is False
+
+
+async def test_a_reply_that_never_comes_fails_its_publish_with_a_timeout(make_hub: HubFactory) -> None:
+    """A subscriber that takes the message and never answers (not JetStream): the publish fails, nothing waits on."""
+    hub = await make_hub([FORM], roles="http")
+    client = hub.hub.queue.connection
+    publisher = StreamPublisher(client, timeout=0.5)
+    await publisher.start()
+    swallowed = asyncio.Event()
+
+    async def swallow(_msg: object) -> None:
+        swallowed.set()
+
+    await client.subscribe("quiet.>", cb=swallow)
+    began = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"did not acknowledge within 0\.5s"):
+        await publisher.publish([("quiet.one", b"{}", {"Nats-Msg-Id": "quiet-1"})], INBOUND)
+    waited = time.monotonic() - began
+    assert swallowed.is_set()
+    assert 0.5 <= waited < 0.5 + 2 * SWEEP_EVERY + 1.0, waited  # due at 0.5 s, swept within SWEEP_EVERY of it
+    assert not publisher._waiting and not publisher._deadlines
+    # The publisher keeps working, and its sweep stops once nothing waits.
+    assert await publisher.publish(
+        [("events.test.after-timeout", b"{}", {"Nats-Msg-Id": "after-timeout"})], EVENTS
+    ) == [False]
+
+    async def swept() -> bool:
+        return publisher._sweep is None and not publisher._deadlines
+
+    await wait_for(swept, timeout=5, what="the sweep to stop once nothing waits")
