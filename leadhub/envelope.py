@@ -23,6 +23,8 @@ H_CONTENT_TYPE = "Leadhub-Content-Type"
 H_META = "Leadhub-Meta"
 H_MSG_ID = "Nats-Msg-Id"
 
+_META_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # json.dumps builds one per call
+
 
 class EnvelopeError(ValueError):
     """A queue message that is not a well-formed envelope."""
@@ -60,7 +62,7 @@ class Envelope:
             H_CONTENT_TYPE: self.content_type,
         }
         if self.meta:
-            headers[H_META] = json.dumps(dict(self.meta), ensure_ascii=False, separators=(",", ":"))
+            headers[H_META] = _META_JSON.encode(dict(self.meta))
         return headers
 
     @classmethod
