@@ -131,8 +131,8 @@ async def upgrade(engine: AsyncEngine, revision: str = "heads") -> None:
     """Apply migrations up to `revision` (idempotent; `run` calls it on every start).
 
     A database already at the heads is only read, with plain SQL: alembic is imported when there is
-    something to migrate (or a revision other than the heads is asked for). `leadhub run` does the
-    migrating itself in a child process (hub/migrate_child.py).
+    something to migrate (or a revision other than the heads is asked for). `leadhub run` migrates in a
+    child process instead (hub/migrate_child.py), so its long-running process never imports alembic.
     """
     if revision == "heads" and await at_heads(engine):
         return
