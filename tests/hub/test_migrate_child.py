@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sys
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -10,6 +13,7 @@ from sqlalchemy import text
 from leadhub.hub.migrate_child import MigrationFailed, upgrade_in_child
 from leadhub.store.db import MIGRATION_HEADS, create_engine, upgrade
 from tests.fresh_interpreter import applied_revisions, migrate_and_report
+from tests.helpers import wait_for
 
 
 async def test_an_empty_database_is_migrated_by_a_child_and_alembic_stays_out(database_url: str) -> None:
@@ -42,3 +46,30 @@ async def test_a_database_from_a_newer_release_fails_with_alembics_reason(databa
         await engine.dispose()
     assert "exited with 1" in str(raised.value)
     assert "Traceback" not in str(raised.value)  # one line saying why, not a stack
+
+
+async def test_a_stop_during_the_migration_kills_the_child(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon cancels the migration when it is told to stop: the child must not outlive it."""
+    pid_file = tmp_path / "child.pid"
+    slow_python = tmp_path / "slow-python"
+    slow_python.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 60\n")  # stands in for a long migration
+    slow_python.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(slow_python))
+    engine = create_engine(database_url)
+    try:
+        migrating = asyncio.create_task(upgrade_in_child(engine))
+
+        async def child_started() -> bool:
+            return pid_file.exists() and pid_file.read_text().strip().isdigit()
+
+        await wait_for(child_started, timeout=10, what="the migration child to start")
+        pid = int(pid_file.read_text())
+        migrating.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await migrating
+        with pytest.raises(ProcessLookupError):  # killed and reaped: no such process any more
+            os.kill(pid, 0)
+    finally:
+        await engine.dispose()
