@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadhub.hub.process_ties import dies_with_parent
@@ -23,6 +24,8 @@ from leadhub.store.db import at_heads, run_upgrade
 
 URL_VARIABLE = "LEADHUB_MIGRATE_URL"
 ERROR_TAIL = 2000  # characters of the child's stderr kept in the error
+
+log = structlog.get_logger("leadhub.store")
 
 
 class MigrationFailed(RuntimeError):
@@ -33,6 +36,7 @@ async def upgrade_in_child(engine: AsyncEngine) -> None:
     """Bring the database to the heads as `store.db.upgrade` would, in a child process when there is work."""
     if await at_heads(engine):
         return
+    log.info("migrating the database in a child process")
     environment = {**os.environ, URL_VARIABLE: engine.url.render_as_string(hide_password=False)}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -53,6 +57,7 @@ async def upgrade_in_child(engine: AsyncEngine) -> None:
     if process.returncode != 0:
         said = stderr.decode(errors="replace").strip()[-ERROR_TAIL:] or "no output"
         raise MigrationFailed(f"the migration process exited with {process.returncode}: {said}")
+    log.info("database migrated", child=process.pid)
 
 
 def main() -> None:
