@@ -41,7 +41,7 @@ async def migrate_and_report(url: str, migrate: str = "leadhub.store.db:upgrade"
     )
     stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode == 0, stderr.decode()
-    return stdout.decode().strip()
+    return stdout.decode().strip().splitlines()[-1]  # the report; log lines may come before it
 
 
 async def applied_revisions(url: str) -> frozenset[str]:
