@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 
 from tests.conftest import HubFactory, RunningHub
+from tests.helpers import wait_for
 
 
 @pytest.fixture
@@ -84,6 +86,29 @@ async def test_a_chunked_body_within_the_limit_is_accepted_whole(guarded_hub: Ru
         assert response.request_info.headers.get("Transfer-Encoding") == "chunked"
     [item] = await guarded_hub.wait_items("/api/inquiries", 1)
     assert item["name"] == "Chunked" and item["message"] == "y" * 300
+
+
+async def test_a_client_gone_before_its_body_is_complete_is_a_rejection_not_a_500(guarded_hub: RunningHub) -> None:
+    """Content-Length 100, ten bytes, then the client closes its side: counted as malformed, nothing stored."""
+    host, port = guarded_hub.base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"POST /hooks/site-form HTTP/1.1\r\nHost: x\r\nX-Leadhub-Token: s3cret\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n" + b'{"name": "'
+    )
+    await writer.drain()
+    writer.write_eof()
+    await asyncio.wait_for(reader.read(), 10)  # the server closes the connection
+    writer.close()
+
+    async def counted() -> str | None:
+        async with guarded_hub.session.get(guarded_hub.url("/metrics")) as response:
+            text = await response.text()
+        return text if 'leadhub_intake_rejected_total{connector="site-form",reason="malformed"} 1.0' in text else None
+
+    metrics = await wait_for(counted, timeout=10, what="the truncated post counted as malformed")
+    assert 'status="500"' not in metrics
+    await _still_serving_and_nothing_stored(guarded_hub)
 
 
 @pytest.mark.parametrize(
