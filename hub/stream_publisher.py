@@ -7,7 +7,7 @@ the same protocol with less: the reply subject is a counter under one subscripti
 read for the only things a caller needs — an error, or whether the stream already had the message id.
 A reply that does not come in `timeout` seconds fails its publish with TimeoutError; one timer sweeps
 the overdue replies four times a second, where `asyncio.timeout` around each publish cost a timer per
-webhook (~5% of an accept's CPU).
+webhook (~5% of an accept's CPU). The frames themselves go out through hub/nats_frames.py.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from collections import deque
 import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+
+from leadhub.hub.nats_frames import FrameSender
 
 EXPECTED_STREAM = "Nats-Expected-Stream"
 NO_RESPONDERS = "503"
@@ -37,10 +39,11 @@ class StreamPublisher:
         self._waiting: dict[str, asyncio.Future[bool]] = {}
         self._deadlines: deque[tuple[float, str, asyncio.Future[bool]]] = deque()  # in publish order
         self._sweep: asyncio.TimerHandle | None = None
+        self._frames = FrameSender.for_client(client)
 
     async def start(self) -> None:
         """Subscribe to the replies; nats-py renews the subscription after a reconnect."""
-        self._prefix = f"{self.client.new_inbox()}."
+        self._prefix = f"{self.client.new_inbox()}."  # a valid subject: reply subjects are not checked again
         await self.client.subscribe(f"{self._prefix}*", cb=self._on_reply)
 
     async def publish(self, messages: list[tuple[str, bytes, dict[str, str]]], stream: str) -> list[bool]:
@@ -50,9 +53,10 @@ class StreamPublisher:
         `timeout` of its message being sent; replies that never come are forgotten.
         """
         loop = asyncio.get_running_loop()
+        frames = self._frames
         pending: list[tuple[str, asyncio.Future[bool]]] = []
         try:
-            for subject, payload, headers in messages:
+            for subject, payload, message_headers in messages:
                 token = str(next(self._tokens))
                 future: asyncio.Future[bool] = loop.create_future()
                 self._waiting[token] = future
@@ -60,9 +64,11 @@ class StreamPublisher:
                 if self._sweep is None:
                     self._sweep = loop.call_later(SWEEP_EVERY, self._expire_overdue)
                 pending.append((token, future))
-                await self.client.publish(
-                    subject, payload, reply=self._prefix + token, headers={**headers, EXPECTED_STREAM: stream}
-                )
+                headers = {**message_headers, EXPECTED_STREAM: stream}
+                if frames is not None and frames.ready():
+                    await frames.publish(subject, payload, self._prefix + token, headers)
+                else:
+                    await self.client.publish(subject, payload, reply=self._prefix + token, headers=headers)
             return [await future for _, future in pending]
         finally:
             for token, future in pending:
