@@ -35,11 +35,11 @@ def _is_loopback(remote: str | None) -> bool:
         return False
 
 
-@web.middleware
 async def api_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Bearer token on /api; with no token configured only loopback clients are served."""
-    if not request.path.startswith("/api/"):
-        return await handler(request)
+    """Bearer token on /api (hub/http/guard.py runs this for every path under /api/, routed or not).
+
+    With no token configured only loopback clients are served.
+    """
     token = request.app[DEPS].settings.api_token
     if token is None:
         if not _is_loopback(request.remote):
@@ -279,17 +279,19 @@ async def get_order(request: web.Request) -> web.Response:
     return json_response(order)
 
 
-def add_routes(app: web.Application) -> None:
+def routes() -> list[web.RouteDef]:
     from leadhub.hub.http import rules_api  # it imports helpers from this module
 
-    app.router.add_get("/api/leads", list_leads)
-    app.router.add_get("/api/leads/{id}", get_lead)
-    app.router.add_patch("/api/leads/{id}", patch_lead)
-    app.router.add_get("/api/contacts", list_contacts)
-    app.router.add_get("/api/contacts/{id}", get_contact)
-    app.router.add_post("/api/contacts/{id}/unmerge", unmerge_contact)
-    app.router.add_get("/api/inquiries", list_inquiries)
-    app.router.add_get("/api/inquiries/{id}", get_inquiry)
-    app.router.add_get("/api/orders", list_orders)
-    app.router.add_get("/api/orders/{id}", get_order)
-    rules_api.add_routes(app)
+    return [
+        web.get("/api/leads", list_leads),
+        web.get("/api/leads/{id}", get_lead),
+        web.patch("/api/leads/{id}", patch_lead),
+        web.get("/api/contacts", list_contacts),
+        web.get("/api/contacts/{id}", get_contact),
+        web.post("/api/contacts/{id}/unmerge", unmerge_contact),
+        web.get("/api/inquiries", list_inquiries),
+        web.get("/api/inquiries/{id}", get_inquiry),
+        web.get("/api/orders", list_orders),
+        web.get("/api/orders/{id}", get_order),
+        *rules_api.routes(),
+    ]

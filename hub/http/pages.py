@@ -72,8 +72,10 @@ async def unsubscribe_post(request: web.Request) -> web.Response:
     return _page(request, "unsubscribe", state, address=address)
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/s/{token}", survey_page)
-    app.router.add_post("/s/{token}", survey_answer)
-    app.router.add_get("/u/{token}", unsubscribe_page)
-    app.router.add_post("/u/{token}", unsubscribe_post)
+def routes() -> list[web.RouteDef]:
+    return [
+        web.get("/s/{token}", survey_page),
+        web.post("/s/{token}", survey_answer),
+        web.get("/u/{token}", unsubscribe_page),
+        web.post("/u/{token}", unsubscribe_post),
+    ]

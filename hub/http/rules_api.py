@@ -60,10 +60,12 @@ async def list_actions(request: web.Request) -> web.Response:
     return page_response(page)
 
 
-def add_routes(app: web.Application) -> None:
+def routes() -> list[web.RouteDef]:
     from leadhub.hub.http import pages
 
-    app.router.add_get("/api/tasks", list_tasks)
-    app.router.add_patch("/api/tasks/{id}", update_task)
-    app.router.add_get("/api/actions", list_actions)
-    pages.add_routes(app)
+    return [
+        web.get("/api/tasks", list_tasks),
+        web.patch("/api/tasks/{id}", update_task),
+        web.get("/api/actions", list_actions),
+        *pages.routes(),
+    ]

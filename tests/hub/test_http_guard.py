@@ -1,0 +1,91 @@
+"""Every route counted and guarded without a middleware (hub/http/guard.py); what no route takes answered in JSON."""
+
+from __future__ import annotations
+
+import structlog
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from leadhub.hub.http.guard import CATCH_ALL, guarded_routes, is_guarded
+from leadhub.hub.metrics import Metrics
+from tests.conftest import HubFactory, RunningHub
+
+
+async def metrics_text(hub: RunningHub) -> str:
+    async with hub.session.get(hub.url("/metrics")) as response:
+        return await response.text()
+
+
+async def test_every_route_the_daemon_serves_is_guarded_and_the_catch_all_is_last(form_hub: RunningHub) -> None:
+    assert form_hub.hub.runner is not None
+    resources = list(form_hub.hub.runner.app.router.resources())
+    routes = [route for resource in resources for route in resource]
+    assert len(routes) > 20
+    unguarded = [f"{route.method} {route.resource.canonical}" for route in routes if not is_guarded(route.handler)]
+    assert unguarded == []
+    assert resources[-1].canonical == CATCH_ALL
+
+
+async def test_what_no_route_takes_is_a_json_404_or_a_405_naming_the_methods(form_hub: RunningHub) -> None:
+    async with form_hub.session.get(form_hub.url("/no/such/page")) as response:
+        assert response.status == 404
+        assert (await response.json())["error"] == "not_found"
+    async with form_hub.session.put(form_hub.url("/hooks/site-form"), data=b"{}") as response:
+        assert response.status == 405
+        assert (await response.json())["error"] == "method_not_allowed"
+        assert set(response.headers["Allow"].split(",")) == {"GET", "HEAD", "OPTIONS", "POST"}
+    async with form_hub.session.post(form_hub.url("/healthz")) as response:
+        assert response.status == 405 and set(response.headers["Allow"].split(",")) == {"GET", "HEAD"}
+    text = await metrics_text(form_hub)
+    assert 'leadhub_http_requests_total{route="unmatched",status="404"} 1.0' in text
+    assert 'leadhub_http_requests_total{route="unmatched",status="405"} 2.0' in text
+    assert 'route="/hooks/{name}"' not in text  # nothing was routed to the webhooks
+
+
+async def test_a_webhook_is_counted_under_its_route(form_hub: RunningHub) -> None:
+    for _ in range(2):
+        async with await form_hub.post("/hooks/site-form", json={"name": "Counted"}) as response:
+            assert response.status == 202
+    assert 'leadhub_http_requests_total{route="/hooks/{name}",status="202"} 2.0' in await metrics_text(form_hub)
+
+
+async def test_an_unknown_api_path_asks_for_the_token_before_saying_404(make_hub: HubFactory) -> None:
+    hub = await make_hub([], api_token="t0ken")
+    async with hub.session.get(hub.url("/api/no-such-thing")) as response:
+        assert response.status == 401 and response.headers["WWW-Authenticate"] == "Bearer"
+    async with hub.session.get(hub.url("/api/no-such-thing"), headers={"Authorization": "Bearer t0ken"}) as response:
+        assert response.status == 404 and (await response.json())["error"] == "not_found"
+    async with hub.session.get(hub.url("/api/leads")) as response:
+        assert response.status == 401
+    async with hub.session.get(hub.url("/api/leads"), headers={"Authorization": "Bearer t0ken"}) as response:
+        assert response.status == 200
+
+
+async def test_an_unexpected_error_is_a_logged_json_500_and_redirects_pass_through() -> None:
+    async def boom(request: web.Request) -> web.Response:
+        raise RuntimeError("a bug")
+
+    async def moved(request: web.Request) -> web.Response:
+        raise web.HTTPSeeOther("/elsewhere")
+
+    async def gone(request: web.Request) -> web.Response:
+        raise web.HTTPGone()  # aiohttp's plain-text error: answered in JSON like every other
+
+    metrics = Metrics()
+    app = web.Application()
+    app.router.add_routes(
+        guarded_routes([web.get("/boom", boom), web.get("/moved", moved), web.get("/gone", gone)], metrics)
+    )
+    async with TestClient(TestServer(app)) as client:
+        with structlog.testing.capture_logs() as logs:
+            response = await client.get("/boom")
+            assert response.status == 500
+            assert await response.json() == {"error": "internal", "detail": "internal error; see the daemon log"}
+        assert [entry["event"] for entry in logs] == ["unhandled error"] and logs[0]["route"] == "/boom"
+        response = await client.get("/moved", allow_redirects=False)
+        assert response.status == 303 and response.headers["Location"] == "/elsewhere"
+        response = await client.get("/gone")
+        assert response.status == 410 and (await response.json())["error"] == "gone"
+    text = metrics.render().decode()
+    for route, status in (("/boom", 500), ("/moved", 303), ("/gone", 410)):
+        assert f'leadhub_http_requests_total{{route="{route}",status="{status}"}} 1.0' in text
