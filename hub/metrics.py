@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
 
@@ -29,6 +31,15 @@ def share_between_processes(directory: Path, *, fresh: bool) -> None:
 def forget_process(directory: Path, pid: int) -> None:
     """A worker has exited: its gauges stop counting (its counters stay in the totals)."""
     multiprocess.mark_process_dead(pid, str(directory))
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookMetrics:
+    """One webhook connector's labelled children, looked up once: labels() checks and locks on every call."""
+
+    accepted: Any
+    duplicates: Any
+    latency: Any
 
 
 class Metrics:
@@ -115,6 +126,16 @@ class Metrics:
             multiprocess_mode=LIVE_MAX,
         )
         self.rule_reloads = Counter("leadhub_rule_reloads", "Rule files (re)loaded", registry=r)
+        self._webhooks: dict[str, WebhookMetrics] = {}
+
+    def webhook(self, connector: str) -> WebhookMetrics:
+        """The children counting one configured webhook connector (a bounded set: unknown names get a 404 first)."""
+        found = self._webhooks.get(connector)
+        if found is None:
+            found = self._webhooks[connector] = WebhookMetrics(
+                self.accepted.labels(connector), self.duplicates.labels(connector), self.hook_latency.labels(connector)
+            )
+        return found
 
     def render(self) -> bytes:
         """The Prometheus text exposition: this process's registry, or the totals of every worker process."""

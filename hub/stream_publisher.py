@@ -97,8 +97,12 @@ class StreamPublisher:
         if msg.headers and msg.headers.get("Status") == NO_RESPONDERS:
             future.set_exception(nats.js.errors.NoStreamResponseError())
             return
+        data = msg.data
+        if b'"seq":' in data and b"error" not in data and b"duplicate" not in data:
+            future.set_result(False)  # the usual ack, {"stream":"INBOUND","seq":42}: stored, not a duplicate; no parse
+            return
         try:
-            reply = json.loads(msg.data)
+            reply = json.loads(data)
         except ValueError:
             future.set_exception(nats.js.errors.Error(f"unreadable publish ack: {msg.data[:200]!r}"))
             return

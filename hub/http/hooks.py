@@ -20,6 +20,7 @@ async def hook(request: web.Request) -> web.StreamResponse:
     connector = deps.connectors.get(name)
     if connector is None or not hasattr(connector, "handle"):
         return error_response(404, "unknown_connector", f"no webhook connector named {name!r}")
+    counted = deps.metrics.webhook(name)
     started = time.perf_counter()
     try:
         response = await connector.handle(request)
@@ -34,11 +35,11 @@ async def hook(request: web.Request) -> web.StreamResponse:
             503, "queue_unavailable", "the queue is unavailable; retry later", headers={"Retry-After": "5"}
         )
     except web.HTTPRedirection:
-        deps.metrics.accepted.labels(name).inc()
+        counted.accepted.inc()
         raise
-    deps.metrics.hook_latency.labels(name).observe(time.perf_counter() - started)
+    counted.latency.observe(time.perf_counter() - started)
     if response.status == 202:
-        deps.metrics.accepted.labels(name).inc()
+        counted.accepted.inc()
         if response.get(DUPLICATE):
-            deps.metrics.duplicates.labels(name).inc()
+            counted.duplicates.inc()
     return response
