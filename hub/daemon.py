@@ -303,6 +303,7 @@ class Hub:
             max_deliveries=self.settings.pipeline_max_deliveries,
             on_committed=wake,
             stats=stats,
+            read_ahead=engine.dialect.name != "sqlite",  # the store works in another process
         )
 
     async def stop(self) -> None:
