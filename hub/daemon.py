@@ -303,7 +303,9 @@ class Hub:
             max_deliveries=self.settings.pipeline_max_deliveries,
             on_committed=wake,
             stats=stats,
-            read_ahead=engine.dialect.name != "sqlite",  # the store works in another process
+            # Parse the next batch during a store only where the store works in another process (PostgreSQL)
+            # and no webhooks share this event loop: they come first (BENCHMARKS.md, eighth session).
+            read_ahead=engine.dialect.name != "sqlite" and "http" not in self.roles,
         )
 
     async def stop(self) -> None:

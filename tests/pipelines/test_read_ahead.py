@@ -117,3 +117,18 @@ async def test_a_stop_stores_the_batch_read_ahead_too(make_hub: HubFactory) -> N
         return (await inner.queue.jetstream.stream_info("INBOUND")).state.messages == 0
 
     await wait_for(all_acked, timeout=10, what="both batches acked, nothing left for redelivery")
+
+
+@pytest.mark.parametrize("roles", ["http,pipeline,relay", "pipeline,relay"])
+async def test_the_daemon_reads_ahead_only_on_postgresql_without_webhooks(
+    make_hub: HubFactory, database_url: str, roles: str
+) -> None:
+    hub = await make_hub([FORM], roles=roles)
+
+    async def consumer_built() -> bool:
+        return hub.hub.consumer is not None
+
+    await wait_for(consumer_built, timeout=15, what="the pipeline's consumer")
+    assert hub.hub.consumer is not None
+    expected = database_url.startswith("postgresql") and "http" not in roles
+    assert hub.hub.consumer.read_ahead is expected
