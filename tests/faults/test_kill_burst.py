@@ -37,13 +37,23 @@ async def _counts(engine: Any) -> dict[str, int]:
     }
 
 
-@pytest.mark.parametrize("seed", [11, 23])
-async def test_sigkill_at_random_moments_during_a_burst(make_daemon, database_url: str, seed: int) -> None:  # type: ignore[no-untyped-def]
+# The split layout: webhooks in the primary, the pipeline in a worker (which reads ahead on PostgreSQL) that the
+# kernel sends SIGTERM when the primary is killed.
+SPLIT = {"workers": 2, "roles": "http,triggers", "worker_roles": "pipeline,relay"}
+
+
+@pytest.mark.parametrize(("seed", "layout"), [(11, {}), (23, {}), (37, SPLIT)], ids=["11", "23", "37-split"])
+async def test_sigkill_at_random_moments_during_a_burst(  # type: ignore[no-untyped-def]
+    make_daemon, database_url: str, seed: int, layout: dict[str, Any]
+) -> None:
     rng = random.Random(seed)
     kill_points = sorted(rng.sample(range(300, WEBHOOKS - 300), KILLS))
     with running_dovecot() as dovecot:
-        daemon = make_daemon({"connectors": [FORM, dovecot.connector(poll_interval="2s")]})
+        daemon = make_daemon({"connectors": [FORM, dovecot.connector(poll_interval="2s")], **layout})
         await daemon.start()
+        if layout:  # the pipeline runs in the worker, not beside the webhooks
+            async with aiohttp.ClientSession() as session, session.get(daemon.base_url + "/readyz") as response:
+                assert (await response.json())["detail"]["workers"] == {"ok": True, "serving": 1, "expected": 1}
         appending = asyncio.create_task(asyncio.to_thread(dovecot.append, [make_mail(n) for n in range(EMAILS)]))
         accepted: dict[int, str] = {}
         up = asyncio.Event()
