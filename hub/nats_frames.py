@@ -35,22 +35,23 @@ class FrameSender:
     @classmethod
     def for_client(cls, client: Client) -> FrameSender | None:
         """A sender for `client`, or None when this nats-py lacks the internals it writes through."""
-        if callable(getattr(client, "_send_command", None)) and callable(getattr(client, "_flush_pending", None)):
+        internals = (getattr(client, "_send_command", None), getattr(client, "_flush_pending", None))
+        if all(callable(f) for f in internals) and hasattr(client, "_flush_queue"):
             return cls(client)
         return None
 
     def ready(self) -> bool:
         """Whether a frame can go out now: connected and not closing (else Client.publish knows what to do)."""
         client = self.client
-        return client.is_connected and not client.is_draining_pubs and hasattr(client, "_flush_queue")
+        return client.is_connected and not client.is_draining_pubs
 
     async def publish(self, subject: str, payload: bytes, reply: str, headers: Mapping[str, str]) -> None:
         """Queue one HPUB frame and kick nats-py's flusher, as `Client.publish` does."""
+        client = self.client
         if subject not in self._subjects:
             self._check_subject(subject)
-        if len(payload) > self.client.max_payload:
+        if len(payload) > client.max_payload:
             raise nats.errors.MaxPayloadError
-        client = self.client
         client.stats["out_msgs"] += 1
         client.stats["out_bytes"] += len(payload)
         await client._send_command(hpub_cmd(subject, reply, self.header_block(headers), payload))
