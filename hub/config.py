@@ -24,6 +24,10 @@ MAX_WORKERS = 64
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
 class ConfigError(Exception):
     """Configuration that cannot be used; `problems` are complete `where: what` lines."""
 
@@ -58,7 +62,8 @@ class Settings(BaseSettings):
     workers: Annotated[int, NoDecode] = Field(1, ge=1, le=MAX_WORKERS)
     # What the processes beside the primary run; unset: the primary's roles among http, pipeline, relay.
     # `pipeline,relay` with `roles: http,triggers` splits webhooks and the pipeline into separate processes.
-    worker_roles: Annotated[tuple[Literal["http", "pipeline", "relay"], ...] | None, NoDecode] = None
+    # One group of roles for every worker, or one per worker separated by ';' (`http;pipeline,relay`).
+    worker_roles: Annotated[tuple[tuple[Literal["http", "pipeline", "relay"], ...], ...] | None, NoDecode] = None
     # Copies of each JetStream stream in a NATS cluster (3 keeps accepted items through the loss of a node).
     stream_replicas: int = Field(1, ge=1, le=5)
     # Identity: fold Gmail dots and +tags when matching addresses; join a contact's open lead within a window.
@@ -77,8 +82,19 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _one_group_of_worker_roles_or_one_per_worker(self) -> Settings:
+        groups = len(self.worker_roles or ())
+        if groups > 1 and groups != self.workers - 1:
+            raise ValueError(
+                f"worker_roles names {groups} groups of roles (one per worker, separated by ';') but workers: "
+                f"{self.workers} starts {self.workers - 1} process(es) beside the first; name one group for all "
+                f"of them or one for each, e.g. workers: {groups + 1}"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _workers_do_not_take_the_primary_port_from_it(self) -> Settings:
-        workers_serve_http = self.worker_roles is not None and "http" in self.worker_roles
+        workers_serve_http = any("http" in group for group in self.worker_roles or ())
         if self.workers > 1 and workers_serve_http and "http" not in self.roles:
             raise ValueError(
                 "worker_roles has http but roles does not: the processes share one port, so the primary would "
@@ -144,16 +160,29 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("roles", "worker_roles", mode="before")
+    @field_validator("roles", mode="before")
     @classmethod
     def _roles_from_csv(cls, value: Any) -> Any:
-        return tuple(r.strip() for r in value.split(",") if r.strip()) if isinstance(value, str) else value
+        return _csv(value) if isinstance(value, str) else value
+
+    @field_validator("worker_roles", mode="before")
+    @classmethod
+    def _worker_role_groups(cls, value: Any) -> Any:
+        """`pipeline,relay` or a list of roles: one group; `http;pipeline,relay` or a list of lists: one per worker."""
+        if isinstance(value, str):
+            return tuple(_csv(group) for group in value.split(";"))
+        if isinstance(value, list | tuple) and value and all(isinstance(item, str) for item in value):
+            return (tuple(value),)
+        return value
 
     @field_validator("worker_roles")
     @classmethod
-    def _worker_roles_not_empty(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        if value is not None and not value:
-            raise ValueError(f"name at least one of {', '.join(WORKER_ROLES)}, or leave worker_roles unset")
+    def _worker_roles_not_empty(cls, value: tuple[tuple[str, ...], ...] | None) -> tuple[tuple[str, ...], ...] | None:
+        if value is not None and (not value or not all(value)):
+            raise ValueError(
+                f"name at least one of {', '.join(WORKER_ROLES)} (in each group, when groups are separated by ';'), "
+                "or leave worker_roles unset"
+            )
         return value
 
     @property

@@ -7,9 +7,11 @@ primary's NATS (the embedded one too) and runs the `http`, `pipeline` and `relay
 durable pipeline consumer and relays its own share of the outbox (by subject, so a subject's events keep
 their order). `worker_roles` narrows that: with `pipeline,relay` the workers take the pipeline and the
 primary (`roles: http,triggers`) answers the webhooks, so neither waits behind the other's batches; a
-worker without `http` binds no port. What must run once stays in the primary: the rule engine and its
-scheduler, and pull connectors such as IMAP. A worker that exits is started again with back-off. The primary stops its
-workers before its queue; if the primary is killed, the kernel sends them SIGTERM.
+worker without `http` binds no port. Groups separated by ';' give each worker its own roles: with
+`workers: 3` and `http;pipeline,relay` two processes answer webhooks and one runs the pipeline. What must
+run once stays in the primary: the rule engine and its scheduler, and pull connectors such as IMAP. A worker
+that exits is started again with back-off. The primary stops its workers before its queue; if the primary is
+killed, the kernel sends them SIGTERM.
 """
 
 from __future__ import annotations
@@ -43,10 +45,9 @@ class WorkerSpec:
     nats_url: str
     http_port: int
     database_url: str
-    roles: tuple[str, ...]
+    roles: tuple[tuple[str, ...], ...]  # worker K's roles at K - 1
     config_file: Path | None
     primary_relays: bool = True  # whether the primary relays share 0 of the outbox
-    relay_shares: int = 1  # processes that relay, the primary included
 
     @classmethod
     def of(cls, settings: Settings, nats_url: str, http_port: int, config_file: Path | None) -> WorkerSpec:
@@ -54,41 +55,58 @@ class WorkerSpec:
             nats_url=nats_url,
             http_port=http_port,
             database_url=settings.effective_database_url,
-            roles=worker_roles(settings.roles, settings.worker_roles),
+            roles=tuple(worker_roles(settings, index) for index in range(1, settings.workers)),
             config_file=config_file,
             primary_relays="relay" in settings.roles,
-            relay_shares=relaying_processes(settings),
         )
+
+    @property
+    def relay_shares(self) -> int:
+        """Processes that relay, the primary included."""
+        return self.primary_relays + sum("relay" in roles for roles in self.roles)
+
+    def roles_of(self, index: int) -> tuple[str, ...]:
+        return self.roles[index - 1]
 
     def command(self, index: int, ready_fd: int) -> list[str]:
         command = [sys.executable, "-m", "leadhub.hub", "run", "--worker", str(index), "--ready-fd", str(ready_fd)]
-        if "relay" in self.roles:
-            share = index if self.primary_relays else index - 1
+        if "relay" in self.roles_of(index):  # shares in process order: the primary's first, then relaying workers
+            share = self.primary_relays + sum("relay" in roles for roles in self.roles[: index - 1])
             command += ["--relay-share", f"{share}/{self.relay_shares}"]
         if self.config_file is not None:
             command += ["--config", str(self.config_file.resolve())]
         return command
 
-    def environment(self, environ: dict[str, str]) -> dict[str, str]:
-        """The primary's environment, pointed at the primary's queue, store and port."""
+    def environment(self, index: int, environ: dict[str, str]) -> dict[str, str]:
+        """The primary's environment, pointed at the primary's queue, store and port, with worker `index`'s roles.
+
+        `worker_roles` is the worker's own group too: a worker starts no workers, and the primary's groups
+        (`http;pipeline,relay`) would fail the check that workers answer webhooks only beside a primary that does.
+        """
+        roles = ",".join(self.roles_of(index))
         return {
             **environ,
             "LEADHUB_NATS_URL": self.nats_url,
             "LEADHUB_DATABASE_URL": self.database_url,
             "LEADHUB_HTTP_PORT": str(self.http_port),
-            "LEADHUB_ROLES": ",".join(self.roles),
+            "LEADHUB_ROLES": roles,
+            "LEADHUB_WORKER_ROLES": roles,
         }
 
 
-def worker_roles(roles: tuple[str, ...], chosen: tuple[str, ...] | None = None) -> tuple[str, ...]:
-    """What a worker runs: `worker_roles` when set, else the primary's roles that may run more than once."""
-    return chosen if chosen is not None else tuple(role for role in roles if role in WORKER_ROLES)
+def worker_roles(settings: Settings, index: int) -> tuple[str, ...]:
+    """What worker `index` runs: its group of `worker_roles` (or the one group for all), else the primary's roles
+    that may run more than once."""
+    groups = settings.worker_roles
+    if groups is None:
+        return tuple(role for role in settings.roles if role in WORKER_ROLES)
+    return groups[0] if len(groups) == 1 else groups[index - 1]
 
 
 def relaying_processes(settings: Settings) -> int:
     """How many processes relay the outbox, each its own share: the primary (share 0) if it relays, then workers."""
-    workers_relay = "relay" in worker_roles(settings.roles, settings.worker_roles)
-    return ("relay" in settings.roles) + workers_relay * (settings.workers - 1)
+    workers_relaying = sum("relay" in worker_roles(settings, index) for index in range(1, settings.workers))
+    return ("relay" in settings.roles) + workers_relaying
 
 
 class WorkerPool:
@@ -132,7 +150,7 @@ class WorkerPool:
         try:
             process = await asyncio.create_subprocess_exec(
                 *self.spec.command(index, ready_write),
-                env=self.spec.environment(dict(os.environ)),
+                env=self.spec.environment(index, dict(os.environ)),
                 stdin=asyncio.subprocess.DEVNULL,
                 pass_fds=(ready_write,),
                 preexec_fn=dies_with_parent(signal.SIGTERM),  # drain and exit if the primary is killed

@@ -206,12 +206,51 @@ async def test_split_roles_webhooks_in_the_primary_pipeline_and_relay_in_the_wor
     assert await daemon.terminate() == 0
 
 
+PER_WORKER = {**CONFIG, "workers": 3, "roles": "http,triggers", "worker_roles": "http;pipeline,relay"}
+
+
+def _worker_index(pid: int) -> int:
+    command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    return int(command[command.index(b"--worker") + 1])
+
+
+async def test_roles_per_worker_two_answer_webhooks_and_one_runs_the_pipeline(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    daemon = make_daemon(PER_WORKER)
+    await daemon.start()
+    await wait_for(lambda: _workers_serving(daemon.base_url, 2), timeout=40, what="both workers working")
+    primary = daemon.process.pid
+    niceness = {_worker_index(pid): _niceness(pid) - _niceness(primary) for pid in _worker_pids(primary)}
+    assert niceness == {1: 0, 2: 10}, "only the pipeline worker leaves the CPU to the webhook processes"
+    answered: list[int] = []
+
+    async def both_webhook_processes_answer() -> bool:
+        _, body = await _get(daemon.base_url, "/healthz")
+        answered.append(body["worker"])
+        return {0, 1} <= set(answered)
+
+    await wait_for(both_webhook_processes_answer, timeout=20, what="/healthz answered by the primary and worker 1")
+    assert 2 not in answered, "the pipeline worker binds no port"
+
+    await _post_400_and_see_each_stored_once(daemon.base_url)
+
+    async def every_event_relayed() -> bool:  # one relaying process, worker 2, with the whole outbox (share 0/1)
+        _, text = await _get(daemon.base_url, "/metrics")
+        return _counter(text, "leadhub_events_published_total", "") >= 1200
+
+    await wait_for(every_event_relayed, timeout=30, what="the events of 400 new people relayed")
+    _, text = await _get(daemon.base_url, "/metrics")
+    assert _counter(text, "leadhub_intake_accepted_total", 'connector="site-form"') == 400
+    assert _counter(text, "leadhub_pipeline_processed_total", 'outcome="stored"') == 400
+    assert _counter(text, "leadhub_events_published_total", "") == 1200, "each event relayed once"
+    assert await daemon.terminate() == 0
+
+
 def test_worker_roles_are_checked_and_decide_the_relay_shares() -> None:
     from leadhub.hub.config import ConfigError, config_from_dict
-    from leadhub.hub.workers import WorkerSpec
+    from leadhub.hub.workers import WorkerSpec, relaying_processes
 
     settings = config_from_dict({}, env={"LEADHUB_WORKERS": "3", "LEADHUB_WORKER_ROLES": "pipeline, relay"}).settings
-    assert settings.worker_roles == ("pipeline", "relay")
+    assert settings.worker_roles == (("pipeline", "relay"),), "one group: every worker's roles"
     spec = WorkerSpec.of(settings, "nats://127.0.0.1:1", 8080, None)
     assert spec.relay_shares == 3 and "--relay-share" in (command := spec.command(2, 9))
     assert command[command.index("--relay-share") + 1] == "2/3", "the primary relays share 0"
@@ -226,7 +265,27 @@ def test_worker_roles_are_checked_and_decide_the_relay_shares() -> None:
         config_from_dict({"workers": 2, "worker_roles": "http,pipeline"}, env={}).settings, "n", 1, None
     ).command(1, 9)
     unset = WorkerSpec.of(config_from_dict({"workers": 2, "roles": "http,pipeline"}, env={}).settings, "n", 1, None)
-    assert unset.roles == ("http", "pipeline"), "unset: the primary's roles that can run more than once"
+    assert unset.roles_of(1) == ("http", "pipeline"), "unset: the primary's roles that can run more than once"
+    assert unset.environment(1, {"LEADHUB_ROLES": "http,pipeline", "KEEP": "1"})["LEADHUB_ROLES"] == "http,pipeline"
+
+    for given in ("http; pipeline,relay", [["http"], ["pipeline", "relay"]]):
+        per_worker = config_from_dict({"workers": 3, "roles": "http,triggers", "worker_roles": given}, env={})
+        assert per_worker.settings.worker_roles == (("http",), ("pipeline", "relay")), given
+        spec = WorkerSpec.of(per_worker.settings, "nats://127.0.0.1:1", 8080, None)
+        assert [spec.environment(i, {})["LEADHUB_ROLES"] for i in (1, 2)] == ["http", "pipeline,relay"]
+        assert "--relay-share" not in spec.command(1, 9), "worker 1 does not relay"
+        assert spec.command(2, 9)[-1] == "0/1", "worker 2 relays the whole outbox: nobody else does"
+        assert relaying_processes(per_worker.settings) == 1
+    mixed = config_from_dict({"workers": 4, "worker_roles": "http;pipeline,relay;relay"}, env={}).settings
+    spec = WorkerSpec.of(mixed, "n", 1, None)
+    assert [spec.command(i, 9)[-1] for i in (2, 3)] == ["1/3", "2/3"], "the primary 0, then the relaying workers"
+    assert relaying_processes(mixed) == spec.relay_shares == 3
+    with pytest.raises(ConfigError, match=r"names 2 groups of roles .* starts 3 process\(es\) .* workers: 3"):
+        config_from_dict({"workers": 4, "worker_roles": "http;pipeline"}, env={})
+    with pytest.raises(ConfigError, match="in each group"):
+        config_from_dict({"workers": 3, "worker_roles": "http;"}, env={})
+    with pytest.raises(ConfigError, match="worker_roles has http but roles does not"):
+        config_from_dict({"workers": 3, "roles": "pipeline,relay,triggers", "worker_roles": "pipeline;http"}, env={})
 
     with pytest.raises(ConfigError, match="worker_roles has http but roles does not"):
         config_from_dict({"workers": 2, "roles": "pipeline,relay", "worker_roles": "http"}, env={})
