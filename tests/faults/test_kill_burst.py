@@ -40,9 +40,16 @@ async def _counts(engine: Any) -> dict[str, int]:
 # The split layout: webhooks in the primary, the pipeline in a worker (which reads ahead on PostgreSQL) that the
 # kernel sends SIGTERM when the primary is killed.
 SPLIT = {"workers": 2, "roles": "http,triggers", "worker_roles": "pipeline,relay"}
+# Roles per worker: webhooks in the primary and worker 1 (the kill takes one of two ports' owners), the pipeline
+# in worker 2.
+PER_WORKER = {"workers": 3, "roles": "http,triggers", "worker_roles": "http;pipeline,relay"}
 
 
-@pytest.mark.parametrize(("seed", "layout"), [(11, {}), (23, {}), (37, SPLIT)], ids=["11", "23", "37-split"])
+@pytest.mark.parametrize(
+    ("seed", "layout"),
+    [(11, {}), (23, {}), (37, SPLIT), (41, PER_WORKER)],
+    ids=["11", "23", "37-split", "41-per-worker"],
+)
 async def test_sigkill_at_random_moments_during_a_burst(  # type: ignore[no-untyped-def]
     make_daemon, database_url: str, seed: int, layout: dict[str, Any]
 ) -> None:
@@ -51,9 +58,8 @@ async def test_sigkill_at_random_moments_during_a_burst(  # type: ignore[no-unty
     with running_dovecot() as dovecot:
         daemon = make_daemon({"connectors": [FORM, dovecot.connector(poll_interval="2s")], **layout})
         await daemon.start()
-        if layout:  # the pipeline runs in the worker, not beside the webhooks
-            async with aiohttp.ClientSession() as session, session.get(daemon.base_url + "/readyz") as response:
-                assert (await response.json())["detail"]["workers"] == {"ok": True, "serving": 1, "expected": 1}
+        if layout:  # the pipeline runs in a worker, not beside the webhooks
+            await wait_for(_workers_serving(daemon.base_url, layout["workers"] - 1), timeout=40, what="every worker")
         appending = asyncio.create_task(asyncio.to_thread(dovecot.append, [make_mail(n) for n in range(EMAILS)]))
         accepted: dict[int, str] = {}
         up = asyncio.Event()
@@ -107,6 +113,15 @@ async def test_sigkill_at_random_moments_during_a_burst(  # type: ignore[no-unty
     assert counts["unique_keys"] == WEBHOOKS + EMAILS and counts["leads"] == WEBHOOKS + EMAILS, counts
     assert stored_ids == set(accepted.values()), "every 202 answer names a stored inquiry, and nothing else is stored"
     assert await daemon.terminate() == 0
+
+
+def _workers_serving(base_url: str, count: int):  # type: ignore[no-untyped-def]
+    async def probe() -> bool:
+        async with aiohttp.ClientSession() as session, session.get(base_url + "/readyz") as response:
+            workers = (await response.json()).get("detail", {}).get("workers")
+        return workers == {"ok": True, "serving": count, "expected": count}
+
+    return probe
 
 
 def _reached(accepted: dict[int, str], point: int):  # type: ignore[no-untyped-def]
