@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from leadhub.connectors.registry import CONNECTOR_TYPES
@@ -78,17 +78,6 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"stream_replicas={self.stream_replicas} needs a NATS cluster: set LEADHUB_NATS_URL "
                 "(the embedded NATS is one server and keeps one copy)"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _one_group_of_worker_roles_or_one_per_worker(self) -> Settings:
-        groups = len(self.worker_roles or ())
-        if groups > 1 and groups != self.workers - 1:
-            raise ValueError(
-                f"worker_roles names {groups} groups of roles (one per worker, separated by ';') but workers: "
-                f"{self.workers} starts {self.workers - 1} process(es) beside the first; name one group for all "
-                f"of them or one for each, e.g. workers: {groups + 1}"
             )
         return self
 
@@ -177,11 +166,20 @@ class Settings(BaseSettings):
 
     @field_validator("worker_roles")
     @classmethod
-    def _worker_roles_not_empty(cls, value: tuple[tuple[str, ...], ...] | None) -> tuple[tuple[str, ...], ...] | None:
+    def _one_group_for_all_workers_or_one_each(
+        cls, value: tuple[tuple[str, ...], ...] | None, info: ValidationInfo
+    ) -> tuple[tuple[str, ...], ...] | None:
         if value is not None and (not value or not all(value)):
             raise ValueError(
                 f"name at least one of {', '.join(WORKER_ROLES)} (in each group, when groups are separated by ';'), "
                 "or leave worker_roles unset"
+            )
+        workers = info.data.get("workers")
+        if value is not None and len(value) > 1 and workers is not None and len(value) != workers - 1:
+            raise ValueError(
+                f"{len(value)} groups of roles (one per worker, separated by ';') but workers: {workers} starts "
+                f"{workers - 1} process(es) beside the first; name one group for all of them or one for each, "
+                f"e.g. workers: {len(value) + 1}"
             )
         return value
 

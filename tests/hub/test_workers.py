@@ -280,7 +280,7 @@ def test_worker_roles_are_checked_and_decide_the_relay_shares() -> None:
     spec = WorkerSpec.of(mixed, "n", 1, None)
     assert [spec.command(i, 9)[-1] for i in (2, 3)] == ["1/3", "2/3"], "the primary 0, then the relaying workers"
     assert relaying_processes(mixed) == spec.relay_shares == 3
-    with pytest.raises(ConfigError, match=r"names 2 groups of roles .* starts 3 process\(es\) .* workers: 3"):
+    with pytest.raises(ConfigError, match=r"worker_roles: .*2 groups of roles .* starts 3 process\(es\) .* workers: 3"):
         config_from_dict({"workers": 4, "worker_roles": "http;pipeline"}, env={})
     with pytest.raises(ConfigError, match="in each group"):
         config_from_dict({"workers": 3, "worker_roles": "http;"}, env={})
