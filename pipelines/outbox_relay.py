@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii as _string
 from typing import Any
@@ -25,20 +25,41 @@ BATCH = 2000
 PENDING_EVERY = 2.0  # seconds between counts of what is still waiting while the relay is behind
 
 
-def event_message(row: Any) -> tuple[str, bytes, dict[str, str]]:
+OCCURRED_KEPT = 4096  # formatted times remembered: a claim's events share a handful of batch times
+
+
+def event_message(row: Sequence[Any]) -> tuple[str, bytes, dict[str, str]]:
     """The EVENTS message of an outbox row: `{"id","type","subject_id","occurred_at","data"}`.
 
-    Written directly (each string through the json module's C escaper, the stored data JSON spliced in
-    as it is): the same bytes as `json.dumps` of the whole, at a third of its cost per event.
+    `row` is `(id, type, subject_id, data_json, created_at)`, as `outbox.claim_unpublished` selects it. Written
+    directly (each string through the json module's C escaper, the stored data JSON spliced in as it is): the
+    same bytes as `json.dumps` of the whole, at a third of its cost per event. The row is unpacked rather than
+    read by attribute (a SQLAlchemy Row's attribute access was half the cost), and each UTC time is formatted
+    once: a batch's events share its `now`.
     """
-    created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
-    subject = "null" if row.subject_id is None else _string(row.subject_id)
+    event_id, kind, subject_id, data_json, created = row
+    occurred = _occurred_at(created)
+    subject = "null" if subject_id is None else _string(subject_id)
     body = (
-        f'{{"id":{_string(row.id)},"type":{_string(row.type)},"subject_id":{subject},'
-        f'"occurred_at":{_string(created.isoformat())},"data":{row.data_json}}}'
+        f'{{"id":{_string(event_id)},"type":{_string(kind)},"subject_id":{subject},'
+        f'"occurred_at":{occurred},"data":{data_json}}}'
     )
-    headers = {"Nats-Msg-Id": row.id, "Leadhub-Event-Type": row.type}
-    return f"events.{row.type}", body.encode(), headers
+    return f"events.{kind}", body.encode(), {"Nats-Msg-Id": event_id, "Leadhub-Event-Type": kind}
+
+
+_occurred: dict[datetime, str] = {}
+
+
+def _occurred_at(created: datetime) -> str:
+    """`created` as a JSON string in ISO form; naive means UTC (SQLite gives stored times back naive)."""
+    if created.tzinfo is not None and created.tzinfo is not UTC:  # another zone: equal instants differ in writing
+        return _string(created.isoformat())
+    text = _occurred.get(created)
+    if text is None:
+        if len(_occurred) >= OCCURRED_KEPT:
+            _occurred.clear()
+        text = _occurred[created] = _string(created.replace(tzinfo=UTC).isoformat())
+    return text
 
 
 class OutboxRelay:

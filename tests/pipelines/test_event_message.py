@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta, timezone
-from types import SimpleNamespace
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -37,14 +36,25 @@ def test_event_message_is_the_json_of_the_event(  # noqa: PLR0917
 ) -> None:
     if offset_minutes is not None:  # a stored time with its zone; SQLite gives it back naive, meaning UTC
         created = created.replace(tzinfo=timezone(timedelta(minutes=offset_minutes)))
-    row = SimpleNamespace(
-        id=event_id, type=event_type, subject_id=subject_id, created_at=created, data_json=json_dumps(data)
-    )
-    subject, body, headers = event_message(row)
+    data_json = json_dumps(data)
+    subject, body, headers = event_message((event_id, event_type, subject_id, data_json, created))
     occurred = created if created.tzinfo else created.replace(tzinfo=UTC)
     head = {"id": event_id, "type": event_type, "subject_id": subject_id, "occurred_at": occurred.isoformat()}
     # What the relay wrote before: the head through json.dumps, the stored data JSON spliced in.
-    assert body == f'{json.dumps(head, separators=(",", ":"))[:-1]},"data":{row.data_json}}}'.encode()
-    assert json.loads(body) == {**head, "data": json.loads(row.data_json)}
+    assert body == f'{json.dumps(head, separators=(",", ":"))[:-1]},"data":{data_json}}}'.encode()
+    assert json.loads(body) == {**head, "data": json.loads(data_json)}
     assert subject == f"events.{event_type}"
     assert headers == {"Nats-Msg-Id": event_id, "Leadhub-Event-Type": event_type}
+
+
+def test_the_same_instant_in_other_zones_is_written_in_each_zone() -> None:
+    """Times are formatted once and remembered; equal instants in other zones still keep their own offset."""
+    naive = datetime(2026, 12, 3, 12, 0, 0, 250000)
+    zoned = [naive, naive.replace(tzinfo=UTC), naive.replace(tzinfo=UTC).astimezone(timezone(timedelta(hours=3)))]
+    for _ in range(2):  # the second pass is answered from what the first remembered
+        written = [json.loads(event_message(("e", "t", None, "{}", when))[1])["occurred_at"] for when in zoned]
+        assert written == [
+            "2026-12-03T12:00:00.250000+00:00",
+            "2026-12-03T12:00:00.250000+00:00",
+            "2026-12-03T15:00:00.250000+03:00",
+        ]
