@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from leadhub.compact_json import compact_encoder
 from leadhub.ids import id_for_key
 
 CHANNELS = ("email", "phone", "chat", "form", "shop")
@@ -23,7 +24,7 @@ H_CONTENT_TYPE = "Leadhub-Content-Type"
 H_META = "Leadhub-Meta"
 H_MSG_ID = "Nats-Msg-Id"
 
-_META_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # json.dumps builds one per call
+_meta_json = compact_encoder(ensure_ascii=False, allow_nan=True)  # json.dumps builds an encoder per call
 
 
 class EnvelopeError(ValueError):
@@ -62,7 +63,7 @@ class Envelope:
             H_CONTENT_TYPE: self.content_type,
         }
         if self.meta:
-            headers[H_META] = _META_JSON.encode(dict(self.meta))
+            headers[H_META] = _meta_json(dict(self.meta))
         return headers
 
     @classmethod

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from leadhub.compact_json import compact_encoder
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -34,16 +35,16 @@ def json_dumps(value: object) -> str:
     infinity (`NaN`, `1e999`); PostgreSQL refuses both. Surrogates become `?`, non-finite numbers `null`.
     """
     try:
-        text = _ENCODER.encode(value)
+        text = _encode(value)
     except ValueError:
-        text = _ENCODER.encode(_finite(value))
+        text = _encode(_finite(value))
     if text.isascii():  # most of it: no surrogate can be in it
         return text
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
-# One encoder for every call: `json.dumps` with options builds a new JSONEncoder each time.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+# One encoder for every call: `json.dumps` with options builds a new encoder each time (leadhub/compact_json.py).
+_encode = compact_encoder(ensure_ascii=False, allow_nan=False)
 
 
 def _finite(value: Any) -> Any:
