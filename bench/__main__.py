@@ -257,10 +257,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             **size,
             "database": "postgresql" if args.database_url else "sqlite",
             "nats": "embedded",
+            "processes": layout(),
             "benches": list(results),
         },
         "results": results,
     }
+
+
+def layout() -> dict[str, str]:
+    """The daemon's process layout the benches pass on (bench/common.py): empty is one process, every role."""
+    names = ("LEADHUB_WORKERS", "LEADHUB_ROLES", "LEADHUB_WORKER_ROLES", "LEADHUB_PIPELINE_BATCH_SIZE")
+    return {name: os.environ[name] for name in names if os.environ.get(name)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -275,6 +282,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{m['cpu_model']}, {m['memory_gib']} GiB, Python {m['python']}; {report['parameters']['database']}, "
         f"size {args.size}; load average before {m['load_average'][0]}, after {report['load_average_after'][0]}"
     )
+    processes = report["parameters"]["processes"]
+    print("processes: " + (" ".join(f"{k}={v}" for k, v in processes.items()) or "one, every role (the default)"))
     print(render(table))
     print(f"written: {args.output}")
 
