@@ -161,6 +161,8 @@ def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
             add("peak RSS, daemon + NATS (+ workers), under intake", rss_mb, "<= 200 MB", rss_mb <= 200, "{:.0f} MB")
             own, nats = result["daemon_peak_rss_own_mib"] / MB, result["daemon_peak_rss_children_mib"] / MB
             add("  of which daemon / its children (each at its peak)", f"{own:.0f} / {nats:.0f} MB")
+            if pss := result.get("daemon_peak_pss_mib"):  # shared code pages counted once: what the machine gives
+                add("  the same as PSS (shared pages counted once)", pss / MB, "", None, "{:.0f} MB")
             if result["failures"]:
                 add("intake: non-2xx answers", result["failures"], "0", False)
         elif name == "imap":

@@ -83,20 +83,38 @@ def rss_mib(pid: int) -> float:
     return (rss_kib(pid) + sum(rss_kib(child) for child in child_pids(pid))) / 1024
 
 
+def pss_kib(pid: int) -> int:
+    """Proportional set size: resident memory with each page shared by N processes counted 1/N in each."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 class RssPeak:
-    """Peak resident memory of a process, of its children, and of both together (sampled by the caller)."""
+    """Peak resident memory of a process, of its children, and of both together (sampled by the caller).
+
+    Also the peak of their PSS sum: worker processes share the interpreter's and extensions' code pages
+    (~22 MiB each), which a sum of RSS counts once per process; the PSS sum is what the machine gives them.
+    """
 
     def __init__(self, pid: int | None) -> None:
         self.pid = pid
-        self.total = self.own = self.children = 0.0
+        self.total = self.own = self.children = self.proportional = 0.0
 
     def sample(self) -> None:
         if not self.pid:
             return
+        children_pids = child_pids(self.pid)
         own = rss_kib(self.pid) / 1024
-        children = sum(rss_kib(child) for child in child_pids(self.pid)) / 1024
+        children = sum(rss_kib(child) for child in children_pids) / 1024
         self.own, self.children = max(self.own, own), max(self.children, children)
         self.total = max(self.total, own + children)
+        proportional = sum(pss_kib(pid) for pid in (self.pid, *children_pids)) / 1024
+        self.proportional = max(self.proportional, proportional)
 
     def figures(self, prefix: str) -> dict[str, float | None]:
         if not self.pid:
@@ -105,6 +123,7 @@ class RssPeak:
             f"{prefix}peak_rss_mib": round(self.total, 1),
             f"{prefix}peak_rss_own_mib": round(self.own, 1),
             f"{prefix}peak_rss_children_mib": round(self.children, 1),
+            f"{prefix}peak_pss_mib": round(self.proportional, 1),
         }
 
 
