@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from sqlalchemy import String, cast, select
 
 from leadhub.store import bulk
@@ -33,19 +34,29 @@ def _contacts(prefix: str, now: datetime) -> list[dict[str, Any]]:
     ]
 
 
-async def test_bulk_insert_stores_what_sqlalchemy_stores(database_url: str) -> None:
+async def test_bulk_insert_stores_what_sqlalchemy_stores(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    copied: list[int] = []  # on PostgreSQL the batch goes in by COPY; the comparison below covers that path
+    copy = bulk._copy
+
+    async def counted_copy(*args: Any) -> None:
+        copied.append(len(args[3]))
+        await copy(*args)
+
+    monkeypatch.setattr(bulk, "_copy", counted_copy)
     engine = create_engine(database_url)
     now = datetime.now(UTC).replace(microsecond=0)
     try:
         await upgrade(engine)
         async with engine.begin() as conn:
             await conn.execute(contact_t.insert(), _contacts("a", now))
+            monkeypatch.setattr(bulk, "COPY_FROM", 2)  # four rows are a batch here
             await bulk.insert_rows(conn, contact_t, _contacts("b", now))
         columns = [cast(c, String) if c.key == "review" else c for c in contact_t.c]
         async with engine.connect() as conn:
             rows = (await conn.execute(select(*columns).order_by(contact_t.c.id))).all()
     finally:
         await engine.dispose()
+    assert copied == ([4] if engine.dialect.name == "postgresql" else [])
     old, new = rows[:4], rows[4:]
     assert [r[1:] for r in new] == [r[1:] for r in old]
     assert old[1].review == "null"  # JSON None is the JSON text null through both paths, as before
