@@ -64,9 +64,14 @@ async def metric(session: aiohttp.ClientSession, base_url: str, name: str, label
 
 
 def rss_kib(pid: int) -> int:
+    return _proc_kib(f"/proc/{pid}/status", "VmRSS:")
+
+
+def _proc_kib(path: str, field: str) -> int:
+    """A `Field:   123 kB` line of a /proc file, in KiB; 0 when the process is gone."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS"):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(field):
                 return int(line.split()[1])
     except OSError:
         pass
@@ -85,13 +90,7 @@ def rss_mib(pid: int) -> float:
 
 def pss_kib(pid: int) -> int:
     """Proportional set size: resident memory with each page shared by N processes counted 1/N in each."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return _proc_kib(f"/proc/{pid}/smaps_rollup", "Pss:")
 
 
 class RssPeak:
