@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from bench.common import REPO
@@ -31,8 +33,19 @@ def base_python(rev: str) -> Path:
 
 
 def run(python: Path, module_args: list[str]) -> dict:
-    # The bench code is this tree's (cwd); the daemon it spawns is whatever `leadhub` that python imports.
-    out = subprocess.run([str(python), "-m", *module_args], cwd=REPO, capture_output=True, text=True, check=True)
+    """The bench code is this tree's; the daemon it spawns, and all of `leadhub`, are that python's install.
+
+    Without PYTHONSAFEPATH the working directory (this tree) is put first on sys.path, and this tree's
+    `leadhub/` folder shadowed the base's top-level modules (leadhub.envelope, .ids, ...) in the base's bench
+    and daemon while hub/, store/ and the rest came from the base: a change to those modules was measured on
+    both sides. Now only `bench` is taken from this tree, through a folder that holds nothing else.
+    """
+    with tempfile.TemporaryDirectory(prefix="leadhub-bench-path-") as only_bench:
+        (Path(only_bench) / "bench").symlink_to(REPO / "bench")
+        env = {**os.environ, "PYTHONSAFEPATH": "1", "PYTHONPATH": only_bench}
+        out = subprocess.run(
+            [str(python), "-m", *module_args], cwd=REPO, env=env, capture_output=True, text=True, check=True
+        )
     try:  # one JSON object (indented or not) with a "result"
         whole = json.loads(out.stdout)
     except json.JSONDecodeError:
