@@ -48,6 +48,7 @@ class WorkerSpec:
     roles: tuple[tuple[str, ...], ...]  # worker K's roles at K - 1
     config_file: Path | None
     primary_relays: bool = True  # whether the primary relays share 0 of the outbox
+    relay_shares: int = 1  # processes that relay, the primary included
 
     @classmethod
     def of(cls, settings: Settings, nats_url: str, http_port: int, config_file: Path | None) -> WorkerSpec:
@@ -58,12 +59,8 @@ class WorkerSpec:
             roles=tuple(worker_roles(settings, index) for index in range(1, settings.workers)),
             config_file=config_file,
             primary_relays="relay" in settings.roles,
+            relay_shares=relaying_processes(settings),
         )
-
-    @property
-    def relay_shares(self) -> int:
-        """Processes that relay, the primary included."""
-        return self.primary_relays + sum("relay" in roles for roles in self.roles)
 
     def roles_of(self, index: int) -> tuple[str, ...]:
         return self.roles[index - 1]
