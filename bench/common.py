@@ -79,8 +79,24 @@ def _proc_kib(path: str, field: str) -> int:
 
 
 def child_pids(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False).stdout
-    return [int(p) for p in out.split()]
+    """The children of `pid`, read from /proc. Sampled up to 20 times a second during a drain, where starting
+    `pgrep` for each sample cost ~10 ms of CPU, taken from the daemon being measured."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return []  # the process is gone
+    children: list[int] = []
+    readable = False
+    for task in tasks:
+        try:
+            children += (int(child) for child in (task / "children").read_text().split())
+            readable = True
+        except OSError:
+            continue  # the thread ended meanwhile, or the kernel has no such file
+    if not readable:
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False).stdout
+        return [int(p) for p in out.split()]
+    return children
 
 
 def rss_mib(pid: int) -> float:
