@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import DateTime, Table
@@ -59,32 +60,49 @@ async def insert_rows(conn: AsyncConnection, table: Table, rows: Sequence[dict[s
             await conn.execute(table.insert(), group)
             continue
         sql, order, processors, is_time = plan
-        # A batch repeats its `now` object in most rows: convert each datetime object once. By identity, not
-        # equality: equal datetimes in different time zones are stored differently on SQLite.
-        converted: dict[int, Any] = {}
-        columns_plan = tuple(zip(order, processors, is_time, strict=True))
-
-        def convert(row: dict[str, Any]) -> tuple[Any, ...]:
-            values = []
-            for name, process, timed in columns_plan:  # noqa: B023 - used within this loop iteration only
-                value = row[name]
-                if process is None:
-                    pass
-                elif not timed:
-                    value = process(value)  # None too: JSON turns None into 'null' as SQLAlchemy's insert does
-                elif value is not None:
-                    done = converted.get(id(value))  # noqa: B023
-                    if done is None:
-                        done = converted[id(value)] = process(value)  # noqa: B023
-                    value = done
-                values.append(value)
-            return tuple(values)
-
+        convert = _converter(order, processors, is_time)
         values = [convert(row) for row in group]
         if conn.dialect.name == "postgresql" and len(values) >= COPY_FROM:
             await _copy(conn, table, order, values)
         else:
             await conn.exec_driver_sql(sql, values)
+
+
+def _converter(
+    order: tuple[str, ...], processors: tuple[Processor, ...], is_time: tuple[bool, ...]
+) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """A row dict to its values in bind order, through the columns' bind processors.
+
+    The values come out in one C call (`itemgetter`); only the columns that have a processor are touched after
+    (on PostgreSQL the JSON ones; on SQLite also the datetimes). A batch repeats its `now` object in most rows,
+    so each datetime object is converted once: by identity, not equality, since equal datetimes in different time
+    zones are stored differently on SQLite. One converter serves one batch (the identities are its rows').
+    """
+    get = itemgetter(*order)
+    single = len(order) == 1
+    steps = enumerate(zip(processors, is_time, strict=True))
+    work = tuple((i, process, timed) for i, (process, timed) in steps if process is not None)
+    converted: dict[int, Any] = {}
+
+    def convert(row: dict[str, Any]) -> tuple[Any, ...]:
+        values = get(row)
+        if single:
+            values = (values,)
+        if not work:
+            return values
+        values = list(values)
+        for i, process, timed in work:
+            value = values[i]
+            if not timed:
+                values[i] = process(value)  # None too: JSON turns None into 'null' as SQLAlchemy's insert does
+            elif value is not None:
+                done = converted.get(id(value))
+                if done is None:
+                    done = converted[id(value)] = process(value)
+                values[i] = done
+        return tuple(values)
+
+    return convert
 
 
 async def _copy(conn: AsyncConnection, table: Table, columns: Sequence[str], values: list[tuple[Any, ...]]) -> None:

@@ -90,3 +90,19 @@ async def test_rows_of_other_shapes_and_defaults_fall_back(database_url: str) ->
     finally:
         await engine.dispose()
     assert (status, tags, count) == ("new", [], 2)
+
+
+def test_a_converter_gives_values_in_bind_order_through_the_processors() -> None:
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    calls: list[object] = []
+
+    def stamp(value: object) -> str:
+        calls.append(value)
+        return f"t:{value:%H}"
+
+    convert = bulk._converter(("b", "a", "t"), (None, str.upper, stamp), (False, False, True))
+    rows = [{"a": "x", "b": 1, "t": when}, {"t": when, "a": "y", "b": 2}, {"a": "z", "b": 3, "t": None}]
+    assert [convert(r) for r in rows] == [(1, "X", "t:00"), (2, "Y", "t:00"), (3, "Z", None)]
+    assert calls == [when]  # one datetime object, converted once; None is left to the driver
+    assert bulk._converter(("a",), (None,), (False,))({"a": 5, "b": 6}) == (5,)  # one column: still a tuple
+    assert bulk._converter(("a", "b"), (None, None), (False, False))({"b": 2, "a": 1}) == (1, 2)
