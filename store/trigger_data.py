@@ -160,9 +160,18 @@ async def message_sent(conn: AsyncConnection, message_id: str) -> bool:
     return (await conn.execute(query)).first() is not None
 
 
-async def record_sent(conn: AsyncConnection, message_id: str, lead_id: str | None, now: datetime) -> None:
-    values = {"message_id": message_id, "direction": "out", "inquiry_id": None, "lead_id": lead_id, "created_at": now}
-    await insert_ignore(conn, email_t, values)
+SENT_CHUNK = 500  # rows per INSERT: five values each, well under SQLite's limit of bound parameters
+
+
+def sent_row(message_id: str, lead_id: str | None, now: datetime) -> dict[str, Any]:
+    """An e-mail leadhub sent, for `record_sent`: its Message-ID joins a reply to the lead."""
+    return {"message_id": message_id, "direction": "out", "inquiry_id": None, "lead_id": lead_id, "created_at": now}
+
+
+async def record_sent(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Record sent e-mails (`sent_row`s), a statement per 500; a Message-ID already recorded is left as it is."""
+    for start in range(0, len(rows), SENT_CHUNK):
+        await insert_ignore(conn, email_t, rows[start : start + SENT_CHUNK])
 
 
 async def insert_task(conn: AsyncConnection, values: dict[str, Any]) -> bool:

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadhub.store import trigger_data
 from leadhub.store import triggers as store
-from leadhub.triggers.actions.base import Deps, Job, Permanent, RenderEnv, Skipped, Transient
+from leadhub.triggers.actions.base import BatchWrite, Deps, Job, Permanent, RenderEnv, Skipped, Transient
 from leadhub.triggers.clock import Clock
 from leadhub.triggers.compile import CompiledRule, EvaluationError
 from leadhub.triggers.context import aware, build_context
@@ -48,6 +48,7 @@ class Result:
     error: str | None = None
     retry_at: datetime | None = None
     writes: list[Callable[[Any], Awaitable[None]]] = field(default_factory=list)
+    batched: list[tuple[BatchWrite, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -196,7 +197,7 @@ class Scheduler:
             result = await plan.bound.execute(plan.rendered, plan.job, self.deps)
         except Exception as exc:
             return self._ended(plan.row, plan.job, exc)
-        return Result(plan.row.id, "done", result=result, writes=plan.job.writes)
+        return Result(plan.row.id, "done", result=result, writes=plan.job.writes, batched=plan.job.batched)
 
     def _ended(self, row: Any, job: Job, exc: Exception) -> Result:
         if isinstance(exc, Outcome):
@@ -222,15 +223,20 @@ class Scheduler:
     async def _record(self, results: list[Result], now: datetime) -> None:
         """One transaction for the whole batch's outcomes (a commit per action was the scheduler's bottleneck)."""
         final = []
+        batched: dict[BatchWrite, list[Any]] = {}
         async with self.engine.begin() as conn:
             for r in results:
                 for write in r.writes:
                     await write(conn)
+                for batch_write, row in r.batched:
+                    batched.setdefault(batch_write, []).append(row)
                 error = None if r.error is None else r.error[:2000]
                 if r.retry_at is not None:
                     await store.retry_at(conn, r.action_id, r.retry_at, error or "", now)
                 else:
                     final.append({"id": r.action_id, "status": r.status, "result": r.result, "error": error})
+            for batch_write, rows in batched.items():
+                await batch_write(conn, rows)
             await store.finish_many(conn, final, now)
 
 

@@ -160,6 +160,38 @@ async def test_suppressed_addresses_get_nothing(trigger_hub, smtp_server: SmtpSe
     assert smtp_server.inbox.messages == []
 
 
+async def test_a_batch_of_surveys_records_each_sent_message_once(
+    trigger_hub, smtp_server: SmtpServer, clock, rules_dir: Path
+):
+    # The scheduler records a batch's sent e-mails in one statement with its outcomes: each sent message once,
+    # with its lead, and nothing for one that was not sent.
+    use_example(rules_dir, "survey.yaml")
+    running = await trigger_hub(smtp_url=smtp_server.url)
+    shop = Shop(running.engine, clock)
+    leads = {n: (await _completed_order(shop, f"buyer{n}@example.com", f"300{n}"))["lead_id"] for n in range(3)}
+    await _scheduled(shop, 3)
+    async with running.engine.begin() as conn:  # the third address bounced while the surveys waited
+        await conn.execute(
+            insert(EmailSuppression.__table__).values(
+                address="buyer2@example.com", reason="bounce", detail=None, created_at=clock.now()
+            )
+        )
+    clock.advance(WEEK)
+
+    async def settled() -> list[Any] | None:
+        rows = await shop.actions(rule_id="post-sale-survey")
+        return rows if all(r.status in ("done", "cancelled", "failed") for r in rows) else None
+
+    rows = await wait_for(settled, timeout=30, what="every survey action done or cancelled")
+    assert sorted(r.status for r in rows) == ["cancelled", "done", "done"]
+    async with running.engine.connect() as conn:
+        sent = (await conn.execute(select(EmailMessage.__table__))).all()
+    inbox = {m["To"]: m["Message-ID"] for m in smtp_server.inbox.messages}
+    assert sorted(inbox) == ["buyer0@example.com", "buyer1@example.com"]
+    expected = {(inbox[f"buyer{n}@example.com"], "out", leads[n]) for n in (0, 1)}
+    assert {(r.message_id, r.direction, r.lead_id) for r in sent} == expected and len(sent) == 2
+
+
 async def test_smtp_down_is_retried_and_delivered_once(trigger_hub, clock, rules_dir: Path):
     use_example(rules_dir, "survey.yaml")
     from tests.helpers import free_port
