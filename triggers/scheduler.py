@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -47,7 +47,6 @@ class Result:
     result: dict[str, Any] | None = None
     error: str | None = None
     retry_at: datetime | None = None
-    writes: list[Callable[[Any], Awaitable[None]]] = field(default_factory=list)
     batched: list[tuple[BatchWrite, Any]] = field(default_factory=list)
 
 
@@ -197,7 +196,7 @@ class Scheduler:
             result = await plan.bound.execute(plan.rendered, plan.job, self.deps)
         except Exception as exc:
             return self._ended(plan.row, plan.job, exc)
-        return Result(plan.row.id, "done", result=result, writes=plan.job.writes, batched=plan.job.batched)
+        return Result(plan.row.id, "done", result=result, batched=plan.job.batched)
 
     def _ended(self, row: Any, job: Job, exc: Exception) -> Result:
         if isinstance(exc, Outcome):
@@ -226,8 +225,6 @@ class Scheduler:
         batched: dict[BatchWrite, list[Any]] = {}
         async with self.engine.begin() as conn:
             for r in results:
-                for write in r.writes:
-                    await write(conn)
                 for batch_write, row in r.batched:
                     batched.setdefault(batch_write, []).append(row)
                 error = None if r.error is None else r.error[:2000]

@@ -47,11 +47,9 @@ class Job:
     context: dict[str, Any]
     now: datetime
     attempt: int = 1
-    # Store writes that belong to a successful run, done in the transaction that records its outcome.
-    writes: list[Callable[[Any], Awaitable[None]]] = field(default_factory=list)
-    # Rows for a store write that takes many rows at once, `(write, row)`: the scheduler calls each write once with
-    # the rows of the whole batch's successful runs, in the same transaction (a statement per run was half the
-    # scheduler's time with survey e-mails).
+    # Store writes that belong to a successful run, as `(write, row)`: the scheduler calls each write once with the
+    # rows of the whole batch's successful runs, in the transaction that records their outcomes (a statement per
+    # run was half the scheduler's time with survey e-mails).
     batched: list[tuple[BatchWrite, Any]] = field(default_factory=list)
     # What the action type's `prefetch` read for the whole batch (absent: the action reads it itself).
     prefetched: dict[str, Any] | None = None
