@@ -99,11 +99,6 @@ def child_pids(pid: int) -> list[int]:
     return children
 
 
-def rss_mib(pid: int) -> float:
-    """Resident memory of a process and its children (the embedded NATS counts too)."""
-    return (rss_kib(pid) + sum(rss_kib(child) for child in child_pids(pid))) / 1024
-
-
 def pss_kib(pid: int) -> int:
     """Proportional set size: resident memory with each page shared by N processes counted 1/N in each."""
     return _proc_kib(f"/proc/{pid}/smaps_rollup", "Pss:")

@@ -155,11 +155,6 @@ async def send_states(
     return reasons, sent
 
 
-async def message_sent(conn: AsyncConnection, message_id: str) -> bool:
-    query = select(email_t.c.message_id).where(email_t.c.message_id == message_id, email_t.c.direction == "out")
-    return (await conn.execute(query)).first() is not None
-
-
 SENT_CHUNK = 500  # rows per INSERT: five values each, well under SQLite's limit of bound parameters
 
 
