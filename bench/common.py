@@ -179,7 +179,7 @@ async def spawned_daemon(connectors: list[dict[str, Any]], env: dict[str, str] |
         port = free_port()
         config = Path(tmp) / "leadhub.yaml"
         config.write_text(yaml.safe_dump({"connectors": connectors, "log_level": "warning"}))
-        # What the bench is asked to measure against, and the one tuning knob worth comparing.
+        # What the bench is asked to measure against, and the tuning knobs worth comparing.
         passed_on = (
             "LEADHUB_DATABASE_URL",
             "LEADHUB_NATS_URL",
@@ -187,6 +187,7 @@ async def spawned_daemon(connectors: list[dict[str, Any]], env: dict[str, str] |
             "LEADHUB_WORKERS",
             "LEADHUB_ROLES",
             "LEADHUB_WORKER_ROLES",
+            "LEADHUB_STREAM_DUPLICATE_WINDOW",
         )
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_") or k in passed_on}
         full_env |= {"LEADHUB_DATA_DIR": str(Path(tmp) / "data"), "LEADHUB_HTTP_PORT": str(port), **(env or {})}

@@ -127,7 +127,9 @@ class Hub:
         if url is None:
             self.embedded = EmbeddedNats(self.settings.data_dir)
             url = await self.embedded.start()
-        self.queue = Queue(url, replicas=self.settings.stream_replicas)
+        self.queue = Queue(
+            url, replicas=self.settings.stream_replicas, duplicate_window=self.settings.duplicate_window_seconds
+        )
         await retry_forever("connecting to NATS", self.queue.start, self.stopping)
         self.engine = create_engine(self.settings.effective_database_url)
         self._build_connectors()

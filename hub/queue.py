@@ -34,7 +34,6 @@ class StreamSpec:
     subjects: list[str]
     retention: RetentionPolicy
     max_age: float
-    duplicate_window: float = 120.0
 
 
 STREAMS = (
@@ -57,9 +56,10 @@ UNAVAILABLE_ERRORS = (
 class Queue:
     """One NATS connection for the process; connectors publish through it, consumers pull from it."""
 
-    def __init__(self, url: str, *, replicas: int = 1, name: str = "leadhub") -> None:
+    def __init__(self, url: str, *, replicas: int = 1, duplicate_window: float = 30.0, name: str = "leadhub") -> None:
         self.url = url
         self.replicas = replicas
+        self.duplicate_window = duplicate_window  # seconds a stream answers a repeated message id as a duplicate
         self.broker = NatsBroker(
             url,
             name=name,
@@ -108,7 +108,7 @@ class Queue:
                 max_age=spec.max_age,
                 storage=StorageType.FILE,
                 discard=DiscardPolicy.OLD,
-                duplicate_window=spec.duplicate_window,
+                duplicate_window=self.duplicate_window,
                 num_replicas=self.replicas,
             )
             try:

@@ -65,6 +65,16 @@ def _run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subpro
         ("{}\n", {"LEADHUB_EMAIL_FOLDING": "maybe"}, "environment LEADHUB_EMAIL_FOLDING"),
         ("stream_replicas: 3\n", {}, "stream_replicas=3 needs a NATS cluster: set LEADHUB_NATS_URL"),
         ("stream_replicas: 7\n", {}, "leadhub.yaml:1: stream_replicas: Input should be less than or equal to 5"),
+        (
+            "stream_duplicate_window: 0s\n",
+            {},
+            "leadhub.yaml:1: stream_duplicate_window: Value error, '0s' is outside 1s..1d",
+        ),
+        (
+            "{}\n",
+            {"LEADHUB_STREAM_DUPLICATE_WINDOW": "2 min"},
+            "environment LEADHUB_STREAM_DUPLICATE_WINDOW: stream_duplicate_window: Value error, invalid duration",
+        ),
         ("workers: 0\n", {}, "leadhub.yaml:1: workers: Input should be greater than or equal to 1"),
         ("workers: 65\n", {}, "leadhub.yaml:1: workers: Input should be less than or equal to 64"),
         (
