@@ -69,8 +69,9 @@ class Settings(BaseSettings):
     # Copies of each JetStream stream in a NATS cluster (3 keeps accepted items through the loss of a node).
     stream_replicas: int = Field(1, ge=1, le=5)
     # How long each stream remembers a message id to answer a repeat as a duplicate. NATS keeps every id of the
-    # window in memory (~100 bytes each): at 16,000 messages/s, 2 minutes are ~190 MB, 30 s ~50 MB. A repeat
-    # after the window is still stored once (the store's keys are unique); it is only not answered as one.
+    # window in memory (~125-150 bytes each, bench/nats_dedupe.py): at 16,000 messages/s, 2 minutes are ~240 MB,
+    # 30 s ~60 MB. A repeat after the window is still stored once (the store's keys are unique), only not
+    # answered as a duplicate.
     stream_duplicate_window: str = "30s"
     # Identity: fold Gmail dots and +tags when matching addresses; join a contact's open lead within a window.
     email_folding: bool = True
