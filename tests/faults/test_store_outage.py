@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import nats
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
@@ -205,5 +206,17 @@ async def test_database_away_for_20s_during_a_burst(make_daemon, database_url: s
     assert counts["keys"] == len(accepted) and counts["leads"] == len(accepted), counts
     assert counts["dead"] == 0, "a store outage must not dead-letter anything"
     assert daemon.process is not None and daemon.process.poll() is None, "the daemon recovered by itself"
+    assert await _lead_created_events(daemon) == len(accepted), "each lead's lead.created exactly once on EVENTS"
     print(f"{len(accepted)} accepted during a {OUTAGE_SECONDS:.0f} s outage; all stored {recovery:.1f} s after it")
     assert await daemon.terminate() == 0
+
+
+async def _lead_created_events(daemon: Any) -> int:
+    """How many `lead.created` messages the daemon's embedded NATS holds on EVENTS (its port from the ports file)."""
+    [ports_file] = (Path(daemon.env["LEADHUB_DATA_DIR"]) / "nats" / "ports").glob("*.ports")
+    connection = await nats.connect(json.loads(ports_file.read_text())["nats"][0])
+    try:
+        info = await connection.jetstream().stream_info("EVENTS", subjects_filter="events.lead.created")
+        return (info.state.subjects or {}).get("events.lead.created", 0)
+    finally:
+        await connection.close()
