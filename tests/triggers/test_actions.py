@@ -52,7 +52,13 @@ rules:
     (task,) = await running.wait_items("/api/tasks", 1, timeout=30, lead_id=lead_id)
     assert (task["title"], task["assignee"], task["status"]) == ("Call Maria", "anna", "open")
     assert task["due_at"].startswith((clock.now() + timedelta(minutes=15)).strftime("%Y-%m-%dT%H:%M"))
-    runs = (await running.api("/api/actions", rule_id="call-back"))["items"]
+
+    async def run_recorded() -> list[dict[str, Any]] | None:
+        # The task commits in its own transaction; the run's outcome is recorded after it, so wait for that too.
+        runs = (await running.api("/api/actions", rule_id="call-back"))["items"]
+        return runs if runs and all(r["status"] in ("done", "failed", "cancelled") for r in runs) else None
+
+    runs = await wait_for(run_recorded, timeout=30, what="the create_task run's outcome")
     assert [(r["status"], r["result"]["task_id"]) for r in runs] == [("done", task["id"])]
     assert (await running.api("/api/tasks", lead_id="nobody"))["items"] == []
 
