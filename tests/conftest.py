@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 
 from leadhub.hub.config import config_from_dict
 from leadhub.hub.daemon import Hub
+from leadhub.hub.embedded_nats import EmbeddedNats
 from tests.helpers import free_port, wait_for
 
 PG_ADMIN_URL = os.environ.get("LEADHUB_TEST_DATABASE_URL")
@@ -242,3 +243,12 @@ def make_daemon(tmp_path: Path, database_url: str) -> Any:
         if daemon.process is not None and daemon.process.poll() is None:
             daemon.process.kill()
             daemon.process.wait(timeout=10)
+
+
+@pytest.fixture
+async def external_nats(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
+    """A separate, real NATS server a hub or daemon reaches by URL: the test can read its streams, stop or share it."""
+    server = EmbeddedNats(tmp_path / "external-nats", port=free_port())
+    await server.start()
+    yield server
+    await server.stop()

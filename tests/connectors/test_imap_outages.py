@@ -3,8 +3,7 @@ neither checkpointed nor marked read until JetStream has acked it, and everythin
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from leadhub.hub.embedded_nats import EmbeddedNats
 from leadhub.store.connector_state import load_state
 from tests.conftest import HubFactory
-from tests.helpers import free_port, wait_for
+from tests.helpers import wait_for
 from tests.imap_server import Dovecot, make_mail, running_dovecot
 
 
@@ -20,14 +19,6 @@ from tests.imap_server import Dovecot, make_mail, running_dovecot
 def dovecot() -> Iterator[Dovecot]:
     with running_dovecot() as server:
         yield server
-
-
-@pytest.fixture
-async def external_nats(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
-    server = EmbeddedNats(tmp_path / "external-nats", port=free_port())
-    await server.start()
-    yield server
-    await server.stop()
 
 
 def seen_flags(dovecot: Dovecot) -> dict[int, bool]:

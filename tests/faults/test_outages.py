@@ -6,26 +6,16 @@ import asyncio
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import make_url
 
 from leadhub.hub.embedded_nats import EmbeddedNats
 from tests.conftest import HubFactory
-from tests.helpers import free_port, wait_for
+from tests.helpers import wait_for
 from tests.tcp_proxy import TcpProxy
 
 FORM = {"name": "site-form", "type": "form", "rate_limit": None}
-
-
-@pytest.fixture
-async def external_nats(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
-    """A separate, real NATS server the hub reaches by URL, so the test can stop and restart it."""
-    server = EmbeddedNats(tmp_path / "external-nats", port=free_port())
-    await server.start()
-    yield server
-    await server.stop()
 
 
 async def test_queue_down_answers_503_then_recovers_without_restart(

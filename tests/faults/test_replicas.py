@@ -4,26 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import nats
 import pytest
 
 from leadhub.hub.embedded_nats import EmbeddedNats
-from tests.helpers import free_port, wait_for
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.slow
 FORM = {"name": "site-form", "type": "form", "rate_limit": None}
-
-
-@pytest.fixture
-async def shared_nats(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
-    server = EmbeddedNats(tmp_path / "shared-nats", port=free_port())
-    await server.start()
-    yield server
-    await server.stop()
 
 
 async def _stored(session: aiohttp.ClientSession, base_url: str) -> float:
@@ -33,9 +23,9 @@ async def _stored(session: aiohttp.ClientSession, base_url: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-async def test_two_replicas_share_work_and_survive_a_kill(make_daemon, shared_nats: EmbeddedNats) -> None:  # type: ignore[no-untyped-def]
+async def test_two_replicas_share_work_and_survive_a_kill(make_daemon, external_nats: EmbeddedNats) -> None:  # type: ignore[no-untyped-def]
     config = {"connectors": [FORM], "pipeline_batch_size": 20}
-    replicas = [make_daemon(config, env={"LEADHUB_NATS_URL": shared_nats.url}) for _ in range(2)]
+    replicas = [make_daemon(config, env={"LEADHUB_NATS_URL": external_nats.url}) for _ in range(2)]
     for replica in replicas:
         await replica.start()
     accepted: list[str] = []
@@ -73,7 +63,7 @@ async def test_two_replicas_share_work_and_survive_a_kill(make_daemon, shared_na
     assert len(leads) == len(accepted) and len({lead["id"] for lead in leads}) == len(accepted)
     assert all(count > 0 for count in both_worked), f"both replicas should have stored some: {both_worked}"
 
-    connection = await nats.connect(shared_nats.url)
+    connection = await nats.connect(external_nats.url)
     try:
         jetstream = connection.jetstream()
 

@@ -24,6 +24,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
+from leadhub.hub.embedded_nats import EmbeddedNats
 from leadhub.store.db import create_engine
 from leadhub.store.models import DeadLetter, Inquiry, Lead, OutboxEvent
 from tests.helpers import wait_for
@@ -126,10 +127,11 @@ async def _store_counts(database_url: str) -> dict[str, Any]:
     return {"ids": ids, "keys": keys, "leads": leads, "dead": dead, "unpublished": unpublished}
 
 
-async def test_database_away_for_20s_during_a_burst(make_daemon, database_url: str, outage: Outage) -> None:  # type: ignore[no-untyped-def]
-    daemon = make_daemon(
-        {"connectors": [FORM]}, env={"LEADHUB_DATABASE_URL": outage.hub_url, "LEADHUB_LOG_FORMAT": "json"}
-    )
+async def test_database_away_for_20s_during_a_burst(  # type: ignore[no-untyped-def]
+    make_daemon, database_url: str, outage: Outage, external_nats: EmbeddedNats
+) -> None:
+    env = {"LEADHUB_DATABASE_URL": outage.hub_url, "LEADHUB_LOG_FORMAT": "json", "LEADHUB_NATS_URL": external_nats.url}
+    daemon = make_daemon({"connectors": [FORM]}, env=env)
     await daemon.start()
     accepted: dict[int, str] = {}
     next_item = 0
@@ -206,15 +208,14 @@ async def test_database_away_for_20s_during_a_burst(make_daemon, database_url: s
     assert counts["keys"] == len(accepted) and counts["leads"] == len(accepted), counts
     assert counts["dead"] == 0, "a store outage must not dead-letter anything"
     assert daemon.process is not None and daemon.process.poll() is None, "the daemon recovered by itself"
-    assert await _lead_created_events(daemon) == len(accepted), "each lead's lead.created exactly once on EVENTS"
+    assert await _lead_created_events(external_nats) == len(accepted), "each lead's lead.created exactly once on EVENTS"
     print(f"{len(accepted)} accepted during a {OUTAGE_SECONDS:.0f} s outage; all stored {recovery:.1f} s after it")
     assert await daemon.terminate() == 0
 
 
-async def _lead_created_events(daemon: Any) -> int:
-    """How many `lead.created` messages the daemon's embedded NATS holds on EVENTS (its port from the ports file)."""
-    [ports_file] = (Path(daemon.env["LEADHUB_DATA_DIR"]) / "nats" / "ports").glob("*.ports")
-    connection = await nats.connect(json.loads(ports_file.read_text())["nats"][0])
+async def _lead_created_events(server: EmbeddedNats) -> int:
+    """How many `lead.created` messages the daemon's NATS holds on EVENTS."""
+    connection = await nats.connect(server.url)
     try:
         info = await connection.jetstream().stream_info("EVENTS", subjects_filter="events.lead.created")
         return (info.state.subjects or {}).get("events.lead.created", 0)
