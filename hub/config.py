@@ -7,6 +7,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
@@ -24,6 +25,17 @@ WORKER_ROLES = ("http", "pipeline", "relay")  # triggers and pull connectors run
 MAX_WORKERS = 64
 MIN_DUPLICATE_WINDOW, MAX_DUPLICATE_WINDOW = timedelta(seconds=1), timedelta(days=1)
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+DATABASE_EXAMPLE = "postgresql+asyncpg://user:pass@host/db or sqlite+aiosqlite:////path/leadhub.db"
+NATS_SCHEMES = ("nats", "tls", "ws", "wss")
+
+
+def _url_parts(value: str) -> tuple[str, str | None, int | None] | None:
+    """(scheme, host, port) of a URL, or None when it cannot be read; never echoes the URL (it may hold a password)."""
+    try:
+        parts = urlsplit(value.strip())
+        return parts.scheme.lower(), parts.hostname, parts.port
+    except ValueError:  # a port that is not a number, a bad IPv6 literal
+        return None
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -97,6 +109,77 @@ class Settings(BaseSettings):
                 "answer a share of the webhooks without taking them; add http to roles or remove it from worker_roles"
             )
         return self
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_is_usable(cls, value: str | None) -> str | None:
+        """A URL SQLAlchemy can read, naming an async driver for SQLite or PostgreSQL (the value is not echoed)."""
+        if value is None:
+            return None
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError(f"not a database URL; write e.g. {DATABASE_EXAMPLE}") from None
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ValueError(f"database {url.get_backend_name()!r} is not supported; write e.g. {DATABASE_EXAMPLE}")
+        try:
+            is_async = bool(getattr(url.get_dialect(), "is_async", False))
+        except NoSuchModuleError:
+            is_async = False
+        if not is_async:
+            raise ValueError(
+                f"driver {url.drivername!r} is not an asyncio driver; use postgresql+asyncpg or sqlite+aiosqlite"
+            )
+        return value
+
+    @field_validator("nats_url")
+    @classmethod
+    def _nats_urls(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        servers = [server.strip() for server in value.split(",")]
+        for index, server in enumerate(servers, 1):
+            parts = _url_parts(server if "://" in server else f"nats://{server}")
+            if parts is None or parts[0] not in NATS_SCHEMES or not parts[1]:
+                which = f"server {index} of {len(servers)}" if len(servers) > 1 else "the URL"
+                raise ValueError(
+                    f"{which} is not a NATS URL; write nats://host:4222 (or tls://, ws://, wss://), "
+                    "several separated by commas, or leave it unset for the embedded server"
+                )
+        return value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        parts = _url_parts(value.get_secret_value())
+        if parts is None or parts[0] not in ("smtp", "smtps") or not parts[1]:
+            raise ValueError(
+                "not an SMTP URL; write smtp://user:pass@host:587?starttls=1 (or smtps://user:pass@host:465), "
+                "with the user and password percent-encoded"
+            )
+        return value
+
+    @field_validator("api_token")
+    @classmethod
+    def _token_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("is empty; set a token, or unset LEADHUB_API_TOKEN to serve /api to loopback clients only")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = _url_parts(value)
+        if parts is None or parts[0] not in ("http", "https") or not parts[1]:
+            raise ValueError("not an http(s) URL; write e.g. https://leads.example.com")
+        return value
 
     @field_validator("lead_window")
     @classmethod
@@ -286,6 +369,10 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[Any, ...], int]]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        column = exc.start - (exc.object.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError([f"{path}:{line}:{column}: not UTF-8 text; save the file as UTF-8"]) from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -338,7 +425,7 @@ def _describe(  # noqa: PLR0917
     else:
         line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
         where = f"{label}:{line}" if line else label
-    message = err["msg"]
+    message = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         allowed = ", ".join(sorted(model.model_fields))
         message = f"unknown key {loc[-1]!r}; allowed keys: {allowed}"
@@ -354,6 +441,10 @@ def _validate_connectors(
         loc = ("connectors", index)
         where = f"{label}:{lines.get(loc, '?')}"
         name, kind = item.get("name"), item.get("type")
+        if name is None or kind is None:
+            missing = " and ".join(key for key in ("name", "type") if item.get(key) is None)
+            problems.append(f"{where}: connectors[{index}]: {missing} required (each connector has a name and a type)")
+            continue
         if not isinstance(name, str) or not NAME_PATTERN.match(name):
             problems.append(
                 f"{where}: connectors[{index}].name: {name!r} is not a valid name; use lower-case "

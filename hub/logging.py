@@ -11,11 +11,14 @@ import structlog
 
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 _PHONE = re.compile(r"(?<![\w.:/])\+?\d[\d\s()-]{8,}\d(?![\w.:])")
+# The password in a URL's user info: `nats://user:pass@host` -> `nats://user:***@host`.
+_URL_PASSWORD = re.compile(r"\b([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@", re.IGNORECASE)
 SECRET_KEYS = {"password", "token", "secret", "secrets", "api_token", "authorization", "smtp_url"}
 
 
 def redact_text(text: str) -> str:
-    """`ivan.petrov@mail.ru` -> `i***@mail.ru`; long digit runs that look like phones -> `+***1234`."""
+    """`ivan.petrov@mail.ru` -> `i***@mail.ru`; long digit runs that look like phones -> `+***1234`; URL passwords."""
+    text = _URL_PASSWORD.sub(r"\1***@", text)
     text = _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
     return _PHONE.sub(_mask_phone, text)
 

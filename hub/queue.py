@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ from leadhub.envelope import Envelope
 from leadhub.hub.stream_publisher import StreamPublisher
 
 log = structlog.get_logger("leadhub.queue")
+ERROR_LOG_INTERVAL = 10.0  # seconds between warnings while NATS cannot be reached (the client retries every second)
 
 INBOUND = "INBOUND"
 EVENTS = "EVENTS"
@@ -68,7 +70,9 @@ class Queue:
             connect_timeout=5,
             allow_reconnect=True,
             logger=None,
+            error_cb=self._connection_error,
         )
+        self._error_logged_at: float | None = None
         self.on_state_change: Callable[[bool], Awaitable[None] | None] | None = None
         self._publisher: StreamPublisher | None = None
 
@@ -82,6 +86,13 @@ class Queue:
 
     async def stop(self) -> None:
         await self.broker.stop()
+
+    async def _connection_error(self, exc: Exception) -> None:
+        """The client retries without end and, with no logger, silently: say why, at most every ERROR_LOG_INTERVAL."""
+        now = time.monotonic()
+        if self._error_logged_at is None or now - self._error_logged_at >= ERROR_LOG_INTERVAL:
+            self._error_logged_at = now
+            log.warning("NATS connection error; retrying", url=self.url, error=f"{type(exc).__name__}: {exc}"[:300])
 
     @property
     def connection(self) -> Client:

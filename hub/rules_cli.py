@@ -55,7 +55,11 @@ def test(
     from leadhub.triggers.sandbox import Templates
 
     settings = _settings(config)
-    loaded = load_rules(rules or settings.rules_dir, Templates(settings.templates_dir))
+    directory = rules or settings.rules_dir
+    if not directory.is_dir():
+        typer.echo(f"leadhub: {directory}: rules directory not found (give --rules or set LEADHUB_RULES_DIR)", err=True)
+        raise typer.Exit(2)
+    loaded = load_rules(directory, Templates(settings.templates_dir))
     for problem in loaded.problems:
         typer.echo(f"warning: {problem} (rule skipped)", err=True)
     try:

@@ -55,7 +55,8 @@ def load_rules(directory: Path, templates: Templates, *, include_disabled: bool 
     """Every valid rule in `directory`; a bad rule is reported and left out, the others load."""
     result = RuleSet()
     if not directory.is_dir():
-        result.problems.append(Problem(str(directory), 1, 1, None, "", "rules directory not found"))
+        message = "is a file, not a rules directory" if directory.exists() else "rules directory not found"
+        result.problems.append(Problem(str(directory), 1, 1, None, "", message))
         return result
     seen: dict[str, str] = {}
     files = rule_files(directory)
@@ -89,6 +90,10 @@ def _read(path: Path) -> tuple[yaml.Node | None, Any, Problem | None]:
         return yaml.compose(text, Loader=yaml.SafeLoader), yaml.safe_load(text), None
     except OSError as exc:
         return None, None, Problem(label, 1, 1, None, "", f"cannot read: {exc.strerror}")
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        column = exc.start - (exc.object.rfind(b"\n", 0, exc.start) + 1) + 1
+        return None, None, Problem(label, line, column, None, "", "not UTF-8 text; save the file as UTF-8")
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)

@@ -59,7 +59,7 @@ class CreateTask(Strict):
 
 
 class Webhook(Strict):
-    """POST JSON signed with HMAC-SHA256 over `<timestamp>.<body>`."""
+    """POST JSON signed with HMAC-SHA256 over `<delivery>.<timestamp>.<body>`."""
 
     type: Literal["webhook"] = Field("webhook", exclude=True)
     url: str = Field(pattern=r"^https?://", description="http(s) URL (a template)")

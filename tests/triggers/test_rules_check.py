@@ -198,6 +198,16 @@ def test_duplicate_ids_and_yaml_errors(tmp_path: Path) -> None:
     assert [r.id for r in result.rules] == ["good"]
 
 
+def test_a_rule_file_that_is_not_utf8_is_a_located_problem(tmp_path: Path) -> None:
+    directory = _write(tmp_path, "")
+    (directory / "latin1.yaml").write_bytes(b"rules:\n  - id: caf\xe9\n")
+    result = load_rules(directory, Templates())
+    expected = f"{directory}/latin1.yaml:2:12: not UTF-8 text; save the file as UTF-8"
+    assert [str(p) for p in result.problems] == [expected]
+    assert [r.id for r in result.rules] == ["good"]
+    assert str(load_rules(directory / "r.yaml", Templates()).problems[0]).endswith("is a file, not a rules directory")
+
+
 def test_rules_check_cli_prints_problems_and_exits_1(tmp_path: Path) -> None:
     directory = _write(tmp_path, CASES["unknown action"][0])
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_")}

@@ -1,0 +1,77 @@
+"""Configuration errors name the variable or file line and the problem, never a traceback or a secret."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from leadhub.hub.config import ConfigError, config_from_dict, load_config
+from leadhub.hub.logging import _redact as redact
+from leadhub.hub.logging import redact_text
+
+BAD_ENV = {
+    "LEADHUB_DATABASE_URL": ("nonsense", "database_url: not a database URL; write e.g. postgresql+asyncpg://"),
+    "LEADHUB_NATS_URL": ("nats://n1:4222,bogus://u:hunter2@n2", "nats_url: server 2 of 2 is not a NATS URL"),
+    "LEADHUB_SMTP_URL": ("smtp://u:hunter2@host:notaport", "smtp_url: not an SMTP URL; write smtp://user:pass@"),
+    "LEADHUB_PUBLIC_URL": ("leads.example.com", "public_url: not an http(s) URL"),
+    "LEADHUB_API_TOKEN": ("", "api_token: is empty; set a token, or unset LEADHUB_API_TOKEN"),
+    "LEADHUB_WORKERS": ("many", "workers: 'many' is not a number of processes"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_ENV)
+def test_bad_environment_values_are_named_without_the_secret(name: str) -> None:
+    value, expected = BAD_ENV[name]
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict({}, env={name: value})
+    [problem] = caught.value.problems
+    assert problem.startswith(f"environment {name}: {expected}"), problem
+    assert "hunter2" not in problem and "Value error" not in problem
+
+
+def test_database_urls_need_an_async_driver_of_a_supported_database() -> None:
+    for url, expected in [
+        ("mysql://u:hunter2@h/db", "database 'mysql' is not supported"),
+        ("postgresql://u:hunter2@h/db", "driver 'postgresql' is not an asyncio driver"),
+    ]:
+        with pytest.raises(ConfigError, match=expected) as caught:
+            config_from_dict({}, env={"LEADHUB_DATABASE_URL": url})
+        assert "hunter2" not in str(caught.value)
+    good = {
+        "LEADHUB_DATABASE_URL": "postgresql+asyncpg://u:p@h/db",
+        "LEADHUB_NATS_URL": "nats://n1:4222, n2:4222",
+        "LEADHUB_SMTP_URL": "smtps://u:p@mail.example.com",
+        "LEADHUB_PUBLIC_URL": "https://leads.example.com",
+    }
+    assert config_from_dict({}, env=good).settings.nats_url == "nats://n1:4222, n2:4222"
+
+
+def test_a_connector_without_name_or_type_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "leadhub.yaml"
+    path.write_text("connectors:\n  - name: site-form\n  - token: x\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert caught.value.problems == [
+        f"{path}:2: connectors[0]: type required (each connector has a name and a type)",
+        f"{path}:3: connectors[1]: name and type required (each connector has a name and a type)",
+    ]
+
+
+def test_a_config_file_that_is_not_utf8_is_a_problem_not_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "leadhub.yaml"
+    path.write_bytes(b"http_port: 8080\n# caf\xe9\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert caught.value.problems == [f"{path}:2:6: not UTF-8 text; save the file as UTF-8"]
+
+
+def test_log_lines_hide_passwords_in_urls() -> None:
+    event = {"event": "queue connected", "url": "nats://leadhub:hunter2@10.0.0.5:4222", "hint": "smtp://u:p%40ss@h"}
+    redacted = redact(None, "info", event)
+    assert redacted["url"] == "nats://leadhub:***@10.0.0.5:4222"
+    assert redacted["hint"] == "smtp://u:***@h"
+    assert (
+        redact_text("nats://10.0.0.5:4222 and http://example.com/a:b@c")
+        == "nats://10.0.0.5:4222 and http://example.com/a:b@c"
+    )
