@@ -17,6 +17,7 @@ from leadhub.connectors.registry import CONNECTOR_TYPES
 from leadhub.durations import DurationError, parse_duration
 from leadhub.envelope import CHANNELS
 from leadhub.store.policy import IdentityPolicy
+from leadhub.yaml_text import YamlProblem, read_yaml
 
 DEFAULT_CONFIG_FILE = Path("leadhub.yaml")
 ENV_PREFIX = "LEADHUB_"
@@ -366,20 +367,11 @@ def _settings_from(raw: dict[str, Any], environ: os._Environ[str] | dict[str, st
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[Any, ...], int]]:
     try:
-        text = path.read_text(encoding="utf-8")
+        node, data = read_yaml(path)
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-    except UnicodeDecodeError as exc:
-        line = exc.object[: exc.start].count(b"\n") + 1
-        column = exc.start - (exc.object.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise ConfigError([f"{path}:{line}:{column}: not UTF-8 text; save the file as UTF-8"]) from None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise ConfigError([f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
+    except YamlProblem as exc:
+        raise ConfigError([f"{path}:{exc.line}:{exc.column}: {exc.message}"]) from None
     if data is None:
         return {}, {}
     if not isinstance(data, dict):

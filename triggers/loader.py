@@ -13,6 +13,7 @@ from leadhub.triggers.compile import CompiledRule, HoursBook, RuleProblems, comp
 from leadhub.triggers.hours import quiet, weekly
 from leadhub.triggers.sandbox import Templates
 from leadhub.triggers.schema import ACTION_MODELS, BusinessHours, QuietHours, Rule, Schedule, Throttle, WaitSpec
+from leadhub.yaml_text import YamlProblem, read_yaml
 
 Loc = tuple[str | int, ...]
 HOURS_MODELS: dict[str, type[BusinessHours] | type[QuietHours]] = {
@@ -86,18 +87,12 @@ def load_rules(directory: Path, templates: Templates, *, include_disabled: bool 
 def _read(path: Path) -> tuple[yaml.Node | None, Any, Problem | None]:
     label = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-        return yaml.compose(text, Loader=yaml.SafeLoader), yaml.safe_load(text), None
+        node, data = read_yaml(path)
     except OSError as exc:
         return None, None, Problem(label, 1, 1, None, "", f"cannot read: {exc.strerror}")
-    except UnicodeDecodeError as exc:
-        line = exc.object[: exc.start].count(b"\n") + 1
-        column = exc.start - (exc.object.rfind(b"\n", 0, exc.start) + 1) + 1
-        return None, None, Problem(label, line, column, None, "", "not UTF-8 text; save the file as UTF-8")
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        return None, None, Problem(label, line, col, None, "", f"not valid YAML: {getattr(exc, 'problem', exc)}")
+    except YamlProblem as exc:
+        return None, None, Problem(label, exc.line, exc.column, None, "", exc.message)
+    return node, data, None
 
 
 def load_hours(paths: list[Path]) -> tuple[HoursBook, list[Problem]]:

@@ -75,3 +75,11 @@ def test_log_lines_hide_passwords_in_urls() -> None:
         redact_text("nats://10.0.0.5:4222 and http://example.com/a:b@c")
         == "nats://10.0.0.5:4222 and http://example.com/a:b@c"
     )
+
+
+def test_a_setting_written_twice_in_the_file_is_a_problem(tmp_path: Path) -> None:
+    path = tmp_path / "leadhub.yaml"
+    path.write_text("http_port: 8081\nconnectors:\n  - name: a\n    type: form\n    token: x\n    token: y\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert caught.value.problems == [f"{path}:6:5: duplicate key 'token' (first at line 5); keep one"]

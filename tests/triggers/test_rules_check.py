@@ -208,6 +208,20 @@ def test_a_rule_file_that_is_not_utf8_is_a_located_problem(tmp_path: Path) -> No
     assert str(load_rules(directory / "r.yaml", Templates()).problems[0]).endswith("is a file, not a rules directory")
 
 
+def test_a_key_written_twice_is_a_located_problem_not_the_last_one_winning(tmp_path: Path) -> None:
+    directory = _write(tmp_path, "")
+    (directory / "twice.yaml").write_text(
+        "rules:\n  - id: twice\n    on: lead.created\n    on: lead.updated\n    do:\n      - create_task: {title: x}\n"
+    )
+    (directory / "flow.yaml").write_text("rules:\n  - {id: flow, on: lead.created, id: other, do: []}\n")
+    result = load_rules(directory, Templates())
+    assert sorted(str(p).replace(f"{directory}/", "") for p in result.problems) == [
+        "flow.yaml:2:34: duplicate key 'id' (first at line 2); keep one",
+        "twice.yaml:4:5: duplicate key 'on' (first at line 3); keep one",
+    ]
+    assert [r.id for r in result.rules] == ["good"]
+
+
 def test_rules_check_cli_prints_problems_and_exits_1(tmp_path: Path) -> None:
     directory = _write(tmp_path, CASES["unknown action"][0])
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_")}

@@ -1,0 +1,62 @@
+"""Admin-edited YAML files read strictly: the data, its node tree for line numbers, located problems.
+
+PyYAML keeps the last of two equal keys without a word (`on:` written twice in a rule, `http_port:` twice in
+the config), and the admin never learns which one counts; here that is a problem at the second key's line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class YamlProblem(ValueError):
+    """Where in the file (1-based line and column) and what is wrong."""
+
+    def __init__(self, line: int, column: int, message: str) -> None:
+        super().__init__(message)
+        self.line, self.column, self.message = line, column, message
+
+
+def read_yaml(path: Path) -> tuple[yaml.Node | None, Any]:
+    """The file's node tree and data; OSError when it cannot be read, YamlProblem when it is not clean YAML."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise YamlProblem(line, column, "not UTF-8 text; save the file as UTF-8") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        _refuse_duplicate_keys(node)
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise YamlProblem(line, column, f"not valid YAML: {exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise YamlProblem(1, 1, f"not valid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+    return node, data
+
+
+def _refuse_duplicate_keys(node: yaml.Node | None) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[tuple[str, str], int] = {}
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                line = key.start_mark.line + 1
+                if (key.tag, key.value) in seen:
+                    first = seen[key.tag, key.value]
+                    message = f"duplicate key {key.value!r} (first at line {first}); keep one"
+                    raise YamlProblem(line, key.start_mark.column + 1, message)
+                seen[key.tag, key.value] = line
+            _refuse_duplicate_keys(value)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _refuse_duplicate_keys(item)
