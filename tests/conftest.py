@@ -115,6 +115,7 @@ class RunningHub:
 
     async def wait_items(self, path: str, count: int, timeout: float = 15.0, **params: Any) -> list[dict[str, Any]]:
         """Wait until the list at `path` has exactly `count` items (fails if it overshoots)."""
+        assert count > 0, "an empty list is there at once: waiting for 0 items would prove nothing"
 
         async def probe() -> list[dict[str, Any]] | None:
             items = (await self.api(path, limit=1000, **params))["items"]

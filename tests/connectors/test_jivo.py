@@ -76,6 +76,8 @@ async def test_same_event_twice_is_one_record_and_a_callback_reported_twice_too(
     status, answer = await send(hub, CHAT_FINISHED)
     assert status == 202 and answer["result"] == "ok" and answer["duplicate"] is False
     assert (await send(hub, CHAT_FINISHED))[1]["duplicate"] is True
+    reordered = json.dumps(CHAT_FINISHED, ensure_ascii=False, indent=1).encode()  # the same chat, other bytes
+    assert (await send(hub, reordered))[1]["duplicate"] is True, "a finished chat is keyed by its chat_id"
     callback = sample("jivo", "call_event.callback.docs_example.json")
     assert (await send(hub, callback | {"call": callback["call"] | {"status": "start"}}))[1]["duplicate"] is False
     assert (await send(hub, callback))[1]["duplicate"] is True

@@ -85,8 +85,11 @@ async def test_mapped_fields_become_an_order_and_statuses_move(hub: RunningHub) 
 
 async def test_the_delivery_id_field_makes_a_resend_a_duplicate(hub: RunningHub) -> None:
     body = payload()
-    answers = [await post(hub, body, sign(body)) for _ in range(2)]
-    assert [a[1]["duplicate"] for a in answers] == [False, True]
+    resent = json.dumps(json.loads(body), ensure_ascii=False, indent=1).encode()  # the same delivery, serialized anew
+    answers = [await post(hub, raw, sign(raw)) for raw in (body, resent)]
+    assert [a[1]["duplicate"] for a in answers] == [False, True] and answers[0][1]["id"] == answers[1][1]["id"]
+    [item] = await hub.wait_items("/api/inquiries", 1)
+    assert item["key"].endswith(":e1"), item["key"]
 
 
 async def test_token_auth_and_id_header(hub: RunningHub) -> None:
@@ -94,7 +97,8 @@ async def test_token_auth_and_id_header(hub: RunningHub) -> None:
     headers = {"Content-Type": "application/json", "X-Event-Id": "ev-5"}
     assert (await post(hub, body, headers, "/hooks/tokened"))[0] == 401
     assert (await post(hub, body, headers | {"X-Leadhub-Token": "t0k"}, "/hooks/tokened"))[0] == 202
-    assert (await post(hub, body, headers | {"X-Leadhub-Token": "t0k"}, "/hooks/tokened"))[1]["duplicate"] is True
+    resent = json.dumps(json.loads(body), indent=1).encode()  # another serialization: only X-Event-Id tells
+    assert (await post(hub, resent, headers | {"X-Leadhub-Token": "t0k"}, "/hooks/tokened"))[1]["duplicate"] is True
     [order] = await hub.wait_items("/api/orders", 1)
     assert (order["external_id"], order["status"]) == ("5", "paid")
 

@@ -153,7 +153,7 @@ async def test_database_away_for_20s_during_a_burst(  # type: ignore[no-untyped-
                 next_item += 1
                 await post(i)
                 if next_item >= BURST:
-                    await asyncio.sleep(TRICKLE_PAUSE)
+                    await asyncio.sleep(TRICKLE_PAUSE)  # noqa: sleep-ok - paces the trickle (load shape), waits on nothing
 
         await post(-1)  # one item stored before the outage, so the store worked with this daemon
         await outage.cut()

@@ -91,9 +91,14 @@ async def test_same_idempotency_key_is_a_duplicate_and_stores_once(form_hub: Run
 
 async def test_configured_idempotency_field_dedupes_resubmissions(make_hub) -> None:  # type: ignore[no-untyped-def]
     hub = await make_hub([{"name": "tilda-form", "type": "form", "idempotency_field": "tranid", "rate_limit": None}])
-    for _ in range(2):
-        async with await hub.post("/hooks/tilda-form", data={"Name": "A", "Phone": "+79160000001", "tranid": "t-1"}):
-            pass
+    answers = []
+    # The resubmission's body differs (another timestamp), so only the configured field can tell it is the same.
+    for sent in ("10:00:01", "10:00:07"):
+        data = {"Name": "A", "Phone": "+79160000001", "tranid": "t-1", "sent": sent}
+        async with await hub.post("/hooks/tilda-form", data=data) as r:
+            assert r.status == 202
+            answers.append(await r.json())
+    assert [a["duplicate"] for a in answers] == [False, True] and answers[0]["id"] == answers[1]["id"], answers
     async with await hub.post("/hooks/tilda-form", data={"Name": "A", "Phone": "+79160000001", "tranid": "t-2"}) as r:
         assert (await r.json())["duplicate"] is False
     await hub.wait_items("/api/inquiries", 2)
