@@ -104,17 +104,39 @@ async def read_body(request: Any, limit: int) -> bytes:
     """Read at most `limit` bytes of the request body; 413 beyond it, without buffering the rest.
 
     A client that goes away before its body is complete gets a 400 (which it will not read): a rejection
-    in the log and metrics, not an unhandled error and a 500.
+    in the log and metrics, not an unhandled error and a 500. So does a body aiohttp cannot decode
+    (a `Content-Encoding` that is not what it says). With a `Content-Encoding`, aiohttp hands over the
+    decoded body while Content-Length counts the encoded bytes: that body is read to its end and
+    counted against `limit` as it arrives, never cut at the encoded length.
     """
     declared = request.content_length
     if declared is not None and declared > limit:
         raise HookError(413, "too_large", f"body of {declared} bytes exceeds the limit of {limit} bytes")
+    if declared == 0:
+        return b""  # aiohttp's empty payload fails readexactly(0) as if the client had gone away
     try:
-        if declared is not None:  # the usual case: one read of the declared length, no chunk iterator
-            return await request.content.readexactly(declared)
+        if declared is not None and "Content-Encoding" not in request.headers:
+            return await request.content.readexactly(declared)  # the usual case: one read, no chunk iterator
         return await _read_chunked(request, limit)
     except (ConnectionResetError, asyncio.IncompleteReadError):
         raise HookError(400, "malformed", "the connection closed before the body was complete") from None
+    except web.RequestPayloadError as exc:
+        cause = exc.__cause__ or exc
+        reason = getattr(cause, "message", None) or type(cause).__name__
+        raise HookError(400, "malformed", f"the body cannot be read: {reason}") from None
+
+
+def header_text(value: str) -> str:
+    """`value` as text that can be encoded: bytes that were not UTF-8 (aiohttp keeps them as surrogates) or a
+    lone surrogate from a JSON escape become `\\udcff`-style escapes; the same input always gives the same text.
+    """
+    if value.isascii():
+        return value
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode()
+    return value
 
 
 async def _read_chunked(request: Any, limit: int) -> bytes:

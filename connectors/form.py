@@ -19,6 +19,7 @@ from leadhub.connectors.base import (
     PublishResult,
     Stop,
     accepted,
+    header_text,
     read_body,
 )
 from leadhub.connectors.ratelimit import RateLimiter, parse_rate
@@ -97,12 +98,12 @@ class FormConnector:
         except FormDecodeError as exc:
             raise HookError(400, "malformed", str(exc)) from None
         envelope = Envelope(
-            key=self._key(request, form.fields),
+            key=header_text(self._key(request, form.fields)),
             channel=self.channel,
             connector=self.config.name,
             payload=body,
-            content_type=content_type,
-            meta=self._meta(request, form.fields),
+            content_type=header_text(content_type),
+            meta={k: header_text(v) for k, v in self._meta(request, form.fields).items()},
         )
         result = await self.publish(envelope)
         return self._answer(request, result)
@@ -125,7 +126,7 @@ class FormConnector:
         if self._token is None:
             return
         given = request.headers.get(TOKEN_HEADER) or request.query.get("token") or ""
-        if not hmac.compare_digest(given.encode(), self._token):
+        if not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), self._token):
             reason = "missing token" if not given else "wrong token"
             raise HookError(401, "bad_token", f"{reason}: send the connector's token in {TOKEN_HEADER} or ?token=")
 
@@ -139,7 +140,8 @@ class FormConnector:
         field = self.config.idempotency_field
         if field and isinstance(value := fields.get(field), str | int) and str(value):
             return f"{prefix}:field:{str(value)[:MAX_KEY_LENGTH]}"
-        canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str).encode()
+        # surrogatepass: a JSON body may hold a lone surrogate ("\ud800"); the pipeline dead-letters it, with its reason
+        canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8", "surrogatepass")
         digest = hashlib.sha256(canonical).hexdigest()[:32]
         bucket = int(time.time() // self.config.dedupe_window.total_seconds())
         return f"{prefix}:body:{digest}:{bucket}"

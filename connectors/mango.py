@@ -81,6 +81,8 @@ def _json_object(text: str) -> dict[str, Any]:
         event = json.loads(text)
     except json.JSONDecodeError as exc:
         raise HookError(400, "malformed", f"form field json is not JSON: {exc.msg} at column {exc.colno}") from None
+    except RecursionError:
+        raise HookError(400, "malformed", "form field json is nested too deeply") from None
     if not isinstance(event, dict):
         raise HookError(400, "malformed", f"form field json must be an object, not {type(event).__name__}")
     return event

@@ -89,7 +89,10 @@ class TwilioConnector(ProviderWebhook):
     def requested_url(self, request: web.Request) -> str:
         """`LEADHUB_PUBLIC_URL` + `/hooks/<name>[/tail]` + query behind a proxy, else the URL this server saw."""
         if not self.context.public_url:
-            return str(request.url)
+            try:
+                return str(request.url)
+            except (ValueError, UnicodeError):  # yarl refuses the Host header: a port out of range, bad bytes
+                raise HookError(400, "malformed", "the Host header is not a valid host[:port]") from None
         url = self.context.public_url.rstrip("/") + f"/hooks/{self.config.name}"
         if tail := request.match_info.get("tail"):
             url += "/" + tail

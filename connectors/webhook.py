@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
@@ -20,7 +21,15 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
 
-from leadhub.connectors.base import ConnectorConfig, ConnectorContext, HookError, PublishResult, Stop, read_body
+from leadhub.connectors.base import (
+    ConnectorConfig,
+    ConnectorContext,
+    HookError,
+    PublishResult,
+    Stop,
+    header_text,
+    read_body,
+)
 from leadhub.durations import parse_duration
 from leadhub.envelope import Envelope
 
@@ -75,7 +84,8 @@ def matches_any(given: str | bytes | None, expected: Callable[[bytes], str | byt
     """True when `given` equals `expected(secret)` for one of `secrets`; every secret is compared, in constant time."""
     if not given:
         return False
-    candidate = given.encode() if isinstance(given, str) else given
+    # surrogatepass: a header's bytes that were not UTF-8 arrive as surrogates; they must not match, nor raise
+    candidate = given.encode("utf-8", "surrogatepass") if isinstance(given, str) else given
     matched = False
     for secret in secrets:
         value = expected(secret)
@@ -110,6 +120,8 @@ def check_replay(sent_at: datetime | float | None, window: timedelta | None, clo
     if sent_at is None or window is None:
         return
     seconds = sent_at.timestamp() if isinstance(sent_at, datetime) else float(sent_at)
+    if not math.isfinite(seconds):  # 1e999 in JSON is infinity: round() of it below would raise
+        raise HookError(400, "malformed", "the signed timestamp is not a finite number")
     skew = abs(clock() - seconds)
     if skew > window.total_seconds():
         raise HookError(
@@ -142,6 +154,8 @@ def json_object(body: bytes, what: str) -> dict[str, Any]:
         raise HookError(
             400, "malformed", f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+    except RecursionError:
+        raise HookError(400, "malformed", "JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise HookError(400, "malformed", f"{what} is a JSON object, not {type(data).__name__}")
     return data
@@ -202,12 +216,13 @@ class ProviderWebhook:
         channel: str | None = None,
     ) -> PublishResult:
         """Publish the raw body under `<type>:<connector>:<key>`; returns once the queue has it durably."""
+        # Keys, content types and meta come from headers and bodies: header_text keeps them encodable.
         envelope = Envelope(
-            key=f"{self.type}:{self.config.name}:{key}",
+            key=header_text(f"{self.type}:{self.config.name}:{key}"),
             channel=channel or self.channel,
             connector=self.config.name,
             payload=body,
-            content_type=content_type[:200] or "application/octet-stream",
-            meta={k: v[:500] for k, v in (meta or {}).items() if v},
+            content_type=header_text(content_type[:200]) or "application/octet-stream",
+            meta={k: header_text(v[:500]) for k, v in (meta or {}).items() if v},
         )
         return await self.context.publish(envelope)

@@ -8,6 +8,8 @@ import sys
 from typing import Any
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 _PHONE = re.compile(r"(?<![\w.:/])\+?\d[\d\s()-]{8,}\d(?![\w.:])")
@@ -37,6 +39,26 @@ def _redact(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]
     return event
 
 
+class _ClientProtocolErrors(logging.Filter):
+    """aiohttp logs a request it cannot parse (a line over 8190 bytes, a bad header byte, a body that is not the
+    gzip it claims) at ERROR, with a traceback whose message quotes the raw line: a URL's `?token=`, an
+    Authorization header. Such a request is the client's mistake and aiohttp has answered it 400, so the record
+    becomes one INFO line naming the error's type, without the quoted bytes.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError | RequestPayloadError):
+            return True
+        record.msg, record.args = "bad HTTP request refused: %s", (type(exc).__name__,)
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        return logging.getLogger().isEnabledFor(logging.INFO)
+
+
+_CLIENT_PROTOCOL_ERRORS = _ClientProtocolErrors()
+
+
 def configure(level: str = "info", fmt: str = "console") -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
@@ -44,6 +66,9 @@ def configure(level: str = "info", fmt: str = "console") -> None:
     logging.basicConfig(stream=sys.stderr, level=level.upper(), format="%(message)s", force=True)
     for noisy in ("aiohttp.access", "nats", "faststream", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    server = logging.getLogger("aiohttp.server")
+    if _CLIENT_PROTOCOL_ERRORS not in server.filters:
+        server.addFilter(_CLIENT_PROTOCOL_ERRORS)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -76,6 +76,8 @@ def _decode_json(body: bytes) -> FormData:
         raise FormDecodeError(f"body is not UTF-8 JSON: {exc.reason} at byte {exc.start}") from exc
     except json.JSONDecodeError as exc:
         raise FormDecodeError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+    except RecursionError:
+        raise FormDecodeError("JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise FormDecodeError(f"JSON body must be an object of fields, not {type(data).__name__}")
     return FormData(fields=data)

@@ -56,6 +56,8 @@ def json_object(body: bytes, what: str) -> dict[str, Any]:
         raise PayloadError(f"{what} is not UTF-8 JSON: invalid byte at {exc.start}") from None
     except json.JSONDecodeError as exc:
         raise PayloadError(f"{what} is malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise PayloadError(f"{what} is JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise PayloadError(f"{what} must be a JSON object, not {type(data).__name__}")
     return data

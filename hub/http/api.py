@@ -47,7 +47,8 @@ async def api_guard(request: web.Request, handler: Handler) -> web.StreamRespons
     else:
         given = request.headers.get("Authorization", "")
         expected = f"Bearer {token.get_secret_value()}"
-        if not hmac.compare_digest(given.encode(), expected.encode()):
+        # surrogatepass: an Authorization header with bytes that are not UTF-8 is a wrong token, not an error
+        if not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode()):
             return error_response(
                 401,
                 "unauthorized",
@@ -68,7 +69,8 @@ def request_limit(request: web.Request) -> int:
     raw = request.query.get("limit")
     if raw is None:
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    # isascii: str.isdigit() also takes '²' and other digits int() refuses; len: int() refuses 4,300+ digits
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9 and 1 <= int(raw) <= MAX_LIMIT):
         raise BadParameter(f"limit must be a whole number from 1 to {MAX_LIMIT}")
     return int(raw)
 
@@ -163,7 +165,7 @@ async def patch_lead(request: web.Request) -> web.Response:
         return error_response(413, "too_large", f"the body may be at most {MAX_PATCH_BYTES} bytes")
     try:
         body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
         return error_response(400, "bad_json", f"the body is not JSON: {exc}")
     changes = _lead_changes(body)
     try:

@@ -35,7 +35,7 @@ async def update_task(request: web.Request) -> web.Response:
     """`PATCH /api/tasks/{id}` with `{"status": "done"}`: a manager closes the task (emits `task.status_changed`)."""
     try:
         body = json.loads(await request.read())
-    except ValueError:
+    except (ValueError, RecursionError):
         return error_response(400, "malformed", 'the body must be JSON, e.g. {"status": "done"}')
     status = body.get("status") if isinstance(body, dict) else None
     if status not in TASK_STATUSES:

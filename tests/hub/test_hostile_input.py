@@ -1,0 +1,172 @@
+"""Input a fuzzing pass against the running daemon answered with a 500 (or took apart): each is now a 4xx or a 202.
+
+Bytes that are not UTF-8 in a header (aiohttp keeps them as surrogates), JSON nested deeper than the
+parser's recursion limit, digits `int()` refuses, a Host yarl refuses, an infinite signed timestamp,
+an empty body, a gzip-encoded body. Sent over a raw socket where an HTTP client would refuse to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import json
+import logging
+import sys
+from urllib.parse import urlencode
+
+import pytest
+from aiohttp.http_exceptions import LineTooLong
+
+from leadhub.hub.logging import _ClientProtocolErrors
+from tests.conftest import HubFactory, RunningHub
+
+TOKEN = "s3cret"
+API_TOKEN = "t0ken"
+DEEP = b'{"name": ' + b"[" * 3000 + b"]" * 3000 + b"}"
+
+
+@pytest.fixture
+async def hub(make_hub: HubFactory) -> RunningHub:
+    return await make_hub(
+        [
+            {"name": "site-form", "type": "form", "token": TOKEN, "rate_limit": None},
+            {"name": "bot", "type": "telegram", "secret": "tg-secret"},
+            {"name": "calls", "type": "twilio", "secret": "auth-token"},
+            {"name": "pbx", "type": "mango", "api_key": "key", "secret": "salt"},
+            {"name": "sip", "type": "sipuni", "secret": "sip-token"},
+        ],
+        api_token=API_TOKEN,
+    )
+
+
+async def raw_request(hub: RunningHub, head: bytes, body: bytes = b"") -> tuple[int, dict]:
+    """One request as bytes (`head`: request line and headers, Host optional); the status and its JSON answer."""
+    host, port = hub.base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    host_line = b"" if b"\r\nHost: " in head else b"\r\nHost: x"
+    writer.write(head + host_line + b"\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2] or b"null")
+
+
+FORM = b"POST /hooks/site-form HTTP/1.1\r\nContent-Type: application/json\r\nX-Leadhub-Token: s3cret"
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("token not UTF-8", FORM.replace(b"s3cret", b"\xff"), b'{"name": "x"}', 401, "bad_token"),
+        ("telegram secret not UTF-8", b"POST /hooks/bot HTTP/1.1\r\nX-Telegram-Bot-Api-Secret-Token: \xff",
+         b'{"update_id": 1}', 401, "bad_signature"),
+        ("form JSON nested too deeply", FORM, DEEP, 400, "malformed"),
+        ("telegram JSON nested too deeply", b"POST /hooks/bot HTTP/1.1\r\nX-Telegram-Bot-Api-Secret-Token: tg-secret",
+         DEEP, 400, "malformed"),
+        ("Host with a port out of range", b"POST /hooks/calls HTTP/1.1\r\nX-Twilio-Signature: x\r\n"
+         b"Content-Type: application/x-www-form-urlencoded\r\nHost: h:99999", b"CallSid=CA1", 400, "malformed"),
+        ("gzip that is not", FORM + b"\r\nContent-Encoding: gzip", b"not gzip", 400, "malformed"),
+    ],
+    ids=lambda case: case[0],
+)  # fmt: skip
+async def test_hostile_requests_are_4xx_with_a_reason(hub: RunningHub, case: tuple) -> None:
+    _label, head, body, status, error = case
+    got, answer = await raw_request(hub, head, body)
+    assert (got, answer["error"]) == (status, error), answer
+    assert answer["detail"]
+    await _still_serving(hub)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"Idempotency-Key: k\xff", b"User-Agent: Mozilla \xff\xfe", b"Content-Type: application/json; x=\xff"],
+)
+async def test_header_bytes_that_are_not_utf8_do_not_stop_a_submission(hub: RunningHub, header: bytes) -> None:
+    name = "Header Test"
+    head = FORM.replace(b"Content-Type: application/json", header) if header.startswith(b"Content-Type") else FORM
+    head += b"" if header.startswith(b"Content-Type") else b"\r\n" + header
+    got, answer = await raw_request(hub, head, json.dumps({"name": name}).encode())
+    assert got == 202, answer
+    stored = await hub.wait_items("/api/inquiries", 1)
+    assert stored[0]["id"] == answer["id"] and stored[0]["name"] == name
+
+
+async def test_a_json_lone_surrogate_is_accepted_not_a_500(hub: RunningHub) -> None:
+    """`"\\ud800"` is valid JSON that UTF-8 cannot encode: accepted; the pipeline dead-letters it with its reason."""
+    got, answer = await raw_request(hub, FORM, b'{"name": "\\ud800"}')
+    assert got == 202, answer
+
+
+async def test_an_infinite_signed_timestamp_is_400(hub: RunningHub) -> None:
+    event = '{"entry_id": "e1", "call_id": "c1", "seq": 1, "call_state": "Connected", "timestamp": 1e999}'
+    sign = hashlib.sha256(b"key" + event.encode() + b"salt").hexdigest()
+    body = urlencode({"vpbx_api_key": "key", "sign": sign, "json": event}).encode()
+    async with await hub.post(
+        "/hooks/pbx/events/call", data=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    ) as response:
+        assert response.status == 400, await response.text()
+        assert (await response.json())["error"] == "malformed"
+
+
+async def test_an_empty_post_with_the_event_in_the_url_is_accepted(hub: RunningHub) -> None:
+    """Content-Length: 0 is an empty body, not a client gone before its body was complete."""
+    async with await hub.post("/hooks/sip?token=sip-token&call_id=c9&event=1&src_num=79161234567", data=b"") as r:
+        assert r.status == 202, await r.text()
+
+
+async def test_a_gzip_body_is_read_whole_not_cut_at_its_encoded_length(hub: RunningHub) -> None:
+    message = "hello world " * 50 + "END"
+    body = gzip.compress(urlencode({"name": "Gzip Test", "message": message}).encode())
+    headers = {"X-Leadhub-Token": TOKEN, "Content-Type": "application/x-www-form-urlencoded"}
+    async with await hub.post("/hooks/site-form", data=body, headers={**headers, "Content-Encoding": "gzip"}) as r:
+        assert r.status == 202, await r.text()
+    [item] = await hub.wait_items("/api/inquiries", 1)
+    assert item["message"] == message.strip()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs"),
+    [
+        ("GET", "/api/leads?limit=%C2%B2", {}),  # '²'.isdigit() is True, int('²') raises
+        ("GET", "/api/inquiries?limit=" + "1" * 5000, {}),  # int() refuses 4,300+ digits
+        ("PATCH", "/api/leads/x", {"data": b"[" * 5000 + b"]" * 5000}),
+        ("PATCH", "/api/tasks/x", {"data": DEEP}),
+    ],
+)
+async def test_bad_api_input_is_400(hub: RunningHub, method: str, path: str, kwargs: dict) -> None:
+    headers = {"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"}
+    async with hub.session.request(method, hub.url(path), headers=headers, **kwargs) as response:
+        assert response.status == 400, await response.text()
+        assert (await response.json())["detail"]
+
+
+async def test_an_authorization_header_that_is_not_utf8_is_401(hub: RunningHub) -> None:
+    got, answer = await raw_request(hub, b"GET /api/leads HTTP/1.1\r\nAuthorization: Bearer \xff\xfe")
+    assert (got, answer["error"]) == (401, "unauthorized")
+
+
+def test_aiohttp_protocol_errors_are_logged_as_one_line_without_the_raw_request() -> None:
+    """aiohttp quotes the refused line in its error: a URL's ?token= must not reach the log, nor a traceback."""
+    error = LineTooLong(b"/hooks/sip?token=sip-token&" + b"a" * 100, "8190")
+    try:
+        raise error
+    except LineTooLong:
+        record = logging.getLogger("aiohttp.server").makeRecord(
+            "aiohttp.server", logging.ERROR, __file__, 1, "Error handling request from %s", ("127.0.0.1",),
+            exc_info=sys.exc_info(),
+        )  # fmt: skip
+    _ClientProtocolErrors().filter(record)
+    assert record.levelno == logging.INFO and record.exc_info is None
+    text = logging.Formatter().format(record)
+    assert "LineTooLong" in text and "sip-token" not in text and "Traceback" not in text
+
+
+async def _still_serving(hub: RunningHub) -> None:
+    async with hub.session.get(hub.url("/healthz")) as response:
+        assert response.status == 200
+    async with await hub.post("/hooks/site-form", json={"name": "sentinel"}, headers={"X-Leadhub-Token": TOKEN}) as r:
+        assert r.status == 202
+    items = await hub.wait_items("/api/inquiries", 1)
+    assert items[0]["name"] == "Sentinel"
