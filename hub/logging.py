@@ -64,7 +64,9 @@ def configure(level: str = "info", fmt: str = "console") -> None:
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
     logging.basicConfig(stream=sys.stderr, level=level.upper(), format="%(message)s", force=True)
-    for noisy in ("aiohttp.access", "nats", "faststream", "alembic"):
+    # Third-party loggers bypass the redaction below; at debug, aiosqlite and SQLAlchemy's engine log every
+    # statement with its parameters (addresses, payloads, the link signing key), so they never go below WARNING.
+    for noisy in ("aiohttp.access", "nats", "faststream", "alembic", "aiosqlite", "sqlalchemy", "asyncpg"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     server = logging.getLogger("aiohttp.server")
     if _CLIENT_PROTOCOL_ERRORS not in server.filters:

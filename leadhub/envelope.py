@@ -23,6 +23,10 @@ H_RECEIVED = "Leadhub-Received-At"
 H_CONTENT_TYPE = "Leadhub-Content-Type"
 H_META = "Leadhub-Meta"
 H_MSG_ID = "Nats-Msg-Id"
+# What the store's columns hold (store/models.py: inquiry.key, .connector, .content_type); longer is not an envelope.
+MAX_KEY = 400
+MAX_CONNECTOR = 64
+MAX_CONTENT_TYPE = 200
 
 _meta_json = compact_encoder(ensure_ascii=False, allow_nan=True)  # json.dumps builds an encoder per call
 
@@ -73,6 +77,11 @@ class Envelope:
         missing = [h for h in (H_KEY, H_CHANNEL, H_CONNECTOR, H_RECEIVED) if not headers.get(h)]
         if missing:
             raise EnvelopeError(f"message lacks header(s) {', '.join(missing)}")
+        if headers[H_CHANNEL] not in CHANNELS:
+            raise EnvelopeError(f"{H_CHANNEL} {headers[H_CHANNEL][:50]!r} is not one of {', '.join(CHANNELS)}")
+        for name, limit in ((H_KEY, MAX_KEY), (H_CONNECTOR, MAX_CONNECTOR), (H_CONTENT_TYPE, MAX_CONTENT_TYPE)):
+            if len(headers.get(name, "")) > limit:
+                raise EnvelopeError(f"{name} is longer than {limit} characters ({len(headers[name])})")
         try:
             received_at = datetime.fromisoformat(headers[H_RECEIVED])
         except ValueError as exc:

@@ -32,11 +32,11 @@ async def add(
     await conn.execute(
         dead_t.insert().values(
             id=dead_id,
-            source=source,
-            subject=subject,
-            key=key,
+            source=source[:40],
+            subject=subject[:200],  # the item's own values never keep its dead letter from being written:
+            key=key[:400] if key else key,  # the full ones are in `headers`
             reason=reason.replace("\x00", ""),
-            error=error,
+            error=error[:200] if error else error,
             deliveries=deliveries,
             headers=headers,
             payload=payload,

@@ -111,6 +111,41 @@ async def test_message_that_is_not_an_envelope_is_dead_lettered(form_hub: Runnin
     assert "lacks header(s) Leadhub-Key" in dead[0].reason and dead[0].payload == b"stray"
 
 
+def _raw_envelope(key: str, channel: str) -> dict[str, str]:
+    return {
+        "Nats-Msg-Id": key[:100],
+        "Leadhub-Key": key,
+        "Leadhub-Channel": channel,
+        "Leadhub-Connector": "site-form",
+        "Leadhub-Received-At": "2026-01-05T10:00:00+00:00",
+        "Leadhub-Content-Type": "application/json",
+    }
+
+
+async def test_envelope_with_an_unknown_channel_or_an_overlong_key_is_dead_lettered(form_hub: RunningHub) -> None:
+    """Queue input no connector writes: a channel outside CHANNELS, a key longer than the store's column (on
+    PostgreSQL the dead letter itself could not be written, and the message was retried forever). Each is dead-lettered
+    with a reason naming the header, and the envelope after them is stored."""
+    body = b'{"name": "Queue Lead", "email": "queue@example.com"}'
+    long_key = "form:site-form:idem:" + "k" * 500
+    queue = form_hub.hub.queue
+    await queue.publish("inbound.bogus.site-form", body, _raw_envelope("raw:bogus", "bogus"), "INBOUND")
+    await queue.publish("inbound.form.site-form", body, _raw_envelope(long_key, "form"), "INBOUND")
+    await queue.publish("inbound.form.site-form", body, _raw_envelope("raw:good", "form"), "INBOUND")
+
+    async def two_dead() -> list:
+        dead = await _dead_letters(form_hub)
+        return dead if len(dead) == 2 else []
+
+    dead = await wait_for(two_dead, timeout=30, what="two dead letters")
+    reasons = {row.headers["Leadhub-Key"]: row.reason for row in dead}
+    assert "Leadhub-Channel 'bogus' is not one of email, phone, chat, form, shop" in reasons["raw:bogus"]
+    assert "Leadhub-Key is longer than 400 characters" in reasons[long_key]
+    assert {row.key for row in dead} == {"raw:bogus", long_key[:400]}
+    inquiries = await form_hub.wait_items("/api/inquiries", 1)
+    assert [item["key"] for item in inquiries] == ["raw:good"]
+
+
 class PoisonedPipeline(IntakePipeline):
     """Stands for a bug in a step: storing any batch that holds the poisoned row fails."""
 

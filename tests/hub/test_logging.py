@@ -1,0 +1,45 @@
+"""Logging: what third-party libraries log never carries the store's values (addresses, payloads, secrets)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+from sqlalchemy import text
+
+from leadhub.hub.logging import configure
+from leadhub.store.db import create_engine
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """configure() replaces the root handlers and structlog's setup; give the other tests theirs back."""
+    root = logging.getLogger()
+    handlers, level, config = root.handlers[:], root.level, structlog.get_config()
+    levels = {name: logging.getLogger(name).level for name in ("aiosqlite", "sqlalchemy", "asyncpg")}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, value in levels.items():
+        logging.getLogger(name).setLevel(value)
+    structlog.configure(**config)
+
+
+async def test_debug_level_does_not_log_sql_parameters(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], restored_logging: None
+) -> None:
+    """At LEADHUB_LOG_LEVEL=debug aiosqlite logged every statement with its parameters, unredacted and outside
+    the JSON format: the survey link signing key, customers' addresses, raw payloads."""
+    configure("debug", "json")
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'log.db'}")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (v TEXT)"))
+            await conn.execute(text("INSERT INTO t VALUES (:v)"), {"v": "signing-key-0123456789abcdef"})
+    finally:
+        await engine.dispose()
+    captured = capfd.readouterr()
+    assert "signing-key-0123456789abcdef" not in captured.err + captured.out
