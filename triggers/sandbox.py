@@ -19,10 +19,10 @@ from jinja2 import (
     nodes,
 )
 from jinja2.parser import Parser
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from leadhub.triggers.events import OBJECT_FIELDS
 from leadhub.triggers.fastexpr import compile_fast
+from leadhub.triggers.template_limits import RENDER_SECONDS, LimitedSandbox, constant_problems
 
 PACKAGE_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 FORBIDDEN_TAGS: dict[type[nodes.Node], str] = {
@@ -83,8 +83,8 @@ class Scope:
         return frozenset(self.objects) | self.extra | GLOBALS
 
 
-def _environment(**options: Any) -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, **options)
+def _environment(**options: Any) -> LimitedSandbox:
+    env = LimitedSandbox(undefined=StrictUndefined, **options)
     for name in ("lipsum", "cycler", "joiner", "namespace"):
         env.globals.pop(name, None)
     env.globals["days"] = days
@@ -110,7 +110,7 @@ class Templates:
                 raise TemplateSyntaxError(f"unexpected {parser.stream.current.value!r}", 1)
         except TemplateSyntaxError as exc:
             raise TemplateProblem(f"expression syntax error: {exc.message}") from None
-        problems = check_tree(tree, scope, names=_names(tree))
+        problems = check_tree(tree, scope, names=_names(tree)) + constant_problems(tree, self.expressions)
         if problems:
             raise TemplateProblem("; ".join(problems))
         compiled = self.expressions.compile_expression(source, undefined_to_none=False)
@@ -123,10 +123,10 @@ class Templates:
             tree = env.parse(source)
         except TemplateSyntaxError as exc:
             raise TemplateProblem(f"template syntax error (line {exc.lineno}): {exc.message}") from None
-        problems = check_tree(tree, scope, names=meta.find_undeclared_variables(tree))
+        problems = check_tree(tree, scope, names=meta.find_undeclared_variables(tree)) + constant_problems(tree, env)
         if problems:
             raise TemplateProblem("; ".join(problems))
-        return env.from_string(source)
+        return _with_deadline(env.from_string(source), tree)
 
     def file(self, name: str, scope: Scope, *, html: bool) -> Template | None:
         """A template file by name, checked like an inline one; None when no directory has it."""
@@ -139,10 +139,17 @@ class Templates:
             tree = env.parse(source, name, filename)
         except TemplateSyntaxError as exc:
             raise TemplateProblem(f"{name}:{exc.lineno}: template syntax error: {exc.message}") from None
-        problems = check_tree(tree, scope, names=meta.find_undeclared_variables(tree))
+        problems = check_tree(tree, scope, names=meta.find_undeclared_variables(tree)) + constant_problems(tree, env)
         if problems:
             raise TemplateProblem(f"{name}: " + "; ".join(problems))
-        return env.from_string(source)
+        return _with_deadline(env.from_string(source), tree)
+
+
+def _with_deadline(template: Template, tree: nodes.Template) -> Template:
+    """Loops are what can run long (nested over big ranges); a template without them is bounded by its size."""
+    if tree.find(nodes.For) is not None:
+        template.deadline = RENDER_SECONDS  # type: ignore[attr-defined]
+    return template
 
 
 def _all(tree: nodes.Node, kinds: type[nodes.Node] | tuple[type[nodes.Node], ...]) -> list[Any]:

@@ -1,0 +1,137 @@
+"""Admin templates cannot take the daemon's memory or hold its event loop: sizes are checked, loops are timed.
+
+Found by an audit: `{{ "a" * 10**10 }}` in a template got `leadhub rules check` killed by the kernel at 23.5 GB
+(Jinja folded the constant while loading), and loops nested over `range(100000)` ran for hours.
+"""
+
+from __future__ import annotations
+
+import resource
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+
+from leadhub.triggers.loader import load_rules
+from leadhub.triggers.sandbox import Scope, TemplateProblem, Templates
+from leadhub.triggers.template_limits import MAX_BUILT, TemplateLimit, time_limit
+from tests.triggers.test_execution import Engine, engine  # noqa: F401 - the fixture
+
+SCOPE = Scope(("contact", "lead"))
+CONSTANT = [
+    '{{ "a" * 10**10 }}',
+    "{{ [0] * 10**9 }}",
+    "{{ 10 ** 100000 }}",
+    '{{ ("x" * 1000) * 1000 }}',
+]
+AT_RENDER = [  # the size comes from the data, so only rendering can tell
+    "{{ contact.name * 10**9 }}",
+    '{{ "%100000000s" % contact.name }}',
+    "{{ contact.name|center(10**9) }}",
+    "{{ contact.name.ljust(10**9) }}",
+    "{{ contact.name.zfill(10**9) }}",
+    "{{ contact.name|indent(10**8) }}",
+    '{{ (contact.name * 1000)|replace("A", "B" * 1000) }}',
+    '{{ (contact.name * 1000).replace("A", "B" * 1000) }}',
+    "{{ [contact.name]|batch(10**9, 0)|list }}",
+    "{{ [contact.name]|slice(10**9)|list }}",
+    '{{ "%100000000s"|format(contact.name) }}',
+]
+ORDINARY = (
+    '{{ "-" * 20 }}|{{ 2 ** 10 }}|{{ "%05d" % 42 }}|{{ contact.name|center(9) }}|{{ "7".zfill(3) }}|'
+    '{{ "a-b"|replace("-", "--") }}|{{ contact.name * 2 }}|{{ [1, 2, 3]|batch(2)|list|length }}|'
+    "{% for i in range(3) %}{{ i }}{% endfor %}"
+)
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@pytest.mark.parametrize("source", CONSTANT)
+def test_a_constant_past_the_limits_is_a_problem_when_the_rules_load(source: str) -> None:
+    before = _peak_rss_mib()
+    with pytest.raises(TemplateProblem, match="the limit is"):
+        Templates().inline(source, SCOPE)
+    assert _peak_rss_mib() - before < 50, "the check must refuse before building anything"
+
+
+@pytest.mark.parametrize("source", AT_RENDER)
+def test_a_size_from_the_data_past_the_limits_stops_the_render(source: str) -> None:
+    template = Templates().inline(source, SCOPE)
+    before = _peak_rss_mib()
+    with pytest.raises(TemplateLimit, match=f"the limit is {MAX_BUILT:,}"):
+        template.render(contact={"name": "Anna"}, lead={})
+    assert _peak_rss_mib() - before < 50
+
+
+def test_ordinary_templates_are_untouched() -> None:
+    text = Templates().inline(ORDINARY, SCOPE).render(contact={"name": "Anna"}, lead={})
+    assert text == "--------------------|1024|00042|   Anna  |007|a--b|AnnaAnna|2|012"
+
+
+def test_a_condition_with_a_huge_constant_is_a_problem() -> None:
+    with pytest.raises(TemplateProblem, match="'\\*' would build 10,000,000,000"):
+        Templates().expression("('x' * 10**10) != ''", SCOPE)
+    condition = Templates().expression("(contact.name * 10**9)|length > 0", SCOPE)
+    with pytest.raises(TemplateLimit):
+        condition(contact={"name": "Anna"}, lead={})
+
+
+def test_nested_loops_are_stopped_by_the_time_limit() -> None:
+    source = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}done"
+    template = Templates().inline(source, SCOPE)
+    handler, (timer, _) = signal.getsignal(signal.SIGALRM), signal.getitimer(signal.ITIMER_REAL)
+    with pytest.raises(TemplateLimit, match="ran longer than 1 s"):
+        template.render(contact={}, lead={})
+    assert signal.getsignal(signal.SIGALRM) is handler, "the previous handler (pytest-timeout's, if any) is back"
+    if timer:  # pytest-timeout's own timer runs on with what was left of it
+        assert 0 < signal.getitimer(signal.ITIMER_REAL)[0] < timer
+    else:
+        assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert Templates().inline("{% for i in range(3) %}{{ i }}{% endfor %}", SCOPE).render() == "012"
+
+
+def test_the_time_limit_leaves_other_threads_and_timers_alone() -> None:
+    outcome: list[str] = []
+
+    def in_a_thread() -> None:
+        with time_limit(0.01):
+            outcome.append("ran")  # no SIGALRM off the main thread; nothing to interrupt here
+
+    worker = threading.Thread(target=in_a_thread)
+    worker.start()
+    worker.join()
+    assert outcome == ["ran"]
+
+
+def test_rules_check_reports_a_huge_constant_in_a_template_file(tmp_path: Path) -> None:
+    (tmp_path / "templates" / "email").mkdir(parents=True)
+    (tmp_path / "templates" / "email" / "hello.txt").write_text('{{ "a" * 10**10 }}\n')
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yaml").write_text(
+        "rules:\n  - id: hello\n    on: lead.created\n    do:\n"
+        "      - send_email: {template: hello, to: x@example.com}\n"
+    )
+    result = load_rules(tmp_path / "rules", Templates(tmp_path / "templates"))
+    assert result.rules == [] and len(result.problems) == 1
+    assert "'*' would build 10,000,000,000 characters or items" in str(result.problems[0])
+
+
+async def test_a_runaway_template_fails_its_action_and_the_next_one_runs(engine, tmp_path: Path) -> None:  # noqa: F811
+    rules = """
+rules:
+  - id: r
+    on: lead.created
+    do:
+      - create_task: {title: "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}x"}
+      - create_task: {title: "call {{ contact.name }}"}
+"""
+    e = Engine(engine, tmp_path, rules)
+    contact_id, lead_id = await e.shop.customer()
+    await e.lead_event(lead_id, contact_id)
+    assert await e.scheduler().run_once() == 2
+    statuses = sorted((row.status, row.last_error or "") for row in await e.shop.actions())
+    assert [status for status, _ in statuses] == ["done", "failed"], statuses
+    assert statuses[1][1].startswith("rendering failed: TemplateLimit: the template ran longer than 1 s"), statuses
