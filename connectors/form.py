@@ -25,7 +25,7 @@ from leadhub.connectors.base import (
 from leadhub.connectors.ratelimit import RateLimiter, parse_rate
 from leadhub.durations import parse_duration
 from leadhub.envelope import Envelope
-from leadhub.formdata import FormDecodeError, UnsupportedContentType, decode_form, media_type
+from leadhub.formdata import FormData, FormDecodeError, UnsupportedContentType, decode_form, media_type
 
 TOKEN_HEADER = "X-Leadhub-Token"  # noqa: S105 - a header name, not a secret
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -98,7 +98,7 @@ class FormConnector:
         except FormDecodeError as exc:
             raise HookError(400, "malformed", str(exc)) from None
         envelope = Envelope(
-            key=header_text(self._key(request, form.fields)),
+            key=header_text(self._key(request, form)),
             channel=self.channel,
             connector=self.config.name,
             payload=body,
@@ -130,8 +130,9 @@ class FormConnector:
             reason = "missing token" if not given else "wrong token"
             raise HookError(401, "bad_token", f"{reason}: send the connector's token in {TOKEN_HEADER} or ?token=")
 
-    def _key(self, request: web.Request, fields: dict[str, Any]) -> str:
+    def _key(self, request: web.Request, form: FormData) -> str:
         """The idempotency key: the client's, a configured body field, or the body's hash in a window."""
+        fields = form.fields
         prefix = f"form:{self.config.name}"
         if given := request.headers.get(IDEMPOTENCY_HEADER):
             if len(given) > MAX_KEY_LENGTH:
@@ -141,7 +142,10 @@ class FormConnector:
         if field and isinstance(value := fields.get(field), str | int) and str(value):
             return f"{prefix}:field:{str(value)[:MAX_KEY_LENGTH]}"
         # surrogatepass: a JSON body may hold a lone surrogate ("\ud800"); the pipeline dead-letters it, with its reason
-        canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8", "surrogatepass")
+        # Uploaded files count too: two file-only posts are two submissions, not one and a "duplicate".
+        content: Any = fields if not form.files else [fields, [(f.field, f.filename, f.sha256) for f in form.files]]
+        text = json.dumps(content, sort_keys=True, ensure_ascii=False, default=str)
+        canonical = text.encode("utf-8", "surrogatepass")
         digest = hashlib.sha256(canonical).hexdigest()[:32]
         bucket = int(time.time() // self.config.dedupe_window.total_seconds())
         return f"{prefix}:body:{digest}:{bucket}"

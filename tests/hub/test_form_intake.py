@@ -149,3 +149,21 @@ async def test_relayed_events_are_json_with_the_stored_data(form_hub: RunningHub
     assert event["type"] == "lead.created" and event["subject_id"] == lead["id"]
     assert event["data"]["inquiry_id"] == inquiry_id and event["data"]["contact_id"] == lead["contact_id"]
     assert message.headers["Nats-Msg-Id"] == event["id"]
+
+
+async def test_file_only_posts_are_told_apart_by_their_files(form_hub: RunningHub) -> None:
+    """The body-hash key covered the fields only: a second file-only post was answered "duplicate" and not stored."""
+
+    def upload(content: bytes) -> aiohttp.FormData:
+        form = aiohttp.FormData()
+        form.add_field("attachment", content, filename="brief.pdf", content_type="application/pdf")
+        return form
+
+    answers = []
+    for content in (b"%PDF-1.4 first brief", b"%PDF-1.4 second brief", b"%PDF-1.4 first brief"):
+        async with await form_hub.post("/hooks/site-form", data=upload(content)) as response:
+            assert response.status == 202, await response.text()
+            answers.append(await response.json())
+    assert [a["duplicate"] for a in answers] == [False, False, True], answers
+    assert answers[0]["id"] == answers[2]["id"] != answers[1]["id"]
+    await form_hub.wait_items("/api/inquiries", 2)
