@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from leadhub import __version__
+from leadhub.hub.cli_errors import store_errors
 from leadhub.hub.rules_cli import rules_app
 
 app = typer.Typer(
@@ -40,7 +41,19 @@ def _load(config: Path | None):  # type: ignore[no-untyped-def]
         typer.echo(f"leadhub: {exc}", err=True)
         raise typer.Exit(2) from None
     configure(loaded.settings.log_level, loaded.settings.log_format)
+    _warn_unknown_environment()
     return loaded
+
+
+def _warn_unknown_environment() -> None:
+    """A misspelt `LEADHUB_` variable would otherwise be ignored without a word (an unknown file key stops)."""
+    import structlog
+
+    from leadhub.hub.config import unknown_environment
+
+    for name, suggestion in unknown_environment():
+        hint = {"did_you_mean": suggestion} if suggestion else {}
+        structlog.get_logger("leadhub.config").warning("unknown LEADHUB_ variable ignored", variable=name, **hint)
 
 
 def _version(value: bool) -> None:
@@ -88,7 +101,8 @@ def db_upgrade(config: ConfigOption = None) -> None:
     from leadhub.store.db import run_upgrade
 
     loaded = _load(config)
-    run_upgrade(loaded.settings.effective_database_url)
+    with store_errors(loaded.settings.effective_database_url):
+        run_upgrade(loaded.settings.effective_database_url)
     typer.echo("database is up to date")
 
 
@@ -102,7 +116,8 @@ def dead_list(
     from leadhub.hub.dead_letters_cli import list_dead
 
     loaded = _load(config)
-    rows = asyncio.run(list_dead(loaded, limit, all_))
+    with store_errors(loaded.settings.effective_database_url):
+        rows = asyncio.run(list_dead(loaded, limit, all_))
     if not rows:
         typer.echo("no dead letters")
         return
@@ -127,7 +142,8 @@ def dead_replay(
         typer.echo("leadhub: give a dead letter ID or --all (not both)", err=True)
         raise typer.Exit(2)
     loaded = _load(config)
-    outcomes = asyncio.run(replay_dead(loaded, None if all_ else dead_id))
+    with store_errors(loaded.settings.effective_database_url):
+        outcomes = asyncio.run(replay_dead(loaded, None if all_ else dead_id))
     failed = 0
     for outcome in outcomes:
         typer.echo(f"{outcome.id}: {outcome.result}")
@@ -148,7 +164,8 @@ def contacts_unmerge(
 
     loaded = _load(config)
     try:
-        merge = asyncio.run(unmerge_contact(loaded, ident))
+        with store_errors(loaded.settings.effective_database_url):
+            merge = asyncio.run(unmerge_contact(loaded, ident))
     except UnmergeError as exc:
         typer.echo(f"leadhub: {exc}", err=True)
         raise typer.Exit(1) from None

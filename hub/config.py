@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -110,6 +111,13 @@ class Settings(BaseSettings):
                 "answer a share of the webhooks without taking them; add http to roles or remove it from worker_roles"
             )
         return self
+
+    @field_validator("data_dir")
+    @classmethod
+    def _data_dir_is_a_directory(cls, value: Path) -> Path:
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"{value} is a file; give a directory (created if missing)")
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -457,3 +465,20 @@ def _validate_connectors(
         except ValidationError as exc:
             problems += [_describe(e, label, lines, {}, connector_type.Config, prefix=loc) for e in exc.errors()]
     return valid
+
+
+NOT_SETTINGS = frozenset({"LEADHUB_TEST_DATABASE_URL", "LEADHUB_MIGRATE_URL"})  # the test suite's; parent to child
+
+
+def unknown_environment(environ: Mapping[str, str] | None = None) -> list[tuple[str, str | None]]:
+    """`LEADHUB_` variables that name no setting, each with the closest setting's variable (or None)."""
+    import difflib
+
+    known = [name.upper() for name in Settings.model_fields]
+    found = []
+    for name in sorted(os.environ if environ is None else environ):
+        upper = name.upper()
+        if upper.startswith(ENV_PREFIX) and upper.removeprefix(ENV_PREFIX) not in known and upper not in NOT_SETTINGS:
+            close = difflib.get_close_matches(upper.removeprefix(ENV_PREFIX), known, n=1)
+            found.append((name, ENV_PREFIX + close[0] if close else None))
+    return found

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from leadhub.hub.cli_errors import store_errors
+
 rules_app = typer.Typer(help="Rules: check files, dry-run an event, show traces.", no_args_is_help=True)
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="config file (default: ./leadhub.yaml if present)")
@@ -82,7 +84,8 @@ def trace(
     from leadhub.hub.rules_views import show_trace
 
     settings = _settings(config)
-    typer.echo(asyncio.run(show_trace(settings.effective_database_url, rule_id, limit)))
+    with store_errors(settings.effective_database_url):
+        typer.echo(asyncio.run(show_trace(settings.effective_database_url, rule_id, limit)))
 
 
 @rules_app.command("backtest")
@@ -104,4 +107,6 @@ def backtest(
         typer.echo(f"leadhub: --since: {exc}", err=True)
         raise typer.Exit(2) from None
     directory = rules or settings.rules_dir
-    typer.echo(asyncio.run(run_backtest(settings.effective_database_url, directory, settings.templates_dir, window)))
+    with store_errors(settings.effective_database_url):
+        url = settings.effective_database_url
+        typer.echo(asyncio.run(run_backtest(url, directory, settings.templates_dir, window)))

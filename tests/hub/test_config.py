@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from leadhub.hub.config import ConfigError, config_from_dict, load_config
+from leadhub.hub.config import ConfigError, config_from_dict, load_config, unknown_environment
 from leadhub.hub.logging import _redact as redact
 from leadhub.hub.logging import redact_text
 
@@ -83,3 +86,51 @@ def test_a_setting_written_twice_in_the_file_is_a_problem(tmp_path: Path) -> Non
     with pytest.raises(ConfigError) as caught:
         load_config(path, env={})
     assert caught.value.problems == [f"{path}:6:5: duplicate key 'token' (first at line 5); keep one"]
+
+
+def test_a_data_dir_that_is_a_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict({}, env={"LEADHUB_DATA_DIR": str(tmp_path / "file")})
+    assert caught.value.problems == [
+        f"environment LEADHUB_DATA_DIR: data_dir: {tmp_path / 'file'} is a file; give a directory (created if missing)"
+    ]
+
+
+def test_misspelt_environment_variables_are_found_with_the_likely_name() -> None:
+    env = {
+        "LEADHUB_HTTP_PROT": "9000",
+        "leadhub_databse_url": "x",
+        "LEADHUB_SOMETHING_ELSE": "1",
+        "LEADHUB_HTTP_PORT": "9000",
+        "LEADHUB_TEST_DATABASE_URL": "postgresql+asyncpg://x/y",
+        "PATH": "/bin",
+    }
+    assert unknown_environment(env) == [
+        ("LEADHUB_HTTP_PROT", "LEADHUB_HTTP_PORT"),
+        ("LEADHUB_SOMETHING_ELSE", None),
+        ("leadhub_databse_url", "LEADHUB_DATABASE_URL"),
+    ]
+
+
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["dead", "list"], ["rules", "trace", "r"]])
+def test_cli_commands_name_a_database_they_cannot_reach_without_a_traceback(tmp_path: Path, command: list[str]) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_")}
+    env |= {"LEADHUB_DATABASE_URL": "postgresql+asyncpg://leadhub:hunter2@127.0.0.1:1/db", "LEADHUB_HTTP_PROT": "1"}
+    run = subprocess.run(
+        [sys.executable, "-m", "leadhub.hub", *command],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr and "hunter2" not in run.stderr, run.stderr
+    assert run.stderr.strip().splitlines()[-1] == (
+        "leadhub: cannot use the database postgresql+asyncpg://leadhub:***@127.0.0.1:1/db: "
+        "ConnectionRefusedError: [Errno 111] Connect call failed ('127.0.0.1', 1)"
+    )
+    if command[0] != "rules":  # `rules` commands read settings without the daemon's logging
+        assert "unknown LEADHUB_ variable ignored" in run.stderr and "did_you_mean=LEADHUB_HTTP_PORT" in run.stderr
