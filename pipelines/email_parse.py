@@ -85,6 +85,10 @@ def _str(value: object) -> str:
     return value if isinstance(value, str) else str(value)
 
 
+class MessageTooDeep(ValueError):
+    """A message whose parts nest past what the parser can walk: hostile or broken, never a real letter."""
+
+
 def parse_message(raw: bytes, region: str | None = None, *, phones: bool = True) -> ParsedEmail:
     """Parse `raw` with the compat32 policy, the modern one as the fallback.
 
@@ -95,6 +99,8 @@ def parse_message(raw: bytes, region: str | None = None, *, phones: bool = True)
     raw = repair_headers(raw)
     try:
         return _read(_parse(raw, policy.compat32), region, phones=phones)
+    except RecursionError:  # the modern parser recurses the same way, only slower: no second try
+        raise MessageTooDeep("MIME parts nested too deeply to read (hundreds of levels)") from None
     except Exception as exc:  # a structure compat32 chokes on: the modern parser may still read it
         log.info("email compat32 reading failed; retrying with policy.default", error=type(exc).__name__)
         return _read(_parse(raw, policy.default), region, phones=phones)

@@ -202,6 +202,16 @@ def test_a_parser_crash_is_a_permanent_error(monkeypatch: pytest.MonkeyPatch) ->
         draft(mail("From: a@example.com"))
 
 
+def test_parts_nested_a_thousand_deep_are_one_clear_permanent_error() -> None:
+    """Found by an audit: the parser's RecursionError was retried with policy.default, failing the same way slower."""
+    raw = b"From: a@example.com\r\nSubject: deep\r\n"
+    for depth in range(1000):
+        raw += b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (depth, depth)
+    raw += b"Content-Type: text/plain\r\n\r\nhello\r\n"
+    with pytest.raises(PermanentError, match="MessageTooDeep: MIME parts nested too deeply to read"):
+        draft(raw)
+
+
 @pytest.mark.parametrize(
     "raw",
     [
