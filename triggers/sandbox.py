@@ -188,11 +188,29 @@ def check_tree(tree: nodes.Node, scope: Scope, *, names: Iterable[str]) -> list[
     return list(dict.fromkeys(problems))
 
 
+# Filters that read an attribute named by a positional argument: the argument's index (after the value).
+ATTRIBUTE_ARGUMENT = {
+    "selectattr": 0,
+    "rejectattr": 0,
+    "groupby": 0,
+    "sum": 0,
+    "sort": 2,
+    "unique": 1,
+    "min": 1,
+    "max": 1,
+}
+
+
 def _keyword_problems(node: nodes.Filter) -> list[str]:
+    """Attribute names given to a filter (`attribute=` or, for `selectattr` and the like, by position)."""
+    given = [kw.value for kw in node.kwargs]
+    index = ATTRIBUTE_ARGUMENT.get(node.name)
+    if index is not None and index < len(node.args):
+        given.append(node.args[index])
     return [
-        f"attribute {kw.value.value!r} is not allowed (Python internals)"
-        for kw in node.kwargs
-        if isinstance(kw.value, nodes.Const) and isinstance(kw.value.value, str) and _internal(kw.value.value)
+        f"attribute {value.value!r} is not allowed (Python internals)"
+        for value in given
+        if isinstance(value, nodes.Const) and isinstance(value.value, str) and _internal(value.value)
     ]
 
 
