@@ -103,12 +103,25 @@ def decode_bytes(data: bytes, label: str | None = None, guesses: tuple[str, ...]
         except (UnicodeError, LookupError, ValueError):  # utf-7 raises more than UnicodeDecodeError on garbage
             continue
         return _recheck_cyrillic(data, text, candidate)
+    if codec == "utf-8" and not _mostly_utf8(data):
+        codec = None  # 8-bit text under a UTF-8 label (cp1251 is the usual one): read it as single-byte text
     if codec in (None, "cp1252"):
-        return data.decode("latin_1") if codec else data.decode(FALLBACK, errors="replace")
+        text = data.decode(FALLBACK, errors="replace") if codec else data.decode("latin_1")
+        return _recheck_cyrillic(data, text, FALLBACK)
     try:
         return data.decode(codec, errors="replace")
     except (UnicodeError, LookupError, ValueError):
         return data.decode(FALLBACK, errors="replace")
+
+
+_ASCII_BYTES = bytes(range(128))
+
+
+def _mostly_utf8(data: bytes) -> bool:
+    """UTF-8 with a stray byte or two, not single-byte text: in cp1251 or latin-1 text nearly every 8-bit byte
+    is an invalid UTF-8 sequence of its own, in UTF-8 text only the stray ones are."""
+    invalid = data.decode("utf-8", errors="replace").count("\ufffd")
+    return invalid * 2 <= len(data.translate(None, _ASCII_BYTES))
 
 
 def _iso2022jp_ms(data: bytes) -> str:

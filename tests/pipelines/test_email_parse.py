@@ -62,6 +62,12 @@ def test_mislabelled_cyrillic_is_recovered() -> None:
     assert decode_bytes(text.encode("cp1251"), "windows-1251") == text
     german = "Grüße aus München, schöne Äpfel"
     assert decode_bytes(german.encode("cp1252"), "iso-8859-1") == german  # real Latin-1 text is left alone
+    # Found by an audit: cp1251 under a UTF-8 label came out as U+FFFD, under an unknown label as Latin soup.
+    assert decode_bytes(text.encode("cp1251"), "utf-8") == text
+    assert decode_bytes(text.encode("cp1251"), "../../etc") == text
+    stray = text.encode() + b" \xff " + text.encode()  # real UTF-8 with one stray byte stays UTF-8
+    assert decode_bytes(stray, "utf-8") == f"{text} \ufffd {text}"
+    assert decode_bytes(german.encode("cp1252"), "utf-8") == german  # Latin text under a UTF-8 label
 
 
 def test_raw_8bit_headers_use_the_declared_charset() -> None:
