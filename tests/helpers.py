@@ -1,9 +1,12 @@
-"""Test helpers: wait on a condition with a deadline, free ports, corpus paths."""
+"""Test helpers: wait on a condition with a deadline, free ports, corpus paths, the CLI in a clean environment."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -41,3 +44,19 @@ def corpus(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"corpus not available: {path}")
     return path
+
+
+def run_leadhub(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`leadhub ARGS` as a user runs it: no LEADHUB_ variable of the test run's own, only those in `env`."""
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("LEADHUB_")}
+    return subprocess.run(
+        [sys.executable, "-m", "leadhub.hub", *args],
+        cwd=cwd,
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 
 import pytest
 
 from leadhub.connectors.registry import CONNECTOR_TYPES
-from tests.helpers import REPO
+from tests.helpers import REPO, run_leadhub
 
 
 def _readme_commands() -> list[str]:
@@ -36,32 +34,18 @@ def test_ci_runs_the_readme_test_command_and_postgresql() -> None:
 
 
 def test_cli_has_the_contract_commands() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_")}
     for args, expected in (
         (["--help"], ["run", "db", "dead", "rules"]),
         (["dead", "--help"], ["list", "replay"]),
         (["db", "--help"], ["upgrade"]),
         (["rules", "--help"], ["check", "test"]),
     ):
-        out = subprocess.run(
-            [sys.executable, "-m", "leadhub.hub", *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-            check=True,
-        ).stdout
+        run = run_leadhub(*args)
+        assert run.returncode == 0, run.stderr
         for word in expected:
-            assert re.search(rf"\b{word}\b", out), (args, word, out)
-    version = subprocess.run(
-        [sys.executable, "-m", "leadhub.hub", "--version"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=True,
-    ).stdout
-    assert re.match(r"leadhub \d+\.\d+", version)
+            assert re.search(rf"\b{word}\b", run.stdout), (args, word, run.stdout)
+    version = run_leadhub("--version")
+    assert version.returncode == 0 and re.match(r"leadhub \d+\.\d+", version.stdout), version.stdout
 
 
 def test_every_connector_type_has_a_config_schema() -> None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +9,7 @@ import pytest
 from leadhub.hub.config import ConfigError, config_from_dict, load_config, unknown_environment
 from leadhub.hub.logging import _redact as redact
 from leadhub.hub.logging import redact_text
+from tests.helpers import run_leadhub
 
 BAD_ENV = {
     "LEADHUB_DATABASE_URL": ("nonsense", "database_url: not a database URL; write e.g. postgresql+asyncpg://"),
@@ -115,17 +113,8 @@ def test_misspelt_environment_variables_are_found_with_the_likely_name() -> None
 
 @pytest.mark.parametrize("command", [["db", "upgrade"], ["dead", "list"], ["rules", "trace", "r"]])
 def test_cli_commands_name_a_database_they_cannot_reach_without_a_traceback(tmp_path: Path, command: list[str]) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_")}
-    env |= {"LEADHUB_DATABASE_URL": "postgresql+asyncpg://leadhub:hunter2@127.0.0.1:1/db", "LEADHUB_HTTP_PROT": "1"}
-    run = subprocess.run(
-        [sys.executable, "-m", "leadhub.hub", *command],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-        cwd=tmp_path,
-    )
+    env = {"LEADHUB_DATABASE_URL": "postgresql+asyncpg://leadhub:hunter2@127.0.0.1:1/db", "LEADHUB_HTTP_PROT": "1"}
+    run = run_leadhub(*command, cwd=tmp_path, env=env)
     assert run.returncode == 1, run.stderr
     assert "Traceback" not in run.stderr and "hunter2" not in run.stderr, run.stderr
     assert run.stderr.strip().splitlines()[-1] == (

@@ -3,32 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import run_leadhub, wait_for
 
 pytestmark = pytest.mark.slow
 FORM = {"name": "site-form", "type": "form", "rate_limit": None}
-
-
-def _run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_")}
-    return subprocess.run(
-        [sys.executable, "-m", "leadhub.hub", *args],
-        cwd=cwd,
-        env={**clean, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize(
@@ -55,11 +39,11 @@ def _run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subpro
         ("connectors: [\n", {}, "leadhub.yaml:2:1: not valid YAML"),
         ("{}\n", {"LEADHUB_DEFAULT_REGION": "XX"}, "environment LEADHUB_DEFAULT_REGION: default_region:"),
         ("{}\n", {"LEADHUB_ROLES": "http,cook"}, "environment LEADHUB_ROLES"),
-        ("lead_window: 3 days\n", {}, "leadhub.yaml:1: lead_window: Value error, invalid duration '3 days'"),
+        ("lead_window: 3 days\n", {}, "leadhub.yaml:1: lead_window: invalid duration '3 days'"),
         (
             "lead_windows:\n  shop-shop: 0s\n",
             {},
-            "lead_windows: Value error, key 'shop-shop': write '<lead channel>:<inquiry channel>'",
+            "lead_windows: key 'shop-shop': write '<lead channel>:<inquiry channel>'",
         ),
         ("{}\n", {"LEADHUB_LEAD_WINDOWS": '{"shop:fax": "1h"}'}, "environment LEADHUB_LEAD_WINDOWS"),
         ("{}\n", {"LEADHUB_EMAIL_FOLDING": "maybe"}, "environment LEADHUB_EMAIL_FOLDING"),
@@ -68,26 +52,26 @@ def _run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subpro
         (
             "stream_duplicate_window: 0s\n",
             {},
-            "leadhub.yaml:1: stream_duplicate_window: Value error, '0s' is outside 1s..1d",
+            "leadhub.yaml:1: stream_duplicate_window: '0s' is outside 1s..1d",
         ),
         (
             "{}\n",
             {"LEADHUB_STREAM_DUPLICATE_WINDOW": "2 min"},
-            "environment LEADHUB_STREAM_DUPLICATE_WINDOW: stream_duplicate_window: Value error, invalid duration",
+            "environment LEADHUB_STREAM_DUPLICATE_WINDOW: stream_duplicate_window: invalid duration",
         ),
         ("workers: 0\n", {}, "leadhub.yaml:1: workers: Input should be greater than or equal to 1"),
         ("workers: 65\n", {}, "leadhub.yaml:1: workers: Input should be less than or equal to 64"),
         (
             "{}\n",
             {"LEADHUB_WORKERS": "many"},
-            "environment LEADHUB_WORKERS: workers: Value error, 'many' is not a number of processes; "
+            "environment LEADHUB_WORKERS: workers: 'many' is not a number of processes; "
             "write a whole number from 1 to 64, or auto",
         ),
     ],
 )
 def test_invalid_configuration_is_a_clear_startup_error(tmp_path: Path, config: str, env: dict, expected: str) -> None:
     (tmp_path / "leadhub.yaml").write_text(config)
-    result = _run_cli("run", cwd=tmp_path, env=env)
+    result = run_leadhub("run", cwd=tmp_path, env=env)
     assert result.returncode == 2, result.stderr
     assert expected in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
@@ -95,7 +79,7 @@ def test_invalid_configuration_is_a_clear_startup_error(tmp_path: Path, config: 
 
 
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
-    result = _run_cli("run", "--config", "nope.yaml", cwd=tmp_path)
+    result = run_leadhub("run", "--config", "nope.yaml", cwd=tmp_path)
     assert result.returncode == 2
     assert "nope.yaml: cannot read" in result.stderr
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from leadhub.pipelines.intake import IntakePipeline
 from leadhub.store.intake import BatchResult, InquiryRow
 from leadhub.store.models import DeadLetter
 from tests.conftest import HubFactory, RunningHub
-from tests.helpers import wait_for
+from tests.helpers import run_leadhub, wait_for
 
 FORM = {"name": "site-form", "type": "form", "rate_limit": None}
 
@@ -32,15 +30,7 @@ async def _dead_letters(hub: RunningHub) -> list:
 def _cli(*args: str, config: dict, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     config_file = tmp_path / "cli.yaml"
     config_file.write_text(yaml.safe_dump(config))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_")}
-    return subprocess.run(
-        [sys.executable, "-m", "leadhub.hub", *args, "--config", str(config_file)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_leadhub(*args, "--config", str(config_file))
 
 
 async def test_unconfigured_connector_is_dead_lettered_then_replayed(

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,17 +12,12 @@ from leadhub.triggers.clock import ManualClock
 from leadhub.triggers.engine import RuleIndex
 from leadhub.triggers.loader import load_rules
 from leadhub.triggers.sandbox import Templates
-from tests.helpers import wait_for
+from tests.helpers import run_leadhub, wait_for
 from tests.triggers.conftest import START, Shop, use_example
 
 
 def _cli(*args: str, database_url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_")}
-    env["LEADHUB_DATABASE_URL"] = database_url
-    return subprocess.run(
-        [sys.executable, "-m", "leadhub.hub", "rules", *args],
-        capture_output=True, text=True, env=env, timeout=60, check=False, cwd=cwd,
-    )  # fmt: skip
+    return run_leadhub("rules", *args, cwd=cwd, env={"LEADHUB_DATABASE_URL": database_url})
 
 
 async def test_trace_and_backtest(trigger_hub, clock, rules_dir: Path, database_url: str, tmp_path: Path) -> None:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +10,7 @@ import pytest
 from leadhub.triggers.jsonschema import render
 from leadhub.triggers.loader import load_rules
 from leadhub.triggers.sandbox import Templates
-from tests.helpers import REPO
+from tests.helpers import REPO, run_leadhub
 
 EXAMPLES = REPO / "examples" / "rules"
 GOOD = """\
@@ -224,30 +221,13 @@ def test_a_key_written_twice_is_a_located_problem_not_the_last_one_winning(tmp_p
 
 def test_rules_check_cli_prints_problems_and_exits_1(tmp_path: Path) -> None:
     directory = _write(tmp_path, CASES["unknown action"][0])
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_")}
-    run = subprocess.run(
-        [sys.executable, "-m", "leadhub.hub", "rules", "check", str(directory)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-        cwd=tmp_path,
-    )
+    run = run_leadhub("rules", "check", str(directory), cwd=tmp_path)
     assert run.returncode == 1, run.stderr
     assert run.stdout.strip().splitlines() == [
         f"{directory}/r.yaml:9:9: rule 'a': do[0]: unknown action type 'send_mail'; valid types: create_task, "
         "notify_telegram, send_email, update_lead, webhook"
     ]
-    ok = subprocess.run(
-        [sys.executable, "-m", "leadhub.hub", "rules", "check", str(EXAMPLES)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-        cwd=tmp_path,
-    )
+    ok = run_leadhub("rules", "check", str(EXAMPLES), cwd=tmp_path)
     assert ok.returncode == 0 and "OK" in ok.stdout, ok.stdout + ok.stderr
 
 
@@ -261,17 +241,9 @@ def test_rules_test_cli_dry_run_renders_the_survey(tmp_path: Path) -> None:
     }
     path = tmp_path / "event.json"
     path.write_text(json.dumps(event))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_")}
-    env["LEADHUB_PUBLIC_URL"] = "https://shop.example"
-    run = subprocess.run(
-        [sys.executable, "-m", "leadhub.hub", "rules", "test", str(path), "--rules", str(EXAMPLES)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=True,
-        cwd=tmp_path,
-    )
+    env = {"LEADHUB_PUBLIC_URL": "https://shop.example"}
+    run = run_leadhub("rules", "test", str(path), "--rules", str(EXAMPLES), cwd=tmp_path, env=env)
+    assert run.returncode == 0, run.stderr
     out = run.stdout
     assert "rule 'post-sale-survey': matched; due 2026-11-27T10:00:00+00:00" in out
     assert "subject: How was your order #1001?" in out
