@@ -15,7 +15,9 @@ order_t: Table = Order.__table__  # type: ignore[assignment]
 
 
 async def every_contact(conn: AsyncConnection) -> list[str]:
-    return list((await conn.execute(select(contact_t.c.id).order_by(contact_t.c.id))).scalars())
+    """Every contact that is one: one merged into another is the survivor now, which is selected itself."""
+    query = select(contact_t.c.id).where(contact_t.c.merged_into.is_(None)).order_by(contact_t.c.id)
+    return list((await conn.execute(query)).scalars())
 
 
 async def last_order_before(conn: AsyncConnection, before: datetime) -> dict[str, datetime]:

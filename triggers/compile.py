@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from leadhub.durations import parse_duration
 from leadhub.triggers.actions import ACTIONS
@@ -67,7 +68,10 @@ class Wait:
             return at
         contact = context.get("contact") if self.contact_zone else None
         zone = contact_zone(getattr(contact, "phone", None)) if contact is not None else None
-        return move_into(at, list(self.hours), zone)
+        try:
+            return move_into(at, list(self.hours), zone)
+        except ValueError as exc:  # business and quiet hours that never overlap: this rule only, not the event
+            raise EvaluationError(f"wait: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,16 @@ def compile_rule(rule: Rule, templates: Templates, file: str = "", hours: HoursB
             conditions.append(condition)
     unless = _condition(templates, rule.unless, scope, ("unless",), problems) if rule.unless else None
     wait = _wait(rule.wait, scope, problems, hours or {})
+    if rule.throttle is not None and rule.throttle.per != "rule" and rule.throttle.per not in scope.objects:
+        have = ", ".join(name for name in scope.objects if name in ("contact", "lead", "order")) or "none of them"
+        problems.append(
+            (
+                ("throttle",),
+                f"throttle per {rule.throttle.per} needs a rule whose events have a {rule.throttle.per} "
+                f"(this rule's have: {have}; a cron rule has a contact only with `for_each: contact`); "
+                "use per: rule, or another object",
+            )
+        )
     actions: list[Bound] = []
     for index, spec in enumerate(rule.do):
         try:
@@ -153,7 +167,22 @@ def _wait(spec: str | WaitSpec | None, scope: Scope, problems: list[tuple[Path, 
         problems.append((("wait", kind), f"unknown {kind.replace('_', ' ')} {name!r}; defined: {known}"))
     if spec.timezone == "contact" and "contact" not in scope.objects:
         problems.append((("wait", "timezone"), "timezone: contact needs a rule whose events have a contact"))
+    if len(found) > 1 and not _ever_open(found, spec.timezone == "contact"):
+        names = f"business hours {spec.business_hours!r} and quiet hours {spec.quiet_hours!r}"
+        problems.append(
+            (("wait",), f"{names} never leave an open time: no instant is inside the first and outside the second")
+        )
     return Wait(base.delay, base.anchor, tuple(found), spec.timezone == "contact")
+
+
+def _ever_open(hours: list[WeeklyHours], in_one_zone: bool) -> bool:
+    """Whether some instant is inside all of `hours` (read in their own zones, or all in one zone for `contact`)."""
+    start = datetime(2026, 1, 5, tzinfo=UTC)  # the hours repeat weekly: one search from any Monday decides
+    try:
+        move_into(start, hours, ZoneInfo("UTC") if in_one_zone else None)
+    except ValueError:
+        return False
+    return True
 
 
 def _delay(text: str, scope: Scope, problems: list[tuple[Path, str]], path: Path) -> Wait:

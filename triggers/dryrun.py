@@ -13,6 +13,7 @@ from leadhub.triggers.compile import EvaluationError
 from leadhub.triggers.context import build_context
 from leadhub.triggers.engine import RuleIndex, evaluate
 from leadhub.triggers.events import EVENT_OBJECTS
+from leadhub.triggers.scheduler import late_reason
 
 DRY_RUN_KEY = b"dry-run: links in a dry run are not valid"
 
@@ -29,6 +30,7 @@ class RuleOutcome:
     conditions: list[dict[str, Any]]
     due_at: datetime | None = None
     unless: dict[str, Any] | None = None
+    late: str | None = None  # the due time is past: what `late` makes of it when the scheduler runs it now
     actions: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -88,6 +90,8 @@ def dry_run(
             continue
         evaluation = evaluate(rule, context, now)
         outcome = RuleOutcome(rule.id, evaluation.matched, evaluation.reason, evaluation.conditions, evaluation.due_at)
+        if evaluation.matched and evaluation.due_at is not None:
+            outcome.late = late_reason(rule, evaluation.due_at, now)
         if evaluation.matched:
             if rule.unless is not None:
                 try:
@@ -112,6 +116,8 @@ def format_outcomes(outcomes: list[RuleOutcome]) -> str:
         due = f"; due {outcome.due_at.isoformat()}" if outcome.due_at else ""
         lines.append(f"rule {outcome.rule_id!r}: matched{due}")
         lines.extend(f"  if {c['if']!r}: {c['result']}" for c in outcome.conditions)
+        if outcome.late:
+            lines.append(f"  not run: the due time is past, the scheduler would cancel it as {outcome.late}")
         if outcome.unless:
             lines.append(f"  unless {outcome.unless['unless']!r} (re-checked when due): {outcome.unless.get('now')}")
         for index, action in enumerate(outcome.actions):

@@ -106,8 +106,12 @@ def evaluate_all(index: RuleIndex, event_type: str, context: dict[str, Any], now
     return [*(evaluate(rule, context, now) for rule in evaluate_these), *proven_false]
 
 
-def evaluate(rule: CompiledRule, context: dict[str, Any], now: datetime) -> Evaluation:
-    """Check the rule's conditions in order (the first false one decides) and work out the due time."""
+def evaluate(rule: CompiledRule, context: dict[str, Any], now: datetime, start: datetime | None = None) -> Evaluation:
+    """Check the rule's conditions in order (the first false one decides) and work out the due time.
+
+    A relative `wait` counts from `start` (default `now`): a cron tick passes the tick itself, so a tick
+    handled late (after downtime) is due at its own time plus the wait, and `late` judges it.
+    """
     results: list[dict[str, Any]] = []
     for condition in rule.conditions:
         try:
@@ -119,7 +123,7 @@ def evaluate(rule: CompiledRule, context: dict[str, Any], now: datetime) -> Eval
         if not outcome:
             return Evaluation(rule, False, f"condition is false: {condition.source}", results)
     try:
-        due = rule.wait.due(context, now)
+        due = rule.wait.due(context, now if start is None else start)
     except EvaluationError as exc:
         return Evaluation(rule, False, str(exc), results)
     return Evaluation(rule, True, None, results, due)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -49,8 +49,13 @@ class Matcher:
         self.rules = rules
         self.clock = clock
 
-    async def handle(self, event: dict[str, Any], *, rules: list[CompiledRule] | None = None) -> int:
-        """Evaluate the listening rules (or `rules`); the number of actions scheduled (0 for a redelivered event)."""
+    async def handle(
+        self, event: dict[str, Any], *, rules: list[CompiledRule] | None = None, start: datetime | None = None
+    ) -> int:
+        """Evaluate the listening rules (or `rules`); the number of actions scheduled (0 for a redelivered event).
+
+        `start`: what a relative `wait` counts from, when not now (a cron tick fired after downtime).
+        """
         listeners = self.rules().listeners(event["type"]) if rules is None else rules
         if not listeners:
             return 0
@@ -64,7 +69,7 @@ class Matcher:
             evaluations = (
                 evaluate_all(self.rules(), event["type"], context, now)
                 if rules is None
-                else [evaluate(rule, context, now) for rule in listeners]
+                else [evaluate(rule, context, now, start and start.astimezone(UTC)) for rule in listeners]
             )
             for evaluation in evaluations:
                 rule = evaluation.rule

@@ -249,10 +249,20 @@ def _bound(rule: CompiledRule | None, row: Any) -> Any:
 
 def _check_late(rule: CompiledRule, row: Any, now: datetime, attempt: int) -> None:
     """`late`: after downtime an overdue action runs, is skipped, or runs only if within the allowed delay."""
-    if attempt > 1 or rule.late_within is None:
+    if attempt > 1:
         return  # a retry is late by design
-    lateness = now - aware(row.due_at)
-    if lateness > rule.late_within:
-        late = rule.rule.late
-        policy = late if isinstance(late, str) else f"run_if_within {late.run_if_within}"
-        raise Outcome("cancelled", f"late by {lateness} (late: {policy})")
+    reason = late_reason(rule, aware(row.due_at), now)
+    if reason is not None:
+        raise Outcome("cancelled", reason)
+
+
+def late_reason(rule: CompiledRule, due_at: datetime, now: datetime) -> str | None:
+    """Why an action due at `due_at` is cancelled when first run at `now` under the rule's `late`, or None."""
+    if rule.late_within is None:
+        return None
+    lateness = now - due_at
+    if lateness <= rule.late_within:
+        return None
+    late = rule.rule.late
+    policy = late if isinstance(late, str) else f"run_if_within {late.run_if_within}"
+    return f"late by {lateness} (late: {policy})"

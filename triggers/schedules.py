@@ -17,7 +17,7 @@ from leadhub.ids import id_for_key
 from leadhub.store.connector_state import load_state, save_state
 from leadhub.triggers.audiences import audience, contact_events
 from leadhub.triggers.clock import Clock
-from leadhub.triggers.compile import CompiledRule
+from leadhub.triggers.compile import LATE_GRACE, CompiledRule
 from leadhub.triggers.engine import RuleIndex
 from leadhub.triggers.matcher import Matcher
 
@@ -104,10 +104,13 @@ class ScheduleRunner:
             tick = latest_due(schedule.cron, schedule.timezone, datetime.fromisoformat(state["last"]), now)
             if tick is None:
                 continue
+            # A tick fired after downtime is due from the tick, so `late` judges it; one fired on time counts from
+            # when each event is handled (a big `for_each` audience takes a while, which is not lateness).
+            start = tick if now - tick > LATE_GRACE else None
             if rule.rule.for_each is None:
-                scheduled += await self.matcher.handle(schedule_event(rule, tick), rules=[rule])
+                scheduled += await self.matcher.handle(schedule_event(rule, tick), rules=[rule], start=start)
             else:  # one event per selected contact; a crash part-way re-runs the tick and skips those done
                 for event in contact_events(rule, tick, await audience(self.engine, rule, tick)):
-                    scheduled += await self.matcher.handle(event, rules=[rule])
+                    scheduled += await self.matcher.handle(event, rules=[rule], start=start)
             await save_state(self.engine, STATE_OWNER, rule.id, {"last": tick.isoformat()}, now)
         return scheduled

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -198,3 +198,85 @@ def test_backoff_grows_with_jitter_and_is_capped() -> None:
     assert len(samples) > 1 and all(timedelta(seconds=24) <= d <= timedelta(seconds=36) for d in samples)
     assert timedelta(seconds=96) <= policy.delay(3) <= timedelta(seconds=144)
     assert policy.delay(30) <= timedelta(hours=1, minutes=12)
+
+
+def _ticks(e: Engine) -> Any:
+    from leadhub.triggers.schedules import ScheduleRunner
+
+    return ScheduleRunner(e.engine, lambda: e.index, e.matcher, e.clock, lambda: None)
+
+
+@pytest.mark.parametrize(
+    ("late", "expected"), [("run", "done"), ("skip", "cancelled"), ("{run_if_within: 8h}", "done")]
+)
+async def test_a_cron_tick_handled_after_downtime_is_judged_by_late(engine, tmp_path: Path, late, expected) -> None:
+    """The 09:00 tick, fired at 15:00 after the daemon was down, is due at 09:00 (plus its wait), not at 15:00."""
+    rules = f"""
+rules:
+  - id: morning
+    schedule: {{cron: "0 9 * * *", timezone: Europe/Berlin}}
+    wait: 30m
+    late: {late}
+    do:
+      - create_task: {{title: "morning"}}
+"""
+    e = Engine(engine, tmp_path, rules)
+    ticks = _ticks(e)
+    await ticks.tick()  # first seen Monday 11:00 in Berlin
+    e.clock.advance(timedelta(days=1, hours=5))  # Tuesday 16:00 in Berlin: 09:00 was missed
+    assert await ticks.tick() == 1
+    (row,) = await e.shop.actions()
+    assert row.due_at.replace(tzinfo=None) == datetime(2026, 3, 3, 8, 30)  # 09:00 CET + 30m, in UTC
+    await e.scheduler().run_once()
+    (row,) = await e.shop.actions()
+    assert row.status == expected, row.last_error
+    if expected == "cancelled":
+        assert row.last_error == "late by 6:30:00 (late: skip)"
+
+
+async def test_a_cron_tick_on_time_is_not_late(engine, tmp_path: Path) -> None:
+    rules = """
+rules:
+  - id: morning
+    schedule: {cron: "0 9 * * *", timezone: Europe/Berlin}
+    late: skip
+    do:
+      - create_task: {title: "morning"}
+"""
+    e = Engine(engine, tmp_path, rules)
+    ticks = _ticks(e)
+    await ticks.tick()
+    e.clock.advance(datetime(2026, 3, 3, 8, 0, 1, tzinfo=UTC) - e.clock.now())  # one second after the tick
+    assert await ticks.tick() == 1
+    await e.scheduler().run_once()
+    (row,) = await e.shop.actions()
+    assert row.status == "done", row.last_error
+
+
+async def test_for_each_contact_runs_once_for_a_merged_contact(engine, tmp_path: Path) -> None:
+    """A contact merged into another is that other one now: one run for the survivor, not one per former id."""
+    from sqlalchemy import update
+
+    from leadhub.store.models import Contact
+
+    rules = """
+rules:
+  - id: every
+    schedule: {cron: "0 10 * * *", timezone: Europe/Moscow}
+    for_each: contact
+    do:
+      - create_task: {title: "hello {{ contact.name }}"}
+"""
+    e = Engine(engine, tmp_path, rules)
+    survivor, _ = await e.shop.customer("a@example.com", "Anna")
+    merged, _ = await e.shop.customer("anna@example.com", "Anna K.")
+    async with engine.begin() as conn:
+        await conn.execute(update(Contact.__table__).where(Contact.id == merged).values(merged_into=survivor))
+    ticks = _ticks(e)
+    await ticks.tick()
+    e.clock.advance(timedelta(days=1))
+    assert await ticks.tick() == 1
+    await e.scheduler().run_once()
+    async with engine.connect() as conn:
+        tasks = (await conn.execute(select(Task.__table__.c.contact_id, Task.__table__.c.title))).all()
+    assert [tuple(t) for t in tasks] == [(survivor, "hello Anna")]

@@ -202,3 +202,47 @@ async def test_a_delayed_task_lands_at_the_next_opening(trigger_hub, clock, rule
     (task,) = await running.wait_items("/api/tasks", 1, timeout=30)
     assert task["title"] == "call Olga"
     assert datetime.fromisoformat(task["created_at"]).astimezone(UTC) == monday_opening
+
+
+NEVER_OPEN = """
+business_hours:
+  weekend: {timezone: Europe/Moscow, days: {sat-sun: "10:00-14:00"}}
+quiet_hours:
+  night: {timezone: Europe/Moscow, quiet: "21:00-09:00"}
+  daytime: {timezone: Europe/Moscow, quiet: "09:00-15:00"}
+rules:
+  - id: weekend-call
+    on: lead.created
+    wait: {after: 1h, business_hours: weekend, quiet_hours: daytime}
+    do: [{create_task: {title: x}}]
+  - id: fine
+    on: lead.created
+    wait: {after: 1h, business_hours: weekend, quiet_hours: night}
+    do: [{create_task: {title: x}}]
+"""
+
+
+def test_business_and_quiet_hours_that_never_overlap_are_a_problem_not_a_stuck_event(tmp_path: Path) -> None:
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "a.yaml").write_text(NEVER_OPEN)
+    loaded = load_rules(tmp_path / "r", Templates())
+    problems = [str(p).replace(str(tmp_path / "r") + "/", "") for p in loaded.problems]
+    assert problems == [
+        "a.yaml:10:5: rule 'weekend-call': wait: business hours 'weekend' and quiet hours 'daytime' never leave an "
+        "open time: no instant is inside the first and outside the second"
+    ]
+    assert [r.id for r in loaded.rules] == ["fine"]
+    # Should such hours reach an evaluation anyway, only that rule is not matched; the event is not broken.
+    from dataclasses import replace
+
+    from leadhub.triggers.compile import Wait
+
+    never = replace(
+        loaded.rules[0],
+        wait=Wait(
+            timedelta(hours=1), None, (weekly("w", "UTC", {"sat": "10:00-11:00"}), quiet("q", "UTC", "09:00-12:00"))
+        ),
+    )
+    noon = datetime(2026, 3, 4, 9, 0, tzinfo=UTC)
+    evaluation = evaluate(never, _context(noon), noon)
+    assert not evaluation.matched and evaluation.reason == "wait: no time is inside all of w, q"

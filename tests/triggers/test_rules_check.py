@@ -272,3 +272,49 @@ def test_examples_validate_against_the_json_schema() -> None:
         assert errors == [], (path, errors)
     bad = {"rules": [{"id": "x", "on": "lead.created", "do": [{"send_mail": {}}]}]}
     assert list(validator.iter_errors(bad))
+
+
+@pytest.mark.parametrize(
+    ("when", "per", "expected"),
+    [
+        ('schedule: "0 9 * * *"', "throttle: 7d", "throttle per contact needs a rule whose events have a contact"),
+        ("on: lead.created", "throttle: {per: order, for: 30d}", "throttle per order needs a rule whose events have"),
+    ],
+)
+def test_a_throttle_on_an_object_the_events_do_not_have_is_a_problem(
+    tmp_path: Path, when: str, per: str, expected: str
+) -> None:
+    """It would never throttle: the key is made from an object that is always `none` for this rule."""
+    body = f"  - id: t\n    {when}\n    {per}\n    do: [{{create_task: {{title: x}}}}]\n"
+    (problem,) = _problems(tmp_path, body)
+    assert problem.startswith(f"r.yaml:8:5: rule 't': throttle: {expected}"), problem
+    fine = "  - id: t\n    schedule: '0 9 * * *'\n    for_each: contact\n    throttle: 7d\n"
+    fine += "    do: [{create_task: {title: x}}]\n"
+    loaded = load_rules(_write(tmp_path, fine), Templates())
+    assert loaded.problems == [] and [r.id for r in loaded.rules] == ["good", "t"]
+
+
+def test_rules_test_says_when_late_would_cancel_a_past_due_action(tmp_path: Path) -> None:
+    """The survey of an order completed long ago is due in the past: `late: {run_if_within: 2d}` cancels it."""
+    from datetime import UTC, datetime, timedelta
+
+    from leadhub.triggers.dryrun import dry_run, format_outcomes, read_event
+    from leadhub.triggers.engine import RuleIndex
+
+    def outcome(completed: datetime) -> str:
+        event = {
+            "type": "order.completed",
+            "data": {"order_id": "o1", "contact_id": "c1"},
+            "contact": {"id": "c1", "name": "Ivan", "email": "ivan@example.com"},
+            "order": {"id": "o1", "number": "1001", "status": "completed", "completed_at": completed.isoformat()},
+        }
+        (tmp_path / "event.json").write_text(json.dumps(event))
+        rules = RuleIndex(load_rules(EXAMPLES, Templates()).rules)
+        return format_outcomes(dry_run(rules, *read_event(tmp_path / "event.json"), None))
+
+    now = datetime.now(UTC)
+    old = outcome(now - timedelta(days=30))
+    assert "  not run: the due time is past, the scheduler would cancel it as late by 23 days" in old
+    assert "(late: run_if_within 2d)" in old
+    assert "not run" not in outcome(now - timedelta(days=6))  # due tomorrow
+    assert "not run" not in outcome(now - timedelta(days=8))  # a day late: within the 2 days
