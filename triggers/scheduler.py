@@ -33,9 +33,9 @@ class RetryPolicy:
     cap: timedelta = timedelta(hours=6)
 
     def delay(self, attempt: int) -> timedelta:
-        """Exponential back-off with ±20% jitter, so retries of many actions do not arrive together."""
-        seconds = min(self.cap.total_seconds(), self.base.total_seconds() * 2 ** (attempt - 1))
-        return timedelta(seconds=seconds * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not crypto
+        """Exponential back-off with ±20% jitter (retries of many actions spread out), never over the cap."""
+        seconds = self.base.total_seconds() * 2 ** min(attempt - 1, 60) * random.uniform(0.8, 1.2)  # noqa: S311
+        return timedelta(seconds=min(self.cap.total_seconds(), seconds))
 
 
 @dataclass

@@ -197,7 +197,7 @@ def test_backoff_grows_with_jitter_and_is_capped() -> None:
     samples = {policy.delay(1) for _ in range(20)}
     assert len(samples) > 1 and all(timedelta(seconds=24) <= d <= timedelta(seconds=36) for d in samples)
     assert timedelta(seconds=96) <= policy.delay(3) <= timedelta(seconds=144)
-    assert policy.delay(30) <= timedelta(hours=1, minutes=12)
+    assert {policy.delay(30) for _ in range(20)} == {timedelta(hours=1)}, "the cap holds after the jitter"
 
 
 def _ticks(e: Engine) -> Any:
