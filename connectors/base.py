@@ -40,6 +40,8 @@ class ConnectorContext:
     data_dir: Any = None  # pathlib.Path
     # report(connector_name, {"ok": bool, ...}): shown under /readyz "detail" and in metrics
     report: Callable[[str, dict[str, Any]], None] = lambda name, status: None
+    # the queue's limit for one message (headers and payload, bytes) as its server announced it; None: unknown
+    max_payload: Callable[[], int | None] = lambda: None
 
 
 class ConnectorConfig(BaseModel):

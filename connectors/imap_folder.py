@@ -28,6 +28,7 @@ T = TypeVar("T")
 
 SIZE_CHUNK = 500  # UIDs per RFC822.SIZE fetch
 BATCH_BYTES = 32 * 1024 * 1024  # at most this much message data in memory per batch
+HEADER_ROOM = 64 * 1024  # the queue's max_payload covers the envelope's headers (key, meta) too
 RETRY_FIRST, RETRY_MAX = 1.0, 60.0
 AUTH_RETRY_FIRST, AUTH_RETRY_MAX = 30.0, 600.0  # a refused login needs a person; do not hammer the account
 
@@ -172,6 +173,8 @@ class FolderWorker:
             last_uid = max(item.uid for item in batch) if batch else last_uid
             await self._checkpoint(info.uidvalidity, last_uid)
             self._report(uid_lag=max(0, highest - last_uid))
+        if self.stopping.is_set():  # cut short: UIDs not yet read must stay above the checkpoint, not be skipped
+            return
         if last_uid < baseline or state is None or state.get("uidvalidity") != info.uidvalidity:
             last_uid = max(last_uid, baseline)
             await self._checkpoint(info.uidvalidity, last_uid)
@@ -188,18 +191,26 @@ class FolderWorker:
             window = min(window, resume) if window else resume
         return window.date() if window else None
 
+    def _size_limit(self) -> int:
+        """`max_message_bytes`, or less when the queue takes less per message (an external NATS's max_payload):
+        a message the queue refuses would otherwise fail its batch on every retry and hold up the folder."""
+        limit = self.config.max_message_bytes
+        queue_limit = self.context.max_payload()
+        if queue_limit:
+            limit = min(limit, max(queue_limit - HEADER_ROOM, HEAD_BYTES))
+        return limit
+
     async def _batches(self, uids: list[int]) -> AsyncIterator[list[Fetched]]:
         """Fetched messages in UID order, grouped by count and bytes; one batch in memory at a time."""
-        limit = self.config.max_message_bytes
         for chunk in _chunks(uids, SIZE_CHUNK):
             sizes = await self._call(self.session.sizes, chunk)
+            limit = self._size_limit()
             for group in _by_bytes([u for u in chunk if u in sizes], sizes, self.config.fetch_batch, limit):
                 if self.stopping.is_set():
                     return
-                yield await self._fetch(group, sizes)
+                yield await self._fetch(group, sizes, limit)
 
-    async def _fetch(self, uids: list[int], sizes: dict[int, int]) -> list[Fetched]:
-        limit = self.config.max_message_bytes
+    async def _fetch(self, uids: list[int], sizes: dict[int, int], limit: int) -> list[Fetched]:
         small = [u for u in uids if sizes[u] <= limit]
         large = [u for u in uids if sizes[u] > limit]
         fetched = await self._call(self.session.fetch, small, sizes) if small else []

@@ -37,6 +37,18 @@ class ConnectionLost(Exception):
     """The server closed the connection (BYE, EOF) while we were waiting."""
 
 
+class ConnectFailed(Exception):
+    """No IMAP session could be started with the configured host, port and `security`; says what to check."""
+
+
+class PostActionRefused(Exception):
+    """A post-action stopped before it could touch mail that is not leadhub's (shown as post_action_error)."""
+
+
+class FetchIncomplete(Exception):
+    """The server sent no content for messages that still exist: the batch is retried, never skipped."""
+
+
 @dataclass(frozen=True, slots=True)
 class FolderInfo:
     uidvalidity: int
@@ -70,9 +82,12 @@ class ImapSession:
         cfg = self.config
         timeout = SocketTimeout(connect=cfg.connect_timeout.total_seconds(), read=cfg.timeout.total_seconds())
         context = self._ssl_context() if cfg.security != "none" else None
-        client = IMAPClient(
-            cfg.host, port=cfg.effective_port, ssl=cfg.security == "ssl", ssl_context=context, timeout=timeout
-        )
+        try:
+            client = IMAPClient(
+                cfg.host, port=cfg.effective_port, ssl=cfg.security == "ssl", ssl_context=context, timeout=timeout
+            )
+        except (TimeoutError, ssl.SSLError) as exc:
+            raise ConnectFailed(self._connect_error(exc)) from exc
         self.client = client
         client.normalise_times = False
         if cfg.security == "starttls":
@@ -93,6 +108,25 @@ class ImapSession:
             idle=b"IDLE" in capabilities,
             move=b"MOVE" in capabilities,
         )
+
+    def _connect_error(self, exc: Exception) -> str:
+        """The two usual `security`/`port` mix-ups named as such (the bare errors say neither host nor cause)."""
+        cfg = self.config
+        where = f"{cfg.host}:{cfg.effective_port}"
+        if isinstance(exc, ssl.SSLError) and "WRONG_VERSION_NUMBER" in str(exc):
+            return (
+                f"{where} did not answer with TLS (security: ssl); it looks like a plain IMAP port: "
+                f"use security: starttls (or none), or the server's TLS port, usually 993 [{exc}]"
+            )
+        if isinstance(exc, TimeoutError) and not isinstance(exc, ssl.SSLError):
+            seconds = f"{cfg.connect_timeout.total_seconds():g}s"
+            if cfg.security == "ssl":
+                return f"no TLS handshake from {where} within connect_timeout ({seconds}): the server does not answer"
+            return (
+                f"no IMAP greeting from {where} within connect_timeout ({seconds}): the server does not answer, "
+                "or it waits for TLS first (a port like 993 needs security: ssl)"
+            )
+        return f"{where}: {type(exc).__name__}: {exc}"
 
     def _ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.config.ca_file) if self.config.ca_file else None)
@@ -173,12 +207,25 @@ class ImapSession:
             return []
         answer = self.imap.fetch(uids, ["BODY.PEEK[]", "INTERNALDATE"])
         out = []
+        nil = []
         for uid in uids:
             item = answer.get(uid)
             if item is None or b"BODY[]" not in item:
                 continue
+            if item[b"BODY[]"] is None:  # Dovecot: expunged by another session since our last command
+                nil.append(uid)
+                continue
             out.append(Fetched(uid, bytes(item[b"BODY[]"]), _date(item), sizes.get(uid, 0), truncated=False))
+        self._check_gone(nil)
         return out
+
+    def _check_gone(self, uids: list[int]) -> None:
+        """A NIL body is only skipped when the message is really gone; else the batch fails and is retried."""
+        if not uids:
+            return
+        present = set(self.imap.search(["UID", ",".join(map(str, uids))])) & set(uids)
+        if present:
+            raise FetchIncomplete(f"the server sent no body for UIDs {sorted(present)[:10]}, which still exist")
 
     def fetch_heads(self, uids: list[int], sizes: dict[int, int]) -> list[Fetched]:
         """The first HEAD_BYTES of messages over the size limit (the rest is never downloaded)."""
@@ -186,12 +233,16 @@ class ImapSession:
             return []
         answer = self.imap.fetch(uids, [f"BODY.PEEK[]<0.{HEAD_BYTES}>", "INTERNALDATE"])
         out = []
+        nil = []
         for uid in uids:
             item = answer.get(uid) or {}
             data = item.get(b"BODY[]<0>")
             if data is None:
+                if b"BODY[]<0>" in item:  # NIL: expunged by another session, see fetch()
+                    nil.append(uid)
                 continue
             out.append(Fetched(uid, bytes(data), _date(item), sizes.get(uid, 0), truncated=True))
+        self._check_gone(nil)
         return out
 
     # -- waiting ------------------------------------------------------------------------------------------------
@@ -245,8 +296,17 @@ class ImapSession:
                 client.delete_messages(uids, silent=True)
                 if b"UIDPLUS" in client.capabilities():
                     client.uid_expunge(uids)
-                else:
-                    client.expunge()
+                    return
+                # A plain EXPUNGE removes every \Deleted message of the folder, also ones a person marked (and
+                # ones not read yet): only when ours are the only ones.
+                others = sorted(set(client.search(["DELETED"])) - set(uids))
+                if others:
+                    raise PostActionRefused(
+                        f"moved by copy, but not expunged: the server has no UIDPLUS and {len(others)} other "
+                        f"message(s) in {self.folder} are marked \\Deleted (UIDs {others[:5]}...); "
+                        "the copied ones stay marked \\Deleted"
+                    )
+                client.expunge()
 
 
 def _date(item: dict[bytes, Any]) -> str | None:

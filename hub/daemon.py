@@ -147,6 +147,7 @@ class Hub:
             public_url=self.settings.public_url,
             data_dir=self.settings.data_dir,
             report=self._connector_report,
+            max_payload=self.queue.max_payload,
         )
         for connector_config in self.config.connectors:
             connector_type = CONNECTOR_TYPES[connector_config.type]

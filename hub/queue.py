@@ -109,6 +109,12 @@ class Queue:
         except IncorrectState:
             return False
 
+    def max_payload(self) -> int | None:
+        """The server's `max_payload` (headers and payload of one message), None until connected."""
+        if not self.connected:
+            return None
+        return self.connection.max_payload or None
+
     async def declare_streams(self) -> None:
         """Create or update each stream to match STREAMS."""
         for spec in STREAMS:

@@ -232,7 +232,7 @@ active_value = true
 """
 
 
-def make_dovecot(*, tls: bool = False, introspection_url: str | None = None) -> Dovecot:
+def make_dovecot(*, tls: bool = False, introspection_url: str | None = None, extra_config: str = "") -> Dovecot:
     if not Path(DOVECOT).exists():
         pytest.skip("dovecot is not installed (apt-get install dovecot-imapd)")
     root = Path(tempfile.mkdtemp(prefix="leadhub-dovecot-"))
@@ -260,6 +260,7 @@ def make_dovecot(*, tls: bool = False, introspection_url: str | None = None) -> 
             oauth_mechanisms=" xoauth2 oauthbearer" if introspection_url else "",
             oauth_passdb=OAUTH_PASSDB.format(root=root) if introspection_url else "",
         )
+        + extra_config
     )
     return Dovecot(root=root, port=port, ssl_port=ssl_port or None, cert=cert)
 
@@ -271,8 +272,11 @@ def _group_name(gid: int) -> str:
 
 
 @contextlib.contextmanager
-def running_dovecot(*, tls: bool = False, introspection_url: str | None = None) -> Iterator[Dovecot]:
-    server = make_dovecot(tls=tls, introspection_url=introspection_url)
+def running_dovecot(
+    *, tls: bool = False, introspection_url: str | None = None, extra_config: str = ""
+) -> Iterator[Dovecot]:
+    """`extra_config` is appended to dovecot.conf (e.g. an `imap_capability` that hides MOVE and UIDPLUS)."""
+    server = make_dovecot(tls=tls, introspection_url=introspection_url, extra_config=extra_config)
     server.start()
     try:
         yield server

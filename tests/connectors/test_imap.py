@@ -118,6 +118,26 @@ async def test_restart_resumes_from_the_checkpoint(make_hub: HubFactory, dovecot
     await second.wait_items("/api/leads", 4)
 
 
+async def test_stop_during_the_first_sync_skips_nothing(make_hub: HubFactory, dovecot: Dovecot) -> None:
+    """A stop (SIGTERM, or a lost lease) in the middle of the first sync must not checkpoint the unread rest."""
+    count = 300
+    dovecot.append([make_mail(i, body="x" * 2000 + "\r\n") for i in range(1, count + 1)])
+    first = await make_hub([dovecot.connector(fetch_batch=5)])
+    await wait_for(lambda: synced(first, 1), timeout=20, what="the first batch to be checkpointed")
+    for stop in first.hub.connector_stops:
+        await stop()
+    first.hub.connector_stops.clear()
+    state = await checkpoint(first)
+    assert state is not None
+    published = {i["meta"]["uid"] for i in (await first.api("/api/inquiries", limit=1000))["items"]}
+    assert len(published) < count, "the first sync finished before the stop; raise `count`"
+    assert state["last_uid"] < count, f"stopped mid-sync, yet the checkpoint jumped to UID {state['last_uid']}"
+
+    second = await make_hub([dovecot.connector()])  # same database: resumes from the checkpoint
+    inquiries = await second.wait_items("/api/inquiries", count, timeout=60)
+    assert {i["meta"]["uid"] for i in inquiries} == set(range(1, count + 1))
+
+
 async def test_uidvalidity_change_causes_no_duplicates(make_hub: HubFactory, dovecot: Dovecot) -> None:
     old = [make_mail(i) for i in range(1, 4)]
     dovecot.append(old, folder="Leads")

@@ -1,17 +1,20 @@
 """The `imap` connector while the queue is down (a real NATS the test stops and restarts, a real Dovecot): mail is
-neither checkpointed nor marked read until JetStream has acked it, and everything arrives once the queue is back."""
+neither checkpointed nor marked read until JetStream has acked it, and everything arrives once the queue is back.
+Against a NATS that takes less per message than `max_message_bytes`, a bigger message is kept short and dropped."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from leadhub.hub import embedded_nats
 from leadhub.hub.embedded_nats import EmbeddedNats
 from leadhub.store.connector_state import load_state
 from tests.conftest import HubFactory
-from tests.helpers import wait_for
+from tests.helpers import free_port, wait_for
 from tests.imap_server import Dovecot, make_mail, running_dovecot
 
 
@@ -62,3 +65,34 @@ async def test_queue_down_holds_checkpoint_and_flags_then_catches_up(
 
     await wait_for(caught_up, timeout=15, what="checkpoint 3 and all mail flagged \\Seen")
     assert len((await hub.api("/api/inquiries"))["items"]) == 3
+
+
+@pytest.fixture
+async def stock_nats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[EmbeddedNats]:
+    """An external NATS with nats-server's default max_payload of 1 MB (docker-compose.yml runs it so)."""
+    monkeypatch.setattr(embedded_nats, "MAX_PAYLOAD", 1024 * 1024)
+    server = EmbeddedNats(tmp_path / "stock-nats", port=free_port())
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def test_a_message_over_the_queue_limit_is_dropped_not_retried_forever(
+    make_hub: HubFactory, dovecot: Dovecot, stock_nats: EmbeddedNats
+) -> None:
+    big = make_mail(1, body="b" * 2_000_000 + "\r\n")  # under max_message_bytes (25 MB), over the queue's 1 MB
+    dovecot.append([big, make_mail(2)])
+    hub = await make_hub([dovecot.connector(poll_interval="1s")], nats_url=stock_nats.url)
+    inquiries = await hub.wait_items("/api/inquiries", 2, timeout=20)
+    by_uid = {i["meta"]["uid"]: i for i in inquiries}
+    assert by_uid[1]["meta"]["too_large"] == len(big)
+    assert by_uid[1]["dropped"]
+    assert by_uid[2]["dropped"] is None
+    await wait_for(lambda: _at(hub, 2), what="the checkpoint past both messages")
+    dovecot.append([make_mail(3)])
+    await hub.wait_items("/api/leads", 2, timeout=20)
+
+
+async def _at(hub: Any, last_uid: int) -> bool:
+    state = await load_state(hub.engine, "inbox", "folder:INBOX")
+    return bool(state and state["last_uid"] >= last_uid)
