@@ -168,7 +168,7 @@ async def write_batch(
             if lead_id is not None:
                 leads.touch_by_id(lead_id, row, batch)
             elif row.opens_lead:
-                lead_id = _join_or_open_lead(row, contact_id, batch)
+                lead_id, contact_id = _join_or_open_lead(row, contact_id, batch)
             batch.event(
                 "inquiry.received",
                 row.id,
@@ -216,14 +216,19 @@ def _inquiry_values(row: InquiryRow, contact_id: str | None, lead_id: str | None
     }
 
 
-def _join_or_open_lead(row: InquiryRow, contact_id: str, batch: Batch) -> str:
-    """The contact's open lead near this inquiry's time (it becomes a touch of it), else a new lead."""
+def _join_or_open_lead(row: InquiryRow, contact_id: str, batch: Batch) -> tuple[str, str]:
+    """The contact's open lead near this inquiry's time (it becomes a touch of it), else a new lead.
+
+    Returns (lead id, contact id). The lead may be one of another contact this batch united with `contact_id`;
+    the inquiry then goes with that lead's contact, so an inquiry and its lead always name the same contact:
+    the merge moves both to the survivor and an unmerge puts both back together.
+    """
     candidates = [lead for c in batch.unions.members_or_self(contact_id) for lead in batch.open_leads.get(c, ())]
     lead = leads.nearest_open_lead(candidates, row.channel, row.received_at, batch.policy)
     if lead is not None:
         leads.touch(lead, row, batch)
-        return lead.id
-    return _open_lead(row, contact_id, batch)
+        return lead.id, lead.contact_id
+    return _open_lead(row, contact_id, batch), contact_id
 
 
 def _open_lead(row: InquiryRow, contact_id: str, batch: Batch) -> str:

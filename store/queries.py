@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Select, Table, select, tuple_
+from sqlalchemy import DateTime, Select, String, Table, and_, cast, not_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadhub.store.models import Contact, ContactIdentifier, ContactMerge, Inquiry, Lead, Order
@@ -34,38 +35,59 @@ class Page:
     next_cursor: str | None
 
 
-def _encode_cursor(values: list[Any]) -> str:
-    raw = json.dumps([v.isoformat() if isinstance(v, datetime) else v for v in values])
+def _scope_tag(scope: Sequence[Any]) -> str:
+    """A short digest of the list and its filters: a cursor is good for the list and filters that issued it only."""
+    return hashlib.sha256(json.dumps(list(scope), default=str).encode()).hexdigest()[:12]
+
+
+def _encode_cursor(scope: Sequence[Any], values: list[Any]) -> str:
+    raw = json.dumps([_scope_tag(scope), *(v.isoformat() if isinstance(v, datetime) else v for v in values)])
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str | None, columns: Sequence[Any]) -> list[Any] | None:
+def _decode_cursor(cursor: str | None, columns: Sequence[Any], scope: Sequence[Any]) -> list[Any] | None:
     if not cursor:
         return None
     try:
         values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(values, list) or len(values) != len(columns):
+        if not isinstance(values, list) or len(values) != len(columns) + 1:
             raise ValueError("wrong shape")
+        tag, *values = values
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise BadCursor("cursor is not one this API issued") from exc
+    if tag != _scope_tag(scope):
+        raise BadCursor("cursor belongs to another list or to other filters; repeat the filters it was issued with")
+    try:
         return [
             datetime.fromisoformat(v).replace(tzinfo=None) if isinstance(c.type, DateTime) else str(v)
             for c, v in zip(columns, values, strict=True)
         ]
-    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+    except (ValueError, TypeError) as exc:
         raise BadCursor("cursor is not one this API issued") from exc
 
 
 async def _page(
-    conn: AsyncConnection, query: Select[Any], order: Sequence[Any], cursor: str | None, limit: int
+    conn: AsyncConnection,
+    query: Select[Any],
+    order: Sequence[Any],
+    cursor: str | None,
+    limit: int,
+    *,
+    scope: Sequence[Any],
 ) -> Page:
-    """Newest first by `order` columns (ids are time-ordered ULIDs), `limit` per page, keyset cursor."""
-    after = _decode_cursor(cursor, order)
+    """Newest first by `order` columns (ids are time-ordered ULIDs), `limit` per page, keyset cursor.
+
+    `scope` names the list and its filters; a cursor carries its digest, so one issued for another list or
+    other filters is refused (BadCursor) instead of paging silently through the wrong rows.
+    """
+    after = _decode_cursor(cursor, order, scope)
     if after is not None:
         if conn.dialect.name == "postgresql":  # stored aware on PostgreSQL, naive UTC on SQLite
             after = [v.replace(tzinfo=UTC) if isinstance(v, datetime) else v for v in after]
         query = query.where(tuple_(*order) < tuple_(*after))
     rows = (await conn.execute(query.order_by(*(c.desc() for c in order)).limit(limit + 1))).mappings().all()
     items = [dict(r) for r in rows[:limit]]
-    next_cursor = _encode_cursor([items[-1][c.name] for c in order]) if len(rows) > limit else None
+    next_cursor = _encode_cursor(scope, [items[-1][c.name] for c in order]) if len(rows) > limit else None
     return Page(items, next_cursor)
 
 
@@ -86,7 +108,8 @@ async def list_leads(
             query = query.where(column == value)
     if not merged:
         query = query.where(lead_t.c.merged_into.is_(None))
-    return await _page(conn, query, [lead_t.c.id], cursor, limit)
+    scope = ("leads", contact_id or None, channel or None, status or None, merged)
+    return await _page(conn, query, [lead_t.c.id], cursor, limit, scope=scope)
 
 
 TOUCH_COLUMNS = [inquiry_t.c[n] for n in ("id", "channel", "connector", "received_at", "name", "email", "phone")]
@@ -125,11 +148,14 @@ async def list_contacts(
             query = query.where(contact_t.c.id.in_(owners))
     if not merged:
         query = query.where(contact_t.c.merged_into.is_(None))
+    # A contact never flagged holds JSON null (the text `null`: the JSON column stores None so), not SQL NULL.
+    flagged = and_(contact_t.c.review.is_not(None), cast(contact_t.c.review, String) != "null")
     if review is True:
-        query = query.where(contact_t.c.review.is_not(None))
+        query = query.where(flagged)
     elif review is False:
-        query = query.where(contact_t.c.review.is_(None))
-    return await _page(conn, query, [contact_t.c.id], cursor, limit)
+        query = query.where(not_(flagged))
+    scope = ("contacts", email or None, phone or None, review, merged)
+    return await _page(conn, query, [contact_t.c.id], cursor, limit, scope=scope)
 
 
 async def get_contact(conn: AsyncConnection, contact_id: str) -> dict[str, Any] | None:
@@ -186,7 +212,8 @@ async def list_inquiries(
         query = query.where(inquiry_t.c.dropped.is_not(None))
     elif dropped is False:
         query = query.where(inquiry_t.c.dropped.is_(None))
-    return await _page(conn, query, [inquiry_t.c.received_at, inquiry_t.c.id], cursor, limit)
+    scope = ("inquiries", contact_id or None, lead_id or None, channel or None, dropped)
+    return await _page(conn, query, [inquiry_t.c.received_at, inquiry_t.c.id], cursor, limit, scope=scope)
 
 
 async def get_inquiry(conn: AsyncConnection, inquiry_id: str) -> dict[str, Any] | None:
@@ -211,7 +238,8 @@ async def list_orders(
     ):
         if value:
             query = query.where(column == value)
-    return await _page(conn, query, [order_t.c.id], cursor, limit)
+    scope = ("orders", contact_id or None, status or None, connector or None)
+    return await _page(conn, query, [order_t.c.id], cursor, limit, scope=scope)
 
 
 async def get_order(conn: AsyncConnection, order_id: str) -> dict[str, Any] | None:

@@ -207,7 +207,8 @@ async def list_tasks(
     for column, value in ((task_t.c.lead_id, lead_id), (task_t.c.contact_id, contact_id), (task_t.c.status, status)):
         if value:
             query = query.where(column == value)
-    return await _page(conn, query, [task_t.c.created_at, task_t.c.id], cursor, limit)
+    scope = ("tasks", lead_id or None, contact_id or None, status or None)
+    return await _page(conn, query, [task_t.c.created_at, task_t.c.id], cursor, limit, scope=scope)
 
 
 async def save_feedback(conn: AsyncConnection, values: dict[str, Any]) -> bool:

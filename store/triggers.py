@@ -140,7 +140,8 @@ async def list_actions(
         query = query.where(action_t.c.rule_id == rule_id)
     if status:
         query = query.where(action_t.c.status == status)
-    return await _page(conn, query, [action_t.c.created_at, action_t.c.id], cursor, limit)
+    scope = ("actions", rule_id or None, status or None)
+    return await _page(conn, query, [action_t.c.created_at, action_t.c.id], cursor, limit, scope=scope)
 
 
 async def list_traces(conn: AsyncConnection, *, rule_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:

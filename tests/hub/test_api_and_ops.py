@@ -32,6 +32,37 @@ async def test_lists_page_with_a_cursor_newest_first(form_hub: RunningHub) -> No
     assert [lead["id"] for lead in leads] == sorted((lead["id"] for lead in leads), reverse=True)
 
 
+async def test_a_cursor_works_only_for_the_list_and_filters_that_issued_it(form_hub: RunningHub) -> None:
+    """Leads, contacts and orders page by id, inquiries, tasks and actions by (time, id): a cursor of one list
+    fits another's shape, and one of a filtered list fits the unfiltered one; each is refused with a clear 400."""
+    for i in range(3):
+        await _post(form_hub, {"name": f"P{i}", "phone": f"+7916123450{i}"})
+    await form_hub.wait_items("/api/leads", 3)
+    await form_hub.wait_items("/api/inquiries", 3)
+    leads = await form_hub.api("/api/leads", limit=1)
+    inquiries = await form_hub.api("/api/inquiries", limit=1)
+    new_leads = await form_hub.api("/api/leads", limit=1, status="new")
+    contact_id = leads["items"][0]["contact_id"]
+    refused = [
+        ("/api/contacts", {"cursor": leads["next_cursor"]}),
+        ("/api/orders", {"cursor": leads["next_cursor"]}),
+        ("/api/tasks", {"cursor": inquiries["next_cursor"]}),
+        ("/api/actions", {"cursor": inquiries["next_cursor"]}),
+        ("/api/leads", {"cursor": leads["next_cursor"], "status": "won"}),
+        ("/api/leads", {"cursor": new_leads["next_cursor"]}),
+        ("/api/inquiries", {"cursor": inquiries["next_cursor"], "contact_id": contact_id}),
+    ]
+    for path, params in refused:
+        async with form_hub.session.get(form_hub.url(path), params=params) as response:
+            body = await response.json()
+            assert response.status == 400, (path, params, body)
+            assert body["error"] == "bad_parameter" and "cursor" in body["detail"], body
+    # the same list and filters (the limit may change) take it
+    page = await form_hub.api("/api/leads", cursor=new_leads["next_cursor"], status="new", limit=5)
+    everything = (await form_hub.api("/api/leads"))["items"]
+    assert [lead["id"] for lead in page["items"]] == [lead["id"] for lead in everything[1:]]
+
+
 async def test_filters_and_single_objects(form_hub: RunningHub) -> None:
     first = await _post(form_hub, {"name": "A", "phone": "+79161112233"})
     await _post(form_hub, {"name": "B", "phone": "+79164445566"})

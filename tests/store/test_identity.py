@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadhub.envelope import Envelope
 from leadhub.pipelines.intake import IntakePipeline
-from leadhub.store import identity
+from leadhub.store import identity, queries
 from leadhub.store.models import (
     Contact,
     ContactIdentifier,
@@ -235,6 +235,27 @@ async def test_unmerge_restores_the_exact_previous_state(pipeline: IntakePipelin
     assert await events(engine, "contact.unmerged")
 
 
+async def test_after_an_unmerge_every_inquiry_is_with_its_leads_contact(
+    pipeline: IntakePipeline, engine: AsyncEngine
+) -> None:
+    """The linking form joins the nearest open lead of the two it unites (the phone's); the unmerge must not leave it
+    on that lead while it names the email's contact, nor leave that lead's last touch at an inquiry it lost."""
+    await store(pipeline, form("a", T0, email="anna@x.example"))
+    await store(pipeline, form("b", T0 + 2 * HOUR, phone="+79160001122"))
+    await store(pipeline, form("link", T0 + 3 * HOUR, email="anna@x.example", phone="89160001122"))
+    (merge,) = await table(engine, ContactMerge)
+    async with engine.begin() as conn:
+        await identity.unmerge(conn, merge["merged_id"], T0 + 4 * HOUR)
+    leads = {lead["id"]: lead for lead in await table(engine, Lead)}
+    inquiries = await table(engine, Inquiry)
+    assert len(await live_contacts(engine)) == 2 and len(await live_leads(engine)) == 2
+    for inquiry in inquiries:
+        assert inquiry["contact_id"] == leads[inquiry["lead_id"]]["contact_id"], inquiry["key"]
+    for lead_id, lead in leads.items():
+        touches = [i["received_at"] for i in inquiries if i["lead_id"] == lead_id]
+        assert lead["last_touch_at"] == max(touches), lead_id
+
+
 async def _unmerge_fresh(engine: AsyncEngine, pipeline: IntakePipeline, survivor_id: str) -> None:
     await store(pipeline, form("relink", T0 + 20 * 24 * HOUR, email="anna@x.example", phone="89160001122"))
     async with engine.begin() as conn:
@@ -263,6 +284,24 @@ async def test_conflicting_consent_is_flagged_for_review_and_never_merged(
     assert stored["contact_id"] == by_email["id"]  # the strongest identifier's contact; nothing moved
     assert len(await table(engine, ContactIdentifier)) == 2
     assert len(await events(engine, "contact.review_needed")) == 2
+
+
+async def test_the_review_filter_lists_the_flagged_contacts_only(pipeline: IntakePipeline, engine: AsyncEngine) -> None:
+    """`?review=true` is the contacts a refused merge flagged, `?review=false` all the others (whose review is
+    stored as JSON null, not SQL NULL)."""
+    await store(pipeline, form("a", T0, email="anna@x.example", consent="no"))
+    await store(pipeline, form("b", T0 + HOUR, phone="+79160001122", consent="yes"))
+    await store(pipeline, form("c", T0 + HOUR, email="carl@x.example"))
+    await store(pipeline, form("link", T0 + 2 * HOUR, email="anna@x.example", phone="89160001122"))
+
+    async def listed(review: bool | None) -> set[str | None]:
+        async with engine.connect() as conn:
+            page = await queries.list_contacts(conn, email=None, phone=None, cursor=None, limit=10, review=review)
+        return {c["email"] or c["phone"] for c in page.items}
+
+    assert await listed(True) == {"anna@x.example", "+79160001122"}
+    assert await listed(False) == {"carl@x.example"}
+    assert await listed(None) == {"anna@x.example", "+79160001122", "carl@x.example"}
 
 
 async def test_merges_inside_one_batch_and_across_batches_end_alike(engine: AsyncEngine, database_url: str) -> None:
