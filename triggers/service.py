@@ -45,6 +45,7 @@ class TriggerService:
     ) -> None:
         self.engine = engine
         self.rules_dir = rules_dir
+        self.templates_dir = templates_dir
         self.templates = Templates(templates_dir)
         self.clock = clock or SystemClock()
         self.index = RuleIndex([])
@@ -70,7 +71,7 @@ class TriggerService:
         """
         problems: list[Problem] = []
         files = self._rule_files()
-        self._loaded = _fingerprint(files)  # before reading: a change made meanwhile is seen as one afterwards
+        self._loaded = _fingerprint(self._watched_files())  # before reading: a change meanwhile is seen afterwards
         by_file: dict[str, list[CompiledRule]] = {}
         book, hours_problems = load_hours(files)
         for path in files:
@@ -105,8 +106,14 @@ class TriggerService:
     def _rule_files(self) -> list[Path]:
         return rule_files(self.rules_dir) if self.rules_dir.is_dir() else []
 
+    def _watched_files(self) -> list[Path]:
+        """The rule files and the admin's template files: the rules compile the templates they name."""
+        templates = self.templates_dir
+        extra = sorted(p for p in templates.rglob("*") if p.is_file()) if templates and templates.is_dir() else []
+        return [*self._rule_files(), *extra]
+
     async def watch(self) -> None:
-        """Reload when a rule file changes (the directory must exist at start-up to be watched).
+        """Reload when a rule file or an admin template changes (the directories must exist at start-up).
 
         File events drive it. Once a second without events the files are also compared with what was loaded:
         a change made before the watcher was in place (between start-up's load and this task's first step),
@@ -115,15 +122,17 @@ class TriggerService:
         if not self.rules_dir.is_dir():
             log.info("rules directory not found; not watching it", path=str(self.rules_dir))
             return
+        templates = self.templates_dir
+        watched = [self.rules_dir, *([templates] if templates and templates.is_dir() else [])]
         async for changes in awatch(
-            self.rules_dir,
+            *watched,
             stop_event=self._stop_watch,
             debounce=200,
             step=50,
             rust_timeout=RECHECK_MS,
             yield_on_timeout=True,
         ):
-            if not changes and _fingerprint(self._rule_files()) == self._loaded:
+            if not changes and _fingerprint(self._watched_files()) == self._loaded:
                 continue
             try:
                 self.reload()

@@ -95,3 +95,33 @@ async def test_a_change_made_before_the_watcher_is_in_place_is_still_picked_up(t
         service.stop()
         await asyncio.wait_for(watcher, 10)
         await engine.dispose()
+
+
+async def test_an_edited_template_file_reloads_the_rules_that_use_it(tmp_path: Path, rules_dir: Path) -> None:
+    """Found by an audit: only rule files were watched, so a template edit waited for a rule file change."""
+    templates = tmp_path / "templates"
+    (templates / "email").mkdir(parents=True)
+    (templates / "email" / "hello.subject.txt").write_text("Hello\n")
+    (templates / "email" / "hello.txt").write_text("Hello {{ contact.name }}\n")
+    (rules_dir / "a.yaml").write_text(
+        "rules:\n  - id: hello\n    on: lead.created\n    do:\n"
+        "      - send_email: {template: hello, to: x@example.com}\n"
+    )
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'leadhub.db'}")
+    service = TriggerService(
+        engine, lambda: None, rules_dir=rules_dir, templates_dir=templates, smtp_url=None, public_url=None
+    )
+    assert [r.id for r in service.index.rules] == ["hello"] and service.problems == []
+    watcher = asyncio.create_task(service.watch())
+    try:
+        (templates / "email" / "hello.txt").write_text("Hello {{ contact.name }\n")  # a syntax error
+
+        async def reported() -> bool:
+            return any("hello.txt" in p and "template syntax error" in p for p in service.problems)
+
+        await wait_for(reported, timeout=10, what="the broken template to be reported")
+        assert [r.id for r in service.index.rules] == ["hello"], "the rule's last good version stays active"
+    finally:
+        service.stop()
+        await asyncio.wait_for(watcher, 10)
+        await engine.dispose()
