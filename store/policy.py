@@ -25,7 +25,7 @@ class IdentityPolicy:
     def window(self, lead_channel: str, channel: str) -> timedelta:
         if not self.lead_windows:
             return self.lead_window
-        for key in ((lead_channel, channel), (lead_channel, "*"), ("*", channel)):
+        for key in ((lead_channel, channel), (lead_channel, "*"), ("*", channel), ("*", "*")):
             if key in self.lead_windows:
                 return self.lead_windows[key]
         return self.lead_window

@@ -382,3 +382,13 @@ async def test_rules_see_the_contact_a_merged_one_became(pipeline: IntakePipelin
         many = await trigger_data.load_objects_many(conn, [{"contact_id": ids["form:b"]}], [("contact",)])
     assert one["contact"]["id"] == many[0]["contact"]["id"] == ids["form:a"]
     assert one["contact"]["phone"] == "+79160000001"  # the survivor took the phone it lacked
+
+
+def test_a_lead_window_per_channel_pair_falls_back_from_exact_to_any() -> None:
+    """`*:*` was accepted and silently ignored (the plain lead window applied instead)."""
+    windows = {("shop", "shop"): timedelta(0), ("*", "email"): timedelta(hours=24), ("*", "*"): timedelta(hours=6)}
+    policy = IdentityPolicy(lead_window=timedelta(hours=72), lead_windows=windows)
+    assert policy.window("shop", "shop") == timedelta(0)
+    assert policy.window("form", "email") == timedelta(hours=24)
+    assert policy.window("form", "phone") == timedelta(hours=6)
+    assert IdentityPolicy(lead_window=timedelta(hours=72)).window("form", "phone") == timedelta(hours=72)
