@@ -140,10 +140,10 @@ def _lead_changes(body: Any) -> dict[str, Any]:
             raise BadParameter(f"status must be one of {', '.join(leads.LEAD_STATUSES)}")
         changes["status"] = body["status"]
     if "owner" in body:
-        owner = body["owner"]
+        owner = body["owner"].strip() if isinstance(body["owner"], str) else body["owner"]
         if owner is not None and (not isinstance(owner, str) or len(owner) > 200):
             raise BadParameter("owner must be a string of at most 200 characters, or null")
-        changes["owner"] = owner.strip() or None if isinstance(owner, str) else None
+        changes["owner"] = owner or None
     if "tags" in body:
         tags = body["tags"]
         if not isinstance(tags, list) or len(tags) > MAX_TAGS:

@@ -58,11 +58,14 @@ async def test_patch_lead_changes_status_owner_tags_and_emits_events(form_hub: R
         ({}, 400, "nothing to change"),
         ({"tags": "vip"}, 400, "tags must be a list"),
         ({"owner": 5}, 400, "owner must be a string"),
+        ({"owner": "x" * 201}, 400, "owner must be a string of at most 200 characters"),
     ]
     for payload, status, detail in bad:
         async with form_hub.session.patch(url, json=payload) as response:
             assert response.status == status
             assert detail in (await response.json())["detail"]
+    async with form_hub.session.patch(url, json={"owner": "  " + "o" * 200 + " "}) as response:  # trimmed first
+        assert response.status == 200 and (await response.json())["owner"] == "o" * 200
     async with form_hub.session.patch(url, data=b"{not json", headers={"Content-Type": "application/json"}) as r:
         assert r.status == 400 and (await r.json())["error"] == "bad_json"
     async with form_hub.session.patch(url, data=b"status=won") as r:
