@@ -23,12 +23,13 @@ DOTTED = re.compile(r"^\s*(\d{1,2})\.(\d{1,2})(?:\.(\d{4}))?\s*$")  # 17.05.1990
 def birthday(text: str) -> tuple[int, int] | None:
     """(month, day) of a birthday as people type it: 1990-05-17, 05-17, 17.05.1990, 17.05; None if unreadable."""
     if match := ISO.match(text):
-        month, day = int(match.group(2)), int(match.group(3))
+        year, month, day = match.group(1), int(match.group(2)), int(match.group(3))
     elif match := DOTTED.match(text):
-        day, month = int(match.group(1)), int(match.group(2))
+        day, month, year = int(match.group(1)), int(match.group(2)), match.group(3)
     else:
         return None
-    if not 1 <= month <= 12 or not 1 <= day <= calendar.monthrange(2024, month)[1]:  # 2024: Feb 29 is valid
+    leap_or_given = int(year) if year else 2024  # without a year, 29 February is a possible birthday
+    if not 1 <= month <= 12 or not 1 <= day <= calendar.monthrange(leap_or_given, month)[1]:
         return None
     return month, day
 

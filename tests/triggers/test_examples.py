@@ -218,6 +218,7 @@ def test_birthday_formats_and_29_february() -> None:
     assert birthday("1990-05-17") == (5, 17) and birthday("05-17") == (5, 17)
     assert birthday("17.05.1990") == (5, 17) and birthday("17.05") == (5, 17)
     assert birthday("31.02.1990") is None and birthday("tomorrow") is None
+    assert birthday("1990-02-29") is None and birthday("29.02.1990") is None  # 1990 had no 29 February
     leap = birthday("29.02.2000")
     assert leap == (2, 29)
     assert is_birthday(leap, datetime(2027, 2, 28).date()) and not is_birthday(leap, datetime(2028, 2, 28).date())
