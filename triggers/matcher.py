@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -19,6 +19,8 @@ from leadhub.triggers.compile import CompiledRule
 from leadhub.triggers.context import build_context
 from leadhub.triggers.engine import Evaluation, RuleIndex, evaluate, evaluate_all
 from leadhub.triggers.events import event_objects
+
+TICK_SLACK = timedelta(minutes=1)  # a cron rule's throttle forgives this much of the previous run's handling delay
 
 log = structlog.get_logger("leadhub.triggers")
 
@@ -99,8 +101,12 @@ class Matcher:
         if live and rule.rule.mode == "restart":
             await store.cancel(conn, live, f"restarted by event {event['id']} (mode: restart)", now)
         throttle = throttle_key(rule, context)
-        if throttle and await store.throttled(conn, throttle, now - parse_duration(rule.rule.throttle.period)):  # type: ignore[union-attr]
-            return f"skipped: throttled ({throttle}, once per {rule.rule.throttle.period})"  # type: ignore[union-attr]
+        if throttle:
+            since = now - parse_duration(rule.rule.throttle.period)  # type: ignore[union-attr]
+            if event.get("type") == "schedule":  # ticks are handled a few seconds apart: `2d` must mean every 2nd tick
+                since += TICK_SLACK
+            if await store.throttled(conn, throttle, since):
+                return f"skipped: throttled ({throttle}, once per {rule.rule.throttle.period})"  # type: ignore[union-attr]
         due = evaluation.due_at or now
         for index, spec in enumerate(rule.rule.do):
             rows.append(

@@ -280,3 +280,27 @@ rules:
     async with engine.connect() as conn:
         tasks = (await conn.execute(select(Task.__table__.c.contact_id, Task.__table__.c.title))).all()
     assert [tuple(t) for t in tasks] == [(survivor, "hello Anna")]
+
+
+async def test_a_daily_tick_throttled_for_2d_fires_every_second_day(engine, tmp_path: Path) -> None:
+    """Found by an audit: the throttle compared handling times, so a tick handled 4 s earlier in its minute than
+    the one two days before was still throttled, and `2d` meant every third day."""
+    rules = """
+rules:
+  - id: daily
+    schedule: {cron: "0 10 * * *", timezone: UTC}
+    for_each: contact
+    throttle: 2d
+    do:
+      - create_task: {title: "hello {{ contact.name }}"}
+"""
+    e = Engine(engine, tmp_path, rules)
+    await e.shop.customer()
+    ticks = _ticks(e)
+    await ticks.tick()  # first seen at 10:00 on day 0: counts from here
+    fired = []
+    for day, second in ((1, 5), (2, 1), (3, 1), (4, 9), (5, 2)):
+        e.clock.advance(START + timedelta(days=day, seconds=second) - e.clock.now())
+        fired.append(await ticks.tick())
+        await e.scheduler().run_once()  # done, so `mode: single` has nothing pending to skip for
+    assert fired == [1, 0, 1, 0, 1]
