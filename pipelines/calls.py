@@ -51,22 +51,37 @@ def pbx_number(value: str | None) -> str | None:
     """PBXs send international numbers without the plus (`79001234567`); give them one so no region is guessed.
 
     A national number with a trunk prefix (`89001234567`) or a short local one is left for the region to read.
+    Trunk prefix 8 makes 11 digits, so a longer number starting with 8 is international too (China `86...`,
+    Japan `81...`, Korea `82...`), except one dialled through the `8 10` international prefix (the region reads it).
     """
     if not value:
         return None
     digits = value.strip()
     if digits.isdigit() and len(digits) >= 11 and not digits.startswith(("8", "0")):
         return "+" + digits
+    if digits.isdigit() and len(digits) >= 12 and digits.startswith("8") and not digits.startswith("810"):
+        return "+" + digits
     return digits
+
+
+def hidden_number(value: str | None) -> bool:
+    """A withheld caller id as PBXs send it: a word (`anonymous`, `Restricted`, `unknown`) or only zeros (`0`)."""
+    digits = {c for c in value or "" if c.isdigit()}
+    return bool(value and value.strip()) and digits <= {"0"}
 
 
 def call_draft(envelope: Envelope, call: CallEvent) -> InquiryDraft:
     """The draft for a call event: a lead tagged `callback_requested`, an inquiry without a lead, or dropped."""
     fields = {"call_event": call.event, "call_outcome": str(call.outcome)}
     fields |= {k: v for k, v in call.details.items() if v not in (None, "")}
+    phone = call.phone
+    if hidden_number(phone):
+        # Nobody can call a withheld number back: it is no contact's phone, and a missed call from it opens no lead.
+        fields["caller_hidden"] = str(phone).strip()[:40]
+        phone = None
     draft = InquiryDraft(
         envelope=envelope,
-        identity=Identity(name=call.name or None, email=call.email or None, phone_raw=pbx_number(call.phone)),
+        identity=Identity(name=call.name or None, email=call.email or None, phone_raw=pbx_number(phone)),
         message=call.message,
         title=TITLES.get(call.outcome),
         fields=fields,
@@ -75,14 +90,16 @@ def call_draft(envelope: Envelope, call: CallEvent) -> InquiryDraft:
         draft.dropped = f"unknown event: {call.event}"[:200]
     elif call.outcome is Outcome.PROGRESS:
         draft.dropped = f"call progress: {call.event}"[:200]
+    elif call.outcome in OPENS_LEAD and "caller_hidden" in fields and not call.email:
+        draft.dropped = f"{call.event}: the caller's number is hidden ({fields['caller_hidden']})"[:200]
     elif call.outcome in OPENS_LEAD:
         draft.tags = [CALLBACK_TAG]
     else:
         draft.opens_lead = False
-        if not call.phone and not call.email:
+        if not phone and not call.email:
             draft.dropped = f"{call.event}: a call without the customer's number"
-    if draft.title and call.phone:
-        draft.title = f"{draft.title}: {call.phone}"
+    if draft.title and (phone or "caller_hidden" in fields):
+        draft.title = f"{draft.title}: {phone or 'hidden number'}"
     return draft
 
 

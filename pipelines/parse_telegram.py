@@ -65,9 +65,26 @@ def _sender_fields(user: dict[str, Any], chat: dict[str, Any]) -> dict[str, Any]
 def _message(envelope: Envelope, kind: str, message: dict[str, Any]) -> InquiryDraft:
     user, chat, contact = _dict(message.get("from")), _dict(message.get("chat")), _dict(message.get("contact"))
     text = _str(message.get("text")) or _str(message.get("caption"))
+    # The `request_contact` button shares the sender's own card (its user_id is the sender's id); any other card is
+    # somebody else's (a friend's number forwarded to the shop): kept on the inquiry, never the sender's identity.
+    shared = None
+    if contact and (contact.get("user_id") is None or contact.get("user_id") != user.get("id")):
+        contact, shared = {}, contact
     phone = pbx_number(_str(contact.get("phone_number"))) or _phone_in_text(text)
     name = _name(contact) or _name(user) or _name(chat)
     fields = _sender_fields(user or chat, chat) | {"telegram_update": kind}
+    if shared is not None:
+        fields["shared_contact"] = {
+            k: v
+            for k, v in {
+                "phone": _str(shared.get("phone_number")),
+                "name": _name(shared),
+                "telegram_id": shared.get("user_id") if isinstance(shared.get("user_id"), int) else None,
+            }.items()
+            if v is not None
+        }
+        card = " ".join(v for v in (_name(shared), _str(shared.get("phone_number"))) if v)
+        text = text or f"shared someone else's contact: {card}".strip()
     if isinstance(message.get("message_id"), int):
         fields["telegram_message_id"] = message["message_id"]
     draft = InquiryDraft(
@@ -81,6 +98,10 @@ def _message(envelope: Envelope, kind: str, message: dict[str, Any]) -> InquiryD
         draft.opens_lead = False  # the original message opened the lead; the edit is history
     if user.get("is_bot") is True:
         draft.dropped = "message from a bot"
+    elif message.get("is_automatic_forward") is True or isinstance(message.get("sender_chat"), dict):
+        # A channel's post copied into its discussion group (sent "from" the placeholder user 777000, "Telegram"),
+        # or a message sent on behalf of a chat: no person wrote it.
+        draft.dropped = "message on behalf of a chat (a channel post or an anonymous admin)"
     return draft
 
 

@@ -225,7 +225,9 @@ def _apply(current: dict[str, Any], order: OrderValues, inquiry: dict[str, Any],
         # A status the provider's mapping does not know (None) never moves the order.
         status_may_move = order.status is not None and (newer or RANK[order.status] >= RANK[current["status"]])
         provider_status = _text(order.provider_status, 64)
-        if status_may_move and provider_status and provider_status != current["provider_status"]:
+        # An unmapped status (None) keeps leadhub's status, but `provider_status` still shows what the shop says.
+        shows_status = status_may_move or (order.status is None and not order.partial)
+        if shows_status and provider_status and provider_status != current["provider_status"]:
             changes["provider_status"] = provider_status
         if newer:
             changes["provider_updated_at"] = given_at

@@ -132,3 +132,38 @@ async def test_truncated_json_wrong_types_and_oversized_are_4xx(hub: RunningHub)
         assert status == 400, body
         assert error["error"] == "malformed"
     assert (await send(hub, {"update_id": 9, "message": {"text": "x" * 5000}}))[0] == 413
+
+
+async def test_someone_elses_shared_contact_is_not_the_senders_phone(hub: RunningHub) -> None:
+    """The corpus contact update (update_message_contact.constructed.json) is the sender's own card (user_id = from.id);
+    the same message with a friend's card (another user_id) must not give the sender the friend's phone and name."""
+    own = sample("telegram", "update_message_contact.constructed.json")
+    friend = json.loads(json.dumps(own))
+    friend["update_id"] += 1
+    friend["message"]["message_id"] += 1
+    friend["message"]["contact"] = {"phone_number": "+79005556677", "first_name": "Пётр", "user_id": 42}
+    assert (await send(hub, friend))[0] == 202
+    [item] = await inquiries(hub, 1)
+    assert item["phone"] is None and item["name"] == "Иван Петров"
+    assert item["fields"]["shared_contact"] == {"phone": "+79005556677", "name": "Пётр", "telegram_id": 42}
+    assert (await hub.api("/api/contacts", phone="+79005556677"))["items"] == []
+    assert (await send(hub, own))[0] == 202  # the sender's own card still gives the sender's phone
+    await inquiries(hub, 2)
+    [contact] = (await hub.api("/api/contacts", phone="+79001234567"))["items"]
+    assert contact["name"] == "Иван Петров" and item["contact_id"] == contact["id"]
+
+
+async def test_a_channel_post_forwarded_into_its_discussion_group_is_no_lead(hub: RunningHub) -> None:
+    """Telegram copies a linked channel's posts into the group "from" the placeholder user 777000 ("Telegram")
+    with is_automatic_forward; shape per the corpus message (update_message_text.official_guide.json)."""
+    update = sample("telegram", "update_message_text.official_guide.json")
+    message = update["message"] | {
+        "from": {"id": 777000, "is_bot": False, "first_name": "Telegram"},
+        "chat": {"id": -1001234567890, "type": "supergroup", "title": "Shop chat"},
+        "sender_chat": {"id": -1009876543210, "type": "channel", "title": "Shop news"},
+        "is_automatic_forward": True,
+    }
+    assert (await send(hub, {"update_id": update["update_id"], "message": message}))[0] == 202
+    [item] = await inquiries(hub, 1)
+    assert item["dropped"] == "message on behalf of a chat (a channel post or an anonymous admin)"
+    assert (await hub.api("/api/leads"))["items"] == [] and item["contact_id"] is None

@@ -199,3 +199,18 @@ async def _only_the_sentinel_is_stored(hub: RunningHub) -> None:
 def test_the_secret_is_decoded_exactly_like_wp_specialchars_decode(typed: str, key: str) -> None:
     """Only the entities wp_specialchars_decode(ENT_QUOTES) knows, in one pass (PHP strtr), case-sensitive."""
     assert wordpress_secret(typed.encode()) == key.encode()
+
+
+async def test_an_unknown_status_on_an_update_keeps_the_status_but_shows_the_provider_status(hub: RunningHub) -> None:
+    """docs/providers/woocommerce.md: any other status keeps leadhub's status; `provider_status` shows WooCommerce's.
+
+    Material: ../shared/corpus/webhooks/woocommerce/order.created.request.json (the signed order, status processing).
+    """
+    headers, body = request_sample()
+    await post(hub, body, headers)
+    later = order(status="awaiting-pickup", date_modified_gmt="2017-03-23T10:00:00")  # a plugin status, not mapped
+    assert (await post(hub, later, signed(later)))[0] == 202
+    await hub.wait_items("/api/inquiries", 2)
+    [order_] = await hub.wait_items("/api/orders", 1)
+    assert (order_["status"], order_["provider_status"]) == ("paid", "awaiting-pickup")
+    assert order_["provider_updated_at"] == "2017-03-23T10:00:00Z"

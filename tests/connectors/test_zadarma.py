@@ -8,6 +8,8 @@ url_verification.request.json) and the signature strings of the official PHP SDK
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 import pytest
 
 from leadhub.connectors.zadarma import SIGNED_FIELDS, signature_string, zadarma_signature
@@ -115,3 +117,35 @@ async def test_malformed_and_oversized_bodies_are_4xx(hub: RunningHub) -> None:
     assert (await send(hub, "NOTIFY_START.request.json", body=b"caller_id=1"))[0] == 400  # no event
     assert (await send(hub, "NOTIFY_START.request.json", body=b"event=\xff"))[0] == 400
     assert (await send(hub, "NOTIFY_START.request.json", body=b"event=NOTIFY_START&x=" + b"1" * 3000))[0] == 413
+
+
+@pytest.mark.parametrize("caller_id", ["anonymous", "0"])
+async def test_a_missed_call_from_a_hidden_number_opens_no_callback_lead(hub: RunningHub, caller_id: str) -> None:
+    """NOTIFY_END_missed.request.json with the caller id withheld: nobody can call it back, so no lead, no contact."""
+    request = sample("zadarma", "NOTIFY_END_missed.request.json")
+    form = request["form"] | {"caller_id": caller_id}
+    body = urlencode(form).encode()
+    signature = zadarma_signature(SECRET.encode(), signature_string(form, SIGNED_FIELDS["NOTIFY_END"]))
+    assert (await send(hub, "NOTIFY_END_missed.request.json", body, signature))[0] == 202
+    [item] = await inquiries(hub, 1)
+    assert item["dropped"] == f"NOTIFY_END: the caller's number is hidden ({caller_id})"
+    assert item["fields"]["caller_hidden"] == caller_id and item["fields"]["call_outcome"] == "missed"
+    assert item["contact_id"] is None and item["lead_id"] is None
+    assert (await hub.api("/api/leads"))["items"] == [] and (await hub.api("/api/contacts"))["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("caller_id", "phone"),
+    [("8613812345678", "+8613812345678"), ("819012345678", "+819012345678"), ("89001234567", "+79001234567")],
+)
+async def test_international_callers_starting_with_8_keep_their_number(
+    hub: RunningHub, caller_id: str, phone: str
+) -> None:
+    """NOTIFY_END_missed.request.json from a Chinese / Japanese mobile sent without `+` (the region, RU, reads only
+    the 11-digit trunk-prefixed national number): the callback lead's contact has the caller's number."""
+    form = sample("zadarma", "NOTIFY_END_missed.request.json")["form"] | {"caller_id": caller_id}
+    signature = zadarma_signature(SECRET.encode(), signature_string(form, SIGNED_FIELDS["NOTIFY_END"]))
+    assert (await send(hub, "NOTIFY_END_missed.request.json", urlencode(form).encode(), signature))[0] == 202
+    [lead] = await hub.wait_items("/api/leads", 1)
+    [contact] = (await hub.api("/api/contacts", phone=phone))["items"]
+    assert lead["contact_id"] == contact["id"] and lead["tags"] == ["callback_requested"]
