@@ -7,6 +7,7 @@ import contextlib
 import gc
 import os
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -182,6 +183,8 @@ class Hub:
         )
         await self.runner.setup()
         shared_port = True if self.several_processes else None  # workers bind the primary's port (SO_REUSEPORT)
+        if shared_port and self.worker == 0:
+            _refuse_a_taken_port(self.settings.http_host, self.settings.http_port)
         site = web.TCPSite(
             self.runner, self.settings.http_host, self.settings.http_port, reuse_address=True, reuse_port=shared_port
         )
@@ -376,6 +379,25 @@ class _StepTimer:
         self._last = now
 
 
+def _refuse_a_taken_port(host: str, port: int) -> None:
+    """With workers the primary binds with SO_REUSEPORT, and so would the kernel let it share a port that another
+    program of the same user holds the same way (another leadhub with workers): requests would be spread over two
+    daemons without a word. A bind without SO_REUSEPORT first fails there, as a single process's bind does."""
+    if port == 0:
+        return
+    for family, kind, proto, _, address in socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    ):
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the real bind: TIME_WAIT is no owner
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise OSError(
+                    exc.errno, f"error while attempting to bind on address {address!r}: {exc.strerror}"
+                ) from None
+
+
 def _yield_cpu_to_webhooks() -> None:
     """Lower this worker's CPU priority: when cores are short, webhooks are answered first and the backlog
     waits in JetStream. Measured on two cores against the same code without it (BENCHMARKS.md): 1.06-1.36x the
@@ -406,17 +428,32 @@ def _settle_garbage_collector() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 50)
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)  # their default action would kill the process without a stop
+
+
+def _ignore_signal(sig: signal.Signals) -> None:
+    log.warning("signal ignored: rule files reload when they change, other settings take a restart", signal=sig.name)
+
+
 async def run_until_signalled(
     config: HubConfig, worker: int = 0, ready_fd: int | None = None, relay_share: tuple[int, int] | None = None
 ) -> None:
-    """`leadhub run`: start, wait for SIGTERM or SIGINT, stop within the shutdown timeout."""
+    """`leadhub run`: start, wait for SIGTERM, SIGINT or SIGHUP, stop within the shutdown timeout.
+
+    SIGHUP (a closed terminal, or `kill -HUP` out of habit) stops cleanly too, instead of killing the process
+    on the spot; SIGUSR1 and SIGUSR2 are logged and ignored (there is nothing to reload: rule files are
+    reloaded when they change, other settings take a restart).
+    """
     if worker:
         structlog.contextvars.bind_contextvars(worker=worker)
     hub = Hub(config, worker=worker, ready_fd=ready_fd, relay_share=relay_share, migrate_in_child=True)
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop_requested.set)
+    for sig in IGNORED_SIGNALS:
+        loop.add_signal_handler(sig, _ignore_signal, sig)
     start = asyncio.create_task(hub.start())
     waiter = asyncio.create_task(stop_requested.wait())
     try:

@@ -2,13 +2,20 @@
 
 The child gets PR_SET_PDEATHSIG so it dies with the daemon even after a SIGKILL; a
 child left over from an older daemon (other platforms, or a kill between fork and
-prctl) is found by its pid file and stopped on the next start.
+prctl) is found by its pid file and stopped on the next start. A lock on `nats/lock`
+held while the server runs keeps a second daemon on the same data dir from taking a
+running daemon's server for a leftover. The child runs in its own session, so a
+Ctrl-C in the terminal (SIGINT to the whole process group) reaches the daemon only
+and the server is stopped last, after the pipeline acked what it stored. A server
+that exits on its own (killed, crashed) is started again on the same port, with
+back-off, so the daemon and its workers reconnect to the URL they have.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -27,6 +34,8 @@ log = structlog.get_logger("leadhub.nats")
 
 MAX_PAYLOAD = 32 * 1024 * 1024  # room for a 25 MB email as one message
 START_TIMEOUT = 15.0
+RESTART_DELAY = 0.5
+MAX_RESTART_DELAY = 10.0
 # Go's collector at a quarter of its default heap growth: the server's peak memory in a burst drops by ~20 MiB
 # at no measured cost in throughput (BENCHMARKS.md: 100 -> 50 took ~16 MiB, 50 -> 25 ~6 more);
 # GOGC or GOMEMLIMIT in the daemon's environment still win.
@@ -64,13 +73,72 @@ class EmbeddedNats:
         self.port = port  # None: a free port chosen by the kernel (the daemon's choice)
         self.root = data_dir.resolve() / "nats"
         self.pid_file = self.root / "nats-server.pid"
+        self.lock_file = self.root / "lock"
         self.ports_dir = self.root / "ports"
         self.process: asyncio.subprocess.Process | None = None
         self.url: str | None = None
+        self._lock_fd: int | None = None
+        self._stopping = False
+        self._watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> str:
         self.root.mkdir(parents=True, exist_ok=True)
-        self._stop_leftover()
+        self._take_lock()
+        self._stopping = False  # start() after stop() (tests: an outage of a server they own)
+        try:
+            self._stop_leftover()
+            self.url = await self._launch()
+        except BaseException:
+            self._release_lock()
+            raise
+        self.port = int(self.url.rsplit(":", 1)[1])  # a restart binds the same port: clients keep their URL
+        self._watcher = asyncio.create_task(self._restart_when_it_exits(), name="embedded-nats-watcher")
+        return self.url
+
+    def _take_lock(self) -> None:
+        """One daemon per data dir: a second one must not stop the first one's server as a leftover."""
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise EmbeddedNatsError(
+                f"{self.root.parent} is in use by another leadhub (pid {holder}); "
+                "stop it first, or give this one its own LEADHUB_DATA_DIR"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd  # not inherited by children (PEP 446); the kernel drops the lock when the daemon dies
+
+    def _release_lock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    async def _restart_when_it_exits(self) -> None:
+        """The server died under the daemon (killed, crashed): start it again on its port until it runs."""
+        delay = RESTART_DELAY
+        while not self._stopping:
+            process = self.process
+            if process is not None:
+                code = await process.wait()
+                if self._stopping:
+                    return
+                log.error("embedded NATS exited; starting it again", code=code, port=self.port, retry_in=delay)
+            await asyncio.sleep(delay)
+            if self._stopping:
+                return
+            try:
+                await self._launch()
+                delay = RESTART_DELAY
+            except (EmbeddedNatsError, OSError) as exc:
+                self.process = None
+                delay = min(MAX_RESTART_DELAY, delay * 2)
+                log.error("embedded NATS could not be started again", error=str(exc), retry_in=delay)
+
+    async def _launch(self) -> str:
         shutil.rmtree(self.ports_dir, ignore_errors=True)
         self.ports_dir.mkdir()
         config = self.root / "nats-server.conf"
@@ -85,14 +153,15 @@ class EmbeddedNats:
                 stderr=log_file,
                 stdin=asyncio.subprocess.DEVNULL,
                 env=server_environment(os.environ),
+                start_new_session=True,  # a terminal's Ctrl-C goes to the daemon, which stops the server last
                 preexec_fn=dies_with_parent(signal.SIGKILL),
             )
         finally:
             log_file.close()
         self.pid_file.write_text(str(self.process.pid))
-        self.url = await self._wait_for_port()
-        log.info("embedded NATS started", url=self.url, pid=self.process.pid, store=str(self.root / "jetstream"))
-        return self.url
+        url = await self._wait_for_port()
+        log.info("embedded NATS started", url=url, pid=self.process.pid, store=str(self.root / "jetstream"))
+        return url
 
     def _config_text(self) -> str:
         return "\n".join(
@@ -121,7 +190,9 @@ class EmbeddedNats:
                     client = json.loads(ports_file.read_text())["nats"][0]
                     return str(client)
             await asyncio.sleep(0.02)
-        await self.stop()
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()
+        await self.process.wait()
         raise EmbeddedNatsError(f"nats-server did not report its port within {START_TIMEOUT:.0f}s")
 
     def _stop_leftover(self) -> None:
@@ -143,18 +214,26 @@ class EmbeddedNats:
                 os.kill(pid, signal.SIGKILL)
 
     async def stop(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        self._stopping = True
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
         process, self.process = self.process, None
-        if process is None or process.returncode is not None:
-            return
-        process.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(process.wait(), timeout)
-        except TimeoutError:
-            log.warning("embedded NATS did not stop in time; killing it", pid=process.pid)
-            process.kill()
-            await process.wait()
-        with contextlib.suppress(OSError):
-            self.pid_file.unlink()
+            if process is None or process.returncode is not None:
+                return
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), timeout)
+            except TimeoutError:
+                log.warning("embedded NATS did not stop in time; killing it", pid=process.pid)
+                process.kill()
+                await process.wait()
+            with contextlib.suppress(OSError):
+                self.pid_file.unlink()
+        finally:
+            self._release_lock()
 
 
 def _is_nats_server(pid: int) -> bool:
