@@ -41,12 +41,15 @@ async def open_link(engine: AsyncEngine, token: str, now: datetime) -> tuple[str
 
 
 def parse_answer(score: str | None, comment: str | None) -> tuple[int, str | None]:
-    if score is None or not score.strip().isdigit() or not 0 <= int(score) <= 10:
+    digits = (score or "").strip()
+    # ASCII digits only, and few of them: str.isdigit() takes '²' (which int() refuses) and int() refuses
+    # more than 4300 digits, either of which would be a 500 instead of the form again.
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 3) or not 0 <= int(digits) <= 10:
         raise BadAnswer("Please choose a score from 0 to 10.")
     text = (comment or "").replace("\x00", "").strip()
     if len(text) > MAX_COMMENT:
         raise BadAnswer(f"Please keep the comment under {MAX_COMMENT} characters.")
-    return int(score), text or None
+    return int(digits), text or None
 
 
 async def submit(engine: AsyncEngine, link: SurveyLink, score: int, comment: str | None, now: datetime) -> bool:

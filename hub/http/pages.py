@@ -44,7 +44,11 @@ async def survey_answer(request: web.Request) -> web.Response:
     state, link = await survey.open_link(engine, request.match_info["token"], now)
     if link is None or state != "form":
         return _page(request, "survey", state, error=None)
-    form = await request.post()
+    try:
+        form = await request.post()
+    except (ValueError, LookupError, web.RequestPayloadError):
+        # multipart without its boundary, an unknown charset, a Content-Encoding that is not what it says
+        return _page(request, "survey", "form", status=400, error="The answer could not be read; please send it again.")
     try:
         score, comment = survey.parse_answer(_text(form.get("score")), _text(form.get("comment")))
     except survey.BadAnswer as exc:
