@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import structlog
 from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
 
 from leadhub.hub.http.api import request_engine
 from leadhub.hub.http.state import DEPS
@@ -14,6 +17,30 @@ from leadhub.triggers import survey
 from leadhub.triggers.sandbox import Templates
 
 STATUS = {"form": 200, "thanks": 200, "answered": 200, "confirm": 200, "done": 200, "invalid": 404, "expired": 410}
+STATUS["unavailable"] = 503
+log = structlog.get_logger("leadhub.pages")
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def _store_away_is_a_page(name: str) -> Callable[[Handler], Handler]:
+    """A customer who clicks a link while the database is away gets the page saying so (503, try later),
+    not the API's JSON error."""
+
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def page(request: web.Request) -> web.Response:
+            try:
+                return await handler(request)
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning("store unavailable for a page", page=name, error=f"{type(exc).__name__}: {exc}"[:300])
+                request.app[DEPS].metrics.store_errors.labels("pages", "unavailable").inc()
+                response = _page(request, name, "unavailable", error=None, address=None)
+                response.headers["Retry-After"] = "60"
+                return response
+
+        return page
+
+    return wrap
 
 
 @functools.cache
@@ -33,11 +60,13 @@ def _page(request: web.Request, name: str, state: str, status: int | None = None
     return web.Response(text=html, content_type="text/html", status=status or STATUS[state], headers=headers)
 
 
+@_store_away_is_a_page("survey")
 async def survey_page(request: web.Request) -> web.Response:
     state, _ = await survey.open_link(request_engine(request), request.match_info["token"], _now(request))
     return _page(request, "survey", state, error=None)
 
 
+@_store_away_is_a_page("survey")
 async def survey_answer(request: web.Request) -> web.Response:
     now = _now(request)
     engine = request_engine(request)
@@ -61,6 +90,7 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
+@_store_away_is_a_page("unsubscribe")
 async def unsubscribe_page(request: web.Request) -> web.Response:
     state, address = await survey.unsubscribe(
         request_engine(request), request.match_info["token"], _now(request), confirm=False
@@ -68,6 +98,7 @@ async def unsubscribe_page(request: web.Request) -> web.Response:
     return _page(request, "unsubscribe", state, address=address)
 
 
+@_store_away_is_a_page("unsubscribe")
 async def unsubscribe_post(request: web.Request) -> web.Response:
     """The confirm button and RFC 8058 one-click (`List-Unsubscribe=One-Click` from the mail client) alike."""
     state, address = await survey.unsubscribe(

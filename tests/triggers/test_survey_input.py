@@ -76,3 +76,21 @@ async def test_an_expired_unsubscribe_link_says_it_expired(trigger_hub, clock) -
         async with running.session.request(method, running.url(path)) as response:
             html = await response.text()
         assert response.status == 410 and "expired" in html and "not valid" not in html, (method, html)
+
+
+async def test_a_store_away_gives_the_page_saying_so_and_the_link_works_after(trigger_hub, clock) -> None:
+    """It was the API's JSON 500 ("internal error") for a customer who clicked a link while the database was away."""
+    running = await trigger_hub()
+    path = "/s/" + await _signed(running, clock, "o-away")
+    async with running.engine.begin() as conn:  # the table the page reads, gone as in an outage
+        await conn.exec_driver_sql("ALTER TABLE feedback RENAME TO feedback_away")
+    try:
+        async with running.session.get(running.url(path)) as response:
+            html = await response.text()
+            assert response.status == 503 and response.headers["Retry-After"] == "60", html
+            assert response.content_type == "text/html" and "Please try again in a few minutes" in html
+    finally:
+        async with running.engine.begin() as conn:
+            await conn.exec_driver_sql("ALTER TABLE feedback_away RENAME TO feedback")
+    status, html = await _post(running, path, data={"score": "9"})
+    assert status == 200 and "Your answer was recorded" in html
