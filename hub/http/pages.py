@@ -18,6 +18,9 @@ from leadhub.triggers.sandbox import Templates
 
 STATUS = {"form": 200, "thanks": 200, "answered": 200, "confirm": 200, "done": 200, "invalid": 404, "expired": 410}
 STATUS["unavailable"] = 503
+# A score and a comment of at most 5,000 characters (4 bytes each in UTF-8, percent-encoded at worst 12): the app's
+# own limit is sized for webhooks (tens of MB), which anyone with a survey link could otherwise make a page buffer.
+MAX_ANSWER_BYTES = 64 * 1024
 log = structlog.get_logger("leadhub.pages")
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 
@@ -73,6 +76,9 @@ async def survey_answer(request: web.Request) -> web.Response:
     state, link = await survey.open_link(engine, request.match_info["token"], now)
     if link is None or state != "form":
         return _page(request, "survey", state, error=None)
+    if request.content_length is None or request.content_length > MAX_ANSWER_BYTES:
+        message = f"The answer is too long; please keep the comment under {survey.MAX_COMMENT} characters."
+        return _page(request, "survey", "form", status=413, error=message)
     try:
         form = await request.post()
     except (ValueError, LookupError, web.RequestPayloadError):

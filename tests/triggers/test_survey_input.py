@@ -94,3 +94,13 @@ async def test_a_store_away_gives_the_page_saying_so_and_the_link_works_after(tr
             await conn.exec_driver_sql("ALTER TABLE feedback_away RENAME TO feedback")
     status, html = await _post(running, path, data={"score": "9"})
     assert status == 200 and "Your answer was recorded" in html
+
+
+async def test_an_answer_body_over_64_kib_is_refused_before_it_is_read(trigger_hub, clock) -> None:
+    """The app's limit is sized for webhooks (64 MiB); a survey link must not make the page buffer that much."""
+    running = await trigger_hub()
+    path = "/s/" + await _signed(running, clock, "o-big")
+    status, html = await _post(running, path, data={"score": "5", "comment": "x" * 70_000})
+    assert status == 413 and "The answer is too long" in html and '<form method="post"' in html
+    status, html = await _post(running, path, data={"score": "5", "comment": "ок " * 1600})  # ~4,800 characters
+    assert status == 200 and "Your answer was recorded" in html
