@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import structlog
+import structlog.testing
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -89,3 +90,20 @@ async def test_an_unexpected_error_is_a_logged_json_500_and_redirects_pass_throu
     text = metrics.render().decode()
     for route, status in (("/boom", 500), ("/moved", 303), ("/gone", 410)):
         assert f'leadhub_http_requests_total{{route="{route}",status="{status}"}} 1.0' in text
+
+
+def test_queue_refusals_are_logged_once_per_interval_with_their_count() -> None:
+    """A queue outage under load refused thousands of webhooks a second, each with its own warning line."""
+    from leadhub.hub.http.hooks import RefusalLog
+
+    now = [100.0]
+    refusals = RefusalLog(interval=10.0, clock=lambda: now[0])
+    with structlog.testing.capture_logs() as lines:
+        for _ in range(500):
+            refusals.refused_one("site-form", "no servers available")
+        now[0] += 10.0
+        refusals.refused_one("site-form", "no servers available")
+    assert [(line["event"], line["refused"]) for line in lines] == [
+        ("webhooks refused: queue unavailable", 1),
+        ("webhooks refused: queue unavailable", 500),
+    ]
