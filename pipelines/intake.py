@@ -14,6 +14,7 @@ from leadhub.pipelines.normalize import consent_from_fields, fold_email, normali
 from leadhub.pipelines.parsers import PARSERS
 from leadhub.store.intake import BatchResult, InquiryRow, write_batch
 from leadhub.store.policy import IdentityPolicy
+from leadhub.surrogates import may_hold_lone_surrogates, mend
 
 
 def utcnow() -> datetime:
@@ -52,6 +53,8 @@ class IntakePipeline:
             raise PermanentError(f"no parser for connector type {source.type!r}")
         # Parsers that look for phone numbers in free text need the region for national formats.
         draft = parser(envelope, {"default_region": self.default_region, **source.options})
+        if may_hold_lone_surrogates(envelope.payload):  # JSON's "\ud800": text UTF-8 (the store) cannot hold
+            draft = mend(draft)
         return self._row(draft)
 
     def _row(self, draft: InquiryDraft) -> InquiryRow:

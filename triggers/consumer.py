@@ -149,7 +149,7 @@ class EventConsumer:
                 self.last_error = None
                 continue
             except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
                 log.warning("event fetch failed; retrying", error=self.last_error)
                 subscription = None
                 await self._pause(backoff)

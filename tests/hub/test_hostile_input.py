@@ -94,9 +94,14 @@ async def test_header_bytes_that_are_not_utf8_do_not_stop_a_submission(hub: Runn
 
 
 async def test_a_json_lone_surrogate_is_accepted_not_a_500(hub: RunningHub) -> None:
-    """`"\\ud800"` is valid JSON that UTF-8 cannot encode: accepted; the pipeline dead-letters it with its reason."""
-    got, answer = await raw_request(hub, FORM, b'{"name": "\\ud800"}')
+    """`"\\ud800"` is valid JSON that UTF-8 cannot encode: accepted, and stored with U+FFFD in its place (it was
+    dead-lettered); a valid pair stays the character it encodes."""
+    body = b'{"name": "Ann\\ud800a", "message": "hi \\ud83d\\ude00", "x": ["\\udfff"]}'
+    got, answer = await raw_request(hub, FORM, body)
     assert got == 202, answer
+    [inquiry] = await hub.wait_items("/api/inquiries", 1)
+    assert (inquiry["name"], inquiry["message"]) == ("Ann\ufffda", "hi \U0001f600"), inquiry
+    assert inquiry["fields"]["x"] == ["\ufffd"], inquiry["fields"]
 
 
 async def test_an_infinite_signed_timestamp_is_400(hub: RunningHub) -> None:
