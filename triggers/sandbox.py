@@ -22,7 +22,7 @@ from jinja2.parser import Parser
 
 from leadhub.triggers.events import OBJECT_FIELDS
 from leadhub.triggers.fastexpr import compile_fast
-from leadhub.triggers.template_limits import RENDER_SECONDS, LimitedSandbox, constant_problems
+from leadhub.triggers.template_limits import RENDER_SECONDS, LimitedSandbox, TemplateLimit
 
 PACKAGE_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 FORBIDDEN_TAGS: dict[type[nodes.Node], str] = {
@@ -186,6 +186,29 @@ def check_tree(tree: nodes.Node, scope: Scope, *, names: Iterable[str]) -> list[
         if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
             problems += _attribute_problems(node.node, node.arg.value, allowed)
     return list(dict.fromkeys(problems))
+
+
+def constant_problems(tree: nodes.Node, env: LimitedSandbox) -> list[str]:
+    """Operators on constants that break a limit (`"a" * 10**10`), found when the rules load, not at send time."""
+    problems: list[str] = []
+    for node in _all(tree, nodes.BinExpr):
+        try:
+            _constant(node, env)
+        except TemplateLimit as exc:
+            problems.append(str(exc))
+        except Exception:  # noqa: S110 - not a constant, or an error Jinja reports at render time
+            pass
+    return list(dict.fromkeys(problems))
+
+
+def _constant(node: nodes.Node, env: LimitedSandbox) -> Any:
+    if isinstance(node, nodes.Const):
+        return node.value
+    if isinstance(node, nodes.BinExpr) and node.operator in env.intercepted_binops:
+        return env.call_binop(None, node.operator, _constant(node.left, env), _constant(node.right, env))
+    if isinstance(node, nodes.BinExpr | nodes.UnaryExpr):
+        return node.as_const()
+    raise nodes.Impossible()
 
 
 # Filters that read an attribute named by a positional argument: the argument's index (after the value).

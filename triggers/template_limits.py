@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from jinja2 import Template, filters, nodes
+from jinja2 import Template, filters
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 MAX_BUILT = 100_000  # characters or items one operator, filter or method may build
@@ -67,13 +67,10 @@ def _check_replace(text: Any, old: Any, new: Any, count: Any = None) -> None:
             raise _too_big("replace", size)
 
 
-def _check_width(what: str, text: Any, width: Any) -> None:
-    if isinstance(width, int) and width > MAX_BUILT:
-        raise _too_big(what, width)
-    if isinstance(width, str) and isinstance(text, str):  # indent by a string, once per line
-        size = len(text) + len(width) * (text.count("\n") + 1)
-        if size > MAX_BUILT:
-            raise _too_big(what, size)
+def _check_size(what: str, size: Any) -> None:
+    """A width or count an operation builds that many characters or items for (`center(n)`, `batch(n)`)."""
+    if isinstance(size, int) and size > MAX_BUILT:
+        raise _too_big(what, size)
 
 
 def _check_indent(text: Any, width: Any = 4, *_: Any, **__: Any) -> None:
@@ -83,18 +80,17 @@ def _check_indent(text: Any, width: Any = 4, *_: Any, **__: Any) -> None:
         raise _too_big("indent", per_line * lines)
 
 
-def _check_pieces(what: str, count: Any, fill_with: Any = None) -> None:
-    if isinstance(count, int) and count > MAX_BUILT:
-        raise _too_big(what, count)
+def _tabs_width(text: str, tabsize: Any) -> int:
+    return tabsize * text.count("\t") if isinstance(tabsize, int) else 0
 
 
 # str methods a template can call whose result grows with a number it passes: (name -> check of its arguments)
 _STR_METHODS: dict[str, Callable[..., None]] = {
-    "ljust": lambda s, width, *_: _check_width("ljust", s, width),
-    "rjust": lambda s, width, *_: _check_width("rjust", s, width),
-    "center": lambda s, width, *_: _check_width("center", s, width),
-    "zfill": lambda s, width: _check_width("zfill", s, width),
-    "expandtabs": lambda s, tabsize=8: _check_width("expandtabs", s, tabsize * s.count("\t")),
+    "ljust": lambda s, width, *_: _check_size("ljust", width),
+    "rjust": lambda s, width, *_: _check_size("rjust", width),
+    "center": lambda s, width, *_: _check_size("center", width),
+    "zfill": lambda s, width: _check_size("zfill", width),
+    "expandtabs": lambda s, tabsize=8: _check_size("expandtabs", _tabs_width(s, tabsize)),
     "replace": _check_replace,
 }
 
@@ -113,11 +109,11 @@ def _checked_filter(original: Callable[..., Any], check: Callable[..., None]) ->
 
 
 _FILTER_CHECKS: dict[str, Callable[..., None]] = {
-    "center": lambda value, width=80: _check_width("center", value, width),
+    "center": lambda value, width=80: _check_size("center", width),
     "indent": _check_indent,
     "replace": _check_replace,
-    "batch": lambda value, linecount, fill_with=None: _check_pieces("batch", linecount, fill_with),
-    "slice": lambda value, slices, fill_with=None: _check_pieces("slice", slices, fill_with),
+    "batch": lambda value, linecount, fill_with=None: _check_size("batch", linecount),
+    "slice": lambda value, slices, fill_with=None: _check_size("slice", slices),
     "format": lambda value, *args, **kwargs: _check_percent(str(value)),
 }
 
@@ -159,29 +155,6 @@ class LimitedSandbox(ImmutableSandboxedEnvironment):
         if check is not None and isinstance(getattr(__obj, "__self__", None), str):
             check(__obj.__self__, *args, **kwargs)
         return super().call(__context, __obj, *args, **kwargs)
-
-
-def constant_problems(tree: nodes.Node, env: LimitedSandbox) -> list[str]:
-    """Operators on constants that break a limit (`"a" * 10**10`), found when the rules load, not at send time."""
-    problems: list[str] = []
-    for node in [*([tree] if isinstance(tree, nodes.BinExpr) else []), *tree.find_all(nodes.BinExpr)]:
-        try:
-            _constant(node, env)
-        except TemplateLimit as exc:
-            problems.append(str(exc))
-        except Exception:  # noqa: S110 - not a constant, or an error Jinja reports at render time
-            pass
-    return list(dict.fromkeys(problems))
-
-
-def _constant(node: nodes.Node, env: LimitedSandbox) -> Any:
-    if isinstance(node, nodes.Const):
-        return node.value
-    if isinstance(node, nodes.BinExpr) and node.operator in env.intercepted_binops:
-        return env.call_binop(None, node.operator, _constant(node.left, env), _constant(node.right, env))
-    if isinstance(node, nodes.BinExpr | nodes.UnaryExpr):
-        return node.as_const()
-    raise nodes.Impossible()
 
 
 @contextmanager
