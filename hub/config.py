@@ -31,13 +31,14 @@ DATABASE_EXAMPLE = "postgresql+asyncpg://user:pass@host/db or sqlite+aiosqlite:/
 NATS_SCHEMES = ("nats", "tls", "ws", "wss")
 
 
-def _url_parts(value: str) -> tuple[str, str | None, int | None] | None:
-    """(scheme, host, port) of a URL, or None when it cannot be read; never echoes the URL (it may hold a password)."""
+def _is_url(value: str, schemes: tuple[str, ...]) -> bool:
+    """`scheme://host...` with one of `schemes`; never echoes the value (it may hold a password)."""
     try:
         parts = urlsplit(value.strip())
-        return parts.scheme.lower(), parts.hostname, parts.port
-    except ValueError:  # a port that is not a number, a bad IPv6 literal
-        return None
+        _ = parts.port  # raises for a port that is not a number
+    except ValueError:  # that, or a bad IPv6 literal
+        return False
+    return parts.scheme.lower() in schemes and bool(parts.hostname)
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -151,8 +152,7 @@ class Settings(BaseSettings):
             return None
         servers = [server.strip() for server in value.split(",")]
         for index, server in enumerate(servers, 1):
-            parts = _url_parts(server if "://" in server else f"nats://{server}")
-            if parts is None or parts[0] not in NATS_SCHEMES or not parts[1]:
+            if not _is_url(server if "://" in server else f"nats://{server}", NATS_SCHEMES):
                 which = f"server {index} of {len(servers)}" if len(servers) > 1 else "the URL"
                 raise ValueError(
                     f"{which} is not a NATS URL; write nats://host:4222 (or tls://, ws://, wss://), "
@@ -165,12 +165,16 @@ class Settings(BaseSettings):
     def _smtp_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None:
             return None
-        parts = _url_parts(value.get_secret_value())
-        if parts is None or parts[0] not in ("smtp", "smtps") or not parts[1]:
+        from leadhub.triggers.actions.base import Permanent
+        from leadhub.triggers.actions.send_email import parse_smtp_url
+
+        try:
+            parse_smtp_url(value.get_secret_value())  # what sending reads it with
+        except (Permanent, ValueError):
             raise ValueError(
                 "not an SMTP URL; write smtp://user:pass@host:587?starttls=1 (or smtps://user:pass@host:465), "
                 "with the user and password percent-encoded"
-            )
+            ) from None
         return value
 
     @field_validator("api_token")
@@ -185,8 +189,7 @@ class Settings(BaseSettings):
     def _public_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        parts = _url_parts(value)
-        if parts is None or parts[0] not in ("http", "https") or not parts[1]:
+        if not _is_url(value, ("http", "https")):
             raise ValueError("not an http(s) URL; write e.g. https://leads.example.com")
         return value
 
