@@ -34,7 +34,7 @@ from leadhub.pipelines.dead_letters import DeadLetterSink
 from leadhub.pipelines.intake import IntakePipeline
 from leadhub.pipelines.model import SourceSpec
 from leadhub.pipelines.outbox_relay import OutboxRelay
-from leadhub.store.db import create_engine, upgrade
+from leadhub.store.db import create_engine, redacted_url, upgrade
 from leadhub.store.outbox import MAX_SHARES
 from leadhub.store.young_tables import YoungTableStatistics
 from leadhub.triggers.clock import Clock
@@ -221,7 +221,7 @@ class Hub:
         except asyncio.CancelledError:
             return
         self.store_ready = True
-        log.info("store ready", url=_redact_url(self.settings.effective_database_url))
+        log.info("store ready", url=redacted_url(self.settings.effective_database_url))
         if "relay" in self.roles:
             m = self.metrics
             share = self._relay_share()
@@ -408,12 +408,6 @@ def _yield_cpu_to_webhooks() -> None:
         log.warning("could not lower this worker's CPU priority", error=str(exc))
         return
     log.info("worker without http: CPU priority lowered", niceness=niceness)
-
-
-def _redact_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 def _settle_garbage_collector() -> None:

@@ -69,6 +69,11 @@ async def lock_for_writing(conn: AsyncConnection) -> None:
         await conn.exec_driver_sql("DELETE FROM outbox_event WHERE 0")
 
 
+def redacted_url(url: str) -> str:
+    """The database URL with its password as `***`, for logs and messages."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
