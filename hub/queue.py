@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -19,9 +18,9 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from leadhub.connectors.base import PublishResult, QueueUnavailable
 from leadhub.envelope import Envelope
 from leadhub.hub.stream_publisher import StreamPublisher
+from leadhub.hub.throttled_log import ThrottledWarning
 
 log = structlog.get_logger("leadhub.queue")
-ERROR_LOG_INTERVAL = 10.0  # seconds between warnings while NATS cannot be reached (the client retries every second)
 
 INBOUND = "INBOUND"
 EVENTS = "EVENTS"
@@ -72,7 +71,8 @@ class Queue:
             logger=None,
             error_cb=self._connection_error,
         )
-        self._error_logged_at: float | None = None
+        # The client retries without end and, with no logger, silently: say why, once per 10 s.
+        self._connection_failed = ThrottledWarning(log, "NATS connection error; retrying", count_as="errors")
         self.on_state_change: Callable[[bool], Awaitable[None] | None] | None = None
         self._publisher: StreamPublisher | None = None
 
@@ -88,11 +88,7 @@ class Queue:
         await self.broker.stop()
 
     async def _connection_error(self, exc: Exception) -> None:
-        """The client retries without end and, with no logger, silently: say why, at most every ERROR_LOG_INTERVAL."""
-        now = time.monotonic()
-        if self._error_logged_at is None or now - self._error_logged_at >= ERROR_LOG_INTERVAL:
-            self._error_logged_at = now
-            log.warning("NATS connection error; retrying", url=self.url, error=f"{type(exc).__name__}: {exc}"[:300])
+        self._connection_failed(url=self.url, error=f"{type(exc).__name__}: {exc}"[:300])
 
     @property
     def connection(self) -> Client:

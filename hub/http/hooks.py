@@ -10,27 +10,13 @@ from aiohttp import web
 from leadhub.connectors.base import DUPLICATE, HookError, QueueUnavailable
 from leadhub.hub.http.jsonio import error_response
 from leadhub.hub.http.state import DEPS
+from leadhub.hub.throttled_log import ThrottledWarning
 
 log = structlog.get_logger("leadhub.hooks")
 
 
-class RefusalLog:
-    """While the queue is away every webhook is refused: one warning line per `interval` with how many were refused
-    since the last line, not one per request (thousands a second under load); the metric counts each."""
-
-    def __init__(self, interval: float = 10.0, clock=time.monotonic) -> None:  # type: ignore[no-untyped-def]
-        self.interval, self.clock = interval, clock
-        self.refused, self.logged_at = 0, None
-
-    def refused_one(self, connector: str, error: str) -> None:
-        self.refused += 1
-        now = self.clock()
-        if self.logged_at is None or now - self.logged_at >= self.interval:
-            log.warning("webhooks refused: queue unavailable", connector=connector, error=error, refused=self.refused)
-            self.refused, self.logged_at = 0, now
-
-
-_refusals = RefusalLog()
+# While the queue is away every webhook is refused: one line per 10 s with the count; the metric counts each.
+_refused = ThrottledWarning(log, "webhooks refused: queue unavailable", count_as="refused")
 
 
 async def hook(request: web.Request) -> web.StreamResponse:
@@ -49,7 +35,7 @@ async def hook(request: web.Request) -> web.StreamResponse:
         return error_response(exc.status, exc.reason, exc.message, exc.headers)
     except QueueUnavailable as exc:
         deps.metrics.rejected.labels(name, "queue_unavailable").inc()
-        _refusals.refused_one(name, str(exc))
+        _refused(connector=name, error=str(exc))
         return error_response(
             503, "queue_unavailable", "the queue is unavailable; retry later", headers={"Retry-After": "5"}
         )

@@ -94,15 +94,16 @@ async def test_an_unexpected_error_is_a_logged_json_500_and_redirects_pass_throu
 
 def test_queue_refusals_are_logged_once_per_interval_with_their_count() -> None:
     """A queue outage under load refused thousands of webhooks a second, each with its own warning line."""
-    from leadhub.hub.http.hooks import RefusalLog
+    from leadhub.hub.http import hooks
+    from leadhub.hub.throttled_log import ThrottledWarning
 
     now = [100.0]
-    refusals = RefusalLog(interval=10.0, clock=lambda: now[0])
+    refused = ThrottledWarning(hooks.log, hooks._refused.event, count_as="refused", clock=lambda: now[0])
     with structlog.testing.capture_logs() as lines:
         for _ in range(500):
-            refusals.refused_one("site-form", "no servers available")
+            refused(connector="site-form", error="no servers available")
         now[0] += 10.0
-        refusals.refused_one("site-form", "no servers available")
+        refused(connector="site-form", error="no servers available")
     assert [(line["event"], line["refused"]) for line in lines] == [
         ("webhooks refused: queue unavailable", 1),
         ("webhooks refused: queue unavailable", 500),
