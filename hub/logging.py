@@ -8,8 +8,6 @@ import sys
 from typing import Any
 
 import structlog
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_protocol import RequestPayloadError
 
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 _PHONE = re.compile(r"(?<![\w.:/])\+?\d[\d\s()-]{8,}\d(?![\w.:])")
@@ -47,6 +45,11 @@ class _ClientProtocolErrors(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # Imported here: only aiohttp's server logs through this filter, and CLI commands that configure logging
+        # (`dead list`, `db upgrade`) would otherwise import aiohttp for nothing (~110 ms).
+        from aiohttp.http_exceptions import HttpProcessingError
+        from aiohttp.web_protocol import RequestPayloadError
+
         exc = record.exc_info[1] if record.exc_info else None
         if not isinstance(exc, HttpProcessingError | RequestPayloadError):
             return True
