@@ -32,11 +32,11 @@ async def add(
     await conn.execute(
         dead_t.insert().values(
             id=dead_id,
-            source=source[:40],
-            subject=subject[:200],  # the item's own values never keep its dead letter from being written:
-            key=key[:400] if key else key,  # the full ones are in `headers`
+            source=_fitted("source", source),
+            subject=_fitted("subject", subject),
+            key=_fitted("key", key),
             reason=reason.replace("\x00", ""),
-            error=error[:200] if error else error,
+            error=_fitted("error", error),
             deliveries=deliveries,
             headers=headers,
             payload=payload,
@@ -45,6 +45,12 @@ async def add(
         )
     )
     return dead_id
+
+
+def _fitted(column: str, value: str | None) -> str | None:
+    """Cut to the column's length: the item's own values never keep its dead letter from being written (the full
+    ones are in `headers`)."""
+    return value[: dead_t.c[column].type.length] if value else value
 
 
 async def list_open(conn: AsyncConnection, limit: int = 100, include_resolved: bool = False) -> Sequence[Any]:
