@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -15,12 +15,10 @@ from leadhub.ids import new_id
 from leadhub.store import trigger_data
 from leadhub.store import triggers as store
 from leadhub.triggers.clock import Clock
-from leadhub.triggers.compile import CompiledRule
+from leadhub.triggers.compile import LATE_GRACE, CompiledRule
 from leadhub.triggers.context import build_context
 from leadhub.triggers.engine import Evaluation, RuleIndex, evaluate, evaluate_all
 from leadhub.triggers.events import event_objects
-
-TICK_SLACK = timedelta(minutes=1)  # a cron rule's throttle forgives this much of the previous run's handling delay
 
 log = structlog.get_logger("leadhub.triggers")
 
@@ -104,7 +102,7 @@ class Matcher:
         if throttle:
             since = now - parse_duration(rule.rule.throttle.period)  # type: ignore[union-attr]
             if event.get("type") == "schedule":  # ticks are handled a few seconds apart: `2d` must mean every 2nd tick
-                since += TICK_SLACK
+                since += LATE_GRACE  # the delay that still counts as on time (schedules.py; `late: skip`)
             if await store.throttled(conn, throttle, since):
                 return f"skipped: throttled ({throttle}, once per {rule.rule.throttle.period})"  # type: ignore[union-attr]
         due = evaluation.due_at or now
