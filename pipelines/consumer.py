@@ -30,6 +30,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from leadhub.envelope import Envelope
+from leadhub.error_text import brief
 from leadhub.pipelines.dead_letters import DeadLetterSink
 from leadhub.pipelines.failures import Failure, classify
 from leadhub.pipelines.intake import IntakePipeline
@@ -298,7 +299,7 @@ class InboundConsumer:
         """The store is unavailable: hand the messages back and wait before fetching more."""
         delay = self._next_backoff()
         self.healthy = False
-        self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+        self.last_error = brief(exc)
         log.warning(
             "store unavailable; envelopes will be retried",
             count=len(messages),

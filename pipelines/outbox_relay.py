@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from leadhub.error_text import brief
 from leadhub.store import outbox
 
 log = structlog.get_logger("leadhub.relay")
@@ -96,7 +97,7 @@ class OutboxRelay:
                 self.last_error = None
                 delay = POLL_INTERVAL
             except Exception as exc:  # NATS or the store away: keep the events, try again later
-                self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+                self.last_error = brief(exc)
                 log.warning("outbox relay failed; will retry", error=self.last_error)
                 relayed = 0
                 delay = min(10.0, delay * 2)

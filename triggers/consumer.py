@@ -21,6 +21,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from leadhub.error_text import brief
 from leadhub.pulling import fetch_unless_stopped
 from leadhub.triggers.matcher import Matcher, event_from_message
 
@@ -149,7 +150,7 @@ class EventConsumer:
                 self.last_error = None
                 continue
             except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
-                self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+                self.last_error = brief(exc)
                 log.warning("event fetch failed; retrying", error=self.last_error)
                 subscription = None
                 await self._pause(backoff)
@@ -180,7 +181,7 @@ class EventConsumer:
             scheduled = await self.matcher.handle(event)
         except Exception as exc:
             deliveries = msg.metadata.num_delivered if msg.metadata else 1
-            self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+            self.last_error = brief(exc)
             log.warning(
                 "event not evaluated; will retry", event=event["id"], deliveries=deliveries, error=self.last_error
             )

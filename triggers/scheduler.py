@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from leadhub.error_text import brief
 from leadhub.store import trigger_data
 from leadhub.store import triggers as store
 from leadhub.triggers.actions.base import BatchWrite, Deps, Job, Permanent, RenderEnv, Skipped, Transient
@@ -110,7 +111,7 @@ class Scheduler:
                 done = await self.run_once()
                 self.last_error = None
             except Exception as exc:  # the store away: keep the actions, try again
-                self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+                self.last_error = brief(exc)
                 log.warning("scheduler pass failed; will retry", error=self.last_error)
                 done = 0
             if done >= self.batch:

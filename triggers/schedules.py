@@ -13,6 +13,7 @@ import structlog
 from cronsim import CronSim
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from leadhub.error_text import brief
 from leadhub.ids import id_for_key
 from leadhub.store.connector_state import load_state, save_state
 from leadhub.triggers.audiences import audience, contact_events
@@ -84,7 +85,7 @@ class ScheduleRunner:
                     self.on_scheduled()
                 self.last_error = None
             except Exception as exc:
-                self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+                self.last_error = brief(exc)
                 log.warning("schedule pass failed; will retry", error=self.last_error)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
