@@ -14,6 +14,8 @@ from leadhub.pipelines.model import SourceSpec
 from leadhub.store import dead_letters
 from leadhub.store.db import create_engine, upgrade
 
+REPLAY_PAGE = 100  # ids read per query; each payload is read alone, when its turn comes
+
 
 @dataclass
 class ReplayOutcome:
@@ -44,18 +46,29 @@ async def replay_dead(config: HubConfig, dead_id: str | None) -> list[ReplayOutc
     outcomes: list[ReplayOutcome] = []
     try:
         await upgrade(engine)
-        async with engine.connect() as conn:
-            if dead_id is None:
-                rows = list(await dead_letters.list_open(conn, limit=100_000))
-            else:
-                row = await dead_letters.get(conn, dead_id)
-                if row is None:
-                    return [ReplayOutcome(dead_id, "not found")]
-                rows = [row]
-        outcomes += [await _replay_one(engine, pipeline, row) for row in rows]
+        if dead_id is not None:
+            return [await _replay_by_id(engine, pipeline, dead_id)]
+        after: str | None = None
+        while page := await _open_page(engine, after):
+            outcomes += [await _replay_by_id(engine, pipeline, each) for each in page]
+            after = page[-1]
     finally:
         await engine.dispose()
     return outcomes
+
+
+async def _open_page(engine: Any, after: str | None) -> list[str]:
+    async with engine.connect() as conn:
+        return await dead_letters.open_ids(conn, after, REPLAY_PAGE)
+
+
+async def _replay_by_id(engine: Any, pipeline: IntakePipeline, dead_id: str) -> ReplayOutcome:
+    """One dead letter, read when its turn comes: payloads can be up to the queue's largest message each."""
+    async with engine.connect() as conn:
+        row = await dead_letters.get(conn, dead_id)
+    if row is None:
+        return ReplayOutcome(dead_id, "not found")
+    return await _replay_one(engine, pipeline, row)
 
 
 async def _replay_one(engine: Any, pipeline: IntakePipeline, row: Any) -> ReplayOutcome:

@@ -53,11 +53,25 @@ def _fitted(column: str, value: str | None) -> str | None:
     return value[: dead_t.c[column].type.length] if value else value
 
 
-async def list_open(conn: AsyncConnection, limit: int = 100, include_resolved: bool = False) -> Sequence[Any]:
-    query = select(dead_t).order_by(dead_t.c.id).limit(limit)
+async def list_open(
+    conn: AsyncConnection, limit: int = 100, include_resolved: bool = False, *, payloads: bool = False
+) -> Sequence[Any]:
+    """The oldest dead letters first; without `payloads`, their raw bytes stay in the database (a listing of a
+    hundred need not read a hundred e-mails of up to the queue's largest message each)."""
+    columns = dead_t.c if payloads else [c for c in dead_t.c if c.name not in ("payload", "headers")]
+    query = select(*columns).order_by(dead_t.c.id).limit(limit)
     if not include_resolved:
         query = query.where(dead_t.c.resolved_at.is_(None))
     return (await conn.execute(query)).all()
+
+
+async def open_ids(conn: AsyncConnection, after: str | None, limit: int) -> list[str]:
+    """The next `limit` unresolved ids after `after` (in id order): a replay walks them page by page, so it never
+    holds every payload at once and passes each one once, even those that fail again."""
+    query = select(dead_t.c.id).where(dead_t.c.resolved_at.is_(None)).order_by(dead_t.c.id).limit(limit)
+    if after is not None:
+        query = query.where(dead_t.c.id > after)
+    return list((await conn.execute(query)).scalars())
 
 
 async def get(conn: AsyncConnection, dead_id: str) -> Any | None:

@@ -187,7 +187,7 @@ async def test_a_message_that_crashes_the_parser_is_dead_lettered_with_its_bytes
 
     async def dead() -> list[Any]:
         async with hub.engine.connect() as conn:
-            return list(await dead_letters.list_open(conn))
+            return list(await dead_letters.list_open(conn, payloads=True))
 
     letters = await wait_for(dead, what="a dead letter for the message that crashes the parser")
     assert len(letters) == 1 and letters[0].key == "imap:inbox:poison"

@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import subprocess
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 import yaml
-from sqlalchemy import select
+from sqlalchemy import Engine, event, func, select
 
 from leadhub.envelope import Envelope
 from leadhub.pipelines.consumer import InboundConsumer
 from leadhub.pipelines.dead_letters import DeadLetterSink
 from leadhub.pipelines.intake import IntakePipeline
 from leadhub.store.intake import BatchResult, InquiryRow
-from leadhub.store.models import DeadLetter
+from leadhub.store.models import DeadLetter, Inquiry
 from tests.conftest import HubFactory, RunningHub
 from tests.helpers import run_leadhub, wait_for
 
@@ -172,3 +174,75 @@ def _spec():  # type: ignore[no-untyped-def]
     from leadhub.pipelines.model import SourceSpec
 
     return SourceSpec("form", {"name": "site-form"})
+
+
+async def test_replay_all_walks_pages_and_reads_each_payload_alone(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dead replay --all` over more dead letters than a page: every one replayed once, the ones that fail again
+    left open without being retried in a loop, and no query reads many payloads (each can be tens of MiB)."""
+    from leadhub.hub import dead_letters_cli
+    from leadhub.hub.config import load_config
+    from leadhub.store import dead_letters
+    from leadhub.store.db import create_engine, upgrade
+
+    monkeypatch.setattr(dead_letters_cli, "REPLAY_PAGE", 3)
+    config_file = tmp_path / "replay.yaml"
+    config_file.write_text(yaml.safe_dump({"database_url": database_url, "connectors": [FORM]}))
+    config = load_config(config_file)
+    engine = create_engine(database_url)
+    await upgrade(engine)
+    ids = []
+    async with engine.begin() as conn:
+        for n in range(8):
+            connector = "old-form" if n in (2, 6) else "site-form"  # two that still cannot be processed
+            envelope = Envelope(
+                key=f"form:{connector}:idem:{n}", channel="form", connector=connector,
+                payload=f'{{"email": "replay{n}@example.com"}}'.encode(), content_type="application/json",
+            )  # fmt: skip
+            dead_id = await dead_letters.add(
+                conn, source="inbound", subject="intake.form", key=envelope.key, reason="test", error=None,
+                deliveries=1, headers=envelope.headers(), payload=envelope.payload, now=datetime.now(UTC),
+            )  # fmt: skip
+            ids.append(dead_id)
+
+    payload_reads: list[str] = []
+
+    def record(_conn, _cursor, statement: str, parameters, _context, _executemany) -> None:  # type: ignore[no-untyped-def]
+        if "dead_letter.payload" in statement and statement.lstrip().upper().startswith("SELECT"):
+            payload_reads.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        outcomes = await dead_letters_cli.replay_dead(config, None)
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+
+    assert [o.id for o in outcomes] == ids
+    assert [o.result == "resolved" for o in outcomes] == [n not in (2, 6) for n in range(8)]
+    assert len(payload_reads) == 8 and all("dead_letter.id =" in s for s in payload_reads), payload_reads
+    async with engine.connect() as conn:
+        rows = {r.id: r for r in (await conn.execute(select(DeadLetter.__table__))).all()}
+        stored = (await conn.execute(select(func.count()).select_from(Inquiry))).scalar_one()
+    await engine.dispose()
+    assert all(rows[i].replays == 1 for i in ids)
+    assert [rows[i].resolved_at is None for i in ids] == [n in (2, 6) for n in range(8)]
+    assert stored == 6
+
+
+async def test_listing_dead_letters_leaves_their_payloads_in_the_database(database_url: str) -> None:
+    from leadhub.store import dead_letters
+    from leadhub.store.db import create_engine, upgrade
+
+    engine = create_engine(database_url)
+    await upgrade(engine)
+    async with engine.begin() as conn:
+        await dead_letters.add(
+            conn, source="inbound", subject="intake.email", key="imap:big", reason="too deep", error=None,
+            deliveries=1, headers={"Leadhub-Key": "imap:big"}, payload=b"x" * 1_000_000, now=datetime.now(UTC),
+        )  # fmt: skip
+        listed = (await dead_letters.list_open(conn))[0]
+        whole = (await dead_letters.list_open(conn, payloads=True))[0]
+    await engine.dispose()
+    assert listed.key == "imap:big" and listed.reason == "too deep" and "payload" not in listed._fields
+    assert len(whole.payload) == 1_000_000
