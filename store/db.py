@@ -124,12 +124,69 @@ def alembic_config() -> Config:
     return config
 
 
-def _upgrade(connection: Connection, revision: str) -> None:
+class SchemaMismatch(RuntimeError):
+    """The database's schema is not the one this code was written for; the message says what to do."""
+
+
+class SchemaNewerThanCode(SchemaMismatch):
+    """The database records a revision this code does not have: a newer leadhub migrated it."""
+
+
+class SchemaNotMigrated(SchemaMismatch):
+    """A command that only reads found the database short of the heads (it does not migrate on its own)."""
+
+
+# Any fixed number: every leadhub migrating a PostgreSQL database takes this one lock for the transaction.
+MIGRATION_LOCK_ID = 0x1EAD_0B
+
+
+def _migrate(connection: Connection, direction: str, revision: str) -> None:
+    """Run alembic's `upgrade` or `downgrade` in one transaction that holds the database's migration lock.
+
+    Two processes starting on an empty database would otherwise both create the same tables. On SQLite the
+    driver sends no BEGIN before DDL, so without one every statement committed on its own and a migration that
+    failed (or was killed) half-way left a schema no revision describes.
+    """
+    if connection.dialect.name == "sqlite":
+        _migrate_sqlite(connection, direction, revision)
+        return
+    with connection.begin():
+        connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+        _run_alembic(connection, direction, revision)
+
+
+def _migrate_sqlite(connection: Connection, direction: str, revision: str) -> None:
+    """SQLite's procedure for schema changes (sqlite.org/lang_altertable.html): foreign keys off, one write
+    transaction, a foreign key check before the commit. A table alembic rebuilds (batch mode) is dropped and
+    renamed, which the foreign keys of the rows pointing at it would otherwise refuse."""
+    connection.exec_driver_sql("PRAGMA foreign_keys=OFF")  # no effect inside a transaction: before BEGIN
+    connection.commit()
+    try:
+        with connection.begin():
+            connection.exec_driver_sql("BEGIN IMMEDIATE")  # waits (busy timeout) for another migrating process
+            _run_alembic(connection, direction, revision)
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise RuntimeError(f"the migration left {len(broken)} rows whose foreign key points nowhere")
+    finally:  # the connection goes back to the pool: as every other, with foreign keys on
+        connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+        connection.commit()
+
+
+def _run_alembic(connection: Connection, direction: str, revision: str) -> None:
     from alembic import command
+    from alembic.script import ScriptDirectory
 
     config = alembic_config()
+    known = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
+    unknown = sorted(_applied_revisions(connection) - known)
+    if unknown:
+        raise SchemaNewerThanCode(
+            f"the database is at revision {', '.join(unknown)}, which this leadhub does not have: "
+            "a newer leadhub migrated it; run that version (or restore a backup taken before it)"
+        )
     config.attributes["connection"] = connection
-    command.upgrade(config, revision)
+    getattr(command, direction)(config, revision)
 
 
 def _applied_revisions(connection: Connection) -> frozenset[str]:
@@ -145,6 +202,20 @@ async def at_heads(engine: AsyncEngine) -> bool:
         return await connection.run_sync(_applied_revisions) == MIGRATION_HEADS
 
 
+async def require_heads(engine: AsyncEngine) -> None:
+    """For read-only commands: a clear error instead of the first query's `no such table`."""
+    async with engine.connect() as connection:
+        applied = await connection.run_sync(_applied_revisions)
+    if applied == MIGRATION_HEADS:
+        return
+    if not applied:
+        raise SchemaNotMigrated("the database has no leadhub tables yet: run `leadhub db upgrade`")
+    raise SchemaNotMigrated(
+        f"the database is at revision {', '.join(sorted(applied))}, this leadhub needs "
+        f"{', '.join(sorted(MIGRATION_HEADS))}: run `leadhub db upgrade`"
+    )
+
+
 async def upgrade(engine: AsyncEngine, revision: str = "heads") -> None:
     """Apply migrations up to `revision` (idempotent; `run` calls it on every start).
 
@@ -154,8 +225,14 @@ async def upgrade(engine: AsyncEngine, revision: str = "heads") -> None:
     """
     if revision == "heads" and await at_heads(engine):
         return
-    async with engine.begin() as connection:
-        await connection.run_sync(_upgrade, revision)
+    async with engine.connect() as connection:
+        await connection.run_sync(_migrate, "upgrade", revision)
+
+
+async def downgrade(engine: AsyncEngine, revision: str) -> None:
+    """Take migrations back to `revision`, keeping the rows (for tests and for going back to an older release)."""
+    async with engine.connect() as connection:
+        await connection.run_sync(_migrate, "downgrade", revision)
 
 
 def run_upgrade(url: str) -> None:
