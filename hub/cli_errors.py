@@ -10,13 +10,16 @@ import typer
 
 @contextmanager
 def store_errors(url: str) -> Iterator[None]:
-    """Turn a refused connection, a wrong password or a missing database into `leadhub: ...` and exit 1."""
+    """A refused connection, a wrong password, a missing database or the wrong schema: `leadhub: ...`, exit 1."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from leadhub.store.db import redacted_url
+    from leadhub.store.db import SchemaMismatch, redacted_url
 
     try:
         yield
+    except SchemaMismatch as exc:
+        typer.echo(f"leadhub: cannot use the database {redacted_url(url)}: {exc}", err=True)
+        raise typer.Exit(1) from None
     except (SQLAlchemyError, OSError) as exc:
         cause = getattr(exc, "orig", None) or exc
         detail = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:300]

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from leadhub.store import triggers as trigger_store
-from leadhub.store.db import create_engine
+from leadhub.store.db import create_engine, require_heads
 from leadhub.triggers.backtest import backtest, format_counts
 from leadhub.triggers.engine import RuleIndex
 from leadhub.triggers.loader import load_rules
@@ -16,6 +16,7 @@ from leadhub.triggers.sandbox import Templates
 async def show_trace(url: str, rule_id: str, limit: int) -> str:
     engine = create_engine(url)
     try:
+        await require_heads(engine)  # read-only: it says to migrate rather than migrating behind the user's back
         async with engine.connect() as conn:
             traces = await trigger_store.list_traces(conn, rule_id=rule_id, limit=limit)
             actions = await trigger_store.list_actions(conn, rule_id=rule_id, status=None, cursor=None, limit=limit)
@@ -42,6 +43,7 @@ async def run_backtest(url: str, rules_dir: Path, templates_dir: Path | None, wi
     since = datetime.now(UTC) - window
     engine = create_engine(url)
     try:
+        await require_heads(engine)
         counts = await backtest(engine, RuleIndex(loaded.rules), since)
     finally:
         await engine.dispose()
