@@ -12,7 +12,7 @@ from leadhub.hub.config import HubConfig
 from leadhub.pipelines.intake import IntakePipeline
 from leadhub.pipelines.model import SourceSpec
 from leadhub.store import dead_letters
-from leadhub.store.db import create_engine, upgrade
+from leadhub.store.db import create_engine, require_heads, upgrade
 
 REPLAY_PAGE = 100  # ids read per query; each payload is read alone, when its turn comes
 
@@ -26,7 +26,7 @@ class ReplayOutcome:
 async def list_dead(config: HubConfig, limit: int, include_resolved: bool) -> Sequence[Any]:
     engine = create_engine(config.settings.effective_database_url)
     try:
-        await upgrade(engine)
+        await require_heads(engine)  # a listing creates no tables (in a database named by mistake, say)
         async with engine.connect() as conn:
             return await dead_letters.list_open(conn, limit, include_resolved)
     finally:

@@ -173,18 +173,24 @@ def _migrate_sqlite(connection: Connection, direction: str, revision: str) -> No
         connection.commit()
 
 
-def _run_alembic(connection: Connection, direction: str, revision: str) -> None:
-    from alembic import command
+def _refuse_unknown(applied: frozenset[str]) -> None:
+    """Raise when the database records a revision missing from migrations/versions."""
     from alembic.script import ScriptDirectory
 
-    config = alembic_config()
-    known = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
-    unknown = sorted(_applied_revisions(connection) - known)
+    known = {script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+    unknown = sorted(applied - known)
     if unknown:
         raise SchemaNewerThanCode(
             f"the database is at revision {', '.join(unknown)}, which this leadhub does not have: "
             "a newer leadhub migrated it; run that version (or restore a backup taken before it)"
         )
+
+
+def _run_alembic(connection: Connection, direction: str, revision: str) -> None:
+    from alembic import command
+
+    _refuse_unknown(_applied_revisions(connection))
+    config = alembic_config()
     config.attributes["connection"] = connection
     getattr(command, direction)(config, revision)
 
@@ -210,6 +216,7 @@ async def require_heads(engine: AsyncEngine) -> None:
         return
     if not applied:
         raise SchemaNotMigrated("the database has no leadhub tables yet: run `leadhub db upgrade`")
+    _refuse_unknown(applied)  # alembic is imported on this error path only
     raise SchemaNotMigrated(
         f"the database is at revision {', '.join(sorted(applied))}, this leadhub needs "
         f"{', '.join(sorted(MIGRATION_HEADS))}: run `leadhub db upgrade`"

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import text
 
 from leadhub.store.db import create_engine, redacted_url, upgrade
+from tests.fresh_interpreter import applied_revisions
 from tests.helpers import run_leadhub
 
 
@@ -27,7 +28,7 @@ def _last_line(run) -> str:  # type: ignore[no-untyped-def]
     return run.stderr.strip().splitlines()[-1]
 
 
-@pytest.mark.parametrize("command", [["db", "upgrade"], ["dead", "list"]])
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["dead", "list"], ["rules", "trace", "r"]])
 async def test_a_database_from_a_newer_release_is_named_as_such(
     tmp_path: Path, database_url: str, command: list[str]
 ) -> None:
@@ -40,11 +41,12 @@ async def test_a_database_from_a_newer_release_is_named_as_such(
     )
 
 
-@pytest.mark.parametrize("command", [["rules", "trace", "r"], ["rules", "backtest"]])
-def test_read_only_commands_on_an_empty_database_say_to_migrate(
+@pytest.mark.parametrize("command", [["rules", "trace", "r"], ["rules", "backtest"], ["dead", "list"]])
+async def test_read_only_commands_on_an_empty_database_say_to_migrate(
     tmp_path: Path, database_url: str, command: list[str]
 ) -> None:
-    """They only read, so they do not migrate; they said `no such table: rule_trace` (or `outbox_event`)."""
+    """They only read, so they do not migrate: `rules` said `no such table: rule_trace` (or `outbox_event`),
+    `dead list` created every table in whatever database it was pointed at."""
     (tmp_path / "rules").mkdir()
     env = {"LEADHUB_DATABASE_URL": database_url, "LEADHUB_RULES_DIR": str(tmp_path / "rules")}
     run = run_leadhub(*command, cwd=tmp_path, env=env)
@@ -52,3 +54,4 @@ def test_read_only_commands_on_an_empty_database_say_to_migrate(
         f"leadhub: cannot use the database {redacted_url(database_url)}: "
         "the database has no leadhub tables yet: run `leadhub db upgrade`"
     )
+    assert await applied_revisions(database_url) == frozenset()
