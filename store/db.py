@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, make_url
@@ -138,9 +138,10 @@ class SchemaNotMigrated(SchemaMismatch):
 
 # Any fixed number: every leadhub migrating a PostgreSQL database takes this one lock for the transaction.
 MIGRATION_LOCK_ID = 0x1EAD_0B
+Direction = Literal["upgrade", "downgrade"]  # alembic.command's function of that name
 
 
-def _migrate(connection: Connection, direction: str, revision: str) -> None:
+def _migrate(connection: Connection, direction: Direction, revision: str) -> None:
     """Run alembic's `upgrade` or `downgrade` in one transaction that holds the database's migration lock.
 
     Two processes starting on an empty database would otherwise both create the same tables. On SQLite the
@@ -155,7 +156,7 @@ def _migrate(connection: Connection, direction: str, revision: str) -> None:
         _run_alembic(connection, direction, revision)
 
 
-def _migrate_sqlite(connection: Connection, direction: str, revision: str) -> None:
+def _migrate_sqlite(connection: Connection, direction: Direction, revision: str) -> None:
     """SQLite's procedure for schema changes (sqlite.org/lang_altertable.html): foreign keys off, one write
     transaction, a foreign key check before the commit. A table alembic rebuilds (batch mode) is dropped and
     renamed, which the foreign keys of the rows pointing at it would otherwise refuse."""
@@ -186,7 +187,7 @@ def _refuse_unknown(applied: frozenset[str]) -> None:
         )
 
 
-def _run_alembic(connection: Connection, direction: str, revision: str) -> None:
+def _run_alembic(connection: Connection, direction: Direction, revision: str) -> None:
     from alembic import command
 
     _refuse_unknown(_applied_revisions(connection))
