@@ -9,6 +9,9 @@ import aiohttp
 from leadhub.triggers.actions.base import Permanent, Transient
 
 RETRY_STATUSES = frozenset({408, 425, 429})
+# Bytes of an answer read: a receiver's or the Bot API's JSON fits many times over, and an answer that never
+# ends (or a compressed one that grows) costs no more memory than this.
+ANSWER_LIMIT = 64 * 1024
 
 
 async def post(
@@ -20,13 +23,21 @@ async def post(
     seconds: float,
     label: str,
 ) -> tuple[int, Any]:
-    """POST and return (status, parsed JSON or text); Transient/Permanent on failure. `label` replaces the URL."""
+    """POST and return (status, text of the answer, at most ANSWER_LIMIT bytes); Transient/Permanent on failure.
+
+    `label` replaces the URL in every error (it may hold a token). Redirects are not followed: aiohttp turns a
+    POST answered 301/302/303 into a GET without the body, and re-sends the signed body to wherever a 307/308
+    points; either way the receiver configured is not the one that got the event.
+    """
     owned = session is None
     client = session or aiohttp.ClientSession()
+    timeout = aiohttp.ClientTimeout(total=seconds)
     try:
-        async with client.post(url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=seconds)) as resp:
-            text = await resp.text(errors="replace")
+        async with client.post(url, data=body, headers=headers, timeout=timeout, allow_redirects=False) as resp:
             status = resp.status
+            text = await _answer(resp)
+    except aiohttp.InvalidURL:
+        raise Permanent(f"{label}: not a valid URL") from None
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise Transient(f"{label}: {type(exc).__name__}") from None
     finally:
@@ -36,4 +47,24 @@ async def post(
         raise Transient(f"{label}: HTTP {status}: {text[:200]}")
     if status >= 400:
         raise Permanent(f"{label}: HTTP {status}: {text[:200]}")
+    if status >= 300:
+        raise Permanent(f"{label}: HTTP {status}: a redirect, not followed; give the URL it ends at")
     return status, text
+
+
+async def _answer(resp: aiohttp.ClientResponse) -> str:
+    """The start of the answer. Its status is already known, so an answer that breaks off or outlasts the
+    timeout keeps what was read: a 2xx then means delivered (a retry would deliver it twice)."""
+    data = b""
+    try:
+        while len(data) < ANSWER_LIMIT:
+            chunk = await resp.content.read(ANSWER_LIMIT - len(data))
+            if not chunk:
+                break
+            data += chunk
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        pass  # keep what arrived; the status decides
+    try:
+        return data.decode(resp.charset or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        return data.decode("utf-8", errors="replace")

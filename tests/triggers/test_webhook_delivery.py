@@ -1,0 +1,114 @@
+"""Outbound webhooks against receivers that misbehave: redirects, endless answers (a real aiohttp server)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from tests.helpers import wait_for
+from tests.triggers.conftest import Shop
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Callable[[dict[str, Handler]], Awaitable[str]]]:
+    """Start a loopback HTTP server with the given routes (path → POST/GET handler); its base URL."""
+    runners: list[web.AppRunner] = []
+
+    async def start(routes: dict[str, Handler]) -> str:
+        app = web.Application()
+        for path, handler in routes.items():
+            app.router.add_route("*", path, handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+def _rule(rules_dir: Path, url: str, timeout: str = "10s") -> None:
+    (rules_dir / "test.yaml").write_text(
+        f"""
+rules:
+  - id: crm
+    on: lead.created
+    do:
+      - webhook: {{url: "{url}", secret: s3cret, timeout: {timeout}}}
+"""
+    )
+
+
+async def _settled(shop: Shop) -> Any:
+    """The webhook's run once it left `running` for the first time (done, failed, or pending a retry)."""
+
+    async def probe() -> Any:
+        rows = await shop.actions(rule_id="crm")
+        return rows[0] if rows and rows[0].attempts >= 1 and rows[0].status != "running" else None
+
+    return await wait_for(probe, timeout=30, what="the webhook's first run to be recorded")
+
+
+async def _fire(trigger_hub, clock) -> Shop:  # type: ignore[no-untyped-def]
+    running = await trigger_hub()
+    shop = Shop(running.engine, clock)
+    contact_id, lead_id = await shop.customer("maria@example.com", "Maria")
+    await shop.emit("lead.created", lead_id, lead_id=lead_id, contact_id=contact_id, channel="shop", tags=[])
+    return shop
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_a_redirect_is_not_followed_and_fails(trigger_hub, clock, rules_dir, receiver, status: int) -> None:
+    """A 301/302/303 followed by aiohttp turns the POST into a GET without the body, and the run was recorded
+    `done` though the receiver never got the lead; a 307/308 re-posts the signed body to wherever it points."""
+    seen: list[tuple[str, str]] = []
+
+    async def redirect(request: web.Request) -> web.StreamResponse:
+        seen.append((request.method, request.path))
+        return web.Response(status=status, headers={"Location": "/elsewhere"})
+
+    async def elsewhere(request: web.Request) -> web.StreamResponse:
+        seen.append((request.method, request.path))
+        return web.json_response({"ok": True})
+
+    base = await receiver({"/hook": redirect, "/elsewhere": elsewhere})
+    _rule(rules_dir, f"{base}/hook")
+    shop = await _fire(trigger_hub, clock)
+    run = await _settled(shop)
+    assert (run.status, run.attempts) == ("failed", 1)
+    assert f"HTTP {status}" in run.last_error and "redirect" in run.last_error
+    assert seen == [("POST", "/hook")]
+
+
+async def test_a_2xx_with_an_endless_body_is_delivered_once(trigger_hub, clock, rules_dir, receiver) -> None:
+    """The receiver took the lead (200) and then streams an answer that never ends: the run is `done`, read only
+    up to a limit. Reading it all held the whole answer in memory until the timeout, which then retried a
+    delivery the receiver already had."""
+    posts: list[bytes] = []
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        posts.append(await request.read())
+        response = web.StreamResponse(status=200, headers={"Content-Type": "text/plain"})
+        await response.prepare(request)
+        chunk = b"x" * 65536
+        try:
+            while True:
+                await response.write(chunk)
+        except (ConnectionError, RuntimeError):
+            return response
+
+    base = await receiver({"/hook": endless})
+    _rule(rules_dir, f"{base}/hook", timeout="3s")
+    shop = await _fire(trigger_hub, clock)
+    run = await _settled(shop)
+    assert (run.status, run.last_error) == ("done", None)
+    assert run.result["status"] == 200 and len(posts) == 1
