@@ -98,8 +98,8 @@ class Templates:
         dirs = [str(templates_dir)] if templates_dir else []
         loader = ChoiceLoader([FileSystemLoader([*dirs, str(PACKAGE_TEMPLATES)])])
         self.expressions = _environment()
-        self.text = _environment(loader=loader, autoescape=False, keep_trailing_newline=True)
-        self.html = _environment(loader=loader, autoescape=True, keep_trailing_newline=True)
+        self.text = _environment(loader=loader, autoescape=False, keep_trailing_newline=True, finalize=_blank)
+        self.html = _environment(loader=loader, autoescape=True, keep_trailing_newline=True, finalize=_blank)
 
     def expression(self, source: str, scope: Scope) -> Callable[..., Any]:
         """Compile a condition once; the result is called with the context as keyword arguments."""
@@ -143,6 +143,12 @@ class Templates:
         if problems:
             raise TemplateProblem(f"{name}: " + "; ".join(problems))
         return _with_deadline(env.from_string(source), tree)
+
+
+def _blank(value: Any) -> Any:
+    """A missing value (a lead nobody owns, a contact without a phone) prints as nothing, not as the word None:
+    `assignee: "{{ lead.owner }}"` made a task for a manager called "None", a webhook body sent "None" as a phone."""
+    return "" if value is None else value
 
 
 def _with_deadline(template: Template, tree: nodes.Template) -> Template:

@@ -190,3 +190,29 @@ rules:
     await _new_lead(shop)
     failed = await _action(shop, "tell-managers", "failed")
     assert "chat not found" in failed.last_error and "SECRET" not in failed.last_error
+
+
+async def test_a_task_for_a_lead_without_owner_is_unassigned(trigger_hub, clock, rules_dir: Path) -> None:
+    """`{{ lead.owner }}` of a lead nobody owns rendered the word None: the task went to a manager called "None"."""
+    from sqlalchemy import update
+
+    from leadhub.store.models import Lead
+
+    _rule(
+        rules_dir,
+        """
+rules:
+  - id: call-back
+    on: lead.created
+    do:
+      - create_task: {title: "Call {{ contact.name }} {{ contact.company }}", assignee: "{{ lead.owner }}"}
+""",
+    )
+    running = await trigger_hub()
+    shop = Shop(running.engine, clock)
+    contact_id, lead_id = await shop.customer("maria@example.com", "Maria")
+    async with running.engine.begin() as conn:
+        await conn.execute(update(Lead.__table__).where(Lead.__table__.c.id == lead_id).values(owner=None))
+    await shop.emit("lead.created", lead_id, lead_id=lead_id, contact_id=contact_id, channel="shop", tags=[])
+    (task,) = await running.wait_items("/api/tasks", 1, timeout=30, lead_id=lead_id)
+    assert (task["title"], task["assignee"]) == ("Call Maria", None)
