@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -23,6 +23,7 @@ from pydantic import (
 from leadhub.durations import parse_duration
 
 RULE_ID = r"^[a-z0-9][a-z0-9_.-]{0,99}$"
+WEBHOOK_TIMEOUT_MAX = timedelta(seconds=60)  # well inside the scheduler's 5-minute lease
 ANCHOR = re.compile(r"^\s*([a-z_]+)\.([a-z_]+)\s*(?:\+\s*(\S+))?\s*$")
 
 
@@ -65,7 +66,16 @@ class Webhook(Strict):
     url: str = Field(pattern=r"^https?://", description="http(s) URL (a template)")
     secret: str | None = Field(None, description="signing secret; the signature goes in X-Leadhub-Signature")
     body: dict[str, Any] | None = Field(None, description="JSON body; string values are templates")
-    timeout: Duration = "10s"
+    timeout: Duration = Field("10s", description="more than 0s, at most 60s")
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, value: str) -> str:
+        # 0 is no timeout at all to aiohttp, and the scheduler records a batch when its slowest action ends: a
+        # receiver that never answers held every other action, and past the lease another replica re-ran them.
+        if not timedelta(0) < parse_duration(value) <= WEBHOOK_TIMEOUT_MAX:
+            raise ValueError(f"a webhook timeout must be more than 0s and at most 60s, not {value!r}")
+        return value
 
 
 class UpdateLead(Strict):

@@ -111,6 +111,26 @@ CASES = {
 """,
         "r.yaml:7:35: rule 'z': schedule.timezone: unknown time zone 'Mars/Olympus'",
     ),
+    # No timeout at all (aiohttp reads 0 as none): a receiver that never answers held the scheduler's batch, and
+    # with it every other action, for good. Past the 5-minute lease another replica ran the batch's actions again.
+    "webhook without a timeout": (
+        """\
+  - id: w
+    on: lead.created
+    do: [{webhook: {url: "https://crm.example/hook", timeout: 0s}}]
+""",
+        "r.yaml:8:54: rule 'w': do[0].webhook.timeout: "
+        "a webhook timeout must be more than 0s and at most 60s, not '0s'",
+    ),
+    "webhook timeout past the lease": (
+        """\
+  - id: w
+    on: lead.created
+    do: [{webhook: {url: "https://crm.example/hook", timeout: 10m}}]
+""",
+        "r.yaml:8:54: rule 'w': do[0].webhook.timeout: "
+        "a webhook timeout must be more than 0s and at most 60s, not '10m'",
+    ),
     "field the event cannot have": (
         """\
   - id: f
