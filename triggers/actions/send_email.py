@@ -33,6 +33,9 @@ LINKS = frozenset({"survey_url", "unsubscribe_url"})
 SMTP_TIMEOUT = 15.0
 # No folding of long headers: a folded List-Unsubscribe URL becomes encoded words no client can follow.
 POLICY = email.policy.SMTP.clone(max_line_length=998)
+# An internationalised address (a non-ASCII local part, which intake keeps) goes in raw UTF-8 headers (RFC 6532)
+# and an SMTPUTF8 envelope (RFC 6531); aiosmtplib's sendmail encoded it as ASCII and raised UnicodeEncodeError.
+UTF8_POLICY = POLICY.clone(utf8=True)
 
 
 @dataclass(frozen=True)
@@ -124,8 +127,10 @@ class BoundEmail:
         if sent:
             return {"message_id": message_id, "already_sent": True}
         headers = _headers(rendered, sender, message_id, job)
-        data = mime.build(headers, rendered["text"], rendered["html"]) or _message(headers, rendered).as_bytes()
-        await _send(data, _address(sender), _address(to), target, deps.extra.get("smtp_pool"))
+        envelope = (_address(sender), _address(to))
+        utf8 = not "".join(envelope).isascii()
+        data = mime.build(headers, rendered["text"], rendered["html"]) or _message(headers, rendered, utf8).as_bytes()
+        await _send(data, envelope, target, deps.extra.get("smtp_pool"), utf8=utf8)
         lead_id = getattr(job.context.get("lead"), "id", None)
         # Recorded with the batch's outcomes, in the scheduler's one transaction, one statement for the batch.
         job.batched.append((trigger_data.record_sent, trigger_data.sent_row(message_id, lead_id, job.now)))
@@ -166,9 +171,9 @@ def _headers(rendered: dict[str, Any], sender: str, message_id: str, job: Job) -
     return headers
 
 
-def _message(headers: list[tuple[str, str]], rendered: dict[str, Any]) -> EmailMessage:
+def _message(headers: list[tuple[str, str]], rendered: dict[str, Any], utf8: bool = False) -> EmailMessage:
     """The stdlib's way, for what `mime.build` leaves to it (non-ASCII addresses, odd header values)."""
-    message = EmailMessage(policy=POLICY)
+    message = EmailMessage(policy=UTF8_POLICY if utf8 else POLICY)
     for name, value in headers:
         message[name] = value
     message.set_content(rendered["text"] or "")
@@ -180,13 +185,17 @@ def _message(headers: list[tuple[str, str]], rendered: dict[str, Any]) -> EmailM
     return message
 
 
-async def _send(data: bytes, sender: str, to: str, target: SmtpTarget, pool: SmtpPool | None) -> None:
+async def _send(
+    data: bytes, envelope: tuple[str, str], target: SmtpTarget, pool: SmtpPool | None, *, utf8: bool
+) -> None:
     import aiosmtplib  # here, not at module level: a daemon whose rules send no e-mail never loads it
 
+    sender, to = envelope
+    options = ["SMTPUTF8"] if utf8 else None
     try:
         if pool is not None:
             async with pool.connection(target) as client:
-                await client.sendmail(sender, [to], data)
+                await client.sendmail(sender, [to], data, mail_options=options)
             return
         await aiosmtplib.send(
             data,
@@ -199,7 +208,12 @@ async def _send(data: bytes, sender: str, to: str, target: SmtpTarget, pool: Smt
             use_tls=target.use_tls,
             start_tls=target.start_tls,
             timeout=SMTP_TIMEOUT,
+            mail_options=options,
         )
+    except aiosmtplib.SMTPNotSupported as exc:
+        if not utf8:
+            raise Transient(f"SMTP server unavailable: SMTPNotSupported: {exc}") from None
+        raise Permanent(f"the SMTP server does not take internationalised addresses: {exc}") from None
     except aiosmtplib.SMTPRecipientsRefused as exc:
         codes = [r.code for r in exc.recipients]
         error = Transient if all(400 <= c < 500 for c in codes) else Permanent
