@@ -150,7 +150,9 @@ def _address(header: str) -> str:
 
 
 def _message_id(key: str, sender: str) -> str:
-    domain = sender.rpartition("@")[2] or "localhost"
+    """Derived from the action key, so a retry sends the same one; the domain is the sender address's (of
+    `Name <shop@example.com>` too: the header's last `@` gave `example.com>`, and replies matched nothing)."""
+    domain = _address(sender).rpartition("@")[2] or "localhost"
     return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@{domain}>"
 
 
