@@ -6,7 +6,7 @@ from email import message_from_string, policy
 
 import pytest
 
-from leadhub.triggers.actions.mailbox import NotAMailbox, mailbox
+from leadhub.triggers.actions.mailbox import NotAMailbox, mailbox, optional_mailbox
 
 
 @pytest.mark.parametrize(
@@ -36,3 +36,9 @@ def test_an_internationalised_address_keeps_its_name() -> None:
 def test_not_a_mailbox(rendered: str) -> None:
     with pytest.raises(NotAMailbox, match=r"^from: "):
         mailbox(rendered, "from")
+
+
+def test_blank_is_no_mailbox_at_all() -> None:
+    """A value that rendered empty falls back to the SMTP URL's sender (for `from`) or no Reply-To, as before."""
+    assert optional_mailbox(" \n", "from") is None
+    assert optional_mailbox("Shop <shop@example.com>", "from") == "Shop <shop@example.com>"

@@ -35,6 +35,11 @@ def mailbox(value: str, option: str) -> str:
     return f"{_display(display)} <{address}>" if display else address
 
 
+def optional_mailbox(value: str, option: str) -> str | None:
+    """None for a value that rendered blank (`{{ lead.owner_email }}` of nobody): the default sender, no Reply-To."""
+    return mailbox(value, option) if value.strip() else None
+
+
 def _display(name: str) -> str:
     """The name as formataddr writes it: quoted, with what is inside escaped, or RFC 2047 when not ASCII.
     (formataddr itself refuses an internationalised address, which the stdlib's EmailMessage can still send.)"""

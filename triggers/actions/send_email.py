@@ -23,7 +23,7 @@ from leadhub.triggers.actions.base import (
     Transient,
     compile_text,
 )
-from leadhub.triggers.actions.mailbox import mailbox
+from leadhub.triggers.actions.mailbox import optional_mailbox
 from leadhub.triggers.actions.smtp_pool import SmtpPool
 from leadhub.triggers.links import link_context
 from leadhub.triggers.sandbox import Scope, TemplateProblem, Templates
@@ -82,8 +82,8 @@ class BoundEmail:
         full = context | link_context(env.key, env.public_url, context, to, env.now)
         return {
             "to": to,
-            "from": mailbox(self.sender.render(**full), "from") if self.sender else None,
-            "reply_to": mailbox(self.reply_to.render(**full), "reply_to") if self.reply_to else None,
+            "from": optional_mailbox(self.sender.render(**full), "from") if self.sender else None,
+            "reply_to": optional_mailbox(self.reply_to.render(**full), "reply_to") if self.reply_to else None,
             "subject": " ".join(self.subject.render(**full).split()),
             "text": self.text.render(**full) if self.text else None,
             "html": self.html.render(**full) if self.html else None,
