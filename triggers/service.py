@@ -54,6 +54,7 @@ class TriggerService:
         self.reloads = 0
         self._loaded: tuple[tuple[str, int, int], ...] | None = None
         self.on_reload = on_reload
+        self.public_url = public_url
         self._stop_watch = asyncio.Event()
         self.reload()
         self.deps = Deps(engine=engine, smtp_url=smtp_url, public_url=public_url, extra={"smtp_pool": SmtpPool()})
@@ -101,7 +102,22 @@ class TriggerService:
         self.reloads += 1
         self.on_reload(len(rules), len(problems))
         log.info("rules loaded", rules=len(rules), files=len(files), problems=len(problems))
+        self._warn_of_local_links(rules)
         return self.problems
+
+    def _warn_of_local_links(self, rules: list[CompiledRule]) -> None:
+        """E-mails carry survey and unsubscribe links built on LEADHUB_PUBLIC_URL; without it they point at this
+        machine's loopback address, which no customer can open. Rules still load: a test setup may want that."""
+        if self.public_url is not None:
+            return
+        emailing = [rule.id for rule in rules if "send_email" in rule.action_types]
+        if emailing:
+            log.warning(
+                "e-mail links will point at http://127.0.0.1:8080, which customers cannot open: "
+                "set LEADHUB_PUBLIC_URL to the address this daemon is reached at from outside",
+                rules=emailing[:5],
+                emailing_rules=len(emailing),
+            )
 
     def _rule_files(self) -> list[Path]:
         return rule_files(self.rules_dir) if self.rules_dir.is_dir() else []

@@ -7,6 +7,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from leadhub.store.db import create_engine
 from leadhub.triggers.service import TriggerService
 from tests.helpers import wait_for
@@ -125,3 +127,25 @@ async def test_an_edited_template_file_reloads_the_rules_that_use_it(tmp_path: P
         service.stop()
         await asyncio.wait_for(watcher, 10)
         await engine.dispose()
+
+
+async def test_email_rules_without_a_public_url_are_warned_about(tmp_path: Path, rules_dir: Path) -> None:
+    """Survey and unsubscribe links fall back to loopback: an admin who forgot LEADHUB_PUBLIC_URL hears of it at
+    load, not from customers whose links do not open."""
+    (rules_dir / "a.yaml").write_text(
+        "rules:\n  - id: survey\n    on: order.completed\n    do:\n"
+        "      - send_email: {template: survey, to: '{{ contact.email }}'}\n"
+        "  - id: task\n    on: lead.created\n    do: [{create_task: {title: x}}]\n"
+    )
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'leadhub.db'}")
+    for public_url, warned in ((None, True), ("https://leads.example.com", False)):
+        with structlog.testing.capture_logs() as lines:
+            service = TriggerService(
+                engine, lambda: None, rules_dir=rules_dir, templates_dir=None, smtp_url=None, public_url=public_url
+            )
+        assert [r.id for r in service.index.rules] == ["survey", "task"]
+        warnings = [line for line in lines if "LEADHUB_PUBLIC_URL" in line["event"]]
+        assert bool(warnings) is warned, lines
+        if warned:
+            assert warnings[0]["log_level"] == "warning" and warnings[0]["rules"] == ["survey"], warnings
+    await engine.dispose()
