@@ -62,9 +62,9 @@ OPTED_OUT = ("unsubscribe", "complaint")
 
 
 async def known_identifiers(conn: AsyncConnection, idents: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
-    """The contact each known identifier belongs to.
+    """The contact each known identifier belongs to (the contact it was merged into, if it was).
 
-    On PostgreSQL the contacts are locked (in id order, so two batches never deadlock on them): a
+    On PostgreSQL the contacts are locked (first in id order, so two batches rarely deadlock on them): a
     concurrent batch about the same person waits for this one and then sees its leads and merges, so
     two workers never open two leads for one request or link a row to a contact merged meanwhile.
     """
@@ -83,10 +83,35 @@ async def known_identifiers(conn: AsyncConnection, idents: set[tuple[str, str]])
         .where(or_(*clauses))
     )
     if conn.dialect.name == "postgresql":
-        query = query.order_by(contact_t.c.id).with_for_update(of=contact_t)
+        return await _locked_owners(conn, query)
     return {
         (kind, value): merged_into or contact_id for kind, value, contact_id, merged_into in await conn.execute(query)
     }
+
+
+async def _locked_owners(conn: AsyncConnection, query: Any) -> dict[tuple[str, str], str]:
+    """Lock the contacts the identifiers name, then read again until every contact the identifiers name is locked.
+
+    A lock that was waited for is released by a commit that may have moved identifiers (an unmerge gives the
+    phone back to its contact) or merged the contact into one this batch has not locked; the rows read before
+    the wait then name the wrong contact. Each read after the locks is a new snapshot (READ COMMITTED) that sees
+    those commits. Usually one locking read and one plain read; later locks are out of id order, and a deadlock
+    that makes is ended by PostgreSQL and the batch retried like any lost race.
+    """
+    locking = query.order_by(contact_t.c.id).with_for_update(of=contact_t)
+    locked = {contact_id for _, _, contact_id, _ in await conn.execute(locking)}
+    while True:
+        rows = (await conn.execute(query)).all()
+        named = {c for _, _, contact_id, merged_into in rows for c in (contact_id, merged_into) if c}
+        if named <= locked:
+            return {(kind, value): merged_into or contact_id for kind, value, contact_id, merged_into in rows}
+        await conn.execute(
+            select(contact_t.c.id)
+            .where(contact_t.c.id.in_(sorted(named - locked)))
+            .order_by(contact_t.c.id)
+            .with_for_update()
+        )
+        locked |= named
 
 
 @dataclass(slots=True)
