@@ -369,12 +369,7 @@ async def unmerge(conn: AsyncConnection, ident: str, now: datetime) -> dict[str,
     await lock_for_writing(conn)
     found = await find_merge(conn, ident)
     if conn.dialect.name == "postgresql":
-        await conn.execute(
-            select(contact_t.c.id)
-            .where(contact_t.c.id.in_([found["survivor_id"], found["merged_id"]]))
-            .order_by(contact_t.c.id)
-            .with_for_update()
-        )
+        found = await _locked_merge(conn, found)
     moved, before = found["moved"], found["before"]
     merged_id = found["merged_id"]
     await leads.unfold(conn, moved.get("lead_folds", []))
@@ -401,6 +396,26 @@ async def unmerge(conn: AsyncConnection, ident: str, now: datetime) -> dict[str,
     )
     await conn.execute(outbox_t.insert(), [event])
     return found | {"undone_at": now}
+
+
+async def _locked_merge(conn: AsyncConnection, found: dict[str, Any]) -> dict[str, Any]:
+    """Lock the merge's contacts, then read the merge again: a concurrent unmerge may have taken it back meanwhile.
+
+    Without the second read, two unmerges at once (a double click, two admins) both restored the rows and both
+    announced `contact.unmerged`.
+    """
+    await conn.execute(
+        select(contact_t.c.id)
+        .where(contact_t.c.id.in_([found["survivor_id"], found["merged_id"]]))
+        .order_by(contact_t.c.id)
+        .with_for_update()
+    )
+    row = dict(
+        (await conn.execute(select(merge_t).where(merge_t.c.id == found["id"]).with_for_update())).mappings().one()
+    )
+    if row["undone_at"] is not None:
+        raise UnmergeError(f"merge {row['id']} was already undone at {row['undone_at']}")
+    return row
 
 
 def _jsonable(value: Any) -> Any:

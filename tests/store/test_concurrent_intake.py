@@ -19,7 +19,7 @@ from leadhub.envelope import Envelope
 from leadhub.pipelines.intake import IntakePipeline
 from leadhub.store import identity, intake
 from leadhub.store.intake import write_batch
-from leadhub.store.models import Contact, ContactIdentifier, Inquiry, Lead, Order, OutboxEvent
+from leadhub.store.models import Contact, ContactIdentifier, ContactMerge, Inquiry, Lead, Order, OutboxEvent
 from leadhub.store.policy import IdentityPolicy
 from tests.helpers import wait_for
 from tests.store.envelopes import SOURCES, form, live_contacts, live_leads, shopify_order, table
@@ -222,6 +222,33 @@ async def test_an_intake_waiting_on_an_unmerge_goes_to_the_contact_the_unmerge_g
     (inquiry,) = await table(engine, Inquiry, Inquiry.__table__.c.key == "form:p")
     (lead,) = await table(engine, Lead, Lead.__table__.c.id == inquiry["lead_id"])
     assert lead["contact_id"] == b
+
+
+async def test_two_unmerges_of_one_merge_at_once_take_it_back_once(engine: AsyncEngine) -> None:
+    """A double click or two admins: the second finds the merge undone already and changes nothing."""
+    pipeline = make_pipeline(engine)
+    await store(make_pipeline(engine, NOW - DAY), form("a", T0, email="a@x.example"))  # older: A survives
+    await store(pipeline, form("b", T0 + HOUR, phone="+79160003300"))
+    await store(pipeline, form("ab", T0 + 2 * HOUR, email="a@x.example", phone="+79160003300"))
+    merged = await _merged(engine)
+
+    async def unmerge_in_own_transaction() -> None:
+        async with engine.begin() as conn:
+            await identity.unmerge(conn, merged, NOW)
+
+    first = await _begun(engine)
+    try:
+        await identity.unmerge(first, merged, NOW)
+        second = asyncio.create_task(unmerge_in_own_transaction())
+        await _until_waiting(engine, 1, second)
+        await first.commit()
+    finally:
+        await first.close()
+    with pytest.raises(identity.UnmergeError, match="already undone"):
+        await asyncio.wait_for(second, 20)
+    assert len(await table(engine, OutboxEvent, OutboxEvent.__table__.c.type == "contact.unmerged")) == 1
+    (merge,) = await table(engine, ContactMerge)
+    assert merge["undone_at"] is not None
 
 
 async def test_an_intake_resolved_through_a_merge_waits_for_the_survivor_and_joins_its_lead(
