@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from leadhub.envelope import Envelope
 from leadhub.pipelines.intake import IntakePipeline
-from leadhub.store import identity, intake
+from leadhub.store import bulk, identity, intake
 from leadhub.store.intake import write_batch
 from leadhub.store.models import Contact, ContactIdentifier, ContactMerge, Inquiry, Lead, Order, OutboxEvent
 from leadhub.store.policy import IdentityPolicy
@@ -112,6 +112,23 @@ async def test_workers_storing_one_new_person_at_once_make_one_contact_and_one_l
     assert {i["lead_id"] for i in await table(engine, Inquiry)} == {lead["id"]}
     assert lead["first_touch_at"].replace(tzinfo=UTC) == T0
     assert len(await table(engine, OutboxEvent, OutboxEvent.__table__.c.type == "contact.created")) == 1
+
+
+async def test_two_workers_with_the_same_new_people_in_batches_big_enough_for_copy(
+    monkeypatch: pytest.MonkeyPatch, engine: AsyncEngine
+) -> None:
+    """On PostgreSQL such batches go in by COPY, whose unique violation comes from asyncpg unwrapped: the loser's
+    transaction must still roll back cleanly and each of its envelopes be stored on the one-by-one retry."""
+    people = range(bulk.COPY_FROM + 4)
+    batches = [
+        [form(f"{worker}-{n}", T0 + n * HOUR, email=f"person{n}@x.example", phone=f"+7916{n:07d}") for n in people]
+        for worker in ("w1", "w2")
+    ]
+    tries = await race(monkeypatch, engine, batches)
+    assert max(tries) <= 2, tries
+    assert len(await table(engine, Contact)) == len(people)
+    assert len(await table(engine, Inquiry)) == 2 * len(people)
+    assert len(await live_leads(engine)) == len(people)
 
 
 async def test_one_new_order_from_two_deliveries_at_once_is_one_order_with_one_lead(
