@@ -10,6 +10,7 @@ from email_validator import EmailNotValidError, validate_email
 from leadhub.pipelines.model import Identity
 
 _SPACES = re.compile(r"\s+")
+NAME_LENGTH = 200  # contact.name and company
 # Plain ASCII addresses, which are nearly all of them, skip email-validator (a third of the pipeline's
 # CPU for this step). The pattern accepts only what email-validator accepts and normalizes the same way
 # (tests/pipelines/test_normalize.py proves it with generated addresses); anything else goes the long way.
@@ -63,12 +64,18 @@ def normalize_phone(value: str | None, region: str | None) -> str | None:
 
 
 def normalize_name(value: str | None) -> str | None:
-    """Collapsed whitespace; each all-lower or all-upper word gets title case, mixed ones (McDonald) are kept."""
+    """Collapsed whitespace; each all-lower or all-upper word gets title case, mixed ones (McDonald) are kept.
+
+    Cut to the column (200) before the case is decided, so the stored name normalizes to itself: a cut after it
+    left a trailing space or half a mixed-case word that the next pass read as lower case.
+    """
     if not value:
         return None
-    words = _SPACES.sub(" ", value).strip().split(" ")
+    words = _SPACES.sub(" ", value).strip()[:NAME_LENGTH].split(" ")
     text = " ".join(w.title() if w.islower() or w.isupper() else w for w in words if w)
-    return text[:200] or None
+    if len(text) > NAME_LENGTH and " " in text[: NAME_LENGTH + 1]:  # title case lengthened a word (ß -> Ss)
+        text = text[: NAME_LENGTH + 1].rsplit(" ", 1)[0]  # whole words only: a cut word would be re-cased next time
+    return text[:NAME_LENGTH].rstrip() or None
 
 
 def normalize_identity(identity: Identity, region: str | None) -> Identity:
