@@ -17,12 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from leadhub.envelope import Envelope
 from leadhub.pipelines.intake import IntakePipeline
-from leadhub.store import bulk, identity, intake
+from leadhub.store import bulk, identity
 from leadhub.store.intake import write_batch
 from leadhub.store.models import Contact, ContactIdentifier, ContactMerge, Inquiry, Lead, Order, OutboxEvent
 from leadhub.store.policy import IdentityPolicy
 from tests.helpers import wait_for
 from tests.store.envelopes import SOURCES, form, live_contacts, live_leads, shopify_order, table
+from tests.store.races import meet_on_first_try
 
 T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -36,33 +37,6 @@ def make_pipeline(engine: AsyncEngine, now: datetime = NOW) -> IntakePipeline:
 
 async def store(pipeline: IntakePipeline, *envelopes: Envelope) -> None:
     await pipeline.store([pipeline.prepare(e) for e in envelopes])
-
-
-def _first_try_meets_the_others(monkeypatch: pytest.MonkeyPatch, engine: AsyncEngine, parties: int) -> None:
-    """Hold every worker's first transaction until all have begun, and on PostgreSQL until all have read which
-    identifiers are known: each then believes the person is new, so they really race to insert them.
-
-    SQLite's write lock is taken before those reads, so there the workers meet just before taking it.
-    """
-    started, read = asyncio.Barrier(parties), asyncio.Barrier(parties)
-    lock_for_writing, known_identifiers = intake.lock_for_writing, identity.known_identifiers
-    passed: set[int] = set()
-
-    async def meet_then_lock(conn: AsyncConnection) -> None:
-        if id(asyncio.current_task()) not in passed:
-            await started.wait()
-        await lock_for_writing(conn)
-
-    async def read_then_meet(conn: AsyncConnection, idents: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
-        found = await known_identifiers(conn, idents)
-        if id(asyncio.current_task()) not in passed:
-            passed.add(id(asyncio.current_task()))
-            if engine.dialect.name == "postgresql":
-                await read.wait()
-        return found
-
-    monkeypatch.setattr(intake, "lock_for_writing", meet_then_lock)
-    monkeypatch.setattr(identity, "known_identifiers", read_then_meet)
 
 
 async def tries_as_the_consumer(pipeline: IntakePipeline, envelopes: list[Envelope]) -> int:
@@ -85,7 +59,7 @@ async def race(
     monkeypatch: pytest.MonkeyPatch, engine: AsyncEngine, batches: list[list[Envelope]], *, overlap: bool = True
 ) -> list[int]:
     if overlap:
-        _first_try_meets_the_others(monkeypatch, engine, len(batches))
+        meet_on_first_try(monkeypatch, engine.dialect.name, len(batches))
     workers = [make_pipeline(engine) for _ in batches]
     return list(
         await asyncio.wait_for(
