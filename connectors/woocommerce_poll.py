@@ -1,15 +1,20 @@
 """Connector `woocommerce_poll`: pulls orders modified since the checkpoint from the WooCommerce REST API (v3).
 
-For shops that cannot push webhooks. Each poll walks `GET /wp-json/wc/v3/orders?modified_after=...` page by page,
-publishes every order (keyed by id and modification time, so a re-read is a duplicate), and only then moves the
-checkpoint in `connector_state`; a crash mid-way re-reads the same orders instead of losing them.
+For shops that cannot push webhooks. Each poll reads `GET /wp-json/wc/v3/orders?modified_after=...` oldest
+modification first, publishes every order (keyed by id and modification time, so a re-read is a duplicate), and
+only then moves the checkpoint in `connector_state`; a crash mid-way re-reads the same orders instead of losing them.
+
+The next page is asked for from the last modification time seen (keyset), not as `page=2` of the first query: an
+order edited during the walk moves to the end of the list, and with page numbers the order after it would slide
+onto a page already read and be skipped for good. Only a full page of one second (a bulk edit) is paged by number.
+One replica at a time polls a shop (a lease, store/leases.py); failures back off, and a 429's Retry-After holds.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
+import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
@@ -20,21 +25,32 @@ from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 
 from leadhub.connectors.base import ConnectorConfig, ConnectorContext, Stop
 from leadhub.connectors.shop_common import check_status_map
+from leadhub.connectors.woocommerce_api import OrdersApi, PollError, modified_time
 from leadhub.durations import parse_duration
 from leadhub.envelope import Envelope
 from leadhub.store.connector_state import load_state, save_state
+from leadhub.store.leases import Lease, try_lease
 
 log = structlog.get_logger("leadhub.connectors.woocommerce_poll")
-ORDERS_PATH = "/wp-json/wc/v3/orders"
 STATE_KEY = "orders"
 # Re-read one second before the checkpoint: WooCommerce times have whole seconds, and re-reads are duplicates.
 OVERLAP = timedelta(seconds=1)
-MAX_PAGES = 1000
+MAX_PAGES = 1000  # requests in one poll; the next poll goes on from the checkpoint reached
 STOP_GRACE = 2.0  # seconds a running poll gets to finish when the hub stops
+LEASE_RETRY = 5.0  # seconds between a standby replica's attempts to take the shop's lease
+MAX_BACKOFF = 900.0  # failing polls back off to at most this (or the interval, if longer)
+MAX_RETRY_AFTER = 3600.0  # a Retry-After beyond this is taken as this: a bogus header must not park the poller
 
 
-class PollError(Exception):
-    """The shop answered something other than a page of orders; the message says what."""
+def next_delay(interval: float, failures: int, retry_after: float | None = None) -> float:
+    """Seconds until the next poll: the interval, doubled per failure in a row up to the cap, and never less than
+    what the shop asked for with Retry-After."""
+    if failures == 0:
+        return interval
+    delay = min(interval * 2 ** min(failures - 1, 30), max(interval, MAX_BACKOFF))
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
+    return delay
 
 
 class WooCommercePollConfig(ConnectorConfig):
@@ -63,16 +79,6 @@ class WooCommercePollConfig(ConnectorConfig):
         return check_status_map(value)
 
 
-def _gmt(value: Any, order_id: Any) -> datetime:
-    if not isinstance(value, str):
-        raise PollError(f"order {order_id}: date_modified_gmt is missing or not a string")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise PollError(f"order {order_id}: date_modified_gmt {value[:40]!r} is not an ISO time") from None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
-
-
 class WooCommercePollConnector:
     """Polls on an interval until stopped; reports each poll's outcome under /readyz."""
 
@@ -84,6 +90,13 @@ class WooCommercePollConnector:
         self.config = config
         self.context = context
         self.base_url = str(config.url).rstrip("/")
+        self.api = OrdersApi(
+            self.base_url,
+            config.consumer_key.get_secret_value(),
+            config.consumer_secret.get_secret_value(),
+            config.auth,
+            config.per_page,
+        )
         self._stopping = asyncio.Event()
 
     async def start(self) -> Stop:
@@ -104,17 +117,54 @@ class WooCommercePollConnector:
         timeout = aiohttp.ClientTimeout(total=self.config.timeout.total_seconds())
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while not self._stopping.is_set():
+                lease = await self._take_lease()
+                if lease is None:
+                    continue
                 try:
-                    published = await self.poll_once(session)
-                except Exception as exc:  # the shop or the queue is away: report, keep the checkpoint, retry
-                    error = self._redact(f"{type(exc).__name__}: {str(exc)[:300]}")
-                    log.warning("woocommerce poll failed", connector=self.config.name, error=error)
-                    self.context.report(self.config.name, {"ok": False, "error": error})
-                else:
-                    status = {"ok": True, "published": published, "polled_at": datetime.now(UTC).isoformat()}
-                    self.context.report(self.config.name, status)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), self.config.interval.total_seconds())
+                    await self._poll_while_held(session, lease)
+                finally:
+                    await lease.release()
+
+    async def _take_lease(self) -> Lease | None:
+        """The shop's lease, or None after a pause when another replica holds it or the store is away."""
+        try:
+            lease = await try_lease(self.context.engine, f"woocommerce_poll:{self.config.name}")
+        except Exception as exc:  # the store is away: nothing could be checkpointed, so nothing is read
+            error = f"cannot take the poller's lease: {type(exc).__name__}: {str(exc)[:200]}"
+            log.warning("woocommerce lease failed", connector=self.config.name, error=error)
+            self.context.report(self.config.name, {"ok": False, "error": error})
+            await self._pause(LEASE_RETRY)
+            return None
+        if lease is None:
+            self.context.report(self.config.name, {"ok": True, "standby": "another replica polls this shop"})
+            await self._pause(min(self.config.interval.total_seconds(), LEASE_RETRY))
+        return lease
+
+    async def _poll_while_held(self, session: aiohttp.ClientSession, lease: Lease) -> None:
+        """Poll on the interval (backing off while polls fail) until stopped or the lease is lost."""
+        failures = 0
+        interval = self.config.interval.total_seconds()
+        while not self._stopping.is_set():
+            try:
+                published = await self.poll_once(session)
+            except Exception as exc:  # the shop or the queue is away: report, keep the checkpoint, retry later
+                failures += 1
+                delay = next_delay(interval, failures, exc.retry_after if isinstance(exc, PollError) else None)
+                error = self._redact(f"{type(exc).__name__}: {str(exc)[:300]}")
+                log.warning("woocommerce poll failed", connector=self.config.name, error=error, retry_in=delay)
+                self.context.report(self.config.name, {"ok": False, "error": error, "failures": failures})
+            else:
+                failures, delay = 0, interval
+                status = {"ok": True, "published": published, "polled_at": datetime.now(UTC).isoformat()}
+                self.context.report(self.config.name, status)
+            await self._pause(delay)
+            if not self._stopping.is_set() and not await lease.alive():
+                log.warning("woocommerce poller lease lost; polling stops here", connector=self.config.name)
+                return
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     def _redact(self, text: str) -> str:
         """With `auth: query` the keys are in the URL, and client errors quote URLs: never log or report them."""
@@ -129,63 +179,43 @@ class WooCommercePollConnector:
             since = datetime.fromisoformat(checkpoint)
         else:
             since = datetime.now(UTC) - self.config.initial_lookback
-        newest, published = since, 0
-        for page in range(1, MAX_PAGES + 1):
-            orders, total_pages = await self._page(session, since - OVERLAP, page)
+        # Everything modified before `cursor` has been published; shop times are whole seconds.
+        cursor = newest = since.replace(microsecond=0)
+        published, page = 0, 1
+        for _ in range(MAX_PAGES):
+            orders = await self.api.page(session, cursor - OVERLAP, page)
             for order in orders:
-                try:
-                    modified = await self._publish(order)
-                except PollError as exc:  # one broken order must not hold the checkpoint back for ever
-                    log.warning("woocommerce order skipped", connector=self.config.name, error=str(exc))
-                    continue
-                newest = max(newest, modified)
-                published += 1
-            if page >= total_pages or len(orders) < self.config.per_page:
+                await self._publish(order)
+            published += len(orders)
+            times = [t for t in map(modified_time, orders) if t is not None]
+            newest = max([newest, *times])
+            if len(orders) < self.config.per_page:  # the rest of the list was on this page
+                cursor = newest
                 break
-        if newest > since:
-            await save_state(self.context.engine, self.config.name, STATE_KEY, {"modified_after": newest.isoformat()})
+            if times and times == sorted(times) and times[-1] > cursor:
+                cursor, page = times[-1], 1  # the next query starts at this page's last second (which it re-reads)
+            else:
+                page += 1  # a full page of one second (or an unsorted answer): the next page of the same query
+        if cursor > since:
+            await save_state(self.context.engine, self.config.name, STATE_KEY, {"modified_after": cursor.isoformat()})
         return published
 
-    async def _page(self, session: aiohttp.ClientSession, since: datetime, page: int) -> tuple[list[Any], int]:
-        params = {
-            "modified_after": since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
-            "dates_are_gmt": "true",
-            "orderby": "modified",
-            "order": "asc",
-            "per_page": str(self.config.per_page),
-            "page": str(page),
-        }
-        headers = {"Accept": "application/json"}
-        if self.config.auth == "basic":
-            key, secret = self.config.consumer_key.get_secret_value(), self.config.consumer_secret.get_secret_value()
-            headers["Authorization"] = "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()
+    async def _publish(self, order: Any) -> None:
+        """Publish one order; one the shop sent broken still goes on, keyed by its content, for the pipeline to
+        dead-letter with the reason (it must neither stop the poll nor vanish into a log line)."""
+        payload = json.dumps(order, ensure_ascii=False, separators=(",", ":")).encode()
+        modified = modified_time(order)
+        if modified is not None and isinstance(order.get("id"), int) and not isinstance(order["id"], bool):
+            item = f"{order['id']}:{modified.strftime('%Y%m%dT%H%M%S')}"
         else:
-            params["consumer_key"] = self.config.consumer_key.get_secret_value()
-            params["consumer_secret"] = self.config.consumer_secret.get_secret_value()
-        async with session.get(self.base_url + ORDERS_PATH, params=params, headers=headers) as response:
-            body = await response.read()
-            if response.status != 200:
-                raise PollError(f"GET {ORDERS_PATH} page {page}: HTTP {response.status}: {body[:200]!r}")
-            try:
-                orders = json.loads(body)
-            except ValueError:
-                raise PollError(f"GET {ORDERS_PATH} page {page}: the answer is not JSON") from None
-            total_pages = response.headers.get("X-WP-TotalPages", "")
-        if not isinstance(orders, list):
-            raise PollError(f"GET {ORDERS_PATH} page {page}: expected a list of orders, got {type(orders).__name__}")
-        return orders, int(total_pages) if total_pages.isdigit() else page
-
-    async def _publish(self, order: Any) -> datetime:
-        if not isinstance(order, dict) or not isinstance(order.get("id"), int):
-            raise PollError("an order in the answer has no numeric id")
-        modified = _gmt(order.get("date_modified_gmt"), order["id"])
+            item = "malformed:" + hashlib.sha256(payload).hexdigest()[:32]
+            log.warning("woocommerce order without a numeric id or a modification time", connector=self.config.name)
         envelope = Envelope(
-            key=f"woocommerce_poll:{self.config.name}:{order['id']}:{modified.strftime('%Y%m%dT%H%M%S')}",
+            key=f"woocommerce_poll:{self.config.name}:{item}",
             channel=self.channel,
             connector=self.config.name,
-            payload=json.dumps(order, ensure_ascii=False, separators=(",", ":")).encode(),
+            payload=payload,
             content_type="application/json",
             meta={"topic": "order.updated", "source": self.base_url},
         )
         await self.context.publish(envelope)
-        return modified

@@ -11,7 +11,7 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from leadhub.store import dead_letters
 from leadhub.store.connector_state import load_state
 from tests.conftest import HubFactory, RunningHub
 from tests.helpers import corpus, wait_for
@@ -35,6 +36,8 @@ class FakeShop:
     url: str = ""
     hang: asyncio.Event | None = None  # when set, requests wait on it (a shop that stopped answering)
     redirect: bool = False  # answer every request with a redirect to itself
+    after_request: Callable[[dict[str, str]], None] | None = None  # runs once a page is cut (a shop being edited)
+    extra: list[Any] = field(default_factory=list)  # items served after the orders on every page (broken answers)
 
     def put(self, order_id: int, status: str, modified: str, email: str) -> None:
         base = json.loads(corpus("webhooks", "woocommerce", "order.created.rest_v3_example.json").read_text())
@@ -68,7 +71,9 @@ class FakeShop:
         )
         per_page, page = int(query["per_page"]), int(query["page"])
         pages = max(1, -(-len(matching) // per_page))
-        chunk = matching[(page - 1) * per_page : page * per_page]
+        chunk = matching[(page - 1) * per_page : page * per_page] + self.extra
+        if self.after_request is not None:
+            self.after_request(query)
         headers = {"X-WP-Total": str(len(matching)), "X-WP-TotalPages": str(pages)}
         return web.json_response(chunk, headers=headers)
 
@@ -120,8 +125,9 @@ async def test_orders_are_pulled_across_pages_and_the_checkpoint_moves(make_hub:
     pages = [o["external_id"] for o in first_page["items"] + second_page["items"]]
     assert len(first_page["items"]) == 2 and sorted(pages) == ["101", "102", "103"]
     assert second_page["next_cursor"] is None
-    first_poll = [r for r in shop.requests if r["modified_after"] == shop.requests[0]["modified_after"]]
-    assert [r["page"] for r in first_poll[:2]] == ["1", "2"]
+    # The second page is asked for from the first page's last modification (keyset), not as page=2 of the query.
+    first_poll = [(r["modified_after"], r["page"]) for r in shop.requests[:3]]
+    assert first_poll[1:] == [("2026-11-01T10:59:59", "1"), ("2026-11-01T11:59:59", "1")]
     assert all(r["orderby"] == "modified" and r["dates_are_gmt"] == "true" for r in shop.requests)
 
     async def checkpoint() -> dict[str, Any] | None:
@@ -201,3 +207,76 @@ async def test_query_auth_keys_never_reach_the_readiness_report(make_hub: HubFac
     detail = await wait_for(reported, what="the poller to report its failure")
     assert "TooManyRedirects" in detail["error"] and "consumer_secret=***" in detail["error"]
     assert "ck_visible_key" not in detail["error"] and "cs_visible" not in detail["error"]
+
+
+async def test_an_order_modified_while_pages_are_read_does_not_hide_the_next_one(
+    make_hub: HubFactory, shop: FakeShop
+) -> None:
+    """Page 1 is [401, 402]; then 401 is edited and moves to the end, so every later order slides back one place.
+
+    Walking `page=2` of the same query would start at 404 and never see 403, and the checkpoint would pass it.
+    """
+    for i, order_id in enumerate(range(401, 407)):
+        shop.put(order_id, "processing", f"2026-11-01T10:0{i}:00", f"o{order_id}@example.com")
+    edited = False
+
+    def edit_401_after_the_first_page(query: dict[str, str]) -> None:
+        nonlocal edited
+        if not edited:
+            edited = True
+            shop.put(401, "completed", "2026-11-03T08:00:00", "o401@example.com")
+
+    shop.after_request = edit_401_after_the_first_page
+    hub = await make_hub([poller(shop)])
+
+    async def checkpoint_past_the_edit() -> bool:
+        state = await load_state(hub.engine, "woo-pull", "orders")
+        return bool(state) and state["modified_after"] == "2026-11-03T08:00:00+00:00"
+
+    await wait_for(checkpoint_past_the_edit, what="the checkpoint to reach the edited order")
+    orders = {o["external_id"]: o for o in await hub.wait_items("/api/orders", 6)}
+    assert sorted(orders) == [str(i) for i in range(401, 407)]
+
+
+async def test_many_orders_with_one_modified_second_across_pages(make_hub: HubFactory, shop: FakeShop) -> None:
+    """Five orders share a second (a bulk edit) with two per page: every one is read, and the poll ends."""
+    for order_id in range(501, 506):
+        shop.put(order_id, "processing", "2026-11-01T10:00:00", f"t{order_id}@example.com")
+    shop.put(506, "processing", "2026-11-01T10:00:01", "t506@example.com")
+    hub = await make_hub([poller(shop)])
+    orders = await hub.wait_items("/api/orders", 6)
+    assert sorted(o["external_id"] for o in orders) == [str(i) for i in range(501, 507)]
+
+    async def checkpoint() -> dict[str, Any] | None:
+        state = await load_state(hub.engine, "woo-pull", "orders")
+        return state if state and state["modified_after"] == "2026-11-01T10:00:01+00:00" else None
+
+    await wait_for(checkpoint, what="the checkpoint past the shared second")
+    # A later poll starts inside the shared second again (overlap) and still ends: requests per poll stay few.
+    seen = len(shop.requests)
+    await wait_for(lambda: _polls_since(shop, seen, 2), what="two more polls")
+    assert len(shop.requests) - seen < 20
+
+
+async def _polls_since(shop: FakeShop, seen: int, polls: int) -> bool:
+    """True once `polls` polls (each starts from the checkpoint on page 1) began after request `seen`."""
+    starts = [r for r in shop.requests[seen:] if r["modified_after"] == "2026-11-01T10:00:00" and r["page"] == "1"]
+    return len(starts) >= polls
+
+
+async def test_a_broken_order_is_dead_lettered_and_the_others_still_arrive(
+    make_hub: HubFactory, shop: FakeShop
+) -> None:
+    shop.put(601, "processing", "2026-11-01T10:00:00", "p601@example.com")
+    shop.extra = [{"id": "not-a-number", "status": "processing", "date_modified_gmt": "2026-11-01T10:00:00"}]
+    hub = await make_hub([poller(shop, per_page=5)])
+    await hub.wait_items("/api/orders", 1)
+
+    async def dead() -> list[Any] | None:
+        async with hub.engine.connect() as conn:
+            rows = list(await dead_letters.list_open(conn))
+        return rows or None
+
+    rows = await wait_for(dead, what="the broken order in dead letters")
+    assert len(rows) == 1 and b"not-a-number" in rows[0].payload
+    assert rows[0].key.startswith("woocommerce_poll:woo-pull:")

@@ -1,0 +1,97 @@
+"""One request to the WooCommerce REST v3 orders list, and errors that say what went wrong and how long to wait."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+
+ORDERS_PATH = "/wp-json/wc/v3/orders"
+# What a refusal usually means, so that a revoked key or a wrong URL reads as such in the log and /readyz.
+REFUSALS = {
+    401: "the shop refused the consumer key/secret (revoked, or read access missing)",
+    403: "the consumer key has no permission to read orders",
+    404: "no WooCommerce REST API at this URL (wrong url:, or pretty permalinks off)",
+    429: "rate limited by the shop",
+}
+
+
+class PollError(Exception):
+    """The shop answered something other than a page of orders; `retry_after` is the wait it asked for, if any."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def modified_time(order: Any) -> datetime | None:
+    """An order's `date_modified_gmt` in UTC, or None when the item is not an order with a readable one."""
+    value = order.get("date_modified_gmt") if isinstance(order, dict) else None
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+class OrdersApi:
+    """Reads pages of orders modified after a time, oldest modification first, with the connector's credentials."""
+
+    def __init__(self, base_url: str, key: str, secret: str, auth: str, per_page: int) -> None:
+        self.base_url = base_url
+        self.key, self.secret, self.auth = key, secret, auth
+        self.per_page = per_page
+
+    async def page(self, session: aiohttp.ClientSession, after: datetime, page: int) -> list[Any]:
+        """The orders of `page` for `modified_after=after`; PollError for any answer that is not such a list."""
+        params = {
+            "modified_after": after.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+            "dates_are_gmt": "true",
+            "orderby": "modified",
+            "order": "asc",
+            "per_page": str(self.per_page),
+            "page": str(page),
+        }
+        headers = {"Accept": "application/json"}
+        if self.auth == "basic":
+            headers["Authorization"] = "Basic " + base64.b64encode(f"{self.key}:{self.secret}".encode()).decode()
+        else:
+            params["consumer_key"], params["consumer_secret"] = self.key, self.secret
+        async with session.get(self.base_url + ORDERS_PATH, params=params, headers=headers) as response:
+            body = await response.read()
+            if response.status != 200:
+                meaning = REFUSALS.get(response.status, "")
+                raise PollError(
+                    f"GET {ORDERS_PATH} page {page}: HTTP {response.status}{': ' + meaning if meaning else ''}: "
+                    f"{body[:200]!r}",
+                    retry_after(response.headers.get("Retry-After")),
+                )
+        try:
+            orders = json.loads(body)
+        except ValueError:
+            raise PollError(f"GET {ORDERS_PATH} page {page}: the answer is not JSON") from None
+        if not isinstance(orders, list):
+            raise PollError(f"GET {ORDERS_PATH} page {page}: expected a list of orders, got {type(orders).__name__}")
+        return orders
