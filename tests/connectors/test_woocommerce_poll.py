@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from leadhub.connectors.woocommerce_api import retry_after
+from leadhub.connectors.woocommerce_poll import MAX_BACKOFF, MAX_RETRY_AFTER, next_delay
 from leadhub.store import dead_letters
 from leadhub.store.connector_state import load_state
 from tests.conftest import HubFactory, RunningHub
@@ -38,6 +40,9 @@ class FakeShop:
     redirect: bool = False  # answer every request with a redirect to itself
     after_request: Callable[[dict[str, str]], None] | None = None  # runs once a page is cut (a shop being edited)
     extra: list[Any] = field(default_factory=list)  # items served after the orders on every page (broken answers)
+    refusals: list[tuple[int, dict[str, str]]] = field(default_factory=list)  # (status, headers) answered first
+    refuse_always: tuple[int, dict[str, str]] | None = None  # a shop that keeps failing
+    times: list[float] = field(default_factory=list)  # time.monotonic() of every request
 
     def put(self, order_id: int, status: str, modified: str, email: str) -> None:
         base = json.loads(corpus("webhooks", "woocommerce", "order.created.rest_v3_example.json").read_text())
@@ -58,6 +63,10 @@ class FakeShop:
             return web.json_response({"code": "woocommerce_rest_cannot_view", "message": "Sorry"}, status=401)
         query = dict(request.query)
         self.requests.append(query)
+        self.times.append(time.monotonic())
+        if self.refusals or self.refuse_always:
+            status, headers = self.refusals.pop(0) if self.refusals else self.refuse_always  # type: ignore[misc]
+            return web.json_response({"code": "refused", "message": "try later"}, status=status, headers=headers)
         if self.hang is not None:
             await self.hang.wait()
         after = datetime.fromisoformat(query["modified_after"]).replace(tzinfo=UTC)
@@ -280,3 +289,60 @@ async def test_a_broken_order_is_dead_lettered_and_the_others_still_arrive(
     rows = await wait_for(dead, what="the broken order in dead letters")
     assert len(rows) == 1 and b"not-a-number" in rows[0].payload
     assert rows[0].key.startswith("woocommerce_poll:woo-pull:")
+
+
+def _gaps(shop: FakeShop) -> list[float]:
+    return [later - earlier for earlier, later in zip(shop.times, shop.times[1:], strict=False)]
+
+
+async def test_a_429_retry_after_is_honoured(make_hub: HubFactory, shop: FakeShop) -> None:
+    shop.put(701, "processing", "2026-11-01T10:00:00", "r701@example.com")
+    shop.refusals = [(429, {"Retry-After": "2"})]
+    hub = await make_hub([poller(shop)])  # polls every 300 ms
+    await hub.wait_items("/api/orders", 1)
+    assert _gaps(shop)[0] >= 1.9, f"asked again {_gaps(shop)[0]:.2f}s after a 429 with Retry-After: 2"
+
+
+async def test_a_failing_shop_is_polled_less_and_less_often(make_hub: HubFactory, shop: FakeShop) -> None:
+    """503s (or a revoked key's 401s) back off from the interval instead of knocking at the same rate for ever."""
+    shop.refuse_always = (503, {})
+    hub = await make_hub([poller(shop, interval="100ms")])
+
+    async def five_requests() -> bool:
+        return len(shop.times) >= 5
+
+    await wait_for(five_requests, what="five polls of the failing shop")
+    gaps = _gaps(shop)
+    assert gaps[3] >= 0.7, f"gaps between polls did not grow: {[round(g, 2) for g in gaps]}"
+    async with hub.session.get(hub.url("/readyz")) as response:
+        detail = (await response.json())["detail"]["connector:woo-pull"]
+    assert not detail["ok"] and "HTTP 503" in detail["error"]
+
+
+async def test_a_revoked_key_is_reported_as_such(make_hub: HubFactory, shop: FakeShop) -> None:
+    shop.refuse_always = (401, {})
+    hub = await make_hub([poller(shop, auth="query", consumer_key="ck_revoked_1", consumer_secret="cs_revoked_2")])
+
+    async def reported() -> dict[str, Any] | None:
+        async with hub.session.get(hub.url("/readyz")) as response:
+            detail = (await response.json())["detail"].get("connector:woo-pull")
+            return detail if detail and not detail["ok"] else None
+
+    detail = await wait_for(reported, what="the poller to report the refusal")
+    assert "HTTP 401" in detail["error"] and "refused the consumer key" in detail["error"]
+    assert "ck_revoked_1" not in detail["error"] and "cs_revoked_2" not in detail["error"]
+
+
+def test_the_backoff_doubles_up_to_its_cap_and_yields_to_retry_after() -> None:
+    assert [next_delay(60, n) for n in range(5)] == [60, 60, 120, 240, 480]
+    assert next_delay(60, 50) == MAX_BACKOFF and next_delay(60, 10_000) == MAX_BACKOFF
+    assert next_delay(3600, 3) == 3600  # an interval longer than the cap is never shortened
+    assert next_delay(1, 1, retry_after=30) == 30
+    assert next_delay(1, 1, retry_after=10**9) == MAX_RETRY_AFTER
+
+
+def test_retry_after_reads_seconds_and_http_dates() -> None:
+    now = datetime(2026, 11, 1, 10, 0, 0, tzinfo=UTC)
+    assert retry_after("120", now) == 120
+    assert retry_after("Sun, 01 Nov 2026 10:00:30 GMT", now) == 30
+    assert retry_after("soon", now) is None and retry_after(None, now) is None
