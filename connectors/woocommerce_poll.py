@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
 
@@ -26,6 +25,7 @@ from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 from leadhub.connectors.base import ConnectorConfig, ConnectorContext, Stop
 from leadhub.connectors.shop_common import check_status_map
 from leadhub.connectors.woocommerce_api import OrdersApi, PollError, modified_time
+from leadhub.connectors.woocommerce_fit import encoded, fitted
 from leadhub.durations import parse_duration
 from leadhub.envelope import Envelope
 from leadhub.store.connector_state import load_state, save_state
@@ -203,19 +203,23 @@ class WooCommercePollConnector:
     async def _publish(self, order: Any) -> None:
         """Publish one order; one the shop sent broken still goes on, keyed by its content, for the pipeline to
         dead-letter with the reason (it must neither stop the poll nor vanish into a log line)."""
-        payload = json.dumps(order, ensure_ascii=False, separators=(",", ":")).encode()
         modified = modified_time(order)
         if modified is not None and isinstance(order.get("id"), int) and not isinstance(order["id"], bool):
             item = f"{order['id']}:{modified.strftime('%Y%m%dT%H%M%S')}"
         else:
-            item = "malformed:" + hashlib.sha256(payload).hexdigest()[:32]
+            item = "malformed:" + hashlib.sha256(encoded(order)).hexdigest()[:32]
             log.warning("woocommerce order without a numeric id or a modification time", connector=self.config.name)
+        meta: dict[str, Any] = {"topic": "order.updated", "source": self.base_url}
+        payload, full_size = fitted(order, self.context.max_payload())
+        if full_size is not None:
+            meta["too_large"] = full_size
+            log.warning("woocommerce order cut to fit the queue", connector=self.config.name, key=item, size=full_size)
         envelope = Envelope(
             key=f"woocommerce_poll:{self.config.name}:{item}",
             channel=self.channel,
             connector=self.config.name,
             payload=payload,
             content_type="application/json",
-            meta={"topic": "order.updated", "source": self.base_url},
+            meta=meta,
         )
         await self.context.publish(envelope)

@@ -7,17 +7,25 @@ and backed off from.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 from leadhub.connectors.woocommerce_api import retry_after
+from leadhub.connectors.woocommerce_fit import encoded, fitted
 from leadhub.connectors.woocommerce_poll import MAX_BACKOFF, MAX_RETRY_AFTER, next_delay
+from leadhub.hub import embedded_nats
+from leadhub.hub.embedded_nats import EmbeddedNats
 from leadhub.store import dead_letters
 from leadhub.store.connector_state import load_state
 from tests.conftest import HubFactory, RunningHub
 from tests.connectors.woo_shop import FakeShop, poller, shop_fixture  # noqa: F401 - the `shop` fixture
-from tests.helpers import wait_for
+from tests.helpers import free_port, wait_for
 
 
 async def orders_by_id(hub: RunningHub) -> dict[str, dict[str, Any]]:
@@ -249,3 +257,48 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
     assert retry_after("120", now) == 120
     assert retry_after("Sun, 01 Nov 2026 10:00:30 GMT", now) == 30
     assert retry_after("soon", now) is None and retry_after(None, now) is None
+
+
+@pytest.fixture
+async def stock_nats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[EmbeddedNats]:
+    """An external NATS with nats-server's default max_payload of 1 MB (docker-compose.yml runs it so)."""
+    monkeypatch.setattr(embedded_nats, "MAX_PAYLOAD", 1024 * 1024)
+    server = EmbeddedNats(tmp_path / "stock-nats", port=free_port())
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def test_an_order_over_the_queue_limit_is_cut_to_fit_and_holds_nothing_up(
+    make_hub: HubFactory, shop: FakeShop, stock_nats: EmbeddedNats
+) -> None:
+    """1.5 MB of plugin meta_data on one order: the queue refuses it whole, and every poll used to fail there."""
+    shop.put(901, "completed", "2026-11-01T10:00:00", "big@example.com")
+    shop.orders[901]["meta_data"] = [{"id": 1, "key": "_plugin_blob", "value": "x" * 1_500_000}]
+    shop.put(902, "processing", "2026-11-01T10:01:00", "small@example.com")
+    hub = await make_hub([poller(shop)], nats_url=stock_nats.url)
+    orders = {o["external_id"]: o for o in await hub.wait_items("/api/orders", 2, timeout=20)}
+    assert {k: o["status"] for k, o in orders.items()} == {"901": "completed", "902": "paid"}
+    inquiries = {i["meta"].get("too_large"): i for i in await hub.wait_items("/api/inquiries", 2)}
+    assert set(inquiries) == {None, len(encoded(shop.orders[901]))}
+
+    async def checkpoint_past_both() -> bool:
+        state = await load_state(hub.engine, "woo-pull", "orders")
+        return bool(state) and state["modified_after"] == "2026-11-01T10:01:00+00:00"
+
+    await wait_for(checkpoint_past_both, what="the checkpoint past both orders")
+
+
+def test_an_order_is_cut_only_as_far_as_needed() -> None:
+    order = {"id": 1, "status": "completed", "meta_data": ["m" * 200_000], "line_items": [{"name": "A", "sku": "a"}]}
+    payload, full = fitted(order, 400 * 1024)  # the limit keeps 64 KiB for headers
+    assert full is None and payload == encoded(order)
+    payload, full = fitted(order, 200 * 1024)
+    assert full == len(encoded(order)) and json.loads(payload) == {
+        "id": 1,
+        "status": "completed",
+        "line_items": order["line_items"],
+    }
+    items = [{"name": "i" * 1000, "sku": str(n), "meta_data": []} for n in range(200)]
+    payload, _ = fitted({"id": 2, "status": "x", "_links": {}, "line_items": items}, 200 * 1024)
+    assert json.loads(payload) == {"id": 2, "status": "x", "line_items": []}
