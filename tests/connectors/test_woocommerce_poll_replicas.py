@@ -1,8 +1,6 @@
-"""Two replicas with one WooCommerce poller on one PostgreSQL database and one NATS: only the lease holder polls,
-and when it is killed (kill -9, between publishing a page and moving the checkpoint) the other takes the lease over
-and re-reads; the re-read orders dedupe to exactly one inquiry each.
-
-PostgreSQL only: the lease is an advisory lock there; SQLite is one process by construction and always grants it.
+"""A WooCommerce poller killed (kill -9) between publishing a page and moving the checkpoint: the next poller re-reads
+and the re-read orders dedupe to exactly one inquiry each. With two replicas on one PostgreSQL database only the
+lease holder polls, and the other takes the lease over when the holder dies.
 """
 
 from __future__ import annotations
@@ -14,14 +12,14 @@ import pytest
 
 from leadhub.hub.embedded_nats import EmbeddedNats
 from leadhub.store.connector_state import load_state
+from leadhub.store.db import create_engine
 from tests.conftest import PG_ADMIN_URL, HubFactory, RunningHub
 from tests.connectors.woo_shop import FakeShop, poller, shop_fixture  # noqa: F401 - the `shop` fixture
 from tests.helpers import wait_for
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not PG_ADMIN_URL, reason="the poller lease needs PostgreSQL (LEADHUB_TEST_DATABASE_URL)"),
-]
+pytestmark = pytest.mark.slow
+# SQLite is one process by construction and always grants the lease; PostgreSQL holds it as an advisory lock.
+needs_postgres = pytest.mark.skipif(not PG_ADMIN_URL, reason="the poller lease needs LEADHUB_TEST_DATABASE_URL")
 
 
 async def _detail(hub: RunningHub) -> dict[str, Any]:
@@ -29,24 +27,11 @@ async def _detail(hub: RunningHub) -> dict[str, Any]:
         return (await response.json())["detail"].get("connector:woo-pull") or {}
 
 
+@needs_postgres
 async def test_one_replica_polls_and_a_killed_one_hands_over_without_loss_or_duplicates(  # type: ignore[no-untyped-def]
     make_daemon, make_hub: HubFactory, shop: FakeShop, external_nats: EmbeddedNats
 ) -> None:
-    for i, order_id in enumerate(range(801, 806)):
-        shop.put(order_id, "processing", f"2026-11-01T10:0{i}:00", f"k{order_id}@example.com")
-
-    def hang_after_the_first_page(query: dict[str, str]) -> None:
-        if shop.hang is None:
-            shop.hang = asyncio.Event()  # the next request waits: the holder sits between publish and checkpoint
-
-    shop.after_request = hang_after_the_first_page
-    holder = make_daemon({"connectors": [poller(shop)]}, env={"LEADHUB_NATS_URL": str(external_nats.url)})
-    await holder.start()
-
-    async def second_page_asked() -> bool:
-        return len(shop.requests) >= 2
-
-    await wait_for(second_page_asked, what="the daemon to publish page 1 and ask for page 2")
+    holder = await _daemon_between_publish_and_checkpoint(make_daemon, shop, external_nats)
     standby = await make_hub([poller(shop)], nats_url=external_nats.url)
 
     async def in_standby() -> bool:
@@ -64,9 +49,52 @@ async def test_one_replica_polls_and_a_killed_one_hands_over_without_loss_or_dup
         return bool(detail.get("ok")) and "published" in detail
 
     await wait_for(took_over, timeout=30, what="the second replica to take the lease and poll")
-    orders = await standby.wait_items("/api/orders", 5)
+    await _each_order_once(standby)
+
+
+async def test_a_poller_killed_between_publish_and_checkpoint_loses_and_doubles_nothing(  # type: ignore[no-untyped-def]
+    make_daemon, make_hub: HubFactory, shop: FakeShop, external_nats: EmbeddedNats, database_url: str
+) -> None:
+    holder = await _daemon_between_publish_and_checkpoint(make_daemon, shop, external_nats)
+    holder.kill()
+    engine = create_engine(database_url)
+    try:
+        assert await load_state(engine, "woo-pull", "orders") is None, "killed before the checkpoint moved"
+    finally:
+        await engine.dispose()
+    assert shop.hang is not None
+    shop.hang.set()
+    successor = await make_hub([poller(shop)], nats_url=external_nats.url)  # same queue, same database
+    await _each_order_once(successor)
+
+
+async def _daemon_between_publish_and_checkpoint(make_daemon, shop: FakeShop, nats: EmbeddedNats):  # type: ignore[no-untyped-def]
+    """A `leadhub run` that has published page 1 (orders 801, 802) and waits on page 2: no checkpoint yet."""
+    for i, order_id in enumerate(range(801, 806)):
+        shop.put(order_id, "processing", f"2026-11-01T10:0{i}:00", f"k{order_id}@example.com")
+
+    def hang_after_the_first_page(query: dict[str, str]) -> None:
+        if shop.hang is None:
+            shop.hang = asyncio.Event()  # the next request waits: the poller sits between publish and checkpoint
+
+    shop.after_request = hang_after_the_first_page
+    daemon = make_daemon({"connectors": [poller(shop)]}, env={"LEADHUB_NATS_URL": str(nats.url)})
+    await daemon.start()
+
+    async def second_page_asked() -> bool:
+        return len(shop.requests) >= 2
+
+    await wait_for(second_page_asked, what="the daemon to publish page 1 and ask for page 2")
+    return daemon
+
+
+async def _each_order_once(hub: RunningHub) -> None:
+    orders = await hub.wait_items("/api/orders", 5, timeout=30)
     assert sorted(o["external_id"] for o in orders) == [str(i) for i in range(801, 806)]
-    inquiries = await standby.wait_items("/api/inquiries", 5)
+    inquiries = await hub.wait_items("/api/inquiries", 5)
     assert len({i["id"] for i in inquiries}) == 5, "each order is one inquiry, though page 1 was published twice"
-    state = await load_state(standby.engine, "woo-pull", "orders")
-    assert state == {"modified_after": "2026-11-01T10:04:00+00:00"}
+
+    async def checkpoint() -> bool:
+        return await load_state(hub.engine, "woo-pull", "orders") == {"modified_after": "2026-11-01T10:04:00+00:00"}
+
+    await wait_for(checkpoint, what="the checkpoint at the newest order")
