@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -28,6 +29,25 @@ class PollError(Exception):
         self.retry_after = retry_after
 
 
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A page of orders and the shop's clock when it answered (its `Date` header), if it said."""
+
+    orders: list[Any]
+    shop_time: datetime | None
+
+
+def http_date(value: str | None) -> datetime | None:
+    """An HTTP date header in UTC, or None when absent or unreadable."""
+    try:
+        when = parsedate_to_datetime(value) if value else None
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
+
+
 def retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """Seconds from a Retry-After header (delta-seconds or an HTTP date); None when absent or unreadable."""
     if not value:
@@ -35,13 +55,8 @@ def retry_after(value: str | None, now: datetime | None = None) -> float | None:
     value = value.strip()
     if value.isdigit():
         return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    when = http_date(value)
+    return None if when is None else max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def modified_time(order: Any) -> datetime | None:
@@ -64,7 +79,7 @@ class OrdersApi:
         self.key, self.secret, self.auth = key, secret, auth
         self.per_page = per_page
 
-    async def page(self, session: aiohttp.ClientSession, after: datetime, page: int) -> list[Any]:
+    async def page(self, session: aiohttp.ClientSession, after: datetime, page: int) -> Page:
         """The orders of `page` for `modified_after=after`; PollError for any answer that is not such a list."""
         params = {
             "modified_after": after.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
@@ -81,6 +96,7 @@ class OrdersApi:
             params["consumer_key"], params["consumer_secret"] = self.key, self.secret
         async with session.get(self.base_url + ORDERS_PATH, params=params, headers=headers) as response:
             body = await response.read()
+            shop_time = http_date(response.headers.get("Date"))
             if response.status != 200:
                 meaning = REFUSALS.get(response.status, "")
                 raise PollError(
@@ -94,4 +110,4 @@ class OrdersApi:
             raise PollError(f"GET {ORDERS_PATH} page {page}: the answer is not JSON") from None
         if not isinstance(orders, list):
             raise PollError(f"GET {ORDERS_PATH} page {page}: expected a list of orders, got {type(orders).__name__}")
-        return orders
+        return Page(orders, shop_time)

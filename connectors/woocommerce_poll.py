@@ -181,9 +181,10 @@ class WooCommercePollConnector:
             since = datetime.now(UTC) - self.config.initial_lookback
         # Everything modified before `cursor` has been published; shop times are whole seconds.
         cursor = newest = since.replace(microsecond=0)
-        published, page = 0, 1
+        published, page, shop_started = 0, 1, None
         for _ in range(MAX_PAGES):
-            orders = await self.api.page(session, cursor - OVERLAP, page)
+            answer = await self.api.page(session, cursor - OVERLAP, page)
+            orders, shop_started = answer.orders, shop_started or answer.shop_time
             for order in orders:
                 await self._publish(order)
             published += len(orders)
@@ -196,6 +197,8 @@ class WooCommercePollConnector:
                 cursor, page = times[-1], 1  # the next query starts at this page's last second (which it re-reads)
             else:
                 page += 1  # a full page of one second (or an unsorted answer): the next page of the same query
+        if shop_started is not None:  # an order dated in the future (an import, a clock jump) must not carry the
+            cursor = min(cursor, shop_started)  # checkpoint past the orders still to come: it is re-read instead
         if cursor > since:
             await save_state(self.context.engine, self.config.name, STATE_KEY, {"modified_after": cursor.isoformat()})
         return published

@@ -10,7 +10,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -302,3 +302,23 @@ def test_an_order_is_cut_only_as_far_as_needed() -> None:
     items = [{"name": "i" * 1000, "sku": str(n), "meta_data": []} for n in range(200)]
     payload, _ = fitted({"id": 2, "status": "x", "_links": {}, "line_items": items}, 200 * 1024)
     assert json.loads(payload) == {"id": 2, "status": "x", "line_items": []}
+
+
+async def test_an_order_dated_in_the_future_does_not_carry_the_checkpoint_past_new_orders(
+    make_hub: HubFactory, shop: FakeShop
+) -> None:
+    """An import or a clock jump leaves an order modified in 2099: a checkpoint there would skip every later order."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    shop.put(1001, "processing", (now - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S"), "f1@example.com")
+    shop.put(1002, "processing", "2099-01-01T00:00:00", "f2@example.com")
+    hub = await make_hub([poller(shop)])
+    await hub.wait_items("/api/orders", 2)
+
+    async def checkpoint() -> dict[str, Any] | None:
+        return await load_state(hub.engine, "woo-pull", "orders")
+
+    await wait_for(checkpoint, what="the first checkpoint")
+    shop.put(1003, "processing", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"), "f3@example.com")
+    orders = await hub.wait_items("/api/orders", 3)
+    assert sorted(o["external_id"] for o in orders) == ["1001", "1002", "1003"]
+    assert (await checkpoint())["modified_after"] < "2099"  # type: ignore[index]
