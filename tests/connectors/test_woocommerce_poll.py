@@ -194,7 +194,7 @@ async def test_a_broken_order_is_dead_lettered_and_the_others_still_arrive(
 
     async def dead() -> list[Any] | None:
         async with hub.engine.connect() as conn:
-            rows = list(await dead_letters.list_open(conn))
+            rows = list(await dead_letters.list_open(conn, payloads=True))
         return rows or None
 
     rows = await wait_for(dead, what="the broken order in dead letters")
@@ -322,3 +322,22 @@ async def test_an_order_dated_in_the_future_does_not_carry_the_checkpoint_past_n
     orders = await hub.wait_items("/api/orders", 3)
     assert sorted(o["external_id"] for o in orders) == ["1001", "1002", "1003"]
     assert (await checkpoint())["modified_after"] < "2099"  # type: ignore[index]
+
+
+async def test_an_order_edited_while_a_shared_second_is_paged_does_not_hide_another(
+    make_hub: HubFactory, shop: FakeShop
+) -> None:
+    """Five orders share a second, two per page, so that second is read as page 1, 2, 3 of one query; editing 1101
+    after page 2 slides 1105 onto page 2, and page 3 would skip it: the checkpoint must stay at the shared second."""
+    for order_id in range(1101, 1106):
+        shop.put(order_id, "processing", "2026-11-01T10:00:00", f"s{order_id}@example.com")
+    shop.put(1106, "processing", "2026-11-01T10:01:00", "s1106@example.com")
+
+    def edit_1101_after_page_2(query: dict[str, str]) -> None:
+        if query["page"] == "2" and shop.orders[1101]["date_modified_gmt"].startswith("2026-11-01"):
+            shop.put(1101, "completed", "2026-11-03T08:00:00", "s1101@example.com")
+
+    shop.after_request = edit_1101_after_page_2
+    hub = await make_hub([poller(shop)])
+    orders = await hub.wait_items("/api/orders", 6)
+    assert sorted(o["external_id"] for o in orders) == [str(i) for i in range(1101, 1107)]
