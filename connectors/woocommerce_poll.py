@@ -179,29 +179,39 @@ class WooCommercePollConnector:
             since = datetime.fromisoformat(checkpoint)
         else:
             since = datetime.now(UTC) - self.config.initial_lookback
-        # Everything modified before `cursor` has been published; shop times are whole seconds.
-        cursor = newest = since.replace(microsecond=0)
-        published, page, shop_started = 0, 1, None
+        published, reached = await self._walk(session, since.replace(microsecond=0))  # shop times: whole seconds
+        if reached > since:
+            await save_state(self.context.engine, self.config.name, STATE_KEY, {"modified_after": reached.isoformat()})
+        return published
+
+    async def _walk(self, session: aiohttp.ClientSession, start: datetime) -> tuple[int, datetime]:
+        """Publish the orders modified from `start` on; returns how many, and the time before which all were read."""
+        cursor = newest = start
+        published, page, shop_started, held = 0, 1, None, None
+        paged: dict[Any, datetime] = {}  # orders on the earlier pages of a page-numbered query, at their time then
         for _ in range(MAX_PAGES):
             answer = await self.api.page(session, cursor - OVERLAP, page)
             orders, shop_started = answer.orders, shop_started or answer.shop_time
             for order in orders:
                 await self._publish(order)
             published += len(orders)
-            times = [t for t in map(modified_time, orders) if t is not None]
+            timed = [(order.get("id"), t) for order in orders if (t := modified_time(order)) is not None]
+            for order_id, modified in timed:  # edited since its page was read: later pages may have slid past one
+                if order_id in paged and modified > paged[order_id]:
+                    held = min(held or paged[order_id], paged[order_id])
+            times = [t for _, t in timed]
             newest = max([newest, *times])
             if len(orders) < self.config.per_page:  # the rest of the list was on this page
                 cursor = newest
                 break
             if times and times == sorted(times) and times[-1] > cursor:
                 cursor, page = times[-1], 1  # the next query starts at this page's last second (which it re-reads)
-            else:
-                page += 1  # a full page of one second (or an unsorted answer): the next page of the same query
-        if shop_started is not None:  # an order dated in the future (an import, a clock jump) must not carry the
-            cursor = min(cursor, shop_started)  # checkpoint past the orders still to come: it is re-read instead
-        if cursor > since:
-            await save_state(self.context.engine, self.config.name, STATE_KEY, {"modified_after": cursor.isoformat()})
-        return published
+            else:  # a full page of one second (or an unsorted answer): the next page of the same query
+                paged.update((order_id, modified) for order_id, modified in timed if order_id is not None)
+                page += 1
+        # Not past an order that moved while a query was paged by number (the next poll reads that second again),
+        # nor past the shop's clock: an order dated in the future (an import, a clock jump) is re-read instead.
+        return published, min(t for t in (cursor, held, shop_started) if t is not None)
 
     async def _publish(self, order: Any) -> None:
         """Publish one order; one the shop sent broken still goes on, keyed by its content, for the pipeline to
