@@ -53,6 +53,12 @@ def next_delay(interval: float, failures: int, retry_after: float | None = None)
     return delay
 
 
+def _order_id(order: dict[str, Any]) -> int | None:
+    """The order's numeric id; None for anything else a broken answer may hold there (a list cannot be a key)."""
+    order_id = order.get("id")
+    return order_id if isinstance(order_id, int) and not isinstance(order_id, bool) else None
+
+
 class WooCommercePollConfig(ConnectorConfig):
     type: Literal["woocommerce_poll"] = "woocommerce_poll"
     url: AnyHttpUrl = Field(description="the shop's base URL, e.g. https://shop.example.com")
@@ -188,14 +194,14 @@ class WooCommercePollConnector:
         """Publish the orders modified from `start` on; returns how many, and the time before which all were read."""
         cursor = newest = start
         published, page, shop_started, held = 0, 1, None, None
-        paged: dict[Any, datetime] = {}  # orders on the earlier pages of a page-numbered query, at their time then
+        paged: dict[int | None, datetime] = {}  # orders on earlier pages of a page-numbered query, at their time then
         for _ in range(MAX_PAGES):
             answer = await self.api.page(session, cursor - OVERLAP, page)
             orders, shop_started = answer.orders, shop_started or answer.shop_time
             for order in orders:
                 await self._publish(order)
             published += len(orders)
-            timed = [(order.get("id"), t) for order in orders if (t := modified_time(order)) is not None]
+            timed = [(_order_id(order), t) for order in orders if (t := modified_time(order)) is not None]
             for order_id, modified in timed:  # edited since its page was read: later pages may have slid past one
                 if order_id in paged and modified > paged[order_id]:
                     held = min(held or paged[order_id], paged[order_id])
@@ -217,8 +223,8 @@ class WooCommercePollConnector:
         """Publish one order; one the shop sent broken still goes on, keyed by its content, for the pipeline to
         dead-letter with the reason (it must neither stop the poll nor vanish into a log line)."""
         modified = modified_time(order)
-        if modified is not None and isinstance(order.get("id"), int) and not isinstance(order["id"], bool):
-            item = f"{order['id']}:{modified.strftime('%Y%m%dT%H%M%S')}"
+        if modified is not None and (order_id := _order_id(order)) is not None:
+            item = f"{order_id}:{modified.strftime('%Y%m%dT%H%M%S')}"
         else:
             item = "malformed:" + hashlib.sha256(encoded(order)).hexdigest()[:32]
             log.warning("woocommerce order without a numeric id or a modification time", connector=self.config.name)

@@ -188,7 +188,11 @@ async def test_a_broken_order_is_dead_lettered_and_the_others_still_arrive(
     make_hub: HubFactory, shop: FakeShop
 ) -> None:
     shop.put(601, "processing", "2026-11-01T10:00:00", "p601@example.com")
-    shop.extra = [{"id": "not-a-number", "status": "processing", "date_modified_gmt": "2026-11-01T10:00:00"}]
+    shop.extra = [
+        {"id": "not-a-number", "status": "processing", "date_modified_gmt": "2026-11-01T10:00:00"},
+        {"id": [602], "status": "processing", "date_modified_gmt": "2026-11-01T10:00:00"},
+        None,
+    ]
     hub = await make_hub([poller(shop, per_page=5)])
     await hub.wait_items("/api/orders", 1)
 
@@ -198,8 +202,19 @@ async def test_a_broken_order_is_dead_lettered_and_the_others_still_arrive(
         return rows or None
 
     rows = await wait_for(dead, what="the broken order in dead letters")
-    assert len(rows) == 1 and b"not-a-number" in rows[0].payload
-    assert rows[0].key.startswith("woocommerce_poll:woo-pull:")
+    assert b"not-a-number" in rows[0].payload and all(r.key.startswith("woocommerce_poll:woo-pull:") for r in rows)
+
+    async def all_three() -> bool:
+        async with hub.engine.connect() as conn:
+            return len(await dead_letters.list_open(conn)) == 3
+
+    await wait_for(all_three, what="the three broken items in dead letters")
+
+    async def checkpoint_moved() -> bool:  # the broken items did not fail the poll
+        state = await load_state(hub.engine, "woo-pull", "orders")
+        return bool(state) and state["modified_after"] == "2026-11-01T10:00:00+00:00"
+
+    await wait_for(checkpoint_moved, what="the checkpoint past the broken items")
 
 
 def _gaps(shop: FakeShop) -> list[float]:
