@@ -10,7 +10,7 @@ import pytest
 import structlog
 from sqlalchemy import text
 
-from leadhub.hub.logging import configure
+from leadhub.hub.logging import configure, redact_text
 from leadhub.store.db import create_engine
 
 
@@ -43,3 +43,32 @@ async def test_debug_level_does_not_log_sql_parameters(
         await engine.dispose()
     captured = capfd.readouterr()
     assert "signing-key-0123456789abcdef" not in captured.err + captured.out
+
+
+def test_a_logged_traceback_is_redacted_like_the_fields(
+    capfd: pytest.CaptureFixture[str], restored_logging: None
+) -> None:
+    """The traceback was rendered after redaction: an exception quoting a URL's password or a customer's address
+    ("action raised unexpectedly", "unhandled error") reached the log as it was."""
+    configure("info", "json")
+    log = structlog.get_logger("test")
+    try:
+        raise ConnectionError("smtp://shop:hunter2-pass@mail.example.com failed for ivan.petrov@mail.ru")
+    except ConnectionError:
+        log.exception("action raised unexpectedly", rule="r")
+    err = capfd.readouterr().err
+    assert "ConnectionError" in err and "Traceback" in err
+    assert "hunter2-pass" not in err and "ivan.petrov" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        # NATS takes a token as the URL's user: nats://TOKEN@host (no colon, no password)
+        ("queue connected url=nats://s3cr3t-nats-token@n1:4222,nats://s3cr3t-nats-token@n2:4222", "s3cr3t-nats-token"),
+        # the Bot API's URL holds the bot's token in its path
+        ("POST https://api.telegram.org/bot123456:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/sendMessage", "AAHdqTcv"),
+    ],
+)
+def test_credentials_in_urls_are_redacted(text: str, secret: str) -> None:
+    assert secret not in redact_text(text), redact_text(text)
