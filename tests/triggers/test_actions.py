@@ -216,3 +216,28 @@ rules:
     await shop.emit("lead.created", lead_id, lead_id=lead_id, contact_id=contact_id, channel="shop", tags=[])
     (task,) = await running.wait_items("/api/tasks", 1, timeout=30, lead_id=lead_id)
     assert (task["title"], task["assignee"]) == ("Call Maria", None)
+
+
+async def test_an_api_answer_that_quotes_the_url_leaves_the_token_out_of_the_record(
+    trigger_hub, clock, rules_dir, fake
+) -> None:
+    """A proxy or self-hosted Bot API (`api_url`) that answers 404 quoting the request line ("Cannot POST
+    /bot123:.../sendMessage") put the bot token into the action's recorded error, which /api/actions shows."""
+    bot = await fake([(404, {"error": "Cannot POST /bot123:SECRET-TOKEN/sendMessage"})])
+    _rule(
+        rules_dir,
+        f"""
+rules:
+  - id: tell-managers
+    on: lead.created
+    do:
+      - notify_telegram: {{api_url: "{bot.url}", bot_token: "123:SECRET-TOKEN", chat_id: 1, text: hi}}
+""",
+    )
+    running = await trigger_hub()
+    shop = Shop(running.engine, clock)
+    await _new_lead(shop)
+    failed = await _action(shop, "tell-managers", "failed")
+    assert "HTTP 404" in failed.last_error and "SECRET" not in failed.last_error, failed.last_error
+    (run,) = (await running.api("/api/actions", rule_id="tell-managers"))["items"]
+    assert "SECRET" not in json.dumps(run)

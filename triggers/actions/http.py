@@ -22,12 +22,15 @@ async def post(
     *,
     seconds: float,
     label: str,
+    hide: tuple[str, ...] = (),
 ) -> tuple[int, Any]:
     """POST and return (status, text of the answer, at most ANSWER_LIMIT bytes); Transient/Permanent on failure.
 
     `label` replaces the URL in every error (it may hold a token). Redirects are not followed: aiohttp turns a
     POST answered 301/302/303 into a GET without the body, and re-sends the signed body to wherever a 307/308
     points; either way the receiver configured is not the one that got the event.
+    `hide`: secrets in the URL (a bot token), cut from a failed answer's text too: proxies and frameworks quote
+    the request line in their 404 ("Cannot POST /bot123:.../sendMessage"), and the error is logged and recorded.
     """
     owned = session is None
     client = session or aiohttp.ClientSession()
@@ -43,10 +46,9 @@ async def post(
     finally:
         if owned:
             await client.close()
-    if status >= 500 or status in RETRY_STATUSES:
-        raise Transient(f"{label}: HTTP {status}: {text[:200]}")
     if status >= 400:
-        raise Permanent(f"{label}: HTTP {status}: {text[:200]}")
+        error = Transient if status >= 500 or status in RETRY_STATUSES else Permanent
+        raise error(f"{label}: HTTP {status}: {hidden(text, hide)[:200]}")
     if status >= 300:
         raise Permanent(f"{label}: HTTP {status}: a redirect, not followed; give the URL it ends at")
     return status, text
@@ -68,3 +70,11 @@ async def _answer(resp: aiohttp.ClientResponse) -> str:
         return data.decode(resp.charset or "utf-8", errors="replace")
     except LookupError:  # a charset Python does not know
         return data.decode("utf-8", errors="replace")
+
+
+def hidden(text: str, secrets: tuple[str, ...]) -> str:
+    """`text` with every one of `secrets` as `***`."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from leadhub.triggers.actions.base import Deps, Job, Permanent, RenderEnv, compile_text
-from leadhub.triggers.actions.http import post
+from leadhub.triggers.actions.http import hidden, post
 from leadhub.triggers.sandbox import Scope, Templates
 from leadhub.triggers.schema import NotifyTelegram
 
@@ -25,15 +25,15 @@ class BoundTelegram:
     async def execute(self, rendered: dict[str, Any], job: Job, deps: Deps) -> dict[str, Any]:
         url = f"{self.spec.api_url.rstrip('/')}/bot{self.spec.bot_token}/sendMessage"
         body = json.dumps({"chat_id": rendered["chat_id"], "text": rendered["text"]}).encode()
-        _, text = await post(
-            deps.http, url, body, {"Content-Type": "application/json"}, seconds=TIMEOUT, label="telegram"
-        )
+        secret = (self.spec.bot_token,)
+        headers = {"Content-Type": "application/json"}
+        _, text = await post(deps.http, url, body, headers, seconds=TIMEOUT, label="telegram", hide=secret)
         try:
             answer = json.loads(text)
         except ValueError:
             raise Permanent("telegram: the Bot API answered something that is not JSON") from None
         if not answer.get("ok"):
-            raise Permanent(f"telegram: {answer.get('description', 'not ok')}")
+            raise Permanent(f"telegram: {hidden(str(answer.get('description', 'not ok')), secret)}")
         return {"message_id": (answer.get("result") or {}).get("message_id")}
 
 
