@@ -278,6 +278,7 @@ class Hub:
                 m.rule_problems.set(problems),
                 m.rule_reloads.inc(),
             ),
+            on_action=lambda action_type, outcome: m.action_runs.labels(action_type, outcome).inc(),
         )
 
     def _build_consumer(self, engine: AsyncEngine, queue: Queue) -> InboundConsumer:

@@ -126,6 +126,13 @@ class Metrics:
             multiprocess_mode=LIVE_MAX,
         )
         self.rule_reloads = Counter("leadhub_rule_reloads", "Rule files (re)loaded", registry=r)
+        # By action type (the registry's names), not rule id: rule ids come from files admins keep adding to.
+        self.action_runs = Counter(
+            "leadhub_action_runs",
+            "Scheduled action runs recorded: done, failed, cancelled, or retried (will run again)",
+            ["action", "outcome"],
+            registry=r,
+        )
         self._webhooks: dict[str, WebhookMetrics] = {}
 
     def webhook(self, connector: str) -> WebhookMetrics:

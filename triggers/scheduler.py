@@ -82,7 +82,9 @@ class Scheduler:
         batch: int = 50,
         lease: timedelta = timedelta(minutes=5),
         poll_seconds: float = 1.0,
+        on_outcome: Callable[[str, str], None] = lambda action_type, outcome: None,
     ) -> None:
+        """`on_outcome(action_type, outcome)`: once per recorded run; outcome done, failed, cancelled or retried."""
         self.engine = engine
         self.rules = rules
         self.deps = deps
@@ -91,6 +93,7 @@ class Scheduler:
         self.batch = batch
         self.lease = lease
         self.poll_seconds = poll_seconds
+        self.on_outcome = on_outcome
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._key: bytes | None = None
@@ -146,6 +149,8 @@ class Scheduler:
             await self._prefetch([p for p in plans if isinstance(p, Planned)])
             results = await asyncio.gather(*(self._run(p) for p in plans))
             await self._record(list(results), self.clock.now())
+            for row, result in zip(rows, results, strict=True):
+                self.on_outcome(row.action_type, "retried" if result.retry_at is not None else result.status)
         return len(rows)
 
     async def _signing_key(self) -> bytes:

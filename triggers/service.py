@@ -42,6 +42,7 @@ class TriggerService:
         clock: Clock | None = None,
         retry: RetryPolicy | None = None,
         on_reload: Callable[[int, int], None] = lambda rules, problems: None,
+        on_action: Callable[[str, str], None] = lambda action_type, outcome: None,
     ) -> None:
         self.engine = engine
         self.rules_dir = rules_dir
@@ -59,7 +60,7 @@ class TriggerService:
         self.reload()
         self.deps = Deps(engine=engine, smtp_url=smtp_url, public_url=public_url, extra={"smtp_pool": SmtpPool()})
         self.matcher = Matcher(engine, lambda: self.index, self.clock)
-        self.scheduler = Scheduler(engine, lambda: self.index, self.deps, self.clock, retry=retry)
+        self.scheduler = Scheduler(engine, lambda: self.index, self.deps, self.clock, retry=retry, on_outcome=on_action)
         self.consumer = EventConsumer(jetstream, self.matcher, self.scheduler.wake, listened=lambda: self.index.by_type)
         self.schedules = ScheduleRunner(engine, lambda: self.index, self.matcher, self.clock, self.scheduler.wake)
         self.tasks: list[asyncio.Task[None]] = []

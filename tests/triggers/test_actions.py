@@ -241,3 +241,32 @@ rules:
     assert "HTTP 404" in failed.last_error and "SECRET" not in failed.last_error, failed.last_error
     (run,) = (await running.api("/api/actions", rule_id="tell-managers"))["items"]
     assert "SECRET" not in json.dumps(run)
+
+
+async def test_action_runs_are_counted_by_type_and_outcome(trigger_hub, clock, rules_dir, fake) -> None:
+    """No metric counted the rule engine's work: a CRM webhook failing for days showed nowhere an alert could see."""
+    crm = await fake([(400, {"error": "no such pipeline"})])
+    _rule(
+        rules_dir,
+        f"""
+rules:
+  - id: to-crm
+    on: lead.created
+    do:
+      - webhook: {{url: "{crm.url}/hook"}}
+      - create_task: {{title: "Call {{{{ contact.name }}}}"}}
+""",
+    )
+    running = await trigger_hub()
+    shop = Shop(running.engine, clock)
+    await _new_lead(shop)
+    await _action(shop, "to-crm", "failed")
+
+    async def counted() -> str | None:
+        async with running.session.get(running.url("/metrics")) as response:
+            text = await response.text()
+        failed = 'leadhub_action_runs_total{action="webhook",outcome="failed"} 1.0'
+        done = 'leadhub_action_runs_total{action="create_task",outcome="done"} 1.0'
+        return text if failed in text and done in text else None
+
+    await wait_for(counted, timeout=30, what="the failed webhook and the done task in /metrics")
