@@ -123,8 +123,15 @@ class TokenProvider:
                 check=False,
                 stdin=subprocess.DEVNULL,
             )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise TokenError(f"token_command {argv[0]!r} failed to run: {type(exc).__name__}: {exc}") from None
+        except subprocess.TimeoutExpired as exc:
+            # Not str(exc): it quotes the whole command line, and helpers take the client secret as an argument.
+            raise TokenError(
+                f"token_command {argv[0]!r} timed out after {exc.timeout:g} s; raise command_timeout or fix the command"
+            ) from None
+        except OSError as exc:
+            raise TokenError(
+                f"token_command {argv[0]!r} failed to run: {type(exc).__name__}: {exc.strerror or exc.errno}"
+            ) from None
         if done.returncode != 0:
             # stderr is the admin's tool talking about itself; keep it short, it must not carry the token
             stderr = done.stderr.decode("utf-8", "replace").strip()[-300:]
