@@ -73,9 +73,20 @@ def configure(level: str = "info", fmt: str = "console") -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
-    logging.basicConfig(stream=sys.stderr, level=level.upper(), format="%(message)s", force=True)
-    # Third-party loggers bypass the redaction below; at debug, aiosqlite and SQLAlchemy's engine log every
-    # statement with its parameters (addresses, payloads, the link signing key), so they never go below WARNING.
+    # Tracebacks become text first, so the redaction sees them: exceptions quote URLs and addresses.
+    rendering = [structlog.processors.format_exc_info, _redact, renderer]
+    stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    logging.basicConfig(stream=sys.stderr, level=level.upper(), force=True)
+    # Other libraries' records (asyncio, aiohttp's server, NATS, SQLAlchemy) go through the same redaction and
+    # renderer: one JSON line each in a JSON log, not bare text with a traceback over many lines.
+    foreign = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, structlog.stdlib.add_log_level, stamp],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *rendering],
+    )
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(foreign)
+    # At debug, aiosqlite and SQLAlchemy's engine log every statement with its parameters (addresses, payloads,
+    # the link signing key, which no redaction recognises), so they never go below WARNING.
     for noisy in ("aiohttp.access", "nats", "faststream", "alembic", "aiosqlite", "sqlalchemy", "asyncpg"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     server = logging.getLogger("aiohttp.server")
@@ -85,11 +96,8 @@ def configure(level: str = "info", fmt: str = "console") -> None:
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            # Tracebacks become text first, so the redaction sees them: exceptions quote URLs and addresses.
-            structlog.processors.format_exc_info,
-            _redact,
-            renderer,
+            stamp,
+            *rendering,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),

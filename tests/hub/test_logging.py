@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,3 +73,25 @@ def test_a_logged_traceback_is_redacted_like_the_fields(
 )
 def test_credentials_in_urls_are_redacted(text: str, secret: str) -> None:
     assert secret not in redact_text(text), redact_text(text)
+
+
+def test_other_libraries_log_one_redacted_json_line_per_event(
+    capfd: pytest.CaptureFixture[str], restored_logging: None
+) -> None:
+    """Records of the standard library's loggers (asyncio's "Task exception was never retrieved", aiohttp's server,
+    NATS, SQLAlchemy warnings) were printed as bare text: not JSON in a JSON log, a traceback over many lines, and
+    nothing redacted."""
+    configure("info", "json")
+    try:
+        raise ValueError("cannot send via smtp://shop:hunter2-pass@mail.example.com to ivan.petrov@mail.ru")
+    except ValueError:
+        logging.getLogger("asyncio").error("Task exception was never retrieved", exc_info=True)
+    logging.getLogger("aiohttp.server").warning("peer %s", "+7 912 345-67-89")
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # every line is one JSON event
+    assert [(r["logger"], r["level"], r["event"]) for r in records] == [
+        ("asyncio", "error", "Task exception was never retrieved"),
+        ("aiohttp.server", "warning", "peer ***89"),
+    ]
+    assert "ValueError" in records[0]["exception"] and "timestamp" in records[0]
+    assert "hunter2-pass" not in lines[0] and "ivan.petrov" not in lines[0], lines[0]
