@@ -31,6 +31,7 @@ from leadhub.hub.queue import Queue
 from leadhub.hub.workers import WorkerPool, WorkerSpec, relaying_processes, tell_primary_ready
 from leadhub.pipelines.consumer import InboundConsumer, Stats
 from leadhub.pipelines.dead_letters import DeadLetterSink
+from leadhub.pipelines.failures import classify
 from leadhub.pipelines.intake import IntakePipeline
 from leadhub.pipelines.model import SourceSpec
 from leadhub.pipelines.outbox_relay import OutboxRelay
@@ -279,6 +280,7 @@ class Hub:
                 m.rule_reloads.inc(),
             ),
             on_action=lambda action_type, outcome: m.action_runs.labels(action_type, outcome).inc(),
+            on_store_error=lambda exc: m.store_errors.labels("scheduler", classify(exc).value).inc(),
         )
 
     def _build_consumer(self, engine: AsyncEngine, queue: Queue) -> InboundConsumer:

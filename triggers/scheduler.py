@@ -83,8 +83,10 @@ class Scheduler:
         lease: timedelta = timedelta(minutes=5),
         poll_seconds: float = 1.0,
         on_outcome: Callable[[str, str], None] = lambda action_type, outcome: None,
+        on_store_error: Callable[[BaseException], None] = lambda exc: None,
     ) -> None:
-        """`on_outcome(action_type, outcome)`: once per recorded run; outcome done, failed, cancelled or retried."""
+        """`on_outcome(action_type, outcome)`: once per recorded run; outcome done, failed, cancelled or retried.
+        `on_store_error(exc)`: a pass failed (the store away); the actions stay due and the next pass retries."""
         self.engine = engine
         self.rules = rules
         self.deps = deps
@@ -94,6 +96,7 @@ class Scheduler:
         self.lease = lease
         self.poll_seconds = poll_seconds
         self.on_outcome = on_outcome
+        self.on_store_error = on_store_error
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._key: bytes | None = None
@@ -115,6 +118,7 @@ class Scheduler:
                 self.last_error = None
             except Exception as exc:  # the store away: keep the actions, try again
                 self.last_error = brief(exc)
+                self.on_store_error(exc)
                 log.warning("scheduler pass failed; will retry", error=self.last_error)
                 done = 0
             if done >= self.batch:

@@ -43,6 +43,7 @@ class TriggerService:
         retry: RetryPolicy | None = None,
         on_reload: Callable[[int, int], None] = lambda rules, problems: None,
         on_action: Callable[[str, str], None] = lambda action_type, outcome: None,
+        on_store_error: Callable[[BaseException], None] = lambda exc: None,
     ) -> None:
         self.engine = engine
         self.rules_dir = rules_dir
@@ -60,7 +61,15 @@ class TriggerService:
         self.reload()
         self.deps = Deps(engine=engine, smtp_url=smtp_url, public_url=public_url, extra={"smtp_pool": SmtpPool()})
         self.matcher = Matcher(engine, lambda: self.index, self.clock)
-        self.scheduler = Scheduler(engine, lambda: self.index, self.deps, self.clock, retry=retry, on_outcome=on_action)
+        self.scheduler = Scheduler(
+            engine,
+            lambda: self.index,
+            self.deps,
+            self.clock,
+            retry=retry,
+            on_outcome=on_action,
+            on_store_error=on_store_error,
+        )
         self.consumer = EventConsumer(jetstream, self.matcher, self.scheduler.wake, listened=lambda: self.index.by_type)
         self.schedules = ScheduleRunner(engine, lambda: self.index, self.matcher, self.clock, self.scheduler.wake)
         self.tasks: list[asyncio.Task[None]] = []

@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from leadhub.store.models import OutboxEvent
 from tests.helpers import wait_for
@@ -270,3 +270,22 @@ rules:
         return text if failed in text and done in text else None
 
     await wait_for(counted, timeout=30, what="the failed webhook and the done task in /metrics")
+
+
+async def test_a_scheduler_pass_the_store_refuses_is_counted_as_a_store_error(trigger_hub) -> None:
+    """Only the pipeline counted store failures: a process running the rule engine alone (LEADHUB_ROLES=http,triggers)
+    could fail every scheduler pass and leadhub_store_errors_total stayed at 0."""
+    running = await trigger_hub()
+    async with running.engine.begin() as conn:  # the scheduler's table goes away: every pass fails in the store
+        await conn.execute(text("ALTER TABLE scheduled_action RENAME TO scheduled_action_away"))
+    running.hub.triggers.scheduler.wake()
+
+    async def counted() -> str | None:
+        async with running.session.get(running.url("/metrics")) as response:
+            body = await response.text()
+        lines = [line for line in body.splitlines() if line.startswith("leadhub_store_errors_total{")]
+        return body if any('operation="scheduler"' in line for line in lines) else None
+
+    await wait_for(counted, timeout=30, what="the scheduler's store error in /metrics")
+    async with running.engine.begin() as conn:
+        await conn.execute(text("ALTER TABLE scheduled_action_away RENAME TO scheduled_action"))
