@@ -18,6 +18,7 @@ from leadhub.connectors.base import ConnectorContext, Stop
 from leadhub.connectors.imap_config import ImapConfig
 from leadhub.connectors.imap_folder import FolderWorker
 from leadhub.connectors.imap_oauth import TokenProvider
+from leadhub.error_text import brief
 from leadhub.store.leases import Lease, try_lease
 
 log = structlog.get_logger("leadhub.connectors.imap")
@@ -62,7 +63,7 @@ class ImapConnector:
             try:
                 lease = await try_lease(self.context.engine, f"imap:{self.config.name}")
             except Exception as exc:  # the store is away: nothing can be checkpointed, so nothing is read
-                error = f"cannot take the mailbox lease: {type(exc).__name__}: {str(exc)[:200]}"
+                error = f"cannot take the mailbox lease: {brief(exc)}"
                 log.warning("IMAP lease failed", connector=self.config.name, error=error)
                 self.context.report(self.config.name, {"ok": False, "error": error})
                 await self._pause(delay)

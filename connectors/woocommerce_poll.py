@@ -28,6 +28,7 @@ from leadhub.connectors.woocommerce_api import OrdersApi, PollError, modified_ti
 from leadhub.connectors.woocommerce_fit import encoded, fitted
 from leadhub.durations import parse_duration
 from leadhub.envelope import Envelope
+from leadhub.error_text import brief
 from leadhub.store.connector_state import load_state, save_state
 from leadhub.store.leases import Lease, try_lease
 
@@ -136,7 +137,7 @@ class WooCommercePollConnector:
         try:
             lease = await try_lease(self.context.engine, f"woocommerce_poll:{self.config.name}")
         except Exception as exc:  # the store is away: nothing could be checkpointed, so nothing is read
-            error = f"cannot take the poller's lease: {type(exc).__name__}: {str(exc)[:200]}"
+            error = f"cannot take the poller's lease: {brief(exc)}"
             log.warning("woocommerce lease failed", connector=self.config.name, error=error)
             self.context.report(self.config.name, {"ok": False, "error": error})
             await self._pause(LEASE_RETRY)

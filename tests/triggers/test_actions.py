@@ -173,8 +173,7 @@ rules:
     assert json.loads(request["body"]) == {"chat_id": -100200, "text": "New lead from Maria <maria@example.com>"}
 
 
-async def test_telegram_error_is_recorded_without_the_token(trigger_hub, clock, rules_dir, fake) -> None:
-    bot = await fake([(400, {"ok": False, "description": "Bad Request: chat not found"})])
+def _telegram_rule(rules_dir: Path, api_url: str) -> None:
     _rule(
         rules_dir,
         f"""
@@ -182,9 +181,14 @@ rules:
   - id: tell-managers
     on: lead.created
     do:
-      - notify_telegram: {{api_url: "{bot.url}", bot_token: "123:SECRET-TOKEN", chat_id: 1, text: hi}}
+      - notify_telegram: {{api_url: "{api_url}", bot_token: "123:SECRET-TOKEN", chat_id: 1, text: hi}}
 """,
     )
+
+
+async def test_telegram_error_is_recorded_without_the_token(trigger_hub, clock, rules_dir, fake) -> None:
+    bot = await fake([(400, {"ok": False, "description": "Bad Request: chat not found"})])
+    _telegram_rule(rules_dir, bot.url)
     running = await trigger_hub()
     shop = Shop(running.engine, clock)
     await _new_lead(shop)
@@ -224,16 +228,7 @@ async def test_an_api_answer_that_quotes_the_url_leaves_the_token_out_of_the_rec
     """A proxy or self-hosted Bot API (`api_url`) that answers 404 quoting the request line ("Cannot POST
     /bot123:.../sendMessage") put the bot token into the action's recorded error, which /api/actions shows."""
     bot = await fake([(404, {"error": "Cannot POST /bot123:SECRET-TOKEN/sendMessage"})])
-    _rule(
-        rules_dir,
-        f"""
-rules:
-  - id: tell-managers
-    on: lead.created
-    do:
-      - notify_telegram: {{api_url: "{bot.url}", bot_token: "123:SECRET-TOKEN", chat_id: 1, text: hi}}
-""",
-    )
+    _telegram_rule(rules_dir, bot.url)
     running = await trigger_hub()
     shop = Shop(running.engine, clock)
     await _new_lead(shop)
