@@ -5,8 +5,12 @@ PostgreSQL may plan it once for any values (a generic plan). For a table autovac
 deployment's first minute, or fast growth) that plan scanned every row against every parameter: a batch's key
 lookup grew to 800 ms at 40,000 inquiries (BENCHMARKS.md). `= ANY($1)` with one array parameter is planned like a
 lookup of a few values and mostly keeps the index; a generic plan made while the table was tiny can still be a
-sequential scan, which `store/young_tables.py` replaces by analyzing young tables as they grow. SQLite plans each
-statement afresh and keeps its IN list.
+sequential scan, which `store/young_tables.py` replaces by analyzing young tables as they grow.
+
+SQLite keeps its IN list, padded to a power of two by repeating a value. Each length is its own statement, and
+Python's sqlite3 keeps up to 128 prepared per connection: a statement with 2,000 parameters holds ~260 KB in
+SQLite: after an 8-s burst the pooled connections held 1.5-2.1 MB of such statements each, 128 of them at most
+(BENCHMARKS.md, "SQLite's prepared IN lists"). Padded, a lookup has at most 13 lengths (1 to 4,096).
 """
 
 from __future__ import annotations
@@ -18,10 +22,23 @@ from sqlalchemy import ColumnElement, any_, bindparam
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+PAD_UP_TO = 4096  # values: a claim of the relay is 2,000, a pipeline batch's lookups fewer
+
 
 def one_of(conn: AsyncConnection, column: Any, values: Iterable[Any]) -> ColumnElement[bool]:
     """True where `column` is one of `values`: one array parameter on PostgreSQL, an IN list elsewhere."""
     values = list(values)
     if conn.dialect.name == "postgresql":
         return column == any_(bindparam(None, values, type_=postgresql.ARRAY(column.type)))
-    return column.in_(values)
+    return column.in_(padded(values))
+
+
+def padded(values: list[Any]) -> list[Any]:
+    """`values` with its last one repeated up to the next power of two: the same set, one of a few lengths.
+
+    Longer lists than a batch's (an admin's command) keep their length: padding could pass SQLite's limit of
+    32,766 parameters.
+    """
+    if len(values) < 3 or len(values) > PAD_UP_TO:
+        return values
+    return values + values[-1:] * ((1 << (len(values) - 1).bit_length()) - len(values))

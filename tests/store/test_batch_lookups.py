@@ -87,6 +87,30 @@ async def test_marking_published_marks_exactly_the_given_events(engine: AsyncEng
         assert "= ANY" in sql and len(params) == 2, "the time and one array of ids"
 
 
+async def test_lookups_of_every_batch_length_share_a_few_statements(engine: AsyncEngine) -> None:
+    """Each distinct SQL text is a statement the driver keeps prepared per connection (SQLite: up to 128, one with
+    2,000 parameters ~260 KB): claims of 1 to 300 events must not make 300 of them, and still mark exactly theirs."""
+    rows = [outbox_event("lead.updated", f"s{n}", T0, n=n) for n in range(300 * 301 // 2)]
+    async with engine.begin() as conn:
+        await conn.execute(insert(OutboxEvent.__table__), rows)
+    ids = [row["id"] for row in rows]
+
+    with statements(engine) as seen:
+        async with engine.begin() as conn:
+            start = 0
+            for length in range(1, 301):
+                await mark_published(conn, ids[start : start + length], T0 + timedelta(minutes=1))
+                start += length
+
+    updates = {sql for sql, _ in seen if sql.startswith("UPDATE outbox_event")}
+    assert len(updates) <= 10, f"{len(updates)} distinct statements for 300 lengths"
+    async with engine.connect() as conn:
+        marked = await conn.scalar(
+            select(func.count()).select_from(OutboxEvent).where(OutboxEvent.published_at.is_not(None))
+        )
+    assert marked == len(ids)
+
+
 async def test_second_touches_of_a_whole_batch_join_their_leads_with_few_parameters(engine: AsyncEngine) -> None:
     """Known people: the identifier, open-lead and key lookups each see the whole batch at once."""
     pipeline = IntakePipeline(engine, SOURCES, default_region="RU")
