@@ -25,6 +25,8 @@ from leadhub.triggers.events import event_objects
 from leadhub.triggers.matcher import _context_event
 
 log = structlog.get_logger("leadhub.scheduler")
+RECORD_RETRY_FIRST = 0.5  # seconds before recording a batch's outcomes again while the store is away
+RECORD_RETRY_CAP = 5.0
 
 
 @dataclass(frozen=True)
@@ -152,10 +154,34 @@ class Scheduler:
             plans = [self._plan(row, o, key, now) for row, o in zip(rows, objects, strict=True)]
             await self._prefetch([p for p in plans if isinstance(p, Planned)])
             results = await asyncio.gather(*(self._run(p) for p in plans))
-            await self._record(list(results), self.clock.now())
+            await self._record_while_leased(list(results))
             for row, result in zip(rows, results, strict=True):
                 self.on_outcome(row.action_type, "retried" if result.retry_at is not None else result.status)
         return len(rows)
+
+    async def _record_while_leased(self, results: list[Result]) -> None:
+        """Record the outcomes, retrying while the store is away, for as long as the claim's lease holds.
+
+        The actions have run (an e-mail has gone out): dropping their outcomes would leave them `running`
+        until the lease ran out and then run them again. After the lease another worker may take them.
+        """
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self.lease.total_seconds()
+        delay = RECORD_RETRY_FIRST
+        while True:
+            try:
+                await self._record(results, self.clock.now())
+            except Exception as exc:
+                if self._stopping.is_set() or loop.time() + delay >= give_up_at:
+                    raise
+                self.last_error = brief(exc)
+                self.on_store_error(exc)
+                log.warning("action outcomes not recorded; retrying", count=len(results), error=self.last_error)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                delay = min(RECORD_RETRY_CAP, delay * 2)
+                continue
+            return
 
     async def _signing_key(self) -> bytes:
         if self._key is None:
