@@ -10,6 +10,7 @@ import nats
 import pytest
 
 from leadhub.hub.embedded_nats import EmbeddedNats
+from tests.faults.settled import wait_settled
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.slow
@@ -23,19 +24,32 @@ async def _stored(session: aiohttp.ClientSession, base_url: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-async def test_two_replicas_share_work_and_survive_a_kill(make_daemon, external_nats: EmbeddedNats) -> None:  # type: ignore[no-untyped-def]
+async def test_two_replicas_share_work_and_survive_a_kill(  # type: ignore[no-untyped-def]
+    make_daemon, external_nats: EmbeddedNats, database_url: str
+) -> None:
     config = {"connectors": [FORM], "pipeline_batch_size": 20}
     replicas = [make_daemon(config, env={"LEADHUB_NATS_URL": external_nats.url}) for _ in range(2)]
     for replica in replicas:
         await replica.start()
-    accepted: list[str] = []
+    accepted: dict[int, str] = {}
+    killed = False
     async with aiohttp.ClientSession() as session:
 
         async def post(i: int, replica_index: int) -> None:
             body = {"name": f"R {i}", "email": f"r{i}@example.com"}
-            async with session.post(replicas[replica_index].base_url + "/hooks/site-form", json=body) as response:
+            url = replicas[replica_index].base_url + "/hooks/site-form"
+            async with session.post(url, json=body, headers={"Idempotency-Key": f"r-{i}"}) as response:
                 assert response.status == 202, await response.text()
-                accepted.append((await response.json())["id"])
+                accepted[i] = (await response.json())["id"]
+
+        async def post_until_accepted(i: int) -> None:
+            """To replica i % 2 while both run; a post the kill cut off goes again to the survivor (same key)."""
+            if not killed and i % 2 == 0:
+                try:
+                    return await post(i, 0)
+                except aiohttp.ClientError:
+                    pass
+            await post(i, 1)
 
         for start in range(0, 300, 30):
             await asyncio.gather(*(post(i, i % 2) for i in range(start, start + 30)))
@@ -46,9 +60,23 @@ async def test_two_replicas_share_work_and_survive_a_kill(make_daemon, external_
 
         # The pipelines lag the posts: a count taken at once may catch one replica mid-batch.
         both_worked = await wait_for(first_half_stored, timeout=30, what="the first 300 items stored")
-        replicas[0].kill()  # mid-stream: it may hold fetched, unacked envelopes
-        for start in range(300, 600, 30):
-            await asyncio.gather(*(post(i, 1) for i in range(start, start + 30)))
+
+        async def kill_while_busy() -> None:
+            """SIGKILL replica 0 once it stores the second wave: mid-stream, with fetched envelopes in hand."""
+            nonlocal killed
+
+            async def storing_again() -> bool:
+                return await _stored(session, replicas[0].base_url) > both_worked[0]
+
+            await wait_for(storing_again, timeout=30, what="replica 0 storing the second wave")
+            replicas[0].kill()
+            killed = True
+
+        async def second_wave() -> None:
+            for start in range(300, 600, 30):
+                await asyncio.gather(*(post_until_accepted(i) for i in range(start, start + 30)))
+
+        await asyncio.gather(kill_while_busy(), second_wave())
         survivor = replicas[1].base_url
 
         async def all_inquiries() -> list[dict] | None:
@@ -59,7 +87,7 @@ async def test_two_replicas_share_work_and_survive_a_kill(make_daemon, external_
         items = await wait_for(all_inquiries, timeout=40, what="every accepted item after the kill")
         async with session.get(survivor + "/api/leads", params={"limit": 1000}) as response:
             leads = (await response.json())["items"]
-    assert sorted(i["id"] for i in items) == sorted(accepted), "each accepted item is exactly one inquiry"
+    assert sorted(i["id"] for i in items) == sorted(accepted.values()), "each accepted item is exactly one inquiry"
     assert len(leads) == len(accepted) and len({lead["id"] for lead in leads}) == len(accepted)
     assert all(count > 0 for count in both_worked), f"both replicas should have stored some: {both_worked}"
 
@@ -76,4 +104,6 @@ async def test_two_replicas_share_work_and_survive_a_kill(make_daemon, external_
         assert info.state.subjects["events.lead.created"] == len(accepted), "each event exactly once"
     finally:
         await connection.close()
+    # The killed replica's fetched envelopes, redelivered to the survivor, leave nothing stuck or dead.
+    await wait_settled(external_nats.url, database_url, leads=len(accepted))
     assert await replicas[1].terminate() == 0
