@@ -144,6 +144,7 @@ class Scheduler:
 
     async def run_once(self) -> int:
         now = self.clock.now()
+        lease_ends = asyncio.get_running_loop().time() + self.lease.total_seconds()  # at the latest; on this clock
         async with self.engine.begin() as conn:
             rows = await store.claim_due(conn, now, self.batch, now + self.lease)
         if rows:
@@ -154,19 +155,19 @@ class Scheduler:
             plans = [self._plan(row, o, key, now) for row, o in zip(rows, objects, strict=True)]
             await self._prefetch([p for p in plans if isinstance(p, Planned)])
             results = await asyncio.gather(*(self._run(p) for p in plans))
-            await self._record_while_leased(list(results))
+            await self._record_while_leased(list(results), lease_ends)
             for row, result in zip(rows, results, strict=True):
                 self.on_outcome(row.action_type, "retried" if result.retry_at is not None else result.status)
         return len(rows)
 
-    async def _record_while_leased(self, results: list[Result]) -> None:
-        """Record the outcomes, retrying while the store is away, for as long as the claim's lease holds.
+    async def _record_while_leased(self, results: list[Result], give_up_at: float) -> None:
+        """Record the outcomes, retrying while the store is away, until the claim's lease ends (loop time).
 
         The actions have run (an e-mail has gone out): dropping their outcomes would leave them `running`
-        until the lease ran out and then run them again. After the lease another worker may take them.
+        until the lease ran out and then run them again. After the lease another worker may take them, so
+        the retries stop there: the lease counts from the claim, not from the first failed record.
         """
         loop = asyncio.get_running_loop()
-        give_up_at = loop.time() + self.lease.total_seconds()
         delay = RECORD_RETRY_FIRST
         while True:
             try:
