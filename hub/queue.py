@@ -15,7 +15,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
-from leadhub.connectors.base import PublishResult, QueueUnavailable
+from leadhub.connectors.base import PublishResult, QueueBusy, QueueUnavailable
 from leadhub.envelope import Envelope
 from leadhub.hub.stream_publisher import StreamPublisher
 from leadhub.hub.throttled_log import ThrottledWarning
@@ -27,6 +27,7 @@ EVENTS = "EVENTS"
 DEAD = "DEAD"
 DAY = 86400.0
 PUBLISH_TIMEOUT = 3.0
+TOO_MANY_REQUESTS = 429  # a stream's answer when its ingest queue is full
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,8 @@ class Queue:
         try:
             return await self._publisher.publish(messages, stream)  # TimeoutError after PUBLISH_TIMEOUT
         except UNAVAILABLE_ERRORS as exc:
-            raise QueueUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            busy = isinstance(exc, nats.js.errors.APIError) and exc.code == TOO_MANY_REQUESTS
+            raise (QueueBusy if busy else QueueUnavailable)(f"{type(exc).__name__}: {exc}") from exc
 
     async def ping(self, timeout: float = 2.0) -> bool:  # noqa: ASYNC109
         """True when NATS answers a round trip and JetStream is enabled."""

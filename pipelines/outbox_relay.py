@@ -12,12 +12,15 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from leadhub.connectors.base import QueueBusy
 from leadhub.error_text import brief
+from leadhub.pipelines.publish_window import PublishWindow
 from leadhub.store import outbox
 
 log = structlog.get_logger("leadhub.relay")
 
-PublishMany = Callable[[list[tuple[str, bytes, dict[str, str]]], str], Awaitable[None]]
+Message = tuple[str, bytes, dict[str, str]]
+PublishMany = Callable[[list[Message], str], Awaitable[None]]
 POLL_INTERVAL = 1.0
 # Events per claim. A pipeline batch of 500 new people writes ~1,500 events, and on SQLite a claim waits for
 # the pipeline's write lock to mark its rows: a claim of 500 kept a third of the pace. Claims of 5,000 kept it,
@@ -29,7 +32,7 @@ PENDING_EVERY = 2.0  # seconds between counts of what is still waiting while the
 OCCURRED_KEPT = 4096  # formatted times remembered: a claim's events share a handful of batch times
 
 
-def event_message(row: Sequence[Any]) -> tuple[str, bytes, dict[str, str]]:
+def event_message(row: Sequence[Any]) -> Message:
     """The EVENTS message of an outbox row: `{"id","type","subject_id","occurred_at","data"}`.
 
     `row` is `(id, type, subject_id, data_json, created_at)`, as `outbox.claim_unpublished` selects it. Written
@@ -81,6 +84,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.last_error: str | None = None
+        self.window = PublishWindow(BATCH)  # events in flight: a whole claim unless NATS refuses some
 
     def wake(self) -> None:
         self._wake.set()
@@ -110,16 +114,46 @@ class OutboxRelay:
             await self.relay_once()  # flush what the last batches committed
 
     async def relay_once(self) -> int:
+        """Relay one claim; when publishing stops part-way, what the stream acked is marked before the error."""
         async with self.engine.begin() as conn:
             rows = await outbox.claim_unpublished(conn, BATCH, self.share)
             if not rows:
                 self.on_pending(0)
                 return 0
-            await self.publish([event_message(row) for row in rows], "EVENTS")
-            await outbox.mark_published(conn, [row.id for row in rows], datetime.now(UTC))
-        self.on_published(len(rows))
+            acked, error = await self._publish_claim([event_message(row) for row in rows])
+            if acked:
+                await outbox.mark_published(conn, [row.id for row in rows[:acked]], datetime.now(UTC))
+        if acked:
+            self.on_published(acked)
+        if error is not None:
+            raise error
         await self._report_pending(len(rows))
         return len(rows)
+
+    async def _publish_claim(self, messages: list[Message]) -> tuple[int, Exception | None]:
+        """How many of `messages` (from the first) the stream acked, and the error that stopped the rest.
+
+        One publish of the whole claim unless NATS refuses some; then parts of the window's size, retried
+        smaller after each refusal (the part's acked messages come back as duplicates, stored once).
+        """
+        done = 0
+        while done < len(messages):
+            window = self.window.size
+            part = messages if done == 0 and window >= len(messages) else messages[done : done + window]
+            try:
+                await self.publish(part, "EVENTS")
+            except QueueBusy as exc:
+                if not self.window.shrink():
+                    return done, exc
+                if window == self.window.largest:
+                    log.warning("NATS refused events (the stream's ingest queue is full); relaying fewer at a time")
+                continue
+            except Exception as exc:  # NATS away or slow: raised by relay_once once the acked ones are marked
+                return done, exc
+            done += len(part)
+            if len(part) == window:  # a short last part says nothing about a larger one
+                self.window.grow()
+        return done, None
 
     async def _report_pending(self, claimed: int) -> None:
         """Caught up when a claim was not full; while behind, count what waits now and then (a count costs a scan)."""
