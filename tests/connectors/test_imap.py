@@ -57,7 +57,13 @@ async def test_appended_mail_becomes_leads_unread(make_hub: HubFactory, dovecot:
     admin = dovecot.client()
     admin.select_folder("INBOX", readonly=True)
     assert all(b"\\Seen" not in f[b"FLAGS"] for f in admin.fetch(admin.search(), ["FLAGS"]).values())  # BODY.PEEK[]
-    detail = await wait_for(lambda: readyz_detail(hub), what="a readyz entry")
+
+    async def caught_up_and_idling() -> dict[str, Any] | None:  # the report follows the checkpoint, after the leads
+        detail = await readyz_detail(hub)
+        folder = detail.get("folders", {}).get("INBOX", {})
+        return detail if detail.get("ok") and detail.get("uid_lag") == 0 and folder.get("mode") == "idle" else None
+
+    detail = await wait_for(caught_up_and_idling, what="the mailbox caught up and idling in /readyz")
     assert detail["ok"] and detail["uid_lag"] == 0 and detail["folders"]["INBOX"]["mode"] == "idle"
     assert (await checkpoint(hub))["last_uid"] == 3
 
