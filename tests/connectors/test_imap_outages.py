@@ -4,17 +4,15 @@ Against a NATS that takes less per message than `max_message_bytes`, a bigger me
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from leadhub.hub import embedded_nats
 from leadhub.hub.embedded_nats import EmbeddedNats
 from leadhub.store.connector_state import load_state
 from tests.conftest import HubFactory
-from tests.helpers import free_port, wait_for
+from tests.helpers import wait_for
 from tests.imap_server import Dovecot, make_mail, running_dovecot
 
 
@@ -65,16 +63,6 @@ async def test_queue_down_holds_checkpoint_and_flags_then_catches_up(
 
     await wait_for(caught_up, timeout=15, what="checkpoint 3 and all mail flagged \\Seen")
     assert len((await hub.api("/api/inquiries"))["items"]) == 3
-
-
-@pytest.fixture
-async def stock_nats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[EmbeddedNats]:
-    """An external NATS with nats-server's default max_payload of 1 MB (docker-compose.yml runs it so)."""
-    monkeypatch.setattr(embedded_nats, "MAX_PAYLOAD", 1024 * 1024)
-    server = EmbeddedNats(tmp_path / "stock-nats", port=free_port())
-    await server.start()
-    yield server
-    await server.stop()
 
 
 async def test_a_message_over_the_queue_limit_is_dropped_not_retried_forever(

@@ -9,23 +9,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from leadhub.connectors.woocommerce_api import retry_after
 from leadhub.connectors.woocommerce_fit import encoded, fitted
 from leadhub.connectors.woocommerce_poll import MAX_BACKOFF, MAX_RETRY_AFTER, next_delay
-from leadhub.hub import embedded_nats
 from leadhub.hub.embedded_nats import EmbeddedNats
 from leadhub.store import dead_letters
 from leadhub.store.connector_state import load_state
 from tests.conftest import HubFactory, RunningHub
 from tests.connectors.woo_shop import FakeShop, poller, shop_fixture  # noqa: F401 - the `shop` fixture
-from tests.helpers import free_port, wait_for
+from tests.helpers import wait_for
 
 
 async def orders_by_id(hub: RunningHub) -> dict[str, dict[str, Any]]:
@@ -272,16 +267,6 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
     assert retry_after("120", now) == 120
     assert retry_after("Sun, 01 Nov 2026 10:00:30 GMT", now) == 30
     assert retry_after("soon", now) is None and retry_after(None, now) is None
-
-
-@pytest.fixture
-async def stock_nats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[EmbeddedNats]:
-    """An external NATS with nats-server's default max_payload of 1 MB (docker-compose.yml runs it so)."""
-    monkeypatch.setattr(embedded_nats, "MAX_PAYLOAD", 1024 * 1024)
-    server = EmbeddedNats(tmp_path / "stock-nats", port=free_port())
-    await server.start()
-    yield server
-    await server.stop()
 
 
 async def test_an_order_over_the_queue_limit_is_cut_to_fit_and_holds_nothing_up(
