@@ -186,7 +186,8 @@ def test_a_failing_token_command_says_why_without_its_output(tmp_path: Path) -> 
 def test_a_token_command_that_times_out_is_named_without_its_arguments() -> None:
     """Helpers take the client secret and refresh token as arguments (Google's oauth2.py: --client_secret=...
     --refresh_token=...); the timeout's message quoted the whole command line into the log and /readyz."""
-    argv = [sys.executable, "-c", "import time; time.sleep(30)", "--client_secret=oauth-SECRET-1"]
+    # The helper hangs on purpose (longer than command_timeout): the timeout path is what is tested.
+    argv = [sys.executable, "-c", "import time; time.sleep(30)", "--client_secret=oauth-SECRET-1"]  # noqa: sleep-ok
     provider = TokenProvider(OAuth2Config(token_command=argv, command_timeout="1s"))
     with pytest.raises(TokenError, match="timed out after 1") as caught:
         provider.token()
