@@ -14,37 +14,13 @@ from typing import Any
 
 import aiohttp
 import pytest
-from sqlalchemy import select
 
-from leadhub.store.db import create_engine
-from leadhub.store.models import ScheduledAction
+from tests.faults.surveys import RULES, SHOP, post_completed_order, scheduled_actions
 from tests.helpers import free_port, wait_for
 from tests.triggers.conftest import SmtpServer
 
 pytestmark = pytest.mark.slow
-TOKEN = "shop-token"
-SHOP = {"name": "shop", "type": "order", "auth": "token", "secret": TOKEN}
 WAVE = 40
-RULES = """
-rules:
-  - id: post-sale-survey
-    on: order.completed
-    if: "contact.email and not contact.unsubscribed"
-    wait: 3s
-    do:
-      - send_email:
-          template: survey
-          to: "{{ contact.email }}"
-"""
-
-
-async def _actions(database_url: str) -> list[Any]:
-    engine = create_engine(database_url)
-    try:
-        async with engine.connect() as conn:
-            return list((await conn.execute(select(ScheduledAction.__table__))).all())
-    finally:
-        await engine.dispose()
 
 
 async def test_smtp_down_while_surveys_are_due(make_daemon, database_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -66,11 +42,7 @@ async def test_smtp_down_while_surveys_are_due(make_daemon, database_url: str, t
         async with aiohttp.ClientSession() as session:
 
             async def order(n: int) -> None:
-                body = {"external_id": f"o{n}", "number": str(n), "status": "completed", "email": f"c{n}@example.com"}
-                async with session.post(
-                    daemon.base_url + "/hooks/shop", json=body, headers={"X-Leadhub-Token": TOKEN}
-                ) as response:
-                    assert response.status == 202, await response.text()
+                await post_completed_order(session, daemon.base_url, n)
 
             for n in range(WAVE):
                 await order(n)
@@ -85,7 +57,9 @@ async def test_smtp_down_while_surveys_are_due(make_daemon, database_url: str, t
                 await order(n)
 
             async def second_wave_failed() -> list[Any] | None:
-                rows = [r for r in await _actions(database_url) if r.event["data"]["number"] not in _numbers(0)]
+                rows = [
+                    r for r in await scheduled_actions(database_url) if r.event["data"]["number"] not in _numbers(0)
+                ]
                 failed = [r for r in rows if r.status == "pending" and r.attempts >= 1]
                 return rows if len(rows) == WAVE and len(failed) == WAVE else None
 
@@ -95,7 +69,7 @@ async def test_smtp_down_while_surveys_are_due(make_daemon, database_url: str, t
             smtp.start()  # same port; the retries come after the first back-off (30 s +- 20%)
 
             async def all_done() -> list[Any] | None:
-                rows = await _actions(database_url)
+                rows = await scheduled_actions(database_url)
                 return rows if len(rows) == 2 * WAVE and all(r.status == "done" for r in rows) else None
 
             rows = await wait_for(all_done, timeout=50, what="every survey sent after the server returned")

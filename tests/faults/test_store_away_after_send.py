@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from tests.faults.conftest import Outage
-from tests.faults.test_smtp_outage import RULES, SHOP, TOKEN, _actions
+from tests.faults.surveys import RULES, SHOP, post_completed_order, scheduled_actions
 from tests.helpers import free_port, wait_for
 from tests.triggers.conftest import Inbox, SmtpServer
 
@@ -69,11 +69,7 @@ async def test_store_lost_between_send_and_record(  # type: ignore[no-untyped-de
         await daemon.start()
         async with aiohttp.ClientSession() as session:
             for n in range(ORDERS):
-                body = {"external_id": f"o{n}", "number": str(n), "status": "completed", "email": f"c{n}@example.com"}
-                async with session.post(
-                    daemon.base_url + "/hooks/shop", json=body, headers={"X-Leadhub-Token": TOKEN}
-                ) as response:
-                    assert response.status == 202, await response.text()
+                await post_completed_order(session, daemon.base_url, n)
 
             async def record_failed() -> str | None:
                 return smtp.inbox.cut is None and await _triggers_error(session, daemon.base_url)
@@ -83,7 +79,7 @@ async def test_store_lost_between_send_and_record(  # type: ignore[no-untyped-de
             outage.restore()
 
             async def all_done() -> list[Any] | None:
-                rows = await _actions(database_url)
+                rows = await scheduled_actions(database_url)
                 return rows if len(rows) == ORDERS and all(r.status == "done" for r in rows) else None
 
             # Well inside the scheduler's five-minute lease: the outcomes were kept, not dropped.
