@@ -3,7 +3,9 @@
 Quiet hours are stored as their complement (the hours when acting is allowed), so both kinds share one
 search. Wall-clock times are resolved in the zone on the day in question, so a daylight-saving change
 moves the UTC instant, never the local opening time; an opening inside a skipped hour (spring forward)
-opens when the clock jumps, at the end of the gap.
+opens when the clock jumps, at the end of the gap. An opening inside a repeated hour (fall back) opens at
+its first occurrence, closes when the clock goes back below it, and opens again at its second: quiet hours
+ending at 02:30 are kept while the wall clock shows 02:00-02:30 the second time.
 """
 
 from __future__ import annotations
@@ -97,12 +99,37 @@ class WeeklyHours:
         for offset in range(9):
             current = day + timedelta(days=offset)
             for start, end in self.week[current.weekday()]:
-                opens = wall_to_utc(current, start, zone)
                 closes = wall_to_utc(current + timedelta(days=1), MIDNIGHT, zone) if end is None else None
                 closes = closes or wall_to_utc(current, end, zone)  # type: ignore[arg-type]
-                if when < closes and opens < closes:
-                    return max(when, opens).astimezone(UTC)
+                for opens, until in _open_spans(current, start, closes, zone):
+                    if when < until and opens < until:
+                        return max(when, opens).astimezone(UTC)
         raise ValueError(f"hours {self.name!r} are never open")
+
+
+def _open_spans(day: date, start: time, closes: datetime, zone: ZoneInfo) -> list[tuple[datetime, datetime]]:
+    """The UTC spans in which the wall clock shows `start` or later (and before `closes`): one, or two when
+    `start` falls in the hour a fall-back repeats (the clock goes back below `start` in between)."""
+    opens = wall_to_utc(day, start, zone)
+    again = _second_occurrence(day, start, zone)
+    if again is None:
+        return [(opens, closes)]
+    target = datetime.combine(day, start)
+    low, high = int(opens.timestamp()), int(again.timestamp())  # the clock goes back somewhere in between
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if _wall(datetime.fromtimestamp(middle, UTC), zone) >= target else (low, middle)
+    return [(opens, min(closes, datetime.fromtimestamp(high, UTC))), (again, closes)]
+
+
+def _second_occurrence(day: date, clock: time, zone: ZoneInfo) -> datetime | None:
+    """The later instant the wall clock shows `day clock`, when a fall-back makes it show it twice."""
+    naive = datetime.combine(day, clock)
+    early = naive.replace(tzinfo=zone).astimezone(UTC)
+    late = naive.replace(tzinfo=zone, fold=1).astimezone(UTC)
+    if late > early and _wall(early, zone) == naive and _wall(late, zone) == naive:
+        return late
+    return None
 
 
 def wall_to_utc(day: date, clock: time, zone: ZoneInfo) -> datetime:

@@ -7,6 +7,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from leadhub.triggers.context import build_context
 from leadhub.triggers.engine import evaluate
@@ -58,6 +60,55 @@ def test_daylight_saving_keeps_the_local_opening_time() -> None:
     assert wall_to_utc(datetime(2026, 3, 29).date(), datetime(2026, 3, 29, 2, 59).time(), BERLIN) == datetime(
         2026, 3, 29, 1, 0, tzinfo=UTC
     )
+
+
+def test_quiet_hours_ending_in_the_repeated_hour_hold_the_second_time_too() -> None:
+    # 2026-10-25 Berlin: 03:00 CEST (01:00 UTC) goes back to 02:00 CET, so 02:00-02:59 shows twice.
+    night = quiet("night", "Europe/Berlin", "21:00-02:30")
+
+    def at(hour: int, minute: int) -> datetime:
+        return datetime(2026, 10, 25, hour, minute, tzinfo=UTC)
+
+    assert night.next_open(at(0, 10)) == at(0, 30)  # 02:10 CEST, quiet: the first 02:30
+    assert night.next_open(at(0, 40)) == at(0, 40)  # 02:40 CEST, after the quiet hours
+    assert night.next_open(at(1, 10)) == at(1, 30)  # 02:10 CET, quiet again by the wall clock: the second 02:30
+    assert night.next_open(at(1, 45)) == at(1, 45)
+    shift = weekly("night", "Europe/Berlin", {"daily": "02:30-04:00"})
+    assert shift.next_open(at(1, 5)) == at(1, 30)  # opened at the first 02:30, closed while the clock shows 02:05
+
+
+CLOCK_CHANGES = [  # (zone, the instant its clocks change in 2026): fall back and spring forward, whole and half hours
+    ("Europe/Berlin", datetime(2026, 10, 25, 1, 0, tzinfo=UTC)),
+    ("Europe/Berlin", datetime(2026, 3, 29, 1, 0, tzinfo=UTC)),
+    ("America/New_York", datetime(2026, 11, 1, 6, 0, tzinfo=UTC)),
+    ("America/New_York", datetime(2026, 3, 8, 7, 0, tzinfo=UTC)),
+    ("Australia/Lord_Howe", datetime(2026, 4, 4, 15, 0, tzinfo=UTC)),
+    ("Australia/Lord_Howe", datetime(2026, 10, 3, 15, 30, tzinfo=UTC)),
+]
+NEAR_THE_CHANGE = st.integers(60, 3 * 60)  # every change here is at 02:00 local; spans ending 01:00-03:00 meet it
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    change=st.sampled_from(CLOCK_CHANGES),
+    start=st.integers(0, 23 * 60 + 59) | NEAR_THE_CHANGE,
+    end=st.integers(0, 23 * 60 + 59) | NEAR_THE_CHANGE,
+    minutes=st.integers(-3 * 60, 3 * 60) | st.integers(-36 * 60, 36 * 60),
+)
+def test_quiet_hours_never_open_on_a_wall_clock_time_inside_them(
+    change: tuple[str, datetime], start: int, end: int, minutes: int
+) -> None:
+    assume(start != end)
+    zone, instant = change
+    span = f"{start // 60:02d}:{start % 60:02d}-{end // 60:02d}:{end % 60:02d}"
+    night = quiet("q", zone, span)
+    when = instant + timedelta(minutes=minutes)
+    opened = night.next_open(when)
+    assert opened >= when
+    wall = opened.astimezone(ZoneInfo(zone))
+    now = wall.hour * 60 + wall.minute
+    inside = start <= now < end if start < end else (now >= start or now < end)
+    assert not inside, f"{span} in {zone}: opens at {wall.isoformat()}"
 
 
 def test_business_and_quiet_hours_together() -> None:
