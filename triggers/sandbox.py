@@ -23,6 +23,7 @@ from jinja2.parser import Parser
 from leadhub.triggers.events import OBJECT_FIELDS
 from leadhub.triggers.fastexpr import compile_fast
 from leadhub.triggers.template_limits import RENDER_SECONDS, LimitedSandbox, TemplateLimit
+from leadhub.triggers.url_template import url_value
 
 PACKAGE_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 FORBIDDEN_TAGS: dict[type[nodes.Node], str] = {
@@ -92,7 +93,7 @@ def _environment(**options: Any) -> LimitedSandbox:
 
 
 class Templates:
-    """The three environments (conditions, text, HTML), loading admin templates before the shipped ones."""
+    """The four environments (conditions, text, HTML, URLs), loading admin templates before the shipped ones."""
 
     def __init__(self, templates_dir: Path | None = None) -> None:
         dirs = [str(templates_dir)] if templates_dir else []
@@ -100,6 +101,7 @@ class Templates:
         self.expressions = _environment()
         self.text = _environment(loader=loader, autoescape=False, keep_trailing_newline=True, finalize=_blank)
         self.html = _environment(loader=loader, autoescape=True, keep_trailing_newline=True, finalize=_blank)
+        self.urls = _environment(autoescape=False, finalize=url_value)
 
     def expression(self, source: str, scope: Scope) -> Callable[..., Any]:
         """Compile a condition once; the result is called with the context as keyword arguments."""
@@ -118,7 +120,15 @@ class Templates:
 
     def inline(self, source: str, scope: Scope, *, html: bool = False) -> Template:
         """Compile a template string from a rule (a `to:`, a `title:`)."""
-        env = self.html if html else self.text
+        return self._inline(self.html if html else self.text, source, scope)
+
+    def url(self, source: str, scope: Scope) -> Template:
+        """Compile a URL template (a webhook's `url:`): every `{{ value }}` is percent-encoded as one path segment
+        or query value, so a contact's name cannot add a path, a query or a fragment; literal text stays as written.
+        """
+        return self._inline(self.urls, source, scope)
+
+    def _inline(self, env: LimitedSandbox, source: str, scope: Scope) -> Template:
         try:
             tree = env.parse(source)
         except TemplateSyntaxError as exc:

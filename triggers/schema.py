@@ -63,7 +63,7 @@ class Webhook(Strict):
     """POST JSON signed with HMAC-SHA256 over `<delivery>.<timestamp>.<body>`."""
 
     type: Literal["webhook"] = Field("webhook", exclude=True)
-    url: str = Field(pattern=r"^https?://", description="http(s) URL (a template)")
+    url: str = Field(pattern=r"^https?://", description="http(s) URL (a template; each {{ value }} is percent-encoded)")
     secret: str | None = Field(None, description="signing secret; the signature goes in X-Leadhub-Signature")
     body: dict[str, Any] | None = Field(None, description="JSON body; string values are templates")
     timeout: Duration = Field("10s", description="more than 0s, at most 60s")

@@ -58,10 +58,10 @@ async def _settled(shop: Shop) -> Any:
     return await wait_for(probe, timeout=30, what="the webhook's first run to be recorded")
 
 
-async def _fire(trigger_hub, clock) -> Shop:  # type: ignore[no-untyped-def]
+async def _fire(trigger_hub, clock, name: str = "Maria") -> Shop:  # type: ignore[no-untyped-def]
     running = await trigger_hub()
     shop = Shop(running.engine, clock)
-    contact_id, lead_id = await shop.customer("maria@example.com", "Maria")
+    contact_id, lead_id = await shop.customer("maria@example.com", name)
     await shop.emit("lead.created", lead_id, lead_id=lead_id, contact_id=contact_id, channel="shop", tags=[])
     return shop
 
@@ -112,3 +112,45 @@ async def test_a_2xx_with_an_endless_body_is_delivered_once(trigger_hub, clock, 
     run = await _settled(shop)
     assert (run.status, run.last_error) == ("done", None)
     assert run.result["status"] == 200 and len(posts) == 1
+
+
+async def test_a_value_in_the_url_stays_one_path_segment_and_one_query_value(
+    trigger_hub, clock, rules_dir, receiver
+) -> None:
+    """`{{ contact.name }}` went into the URL as it was: a name like `../admin?x=1#` moved the post to /admin with
+    another query, and a CR LF in it could reach the request line. Each value is now percent-encoded."""
+    name = "../admin?x=1&src=evil#\r\nX-Injected: yes"
+    seen: list[tuple[str, dict[str, str], dict[str, str]]] = []
+
+    async def record(request: web.Request) -> web.StreamResponse:
+        seen.append((request.path, dict(request.query), dict(request.headers)))
+        return web.json_response({"ok": True})
+
+    base = await receiver({"/leads/{name}": record, "/{tail:.*}": record})
+    _rule(rules_dir, base + "/leads/{{ contact.name }}?src=leadhub&name={{ contact.name }}")
+    shop = await _fire(trigger_hub, clock, name=name)
+    run = await _settled(shop)
+    assert (run.status, run.last_error) == ("done", None)
+    ((path, query, headers),) = seen
+    assert path == f"/leads/{name}"
+    assert query == {"src": "leadhub", "name": name}
+    assert "X-Injected" not in headers
+
+
+async def test_a_value_that_is_a_dot_segment_fails_the_run_without_a_request(
+    trigger_hub, clock, rules_dir, receiver
+) -> None:
+    """HTTP clients resolve `..` (even encoded) before sending: `/leads/{{ contact.name }}/notes` for a contact
+    named `..` posted to /notes. The run now fails, naming why, and nothing is sent."""
+    seen: list[str] = []
+
+    async def record(request: web.Request) -> web.StreamResponse:
+        seen.append(request.path)
+        return web.json_response({"ok": True})
+
+    base = await receiver({"/{tail:.*}": record})
+    _rule(rules_dir, base + "/leads/{{ contact.name }}/notes")
+    shop = await _fire(trigger_hub, clock, name="..")
+    run = await _settled(shop)
+    assert run.status == "failed" and "'..' path segment" in run.last_error, run.last_error
+    assert seen == []

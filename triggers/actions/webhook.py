@@ -12,8 +12,9 @@ from leadhub.durations import parse_duration
 from leadhub.ids import id_for_key
 from leadhub.triggers.actions.base import CompileError, Deps, Job, RenderEnv, compile_text
 from leadhub.triggers.actions.http import post
-from leadhub.triggers.sandbox import Scope, Templates
+from leadhub.triggers.sandbox import Scope, TemplateProblem, Templates
 from leadhub.triggers.schema import Webhook
+from leadhub.triggers.url_template import Origin, check_url, literal_origin
 
 
 def signature(secret: str, delivery: str, timestamp: str, body: bytes) -> str:
@@ -49,11 +50,12 @@ class BoundWebhook:
     spec: Webhook
     url: Any
     body: Any
+    origin: Origin | None = None  # the scheme, host and port the url names as literal text
 
     def render(self, context: dict[str, Any], env: RenderEnv) -> dict[str, Any]:
         event = context["event"].plain()
         body = _render_body(self.body, context) if self.body is not None else {"event": event}
-        return {"url": self.url.render(**context).strip(), "body": body}
+        return {"url": check_url(self.url.render(**context).strip(), self.origin), "body": body}
 
     async def execute(self, rendered: dict[str, Any], job: Job, deps: Deps) -> dict[str, Any]:
         delivery = id_for_key(f"webhook:{job.key}")
@@ -79,4 +81,8 @@ class WebhookAction:
 
     def compile(self, spec: Webhook, templates: Templates, scope: Scope) -> BoundWebhook:
         body = None if spec.body is None else _compile_body(templates, scope, spec.body, ())
-        return BoundWebhook(spec, url=compile_text(templates, scope, spec.url, "url"), body=body)
+        try:
+            url = templates.url(spec.url, scope)
+        except TemplateProblem as exc:
+            raise CompileError(("url",), str(exc)) from None
+        return BoundWebhook(spec, url=url, body=body, origin=literal_origin(spec.url))
