@@ -9,23 +9,17 @@ from typing import Any
 
 import structlog
 
+from leadhub.url_redaction import redact_urls
+
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 _PHONE = re.compile(r"(?<![\w.:/])\+?\d[\d\s()-]{8,}\d(?![\w.:])")
-# The password in a URL's user info: `nats://user:pass@host` -> `nats://user:***@host`.
-_URL_PASSWORD = re.compile(r"\b([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@", re.IGNORECASE)
-# User info without a password is a credential too: NATS reads `nats://TOKEN@host` as a token.
-_URL_LONE_USER = re.compile(r"\b([a-z][a-z0-9+.-]*://)[^:/@\s]+@", re.IGNORECASE)
-# A Telegram bot's token in the Bot API's paths: `/bot123456:AAH.../sendMessage`.
-_BOT_TOKEN = re.compile(r"(/bot\d+:)[A-Za-z0-9_-]+")
 SECRET_KEYS = {"password", "token", "secret", "secrets", "api_token", "authorization", "smtp_url"}
 
 
 def redact_text(text: str) -> str:
     """`ivan.petrov@mail.ru` -> `i***@mail.ru`; long digit runs that look like phones -> `+***1234`; credentials
-    in URLs (a password, a lone user such as a NATS token, a Telegram bot's token)."""
-    text = _URL_PASSWORD.sub(r"\1***@", text)
-    text = _URL_LONE_USER.sub(r"\1***@", text)
-    text = _BOT_TOKEN.sub(r"\1***", text)
+    in URLs (a password, a lone user such as a NATS token, a secret query value, a Telegram bot's token)."""
+    text = redact_urls(text)
     text = _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
     return _PHONE.sub(_mask_phone, text)
 

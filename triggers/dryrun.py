@@ -14,6 +14,7 @@ from leadhub.triggers.context import build_context
 from leadhub.triggers.engine import RuleIndex, evaluate
 from leadhub.triggers.events import EVENT_OBJECTS
 from leadhub.triggers.scheduler import late_reason
+from leadhub.url_redaction import redact_urls
 
 DRY_RUN_KEY = b"dry-run: links in a dry run are not valid"
 
@@ -100,11 +101,20 @@ def dry_run(
                     outcome.unless = {"unless": rule.unless.source, "error": str(exc)}
             for spec, bound in zip(rule.rule.do, rule.actions, strict=True):
                 try:
-                    outcome.actions.append({"type": spec.type, **bound.render(context, env)})
+                    outcome.actions.append({"type": spec.type, **_shown(bound.render(context, env))})
                 except Exception as exc:  # a template that fails for this event: show it, do not stop
                     outcome.actions.append({"type": spec.type, "error": f"{type(exc).__name__}: {exc}"})
         outcomes.append(outcome)
     return outcomes
+
+
+def _shown(rendered: dict[str, Any]) -> dict[str, Any]:
+    """What a dry run prints of an action: its URLs without credentials (`https://crm:***@host/?api_key=***`);
+    the output is pasted into tickets and chats, and the daemon's own request keeps the full URL."""
+    return {
+        key: redact_urls(value) if isinstance(value, str) and (key == "url" or key.endswith("_url")) else value
+        for key, value in rendered.items()
+    }
 
 
 def format_outcomes(outcomes: list[RuleOutcome]) -> str:

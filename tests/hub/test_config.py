@@ -73,6 +73,10 @@ def test_log_lines_hide_passwords_in_urls() -> None:
     assert redacted["url"] == "nats://leadhub:***@10.0.0.5:4222"
     assert redacted["hint"] == "smtp://u:***@h"
     assert (
+        redact_text("POST https://crm.example/hook?api_key=K3Y&lead=42&access_token=T0K&sig=S1G failed")
+        == "POST https://crm.example/hook?api_key=***&lead=42&access_token=***&sig=*** failed"
+    )
+    assert (
         redact_text("nats://10.0.0.5:4222 and http://example.com/a:b@c")
         == "nats://10.0.0.5:4222 and http://example.com/a:b@c"
     )

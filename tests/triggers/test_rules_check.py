@@ -338,3 +338,19 @@ def test_rules_test_says_when_late_would_cancel_a_past_due_action(tmp_path: Path
     assert "(late: run_if_within 2d)" in old
     assert "not run" not in outcome(now - timedelta(days=6))  # due tomorrow
     assert "not run" not in outcome(now - timedelta(days=8))  # a day late: within the 2 days
+
+
+def test_rules_test_prints_a_webhook_url_without_its_credentials(tmp_path: Path) -> None:
+    """`rules test` printed the rendered webhook URL in full: the password in its user info and the token in its
+    query went into whatever the output was pasted into. They are `***` now; other values are shown."""
+    from leadhub.triggers.dryrun import dry_run, format_outcomes, read_event
+    from leadhub.triggers.engine import RuleIndex
+
+    url = "https://crm:hunter2@crm.example/hook?api_key=K3Y&name={{ contact.name }}&access_token=T0K"
+    directory = _write(tmp_path, f'  - id: crm\n    on: lead.created\n    do:\n      - webhook: {{url: "{url}"}}\n')
+    event = {"type": "lead.created", "contact": {"id": "c1", "name": "Ivan"}, "lead": {"id": "l1"}}
+    (tmp_path / "event.json").write_text(json.dumps(event))
+    rules = RuleIndex(load_rules(directory, Templates()).rules)
+    out = format_outcomes(dry_run(rules, *read_event(tmp_path / "event.json"), None))
+    assert "    url: https://crm:***@crm.example/hook?api_key=***&name=Ivan&access_token=***" in out, out
+    assert "hunter2" not in out and "K3Y" not in out and "T0K" not in out, out

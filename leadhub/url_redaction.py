@@ -1,0 +1,45 @@
+"""Credentials in URLs, for what people read (log lines, `rules test`, recorded errors): the request keeps them.
+
+A URL carries a secret in its user info (`https://user:pass@host`, `nats://TOKEN@host`), in a query value whose name
+says so (`?token=`, `?api_key=`, `&sig=`) or, for the Telegram Bot API, in the path (`/bot123:AAH.../`).
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+# The password in a URL's user info: `nats://user:pass@host` -> `nats://user:***@host`.
+_PASSWORD = re.compile(r"\b([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@", re.IGNORECASE)
+# User info without a password is a credential too: NATS reads `nats://TOKEN@host` as a token.
+_LONE_USER = re.compile(r"\b([a-z][a-z0-9+.-]*://)[^:/@\s]+@", re.IGNORECASE)
+# A Telegram bot's token in the Bot API's paths: `/bot123456:AAH.../sendMessage`.
+_BOT_TOKEN = re.compile(r"(/bot\d+:)[A-Za-z0-9_-]+")
+# Query parameter names that hold a credential: token, access_token, api_key, apikey, secret, password, sig, auth...
+SECRET_NAME = re.compile(r"token|secret|key|pass|pwd|auth|sig|credential|session", re.IGNORECASE)
+_QUERY_VALUE = re.compile(r"([?&;]([^=&#\s?;]*)=)([^&#\s;]+)")
+
+
+def redact_urls(text: str) -> str:
+    """Every URL in `text` with its credentials as `***`: user info, secret query values, a bot token."""
+    text = _PASSWORD.sub(r"\1***@", text)
+    text = _LONE_USER.sub(r"\1***@", text)
+    text = _BOT_TOKEN.sub(r"\1***", text)
+    return _QUERY_VALUE.sub(_query_value, text)
+
+
+def _query_value(match: re.Match[str]) -> str:
+    return match.group(1) + "***" if SECRET_NAME.search(unquote(match.group(2))) else match.group(0)
+
+
+def url_secrets(url: str) -> tuple[str, ...]:
+    """The credentials in `url` as they appear in it and decoded, to cut from text that may quote the request
+    (a receiver's 404 page: "Cannot POST /hook?token=...")."""
+    try:
+        parts = urlsplit(url)
+        found = [parts.password or parts.username or ""]
+        found += [value for name, value in parse_qsl(parts.query, keep_blank_values=True) if SECRET_NAME.search(name)]
+    except ValueError:
+        return ()
+    found += [match.group(3) for match in _QUERY_VALUE.finditer(url) if SECRET_NAME.search(unquote(match.group(2)))]
+    return tuple(sorted({s for s in found if s}, key=len, reverse=True))  # longest first: no partial cuts
