@@ -42,4 +42,4 @@ def url_secrets(url: str) -> tuple[str, ...]:
     except ValueError:
         return ()
     found += [match.group(3) for match in _QUERY_VALUE.finditer(url) if SECRET_NAME.search(unquote(match.group(2)))]
-    return tuple(sorted({s for s in found if s}, key=len, reverse=True))  # longest first: no partial cuts
+    return tuple(sorted({s for s in found if s}, key=lambda s: (-len(s), s)))  # longest first: no partial cuts

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -154,3 +156,30 @@ async def test_a_value_that_is_a_dot_segment_fails_the_run_without_a_request(
     run = await _settled(shop)
     assert run.status == "failed" and "'..' path segment" in run.last_error, run.last_error
     assert seen == []
+
+
+async def test_an_answer_that_quotes_the_url_leaves_its_credentials_out_of_the_record(
+    trigger_hub, clock, rules_dir, receiver
+) -> None:
+    """A receiver's 404 quotes the request line ("Cannot POST /hook?api_key=..."): the key went into the run's
+    recorded error, which /api/actions and `rules trace` show and the log repeats. The request keeps the full URL."""
+    seen: list[tuple[dict[str, str], str | None]] = []
+
+    async def not_found(request: web.Request) -> web.StreamResponse:
+        seen.append((dict(request.query), request.headers.get("Authorization")))
+        return web.Response(status=404, text=f"Cannot POST {request.path_qs} as crm:hunter2")
+
+    base = await receiver({"/{tail:.*}": not_found})
+    url = base.replace("://", "://crm:hunter2@") + "/hook?api_key=K3Y&lead={{ lead.id }}&token=T%2F0K"
+    _rule(rules_dir, url)
+    running = await trigger_hub()
+    shop = Shop(running.engine, clock)
+    contact_id, lead_id = await shop.customer("maria@example.com", "Maria")
+    await shop.emit("lead.created", lead_id, lead_id=lead_id, contact_id=contact_id, channel="shop", tags=[])
+    run = await _settled(shop)
+    assert run.status == "failed" and "HTTP 404" in run.last_error and "/hook?api_key=***" in run.last_error
+    (item,) = (await running.api("/api/actions", rule_id="crm"))["items"]
+    for secret in ("K3Y", "T/0K", "T%2F0K", "hunter2"):
+        assert secret not in run.last_error and secret not in json.dumps(item), run.last_error
+    basic = "Basic " + base64.b64encode(b"crm:hunter2").decode()
+    assert seen == [({"api_key": "K3Y", "lead": lead_id, "token": "T/0K"}, basic)], "the request keeps the full URL"

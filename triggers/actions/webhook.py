@@ -15,6 +15,7 @@ from leadhub.triggers.actions.http import post
 from leadhub.triggers.sandbox import Scope, TemplateProblem, Templates
 from leadhub.triggers.schema import Webhook
 from leadhub.triggers.url_template import Origin, check_url, literal_origin
+from leadhub.url_redaction import url_secrets
 
 
 def signature(secret: str, delivery: str, timestamp: str, body: bytes) -> str:
@@ -71,7 +72,9 @@ class BoundWebhook:
         if self.spec.secret:
             headers["X-Leadhub-Signature"] = signature(self.spec.secret, delivery, timestamp, body)
         timeout = parse_duration(self.spec.timeout).total_seconds()
-        status, _ = await post(deps.http, rendered["url"], body, headers, seconds=timeout, label="webhook")
+        # A receiver's error page may quote the request line: its credentials stay out of the recorded error.
+        hide = url_secrets(rendered["url"])
+        status, _ = await post(deps.http, rendered["url"], body, headers, seconds=timeout, label="webhook", hide=hide)
         return {"delivery": delivery, "status": status}
 
 
