@@ -32,7 +32,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from leadhub.envelope import Envelope
 from leadhub.error_text import brief
 from leadhub.pipelines.dead_letters import DeadLetterSink
-from leadhub.pipelines.failures import Failure, classify
+from leadhub.pipelines.failures import Failure, after_conflicts, classify
 from leadhub.pipelines.intake import IntakePipeline
 from leadhub.pulling import fetch_unless_stopped
 from leadhub.store.intake import BatchResult, InquiryRow
@@ -46,6 +46,9 @@ ACK_WAIT = 10.0
 FETCH_TIMEOUT = 1.0
 MAX_BACKOFF = 10.0
 PREPARE_CHUNK = 50  # envelopes parsed between yields to the event loop (webhooks, the store's replies)
+# Tries of one envelope, at once, while its transaction loses to concurrent ones (pipelines/failures.py, CONFLICT):
+# each loss means another worker committed, and the next try sees what it wrote.
+CONFLICT_TRIES = 4
 
 
 class Stats:
@@ -260,9 +263,11 @@ class InboundConsumer:
 
     async def _store_one(self, msg: Msg, row: InquiryRow) -> None:
         try:
-            result = await self.pipeline.store([row])
+            result = await self._store_losing_at_most(CONFLICT_TRIES, row)
         except Exception as exc:
             kind = classify(exc)
+            if kind is Failure.CONFLICT:
+                kind = after_conflicts(exc)
             deliveries = msg.metadata.num_delivered if msg.metadata else 1
             if kind is Failure.TRANSIENT:
                 await self._retry_later([msg], exc)
@@ -274,6 +279,19 @@ class InboundConsumer:
             return
         await self._ack_all([msg])
         self._committed(result, [row])
+
+    async def _store_losing_at_most(self, tries: int, row: InquiryRow) -> BatchResult:
+        """Store one row, trying again at once while its transaction loses to a concurrent one (a lost race
+        is not a redelivery: counted as one, a few workers racing could dead-letter a good envelope)."""
+        for _ in range(tries - 1):
+            try:
+                return await self.pipeline.store([row])
+            except Exception as exc:
+                if classify(exc) is not Failure.CONFLICT:
+                    raise
+                self.stats.on_store_error(Failure.CONFLICT.value)
+                log.info("envelope lost a race; trying again at once", key=row.key, error=brief(exc))
+        return await self.pipeline.store([row])
 
     async def _dead_letter(self, msg: Msg, exc: BaseException) -> None:
         headers = dict(msg.headers or {})

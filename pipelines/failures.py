@@ -9,22 +9,53 @@ from sqlalchemy import exc as sa_exc
 from leadhub.envelope import EnvelopeError
 from leadhub.pipelines.errors import PermanentError, TransientError
 
+# PostgreSQL's error codes (its docs' errcodes appendix). asyncpg has no exception class SQLAlchemy maps the first
+# three to, so they arrive as a plain DBAPIError: only the SQLSTATE tells them apart, never the message (which the
+# server may translate). serialization_failure and deadlock_detected: PostgreSQL ended this transaction because a
+# concurrent one took what it needed; the item is fine and the same transaction tried again succeeds.
+LOST_TO_ANOTHER = frozenset({"40001", "40P01"})
+LOCK_NOT_AVAILABLE = "55P03"  # a lock held longer than `lock_timeout` (an administrator's setting), or NOWAIT
+
 
 class Failure(Enum):
     TRANSIENT = "transient"  # retry later, never dead-letter: the item is fine, the world is not
     PERMANENT = "permanent"  # dead-letter now: retrying cannot help
+    CONFLICT = "conflict"  # lost to a concurrent transaction: retry at once, the winner has committed
     UNKNOWN = "unknown"  # retry a few times, then dead-letter
 
 
 def classify(exc: BaseException) -> Failure:
     if isinstance(exc, PermanentError | EnvelopeError | sa_exc.DataError):
         return Failure.PERMANENT
-    if isinstance(exc, TransientError | OSError | TimeoutError):
-        return Failure.TRANSIENT
-    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-        return Failure.TRANSIENT
-    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError):
-        return Failure.TRANSIENT
-    if type(exc).__module__.startswith("asyncpg") and "Connection" in type(exc).__name__:
+    if sqlstate(exc) in LOST_TO_ANOTHER:
+        return Failure.CONFLICT
+    if _transient(exc):
         return Failure.TRANSIENT
     return Failure.UNKNOWN
+
+
+def after_conflicts(exc: BaseException) -> Failure:
+    """What a conflict that lost every immediate retry is treated as: a deadlock or serialization failure
+    takes two transactions, so it is never the item's fault (retried later, never dead-lettered)."""
+    return Failure.TRANSIENT if sqlstate(exc) in LOST_TO_ANOTHER else Failure.UNKNOWN
+
+
+def _transient(exc: BaseException) -> bool:
+    """The store or network is away, or a lock another transaction holds was not granted in time."""
+    if isinstance(exc, TransientError | OSError | TimeoutError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError):
+        return True
+    if sqlstate(exc) == LOCK_NOT_AVAILABLE:
+        return True
+    return type(exc).__module__.startswith("asyncpg") and "Connection" in type(exc).__name__
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """PostgreSQL's error code: on the driver's exception SQLAlchemy wraps, or on asyncpg's own (a COPY's errors
+    come unwrapped, store/bulk.py). asyncpg names it `sqlstate`, psycopg `pgcode`; SQLite has none."""
+    driver = getattr(exc, "orig", None) or exc
+    code = getattr(driver, "sqlstate", None) or getattr(driver, "pgcode", None)
+    return code if isinstance(code, str) else None
