@@ -9,11 +9,15 @@ from sqlalchemy import exc as sa_exc
 from leadhub.envelope import EnvelopeError
 from leadhub.pipelines.errors import PermanentError, TransientError
 
-# PostgreSQL's error codes (its docs' errcodes appendix). asyncpg has no exception class SQLAlchemy maps the first
-# three to, so they arrive as a plain DBAPIError: only the SQLSTATE tells them apart, never the message (which the
-# server may translate). serialization_failure and deadlock_detected: PostgreSQL ended this transaction because a
-# concurrent one took what it needed; the item is fine and the same transaction tried again succeeds.
+# PostgreSQL's error codes (its docs' errcodes appendix), read instead of the message (which the server may translate):
+# SQLAlchemy has no class for asyncpg's deadlock, serialization and lock errors, which arrive as a plain DBAPIError.
+# serialization_failure and deadlock_detected: PostgreSQL ended this transaction because a concurrent one took
+# what it needed; the item is fine and the same transaction tried again succeeds.
 LOST_TO_ANOTHER = frozenset({"40001", "40P01"})
+# unique_violation: on PostgreSQL usually a race, workers creating one new person, order or lead key at once (the
+# insert waits for the other transaction and fails when it commits, so a try after it sees the winner's row). It
+# can also be the item's own fault (a key written twice), which fails every try: that one ends in dead letters.
+UNIQUE_VIOLATION = "23505"
 LOCK_NOT_AVAILABLE = "55P03"  # a lock held longer than `lock_timeout` (an administrator's setting), or NOWAIT
 
 
@@ -27,7 +31,7 @@ class Failure(Enum):
 def classify(exc: BaseException) -> Failure:
     if isinstance(exc, PermanentError | EnvelopeError | sa_exc.DataError):
         return Failure.PERMANENT
-    if sqlstate(exc) in LOST_TO_ANOTHER:
+    if sqlstate(exc) in LOST_TO_ANOTHER or _unique_race(exc):
         return Failure.CONFLICT
     if _transient(exc):
         return Failure.TRANSIENT
@@ -36,8 +40,15 @@ def classify(exc: BaseException) -> Failure:
 
 def after_conflicts(exc: BaseException) -> Failure:
     """What a conflict that lost every immediate retry is treated as: a deadlock or serialization failure
-    takes two transactions, so it is never the item's fault (retried later, never dead-lettered)."""
+    takes two transactions, so it is never the item's fault (retried later, never dead-lettered); a unique key
+    that failed every try may be the item's own (retried a few times, then dead-lettered)."""
     return Failure.TRANSIENT if sqlstate(exc) in LOST_TO_ANOTHER else Failure.UNKNOWN
+
+
+def _unique_race(exc: BaseException) -> bool:
+    """A unique key PostgreSQL refused. SQLite's writers take the write lock before they read (store/db.py,
+    lock_for_writing), so there a unique violation is never a race, and SQLite gives no SQLSTATE anyway."""
+    return sqlstate(exc) == UNIQUE_VIOLATION
 
 
 def _transient(exc: BaseException) -> bool:

@@ -11,6 +11,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from tests.helpers import wait_for
+
 
 async def create_fought(engine: AsyncEngine) -> None:
     """Two rows to fight over, in a table of their own."""
@@ -42,6 +44,22 @@ async def error_of(attempt: Callable[[], Awaitable[object]]) -> Exception:
     except Exception as exc:
         return exc
     pytest.fail("the database raised nothing")
+
+
+async def until_waiting_for_a_lock(engine: AsyncEngine, task: asyncio.Task[object]) -> None:
+    """Until a transaction of the test's database waits for a lock another one holds (PostgreSQL)."""
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+
+    async def waiting() -> bool:
+        if task.done():
+            task.result()  # it ended without waiting: fail with its error
+            pytest.fail("the transaction did not wait for the lock")
+        async with engine.connect() as conn:
+            return bool((await conn.execute(query)).scalar_one())
+
+    await wait_for(waiting, timeout=10, what="a transaction waiting for a lock")
 
 
 async def deadlock(engine: AsyncEngine) -> Exception:

@@ -1,19 +1,29 @@
 """`classify` on the exceptions the real databases raise: a transaction that lost to a concurrent one (deadlock,
-serialization failure) is tried again at once, a lock not granted in time or a database busy with another writer
-is retried later; none of them is the item's fault, so none of them dead-letters it."""
+serialization failure, a unique key another one inserted first) is tried again at once, a lock not granted in time
+or a database busy with another writer is retried later; none of them is the item's fault."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadhub.pipelines.failures import Failure, after_conflicts, classify
 from leadhub.store.db import create_engine
-from tests.pipelines.contention import begun, create_fought, deadlock, error_of, hit, postgresql_only
+from tests.pipelines.contention import (
+    begun,
+    create_fought,
+    deadlock,
+    error_of,
+    hit,
+    postgresql_only,
+    until_waiting_for_a_lock,
+)
 
 
 @pytest.fixture
@@ -58,6 +68,45 @@ async def test_a_lock_timeout_is_transient(engine: AsyncEngine) -> None:
         failure = await error_of(lambda: waiter.execute(text(hit(1))))
     assert failure.orig.sqlstate == "55P03", repr(failure)  # type: ignore[attr-defined]
     assert classify(failure) is Failure.TRANSIENT
+
+
+async def test_a_unique_key_another_transaction_inserted_first_is_a_conflict(engine: AsyncEngine) -> None:
+    """The race of two workers creating one new person: the second insert waits for the first transaction and
+    fails once it commits (23505). Tried again at once it sees the winner's row; one that keeps failing is
+    retried a few times and then dead-lettered, as a key the item itself names twice would fail every time."""
+    postgresql_only(engine)
+    async with AsyncExitStack() as stack:
+        winner, loser = await begun(stack, engine), await begun(stack, engine)
+        await winner.execute(text("INSERT INTO fought VALUES (3, 0)"))
+        losing = asyncio.create_task(loser.execute(text("INSERT INTO fought VALUES (3, 0)")))
+        await until_waiting_for_a_lock(engine, losing)
+        await winner.commit()
+        lost = await error_of(lambda: losing)
+    assert isinstance(lost, IntegrityError) and lost.orig.sqlstate == "23505", repr(lost)  # type: ignore[attr-defined]
+    assert classify(lost) is Failure.CONFLICT
+    assert after_conflicts(lost) is Failure.UNKNOWN
+
+
+async def test_a_unique_key_a_copy_met_is_a_conflict_too(engine: AsyncEngine) -> None:
+    """A big batch goes in by COPY (store/bulk.py), whose errors come from asyncpg unwrapped."""
+    postgresql_only(engine)
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        copy = raw.driver_connection.copy_records_to_table  # type: ignore[union-attr]
+        lost = await error_of(lambda: copy("fought", records=[(1, 0)], columns=["id", "hits"]))
+    assert type(lost).__module__.startswith("asyncpg") and lost.sqlstate == "23505", repr(lost)  # type: ignore[attr-defined]
+    assert classify(lost) is Failure.CONFLICT
+
+
+async def test_a_unique_key_on_sqlite_is_no_race(engine: AsyncEngine) -> None:
+    """SQLite's writers take the database's write lock before they read (store/db.py, lock_for_writing), so a
+    unique violation there is never a lost race: retried a few times, then dead-lettered."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's database-wide write lock")
+    async with engine.connect() as conn:
+        failure = await error_of(lambda: conn.execute(text("INSERT INTO fought VALUES (1, 0)")))
+    assert isinstance(failure, IntegrityError)
+    assert classify(failure) is Failure.UNKNOWN
 
 
 async def test_a_statement_the_database_refuses_is_not_retried_for_ever(engine: AsyncEngine) -> None:
