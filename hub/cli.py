@@ -158,7 +158,7 @@ def contacts_unmerge(
     ident: Annotated[str, typer.Argument(help="the id of the contact that was merged away, or of the merge")],
     config: ConfigOption = None,
 ) -> None:
-    """Restore a merged contact and every row the merge moved, exactly as before it."""
+    """Restore a merged contact and every row the merge moved; what changed after the merge is kept (README)."""
     from leadhub.hub.contacts_cli import unmerge_contact
     from leadhub.store.identity import UnmergeError
 

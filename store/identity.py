@@ -3,7 +3,9 @@
 An inquiry's identifiers (email, phone, messenger id, shop customer id) are matched exactly. When one
 inquiry names several contacts they are one person: inside the intake transaction the batch unites them
 (`Unions`), and after the batch's rows are written `apply_merges` merges each group into its oldest
-contact, writing a journal of every row it moved. `unmerge` reads the journal and puts every row back.
+contact, writing a journal of every row it moved. `unmerge` reads the journal and puts every row back; it takes
+back the merge, not what came after it: columns changed since keep their value, an opt-out received since ends
+on both contacts, and rows recorded since stay with the survivor unless their lead goes back (store/merge_journal.py).
 
 Two contacts whose consent disagrees (one unsubscribed or withdrew consent, the other granted it) are
 never merged automatically: both are flagged for review instead, visible in the API.
@@ -16,11 +18,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import DateTime, and_, or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadhub.ids import new_id
-from leadhub.store import leads
+from leadhub.store import leads, merge_journal
 from leadhub.store.db import lock_for_writing
 from leadhub.store.models import (
     Contact,
@@ -300,6 +302,7 @@ async def merge(
     if earlier:
         await conn.execute(update(contact_t).where(contact_t.c.id.in_(earlier)).values(merged_into=survivor_id))
     events = await leads.fold_open_leads(conn, survivor_id, policy, now, journal)
+    moved["columns_set"] = await merge_journal.columns_set(conn, journal["before"], [survivor_id, merged_id])
     merge_id = new_id()
     await conn.execute(
         merge_t.insert().values(
@@ -308,7 +311,7 @@ async def merge(
             merged_id=merged_id,
             inquiry_id=inquiry_id,
             moved=moved,
-            before=_jsonable(journal["before"]),
+            before=merge_journal.jsonable(journal["before"]),
             created_at=now,
             undone_at=None,
         )
@@ -365,7 +368,7 @@ async def find_merge(conn: AsyncConnection, ident: str) -> dict[str, Any]:
 
 
 async def unmerge(conn: AsyncConnection, ident: str, now: datetime) -> dict[str, Any]:
-    """Put back every row a merge moved and every column it changed; returns the merge record."""
+    """Put back every row a merge moved and every column it changed and nobody changed since; returns the merge."""
     await lock_for_writing(conn)
     found = await find_merge(conn, ident)
     if conn.dialect.name == "postgresql":
@@ -382,9 +385,10 @@ async def unmerge(conn: AsyncConnection, ident: str, now: datetime) -> dict[str,
     for name, table, key in CONTACT_LINKS:
         if moved.get(name):
             await conn.execute(update(table).where(table.c[key].in_(moved[name])).values(contact_id=merged_id))
-    for table, rows in ((contact_t, before.get("contact", {})), (lead_t, before.get("lead", {}))):
-        for row_id, values in rows.items():
-            await conn.execute(update(table).where(table.c.id == row_id).values(**_restored(table, values)))
+    await _follow_leads(conn, moved.get("lead", []), found["survivor_id"], merged_id)
+    set_by_merge = moved.get("columns_set")
+    await merge_journal.restore_columns(conn, before, set_by_merge, now)
+    await merge_journal.keep_opt_out(conn, [found["survivor_id"], merged_id], set_by_merge, now)
     await conn.execute(update(merge_t).where(merge_t.c.id == found["id"]).values(undone_at=now))
     event = outbox_event(
         "contact.unmerged",
@@ -396,6 +400,19 @@ async def unmerge(conn: AsyncConnection, ident: str, now: datetime) -> dict[str,
     )
     await conn.execute(outbox_t.insert(), [event])
     return found | {"undone_at": now}
+
+
+async def _follow_leads(conn: AsyncConnection, lead_ids: list[str], survivor_id: str, merged_id: str) -> None:
+    """Rows recorded after the merge on a lead that now goes back to the merged contact go with their lead."""
+    if not lead_ids:
+        return
+    for name, table, _ in CONTACT_LINKS:
+        if name != "lead":
+            await conn.execute(
+                update(table)
+                .where(table.c.lead_id.in_(lead_ids), table.c.contact_id == survivor_id)
+                .values(contact_id=merged_id)
+            )
 
 
 async def _locked_merge(conn: AsyncConnection, found: dict[str, Any]) -> dict[str, Any]:
@@ -416,24 +433,3 @@ async def _locked_merge(conn: AsyncConnection, found: dict[str, Any]) -> dict[st
     if row["undone_at"] is not None:
         raise UnmergeError(f"merge {row['id']} was already undone at {row['undone_at']}")
     return row
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, datetime):
-        return {"$dt": (leads.aware(value) or value).isoformat()}
-    return value
-
-
-def _restored(table: Any, values: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, value in values.items():
-        out[name] = value
-        if isinstance(value, dict) and set(value) == {"$dt"}:
-            when = datetime.fromisoformat(value["$dt"])
-            naive = isinstance(table.c[name].type, DateTime) and not table.c[name].type.timezone
-            out[name] = when.replace(tzinfo=None) if naive else when
-    return out

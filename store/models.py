@@ -111,7 +111,9 @@ class ContactMerge(Base):
     survivor_id: Mapped[str] = mapped_column(String(26), index=True)
     merged_id: Mapped[str] = mapped_column(String(26), index=True)
     inquiry_id: Mapped[str | None] = mapped_column(String(26))  # the inquiry that showed they are one person
-    moved: Mapped[dict[str, Any]]  # table -> primary keys of the rows that moved
+    # table -> primary keys of the rows that moved; `lead_folds`: the folds; `columns_set`: the values the merge
+    # left in the columns it changed, so an unmerge leaves alone a column changed since (store/merge_journal.py)
+    moved: Mapped[dict[str, Any]]
     before: Mapped[dict[str, Any]]  # table -> {primary key: {column: value before}} for rows the merge changed
     created_at: Mapped[datetime]
     undone_at: Mapped[datetime | None]

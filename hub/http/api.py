@@ -186,7 +186,7 @@ async def get_contact(request: web.Request) -> web.Response:
 
 
 async def unmerge_contact(request: web.Request) -> web.Response:
-    """Take back the merge that absorbed this contact (or the merge with this id), exactly as before."""
+    """Take back the merge that absorbed this contact (or the merge with this id); later changes are kept."""
     try:
         async with request_engine(request).begin() as conn:
             merge = await identity.unmerge(conn, request.match_info["id"], utcnow())
