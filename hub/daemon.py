@@ -228,7 +228,12 @@ class Hub:
             share = self._relay_share()
             if share[0] < share[1]:  # past the 36th process there is no share left to relay
                 self.relay = OutboxRelay(
-                    engine, queue.publish_many, m.events_published.inc, m.outbox_pending.set, share
+                    engine,
+                    queue.publish_many,
+                    m.events_published.inc,
+                    m.outbox_pending.set,
+                    share,
+                    on_failure=lambda reason: m.relay_failures.labels(reason).inc(),
                 )
                 self.tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
         if "triggers" in self.roles:

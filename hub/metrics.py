@@ -15,6 +15,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
 
+from leadhub.pipelines.outbox_relay import FAILURE_REASONS as RELAY_FAILURE_REASONS
+
 # A gauge in several processes: the highest value among the live ones (lag, pending, a connector's state).
 LIVE_MAX = "livemax"
 
@@ -87,6 +89,14 @@ class Metrics:
             "leadhub_store_errors", "Store operations that failed", ["operation", "kind"], registry=r
         )
         self.events_published = Counter("leadhub_events_published", "Domain events relayed", registry=r)
+        self.relay_failures = Counter(
+            "leadhub_relay_failures",
+            "Outbox relay failures: queue_busy (NATS refused events), queue_unavailable (NATS away), store",
+            ["reason"],
+            registry=r,
+        )
+        for reason in RELAY_FAILURE_REASONS:  # every reason shows from the start, at 0
+            self.relay_failures.labels(reason)
         self.outbox_written = Counter(
             "leadhub_outbox_written",
             "Domain events the pipeline wrote to the outbox (relayed: events_published)",

@@ -29,6 +29,10 @@ BATCH = 2000
 PENDING_EVERY = 2.0  # seconds between counts of what is still waiting while the relay is behind
 
 
+# Why a relay attempt failed (`leadhub_relay_failures_total{reason}`): NATS refused events (its ingest queue is
+# full; the relay then sends fewer at a time), NATS could not be reached or did not ack, the store failed.
+FAILURE_REASONS = ("queue_busy", "queue_unavailable", "store")
+
 OCCURRED_KEPT = 4096  # formatted times remembered: a claim's events share a handful of batch times
 
 
@@ -74,6 +78,8 @@ class OutboxRelay:
         on_published: Callable[[int], None],
         on_pending: Callable[[int], None] = lambda n: None,
         share: tuple[int, int] = (0, 1),
+        *,
+        on_failure: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self.engine = engine
         self.publish = publish
@@ -81,6 +87,8 @@ class OutboxRelay:
         self.on_pending = on_pending  # events still waiting (the `leadhub_outbox_pending` gauge)
         self._pending_counted = 0.0
         self.share = share  # (index, count): with worker processes each relays its own share of the outbox
+        self.on_failure = on_failure  # one of FAILURE_REASONS per failed publish or failed claim
+        self._publish_error: Exception | None = None  # the last publish failure, already counted
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.last_error: str | None = None
@@ -101,6 +109,8 @@ class OutboxRelay:
                 self.last_error = None
                 delay = POLL_INTERVAL
             except Exception as exc:  # NATS or the store away: keep the events, try again later
+                if exc is not self._publish_error:
+                    self.on_failure("store")
                 self.last_error = brief(exc)
                 log.warning("outbox relay failed; will retry", error=self.last_error)
                 relayed = 0
@@ -143,12 +153,16 @@ class OutboxRelay:
             try:
                 await self.publish(part, "EVENTS")
             except QueueBusy as exc:
+                self.on_failure("queue_busy")
                 if not self.window.shrink():
+                    self._publish_error = exc
                     return done, exc
                 if window == self.window.largest:
                     log.warning("NATS refused events (the stream's ingest queue is full); relaying fewer at a time")
                 continue
             except Exception as exc:  # NATS away or slow: raised by relay_once once the acked ones are marked
+                self.on_failure("queue_unavailable")
+                self._publish_error = exc
                 return done, exc
             done += len(part)
             if len(part) == window:  # a short last part says nothing about a larger one

@@ -80,7 +80,8 @@ async def test_relay_gets_every_event_through_a_bounded_ingest_queue(
     queue = Queue(bounded_nats.url)
     await queue.start()
     published: list[int] = []
-    relay = OutboxRelay(engine, queue.publish_many, published.append)
+    failures: list[str] = []
+    relay = OutboxRelay(engine, queue.publish_many, published.append, on_failure=failures.append)
     running = asyncio.create_task(relay.run())
     try:
 
@@ -92,6 +93,7 @@ async def test_relay_gets_every_event_through_a_bounded_ingest_queue(
         ids = await _message_ids(bounded_nats.url)
         assert sorted(ids) == sorted(row["id"] for row in rows), "each event exactly once on EVENTS"
         assert sum(published) == EVENT_COUNT
+        assert failures and set(failures) == {"queue_busy"}, "each refusal is counted, as nothing else"
     finally:
         relay.stop()
         await running
