@@ -52,7 +52,11 @@ CONFLICT_TRIES = 4
 
 
 class Stats:
-    """Hooks for metrics, kept as callables so this module does not depend on the hub."""
+    """Hooks for metrics, kept as callables so this module does not depend on the hub.
+
+    Every envelope ends in exactly one of `stored` / `duplicate` (`on_batch`, per committed row) or `dead_letter`
+    (`on_outcome`); `retried` (`on_outcome`) counts each time an envelope is handed back for another delivery.
+    """
 
     def __init__(self) -> None:
         self.on_batch: Callable[[int, int, float], None] = lambda stored, duplicates, lag: None
@@ -276,6 +280,7 @@ class InboundConsumer:
             else:
                 log.warning("envelope failed; will retry", key=row.key, deliveries=deliveries, error=str(exc)[:300])
                 await self._nak(msg, delay=min(MAX_BACKOFF, 0.5 * 2**deliveries))
+                self.stats.on_outcome("retried", 1)
             return
         await self._ack_all([msg])
         self._committed(result, [row])
@@ -334,8 +339,10 @@ class InboundConsumer:
             await msg.nak(delay=delay)
 
     async def _ack_all(self, messages: list[Msg]) -> None:
-        """Acks after the commit; a lost ack means a redelivery, which the stored key absorbs."""
+        """Acks after the commit; a lost ack means a redelivery, which the stored key absorbs.
+
+        Not an outcome of its own: the envelopes acked were counted as stored, duplicate or dead_letter already.
+        """
         for msg in messages:
             with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
                 await msg.ack()
-        self.stats.on_outcome("acked", len(messages))
