@@ -17,3 +17,55 @@ def test_display_keeps_everything_but_the_credentials() -> None:
     url = "https://crm:hunter2@crm.example/hook?api_key=K3Y&lead=42&Access_Token=T%2F0K#top"
     assert redact_urls(url) == "https://crm:***@crm.example/hook?api_key=***&lead=42&Access_Token=***#top"
     assert redact_urls("see https://crm.example/a?x=1&page=2.") == "see https://crm.example/a?x=1&page=2."
+
+
+# Incoming-webhook URLs as each provider documents them (values made up): the URL itself is the credential.
+PATH_SECRET_URLS = [
+    (
+        "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX",
+        "https://hooks.slack.com/services/***",
+        "T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX",
+    ),
+    (
+        "https://discord.com/api/webhooks/123456789012345678/AbC-dEf_123?wait=true",
+        "https://discord.com/api/webhooks/123456789012345678/***?wait=true",
+        "AbC-dEf_123",
+    ),
+    (
+        "https://ptb.discordapp.com/api/v10/webhooks/42/tok3n",
+        "https://ptb.discordapp.com/api/v10/webhooks/42/***",
+        "tok3n",
+    ),
+    (
+        "https://contoso.webhook.office.com/webhookb2/1c0a@72f9/IncomingWebhook/9f1e/8a2b",
+        "https://contoso.webhook.office.com/webhookb2/***",
+        "1c0a@72f9/IncomingWebhook/9f1e/8a2b",
+    ),
+    (
+        "https://hooks.zapier.com/hooks/catch/123456/abcdef/",
+        "https://hooks.zapier.com/hooks/catch/123456/***/",
+        "abcdef",
+    ),
+    ("https://hook.eu1.make.com/abcdefghijklmnop", "https://hook.eu1.make.com/***", "abcdefghijklmnop"),
+    (
+        "https://api.telegram.org/bot123456:AAH-x_y/sendMessage",
+        "https://api.telegram.org/bot123456:***/sendMessage",
+        "AAH-x_y",
+    ),
+]
+
+
+def test_webhook_urls_that_are_credentials_hide_their_secret_path() -> None:
+    for url, shown, secret in PATH_SECRET_URLS:
+        assert redact_urls(f"POST {url} failed") == f"POST {shown} failed"
+        assert secret in url_secrets(url)
+
+
+def test_paths_of_ordinary_urls_stay() -> None:
+    for url in (
+        "https://crm.example/services/T1/B2/c3",
+        "https://example.com/api/webhooks/1/2",
+        "https://slack.com/help",
+    ):
+        assert redact_urls(url) == url
+        assert url_secrets(url) == ()
