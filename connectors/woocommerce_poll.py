@@ -2,7 +2,8 @@
 
 For shops that cannot push webhooks. Each poll reads `GET /wp-json/wc/v3/orders?modified_after=...` oldest
 modification first, publishes every order (keyed by id and modification time, so a re-read is a duplicate), and
-only then moves the checkpoint in `connector_state`; a crash mid-way re-reads the same orders instead of losing them.
+only then moves the checkpoint in `connector_state`, after each page; a crash or a failed request mid-way re-reads
+that page's orders instead of losing them, and the next poll goes on from there rather than from the walk's start.
 
 The next page is asked for from the last modification time seen (keyset), not as `page=2` of the first query: an
 order edited during the walk moves to the end of the list, and with page numbers the order after it would slide
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
 
@@ -52,6 +54,13 @@ def next_delay(interval: float, failures: int, retry_after: float | None = None)
     if retry_after is not None:
         delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
     return delay
+
+
+def _read_before(cursor: datetime, held: datetime | None, shop_started: datetime | None) -> datetime:
+    """The checkpoint a walk has earned: its cursor, but not past an order that moved while a query was paged by
+    number (the next poll reads that second again), nor past the shop's clock: an order dated in the future (an
+    import, a clock jump) is re-read instead."""
+    return min(t for t in (cursor, held, shop_started) if t is not None)
 
 
 def _order_id(order: dict[str, Any]) -> int | None:
@@ -180,19 +189,29 @@ class WooCommercePollConnector:
         return text
 
     async def poll_once(self, session: aiohttp.ClientSession) -> int:
-        """Publish every order modified since the checkpoint, then advance it; returns how many were published."""
+        """Publish every order modified since the checkpoint, advancing it page by page; returns how many."""
         state = await load_state(self.context.engine, self.config.name, STATE_KEY) or {}
         if checkpoint := state.get("modified_after"):
             since = datetime.fromisoformat(checkpoint)
         else:
             since = datetime.now(UTC) - self.config.initial_lookback
-        published, reached = await self._walk(session, since.replace(microsecond=0))  # shop times: whole seconds
-        if reached > since:
-            await save_state(self.context.engine, self.config.name, STATE_KEY, {"modified_after": reached.isoformat()})
-        return published
+        saved = since
 
-    async def _walk(self, session: aiohttp.ClientSession, start: datetime) -> tuple[int, datetime]:
-        """Publish the orders modified from `start` on; returns how many, and the time before which all were read."""
+        async def advance(reached: datetime) -> None:
+            """Keep what is read: a walk that fails on page 500 goes on from page 499 next time, not from 1."""
+            nonlocal saved
+            if reached > saved:
+                await save_state(
+                    self.context.engine, self.config.name, STATE_KEY, {"modified_after": reached.isoformat()}
+                )
+                saved = reached
+
+        return await self._walk(session, since.replace(microsecond=0), advance)  # shop times: whole seconds
+
+    async def _walk(
+        self, session: aiohttp.ClientSession, start: datetime, advance: Callable[[datetime], Awaitable[None]]
+    ) -> int:
+        """Publish the orders modified from `start` on, passing `advance` each time before which all were read."""
         cursor = newest = start
         published, page, shop_started, held = 0, 1, None, None
         paged: dict[int | None, datetime] = {}  # orders on earlier pages of a page-numbered query, at their time then
@@ -213,12 +232,12 @@ class WooCommercePollConnector:
                 break
             if times and times == sorted(times) and times[-1] > cursor:
                 cursor, page = times[-1], 1  # the next query starts at this page's last second (which it re-reads)
+                await advance(_read_before(cursor, held, shop_started))
             else:  # a full page of one second (or an unsorted answer): the next page of the same query
                 paged.update((order_id, modified) for order_id, modified in timed if order_id is not None)
                 page += 1
-        # Not past an order that moved while a query was paged by number (the next poll reads that second again),
-        # nor past the shop's clock: an order dated in the future (an import, a clock jump) is re-read instead.
-        return published, min(t for t in (cursor, held, shop_started) if t is not None)
+        await advance(_read_before(cursor, held, shop_started))
+        return published
 
     async def _publish(self, order: Any) -> None:
         """Publish one order; one the shop sent broken still goes on, keyed by its content, for the pipeline to

@@ -341,3 +341,29 @@ async def test_an_order_edited_while_a_shared_second_is_paged_does_not_hide_anot
     hub = await make_hub([poller(shop)])
     orders = await hub.wait_items("/api/orders", 6)
     assert sorted(o["external_id"] for o in orders) == [str(i) for i in range(1101, 1107)]
+
+
+async def test_a_walk_that_fails_midway_keeps_the_pages_it_read(make_hub: HubFactory, shop: FakeShop) -> None:
+    """A shop that starts failing on the third page: the next poll goes on from the second page's last second, not
+    from the start of the walk (which, with a long backlog, would read the same pages again on every try)."""
+    for n in range(6):
+        shop.put(1001 + n, "processing", f"2026-11-01T{10 + n}:00:00", f"w{n}@example.com")
+
+    def fail_after_two_pages(_query: dict[str, str]) -> None:
+        if len(shop.requests) == 2:
+            shop.refuse_always = (500, {})
+
+    shop.after_request = fail_after_two_pages
+    hub = await make_hub([poller(shop)])
+
+    async def failed_twice_more() -> bool:
+        return len(shop.requests) >= 5
+
+    await wait_for(failed_twice_more, what="two more polls of the failing shop")
+    state = await load_state(hub.engine, "woo-pull", "orders")
+    assert state == {"modified_after": "2026-11-01T12:00:00+00:00"}  # pages 1 and 2 (10:00-12:00) were published
+    assert all(r["modified_after"] == "2026-11-01T11:59:59" for r in shop.requests[3:])
+
+    shop.after_request, shop.refuse_always = None, None
+    orders = await hub.wait_items("/api/orders", 6)
+    assert sorted(o["external_id"] for o in orders) == [str(1001 + n) for n in range(6)]

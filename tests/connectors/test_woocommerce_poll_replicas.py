@@ -1,6 +1,6 @@
-"""A WooCommerce poller killed (kill -9) between publishing a page and moving the checkpoint: the next poller re-reads
-and the re-read orders dedupe to exactly one inquiry each. With two replicas on one PostgreSQL database only the
-lease holder polls, and the other takes the lease over when the holder dies.
+"""A WooCommerce poller killed (kill -9) in the middle of a walk: the next poller goes on from the last page
+checkpointed, and the re-read orders dedupe to exactly one inquiry each. With two replicas on one PostgreSQL database
+only the lease holder polls, and the other takes the lease over when the holder dies.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ async def _detail(hub: RunningHub) -> dict[str, Any]:
 async def test_one_replica_polls_and_a_killed_one_hands_over_without_loss_or_duplicates(  # type: ignore[no-untyped-def]
     make_daemon, make_hub: HubFactory, shop: FakeShop, external_nats: EmbeddedNats
 ) -> None:
-    holder = await _daemon_between_publish_and_checkpoint(make_daemon, shop, external_nats)
+    holder = await _daemon_mid_walk(make_daemon, shop, external_nats)
     standby = await make_hub([poller(shop)], nats_url=external_nats.url)
 
     async def in_standby() -> bool:
@@ -52,14 +52,14 @@ async def test_one_replica_polls_and_a_killed_one_hands_over_without_loss_or_dup
     await _each_order_once(standby)
 
 
-async def test_a_poller_killed_between_publish_and_checkpoint_loses_and_doubles_nothing(  # type: ignore[no-untyped-def]
+async def test_a_poller_killed_mid_walk_loses_and_doubles_nothing(  # type: ignore[no-untyped-def]
     make_daemon, make_hub: HubFactory, shop: FakeShop, external_nats: EmbeddedNats, database_url: str
 ) -> None:
-    holder = await _daemon_between_publish_and_checkpoint(make_daemon, shop, external_nats)
+    holder = await _daemon_mid_walk(make_daemon, shop, external_nats)
     holder.kill()
     engine = create_engine(database_url)
-    try:
-        assert await load_state(engine, "woo-pull", "orders") is None, "killed before the checkpoint moved"
+    try:  # page 1 is kept; page 1's last second is read again, and orders 803-805 were never read
+        assert await load_state(engine, "woo-pull", "orders") == {"modified_after": "2026-11-01T10:01:00+00:00"}
     finally:
         await engine.dispose()
     assert shop.hang is not None
@@ -68,14 +68,14 @@ async def test_a_poller_killed_between_publish_and_checkpoint_loses_and_doubles_
     await _each_order_once(successor)
 
 
-async def _daemon_between_publish_and_checkpoint(make_daemon, shop: FakeShop, nats: EmbeddedNats):  # type: ignore[no-untyped-def]
-    """A `leadhub run` that has published page 1 (orders 801, 802) and waits on page 2: no checkpoint yet."""
+async def _daemon_mid_walk(make_daemon, shop: FakeShop, nats: EmbeddedNats):  # type: ignore[no-untyped-def]
+    """A `leadhub run` that has published page 1 (orders 801, 802) and waits on page 2."""
     for i, order_id in enumerate(range(801, 806)):
         shop.put(order_id, "processing", f"2026-11-01T10:0{i}:00", f"k{order_id}@example.com")
 
     def hang_after_the_first_page(query: dict[str, str]) -> None:
         if shop.hang is None:
-            shop.hang = asyncio.Event()  # the next request waits: the poller sits between publish and checkpoint
+            shop.hang = asyncio.Event()  # the next request waits: the poller sits in the middle of its walk
 
     shop.after_request = hang_after_the_first_page
     daemon = make_daemon({"connectors": [poller(shop)]}, env={"LEADHUB_NATS_URL": str(nats.url)})
