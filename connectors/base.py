@@ -12,6 +12,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
 from leadhub.envelope import Envelope
+from leadhub.queue_errors import QueueBusy, QueueUnavailable  # noqa: F401 - connectors and the hub import them here
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,15 +21,6 @@ class PublishResult:
 
     id: str
     duplicate: bool
-
-
-class QueueUnavailable(Exception):
-    """The queue did not confirm the item is durable; the caller must not answer 2xx."""
-
-
-class QueueBusy(QueueUnavailable):
-    """The stream refused a message because its queue of messages not yet stored is full (`429 too many
-    requests`, nats-server's `max_buffered_msgs`/`max_buffered_size`): fewer in flight at a time will go in."""
 
 
 Publish = Callable[[Envelope], Awaitable[PublishResult]]

@@ -12,9 +12,9 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from leadhub.connectors.base import QueueBusy
 from leadhub.error_text import brief
-from leadhub.pipelines.publish_window import PublishWindow
+from leadhub.publish_window import PublishWindow, send
+from leadhub.queue_errors import QueueBusy
 from leadhub.store import outbox
 
 log = structlog.get_logger("leadhub.relay")
@@ -144,30 +144,22 @@ class OutboxRelay:
         """How many of `messages` (from the first) the stream acked, and the error that stopped the rest.
 
         One publish of the whole claim unless NATS refuses some; then parts of the window's size, retried
-        smaller after each refusal (the part's acked messages come back as duplicates, stored once).
+        smaller after each refusal (leadhub/publish_window.py).
         """
-        done = 0
-        while done < len(messages):
-            window = self.window.size
-            part = messages if done == 0 and window >= len(messages) else messages[done : done + window]
-            try:
-                await self.publish(part, "EVENTS")
-            except QueueBusy as exc:
-                self.on_failure("queue_busy")
-                if not self.window.shrink():
-                    self._publish_error = exc
-                    return done, exc
-                if window == self.window.largest:
-                    log.warning("NATS refused events (the stream's ingest queue is full); relaying fewer at a time")
-                continue
-            except Exception as exc:  # NATS away or slow: raised by relay_once once the acked ones are marked
+        sent = await send(messages, self._publish_part, self.window, on_refused=self._refused)
+        if sent.error is not None:
+            if not isinstance(sent.error, QueueBusy):  # a refusal was counted as it came
                 self.on_failure("queue_unavailable")
-                self._publish_error = exc
-                return done, exc
-            done += len(part)
-            if len(part) == window:  # a short last part says nothing about a larger one
-                self.window.grow()
-        return done, None
+            self._publish_error = sent.error
+        return sent.acked, sent.error
+
+    async def _publish_part(self, part: list[Message]) -> None:
+        await self.publish(part, "EVENTS")
+
+    def _refused(self, size: int) -> None:
+        self.on_failure("queue_busy")
+        if size == self.window.largest:
+            log.warning("NATS refused events (the stream's ingest queue is full); relaying fewer at a time")
 
     async def _report_pending(self, claimed: int) -> None:
         """Caught up when a claim was not full; while behind, count what waits now and then (a count costs a scan)."""

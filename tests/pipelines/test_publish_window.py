@@ -1,4 +1,5 @@
-"""The relay's publish window: one publish per claim while NATS takes everything, smaller parts while it refuses.
+"""The publish window (leadhub/publish_window.py) in the outbox relay: one publish per claim while NATS takes
+everything, smaller parts while it refuses.
 
 The publish here is a stand-in that refuses parts over a bound the way a stream with a full ingest queue does;
 the real server's refusal is in test_relay_ingest_limit.py.
@@ -16,7 +17,7 @@ from leadhub.connectors.base import QueueBusy, QueueUnavailable
 from leadhub.ids import new_id
 from leadhub.pipelines import outbox_relay
 from leadhub.pipelines.outbox_relay import Message, OutboxRelay
-from leadhub.pipelines.publish_window import PublishWindow
+from leadhub.publish_window import PublishWindow
 from leadhub.store import outbox
 from leadhub.store.db import create_engine, upgrade
 from leadhub.store.models import OutboxEvent

@@ -17,33 +17,23 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from leadhub.hub.embedded_nats import EmbeddedNats
 from leadhub.hub.queue import EVENTS, Queue
 from leadhub.ids import new_id
 from leadhub.pipelines.outbox_relay import OutboxRelay
 from leadhub.store import outbox
 from leadhub.store.db import create_engine, upgrade
 from leadhub.store.models import OutboxEvent
-from tests.helpers import free_port, wait_for
+from tests.bounded_nats import BoundedIngestNats, bounded_nats
+from tests.helpers import wait_for
 
 INGEST_BOUND = 100  # messages a stream queues before storing them; far under a claim of 2,000
 EVENT_COUNT = 5000  # two full claims and a part
 
 
-class BoundedIngestNats(EmbeddedNats):
-    """A real nats-server whose JetStream refuses publishes beyond a small ingest queue, as an admin may set it."""
-
-    def _config_text(self) -> str:
-        bound = f"jetstream {{\n  max_buffered_msgs: {INGEST_BOUND}\n  max_buffered_size: 8MB\n"
-        return super()._config_text().replace("jetstream {\n", bound)
-
-
 @pytest.fixture
-async def bounded_nats(tmp_path: Path) -> AsyncIterator[BoundedIngestNats]:
-    server = BoundedIngestNats(tmp_path / "bounded-nats", port=free_port())
-    await server.start()
-    yield server
-    await server.stop()
+async def bounded(tmp_path: Path) -> AsyncIterator[BoundedIngestNats]:
+    async with bounded_nats(tmp_path / "bounded-nats", INGEST_BOUND) as server:
+        yield server
 
 
 @pytest.fixture
@@ -70,14 +60,14 @@ async def _message_ids(url: str) -> list[str]:
 
 
 async def test_relay_gets_every_event_through_a_bounded_ingest_queue(
-    engine: AsyncEngine, bounded_nats: BoundedIngestNats
+    engine: AsyncEngine, bounded: BoundedIngestNats
 ) -> None:
     now = datetime.now(UTC)
     rows = [outbox.outbox_event("lead.created", new_id(), now, n=n, note="x" * 200) for n in range(EVENT_COUNT)]
     async with engine.begin() as conn:
         await conn.execute(insert(OutboxEvent.__table__), rows)
 
-    queue = Queue(bounded_nats.url)
+    queue = Queue(bounded.url)
     await queue.start()
     published: list[int] = []
     failures: list[str] = []
@@ -90,7 +80,7 @@ async def test_relay_gets_every_event_through_a_bounded_ingest_queue(
                 return await outbox.count_unpublished(conn) == 0
 
         await wait_for(all_relayed, timeout=30, what=f"all {EVENT_COUNT} events relayed")
-        ids = await _message_ids(bounded_nats.url)
+        ids = await _message_ids(bounded.url)
         assert sorted(ids) == sorted(row["id"] for row in rows), "each event exactly once on EVENTS"
         assert sum(published) == EVENT_COUNT
         assert failures and set(failures) == {"queue_busy"}, "each refusal is counted, as nothing else"
