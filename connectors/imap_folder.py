@@ -1,8 +1,11 @@
 """One watched folder: connect, catch up from the checkpoint, then IDLE (or poll); reconnect with back-off on errors.
 
 Order of work for every batch of messages: fetch (`BODY.PEEK[]`, nothing is marked read) -> publish and wait for
-every JetStream ack -> post-action -> save the checkpoint (highest UID done). A crash anywhere re-reads at most one
-batch, and a re-read is a duplicate by key (see connectors/imap_message.py), so nothing is lost and nothing doubles.
+the JetStream acks -> post-action -> save the checkpoint (highest UID done). Post-action and checkpoint cover only the
+batch's first messages in UID order that the stream acknowledged; a NATS that refuses some (its ingest queue is full,
+`429`) gets the batch in smaller parts (leadhub/publish_window.py), and what it never acked is fetched again after
+reconnecting. A crash anywhere re-reads at most one batch, and a re-read is a duplicate by key (see
+connectors/imap_message.py), so nothing is lost and nothing doubles.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from leadhub.connectors.imap_config import ImapConfig
 from leadhub.connectors.imap_message import envelope_for
 from leadhub.connectors.imap_oauth import TokenProvider
 from leadhub.connectors.imap_session import HEAD_BYTES, AuthFailed, Fetched, FolderInfo, ImapSession
+from leadhub.envelope import Envelope
+from leadhub.publish_window import PublishWindow, Sent, send
 from leadhub.store.connector_state import load_state, save_state
 
 log = structlog.get_logger("leadhub.connectors.imap")
@@ -54,6 +59,7 @@ class FolderWorker:
         self.status: dict[str, Any] = {"ok": False, "last_sync": None, "uid_lag": None, "error": "starting"}
         self._synced = False  # whether the current connection completed a sync
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"imap-{config.name}")
+        self.window = PublishWindow(config.fetch_batch)  # messages in flight: a whole batch unless NATS refuses some
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -169,10 +175,15 @@ class FolderWorker:
         highest = max([*uids, baseline, last_uid])
         self._report(uid_lag=highest - last_uid)
         async for batch in self._batches(uids):
-            await self._deliver(batch, info)
-            last_uid = max(item.uid for item in batch) if batch else last_uid
-            await self._checkpoint(info.uidvalidity, last_uid)
-            self._report(uid_lag=max(0, highest - last_uid))
+            sent = await self._publish(batch, info)
+            done = batch[: sent.acked]  # the acked prefix in UID order: nothing after an unacked message counts
+            if done:
+                await self._post_action([item.uid for item in done], info)
+                last_uid = done[-1].uid
+                await self._checkpoint(info.uidvalidity, last_uid)
+                self._report(uid_lag=max(0, highest - last_uid))
+            if sent.error is not None:  # the rest of the batch is fetched again after reconnecting
+                raise sent.error
         if self.stopping.is_set():  # cut short: UIDs not yet read must stay above the checkpoint, not be skipped
             return
         if last_uid < baseline or state is None or state.get("uidvalidity") != info.uidvalidity:
@@ -223,7 +234,8 @@ class FolderWorker:
             )
         return sorted(fetched, key=lambda item: item.uid)
 
-    async def _deliver(self, batch: list[Fetched], info: FolderInfo) -> None:
+    async def _publish(self, batch: list[Fetched], info: FolderInfo) -> Sent:
+        """Publish the batch in UID order, in parts NATS takes; how many from the first it acked, and why not more."""
         envelopes = [
             envelope_for(
                 self.config.name,
@@ -237,24 +249,42 @@ class FolderWorker:
             )
             for item in batch
         ]
-        await asyncio.gather(*(self.context.publish(envelope) for envelope in envelopes))
-        if self.config.post_action != "none" and batch:
-            uids = [item.uid for item in batch]
-            try:
-                await self._call(self.session.post_action, uids, self.config.post_action, info.move)
-            except Exception as exc:  # the mail is durable: report, but never re-publish or block the checkpoint
-                log.warning(
-                    "IMAP post-action failed",
-                    connector=self.config.name,
-                    folder=self.folder,
-                    action=self.config.post_action,
-                    uids=f"{uids[0]}..{uids[-1]}",
-                    error=f"{type(exc).__name__}: {str(exc)[:200]}",
-                )
-                self._report(post_action_error=f"{type(exc).__name__}: {str(exc)[:200]}")
-            else:
-                if self.status.get("post_action_error"):
-                    self._report(post_action_error=None)
+        return await send(envelopes, self._publish_part, self.window, on_refused=self._refused)
+
+    async def _publish_part(self, envelopes: list[Envelope]) -> None:
+        """Publish concurrently and wait for every ack; the first failure in UID order is raised, after all ended."""
+        results = await asyncio.gather(*(self.context.publish(e) for e in envelopes), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    def _refused(self, size: int) -> None:
+        if size == self.window.largest:
+            log.warning(
+                "NATS refused messages (the stream's ingest queue is full); publishing fewer at a time",
+                connector=self.config.name,
+                folder=self.folder,
+            )
+
+    async def _post_action(self, uids: list[int], info: FolderInfo) -> None:
+        """Mark, flag or move the given (acknowledged) messages; a failure is reported, never blocks the checkpoint."""
+        if self.config.post_action == "none":
+            return
+        try:
+            await self._call(self.session.post_action, uids, self.config.post_action, info.move)
+        except Exception as exc:  # the mail is durable: report, but never re-publish or block the checkpoint
+            log.warning(
+                "IMAP post-action failed",
+                connector=self.config.name,
+                folder=self.folder,
+                action=self.config.post_action,
+                uids=f"{uids[0]}..{uids[-1]}",
+                error=f"{type(exc).__name__}: {str(exc)[:200]}",
+            )
+            self._report(post_action_error=f"{type(exc).__name__}: {str(exc)[:200]}")
+        else:
+            if self.status.get("post_action_error"):
+                self._report(post_action_error=None)
 
     async def _checkpoint(self, uidvalidity: int, last_uid: int) -> None:
         value = {"uidvalidity": uidvalidity, "last_uid": last_uid, "synced_at": _now().isoformat()}
