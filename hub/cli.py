@@ -33,13 +33,14 @@ ConfigOption = Annotated[
 
 def _load(config: Path | None):  # type: ignore[no-untyped-def]
     from leadhub.hub.config import ConfigError, load_config
+    from leadhub.hub.exit_codes import CONFIG_ERROR
     from leadhub.hub.logging import configure
 
     try:
         loaded = load_config(config)
     except ConfigError as exc:
         typer.echo(f"leadhub: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(CONFIG_ERROR) from None
     configure(loaded.settings.log_level, loaded.settings.log_format)
     _warn_unknown_environment()
     return loaded
@@ -83,10 +84,20 @@ def run(
     """Run the daemon: HTTP, connectors, pipeline and relay (embedded NATS unless LEADHUB_NATS_URL is set)."""
     from leadhub.hub.daemon import run_until_signalled
     from leadhub.hub.embedded_nats import EmbeddedNatsError
+    from leadhub.hub.exit_codes import SCHEMA_NEWER
+    from leadhub.store.db import MIGRATION_HEADS, SchemaNewerThanCode, redacted_url
 
     loaded = _load(config)
     try:
         _run_loop(run_until_signalled(loaded, worker, ready_fd, _share(relay_share)))
+    except SchemaNewerThanCode as exc:
+        typer.echo(
+            f"leadhub: database schema {', '.join(sorted(exc.revisions))} is newer than this release "
+            f"({', '.join(sorted(MIGRATION_HEADS))}); upgrade leadhub, or restore a backup of "
+            f"{redacted_url(loaded.settings.effective_database_url)} taken before the newer release migrated it",
+            err=True,
+        )
+        raise typer.Exit(SCHEMA_NEWER) from None
     except EmbeddedNatsError as exc:
         typer.echo(f"leadhub: {exc}", err=True)
         raise typer.Exit(1) from None

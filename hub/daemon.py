@@ -28,6 +28,7 @@ from leadhub.hub.http.state import HttpDeps
 from leadhub.hub.metrics import Metrics, forget_process, share_between_processes
 from leadhub.hub.migrate_child import upgrade_in_child
 from leadhub.hub.queue import Queue
+from leadhub.hub.store_health import StoreHealth
 from leadhub.hub.workers import WorkerPool, WorkerSpec, relaying_processes, tell_primary_ready
 from leadhub.pipelines.consumer import InboundConsumer, Stats
 from leadhub.pipelines.dead_letters import DeadLetterSink
@@ -35,7 +36,7 @@ from leadhub.pipelines.failures import classify
 from leadhub.pipelines.intake import IntakePipeline
 from leadhub.pipelines.model import SourceSpec
 from leadhub.pipelines.outbox_relay import OutboxRelay
-from leadhub.store.db import create_engine, redacted_url, upgrade
+from leadhub.store.db import SchemaNewerThanCode, create_engine, redacted_url, upgrade
 from leadhub.store.outbox import MAX_SHARES
 from leadhub.store.young_tables import YoungTableStatistics
 from leadhub.triggers.clock import Clock
@@ -46,14 +47,22 @@ GC_YOUNG_THRESHOLD = 10_000  # objects allocated between young collections (Pyth
 log = structlog.get_logger("leadhub")
 
 
-async def retry_forever(what: str, action: Callable[[], Awaitable[Any]], stopping: asyncio.Event) -> Any:
-    """Run `action` until it succeeds or the daemon stops, logging each failure with back-off."""
+async def retry_forever(
+    what: str,
+    action: Callable[[], Awaitable[Any]],
+    stopping: asyncio.Event,
+    give_up_on: tuple[type[Exception], ...] = (),
+) -> Any:
+    """Run `action` until it succeeds or the daemon stops, logging each failure with back-off.
+
+    An exception of a `give_up_on` type is raised at once: trying again cannot help.
+    """
     delay = 0.5
     while True:
         try:
             return await action()
         except Exception as exc:
-            if stopping.is_set():
+            if stopping.is_set() or isinstance(exc, give_up_on):
                 raise
             log.warning(f"{what} failed; retrying", error=f"{type(exc).__name__}: {str(exc)[:300]}", retry_in=delay)
         with contextlib.suppress(TimeoutError):
@@ -98,8 +107,11 @@ class Hub:
         self.triggers: TriggerService | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.stopping = asyncio.Event()
+        self.failed = asyncio.Event()  # set with `failure` when the daemon cannot go on (run_until_signalled exits)
+        self.failure: Exception | None = None
         self.port: int | None = None
         self.store_ready = False
+        self.store_health = StoreHealth(lambda: self.engine if self.store_ready else None)
 
     @property
     def roles(self) -> tuple[str, ...]:
@@ -173,6 +185,7 @@ class Hub:
             connectors=self.connectors,
             engine=lambda: self.engine if self.store_ready else None,
             queue_ready=self._queue_ready,
+            store_problem=self.store_health.problem,
             readiness_detail=self._readiness_detail,
             clock=self.clock,
             worker=self.worker,
@@ -218,8 +231,14 @@ class Hub:
         engine, queue = self.engine, self.queue
         try:
             migrate = upgrade_in_child if self.migrate_in_child else upgrade
-            await retry_forever("migrating the database", lambda: migrate(engine), self.stopping)
+            await retry_forever(
+                "migrating the database", lambda: migrate(engine), self.stopping, give_up_on=(SchemaNewerThanCode,)
+            )
         except asyncio.CancelledError:
+            return
+        except SchemaNewerThanCode as exc:  # this release cannot use the database: stop instead of half-working
+            self.failure = exc
+            self.failed.set()
             return
         self.store_ready = True
         log.info("store ready", url=redacted_url(self.settings.effective_database_url))
@@ -443,6 +462,9 @@ async def run_until_signalled(
 ) -> None:
     """`leadhub run`: start, wait for SIGTERM, SIGINT or SIGHUP, stop within the shutdown timeout.
 
+    A failure the daemon cannot work past (a database a newer release migrated) stops it the same way, then
+    raises that error.
+
     SIGHUP (a closed terminal, or `kill -HUP` out of habit) stops cleanly too, instead of killing the process
     on the spot; SIGUSR1 and SIGUSR2 are logged and ignored (there is nothing to reload: rule files are
     reloaded when they change, other settings take a restart).
@@ -458,16 +480,20 @@ async def run_until_signalled(
         loop.add_signal_handler(sig, _ignore_signal, sig)
     start = asyncio.create_task(hub.start())
     waiter = asyncio.create_task(stop_requested.wait())
+    failed = asyncio.create_task(hub.failed.wait())
     try:
-        await asyncio.wait({start, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({start, waiter, failed}, return_when=asyncio.FIRST_COMPLETED)
         if start.done():
             start.result()  # raise start-up errors
             _settle_garbage_collector()
-            await waiter
+            await asyncio.wait({waiter, failed}, return_when=asyncio.FIRST_COMPLETED)
         else:
             start.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await start
     finally:
         waiter.cancel()
+        failed.cancel()
         await hub.stop()
+    if hub.failure is not None:
+        raise hub.failure  # after a clean stop: the command line says why and exits with its status

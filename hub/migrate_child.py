@@ -19,8 +19,9 @@ import sys
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from leadhub.hub.exit_codes import SCHEMA_NEWER
 from leadhub.hub.process_ties import dies_with_parent
-from leadhub.store.db import at_heads, run_upgrade
+from leadhub.store.db import SchemaNewerThanCode, applied_revisions, at_heads, refuse_newer, run_upgrade
 
 URL_VARIABLE = "LEADHUB_MIGRATE_URL"
 ERROR_TAIL = 2000  # characters of the child's stderr kept in the error
@@ -34,7 +35,7 @@ class MigrationFailed(RuntimeError):
 
 async def upgrade_in_child(engine: AsyncEngine) -> None:
     """Bring the database to the heads as `store.db.upgrade` would, in a child process when there is work."""
-    if await at_heads(engine):
+    if await at_heads(engine):  # raises SchemaNewerThanCode: no child is started for a newer release's database
         return
     log.info("migrating the database in a child process")
     environment = {**os.environ, URL_VARIABLE: engine.url.render_as_string(hide_password=False)}
@@ -54,6 +55,8 @@ async def upgrade_in_child(engine: AsyncEngine) -> None:
         process.kill()
         await process.wait()
         raise
+    if process.returncode == SCHEMA_NEWER:  # a newer leadhub migrated it since the check above
+        refuse_newer(await applied_revisions(engine))
     if process.returncode != 0:
         said = stderr.decode(errors="replace").strip()[-ERROR_TAIL:] or "no output"
         raise MigrationFailed(f"the migration process exited with {process.returncode}: {said}")
@@ -67,6 +70,9 @@ def main() -> None:
         sys.exit(f"{URL_VARIABLE} is not set: this module is run by `leadhub run`, not by hand")
     try:
         run_upgrade(url)
+    except SchemaNewerThanCode as exc:  # the parent stops: no retry can help
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.exit(SCHEMA_NEWER)
     except Exception as exc:  # the parent logs it and retries with back-off
         sys.exit(f"{type(exc).__name__}: {exc}")
 

@@ -11,7 +11,8 @@ worker without `http` binds no port. Groups separated by ';' give each worker it
 `workers: 3` and `http;pipeline,relay` two processes answer webhooks and one runs the pipeline. What must
 run once stays in the primary: the rule engine and its scheduler, and pull connectors such as IMAP. A worker
 that exits is started again with back-off. The primary stops its workers before its queue; if the primary is
-killed, the kernel sends them SIGTERM.
+killed, the kernel sends them SIGTERM. A worker that exits with status 3 (a newer leadhub migrated the database)
+is not started again.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 import structlog
 
 from leadhub.hub.config import WORKER_ROLES, Settings
+from leadhub.hub.exit_codes import SCHEMA_NEWER
 from leadhub.hub.process_ties import dies_with_parent
 
 log = structlog.get_logger("leadhub.workers")
@@ -133,6 +135,9 @@ class WorkerPool:
             started = time.monotonic()
             code = await self._start_and_wait(index)
             if self._stopping.is_set():
+                return
+            if code == SCHEMA_NEWER:  # it would find the same database again: /readyz stays 503 instead
+                log.error("worker exited: a newer leadhub migrated the database; not starting it again", worker=index)
                 return
             if time.monotonic() - started > STEADY_AFTER:
                 delay = RESTART_DELAY

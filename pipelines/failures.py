@@ -19,6 +19,10 @@ LOST_TO_ANOTHER = frozenset({"40001", "40P01"})
 # can also be the item's own fault (a key written twice), which fails every try: that one ends in dead letters.
 UNIQUE_VIOLATION = "23505"
 LOCK_NOT_AVAILABLE = "55P03"  # a lock held longer than `lock_timeout` (an administrator's setting), or NOWAIT
+# undefined_table and undefined_column: the schema changed under the daemon (a table dropped, a newer release's
+# migration). The statements are the code's, so no item is at fault; the envelopes wait in the queue, as SQLite's
+# `no such table` (an OperationalError) makes them.
+SCHEMA_CHANGED = frozenset({"42P01", "42703"})
 
 
 class Failure(Enum):
@@ -52,14 +56,15 @@ def _unique_race(exc: BaseException) -> bool:
 
 
 def _transient(exc: BaseException) -> bool:
-    """The store or network is away, or a lock another transaction holds was not granted in time."""
+    """The store or network is away, a lock another transaction holds was not granted in time, or the schema
+    is not the one the code was written for."""
     if isinstance(exc, TransientError | OSError | TimeoutError):
         return True
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return True
     if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError):
         return True
-    if sqlstate(exc) == LOCK_NOT_AVAILABLE:
+    if sqlstate(exc) == LOCK_NOT_AVAILABLE or sqlstate(exc) in SCHEMA_CHANGED:
         return True
     return type(exc).__module__.startswith("asyncpg") and "Connection" in type(exc).__name__
 

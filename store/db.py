@@ -21,6 +21,9 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # alembic_version holds exactly these needs no migration, and start-up then never imports alembic (~7 MiB
 # resident). A new migration must be added here; tests/store/test_migrations.py compares with alembic.
 MIGRATION_HEADS = frozenset({"0002", "0003", "0004", "0005"})
+# Every revision in migrations/versions: one outside it in alembic_version was written by a newer leadhub. Known
+# without importing alembic, so the daemon can tell before it migrates, and /readyz while it runs.
+KNOWN_REVISIONS = frozenset({"0001", "0002", "0003", "0004", "0005"})
 SQLITE_BUSY_TIMEOUT_MS = 5000
 # SQLite's own page cache per connection (its default is 2,000 KiB). The operating system's file cache sits behind
 # it, and a quarter MiB per connection measured the same throughput, at 1,000,000 contacts too, for ~5 MiB less
@@ -131,6 +134,13 @@ class SchemaMismatch(RuntimeError):
 class SchemaNewerThanCode(SchemaMismatch):
     """The database records a revision this code does not have: a newer leadhub migrated it."""
 
+    def __init__(self, revisions: frozenset[str]) -> None:
+        self.revisions = revisions  # the ones this code does not have
+        super().__init__(
+            f"the database is at revision {', '.join(sorted(revisions))}, which this leadhub does not have: "
+            "a newer leadhub migrated it; run that version (or restore a backup taken before it)"
+        )
+
 
 class SchemaNotMigrated(SchemaMismatch):
     """A command that only reads found the database short of the heads (it does not migrate on its own)."""
@@ -174,23 +184,16 @@ def _migrate_sqlite(connection: Connection, direction: Direction, revision: str)
         connection.commit()
 
 
-def _refuse_unknown(applied: frozenset[str]) -> None:
-    """Raise when the database records a revision missing from migrations/versions."""
-    from alembic.script import ScriptDirectory
-
-    known = {script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
-    unknown = sorted(applied - known)
-    if unknown:
-        raise SchemaNewerThanCode(
-            f"the database is at revision {', '.join(unknown)}, which this leadhub does not have: "
-            "a newer leadhub migrated it; run that version (or restore a backup taken before it)"
-        )
+def refuse_newer(applied: frozenset[str]) -> None:
+    """Raise when the database records a revision missing from migrations/versions (KNOWN_REVISIONS)."""
+    if unknown := applied - KNOWN_REVISIONS:
+        raise SchemaNewerThanCode(unknown)
 
 
 def _run_alembic(connection: Connection, direction: Direction, revision: str) -> None:
     from alembic import command
 
-    _refuse_unknown(_applied_revisions(connection))
+    refuse_newer(_applied_revisions(connection))
     config = alembic_config()
     config.attributes["connection"] = connection
     getattr(command, direction)(config, revision)
@@ -203,21 +206,27 @@ def _applied_revisions(connection: Connection) -> frozenset[str]:
     return frozenset(connection.execute(text("SELECT version_num FROM alembic_version")).scalars())
 
 
-async def at_heads(engine: AsyncEngine) -> bool:
-    """True when the database needs no migration; read with plain SQL, without importing alembic."""
+async def applied_revisions(engine: AsyncEngine) -> frozenset[str]:
+    """The database's alembic revisions, read with plain SQL (alembic stays out of the daemon)."""
     async with engine.connect() as connection:
-        return await connection.run_sync(_applied_revisions) == MIGRATION_HEADS
+        return await connection.run_sync(_applied_revisions)
+
+
+async def at_heads(engine: AsyncEngine) -> bool:
+    """True when the database needs no migration; raises SchemaNewerThanCode when a newer leadhub migrated it."""
+    applied = await applied_revisions(engine)
+    refuse_newer(applied)
+    return applied == MIGRATION_HEADS
 
 
 async def require_heads(engine: AsyncEngine) -> None:
     """For read-only commands: a clear error instead of the first query's `no such table`."""
-    async with engine.connect() as connection:
-        applied = await connection.run_sync(_applied_revisions)
+    applied = await applied_revisions(engine)
     if applied == MIGRATION_HEADS:
         return
     if not applied:
         raise SchemaNotMigrated("the database has no leadhub tables yet: run `leadhub db upgrade`")
-    _refuse_unknown(applied)  # alembic is imported on this error path only
+    refuse_newer(applied)
     raise SchemaNotMigrated(
         f"the database is at revision {', '.join(sorted(applied))}, this leadhub needs "
         f"{', '.join(sorted(MIGRATION_HEADS))}: run `leadhub db upgrade`"

@@ -6,7 +6,6 @@ import asyncio
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
-from sqlalchemy import text
 
 from leadhub import __version__
 from leadhub.hub.http.jsonio import json_response
@@ -17,23 +16,11 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok", "version": __version__, "worker": request.app[DEPS].worker})
 
 
-async def _store_ready(request: web.Request) -> bool:
-    engine = request.app[DEPS].engine()
-    if engine is None:
-        return False
-    try:
-        async with asyncio.timeout(3):
-            async with engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-    except Exception:  # any failure means not ready; the detail says why elsewhere
-        return False
-    return True
-
-
 async def readyz(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    queue_ok, store_ok = await asyncio.gather(deps.queue_ready(), _store_ready(request))
-    detail = deps.readiness_detail()
+    queue_ok, store_problem = await asyncio.gather(deps.queue_ready(), deps.store_problem())
+    store_ok = store_problem is None
+    detail = {"store": {"ok": store_ok, "error": store_problem}, **deps.readiness_detail()}
     ready = queue_ok and store_ok and all(v.get("ok", True) for v in detail.values() if isinstance(v, dict))
     body = {"ready": ready, "queue": queue_ok, "store": store_ok, "detail": detail}
     return json_response(body, status=200 if ready else 503)

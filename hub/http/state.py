@@ -20,6 +20,7 @@ class HttpDeps:
     connectors: dict[str, Any]
     engine: Callable[[], AsyncEngine | None]
     queue_ready: Callable[[], Awaitable[bool]]
+    store_problem: Callable[[], Awaitable[str | None]]  # None when usable, else why not (hub/store_health.py)
     readiness_detail: Callable[[], dict[str, Any]] = field(default=lambda: {})
     clock: Any = None  # the rule engine's clock (survey link expiry); None: the system clock
     worker: int = 0  # which process answers: 0 the primary, 1.. its worker processes

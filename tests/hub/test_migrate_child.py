@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from leadhub.hub.migrate_child import MigrationFailed, upgrade_in_child
-from leadhub.store.db import MIGRATION_HEADS, create_engine, upgrade
+from leadhub.hub.migrate_child import upgrade_in_child
+from leadhub.store.db import MIGRATION_HEADS, SchemaNewerThanCode, create_engine, upgrade
 from tests.fresh_interpreter import applied_revisions, migrate_and_report
 from tests.helpers import wait_for
 
@@ -33,19 +33,21 @@ async def test_a_database_at_the_heads_starts_no_child(database_url: str, monkey
         await engine.dispose()
 
 
-async def test_a_database_from_a_newer_release_fails_with_alembics_reason(database_url: str) -> None:
-    """The child's error reaches the daemon's log (it retries with back-off): here, a revision this release lacks."""
+async def test_a_database_from_a_newer_release_is_refused_without_a_child(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A revision this release lacks is no reason to retry: the daemon stops with exit status 3 (hub/cli.py)."""
     engine = create_engine(database_url)
     try:
         async with engine.begin() as conn:
             await conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
             await conn.execute(text("INSERT INTO alembic_version VALUES ('9999')"))
-        with pytest.raises(MigrationFailed, match="9999") as raised:
+        monkeypatch.setattr(sys, "executable", "/nonexistent/python")  # a child would fail to start
+        with pytest.raises(SchemaNewerThanCode, match="9999") as raised:
             await upgrade_in_child(engine)
     finally:
         await engine.dispose()
-    assert "exited with 1" in str(raised.value)
-    assert "Traceback" not in str(raised.value)  # one line saying why, not a stack
+    assert raised.value.revisions == {"9999"}
 
 
 async def test_a_stop_during_the_migration_kills_the_child(

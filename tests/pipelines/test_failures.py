@@ -130,3 +130,14 @@ async def test_sqlite_busy_with_another_writer_is_transient(engine: AsyncEngine)
         await holder.rollback()
     assert "database is locked" in str(failure)
     assert classify(failure) is Failure.TRANSIENT
+
+
+@pytest.mark.parametrize(
+    "statement", ["SELECT * FROM no_such_table", "SELECT no_such_column FROM fought"], ids=["table", "column"]
+)
+async def test_a_table_or_column_the_schema_lacks_is_transient(engine: AsyncEngine, statement: str) -> None:
+    """The schema changed under the daemon (dropped table, a newer release's migration): no item is at fault, and
+    dead-lettering would take every envelope out of the queue, where it waits for the store to be usable again."""
+    async with engine.connect() as conn:
+        failure = await error_of(lambda: conn.execute(text(statement)))
+    assert classify(failure) is Failure.TRANSIENT, repr(failure)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from alembic.script import ScriptDirectory
 
-from leadhub.store.db import MIGRATION_HEADS, _applied_revisions, alembic_config, create_engine, upgrade
+from leadhub.store.db import (
+    KNOWN_REVISIONS,
+    MIGRATION_HEADS,
+    _applied_revisions,
+    alembic_config,
+    create_engine,
+    upgrade,
+)
 from tests.fresh_interpreter import applied_revisions, migrate_and_report
 
 
@@ -12,6 +19,13 @@ def test_heads_constant_is_alembics() -> None:
     heads = ScriptDirectory.from_config(alembic_config()).get_heads()
     assert frozenset(heads) == MIGRATION_HEADS, (
         f"store/migrations/versions has heads {sorted(heads)}: set MIGRATION_HEADS in store/db.py to them"
+    )
+
+
+def test_known_revisions_constant_is_alembics() -> None:
+    revisions = {script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+    assert frozenset(revisions) == KNOWN_REVISIONS, (
+        f"store/migrations/versions has {sorted(revisions)}: set KNOWN_REVISIONS in store/db.py to them"
     )
 
 

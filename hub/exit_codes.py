@@ -1,0 +1,4 @@
+"""Exit statuses of `leadhub run` that scripts and service managers act on (README, examples/leadhub.service)."""
+
+CONFIG_ERROR = 2  # the configuration is invalid: nothing started
+SCHEMA_NEWER = 3  # a newer leadhub migrated the database: starting this release again cannot help

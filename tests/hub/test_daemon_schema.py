@@ -1,0 +1,157 @@
+"""`leadhub run` and a schema it does not know: a newer release's database at start, a schema changed under it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from sqlalchemy import text
+
+from leadhub.hub.workers import WorkerPool, WorkerSpec
+from leadhub.store.db import MIGRATION_HEADS, create_engine, redacted_url, upgrade
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.slow
+FORM = {"name": "site-form", "type": "form", "rate_limit": None}
+SCHEMA_CHECK_EVERY = 30  # seconds /readyz keeps a schema check's answer (hub/store_health.py)
+
+
+async def _execute(url: str, *statements: str) -> None:
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            for statement in statements:
+                await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+async def _migrated_by_a_newer_release(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+    await _execute(url, "UPDATE alembic_version SET version_num = '0099' WHERE version_num = '0005'")
+
+
+async def test_run_on_a_database_from_a_newer_release_exits_3_with_one_line(make_daemon, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    await _migrated_by_a_newer_release(database_url)
+    daemon = make_daemon({"connectors": [FORM]})
+    await daemon.start(wait_ready=False)
+    code = await asyncio.to_thread(daemon.process.wait, 30)
+    log = daemon.log()
+    assert code == 3, log
+    assert "Traceback" not in log, log
+    heads = ", ".join(sorted(MIGRATION_HEADS))
+    assert log.strip().splitlines()[-1] == (
+        f"leadhub: database schema 0099 is newer than this release ({heads}); upgrade leadhub, or restore a "
+        f"backup of {redacted_url(database_url)} taken before the newer release migrated it"
+    ), log
+
+
+async def test_a_worker_that_finds_a_newer_schema_is_not_restarted(
+    tmp_path: Path, database_url: str, external_nats: Any
+) -> None:
+    """Exit status 3 means "this release cannot use that database": starting it again would only loop."""
+    await _migrated_by_a_newer_release(database_url)
+    spec = WorkerSpec(
+        nats_url=external_nats.url,
+        http_port=0,
+        database_url=database_url,
+        roles=(("pipeline",),),
+        config_file=None,
+    )
+    pool = WorkerPool(spec, 2)
+    exits: list[int] = []
+    pool.on_exit = exits.append
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("LEADHUB_DATA_DIR", str(tmp_path / "worker"))
+        pool.start()
+        try:
+
+            async def gave_up() -> bool:
+                return all(task.done() for task in pool._tasks)
+
+            await wait_for(gave_up, timeout=40, what="the pool to stop starting the worker")
+        finally:
+            await pool.stop(grace=5)
+    assert len(exits) == 1, f"the worker was started {len(exits)} times"
+    assert [p.returncode for p in pool.processes.values()] == [3]
+
+
+async def _readyz(session: aiohttp.ClientSession, base_url: str) -> tuple[int, dict[str, Any], float]:
+    started = time.monotonic()
+    async with session.get(base_url + "/readyz") as response:
+        return response.status, await response.json(), time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    ("change", "reported"),
+    [
+        (
+            "UPDATE alembic_version SET version_num = '0099' WHERE version_num = '0005'",
+            "database schema 0099 is newer than this release",
+        ),
+        ("DROP TABLE rule_trace", "table rule_trace is missing"),
+    ],
+    ids=["newer-release", "dropped-table"],
+)
+async def test_a_schema_changed_under_the_daemon_makes_readyz_503_and_webhooks_still_go_to_the_queue(
+    make_daemon, database_url: str, change: str, reported: str
+) -> None:  # type: ignore[no-untyped-def]
+    daemon = make_daemon({"connectors": [FORM]})
+    await daemon.start()
+    await _execute(database_url, change)
+    async with aiohttp.ClientSession() as session:
+
+        async def reported_in_readyz() -> dict[str, Any] | None:
+            status, body, _ = await _readyz(session, daemon.base_url)
+            return body if status == 503 else None
+
+        body = await wait_for(reported_in_readyz, timeout=SCHEMA_CHECK_EVERY + 10, what="/readyz to report the schema")
+        assert body["store"] is False and body["queue"] is True, body
+        assert reported in body["detail"]["store"]["error"], body
+        for _ in range(5):
+            status, again, _ = await _readyz(session, daemon.base_url)
+            assert status == 503 and again["detail"]["store"] == body["detail"]["store"], again
+        async with session.post(daemon.base_url + "/hooks/site-form", json={"email": "a@example.com"}) as response:
+            assert response.status == 202, await response.text()
+    logged = [line for line in daemon.log().splitlines() if reported in line]
+    assert len(logged) == 1, "logged once, not per request:\n" + "\n".join(logged)
+    assert await daemon.terminate() == 0, daemon.log()
+
+
+async def test_a_write_locked_sqlite_makes_readyz_503_within_a_bounded_time(make_daemon, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    if not database_url.startswith("sqlite"):
+        pytest.skip("a SQLite file's write lock")
+    import sqlite3
+
+    daemon = make_daemon({"connectors": [FORM]})
+    await daemon.start()
+    locker = sqlite3.connect(database_url.split("///", 1)[1], isolation_level=None)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")  # as `sqlite3 leadhub.db` with `BEGIN EXCLUSIVE;` typed and left open
+        slowest = 0.0
+        async with aiohttp.ClientSession() as session:
+
+            async def reported_in_readyz() -> dict[str, Any] | None:
+                nonlocal slowest
+                status, body, took = await _readyz(session, daemon.base_url)
+                slowest = max(slowest, took)
+                return body if status == 503 else None
+
+            body = await wait_for(
+                reported_in_readyz, timeout=SCHEMA_CHECK_EVERY + 10, what="/readyz to report the locked database"
+            )
+            assert "locked" in body["detail"]["store"]["error"], body
+            assert body["store"] is False, body
+            assert slowest <= 1.5, f"a /readyz took {slowest:.2f}s"
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert await daemon.terminate() == 0, daemon.log()
