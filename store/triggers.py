@@ -96,13 +96,53 @@ async def claim_due(conn: AsyncConnection, now: datetime, limit: int, lease_unti
     return sorted((await conn.execute(claim)).all(), key=lambda row: (row.due_at, row.id))
 
 
-async def finish_many(conn: AsyncConnection, outcomes: list[dict[str, Any]], now: datetime) -> None:
-    """Record many final outcomes in one executemany: `{"id", "status", "result", "error"}` each."""
+async def extend_lease(
+    conn: AsyncConnection, ids: Sequence[str], held_until: datetime, lease_until: datetime
+) -> list[str]:
+    """Move the lease of the claim's actions still `running` under its lease (`held_until`, the value the claim set
+    last); the ids it still holds. A row another worker claimed since (its lease ran out) has another lease."""
+    if not ids:
+        return []
+    statement = (
+        update(action_t)
+        .where(one_of(conn, action_t.c.id, ids), action_t.c.status == "running", action_t.c.lease_until == held_until)
+        .values(lease_until=lease_until)
+        .returning(action_t.c.id)
+    )
+    return list((await conn.execute(statement)).scalars())
+
+
+async def held(conn: AsyncConnection, ids: Sequence[str], lease_until: datetime) -> set[str]:
+    """Which of the claim's actions are still its own (`running` under its lease), locked for recording them.
+
+    On SQLite the caller takes the write lock first (`lock_for_writing`), so no claim can come in between.
+    """
+    if not ids:
+        return set()
+    query = select(action_t.c.id).where(
+        one_of(conn, action_t.c.id, ids), action_t.c.status == "running", action_t.c.lease_until == lease_until
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    return set((await conn.execute(query)).scalars())
+
+
+async def finish_many(
+    conn: AsyncConnection, outcomes: list[dict[str, Any]], now: datetime, *, held_until: datetime
+) -> None:
+    """Record many final outcomes in one executemany: `{"id", "status", "result", "error"}` each.
+
+    Only rows still running under the claim's lease (`held_until`) change: another worker's claim is left alone.
+    """
     if not outcomes:
         return
     statement = (
         update(action_t)
-        .where(action_t.c.id == bindparam("b_id"))
+        .where(
+            action_t.c.id == bindparam("b_id"),
+            action_t.c.status == "running",
+            action_t.c.lease_until == bindparam("b_held"),
+        )
         .values(
             status=bindparam("b_status"),
             result=bindparam("b_result"),
@@ -112,15 +152,19 @@ async def finish_many(conn: AsyncConnection, outcomes: list[dict[str, Any]], now
         )
     )
     params = [
-        {"b_id": o["id"], "b_status": o["status"], "b_result": o["result"], "b_error": o["error"]} for o in outcomes
+        {"b_id": o["id"], "b_status": o["status"], "b_result": o["result"], "b_error": o["error"], "b_held": held_until}
+        for o in outcomes
     ]
     await conn.execute(statement, params)
 
 
-async def retry_at(conn: AsyncConnection, action_id: str, due_at: datetime, error: str, now: datetime) -> None:
+async def retry_at(
+    conn: AsyncConnection, action_id: str, due_at: datetime, error: str, now: datetime, *, held_until: datetime
+) -> None:
+    """Put a run back to `pending` for its retry, unless another worker's claim holds it now."""
     await conn.execute(
         update(action_t)
-        .where(action_t.c.id == action_id)
+        .where(action_t.c.id == action_id, action_t.c.status == "running", action_t.c.lease_until == held_until)
         .values(status="pending", due_at=due_at, last_error=error, lease_until=None, updated_at=now)
     )
 

@@ -16,7 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from leadhub.error_text import brief
 from leadhub.store import trigger_data
 from leadhub.store import triggers as store
+from leadhub.store.db import lock_for_writing
 from leadhub.triggers.actions.base import BatchWrite, Deps, Job, Permanent, RenderEnv, Skipped, Transient
+from leadhub.triggers.claim_lease import ClaimLease
 from leadhub.triggers.clock import Clock
 from leadhub.triggers.compile import CompiledRule, EvaluationError
 from leadhub.triggers.context import aware, build_context
@@ -148,32 +150,40 @@ class Scheduler:
         async with self.engine.begin() as conn:
             rows = await store.claim_due(conn, now, self.batch, now + self.lease)
         if rows:
-            names = [event_objects(row.event) for row in rows]
-            async with self.engine.connect() as conn:  # one query per table for the batch, not per action
-                objects = await trigger_data.load_objects_many(conn, [row.event["data"] for row in rows], names)
-            key, now = await self._signing_key(), self.clock.now()
-            plans = [self._plan(row, o, key, now) for row, o in zip(rows, objects, strict=True)]
-            await self._prefetch([p for p in plans if isinstance(p, Planned)])
-            results = await asyncio.gather(*(self._run(p) for p in plans))
-            await self._record_while_leased(list(results), lease_ends)
+            ids = [row.id for row in rows]
+            claim = ClaimLease(self.engine, self.clock, self.lease, ids, until=now + self.lease, ends_at=lease_ends)
+            async with claim:  # its heartbeat keeps the rows this worker's while they run
+                results = await self._execute(rows)
+            recorded = await self._record_while_leased(results, claim)
             for row, result in zip(rows, results, strict=True):
-                self.on_outcome(row.action_type, "retried" if result.retry_at is not None else result.status)
+                if row.id in recorded:
+                    self.on_outcome(row.action_type, "retried" if result.retry_at is not None else result.status)
         return len(rows)
 
-    async def _record_while_leased(self, results: list[Result], give_up_at: float) -> None:
+    async def _execute(self, rows: list[Any]) -> list[Result]:
+        names = [event_objects(row.event) for row in rows]
+        async with self.engine.connect() as conn:  # one query per table for the batch, not per action
+            objects = await trigger_data.load_objects_many(conn, [row.event["data"] for row in rows], names)
+        key, now = await self._signing_key(), self.clock.now()
+        plans = [self._plan(row, o, key, now) for row, o in zip(rows, objects, strict=True)]
+        await self._prefetch([p for p in plans if isinstance(p, Planned)])
+        return list(await asyncio.gather(*(self._run(p) for p in plans)))
+
+    async def _record_while_leased(self, results: list[Result], claim: ClaimLease) -> set[str]:
         """Record the outcomes, retrying while the store is away, until the claim's lease ends (loop time).
 
         The actions have run (an e-mail has gone out): dropping their outcomes would leave them `running`
         until the lease ran out and then run them again. After the lease another worker may take them, so
-        the retries stop there: the lease counts from the claim, not from the first failed record.
+        the retries stop there: the lease counts from the claim's last heartbeat, not from the first failed
+        record. The ids recorded: those another worker has claimed meanwhile are left to it.
         """
         loop = asyncio.get_running_loop()
         delay = RECORD_RETRY_FIRST
         while True:
             try:
-                await self._record(results, self.clock.now())
+                return await self._record(results, self.clock.now(), claim.until)
             except Exception as exc:
-                if self._stopping.is_set() or loop.time() + delay >= give_up_at:
+                if self._stopping.is_set() or loop.time() + delay >= claim.ends_at:
                     raise
                 self.last_error = brief(exc)
                 self.on_store_error(exc)
@@ -181,8 +191,6 @@ class Scheduler:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
                 delay = min(RECORD_RETRY_CAP, delay * 2)
-                continue
-            return
 
     async def _signing_key(self) -> bytes:
         if self._key is None:
@@ -256,22 +264,35 @@ class Scheduler:
         log.info("action will be retried", rule=row.rule_id, key=row.key, attempt=attempt, error=message[:300])
         return Result(row.id, "pending", error=message, retry_at=now + self.retry.delay(attempt))
 
-    async def _record(self, results: list[Result], now: datetime) -> None:
-        """One transaction for the whole batch's outcomes (a commit per action was the scheduler's bottleneck)."""
+    async def _record(self, results: list[Result], now: datetime, held_until: datetime) -> set[str]:
+        """One transaction for the whole batch's outcomes (a commit per action was the scheduler's bottleneck).
+
+        Only the rows this claim still holds are recorded: one whose lease ran out anyway (the heartbeat could not
+        reach the store) may have been claimed and run by another worker, whose outcome stands. What the runs did
+        (`batched`: e-mails sent) is recorded for all of them: it happened either way.
+        """
         final = []
         batched: dict[BatchWrite, list[Any]] = {}
         async with self.engine.begin() as conn:
+            await lock_for_writing(conn)
+            mine = await store.held(conn, [r.action_id for r in results], held_until)
+            lost = sorted(r.action_id for r in results if r.action_id not in mine)
+            if lost:
+                log.warning("outcomes not recorded: another worker claimed these actions since", ids=lost)
             for r in results:
                 for batch_write, row in r.batched:
                     batched.setdefault(batch_write, []).append(row)
+                if r.action_id not in mine:
+                    continue
                 error = None if r.error is None else r.error[:2000]
                 if r.retry_at is not None:
-                    await store.retry_at(conn, r.action_id, r.retry_at, error or "", now)
+                    await store.retry_at(conn, r.action_id, r.retry_at, error or "", now, held_until=held_until)
                 else:
                     final.append({"id": r.action_id, "status": r.status, "result": r.result, "error": error})
             for batch_write, rows in batched.items():
                 await batch_write(conn, rows)
-            await store.finish_many(conn, final, now)
+            await store.finish_many(conn, final, now, held_until=held_until)
+        return mine
 
 
 def _bound(rule: CompiledRule | None, row: Any) -> Any:
