@@ -1,4 +1,4 @@
-"""The `leadhub` command line: run the daemon, migrate, dead letters, rules, contact unmerge."""
+"""The `leadhub` command line: run the daemon, migrate, dead letters, rules, retry of trigger runs, contact unmerge."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 dead_app = typer.Typer(help="Dead letters: items that could not be processed.", no_args_is_help=True)
 contacts_app = typer.Typer(help="Contacts: take back a wrong merge.", no_args_is_help=True)
+actions_app = typer.Typer(help="Trigger runs (rule actions): run failed ones again.", no_args_is_help=True)
+app.add_typer(actions_app, name="actions")
 app.add_typer(db_app, name="db")
 app.add_typer(contacts_app, name="contacts")
 app.add_typer(dead_app, name="dead")
@@ -162,6 +164,32 @@ def dead_replay(
     if not outcomes:
         typer.echo("nothing to replay")
     raise typer.Exit(1 if failed else 0)
+
+
+@actions_app.command("retry")
+def actions_retry(
+    action_ids: Annotated[list[str] | None, typer.Argument(help="ids of failed runs (GET /api/actions)")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="every failed run (narrowed by --rule, --action)")] = False,
+    rule: Annotated[str | None, typer.Option("--rule", help="with --all: only this rule's runs")] = None,
+    action: Annotated[str | None, typer.Option("--action", help="with --all: only this action type")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Put failed trigger runs back to pending, due now with their attempts from zero; the daemon runs them."""
+    from leadhub.hub.actions_cli import retry_actions
+
+    if bool(action_ids) == all_:
+        typer.echo("leadhub: give run IDs or --all (not both)", err=True)
+        raise typer.Exit(2)
+    if (rule or action) and not all_:
+        typer.echo("leadhub: --rule and --action narrow --all; they do not apply to IDs", err=True)
+        raise typer.Exit(2)
+    loaded = _load(config)
+    with store_errors(loaded.settings.effective_database_url):
+        report = asyncio.run(retry_actions(loaded, action_ids or [], rule_id=rule, action_type=action))
+    for problem in report.problems:
+        typer.echo(f"leadhub: {problem}", err=True)
+    typer.echo(f"re-queued {report.requeued} failed run{'' if report.requeued == 1 else 's'}")
+    raise typer.Exit(1 if report.problems else 0)
 
 
 @contacts_app.command("unmerge")

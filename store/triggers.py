@@ -193,3 +193,46 @@ async def list_traces(conn: AsyncConnection, *, rule_id: str | None = None, limi
     if rule_id:
         query = query.where(trace_t.c.rule_id == rule_id)
     return [dict(row._mapping) for row in await conn.execute(query)]
+
+
+async def get_action(conn: AsyncConnection, action_id: str) -> dict[str, Any] | None:
+    row = (await conn.execute(select(action_t).where(action_t.c.id == action_id))).mappings().first()
+    return None if row is None else dict(row)
+
+
+async def statuses(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, str]:
+    """The status of each of `ids` that exists."""
+    if not ids:
+        return {}
+    query = select(action_t.c.id, action_t.c.status).where(one_of(conn, action_t.c.id, ids))
+    return {row.id: row.status for row in await conn.execute(query)}
+
+
+async def requeue_failed(conn: AsyncConnection, ids: Sequence[str], now: datetime) -> list[str]:
+    """Put the `failed` ones of `ids` back to `pending`, due now, attempts from zero; the ids re-queued.
+
+    `last_error` stays until the next run records its own: the admin still sees why it failed.
+    """
+    if not ids:
+        return []
+    statement = (
+        update(action_t)
+        .where(one_of(conn, action_t.c.id, ids), action_t.c.status == "failed")
+        .values(status="pending", due_at=now, attempts=0, lease_until=None, updated_at=now)
+        .returning(action_t.c.id)
+    )
+    return list((await conn.execute(statement)).scalars())
+
+
+async def failed_ids(
+    conn: AsyncConnection, *, after: str | None, rule_id: str | None, action_type: str | None, limit: int
+) -> list[str]:
+    """A page of failed runs' ids in id order after `after`, optionally of one rule and one action type."""
+    query = select(action_t.c.id).where(action_t.c.status == "failed")
+    if after is not None:
+        query = query.where(action_t.c.id > after)
+    if rule_id is not None:
+        query = query.where(action_t.c.rule_id == rule_id)
+    if action_type is not None:
+        query = query.where(action_t.c.action_type == action_type)
+    return list((await conn.execute(query.order_by(action_t.c.id).limit(limit))).scalars())

@@ -37,6 +37,7 @@ def test_cli_has_the_contract_commands() -> None:
     for args, expected in (
         (["--help"], ["run", "db", "dead", "rules"]),
         (["dead", "--help"], ["list", "replay"]),
+        (["actions", "--help"], ["retry"]),
         (["db", "--help"], ["upgrade"]),
         (["rules", "--help"], ["check", "test"]),
     ):

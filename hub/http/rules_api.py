@@ -1,10 +1,11 @@
-"""Rule-engine API: tasks rules created (`/api/tasks`) and trigger runs (`/api/actions`), behind the API token."""
+"""Rule-engine API behind the API token: tasks (`/api/tasks`), trigger runs and their retry (`/api/actions`)."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
 
+import structlog
 from aiohttp import web
 
 from leadhub.hub.http.api import page_response, request_engine, request_limit
@@ -12,6 +13,8 @@ from leadhub.hub.http.jsonio import error_response, json_response
 from leadhub.hub.http.state import DEPS
 from leadhub.store import trigger_data
 from leadhub.store import triggers as trigger_store
+
+log = structlog.get_logger("leadhub.api")
 
 
 async def list_tasks(request: web.Request) -> web.Response:
@@ -60,6 +63,23 @@ async def list_actions(request: web.Request) -> web.Response:
     return page_response(page)
 
 
+async def retry_action(request: web.Request) -> web.Response:
+    """`POST /api/actions/{id}/retry`: a failed run back to pending, due now (the scheduler looks every second)."""
+    action_id = request.match_info["id"]
+    clock = request.app[DEPS].clock
+    now = clock.now() if clock is not None else datetime.now(UTC)
+    async with request_engine(request).begin() as conn:
+        requeued = await trigger_store.requeue_failed(conn, [action_id], now)
+        item = await trigger_store.get_action(conn, action_id)
+    if item is None:
+        return error_response(404, "not_found", "no trigger run with this id")
+    if not requeued:
+        return error_response(409, "not_failed", f"the run is {item['status']}; only failed runs are retried")
+    item.pop("event", None)
+    log.info("failed trigger run re-queued", action_id=action_id, rule=item["rule_id"], action=item["action_type"])
+    return json_response(item)
+
+
 def routes() -> list[web.RouteDef]:
     from leadhub.hub.http import pages
 
@@ -67,5 +87,6 @@ def routes() -> list[web.RouteDef]:
         web.get("/api/tasks", list_tasks),
         web.patch("/api/tasks/{id}", update_task),
         web.get("/api/actions", list_actions),
+        web.post("/api/actions/{id}/retry", retry_action),
         *pages.routes(),
     ]

@@ -1,0 +1,64 @@
+"""`leadhub actions retry`: put failed trigger runs back to pending once the admin has fixed what made them fail."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from leadhub.hub.config import HubConfig
+from leadhub.store import triggers as trigger_store
+from leadhub.store.db import create_engine, require_heads
+
+RETRY_PAGE = 100  # runs per transaction: `--all` over a huge table never holds one long lock
+
+
+@dataclass
+class RetryReport:
+    requeued: int = 0
+    problems: list[str] = field(default_factory=list)  # "ID: why it was not re-queued"
+
+
+async def retry_actions(
+    config: HubConfig, ids: Sequence[str], *, rule_id: str | None = None, action_type: str | None = None
+) -> RetryReport:
+    """Re-queue the failed runs named by `ids`, or when `ids` is empty every failed run (of the rule, of the type)."""
+    engine = create_engine(config.settings.effective_database_url)
+    try:
+        await require_heads(engine)  # names no tables into a database given by mistake
+        if ids:
+            return await _retry_named(engine, list(dict.fromkeys(ids)))
+        return await _retry_all(engine, rule_id, action_type)
+    finally:
+        await engine.dispose()
+
+
+async def _retry_named(engine: AsyncEngine, ids: list[str]) -> RetryReport:
+    report = RetryReport()
+    for start in range(0, len(ids), RETRY_PAGE):
+        page = ids[start : start + RETRY_PAGE]
+        async with engine.begin() as conn:
+            requeued = set(await trigger_store.requeue_failed(conn, page, datetime.now(UTC)))
+            left = [each for each in page if each not in requeued]
+            found = await trigger_store.statuses(conn, left)
+        report.requeued += len(requeued)
+        for each in left:
+            status = found.get(each)
+            report.problems.append(f"{each}: no such run" if status is None else f"{each}: is {status}, not failed")
+    return report
+
+
+async def _retry_all(engine: AsyncEngine, rule_id: str | None, action_type: str | None) -> RetryReport:
+    """Page by id: a run that fails again while the walk goes on is behind it and is not taken twice."""
+    report, after = RetryReport(), None
+    while True:
+        async with engine.begin() as conn:
+            page = await trigger_store.failed_ids(
+                conn, after=after, rule_id=rule_id, action_type=action_type, limit=RETRY_PAGE
+            )
+            if not page:
+                return report
+            report.requeued += len(await trigger_store.requeue_failed(conn, page, datetime.now(UTC)))
+        after = page[-1]
