@@ -47,6 +47,12 @@ async def test_a_cron_rule_fires_once_per_tick(trigger_hub, clock, rules_dir: Pa
 
     (task,) = await wait_for(lambda: tasks(1), timeout=30, what="the Monday task")
     assert task["title"] == "Weekly review (2026-03-09)"
+
+    async def recorded() -> bool:  # the task is written while its run executes; the run is `done` a moment later
+        return [a.status for a in await shop.actions(rule_id="monday-review")] == ["done"]
+
+    # Until then the run is live, and the next tick's run would be skipped (mode: single) rather than wait.
+    await wait_for(recorded, timeout=30, what="the Monday run to be recorded")
     clock.advance(timedelta(minutes=5))
     assert await running.hub.triggers.schedules.tick() == 0
     assert len(await shop.actions(rule_id="monday-review")) == 1
