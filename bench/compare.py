@@ -28,7 +28,8 @@ def base_python(rev: str) -> Path:
     python = tree / ".venv" / "bin" / "python"
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(tree / ".venv")], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "-e", str(tree)], check=True)
+        # [test]: bench.imap and bench.rules drive Dovecot and the SMTP sink through tests/ helpers (pytest, aiosmtpd)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "-e", f"{tree}[test]"], check=True)
     return python
 
 
@@ -38,24 +39,40 @@ def run(python: Path, module_args: list[str]) -> dict:
     Without PYTHONSAFEPATH the working directory (this tree) is put first on sys.path, and this tree's
     `leadhub/` folder shadowed the base's top-level modules (leadhub.envelope, .ids, ...) in the base's bench
     and daemon while hub/, store/ and the rest came from the base: a change to those modules was measured on
-    both sides. Now only `bench` is taken from this tree, through a folder that holds nothing else.
+    both sides. Now only `bench` and the harness it drives servers with (`tests`: Dovecot, the SMTP sink) are
+    taken from this tree, through a folder that holds nothing else.
     """
     with tempfile.TemporaryDirectory(prefix="leadhub-bench-path-") as only_bench:
-        (Path(only_bench) / "bench").symlink_to(REPO / "bench")
+        for harness in ("bench", "tests"):
+            (Path(only_bench) / harness).symlink_to(REPO / harness)
         env = {**os.environ, "PYTHONSAFEPATH": "1", "PYTHONPATH": only_bench}
-        out = subprocess.run(
-            [str(python), "-m", *module_args], cwd=REPO, env=env, capture_output=True, text=True, check=True
-        )
-    try:  # one JSON object (indented or not) with a "result"
-        whole = json.loads(out.stdout)
-    except json.JSONDecodeError:
-        whole = None
-    if isinstance(whole, dict) and "result" in whole:
-        return whole
-    merged: dict = {}  # benches printing one JSON object per line (bench.rules): merged into one result
-    for line in out.stdout.splitlines():
-        if line.startswith("{"):
-            merged.update(json.loads(line))
+        out = subprocess.run([str(python), "-m", *module_args], cwd=REPO, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"{python} -m {' '.join(module_args)} exited {out.returncode}:\n{out.stderr[-4000:]}")
+    return parsed(out.stdout)
+
+
+def parsed(stdout: str) -> dict:
+    """A bench prints one JSON object (indented or not, maybe after log lines) or one object per line (bench.rules)."""
+    decoder = json.JSONDecoder()
+    objects: list[dict] = []
+    pos = 0
+    while (start := stdout.find("{", pos)) != -1:
+        if start and stdout[start - 1] != "\n":  # only an object that begins a line
+            pos = start + 1
+            continue
+        try:
+            obj, pos = decoder.raw_decode(stdout, start)
+        except json.JSONDecodeError:
+            pos = start + 1
+            continue
+        if isinstance(obj, dict):
+            objects.append(obj)
+    if len(objects) == 1 and "result" in objects[0]:
+        return objects[0]
+    merged: dict = {}
+    for obj in objects:
+        merged.update(obj)
     return {"result": merged}
 
 
