@@ -46,7 +46,9 @@ def run(python: Path, module_args: list[str]) -> dict:
         for harness in ("bench", "tests"):
             (Path(only_bench) / harness).symlink_to(REPO / harness)
         env = {**os.environ, "PYTHONSAFEPATH": "1", "PYTHONPATH": only_bench}
-        out = subprocess.run([str(python), "-m", *module_args], cwd=REPO, env=env, capture_output=True, text=True)
+        out = subprocess.run(
+            [str(python), "-m", *module_args], check=False, cwd=REPO, env=env, capture_output=True, text=True
+        )
     if out.returncode != 0:
         sys.exit(f"{python} -m {' '.join(module_args)} exited {out.returncode}:\n{out.stderr[-4000:]}")
     return parsed(out.stdout)
