@@ -87,18 +87,14 @@ def run(
     from leadhub.hub.daemon import run_until_signalled
     from leadhub.hub.embedded_nats import EmbeddedNatsError
     from leadhub.hub.exit_codes import SCHEMA_NEWER
-    from leadhub.store.db import MIGRATION_HEADS, SchemaNewerThanCode, redacted_url
+    from leadhub.store.db import SchemaNewerThanCode, redacted_url
 
     loaded = _load(config)
     try:
         _run_loop(run_until_signalled(loaded, worker, ready_fd, _share(relay_share)))
     except SchemaNewerThanCode as exc:
-        typer.echo(
-            f"leadhub: database schema {', '.join(sorted(exc.revisions))} is newer than this release "
-            f"({', '.join(sorted(MIGRATION_HEADS))}); upgrade leadhub, or restore a backup of "
-            f"{redacted_url(loaded.settings.effective_database_url)} taken before the newer release migrated it",
-            err=True,
-        )
+        database = redacted_url(loaded.settings.effective_database_url)
+        typer.echo(f"leadhub: cannot use the database {database}: {exc}", err=True)  # as every other command
         raise typer.Exit(SCHEMA_NEWER) from None
     except EmbeddedNatsError as exc:
         typer.echo(f"leadhub: {exc}", err=True)

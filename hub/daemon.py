@@ -36,7 +36,14 @@ from leadhub.pipelines.failures import classify
 from leadhub.pipelines.intake import IntakePipeline
 from leadhub.pipelines.model import SourceSpec
 from leadhub.pipelines.outbox_relay import OutboxRelay
-from leadhub.store.db import SchemaNewerThanCode, create_engine, redacted_url, upgrade
+from leadhub.store.db import (
+    SchemaNewerThanCode,
+    applied_revisions,
+    create_engine,
+    redacted_url,
+    refuse_newer,
+    upgrade,
+)
 from leadhub.store.outbox import MAX_SHARES
 from leadhub.store.young_tables import YoungTableStatistics
 from leadhub.triggers.clock import Clock
@@ -44,6 +51,7 @@ from leadhub.triggers.service import TriggerService
 
 BACKGROUND_NICENESS = 10  # a pipeline-only worker's CPU priority below the process that answers webhooks
 GC_YOUNG_THRESHOLD = 10_000  # objects allocated between young collections (Python's default: 700)
+PRE_START_SCHEMA_WAIT = 5.0  # seconds the start waits to read alembic_version before it leaves that to the store side
 log = structlog.get_logger("leadhub")
 
 
@@ -137,6 +145,8 @@ class Hub:
             roles=",".join(self.roles),
             config=str(self.config.source or "(defaults)"),
         )
+        self.engine = create_engine(self.settings.effective_database_url)
+        await self._refuse_a_newer_database(self.engine)
         url = self.settings.nats_url
         if url is None:
             self.embedded = EmbeddedNats(self.settings.data_dir)
@@ -145,13 +155,23 @@ class Hub:
             url, replicas=self.settings.stream_replicas, duplicate_window=self.settings.duplicate_window_seconds
         )
         await retry_forever("connecting to NATS", self.queue.start, self.stopping)
-        self.engine = create_engine(self.settings.effective_database_url)
         self._build_connectors()
         if self.worker == 0 or "http" in self.roles:
             await self._start_http()
         else:  # a worker without http leaves the shared port to the others, and the CPU to them when it is short
             _yield_cpu_to_webhooks()
         self.tasks.append(asyncio.create_task(self._start_store_side(), name="store-side"))
+
+    async def _refuse_a_newer_database(self, engine: AsyncEngine) -> None:
+        """Raise SchemaNewerThanCode before NATS, HTTP or a worker starts: this release must not serve on such a
+        database, not even for the moment the store side takes to find out. A database that does not answer in
+        time is left to the store side, which waits for it (a database still starting is no reason to exit)."""
+        try:
+            applied = await asyncio.wait_for(applied_revisions(engine), PRE_START_SCHEMA_WAIT)
+        except Exception as exc:  # away, refusing, slow: the store side's retries say so in the log
+            log.debug("schema not checked before start", error=f"{type(exc).__name__}: {str(exc)[:200]}")
+            return
+        refuse_newer(applied)
 
     def _build_connectors(self) -> None:
         assert self.queue is not None

@@ -136,10 +136,16 @@ class SchemaNewerThanCode(SchemaMismatch):
 
     def __init__(self, revisions: frozenset[str]) -> None:
         self.revisions = revisions  # the ones this code does not have
-        super().__init__(
-            f"the database is at revision {', '.join(sorted(revisions))}, which this leadhub does not have: "
-            "a newer leadhub migrated it; run that version (or restore a backup taken before it)"
-        )
+        super().__init__(newer_schema_message(revisions))
+
+
+def newer_schema_message(revisions: frozenset[str]) -> str:
+    """The one wording of "a newer release migrated this database": every command, `leadhub run` and /readyz."""
+    return (
+        f"database schema {', '.join(sorted(revisions))} is newer than this release "
+        f"({', '.join(sorted(MIGRATION_HEADS))}): a newer leadhub migrated it; run that release, "
+        "or restore a backup taken before it migrated the database"
+    )
 
 
 class SchemaNotMigrated(SchemaMismatch):
@@ -193,13 +199,13 @@ def refuse_newer(applied: frozenset[str]) -> None:
 def _run_alembic(connection: Connection, direction: Direction, revision: str) -> None:
     from alembic import command
 
-    refuse_newer(_applied_revisions(connection))
+    refuse_newer(recorded_revisions(connection))
     config = alembic_config()
     config.attributes["connection"] = connection
     getattr(command, direction)(config, revision)
 
 
-def _applied_revisions(connection: Connection) -> frozenset[str]:
+def recorded_revisions(connection: Connection) -> frozenset[str]:
     """The revisions in alembic_version; none when the table does not exist yet (an empty database)."""
     if not inspect(connection).has_table("alembic_version"):
         return frozenset()
@@ -209,7 +215,7 @@ def _applied_revisions(connection: Connection) -> frozenset[str]:
 async def applied_revisions(engine: AsyncEngine) -> frozenset[str]:
     """The database's alembic revisions, read with plain SQL (alembic stays out of the daemon)."""
     async with engine.connect() as connection:
-        return await connection.run_sync(_applied_revisions)
+        return await connection.run_sync(recorded_revisions)
 
 
 async def at_heads(engine: AsyncEngine) -> bool:

@@ -14,7 +14,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from leadhub.store.db import KNOWN_REVISIONS, MIGRATION_HEADS, _applied_revisions
+from leadhub.store.db import KNOWN_REVISIONS, MIGRATION_HEADS, newer_schema_message, recorded_revisions
 from leadhub.store.models import Base
 
 
@@ -30,10 +30,7 @@ async def schema_problem(engine: AsyncEngine) -> str | None:
         applied, tables = await connection.run_sync(_revisions_and_tables)
     heads = ", ".join(sorted(MIGRATION_HEADS))
     if newer := applied - KNOWN_REVISIONS:
-        return (
-            f"database schema {', '.join(sorted(newer))} is newer than this release ({heads}): a newer leadhub "
-            "migrated it; upgrade leadhub (or restore a backup taken before that migration)"
-        )
+        return newer_schema_message(newer)
     if applied != MIGRATION_HEADS:
         shown = ", ".join(sorted(applied)) or "none"
         return f"database schema {shown} is not this release's ({heads}): run `leadhub db upgrade`, then restart"
@@ -45,7 +42,7 @@ async def schema_problem(engine: AsyncEngine) -> str | None:
 
 
 def _revisions_and_tables(connection: Connection) -> tuple[frozenset[str], set[str]]:
-    return _applied_revisions(connection), set(inspect(connection).get_table_names())
+    return recorded_revisions(connection), set(inspect(connection).get_table_names())
 
 
 async def sqlite_write_lock_problem(engine: AsyncEngine, wait: float) -> str | None:

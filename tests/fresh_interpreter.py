@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from leadhub.store.db import _applied_revisions, create_engine
+from leadhub.store.db import recorded_revisions, create_engine
 
 MIGRATE_AND_REPORT = """
 import asyncio, importlib, sys
@@ -49,6 +49,6 @@ async def applied_revisions(url: str) -> frozenset[str]:
     engine = create_engine(url)
     try:
         async with engine.connect() as conn:
-            return await conn.run_sync(_applied_revisions)
+            return await conn.run_sync(recorded_revisions)
     finally:
         await engine.dispose()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from leadhub.store.db import create_engine, redacted_url, upgrade
+from leadhub.store.db import MIGRATION_HEADS, create_engine, redacted_url, upgrade
 from tests.fresh_interpreter import applied_revisions
 from tests.helpers import run_leadhub
 
@@ -35,9 +35,9 @@ async def test_a_database_from_a_newer_release_is_named_as_such(
     await _migrated_by_a_newer_release(database_url)
     run = run_leadhub(*command, cwd=tmp_path, env={"LEADHUB_DATABASE_URL": database_url})
     assert _last_line(run) == (
-        f"leadhub: cannot use the database {redacted_url(database_url)}: the database is at revision 0099, "
-        "which this leadhub does not have: a newer leadhub migrated it; run that version "
-        "(or restore a backup taken before it)"
+        f"leadhub: cannot use the database {redacted_url(database_url)}: database schema 0099 is newer than this "
+        f"release ({', '.join(sorted(MIGRATION_HEADS))}): a newer leadhub migrated it; run that release, or restore "
+        "a backup taken before it migrated the database"
     )
 
 

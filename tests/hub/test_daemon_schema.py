@@ -39,18 +39,34 @@ async def _migrated_by_a_newer_release(url: str) -> None:
     await _execute(url, "UPDATE alembic_version SET version_num = '0099' WHERE version_num = '0005'")
 
 
-async def test_run_on_a_database_from_a_newer_release_exits_3_with_one_line(make_daemon, database_url: str) -> None:  # type: ignore[no-untyped-def]
+async def test_run_on_a_database_from_a_newer_release_exits_3_with_one_line_and_never_serves(
+    make_daemon, database_url: str
+) -> None:  # type: ignore[no-untyped-def]
+    """Not even for a moment: a webhook answered 202 by a release that cannot store it would wait for a newer one."""
     await _migrated_by_a_newer_release(database_url)
-    daemon = make_daemon({"connectors": [FORM]})
+    daemon = make_daemon({"connectors": [FORM]}, env={"LEADHUB_WORKERS": "2"})
     await daemon.start(wait_ready=False)
-    code = await asyncio.to_thread(daemon.process.wait, 30)
+    connected = []
+    while daemon.process.poll() is None:  # knock on the port for as long as the process lives
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", daemon.port), 1)
+        except (OSError, TimeoutError):
+            await asyncio.sleep(0.005)  # noqa: sleep-ok — the gap between knocks on a closed port, not a wait
+            continue
+        connected.append(time.monotonic())
+        writer.close()
+    code = daemon.process.wait(30)
     log = daemon.log()
     assert code == 3, log
     assert "Traceback" not in log, log
+    assert not connected, f"the port took {len(connected)} connections:\n{log}"
+    for started in ("HTTP serving", "embedded NATS started", "starting worker"):
+        assert started not in log, log
     heads = ", ".join(sorted(MIGRATION_HEADS))
     assert log.strip().splitlines()[-1] == (
-        f"leadhub: database schema 0099 is newer than this release ({heads}); upgrade leadhub, or restore a "
-        f"backup of {redacted_url(database_url)} taken before the newer release migrated it"
+        f"leadhub: cannot use the database {redacted_url(database_url)}: database schema 0099 is newer than this "
+        f"release ({heads}): a newer leadhub migrated it; run that release, or restore a backup taken before it "
+        "migrated the database"
     ), log
 
 

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from leadhub.store.db import MIGRATION_HEADS, _applied_revisions, create_engine, downgrade, upgrade
+from leadhub.store.db import MIGRATION_HEADS, recorded_revisions, create_engine, downgrade, upgrade
 from leadhub.store.models import Base
 
 OPENED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -71,7 +71,7 @@ async def test_upgrade_from_each_earlier_revision_keeps_the_rows(database_url: s
         await _insert(engine, rows)
         await upgrade(engine)
         async with engine.connect() as conn:
-            assert await conn.run_sync(_applied_revisions) == MIGRATION_HEADS
+            assert await conn.run_sync(recorded_revisions) == MIGRATION_HEADS
         await _assert_rows_kept(engine, rows)
         async with engine.connect() as conn:
             touches = (await conn.execute(text("SELECT first_touch_at, last_touch_at FROM lead"))).one()
@@ -91,7 +91,7 @@ async def test_downgrade_to_the_first_revision_keeps_the_rows_it_has_columns_for
             await conn.execute(text("UPDATE contact SET merged_into = 'c1', consent = 'granted' WHERE id = 'c2'"))
         await downgrade(engine, "0001")
         async with engine.connect() as conn:
-            assert await conn.run_sync(_applied_revisions) == {"0001"}
+            assert await conn.run_sync(recorded_revisions) == {"0001"}
         await _assert_rows_kept(engine, ROWS_AT_0001)
         await upgrade(engine)
         await _assert_rows_kept(engine, ROWS_AT_0001)
@@ -112,7 +112,7 @@ async def test_a_migration_that_fails_half_way_changes_nothing(database_url: str
         with pytest.raises(Exception, match="contact_merge"):
             await upgrade(engine)
         async with engine.connect() as conn:
-            assert await conn.run_sync(_applied_revisions) == {"0001"}
+            assert await conn.run_sync(recorded_revisions) == {"0001"}
             columns = await conn.run_sync(lambda sync: [c["name"] for c in inspect(sync).get_columns("contact")])
             assert "consent" not in columns and "merged_into" not in columns
             assert not await conn.run_sync(lambda sync: inspect(sync).has_table("email_message"))

@@ -7,7 +7,7 @@ from alembic.script import ScriptDirectory
 from leadhub.store.db import (
     KNOWN_REVISIONS,
     MIGRATION_HEADS,
-    _applied_revisions,
+    recorded_revisions,
     alembic_config,
     create_engine,
     upgrade,
@@ -34,11 +34,11 @@ async def test_upgrade_from_an_older_revision_reaches_the_heads(database_url: st
     try:
         await upgrade(engine, "0002")
         async with engine.connect() as conn:
-            assert await conn.run_sync(_applied_revisions) == {"0002"}
+            assert await conn.run_sync(recorded_revisions) == {"0002"}
         await upgrade(engine)
         await upgrade(engine)  # at the heads: nothing to do
         async with engine.connect() as conn:
-            assert await conn.run_sync(_applied_revisions) == MIGRATION_HEADS
+            assert await conn.run_sync(recorded_revisions) == MIGRATION_HEADS
     finally:
         await engine.dispose()
 
