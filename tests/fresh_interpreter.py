@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from leadhub.store.db import recorded_revisions, create_engine
+from leadhub.store.db import create_engine, recorded_revisions
 
 MIGRATE_AND_REPORT = """
 import asyncio, importlib, sys

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from leadhub.store.db import MIGRATION_HEADS, recorded_revisions, create_engine, downgrade, upgrade
+from leadhub.store.db import MIGRATION_HEADS, create_engine, downgrade, recorded_revisions, upgrade
 from leadhub.store.models import Base
 
 OPENED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

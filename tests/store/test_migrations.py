@@ -7,9 +7,9 @@ from alembic.script import ScriptDirectory
 from leadhub.store.db import (
     KNOWN_REVISIONS,
     MIGRATION_HEADS,
-    recorded_revisions,
     alembic_config,
     create_engine,
+    recorded_revisions,
     upgrade,
 )
 from tests.fresh_interpreter import applied_revisions, migrate_and_report
