@@ -37,6 +37,9 @@ class ConnectorContext:
     data_dir: Any = None  # pathlib.Path
     # report(connector_name, {"ok": bool, ...}): shown under /readyz "detail" and in metrics
     report: Callable[[str, dict[str, Any]], None] = lambda name, status: None
+    # failed(connector_name, reason): one failed attempt (connect, sync, poll, lease), reason from
+    # connectors/failure_reason.py; counted in leadhub_connector_failures_total
+    failed: Callable[[str, str], None] = lambda name, reason: None
     # the queue's limit for one message (headers and payload, bytes) as its server announced it; None: unknown
     max_payload: Callable[[], int | None] = lambda: None
 

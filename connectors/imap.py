@@ -64,7 +64,8 @@ class ImapConnector:
                 lease = await try_lease(self.context.engine, f"imap:{self.config.name}")
             except Exception as exc:  # the store is away: nothing can be checkpointed, so nothing is read
                 error = f"cannot take the mailbox lease: {brief(exc)}"
-                log.warning("IMAP lease failed", connector=self.config.name, error=error)
+                log.warning("IMAP lease failed", connector=self.config.name, reason="store", error=error)
+                self.context.failed(self.config.name, "store")
                 self.context.report(self.config.name, {"ok": False, "error": error})
                 await self._pause(delay)
                 delay = min(delay * 2, 30.0)

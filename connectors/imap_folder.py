@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import structlog
 
 from leadhub.connectors.base import ConnectorContext
+from leadhub.connectors.failure_reason import failure_reason
 from leadhub.connectors.imap_config import ImapConfig
 from leadhub.connectors.imap_message import envelope_for
 from leadhub.connectors.imap_oauth import TokenProvider
@@ -86,11 +87,12 @@ class FolderWorker:
                 await self._connected()
             except AuthFailed as exc:
                 auth_failed = True
-                self._failed("IMAP login refused; fix the connector's credentials", str(exc), "error")
+                self._failed("IMAP login refused; fix the connector's credentials", exc, str(exc), "error")
             except Exception as exc:  # server gone, timeout, protocol error, queue or store away: retry
                 if self.stopping.is_set():
                     break
-                self._failed("IMAP folder failed; reconnecting", f"{type(exc).__name__}: {str(exc)[:300]}", "warning")
+                error = f"{type(exc).__name__}: {str(exc)[:300]}"
+                self._failed("IMAP folder failed; reconnecting", exc, error, "warning")
             finally:
                 await self._disconnect()
             if self._synced:  # the connection worked before it broke: a fresh failure, retry soon
@@ -100,14 +102,17 @@ class FolderWorker:
             await self._pause(delay)
             delay = min(delay * 2, AUTH_RETRY_MAX if auth_failed else RETRY_MAX)
 
-    def _failed(self, event: str, error: str, level: str) -> None:
+    def _failed(self, event: str, exc: Exception, error: str, level: str) -> None:
+        reason = failure_reason(exc)
         getattr(log, level)(
             event,
             connector=self.config.name,
             folder=self.folder,
             host=self.config.host,
+            reason=reason,
             error=error,
         )
+        self.context.failed(self.config.name, reason)
         self._report(ok=False, error=error)
 
     async def _pause(self, seconds: float) -> None:

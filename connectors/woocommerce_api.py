@@ -24,9 +24,10 @@ REFUSALS = {
 class PollError(Exception):
     """The shop answered something other than a page of orders; `retry_after` is the wait it asked for, if any."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.status = status  # the shop's HTTP status; None when it answered 200 with something else
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +104,7 @@ class OrdersApi:
                     f"GET {ORDERS_PATH} page {page}: HTTP {response.status}{': ' + meaning if meaning else ''}: "
                     f"{body[:200]!r}",
                     retry_after(response.headers.get("Retry-After")),
+                    response.status,
                 )
         try:
             orders = json.loads(body)

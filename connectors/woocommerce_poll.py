@@ -25,6 +25,7 @@ import structlog
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 
 from leadhub.connectors.base import ConnectorConfig, ConnectorContext, Stop
+from leadhub.connectors.failure_reason import failure_reason
 from leadhub.connectors.shop_common import check_status_map
 from leadhub.connectors.woocommerce_api import OrdersApi, PollError, modified_time
 from leadhub.connectors.woocommerce_fit import encoded, fitted
@@ -147,7 +148,8 @@ class WooCommercePollConnector:
             lease = await try_lease(self.context.engine, f"woocommerce_poll:{self.config.name}")
         except Exception as exc:  # the store is away: nothing could be checkpointed, so nothing is read
             error = f"cannot take the poller's lease: {brief(exc)}"
-            log.warning("woocommerce lease failed", connector=self.config.name, error=error)
+            log.warning("woocommerce lease failed", connector=self.config.name, reason="store", error=error)
+            self.context.failed(self.config.name, "store")
             self.context.report(self.config.name, {"ok": False, "error": error})
             await self._pause(LEASE_RETRY)
             return None
@@ -167,7 +169,11 @@ class WooCommercePollConnector:
                 failures += 1
                 delay = next_delay(interval, failures, exc.retry_after if isinstance(exc, PollError) else None)
                 error = self._redact(f"{type(exc).__name__}: {str(exc)[:300]}")
-                log.warning("woocommerce poll failed", connector=self.config.name, error=error, retry_in=delay)
+                reason = failure_reason(exc)
+                log.warning(
+                    "woocommerce poll failed", connector=self.config.name, reason=reason, error=error, retry_in=delay
+                )
+                self.context.failed(self.config.name, reason)
                 self.context.report(self.config.name, {"ok": False, "error": error, "failures": failures})
             else:
                 failures, delay = 0, interval

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadhub import __version__
 from leadhub.connectors.base import ConnectorContext, Stop
+from leadhub.connectors.failure_reason import FAILURE_REASONS as CONNECTOR_FAILURE_REASONS
 from leadhub.connectors.registry import CONNECTOR_TYPES
 from leadhub.hub.config import HubConfig
 from leadhub.hub.embedded_nats import EmbeddedNats
@@ -181,6 +182,7 @@ class Hub:
             public_url=self.settings.public_url,
             data_dir=self.settings.data_dir,
             report=self._connector_report,
+            failed=lambda name, reason: self.metrics.connector_failures.labels(name, reason).inc(),
             max_payload=self.queue.max_payload,
         )
         for connector_config in self.config.connectors:
@@ -189,6 +191,9 @@ class Hub:
 
     def _connector_report(self, name: str, status: dict[str, Any]) -> None:
         """A pull connector's liveness: kept for /readyz detail and exported as metrics."""
+        if name not in self.connector_status:  # only pull connectors report: their failure counts show from 0
+            for reason in CONNECTOR_FAILURE_REASONS:
+                self.metrics.connector_failures.labels(name, reason)
         self.connector_status[name] = status
         self.metrics.connector_ok.labels(name).set(1 if status.get("ok") else 0)
         if last_sync := status.get("last_sync"):

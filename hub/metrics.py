@@ -102,6 +102,13 @@ class Metrics:
             "Domain events the pipeline wrote to the outbox (relayed: events_published)",
             registry=r,
         )
+        self.connector_failures = Counter(
+            "leadhub_connector_failures",
+            "Failed attempts of a pull connector (IMAP folder, WooCommerce poller): auth (credentials refused), "
+            "queue_busy, queue_unavailable, store (checkpoint or lease), source (the mail server or shop)",
+            ["connector", "reason"],
+            registry=r,
+        )
         self.connector_ok = Gauge(
             "leadhub_connector_ok",
             "1 when a pull connector is healthy",
