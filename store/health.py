@@ -1,7 +1,7 @@
 """What /readyz asks the store beyond "does it answer": is the schema still this release's, can a writer get in.
 
 Each answer is one line for operators, or None when all is well. The daemon calls these rarely (hub/store_health.py
-caches them): the schema check reads the table list, the lock check waits up to a second for SQLite's write lock.
+caches them): the schema check reads the tables' columns, the lock check waits up to a second for SQLite's write lock.
 """
 
 from __future__ import annotations
@@ -25,24 +25,34 @@ async def answers(engine: AsyncEngine) -> None:
 
 
 async def schema_problem(engine: AsyncEngine) -> str | None:
-    """A newer release's revision, a revision short of this release's, or a table of this release missing."""
+    """A newer release's revision, a revision short of this release's, or a table or column of this release missing."""
     async with engine.connect() as connection:
-        applied, tables = await connection.run_sync(_revisions_and_tables)
+        applied, tables = await connection.run_sync(_revisions_and_columns)
     heads = ", ".join(sorted(MIGRATION_HEADS))
     if newer := applied - KNOWN_REVISIONS:
         return newer_schema_message(newer)
     if applied != MIGRATION_HEADS:
         shown = ", ".join(sorted(applied)) or "none"
         return f"database schema {shown} is not this release's ({heads}): run `leadhub db upgrade`, then restart"
-    missing = sorted(set(Base.metadata.tables) - tables)
+    missing = sorted(Base.metadata.tables.keys() - tables.keys())
     if missing:
         names = ", ".join(missing)
         return f"table {names} is missing from the database" if len(missing) == 1 else f"tables {names} are missing"
+    missing = sorted(
+        f"{name}.{column}"
+        for name, table in Base.metadata.tables.items()
+        for column in {c.name for c in table.columns} - tables[name]
+    )
+    if missing:
+        names = ", ".join(missing)
+        return f"column {names} is missing from the database" if len(missing) == 1 else f"columns {names} are missing"
     return None
 
 
-def _revisions_and_tables(connection: Connection) -> tuple[frozenset[str], set[str]]:
-    return recorded_revisions(connection), set(inspect(connection).get_table_names())
+def _revisions_and_columns(connection: Connection) -> tuple[frozenset[str], dict[str, set[str]]]:
+    """The recorded revisions, and each table's column names (one catalog query per kind on PostgreSQL)."""
+    columns = inspect(connection).get_multi_columns()
+    return recorded_revisions(connection), {table: {c["name"] for c in found} for (_, table), found in columns.items()}
 
 
 async def sqlite_write_lock_problem(engine: AsyncEngine, wait: float) -> str | None:

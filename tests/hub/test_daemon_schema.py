@@ -114,8 +114,9 @@ async def _readyz(session: aiohttp.ClientSession, base_url: str) -> tuple[int, d
             "database schema 0099 is newer than this release",
         ),
         ("DROP TABLE rule_trace", "table rule_trace is missing"),
+        ("ALTER TABLE rule_trace DROP COLUMN reason", "column rule_trace.reason is missing"),
     ],
-    ids=["newer-release", "dropped-table"],
+    ids=["newer-release", "dropped-table", "dropped-column"],
 )
 async def test_a_schema_changed_under_the_daemon_makes_readyz_503_and_webhooks_still_go_to_the_queue(
     make_daemon, database_url: str, change: str, reported: str
