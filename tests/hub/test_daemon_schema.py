@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from leadhub.hub.workers import WorkerPool, WorkerSpec
 from leadhub.store.db import MIGRATION_HEADS, create_engine, redacted_url, upgrade
 from tests.helpers import wait_for
+from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.slow
 FORM = {"name": "site-form", "type": "form", "rate_limit": None}
 SCHEMA_CHECK_EVERY = 30  # seconds /readyz keeps a schema check's answer (hub/store_health.py)
+NEWER_0099 = (  # the one wording (store/db.py newer_schema_message): the exit-3 line and /readyz
+    f"database schema 0099 is newer than this release ({', '.join(sorted(MIGRATION_HEADS))}): a newer leadhub "
+    "migrated it; run that release, or restore a backup taken before it migrated the database"
+)
 
 
 async def _execute(url: str, *statements: str) -> None:
@@ -62,12 +71,85 @@ async def test_run_on_a_database_from_a_newer_release_exits_3_with_one_line_and_
     assert not connected, f"the port took {len(connected)} connections:\n{log}"
     for started in ("HTTP serving", "embedded NATS started", "starting worker"):
         assert started not in log, log
-    heads = ", ".join(sorted(MIGRATION_HEADS))
-    assert log.strip().splitlines()[-1] == (
-        f"leadhub: cannot use the database {redacted_url(database_url)}: database schema 0099 is newer than this "
-        f"release ({heads}): a newer leadhub migrated it; run that release, or restore a backup taken before it "
-        "migrated the database"
+    assert (
+        log.strip().splitlines()[-1] == f"leadhub: cannot use the database {redacted_url(database_url)}: {NEWER_0099}"
     ), log
+
+
+@contextlib.asynccontextmanager
+async def _database_away(url: str) -> AsyncIterator[tuple[str, Callable[[], None]]]:
+    """(the URL for the daemon, bring the database back): SQLite write-locked by another connection, PostgreSQL
+    behind a cut proxy (connections refused at once)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        locker = sqlite3.connect(parsed.database or "", isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")  # not even a read gets through, as with a file another process holds
+
+        def release() -> None:
+            locker.execute("ROLLBACK")
+
+        try:
+            yield url, release
+        finally:
+            locker.close()
+        return
+    proxy = TcpProxy(parsed.host or "127.0.0.1", parsed.port or 5432)
+    await proxy.start()
+    await proxy.cut()
+    try:
+        yield parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False), proxy.restore
+    finally:
+        await proxy.stop()
+
+
+async def _inquiries(url: str) -> int:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return int((await conn.execute(text("SELECT count(*) FROM inquiry"))).scalar_one())
+    except Exception:  # not migrated yet
+        return 0
+    finally:
+        await engine.dispose()
+
+
+async def test_run_with_the_database_away_at_start_serves_and_uses_it_once_it_answers(
+    make_daemon, database_url: str
+) -> None:  # type: ignore[no-untyped-def]
+    """The check for a newer release's schema before HTTP starts must not make a database that is still starting
+    (or restarting) a reason to exit: the daemon takes webhooks into the queue and waits for the store, as before."""
+    async with _database_away(database_url) as (daemon_url, come_back):
+        daemon = make_daemon({"connectors": [FORM]}, env={"LEADHUB_DATABASE_URL": daemon_url})
+        await daemon.start(wait_ready=False)
+        async with aiohttp.ClientSession() as session:
+
+            async def serving() -> bool:
+                if daemon.process.poll() is not None:
+                    pytest.fail(f"leadhub run exited with {daemon.process.returncode}:\n{daemon.log()}")
+                try:
+                    async with session.get(daemon.base_url + "/healthz") as response:
+                        return response.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            await wait_for(serving, timeout=30, what="HTTP with the database away")
+            async with session.post(daemon.base_url + "/hooks/site-form", json={"email": "a@example.com"}) as response:
+                assert response.status == 202, await response.text()
+            status, body, _ = await _readyz(session, daemon.base_url)
+            assert status == 503 and body["store"] is False, body
+            come_back()
+
+            async def ready() -> bool:
+                status, _, _ = await _readyz(session, daemon.base_url)
+                return status == 200
+
+            await wait_for(ready, timeout=60, what="the daemon to use the database once it answers")
+
+            async def stored() -> bool:
+                return await _inquiries(database_url) == 1
+
+            await wait_for(stored, timeout=30, what="the webhook taken while the database was away to be stored")
+        assert await daemon.terminate() == 0, daemon.log()
 
 
 async def test_a_worker_that_finds_a_newer_schema_is_not_restarted(
@@ -111,7 +193,7 @@ async def _readyz(session: aiohttp.ClientSession, base_url: str) -> tuple[int, d
     [
         (
             "UPDATE alembic_version SET version_num = '0099' WHERE version_num = '0005'",
-            "database schema 0099 is newer than this release",
+            NEWER_0099,
         ),
         ("DROP TABLE rule_trace", "table rule_trace is missing"),
         ("ALTER TABLE rule_trace DROP COLUMN reason", "column rule_trace.reason is missing"),
