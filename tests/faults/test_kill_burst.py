@@ -7,6 +7,7 @@ the daemon is back. E-mail sits in a real Dovecot; the IMAP checkpoint only move
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -52,10 +53,17 @@ PER_WORKER = {"workers": 4, "roles": "http,triggers", "worker_roles": "http;pipe
 SHORT_DEDUPE = {"stream_duplicate_window": "1s"}
 
 
+LAYOUTS = {"default": {}, "split": SPLIT, "per-worker": PER_WORKER, "short-dedupe-window": SHORT_DEDUPE}
+CASES = [(11, "default"), (23, "default"), (37, "split"), (41, "per-worker"), (53, "short-dedupe-window")]
+# A soak: LEADHUB_FAULT_SEEDS=101,102,... adds those seeds, each with the next layout in turn (not run by CI).
+CASES += [
+    (int(seed), list(LAYOUTS)[n % len(LAYOUTS)])
+    for n, seed in enumerate(filter(None, os.environ.get("LEADHUB_FAULT_SEEDS", "").split(",")))
+]
+
+
 @pytest.mark.parametrize(
-    ("seed", "layout"),
-    [(11, {}), (23, {}), (37, SPLIT), (41, PER_WORKER), (53, SHORT_DEDUPE)],
-    ids=["11", "23", "37-split", "41-per-worker", "53-short-dedupe-window"],
+    ("seed", "layout"), [(seed, LAYOUTS[name]) for seed, name in CASES], ids=[f"{s}-{n}" for s, n in CASES]
 )
 async def test_sigkill_at_random_moments_during_a_burst(  # type: ignore[no-untyped-def]
     make_daemon, database_url: str, seed: int, layout: dict[str, Any]
