@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import structlog
 
 from leadhub.connectors.base import ConnectorContext
-from leadhub.connectors.failure_reason import failure_reason
+from leadhub.connectors.failure_reason import failure_reason, in_store
 from leadhub.connectors.imap_config import ImapConfig
 from leadhub.connectors.imap_message import envelope_for
 from leadhub.connectors.imap_oauth import TokenProvider
@@ -157,7 +157,8 @@ class FolderWorker:
         """
         info = info or await self._call(self.session.select)
         engine, name = self.context.engine, self.config.name
-        async with asyncio.timeout(self.config.timeout.total_seconds()):  # a hung database must not hang the folder
+        # A hung database must not hang the folder; whatever fails here, a timeout too, is the store's.
+        async with in_store(), asyncio.timeout(self.config.timeout.total_seconds()):
             state = await load_state(engine, name, self.state_key)
         if state is not None and state.get("uidvalidity") == info.uidvalidity:
             last_uid = int(state["last_uid"])
@@ -293,7 +294,7 @@ class FolderWorker:
 
     async def _checkpoint(self, uidvalidity: int, last_uid: int) -> None:
         value = {"uidvalidity": uidvalidity, "last_uid": last_uid, "synced_at": _now().isoformat()}
-        async with asyncio.timeout(self.config.timeout.total_seconds()):
+        async with in_store(), asyncio.timeout(self.config.timeout.total_seconds()):
             await save_state(self.context.engine, self.config.name, self.state_key, value)
 
 

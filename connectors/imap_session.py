@@ -21,6 +21,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 from imapclient.imapclient import SocketTimeout
 
+from leadhub.connectors.failure_reason import CredentialsRefused
 from leadhub.connectors.imap_config import ImapConfig
 from leadhub.connectors.imap_oauth import TokenError, TokenProvider
 
@@ -29,7 +30,7 @@ HEAD_BYTES = 65536
 IDLE_SLICE = 0.5  # seconds; a stop request is noticed within one slice
 
 
-class AuthFailed(Exception):
+class AuthFailed(CredentialsRefused):
     """The server refused the credentials (or no OAuth2 token could be had); the message is for the admin."""
 
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import aiohttp
 
+from leadhub.connectors.failure_reason import CredentialsRefused
+
 ORDERS_PATH = "/wp-json/wc/v3/orders"
 # What a refusal usually means, so that a revoked key or a wrong URL reads as such in the log and /readyz.
 REFUSALS = {
@@ -19,6 +21,7 @@ REFUSALS = {
     404: "no WooCommerce REST API at this URL (wrong url:, or pretty permalinks off)",
     429: "rate limited by the shop",
 }
+KEY_REFUSED = frozenset({401, 403})  # a person has to fix the key: `auth`, not the shop failing
 
 
 class PollError(Exception):
@@ -28,6 +31,10 @@ class PollError(Exception):
         super().__init__(message)
         self.retry_after = retry_after
         self.status = status  # the shop's HTTP status; None when it answered 200 with something else
+
+
+class KeyRefused(PollError, CredentialsRefused):
+    """The shop refused the consumer key/secret (401), or the key may not read orders (403)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +107,7 @@ class OrdersApi:
             shop_time = http_date(response.headers.get("Date"))
             if response.status != 200:
                 meaning = REFUSALS.get(response.status, "")
-                raise PollError(
+                raise (KeyRefused if response.status in KEY_REFUSED else PollError)(
                     f"GET {ORDERS_PATH} page {page}: HTTP {response.status}{': ' + meaning if meaning else ''}: "
                     f"{body[:200]!r}",
                     retry_after(response.headers.get("Retry-After")),

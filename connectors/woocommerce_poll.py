@@ -25,7 +25,7 @@ import structlog
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 
 from leadhub.connectors.base import ConnectorConfig, ConnectorContext, Stop
-from leadhub.connectors.failure_reason import failure_reason
+from leadhub.connectors.failure_reason import failure_reason, in_store
 from leadhub.connectors.shop_common import check_status_map
 from leadhub.connectors.woocommerce_api import OrdersApi, PollError, modified_time
 from leadhub.connectors.woocommerce_fit import encoded, fitted
@@ -196,7 +196,8 @@ class WooCommercePollConnector:
 
     async def poll_once(self, session: aiohttp.ClientSession) -> int:
         """Publish every order modified since the checkpoint, advancing it page by page; returns how many."""
-        state = await load_state(self.context.engine, self.config.name, STATE_KEY) or {}
+        async with in_store():
+            state = await load_state(self.context.engine, self.config.name, STATE_KEY) or {}
         if checkpoint := state.get("modified_after"):
             since = datetime.fromisoformat(checkpoint)
         else:
@@ -207,9 +208,9 @@ class WooCommercePollConnector:
             """Keep what is read: a walk that fails on page 500 goes on from page 499 next time, not from 1."""
             nonlocal saved
             if reached > saved:
-                await save_state(
-                    self.context.engine, self.config.name, STATE_KEY, {"modified_after": reached.isoformat()}
-                )
+                async with in_store():
+                    value = {"modified_after": reached.isoformat()}
+                    await save_state(self.context.engine, self.config.name, STATE_KEY, value)
                 saved = reached
 
         return await self._walk(session, since.replace(microsecond=0), advance)  # shop times: whole seconds

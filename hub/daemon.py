@@ -187,13 +187,14 @@ class Hub:
         )
         for connector_config in self.config.connectors:
             connector_type = CONNECTOR_TYPES[connector_config.type]
-            self.connectors[connector_config.name] = connector_type(connector_config, context)
+            connector = self.connectors[connector_config.name] = connector_type(connector_config, context)
+            if not hasattr(connector, "handle") and self.worker == 0:  # a pull connector (they run in the primary)
+                # every reason at 0 before the first attempt ends: a series born at 1 hides that failure from increase()
+                for reason in CONNECTOR_FAILURE_REASONS:
+                    self.metrics.connector_failures.labels(connector_config.name, reason)
 
     def _connector_report(self, name: str, status: dict[str, Any]) -> None:
         """A pull connector's liveness: kept for /readyz detail and exported as metrics."""
-        if name not in self.connector_status:  # only pull connectors report: their failure counts show from 0
-            for reason in CONNECTOR_FAILURE_REASONS:
-                self.metrics.connector_failures.labels(name, reason)
         self.connector_status[name] = status
         self.metrics.connector_ok.labels(name).set(1 if status.get("ok") else 0)
         if last_sync := status.get("last_sync"):

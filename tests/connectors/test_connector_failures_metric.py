@@ -1,18 +1,28 @@
 """`leadhub_connector_failures_total{connector, reason}`: a pull connector's failed attempts on /metrics, by why they
-failed, so an admin can tell a refused password (a person must act) from a server away or leadhub's own queue."""
+failed, so an admin can tell a refused password (a person must act) from a server away or leadhub's own queue.
+
+A store that hangs or cannot be reached fails a checkpoint call with a TimeoutError or asyncpg's OSError, which
+by type look like the mail server's or the shop's: they must still count as `store`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 
+import aiohttp
 import pytest
+from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from leadhub.connectors.failure_reason import FAILURE_REASONS, failure_reason
+from leadhub.connectors.base import ConnectorContext
+from leadhub.connectors.failure_reason import FAILURE_REASONS, StoreFailed, failure_reason, in_store
 from leadhub.connectors.imap_session import AuthFailed
-from leadhub.connectors.woocommerce_api import PollError
+from leadhub.connectors.woocommerce_api import KeyRefused, PollError
+from leadhub.connectors.woocommerce_poll import WooCommercePollConfig, WooCommercePollConnector
 from leadhub.hub.embedded_nats import EmbeddedNats
 from leadhub.queue_errors import QueueBusy, QueueUnavailable
+from leadhub.store.db import create_engine
 from tests.conftest import HubFactory, RunningHub
 from tests.connectors.woo_shop import FakeShop, poller, shop_fixture  # noqa: F401 - the `shop` fixture
 from tests.helpers import free_port, wait_for
@@ -29,13 +39,14 @@ def dovecot() -> Iterator[Dovecot]:
     ("error", "reason"),
     [
         (AuthFailed("the server refused the password"), "auth"),
-        (PollError("HTTP 401", status=401), "auth"),
-        (PollError("HTTP 403", status=403), "auth"),
+        (KeyRefused("HTTP 401", status=401), "auth"),
+        (KeyRefused("HTTP 403", status=403), "auth"),
         (PollError("HTTP 503", status=503), "source"),
         (PollError("the answer is not JSON"), "source"),
         (QueueBusy("429"), "queue_busy"),
         (QueueUnavailable("no responders"), "queue_unavailable"),
         (OperationalError("SELECT 1", {}, Exception("database is locked")), "store"),
+        (StoreFailed("ConnectionRefusedError: [Errno 111] Connection refused"), "store"),
         (ConnectionRefusedError(111, "refused"), "source"),
         (TimeoutError(), "source"),
     ],
@@ -43,6 +54,18 @@ def dovecot() -> Iterator[Dovecot]:
 def test_each_failure_has_its_reason(error: Exception, reason: str) -> None:
     assert failure_reason(error) == reason
     assert reason in FAILURE_REASONS
+
+
+def test_whatever_fails_in_a_store_call_is_the_store() -> None:
+    async def failed(error: Exception) -> BaseException:
+        with pytest.raises(StoreFailed) as caught:
+            async with in_store():
+                raise error
+        return caught.value
+
+    for error in (ConnectionRefusedError(111, "refused"), TimeoutError()):
+        failure = asyncio.run(failed(error))
+        assert failure_reason(failure) == "store" and failure.__cause__ is error
 
 
 async def _failures(hub: RunningHub, connector: str) -> dict[str, float]:
@@ -98,3 +121,62 @@ async def test_a_shop_refusing_the_key_counts_as_auth_and_a_failing_shop_as_sour
     assert found["source"] == 0, found
     shop.refuse_always = (503, {})
     await _counted(hub, "woo-pull", "source")
+
+
+async def test_every_reason_shows_at_0_before_the_first_attempt_ends(make_hub: HubFactory, shop: FakeShop) -> None:
+    """Prometheus takes a series' first sample as its start: one born at 1 hides its first failure from increase()."""
+    shop.hang = asyncio.Event()  # the first poll never ends, so the poller reports nothing
+    hub = await make_hub([poller(shop)])
+
+    async def zeros() -> dict[str, float] | None:
+        found = await _failures(hub, "woo-pull")
+        return found if shop.requests and found else None
+
+    found = await wait_for(zeros, what="the poller's reasons on /metrics while its first poll hangs")
+    assert found == dict.fromkeys(FAILURE_REASONS, 0.0)
+
+
+@contextlib.asynccontextmanager
+async def checkpoint_table_locked(hub: RunningHub) -> AsyncIterator[None]:
+    """Another client holds an exclusive lock on connector_state: checkpoint reads hang until the connector's
+    `timeout` ends them."""
+    async with hub.engine.connect() as conn:
+        await conn.execute(text("LOCK TABLE connector_state IN ACCESS EXCLUSIVE MODE"))
+        try:
+            yield
+        finally:
+            await conn.rollback()
+
+
+async def test_a_hung_checkpoint_store_counts_as_store_not_source(make_hub: HubFactory, dovecot: Dovecot) -> None:
+    """PostgreSQL only: on SQLite a held lock ends in its busy timeout's OperationalError, a `store` already (and a
+    `timeout` under that busy timeout makes the checkpoint race the pipeline's own writes)."""
+    hub = await make_hub([dovecot.connector(timeout="2s", poll_interval="1s")])
+    if hub.engine.url.get_backend_name() != "postgresql":
+        pytest.skip("a lock that hangs reads needs PostgreSQL (LEADHUB_TEST_DATABASE_URL)")
+    dovecot.append([make_mail(1)])
+    await hub.wait_items("/api/inquiries", 1)
+    async with checkpoint_table_locked(hub):
+        dovecot.append([make_mail(2)])  # the next sync's checkpoint read waits for the lock until `timeout`
+        found = await _counted(hub, "inbox", "store")
+    assert found["source"] == found["auth"] == 0, found
+
+
+async def test_a_poll_with_the_store_unreachable_fails_as_store() -> None:
+    """PostgreSQL away: asyncpg's ConnectionRefusedError comes unwrapped by SQLAlchemy."""
+    engine = create_engine(f"postgresql+asyncpg://leadhub@127.0.0.1:{free_port()}/leadhub")  # nothing listens
+    config = WooCommercePollConfig.model_validate(
+        {"name": "woo-pull", "url": "http://127.0.0.1:1", "consumer_key": "ck", "consumer_secret": "cs"}
+    )
+    connector = WooCommercePollConnector(config, ConnectorContext(publish=_no_publish, engine=engine))
+    try:
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(Exception) as caught:
+                await connector.poll_once(session)
+    finally:
+        await engine.dispose()
+    assert failure_reason(caught.value) == "store", repr(caught.value)
+
+
+async def _no_publish(envelope: object) -> object:
+    raise AssertionError("nothing is published before the checkpoint is read")
