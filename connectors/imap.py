@@ -93,7 +93,12 @@ class ImapConnector:
             while not self._stopping.is_set():
                 await self._pause(LEASE_CHECK)
                 if not self._stopping.is_set() and not await lease.alive():
-                    log.warning("IMAP mailbox lease lost; stopping its folders", connector=self.config.name)
+                    # its connection ended (the database restarted, a network cut): another replica may hold the
+                    # mailbox now; this one stops reading and tries to take the lease again
+                    log.warning(
+                        "IMAP mailbox lease lost; stopping its folders", connector=self.config.name, reason="store"
+                    )
+                    self.context.failed(self.config.name, "store")
                     break
         finally:
             await self._stop_workers(tasks)

@@ -181,7 +181,10 @@ class WooCommercePollConnector:
                 self.context.report(self.config.name, status)
             await self._pause(delay)
             if not self._stopping.is_set() and not await lease.alive():
-                log.warning("woocommerce poller lease lost; polling stops here", connector=self.config.name)
+                log.warning(
+                    "woocommerce poller lease lost; polling stops here", connector=self.config.name, reason="store"
+                )
+                self.context.failed(self.config.name, "store")
                 return
 
     async def _pause(self, seconds: float) -> None:
