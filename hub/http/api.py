@@ -11,6 +11,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from multidict import MultiDictProxy
 from sqlalchemy.exc import SQLAlchemyError
 
 from leadhub.hub.http.jsonio import error_response, json_response
@@ -26,6 +27,27 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 class BadParameter(ValueError):
     pass
+
+
+PAGING = ("cursor", "limit")
+
+
+def list_query(request: web.Request, *filters: str) -> MultiDictProxy[str]:
+    """The query of a list request, refused when it names a parameter the list does not take or gives one twice.
+
+    A misspelt filter (`?stauts=new`) would otherwise be ignored and the answer would list everything, and of a
+    repeated one only the first would count: a script would act on the wrong items without a word.
+    """
+    query = request.query
+    taken = (*filters, *PAGING)
+    unknown = sorted({name for name in query if name not in taken})
+    if unknown:
+        names = ", ".join(repr(name[:40]) for name in unknown[:5])
+        raise BadParameter(f"unknown parameter {names}: this list takes {', '.join(sorted(taken))}")
+    repeated = sorted({name for name in query if len(query.getall(name)) > 1})
+    if repeated:
+        raise BadParameter(f"parameter {', '.join(map(repr, repeated))} given more than once")
+    return query
 
 
 def _is_loopback(remote: str | None) -> bool:
@@ -98,7 +120,7 @@ def page_response(page: queries.Page) -> web.Response:
 
 
 async def list_leads(request: web.Request) -> web.Response:
-    q = request.query
+    q = list_query(request, "contact_id", "channel", "status", "merged")
     async with request_engine(request).connect() as conn:
         page = await queries.list_leads(
             conn,
@@ -203,7 +225,7 @@ def utcnow() -> datetime:
 
 
 async def list_contacts(request: web.Request) -> web.Response:
-    q = request.query
+    q = list_query(request, "email", "phone", "review", "merged")
     settings = request.app[DEPS].settings
     region = settings.default_region
     email = phone = None
@@ -231,7 +253,7 @@ async def list_contacts(request: web.Request) -> web.Response:
 
 
 async def list_inquiries(request: web.Request) -> web.Response:
-    q = request.query
+    q = list_query(request, "contact_id", "lead_id", "channel", "dropped")
     dropped_raw = q.get("dropped")
     dropped = None
     if dropped_raw is not None:
@@ -260,7 +282,7 @@ async def get_inquiry(request: web.Request) -> web.Response:
 
 
 async def list_orders(request: web.Request) -> web.Response:
-    q = request.query
+    q = list_query(request, "contact_id", "status", "connector")
     async with request_engine(request).connect() as conn:
         page = await queries.list_orders(
             conn,

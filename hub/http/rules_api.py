@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import structlog
 from aiohttp import web
 
-from leadhub.hub.http.api import page_response, request_engine, request_limit
+from leadhub.hub.http.api import list_query, page_response, request_engine, request_limit
 from leadhub.hub.http.jsonio import error_response, json_response
 from leadhub.hub.http.state import DEPS
 from leadhub.store import trigger_data
@@ -18,7 +18,7 @@ log = structlog.get_logger("leadhub.api")
 
 
 async def list_tasks(request: web.Request) -> web.Response:
-    q = request.query
+    q = list_query(request, "lead_id", "contact_id", "status")
     async with request_engine(request).connect() as conn:
         page = await trigger_data.list_tasks(
             conn,
@@ -53,7 +53,7 @@ async def update_task(request: web.Request) -> web.Response:
 
 
 async def list_actions(request: web.Request) -> web.Response:
-    q = request.query
+    q = list_query(request, "rule_id", "status")
     async with request_engine(request).connect() as conn:
         page = await trigger_store.list_actions(
             conn, rule_id=q.get("rule_id"), status=q.get("status"), cursor=q.get("cursor"), limit=request_limit(request)

@@ -121,3 +121,35 @@ async def test_pipeline_only_process_serves_ops_but_not_intake(make_hub) -> None
         assert response.status == 200
     async with hub.session.post(hub.url("/hooks/site-form"), json={"name": "x"}) as response:
         assert response.status == 404
+
+
+async def test_a_list_refuses_a_parameter_it_does_not_take_or_one_given_twice(form_hub: RunningHub) -> None:
+    """A misspelt filter was ignored and the answer listed everything; of a repeated one the first counted."""
+    await _post(form_hub, {"name": "A", "phone": "+79161112233"})
+    await form_hub.wait_items("/api/leads", 1)
+    refused = [
+        ("/api/leads", [("stauts", "won")], "unknown parameter 'stauts'"),
+        ("/api/leads", [("status", "won"), ("status", "new")], "'status' given more than once"),
+        ("/api/contacts", [("mail", "a@example.com")], "unknown parameter 'mail'"),
+        ("/api/inquiries", [("lead", "x"), ("chanel", "form")], "unknown parameter 'chanel', 'lead'"),
+        ("/api/orders", [("channel", "form")], "unknown parameter 'channel'"),
+        ("/api/tasks", [("lead_id", "x"), ("limit", "5"), ("limit", "6")], "'limit' given more than once"),
+        ("/api/actions", [("rule", "x")], "unknown parameter 'rule'"),
+    ]
+    for path, params, expected in refused:
+        async with form_hub.session.get(form_hub.url(path), params=params) as response:
+            body = await response.json()
+            assert response.status == 400, (path, params, body)
+            assert body["error"] == "bad_parameter" and expected in body["detail"], body
+    async with form_hub.session.get(form_hub.url("/api/leads"), params=[("stauts", "won")]) as response:
+        assert "this list takes channel, contact_id, cursor, limit, merged, status" in (await response.json())["detail"]
+    # every documented filter is taken
+    for path, params in [
+        ("/api/leads", {"contact_id": "x", "channel": "form", "status": "new", "merged": "false"}),
+        ("/api/contacts", {"email": "a@example.com", "phone": "+79161112233", "review": "false", "merged": "false"}),
+        ("/api/inquiries", {"contact_id": "x", "lead_id": "x", "channel": "form", "dropped": "false"}),
+        ("/api/orders", {"contact_id": "x", "status": "paid", "connector": "shop"}),
+        ("/api/tasks", {"lead_id": "x", "contact_id": "x", "status": "open"}),
+        ("/api/actions", {"rule_id": "x", "status": "failed"}),
+    ]:
+        assert "items" in await form_hub.api(path, limit=5, **params), path
