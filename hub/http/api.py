@@ -254,12 +254,7 @@ async def list_contacts(request: web.Request) -> web.Response:
 
 async def list_inquiries(request: web.Request) -> web.Response:
     q = list_query(request, "contact_id", "lead_id", "channel", "dropped")
-    dropped_raw = q.get("dropped")
-    dropped = None
-    if dropped_raw is not None:
-        if dropped_raw.lower() not in ("true", "false", "1", "0"):
-            raise BadParameter("dropped must be true or false")
-        dropped = dropped_raw.lower() in ("true", "1")
+    dropped = request_flag(request, "dropped")
     async with request_engine(request).connect() as conn:
         page = await queries.list_inquiries(
             conn,
