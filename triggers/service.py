@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -139,14 +140,14 @@ class TriggerService:
         return [*self._rule_files(), *extra]
 
     async def watch(self) -> None:
-        """Reload when a rule file or an admin template changes (the directories must exist at start-up).
+        """Reload when a rule file or an admin template changes.
 
         File events drive it. Once a second without events the files are also compared with what was loaded:
         a change made before the watcher was in place (between start-up's load and this task's first step),
-        or one the file system did not report, is picked up too.
+        or one the file system did not report, is picked up too. A rules directory missing at start-up is
+        looked for once a second: an admin who creates it later gets the rules without a restart.
         """
-        if not self.rules_dir.is_dir():
-            log.info("rules directory not found; not watching it", path=str(self.rules_dir))
+        if not await self._rules_dir_exists():
             return
         templates = self.templates_dir
         watched = [self.rules_dir, *([templates] if templates and templates.is_dir() else [])]
@@ -164,6 +165,19 @@ class TriggerService:
                 self.reload()
             except Exception:  # a reload must never stop the watcher; the old rules stay active
                 log.exception("reloading rules failed")
+
+    async def _rules_dir_exists(self) -> bool:
+        """Wait for the rules directory to exist; False when stopped first."""
+        if self.rules_dir.is_dir():
+            return True
+        log.info("rules directory not found; its rules load once it is created", path=str(self.rules_dir))
+        while not self.rules_dir.is_dir():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_watch.wait(), RECHECK_MS / 1000)
+            if self._stop_watch.is_set():
+                return False
+        log.info("rules directory created; watching it", path=str(self.rules_dir))
+        return True
 
     def start(self) -> list[asyncio.Task[None]]:
         self.tasks = [

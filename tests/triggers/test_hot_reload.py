@@ -99,6 +99,52 @@ async def test_a_change_made_before_the_watcher_is_in_place_is_still_picked_up(t
         await engine.dispose()
 
 
+async def test_a_rules_directory_created_after_start_up_is_loaded_and_watched(tmp_path: Path) -> None:
+    """Found by trying the README's first command: with no rules directory at start the watcher gave up, so the
+    rules an admin then wrote there waited for a restart."""
+    rules_dir = tmp_path / "rules"
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'leadhub.db'}")
+    service = TriggerService(
+        engine, lambda: None, rules_dir=rules_dir, templates_dir=None, smtp_url=None, public_url=None
+    )
+    assert service.index.rules == [] and service.problems == []
+    watcher = asyncio.create_task(service.watch())
+    try:
+        await asyncio.sleep(0)  # the watcher's first step: it finds no directory
+        rules_dir.mkdir()
+        (rules_dir / "a.yaml").write_text(A)
+
+        async def loaded() -> bool:
+            return "a" in service.index.by_id
+
+        await wait_for(loaded, timeout=10, what="the rules of the directory created after start-up")
+        (rules_dir / "b.yaml").write_text(B)
+
+        async def watched() -> bool:
+            return "b" in service.index.by_id
+
+        await wait_for(watched, timeout=10, what="a file added later to that directory")
+    finally:
+        service.stop()
+        await asyncio.wait_for(watcher, 10)
+        await engine.dispose()
+
+
+async def test_stop_ends_a_watcher_still_waiting_for_its_rules_directory(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'leadhub.db'}")
+    service = TriggerService(
+        engine, lambda: None, rules_dir=tmp_path / "none", templates_dir=None, smtp_url=None, public_url=None
+    )
+    watcher = asyncio.create_task(service.watch())
+    try:
+        await asyncio.sleep(0)  # the watcher is waiting for the directory
+        assert not watcher.done()
+        service.stop()
+        await asyncio.wait_for(watcher, 5)
+    finally:
+        await engine.dispose()
+
+
 async def test_an_edited_template_file_reloads_the_rules_that_use_it(tmp_path: Path, rules_dir: Path) -> None:
     """Found by an audit: only rule files were watched, so a template edit waited for a rule file change."""
     templates = tmp_path / "templates"
