@@ -4,6 +4,8 @@ in /readyz and /metrics; other files are unaffected."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,78 +73,61 @@ async def test_rules_reload_on_change_and_a_broken_file_keeps_its_last_version(t
     assert sorted(service.index.by_id) == ["a", "a2"]
 
 
-async def test_a_change_made_before_the_watcher_is_in_place_is_still_picked_up(tmp_path: Path, rules_dir: Path) -> None:
-    """Start-up loads the rules, then the watcher starts: a change in between raises no file event of its own."""
-    (rules_dir / "a.yaml").write_text(A)
+@contextlib.asynccontextmanager
+async def watching(
+    tmp_path: Path, rules_dir: Path, templates_dir: Path | None = None
+) -> AsyncIterator[tuple[TriggerService, asyncio.Task[None]]]:
+    """A TriggerService on its own (no queue) that loaded `rules_dir`, with its watcher task created but not yet
+    run: the body's first await is the watcher's first step. Stopped, and its store closed, afterwards."""
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'leadhub.db'}")
     service = TriggerService(
-        engine,
-        lambda: None,
-        rules_dir=rules_dir,
-        templates_dir=None,
-        smtp_url=None,
-        public_url=None,
+        engine, lambda: None, rules_dir=rules_dir, templates_dir=templates_dir, smtp_url=None, public_url=None
     )
-    assert [r.id for r in service.index.rules] == ["a"]
-    (rules_dir / "a.yaml").write_text(A + "  - id: a2\n    on: lead.created\n    do: [{create_task: {title: x}}]\n")
-
     watcher = asyncio.create_task(service.watch())
     try:
-
-        async def reloaded() -> bool:
-            return "a2" in service.index.by_id
-
-        await wait_for(reloaded, timeout=10, what="the change made before the watcher started")
+        yield service, watcher
     finally:
         service.stop()
         await asyncio.wait_for(watcher, 10)
         await engine.dispose()
+
+
+def rule_loaded(service: TriggerService, rule_id: str) -> Callable[[], Awaitable[bool]]:
+    async def probe() -> bool:
+        return rule_id in service.index.by_id
+
+    return probe
+
+
+async def test_a_change_made_before_the_watcher_is_in_place_is_still_picked_up(tmp_path: Path, rules_dir: Path) -> None:
+    """Start-up loads the rules, then the watcher starts: a change in between raises no file event of its own."""
+    (rules_dir / "a.yaml").write_text(A)
+    async with watching(tmp_path, rules_dir) as (service, _):
+        assert [r.id for r in service.index.rules] == ["a"]
+        (rules_dir / "a.yaml").write_text(A + "  - id: a2\n    on: lead.created\n    do: [{create_task: {title: x}}]\n")
+        await wait_for(rule_loaded(service, "a2"), timeout=10, what="the change made before the watcher started")
 
 
 async def test_a_rules_directory_created_after_start_up_is_loaded_and_watched(tmp_path: Path) -> None:
     """Found by trying the README's first command: with no rules directory at start the watcher gave up, so the
     rules an admin then wrote there waited for a restart."""
     rules_dir = tmp_path / "rules"
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'leadhub.db'}")
-    service = TriggerService(
-        engine, lambda: None, rules_dir=rules_dir, templates_dir=None, smtp_url=None, public_url=None
-    )
-    assert service.index.rules == [] and service.problems == []
-    watcher = asyncio.create_task(service.watch())
-    try:
+    async with watching(tmp_path, rules_dir) as (service, _):
+        assert service.index.rules == [] and service.problems == []
         await asyncio.sleep(0)  # the watcher's first step: it finds no directory
         rules_dir.mkdir()
         (rules_dir / "a.yaml").write_text(A)
-
-        async def loaded() -> bool:
-            return "a" in service.index.by_id
-
-        await wait_for(loaded, timeout=10, what="the rules of the directory created after start-up")
+        await wait_for(rule_loaded(service, "a"), timeout=10, what="the rules of the directory created after start-up")
         (rules_dir / "b.yaml").write_text(B)
-
-        async def watched() -> bool:
-            return "b" in service.index.by_id
-
-        await wait_for(watched, timeout=10, what="a file added later to that directory")
-    finally:
-        service.stop()
-        await asyncio.wait_for(watcher, 10)
-        await engine.dispose()
+        await wait_for(rule_loaded(service, "b"), timeout=10, what="a file added later to that directory")
 
 
 async def test_stop_ends_a_watcher_still_waiting_for_its_rules_directory(tmp_path: Path) -> None:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'leadhub.db'}")
-    service = TriggerService(
-        engine, lambda: None, rules_dir=tmp_path / "none", templates_dir=None, smtp_url=None, public_url=None
-    )
-    watcher = asyncio.create_task(service.watch())
-    try:
+    async with watching(tmp_path, tmp_path / "none") as (service, watcher):
         await asyncio.sleep(0)  # the watcher is waiting for the directory
         assert not watcher.done()
         service.stop()
         await asyncio.wait_for(watcher, 5)
-    finally:
-        await engine.dispose()
 
 
 async def test_an_edited_template_file_reloads_the_rules_that_use_it(tmp_path: Path, rules_dir: Path) -> None:
@@ -155,13 +140,8 @@ async def test_an_edited_template_file_reloads_the_rules_that_use_it(tmp_path: P
         "rules:\n  - id: hello\n    on: lead.created\n    do:\n"
         "      - send_email: {template: hello, to: x@example.com}\n"
     )
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'leadhub.db'}")
-    service = TriggerService(
-        engine, lambda: None, rules_dir=rules_dir, templates_dir=templates, smtp_url=None, public_url=None
-    )
-    assert [r.id for r in service.index.rules] == ["hello"] and service.problems == []
-    watcher = asyncio.create_task(service.watch())
-    try:
+    async with watching(tmp_path, rules_dir, templates) as (service, _):
+        assert [r.id for r in service.index.rules] == ["hello"] and service.problems == []
         (templates / "email" / "hello.txt").write_text("Hello {{ contact.name }\n")  # a syntax error
 
         async def reported() -> bool:
@@ -169,10 +149,6 @@ async def test_an_edited_template_file_reloads_the_rules_that_use_it(tmp_path: P
 
         await wait_for(reported, timeout=10, what="the broken template to be reported")
         assert [r.id for r in service.index.rules] == ["hello"], "the rule's last good version stays active"
-    finally:
-        service.stop()
-        await asyncio.wait_for(watcher, 10)
-        await engine.dispose()
 
 
 async def test_email_rules_without_a_public_url_are_warned_about(tmp_path: Path, rules_dir: Path) -> None:
