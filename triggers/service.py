@@ -147,7 +147,7 @@ class TriggerService:
         or one the file system did not report, is picked up too. A rules directory missing at start-up is
         looked for once a second: an admin who creates it later gets the rules without a restart.
         """
-        if not await self._rules_dir_exists():
+        if not await self._wait_for_rules_dir():
             return
         templates = self.templates_dir
         watched = [self.rules_dir, *([templates] if templates and templates.is_dir() else [])]
@@ -166,7 +166,7 @@ class TriggerService:
             except Exception:  # a reload must never stop the watcher; the old rules stay active
                 log.exception("reloading rules failed")
 
-    async def _rules_dir_exists(self) -> bool:
+    async def _wait_for_rules_dir(self) -> bool:
         """Wait for the rules directory to exist; False when stopped first."""
         if self.rules_dir.is_dir():
             return True
