@@ -44,6 +44,7 @@ OBJECT_TABLES: dict[str, tuple[Table, str]] = {
     "feedback": (feedback_t, "feedback_id"),
     "task": (task_t, "task_id"),
 }
+TASK_STATUSES = ("open", "done")
 KEY_OWNER = "leadhub"  # connector_state row holding leadhub's own secrets
 
 

@@ -17,6 +17,7 @@ from leadhub.store.queries import Page
 action_t: Table = ScheduledAction.__table__  # type: ignore[assignment]
 trace_t: Table = RuleTrace.__table__  # type: ignore[assignment]
 LIVE = ("pending", "running")
+RUN_STATUSES = (*LIVE, "done", "failed", "cancelled")
 
 
 async def insert_ignore(conn: AsyncConnection, table: Table, values: dict[str, Any] | list[dict[str, Any]]) -> int:

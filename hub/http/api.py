@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,10 +14,12 @@ from aiohttp import web
 from multidict import MultiDictProxy
 from sqlalchemy.exc import SQLAlchemyError
 
+from leadhub.envelope import CHANNELS
 from leadhub.hub.http.jsonio import error_response, json_response
 from leadhub.hub.http.state import DEPS
 from leadhub.pipelines.normalize import fold_email, normalize_email, normalize_phone
 from leadhub.store import identity, leads, queries
+from leadhub.store.orders import ORDER_STATUSES
 
 log = structlog.get_logger("leadhub.api")
 MAX_LIMIT = 1000
@@ -32,10 +34,13 @@ class BadParameter(ValueError):
 PAGING = ("cursor", "limit")
 
 
-def list_query(request: web.Request, *filters: str) -> MultiDictProxy[str]:
-    """The query of a list request, refused when it names a parameter the list does not take or gives one twice.
+def list_query(
+    request: web.Request, *filters: str, choices: Mapping[str, Sequence[str]] | None = None
+) -> MultiDictProxy[str]:
+    """The query of a list request, refused when it names a parameter the list does not take, gives one twice, or
+    gives a filter of a closed set (`choices`: a status, a channel) a value outside it.
 
-    A misspelt filter (`?stauts=new`) would otherwise be ignored and the answer would list everything, and of a
+    A misspelt filter (`?stauts=new`) or value (`?status=Won`) would otherwise match nothing or be ignored, and of a
     repeated one only the first would count: a script would act on the wrong items without a word.
     """
     query = request.query
@@ -47,6 +52,10 @@ def list_query(request: web.Request, *filters: str) -> MultiDictProxy[str]:
     repeated = sorted({name for name in query if len(query.getall(name)) > 1})
     if repeated:
         raise BadParameter(f"parameter {', '.join(map(repr, repeated))} given more than once")
+    for name, allowed in (choices or {}).items():
+        value = query.get(name)
+        if value is not None and value not in allowed:
+            raise BadParameter(f"{name} {value[:40]!r} is not one of {', '.join(allowed)}")
     return query
 
 
@@ -120,7 +129,8 @@ def page_response(page: queries.Page) -> web.Response:
 
 
 async def list_leads(request: web.Request) -> web.Response:
-    q = list_query(request, "contact_id", "channel", "status", "merged")
+    choices = {"status": leads.LEAD_STATUSES, "channel": CHANNELS}
+    q = list_query(request, "contact_id", "channel", "status", "merged", choices=choices)
     async with request_engine(request).connect() as conn:
         page = await queries.list_leads(
             conn,
@@ -253,7 +263,7 @@ async def list_contacts(request: web.Request) -> web.Response:
 
 
 async def list_inquiries(request: web.Request) -> web.Response:
-    q = list_query(request, "contact_id", "lead_id", "channel", "dropped")
+    q = list_query(request, "contact_id", "lead_id", "channel", "dropped", choices={"channel": CHANNELS})
     dropped = request_flag(request, "dropped")
     async with request_engine(request).connect() as conn:
         page = await queries.list_inquiries(
@@ -277,7 +287,7 @@ async def get_inquiry(request: web.Request) -> web.Response:
 
 
 async def list_orders(request: web.Request) -> web.Response:
-    q = list_query(request, "contact_id", "status", "connector")
+    q = list_query(request, "contact_id", "status", "connector", choices={"status": ORDER_STATUSES})
     async with request_engine(request).connect() as conn:
         page = await queries.list_orders(
             conn,

@@ -18,7 +18,7 @@ log = structlog.get_logger("leadhub.api")
 
 
 async def list_tasks(request: web.Request) -> web.Response:
-    q = list_query(request, "lead_id", "contact_id", "status")
+    q = list_query(request, "lead_id", "contact_id", "status", choices={"status": trigger_data.TASK_STATUSES})
     async with request_engine(request).connect() as conn:
         page = await trigger_data.list_tasks(
             conn,
@@ -31,9 +31,6 @@ async def list_tasks(request: web.Request) -> web.Response:
     return page_response(page)
 
 
-TASK_STATUSES = ("open", "done")
-
-
 async def update_task(request: web.Request) -> web.Response:
     """`PATCH /api/tasks/{id}` with `{"status": "done"}`: a manager closes the task (emits `task.status_changed`)."""
     try:
@@ -41,8 +38,8 @@ async def update_task(request: web.Request) -> web.Response:
     except (ValueError, RecursionError):
         return error_response(400, "malformed", 'the body must be JSON, e.g. {"status": "done"}')
     status = body.get("status") if isinstance(body, dict) else None
-    if status not in TASK_STATUSES:
-        return error_response(400, "invalid", f"status must be one of {', '.join(TASK_STATUSES)}")
+    if status not in trigger_data.TASK_STATUSES:
+        return error_response(400, "invalid", f"status must be one of {', '.join(trigger_data.TASK_STATUSES)}")
     clock = request.app[DEPS].clock
     now = clock.now() if clock is not None else datetime.now(UTC)
     async with request_engine(request).begin() as conn:
@@ -53,7 +50,7 @@ async def update_task(request: web.Request) -> web.Response:
 
 
 async def list_actions(request: web.Request) -> web.Response:
-    q = list_query(request, "rule_id", "status")
+    q = list_query(request, "rule_id", "status", choices={"status": trigger_store.RUN_STATUSES})
     async with request_engine(request).connect() as conn:
         page = await trigger_store.list_actions(
             conn, rule_id=q.get("rule_id"), status=q.get("status"), cursor=q.get("cursor"), limit=request_limit(request)

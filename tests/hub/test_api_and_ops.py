@@ -124,7 +124,8 @@ async def test_pipeline_only_process_serves_ops_but_not_intake(make_hub) -> None
 
 
 async def test_a_list_refuses_a_parameter_it_does_not_take_or_one_given_twice(form_hub: RunningHub) -> None:
-    """A misspelt filter was ignored and the answer listed everything; of a repeated one the first counted."""
+    """A misspelt filter was ignored and the answer listed everything; of a repeated one the first counted; a status
+    or channel no item can have listed nothing."""
     await _post(form_hub, {"name": "A", "phone": "+79161112233"})
     await form_hub.wait_items("/api/leads", 1)
     refused = [
@@ -135,6 +136,13 @@ async def test_a_list_refuses_a_parameter_it_does_not_take_or_one_given_twice(fo
         ("/api/orders", [("channel", "form")], "unknown parameter 'channel'"),
         ("/api/tasks", [("lead_id", "x"), ("limit", "5"), ("limit", "6")], "'limit' given more than once"),
         ("/api/actions", [("rule", "x")], "unknown parameter 'rule'"),
+        # a filter of a closed set with a value outside it matched nothing: "no such leads" instead of "wrong filter"
+        ("/api/leads", [("status", "Won")], "status 'Won' is not one of new, in_progress, won, lost, closed"),
+        ("/api/leads", [("channel", "web")], "channel 'web' is not one of email, phone, chat, form, shop"),
+        ("/api/inquiries", [("channel", "telegram")], "channel 'telegram' is not one of email,"),
+        ("/api/orders", [("status", "shipped")], "status 'shipped' is not one of new, paid, fulfilled,"),
+        ("/api/tasks", [("status", "closed")], "status 'closed' is not one of open, done"),
+        ("/api/actions", [("status", "error")], "status 'error' is not one of pending, running, done, failed,"),
     ]
     for path, params, expected in refused:
         async with form_hub.session.get(form_hub.url(path), params=params) as response:
