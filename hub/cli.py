@@ -138,6 +138,29 @@ def dead_list(
         )
 
 
+@dead_app.command("show")
+def dead_show(
+    dead_id: Annotated[str, typer.Argument(help="the dead letter's id (leadhub dead list)")],
+    raw: Annotated[bool, typer.Option("--raw", help="write only the payload's exact bytes, e.g. > item.eml")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Show one dead letter whole: reason, headers and payload (control characters escaped; --raw for the bytes)."""
+    from leadhub.hub.dead_letter_view import describe
+    from leadhub.hub.dead_letters_cli import get_dead
+
+    loaded = _load(config)
+    with store_errors(loaded.settings.effective_database_url):
+        row = asyncio.run(get_dead(loaded, dead_id))
+    if row is None:
+        typer.echo(f"leadhub: no dead letter with id {dead_id!r} (leadhub dead list --all lists them)", err=True)
+        raise typer.Exit(1)
+    if raw:
+        sys.stdout.buffer.write(row.payload)
+        sys.stdout.buffer.flush()
+        return
+    typer.echo(describe(row))
+
+
 @dead_app.command("replay")
 def dead_replay(
     dead_id: Annotated[str | None, typer.Argument(help="the dead letter's id")] = None,

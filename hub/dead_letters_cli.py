@@ -1,4 +1,4 @@
-"""Dead-letter commands: list them, and replay them through the intake pipeline against the store."""
+"""Dead-letter commands: list them, show one, and replay them through the intake pipeline against the store."""
 
 from __future__ import annotations
 
@@ -29,6 +29,17 @@ async def list_dead(config: HubConfig, limit: int, include_resolved: bool) -> Se
         await require_heads(engine)  # a listing creates no tables (in a database named by mistake, say)
         async with engine.connect() as conn:
             return await dead_letters.list_open(conn, limit, include_resolved)
+    finally:
+        await engine.dispose()
+
+
+async def get_dead(config: HubConfig, dead_id: str) -> Any | None:
+    """One dead letter with its headers and payload, or None."""
+    engine = create_engine(config.settings.effective_database_url)
+    try:
+        await require_heads(engine)
+        async with engine.connect() as conn:
+            return await dead_letters.get(conn, dead_id)
     finally:
         await engine.dispose()
 

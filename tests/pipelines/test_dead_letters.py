@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -246,3 +248,61 @@ async def test_listing_dead_letters_leaves_their_payloads_in_the_database(databa
     await engine.dispose()
     assert listed.key == "imap:big" and listed.reason == "too deep" and "payload" not in listed._fields
     assert len(whole.payload) == 1_000_000
+
+
+async def test_dead_show_prints_one_dead_letter_whole_and_raw_gives_its_exact_bytes(
+    database_url: str, tmp_path: Path
+) -> None:
+    """An admin reads why an item failed and what it held; the payload is a sender's bytes, so it cannot steer the
+    terminal (ANSI escapes, carriage returns are shown escaped) and `--raw` gives the bytes for a file."""
+    from leadhub.store import dead_letters
+    from leadhub.store.db import create_engine, upgrade
+
+    hostile = "Name: Ivan\tPetrov\r\nNote: \x1b[2J\x1b[31mcleared\u202e\n".encode()
+    binary = b"\xff\xfe\x00PK\x03\x04" * 10
+    big = ("x" + "Ж" * 40_000).encode()  # 80,001 bytes: the cut at 64 KiB falls inside a two-byte character
+    engine = create_engine(database_url)
+    await upgrade(engine)
+    ids = {}
+    async with engine.begin() as conn:
+        for name, payload in (("hostile", hostile), ("binary", binary), ("big", big)):
+            ids[name] = await dead_letters.add(
+                conn, source="inbound", subject="intake.form", key=f"form:site-form:idem:{name}",
+                reason=f"form body cannot be decoded: {name}", error="PermanentError", deliveries=1,
+                headers={"Leadhub-Key": f"form:site-form:idem:{name}", "Leadhub-Content-Type": "text/plain"},
+                payload=payload, now=datetime.now(UTC),
+            )  # fmt: skip
+    await engine.dispose()
+    config = {"database_url": database_url, "data_dir": str(tmp_path / "cli"), "connectors": [FORM]}
+
+    shown = await asyncio.to_thread(_cli, "dead", "show", ids["hostile"], config=config, tmp_path=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    out = shown.stdout
+    assert f"id:          {ids['hostile']}" in out and "key:         form:site-form:idem:hostile" in out
+    assert "reason:      form body cannot be decoded: hostile" in out and "error:       PermanentError" in out
+    assert "  Leadhub-Content-Type: text/plain" in out and f"payload:     {len(hostile)} bytes, text/plain" in out
+    assert "Name: Ivan\tPetrov\n" in out and "Note: \\x1b[2J\\x1b[31mcleared\\u202e" in out
+    assert "\x1b" not in out and "\r" not in out and "\u202e" not in out
+
+    not_text = await asyncio.to_thread(_cli, "dead", "show", ids["binary"], config=config, tmp_path=tmp_path)
+    assert f"not UTF-8 text, not printed: `leadhub dead show {ids['binary']} --raw > FILE`" in not_text.stdout
+    assert "PK" not in not_text.stdout
+
+    long = await asyncio.to_thread(_cli, "dead", "show", ids["big"], config=config, tmp_path=tmp_path)
+    assert long.returncode == 0 and "Ж" * 1000 in long.stdout
+    assert f"... {80_001 - 65_535:,} more bytes not printed" in long.stdout, long.stdout[-300:]
+
+    config_file = tmp_path / "cli.yaml"
+    for name, payload in (("hostile", hostile), ("binary", binary), ("big", big)):
+        raw = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "leadhub.hub", "dead", "show", ids[name], "--raw", "--config", str(config_file)],
+            env={k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_")},
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert raw.returncode == 0 and raw.stdout == payload, (name, raw.stderr)
+
+    missing = await asyncio.to_thread(_cli, "dead", "show", "nope", config=config, tmp_path=tmp_path)
+    assert missing.returncode == 1 and "no dead letter with id 'nope'" in missing.stderr

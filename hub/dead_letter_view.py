@@ -1,0 +1,62 @@
+"""How `leadhub dead show` prints one dead letter: its record, and its payload as text a terminal can take.
+
+The payload is what a sender wrote, so it is hostile input: control characters (an ANSI escape that rewrites the
+screen, a carriage return that hides a line) are shown escaped, and a payload that is not text is not printed at
+all; `--raw` gives its exact bytes for a file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+TEXT_SHOWN = 64 * 1024  # bytes of a payload printed; `--raw` writes all of it
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def describe(row: Any) -> str:
+    """The dead letter as `name: value` lines, then its payload (or why it is not printed)."""
+    resolved = f"{row.resolved_at:%Y-%m-%d %H:%M:%S} UTC" if row.resolved_at else "no"
+    lines = [
+        f"id:          {row.id}",
+        f"created:     {row.created_at:%Y-%m-%d %H:%M:%S} UTC",
+        f"source:      {row.source}",
+        f"subject:     {safe(row.subject)}",
+        f"key:         {safe(row.key or '-')}",
+        f"deliveries:  {row.deliveries}",
+        f"replays:     {row.replays}" + (f" (last {row.replayed_at:%Y-%m-%d %H:%M:%S} UTC)" if row.replayed_at else ""),
+        f"resolved:    {resolved}",
+        f"error:       {safe(row.error or '-')}",
+        f"reason:      {safe(row.reason)}",
+        "headers:",
+        *(f"  {safe(str(name))}: {safe(_text(value))}" for name, value in sorted((row.headers or {}).items())),
+        *payload_lines(row.id, row.payload, (row.headers or {}).get("Leadhub-Content-Type")),
+    ]
+    return "\n".join(lines)
+
+
+def payload_lines(dead_id: str, payload: bytes, content_type: str | None) -> list[str]:
+    size = len(payload)
+    head = f"payload:     {size:,} bytes" + (f", {safe(content_type)}" if content_type else "")
+    raw_hint = f"`leadhub dead show {dead_id} --raw > FILE` writes its exact bytes"
+    try:
+        text = payload[:TEXT_SHOWN].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < TEXT_SHOWN - 3 or size <= TEXT_SHOWN:  # not a character cut in two by the limit
+            return [f"{head} (not UTF-8 text, not printed: {raw_hint})"]
+        text = payload[: exc.start].decode("utf-8")
+    shown = [head, "", *(safe(line, keep_tabs=True) for line in text.splitlines())]
+    if size > len(text.encode()):
+        shown += ["", f"... {size - len(text.encode()):,} more bytes not printed: {raw_hint}"]
+    return shown
+
+
+def safe(text: str, *, keep_tabs: bool = False) -> str:
+    """`text` with every control character escaped (`\\x1b`), so printing it cannot steer the terminal."""
+    escaped = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    return escaped if keep_tabs else escaped.replace("\t", "\\t")
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
