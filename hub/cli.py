@@ -122,6 +122,7 @@ def dead_list(
     all_: Annotated[bool, typer.Option("--all", help="include resolved ones")] = False,
 ) -> None:
     """List dead letters: id, when, source, key and reason."""
+    from leadhub.hub.dead_letter_view import safe
     from leadhub.hub.dead_letters_cli import list_dead
 
     loaded = _load(config)
@@ -133,8 +134,8 @@ def dead_list(
     for row in rows:
         state = "resolved" if row.resolved_at else f"replays={row.replays}"
         typer.echo(
-            f"{row.id}  {row.created_at:%Y-%m-%d %H:%M:%S}  {row.source}  {row.subject}  "
-            f"key={row.key}  {state}\n    {row.reason}"
+            f"{row.id}  {row.created_at:%Y-%m-%d %H:%M:%S}  {row.source}  {safe(row.subject)}  "
+            f"key={safe(row.key or '-')}  {state}\n    {safe(row.reason)}"
         )
 
 

@@ -265,7 +265,7 @@ async def test_dead_show_prints_one_dead_letter_whole_and_raw_gives_its_exact_by
     await upgrade(engine)
     ids = {}
     async with engine.begin() as conn:
-        for name, payload in (("hostile", hostile), ("binary", binary), ("big", big)):
+        for name, payload in (("hostile", hostile), ("binary", binary), ("big", big), ("\x1b]0;owned\x07", b"")):
             ids[name] = await dead_letters.add(
                 conn, source="inbound", subject="intake.form", key=f"form:site-form:idem:{name}",
                 reason=f"form body cannot be decoded: {name}", error="PermanentError", deliveries=1,
@@ -303,6 +303,10 @@ async def test_dead_show_prints_one_dead_letter_whole_and_raw_gives_its_exact_by
             check=False,
         )
         assert raw.returncode == 0 and raw.stdout == payload, (name, raw.stderr)
+
+    listed = await asyncio.to_thread(_cli, "dead", "list", config=config, tmp_path=tmp_path)
+    assert listed.returncode == 0 and "key=form:site-form:idem:hostile" in listed.stdout
+    assert "\x1b" not in listed.stdout and "key=form:site-form:idem:\\x1b]0;owned\\x07" in listed.stdout
 
     missing = await asyncio.to_thread(_cli, "dead", "show", "nope", config=config, tmp_path=tmp_path)
     assert missing.returncode == 1 and "no dead letter with id 'nope'" in missing.stderr
