@@ -122,8 +122,8 @@ def dead_list(
     all_: Annotated[bool, typer.Option("--all", help="include resolved ones")] = False,
 ) -> None:
     """List dead letters: id, when, source, key and reason."""
-    from leadhub.hub.dead_letter_view import safe
     from leadhub.hub.dead_letters_cli import list_dead
+    from leadhub.hub.terminal_text import safe
 
     loaded = _load(config)
     with store_errors(loaded.settings.effective_database_url):

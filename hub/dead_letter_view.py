@@ -1,18 +1,17 @@
 """How `leadhub dead show` prints one dead letter: its record, and its payload as text a terminal can take.
 
-The payload is what a sender wrote, so it is hostile input: control characters (an ANSI escape that rewrites the
-screen, a carriage return that hides a line) are shown escaped, and a payload that is not text is not printed at
-all; `--raw` gives its exact bytes for a file.
+The payload is what a sender wrote, so it is hostile input: its control characters are shown escaped
+(hub/terminal_text.py), and a payload that is not text is not printed at all; `--raw` gives its exact bytes.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
+from leadhub.hub.terminal_text import safe
+
 TEXT_SHOWN = 64 * 1024  # bytes of a payload printed; `--raw` writes all of it
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def describe(row: Any) -> str:
@@ -50,12 +49,6 @@ def payload_lines(dead_id: str, payload: bytes, content_type: str | None) -> lis
     if size > len(text.encode()):
         shown += ["", f"... {size - len(text.encode()):,} more bytes not printed: {raw_hint}"]
     return shown
-
-
-def safe(text: str, *, keep_tabs: bool = False) -> str:
-    """`text` with every control character escaped (`\\x1b`), so printing it cannot steer the terminal."""
-    escaped = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
-    return escaped if keep_tabs else escaped.replace("\t", "\\t")
 
 
 def _text(value: Any) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from leadhub.hub.terminal_text import safe
 from leadhub.store import triggers as trigger_store
 from leadhub.store.db import create_engine, require_heads
 from leadhub.triggers.backtest import backtest, format_counts
@@ -25,12 +26,12 @@ async def show_trace(url: str, rule_id: str, limit: int) -> str:
     lines = [f"rule {rule_id!r}: last {len(traces)} evaluations"]
     for t in traces:
         verdict = "matched" if t["matched"] else "not matched"
-        reason = f": {t['reason']}" if t["reason"] else ""
+        reason = f": {safe(t['reason'])}" if t["reason"] else ""  # may quote event data
         lines.append(f"  {t['created_at']:%Y-%m-%d %H:%M:%S}  {t['event_type']} {t['event_id']}  {verdict}{reason}")
-        lines += [f"      if {c['if']!r}: {c['result']}" for c in t["conditions"]]
+        lines += [f"      if {c['if']!r}: {safe(str(c['result']))}" for c in t["conditions"]]
     lines.append(f"actions (newest first, {len(actions.items)}):")
     for a in actions.items:
-        error = f"  {a['last_error']}" if a["last_error"] else ""
+        error = f"  {safe(a['last_error'])}" if a["last_error"] else ""  # may quote a remote server's reply
         lines.append(
             f"  {a['key']}  {a['action_type']}  {a['status']}  due {a['due_at']:%Y-%m-%d %H:%M:%S}  "
             f"attempts={a['attempts']}{error}"
