@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -25,17 +25,27 @@ def _settings(config: Path | None):  # type: ignore[no-untyped-def]
         raise typer.Exit(2) from None
 
 
+def _no_rules_dir(directory: Path, how: str) -> NoReturn:
+    """Exit 2 (a usage error, as a wrong option): there are no rule files to check or try."""
+    found = "is a file, not a rules directory" if directory.exists() else "rules directory not found"
+    typer.echo(f"leadhub: {directory}: {found} ({how} or set LEADHUB_RULES_DIR)", err=True)
+    raise typer.Exit(2)
+
+
 @rules_app.command("check")
 def check(
     directory: Annotated[Path | None, typer.Argument(help="rules directory (default: LEADHUB_RULES_DIR)")] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Validate every rule file; print `file:line:col: rule 'id': path: message` per problem and exit 1."""
+    """Validate every rule file; print `file:line:col: rule 'id': path: message` per problem and exit 1 (2: no
+    such directory)."""
     from leadhub.triggers.loader import load_rules, rule_files
     from leadhub.triggers.sandbox import Templates
 
     settings = _settings(config)
     where = directory or settings.rules_dir
+    if not where.is_dir():
+        _no_rules_dir(where, "give a directory")
     result = load_rules(where, Templates(settings.templates_dir), include_disabled=True)
     for problem in result.problems:
         typer.echo(str(problem))
@@ -59,8 +69,7 @@ def test(
     settings = _settings(config)
     directory = rules or settings.rules_dir
     if not directory.is_dir():
-        typer.echo(f"leadhub: {directory}: rules directory not found (give --rules or set LEADHUB_RULES_DIR)", err=True)
-        raise typer.Exit(2)
+        _no_rules_dir(directory, "give --rules")
     loaded = load_rules(directory, Templates(settings.templates_dir))
     for problem in loaded.problems:
         typer.echo(f"warning: {problem} (rule skipped)", err=True)

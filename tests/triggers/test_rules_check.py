@@ -251,6 +251,16 @@ def test_rules_check_cli_prints_problems_and_exits_1(tmp_path: Path) -> None:
     assert ok.returncode == 0 and "OK" in ok.stdout, ok.stdout + ok.stderr
 
 
+def test_rules_check_without_a_rules_directory_says_where_it_looked_and_how_to_name_one(tmp_path: Path) -> None:
+    """It printed `rules:1:1: rules directory not found`, as if line 1 of a file were wrong."""
+    run = run_leadhub("rules", "check", cwd=tmp_path)
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr.strip() == "leadhub: rules: rules directory not found (give a directory or set LEADHUB_RULES_DIR)"
+    (tmp_path / "r.yaml").write_text("rules: []\n")
+    a_file = run_leadhub("rules", "check", "r.yaml", cwd=tmp_path)
+    assert a_file.returncode == 2 and "leadhub: r.yaml: is a file, not a rules directory" in a_file.stderr
+
+
 def test_rules_test_cli_dry_run_renders_the_survey(tmp_path: Path) -> None:
     event = {
         "type": "order.completed",
