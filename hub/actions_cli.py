@@ -25,7 +25,7 @@ async def retry_actions(
     config: HubConfig, ids: Sequence[str], *, rule_id: str | None = None, action_type: str | None = None
 ) -> RetryReport:
     """Re-queue the failed runs named by `ids`, or when `ids` is empty every failed run (of the rule, of the type)."""
-    engine = create_engine(config.settings.effective_database_url)
+    engine = create_engine(config.settings.effective_database_url, existing=True)
     try:
         await require_heads(engine)  # names no tables into a database given by mistake
         if ids:

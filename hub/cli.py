@@ -115,6 +115,19 @@ def db_upgrade(config: ConfigOption = None) -> None:
     typer.echo("database is up to date")
 
 
+@db_app.command("status")
+def db_status(config: ConfigOption = None) -> None:
+    """Say whether the database is at this release's schema, changing nothing: exit 0 yes, 4 `db upgrade` is due,
+    3 a newer release migrated it, 1 it cannot be reached."""
+    from leadhub.hub.db_status import schema_status
+
+    loaded = _load(config)
+    with store_errors(loaded.settings.effective_database_url):
+        status = asyncio.run(schema_status(loaded.settings.effective_database_url))
+    typer.echo(status.message, err=status.exit_code != 0)
+    raise typer.Exit(status.exit_code)
+
+
 @dead_app.command("list")
 def dead_list(
     config: ConfigOption = None,

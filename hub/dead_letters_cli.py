@@ -24,7 +24,7 @@ class ReplayOutcome:
 
 
 async def list_dead(config: HubConfig, limit: int, include_resolved: bool) -> Sequence[Any]:
-    engine = create_engine(config.settings.effective_database_url)
+    engine = create_engine(config.settings.effective_database_url, existing=True)
     try:
         await require_heads(engine)  # a listing creates no tables (in a database named by mistake, say)
         async with engine.connect() as conn:
@@ -35,7 +35,7 @@ async def list_dead(config: HubConfig, limit: int, include_resolved: bool) -> Se
 
 async def get_dead(config: HubConfig, dead_id: str) -> Any | None:
     """One dead letter with its headers and payload, or None."""
-    engine = create_engine(config.settings.effective_database_url)
+    engine = create_engine(config.settings.effective_database_url, existing=True)
     try:
         await require_heads(engine)
         async with engine.connect() as conn:

@@ -15,7 +15,7 @@ from leadhub.triggers.sandbox import Templates
 
 
 async def show_trace(url: str, rule_id: str, limit: int) -> str:
-    engine = create_engine(url)
+    engine = create_engine(url, existing=True)
     try:
         await require_heads(engine)  # read-only: it says to migrate rather than migrating behind the user's back
         async with engine.connect() as conn:
@@ -42,7 +42,7 @@ async def show_trace(url: str, rule_id: str, limit: int) -> str:
 async def run_backtest(url: str, rules_dir: Path, templates_dir: Path | None, window: timedelta) -> str:
     loaded = load_rules(rules_dir, Templates(templates_dir))
     since = datetime.now(UTC) - window
-    engine = create_engine(url)
+    engine = create_engine(url, existing=True)
     try:
         await require_heads(engine)
         counts = await backtest(engine, RuleIndex(loaded.rules), since)

@@ -81,16 +81,20 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def create_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 5, existing: bool = False) -> AsyncEngine:
     """An async engine; SQLite gets WAL, a busy timeout and foreign keys on every connection.
 
     Statement errors leave their parameters out (`hide_parameters`): their text reaches logs and dead letters,
-    and the parameters are contacts' addresses and messages.
+    and the parameters are contacts' addresses and messages. `existing`: for commands that only read, a SQLite
+    file that is not there raises SchemaNotMigrated instead of being created (with its directory) where they looked.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            path = Path(parsed.database)
+            if existing and not path.exists():
+                raise SchemaNotMigrated("no such file yet: `leadhub run` or `leadhub db upgrade` creates it")
+            path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(
             url,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},

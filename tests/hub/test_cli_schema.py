@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import text
 
 from leadhub.store.db import MIGRATION_HEADS, create_engine, redacted_url, upgrade
+from tests.conftest import PG_ADMIN_URL
 from tests.fresh_interpreter import applied_revisions
 from tests.helpers import run_leadhub
 
@@ -18,6 +19,16 @@ async def _migrated_by_a_newer_release(url: str) -> None:
         await upgrade(engine)
         async with engine.begin() as conn:
             await conn.execute(text("UPDATE alembic_version SET version_num = '0099' WHERE version_num = '0005'"))
+    finally:
+        await engine.dispose()
+
+
+async def _touch(url: str) -> None:
+    """Connect once: an empty SQLite file exists afterwards (a PostgreSQL database exists already)."""
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
     finally:
         await engine.dispose()
 
@@ -48,6 +59,7 @@ async def test_read_only_commands_on_an_empty_database_say_to_migrate(
     """They only read, so they do not migrate: `rules` said `no such table: rule_trace` (or `outbox_event`),
     `dead list` created every table in whatever database it was pointed at."""
     (tmp_path / "rules").mkdir()
+    await _touch(database_url)
     env = {"LEADHUB_DATABASE_URL": database_url, "LEADHUB_RULES_DIR": str(tmp_path / "rules")}
     run = run_leadhub(*command, cwd=tmp_path, env=env)
     assert _last_line(run) == (
@@ -55,3 +67,60 @@ async def test_read_only_commands_on_an_empty_database_say_to_migrate(
         "the database has no leadhub tables yet: run `leadhub db upgrade`"
     )
     assert await applied_revisions(database_url) == frozenset()
+
+
+@pytest.mark.skipif(bool(PG_ADMIN_URL), reason="a SQLite file; a PostgreSQL database is never created by a command")
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["rules", "trace", "r"],
+        ["rules", "backtest"],
+        ["dead", "list"],
+        ["dead", "show", "x"],
+        ["actions", "retry", "--all"],
+        ["db", "status"],
+    ],
+)
+async def test_read_only_commands_leave_no_sqlite_file_where_none_was(tmp_path: Path, command: list[str]) -> None:
+    """Run from the wrong directory, they left an empty `data/leadhub.db` (and its directory) behind."""
+    (tmp_path / "rules").mkdir()
+    missing = tmp_path / "elsewhere" / "leadhub.db"
+    env = {"LEADHUB_DATABASE_URL": f"sqlite+aiosqlite:///{missing}", "LEADHUB_RULES_DIR": str(tmp_path / "rules")}
+    run = run_leadhub(*command, cwd=tmp_path, env=env)
+    assert run.returncode == (4 if command == ["db", "status"] else 1), run.stdout + run.stderr
+    assert "no such file yet: `leadhub run` or `leadhub db upgrade` creates it" in run.stderr
+    assert not missing.parent.exists()
+
+
+async def test_db_status_says_whether_an_upgrade_is_due_without_changing_anything(
+    tmp_path: Path, database_url: str
+) -> None:
+    env = {"LEADHUB_DATABASE_URL": database_url}
+    shown = redacted_url(database_url)
+    release = ", ".join(sorted(MIGRATION_HEADS))
+    await _touch(database_url)
+    empty = run_leadhub("db", "status", cwd=tmp_path, env=env)
+    assert empty.returncode == 4 and empty.stderr.strip() == (
+        f"{shown}: no leadhub tables yet; `leadhub db upgrade` (or `leadhub run`) creates them"
+    )
+    assert await applied_revisions(database_url) == frozenset()
+
+    engine = create_engine(database_url)
+    try:
+        await upgrade(engine, "0004")  # an older release's database: the other branches are due
+        behind = run_leadhub("db", "status", cwd=tmp_path, env=env)
+        assert behind.returncode == 4, behind.stdout + behind.stderr
+        assert behind.stderr.strip() == (
+            f"{shown}: at revisions 0004, this release is at {release}; "
+            "`leadhub db upgrade` (or `leadhub run`) applies 0002, 0003, 0005"
+        )
+        assert await applied_revisions(database_url) == frozenset({"0004"})
+        await upgrade(engine)
+        current = run_leadhub("db", "status", cwd=tmp_path, env=env)
+        assert current.returncode == 0 and current.stdout.strip() == f"{shown}: up to date (revisions {release})"
+    finally:
+        await engine.dispose()
+
+    await _migrated_by_a_newer_release(database_url)
+    newer = run_leadhub("db", "status", cwd=tmp_path, env=env)
+    assert newer.returncode == 3 and "database schema 0099 is newer than this release" in newer.stderr
