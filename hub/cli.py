@@ -128,6 +128,24 @@ def db_status(config: ConfigOption = None) -> None:
     raise typer.Exit(status.exit_code)
 
 
+@db_app.command("backup")
+def db_backup(
+    target: Annotated[Path, typer.Argument(help="the backup file to write (never overwritten)")],
+    config: ConfigOption = None,
+) -> None:
+    """Copy the SQLite database to FILE, consistent while the daemon runs (PostgreSQL: use pg_dump)."""
+    from leadhub.hub.db_backup import BackupError, backup_sqlite
+
+    loaded = _load(config)
+    try:
+        done = backup_sqlite(loaded.settings.effective_database_url, target)
+    except BackupError as exc:
+        typer.echo(f"leadhub: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    schema = ", ".join(done.revisions) or "no leadhub tables"
+    typer.echo(f"backed up {done.source} to {done.target}: {done.size:,} bytes, schema {schema}, integrity checked")
+
+
 @dead_app.command("list")
 def dead_list(
     config: ConfigOption = None,

@@ -1,0 +1,102 @@
+"""`leadhub db backup FILE`: a consistent copy of the SQLite database while the daemon runs.
+
+Copying `leadhub.db` with `cp` while the daemon writes gives a torn file, and without its `-wal` file one that
+lacks the latest commits. `VACUUM INTO` reads one snapshot (WAL readers do not block the writer, nor it them)
+and writes a compact, self-contained database. It is written under a temporary name, checked, and only then
+linked to FILE, so FILE is either a whole, checked backup or absent; an existing FILE is never overwritten.
+PostgreSQL has its own tool for this (`pg_dump`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from leadhub.store.db import SQLITE_BUSY_TIMEOUT_MS, redacted_url
+
+
+class BackupError(Exception):
+    """Why no backup was written; the message is the whole story (no traceback needed)."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class Backup:
+    source: Path
+    target: Path
+    size: int
+    revisions: tuple[str, ...]
+
+
+def backup_sqlite(url: str, target: Path) -> Backup:
+    source = _sqlite_file(url)
+    if target.exists():
+        raise BackupError(f"{target} exists; a backup never overwrites a file: give a new name")
+    if not target.parent.is_dir():
+        raise BackupError(f"{target.parent} is not a directory")
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    try:
+        _vacuum_into(source, partial)
+        revisions = _check(partial)
+        os.link(partial, target)  # unlike a rename, refuses a FILE created meanwhile
+    except FileExistsError:
+        raise BackupError(f"{target} was created while the backup ran; it is left as it is") from None
+    except sqlite3.Error as exc:
+        raise BackupError(f"cannot back up {source}: {exc}") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+    return Backup(source, target, target.stat().st_size, revisions)
+
+
+def _sqlite_file(url: str) -> Path:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        raise BackupError(
+            f"the database {redacted_url(url)} is not SQLite; back PostgreSQL up with its own tool, e.g. "
+            "`pg_dump --format=custom --file=leadhub.dump DATABASE`",
+            exit_code=2,
+        )
+    if not parsed.database or parsed.database == ":memory:":
+        raise BackupError("the database is in memory; there is nothing on disk to back up", exit_code=2)
+    source = Path(parsed.database)
+    if not source.is_file():
+        raise BackupError(f"{source}: no such file yet: `leadhub run` or `leadhub db upgrade` creates it")
+    return source
+
+
+def _vacuum_into(source: Path, partial: Path) -> None:
+    # Created empty first (VACUUM INTO takes an empty file) with the database's own permissions: a backup holds
+    # the same contacts and secrets, so it is never readable by more users than the database is.
+    os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, source.stat().st_mode & 0o777))
+    connection = sqlite3.connect(source, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+    try:
+        connection.execute("VACUUM INTO ?", (str(partial),))
+    finally:
+        connection.close()
+    with open(partial, "rb") as written:  # on disk before FILE names it
+        os.fsync(written.fileno())
+
+
+def _check(partial: Path) -> tuple[str, ...]:
+    """The copy's integrity (`quick_check`) and its schema revisions; a copy that fails is not kept."""
+    connection = sqlite3.connect(f"file:{partial}?mode=ro", uri=True)
+    try:
+        verdict = connection.execute("PRAGMA quick_check").fetchone()[0]
+        if verdict != "ok":
+            raise BackupError(f"the copy failed its integrity check ({verdict}); nothing was written")
+        try:
+            rows = connection.execute("SELECT version_num FROM alembic_version").fetchall()
+        except sqlite3.OperationalError:
+            rows = []
+    finally:
+        connection.close()
+    return tuple(sorted(row[0] for row in rows))

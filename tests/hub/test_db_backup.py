@@ -1,0 +1,91 @@
+"""`leadhub db backup FILE`: a whole, checked copy of the SQLite database while the daemon writes to it."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from leadhub.store.db import MIGRATION_HEADS
+from tests.conftest import PG_ADMIN_URL, RunningHub
+from tests.helpers import run_leadhub
+
+sqlite_only = pytest.mark.skipif(bool(PG_ADMIN_URL), reason="copies a SQLite file; PostgreSQL has pg_dump")
+
+
+def _backup(target: Path, url: str, cwd: Path):  # type: ignore[no-untyped-def]
+    return run_leadhub("db", "backup", str(target), cwd=cwd, env={"LEADHUB_DATABASE_URL": url})
+
+
+@sqlite_only
+async def test_a_backup_taken_while_forms_arrive_is_whole_checked_and_usable(
+    form_hub: RunningHub, database_url: str, tmp_path: Path
+) -> None:
+    for n in range(50):
+        async with form_hub.session.post(form_hub.url("/hooks/site-form"), json={"phone": f"+7916000{n:04d}"}) as r:
+            assert r.status == 202
+    await form_hub.wait_items("/api/inquiries", 50)
+    accepted = 50
+    stop = asyncio.Event()
+
+    async def keep_posting() -> None:
+        nonlocal accepted
+        while not stop.is_set():
+            async with form_hub.session.post(
+                form_hub.url("/hooks/site-form"), json={"phone": f"+7916100{accepted:04d}"}
+            ) as response:
+                accepted += response.status == 202
+
+    writer = asyncio.create_task(keep_posting())  # the daemon writes while the CLI copies
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    target = backups / "leadhub-1.db"
+    try:
+        done = await asyncio.to_thread(_backup, target, database_url, tmp_path)
+    finally:
+        stop.set()
+        await writer
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"backed up {database_url.removeprefix('sqlite+aiosqlite:///')} to {target}: ")
+    assert f"schema {', '.join(sorted(MIGRATION_HEADS))}, integrity checked" in done.stdout
+    assert [p.name for p in backups.iterdir()] == ["leadhub-1.db"]  # no partial file left
+
+    copy = sqlite3.connect(f"file:{target}?mode=ro", uri=True)
+    try:
+        assert copy.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        inquiries = copy.execute("SELECT count(*) FROM inquiry").fetchone()[0]
+    finally:
+        copy.close()
+    # everything committed before the copy began is in it, from the WAL too (which a `cp` of leadhub.db misses)
+    assert 50 <= inquiries <= accepted
+    source = Path(database_url.removeprefix("sqlite+aiosqlite:///"))
+    assert target.stat().st_mode & 0o777 == source.stat().st_mode & 0o777
+    status = run_leadhub("db", "status", cwd=tmp_path, env={"LEADHUB_DATABASE_URL": f"sqlite+aiosqlite:///{target}"})
+    assert status.returncode == 0 and "up to date" in status.stdout
+
+    before = hashlib.sha256(target.read_bytes()).hexdigest()
+    again = await asyncio.to_thread(_backup, target, database_url, tmp_path)
+    assert again.returncode == 1 and f"{target} exists; a backup never overwrites a file" in again.stderr
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == before
+
+
+@sqlite_only
+def test_nothing_to_back_up_or_nowhere_to_put_it_is_one_line(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'none' / 'leadhub.db'}"
+    missing = _backup(tmp_path / "b.db", url, tmp_path)
+    assert missing.returncode == 1 and "none/leadhub.db: no such file yet" in missing.stderr
+    assert not (tmp_path / "none").exists() and not (tmp_path / "b.db").exists()
+    sqlite3.connect(tmp_path / "real.db").close()
+    nowhere = _backup(tmp_path / "no-dir" / "b.db", f"sqlite+aiosqlite:///{tmp_path / 'real.db'}", tmp_path)
+    assert nowhere.returncode == 1 and "no-dir is not a directory" in nowhere.stderr
+    assert "Traceback" not in missing.stderr + nowhere.stderr
+
+
+async def test_a_postgresql_database_is_pointed_to_pg_dump(database_url: str, tmp_path: Path) -> None:
+    url = database_url if PG_ADMIN_URL else "postgresql+asyncpg://leadhub:pw@127.0.0.1:5432/leadhub"
+    run = await asyncio.to_thread(_backup, tmp_path / "b.db", url, tmp_path)
+    assert run.returncode == 2 and "is not SQLite; back PostgreSQL up with its own tool" in run.stderr
+    assert ":pw@" not in run.stderr and not (tmp_path / "b.db").exists()
