@@ -146,6 +146,25 @@ def db_backup(
     typer.echo(f"backed up {done.source} to {done.target}: {done.size:,} bytes, schema {schema}, integrity checked")
 
 
+@db_app.command("restore")
+def db_restore(
+    backup: Annotated[Path, typer.Argument(help="a file written by `leadhub db backup`")],
+    config: ConfigOption = None,
+) -> None:
+    """Put a backup in place of the SQLite database (the daemon stopped); the replaced one is kept beside it."""
+    from leadhub.hub.db_backup import BackupError
+    from leadhub.hub.db_restore import restore_sqlite
+
+    loaded = _load(config)
+    try:
+        done = restore_sqlite(loaded.settings.effective_database_url, backup)
+    except BackupError as exc:
+        typer.echo(f"leadhub: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    kept = f"; the database it replaced is kept as {done.kept}" if done.kept else ""
+    typer.echo(f"restored {backup} to {done.database} (schema {', '.join(done.revisions)}){kept}")
+
+
 @dead_app.command("list")
 def dead_list(
     config: ConfigOption = None,

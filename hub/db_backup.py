@@ -37,7 +37,7 @@ class Backup:
 
 
 def backup_sqlite(url: str, target: Path) -> Backup:
-    source = _sqlite_file(url)
+    source = sqlite_file(url)
     if target.exists():
         raise BackupError(f"{target} exists; a backup never overwrites a file: give a new name")
     if not target.parent.is_dir():
@@ -57,18 +57,19 @@ def backup_sqlite(url: str, target: Path) -> Backup:
     return Backup(source, target, target.stat().st_size, revisions)
 
 
-def _sqlite_file(url: str) -> Path:
+def sqlite_file(url: str, *, must_exist: bool = True) -> Path:
+    """The file of a SQLite URL; BackupError (exit 2) for PostgreSQL, which has its own tools."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         raise BackupError(
-            f"the database {redacted_url(url)} is not SQLite; back PostgreSQL up with its own tool, e.g. "
-            "`pg_dump --format=custom --file=leadhub.dump DATABASE`",
+            f"the database {redacted_url(url)} is not SQLite; use PostgreSQL's own tools, e.g. "
+            "`pg_dump --format=custom --file=leadhub.dump DATABASE` and `pg_restore`",
             exit_code=2,
         )
     if not parsed.database or parsed.database == ":memory:":
-        raise BackupError("the database is in memory; there is nothing on disk to back up", exit_code=2)
+        raise BackupError("the database is in memory; there is no file", exit_code=2)
     source = Path(parsed.database)
-    if not source.is_file():
+    if must_exist and not source.is_file():
         raise BackupError(f"{source}: no such file yet: `leadhub run` or `leadhub db upgrade` creates it")
     return source
 

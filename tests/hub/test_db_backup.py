@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from leadhub.store.db import MIGRATION_HEADS
-from tests.conftest import PG_ADMIN_URL, RunningHub
+from tests.conftest import PG_ADMIN_URL, HubFactory, RunningHub
 from tests.helpers import run_leadhub
 
 sqlite_only = pytest.mark.skipif(bool(PG_ADMIN_URL), reason="copies a SQLite file; PostgreSQL has pg_dump")
@@ -87,5 +87,71 @@ def test_nothing_to_back_up_or_nowhere_to_put_it_is_one_line(tmp_path: Path) -> 
 async def test_a_postgresql_database_is_pointed_to_pg_dump(database_url: str, tmp_path: Path) -> None:
     url = database_url if PG_ADMIN_URL else "postgresql+asyncpg://leadhub:pw@127.0.0.1:5432/leadhub"
     run = await asyncio.to_thread(_backup, tmp_path / "b.db", url, tmp_path)
-    assert run.returncode == 2 and "is not SQLite; back PostgreSQL up with its own tool" in run.stderr
+    assert run.returncode == 2 and "is not SQLite; use PostgreSQL's own tools, e.g. `pg_dump" in run.stderr
     assert ":pw@" not in run.stderr and not (tmp_path / "b.db").exists()
+
+
+def _inquiries(path: Path) -> int:
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return connection.execute("SELECT count(*) FROM inquiry").fetchone()[0]
+    finally:
+        connection.close()
+
+
+def _restore(backup: Path, url: str, cwd: Path):  # type: ignore[no-untyped-def]
+    return run_leadhub("db", "restore", str(backup), cwd=cwd, env={"LEADHUB_DATABASE_URL": url})
+
+
+@sqlite_only
+async def test_restore_refuses_a_database_in_use_then_puts_the_backup_in_place_and_keeps_the_old_one(
+    make_hub: HubFactory, database_url: str, tmp_path: Path
+) -> None:
+    form = [{"name": "site-form", "type": "form", "rate_limit": None}]
+    hub = await make_hub(form)
+    for n in range(5):
+        if n == 3:
+            backed_up = await asyncio.to_thread(_backup, tmp_path / "three.db", database_url, tmp_path)
+            assert backed_up.returncode == 0, backed_up.stderr
+        async with hub.session.post(hub.url("/hooks/site-form"), json={"phone": f"+7916200{n:04d}"}) as response:
+            assert response.status == 202
+        await hub.wait_items("/api/inquiries", n + 1)
+    database = Path(database_url.removeprefix("sqlite+aiosqlite:///"))
+
+    in_use = await asyncio.to_thread(_restore, tmp_path / "three.db", database_url, tmp_path)
+    assert in_use.returncode == 1 and f"{database} is in use" in in_use.stderr, in_use.stderr
+    assert "nothing changed" in in_use.stderr
+    assert len((await hub.api("/api/inquiries"))["items"]) == 5
+    (tmp_path / "junk.db").write_bytes(b"not a database at all" * 100)
+    junk = await asyncio.to_thread(_restore, tmp_path / "junk.db", database_url, tmp_path)
+    assert junk.returncode == 1 and "junk.db is not a SQLite database leadhub can restore" in junk.stderr
+    await hub.hub.stop()
+
+    restored = await asyncio.to_thread(_restore, tmp_path / "three.db", database_url, tmp_path)
+    assert restored.returncode == 0, restored.stderr
+    kept = next(database.parent.glob(f"{database.name}.before-restore-*"))
+    assert f"the database it replaced is kept as {kept}" in restored.stdout
+    assert _inquiries(database) == 3
+    assert _inquiries(kept) == 5  # the commits that were still in its WAL were folded in before it was moved
+    leftovers = sorted(p.name for p in database.parent.iterdir() if p.name.startswith(f".{database.name}"))
+    assert leftovers == [] and not Path(f"{database}-wal").exists()
+
+    again = await make_hub(form)  # the daemon starts on the restored database and goes on from it
+    await again.wait_items("/api/inquiries", 3)
+    async with again.session.post(again.url("/hooks/site-form"), json={"phone": "+79163000000"}) as response:
+        assert response.status == 202
+    await again.wait_items("/api/inquiries", 4)
+
+
+@sqlite_only
+def test_a_backup_from_a_newer_release_is_not_restored(tmp_path: Path) -> None:
+    newer = tmp_path / "newer.db"
+    connection = sqlite3.connect(newer)
+    connection.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+    connection.execute("INSERT INTO alembic_version VALUES ('0099')")
+    connection.commit()
+    connection.close()
+    url = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'leadhub.db'}"
+    run = _restore(newer, url, tmp_path)
+    assert run.returncode == 3 and "database schema 0099 is newer than this release" in run.stderr
+    assert not (tmp_path / "data").exists()

@@ -1,0 +1,118 @@
+"""`leadhub db restore BACKUP`: put a backup in place of the SQLite database, safely, with the daemon stopped.
+
+By hand this goes wrong in quiet ways: a copy over the file of a running daemon, a stale `-wal` file left
+beside the restored one, a file that is no backup at all, or the only copy of the current data overwritten.
+Here the backup is checked first (a SQLite database, intact, with a schema this release knows); the database
+is refused while any process has it open (an exclusive lock in WAL mode needs every other connection closed);
+its WAL is folded in, and it is kept beside the restored one as `<name>.before-restore-<time>`.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from leadhub.hub.db_backup import BackupError, sqlite_file
+from leadhub.hub.exit_codes import SCHEMA_NEWER
+from leadhub.store.db import KNOWN_REVISIONS, newer_schema_message
+
+
+@dataclass(frozen=True)
+class Restore:
+    database: Path
+    revisions: tuple[str, ...]
+    kept: Path | None  # the database it replaced
+
+
+def restore_sqlite(url: str, backup: Path) -> Restore:
+    database = sqlite_file(url, must_exist=False)
+    revisions = _checked_backup(backup)
+    database.parent.mkdir(parents=True, exist_ok=True)
+    incoming = database.with_name(f".{database.name}.restoring-{os.getpid()}")
+    mode = (database if database.exists() else backup).stat().st_mode & 0o777
+    try:
+        _copy(backup, incoming, mode)
+        if not database.exists():
+            os.rename(incoming, database)
+            return Restore(database, revisions, None)
+        kept = _free_name(database.with_name(f"{database.name}.before-restore-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"))
+        holder = _lock_unused(database)
+        try:
+            os.rename(database, kept)  # the lock holder keeps the old file open: nobody can open it meanwhile
+            os.rename(incoming, database)
+        finally:
+            holder.close()
+        for leftover in (Path(f"{database}-wal"), Path(f"{database}-shm")):  # the old file's, folded in above
+            leftover.unlink(missing_ok=True)
+    finally:
+        incoming.unlink(missing_ok=True)
+    return Restore(database, revisions, kept)
+
+
+def _checked_backup(backup: Path) -> tuple[str, ...]:
+    if not backup.is_file():
+        raise BackupError(f"{backup}: no such file")
+    try:
+        connection = sqlite3.connect(f"file:{backup}?mode=ro", uri=True)
+        try:
+            verdict = connection.execute("PRAGMA quick_check").fetchone()[0]
+            has_schema = connection.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
+            ).fetchone()
+            rows = connection.execute("SELECT version_num FROM alembic_version").fetchall() if has_schema else []
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as exc:
+        raise BackupError(f"{backup} is not a SQLite database leadhub can restore ({exc}); nothing changed") from None
+    if verdict != "ok":
+        raise BackupError(f"{backup} fails its integrity check ({verdict}); nothing changed")
+    revisions = frozenset(row[0] for row in rows)
+    if not revisions:
+        raise BackupError(f"{backup} holds no leadhub tables; nothing changed")
+    if unknown := revisions - KNOWN_REVISIONS:
+        raise BackupError(f"{backup}: {newer_schema_message(unknown)}; nothing changed", exit_code=SCHEMA_NEWER)
+    return tuple(sorted(revisions))
+
+
+def _free_name(path: Path) -> Path:
+    """`path`, or `path-2`, `path-3`...: a second restore within the same second keeps both replaced databases."""
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate
+
+
+def _copy(backup: Path, incoming: Path, mode: int) -> None:
+    """SQLite's backup API reads the backup as one consistent database (its own WAL too, if it has one), into a
+    file made with the permissions of the database it replaces (a restore never opens it to more users)."""
+    os.close(os.open(incoming, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
+    source = sqlite3.connect(f"file:{backup}?mode=ro", uri=True)
+    target = sqlite3.connect(incoming)
+    try:
+        source.backup(target)
+    finally:
+        target.close()
+        source.close()
+    with open(incoming, "rb") as written:
+        os.fsync(written.fileno())
+
+
+def _lock_unused(database: Path) -> sqlite3.Connection:
+    """A connection holding the database exclusively, its WAL folded into the file; BackupError if it is in use."""
+    connection = sqlite3.connect(database, timeout=0, isolation_level=None)
+    try:
+        connection.execute("PRAGMA locking_mode=EXCLUSIVE")
+        connection.execute("BEGIN EXCLUSIVE")
+        connection.execute("COMMIT")  # the lock stays: exclusive locking mode keeps it until the connection closes
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except sqlite3.OperationalError as exc:
+        connection.close()
+        raise BackupError(
+            f"{database} is in use ({exc}): stop the leadhub that has it open (and any other program), then "
+            "restore; nothing changed"
+        ) from None
+    return connection
