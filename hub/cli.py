@@ -22,7 +22,9 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 dead_app = typer.Typer(help="Dead letters: items that could not be processed.", no_args_is_help=True)
 contacts_app = typer.Typer(help="Contacts: take back a wrong merge.", no_args_is_help=True)
 actions_app = typer.Typer(help="Trigger runs (rule actions): run failed ones again.", no_args_is_help=True)
+config_app = typer.Typer(help="Configuration: check it before a (re)start.", no_args_is_help=True)
 app.add_typer(actions_app, name="actions")
+app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(contacts_app, name="contacts")
 app.add_typer(dead_app, name="dead")
@@ -102,6 +104,16 @@ def run(
     except OSError as exc:
         typer.echo(f"leadhub: cannot start: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+@config_app.command("check")
+def config_check(config: ConfigOption = None) -> None:
+    """Validate the configuration and say what it adds up to (database, queue, connectors), starting nothing;
+    exit 2 when it is invalid. Secrets are not shown."""
+    from leadhub.hub.config_check import describe
+
+    loaded = _load(config)
+    typer.echo("\n".join(describe(loaded)))
 
 
 @db_app.command("upgrade")

@@ -127,3 +127,39 @@ def test_cli_commands_name_a_database_they_cannot_reach_without_a_traceback(tmp_
     )
     if command[0] != "rules":  # `rules` commands read settings without the daemon's logging
         assert "unknown LEADHUB_ variable ignored" in run.stderr and "did_you_mean=LEADHUB_HTTP_PORT" in run.stderr
+
+
+def test_config_check_says_what_the_configuration_adds_up_to_without_secrets_or_side_effects(tmp_path: Path) -> None:
+    (tmp_path / "leadhub.yaml").write_text(
+        "connectors:\n"
+        "  - {name: site-form, type: form, token: form-Secret-1}\n"
+        "  - {name: support, type: imap, host: imap.example.com, username: u, password: imap-Secret-2}\n"
+    )
+    env = {
+        "LEADHUB_DATABASE_URL": "postgresql+asyncpg://leadhub:db-Secret-3@db.internal:5432/leadhub",
+        "LEADHUB_SMTP_URL": "smtp://mailer:smtp-Secret-4@mail.example.com:587",
+        "LEADHUB_API_TOKEN": "api-Secret-5",
+        "LEADHUB_HTTP_PORT": "9090",
+    }
+    run = run_leadhub("config", "check", cwd=tmp_path, env=env)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0] == (
+        "configuration OK: leadhub.yaml "
+        "(overridden by LEADHUB_API_TOKEN, LEADHUB_DATABASE_URL, LEADHUB_HTTP_PORT, LEADHUB_SMTP_URL)"
+    )
+    assert "  database    postgresql+asyncpg://leadhub:***@db.internal:5432/leadhub" in lines
+    assert "  queue       embedded NATS under data/nats" in lines
+    assert "  smtp        smtp://mailer:***@mail.example.com:587" in lines and "  api         bearer token set" in lines
+    assert lines[3].startswith("  http        127.0.0.1:9090, roles http, pipeline, relay, triggers")
+    assert lines[-3:] == [
+        "  connectors  2",
+        "    site-form  form  POST /hooks/site-form",
+        "    support    imap  pulls on its own schedule",
+    ]
+    assert "Secret" not in run.stdout + run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["leadhub.yaml"]  # nothing started, nothing created
+
+    (tmp_path / "leadhub.yaml").write_text("connectors:\n  - {name: site-form, type: from}\n")
+    invalid = run_leadhub("config", "check", cwd=tmp_path)
+    assert invalid.returncode == 2 and "leadhub.yaml:2: connectors[0].type" in invalid.stderr, invalid.stderr

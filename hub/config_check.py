@@ -1,0 +1,45 @@
+"""`leadhub config check`: what the daemon would run with, read and validated without starting anything.
+
+Before a restart an admin wants to know that the file is valid and what it adds up to once `LEADHUB_`
+variables override it: which database, which queue, which connectors at which routes. Secrets never appear:
+URLs are shown with their credentials as `***`, and of the variables only their names.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from leadhub.connectors.registry import CONNECTOR_TYPES
+from leadhub.hub.config import ENV_PREFIX, HubConfig, Settings
+from leadhub.url_redaction import redact_urls
+
+
+def describe(config: HubConfig, environ: Mapping[str, str] | None = None) -> list[str]:
+    settings = config.settings
+    environ = os.environ if environ is None else environ
+    known = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
+    overrides = sorted(name for name in environ if name.upper() in known)
+    smtp = settings.smtp_url.get_secret_value() if settings.smtp_url else None
+    queue = redact_urls(settings.nats_url) if settings.nats_url else f"embedded NATS under {settings.data_dir / 'nats'}"
+    api = "bearer token set" if settings.api_token else "loopback clients only (no LEADHUB_API_TOKEN)"
+    rules_later = "" if settings.rules_dir.is_dir() else " (not there yet: its rules load once it is created)"
+    processes = f"{settings.workers} process{'es' if settings.workers > 1 else ''}"
+    lines = [
+        f"configuration OK: {config.source or 'no file, defaults'}"
+        + (f" (overridden by {', '.join(overrides)})" if overrides else ""),
+        f"  database    {redact_urls(settings.effective_database_url)}",
+        f"  queue       {queue}",
+        f"  http        {settings.http_host}:{settings.http_port}, roles {', '.join(settings.roles)}, {processes}",
+        f"  api         {api}",
+        "  smtp        " + (redact_urls(smtp) if smtp else "not set: send_email actions fail until it is"),
+        f"  rules       {settings.rules_dir}{rules_later}",
+        f"  connectors  {len(config.connectors) or 'none'}",
+    ]
+    rows = [(c.name, c.type) for c in config.connectors]  # type: ignore[attr-defined]
+    width = max((len(name) for name, _ in rows), default=0)
+    type_width = max((len(kind) for _, kind in rows), default=0)
+    for name, kind in rows:
+        takes = f"POST /hooks/{name}" if hasattr(CONNECTOR_TYPES[kind], "handle") else "pulls on its own schedule"
+        lines.append(f"    {name:<{width}}  {kind:<{type_width}}  {takes}")
+    return lines
