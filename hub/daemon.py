@@ -351,7 +351,7 @@ class Hub:
         )
         stats.on_outcome = lambda outcome, n: m.processed.labels(outcome).inc(n)
         stats.on_events = m.outbox_written.inc
-        stats.on_pending = m.pipeline_pending.set
+        stats.on_pending = lambda n: (m.pipeline_pending.set(n), n == 0 and m.pipeline_lag.set(0))
         stats.on_store_error = lambda kind: m.store_errors.labels("pipeline", kind).inc()
         wake = self.relay.wake if self.relay else (lambda: None)
         return InboundConsumer(

@@ -68,7 +68,7 @@ class Metrics:
         )
         self.pipeline_lag = Gauge(
             "leadhub_pipeline_lag_seconds",
-            "Age of the newest envelope at the time it was committed",
+            "Age of the newest envelope at the time it was committed; 0 once nothing waits (checked every 5 s)",
             registry=r,
             multiprocess_mode=LIVE_MAX,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.conftest import RunningHub
+from tests.helpers import wait_for
 
 
 async def _post(hub: RunningHub, body: dict) -> str:
@@ -161,3 +162,19 @@ async def test_a_list_refuses_a_parameter_it_does_not_take_or_one_given_twice(fo
         ("/api/actions", {"rule_id": "x", "status": "failed"}),
     ]:
         assert "items" in await form_hub.api(path, limit=5, **params), path
+
+
+async def test_pipeline_lag_goes_back_to_zero_once_nothing_waits(form_hub: RunningHub) -> None:
+    """The gauge was set only when a batch committed: after a backlog drained it kept the last batch's age for
+    as long as no new item came, and an alert on it fired over an idle pipeline."""
+    await _post(form_hub, {"name": "Lag", "phone": "+79161110000"})
+    await form_hub.wait_items("/api/inquiries", 1)
+    form_hub.hub.metrics.pipeline_lag.set(600)  # what a drained backlog's last batch leaves behind
+
+    async def lag_is_zero() -> bool:
+        async with form_hub.session.get(form_hub.url("/metrics")) as response:
+            text = await response.text()
+        [line] = [x for x in text.splitlines() if x.startswith("leadhub_pipeline_lag_seconds ")]
+        return float(line.split()[1]) == 0
+
+    await wait_for(lag_is_zero, timeout=20, what="the lag gauge to go back to 0 with nothing pending")
