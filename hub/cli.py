@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -140,20 +142,29 @@ def db_status(config: ConfigOption = None) -> None:
     raise typer.Exit(status.exit_code)
 
 
+@contextlib.contextmanager
+def _backup_refusals() -> Iterator[None]:
+    """A backup or restore that did not happen: its one-line reason and exit status, no traceback."""
+    from leadhub.hub.db_backup import BackupError
+
+    try:
+        yield
+    except BackupError as exc:
+        typer.echo(f"leadhub: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+
+
 @db_app.command("backup")
 def db_backup(
     target: Annotated[Path, typer.Argument(help="the backup file to write (never overwritten)")],
     config: ConfigOption = None,
 ) -> None:
     """Copy the SQLite database to FILE, consistent while the daemon runs (PostgreSQL: use pg_dump)."""
-    from leadhub.hub.db_backup import BackupError, backup_sqlite
+    from leadhub.hub.db_backup import backup_sqlite
 
     loaded = _load(config)
-    try:
+    with _backup_refusals():
         done = backup_sqlite(loaded.settings.effective_database_url, target)
-    except BackupError as exc:
-        typer.echo(f"leadhub: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
     schema = ", ".join(done.revisions) or "no leadhub tables"
     typer.echo(f"backed up {done.source} to {done.target}: {done.size:,} bytes, schema {schema}, integrity checked")
 
@@ -164,15 +175,11 @@ def db_restore(
     config: ConfigOption = None,
 ) -> None:
     """Put a backup in place of the SQLite database (the daemon stopped); the replaced one is kept beside it."""
-    from leadhub.hub.db_backup import BackupError
     from leadhub.hub.db_restore import restore_sqlite
 
     loaded = _load(config)
-    try:
+    with _backup_refusals():
         done = restore_sqlite(loaded.settings.effective_database_url, backup)
-    except BackupError as exc:
-        typer.echo(f"leadhub: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
     kept = f"; the database it replaced is kept as {done.kept}" if done.kept else ""
     typer.echo(f"restored {backup} to {done.database} (schema {', '.join(done.revisions)}){kept}")
 

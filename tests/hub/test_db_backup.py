@@ -16,8 +16,9 @@ from tests.helpers import run_leadhub
 sqlite_only = pytest.mark.skipif(bool(PG_ADMIN_URL), reason="copies a SQLite file; PostgreSQL has pg_dump")
 
 
-def _backup(target: Path, url: str, cwd: Path):  # type: ignore[no-untyped-def]
-    return run_leadhub("db", "backup", str(target), cwd=cwd, env={"LEADHUB_DATABASE_URL": url})
+def _db(command: str, file: Path, url: str, cwd: Path):  # type: ignore[no-untyped-def]
+    """`leadhub db backup|restore FILE` on the database `url`."""
+    return run_leadhub("db", command, str(file), cwd=cwd, env={"LEADHUB_DATABASE_URL": url})
 
 
 @sqlite_only
@@ -44,7 +45,7 @@ async def test_a_backup_taken_while_forms_arrive_is_whole_checked_and_usable(
     backups.mkdir()
     target = backups / "leadhub-1.db"
     try:
-        done = await asyncio.to_thread(_backup, target, database_url, tmp_path)
+        done = await asyncio.to_thread(_db, "backup", target, database_url, tmp_path)
     finally:
         stop.set()
         await writer
@@ -67,7 +68,7 @@ async def test_a_backup_taken_while_forms_arrive_is_whole_checked_and_usable(
     assert status.returncode == 0 and "up to date" in status.stdout
 
     before = hashlib.sha256(target.read_bytes()).hexdigest()
-    again = await asyncio.to_thread(_backup, target, database_url, tmp_path)
+    again = await asyncio.to_thread(_db, "backup", target, database_url, tmp_path)
     assert again.returncode == 1 and f"{target} exists; a backup never overwrites a file" in again.stderr
     assert hashlib.sha256(target.read_bytes()).hexdigest() == before
 
@@ -75,18 +76,18 @@ async def test_a_backup_taken_while_forms_arrive_is_whole_checked_and_usable(
 @sqlite_only
 def test_nothing_to_back_up_or_nowhere_to_put_it_is_one_line(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'none' / 'leadhub.db'}"
-    missing = _backup(tmp_path / "b.db", url, tmp_path)
+    missing = _db("backup", tmp_path / "b.db", url, tmp_path)
     assert missing.returncode == 1 and "none/leadhub.db: no such file yet" in missing.stderr
     assert not (tmp_path / "none").exists() and not (tmp_path / "b.db").exists()
     sqlite3.connect(tmp_path / "real.db").close()
-    nowhere = _backup(tmp_path / "no-dir" / "b.db", f"sqlite+aiosqlite:///{tmp_path / 'real.db'}", tmp_path)
+    nowhere = _db("backup", tmp_path / "no-dir" / "b.db", f"sqlite+aiosqlite:///{tmp_path / 'real.db'}", tmp_path)
     assert nowhere.returncode == 1 and "no-dir is not a directory" in nowhere.stderr
     assert "Traceback" not in missing.stderr + nowhere.stderr
 
 
 async def test_a_postgresql_database_is_pointed_to_pg_dump(database_url: str, tmp_path: Path) -> None:
     url = database_url if PG_ADMIN_URL else "postgresql+asyncpg://leadhub:pw@127.0.0.1:5432/leadhub"
-    run = await asyncio.to_thread(_backup, tmp_path / "b.db", url, tmp_path)
+    run = await asyncio.to_thread(_db, "backup", tmp_path / "b.db", url, tmp_path)
     assert run.returncode == 2 and "is not SQLite; use PostgreSQL's own tools, e.g. `pg_dump" in run.stderr
     assert ":pw@" not in run.stderr and not (tmp_path / "b.db").exists()
 
@@ -99,10 +100,6 @@ def _inquiries(path: Path) -> int:
         connection.close()
 
 
-def _restore(backup: Path, url: str, cwd: Path):  # type: ignore[no-untyped-def]
-    return run_leadhub("db", "restore", str(backup), cwd=cwd, env={"LEADHUB_DATABASE_URL": url})
-
-
 @sqlite_only
 async def test_restore_refuses_a_database_in_use_then_puts_the_backup_in_place_and_keeps_the_old_one(
     make_hub: HubFactory, database_url: str, tmp_path: Path
@@ -111,23 +108,23 @@ async def test_restore_refuses_a_database_in_use_then_puts_the_backup_in_place_a
     hub = await make_hub(form)
     for n in range(5):
         if n == 3:
-            backed_up = await asyncio.to_thread(_backup, tmp_path / "three.db", database_url, tmp_path)
+            backed_up = await asyncio.to_thread(_db, "backup", tmp_path / "three.db", database_url, tmp_path)
             assert backed_up.returncode == 0, backed_up.stderr
         async with hub.session.post(hub.url("/hooks/site-form"), json={"phone": f"+7916200{n:04d}"}) as response:
             assert response.status == 202
         await hub.wait_items("/api/inquiries", n + 1)
     database = Path(database_url.removeprefix("sqlite+aiosqlite:///"))
 
-    in_use = await asyncio.to_thread(_restore, tmp_path / "three.db", database_url, tmp_path)
+    in_use = await asyncio.to_thread(_db, "restore", tmp_path / "three.db", database_url, tmp_path)
     assert in_use.returncode == 1 and f"{database} is in use" in in_use.stderr, in_use.stderr
     assert "nothing changed" in in_use.stderr
     assert len((await hub.api("/api/inquiries"))["items"]) == 5
     (tmp_path / "junk.db").write_bytes(b"not a database at all" * 100)
-    junk = await asyncio.to_thread(_restore, tmp_path / "junk.db", database_url, tmp_path)
+    junk = await asyncio.to_thread(_db, "restore", tmp_path / "junk.db", database_url, tmp_path)
     assert junk.returncode == 1 and "junk.db is not a SQLite database leadhub can restore" in junk.stderr
     await hub.hub.stop()
 
-    restored = await asyncio.to_thread(_restore, tmp_path / "three.db", database_url, tmp_path)
+    restored = await asyncio.to_thread(_db, "restore", tmp_path / "three.db", database_url, tmp_path)
     assert restored.returncode == 0, restored.stderr
     kept = next(database.parent.glob(f"{database.name}.before-restore-*"))
     assert f"the database it replaced is kept as {kept}" in restored.stdout
@@ -152,6 +149,6 @@ def test_a_backup_from_a_newer_release_is_not_restored(tmp_path: Path) -> None:
     connection.commit()
     connection.close()
     url = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'leadhub.db'}"
-    run = _restore(newer, url, tmp_path)
+    run = _db("restore", newer, url, tmp_path)
     assert run.returncode == 3 and "database schema 0099 is newer than this release" in run.stderr
     assert not (tmp_path / "data").exists()
