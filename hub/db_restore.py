@@ -41,7 +41,7 @@ def restore_sqlite(url: str, backup: Path) -> Restore:
         kept = _free_name(database.with_name(f"{database.name}.before-restore-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"))
         holder = _lock_unused(database)
         try:
-            os.rename(database, kept)  # the lock holder keeps the old file open: nobody can open it meanwhile
+            os.rename(database, kept)  # under the exclusive lock: no other connection reads or writes it meanwhile
             os.rename(incoming, database)
         finally:
             holder.close()
@@ -102,13 +102,17 @@ def _copy(backup: Path, incoming: Path, mode: int) -> None:
 
 
 def _lock_unused(database: Path) -> sqlite3.Connection:
-    """A connection holding the database exclusively, its WAL folded into the file; BackupError if it is in use."""
+    """A connection holding the database exclusively, its WAL folded into the file; BackupError if it is in use.
+
+    In WAL mode an exclusive lock can only be had while no other connection has the database open at all.
+    """
     connection = sqlite3.connect(database, timeout=0, isolation_level=None)
     try:
         connection.execute("PRAGMA locking_mode=EXCLUSIVE")
         connection.execute("BEGIN EXCLUSIVE")
         connection.execute("COMMIT")  # the lock stays: exclusive locking mode keeps it until the connection closes
-        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        # The WAL folded into the file, which leaves WAL mode: the kept copy is one self-contained file.
+        connection.execute("PRAGMA journal_mode=DELETE")
     except sqlite3.OperationalError as exc:
         connection.close()
         raise BackupError(

@@ -152,3 +152,37 @@ def test_a_backup_from_a_newer_release_is_not_restored(tmp_path: Path) -> None:
     run = _db("restore", newer, url, tmp_path)
     assert run.returncode == 3 and "database schema 0099 is newer than this release" in run.stderr
     assert not (tmp_path / "data").exists()
+
+
+@sqlite_only
+def test_restore_keeps_the_commits_a_crashed_daemon_left_in_the_wal(tmp_path: Path) -> None:
+    """A daemon killed hard leaves commits in `leadhub.db-wal` only; moved aside without them they would be lost."""
+    live = tmp_path / "live"
+    live.mkdir()
+    writer = sqlite3.connect(live / "leadhub.db")
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")  # every commit stays in the WAL
+    writer.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+    writer.executemany("INSERT INTO alembic_version VALUES (?)", [(r,) for r in sorted(MIGRATION_HEADS)])
+    writer.execute("CREATE TABLE inquiry (id TEXT)")
+    writer.executemany("INSERT INTO inquiry VALUES (?)", [(str(n),) for n in range(7)])
+    writer.commit()
+    crashed = tmp_path / "data"
+    crashed.mkdir()
+    for suffix in ("", "-wal"):  # the files as a SIGKILL leaves them: the commits are in the WAL only
+        (crashed / f"leadhub.db{suffix}").write_bytes((live / f"leadhub.db{suffix}").read_bytes())
+    writer.close()
+    assert (crashed / "leadhub.db-wal").stat().st_size > 0
+    backup = tmp_path / "backup.db"
+    copy = sqlite3.connect(backup)
+    copy.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+    copy.executemany("INSERT INTO alembic_version VALUES (?)", [(r,) for r in sorted(MIGRATION_HEADS)])
+    copy.execute("CREATE TABLE inquiry (id TEXT)")
+    copy.commit()
+    copy.close()
+
+    run = _db("restore", backup, f"sqlite+aiosqlite:///{crashed / 'leadhub.db'}", tmp_path)
+    assert run.returncode == 0, run.stderr
+    [kept] = crashed.glob("leadhub.db.before-restore-*")
+    assert sorted(p.name for p in crashed.iterdir()) == ["leadhub.db", kept.name]  # no WAL left, of either
+    assert _inquiries(kept) == 7 and _inquiries(crashed / "leadhub.db") == 0
