@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadhub.ids import new_id
 from leadhub.store.models import DeadLetter
+from leadhub.store.queries import Page, _page
 
 dead_t = DeadLetter.__table__
 
@@ -63,6 +64,14 @@ async def list_open(
     if not include_resolved:
         query = query.where(dead_t.c.resolved_at.is_(None))
     return (await conn.execute(query)).all()
+
+
+async def list_page(conn: AsyncConnection, *, resolved: bool | None, cursor: str | None, limit: int) -> Page:
+    """Newest first, without payloads and headers (`get` reads one whole); `resolved` None lists both kinds."""
+    query = select(*(c for c in dead_t.c if c.name not in ("payload", "headers")))
+    if resolved is not None:
+        query = query.where(dead_t.c.resolved_at.is_not(None) if resolved else dead_t.c.resolved_at.is_(None))
+    return await _page(conn, query, [dead_t.c.id], cursor, limit, scope=("dead_letters", resolved))
 
 
 async def open_ids(conn: AsyncConnection, after: str | None, limit: int) -> list[str]:

@@ -310,3 +310,48 @@ async def test_dead_show_prints_one_dead_letter_whole_and_raw_gives_its_exact_by
 
     missing = await asyncio.to_thread(_cli, "dead", "show", "nope", config=config, tmp_path=tmp_path)
     assert missing.returncode == 1 and "no dead letter with id 'nope'" in missing.stderr
+
+
+async def test_dead_letters_over_the_api_list_show_download_and_replay(make_hub: HubFactory) -> None:
+    hub = await make_hub([FORM])
+    envelope = Envelope(
+        key="form:old-form:idem:api", channel="form", connector="old-form",
+        payload='{"name": "Пётр", "email": "petr@example.com"}'.encode(), content_type="application/json",
+    )  # fmt: skip
+    await hub.hub.queue.publish_envelope(envelope)
+    [dead] = await wait_for(lambda: _dead_letters(hub), timeout=30, what="a dead letter")
+
+    listed = (await hub.api("/api/dead-letters"))["items"]
+    assert [d["id"] for d in listed] == [dead.id] and "payload" not in listed[0] and "headers" not in listed[0]
+    assert "connector 'old-form' is not configured" in listed[0]["reason"] and listed[0]["resolved_at"] is None
+    shown = await hub.api(f"/api/dead-letters/{dead.id}")
+    assert shown["payload_text"] == envelope.payload.decode() and shown["payload_size"] == len(envelope.payload)
+    assert shown["headers"]["Leadhub-Key"] == envelope.key
+    async with hub.session.get(hub.url(f"/api/dead-letters/{dead.id}/payload")) as response:
+        assert response.status == 200 and await response.read() == envelope.payload
+        assert response.content_type == "application/octet-stream"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Content-Disposition"] == f'attachment; filename="{dead.id}.bin"'
+
+    async with hub.session.post(hub.url(f"/api/dead-letters/{dead.id}/replay")) as response:
+        body = await response.json()
+        assert response.status == 422 and body["error"] == "replay_failed", body
+        assert "connector 'old-form' is not configured" in body["detail"]
+    assert (await hub.api(f"/api/dead-letters/{dead.id}"))["replays"] == 1
+
+    fixed = await make_hub([FORM, {"name": "old-form", "type": "form"}])  # the admin configured the connector
+    async with fixed.session.post(fixed.url(f"/api/dead-letters/{dead.id}/replay")) as response:
+        assert response.status == 200 and await response.json() == {"id": dead.id, "resolved": True}
+    [lead] = await fixed.wait_items("/api/leads", 1)
+    assert (await fixed.api(f"/api/inquiries/{envelope.id}"))["lead_id"] == lead["id"]
+    async with fixed.session.post(fixed.url(f"/api/dead-letters/{dead.id}/replay")) as response:
+        assert response.status == 409 and (await response.json())["error"] == "already_resolved"
+    assert [d["id"] for d in (await fixed.api("/api/dead-letters", resolved="true"))["items"]] == [dead.id]
+    assert (await fixed.api("/api/dead-letters", resolved="false"))["items"] == []
+
+    for method, path in [("GET", "/api/dead-letters/nope"), ("GET", "/api/dead-letters/nope/payload"),
+                         ("POST", "/api/dead-letters/nope/replay")]:  # fmt: skip
+        async with fixed.session.request(method, fixed.url(path)) as response:
+            assert response.status == 404, path
+    async with fixed.session.get(fixed.url("/api/dead-letters"), params={"reason": "x"}) as response:
+        assert response.status == 400 and "this list takes cursor, limit, resolved" in (await response.json())["detail"]

@@ -1,0 +1,62 @@
+"""Replaying a dead letter through the intake pipeline, for `leadhub dead replay` and `POST /api/dead-letters/…`.
+
+Replaying is idempotent: an envelope whose key is already stored changes nothing. The outcome is recorded on the
+dead letter (its replays, and its new reason when it fails again) either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from leadhub.envelope import Envelope
+from leadhub.hub.config import Settings
+from leadhub.pipelines.intake import IntakePipeline
+from leadhub.pipelines.model import SourceSpec
+from leadhub.store import dead_letters
+
+
+@dataclass(frozen=True)
+class ReplayOutcome:
+    id: str
+    resolved: bool
+    reason: str | None = None  # why it failed again (or was not replayed)
+    missing: bool = False  # no dead letter has this id
+
+    @property
+    def result(self) -> str:
+        if self.missing:
+            return "not found"
+        return "resolved" if self.resolved else f"failed again: {self.reason}"
+
+
+def replay_pipeline(engine: AsyncEngine, settings: Settings, connectors: Iterable[Any]) -> IntakePipeline:
+    """The intake pipeline as the daemon runs it, for the configured `connectors`."""
+    sources = {c.name: SourceSpec(c.type, c.model_dump(mode="json")) for c in connectors}
+    return IntakePipeline(engine, sources, default_region=settings.default_region, policy=settings.identity_policy)
+
+
+async def replay_by_id(engine: AsyncEngine, pipeline: IntakePipeline, dead_id: str) -> ReplayOutcome | None:
+    """One dead letter, read when its turn comes (payloads can be up to the queue's largest message each); None
+    when there is no such dead letter."""
+    async with engine.connect() as conn:
+        row = await dead_letters.get(conn, dead_id)
+    return None if row is None else await replay_one(engine, pipeline, row)
+
+
+async def replay_one(engine: AsyncEngine, pipeline: IntakePipeline, row: Any) -> ReplayOutcome:
+    if row.source != "inbound":
+        return ReplayOutcome(row.id, False, f"replay of {row.source!r} dead letters is not supported")
+    reason = None
+    try:
+        envelope = Envelope.from_message(row.headers, row.payload)
+        await pipeline.store([pipeline.prepare(envelope)])
+    except Exception as exc:  # recorded on the dead letter; the operator sees it in `dead list`
+        reason = f"{exc}"
+    async with engine.begin() as conn:
+        await dead_letters.record_replay(conn, row.id, datetime.now(UTC), resolved=reason is None, reason=reason)
+    return ReplayOutcome(row.id, reason is None, reason)
