@@ -1,4 +1,5 @@
-"""The `leadhub` command line: run the daemon, migrate, dead letters, rules, retry of trigger runs, contact unmerge."""
+"""The `leadhub` command line: run the daemon, check its configuration, the database (migrate, status, backup,
+restore), dead letters, rules, retry of trigger runs, contact unmerge."""
 
 from __future__ import annotations
 
