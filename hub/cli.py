@@ -111,12 +111,14 @@ def run(
 
 @config_app.command("check")
 def config_check(config: ConfigOption = None) -> None:
-    """Validate the configuration and say what it adds up to (database, queue, connectors), starting nothing;
-    exit 2 when it is invalid. Secrets are not shown."""
+    """Validate the configuration and say what it adds up to (database, queue, connectors, rules), starting nothing;
+    exit 2 when it is invalid, 1 when rule files have problems. Secrets are not shown."""
     from leadhub.hub.config_check import describe
 
     loaded = _load(config)
-    typer.echo("\n".join(describe(loaded)))
+    report = describe(loaded)
+    typer.echo("\n".join(report.lines))
+    raise typer.Exit(1 if report.rule_problems else 0)
 
 
 @db_app.command("upgrade")

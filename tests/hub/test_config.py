@@ -159,6 +159,17 @@ def test_config_check_says_what_the_configuration_adds_up_to_without_secrets_or_
     ]
     assert "Secret" not in run.stdout + run.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["leadhub.yaml"]  # nothing started, nothing created
+    assert "  rules       rules: not there yet (its rules load once it is created)" in lines
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "ok.yaml").write_text("rules:\n  - {id: a, on: order.completed, do: [{create_task: {title: t}}]}\n")
+    fine = run_leadhub("config", "check", cwd=tmp_path, env=env)
+    assert fine.returncode == 0 and "  rules       rules: 1 rules in 1 files" in fine.stdout.splitlines()
+    (rules / "bad.yaml").write_text("rules:\n  - {id: b, on: order.completed, do: [{send_mail: {}}]}\n")
+    broken = run_leadhub("config", "check", cwd=tmp_path, env=env)
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    assert "rules: 1 rules in 2 files; 1 problem, skipped at load (`leadhub rules check` lists them)" in broken.stdout
 
     (tmp_path / "leadhub.yaml").write_text("connectors:\n  - {name: site-form, type: from}\n")
     invalid = run_leadhub("config", "check", cwd=tmp_path)
