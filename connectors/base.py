@@ -53,6 +53,14 @@ class ConnectorConfig(BaseModel):
     type: str
 
 
+@dataclass(frozen=True)
+class CheckResult:
+    """One line of `leadhub connectors check`: a pull connector reached its source (or why not)."""
+
+    ok: bool
+    text: str
+
+
 class HookError(Exception):
     """A webhook request answered with a 4xx; `reason` is a short code used in metrics."""
 

@@ -14,10 +14,11 @@ from typing import Any, ClassVar
 
 import structlog
 
-from leadhub.connectors.base import ConnectorContext, Stop
+from leadhub.connectors.base import CheckResult, ConnectorContext, Stop
 from leadhub.connectors.imap_config import ImapConfig
 from leadhub.connectors.imap_folder import FolderWorker
 from leadhub.connectors.imap_oauth import TokenProvider
+from leadhub.connectors.imap_session import ImapSession
 from leadhub.error_text import brief
 from leadhub.store.leases import Lease, try_lease
 
@@ -41,6 +42,12 @@ class ImapConnector:
         self.workers: list[FolderWorker] = []
         self.folder_status: dict[str, dict[str, Any]] = {}
         self._stopping = asyncio.Event()
+
+    @classmethod
+    async def check(cls, config: ImapConfig) -> list[CheckResult]:
+        """Log in and select each folder as the connector will, read-only (`leadhub connectors check`)."""
+        tokens = TokenProvider(config.oauth2) if config.oauth2 is not None else None
+        return [await asyncio.to_thread(_check_folder, config, folder, tokens) for folder in config.folders]
 
     async def start(self) -> Stop:
         task = asyncio.create_task(self._run(), name=f"imap:{self.config.name}")
@@ -137,3 +144,20 @@ def summarize(folders: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "error": "; ".join(errors) or None,
         "folders": {folder: dict(s) for folder, s in folders.items()},
     }
+
+
+def _check_folder(config: ImapConfig, folder: str, tokens: TokenProvider | None) -> CheckResult:
+    session = ImapSession(config.model_copy(update={"post_action": "none"}), folder, tokens)  # select read-only
+    try:
+        info = session.open()
+    except Exception as exc:
+        return CheckResult(False, f"{folder}: {brief(exc)}")
+    finally:
+        with contextlib.suppress(Exception):
+            session.close()
+    features = ", ".join(name for name, has in (("IDLE", info.idle), ("MOVE", info.move)) if has) or "no IDLE"
+    return CheckResult(
+        True,
+        f"{folder}: logged in to {config.host}:{config.effective_port} as {config.username}; "
+        f"{info.exists} messages; {features}",
+    )

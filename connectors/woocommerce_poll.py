@@ -24,7 +24,7 @@ import aiohttp
 import structlog
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 
-from leadhub.connectors.base import ConnectorConfig, ConnectorContext, Stop
+from leadhub.connectors.base import CheckResult, ConnectorConfig, ConnectorContext, Stop
 from leadhub.connectors.failure_reason import failure_reason, in_store
 from leadhub.connectors.shop_common import check_status_map
 from leadhub.connectors.woocommerce_api import OrdersApi, PollError, modified_time
@@ -34,6 +34,7 @@ from leadhub.envelope import Envelope
 from leadhub.error_text import brief
 from leadhub.store.connector_state import load_state, save_state
 from leadhub.store.leases import Lease, try_lease
+from leadhub.url_redaction import redact_urls
 
 log = structlog.get_logger("leadhub.connectors.woocommerce_poll")
 STATE_KEY = "orders"
@@ -115,6 +116,22 @@ class WooCommercePollConnector:
             config.per_page,
         )
         self._stopping = asyncio.Event()
+
+    @classmethod
+    async def check(cls, config: WooCommercePollConfig) -> list[CheckResult]:
+        """One read of the orders API with the connector's key, as a poll does (`leadhub connectors check`)."""
+        base_url = str(config.url).rstrip("/")
+        api = OrdersApi(
+            base_url, config.consumer_key.get_secret_value(), config.consumer_secret.get_secret_value(), config.auth, 1
+        )
+        timeout = aiohttp.ClientTimeout(total=config.timeout.total_seconds())
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                page = await api.page(session, datetime.now(UTC) - timedelta(days=1), 1)
+        except Exception as exc:  # the query may hold the key and secret (auth: query): never in the text
+            return [CheckResult(False, redact_urls(f"{base_url}: {brief(exc)}"))]
+        recent = "an order was modified in the last day" if page.orders else "no order was modified in the last day"
+        return [CheckResult(True, f"{base_url}: the orders API answers with the key; {recent}")]
 
     async def start(self) -> Stop:
         task = asyncio.create_task(self._run(), name=f"woocommerce-poll:{self.config.name}")

@@ -1,5 +1,5 @@
-"""The `leadhub` command line: run the daemon, check its configuration, the database (migrate, status, backup,
-restore), dead letters, rules, retry of trigger runs, contact unmerge."""
+"""The `leadhub` command line: run the daemon, check its configuration and connectors, the database (migrate,
+status, backup, restore), dead letters, rules, retry of trigger runs, contact unmerge."""
 
 from __future__ import annotations
 
@@ -26,8 +26,10 @@ dead_app = typer.Typer(help="Dead letters: items that could not be processed.", 
 contacts_app = typer.Typer(help="Contacts: take back a wrong merge.", no_args_is_help=True)
 actions_app = typer.Typer(help="Trigger runs (rule actions): run failed ones again.", no_args_is_help=True)
 config_app = typer.Typer(help="Configuration: check it before a (re)start.", no_args_is_help=True)
+connectors_app = typer.Typer(help="Connectors: check that they reach their sources.", no_args_is_help=True)
 app.add_typer(actions_app, name="actions")
 app.add_typer(config_app, name="config")
+app.add_typer(connectors_app, name="connectors")
 app.add_typer(db_app, name="db")
 app.add_typer(contacts_app, name="contacts")
 app.add_typer(dead_app, name="dead")
@@ -119,6 +121,27 @@ def config_check(config: ConfigOption = None) -> None:
     report = describe(loaded)
     typer.echo("\n".join(report.lines))
     raise typer.Exit(1 if report.rule_problems else 0)
+
+
+@connectors_app.command("check")
+def connectors_check(
+    names: Annotated[list[str] | None, typer.Argument(help="connector names (default: all)")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Log in to each pull connector's source as the daemon will (an IMAP folder selected read-only, one read of a
+    shop's API), changing nothing; webhook connectors are listed with their route. Exit 1 when one fails."""
+    from leadhub.hub.connectors_check import check_connectors
+
+    loaded = _load(config)
+    known = [c.name for c in loaded.connectors]
+    if unknown := [n for n in names or [] if n not in known]:
+        configured = ", ".join(known) or "none"
+        typer.echo(f"leadhub: no connector named {', '.join(map(repr, unknown))}; configured: {configured}", err=True)
+        raise typer.Exit(2)
+    chosen = [c for c in loaded.connectors if not names or c.name in names]
+    lines, failed = asyncio.run(check_connectors(chosen))
+    typer.echo("\n".join(lines) if lines else "no connectors configured")
+    raise typer.Exit(1 if failed else 0)
 
 
 @db_app.command("upgrade")
