@@ -23,7 +23,7 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 dead_app = typer.Typer(help="Dead letters: items that could not be processed.", no_args_is_help=True)
-contacts_app = typer.Typer(help="Contacts: take back a wrong merge.", no_args_is_help=True)
+contacts_app = typer.Typer(help="Contacts: merge by hand, keep apart, take back a merge.", no_args_is_help=True)
 actions_app = typer.Typer(help="Trigger runs (rule actions): run failed ones again.", no_args_is_help=True)
 config_app = typer.Typer(help="Configuration: check it before a (re)start.", no_args_is_help=True)
 connectors_app = typer.Typer(help="Connectors: check that they reach their sources.", no_args_is_help=True)
@@ -324,6 +324,45 @@ def contacts_unmerge(
         typer.echo(f"leadhub: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"restored contact {merge['merged_id']} (split from {merge['survivor_id']}; merge {merge['id']})")
+
+
+@contacts_app.command("merge")
+def contacts_merge(
+    merged_id: Annotated[str, typer.Argument(help="the contact that goes away")],
+    into: Annotated[str, typer.Option("--into", help="the contact that stays")],
+    config: ConfigOption = None,
+) -> None:
+    """Merge two contacts by hand (a review the rules left to a person); `contacts unmerge` takes it back."""
+    from leadhub.hub.contacts_cli import merge_contacts
+    from leadhub.store.contact_review import ReviewError
+
+    loaded = _load(config)
+    try:
+        with store_errors(loaded.settings.effective_database_url):
+            merge = asyncio.run(merge_contacts(loaded, merged_id, into))
+    except ReviewError as exc:
+        typer.echo(f"leadhub: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"merged contact {merged_id} into {into} (merge {merge['merge_id']})")
+
+
+@contacts_app.command("keep-apart")
+def contacts_keep_apart(
+    contact_id: Annotated[str, typer.Argument(help="a contact flagged for review")],
+    config: ConfigOption = None,
+) -> None:
+    """They are different people: clear the review flag of the contact and of the contacts its review names."""
+    from leadhub.hub.contacts_cli import keep_contacts_apart
+    from leadhub.store.contact_review import ReviewError
+
+    loaded = _load(config)
+    try:
+        with store_errors(loaded.settings.effective_database_url):
+            cleared = asyncio.run(keep_contacts_apart(loaded, contact_id))
+    except ReviewError as exc:
+        typer.echo(f"leadhub: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"review cleared: {', '.join(cleared)}")
 
 
 def _share(text: str | None) -> tuple[int, int] | None:

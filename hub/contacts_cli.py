@@ -1,4 +1,4 @@
-"""`leadhub contacts unmerge`: take back a wrong merge from the shell, as `POST /api/contacts/{id}/unmerge` does."""
+"""`leadhub contacts unmerge | merge | keep-apart`: a person's decisions on contacts, as the /api/contacts routes."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from leadhub.hub.config import HubConfig
-from leadhub.store import identity
-from leadhub.store.db import create_engine, upgrade
+from leadhub.store import contact_review, identity
+from leadhub.store.db import create_engine, require_heads, upgrade
 
 
 async def unmerge_contact(config: HubConfig, ident: str) -> dict[str, Any]:
@@ -17,5 +17,29 @@ async def unmerge_contact(config: HubConfig, ident: str) -> dict[str, Any]:
         await upgrade(engine)
         async with engine.begin() as conn:
             return await identity.unmerge(conn, ident, datetime.now(UTC))
+    finally:
+        await engine.dispose()
+
+
+async def merge_contacts(config: HubConfig, merged_id: str, survivor_id: str) -> dict[str, Any]:
+    """Raises contact_review.ReviewError when they cannot be merged."""
+    engine = create_engine(config.settings.effective_database_url, existing=True)
+    try:
+        await require_heads(engine)
+        async with engine.begin() as conn:
+            return await contact_review.merge_by_hand(
+                conn, merged_id, survivor_id, datetime.now(UTC), config.settings.identity_policy
+            )
+    finally:
+        await engine.dispose()
+
+
+async def keep_contacts_apart(config: HubConfig, contact_id: str) -> list[str]:
+    """Raises contact_review.ReviewError when the contact is missing or not flagged."""
+    engine = create_engine(config.settings.effective_database_url, existing=True)
+    try:
+        await require_heads(engine)
+        async with engine.begin() as conn:
+            return await contact_review.keep_apart(conn, contact_id, datetime.now(UTC))
     finally:
         await engine.dispose()

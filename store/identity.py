@@ -8,7 +8,8 @@ back the merge, not what came after it: columns changed since keep their value, 
 on both contacts, and rows recorded since stay with the survivor unless their lead goes back (store/merge_journal.py).
 
 Two contacts whose consent disagrees (one unsubscribed or withdrew consent, the other granted it) are
-never merged automatically: both are flagged for review instead, visible in the API.
+never merged automatically: both are flagged for review instead, visible in the API, until a person merges them
+by hand or keeps them apart (store/contact_review.py).
 """
 
 from __future__ import annotations
@@ -207,7 +208,8 @@ def flag_for_review(batch: Batch, contact_ids: Sequence[str], states: dict[str, 
         others = [c for c in contact_ids if c != contact_id]
         batch.reviews[contact_id] = {
             "reason": "consent_conflict",
-            "detail": "one inquiry names contacts whose consent disagrees; merge them by hand or leave them apart",
+            "detail": "one inquiry names contacts whose consent disagrees; merge them by hand (POST "
+            "/api/contacts/{id}/merge) or keep them apart (POST /api/contacts/{id}/keep-apart)",
             "with": others,
             "consent": {c: states[c] for c in contact_ids},
             "inquiry_id": inquiry_id,
@@ -262,8 +264,14 @@ async def merge(
     inquiry_id: str | None,
     now: datetime,
     policy: IdentityPolicy,
+    by_hand: bool = False,
 ) -> list[dict[str, Any]]:
-    """Move everything of `merged_id` to `survivor_id`, fold their open leads, and journal it; returns events."""
+    """Move everything of `merged_id` to `survivor_id`, fold their open leads, and journal it; returns events.
+
+    An opt-out wins: a `withdrawn` consent of the merged contact ends on the survivor (only a merge by hand can
+    meet one beside a `granted`: automatic merges refuse those). `by_hand` (a person decided, store/contact_review.py)
+    also clears both contacts' review flags. Both changes are journalled, so an unmerge takes them back.
+    """
     contacts = {
         row["id"]: dict(row)
         for row in (
@@ -289,12 +297,16 @@ async def merge(
             await conn.execute(update(table).where(table.c[key].in_(ids)).values(contact_id=survivor_id))
         moved[name] = ids
     fill = {name: merged[name] for name in FILLED if survivor[name] is None and merged[name] is not None}
+    if merged["consent"] == merge_journal.WITHDRAWN != survivor["consent"]:
+        fill["consent"] = merge_journal.WITHDRAWN
+    gone: dict[str, Any] = {"merged_into": survivor_id}
+    if by_hand:
+        fill |= {"review": None} if survivor["review"] is not None else {}
+        gone |= {"review": None} if merged["review"] is not None else {}
     journal["before"]["contact"][survivor_id] = {name: survivor[name] for name in [*fill, "updated_at"]}
-    journal["before"]["contact"][merged_id] = {"merged_into": None, "updated_at": merged["updated_at"]}
+    journal["before"]["contact"][merged_id] = {name: merged[name] for name in [*gone, "updated_at"]}
     await conn.execute(update(contact_t).where(contact_t.c.id == survivor_id).values(**fill, updated_at=now))
-    await conn.execute(
-        update(contact_t).where(contact_t.c.id == merged_id).values(merged_into=survivor_id, updated_at=now)
-    )
+    await conn.execute(update(contact_t).where(contact_t.c.id == merged_id).values(**gone, updated_at=now))
     # Contacts merged into `merged_id` earlier now point at the survivor too (no chains); journalled.
     earlier = list((await conn.execute(select(contact_t.c.id).where(contact_t.c.merged_into == merged_id))).scalars())
     for contact_id in earlier:
@@ -387,8 +399,11 @@ async def unmerge(conn: AsyncConnection, ident: str, now: datetime) -> dict[str,
             await conn.execute(update(table).where(table.c[key].in_(moved[name])).values(contact_id=merged_id))
     await _follow_leads(conn, moved.get("lead", []), found["survivor_id"], merged_id)
     set_by_merge = moved.get("columns_set")
+    pair = [found["survivor_id"], merged_id]
+    opted_out = await merge_journal.opted_out_since(conn, pair, set_by_merge)
     await merge_journal.restore_columns(conn, before, set_by_merge, now)
-    await merge_journal.keep_opt_out(conn, [found["survivor_id"], merged_id], set_by_merge, now)
+    if opted_out:
+        await merge_journal.withdraw_all(conn, pair, now)
     await conn.execute(update(merge_t).where(merge_t.c.id == found["id"]).values(undone_at=now))
     event = outbox_event(
         "contact.unmerged",

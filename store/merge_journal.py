@@ -80,33 +80,33 @@ def _still_as_merged(current: dict[str, Any], before: dict[str, Any], left: dict
     return back
 
 
-async def keep_opt_out(
-    conn: AsyncConnection,
-    contact_ids: list[str],
-    set_by_merge: dict[str, dict[str, dict[str, Any]]] | None,
-    now: datetime,
-) -> None:
-    """An opt-out either contact got after the merge (or, for an old journal, holds at all) ends on both."""
-    contact_t = TABLES["contact"]
-    current = await _current(conn, contact_t, contact_ids)
+async def opted_out_since(
+    conn: AsyncConnection, contact_ids: list[str], set_by_merge: dict[str, dict[str, dict[str, Any]]] | None
+) -> bool:
+    """Whether either contact got an opt-out after the merge (or, for an old journal, holds one at all). Asked
+    before `restore_columns`, which writes the rows and would make every one look written since the merge."""
+    current = await _current(conn, TABLES["contact"], contact_ids)
     merged_consent = {} if set_by_merge is None else set_by_merge.get("contact", {})
-    opted_out_since = [
-        c
-        for c in contact_ids
-        if c in current
+    return any(
+        c in current
         and current[c]["consent"] == WITHDRAWN
         and (
             set_by_merge is None
             or merged_consent.get(c, {}).get("consent") != WITHDRAWN
             or _written_since(current[c], merged_consent.get(c, {}))
         )
-    ]
-    if opted_out_since:
-        await conn.execute(
-            update(contact_t)
-            .where(contact_t.c.id.in_(contact_ids), contact_t.c.consent.is_distinct_from(WITHDRAWN))
-            .values(consent=WITHDRAWN, updated_at=now)
-        )
+        for c in contact_ids
+    )
+
+
+async def withdraw_all(conn: AsyncConnection, contact_ids: list[str], now: datetime) -> None:
+    """The opt-out ends on every one of the contacts: nobody can tell which of them it was about."""
+    contact_t = TABLES["contact"]
+    await conn.execute(
+        update(contact_t)
+        .where(contact_t.c.id.in_(contact_ids), contact_t.c.consent.is_distinct_from(WITHDRAWN))
+        .values(consent=WITHDRAWN, updated_at=now)
+    )
 
 
 def _written_since(current: dict[str, Any], left: dict[str, Any]) -> bool:

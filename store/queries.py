@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Select, String, Table, and_, cast, not_, select, tuple_
+from sqlalchemy import ColumnElement, DateTime, Select, String, Table, and_, cast, not_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadhub.store.models import Contact, ContactIdentifier, ContactMerge, Inquiry, Lead, Order
@@ -130,6 +130,12 @@ async def get_lead(conn: AsyncConnection, lead_id: str) -> dict[str, Any] | None
     return dict(row) | {"touches": [dict(t) for t in touches.mappings()]}
 
 
+def flagged_for_review() -> ColumnElement[bool]:
+    """Contacts a person must look at. One never flagged (or cleared) holds JSON null (the text `null`: the JSON
+    column stores None so), not SQL NULL."""
+    return and_(contact_t.c.review.is_not(None), cast(contact_t.c.review, String) != "null")
+
+
 async def list_contacts(
     conn: AsyncConnection,
     *,
@@ -148,8 +154,7 @@ async def list_contacts(
             query = query.where(contact_t.c.id.in_(owners))
     if not merged:
         query = query.where(contact_t.c.merged_into.is_(None))
-    # A contact never flagged holds JSON null (the text `null`: the JSON column stores None so), not SQL NULL.
-    flagged = and_(contact_t.c.review.is_not(None), cast(contact_t.c.review, String) != "null")
+    flagged = flagged_for_review()
     if review is True:
         query = query.where(flagged)
     elif review is False:

@@ -309,7 +309,7 @@ async def get_order(request: web.Request) -> web.Response:
 
 
 def routes() -> list[web.RouteDef]:
-    from leadhub.hub.http import dead_letters_api, rules_api  # they import helpers from this module
+    from leadhub.hub.http import contact_review_api, dead_letters_api, rules_api  # they import helpers from here
 
     return [
         web.get("/api/leads", list_leads),
@@ -324,4 +324,5 @@ def routes() -> list[web.RouteDef]:
         web.get("/api/orders/{id}", get_order),
         *rules_api.routes(),
         *dead_letters_api.routes(),
+        *contact_review_api.routes(),
     ]

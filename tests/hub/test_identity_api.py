@@ -16,9 +16,9 @@ from sqlalchemy import select
 
 from leadhub.pipelines.intake import IntakePipeline
 from leadhub.store.db import create_engine, upgrade
-from leadhub.store.models import ContactMerge, OutboxEvent
+from leadhub.store.models import Contact, ContactMerge, OutboxEvent
 from tests.conftest import RunningHub
-from tests.helpers import wait_for
+from tests.helpers import run_leadhub, wait_for
 from tests.store.envelopes import SOURCES, form
 
 
@@ -181,3 +181,86 @@ async def test_identity_settings_reach_the_pipeline(make_hub) -> None:  # type: 
     await hub.wait_items("/api/inquiries", 3)
     assert len(await hub.wait_items("/api/contacts", 2)) == 2
     assert len(await hub.wait_items("/api/leads", 3)) == 3
+
+
+async def _conflict(hub: RunningHub) -> tuple[str, str]:
+    """Two contacts one inquiry names whose consent disagrees: flagged for review. Returns (withdrawn, granted)."""
+    await post_form(hub, {"email": "a@x.example", "consent": "no"})
+    await post_form(hub, {"phone": "+79160001122", "consent": "yes"})
+    await hub.wait_items("/api/contacts", 2)
+    await post_form(hub, {"email": "a@x.example", "phone": "+79160001122"})
+    flagged = await hub.wait_items("/api/contacts", 2, review="true")
+    by_consent = {c["consent"]: c["id"] for c in flagged}
+    return by_consent["withdrawn"], by_consent["granted"]
+
+
+async def test_a_person_merges_flagged_contacts_by_hand_the_opt_out_wins_and_it_can_be_taken_back(
+    form_hub: RunningHub,
+) -> None:
+    """The review said "merge them by hand or leave them apart", and there was no way to do either."""
+    withdrawn, granted = await _conflict(form_hub)
+    async with form_hub.session.post(form_hub.url(f"/api/contacts/{withdrawn}/merge"), json={"into": granted}) as r:
+        assert r.status == 200, await r.text()
+        merge = await r.json()
+    assert merge["contact_id"] == granted and merge["merged_id"] == withdrawn
+    survivor = await form_hub.api(f"/api/contacts/{granted}")
+    assert survivor["consent"] == "withdrawn" and survivor["review"] is None  # an opt-out wins, the review is done
+    assert {i["kind"] for i in survivor["identifiers"]} == {"email", "phone"}
+    assert (await form_hub.api("/api/contacts", review="true"))["items"] == []
+    [merged_event] = await events(form_hub, "contact.merged")
+    assert merged_event["merged_id"] == withdrawn and merged_event["merge_id"] == merge["merge_id"]
+
+    for body, status in [({"into": granted}, 409), ({"into": "nope"}, 404), ({"to": granted}, 400)]:
+        async with form_hub.session.post(form_hub.url(f"/api/contacts/{withdrawn}/merge"), json=body) as r:
+            assert r.status == status, (body, await r.text())
+    async with form_hub.session.post(form_hub.url(f"/api/contacts/{granted}/merge"), json={"into": granted}) as r:
+        assert r.status == 409 and "cannot be merged into itself" in (await r.json())["detail"]
+
+    async with form_hub.session.post(form_hub.url(f"/api/contacts/{withdrawn}/unmerge")) as r:
+        assert r.status == 200, await r.text()
+    back = {c["id"]: c for c in (await form_hub.api("/api/contacts", review="true"))["items"]}
+    assert set(back) == {withdrawn, granted}  # the decision taken back: both wait for a person again
+    assert back[granted]["consent"] == "granted" and back[withdrawn]["consent"] == "withdrawn"
+
+
+async def test_a_person_keeps_flagged_contacts_apart(form_hub: RunningHub) -> None:
+    withdrawn, granted = await _conflict(form_hub)
+    async with form_hub.session.post(form_hub.url(f"/api/contacts/{granted}/keep-apart")) as r:
+        assert r.status == 200 and await r.json() == {"cleared": sorted([withdrawn, granted])}
+    assert (await form_hub.api("/api/contacts", review="true"))["items"] == []
+    assert len((await form_hub.api("/api/contacts", review="false"))["items"]) == 2
+    async with form_hub.session.post(form_hub.url(f"/api/contacts/{granted}/keep-apart")) as r:
+        assert r.status == 409 and "not flagged for review" in (await r.json())["detail"]
+    async with form_hub.session.post(form_hub.url("/api/contacts/nope/keep-apart")) as r:
+        assert r.status == 404
+
+
+def test_cli_merge_and_keep_apart(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'leadhub.db'}"
+
+    async def prepare() -> list[str]:
+        engine = create_engine(url)
+        await upgrade(engine)
+        pipeline = IntakePipeline(engine, SOURCES, default_region="RU")
+        at = datetime(2026, 11, 2, tzinfo=UTC)
+        bodies = ({"email": "b@x.example", "consent": "no"}, {"phone": "+79161230000", "consent": "yes"})
+        for n, body in enumerate(bodies):
+            await pipeline.store([pipeline.prepare(form(f"c{n}", at, **body))])
+        await pipeline.store([pipeline.prepare(form("link", at, email="b@x.example", phone="89161230000"))])
+        async with engine.connect() as conn:
+            flagged = list((await conn.execute(select(Contact.id).order_by(Contact.id))).scalars())
+        await engine.dispose()
+        return flagged
+
+    first, second = asyncio.run(prepare())
+    env = {"LEADHUB_DATABASE_URL": url, "LEADHUB_DATA_DIR": str(tmp_path)}
+    merged = run_leadhub("contacts", "merge", first, "--into", second, cwd=tmp_path, env=env)
+    assert merged.returncode == 0 and merged.stdout.startswith(f"merged contact {first} into {second} (merge "), (
+        merged.stderr
+    )
+    again = run_leadhub("contacts", "merge", first, "--into", second, cwd=tmp_path, env=env)
+    assert again.returncode == 1 and f"contact {first} was merged into {second} already" in again.stderr
+    undone = run_leadhub("contacts", "unmerge", first, cwd=tmp_path, env=env)
+    assert undone.returncode == 0, undone.stderr
+    apart = run_leadhub("contacts", "keep-apart", first, cwd=tmp_path, env=env)
+    assert apart.returncode == 0 and apart.stdout.strip() == f"review cleared: {', '.join(sorted([first, second]))}"

@@ -161,3 +161,27 @@ async def test_an_opt_out_the_merge_copied_goes_back_when_nothing_happened_since
     contacts = await unmerge(engine, merge)
     assert contacts[merge["survivor_id"]]["consent"] is None
     assert contacts[merge["merged_id"]]["consent"] == "withdrawn"
+
+
+async def test_an_opt_out_the_merge_copied_goes_back_with_a_clock_that_moves(engine: AsyncEngine) -> None:
+    """With the other tests' fixed clock the merge left `updated_at` as it found it. With a real one, putting the
+    merged contact's columns back rewrote its `updated_at` before the opt-out check, which then took the merged
+    contact's own old `withdrawn` for one received after the merge and withdrew the survivor's consent too."""
+
+    def at(hours: int) -> IntakePipeline:
+        clock = T0 + hours * HOUR
+        return IntakePipeline(engine, SOURCES, default_region="RU", policy=IdentityPolicy(), clock=lambda: clock)
+
+    await store(at(30), key="a", at=T0, name="Anna", email="anna@x.example", consent="yes")
+    await store(at(31), key="b", at=T0 + HOUR, phone="+79160001122", consent="no")
+    await store(at(32), key="link", at=T0 + 2 * HOUR, email="anna@x.example", phone="89160001122")
+    assert await table(engine, ContactMerge) == []  # consent conflict: flagged, not merged
+    await store(at(33), key="c", at=T0 + 3 * HOUR, name="Olga", email="olga@x.example")
+    await store(at(34), key="d", at=T0 + 4 * HOUR, phone="+79160003344", consent="no")
+    await store(at(35), key="link2", at=T0 + 5 * HOUR, email="olga@x.example", phone="89160003344")
+    (merge,) = await table(engine, ContactMerge)  # the survivor had no consent: it took `withdrawn` from the other
+    contacts = {c["id"]: c for c in await table(engine, Contact)}
+    assert contacts[merge["survivor_id"]]["consent"] == "withdrawn"
+    contacts = await unmerge(engine, merge)
+    assert contacts[merge["survivor_id"]]["consent"] is None
+    assert contacts[merge["merged_id"]]["consent"] == "withdrawn"
