@@ -169,15 +169,14 @@ def db_status(config: ConfigOption = None) -> None:
 
 
 @contextlib.contextmanager
-def _backup_refusals() -> Iterator[None]:
-    """A backup or restore that did not happen: its one-line reason and exit status, no traceback."""
-    from leadhub.hub.db_backup import BackupError
-
+def _refusals(*kinds: type[Exception]) -> Iterator[None]:
+    """A command that could not do what it was asked: its one-line reason, exit status 1 (or the error's own
+    `exit_code`), no traceback."""
     try:
         yield
-    except BackupError as exc:
+    except kinds as exc:
         typer.echo(f"leadhub: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
+        raise typer.Exit(getattr(exc, "exit_code", 1)) from None
 
 
 @db_app.command("backup")
@@ -186,10 +185,10 @@ def db_backup(
     config: ConfigOption = None,
 ) -> None:
     """Copy the SQLite database to FILE, consistent while the daemon runs (PostgreSQL: use pg_dump)."""
-    from leadhub.hub.db_backup import backup_sqlite
+    from leadhub.hub.db_backup import BackupError, backup_sqlite
 
     loaded = _load(config)
-    with _backup_refusals():
+    with _refusals(BackupError):
         done = backup_sqlite(loaded.settings.effective_database_url, target)
     schema = ", ".join(done.revisions) or "no leadhub tables"
     typer.echo(f"backed up {done.source} to {done.target}: {done.size:,} bytes, schema {schema}, integrity checked")
@@ -201,10 +200,11 @@ def db_restore(
     config: ConfigOption = None,
 ) -> None:
     """Put a backup in place of the SQLite database (the daemon stopped); the replaced one is kept beside it."""
+    from leadhub.hub.db_backup import BackupError
     from leadhub.hub.db_restore import restore_sqlite
 
     loaded = _load(config)
-    with _backup_refusals():
+    with _refusals(BackupError):
         done = restore_sqlite(loaded.settings.effective_database_url, backup)
     kept = f"; the database it replaced is kept as {done.kept}" if done.kept else ""
     typer.echo(f"restored {backup} to {done.database} (schema {', '.join(done.revisions)}){kept}")
@@ -317,12 +317,8 @@ def contacts_unmerge(
     from leadhub.store.identity import UnmergeError
 
     loaded = _load(config)
-    try:
-        with store_errors(loaded.settings.effective_database_url):
-            merge = asyncio.run(unmerge_contact(loaded, ident))
-    except UnmergeError as exc:
-        typer.echo(f"leadhub: {exc}", err=True)
-        raise typer.Exit(1) from None
+    with _refusals(UnmergeError), store_errors(loaded.settings.effective_database_url):
+        merge = asyncio.run(unmerge_contact(loaded, ident))
     typer.echo(f"restored contact {merge['merged_id']} (split from {merge['survivor_id']}; merge {merge['id']})")
 
 
@@ -337,12 +333,8 @@ def contacts_merge(
     from leadhub.store.contact_review import ReviewError
 
     loaded = _load(config)
-    try:
-        with store_errors(loaded.settings.effective_database_url):
-            merge = asyncio.run(merge_contacts(loaded, merged_id, into))
-    except ReviewError as exc:
-        typer.echo(f"leadhub: {exc}", err=True)
-        raise typer.Exit(1) from None
+    with _refusals(ReviewError), store_errors(loaded.settings.effective_database_url):
+        merge = asyncio.run(merge_contacts(loaded, merged_id, into))
     typer.echo(f"merged contact {merged_id} into {into} (merge {merge['merge_id']})")
 
 
@@ -356,12 +348,8 @@ def contacts_keep_apart(
     from leadhub.store.contact_review import ReviewError
 
     loaded = _load(config)
-    try:
-        with store_errors(loaded.settings.effective_database_url):
-            cleared = asyncio.run(keep_contacts_apart(loaded, contact_id))
-    except ReviewError as exc:
-        typer.echo(f"leadhub: {exc}", err=True)
-        raise typer.Exit(1) from None
+    with _refusals(ReviewError), store_errors(loaded.settings.effective_database_url):
+        cleared = asyncio.run(keep_contacts_apart(loaded, contact_id))
     typer.echo(f"review cleared: {', '.join(cleared)}")
 
 
