@@ -97,6 +97,11 @@ class WooCommercePollConfig(ConnectorConfig):
         return check_status_map(value)
 
 
+def _orders_api(config: WooCommercePollConfig, per_page: int) -> OrdersApi:
+    secrets = config.consumer_key.get_secret_value(), config.consumer_secret.get_secret_value()
+    return OrdersApi(str(config.url).rstrip("/"), *secrets, config.auth, per_page)
+
+
 class WooCommercePollConnector:
     """Polls on an interval until stopped; reports each poll's outcome under /readyz."""
 
@@ -108,22 +113,14 @@ class WooCommercePollConnector:
         self.config = config
         self.context = context
         self.base_url = str(config.url).rstrip("/")
-        self.api = OrdersApi(
-            self.base_url,
-            config.consumer_key.get_secret_value(),
-            config.consumer_secret.get_secret_value(),
-            config.auth,
-            config.per_page,
-        )
+        self.api = _orders_api(config, config.per_page)
         self._stopping = asyncio.Event()
 
     @classmethod
     async def check(cls, config: WooCommercePollConfig) -> list[CheckResult]:
         """One read of the orders API with the connector's key, as a poll does (`leadhub connectors check`)."""
-        base_url = str(config.url).rstrip("/")
-        api = OrdersApi(
-            base_url, config.consumer_key.get_secret_value(), config.consumer_secret.get_secret_value(), config.auth, 1
-        )
+        api = _orders_api(config, per_page=1)
+        base_url = api.base_url
         timeout = aiohttp.ClientTimeout(total=config.timeout.total_seconds())
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session:

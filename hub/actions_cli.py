@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadhub.hub.config import HubConfig
 from leadhub.store import triggers as trigger_store
-from leadhub.store.db import create_engine, require_heads
+from leadhub.store.db import engine_at_heads
 
 RETRY_PAGE = 100  # runs per transaction: `--all` over a huge table never holds one long lock
 
@@ -25,14 +25,10 @@ async def retry_actions(
     config: HubConfig, ids: Sequence[str], *, rule_id: str | None = None, action_type: str | None = None
 ) -> RetryReport:
     """Re-queue the failed runs named by `ids`, or when `ids` is empty every failed run (of the rule, of the type)."""
-    engine = create_engine(config.settings.effective_database_url, existing=True)
-    try:
-        await require_heads(engine)  # names no tables into a database given by mistake
+    async with engine_at_heads(config.settings.effective_database_url) as engine:  # no tables made by mistake
         if ids:
             return await _retry_named(engine, list(dict.fromkeys(ids)))
         return await _retry_all(engine, rule_id, action_type)
-    finally:
-        await engine.dispose()
 
 
 async def _retry_named(engine: AsyncEngine, ids: list[str]) -> RetryReport:

@@ -351,7 +351,13 @@ class Hub:
         )
         stats.on_outcome = lambda outcome, n: m.processed.labels(outcome).inc(n)
         stats.on_events = m.outbox_written.inc
-        stats.on_pending = lambda n: (m.pipeline_pending.set(n), n == 0 and m.pipeline_lag.set(0))
+
+        def on_pending(waiting: int) -> None:
+            m.pipeline_pending.set(waiting)
+            if waiting == 0:  # nothing waits: no lag (the gauge kept a drained backlog's last age)
+                m.pipeline_lag.set(0)
+
+        stats.on_pending = on_pending
         stats.on_store_error = lambda kind: m.store_errors.labels("pipeline", kind).inc()
         wake = self.relay.wake if self.relay else (lambda: None)
         return InboundConsumer(

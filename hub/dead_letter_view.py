@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from leadhub.envelope import H_CONTENT_TYPE
 from leadhub.hub.terminal_text import safe
 
 TEXT_SHOWN = 64 * 1024  # bytes of a payload printed; `--raw` writes all of it
@@ -30,7 +31,7 @@ def describe(row: Any) -> str:
         f"reason:      {safe(row.reason)}",
         "headers:",
         *(f"  {safe(str(name))}: {safe(_text(value))}" for name, value in sorted((row.headers or {}).items())),
-        *payload_lines(row.id, row.payload, (row.headers or {}).get("Leadhub-Content-Type")),
+        *payload_lines(row.id, row.payload, (row.headers or {}).get(H_CONTENT_TYPE)),
     ]
     return "\n".join(lines)
 

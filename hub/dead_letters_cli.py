@@ -8,30 +8,20 @@ from typing import Any
 from leadhub.hub.config import HubConfig
 from leadhub.hub.dead_letter_replay import ReplayOutcome, replay_by_id, replay_pipeline
 from leadhub.store import dead_letters
-from leadhub.store.db import create_engine, require_heads, upgrade
+from leadhub.store.db import create_engine, engine_at_heads, upgrade
 
 REPLAY_PAGE = 100  # ids read per query; each payload is read alone, when its turn comes
 
 
 async def list_dead(config: HubConfig, limit: int, include_resolved: bool) -> Sequence[Any]:
-    engine = create_engine(config.settings.effective_database_url, existing=True)
-    try:
-        await require_heads(engine)  # a listing creates no tables (in a database named by mistake, say)
-        async with engine.connect() as conn:
-            return await dead_letters.list_open(conn, limit, include_resolved)
-    finally:
-        await engine.dispose()
+    async with engine_at_heads(config.settings.effective_database_url) as engine, engine.connect() as conn:
+        return await dead_letters.list_open(conn, limit, include_resolved)
 
 
 async def get_dead(config: HubConfig, dead_id: str) -> Any | None:
     """One dead letter with its headers and payload, or None."""
-    engine = create_engine(config.settings.effective_database_url, existing=True)
-    try:
-        await require_heads(engine)
-        async with engine.connect() as conn:
-            return await dead_letters.get(conn, dead_id)
-    finally:
-        await engine.dispose()
+    async with engine_at_heads(config.settings.effective_database_url) as engine, engine.connect() as conn:
+        return await dead_letters.get(conn, dead_id)
 
 
 async def replay_dead(config: HubConfig, dead_id: str | None) -> list[ReplayOutcome]:

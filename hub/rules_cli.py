@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
@@ -25,11 +25,13 @@ def _settings(config: Path | None):  # type: ignore[no-untyped-def]
         raise typer.Exit(2) from None
 
 
-def _no_rules_dir(directory: Path, how: str) -> NoReturn:
-    """Exit 2 (a usage error, as a wrong option): there are no rule files to check or try."""
-    found = "is a file, not a rules directory" if directory.exists() else "rules directory not found"
-    typer.echo(f"leadhub: {directory}: {found} ({how} or set LEADHUB_RULES_DIR)", err=True)
-    raise typer.Exit(2)
+def _require_rules_dir(directory: Path, how: str) -> None:
+    """Exit 2 (a usage error, as a wrong option) when there are no rule files to check or try."""
+    from leadhub.triggers.loader import rules_dir_problem
+
+    if problem := rules_dir_problem(directory):
+        typer.echo(f"leadhub: {directory}: {problem} ({how} or set LEADHUB_RULES_DIR)", err=True)
+        raise typer.Exit(2)
 
 
 @rules_app.command("check")
@@ -44,8 +46,7 @@ def check(
 
     settings = _settings(config)
     where = directory or settings.rules_dir
-    if not where.is_dir():
-        _no_rules_dir(where, "give a directory")
+    _require_rules_dir(where, "give a directory")
     result = load_rules(where, Templates(settings.templates_dir), include_disabled=True)
     for problem in result.problems:
         typer.echo(str(problem))
@@ -68,8 +69,7 @@ def test(
 
     settings = _settings(config)
     directory = rules or settings.rules_dir
-    if not directory.is_dir():
-        _no_rules_dir(directory, "give --rules")
+    _require_rules_dir(directory, "give --rules")
     loaded = load_rules(directory, Templates(settings.templates_dir))
     for problem in loaded.problems:
         typer.echo(f"warning: {problem} (rule skipped)", err=True)

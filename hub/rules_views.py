@@ -7,7 +7,7 @@ from pathlib import Path
 
 from leadhub.hub.terminal_text import safe
 from leadhub.store import triggers as trigger_store
-from leadhub.store.db import create_engine, require_heads
+from leadhub.store.db import engine_at_heads
 from leadhub.triggers.backtest import backtest, format_counts
 from leadhub.triggers.engine import RuleIndex
 from leadhub.triggers.loader import load_rules
@@ -15,14 +15,10 @@ from leadhub.triggers.sandbox import Templates
 
 
 async def show_trace(url: str, rule_id: str, limit: int) -> str:
-    engine = create_engine(url, existing=True)
-    try:
-        await require_heads(engine)  # read-only: it says to migrate rather than migrating behind the user's back
-        async with engine.connect() as conn:
-            traces = await trigger_store.list_traces(conn, rule_id=rule_id, limit=limit)
-            actions = await trigger_store.list_actions(conn, rule_id=rule_id, status=None, cursor=None, limit=limit)
-    finally:
-        await engine.dispose()
+    # read-only: it says to migrate rather than migrating behind the user's back
+    async with engine_at_heads(url) as engine, engine.connect() as conn:
+        traces = await trigger_store.list_traces(conn, rule_id=rule_id, limit=limit)
+        actions = await trigger_store.list_actions(conn, rule_id=rule_id, status=None, cursor=None, limit=limit)
     lines = [f"rule {rule_id!r}: last {len(traces)} evaluations"]
     for t in traces:
         verdict = "matched" if t["matched"] else "not matched"
@@ -42,11 +38,7 @@ async def show_trace(url: str, rule_id: str, limit: int) -> str:
 async def run_backtest(url: str, rules_dir: Path, templates_dir: Path | None, window: timedelta) -> str:
     loaded = load_rules(rules_dir, Templates(templates_dir))
     since = datetime.now(UTC) - window
-    engine = create_engine(url, existing=True)
-    try:
-        await require_heads(engine)
+    async with engine_at_heads(url) as engine:
         counts = await backtest(engine, RuleIndex(loaded.rules), since)
-    finally:
-        await engine.dispose()
     problems = [f"warning: {p} (rule skipped)" for p in loaded.problems]
     return "\n".join([*problems, format_counts(counts, since)])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -241,6 +243,18 @@ async def require_heads(engine: AsyncEngine) -> None:
         f"the database is at revision {', '.join(sorted(applied))}, this leadhub needs "
         f"{', '.join(sorted(MIGRATION_HEADS))}: run `leadhub db upgrade`"
     )
+
+
+@contextlib.asynccontextmanager
+async def engine_at_heads(url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine for a command that does not migrate, disposed after: it creates no SQLite file where none was
+    and no tables, and a database short of this release's schema raises SchemaNotMigrated saying what to run."""
+    engine = create_engine(url, existing=True)
+    try:
+        await require_heads(engine)
+        yield engine
+    finally:
+        await engine.dispose()
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "heads") -> None:

@@ -52,12 +52,18 @@ def rule_files(directory: Path) -> list[Path]:
     return sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
 
 
+def rules_dir_problem(directory: Path) -> str | None:
+    """Why `directory` holds no rule files to load (None: it is a directory)."""
+    if directory.is_dir():
+        return None
+    return "is a file, not a rules directory" if directory.exists() else "rules directory not found"
+
+
 def load_rules(directory: Path, templates: Templates, *, include_disabled: bool = False) -> RuleSet:
     """Every valid rule in `directory`; a bad rule is reported and left out, the others load."""
     result = RuleSet()
-    if not directory.is_dir():
-        message = "is a file, not a rules directory" if directory.exists() else "rules directory not found"
-        result.problems.append(Problem(str(directory), 1, 1, None, "", message))
+    if problem := rules_dir_problem(directory):
+        result.problems.append(Problem(str(directory), 1, 1, None, "", problem))
         return result
     seen: dict[str, str] = {}
     files = rule_files(directory)

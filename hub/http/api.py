@@ -31,6 +31,31 @@ class BadParameter(ValueError):
     pass
 
 
+class BodyRefused(Exception):
+    """A request body that is not the JSON asked for: answered with `status`, `code` and `detail` (api_guard)."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+
+
+async def json_body(request: web.Request, max_bytes: int) -> Any:
+    """The request's JSON body, read up to `max_bytes`: 415 unless it is sent as JSON, 413 when larger, 400 when
+    it does not parse (nested too deeply included)."""
+    if request.content_type != "application/json":
+        raise BodyRefused(415, "unsupported_media_type", "send the body as application/json")
+    too_large = BodyRefused(413, "too_large", f"the body may be at most {max_bytes} bytes")
+    if (request.content_length or 0) > max_bytes:
+        raise too_large
+    raw = await request.content.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise too_large
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise BodyRefused(400, "bad_json", f"the body is not JSON: {exc}") from None
+
+
 PAGING = ("cursor", "limit")
 
 
@@ -90,6 +115,8 @@ async def api_guard(request: web.Request, handler: Handler) -> web.StreamRespons
         return await handler(request)
     except (BadParameter, queries.BadCursor) as exc:
         return error_response(400, "bad_parameter", str(exc))
+    except BodyRefused as exc:
+        return error_response(exc.status, exc.code, exc.detail)
     except SQLAlchemyError as exc:
         log.warning("store unavailable for the API", path=request.path, error=str(exc)[:300])
         request.app[DEPS].metrics.store_errors.labels("api", "unavailable").inc()
@@ -188,17 +215,7 @@ def _lead_changes(body: Any) -> dict[str, Any]:
 
 async def patch_lead(request: web.Request) -> web.Response:
     """Changes from outside (the sales team's CRM): status, owner, tags; each emits `lead.*` events for rules."""
-    if request.content_type != "application/json":
-        return error_response(415, "unsupported_media_type", "send the changes as application/json")
-    if (request.content_length or 0) > MAX_PATCH_BYTES:
-        return error_response(413, "too_large", f"the body may be at most {MAX_PATCH_BYTES} bytes")
-    raw = await request.content.read(MAX_PATCH_BYTES + 1)
-    if len(raw) > MAX_PATCH_BYTES:
-        return error_response(413, "too_large", f"the body may be at most {MAX_PATCH_BYTES} bytes")
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
-        return error_response(400, "bad_json", f"the body is not JSON: {exc}")
+    body = await json_body(request, MAX_PATCH_BYTES)
     changes = _lead_changes(body)
     try:
         async with request_engine(request).begin() as conn:

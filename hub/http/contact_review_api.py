@@ -3,13 +3,12 @@ them apart (store/contact_review.py). `POST /api/contacts/{id}/unmerge` takes a 
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 
 import structlog
 from aiohttp import web
 
-from leadhub.hub.http.api import request_engine
+from leadhub.hub.http.api import json_body, request_engine
 from leadhub.hub.http.jsonio import error_response, json_response
 from leadhub.hub.http.state import DEPS
 from leadhub.store import contact_review
@@ -20,11 +19,7 @@ MAX_BODY = 4096
 
 async def merge_contact(request: web.Request) -> web.Response:
     """`POST /api/contacts/{id}/merge` with `{"into": "<contact id>"}`: contact `id` merges into that one."""
-    raw = await request.content.read(MAX_BODY + 1)
-    try:
-        body = json.loads(raw) if len(raw) <= MAX_BODY else None
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        body = None
+    body = await json_body(request, MAX_BODY)
     survivor_id = body.get("into") if isinstance(body, dict) else None
     if not isinstance(survivor_id, str) or not survivor_id:
         return error_response(400, "bad_body", 'send {"into": "<id of the contact that stays>"} as JSON')

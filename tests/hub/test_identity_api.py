@@ -264,3 +264,15 @@ def test_cli_merge_and_keep_apart(tmp_path: Path) -> None:
     assert undone.returncode == 0, undone.stderr
     apart = run_leadhub("contacts", "keep-apart", first, cwd=tmp_path, env=env)
     assert apart.returncode == 0 and apart.stdout.strip() == f"review cleared: {', '.join(sorted([first, second]))}"
+
+
+async def test_a_merge_body_is_read_as_patch_lead_reads_its_own(form_hub: RunningHub) -> None:
+    """One reader of JSON bodies (api.json_body): the merge route answers bad bodies as PATCH /api/leads does."""
+    url = form_hub.url("/api/contacts/x/merge")
+    for kwargs, status, error in [
+        ({"data": "into=y"}, 415, "unsupported_media_type"),
+        ({"data": b"{" * 5000, "headers": {"Content-Type": "application/json"}}, 413, "too_large"),
+        ({"data": b"{", "headers": {"Content-Type": "application/json"}}, 400, "bad_json"),
+    ]:
+        async with form_hub.session.post(url, **kwargs) as response:
+            assert response.status == status and (await response.json())["error"] == error, kwargs
