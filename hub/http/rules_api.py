@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 
 import structlog
 from aiohttp import web
 
-from leadhub.hub.http.api import list_query, page_response, request_engine, request_limit
+from leadhub.hub.http.api import json_body, list_query, page_response, request_engine, request_limit
 from leadhub.hub.http.jsonio import error_response, json_response
 from leadhub.hub.http.state import DEPS
 from leadhub.store import trigger_data
 from leadhub.store import triggers as trigger_store
 
 log = structlog.get_logger("leadhub.api")
+
+MAX_TASK_BODY_BYTES = 4 * 1024  # {"status": "done"}; the same reader and limits as PATCH /api/leads
 
 
 async def list_tasks(request: web.Request) -> web.Response:
@@ -33,10 +34,7 @@ async def list_tasks(request: web.Request) -> web.Response:
 
 async def update_task(request: web.Request) -> web.Response:
     """`PATCH /api/tasks/{id}` with `{"status": "done"}`: a manager closes the task (emits `task.status_changed`)."""
-    try:
-        body = json.loads(await request.read())
-    except (ValueError, RecursionError):
-        return error_response(400, "malformed", 'the body must be JSON, e.g. {"status": "done"}')
+    body = await json_body(request, MAX_TASK_BODY_BYTES)
     status = body.get("status") if isinstance(body, dict) else None
     if status not in trigger_data.TASK_STATUSES:
         return error_response(400, "invalid", f"status must be one of {', '.join(trigger_data.TASK_STATUSES)}")

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from leadhub.pipelines.intake import IntakePipeline
@@ -266,13 +267,13 @@ def test_cli_merge_and_keep_apart(tmp_path: Path) -> None:
     assert apart.returncode == 0 and apart.stdout.strip() == f"review cleared: {', '.join(sorted([first, second]))}"
 
 
-async def test_a_merge_body_is_read_as_patch_lead_reads_its_own(form_hub: RunningHub) -> None:
-    """One reader of JSON bodies (api.json_body): the merge route answers bad bodies as PATCH /api/leads does."""
-    url = form_hub.url("/api/contacts/x/merge")
+@pytest.mark.parametrize(("method", "path"), [("POST", "/api/contacts/x/merge"), ("PATCH", "/api/tasks/x")])
+async def test_a_body_is_read_as_patch_lead_reads_its_own(form_hub: RunningHub, method: str, path: str) -> None:
+    """One reader of JSON bodies (api.json_body): the merge and task routes answer bad bodies as PATCH /api/leads."""
     for kwargs, status, error in [
-        ({"data": "into=y"}, 415, "unsupported_media_type"),
+        ({"data": '{"status": "done"}'}, 415, "unsupported_media_type"),
         ({"data": b"{" * 5000, "headers": {"Content-Type": "application/json"}}, 413, "too_large"),
         ({"data": b"{", "headers": {"Content-Type": "application/json"}}, 400, "bad_json"),
     ]:
-        async with form_hub.session.post(url, **kwargs) as response:
+        async with form_hub.session.request(method, form_hub.url(path), **kwargs) as response:
             assert response.status == status and (await response.json())["error"] == error, kwargs
