@@ -107,7 +107,8 @@ async def load_objects_many(
     emails = {c["email"].strip().lower() for c in rows_by_name.get("contact", {}).values() if c.get("email")}
     query = select(suppression_t.c.address).where(one_of(conn, suppression_t.c.address, emails))
     gone = set((await conn.execute(query)).scalars()) if emails else set()
-    facts = await order_facts(conn, list(rows_by_name.get("contact", {})))
+    # keyed by the contacts rules see: a contact merged since its event counts the survivor's orders
+    facts = await order_facts(conn, list({c["id"] for c in rows_by_name.get("contact", {}).values()}))
     results = []
     for data, group in zip(datas, names, strict=True):
         objects: dict[str, Any] = {}

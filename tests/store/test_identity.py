@@ -374,14 +374,17 @@ async def test_chained_merges_unmerge_one_step_at_a_time(engine: AsyncEngine) ->
 async def test_rules_see_the_contact_a_merged_one_became(pipeline: IntakePipeline, engine: AsyncEngine) -> None:
     from leadhub.store import trigger_data
 
-    await store(pipeline, form("a", T0, email="a@x.example"), form("b", T0 + HOUR, phone="+79160000001"))
+    await store(pipeline, shopify_order("a", T0, 9001, email="a@x.example"), form("b", T0 + HOUR, phone="+79160000001"))
     ids = {i["key"]: i["contact_id"] for i in await table(engine, Inquiry)}
     await store(pipeline, form("ab", T0 + 2 * HOUR, email="a@x.example", phone="+79160000001"))
     async with engine.connect() as conn:
         one = await trigger_data.load_objects(conn, {"contact_id": ids["form:b"]}, ("contact",))
         many = await trigger_data.load_objects_many(conn, [{"contact_id": ids["form:b"]}], [("contact",)])
-    assert one["contact"]["id"] == many[0]["contact"]["id"] == ids["form:a"]
+    assert one["contact"]["id"] == many[0]["contact"]["id"] == ids["shopify:a"]
     assert one["contact"]["phone"] == "+79160000001"  # the survivor took the phone it lacked
+    # the scheduler's batch loader counts the survivor's orders, as the matcher's does
+    assert one["contact"]["orders_count"] == many[0]["contact"]["orders_count"] == 1
+    assert many[0]["contact"]["last_order_at"] is not None
 
 
 def test_a_lead_window_per_channel_pair_falls_back_from_exact_to_any() -> None:
