@@ -385,6 +385,7 @@ async def unmerge(conn: AsyncConnection, ident: str, now: datetime) -> dict[str,
     found = await find_merge(conn, ident)
     if conn.dialect.name == "postgresql":
         found = await _locked_merge(conn, found)
+    await _refuse_a_link_merged_on(conn, found)
     moved, before = found["moved"], found["before"]
     merged_id = found["merged_id"]
     await leads.unfold(conn, moved.get("lead_folds", []))
@@ -415,6 +416,24 @@ async def unmerge(conn: AsyncConnection, ident: str, now: datetime) -> dict[str,
     )
     await conn.execute(outbox_t.insert(), [event])
     return found | {"undone_at": now}
+
+
+async def _refuse_a_link_merged_on(conn: AsyncConnection, found: dict[str, Any]) -> None:
+    """A into B, then B into C points A at C: taking back A into B first would leave A merged into C (its
+    `merged_into` is not the one the journal wrote). Merges are taken back latest first, so B comes back first."""
+    merged_id, survivor_id = found["merged_id"], found["survivor_id"]
+    now_into = (await conn.execute(select(contact_t.c.merged_into).where(contact_t.c.id == merged_id))).scalar()
+    if now_into in (None, survivor_id):
+        return
+    later = (
+        await conn.execute(
+            select(merge_t.c.id).where(merge_t.c.merged_id == survivor_id, merge_t.c.undone_at.is_(None))
+        )
+    ).scalar()
+    raise UnmergeError(
+        f"contact {merged_id} was merged into {survivor_id}, which was merged into {now_into} since"
+        f"{f' (merge {later})' if later else ''}: unmerge {survivor_id} first"
+    )
 
 
 async def _follow_leads(conn: AsyncConnection, lead_ids: list[str], survivor_id: str, merged_id: str) -> None:

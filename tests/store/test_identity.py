@@ -371,6 +371,30 @@ async def test_chained_merges_unmerge_one_step_at_a_time(engine: AsyncEngine) ->
     assert [r["contact_id"] for r in after["inquiry"]] == [r["contact_id"] for r in before_bc["inquiry"]]
 
 
+async def test_the_first_link_of_a_chain_comes_back_only_after_the_later_merge(engine: AsyncEngine) -> None:
+    """A into B, then B into C: unmerging A first reported success and left A merged into C, hidden."""
+
+    def at_day(day: int) -> IntakePipeline:
+        return IntakePipeline(engine, SOURCES, default_region="RU", clock=lambda: T0 + day * 24 * HOUR)
+
+    await store(at_day(1), form("c", T0, phone="+79160000002"))
+    await store(at_day(2), form("b", T0 + 10 * 24 * HOUR, phone="+79160000001"))
+    await store(at_day(3), form("a", T0 + 20 * 24 * HOUR, email="a@x.example"))
+    ids = {i["key"]: i["contact_id"] for i in await table(engine, Inquiry)}
+    a, b, c = ids["form:a"], ids["form:b"], ids["form:c"]
+    await store(at_day(4), form("ab", T0 + 30 * 24 * HOUR, email="a@x.example", phone="+79160000001"))
+    await store(at_day(5), form("bc", T0 + 40 * 24 * HOUR, email="a@x.example", phone="89160000002"))
+    before = await snapshot(engine, {a, b, c})
+    with pytest.raises(identity.UnmergeError, match=f"unmerge {b} first"):
+        async with engine.begin() as conn:
+            await identity.unmerge(conn, a, T0 + 60 * 24 * HOUR)
+    assert await snapshot(engine, {a, b, c}) == before  # refused whole: nothing moved
+    async with engine.begin() as conn:
+        await identity.unmerge(conn, b, T0 + 60 * 24 * HOUR)
+        await identity.unmerge(conn, a, T0 + 61 * 24 * HOUR)
+    assert [row["id"] for row in await table(engine, Contact) if row["merged_into"]] == []
+
+
 async def test_rules_see_the_contact_a_merged_one_became(pipeline: IntakePipeline, engine: AsyncEngine) -> None:
     from leadhub.store import trigger_data
 
