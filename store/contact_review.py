@@ -2,7 +2,8 @@
 flags them for review, store/identity.py): merge them by hand, or keep them apart.
 
 A merge by hand is a merge like any other (journalled; `unmerge` takes it back) that also clears the review
-flags; an opt-out still wins. Keeping them apart clears the flags of the contact and of those its review names.
+flags; an opt-out still wins. Keeping them apart clears the flags of the contact and of those its review names,
+and is remembered: a later inquiry naming the same contacts goes to one of them without flagging them again.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ async def merge_by_hand(
 
 
 async def keep_apart(conn: AsyncConnection, contact_id: str, now: datetime) -> list[str]:
-    """Clear the review flag of `contact_id` and of the contacts its review names; the ids cleared."""
+    """Clear the review flag of `contact_id` and of the contacts its review names, and remember the decision;
+    the ids cleared."""
     contacts = await _locked(conn, [contact_id])
     if contact_id not in contacts:
         raise ReviewError(f"no contact {contact_id}", missing=True)
@@ -58,6 +60,7 @@ async def keep_apart(conn: AsyncConnection, contact_id: str, now: datetime) -> l
     if review is None:  # JSON null reads as None
         raise ReviewError(f"contact {contact_id} is not flagged for review")
     flagged = [contact_id, *review.get("with", [])]
+    await identity.keep_apart(conn, flagged, now)
     cleared = list(
         (
             await conn.execute(

@@ -14,6 +14,7 @@ by hand or keeps them apart (store/contact_review.py).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +28,7 @@ from leadhub.store import leads, merge_journal
 from leadhub.store.db import lock_for_writing
 from leadhub.store.models import (
     Contact,
+    ContactApart,
     ContactIdentifier,
     ContactMerge,
     EmailSuppression,
@@ -40,6 +42,7 @@ from leadhub.store.models import (
 from leadhub.store.one_of import one_of
 from leadhub.store.outbox import outbox_event
 from leadhub.store.policy import IdentityPolicy
+from leadhub.store.triggers import insert_ignore
 
 if TYPE_CHECKING:
     from leadhub.store.intake import Batch
@@ -47,6 +50,7 @@ if TYPE_CHECKING:
 contact_t = Contact.__table__
 identifier_t = ContactIdentifier.__table__
 merge_t = ContactMerge.__table__
+apart_t = ContactApart.__table__
 suppression_t = EmailSuppression.__table__
 lead_t = Lead.__table__
 outbox_t = OutboxEvent.__table__
@@ -200,6 +204,21 @@ async def consent_states(conn: AsyncConnection, contact_ids: Sequence[str], batc
 def conflicting(states: dict[str, str | None]) -> bool:
     given = {s for s in states.values() if s}
     return len(given) > 1
+
+
+async def kept_apart(conn: AsyncConnection, contact_ids: Sequence[str]) -> bool:
+    """Whether a person decided every two of these contacts are not one person (`keep-apart`)."""
+    pairs = set(itertools.permutations(contact_ids, 2))
+    query = select(apart_t.c.contact_id, apart_t.c.other_id).where(
+        apart_t.c.contact_id.in_(contact_ids), apart_t.c.other_id.in_(contact_ids)
+    )
+    return pairs <= set((await conn.execute(query)).tuples())
+
+
+async def keep_apart(conn: AsyncConnection, contact_ids: Sequence[str], now: datetime) -> None:
+    """Remember that these contacts are not one person, every two of them, so they are not flagged again."""
+    pairs = itertools.permutations(contact_ids, 2)
+    await insert_ignore(conn, apart_t, [{"contact_id": a, "other_id": b, "decided_at": now} for a, b in pairs])
 
 
 def flag_for_review(batch: Batch, contact_ids: Sequence[str], states: dict[str, str | None], inquiry_id: str) -> None:

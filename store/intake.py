@@ -281,7 +281,8 @@ async def _resolve_contact(conn: AsyncConnection, row: InquiryRow, batch: Batch)
         if row.consent:
             states = {c: s or row.consent for c, s in states.items()}
         if identity.conflicting(states):
-            identity.flag_for_review(batch, named, states, row.id)
+            if not await identity.kept_apart(conn, named):  # a person's keep-apart stands
+                identity.flag_for_review(batch, named, states, row.id)
             return named[0]
         contact_id = batch.unions.unite(named, row.id)
     elif named:

@@ -119,6 +119,17 @@ class ContactMerge(Base):
     undone_at: Mapped[datetime | None]
 
 
+class ContactApart(Base):
+    """A pair of contacts a person decided to keep apart (both directions stored): a consent conflict between
+    them is not flagged for review again."""
+
+    __tablename__ = "contact_apart"
+
+    contact_id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    other_id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    decided_at: Mapped[datetime]
+
+
 class Inquiry(Base):
     """One inbound item exactly as received, with what was read from it; unique on its key."""
 

@@ -18,7 +18,7 @@ async def _migrated_by_a_newer_release(url: str) -> None:
     try:
         await upgrade(engine)
         async with engine.begin() as conn:
-            await conn.execute(text("UPDATE alembic_version SET version_num = '0099' WHERE version_num = '0005'"))
+            await conn.execute(text("UPDATE alembic_version SET version_num = '0099' WHERE version_num = '0006'"))
     finally:
         await engine.dispose()
 
@@ -112,7 +112,7 @@ async def test_db_status_says_whether_an_upgrade_is_due_without_changing_anythin
         assert behind.returncode == 4, behind.stdout + behind.stderr
         assert behind.stderr.strip() == (
             f"{shown}: at revisions 0004, this release is at {release}; "
-            "`leadhub db upgrade` (or `leadhub run`) applies 0002, 0003, 0005"
+            "`leadhub db upgrade` (or `leadhub run`) applies 0002, 0003, 0006"
         )
         assert await applied_revisions(database_url) == frozenset({"0004"})
         await upgrade(engine)

@@ -45,7 +45,7 @@ async def _migrated_by_a_newer_release(url: str) -> None:
         await upgrade(engine)
     finally:
         await engine.dispose()
-    await _execute(url, "UPDATE alembic_version SET version_num = '0099' WHERE version_num = '0005'")
+    await _execute(url, "UPDATE alembic_version SET version_num = '0099' WHERE version_num = '0006'")
 
 
 async def test_run_on_a_database_from_a_newer_release_exits_3_with_one_line_and_never_serves(
@@ -192,7 +192,7 @@ async def _readyz(session: aiohttp.ClientSession, base_url: str) -> tuple[int, d
     ("change", "reported"),
     [
         (
-            "UPDATE alembic_version SET version_num = '0099' WHERE version_num = '0005'",
+            "UPDATE alembic_version SET version_num = '0099' WHERE version_num = '0006'",
             NEWER_0099,
         ),
         ("DROP TABLE rule_trace", "table rule_trace is missing"),

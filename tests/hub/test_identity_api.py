@@ -128,7 +128,7 @@ async def test_contacts_needing_review_are_listed(form_hub: RunningHub) -> None:
     await post_form(form_hub, {"phone": "+79160001122", "consent": "yes"})
     await post_form(form_hub, {"email": "someone.else@x.example"})  # never flagged: not listed with review=true
     await form_hub.wait_items("/api/contacts", 3)
-    await post_form(form_hub, {"email": "a@x.example", "phone": "+79160001122"})
+    await post_form(form_hub, {"email": "a@x.example", "phone": "+79160001122", "message": "again"})
     await form_hub.wait_items("/api/inquiries", 4)
 
     async def flagged() -> list[dict[str, Any]] | None:
@@ -234,6 +234,11 @@ async def test_a_person_keeps_flagged_contacts_apart(form_hub: RunningHub) -> No
         assert r.status == 409 and "not flagged for review" in (await r.json())["detail"]
     async with form_hub.session.post(form_hub.url("/api/contacts/nope/keep-apart")) as r:
         assert r.status == 404
+    # the decision stands: the same person again goes to one of them and flags nobody (it flagged both again)
+    await post_form(form_hub, {"email": "a@x.example", "phone": "+79160001122", "message": "again"})
+    await form_hub.wait_items("/api/inquiries", 4)
+    assert (await form_hub.api("/api/contacts", review="true"))["items"] == []
+    assert len((await form_hub.api("/api/contacts"))["items"]) == 2
 
 
 def test_cli_merge_and_keep_apart(tmp_path: Path) -> None:

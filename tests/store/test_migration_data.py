@@ -62,7 +62,7 @@ async def _assert_rows_kept(engine: AsyncEngine, rows: dict[str, list[dict[str, 
             assert stored == expected, table
 
 
-@pytest.mark.parametrize("start", ["0001", "0002", "0003", "0004", "0005"])
+@pytest.mark.parametrize("start", ["0001", "0002", "0003", "0004", "0005", "0006"])
 async def test_upgrade_from_each_earlier_revision_keeps_the_rows(database_url: str, start: str) -> None:
     engine = create_engine(database_url)
     try:
@@ -75,7 +75,7 @@ async def test_upgrade_from_each_earlier_revision_keeps_the_rows(database_url: s
         await _assert_rows_kept(engine, rows)
         async with engine.connect() as conn:
             touches = (await conn.execute(text("SELECT first_touch_at, last_touch_at FROM lead"))).one()
-        if start != "0005":  # 0005 opened a lead's touches at its creation
+        if start < "0005":  # 0005 opened a lead's touches at its creation
             assert [_utc(value) for value in touches] == [OPENED, OPENED]
     finally:
         await engine.dispose()
