@@ -32,7 +32,9 @@ def check_duration(value: str) -> str:
     return value
 
 
-Duration = Annotated[str, AfterValidator(check_duration), Field(description="a duration: 30s, 15m, 2h, 7d")]
+Duration = Annotated[
+    str, AfterValidator(check_duration), Field(description="a duration: 30s, 15m, 2h, 7d (at most 36500d)")
+]
 
 
 class Strict(BaseModel):

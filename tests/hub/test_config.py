@@ -18,6 +18,7 @@ BAD_ENV = {
     "LEADHUB_PUBLIC_URL": ("leads.example.com", "public_url: not an http(s) URL"),
     "LEADHUB_API_TOKEN": ("", "api_token: is empty; set a token, or unset LEADHUB_API_TOKEN"),
     "LEADHUB_WORKERS": ("many", "workers: 'many' is not a number of processes"),
+    "LEADHUB_LEAD_WINDOW": ("100000000000d", "lead_window: duration '100000000000d' is too long: at most 36500d"),
 }
 
 

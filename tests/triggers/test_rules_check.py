@@ -184,6 +184,24 @@ CASES = {
 """,
         "r.yaml:8:5: rule 'l': late: invalid duration 'soon'",
     ),
+    "wait too long": (
+        """\
+  - id: w
+    on: lead.created
+    wait: 100000000000d
+    do: [{create_task: {title: x}}]
+""",
+        "r.yaml:8:5: rule 'w': wait: duration '100000000000d' is too long: at most 36500d (100 years)",
+    ),
+    "throttle too long": (
+        """\
+  - id: t
+    on: contact.created
+    throttle: 1000000d
+    do: [{create_task: {title: x}}]
+""",
+        "r.yaml:8:15: rule 't': throttle.for: duration '1000000d' is too long: at most 36500d (100 years)",
+    ),
     "unknown lead status": (
         """\
   - id: s
