@@ -54,24 +54,30 @@ class Wait:
     contact_zone: bool = False  # read the hours in the contact's time zone when their phone names one
 
     def due(self, context: dict[str, Any], now: datetime) -> datetime:
-        """When the action is due; raises EvaluationError when the anchor date is empty."""
+        """When the action is due; raises EvaluationError when the anchor date is empty or the due time is
+        past the last date a datetime holds (an anchor date in the year 9999): this rule only, not the event."""
         if self.anchor is None:
-            at = now + self.delay
+            start = now
         else:
             name, field = self.anchor
             record = context.get(name)
-            value = getattr(record, field, None) if record is not None else None
-            if not isinstance(value, datetime):
+            start = getattr(record, field, None) if record is not None else None
+            if not isinstance(start, datetime):
                 raise EvaluationError(f"wait: {name}.{field} is empty for this event")
-            at = value + self.delay
+        try:
+            at = start + self.delay
+        except OverflowError:
+            raise EvaluationError(f"wait: {start.isoformat()} + {self.delay} is past the year 9999") from None
         if not self.hours:
             return at
         contact = context.get("contact") if self.contact_zone else None
         zone = contact_zone(getattr(contact, "phone", None)) if contact is not None else None
         try:
             return move_into(at, list(self.hours), zone)
-        except ValueError as exc:  # business and quiet hours that never overlap: this rule only, not the event
+        except ValueError as exc:  # business and quiet hours that never overlap
             raise EvaluationError(f"wait: {exc}") from None
+        except OverflowError:
+            raise EvaluationError(f"wait: the hours open nowhere between {at.isoformat()} and the year 9999") from None
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from leadhub.ids import new_id
 from leadhub.store import trigger_data
 from leadhub.store import triggers as store
 from leadhub.triggers.clock import Clock
-from leadhub.triggers.compile import LATE_GRACE, CompiledRule
+from leadhub.triggers.compile import LATE_GRACE, CompiledRule, EvaluationError
 from leadhub.triggers.context import build_context
 from leadhub.triggers.engine import Evaluation, RuleIndex, evaluate, evaluate_all
 from leadhub.triggers.events import event_objects
@@ -74,8 +74,10 @@ class Matcher:
             for evaluation in evaluations:
                 rule = evaluation.rule
                 if evaluation.matched:
-                    skipped = await self._plan(conn, rule, event, context, evaluation, now, rows)
-                    evaluation.reason = skipped
+                    try:
+                        evaluation.reason = await self._plan(conn, rule, event, context, evaluation, now, rows)
+                    except EvaluationError as exc:  # this rule only: the event's other rules act
+                        evaluation.matched, evaluation.reason = False, str(exc)
                 traces.append(_trace(rule, event, evaluation, now))
             await store.write_traces(conn, traces)
             scheduled = await store.schedule(conn, rows)
@@ -91,20 +93,20 @@ class Matcher:
         now: datetime,
         rows: list[dict[str, Any]],
     ) -> str | None:
-        """Apply `mode` and `throttle`, then add the rule's actions to `rows`; a reason when nothing is scheduled."""
+        """Apply `mode` and `throttle`, then add the rule's actions to `rows`; a reason when nothing is scheduled.
+
+        Raises EvaluationError, before changing anything, when the throttle's window cannot be worked out.
+        """
+        throttle = throttle_key(rule, context)
+        since = throttle_since(rule, event, now) if throttle else None
         group = f"{rule.id}:{event.get('subject_id') or event['id']}"
         live = await store.live_in_group(conn, group)
         if live and rule.rule.mode == "single":
             return "skipped: an earlier run of this rule for the same subject is still pending (mode: single)"
         if live and rule.rule.mode == "restart":
             await store.cancel(conn, live, f"restarted by event {event['id']} (mode: restart)", now)
-        throttle = throttle_key(rule, context)
-        if throttle:
-            since = now - parse_duration(rule.rule.throttle.period)  # type: ignore[union-attr]
-            if event.get("type") == "schedule":  # ticks are handled a few seconds apart: `2d` must mean every 2nd tick
-                since += LATE_GRACE  # the delay that still counts as on time (schedules.py; `late: skip`)
-            if await store.throttled(conn, throttle, since):
-                return f"skipped: throttled ({throttle}, once per {rule.rule.throttle.period})"  # type: ignore[union-attr]
+        if throttle and await store.throttled(conn, throttle, since):  # type: ignore[arg-type]
+            return f"skipped: throttled ({throttle}, once per {rule.rule.throttle.period})"  # type: ignore[union-attr]
         due = evaluation.due_at or now
         for index, spec in enumerate(rule.rule.do):
             rows.append(
@@ -141,6 +143,18 @@ def throttle_key(rule: CompiledRule, context: dict[str, Any]) -> str | None:
     subject = context.get(throttle.per)
     subject_id = getattr(subject, "id", None) if subject is not None else None
     return f"{rule.id}:{throttle.per}:{subject_id}" if subject_id else None
+
+
+def throttle_since(rule: CompiledRule, event: dict[str, Any], now: datetime) -> datetime:
+    """Since when an earlier run throttles this one; EvaluationError when that is before the year 1."""
+    period = rule.rule.throttle.period  # type: ignore[union-attr]
+    try:
+        since = now - parse_duration(period)
+    except OverflowError:
+        raise EvaluationError(f"throttle: {now.isoformat()} - {period} is before the year 1") from None
+    if event.get("type") == "schedule":  # ticks are handled a few seconds apart: `2d` must mean every 2nd tick
+        since += LATE_GRACE  # the delay that still counts as on time (schedules.py; `late: skip`)
+    return since
 
 
 def _trace(rule: CompiledRule, event: dict[str, Any], evaluation: Evaluation, now: datetime) -> dict[str, Any]:

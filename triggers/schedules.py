@@ -83,7 +83,6 @@ class ScheduleRunner:
             try:
                 if await self.tick():
                     self.on_scheduled()
-                self.last_error = None
             except Exception as exc:
                 self.last_error = brief(exc)
                 log.warning("schedule pass failed; will retry", error=self.last_error)
@@ -91,27 +90,43 @@ class ScheduleRunner:
                 await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
 
     async def tick(self) -> int:
-        """Fire every cron rule whose next tick has come; the number of actions scheduled."""
+        """Fire every cron rule whose next tick has come; the number of actions scheduled.
+
+        Each rule on its own: one that fails is logged, kept in `last_error` and tried again next pass,
+        while the rules after it fire on time.
+        """
         now = self.clock.now()
-        scheduled = 0
+        scheduled, errors = 0, []
         for rule in self.rules().rules:
-            schedule = rule.rule.schedule
-            if schedule is None:
+            if rule.rule.schedule is None:
                 continue
-            state = await load_state(self.engine, STATE_OWNER, rule.id)
-            if state is None:  # first seen now: count from here, do not fire for the past
-                await save_state(self.engine, STATE_OWNER, rule.id, {"last": now.isoformat()}, now)
-                continue
-            tick = latest_due(schedule.cron, schedule.timezone, datetime.fromisoformat(state["last"]), now)
-            if tick is None:
-                continue
-            # A tick fired after downtime is due from the tick, so `late` judges it; one fired on time counts from
-            # when each event is handled (a big `for_each` audience takes a while, which is not lateness).
-            start = tick if now - tick > LATE_GRACE else None
-            if rule.rule.for_each is None:
-                scheduled += await self.matcher.handle(schedule_event(rule, tick), rules=[rule], start=start)
-            else:  # one event per selected contact; a crash part-way re-runs the tick and skips those done
-                for event in contact_events(rule, tick, await audience(self.engine, rule, tick)):
-                    scheduled += await self.matcher.handle(event, rules=[rule], start=start)
-            await save_state(self.engine, STATE_OWNER, rule.id, {"last": tick.isoformat()}, now)
+            try:
+                scheduled += await self._fire(rule, now)
+            except Exception as exc:
+                errors.append(f"rule {rule.id!r}: {brief(exc)}")
+                log.warning("cron rule not fired; will retry", rule=rule.id, error=brief(exc))
+        self.last_error = errors[0] if errors else None
+        return scheduled
+
+    async def _fire(self, rule: CompiledRule, now: datetime) -> int:
+        """The rule's latest due tick, if one has come since the last fired; the number of actions scheduled."""
+        schedule = rule.rule.schedule
+        assert schedule is not None
+        state = await load_state(self.engine, STATE_OWNER, rule.id)
+        if state is None:  # first seen now: count from here, do not fire for the past
+            await save_state(self.engine, STATE_OWNER, rule.id, {"last": now.isoformat()}, now)
+            return 0
+        tick = latest_due(schedule.cron, schedule.timezone, datetime.fromisoformat(state["last"]), now)
+        if tick is None:
+            return 0
+        # A tick fired after downtime is due from the tick, so `late` judges it; one fired on time counts from
+        # when each event is handled (a big `for_each` audience takes a while, which is not lateness).
+        start = tick if now - tick > LATE_GRACE else None
+        scheduled = 0
+        if rule.rule.for_each is None:
+            scheduled += await self.matcher.handle(schedule_event(rule, tick), rules=[rule], start=start)
+        else:  # one event per selected contact; a crash part-way re-runs the tick and skips those done
+            for event in contact_events(rule, tick, await audience(self.engine, rule, tick)):
+                scheduled += await self.matcher.handle(event, rules=[rule], start=start)
+        await save_state(self.engine, STATE_OWNER, rule.id, {"last": tick.isoformat()}, now)
         return scheduled

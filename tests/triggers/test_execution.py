@@ -304,3 +304,72 @@ rules:
         fired.append(await ticks.tick())
         await e.scheduler().run_once()  # done, so `mode: single` has nothing pending to skip for
     assert fired == [1, 0, 1, 0, 1]
+
+
+_FAR_AND_NEAR = """
+rules:
+  - id: far
+    on: lead.created
+    {far}
+    do:
+      - create_task: {{title: "far"}}
+  - id: near
+    on: lead.created
+    do:
+      - create_task: {{title: "near"}}
+"""
+
+
+async def test_a_due_time_past_the_year_9999_is_that_rules_evaluation_error(engine, tmp_path: Path) -> None:
+    """Found by an audit: the OverflowError aborted the event's transaction, so no rule on it ever acted."""
+    from sqlalchemy import update
+
+    from leadhub.store.models import Contact
+
+    e = Engine(engine, tmp_path, _FAR_AND_NEAR.format(far="wait: contact.created_at + 60d"))
+    contact_id, lead_id = await e.shop.customer()
+    async with engine.begin() as conn:
+        far_future = datetime(9999, 12, 1, tzinfo=UTC)
+        await conn.execute(update(Contact.__table__).where(Contact.id == contact_id).values(created_at=far_future))
+    await e.lead_event(lead_id, contact_id)
+    assert [row.rule_id for row in await e.shop.actions()] == ["near"]
+    far = next(t for t in await _traces(engine) if t.rule_id == "far")
+    assert not far.matched and far.reason.startswith("wait: 9999-12-01T00:00:00+00:00 + 60 days"), far.reason
+
+
+async def test_a_throttle_window_before_the_year_1_is_that_rules_evaluation_error(engine, tmp_path: Path) -> None:
+    e = Engine(engine, tmp_path, _FAR_AND_NEAR.format(far="throttle: 36500d"))
+    e.clock.advance(datetime(50, 1, 1, tzinfo=UTC) - e.clock.now())  # a clock gone wrong, 100 years from year 1
+    contact_id, lead_id = await e.shop.customer()
+    await e.lead_event(lead_id, contact_id)
+    assert [row.rule_id for row in await e.shop.actions()] == ["near"]
+    far = next(t for t in await _traces(engine) if t.rule_id == "far")
+    assert not far.matched and far.reason == "throttle: 0050-01-01T00:00:00+00:00 - 36500d is before the year 1"
+
+
+async def test_a_cron_rule_that_fails_leaves_the_others_firing(engine, tmp_path: Path) -> None:
+    """Found by an audit: the first cron rule that raised ended the pass, so the rules after it never fired."""
+    from leadhub.store.connector_state import save_state
+    from leadhub.triggers.schedules import STATE_OWNER
+
+    rules = """
+rules:
+  - id: a-broken
+    schedule: "* * * * *"
+    do:
+      - create_task: {title: "a"}
+  - id: b-every-minute
+    schedule: "* * * * *"
+    mode: parallel
+    do:
+      - create_task: {title: "b"}
+"""
+    e = Engine(engine, tmp_path, rules)
+    ticks = _ticks(e)
+    await ticks.tick()  # first seen: both count from now
+    await save_state(engine, STATE_OWNER, "a-broken", {"last": "not a time"}, e.clock.now())
+    for _ in range(2):
+        e.clock.advance(timedelta(minutes=1))
+        assert await ticks.tick() == 1
+    assert [row.rule_id for row in await e.shop.actions()] == ["b-every-minute"] * 2
+    assert ticks.last_error is not None and ticks.last_error.startswith("rule 'a-broken': ValueError: Invalid")
