@@ -2,6 +2,8 @@
 
 PyYAML keeps the last of two equal keys without a word (`on:` written twice in a rule, `http_port:` twice in
 the config), and the admin never learns which one counts; here that is a problem at the second key's line.
+Aliases (`*name`) are refused too: one that refers to itself made a cyclic tree (RecursionError), and a few
+nested ones expand into millions of values ("billion laughs"), read on the event loop at a reload.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def read_yaml(path: Path) -> tuple[yaml.Node | None, Any]:
         line = raw[: exc.start].count(b"\n") + 1
         column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         raise YamlProblem(line, column, "not UTF-8 text; save the file as UTF-8") from None
-    loader = yaml.SafeLoader(text)
+    loader = _NoAliasLoader(text)
     try:
         node = loader.get_single_node()
         _refuse_duplicate_keys(node)
@@ -40,9 +42,22 @@ def read_yaml(path: Path) -> tuple[yaml.Node | None, Any]:
         raise YamlProblem(line, column, f"not valid YAML: {exc.problem or exc}") from None
     except yaml.YAMLError as exc:
         raise YamlProblem(1, 1, f"not valid YAML: {exc}") from None
+    except RecursionError:  # thousands of nested [ or {: PyYAML composes recursively
+        raise YamlProblem(1, 1, "nested too deeply; write a flatter file") from None
     finally:
         loader.dispose()
     return node, data
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader that stops at the first alias, before anything is expanded."""
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            message = "aliases (*name) are not allowed here; write the value out"
+            raise YamlProblem(mark.line + 1, mark.column + 1, message)
+        return super().compose_node(parent, index)  # type: ignore[no-any-return]
 
 
 def _refuse_duplicate_keys(node: yaml.Node | None) -> None:

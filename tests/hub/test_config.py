@@ -91,6 +91,14 @@ def test_a_setting_written_twice_in_the_file_is_a_problem(tmp_path: Path) -> Non
     assert caught.value.problems == [f"{path}:6:5: duplicate key 'token' (first at line 5); keep one"]
 
 
+def test_a_yaml_alias_in_the_file_is_a_problem(tmp_path: Path) -> None:
+    path = tmp_path / "leadhub.yaml"
+    path.write_text("x: &a [*a]\nhttp_port: 8081\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert caught.value.problems == [f"{path}:1:8: aliases (*name) are not allowed here; write the value out"]
+
+
 def test_a_data_dir_that_is_a_file_is_named(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(ConfigError) as caught:

@@ -257,6 +257,24 @@ def test_a_key_written_twice_is_a_located_problem_not_the_last_one_winning(tmp_p
     assert [r.id for r in result.rules] == ["good"]
 
 
+def test_yaml_aliases_and_deep_nesting_are_located_problems_not_a_traceback(tmp_path: Path) -> None:
+    """Found by an audit: an alias to itself raised RecursionError (the daemon did not start), and seven levels of
+    ten aliases each ("billion laughs") took seconds to check, on the event loop at a reload."""
+    directory = _write(tmp_path, "")
+    (directory / "cycle.yaml").write_text("x: &a [*a]\nrules: []\n")
+    laughs = ["a0: &a0 [lol]"] + [f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 10)}]" for n in range(1, 8)]
+    (directory / "laughs.yaml").write_text("\n".join(laughs) + "\nrules: []\n")
+    (directory / "deep.yaml").write_text("rules: " + "[" * 20000 + "]" * 20000 + "\n")
+    result = load_rules(directory, Templates())
+    alias = "aliases (*name) are not allowed here; write the value out"
+    assert sorted(str(p).replace(f"{directory}/", "") for p in result.problems) == [
+        f"cycle.yaml:1:8: {alias}",
+        "deep.yaml:1:1: nested too deeply; write a flatter file",
+        f"laughs.yaml:2:10: {alias}",
+    ]
+    assert [r.id for r in result.rules] == ["good"]
+
+
 def test_rules_check_cli_prints_problems_and_exits_1(tmp_path: Path) -> None:
     directory = _write(tmp_path, CASES["unknown action"][0])
     run = run_leadhub("rules", "check", str(directory), cwd=tmp_path)
