@@ -204,7 +204,7 @@ class Scheduler:
         try:
             rule = self.rules().by_id.get(row.rule_id)
             bound = _bound(rule, row)
-            _check_late(rule, row, now, job.attempt)  # type: ignore[arg-type]
+            _check_late(rule, row, now)  # type: ignore[arg-type]
             context = build_context(_context_event(row.event), objects, now)
             if rule.unless is not None:  # type: ignore[union-attr]
                 try:
@@ -305,13 +305,19 @@ def _bound(rule: CompiledRule | None, row: Any) -> Any:
     return rule.actions[row.action_index]
 
 
-def _check_late(rule: CompiledRule, row: Any, now: datetime, attempt: int) -> None:
+def _check_late(rule: CompiledRule, row: Any, now: datetime) -> None:
     """`late`: after downtime an overdue action runs, is skipped, or runs only if within the allowed delay."""
-    if attempt > 1:
+    if _is_backoff_retry(row):
         return  # a retry is late by design
     reason = late_reason(rule, aware(row.due_at), now)
     if reason is not None:
         raise Outcome("cancelled", reason)
+
+
+def _is_backoff_retry(row: Any) -> bool:
+    """Whether this claim retries a run that failed (retry_at recorded its error), not the first run taken over
+    from a worker that died: claim_due counts that one as attempt 2 too, and it is as late as its due time."""
+    return row.attempts > 1 and row.last_error is not None
 
 
 def late_reason(rule: CompiledRule, due_at: datetime, now: datetime) -> str | None:

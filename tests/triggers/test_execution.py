@@ -373,3 +373,41 @@ rules:
         assert await ticks.tick() == 1
     assert [row.rule_id for row in await e.shop.actions()] == ["b-every-minute"] * 2
     assert ticks.last_error is not None and ticks.last_error.startswith("rule 'a-broken': ValueError: Invalid")
+
+
+async def test_a_run_taken_over_from_a_dead_worker_is_judged_by_late(engine, tmp_path: Path) -> None:
+    """Found by an audit: the claim a dead worker left counts as attempt 2, which skipped `late` as for a retry,
+    so a `late: skip` action claimed just before a crash ran three days late after the restart."""
+    from leadhub.store import triggers as store
+
+    e = Engine(engine, tmp_path, _rule(late="skip"))
+    contact_id, lead_id = await e.shop.customer()
+    await e.lead_event(lead_id, contact_id)
+    e.clock.advance(timedelta(hours=1))
+    async with engine.begin() as conn:  # claimed on time, then the worker died before running it
+        assert len(await store.claim_due(conn, e.clock.now(), 10, e.clock.now() + timedelta(minutes=5))) == 1
+    e.clock.advance(timedelta(days=3))  # the daemon stayed down
+    assert await e.scheduler().run_once() == 1
+    (row,) = await e.shop.actions()
+    assert row.status == "cancelled" and row.attempts == 2
+    assert row.last_error.startswith("late by 3 days"), row.last_error
+
+
+async def test_a_backoff_retry_after_downtime_is_not_judged_by_late(engine, tmp_path: Path) -> None:
+    rules = """
+rules:
+  - id: r
+    on: lead.created
+    late: skip
+    do:
+      - webhook: {url: "http://127.0.0.1:9/closed"}
+"""
+    e = Engine(engine, tmp_path, rules)
+    contact_id, lead_id = await e.shop.customer()
+    await e.lead_event(lead_id, contact_id)
+    scheduler = e.scheduler(retry=RetryPolicy(max_attempts=3, base=timedelta(seconds=10)))
+    assert await scheduler.run_once() == 1  # fails: retried in about 10 s
+    e.clock.advance(timedelta(days=3))  # the daemon was down when the retry fell due
+    assert await scheduler.run_once() == 1
+    (row,) = await e.shop.actions()
+    assert row.status == "pending" and row.attempts == 2 and row.last_error.startswith("webhook:"), row.last_error
