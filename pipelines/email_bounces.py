@@ -7,6 +7,7 @@ from email.message import Message
 from typing import Any
 
 from leadhub.pipelines.email_charset import decode_bytes
+from leadhub.pipelines.email_filters import bounce, null_sender, report
 from leadhub.pipelines.email_parse import ParsedEmail, content_type
 
 MAX_RECIPIENTS = 50
@@ -65,10 +66,23 @@ def failed_recipients(parsed: ParsedEmail) -> list[dict[str, Any]]:
         found = [_entry(a, status, None, text) for a in _SES_RECIPIENT.findall(text)]
     if not found:
         found = _from_text(parsed)
+        if not _mail_system_sent(parsed):
+            found = [_without_status_unproven(item) for item in found]
     unique: dict[str, dict[str, Any]] = {}
     for item in found:
         unique.setdefault(item["address"], item)
     return list(unique.values())[:MAX_RECIPIENTS]
+
+
+def _mail_system_sent(parsed: ParsedEmail) -> bool:
+    """A delivery-status part, X-Failed-Recipients, a daemon or an empty envelope sender: a mail system wrote it."""
+    return any(check(parsed) for check in (report, bounce, null_sender))
+
+
+def _without_status_unproven(item: dict[str, Any]) -> dict[str, Any]:
+    """A bounce known only by its subject and text may be a customer's own words ("the old address x@y was closed,
+    our mail server says user unknown"): an address is undeliverable only when an SMTP status stands beside it."""
+    return {**item, "undeliverable": item["undeliverable"] and item["status"] is not None}
 
 
 def _entry(address: str, status: str | None, action: str | None, diagnostic: str = "") -> dict[str, Any]:
@@ -168,7 +182,8 @@ def _returned_recipients(parsed: ParsedEmail) -> list[str]:
 
 
 def _status_near(text: str, pos: int) -> str | None:
-    match = re.search(r"\b([45]\.\d{1,3}\.\d{1,3})\b|\b([45]\d\d)[ -]", text[pos : pos + 400])
+    """The status an MTA gives after an address: an enhanced code, or a reply code ("550 ", "[Error Code 550]")."""
+    match = re.search(r"\b([45]\.\d{1,3}\.\d{1,3})\b|\b([45]\d\d)(?:[ -]|\])", text[pos : pos + 400])
     if not match:
         return None
     return match.group(1) or f"{match.group(2)[0]}.0.0"

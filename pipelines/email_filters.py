@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from email.message import Message
 
 from leadhub.pipelines.email_parse import ParsedEmail, content_type
 
@@ -27,18 +28,27 @@ _DELIVERY_SUBJECT = re.compile(
     r"delivery (problem|warning|error))",
     re.I,
 )
-# Wording only a mail system writes; "was not delivered" alone could be a customer writing about a parcel.
-_BOUNCE_TEXT = re.compile(
-    r"(\b[245]\d\d[ -][245]\.\d{1,3}\.\d{1,3}\b|\b[45]\.\d\.\d{1,3}\b|user unknown|unknown user|no such user|"
+# Wording only a mail system writes: a reply code with its enhanced status, the verdict on a mailbox, an MTA's
+# "your message could not be delivered" (that line may break before "could"). "Was not delivered" alone could be a
+# customer writing about a parcel.
+_MAIL_SYSTEM_TEXT = re.compile(
+    r"(\b[245]\d\d[ -][245]\.\d{1,3}\.\d{1,3}\b|user unknown|unknown user|no such user|"
     r"mailbox (is )?(full|unavailable|not found|does not exist)|recipient address rejected|"
     r"(unable to deliver|not (be )?delivered|undeliverable)[^\n]{0,20}\b(your|the|this) (message|e?-?mail)|"
-    r"(your|the|this|following) (message|e?-?mail)[^\n]{0,60}(could|was|were|has|have) not (be )?delivered|"
-    r"permanent(ly)? (error|fail)|"
-    r"over quota|quota exceeded|RCPT TO|\bfinal-recipient:|full mailbox|error delivering|"
-    r"following (address|recipient)|smtp|mail server|mail system|"
+    r"(your|the|this|following) (message|e?-?mail)\b[^\n]{0,80}\n?[^\n]{0,20}?\b(could|was|were|has|have) "
+    r"not (be )?delivered|"
+    r"permanent(ly)? (error|fail)|over quota|quota exceeded|RCPT TO|\bfinal-recipient:|full mailbox|"
+    r"error delivering (the |your |this )?(message|e?-?mail)|unable to deliver (the |your |this )?message|"
+    r"(did not|didn't) reach the following recipient|following recipients? did not receive|"
+    r"delivery to the following recipients? (has )?(failed|was aborted)|message not delivered to the following address|"
+    r"following addresses had (permanent |fatal |delivery )|no mailbox here by that name|"
     r"送信できませんでした|配信できませんでした|届きませんでした)",
     re.I,
 )
+# Words a customer uses too ("our mail server", "to the following address", a date like 4.5.24, which reads as an
+# enhanced status code): a bounce sign only beside machine evidence.
+_MAIL_TALK = re.compile(r"(\b[45]\.\d\.\d{1,3}\b|following (address|recipient)|smtp|mail server|mail system)", re.I)
+_QUOTED_RECEIVED = re.compile(r"^[ \t>]*Received: from \S+", re.I | re.M)
 _PROVIDER_NOTICE = re.compile(r'\\?"notificationType\\?"\s*:\s*\\?"(Bounce|Complaint|Delivery)\\?"')
 _COMPLAINT_SUBJECT = re.compile(r"^\s*complaint about message from\b", re.I)
 _OOO_SUBJECT = re.compile(
@@ -114,15 +124,22 @@ def provider_notice(parsed: ParsedEmail) -> str | None:
 
 
 def bounce_wording(parsed: ParsedEmail) -> str | None:
-    """A bounce subject backed by a mail system's wording, a returned message, or an empty envelope sender;
-    a subject that may be a customer's ("Delivery failed") only by the wording."""
-    mail_system_text = _BOUNCE_TEXT.search(parsed.text[:20_000]) is not None
-    if _BOUNCE_SUBJECT.search(parsed.subject):
-        if mail_system_text or _returned_message(parsed):
-            return "bounce (subject and text)"
-        return "bounce (null sender)" if _null_sender(parsed) else None
-    if _DELIVERY_SUBJECT.search(parsed.subject) and mail_system_text:
+    """A bounce subject backed by a mail system's wording or by machine evidence: an empty envelope sender or
+    returned headers, or everyday mail words beside a returned original. Customers write these subjects too
+    ("Delivery failed", "Mail delivery issues", "Parcel returned to sender"), with "smtp", "the following address"
+    or an attached mail, so those alone are never a bounce."""
+    bounce_subject = _BOUNCE_SUBJECT.search(parsed.subject) is not None
+    if not bounce_subject and not _DELIVERY_SUBJECT.search(parsed.subject):
+        return None
+    text = parsed.text[:20_000]
+    if _MAIL_SYSTEM_TEXT.search(text):
         return "bounce (subject and text)"
+    if bounce_subject and _null_sender(parsed):
+        return "bounce (null sender)"
+    if bounce_subject and _returned_headers(parsed):
+        return "bounce (subject and returned headers)"
+    if _MAIL_TALK.search(text) and (_returned_headers(parsed) or _returned_original(parsed, text)):
+        return "bounce (subject, text and returned message)"
     return None
 
 
@@ -135,8 +152,21 @@ def null_sender(parsed: ParsedEmail) -> str | None:
     return "auto-generated (null sender)" if _null_sender(parsed) else None
 
 
-def _returned_message(parsed: ParsedEmail) -> bool:
-    return _contains_part(parsed, ["message/rfc822", "text/rfc822-headers", "message/rfc822-headers"]) is not None
+def _returned_headers(parsed: ParsedEmail) -> bool:
+    """A part only mail systems add: the headers of the message they return."""
+    return _contains_part(parsed, ["text/rfc822-headers", "message/rfc822-headers"]) is not None
+
+
+def _returned_original(parsed: ParsedEmail, text: str) -> bool:
+    """A returned message that went through mail servers: attached with its Received headers, or those headers
+    quoted in the text. A customer's attached mail has them too, so this counts only beside mail words."""
+    if _QUOTED_RECEIVED.search(text):
+        return True
+    for part in parsed.message.walk():
+        inner = part.get_payload() if content_type(part) == "message/rfc822" else None
+        if isinstance(inner, list) and any(isinstance(m, Message) and m.get("Received") for m in inner):
+            return True
+    return False
 
 
 def auto_submitted(parsed: ParsedEmail) -> str | None:

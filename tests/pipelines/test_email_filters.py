@@ -132,3 +132,99 @@ def test_a_customer_forwarding_a_mail_about_an_undelivered_parcel_stays_a_lead()
         b"--b--\r\n"
     )
     assert draft(raw).dropped is None
+
+
+# Customers write about deliveries in the words bounces use: a parcel "could not be delivered to the following
+# address", a date like 4.5.24 (which reads as an enhanced status code), their own mail server.
+CUSTOMER_DELIVERY_MAIL = {
+    "parcel to the following address": (
+        "Delivery problem with order 1234",
+        "Your courier says the parcel could not be delivered to the following address: Hauptstr. 5. Please resend.",
+    ),
+    "a short date": ("Delivery failed", "I ordered on 4.5.24 and nothing came. Order 1234."),
+    "an IT inquiry": (
+        "Mail delivery issues - need an IT partner",
+        "Our mail server drops messages, can you quote a migration to Microsoft 365? Our SMTP relay is old.",
+    ),
+    "an undelivered parcel": (
+        "Undelivered parcel, order 1234",
+        "The parcel was not delivered to the following address: Hauptstr. 5, 10115 Berlin. Please check with DHL.",
+    ),
+    "a non-delivery complaint": (
+        "Non-delivery of my order",
+        "The parcel went back to your warehouse. Please send it to the following recipient: Anna Berg, Hauptstr. 5.",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CUSTOMER_DELIVERY_MAIL)
+def test_a_customer_writing_about_a_delivery_stays_a_lead(case: str) -> None:
+    subject, body = CUSTOMER_DELIVERY_MAIL[case]
+    raw = mail("From: Anna Client <anna@example.org>", "To: sales@shop.example", f"Subject: {subject}", body=body)
+    assert drop_reason(parse_message(raw), ["sales@shop.example"]) is None
+
+
+def test_a_customer_attaching_the_carriers_mail_stays_a_lead() -> None:
+    """The attached mail went through mail servers (Received) like a returned original, but nothing else says bounce."""
+    raw = (
+        b"From: Anna Client <anna@example.org>\r\nTo: sales@shop.example\r\n"
+        b"Subject: Parcel returned to sender - please resend order 1234\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\n"
+        b"My parcel came back, the DHL mail is attached. Please send it again.\r\n"
+        b"--b\r\nContent-Type: message/rfc822\r\n\r\n"
+        b"Received: from mx.dhl.example by mx.example.org; Mon, 6 May 2024 09:00:00 +0200\r\n"
+        b"From: noreply@dhl.example\r\nTo: anna@example.org\r\nSubject: Your parcel\r\n\r\nReturned\r\n--b--\r\n"
+    )
+    assert draft(raw).dropped is None
+
+
+def _relay_bounce(subject: str, text: str, returned_type: str) -> bytes:
+    """A bounce from a relay with an ordinary sender address: only its subject, text and returned part tell."""
+    return (
+        f"From: AntiVirus Gateway <gateway@relay.example>\r\nTo: sales@shop.example\r\nSubject: {subject}\r\n"
+        'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        f"--b\r\nContent-Type: text/plain\r\n\r\n{text}\r\n"
+        f"--b\r\nContent-Type: {returned_type}\r\n\r\n"
+        "Received: from shop.example by relay.example\r\nFrom: sales@shop.example\r\nTo: gone@client.example\r\n"
+        "Subject: Offer\r\n\r\n--b--\r\n"
+    ).encode()
+
+
+def test_mail_words_with_a_returned_original_are_a_bounce() -> None:
+    weak = "Delivery to this recipient did not work, see the SMTP log:\r\n\r\ngone@client.example"
+    assert draft(_relay_bounce("Delivery failure", weak, "message/rfc822")).dropped == (
+        "bounce (subject, text and returned message)"
+    )
+    silent = draft(_relay_bounce("Undeliverable: Offer", "See the attached headers.", "text/rfc822-headers"))
+    assert silent.dropped == "bounce (subject and returned headers)"
+
+
+def test_a_customer_naming_addresses_under_a_bounce_subject_suppresses_none() -> None:
+    """Their prose says "user unknown" (so the mail is dropped as a bounce), but no status code stands beside the
+    addresses: neither the customer's new address nor the closed one is taken for undeliverable."""
+    result = draft(
+        mail(
+            "From: Anna Client <anna@client.example>",
+            "To: sales@shop.example",
+            "Subject: Mail delivery problem with your invoices",
+            body="Hello, your invoices never reach us. Please send them to accounting@client.example from now on,\r\n"
+            "the old address invoices@client.example was closed and our mail server says user unknown.\r\nAnna\r\n",
+        )
+    )
+    assert result.fields["bounce"]
+    assert not any(item["undeliverable"] for item in result.fields["bounce"])
+
+
+def test_a_text_only_bounce_with_a_status_beside_the_address_marks_it_undeliverable() -> None:
+    raw = mail(
+        "From: AntiVirus Gateway <gateway@relay.example>",
+        "To: sales@shop.example",
+        "Subject: Delivery failure",
+        body="Your message could not be delivered.\r\n\r\n<gone@client.example>: 550 5.1.1 user unknown\r\n",
+    )
+    result = draft(raw)
+    assert result.dropped == "bounce (subject and text)"
+    assert result.fields["bounce"] == [
+        {"address": "gone@client.example", "status": "5.1.1", "action": None, "permanent": True, "undeliverable": True}
+    ]

@@ -177,6 +177,22 @@ async def test_undeliverable_bounces_suppress_the_address_once(pipeline: IntakeP
     assert not await rows(engine, Lead.__table__)
 
 
+async def test_a_customer_writing_about_closed_addresses_suppresses_none(
+    pipeline: IntakePipeline, engine: AsyncEngine
+) -> None:
+    """A bounce-like subject and "user unknown" in a customer's prose: the addresses they name stay mailable."""
+    raw = (
+        b"From: Anna Client <anna@client.example>\r\nTo: sales@shop.example\r\n"
+        b"Subject: Mail delivery problem with your invoices\r\nMessage-ID: <x2@client.example>\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\n"
+        b"Hello, your invoices never reach us. Please send them to accounting@client.example from now on,\r\n"
+        b"the old address invoices@client.example was closed and our mail server says user unknown.\r\nAnna\r\n"
+    )
+    await store(pipeline, Envelope(key="invoices", channel="email", connector="inbox", payload=raw))
+    assert await rows(engine, Inquiry.__table__)
+    assert not await rows(engine, EmailSuppression.__table__)
+
+
 async def test_a_complaint_suppresses_the_complainant(pipeline: IntakePipeline, engine: AsyncEngine) -> None:
     """An ARF feedback report (as in sisimai's arf-*.eml): the person who marked our mail as spam."""
     raw = (
