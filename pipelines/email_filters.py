@@ -51,12 +51,14 @@ _MAIL_TALK = re.compile(r"(\b[45]\.\d\.\d{1,3}\b|following (address|recipient)|s
 _QUOTED_RECEIVED = re.compile(r"^[ \t>]*Received: from \S+", re.I | re.M)
 _PROVIDER_NOTICE = re.compile(r'\\?"notificationType\\?"\s*:\s*\\?"(Bounce|Complaint|Delivery)\\?"')
 _COMPLAINT_SUBJECT = re.compile(r"^\s*complaint about message from\b", re.I)
-_OOO_SUBJECT = re.compile(
-    r"^\s*(out of (the )?office|automatic reply|auto[- ]?reply|autoreply|auto response|abwesenheitsnotiz|"
-    r"automatische antwort|vacation|réponse automatique|absence|автоответ|автоматический ответ|"
-    r"нет на месте|в отпуске)",
-    re.I,
+# An auto-responder's whole subject prefix ("Automatic reply: ...", "Out of Office AutoReply: ...",
+# "Abwesenheitsnotiz"), never a first word a customer may start with ("Vacation rental ...", "Absence management ...",
+# "Auto response times").
+_OOO_PHRASE = (
+    r"(out of (the )?office|automatic reply|auto[- ]?reply|autoreply|auto[- ]?response|abwesenheitsnotiz|"
+    r"automatische antwort|réponse automatique|автоответ|автоматический ответ|нет на месте|в отпуске)"
 )
+_OOO_SUBJECT = re.compile(rf"^\s*({_OOO_PHRASE}\s*)+([:\-/(]|$)", re.I)
 _AUTOREPLY_HEADERS = (
     "X-Autoreply",
     "X-Autorespond",
@@ -65,7 +67,8 @@ _AUTOREPLY_HEADERS = (
     "X-Mail-Autoreply",
     "X-AutoReply-From",
 )
-_ON_VACATION = re.compile(r"\b(vacation|out of (the )?office|abwesend|отпуск)\b", re.I)
+# With Auto-Submitted, single words say the reply is an out-of-office one.
+_ON_VACATION = re.compile(rf"(^\s*{_OOO_PHRASE}|\b(vacation|absen(ce|t)|out of (the )?office|abwesend|отпуск)\b)", re.I)
 
 
 def _report_type(parsed: ParsedEmail) -> tuple[str, str]:
@@ -174,7 +177,7 @@ def auto_submitted(parsed: ParsedEmail) -> str | None:
     auto = parsed.header("Auto-Submitted").strip().lower()
     if not auto or auto.startswith("no"):
         return None
-    if "vacation" in auto or _ON_VACATION.search(parsed.subject) or _OOO_SUBJECT.search(parsed.subject):
+    if "vacation" in auto or _ON_VACATION.search(parsed.subject):
         return f"out of office (Auto-Submitted: {auto[:60]})"
     return f"auto-reply (Auto-Submitted: {auto[:60]})"
 

@@ -36,6 +36,14 @@ DROPPED = {
         ["Subject: =?utf-8?B?0JDQstGC0L7QvtGC0LLQtdGCOiBSZTog0LfQsNGP0LLQutCw?="],
         "out of office (subject)",
     ),
+    "automatic reply subject": (["Subject: Automatic reply: Re: price"], "out of office (subject)"),
+    "old outlook subject": (["Subject: Out of Office AutoReply: offer"], "out of office (subject)"),
+    "german subject alone": (["Subject: Abwesenheitsnotiz"], "out of office (subject)"),
+    "absence with auto-submitted": (
+        ["Auto-Submitted: auto-replied", "Subject: Absence notice"],
+        "out of office (Auto-Submitted: auto-replied)",
+    ),
+    "vacation with x-autoreply": (["X-Autoreply: yes", "Subject: Vacation"], "auto-reply (X-Autoreply)"),
     "list-id": (["List-Id: <sales.lists.example.com>"], "list mail (List-Id)"),
     "list-unsubscribe": (["List-Unsubscribe: <mailto:u@example.com>"], "list mail (List-Unsubscribe)"),
     "mailer-daemon": (["From: Mail Delivery System <MAILER-DAEMON@mx.example.com>"], "bounce (sender mailer-daemon)"),
@@ -111,6 +119,11 @@ STAYS_A_LEAD = {
     "suppress only delivery receipts": ["X-Auto-Response-Suppress: DR, RN, NRN"],
     "form mailer": ["From: no-reply@site.example", "Reply-To: visitor@example.org", "Subject: New form entry"],
     "vacation word in a human subject": ["Subject: Quote for our vacation homes project"],
+    # Subjects that open with an auto-reply word but go on as a customer's question.
+    "vacation rental": ["Subject: Vacation rental for 4 people in July?"],
+    "absence management": ["Subject: Absence management module - price for 50 users"],
+    "auto response times": ["Subject: Auto response times of your service"],
+    "out of office furniture": ["Subject: Out of office furniture for 12 desks"],
 }
 
 
