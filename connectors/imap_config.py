@@ -69,8 +69,8 @@ class ImapConfig(ConnectorConfig):
     def _unique_folders(cls, value: list[str]) -> list[str]:
         if any(not folder.strip() for folder in value):
             raise ValueError("a folder name must not be empty")
-        if len(set(value)) != len(value):
-            raise ValueError("each folder may be listed once")
+        if len({same_folder(folder) for folder in value}) != len(value):
+            raise ValueError("each folder may be listed once (INBOX in any case is one folder)")
         return value
 
     @field_validator("post_action")
@@ -94,10 +94,15 @@ class ImapConfig(ConnectorConfig):
         if (self.password is None) == (self.oauth2 is None):
             raise ValueError("set exactly one of password and oauth2")
         target = self.post_action.removeprefix("move:") if self.post_action.startswith("move:") else None
-        if target is not None and target in self.folders:
+        if target is not None and same_folder(target) in {same_folder(folder) for folder in self.folders}:
             raise ValueError(f"post_action moves mail into {target!r}, which is also a watched folder")
         return self
 
     @property
     def effective_port(self) -> int:
         return self.port or (993 if self.security == "ssl" else 143)
+
+
+def same_folder(name: str) -> str:
+    """The name as the server tells folders apart: INBOX is case-insensitive (RFC 3501), other names are not."""
+    return "INBOX" if name.upper() == "INBOX" else name
