@@ -6,6 +6,11 @@ batch's first messages in UID order that the stream acknowledged; a NATS that re
 `429`) gets the batch in smaller parts (leadhub/publish_window.py), and what it never acked is fetched again after
 reconnecting. A crash anywhere re-reads at most one batch, and a re-read is a duplicate by key (see
 connectors/imap_message.py), so nothing is lost and nothing doubles.
+
+A batch whose FETCH fails is fetched one message per FETCH after reconnecting, so one message the server cannot
+deliver (an unreadable file, a message it cannot convert) holds up only itself. Alone it is tried
+UNREADABLE_ATTEMPTS times, a reconnect apart; then a placeholder is published in its place (stored as a dropped
+inquiry with the server's answer) and the checkpoint passes it like any published message.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import asyncio
 import functools
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -22,10 +28,11 @@ import structlog
 from leadhub.connectors.base import ConnectorContext
 from leadhub.connectors.failure_reason import failure_reason, in_store
 from leadhub.connectors.imap_config import ImapConfig
-from leadhub.connectors.imap_message import envelope_for
+from leadhub.connectors.imap_message import envelope_for, unreadable_envelope
 from leadhub.connectors.imap_oauth import TokenProvider
 from leadhub.connectors.imap_session import HEAD_BYTES, AuthFailed, Fetched, FolderInfo, ImapSession
 from leadhub.envelope import Envelope
+from leadhub.error_text import brief
 from leadhub.publish_window import PublishWindow, Sent, send
 from leadhub.store.connector_state import load_state, save_state
 
@@ -37,6 +44,19 @@ BATCH_BYTES = 32 * 1024 * 1024  # at most this much message data in memory per b
 HEADER_ROOM = 64 * 1024  # the queue's max_payload covers the envelope's headers (key, meta) too
 RETRY_FIRST, RETRY_MAX = 1.0, 60.0
 AUTH_RETRY_FIRST, AUTH_RETRY_MAX = 30.0, 600.0  # a refused login needs a person; do not hammer the account
+UNREADABLE_ATTEMPTS = 3  # FETCHes of one message alone, a reconnect apart, before a placeholder takes its place
+
+
+class NotDelivered(Exception):
+    """The server failed the FETCH of one message alone; the folder reconnects and asks again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Fetched messages in UID order; `error` ends the sync once they are published (the rest is fetched later)."""
+
+    items: list[Fetched]
+    error: Exception | None = None
 
 
 class FolderWorker:
@@ -59,6 +79,8 @@ class FolderWorker:
         self.state_key = f"folder:{folder}"
         self.status: dict[str, Any] = {"ok": False, "last_sync": None, "uid_lag": None, "error": "starting"}
         self._synced = False  # whether the current connection completed a sync
+        self._one_by_one: tuple[int, int] | None = None  # (uidvalidity, uid): up to uid, one message per FETCH
+        self._not_delivered: dict[tuple[int, int], int] = {}  # (uidvalidity, uid) -> failed FETCHes of it alone
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"imap-{config.name}")
         self.window = PublishWindow(config.fetch_batch)  # messages in flight: a whole batch unless NATS refuses some
 
@@ -180,16 +202,18 @@ class FolderWorker:
             last_uid = 0
         highest = max([*uids, baseline, last_uid])
         self._report(uid_lag=highest - last_uid)
-        async for batch in self._batches(uids):
-            sent = await self._publish(batch, info)
-            done = batch[: sent.acked]  # the acked prefix in UID order: nothing after an unacked message counts
+        async for batch in self._batches(uids, info.uidvalidity):
+            sent = await self._publish(batch.items, info)
+            done = batch.items[: sent.acked]  # the acked prefix in UID order: nothing after an unacked message counts
             if done:
-                await self._post_action([item.uid for item in done], info)
+                await self._post_action([item.uid for item in done if item.unreadable is None], info)
                 last_uid = done[-1].uid
                 await self._checkpoint(info.uidvalidity, last_uid)
                 self._report(uid_lag=max(0, highest - last_uid))
             if sent.error is not None:  # the rest of the batch is fetched again after reconnecting
                 raise sent.error
+            if batch.error is not None:  # the connection may be gone with it (Dovecot ends the session)
+                raise batch.error
         if self.stopping.is_set():  # cut short: UIDs not yet read must stay above the checkpoint, not be skipped
             return
         if last_uid < baseline or state is None or state.get("uidvalidity") != info.uidvalidity:
@@ -217,7 +241,7 @@ class FolderWorker:
             limit = min(limit, max(queue_limit - HEADER_ROOM, HEAD_BYTES))
         return limit
 
-    async def _batches(self, uids: list[int]) -> AsyncIterator[list[Fetched]]:
+    async def _batches(self, uids: list[int], uidvalidity: int) -> AsyncIterator[Batch]:
         """Fetched messages in UID order, grouped by count and bytes; one batch in memory at a time."""
         for chunk in _chunks(uids, SIZE_CHUNK):
             sizes = await self._call(self.session.sizes, chunk)
@@ -225,7 +249,55 @@ class FolderWorker:
             for group in _by_bytes([u for u in chunk if u in sizes], sizes, self.config.fetch_batch, limit):
                 if self.stopping.is_set():
                     return
-                yield await self._fetch(group, sizes, limit)
+                if len(group) > 1 and not self._isolating(group[0], uidvalidity):
+                    yield Batch(await self._fetch_all(group, sizes, limit, uidvalidity))
+                    continue
+                for uid in group:  # each its own batch: done before the next, which may end the session
+                    if self.stopping.is_set():
+                        return
+                    yield await self._fetch_one(uid, sizes, limit, uidvalidity)
+
+    def _isolating(self, uid: int, uidvalidity: int) -> bool:
+        return self._one_by_one is not None and self._one_by_one[0] == uidvalidity and uid <= self._one_by_one[1]
+
+    async def _fetch_all(self, uids: list[int], sizes: dict[int, int], limit: int, uidvalidity: int) -> list[Fetched]:
+        """One FETCH for the batch; when it fails, the batch is fetched one message at a time after reconnecting."""
+        try:
+            return await self._fetch(uids, sizes, limit)
+        except Exception:
+            if not self.stopping.is_set():
+                self._one_by_one = (uidvalidity, uids[-1])
+            raise
+
+    async def _fetch_one(self, uid: int, sizes: dict[int, int], limit: int, uidvalidity: int) -> Batch:
+        """The message alone; when that fails it is asked for again after reconnecting, and after
+        UNREADABLE_ATTEMPTS failures a placeholder takes its place so the folder goes on."""
+        try:
+            fetched = await self._fetch([uid], sizes, limit)
+        except Exception as exc:
+            if self.stopping.is_set():
+                return Batch([], exc)
+            answer = brief(exc, 300)
+            error = NotDelivered(f"the server could not deliver message UID {uid}: {answer}")
+            error.__cause__ = exc
+            attempts = self._not_delivered.pop((uidvalidity, uid), 0) + 1
+            if attempts < UNREADABLE_ATTEMPTS:
+                self._not_delivered[(uidvalidity, uid)] = attempts
+                return Batch([], error)
+            self._give_up(uid, answer)
+            return Batch([Fetched(uid, b"", None, sizes.get(uid, 0), truncated=False, unreadable=answer)], error)
+        self._not_delivered.pop((uidvalidity, uid), None)
+        return Batch(fetched)
+
+    def _give_up(self, uid: int, answer: str) -> None:
+        log.warning(
+            "IMAP server could not deliver a message; publishing a placeholder (a dropped inquiry) in its place",
+            connector=self.config.name,
+            folder=self.folder,
+            uid=uid,
+            attempts=UNREADABLE_ATTEMPTS,
+            error=answer,
+        )
 
     async def _fetch(self, uids: list[int], sizes: dict[int, int], limit: int) -> list[Fetched]:
         small = [u for u in uids if sizes[u] <= limit]
@@ -243,7 +315,9 @@ class FolderWorker:
     async def _publish(self, batch: list[Fetched], info: FolderInfo) -> Sent:
         """Publish the batch in UID order, in parts NATS takes; how many from the first it acked, and why not more."""
         envelopes = [
-            envelope_for(
+            unreadable_envelope(self.config.name, self.folder, info.uidvalidity, item.uid, item.unreadable)
+            if item.unreadable is not None
+            else envelope_for(
                 self.config.name,
                 self.folder,
                 info.uidvalidity,
@@ -274,7 +348,7 @@ class FolderWorker:
 
     async def _post_action(self, uids: list[int], info: FolderInfo) -> None:
         """Mark, flag or move the given (acknowledged) messages; a failure is reported, never blocks the checkpoint."""
-        if self.config.post_action == "none":
+        if self.config.post_action == "none" or not uids:  # no uids: only placeholders, nothing of them to mark
             return
         try:
             await self._call(self.session.post_action, uids, self.config.post_action, info.move)

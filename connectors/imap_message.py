@@ -8,6 +8,10 @@ would turn the whole folder into new inquiries. The key is therefore
 Message-ID plus Date survives servers that rewrite headers or re-encode bodies on migration; the raw-bytes hash
 is exact for the few messages without an id. The same message filed in two watched folders of one mailbox is
 one inquiry, which is what a sales team wants. Folder, UID and UIDVALIDITY travel in `meta`.
+
+A message the server refuses to deliver (connectors/imap_folder.py gives up after a few attempts) has no bytes
+to key by; its placeholder is keyed by its place, `imap:<connector>:unreadable:<sha256(folder, UIDVALIDITY,
+UID)[:32]>`, so a re-read of the placeholder is a duplicate too.
 """
 
 from __future__ import annotations
@@ -91,4 +95,18 @@ def envelope_for(
         payload=raw,
         content_type="message/rfc822",
         meta=meta,  # type: ignore[arg-type] - ints travel as JSON numbers
+    )
+
+
+def unreadable_envelope(connector: str, folder: str, uidvalidity: int, uid: int, answer: str) -> Envelope:
+    """The placeholder for a message the server would not deliver: stored as dropped with the server's answer."""
+    place = hashlib.sha256(f"{folder}\0{uidvalidity}\0{uid}".encode()).hexdigest()[:32]
+    text = f"The server could not deliver message UID {uid} of {folder} (UIDVALIDITY {uidvalidity}): {answer}\n"
+    return Envelope(
+        key=f"imap:{connector}:unreadable:{place}",
+        channel="email",
+        connector=connector,
+        payload=text.encode(),
+        content_type="text/plain; charset=utf-8",
+        meta={"folder": folder, "uid": uid, "uidvalidity": uidvalidity, "unreadable": answer},  # type: ignore[dict-item]
     )

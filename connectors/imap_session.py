@@ -47,7 +47,7 @@ class PostActionRefused(Exception):
 
 
 class FetchIncomplete(Exception):
-    """The server sent no content for messages that still exist: the batch is retried, never skipped."""
+    """The server sent no content for messages that still exist: fetched again, one at a time (imap_folder.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +66,7 @@ class Fetched:
     internaldate: str | None
     size: int
     truncated: bool
+    unreadable: str | None = None  # the server's answer for a message it would not deliver (`data` is empty)
 
 
 class ImapSession:

@@ -32,6 +32,8 @@ _NO_REPLY = re.compile(
 
 def parse_email(envelope: Envelope, options: dict[str, Any]) -> InquiryDraft:
     """Read the message; PermanentError (dead letter, raw bytes kept) if it cannot be read at all."""
+    if "unreadable" in envelope.meta:
+        return _unreadable(envelope)
     limit = int(options.get("max_message_bytes") or DEFAULT_MAX_BYTES)
     size = _declared_size(envelope)
     if size > limit or "too_large" in envelope.meta:
@@ -59,6 +61,13 @@ def _too_large(envelope: Envelope, size: int) -> InquiryDraft:
     draft.title = parsed.subject[:300] or None
     draft.message_id = parsed.message_id
     return draft
+
+
+def _unreadable(envelope: Envelope) -> InquiryDraft:
+    """The connector's placeholder for a message the server would not deliver: dropped, the answer as the reason."""
+    meta = envelope.meta
+    reason = f"unreadable: the server could not deliver message UID {meta.get('uid')}: {meta['unreadable']}"
+    return InquiryDraft(envelope=envelope, dropped=reason[:200])
 
 
 def _declared_size(envelope: Envelope) -> int:

@@ -1,6 +1,7 @@
 """The `imap` connector against a real Dovecot on loopback (tests/imap_server.py), through the in-process hub:
 appended mail becomes leads, IDLE is quick, restarts resume from the checkpoint, a UIDVALIDITY change and a killed
-server lose and double nothing, post-actions, the size limit, TLS, and prompt stop.
+server lose and double nothing, post-actions, the size limit, a message the server cannot deliver, TLS, and prompt
+stop.
 
 Messages are built by tests.imap_server.make_mail (plain inquiries from distinct senders).
 """
@@ -12,6 +13,7 @@ import signal
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -241,6 +243,43 @@ async def test_a_message_over_the_limit_is_kept_short_and_dropped(make_hub: HubF
     assert by_uid[1]["dropped"]
     assert by_uid[2]["dropped"] is None and "too_large" not in by_uid[2]["meta"]
     await hub.wait_items("/api/leads", 1)
+
+
+def maildir_file(dovecot: Dovecot, n: int) -> Path:
+    """The file Dovecot keeps message make_mail(n) in."""
+    files = (p for p in (dovecot.root / "home" / "Maildir").glob("*/*") if p.parent.name in ("cur", "new"))
+    return next(p for p in files if f"<inquiry-{n}@".encode() in p.read_bytes())
+
+
+async def test_a_message_the_server_cannot_deliver_holds_up_only_itself(make_hub: HubFactory, dovecot: Dovecot) -> None:
+    dovecot.append([make_mail(i) for i in range(1, 5)])
+    maildir_file(dovecot, 2).chmod(0)  # Dovecot answers its FETCH with "Internal error" and ends the session
+    hub = await make_hub([dovecot.connector(post_action="seen")])
+
+    inquiries = await hub.wait_items("/api/inquiries", 4, timeout=40)
+    by_uid = {i["meta"]["uid"]: i for i in inquiries}
+    assert [by_uid[uid]["dropped"] for uid in (1, 3, 4)] == [None, None, None]
+    placeholder = by_uid[2]
+    assert placeholder["key"].startswith("imap:inbox:unreadable:")
+    assert placeholder["dropped"].startswith("unreadable: the server could not deliver message UID 2: ")
+    assert "Internal error" in placeholder["dropped"]
+    await wait_for(lambda: synced(hub, 4), what="the checkpoint past the message")
+
+    async def ready() -> bool:
+        return bool((await readyz_detail(hub)).get("ok"))
+
+    await wait_for(ready, what="the folder ready again")
+    dovecot.append([make_mail(5)])
+    await hub.wait_items("/api/leads", 4, timeout=20)
+    admin = dovecot.client()
+
+    async def only_the_unread_one_unseen() -> bool:  # the post-action is not for the message leadhub never read
+        admin.select_folder("INBOX", readonly=True)
+        flags = admin.fetch(admin.search(), ["FLAGS"])
+        admin.unselect_folder()
+        return {uid for uid, item in flags.items() if b"\\Seen" not in item[b"FLAGS"]} == {2}
+
+    await wait_for(only_the_unread_one_unseen, what="\\Seen on every message but UID 2")
 
 
 @pytest.mark.parametrize("security", ["ssl", "starttls"])

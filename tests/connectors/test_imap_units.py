@@ -15,8 +15,9 @@ from pydantic import ValidationError
 from leadhub.connectors.imap import summarize
 from leadhub.connectors.imap_config import ImapConfig
 from leadhub.connectors.imap_folder import _by_bytes
-from leadhub.connectors.imap_message import envelope_for, message_key
+from leadhub.connectors.imap_message import envelope_for, message_key, unreadable_envelope
 from leadhub.connectors.imap_oauth import OAuth2Config, TokenError, TokenProvider, parse_token
+from leadhub.pipelines.parse_email import parse_email
 from tests.imap_server import make_mail
 
 BASE = {"name": "inbox", "host": "imap.example.com", "username": "sales@example.com", "password": "pw"}
@@ -76,6 +77,17 @@ def test_a_truncated_message_is_marked_and_keyed_by_its_headers() -> None:
     envelope = envelope_for("inbox", "INBOX", 1, 9, head, size=len(whole), truncated=True, internaldate=None)
     assert envelope.meta["too_large"] == len(whole)
     assert envelope.key == message_key("inbox", whole)  # the Message-ID is in the first bytes
+
+
+def test_a_message_the_server_cannot_deliver_is_keyed_by_its_place_and_dropped_with_the_answer() -> None:
+    envelope = unreadable_envelope("inbox", "Sales Leads", 1700000000, 42, "NO Internal error occurred.")
+    assert envelope.key == unreadable_envelope("inbox", "Sales Leads", 1700000000, 42, "another answer").key
+    others = [("INBOX", 1700000000, 42), ("Sales Leads", 1700000001, 42), ("Sales Leads", 1700000000, 43)]
+    assert all(unreadable_envelope("inbox", *place, "x").key != envelope.key for place in others)
+    assert envelope.key.startswith("imap:inbox:unreadable:") and envelope.key.isascii() and " " not in envelope.key
+    assert envelope.meta["folder"] == "Sales Leads" and envelope.meta["uid"] == 42
+    draft = parse_email(envelope, {})
+    assert draft.dropped == "unreadable: the server could not deliver message UID 42: NO Internal error occurred."
 
 
 # -- configuration ----------------------------------------------------------------------------------------------
