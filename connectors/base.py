@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Protocol
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
-from leadhub.envelope import Envelope
+from leadhub.envelope import Envelope, EnvelopeError
 from leadhub.queue_errors import QueueBusy, QueueUnavailable  # noqa: F401 - connectors and the hub import them here
 
 
@@ -134,6 +134,19 @@ async def read_body(request: Any, limit: int) -> bytes:
         cause = exc.__cause__ or exc
         reason = getattr(cause, "message", None) or type(cause).__name__
         raise HookError(400, "malformed", f"the body cannot be read: {reason}") from None
+
+
+def queueable(envelope: Envelope) -> Envelope:
+    """`envelope` when the pipeline will read its message back (`Envelope.check`); else a 400 naming why.
+
+    Its key and content type come from the request: one the pipeline refuses (longer than its column, say)
+    was answered 202 and then dead-lettered, and no replay could ever store it.
+    """
+    try:
+        envelope.check()
+    except EnvelopeError as exc:
+        raise HookError(400, "malformed", f"the request cannot be queued: {exc}") from None
+    return envelope
 
 
 def header_text(value: str) -> str:

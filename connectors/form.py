@@ -20,6 +20,7 @@ from leadhub.connectors.base import (
     Stop,
     accepted,
     header_text,
+    queueable,
     read_body,
 )
 from leadhub.connectors.ratelimit import RateLimiter, parse_rate
@@ -98,14 +99,14 @@ class FormConnector:
         except FormDecodeError as exc:
             raise HookError(400, "malformed", str(exc)) from None
         envelope = Envelope(
-            key=header_text(self._key(request, form)),
+            key=self._key(request, form),
             channel=self.channel,
             connector=self.config.name,
             payload=body,
             content_type=header_text(content_type),
             meta={k: header_text(v) for k, v in self._meta(request, form.fields).items()},
         )
-        result = await self.publish(envelope)
+        result = await self.publish(queueable(envelope))
         return self._answer(request, result)
 
     def _client_ip(self, request: web.Request) -> str:
@@ -131,16 +132,24 @@ class FormConnector:
             raise HookError(401, "bad_token", f"{reason}: send the connector's token in {TOKEN_HEADER} or ?token=")
 
     def _key(self, request: web.Request, form: FormData) -> str:
-        """The idempotency key: the client's, a configured body field, or the body's hash in a window."""
+        """The idempotency key: the client's, a configured body field, or the body's hash in a window.
+
+        Lengths are counted after header_text: a byte that is not UTF-8 travels as a 6-character escape.
+        """
         fields = form.fields
         prefix = f"form:{self.config.name}"
         if given := request.headers.get(IDEMPOTENCY_HEADER):
-            if len(given) > MAX_KEY_LENGTH:
-                raise HookError(400, "malformed", f"{IDEMPOTENCY_HEADER} is longer than {MAX_KEY_LENGTH} characters")
+            if len(given := header_text(given)) > MAX_KEY_LENGTH:
+                raise HookError(
+                    400,
+                    "malformed",
+                    f"{IDEMPOTENCY_HEADER} is longer than {MAX_KEY_LENGTH} characters "
+                    "(a byte that is not UTF-8 counts as 6)",
+                )
             return f"{prefix}:idem:{given}"
         field = self.config.idempotency_field
         if field and isinstance(value := fields.get(field), str | int) and str(value):
-            return f"{prefix}:field:{str(value)[:MAX_KEY_LENGTH]}"
+            return f"{prefix}:field:{header_text(str(value))[:MAX_KEY_LENGTH]}"
         # surrogatepass: a JSON body may hold a lone surrogate ("\ud800"); the pipeline dead-letters it, with its reason
         # Uploaded files count too: two file-only posts are two submissions, not one and a "duplicate".
         content: Any = fields if not form.files else [fields, [(f.field, f.filename, f.sha256) for f in form.files]]

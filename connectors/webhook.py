@@ -28,6 +28,7 @@ from leadhub.connectors.base import (
     PublishResult,
     Stop,
     header_text,
+    queueable,
     read_body,
 )
 from leadhub.durations import parse_duration
@@ -215,14 +216,18 @@ class ProviderWebhook:
         meta: dict[str, str] | None = None,
         channel: str | None = None,
     ) -> PublishResult:
-        """Publish the raw body under `<type>:<connector>:<key>`; returns once the queue has it durably."""
+        """Publish the raw body under `<type>:<connector>:<key>`; returns once the queue has it durably.
+
+        A key or content type the pipeline would refuse is a 400 (`queueable`); the content type is never cut,
+        as a parser reads a multipart boundary from it.
+        """
         # Keys, content types and meta come from headers and bodies: header_text keeps them encodable.
         envelope = Envelope(
             key=header_text(f"{self.type}:{self.config.name}:{key}"),
             channel=channel or self.channel,
             connector=self.config.name,
             payload=body,
-            content_type=header_text(content_type[:200]) or "application/octet-stream",
+            content_type=header_text(content_type) or "application/octet-stream",
             meta={k: header_text(v[:500]) for k, v in (meta or {}).items() if v},
         )
-        return await self.context.publish(envelope)
+        return await self.context.publish(queueable(envelope))

@@ -70,18 +70,20 @@ class Envelope:
             headers[H_META] = _meta_json(dict(self.meta))
         return headers
 
+    def check(self) -> None:
+        """Raise EnvelopeError naming what the pipeline's `from_message` would refuse in this envelope's message.
+
+        A webhook calls it before publishing: what the pipeline cannot take is then a 400 for its sender, not a
+        202 followed by a dead letter that no replay can store. The received time and meta are not read back: their
+        headers are this envelope's own isoformat and JSON, and every accepted webhook pays for this check.
+        """
+        _check_headers(self.headers())
+
     @classmethod
     def from_message(cls, headers: Mapping[str, str] | None, payload: bytes) -> Envelope:
         """Rebuild an envelope from a queue message; raises EnvelopeError naming what is wrong."""
         headers = headers or {}
-        missing = [h for h in (H_KEY, H_CHANNEL, H_CONNECTOR, H_RECEIVED) if not headers.get(h)]
-        if missing:
-            raise EnvelopeError(f"message lacks header(s) {', '.join(missing)}")
-        if headers[H_CHANNEL] not in CHANNELS:
-            raise EnvelopeError(f"{H_CHANNEL} {headers[H_CHANNEL][:50]!r} is not one of {', '.join(CHANNELS)}")
-        for name, limit in ((H_KEY, MAX_KEY), (H_CONNECTOR, MAX_CONNECTOR), (H_CONTENT_TYPE, MAX_CONTENT_TYPE)):
-            if len(headers.get(name, "")) > limit:
-                raise EnvelopeError(f"{name} is longer than {limit} characters ({len(headers[name])})")
+        _check_headers(headers)
         try:
             received_at = datetime.fromisoformat(headers[H_RECEIVED])
         except ValueError as exc:
@@ -103,3 +105,15 @@ class Envelope:
             received_at=received_at,
             meta=meta,
         )
+
+
+def _check_headers(headers: Mapping[str, str]) -> None:
+    """EnvelopeError unless the identifying headers are present, the channel known, and each fits its column."""
+    missing = [h for h in (H_KEY, H_CHANNEL, H_CONNECTOR, H_RECEIVED) if not headers.get(h)]
+    if missing:
+        raise EnvelopeError(f"message lacks header(s) {', '.join(missing)}")
+    if headers[H_CHANNEL] not in CHANNELS:
+        raise EnvelopeError(f"{H_CHANNEL} {headers[H_CHANNEL][:50]!r} is not one of {', '.join(CHANNELS)}")
+    for name, limit in ((H_KEY, MAX_KEY), (H_CONNECTOR, MAX_CONNECTOR), (H_CONTENT_TYPE, MAX_CONTENT_TYPE)):
+        if len(headers.get(name, "")) > limit:
+            raise EnvelopeError(f"{name} is longer than {limit} characters ({len(headers[name])})")

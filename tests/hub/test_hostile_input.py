@@ -93,6 +93,33 @@ async def test_header_bytes_that_are_not_utf8_do_not_stop_a_submission(hub: Runn
     assert stored[0]["id"] == answer["id"] and stored[0]["name"] == name
 
 
+TELEGRAM = b"POST /hooks/bot HTTP/1.1\r\nX-Telegram-Bot-Api-Secret-Token: tg-secret\r\nContent-Type: application/json"
+LONG_CONTENT_TYPE = b"Content-Type: application/json; foo=" + b"a" * 250
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("form Content-Type over 200", FORM.replace(b"Content-Type: application/json", LONG_CONTENT_TYPE),
+         b'{"name": "x"}', "Leadhub-Content-Type is longer than 200"),
+        ("form Idempotency-Key over 200 once escaped", FORM + b"\r\nIdempotency-Key: " + b"\xff" * 100,
+         b'{"name": "x"}', "Idempotency-Key is longer than 200"),
+        ("telegram Content-Type over 200", TELEGRAM.replace(b"Content-Type: application/json", LONG_CONTENT_TYPE),
+         b'{"update_id": 1}', "Leadhub-Content-Type is longer than 200"),
+        ("telegram key over 400", TELEGRAM, b'{"update_id": 1%s}' % (b"0" * 400), "Leadhub-Key is longer than 400"),
+    ],
+    ids=lambda case: case[0],
+)  # fmt: skip
+async def test_what_the_pipeline_would_refuse_is_400_not_a_dead_letter(hub: RunningHub, case: tuple) -> None:
+    """The pipeline refuses a key or content type longer than its column: answered 202, such an item was
+    dead-lettered, and no replay could store it."""
+    _label, head, body, detail = case
+    got, answer = await raw_request(hub, head, body)
+    assert (got, answer["error"]) == (400, "malformed"), answer
+    assert detail in answer["detail"]
+    await _still_serving(hub)
+
+
 async def test_a_json_lone_surrogate_is_accepted_not_a_500(hub: RunningHub) -> None:
     """`"\\ud800"` is valid JSON that UTF-8 cannot encode: accepted, and stored with U+FFFD in its place (it was
     dead-lettered); a valid pair stays the character it encodes."""

@@ -1,0 +1,37 @@
+"""An envelope the edge accepts is one the pipeline reads back: `check` refuses exactly what `from_message` does."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from leadhub.envelope import MAX_CONTENT_TYPE, MAX_KEY, Envelope, EnvelopeError
+
+GOOD = Envelope(key="form:site:idem:abc", channel="form", connector="site", payload=b"{}", content_type="text/plain")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"key": "k" * (MAX_KEY + 1)},
+        {"content_type": "text/plain; x=" + "a" * MAX_CONTENT_TYPE},
+        {"connector": "c" * 65},
+        {"channel": "fax"},
+        {"key": ""},
+    ],
+    ids=lambda change: next(iter(change)),
+)
+def test_check_refuses_what_the_pipeline_would_with_its_reason(change: dict) -> None:
+    envelope = dataclasses.replace(GOOD, **change)
+    with pytest.raises(EnvelopeError) as from_pipeline:
+        Envelope.from_message(envelope.headers(), envelope.payload)
+    with pytest.raises(EnvelopeError) as from_check:
+        envelope.check()
+    assert str(from_check.value) == str(from_pipeline.value)
+
+
+def test_an_envelope_at_every_limit_passes_both() -> None:
+    envelope = dataclasses.replace(GOOD, key="k" * MAX_KEY, content_type="t" * MAX_CONTENT_TYPE, meta={"a": "b"})
+    envelope.check()
+    assert Envelope.from_message(envelope.headers(), envelope.payload) == envelope
