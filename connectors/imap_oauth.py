@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from leadhub.durations import parse_duration
+from leadhub.json_errors import JSON_ERRORS, json_error_text
 
 # Refresh this long before the advertised expiry, so a token never expires between fetch and LOGIN.
 EXPIRY_MARGIN = 60.0
@@ -73,8 +74,8 @@ def parse_token(text: str, default_lifetime: float) -> tuple[str, float]:
     if text.startswith("{"):
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise TokenError(f"the token source returned JSON that does not parse: {exc.msg}") from None
+        except JSON_ERRORS as exc:
+            raise TokenError(f"the token source returned JSON that does not parse: {json_error_text(exc)}") from None
         token = data.get("access_token") if isinstance(data, dict) else None
         if not isinstance(token, str) or not token:
             raise TokenError("the token source returned JSON without an `access_token` string")

@@ -21,6 +21,7 @@ from leadhub.connectors.webhook import (
     require_method,
     require_signature,
 )
+from leadhub.json_errors import json_error_text
 
 KINDS = {"events/call": "call", "events/summary": "summary"}
 
@@ -81,6 +82,8 @@ def _json_object(text: str) -> dict[str, Any]:
         event = json.loads(text)
     except json.JSONDecodeError as exc:
         raise HookError(400, "malformed", f"form field json is not JSON: {exc.msg} at column {exc.colno}") from None
+    except ValueError as exc:
+        raise HookError(400, "malformed", f"form field json is not JSON: {json_error_text(exc)}") from None
     except RecursionError:
         raise HookError(400, "malformed", "form field json is nested too deeply") from None
     if not isinstance(event, dict):

@@ -33,6 +33,7 @@ from leadhub.connectors.base import (
 )
 from leadhub.durations import parse_duration
 from leadhub.envelope import Envelope
+from leadhub.json_errors import json_error_text
 
 DEFAULT_MAX_BODY = ByteSize(1024 * 1024)
 DEFAULT_REPLAY_WINDOW = timedelta(hours=1)
@@ -155,6 +156,8 @@ def json_object(body: bytes, what: str) -> dict[str, Any]:
         raise HookError(
             400, "malformed", f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+    except ValueError as exc:
+        raise HookError(400, "malformed", f"malformed JSON: {json_error_text(exc)}") from None
     except RecursionError:
         raise HookError(400, "malformed", "JSON nested too deeply") from None
     if not isinstance(data, dict):

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from leadhub.compact_json import compact_encoder
 from leadhub.ids import id_for_key
+from leadhub.json_errors import JSON_ERRORS, json_error_text
 
 CHANNELS = ("email", "phone", "chat", "form", "shop")
 
@@ -92,8 +93,8 @@ class Envelope:
         if raw_meta := headers.get(H_META):
             try:
                 meta = json.loads(raw_meta)
-            except json.JSONDecodeError as exc:
-                raise EnvelopeError(f"{H_META} is not JSON: {exc}") from exc
+            except JSON_ERRORS as exc:
+                raise EnvelopeError(f"{H_META} is not JSON: {json_error_text(exc)}") from exc
             if not isinstance(meta, dict):
                 raise EnvelopeError(f"{H_META} must be a JSON object")
         return cls(

@@ -11,6 +11,8 @@ from email.policy import HTTP
 from typing import Any
 from urllib.parse import parse_qsl
 
+from leadhub.json_errors import json_error_text
+
 JSON_TYPES = ("application/json",)
 URLENCODED_TYPES = ("application/x-www-form-urlencoded",)
 MULTIPART_TYPES = ("multipart/form-data",)
@@ -76,6 +78,8 @@ def _decode_json(body: bytes) -> FormData:
         raise FormDecodeError(f"body is not UTF-8 JSON: {exc.reason} at byte {exc.start}") from exc
     except json.JSONDecodeError as exc:
         raise FormDecodeError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+    except ValueError as exc:
+        raise FormDecodeError(f"malformed JSON: {json_error_text(exc)}") from exc
     except RecursionError:
         raise FormDecodeError("JSON nested too deeply") from None
     if not isinstance(data, dict):

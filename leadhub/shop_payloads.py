@@ -10,6 +10,8 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from leadhub.json_errors import json_error_text
+
 T = TypeVar("T", bound=BaseModel)
 _TYPE_TAGS = {"int", "str", "float", "bool", "decimal", "datetime", "none", "dict", "list"}
 
@@ -56,6 +58,8 @@ def json_object(body: bytes, what: str) -> dict[str, Any]:
         raise PayloadError(f"{what} is not UTF-8 JSON: invalid byte at {exc.start}") from None
     except json.JSONDecodeError as exc:
         raise PayloadError(f"{what} is malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError as exc:
+        raise PayloadError(f"{what} is malformed JSON: {json_error_text(exc)}") from None
     except RecursionError:
         raise PayloadError(f"{what} is JSON nested too deeply") from None
     if not isinstance(data, dict):

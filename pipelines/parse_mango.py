@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from leadhub.envelope import Envelope
+from leadhub.json_errors import JSON_ERRORS, json_error_text
 from leadhub.pipelines.calls import CallEvent, Outcome, call_draft, text
 from leadhub.pipelines.errors import PermanentError
 from leadhub.pipelines.model import InquiryDraft
@@ -54,8 +55,8 @@ def parse_mango(envelope: Envelope, options: dict[str, Any]) -> InquiryDraft:
     try:
         form = dict(parse_qsl(envelope.payload.decode("utf-8"), keep_blank_values=True))
         event = json.loads(form.get("json", ""))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PermanentError(f"Mango event body cannot be read: {exc}") from exc
+    except JSON_ERRORS as exc:
+        raise PermanentError(f"Mango event body cannot be read: {json_error_text(exc)}") from exc
     if not isinstance(event, dict):
         raise PermanentError("Mango event json is not an object")
     kind = envelope.meta.get("kind", "unknown")

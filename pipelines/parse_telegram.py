@@ -8,6 +8,7 @@ from typing import Any
 import phonenumbers
 
 from leadhub.envelope import Envelope
+from leadhub.json_errors import JSON_ERRORS, json_error_text
 from leadhub.pipelines.calls import CALLBACK_TAG, pbx_number
 from leadhub.pipelines.errors import PermanentError
 from leadhub.pipelines.model import Identity, InquiryDraft
@@ -126,8 +127,8 @@ def _callback(envelope: Envelope, query: dict[str, Any], options: dict[str, Any]
 def parse_telegram(envelope: Envelope, options: dict[str, Any]) -> InquiryDraft:
     try:
         update = json.loads(envelope.payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PermanentError(f"Telegram update is not JSON: {exc}") from exc
+    except JSON_ERRORS as exc:
+        raise PermanentError(f"Telegram update is not JSON: {json_error_text(exc)}") from exc
     if not isinstance(update, dict):
         raise PermanentError("Telegram update is not a JSON object")
     kinds = [name for name in update if name != "update_id"]

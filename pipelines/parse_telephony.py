@@ -8,6 +8,7 @@ from urllib.parse import parse_qsl
 
 from leadhub.envelope import Envelope
 from leadhub.formdata import media_type
+from leadhub.json_errors import JSON_ERRORS, json_error_text
 from leadhub.pipelines.calls import CallEvent, Outcome, call_draft, text
 from leadhub.pipelines.errors import PermanentError
 from leadhub.pipelines.model import InquiryDraft
@@ -25,8 +26,8 @@ def _decode(envelope: Envelope) -> dict[str, Any]:
         if media_type(envelope.content_type) == "application/x-www-form-urlencoded":
             return dict(parse_qsl(envelope.payload.decode("utf-8"), keep_blank_values=True))
         data = json.loads(envelope.payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PermanentError(f"PBX event cannot be decoded: {exc}") from exc
+    except JSON_ERRORS as exc:
+        raise PermanentError(f"PBX event cannot be decoded: {json_error_text(exc)}") from exc
     if not isinstance(data, dict):
         raise PermanentError("PBX event is not a JSON object")
     return data

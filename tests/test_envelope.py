@@ -35,3 +35,10 @@ def test_an_envelope_at_every_limit_passes_both() -> None:
     envelope = dataclasses.replace(GOOD, key="k" * MAX_KEY, content_type="t" * MAX_CONTENT_TYPE, meta={"a": "b"})
     envelope.check()
     assert Envelope.from_message(envelope.headers(), envelope.payload) == envelope
+
+
+@pytest.mark.parametrize("meta", ['{"a": %s}' % ("9" * 5000), "[" * 100_000], ids=["long number", "deep"])
+def test_meta_json_the_parser_refuses_is_an_envelope_error(meta: str) -> None:
+    """Not a plain ValueError or RecursionError: those were taken for a crash, not a malformed envelope."""
+    with pytest.raises(EnvelopeError, match="Leadhub-Meta is not JSON"):
+        Envelope.from_message(GOOD.headers() | {"Leadhub-Meta": meta}, b"")

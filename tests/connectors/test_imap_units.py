@@ -151,7 +151,12 @@ def test_the_password_never_shows_in_the_config_repr() -> None:
 def test_tokens_parse_from_plain_text_or_json() -> None:
     assert parse_token("ya29.abc\n", 100) == ("ya29.abc", 100)
     assert parse_token('{"access_token": "eyJ0", "expires_in": 3599}', 100) == ("eyJ0", 3599)
-    for bad, message in [("", "nothing"), ("{", "does not parse"), ('{"token": 1}', "without an `access_token`")]:
+    for bad, message in [
+        ("", "nothing"),
+        ("{", "does not parse"),
+        ('{"token": 1}', "without an `access_token`"),
+        ('{"expires_in": %s}' % ("9" * 5000), "does not parse: a number has more than 4300 digits"),
+    ]:
         with pytest.raises(TokenError, match=message):
             parse_token(bad, 100)
 

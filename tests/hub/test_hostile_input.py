@@ -1,8 +1,9 @@
 """Input a fuzzing pass against the running daemon answered with a 500 (or took apart): each is now a 4xx or a 202.
 
 Bytes that are not UTF-8 in a header (aiohttp keeps them as surrogates), JSON nested deeper than the
-parser's recursion limit, digits `int()` refuses, a Host yarl refuses, an infinite signed timestamp,
-an empty body, a gzip-encoded body. Sent over a raw socket where an HTTP client would refuse to.
+parser's recursion limit or holding a number of more digits than `int()` reads, digits `int()` refuses,
+a Host yarl refuses, an infinite signed timestamp, an empty body, a gzip-encoded body. Sent over a raw
+socket where an HTTP client would refuse to.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ async def hub(make_hub: HubFactory) -> RunningHub:
             {"name": "calls", "type": "twilio", "secret": "auth-token"},
             {"name": "pbx", "type": "mango", "api_key": "key", "secret": "salt"},
             {"name": "sip", "type": "sipuni", "secret": "sip-token"},
+            {"name": "chat", "type": "jivo", "secret": "jivo-token"},
+            {"name": "tilda", "type": "tilda", "secret": "tilda-token"},
+            {"name": "phones", "type": "telephony", "auth": "token", "secret": "tel-token", "fields": {"phone": "p"}},
+            {"name": "shop", "type": "order", "auth": "token", "secret": "shop-token"},
         ],
         api_token=API_TOKEN,
     )
@@ -117,6 +122,42 @@ async def test_what_the_pipeline_would_refuse_is_400_not_a_dead_letter(hub: Runn
     got, answer = await raw_request(hub, head, body)
     assert (got, answer["error"]) == (400, "malformed"), answer
     assert detail in answer["detail"]
+    await _still_serving(hub)
+
+
+LONG_NUMBER = "9" * 5000  # json.loads raises a plain ValueError: int() refuses more than 4,300 digits
+JSON = {"Content-Type": "application/json"}
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+def _mango_event_with_a_long_number() -> bytes:
+    event = '{"entry_id": ' + LONG_NUMBER + "}"
+    return urlencode(
+        {"vpbx_api_key": "key", "sign": hashlib.sha256(f"key{event}salt".encode()).hexdigest(), "json": event}
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "body"),
+    [
+        ("/hooks/site-form", JSON | {"X-Leadhub-Token": TOKEN}, None),
+        ("/hooks/bot", JSON | {"X-Telegram-Bot-Api-Secret-Token": "tg-secret"}, None),
+        ("/hooks/chat?token=jivo-token", JSON, None),
+        ("/hooks/tilda?token=tilda-token", JSON, None),
+        ("/hooks/phones?token=tel-token", JSON, None),
+        ("/hooks/shop?token=shop-token", JSON, None),
+        ("/hooks/pbx/events/call", {"Content-Type": FORM_TYPE}, _mango_event_with_a_long_number()),
+    ],
+    ids=["form", "telegram", "jivo", "tilda", "telephony", "order", "mango"],
+)  # fmt: skip
+async def test_json_with_a_number_too_long_to_read_is_400(
+    hub: RunningHub, path: str, headers: dict[str, str], body: bytes | None
+) -> None:
+    body = body or b'{"name": %s}' % LONG_NUMBER.encode()
+    async with await hub.post(path, data=body, headers=headers) as response:
+        assert response.status == 400, await response.text()
+        answer = await response.json()
+    assert answer["error"] == "malformed" and "a number has more than 4300 digits" in answer["detail"], answer
     await _still_serving(hub)
 
 

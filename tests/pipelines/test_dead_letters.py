@@ -105,6 +105,47 @@ async def test_message_that_is_not_an_envelope_is_dead_lettered(form_hub: Runnin
     assert "lacks header(s) Leadhub-Key" in dead[0].reason and dead[0].payload == b"stray"
 
 
+LONG_NUMBER = b"9" * 5000  # json.loads raises a plain ValueError: int() refuses more than 4,300 digits
+JSON_CONNECTORS = [
+    FORM,
+    {"name": "bot", "type": "telegram", "secret": "s"},
+    {"name": "chat", "type": "jivo", "secret": "s"},
+    {"name": "phones", "type": "telephony", "auth": "token", "secret": "s", "fields": {"phone": "p"}},
+    {"name": "pbx", "type": "mango", "api_key": "k", "secret": "s"},
+    {"name": "shop", "type": "order", "auth": "token", "secret": "s"},
+]
+
+
+async def test_json_with_a_number_too_long_to_read_is_dead_lettered_at_once(make_hub: HubFactory) -> None:
+    """Queued before the edge refused it: each parser's own reason naming the number, counted as PermanentError;
+    it was a parser crash (ValueError) whose reason told the reader to raise Python's digit limit."""
+    hub = await make_hub(JSON_CONNECTORS)
+    channels = {"form": "form", "telegram": "chat", "jivo": "chat", "telephony": "phone", "mango": "phone"}
+    for connector in JSON_CONNECTORS:
+        body = b'{"name": %s}' % LONG_NUMBER
+        payload = b"json=" + body if connector["type"] == "mango" else body
+        await hub.hub.queue.publish_envelope(
+            Envelope(
+                key=f"{connector['type']}:{connector['name']}:long-number",
+                channel=channels.get(connector["type"], "shop"),
+                connector=connector["name"],
+                payload=payload,
+                content_type="application/json",
+                meta={"kind": "call"} if connector["type"] == "mango" else {},
+            )
+        )
+
+    async def all_dead() -> list:
+        dead = await _dead_letters(hub)
+        return dead if len(dead) == len(JSON_CONNECTORS) else []
+
+    dead = await wait_for(all_dead, timeout=30, what="a dead letter for each connector")
+    for row in dead:
+        assert "a number has more than 4300 digits" in row.reason, row.reason
+    async with hub.session.get(hub.url("/metrics")) as response:
+        assert f'leadhub_dead_letters_total{{reason="PermanentError"}} {len(dead)}.0' in await response.text()
+
+
 def _raw_envelope(key: str, channel: str) -> dict[str, str]:
     return {
         "Nats-Msg-Id": key[:100],
