@@ -96,12 +96,14 @@ def decode_payload(content_type: str, body: bytes) -> dict[str, Any]:
 def sent_at(value: Any) -> float | None:
     """A unix time or an ISO-8601 time with a zone; None when it is neither (the window is then not applied)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        return value  # check_replay reads a whole number too large for a float as infinite
     if isinstance(value, str):
         try:
             moment = datetime.fromisoformat(value.strip())
         except ValueError:
-            return float(value) if value.strip().isdigit() else None
+            digits = value.strip()
+            # isascii: str.isdigit() also takes '²', which float() refuses, and '٣', which float() reads as 3
+            return float(digits) if digits.isascii() and digits.isdigit() else None
         return moment.timestamp() if moment.tzinfo else None
     return None
 

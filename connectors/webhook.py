@@ -121,7 +121,7 @@ def check_replay(sent_at: datetime | float | None, window: timedelta | None, clo
     """401 `stale` when a signed timestamp is further than `window` from now (either way); None skips the check."""
     if sent_at is None or window is None:
         return
-    seconds = sent_at.timestamp() if isinstance(sent_at, datetime) else float(sent_at)
+    seconds = sent_at.timestamp() if isinstance(sent_at, datetime) else _float(sent_at)
     if not math.isfinite(seconds):  # 1e999 in JSON is infinity: round() of it below would raise
         raise HookError(400, "malformed", "the signed timestamp is not a finite number")
     skew = abs(clock() - seconds)
@@ -132,6 +132,14 @@ def check_replay(sent_at: datetime | float | None, window: timedelta | None, clo
             f"the signed timestamp is {round(skew)}s away from now, outside the replay window of "
             f"{round(window.total_seconds())}s; a replayed or badly delayed delivery",
         )
+
+
+def _float(value: float) -> float:
+    """`value` as a float; a whole number too large for one (JSON's 1 and 400 zeros) is infinite, as 1e999 is."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
 
 
 def form_fields(body: bytes, what: str) -> dict[str, str]:

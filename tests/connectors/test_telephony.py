@@ -116,6 +116,23 @@ async def test_forged_missing_and_stale_signatures_are_401(hub: RunningHub) -> N
     assert (await hub.api("/api/inquiries"))["items"] == []
 
 
+@pytest.mark.parametrize("time", ["²", "٣", "soon", ""], ids=["superscript", "arabic-indic", "word", "empty"])
+async def test_a_signed_event_with_an_unreadable_time_is_accepted_without_the_window(
+    hub: RunningHub, time: str
+) -> None:
+    """str.isdigit() takes '²' and other digits float() refuses: such a time is unreadable (it was a 500)."""
+    status, answer = await send_uis(hub, uis_event("lost_call", 4, notification_time=time))
+    assert status == 202, answer
+    await inquiries(hub, 1)
+
+
+async def test_a_signed_time_too_large_for_a_float_is_400(hub: RunningHub) -> None:
+    """A whole number float() cannot hold is infinite, as 1e999 is (it was a 500)."""
+    for time in (10**400, "9" * 400):
+        status, answer = await send_uis(hub, uis_event("lost_call", 5, notification_time=time))
+        assert (status, answer["error"]) == (400, "malformed"), answer
+
+
 async def test_token_mode_takes_get_and_form_posts(hub: RunningHub) -> None:
     query = {"token": "crm-token", "cmd": "history", "type": "INCOMING", "phone": "+79160001122", "callid": "m1"}
     async with hub.session.get(hub.url("/hooks/megafon"), params=query) as response:
