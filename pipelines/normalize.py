@@ -64,18 +64,31 @@ def normalize_phone(value: str | None, region: str | None) -> str | None:
 
 
 def normalize_name(value: str | None) -> str | None:
-    """Collapsed whitespace; each all-lower or all-upper word gets title case, mixed ones (McDonald) are kept.
+    """Collapsed whitespace; a name written all in lower or all in upper case gets title case, any other is kept.
 
+    Decided for the whole name, not word by word: `ИП Иванов И.И.` or `ronald McDonald` were written with
+    care and stay as written, while `IVAN PETROV` (caps lock) becomes `Ivan Petrov`.
     Cut to the column (200) before the case is decided, so the stored name normalizes to itself: a cut after it
-    left a trailing space or half a mixed-case word that the next pass read as lower case.
+    left a trailing space or half a word that the next pass read differently.
     """
-    if not value:
-        return None
-    words = _SPACES.sub(" ", value).strip()[:NAME_LENGTH].split(" ")
-    text = " ".join(w.title() if w.islower() or w.isupper() else w for w in words if w)
+    text = _collapse(value)
+    if text is None or not (text.islower() or text.isupper()):
+        return text
+    text = text.title()
     if len(text) > NAME_LENGTH and " " in text[: NAME_LENGTH + 1]:  # title case lengthened a word (ß -> Ss)
         text = text[: NAME_LENGTH + 1].rsplit(" ", 1)[0]  # whole words only: a cut word would be re-cased next time
     return text[:NAME_LENGTH].rstrip() or None
+
+
+def normalize_company(value: str | None) -> str | None:
+    """Collapsed whitespace, cut to the column; the case is never changed: `IBM`, `ACME LLC` stay as written."""
+    return _collapse(value)
+
+
+def _collapse(value: str | None) -> str | None:
+    if not value:
+        return None
+    return _SPACES.sub(" ", value).strip()[:NAME_LENGTH].rstrip() or None
 
 
 def normalize_identity(identity: Identity, region: str | None) -> Identity:
@@ -84,7 +97,7 @@ def normalize_identity(identity: Identity, region: str | None) -> Identity:
         email=normalize_email(identity.email),
         phone=normalize_phone(identity.phone_raw, region),
         phone_raw=identity.phone_raw,
-        company=normalize_name(identity.company) if identity.company else None,
+        company=normalize_company(identity.company),
         messenger=_clean_id(identity.messenger, 100),
         customer_id=_clean_id(identity.customer_id, 200),
     )

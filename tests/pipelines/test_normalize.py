@@ -7,7 +7,14 @@ from email_validator import EmailNotValidError, validate_email
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from leadhub.pipelines.normalize import _simple_email, normalize_email, normalize_name, normalize_phone
+from leadhub.pipelines.model import Identity
+from leadhub.pipelines.normalize import (
+    _simple_email,
+    normalize_email,
+    normalize_identity,
+    normalize_name,
+    normalize_phone,
+)
 
 LOCAL = st.text(alphabet="abcXYZ019._+=-!#%&'*/?^`{|}~\u212a\u00e9", min_size=0, max_size=20)
 LABEL = st.text(alphabet="abcxnZ019-_\u00e9", min_size=0, max_size=12)
@@ -72,8 +79,31 @@ def test_one_phone_many_spellings(written: str) -> None:
 def test_invalid_phone_is_none_and_names_are_tidied() -> None:
     assert normalize_phone("12345", "RU") is None
     assert normalize_phone("+7 916", None) is None
-    assert normalize_name("  ivan   PETROV ") == "Ivan Petrov"
-    assert normalize_name("ronald McDonald") == "Ronald McDonald"
-    assert normalize_name("anna-maria O'NEIL") == "Anna-Maria O'Neil"
+    assert normalize_name("  ivan   petrov ") == "Ivan Petrov"
+    assert normalize_name("anna-maria o'neil") == "Anna-Maria O'Neil"
     assert normalize_name("IVAN PETROV") == "Ivan Petrov"
     assert normalize_name("   ") is None
+
+
+@pytest.mark.parametrize(
+    "written",
+    ["ronald McDonald", "ИП Иванов И.И.", "Jean-Luc DE LA CROIX", "ivan PETROV", "Anna-Maria O'NEIL"],
+)
+def test_a_name_in_mixed_case_is_kept_as_written(written: str) -> None:
+    """Only a name written all in one case is title-cased: word by word, `ИП` became `Ип` and `DE` became `De`."""
+    assert normalize_name(f"  {written}  ") == written
+
+
+@pytest.mark.parametrize(
+    ("written", "kept"),
+    [
+        ("IBM", "IBM"),
+        ("ACME  LLC", "ACME LLC"),
+        ("ООО РОГА И КОПЫТА", "ООО РОГА И КОПЫТА"),  # noqa: RUF001
+        ("ИП Иванов И.И.", "ИП Иванов И.И."),
+        (" acme\tgmbh ", "acme gmbh"),
+    ],
+)
+def test_a_company_keeps_its_case(written: str, kept: str) -> None:
+    """Legal forms and acronyms are case-sensitive: `IBM` was stored as `Ibm`, `ACME LLC` as `Acme Llc`."""
+    assert normalize_identity(Identity(company=written), "RU").company == kept

@@ -66,7 +66,7 @@ async def test_the_same_phone_spelled_five_ways_is_one_contact_and_one_lead(
 ) -> None:
     spellings = ["8 (916) 123-45-67", "+7 916 123 45 67", "+7-916-123-45-67", "89161234567", "7 (916) 1234567 доб. 12"]
     for n, phone in enumerate(spellings):
-        await store(pipeline, form(f"p{n}", T0 + n * HOUR, name="ivan PETROV", phone=phone))
+        await store(pipeline, form(f"p{n}", T0 + n * HOUR, name="IVAN PETROV", phone=phone))
     contacts = await live_contacts(engine)
     assert len(contacts) == 1
     assert contacts[0]["phone"] == "+79161234567"
