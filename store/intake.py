@@ -25,6 +25,9 @@ lead_t = Lead.__table__
 inquiry_t = Inquiry.__table__
 outbox_t = OutboxEvent.__table__
 
+# Contact columns an inquiry fills while they are empty; the first value a contact gets is kept.
+DETAILS = ("name", "email", "phone", "company")
+
 
 @dataclass(slots=True)
 class InquiryRow:
@@ -100,6 +103,8 @@ class Batch:
     lead_updates: dict[str, dict[str, Any]] = field(default_factory=dict)  # stored lead -> new touch values
     remote_touches: list[tuple[str, Any]] = field(default_factory=list)  # (lead id, row) for leads not loaded
     contact_updates: dict[str, dict[str, Any]] = field(default_factory=dict)  # stored contact -> new values
+    details: dict[str, dict[str, Any]] = field(default_factory=dict)  # stored contact -> its DETAILS as they stand
+    created: dict[str, dict[str, Any]] = field(default_factory=dict)  # contact this batch creates -> its row
     reviews: dict[str, dict[str, Any]] = field(default_factory=dict)  # contact -> why it needs a person's look
     contacts: list[dict[str, Any]] = field(default_factory=list)
     identifiers: list[dict[str, Any]] = field(default_factory=list)
@@ -160,6 +165,7 @@ async def write_batch(
     order_book = await orders.load_orders(conn, fresh, batch.known)  # an update of a known order joins its lead
     attach_to.update(order_book.attach_to)
     batch.open_leads = await leads.load_open_leads(conn, batch.known.values(), fresh, policy)
+    batch.details = await _contact_details(conn, set(batch.known.values()))
     for row in fresh:
         contact_id = lead_id = None
         if not row.dropped:
@@ -303,7 +309,9 @@ async def _resolve_contact(conn: AsyncConnection, row: InquiryRow, batch: Batch)
                 "updated_at": batch.now,
             }
         )
+        batch.created[contact_id] = batch.contacts[-1]
         batch.event("contact.created", contact_id, contact_id=contact_id)
+    _fill_details(batch, contact_id, row)
     if row.consent:
         _set_consent(batch, contact_id, row.consent)
     for ident in idents:
@@ -315,9 +323,40 @@ async def _resolve_contact(conn: AsyncConnection, row: InquiryRow, batch: Batch)
     return contact_id
 
 
+async def _contact_details(conn: AsyncConnection, contact_ids: set[str]) -> dict[str, dict[str, Any]]:
+    if not contact_ids:
+        return {}
+    query = select(contact_t.c.id, *(contact_t.c[name] for name in DETAILS)).where(
+        one_of(conn, contact_t.c.id, sorted(contact_ids))
+    )
+    return {row.id: {name: row._mapping[name] for name in DETAILS} for row in await conn.execute(query)}
+
+
+def _fill_details(batch: Batch, contact_id: str, row: InquiryRow) -> None:
+    """Empty columns of the contact take the row's values: a caller who later orders with an email gets that email.
+
+    Only empty ones: what a contact has (the first name or address it gave) is not replaced by a later spelling.
+    The email is as written (`row.email`), not the folded key its identifier holds. An email or phone that is
+    another contact's (a row uniting two) is left to the merge, which journals it so an unmerge takes it back.
+    """
+    current = batch.created.get(contact_id) or batch.details.get(contact_id)
+    if current is None:
+        return
+    given = {"name": _clean(row.name, 200), "company": _clean(row.company, 200)}
+    for name, ident in (("email", ("email", row.email_key or row.email)), ("phone", ("phone", row.phone))):
+        if batch.known.get(ident, contact_id) == contact_id:
+            given[name] = getattr(row, name)
+    fill = {name: value for name, value in given.items() if value and not current[name]}
+    if not fill:
+        return
+    current.update(fill)
+    if contact_id not in batch.created:
+        batch.contact_updates.setdefault(contact_id, {}).update(fill)
+
+
 def _set_consent(batch: Batch, contact_id: str, consent: str) -> None:
     """The person's latest word on consent is the one kept."""
-    pending = next((c for c in batch.contacts if c["id"] == contact_id), None)
+    pending = batch.created.get(contact_id)
     if pending is not None:
         pending["consent"] = consent
     else:

@@ -121,6 +121,33 @@ async def test_telegram_user_id_alone_finds_the_contact_again(pipeline: IntakePi
     assert len(await live_leads(engine)) == 2  # five days apart: two requests
 
 
+@pytest.mark.parametrize("one_batch", [False, True], ids=["separate-batches", "one-batch"])
+async def test_a_contact_first_seen_without_an_email_takes_it_from_a_later_inquiry(
+    pipeline: IntakePipeline, engine: AsyncEngine, one_batch: bool
+) -> None:
+    """Someone who wrote on Telegram, then ordered with an email, stayed `email=None`: rules on `contact.email`
+    (the post-sale survey) never fired for them. Empty columns are filled; what the contact has is kept."""
+    from leadhub.store import trigger_data
+
+    envelopes = [
+        telegram_message("t1", T0, 5550001, phone="79161234567"),
+        shopify_order("s1", T0 + 24 * HOUR, 9001, email="Iv.An+shop@gmail.com", phone="+79161234567", status="paid"),
+        form(
+            "f1", T0 + 48 * HOUR, name="Someone Else", email="other@mail.example", phone="+79161234567", company="ACME"
+        ),
+    ]
+    if one_batch:
+        await store(pipeline, *envelopes)
+    else:
+        for envelope in envelopes:
+            await store(pipeline, envelope)
+    (contact,) = await live_contacts(engine)
+    async with engine.connect() as conn:
+        (seen,) = await trigger_data.load_objects_many(conn, [{"contact_id": contact["id"]}], [("contact",)])
+    assert seen["contact"]["email"] == "iv.an+shop@gmail.com"  # as written, not the folded identifier
+    assert (contact["name"], contact["phone"], contact["company"]) == ("Ivan", "+79161234567", "ACME")
+
+
 async def test_gmail_dots_and_plus_tags_fold_to_one_contact_unless_switched_off(engine: AsyncEngine) -> None:
     await store(
         make_pipeline(engine),
