@@ -169,11 +169,11 @@ async def write_batch(
     for row in fresh:
         contact_id = lead_id = None
         if not row.dropped:
-            contact_id = await _resolve_contact(conn, row, batch)
+            contact_id = await _sender(conn, row, batch, order_book)
             lead_id = attach_to.get(row.key)
             if lead_id is not None:
                 leads.touch_by_id(lead_id, row, batch)
-            elif row.opens_lead:
+            elif row.opens_lead and contact_id is not None:
                 lead_id, contact_id = _join_or_open_lead(row, contact_id, batch)
             batch.event(
                 "inquiry.received",
@@ -190,6 +190,7 @@ async def write_batch(
     await email_threads.record(conn, fresh, batch)  # Message-IDs for later replies; bounced addresses
     result.stored = len(batch.inquiries)
     await batch.flush(conn)
+    await orders.move_waiting_inquiries(conn, order_book)
     await leads.write_lead_updates(conn, batch)
     for contact_id, values in batch.contact_updates.items():
         await conn.execute(contact_t.update().where(contact_t.c.id == contact_id).values(**values, updated_at=now))
@@ -272,6 +273,20 @@ def _open_lead(row: InquiryRow, contact_id: str, batch: Batch) -> str:
         tags=row.tags,
     )
     return lead_id
+
+
+async def _sender(conn: AsyncConnection, row: InquiryRow, batch: Batch, order_book: orders.OrderBook) -> str | None:
+    """The row's contact; news about an order that names nobody (a refund) is the order's contact's, or nobody's yet.
+
+    Such a row makes no contact of its own: an empty one kept the row and the order's events forever, while the
+    order moved to the real contact when its own delivery arrived (now `orders.move_waiting_inquiries` moves the row).
+    A row that opens a lead still gets a contact: a lead always has one.
+    """
+    if row.order is not None and not row.identifiers():
+        contact_id = order_book.contact_of(row)
+        if contact_id is not None or not row.opens_lead:
+            return contact_id
+    return await _resolve_contact(conn, row, batch)
 
 
 async def _resolve_contact(conn: AsyncConnection, row: InquiryRow, batch: Batch) -> str:

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadhub.ids import new_id
 from leadhub.store import leads
-from leadhub.store.models import ContactIdentifier, Order
+from leadhub.store.models import ContactIdentifier, Inquiry, Order
 from leadhub.store.one_of import one_of
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 order_t = Order.__table__
 identifier_t = ContactIdentifier.__table__
+inquiry_t = Inquiry.__table__
 
 ORDER_STATUSES = ("new", "paid", "fulfilled", "completed", "cancelled", "refunded")
 # How far along an order is; without a newer provider timestamp the status never moves back.
@@ -33,6 +34,8 @@ RANK = {"new": 0, "paid": 1, "fulfilled": 2, "completed": 3, "cancelled": 4, "re
 DETAIL_FIELDS = ("number", "total", "currency", "items", "customer", "placed_at")
 STALE = "ignored: older than the stored order"
 TEXT_LIMITS = {"number": 100, "currency": 8, "total": 40}
+# In `inquiry.meta` of a row about an order that had no contact yet: the order's id, to find the row when it gets one.
+AWAITS_CONTACT = "awaits_order_contact"
 
 
 class OrderValues(Protocol):
@@ -60,6 +63,12 @@ class OrderBook:
     attach_to: dict[str, str] = field(default_factory=dict)  # inquiry key -> the known order's lead
     inserts: list[dict[str, Any]] = field(default_factory=list)
     updates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    found_contacts: dict[str, str] = field(default_factory=dict)  # order that had no contact -> the one it got
+
+    def contact_of(self, row: Any) -> str | None:
+        """The contact of the stored order `row` is about; None when it is new or has none yet."""
+        stored = self.known.get((row.connector, row.order.external_id))
+        return stored["contact_id"] if stored is not None else None
 
 
 def _text(value: str | None, limit: int) -> str | None:
@@ -80,7 +89,8 @@ async def load_orders(
     Only one row per order opens a lead: the first that wants one (a refund does not), in this batch or
     before; `write_orders` links the order and the other rows to it. A row without any identity (a refund)
     takes the email and phone of the order's contact, or of another row of the order in this batch, so
-    it resolves to that contact.
+    it resolves to that contact; without them it goes to the order's contact, or to none while the
+    order has none (`intake._sender`).
     """
     book = OrderBook(rows=[r for r in rows if r.order is not None and not r.dropped])
     wanted = {(r.connector, r.order.external_id) for r in book.rows}
@@ -156,10 +166,37 @@ async def write_orders(conn: AsyncConnection, book: OrderBook, batch: Batch) -> 
                 book.updates.setdefault(current["id"], {})["lead_id"] = inquiry["lead_id"]
         if not _apply(current, row.order, inquiry, book, batch):
             inquiry["meta"] = {**inquiry["meta"], "order_update": STALE}
+    _contactless_rows(book, inquiries)
     if book.inserts:
         await conn.execute(order_t.insert(), book.inserts)
     for order_id, values in book.updates.items():
         await conn.execute(update(order_t).where(order_t.c.id == order_id).values(**values))
+
+
+def _contactless_rows(book: OrderBook, inquiries: dict[str, dict[str, Any]]) -> None:
+    """A row of this batch whose order got its contact later in the batch takes it; the others wait, marked."""
+    for row in book.rows:
+        inquiry = inquiries.get(row.key)
+        if inquiry is None or inquiry["contact_id"] is not None:
+            continue
+        order_id = book.known[(row.connector, row.order.external_id)]["id"]
+        if order_id in book.found_contacts:
+            inquiry["contact_id"] = book.found_contacts[order_id]
+        else:
+            inquiry["meta"] = {**inquiry["meta"], AWAITS_CONTACT: order_id}
+
+
+async def move_waiting_inquiries(conn: AsyncConnection, book: OrderBook) -> None:
+    """Rows about an order that had no contact (a refund delivered before its order) go to the contact it got.
+
+    Run once the batch's rows are inserted: the contact may be one this batch creates.
+    """
+    for order_id, contact_id in book.found_contacts.items():
+        await conn.execute(
+            update(inquiry_t)
+            .where(inquiry_t.c.contact_id.is_(None), inquiry_t.c.meta[AWAITS_CONTACT].as_string() == order_id)
+            .values(contact_id=contact_id)
+        )
 
 
 def _event_data(values: dict[str, Any], inquiry_id: str) -> dict[str, Any]:
@@ -219,7 +256,9 @@ def _apply(current: dict[str, Any], order: OrderValues, inquiry: dict[str, Any],
     stale = bool(stored_at and given_at and given_at < stored_at)
     newer = bool(given_at and (stored_at is None or given_at > stored_at))
     changes = {} if order.partial else _detail_changes(current, order, only_missing=stale)
-    if "customer" in changes and not current["customer"]:  # first seen through a refund: now we know who
+    if inquiry["contact_id"] and current["contact_id"] is None:  # first seen through a refund: now we know who
+        changes["contact_id"] = book.found_contacts[current["id"]] = inquiry["contact_id"]
+    elif inquiry["contact_id"] and "customer" in changes and not current["customer"]:  # older data: an empty contact
         changes["contact_id"] = inquiry["contact_id"]
     if not stale:
         # A status the provider's mapping does not know (None) never moves the order.

@@ -78,6 +78,15 @@ def shopify_order(
     )  # fmt: skip
 
 
+def shopify_refund(key: str, at: datetime, order_id: int) -> Envelope:
+    """A Shopify refund: it names its order only, never the customer."""
+    refund = {"id": abs(hash(key)) % 1_000_000, "order_id": order_id, "created_at": at.isoformat()}
+    return Envelope(
+        key=f"shopify:{key}", channel="shop", connector="shop", payload=json.dumps(refund).encode(),
+        content_type="application/json", received_at=at, meta={"topic": "refunds/create", "shop": "t.myshopify.com"},
+    )  # fmt: skip
+
+
 async def store_retrying(worker: IntakePipeline, batch: list[Envelope], tries: int = 30) -> None:
     """Store as the consumer does: a transaction that lost a race to another worker is tried again.
 

@@ -16,7 +16,8 @@ from leadhub.pipelines.intake import IntakePipeline
 from leadhub.pipelines.model import Identity, InquiryDraft, SourceSpec
 from leadhub.pipelines.orders import OrderDraft, money
 from leadhub.pipelines.parsers import PARSERS
-from leadhub.store.models import Inquiry, Lead, Order, OutboxEvent
+from leadhub.store.models import Contact, Inquiry, Lead, Order, OutboxEvent
+from tests.store.envelopes import SOURCES, shopify_order, shopify_refund, table
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -189,3 +190,50 @@ async def test_an_order_first_seen_through_a_refund_gets_its_contact_and_lead_la
         ).one()
     assert (order["contact_id"], order["lead_id"]) == (contact_id, lead_id) and lead_id is not None
     assert await _count(engine, Lead) == 1
+
+
+@pytest.mark.parametrize("one_batch", [False, True], ids=["separate-batches", "one-batch"])
+async def test_a_refund_before_its_order_makes_no_contact_and_joins_the_orders_contact_later(
+    engine: AsyncEngine, one_batch: bool
+) -> None:
+    """Shopify does not keep webhook order. A refund first got a new empty contact, which kept the refund and
+    `order.refunded` forever while the order moved to the buyer."""
+    shop = IntakePipeline(engine, SOURCES, default_region="RU", clock=lambda: T0 + timedelta(hours=3))
+    await _store(shop, shopify_refund("r1", T0 + timedelta(hours=2), 9001))
+    assert await _count(engine, Contact) == 0
+    (refund,) = await table(engine, Inquiry)
+    assert refund["contact_id"] is None and refund["lead_id"] is None
+    assert {t: d["contact_id"] for t, d in await _events(engine)} == {"order.created": None, "order.refunded": None}
+    later = [shopify_refund("r2", T0 + timedelta(hours=2, minutes=30), 9001)]  # one more before the order
+    if not one_batch:
+        await _store(shop, *later)
+        later = []
+    await _store(shop, *later, shopify_order("o1", T0, 9001, email="ivan@mail.example", status="paid"))
+    (contact,) = await table(engine, Contact)
+    assert contact["email"] == "ivan@mail.example"
+    (order,) = await _orders(engine)
+    assert (order["contact_id"], order["status"]) == (contact["id"], "refunded")
+    assert {i["key"]: i["contact_id"] for i in await table(engine, Inquiry)} == dict.fromkeys(
+        ["shopify:r1", "shopify:r2", "shopify:o1"], contact["id"]
+    )
+
+
+@pytest.mark.parametrize("one_batch", [False, True], ids=["order-then-refund", "refund-first-in-one-batch"])
+async def test_a_refund_goes_to_the_orders_contact_however_the_shop_named_the_buyer(
+    engine: AsyncEngine, one_batch: bool
+) -> None:
+    """The order's contact was found by the shop's customer id only: the refund borrowed no email or phone from
+    it and got a new empty contact."""
+    shop = IntakePipeline(engine, SOURCES, default_region="RU", clock=lambda: T0 + timedelta(hours=3))
+    order, refund = shopify_order("o1", T0, 9001, customer_id=77, status="paid"), shopify_refund("r1", T0, 9001)
+    if one_batch:
+        await _store(shop, refund, order)
+    else:
+        await _store(shop, order)
+        await _store(shop, refund)
+        assert {d["contact_id"] for _, d in await _events(engine)} == {(await table(engine, Contact))[0]["id"]}
+    (contact,) = await table(engine, Contact)
+    assert {i["key"]: i["contact_id"] for i in await table(engine, Inquiry)} == {
+        "shopify:o1": contact["id"],
+        "shopify:r1": contact["id"],
+    }
