@@ -212,7 +212,7 @@ async def kept_apart(conn: AsyncConnection, contact_ids: Sequence[str]) -> bool:
     query = select(apart_t.c.contact_id, apart_t.c.other_id).where(
         apart_t.c.contact_id.in_(contact_ids), apart_t.c.other_id.in_(contact_ids)
     )
-    return pairs <= set((await conn.execute(query)).tuples())
+    return pairs <= {(a, b) for a, b in await conn.execute(query)}
 
 
 async def keep_apart(conn: AsyncConnection, contact_ids: Sequence[str], now: datetime) -> None:
