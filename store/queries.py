@@ -29,6 +29,22 @@ class BadCursor(ValueError):
     """A `cursor` parameter this API did not issue."""
 
 
+def unstorable(text: str) -> str | None:
+    """What in `text` no stored value can hold, described for the sender; None when it is fine.
+
+    PostgreSQL's text refuses NUL and no UTF-8 encoder takes a lone surrogate (JSON's `"\\ud800"`): the driver
+    fails on either, or the value is stored mangled (`?`).
+    """
+    if "\x00" in text:
+        return "a NUL character"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "a lone surrogate (half of a UTF-16 pair), which is not text"
+    return None
+
+
 @dataclass(slots=True)
 class Page:
     items: list[dict[str, Any]]

@@ -22,6 +22,8 @@ from tests.conftest import RunningHub
 from tests.helpers import run_leadhub, wait_for
 from tests.store.envelopes import SOURCES, form
 
+JSON = {"Content-Type": "application/json"}
+
 
 async def post_form(hub: RunningHub, body: dict[str, Any]) -> None:
     async with await hub.post("/hooks/site-form", json=body) as response:
@@ -279,6 +281,34 @@ async def test_a_body_is_read_as_patch_lead_reads_its_own(form_hub: RunningHub, 
         ({"data": '{"status": "done"}'}, 415, "unsupported_media_type"),
         ({"data": b"{" * 5000, "headers": {"Content-Type": "application/json"}}, 413, "too_large"),
         ({"data": b"{", "headers": {"Content-Type": "application/json"}}, 400, "bad_json"),
+        ({"data": b'{"into": "a\\u0000", "status": "done"}', "headers": JSON}, 400, "bad_json"),
+        ({"data": b'{"into": "\\ud800", "status": "\\ud800"}', "headers": JSON}, 400, "bad_json"),
     ]:
         async with form_hub.session.request(method, form_hub.url(path), **kwargs) as response:
             assert response.status == status and (await response.json())["error"] == error, kwargs
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (b'{"tags": ["vip", "\\ud800"]}', "a string in the body holds a lone surrogate"),
+        (b'{"owner": "ma\\udfffria"}', "a string in the body holds a lone surrogate"),
+        (b'{"tags": ["v\\u0000ip"]}', "a string in the body holds a NUL character"),
+        (b'{"\\ud800": 1}', "a string in the body holds a lone surrogate"),
+        (b'{"status": "won", "x": ' + b"1" * 4301 + b"}", "Exceeds the limit (4300 digits)"),
+    ],
+)
+async def test_patch_lead_refuses_what_no_store_holds_and_changes_nothing(
+    form_hub: RunningHub, body: bytes, detail: str
+) -> None:
+    """A `"\\ud800"` tag was committed (stored as `?`), its lead.* events emitted, and only the answer failed: 500.
+    An integer of 4,301 digits, which int() refuses, was a 500 too."""
+    await post_form(form_hub, {"email": "buyer@x.example"})
+    (lead,) = await form_hub.wait_items("/api/leads", 1)
+    before = await form_hub.api(f"/api/leads/{lead['id']}")
+    async with form_hub.session.patch(form_hub.url(f"/api/leads/{lead['id']}"), data=body, headers=JSON) as response:
+        answer = await response.json()
+        assert (response.status, answer["error"]) == (400, "bad_json"), answer
+    assert detail in answer["detail"]
+    assert await form_hub.api(f"/api/leads/{lead['id']}") == before
+    assert await events(form_hub, "lead.updated") == []
