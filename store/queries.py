@@ -69,6 +69,8 @@ def _decode_cursor(cursor: str | None, columns: Sequence[Any], scope: Sequence[A
         if not isinstance(values, list) or len(values) != len(columns) + 1:
             raise ValueError("wrong shape")
         tag, *values = values
+        if any(isinstance(v, str) and unstorable(v) for v in values):
+            raise ValueError("a value no id holds")
     except (ValueError, TypeError, UnicodeDecodeError) as exc:
         raise BadCursor("cursor is not one this API issued") from exc
     if tag != _scope_tag(scope):

@@ -102,11 +102,25 @@ def list_query(
     repeated = sorted({name for name in query if len(query.getall(name)) > 1})
     if repeated:
         raise BadParameter(f"parameter {', '.join(map(repr, repeated))} given more than once")
+    for name, value in query.items():
+        problem = queries.unstorable(value)
+        if problem is not None:
+            raise BadParameter(f"{name} holds {problem}, which no value of it can")
     for name, allowed in (choices or {}).items():
         value = query.get(name)
         if value is not None and value not in allowed:
             raise BadParameter(f"{name} {value[:40]!r} is not one of {', '.join(allowed)}")
     return query
+
+
+def path_id(request: web.Request) -> str:
+    """The `{id}` of the path, refused when it holds what no id can: the store would fail on it (PostgreSQL refuses
+    NUL) and the request be answered, and counted, as a store outage."""
+    value = request.match_info["id"]
+    problem = queries.unstorable(value)
+    if problem is not None:
+        raise BadParameter(f"the id in the path holds {problem}, which no id can")
+    return value
 
 
 def _is_loopback(remote: str | None) -> bool:
@@ -197,8 +211,9 @@ async def list_leads(request: web.Request) -> web.Response:
 
 
 async def get_lead(request: web.Request) -> web.Response:
+    lead_id = path_id(request)
     async with request_engine(request).connect() as conn:
-        lead = await queries.get_lead(conn, request.match_info["id"])
+        lead = await queries.get_lead(conn, lead_id)
     if lead is None:
         return error_response(404, "not_found", "no lead with that id")
     return json_response(lead)
@@ -242,9 +257,10 @@ async def patch_lead(request: web.Request) -> web.Response:
     """Changes from outside (the sales team's CRM): status, owner, tags; each emits `lead.*` events for rules."""
     body = await json_body(request, MAX_PATCH_BYTES)
     changes = _lead_changes(body)
+    lead_id = path_id(request)
     try:
         async with request_engine(request).begin() as conn:
-            lead, diff = await leads.change_lead(conn, request.match_info["id"], changes, utcnow())
+            lead, diff = await leads.change_lead(conn, lead_id, changes, utcnow())
     except leads.LeadChangeError as exc:
         return error_response(exc.status, exc.code, exc.detail)
     log.info("lead changed through the API", lead_id=lead["id"], changes=sorted(diff))
@@ -252,8 +268,9 @@ async def patch_lead(request: web.Request) -> web.Response:
 
 
 async def get_contact(request: web.Request) -> web.Response:
+    contact_id = path_id(request)
     async with request_engine(request).connect() as conn:
-        contact = await queries.get_contact(conn, request.match_info["id"])
+        contact = await queries.get_contact(conn, contact_id)
     if contact is None:
         return error_response(404, "not_found", "no contact with that id")
     return json_response(contact)
@@ -261,9 +278,10 @@ async def get_contact(request: web.Request) -> web.Response:
 
 async def unmerge_contact(request: web.Request) -> web.Response:
     """Take back the merge that absorbed this contact (or the merge with this id); later changes are kept."""
+    contact_or_merge_id = path_id(request)
     try:
         async with request_engine(request).begin() as conn:
-            merge = await identity.unmerge(conn, request.match_info["id"], utcnow())
+            merge = await identity.unmerge(conn, contact_or_merge_id, utcnow())
     except identity.UnmergeError as exc:
         return error_response(404 if exc.missing else 409, "cannot_unmerge", str(exc))
     log.info("contact unmerged", survivor_id=merge["survivor_id"], restored_id=merge["merged_id"], merge_id=merge["id"])
@@ -321,8 +339,9 @@ async def list_inquiries(request: web.Request) -> web.Response:
 
 
 async def get_inquiry(request: web.Request) -> web.Response:
+    inquiry_id = path_id(request)
     async with request_engine(request).connect() as conn:
-        inquiry = await queries.get_inquiry(conn, request.match_info["id"])
+        inquiry = await queries.get_inquiry(conn, inquiry_id)
     if inquiry is None:
         return error_response(404, "not_found", "no inquiry with that id")
     return json_response(inquiry)
@@ -343,8 +362,9 @@ async def list_orders(request: web.Request) -> web.Response:
 
 
 async def get_order(request: web.Request) -> web.Response:
+    order_id = path_id(request)
     async with request_engine(request).connect() as conn:
-        order = await queries.get_order(conn, request.match_info["id"])
+        order = await queries.get_order(conn, order_id)
     if order is None:
         return error_response(404, "not_found", "no order with that id")
     return json_response(order)

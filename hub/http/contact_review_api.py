@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import structlog
 from aiohttp import web
 
-from leadhub.hub.http.api import json_body, request_engine
+from leadhub.hub.http.api import json_body, path_id, request_engine
 from leadhub.hub.http.jsonio import error_response, json_response
 from leadhub.hub.http.state import DEPS
 from leadhub.store import contact_review
@@ -23,11 +23,12 @@ async def merge_contact(request: web.Request) -> web.Response:
     survivor_id = body.get("into") if isinstance(body, dict) else None
     if not isinstance(survivor_id, str) or not survivor_id:
         return error_response(400, "bad_body", 'send {"into": "<id of the contact that stays>"} as JSON')
+    merged_id = path_id(request)
     settings = request.app[DEPS].settings
     try:
         async with request_engine(request).begin() as conn:
             merge = await contact_review.merge_by_hand(
-                conn, request.match_info["id"], survivor_id, datetime.now(UTC), settings.identity_policy
+                conn, merged_id, survivor_id, datetime.now(UTC), settings.identity_policy
             )
     except contact_review.ReviewError as exc:
         return error_response(404 if exc.missing else 409, "cannot_merge", str(exc))
@@ -37,9 +38,10 @@ async def merge_contact(request: web.Request) -> web.Response:
 
 async def keep_apart(request: web.Request) -> web.Response:
     """`POST /api/contacts/{id}/keep-apart`: they are different people; the review flags are cleared."""
+    contact_id = path_id(request)
     try:
         async with request_engine(request).begin() as conn:
-            cleared = await contact_review.keep_apart(conn, request.match_info["id"], datetime.now(UTC))
+            cleared = await contact_review.keep_apart(conn, contact_id, datetime.now(UTC))
     except contact_review.ReviewError as exc:
         return error_response(404 if exc.missing else 409, "cannot_keep_apart", str(exc))
     log.info("contacts kept apart", cleared=cleared)

@@ -20,6 +20,7 @@ import pytest
 from aiohttp.http_exceptions import LineTooLong
 
 from leadhub.hub.logging import _ClientProtocolErrors
+from leadhub.store import queries
 from tests.conftest import HubFactory, RunningHub
 
 TOKEN = "s3cret"
@@ -214,6 +215,45 @@ async def test_bad_api_input_is_400(hub: RunningHub, method: str, path: str, kwa
     async with hub.session.request(method, hub.url(path), headers=headers, **kwargs) as response:
         assert response.status == 400, await response.text()
         assert (await response.json())["detail"]
+
+
+NUL_IN_IDS_AND_FILTERS = [
+    ("GET", "/api/leads?contact_id=%00"),
+    ("GET", "/api/contacts?email=a%00@b.c"),
+    ("GET", "/api/inquiries?lead_id=x%00"),
+    ("GET", "/api/orders?connector=%00"),
+    ("GET", "/api/tasks?lead_id=%00"),
+    ("GET", "/api/actions?rule_id=%00"),
+    ("GET", "/api/leads?cursor=" + queries._encode_cursor(("leads", None, None, None, False), ["x\x00"])),
+    ("GET", "/api/leads/%00"),
+    ("PATCH", "/api/leads/%00", {"status": "won"}),
+    ("GET", "/api/contacts/%00"),
+    ("POST", "/api/contacts/%00/unmerge"),
+    ("POST", "/api/contacts/%00/merge", {"into": "x"}),
+    ("POST", "/api/contacts/%00/keep-apart"),
+    ("GET", "/api/inquiries/%00"),
+    ("GET", "/api/orders/%00"),
+    ("PATCH", "/api/tasks/%00", {"status": "done"}),
+    ("POST", "/api/actions/%00/retry"),
+    ("GET", "/api/dead-letters/%00"),
+    ("GET", "/api/dead-letters/%00/payload"),
+    ("POST", "/api/dead-letters/%00/replay"),
+]
+
+
+async def test_a_nul_in_an_id_or_filter_is_400_not_a_store_outage(hub: RunningHub) -> None:
+    """PostgreSQL refuses NUL in text: each of these was `503 store unavailable` and counted in
+    leadhub_store_errors_total (which the shipped alert watches); on SQLite they matched nothing."""
+    headers = {"Authorization": f"Bearer {API_TOKEN}"}
+    for method, path, *body in NUL_IN_IDS_AND_FILTERS:
+        async with hub.session.request(
+            method, hub.url(path), headers=headers, json=body[0] if body else None
+        ) as response:
+            answer = await response.json()
+            assert (response.status, answer["error"]) == (400, "bad_parameter"), (method, path, answer)
+        assert "NUL" in answer["detail"] or path.startswith("/api/leads?cursor="), answer
+    async with hub.session.get(hub.url("/metrics")) as response:
+        assert 'leadhub_store_errors_total{kind="unavailable",operation="api"}' not in await response.text()
 
 
 async def test_an_authorization_header_that_is_not_utf8_is_401(hub: RunningHub) -> None:
