@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 from leadhub.connectors.registry import CONNECTOR_TYPES
 from leadhub.durations import DurationError, parse_duration
 from leadhub.envelope import CHANNELS
+from leadhub.hub.database_urls import asyncpg_query_problem
 from leadhub.store.policy import IdentityPolicy
 from leadhub.yaml_text import YamlProblem, read_yaml
 
@@ -143,6 +144,9 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"driver {url.drivername!r} is not an asyncio driver; use postgresql+asyncpg or sqlite+aiosqlite"
             )
+        problem = asyncpg_query_problem(url.query) if url.drivername == "postgresql+asyncpg" else None
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("nats_url")

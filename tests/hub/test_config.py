@@ -49,6 +49,39 @@ def test_database_urls_need_an_async_driver_of_a_supported_database() -> None:
     assert config_from_dict({}, env=good).settings.nats_url == "nats://n1:4222, n2:4222"
 
 
+def test_a_postgresql_url_with_a_query_key_asyncpg_does_not_take_is_refused() -> None:
+    """SQLAlchemy hands each query key to asyncpg.connect(): libpq's (`sslmode`, common in hosted PostgreSQL URLs)
+    passed the check, then every connect failed with a TypeError and the daemon retried its migration forever."""
+    base = "postgresql+asyncpg://u:hunter2@h/db"
+    for query, expected in [
+        ("?sslmode=require", "sslmode is libpq's; asyncpg takes ssl= with the same modes (e.g. ?ssl=require)"),
+        ("?ssl=require&sslrootcert=/ca.pem", "sslrootcert is libpq's; asyncpg reads it from the environment: set "),
+        ("?connect_timeout=10", "connect_timeout is libpq's; asyncpg's connect timeout cannot be set in the URL"),
+        ("?statement_cache_size=0", "statement_cache_size is asyncpg's but must be a number, and a URL gives text"),
+        ("?application_name=leadhub", "'application_name' is not a parameter asyncpg takes in the URL; it takes "),
+    ]:
+        with pytest.raises(ConfigError) as caught:
+            config_from_dict({}, env={"LEADHUB_DATABASE_URL": base + query})
+        [problem] = caught.value.problems
+        assert problem.startswith(f"environment LEADHUB_DATABASE_URL: database_url: {expected}"), problem
+        assert "hunter2" not in problem
+    for query in ["?ssl=require", "?host=/run/postgresql", "?prepared_statement_cache_size=0&command_timeout=30", ""]:
+        assert config_from_dict({}, env={"LEADHUB_DATABASE_URL": base + query}).settings.database_url == base + query
+
+
+def test_commands_refuse_a_postgresql_url_asyncpg_cannot_use_in_one_line(tmp_path: Path) -> None:
+    """`config check` said OK, `db status`, `db upgrade` and `dead list` printed a traceback of ~300 lines."""
+    env = {"LEADHUB_DATABASE_URL": "postgresql+asyncpg://u:p@127.0.0.1:1/db?sslmode=require"}
+    for command in [("config", "check"), ("db", "status"), ("db", "upgrade"), ("dead", "list")]:
+        run = run_leadhub(*command, cwd=tmp_path, env=env)
+        assert run.returncode == 2, (command, run.stdout, run.stderr)
+        assert run.stderr.splitlines() == [
+            "leadhub: invalid configuration:",
+            "  environment LEADHUB_DATABASE_URL: database_url: sslmode is libpq's; asyncpg takes ssl= with the same "
+            "modes (e.g. ?ssl=require)",
+        ], (command, run.stderr)
+
+
 def test_a_connector_without_name_or_type_says_so(tmp_path: Path) -> None:
     path = tmp_path / "leadhub.yaml"
     path.write_text("connectors:\n  - name: site-form\n  - token: x\n")
