@@ -22,7 +22,7 @@ from jinja2.parser import Parser
 
 from leadhub.triggers.events import OBJECT_FIELDS
 from leadhub.triggers.fastexpr import compile_fast
-from leadhub.triggers.template_limits import RENDER_SECONDS, LimitedSandbox, TemplateLimit
+from leadhub.triggers.template_limits import LimitedSandbox, TemplateLimit, limited
 from leadhub.triggers.url_template import url_value
 
 PACKAGE_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -116,7 +116,7 @@ class Templates:
         if problems:
             raise TemplateProblem("; ".join(problems))
         compiled = self.expressions.compile_expression(source, undefined_to_none=False)
-        return compile_fast(tree, self.expressions) or compiled
+        return compile_fast(tree, self.expressions) or limited(compiled)
 
     def inline(self, source: str, scope: Scope, *, html: bool = False) -> Template:
         """Compile a template string from a rule (a `to:`, a `title:`)."""
@@ -136,7 +136,7 @@ class Templates:
         problems = check_tree(tree, scope, names=meta.find_undeclared_variables(tree)) + constant_problems(tree, env)
         if problems:
             raise TemplateProblem("; ".join(problems))
-        return _with_deadline(env.from_string(source), tree)
+        return env.from_string(source)
 
     def file(self, name: str, scope: Scope, *, html: bool) -> Template | None:
         """A template file by name, checked like an inline one; None when no directory has it."""
@@ -152,20 +152,13 @@ class Templates:
         problems = check_tree(tree, scope, names=meta.find_undeclared_variables(tree)) + constant_problems(tree, env)
         if problems:
             raise TemplateProblem(f"{name}: " + "; ".join(problems))
-        return _with_deadline(env.from_string(source), tree)
+        return env.from_string(source)
 
 
 def _blank(value: Any) -> Any:
     """A missing value (a lead nobody owns, a contact without a phone) prints as nothing, not as the word None:
     `assignee: "{{ lead.owner }}"` made a task for a manager called "None", a webhook body sent "None" as a phone."""
     return "" if value is None else value
-
-
-def _with_deadline(template: Template, tree: nodes.Template) -> Template:
-    """Loops are what can run long (nested over big ranges); a template without them is bounded by its size."""
-    if tree.find(nodes.For) is not None:
-        template.deadline = RENDER_SECONDS  # type: ignore[attr-defined]
-    return template
 
 
 def _all(tree: nodes.Node, kinds: type[nodes.Node] | tuple[type[nodes.Node], ...]) -> list[Any]:

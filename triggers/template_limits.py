@@ -3,27 +3,37 @@
 Jinja's sandbox keeps Python's internals out of reach, not resources: `{{ "a" * 10**10 }}` in a rule file took
 every byte of memory (Jinja even folds such a constant while the rules load, so a hot reload could take the
 daemon down), and loops nested over `range(100000)` held the event loop for hours. Here every operator, filter
-and string method that builds something in proportion to a number it is given is checked before it runs, and
-a template with loops gets a time limit.
+and string method that builds something in proportion to a number it is given is checked before it runs.
+
+Sizes multiply without any such number: `[s] * 100000` holds one string 100,000 times, small in memory, but
+joined, printed or turned into text it is 100,000 times that string. So what turns a value into text (printing
+it, `~`, `%`, `|join`, `.join()`, `|string` and the other text filters) counts the text first, `|wordwrap`
+counts its lines with the separator, and what `|map` makes and a template's whole output are capped. Every
+template and every condition Jinja runs gets a time limit (a condition compiled to a closure only reads and
+compares).
 """
 
 from __future__ import annotations
 
+import _signal
 import functools
 import re
 import signal
+import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, ValuesView
 from contextlib import contextmanager
 from typing import Any
 
-from jinja2 import Template, filters
+from jinja2 import Template, filters, nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 MAX_BUILT = 100_000  # characters or items one operator, filter or method may build
+MAX_OUTPUT = 1_000_000  # characters a whole template may render
 MAX_POWER_BITS = 4_096  # `**` on whole numbers: the result's size in bits
-RENDER_SECONDS = 1.0  # a template with loops; one without runs in time bounded by its size
+RENDER_SECONDS = 1.0  # a template's or condition's render time
 _PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
 
 
@@ -39,6 +49,66 @@ def _check_repeat(left: Any, right: Any) -> None:
     for seq, count in ((left, right), (right, left)):
         if isinstance(seq, str | list | tuple) and isinstance(count, int) and len(seq) * count > MAX_BUILT:
             raise _too_big("'*'", len(seq) * count)
+
+
+def _past_limit(what: str, size: int) -> TemplateLimit:
+    """The message for a size counted only until it passed the limit (the text is never built)."""
+    return TemplateLimit(f"{what} would build at least {size:,} characters; the limit is {MAX_BUILT:,}")
+
+
+_CONTAINERS = (list, tuple, set, frozenset, dict, KeysView, ValuesView, ItemsView)
+
+
+def _text_length(value: Any, limit: int = MAX_BUILT) -> int:
+    """About `len(str(value))`, counted without building the text, and only until it passes `limit`.
+
+    Each item adds at least one character, so counting stops after at most `limit` items however many times a
+    list holds the same big one.
+    """
+    if not isinstance(value, _CONTAINERS):
+        return len(value) if isinstance(value, str) else len(str(value))
+    size, pending = 0, [value]
+    while pending and size <= limit:
+        item = pending.pop()
+        if isinstance(item, dict):
+            size += 2 + 4 * len(item)  # braces; ": " and ", " per pair
+            pending += [*item.keys(), *item.values()]
+        elif isinstance(item, _CONTAINERS):
+            size += 2 + 2 * len(item)  # brackets; ", " per item
+            pending.extend(item)
+        else:
+            size += len(item) + 2 if isinstance(item, str) else len(repr(item))  # an item prints as its repr
+    return size
+
+
+def _check_text(what: str, value: Any) -> None:
+    """`value` is about to become text (printed, joined, filtered as a string): a list or mapping counts first."""
+    if isinstance(value, _CONTAINERS) and (size := _text_length(value)) > MAX_BUILT:
+        raise _past_limit(what, size)
+
+
+def _joinable(what: str, separator: Any, iterable: Iterable[Any]) -> list[Any]:
+    """The items a join will join, read once (a generator cannot be read again) and counted as they come, with
+    the separator between each two: a `|map` over many items stops at the first item past the limit."""
+    items: list[Any] = []
+    size, between = 0, _text_length(separator)
+    for item in iterable:
+        size += _text_length(item, MAX_BUILT - size) + (between if items else 0)
+        if size > MAX_BUILT:
+            raise _past_limit(what, size)
+        items.append(item)
+    return items
+
+
+def _counted(what: str, items: Iterable[Any]) -> Iterator[Any]:
+    """`items` as they come, stopping once the strings among them pass MAX_OUTPUT characters together."""
+    size = 0
+    for item in items:
+        if isinstance(item, str):
+            size += len(item)
+            if size > MAX_OUTPUT:
+                raise TemplateLimit(f"{what} would make at least {size:,} characters; the limit is {MAX_OUTPUT:,}")
+        yield item
 
 
 def _check_power(base: Any, exponent: Any) -> None:
@@ -84,14 +154,20 @@ def _tabs_width(text: str, tabsize: Any) -> int:
     return tabsize * text.count("\t") if isinstance(tabsize, int) else 0
 
 
-# str methods a template can call whose result grows with a number it passes: (name -> check of its arguments)
-_STR_METHODS: dict[str, Callable[..., None]] = {
+def _check_str_join(separator: str, iterable: Iterable[Any]) -> tuple[Any, ...]:
+    return (_joinable("join", separator, iterable),)
+
+
+# str methods a template can call whose result grows with a number it passes: (name -> check of its arguments).
+# A check that has to read an iterable to measure it returns the arguments to call the method with instead.
+_STR_METHODS: dict[str, Callable[..., tuple[Any, ...] | None]] = {
     "ljust": lambda s, width, *_: _check_size("ljust", width),
     "rjust": lambda s, width, *_: _check_size("rjust", width),
     "center": lambda s, width, *_: _check_size("center", width),
     "zfill": lambda s, width: _check_size("zfill", width),
     "expandtabs": lambda s, tabsize=8: _check_size("expandtabs", _tabs_width(s, tabsize)),
     "replace": _check_replace,
+    "join": _check_str_join,
 }
 
 
@@ -118,10 +194,72 @@ _FILTER_CHECKS: dict[str, Callable[..., None]] = {
 }
 
 
-class LimitedTemplate(Template):
-    """A template that stops with TemplateLimit when it runs past `deadline` seconds (set on those with loops)."""
+def _value_as_text(what: str) -> Callable[..., None]:
+    return lambda value, *_, **__: _check_text(what, value)
 
-    deadline: float | None = None
+
+# Filters that turn their value into text first: a list or mapping given to one is counted as text.
+_TEXT_FILTERS = (
+    *("string", "e", "escape", "forceescape", "upper", "lower", "title", "capitalize", "trim", "striptags"),
+    *("truncate", "wordcount", "urlize", "urlencode", "tojson", "pprint", "center", "indent", "replace", "format"),
+)
+
+
+@filters.pass_eval_context
+def _join(eval_ctx: Any, value: Iterable[Any], d: str = "", attribute: str | int | None = None) -> str:
+    """`|join`, its size (the items' text and a separator between each two) counted before joining."""
+    if attribute is not None:
+        value = map(filters.make_attrgetter(eval_ctx.environment, attribute), value)
+    return filters.sync_do_join(eval_ctx, _joinable("|join", d, value), d)
+
+
+@filters.pass_environment
+def _wordwrap(  # noqa: PLR0917 - Jinja's signature: templates pass these by position
+    environment: Any,
+    s: str,
+    width: int = 79,
+    break_long_words: bool = True,
+    wrapstring: str | None = None,
+    break_on_hyphens: bool = True,
+) -> str:
+    """`|wordwrap` as Jinja does it, its size (the lines and `wrapstring` between each two) counted before joining:
+    a long `wrapstring` after every one-character line multiplied the text."""
+    separator = environment.newline_sequence if wrapstring is None else wrapstring
+    wrap = functools.partial(
+        textwrap.wrap,
+        width=width,
+        expand_tabs=False,
+        replace_whitespace=False,
+        break_long_words=break_long_words,
+        break_on_hyphens=break_on_hyphens,
+    )
+    paragraphs = [wrap(line) for line in s.splitlines()]
+    lines = sum(len(p) for p in paragraphs) + sum(1 for p in paragraphs if not p)  # an empty one still separates
+    size = sum(len(line) for p in paragraphs for line in p) + len(separator) * max(lines - 1, 0)
+    if size > MAX_BUILT:
+        raise _too_big("|wordwrap", size)
+    return separator.join(separator.join(p) for p in paragraphs)
+
+
+def _counted_map(original: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+    """`|map`, its strings counted: it is how one big value (`|map("default", s)`) becomes 100,000 new strings
+    (`|map("upper")`), each within the limit but not together."""
+
+    @functools.wraps(original)  # keeps Jinja's pass_context marker
+    def counted(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        return _counted("|map", original(*args, **kwargs))
+
+    return counted
+
+
+# Filters whose size shows only once their input is read: done here, counted before the result is built.
+_MEASURED_FILTERS: dict[str, Callable[..., str]] = {"join": _join, "wordwrap": _wordwrap}
+
+
+class LimitedTemplate(Template):
+    """A template that stops with TemplateLimit when it runs past `deadline` seconds."""
+
+    deadline: float | None = RENDER_SECONDS
 
     def render(self, *args: Any, **kwargs: Any) -> str:
         if self.deadline is None:
@@ -130,16 +268,49 @@ class LimitedTemplate(Template):
             return super().render(*args, **kwargs)
 
 
+class TextCheckingCodeGenerator(CodeGenerator):
+    """Jinja's code generator, with each operand of `~` checked as text before `~` turns it into text."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        checked = [nodes.Call(nodes.EnvironmentAttribute("printable"), [part], [], None, None) for part in node.nodes]
+        super().visit_Concat(nodes.Concat(checked, lineno=node.lineno), frame)
+
+
+def capped_concat(parts: Iterable[str]) -> str:
+    """How Jinja joins a template's output (and a block's): counted as it comes, so a loop printing a big value
+    100,000 times stops at MAX_OUTPUT instead of joining 100,000 copies after the time limit could not help."""
+    collected, size = [], 0
+    for part in parts:
+        size += len(part)
+        if size > MAX_OUTPUT:
+            raise TemplateLimit(f"the template would render at least {size:,} characters; the limit is {MAX_OUTPUT:,}")
+        collected.append(part)
+    return "".join(collected)
+
+
 class LimitedSandbox(ImmutableSandboxedEnvironment):
     """The immutable sandbox with the size checks above; `*`, `**` and `%` are never folded at compile time."""
 
     intercepted_binops = frozenset({"*", "**", "%"})
     template_class = LimitedTemplate
+    code_generator_class = TextCheckingCodeGenerator
+    concat = staticmethod(capped_concat)
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
+        for name in _TEXT_FILTERS:
+            self.filters[name] = _checked_filter(self.filters[name], _value_as_text(f"|{name}"))
         for name, check in _FILTER_CHECKS.items():
-            self.filters[name] = _checked_filter(getattr(filters, f"do_{name}"), check)
+            self.filters[name] = _checked_filter(self.filters[name], check)
+        self.filters.update(_MEASURED_FILTERS)
+        self.filters["map"] = _counted_map(self.filters["map"])
+        self.finalize = _printing(self.finalize)
+
+    @staticmethod
+    def printable(value: Any) -> Any:
+        """`value`, once it is known to make text within the limit (an operand of `~`)."""
+        _check_text("'~'", value)
+        return value
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "*":
@@ -148,13 +319,34 @@ class LimitedSandbox(ImmutableSandboxedEnvironment):
             _check_power(left, right)
         elif operator == "%" and isinstance(left, str):
             _check_percent(left)
+            _check_text("'%'", right)
         return super().call_binop(context, operator, left, right)
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         check = _STR_METHODS.get(getattr(__obj, "__name__", ""))
         if check is not None and isinstance(getattr(__obj, "__self__", None), str):
-            check(__obj.__self__, *args, **kwargs)
+            args = check(__obj.__self__, *args, **kwargs) or args
         return super().call(__context, __obj, *args, **kwargs)
+
+
+def _printing(finalize: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+    """The environment's `finalize` (what `{{ value }}` goes through), with the value checked as text first."""
+
+    def printed(value: Any) -> Any:
+        _check_text("printing a value", value)
+        return value if finalize is None else finalize(value)
+
+    return printed
+
+
+def limited(expression: Callable[..., Any]) -> Callable[..., Any]:
+    """A condition Jinja runs (filters, operators, calls), under the same time limit as a template."""
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        with time_limit(RENDER_SECONDS):
+            return expression(*args, **kwargs)
+
+    return timed
 
 
 @contextmanager
@@ -163,7 +355,9 @@ def time_limit(seconds: float) -> Iterator[None]:
 
     A Python loop in a template checks for no deadline of its own; a signal interrupts it between any two
     bytecodes. Off the main thread the code runs unlimited. A timer someone else set (pytest-timeout's) is
-    put back afterwards with what is left of it, or left alone when it is due first.
+    put back afterwards with what is left of it, or left alone when it is due first. The handler is swapped with
+    `_signal.signal`, the call `signal.signal` makes before wrapping the old handler in an enum: that wrapping
+    took 5 of the 7 µs this costs every render and every condition Jinja runs.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -174,15 +368,15 @@ def time_limit(seconds: float) -> Iterator[None]:
         return
 
     def expired(_signum: int, _frame: Any) -> None:
-        raise TemplateLimit(f"the template ran longer than {seconds:g} s; loops over fewer items would do")
+        raise TemplateLimit(f"the template ran longer than {seconds:g} s; loops or filters over fewer items would do")
 
     started = time.monotonic()
-    previous = signal.signal(signal.SIGALRM, expired)
+    previous = _signal.signal(signal.SIGALRM, expired)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        _signal.signal(signal.SIGALRM, previous)
         if theirs:
             signal.setitimer(signal.ITIMER_REAL, max(theirs - (time.monotonic() - started), 0.001), their_interval)

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from jinja2 import Environment
 
 from leadhub.triggers.loader import load_rules
 from leadhub.triggers.sandbox import Scope, TemplateProblem, Templates
@@ -38,10 +39,26 @@ AT_RENDER = [  # the size comes from the data, so only rendering can tell
     "{{ [contact.name]|slice(10**9)|list }}",
     '{{ "%100000000s"|format(contact.name) }}',
 ]
+MULTIPLIED = [  # each operator stays within the limit; the text they make is 10 times it (the audit's was 100,000)
+    '{{ ([("a" * 1000)] * 1000)|join }}',
+    '{{ [("a" * 1000)] * 1000 }}',
+    '{{ ("b" * 1000).join(["", ""] * 500) }}',
+    '{{ ("b" * 1000).join((["", ""] * 500)|map("lower")) }}',
+    '{{ ("a " * 500)|wordwrap(1, wrapstring="b" * 1000) }}',
+    '{{ ([("a" * 1000)] * 1000) ~ "" }}',
+    '{{ "%s" % ([("a" * 1000)] * 1000,) }}',
+    '{{ ([("a" * 1000)] * 1000)|string }}',
+    '{{ ([("a" * 1000)] * 1000)|tojson }}',
+    '{{ dict(a=[("a" * 1000)] * 1000)|urlencode }}',
+    '{% for i in range(10000) %}{{ "a" * 1000 }}{% endfor %}',  # 10 times the whole output's limit
+    '{{ (range(2000)|map(attribute="x")|map("default", "a" * 1000)|map("upper")|list)|length }}',  # 2 times it
+]
 ORDINARY = (
     '{{ "-" * 20 }}|{{ 2 ** 10 }}|{{ "%05d" % 42 }}|{{ contact.name|center(9) }}|{{ "7".zfill(3) }}|'
     '{{ "a-b"|replace("-", "--") }}|{{ contact.name * 2 }}|{{ [1, 2, 3]|batch(2)|list|length }}|'
-    "{% for i in range(3) %}{{ i }}{% endfor %}"
+    "{% for i in range(3) %}{{ i }}{% endfor %}|"
+    '{{ [1, 2]|join(", ") }}|{{ "-".join(["a", "b"]|map("upper")) }}|{{ "a b c"|wordwrap(1, wrapstring="/") }}|'
+    '{{ [1, "b"] }}|{{ "a" ~ 1 }}|{{ "%s-%s" % (1, 2) }}|{{ [1]|string }}'
 )
 
 
@@ -68,7 +85,27 @@ def test_a_size_from_the_data_past_the_limits_stops_the_render(source: str) -> N
 
 def test_ordinary_templates_are_untouched() -> None:
     text = Templates().inline(ORDINARY, SCOPE).render(contact={"name": "Anna"}, lead={})
-    assert text == "--------------------|1024|00042|   Anna  |007|a--b|AnnaAnna|2|012"
+    assert text == (
+        "--------------------|1024|00042|   Anna  |007|a--b|AnnaAnna|2|012|1, 2|A-B|a/b/c|[1, 'b']|a1|1-2|[1]"
+    )
+
+
+@pytest.mark.parametrize("source", MULTIPLIED)
+def test_text_made_from_a_repeated_value_is_counted_before_it_is_made(source: str) -> None:
+    template = Templates().inline(source, SCOPE)
+    with pytest.raises(TemplateLimit, match="the limit is"):
+        template.render(contact={"name": "Anna"}, lead={})
+
+
+@pytest.mark.parametrize("html", [False, True])
+def test_join_and_wordwrap_give_what_jinja_gives(html: bool) -> None:
+    text = "one two-three\n\nfour  five\tsix\nseven"
+    source = (
+        '{{ t|wordwrap(3) }}|{{ t|wordwrap(4, false, "<br>", false) }}|{{ xs|join(", ") }}|{{ ys|join(attribute="n") }}'
+    )
+    values = {"t": text, "xs": ["<a>", 1, None], "ys": [{"n": "x"}, {"n": "<y>"}]}
+    ours = Templates().inline(source, Scope(("t", "xs", "ys")), html=html).render(**values)
+    assert ours == Environment(autoescape=html).from_string(source).render(**values)
 
 
 def test_a_condition_with_a_huge_constant_is_a_problem() -> None:
@@ -77,6 +114,21 @@ def test_a_condition_with_a_huge_constant_is_a_problem() -> None:
     condition = Templates().expression("(contact.name * 10**9)|length > 0", SCOPE)
     with pytest.raises(TemplateLimit):
         condition(contact={"name": "Anna"}, lead={})
+    condition = Templates().expression('([("a" * 1000)] * 1000)|join|length > 0', SCOPE)
+    with pytest.raises(TemplateLimit, match="the limit is"):
+        condition(contact={"name": "Anna"}, lead={})
+
+
+SLOW = '([("a" * 99999) ~ "b", ("a" * 99999) ~ "b"] * 50000)|sort|length'  # no loop; equal strings compared in full
+
+
+def test_a_template_or_condition_without_loops_is_stopped_by_the_time_limit() -> None:
+    template = Templates().inline("{{ " + SLOW + " }}", SCOPE)
+    with pytest.raises(TemplateLimit, match="ran longer than 1 s"):
+        template.render(contact={}, lead={})
+    condition = Templates().expression(f"{SLOW} > 0", SCOPE)
+    with pytest.raises(TemplateLimit, match="ran longer than 1 s"):
+        condition(contact={}, lead={})
 
 
 def test_nested_loops_are_stopped_by_the_time_limit() -> None:
