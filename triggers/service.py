@@ -27,6 +27,7 @@ from leadhub.triggers.schedules import ScheduleRunner
 
 log = structlog.get_logger("leadhub.triggers")
 
+Placed = list[tuple[CompiledRule, tuple[int, int]]]  # a file's rules, each with the line and column it starts at
 RECHECK_MS = 1000  # without file events, compare the rule files with what was loaded this often
 
 
@@ -80,11 +81,12 @@ class TriggerService:
 
         A file with problems keeps its last loaded version active (hot reload); at start-up, or for
         a new file, its valid rules load and only the bad ones are left out. Other files are unaffected.
+        A rule id in two files stays with the file it is loaded from (see `_settle_ids`).
         """
         problems: list[Problem] = []
         files = self._rule_files()
         self._loaded = _fingerprint(self._watched_files())  # before reading: a change meanwhile is seen afterwards
-        by_file: dict[str, list[CompiledRule]] = {}
+        versions: dict[str, Placed] = {}
         book, hours_problems = load_hours(files)
         for path in files:
             loaded, found = load_file(path, self.templates, book)
@@ -93,18 +95,12 @@ class TriggerService:
             problems += found
             if found and key in self.by_file:
                 log.error("rule file has problems; keeping its last loaded version", file=key, problems=len(found))
-                by_file[key] = self.by_file[key]
+                versions[key] = self.by_file[key]
             else:
-                by_file[key] = [rule for rule, _ in loaded]
-        rules, seen = [], {}
-        for key, compiled in by_file.items():
-            for rule in compiled:
-                if rule.id in seen:
-                    problems.append(Problem(key, 1, 1, rule.id, "id", f"duplicate rule id; also in {seen[rule.id]}"))
-                    continue
-                seen[rule.id] = key
-                if rule.rule.enabled:
-                    rules.append(rule)
+                versions[key] = loaded
+        by_file, clashes = self._settle_ids(versions)
+        problems += clashes
+        rules = [rule for placed in by_file.values() for rule, _ in placed if rule.rule.enabled]
         for problem in problems:
             log.error("rule problem", problem=str(problem))
         self.by_file = by_file
@@ -115,6 +111,37 @@ class TriggerService:
         log.info("rules loaded", rules=len(rules), files=len(files), problems=len(problems))
         self._warn_of_local_links(rules)
         return self.problems
+
+    def _settle_ids(self, versions: dict[str, Placed]) -> tuple[dict[str, Placed], list[Problem]]:
+        """Each rule id to one file, and a problem, at the rule, for every other file that has it.
+
+        An id already loaded stays with the file it was loaded from: a new file reusing it must not replace a
+        running rule (whose pending runs would then run the new rule's actions). An id new to the daemon (every
+        id at start-up) goes to the first file in name order, as `leadhub rules check` says. The file that loses
+        an id has a problem like any other: if it was loaded before, it keeps its last loaded version, which
+        can leave an id it claimed to another file; so this repeats until no file goes back to its last version.
+        """
+        owners = {rule.id: key for key, placed in self.by_file.items() for rule, _ in placed}
+        versions = dict(versions)
+        problems: list[Problem] = []
+        while True:
+            winners = _winners(versions, owners)
+            lost = {
+                key: [(rule, where) for rule, where in placed if winners[rule.id] != (key, where)]
+                for key, placed in versions.items()
+            }
+            last = self.by_file
+            back = [key for key, rules in lost.items() if rules and key in last and versions[key] is not last[key]]
+            if not back:
+                break
+            for key in back:
+                log.error("rule file has problems; keeping its last loaded version", file=key, problems=len(lost[key]))
+                problems += [_clash(key, rule.id, where, winners, owners) for rule, where in lost[key]]
+                versions[key] = self.by_file[key]
+        for key, rules in lost.items():
+            problems += [_clash(key, rule.id, where, winners, owners) for rule, where in rules]
+            versions[key] = [(rule, where) for rule, where in versions[key] if winners[rule.id] == (key, where)]
+        return versions, problems
 
     def _warn_of_local_links(self, rules: list[CompiledRule]) -> None:
         """E-mails carry survey and unsubscribe links built on LEADHUB_PUBLIC_URL; without it they point at this
@@ -197,6 +224,30 @@ class TriggerService:
     def status(self) -> dict[str, Any]:
         error = self.consumer.last_error or self.scheduler.last_error or self.schedules.last_error
         return {"ok": error is None, "rules": len(self.index.rules), "problems": self.problems, "error": error}
+
+
+def _winners(versions: dict[str, Placed], owners: dict[str, str]) -> dict[str, tuple[str, tuple[int, int]]]:
+    """Per rule id, the file and place of the rule that keeps it: in the file it is loaded from, else the first."""
+    winners: dict[str, tuple[str, tuple[int, int]]] = {}
+    for key, placed in versions.items():
+        for rule, where in placed:
+            held = winners.get(rule.id)
+            if held is None or owners.get(rule.id) == key != held[0]:
+                winners[rule.id] = (key, where)
+    return winners
+
+
+def _clash(
+    key: str,
+    rule_id: str,
+    where: tuple[int, int],
+    winners: dict[str, tuple[str, tuple[int, int]]],
+    owners: dict[str, str],
+) -> Problem:
+    """The problem of a rule whose id another file (or an earlier rule of the same file) has."""
+    holder, (line, _) = winners[rule_id]
+    said = "already loaded from" if owners.get(rule_id) == holder else "first defined at"
+    return Problem(key, where[0], where[1], rule_id, "id", f"duplicate rule id; {said} {holder}:{line}")
 
 
 def _fingerprint(files: list[Path]) -> tuple[tuple[str, int, int], ...] | None:

@@ -12,6 +12,8 @@ from typing import Any
 import structlog
 
 from leadhub.store.db import create_engine
+from leadhub.triggers.loader import load_rules
+from leadhub.triggers.sandbox import Templates
 from leadhub.triggers.service import TriggerService
 from tests.helpers import wait_for
 
@@ -171,3 +173,64 @@ async def test_email_rules_without_a_public_url_are_warned_about(tmp_path: Path,
         if warned:
             assert warnings[0]["log_level"] == "warning" and warnings[0]["rules"] == ["survey"], warnings
     await engine.dispose()
+
+
+WELCOME = "rules:\n  - id: welcome\n    on: lead.created\n    do: [{create_task: {title: '%s'}}]\n"
+
+
+async def test_a_new_file_reusing_a_loaded_rule_id_leaves_the_running_rule_alone(
+    tmp_path: Path, rules_dir: Path
+) -> None:
+    """Found by an audit: a new a.yaml reusing the id of a rule loaded from b.yaml replaced it (b.yaml's pending
+    runs then ran a.yaml's actions), and the problem was reported at b.yaml:1:1, a file nobody had touched."""
+    (rules_dir / "b.yaml").write_text(WELCOME % "call {{ contact.name }}")
+    async with watching(tmp_path, rules_dir) as (service, _):
+        (rules_dir / "a.yaml").write_text(WELCOME % "something else" + B.removeprefix("\nrules:\n"))
+        service.reload()
+        assert service.index.by_id["welcome"].file == str(rules_dir / "b.yaml")
+        assert "b" in service.index.by_id, "the new file's other rules load"
+        assert service.problems == [
+            f"{rules_dir / 'a.yaml'}:2:5: rule 'welcome': id: duplicate rule id; already loaded from "
+            f"{rules_dir / 'b.yaml'}:2"
+        ]
+
+
+async def test_an_edited_file_reusing_a_loaded_rule_id_keeps_its_last_version(tmp_path: Path, rules_dir: Path) -> None:
+    (rules_dir / "a.yaml").write_text(A)
+    (rules_dir / "b.yaml").write_text(WELCOME % "call {{ contact.name }}")
+    async with watching(tmp_path, rules_dir) as (service, _):
+        (rules_dir / "a.yaml").write_text(
+            A
+            + "  - id: welcome\n    on: lead.created\n    do: [{create_task: {title: x}}]\n"
+            + "  - id: c\n    on: lead.created\n    do: [{create_task: {title: x}}]\n"
+        )
+        (rules_dir / "c.yaml").write_text(
+            "rules:\n  - id: c\n    on: lead.created\n    do: [{create_task: {title: C}}]\n"
+        )
+        service.reload()
+        assert sorted(service.index.by_id) == ["a", "c", "welcome"]
+        assert service.index.by_id["welcome"].file == str(rules_dir / "b.yaml")
+        assert service.index.by_id["c"].file == str(rules_dir / "c.yaml"), "a.yaml's last version leaves `c` free"
+        assert service.problems == [
+            f"{rules_dir / 'a.yaml'}:6:5: rule 'welcome': id: duplicate rule id; already loaded from "
+            f"{rules_dir / 'b.yaml'}:2"
+        ]
+        (rules_dir / "b.yaml").unlink()
+        (rules_dir / "c.yaml").unlink()
+        service.reload()
+        assert sorted(service.index.by_id) == ["a", "c", "welcome"] and service.problems == []
+        assert {rule.file for rule in service.index.rules} == {str(rules_dir / "a.yaml")}
+
+
+async def test_a_rule_id_in_two_files_at_start_up_is_reported_as_rules_check_does(
+    tmp_path: Path, rules_dir: Path
+) -> None:
+    (rules_dir / "b.yaml").write_text(WELCOME % "call {{ contact.name }}")
+    (rules_dir / "a.yaml").write_text(WELCOME % "something else")
+    async with watching(tmp_path, rules_dir) as (service, _):
+        assert service.index.by_id["welcome"].file == str(rules_dir / "a.yaml")
+        assert service.problems == [str(p) for p in load_rules(rules_dir, Templates()).problems]
+        assert service.problems == [
+            f"{rules_dir / 'b.yaml'}:2:5: rule 'welcome': id: duplicate rule id; first defined at "
+            f"{rules_dir / 'a.yaml'}:2"
+        ]
