@@ -8,9 +8,12 @@ reconnecting. A crash anywhere re-reads at most one batch, and a re-read is a du
 connectors/imap_message.py), so nothing is lost and nothing doubles.
 
 A batch whose FETCH fails is fetched one message per FETCH after reconnecting, so one message the server cannot
-deliver (an unreadable file, a message it cannot convert) holds up only itself. Alone it is tried
-UNREADABLE_ATTEMPTS times, a reconnect apart; then a placeholder is published in its place (stored as a dropped
-inquiry with the server's answer) and the checkpoint passes it like any published message.
+deliver (an unreadable file, a message it cannot convert) holds up only itself. A failure of a message alone is held
+against it only when the next connection's first FETCH, of a later pending message (the probe), succeeds: a server
+that delivers nothing (storage away, every file's permissions broken) is never mistaken for bad messages, and the last
+pending message, which holds up nothing, is never given up. After UNREADABLE_ATTEMPTS such failures a placeholder is
+published in its place (stored as a dropped inquiry with the server's answer) and the checkpoint passes it like any
+published message.
 """
 
 from __future__ import annotations
@@ -44,11 +47,30 @@ BATCH_BYTES = 32 * 1024 * 1024  # at most this much message data in memory per b
 HEADER_ROOM = 64 * 1024  # the queue's max_payload covers the envelope's headers (key, meta) too
 RETRY_FIRST, RETRY_MAX = 1.0, 60.0
 AUTH_RETRY_FIRST, AUTH_RETRY_MAX = 30.0, 600.0  # a refused login needs a person; do not hammer the account
-UNREADABLE_ATTEMPTS = 3  # FETCHes of one message alone, a reconnect apart, before a placeholder takes its place
+UNREADABLE_ATTEMPTS = 3  # failures of one message alone, each followed by a good probe, before its placeholder
 
 
 class NotDelivered(Exception):
-    """The server failed the FETCH of one message alone; the folder reconnects and asks again."""
+    """The server failed the FETCH of one message alone; the folder reconnects, probes, and asks again."""
+
+
+class ServerNotDelivering(Exception):
+    """The probe failed too: the server's trouble, not the message's, so nothing is given up; retried with back-off."""
+
+
+@dataclass(slots=True)
+class Failing:
+    """The first pending message, whose FETCH alone failed: failures held against it, and the server's last answer."""
+
+    uidvalidity: int
+    uid: int
+    answer: str
+    counted: int = 0
+    unproven: bool = True  # its last failure waits for the next connection's probe
+    probe_after: int = 0  # the probe is the first pending UID above this (the last probe that failed), else the first
+
+    def concerns(self, uidvalidity: int, uid: int) -> bool:
+        return (self.uidvalidity, self.uid) == (uidvalidity, uid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +102,7 @@ class FolderWorker:
         self.status: dict[str, Any] = {"ok": False, "last_sync": None, "uid_lag": None, "error": "starting"}
         self._synced = False  # whether the current connection completed a sync
         self._one_by_one: tuple[int, int] | None = None  # (uidvalidity, uid): up to uid, one message per FETCH
-        self._not_delivered: dict[tuple[int, int], int] = {}  # (uidvalidity, uid) -> failed FETCHes of it alone
+        self._failing: Failing | None = None  # the message whose FETCH alone failed, until it is read or given up
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"imap-{config.name}")
         self.window = PublishWindow(config.fetch_batch)  # messages in flight: a whole batch unless NATS refuses some
 
@@ -202,6 +224,7 @@ class FolderWorker:
             last_uid = 0
         highest = max([*uids, baseline, last_uid])
         self._report(uid_lag=highest - last_uid)
+        await self._probe(uids, info.uidvalidity)
         async for batch in self._batches(uids, info.uidvalidity):
             sent = await self._publish(batch.items, info)
             done = batch.items[: sent.acked]  # the acked prefix in UID order: nothing after an unacked message counts
@@ -258,7 +281,45 @@ class FolderWorker:
                     yield await self._fetch_one(uid, sizes, limit, uidvalidity)
 
     def _isolating(self, uid: int, uidvalidity: int) -> bool:
+        if self._failing is not None and self._failing.concerns(uidvalidity, uid):
+            return True
         return self._one_by_one is not None and self._one_by_one[0] == uidvalidity and uid <= self._one_by_one[1]
+
+    async def _probe(self, uids: list[int], uidvalidity: int) -> None:
+        """After a message failed alone: FETCH a later pending one first. Only when the server delivers it is the
+        failure the message's own and counted; when it fails too, the server is failing: the count starts over.
+
+        The probe is fetched the way messages are (`BODY.PEEK[]`, or the head of one over the size limit), not a
+        cheaper header FETCH: a server may serve headers from its index, or convert headers but not bodies, so
+        only the same FETCH shows it can deliver a message now. It is not published here (the checkpoint passes
+        only a published prefix in UID order); it is fetched again in its turn.
+        """
+        failing = self._failing
+        if failing is None or not failing.unproven:
+            return
+        failing.unproven = False
+        if failing.uidvalidity != uidvalidity or failing.uid not in uids:  # gone, or the folder was rebuilt
+            self._failing = None
+            return
+        later = [u for u in uids if u > failing.uid]
+        probe = next((u for u in later if u > failing.probe_after), later[0] if later else None)
+        if probe is None:  # the last pending message holds up nothing: its failure is not held against it
+            return
+        sizes = await self._call(self.session.sizes, [probe])
+        if probe not in sizes:  # expunged meanwhile: no evidence either way
+            return
+        try:
+            fetched = await self._fetch([probe], sizes, self._size_limit())
+        except Exception as exc:
+            if self.stopping.is_set():
+                raise
+            failing.counted, failing.probe_after = 0, probe  # the next probe tries a later message
+            raise ServerNotDelivering(
+                f"the server fails to deliver messages: UID {failing.uid} failed alone, then UID {probe} too "
+                f"(nothing is given up while this lasts): {brief(exc, 300)}"
+            ) from exc
+        if fetched:
+            failing.counted += 1
 
     async def _fetch_all(self, uids: list[int], sizes: dict[int, int], limit: int, uidvalidity: int) -> list[Fetched]:
         """One FETCH for the batch; when it fails, the batch is fetched one message at a time after reconnecting."""
@@ -270,8 +331,13 @@ class FolderWorker:
             raise
 
     async def _fetch_one(self, uid: int, sizes: dict[int, int], limit: int, uidvalidity: int) -> Batch:
-        """The message alone; when that fails it is asked for again after reconnecting, and after
-        UNREADABLE_ATTEMPTS failures a placeholder takes its place so the folder goes on."""
+        """The message alone; when that fails it is asked for again after reconnecting (and probing), and after
+        UNREADABLE_ATTEMPTS failures held against it a placeholder takes its place so the folder goes on."""
+        failing = self._failing if self._failing is not None and self._failing.concerns(uidvalidity, uid) else None
+        if failing is not None and failing.counted >= UNREADABLE_ATTEMPTS:
+            self._failing = None
+            self._give_up(uid, failing.answer)
+            return Batch([Fetched(uid, b"", None, sizes.get(uid, 0), truncated=False, unreadable=failing.answer)])
         try:
             fetched = await self._fetch([uid], sizes, limit)
         except Exception as exc:
@@ -280,13 +346,13 @@ class FolderWorker:
             answer = brief(exc, 300)
             error = NotDelivered(f"the server could not deliver message UID {uid}: {answer}")
             error.__cause__ = exc
-            attempts = self._not_delivered.pop((uidvalidity, uid), 0) + 1
-            if attempts < UNREADABLE_ATTEMPTS:
-                self._not_delivered[(uidvalidity, uid)] = attempts
-                return Batch([], error)
-            self._give_up(uid, answer)
-            return Batch([Fetched(uid, b"", None, sizes.get(uid, 0), truncated=False, unreadable=answer)], error)
-        self._not_delivered.pop((uidvalidity, uid), None)
+            if failing is None:
+                self._failing = Failing(uidvalidity, uid, answer)
+            else:
+                failing.answer, failing.unproven = answer, True
+            return Batch([], error)
+        if failing is not None:
+            self._failing = None
         return Batch(fetched)
 
     def _give_up(self, uid: int, answer: str) -> None:

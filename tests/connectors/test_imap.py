@@ -282,6 +282,93 @@ async def test_a_message_the_server_cannot_deliver_holds_up_only_itself(make_hub
     await wait_for(only_the_unread_one_unseen, what="\\Seen on every message but UID 2")
 
 
+async def source_failures(hub: RunningHub, name: str = "inbox") -> float:
+    """The folder's failed attempts so far: leadhub_connector_failures_total{reason="source"} on /metrics."""
+    async with hub.session.get(hub.url("/metrics")) as response:
+        text = await response.text()
+    label = f'leadhub_connector_failures_total{{connector="{name}",reason="source"}}'
+    return next((float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(label)), 0.0)
+
+
+@pytest.fixture
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reconnect back-off of at most half a second, so a test sees many retries quickly."""
+    monkeypatch.setattr("leadhub.connectors.imap_folder.RETRY_FIRST", 0.1)
+    monkeypatch.setattr("leadhub.connectors.imap_folder.RETRY_MAX", 0.5)
+
+
+async def retried(hub: RunningHub, times: int, unless_past: int) -> None:
+    """Wait until the folder has failed `times` times (enough for several failures of one message alone), or until
+    the checkpoint passed UID `unless_past` (what a placeholder for it would do)."""
+
+    async def enough() -> bool:
+        return await source_failures(hub) >= times or await synced(hub, unless_past + 1)
+
+    await wait_for(enough, timeout=30, what=f"{times} failed attempts of the folder")
+
+
+@pytest.mark.usefixtures("quick_retries")
+async def test_a_server_that_delivers_no_message_gets_no_placeholders(make_hub: HubFactory, dovecot: Dovecot) -> None:
+    dovecot.append([make_mail(i) for i in range(1, 4)])
+    for n in range(1, 4):
+        maildir_file(dovecot, n).chmod(0)  # every FETCH fails: the server's trouble, not any message's
+    hub = await make_hub([dovecot.connector()])
+
+    async def server_failing() -> str | None:
+        error = (await readyz_detail(hub)).get("error") or ""
+        return error if "the server fails to deliver messages" in error else None
+
+    await retried(hub, 12, unless_past=0)
+    state = await checkpoint(hub)
+    assert state is None or state["last_uid"] == 0, state  # no placeholder passed by the checkpoint
+    assert (await hub.api("/api/inquiries"))["items"] == []
+    error = await wait_for(server_failing, what="/readyz saying the server fails to deliver messages")
+    assert "UID 1 failed alone, then UID" in error and "Internal error" in error  # the probe: UID 2, then 3, ...
+
+    for n in range(1, 4):
+        maildir_file(dovecot, n).chmod(0o600)
+    inquiries = await hub.wait_items("/api/inquiries", 3, timeout=20)
+    assert sorted(i["meta"]["uid"] for i in inquiries) == [1, 2, 3]
+    assert [i["dropped"] for i in inquiries] == [None] * 3
+    await wait_for(lambda: synced(hub, 3), what="the checkpoint past every message")
+    await hub.wait_items("/api/leads", 3)
+
+
+@pytest.mark.usefixtures("quick_retries")
+async def test_two_unreadable_messages_side_by_side_are_each_given_up(make_hub: HubFactory, dovecot: Dovecot) -> None:
+    dovecot.append([make_mail(i) for i in range(1, 5)])
+    for n in (2, 3):  # UID 2's first probe, UID 3, fails too; the next probe is UID 4
+        maildir_file(dovecot, n).chmod(0)
+    hub = await make_hub([dovecot.connector()])
+    inquiries = await hub.wait_items("/api/inquiries", 4, timeout=30)
+    by_uid = {i["meta"]["uid"]: i["dropped"] or "" for i in inquiries}
+    assert by_uid[1] == by_uid[4] == ""
+    assert all(by_uid[n].startswith(f"unreadable: the server could not deliver message UID {n}: ") for n in (2, 3))
+    await wait_for(lambda: synced(hub, 4), what="the checkpoint past both")
+
+
+@pytest.mark.usefixtures("quick_retries")
+async def test_the_last_message_is_given_up_only_once_mail_after_it_is_delivered(
+    make_hub: HubFactory, dovecot: Dovecot
+) -> None:
+    dovecot.append([make_mail(1), make_mail(2)])
+    maildir_file(dovecot, 2).chmod(0)
+    hub = await make_hub([dovecot.connector()])
+    await hub.wait_items("/api/inquiries", 1)
+    await retried(hub, 12, unless_past=1)  # UID 2 failed alone many times, with nothing after it to probe
+    assert [i["meta"]["uid"] for i in (await hub.api("/api/inquiries"))["items"]] == [1]
+    assert (await checkpoint(hub))["last_uid"] == 1
+    assert "could not deliver message UID 2" in (await readyz_detail(hub))["error"]
+
+    dovecot.append([make_mail(3)])  # delivered: now UID 2's failures count, and it holds up UID 3
+    inquiries = await hub.wait_items("/api/inquiries", 3, timeout=20)
+    by_uid = {i["meta"]["uid"]: i for i in inquiries}
+    assert by_uid[3]["dropped"] is None
+    assert by_uid[2]["dropped"].startswith("unreadable: the server could not deliver message UID 2: ")
+    await wait_for(lambda: synced(hub, 3), what="the checkpoint past the new message")
+    await hub.wait_items("/api/leads", 2)
+
+
 @pytest.mark.parametrize("security", ["ssl", "starttls"])
 async def test_tls_with_a_self_signed_certificate(make_hub: HubFactory, security: str) -> None:
     with running_dovecot(tls=True) as server:
