@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
 from datetime import timedelta
 from typing import Any, ClassVar, Literal
@@ -31,6 +32,7 @@ from leadhub.formdata import FormData, FormDecodeError, UnsupportedContentType, 
 TOKEN_HEADER = "X-Leadhub-Token"  # noqa: S105 - a header name, not a secret
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode's Cc: the queue changes CR/LF; none names a submission
 
 
 class FormConfig(ConnectorConfig):
@@ -103,7 +105,7 @@ class FormConnector:
             channel=self.channel,
             connector=self.config.name,
             payload=body,
-            content_type=header_text(content_type),
+            content_type=header_text(content_type).strip(),
             meta={k: header_text(v) for k, v in self._meta(request, form.fields).items()},
         )
         result = await self.publish(queueable(envelope))
@@ -138,8 +140,8 @@ class FormConnector:
         """
         fields = form.fields
         prefix = f"form:{self.config.name}"
-        if given := request.headers.get(IDEMPOTENCY_HEADER):
-            if len(given := header_text(given)) > MAX_KEY_LENGTH:
+        if given := _idempotency_value(request.headers.get(IDEMPOTENCY_HEADER) or "", IDEMPOTENCY_HEADER):
+            if len(given) > MAX_KEY_LENGTH:
                 raise HookError(
                     400,
                     "malformed",
@@ -148,8 +150,12 @@ class FormConnector:
                 )
             return f"{prefix}:idem:{given}"
         field = self.config.idempotency_field
-        if field and isinstance(value := fields.get(field), str | int) and str(value):
-            return f"{prefix}:field:{header_text(str(value))[:MAX_KEY_LENGTH]}"
+        if (
+            field
+            and isinstance(value := fields.get(field), str | int)
+            and (given := _idempotency_value(str(value), f"idempotency_field {field!r}", MAX_KEY_LENGTH))
+        ):
+            return f"{prefix}:field:{given}"
         # surrogatepass: a JSON body may hold a lone surrogate ("\ud800"); the pipeline dead-letters it, with its reason
         # Uploaded files count too: two file-only posts are two submissions, not one and a "duplicate".
         content: Any = fields if not form.files else [fields, [(f.field, f.filename, f.sha256) for f in form.files]]
@@ -190,3 +196,18 @@ class FormConnector:
         if self.config.redirect_url and is_html_form and "text/html" in request.headers.get("Accept", ""):
             raise web.HTTPSeeOther(location=self.config.redirect_url)
         return accepted(result, self._cors_headers(request))
+
+
+def _idempotency_value(value: str, where: str, limit: int | None = None) -> str:
+    """`value` as it will be stored: trimmed (the queue trims header values), its first `limit` characters, and a 400
+    for a control character.
+
+    The queue turns a line break into a space: the key stored, and the id derived from it, would not be the id
+    answered, and "a\\nb" would be the same submission as "a b". Trimmed, " t-1 " is the same submission as "t-1".
+    """
+    value = header_text(value).strip()
+    if limit is not None:
+        value = value[:limit].rstrip()
+    if bad := _CONTROL.search(value):
+        raise HookError(400, "malformed", f"{where} holds a control character ({bad.group()!r}), such as a line break")
+    return value

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
@@ -37,6 +38,7 @@ from leadhub.json_errors import json_error_text
 
 DEFAULT_MAX_BODY = ByteSize(1024 * 1024)
 DEFAULT_REPLAY_WINDOW = timedelta(hours=1)
+_NOT_IN_KEY_PART = re.compile(r"[\s:\x00-\x1f\x7f-\x9f]")
 
 Clock = Callable[[], float]
 
@@ -189,9 +191,12 @@ def body_digest(*parts: bytes | str) -> str:
 
 
 def key_part(value: Any, limit: int = 120) -> str:
-    """A provider id made safe for a key: text, no whitespace or colons that would blur the key's parts."""
-    text = str(value).strip().replace(":", "_").replace(" ", "_")
-    return text[:limit]
+    """A provider id made safe for a key: text, no whitespace or colons that would blur the key's parts.
+
+    Any whitespace or control character, not only a space: the queue turns a line break into a space and trims a
+    key's ends, so the key stored, and the id derived from it, would not be the one answered.
+    """
+    return _NOT_IN_KEY_PART.sub("_", str(value).strip())[:limit]
 
 
 async def no_background_work() -> Stop:
@@ -238,7 +243,7 @@ class ProviderWebhook:
             channel=channel or self.channel,
             connector=self.config.name,
             payload=body,
-            content_type=header_text(content_type) or "application/octet-stream",
+            content_type=header_text(content_type).strip() or "application/octet-stream",
             meta={k: header_text(v[:500]) for k, v in (meta or {}).items() if v},
         )
         return await self.context.publish(queueable(envelope))

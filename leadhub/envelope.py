@@ -77,8 +77,10 @@ class Envelope:
         A webhook calls it before publishing: what the pipeline cannot take is then a 400 for its sender, not a
         202 followed by a dead letter that no replay can store. The received time and meta are not read back: their
         headers are this envelope's own isoformat and JSON, and every accepted webhook pays for this check.
+        A key or content type the queue would change is refused too: the id answered is that of the key sent.
         """
         _check_headers(self.headers())
+        _check_arrives_as_sent(self.key, self.content_type)
 
     @classmethod
     def from_message(cls, headers: Mapping[str, str] | None, payload: bytes) -> Envelope:
@@ -118,3 +120,14 @@ def _check_headers(headers: Mapping[str, str]) -> None:
     for name, limit in ((H_KEY, MAX_KEY), (H_CONNECTOR, MAX_CONNECTOR), (H_CONTENT_TYPE, MAX_CONTENT_TYPE)):
         if len(headers.get(name, "")) > limit:
             raise EnvelopeError(f"{name} is longer than {limit} characters ({len(headers[name])})")
+
+
+def _check_arrives_as_sent(key: str, content_type: str) -> None:
+    """EnvelopeError when the queue would change the key or content type on the way: NATS header values are trimmed
+    and lose CR/LF (hub/nats_frames.py, as nats-py), so a stored key would give another id than the one answered."""
+    for name, value in ((H_KEY, key), (H_CONTENT_TYPE, content_type)):
+        if "\r" in value or "\n" in value or value != value.strip():
+            raise EnvelopeError(
+                f"{name} {value[:50]!r} would not arrive as sent: "
+                "it starts or ends with whitespace or holds a line break"
+            )

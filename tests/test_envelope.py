@@ -42,3 +42,14 @@ def test_meta_json_the_parser_refuses_is_an_envelope_error(meta: str) -> None:
     """Not a plain ValueError or RecursionError: those were taken for a crash, not a malformed envelope."""
     with pytest.raises(EnvelopeError, match="Leadhub-Meta is not JSON"):
         Envelope.from_message(GOOD.headers() | {"Leadhub-Meta": meta}, b"")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"key": "form:s:idem:k "}, {"key": "form:s:idem:a\nb"}, {"key": "form:s:idem:k\u2028"}, {"content_type": "a\rb"}],
+    ids=["trailing space", "line break", "U+2028 at the end", "content type with CR"],
+)
+def test_check_refuses_a_key_or_content_type_the_queue_would_change(change: dict) -> None:
+    """NATS header values arrive trimmed and without CR/LF: the stored key's id would not be the id answered."""
+    with pytest.raises(EnvelopeError, match="would not arrive as sent"):
+        dataclasses.replace(GOOD, **change).check()

@@ -92,6 +92,19 @@ async def test_the_delivery_id_field_makes_a_resend_a_duplicate(hub: RunningHub)
     assert item["key"].endswith(":e1"), item["key"]
 
 
+@pytest.mark.parametrize("event", ["e\n1", "e" * 199 + "\t1"], ids=["line break", "tab where the id is cut"])
+async def test_the_id_answered_is_the_stored_inquirys_whatever_whitespace_the_delivery_id_holds(
+    hub: RunningHub, event: str
+) -> None:
+    """The queue trims a key's ends and turns a line break into a space: a delivery id with either (or a tab left at
+    the end once cut to 200 characters) was stored under another key, so another id, than the one answered."""
+    body = payload(event=event)
+    status, answer = await post(hub, body, sign(body))
+    assert status == 202, answer
+    [item] = await hub.wait_items("/api/inquiries", 1)
+    assert item["id"] == answer["id"], item["key"]
+
+
 async def test_token_auth_and_id_header(hub: RunningHub) -> None:
     body = json.dumps({"external_id": 5, "status": "paid", "email": "t@example.com"}).encode()
     headers = {"Content-Type": "application/json", "X-Event-Id": "ev-5"}

@@ -61,7 +61,7 @@ async def hub(make_hub: HubFactory) -> RunningHub:
     return handle
 
 
-def uis_event(name: str, session: int, **extra: Any) -> bytes:
+def uis_event(name: str, session: int | str, **extra: Any) -> bytes:
     event = {
         "notification_name": name,
         "call_session_id": session,
@@ -103,6 +103,18 @@ async def test_same_event_twice_is_one_record(hub: RunningHub) -> None:
     answers = [await send_uis(hub, uis_event("lost_call", 7)) for _ in range(2)]
     assert [a[1]["duplicate"] for a in answers] == [False, True]
     await inquiries(hub, 1)
+
+
+@pytest.mark.parametrize("session", ["c\n1", "c\r1"], ids=["LF", "CR"])
+async def test_the_id_answered_is_the_stored_inquirys_when_the_call_id_holds_a_line_break(
+    hub: RunningHub, session: str
+) -> None:
+    """The queue turns a line break in a key into a space: it was stored under another key, and so another id,
+    than the one answered."""
+    status, answer = await send_uis(hub, uis_event("lost_call", session))
+    assert status == 202, answer
+    [item] = await inquiries(hub, 1)
+    assert item["id"] == answer["id"], item["key"]
 
 
 async def test_forged_missing_and_stale_signatures_are_401(hub: RunningHub) -> None:

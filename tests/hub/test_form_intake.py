@@ -104,6 +104,32 @@ async def test_configured_idempotency_field_dedupes_resubmissions(make_hub) -> N
     await hub.wait_items("/api/inquiries", 2)
 
 
+async def test_an_idempotency_field_is_trimmed_so_the_id_answered_is_the_stored_inquirys(make_hub) -> None:  # type: ignore[no-untyped-def]
+    """The queue trims a key: " t-1 " was stored as another key, so another id, than the one answered."""
+    hub = await make_hub([{"name": "tilda-form", "type": "form", "idempotency_field": "tranid", "rate_limit": None}])
+    answers = []
+    for tranid in (" t-1 ", "t-1", "t-2\u2028"):
+        async with await hub.post("/hooks/tilda-form", data={"Name": "A", "tranid": tranid}) as r:
+            assert r.status == 202
+            answers.append(await r.json())
+    assert [a["duplicate"] for a in answers] == [False, True, False], answers
+    stored = await hub.wait_items("/api/inquiries", 2)
+    assert sorted(i["id"] for i in stored) == sorted({a["id"] for a in answers})
+    assert sorted(i["key"] for i in stored) == ["form:tilda-form:field:t-1", "form:tilda-form:field:t-2"]
+
+
+async def test_an_idempotency_field_with_a_line_break_is_400(make_hub) -> None:  # type: ignore[no-untyped-def]
+    """The queue turns a line break into a space: "a\\nb" was stored as "a b", under another id than the one
+    answered, and as the same submission as "a b"."""
+    hub = await make_hub([{"name": "tilda-form", "type": "form", "idempotency_field": "tranid", "rate_limit": None}])
+    for tranid in ("a\nb", "a\rb", "a\x00b"):
+        async with await hub.post("/hooks/tilda-form", json={"Name": "A", "tranid": tranid}) as r:
+            answer = await r.json()
+        assert (r.status, answer["error"]) == (400, "malformed"), answer
+        assert "idempotency_field 'tranid' holds a control character" in answer["detail"]
+    assert (await hub.api("/api/inquiries"))["items"] == []
+
+
 async def test_identical_bodies_within_the_window_are_one_submission(form_hub: RunningHub) -> None:
     payload = {"name": "Double Click", "phone": "+79160000002"}
     async with await form_hub.post("/hooks/site-form", json=payload) as first:

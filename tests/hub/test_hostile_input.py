@@ -99,6 +99,23 @@ async def test_header_bytes_that_are_not_utf8_do_not_stop_a_submission(hub: Runn
     assert stored[0]["id"] == answer["id"] and stored[0]["name"] == name
 
 
+@pytest.mark.parametrize(
+    "header",
+    [b"Idempotency-Key: k\xe2\x80\xa8", b"Idempotency-Key: k\xc2\x85", b"Content-Type: application/json\xc2\x85"],
+    ids=["key ends in U+2028", "key ends in U+0085", "content type ends in U+0085"],
+)
+async def test_unicode_whitespace_at_a_header_end_is_trimmed_as_the_queue_trims_it(
+    hub: RunningHub, header: bytes
+) -> None:
+    """aiohttp trims only ASCII whitespace, the queue any: the key stored had another id than the one answered."""
+    head = FORM.replace(b"Content-Type: application/json", header) if header.startswith(b"Content-Type") else FORM
+    head += b"" if header.startswith(b"Content-Type") else b"\r\n" + header
+    got, answer = await raw_request(hub, head, json.dumps({"name": "Trim Test"}).encode())
+    assert got == 202, answer
+    [stored] = await hub.wait_items("/api/inquiries", 1)
+    assert stored["id"] == answer["id"] and stored["name"] == "Trim Test", stored["key"]
+
+
 TELEGRAM = b"POST /hooks/bot HTTP/1.1\r\nX-Telegram-Bot-Api-Secret-Token: tg-secret\r\nContent-Type: application/json"
 LONG_CONTENT_TYPE = b"Content-Type: application/json; foo=" + b"a" * 250
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from leadhub.envelope import Envelope, EnvelopeError
 from leadhub.hub.embedded_nats import EmbeddedNats
 from leadhub.hub.nats_frames import FrameSender
 
@@ -108,6 +109,30 @@ async def test_a_subscriber_gets_the_message_and_its_headers(client: Client) -> 
     message = await asyncio.wait_for(got.get(), timeout=5)
     assert (message.subject, message.reply, message.data) == ("frames.one", "_INBOX.t.9", b"payload")
     assert message.headers == {"Nats-Msg-Id": "m-1", "Leadhub-Key": "k 1"}
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=VALUE.filter(bool), content_type=VALUE)
+async def test_an_envelope_that_passes_its_check_arrives_with_the_key_and_content_type_sent(
+    client: Client, key: str, content_type: str
+) -> None:
+    """The id answered at the edge derives from the key sent; the one stored, from the key that arrives."""
+    envelope = Envelope(key=key, channel="form", connector="site", payload=b"{}", content_type=content_type)
+    try:
+        envelope.check()
+    except EnvelopeError:
+        return
+    sender = FrameSender.for_client(client)
+    assert sender is not None
+    inbox = client.new_inbox()
+    got: asyncio.Queue[Msg] = asyncio.Queue()
+    subscription = await client.subscribe(inbox, cb=got.put)
+    await client.flush()
+    await sender.publish(inbox, envelope.payload, "", envelope.headers())
+    message = await asyncio.wait_for(got.get(), timeout=5)
+    await subscription.unsubscribe()
+    arrived = Envelope.from_message(message.headers, message.data)
+    assert (arrived.key, arrived.content_type, arrived.id) == (key, content_type, envelope.id)
 
 
 async def test_no_sender_without_nats_py_internals_and_not_ready_once_closed(client: Client) -> None:
