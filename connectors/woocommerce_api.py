@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 
 from leadhub.connectors.failure_reason import CredentialsRefused
+from leadhub.json_errors import JSON_ERRORS, json_error_text
 
 ORDERS_PATH = "/wp-json/wc/v3/orders"
 # What a refusal usually means, so that a revoked key or a wrong URL reads as such in the log and /readyz.
@@ -61,7 +62,7 @@ def retry_after(value: str | None, now: datetime | None = None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit() alone takes '²', which float() refuses
         return float(value)
     when = http_date(value)
     return None if when is None else max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
@@ -115,8 +116,8 @@ class OrdersApi:
                 )
         try:
             orders = json.loads(body)
-        except ValueError:
-            raise PollError(f"GET {ORDERS_PATH} page {page}: the answer is not JSON") from None
+        except JSON_ERRORS as exc:  # RecursionError too: a page nested deeper than the parser's stack
+            raise PollError(f"GET {ORDERS_PATH} page {page}: the answer is not JSON: {json_error_text(exc)}") from None
         if not isinstance(orders, list):
             raise PollError(f"GET {ORDERS_PATH} page {page}: expected a list of orders, got {type(orders).__name__}")
         return Page(orders, shop_time)

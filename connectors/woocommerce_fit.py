@@ -39,6 +39,21 @@ def fitted(item: Any, queue_limit: int | None) -> tuple[bytes, int | None]:
     return smaller, len(payload)
 
 
+def shallow(item: Any) -> Any:
+    """An item json.loads read but json.dumps cannot write (nested nearly as deep as the parser's stack allows, and
+    written from deeper down), cut as an oversized order is; one still too deep, or no order, is a note the pipeline
+    dead-letters. Failing instead would fail every poll at this order, holding back every order after it."""
+    if isinstance(item, dict):
+        for cut in (_without_meta, _only_what_is_read, _bare):
+            item = cut(item)
+            try:
+                encoded(item)
+            except RecursionError:
+                continue
+            return item
+    return {"unreadable_item": "nested too deeply to write as JSON"}
+
+
 def _without_meta(order: dict[str, Any]) -> dict[str, Any]:
     items = [
         {k: v for k, v in i.items() if k != "meta_data"} if isinstance(i, dict) else i

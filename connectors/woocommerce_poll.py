@@ -28,7 +28,7 @@ from leadhub.connectors.base import CheckResult, ConnectorConfig, ConnectorConte
 from leadhub.connectors.failure_reason import failure_reason, in_store
 from leadhub.connectors.shop_common import check_status_map
 from leadhub.connectors.woocommerce_api import OrdersApi, PollError, modified_time
-from leadhub.connectors.woocommerce_fit import encoded, fitted
+from leadhub.connectors.woocommerce_fit import encoded, fitted, shallow
 from leadhub.durations import parse_duration
 from leadhub.envelope import Envelope
 from leadhub.error_text import brief
@@ -266,17 +266,25 @@ class WooCommercePollConnector:
     async def _publish(self, order: Any) -> None:
         """Publish one order; one the shop sent broken still goes on, keyed by its content, for the pipeline to
         dead-letter with the reason (it must neither stop the poll nor vanish into a log line)."""
-        modified = modified_time(order)
-        if modified is not None and (order_id := _order_id(order)) is not None:
-            item = f"{order_id}:{modified.strftime('%Y%m%dT%H%M%S')}"
-        else:
-            item = "malformed:" + hashlib.sha256(encoded(order)).hexdigest()[:32]
-            log.warning("woocommerce order without a numeric id or a modification time", connector=self.config.name)
         meta: dict[str, Any] = {"topic": "order.updated", "source": self.base_url}
-        payload, full_size = fitted(order, self.context.max_payload())
+        modified = modified_time(order)  # read before any cut below (None for anything but a dict)
+        order_id = _order_id(order) if modified is not None else None
+        try:
+            payload, full_size = fitted(order, self.context.max_payload())
+        except RecursionError:  # json.loads read it; json.dumps, from deeper in the stack, cannot write it
+            order = shallow(order)
+            payload, full_size = fitted(order, self.context.max_payload())
+            meta["too_deep"] = True
+        if modified is not None and order_id is not None:
+            item = f"{order_id}:{modified.strftime('%Y%m%dT%H%M%S')}"
+        else:  # the JSON written, unless cut to fit: a re-read of the same broken item is a duplicate
+            item = "malformed:" + hashlib.sha256(payload if full_size is None else encoded(order)).hexdigest()[:32]
+            log.warning("woocommerce order without a numeric id or a modification time", connector=self.config.name)
         if full_size is not None:
             meta["too_large"] = full_size
             log.warning("woocommerce order cut to fit the queue", connector=self.config.name, key=item, size=full_size)
+        if "too_deep" in meta:
+            log.warning("woocommerce order nested too deeply: cut", connector=self.config.name, key=item)
         envelope = Envelope(
             key=f"woocommerce_poll:{self.config.name}:{item}",
             channel=self.channel,

@@ -8,13 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
+from leadhub.connectors.base import ConnectorContext, PublishResult
 from leadhub.connectors.woocommerce_api import retry_after
 from leadhub.connectors.woocommerce_fit import encoded, fitted
-from leadhub.connectors.woocommerce_poll import MAX_BACKOFF, MAX_RETRY_AFTER, next_delay
+from leadhub.connectors.woocommerce_poll import (
+    MAX_BACKOFF,
+    MAX_RETRY_AFTER,
+    WooCommercePollConfig,
+    WooCommercePollConnector,
+    next_delay,
+)
+from leadhub.envelope import Envelope
 from leadhub.hub.embedded_nats import EmbeddedNats
 from leadhub.store import dead_letters
 from leadhub.store.connector_state import load_state
@@ -254,6 +266,97 @@ async def test_a_revoked_key_is_reported_as_such(make_hub: HubFactory, shop: Fak
     assert "ck_revoked_1" not in detail["error"] and "cs_revoked_2" not in detail["error"]
 
 
+async def _failure_reported(hub: RunningHub) -> dict[str, Any]:
+    async def reported() -> dict[str, Any] | None:
+        async with hub.session.get(hub.url("/readyz")) as response:
+            detail = (await response.json())["detail"].get("connector:woo-pull")
+            return detail if detail and not detail["ok"] else None
+
+    return await wait_for(reported, what="the poller to report its failure")
+
+
+async def test_a_retry_after_of_digits_float_refuses_leaves_the_refusal_as_it_was(
+    make_hub: HubFactory, shop: FakeShop
+) -> None:
+    """str.isdigit() takes '²', which float() refuses: the ValueError replaced the shop's 401, reported as a failing
+    shop (`source`) rather than a refused key. The poller goes on as after any refusal."""
+    shop.put(702, "processing", "2026-11-01T10:00:00", "r702@example.com")
+    shop.refusals = [(401, {"Retry-After": "²"})] * 3
+    hub = await make_hub([poller(shop)])
+    detail = await _failure_reported(hub)
+    assert "HTTP 401" in detail["error"] and "refused the consumer key" in detail["error"], detail
+    await hub.wait_items("/api/orders", 1)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [(b"[" * 100_000 + b"]" * 100_000, "JSON nested too deeply"), (b"[" + b"9" * 5000 + b"]", "more than 4300 digits")],
+    ids=["nested too deeply", "a number too long"],
+)
+async def test_a_page_json_cannot_read_is_a_poll_error_and_polling_goes_on(
+    make_hub: HubFactory, shop: FakeShop, body: bytes, reason: str
+) -> None:
+    """A RecursionError was reported as Python's own words ("maximum recursion depth exceeded while decoding a JSON
+    array from a unicode string"); a number of 4,301+ digits as "not JSON" without saying why."""
+    shop.put(703, "processing", "2026-11-01T10:00:00", "r703@example.com")
+    shop.bodies = [body] * 3  # three failed polls: backed off 0.3, 0.6 and 1.2 s, long enough to see
+    hub = await make_hub([poller(shop)])
+    detail = await _failure_reported(hub)
+    assert detail["error"].startswith("PollError: GET /wp-json/wc/v3/orders page 1: the answer is not JSON: ")
+    assert reason in detail["error"], detail
+    await hub.wait_items("/api/orders", 1)
+
+
+async def _at_depth(frames: int, call: Callable[[], Awaitable[None]]) -> None:
+    """`call()` awaited `frames` coroutine frames deeper in the stack than the caller."""
+    await (call() if frames == 0 else _at_depth(frames - 1, call))
+
+
+def _deepest_array_read_here(template: str) -> str:
+    """`template` with the most deeply nested array json.loads reads from this depth in the stack."""
+    low, high = 1, sys.getrecursionlimit()
+    while low < high:
+        middle = (low + high + 1) // 2
+        try:
+            json.loads(template % ("[" * middle + "]" * middle))
+            low = middle
+        except RecursionError:
+            high = middle - 1
+    return template % ("[" * low + "]" * low)
+
+
+async def test_an_order_json_cannot_write_back_is_cut_not_a_failed_poll() -> None:
+    """json.loads reads an order nested nearly as deep as the stack allows; json.dumps, called deeper down in the
+    poll, could not write it: the RecursionError failed every poll at that order, holding back every order after it.
+    The order is cut as an oversized order is, to what the pipeline reads."""
+    published: list[Envelope] = []
+
+    async def publish(envelope: Envelope) -> PublishResult:
+        published.append(envelope)
+        return PublishResult(id=envelope.id, duplicate=False)
+
+    config = WooCommercePollConfig.model_validate(
+        {"name": "woo-pull", "url": "http://127.0.0.1:1", "consumer_key": "ck", "consumer_secret": "cs"}
+    )
+    connector = WooCommercePollConnector(config, ConnectorContext(publish=publish))
+    order = json.loads(
+        _deepest_array_read_here(
+            '{"id": 704, "status": "processing", "date_modified_gmt": "2026-11-01T10:00:00",'
+            ' "billing": {"email": "r704@example.com"}, "meta_data": [{"key": "plugin", "value": %s}]}'
+        )
+    )
+    await _at_depth(20, lambda: connector._publish(order))
+    [envelope] = published
+    assert envelope.key == "woocommerce_poll:woo-pull:704:20261101T100000" and envelope.meta["too_deep"] is True
+    assert json.loads(envelope.payload) == {
+        "id": 704,
+        "status": "processing",
+        "date_modified_gmt": "2026-11-01T10:00:00",
+        "billing": {"email": "r704@example.com"},
+        "line_items": [],
+    }
+
+
 def test_the_backoff_doubles_up_to_its_cap_and_yields_to_retry_after() -> None:
     assert [next_delay(60, n) for n in range(5)] == [60, 60, 120, 240, 480]
     assert next_delay(60, 50) == MAX_BACKOFF and next_delay(60, 10_000) == MAX_BACKOFF
@@ -267,6 +370,7 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
     assert retry_after("120", now) == 120
     assert retry_after("Sun, 01 Nov 2026 10:00:30 GMT", now) == 30
     assert retry_after("soon", now) is None and retry_after(None, now) is None
+    assert retry_after("²", now) is None and retry_after("١٢", now) is None  # digits, but not ASCII ones
 
 
 async def test_an_order_over_the_queue_limit_is_cut_to_fit_and_holds_nothing_up(

@@ -37,6 +37,7 @@ class FakeShop:
     refusals: list[tuple[int, dict[str, str]]] = field(default_factory=list)  # (status, headers) answered first
     refuse_always: tuple[int, dict[str, str]] | None = None  # a shop that keeps failing
     times: list[float] = field(default_factory=list)  # time.monotonic() of every request
+    bodies: list[bytes] = field(default_factory=list)  # raw answers served first instead of a page (broken JSON)
 
     def put(self, order_id: int, status: str, modified: str, email: str) -> None:
         base = json.loads(corpus("webhooks", "woocommerce", "order.created.rest_v3_example.json").read_text())
@@ -61,6 +62,8 @@ class FakeShop:
         if self.refusals or self.refuse_always:
             status, headers = self.refusals.pop(0) if self.refusals else self.refuse_always  # type: ignore[misc]
             return web.json_response({"code": "refused", "message": "try later"}, status=status, headers=headers)
+        if self.bodies:
+            return web.Response(body=self.bodies.pop(0), content_type="application/json")
         if self.hang is not None:
             await self.hang.wait()
         after = datetime.fromisoformat(query["modified_after"]).replace(tzinfo=UTC)
