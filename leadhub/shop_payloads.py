@@ -241,7 +241,8 @@ def pick(data: Any, path: str) -> Any:
     for part in path.split("."):
         if isinstance(value, dict):
             value = value.get(part)
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+        # isascii: str.isdigit() also takes '²', which int() refuses
+        elif isinstance(value, list) and part.isascii() and part.isdigit() and int(part) < len(value):
             value = value[int(part)]
         else:
             return None
