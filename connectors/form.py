@@ -27,7 +27,14 @@ from leadhub.connectors.base import (
 from leadhub.connectors.ratelimit import RateLimiter, parse_rate
 from leadhub.durations import parse_duration
 from leadhub.envelope import Envelope
-from leadhub.formdata import FormData, FormDecodeError, UnsupportedContentType, decode_form, media_type
+from leadhub.formdata import (
+    FormData,
+    FormDecodeError,
+    UnsupportedContentType,
+    checked_field_mapping,
+    decode_form,
+    media_type,
+)
 
 TOKEN_HEADER = "X-Leadhub-Token"  # noqa: S105 - a header name, not a secret
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -39,7 +46,7 @@ class FormConfig(ConnectorConfig):
     type: Literal["form"] = "form"
     token: SecretStr | None = None
     fields: dict[str, str] = Field(
-        default_factory=dict, description="their field name -> leadhub field (name, phone, email, ...)"
+        default_factory=dict, description="their field name -> leadhub field (name, phone, email, message, company)"
     )
     honeypot: str | None = Field(None, description="a hidden field that only bots fill in")
     rate_limit: str | None = Field("120/m", description="per client IP, e.g. 60/m; null turns it off")
@@ -49,6 +56,11 @@ class FormConfig(ConnectorConfig):
     idempotency_field: str | None = Field(None, description="a body field that identifies the submission, e.g. tranid")
     dedupe_window: timedelta = timedelta(minutes=10)
     trust_forwarded_for: bool = False
+
+    @field_validator("fields")
+    @classmethod
+    def _known_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        return checked_field_mapping(value)
 
     @field_validator("rate_limit")
     @classmethod

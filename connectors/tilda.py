@@ -6,12 +6,12 @@ import json
 from typing import Any, ClassVar, Literal
 
 from aiohttp import web
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from leadhub.connectors.base import HookError, accepted
 from leadhub.connectors.shop_common import ShopWebhookConfig, checked_json
 from leadhub.connectors.webhook import ProviderWebhook, body_digest, key_part, raw_body, require_method, require_token
-from leadhub.formdata import FormDecodeError, UnsupportedContentType, decode_form
+from leadhub.formdata import FormDecodeError, UnsupportedContentType, checked_field_mapping, decode_form
 from leadhub.shop_payloads import TildaPayment
 
 TOKEN_PARAM = "token"  # noqa: S105 - the query parameter's name
@@ -23,6 +23,11 @@ class TildaConfig(ShopWebhookConfig):
         default_factory=dict, description="their field name -> leadhub field (name, phone, email, message, company)"
     )
     currency: str | None = Field(None, description="the shop's currency; Tilda's cart JSON does not always carry one")
+
+    @field_validator("fields")
+    @classmethod
+    def _known_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        return checked_field_mapping(value)
 
 
 class TildaConnector(ProviderWebhook):

@@ -17,6 +17,8 @@ JSON_TYPES = ("application/json",)
 URLENCODED_TYPES = ("application/x-www-form-urlencoded",)
 MULTIPART_TYPES = ("multipart/form-data",)
 SUPPORTED_TYPES = JSON_TYPES + URLENCODED_TYPES + MULTIPART_TYPES
+# What the form pipeline reads into the contact and the message; a connector's `fields:` maps onto these.
+LEADHUB_FIELDS = ("name", "phone", "email", "message", "company")
 
 
 class FormDecodeError(ValueError):
@@ -45,6 +47,19 @@ class FormData:
 def media_type(content_type: str) -> str:
     """`Multipart/Form-Data; boundary=x` -> `multipart/form-data`."""
     return content_type.split(";", 1)[0].strip().lower()
+
+
+def checked_field_mapping(mapping: dict[str, str]) -> dict[str, str]:
+    """A connector's `fields:` with its targets in lower case, or ValueError naming a target the pipeline never reads:
+    such a value would only be kept on the inquiry, and the contact would get no name or phone from it."""
+    lowered = {their: target.strip().lower() for their, target in mapping.items()}
+    if wrong := [
+        f"{their!r} -> {mapping[their]!r}" for their, target in lowered.items() if target not in LEADHUB_FIELDS
+    ]:
+        raise ValueError(
+            f"{', '.join(wrong)}: not a field leadhub reads; map each field to one of {', '.join(LEADHUB_FIELDS)}"
+        )
+    return lowered
 
 
 def decode_form(content_type: str, body: bytes) -> FormData:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from leadhub.envelope import Envelope
-from leadhub.formdata import FormDecodeError, decode_form
+from leadhub.formdata import LEADHUB_FIELDS, FormDecodeError, decode_form
 from leadhub.pipelines.errors import PermanentError
 from leadhub.pipelines.model import Identity, InquiryDraft
 
-KNOWN = ("name", "phone", "email", "message", "company")
+KNOWN = LEADHUB_FIELDS
 ALIASES = {
     "fio": "name",
     "full_name": "name",

@@ -1,7 +1,11 @@
-"""Form connector options: field mapping, CORS allow-list, the 303 thank-you redirect for plain HTML forms."""
+"""Form connector options: field mapping (its targets checked at start-up), CORS allow-list, the 303 thank-you
+redirect for plain HTML forms."""
 
 from __future__ import annotations
 
+import pytest
+
+from leadhub.hub.config import ConfigError, config_from_dict
 from tests.conftest import HubFactory
 
 SITE = "https://www.example.com"
@@ -71,3 +75,21 @@ async def test_body_over_limit_is_refused_before_it_is_read_whole(make_hub: HubF
         assert response.status == 413
     async with hub.session.get(hub.url("/healthz")) as response:
         assert response.status == 200
+
+
+async def test_field_mapping_targets_are_read_in_any_case(make_hub: HubFactory) -> None:
+    hub = await make_hub(
+        [{"name": "crm-form", "type": "form", "rate_limit": None, "fields": {"tel_number": "Phone", "fio_x": "NAME"}}]
+    )
+    async with await hub.post(
+        "/hooks/crm-form", data={"fio_x": "Анна Лукина", "tel_number": "8 916 000 11 33"}
+    ) as response:
+        assert response.status == 202
+    [inquiry] = await hub.wait_items("/api/inquiries", 1)
+    assert (inquiry["name"], inquiry["phone"], inquiry["fields"]) == ("Анна Лукина", "+79160001133", {})
+
+
+def test_a_mapping_onto_a_field_leadhub_does_not_read_is_refused() -> None:
+    form = {"name": "crm-form", "type": "form", "fields": {"fio_x": "nmae", "tel": "phone"}}
+    with pytest.raises(ConfigError, match=r"'fio_x' -> 'nmae': not a field .* one of name, phone, email, message, co"):
+        config_from_dict({"connectors": [form]}, env={})

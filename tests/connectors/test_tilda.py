@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 
 import pytest
 
+from leadhub.hub.config import ConfigError, config_from_dict
 from tests.conftest import HubFactory, RunningHub
 from tests.helpers import corpus
 
@@ -127,3 +128,18 @@ async def _only_the_sentinel_is_stored(hub: RunningHub) -> None:
     """A valid submission after the refused one is the only inquiry: the queue is FIFO, so a leak would show."""
     assert (await post(hub, sample("form_submission.constructed.json")["body"]))[0] == 202
     await hub.wait_items("/api/inquiries", 1)
+
+
+async def test_custom_fields_map_onto_leadhub_fields_in_any_case(make_hub: HubFactory) -> None:
+    hub = await make_hub([{"name": "tilda", "type": "tilda", "secret": TOKEN, "fields": {"Input_2": "Company"}}])
+    status, _ = await post(hub, urlencode({"Name": "Иван Петров", "Input_2": "Ромашка и партнёры", "tranid": "5:6"}))
+    assert status == 202
+    [inquiry] = await hub.wait_items("/api/inquiries", 1)
+    [contact] = (await hub.api("/api/contacts"))["items"]
+    assert contact["company"] == "Ромашка и партнёры" and "Input_2" not in inquiry["fields"]
+
+
+def test_a_mapping_onto_a_field_leadhub_does_not_read_is_refused() -> None:
+    tilda = {"name": "tilda", "type": "tilda", "secret": TOKEN, "fields": {"Input_2": "telephone"}}
+    with pytest.raises(ConfigError, match=r"'Input_2' -> 'telephone': not a field leadhub reads; map each field to"):
+        config_from_dict({"connectors": [tilda]}, env={})
