@@ -6,11 +6,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
-from typing import Any, ClassVar, Protocol
+from typing import Annotated, Any, ClassVar, Protocol
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ByteSize, ConfigDict, ValidationInfo, field_validator
 
+from leadhub.config_values import refuse_a_boolean_number
 from leadhub.envelope import Envelope, EnvelopeError
 from leadhub.queue_errors import QueueBusy, QueueUnavailable  # noqa: F401 - connectors and the hub import them here
 
@@ -51,6 +52,26 @@ class ConnectorConfig(BaseModel):
 
     name: str
     type: str
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        return refuse_a_boolean_number(value, cls.model_fields[str(info.field_name)].annotation)
+
+
+MIN_BODY_LIMIT = 1024  # bytes; a smaller limit refuses ordinary requests (0: every one) and is a typo, not a choice
+
+
+def _at_least_min_body(value: ByteSize) -> ByteSize:
+    if value < MIN_BODY_LIMIT:
+        raise ValueError(
+            f"{int(value)} bytes would answer nearly every request 413; max_body is the largest body taken, "
+            f"at least {MIN_BODY_LIMIT} bytes (a number of bytes, or e.g. 256KiB, 1MiB)"
+        )
+    return value
+
+
+BodyLimit = Annotated[ByteSize, AfterValidator(_at_least_min_body)]
 
 
 @dataclass(frozen=True)

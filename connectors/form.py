@@ -9,11 +9,13 @@ import re
 import time
 from datetime import timedelta
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from pydantic import ByteSize, Field, SecretStr, field_validator
 
 from leadhub.connectors.base import (
+    BodyLimit,
     ConnectorConfig,
     ConnectorContext,
     HookError,
@@ -42,6 +44,48 @@ MAX_KEY_LENGTH = 200
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode's Cc: the queue changes CR/LF; none names a submission
 
 
+ORIGIN = re.compile(r"(https?)://([^/?#@:\[\]\s]+|\[[0-9a-f:.]+\])(?::([0-9]{1,5}))?", re.IGNORECASE)
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def browser_origin(value: str) -> str:
+    """`value` as a browser writes it in the Origin header, which is compared as text: scheme and host in lower case,
+    no default port. A path or a trailing slash would never match, so CORS would refuse the site without a word."""
+    if value == "*":
+        return value
+    match = ORIGIN.fullmatch(value)
+    scheme, host = (match[1].lower(), _ascii_host(match[2])) if match else ("", None)
+    port = int(match[3]) if match and match[3] else DEFAULT_PORTS.get(scheme)
+    if host is None or not 0 < (port or 0) < 65536:
+        raise ValueError(
+            f"{value[:100]!r} is not an origin; write scheme://host[:port] with no path, not even a trailing "
+            '/ (https://www.example.com, http://localhost:3000), as browsers send it, or "*" for any site'
+        )
+    return f"{scheme}://{host}" + (f":{port}" if port != DEFAULT_PORTS[scheme] else "")
+
+
+def _ascii_host(host: str) -> str | None:
+    """The host in lower case, a non-ASCII name in the punycode browsers send (пример.рф is xn--e1afmkfd.xn--p1ai)."""
+    try:
+        return host.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return None
+
+
+def is_redirect_target(value: str) -> bool:
+    """An absolute http(s) URL, or a path on the host the form posted to (`/thanks`; `//host` is another host)."""
+    if not value or any(c.isspace() or not c.isprintable() for c in value):
+        return False
+    if value.startswith("/"):
+        return not value.startswith("//")
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # raises for a port that is not a number
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+
+
 class FormConfig(ConnectorConfig):
     type: Literal["form"] = "form"
     token: SecretStr | None = None
@@ -50,7 +94,7 @@ class FormConfig(ConnectorConfig):
     )
     honeypot: str | None = Field(None, description="a hidden field that only bots fill in")
     rate_limit: str | None = Field("120/m", description="per client IP, e.g. 60/m; null turns it off")
-    max_body: ByteSize = ByteSize(256 * 1024)
+    max_body: BodyLimit = ByteSize(256 * 1024)
     cors_origins: list[str] = Field(default_factory=list)
     redirect_url: str | None = Field(None, description="303 target after a plain HTML form post")
     idempotency_field: str | None = Field(None, description="a body field that identifies the submission, e.g. tranid")
@@ -61,6 +105,21 @@ class FormConfig(ConnectorConfig):
     @classmethod
     def _known_fields(cls, value: dict[str, str]) -> dict[str, str]:
         return checked_field_mapping(value)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        return [browser_origin(origin) for origin in value]
+
+    @field_validator("redirect_url")
+    @classmethod
+    def _redirect_target(cls, value: str | None) -> str | None:
+        if value is not None and not is_redirect_target(value):
+            raise ValueError(
+                f"{value[:100]!r} is not a page to send the browser to; write an absolute http(s) URL "
+                "(https://www.example.com/thanks) or a path on the host the form posts to (/thanks)"
+            )
+        return value
 
     @field_validator("rate_limit")
     @classmethod

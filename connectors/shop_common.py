@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ByteSize, Field
 
-from leadhub.connectors.base import HookError
+from leadhub.connectors.base import BodyLimit, HookError
 from leadhub.connectors.webhook import WebhookConfig
 from leadhub.shop_payloads import PayloadError, json_object, validate
 from leadhub.store.orders import ORDER_STATUSES
@@ -22,7 +22,7 @@ SHOP_MAX_BODY = ByteSize(2 * 1024 * 1024)  # a large order (hundreds of line ite
 class ShopWebhookConfig(WebhookConfig):
     """`secret` / `secrets: [new, old]` and a body limit; these providers sign no timestamp to hold a window against."""
 
-    max_body: ByteSize = SHOP_MAX_BODY
+    max_body: BodyLimit = SHOP_MAX_BODY
     replay_window: None = Field(None, description="not used: this provider sends no signed timestamp")
 
 

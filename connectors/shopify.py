@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 from typing import ClassVar, Literal
 
 from aiohttp import web
-from pydantic import ByteSize, Field
+from pydantic import Field
 
-from leadhub.connectors.base import HookError, accepted
+from leadhub.connectors.base import BodyLimit, HookError, accepted
 from leadhub.connectors.shop_common import SHOP_MAX_BODY, checked_json, header, hmac_sha256_b64
 from leadhub.connectors.webhook import (
     ProviderWebhook,
@@ -32,7 +32,7 @@ TRIGGERED_AT_HEADERS = ("X-Shopify-Triggered-At", "Shopify-Triggered-At")
 
 class ShopifyConfig(WebhookConfig):
     type: Literal["shopify"] = "shopify"
-    max_body: ByteSize = SHOP_MAX_BODY
+    max_body: BodyLimit = SHOP_MAX_BODY
     # Off by default: Shopify retries a failed delivery for up to 48 hours with its original trigger time.
     replay_window: timedelta | None = Field(None, description="refuse deliveries whose X-Shopify-Triggered-At is older")
 

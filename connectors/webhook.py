@@ -23,6 +23,7 @@ from aiohttp import web
 from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
 
 from leadhub.connectors.base import (
+    BodyLimit,
     ConnectorConfig,
     ConnectorContext,
     HookError,
@@ -48,7 +49,7 @@ class WebhookConfig(ConnectorConfig):
 
     secret: SecretStr | None = None
     secrets: list[SecretStr] = Field(default_factory=list)
-    max_body: ByteSize = DEFAULT_MAX_BODY
+    max_body: BodyLimit = DEFAULT_MAX_BODY
     replay_window: timedelta | None = DEFAULT_REPLAY_WINDOW
 
     @field_validator("replay_window", mode="before")

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from leadhub.config_values import refuse_a_boolean_number
 from leadhub.connectors.registry import CONNECTOR_TYPES
 from leadhub.durations import DurationError, parse_duration
 from leadhub.envelope import CHANNELS
@@ -113,6 +114,11 @@ class Settings(BaseSettings):
                 "answer a share of the webhooks without taking them; add http to roles or remove it from worker_roles"
             )
         return self
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        return refuse_a_boolean_number(value, cls.model_fields[str(info.field_name)].annotation)
 
     @field_validator("data_dir")
     @classmethod
@@ -436,7 +442,15 @@ def _describe(  # noqa: PLR0917
     if err["type"] == "extra_forbidden":
         allowed = ", ".join(sorted(model.model_fields))
         message = f"unknown key {loc[-1]!r}; allowed keys: {allowed}"
+    elif err["type"] == "string_type" and isinstance(err.get("input"), int | float):
+        message += f"; {_unquoted_text(err['input'])}"
     return f"{where}: {_dotted(loc)}: {message}"
+
+
+def _unquoted_text(value: float) -> str:
+    """Why text written in YAML arrived as something else; never echoes the value (it may be a secret)."""
+    what = "true, false, yes, no, on or off as a yes/no value" if isinstance(value, bool) else "digits as a number"
+    return f'YAML reads unquoted {what}: put the text in quotes ("...")'
 
 
 def _validate_connectors(

@@ -3,6 +3,8 @@ redirect for plain HTML forms."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from leadhub.hub.config import ConfigError, config_from_dict
@@ -93,3 +95,46 @@ def test_a_mapping_onto_a_field_leadhub_does_not_read_is_refused() -> None:
     form = {"name": "crm-form", "type": "form", "fields": {"fio_x": "nmae", "tel": "phone"}}
     with pytest.raises(ConfigError, match=r"'fio_x' -> 'nmae': not a field .* one of name, phone, email, message, co"):
         config_from_dict({"connectors": [form]}, env={})
+
+
+@pytest.mark.parametrize(
+    ("option", "problem"),
+    [
+        (
+            {"max_body": 0},
+            "max_body: 0 bytes would answer nearly every request 413; max_body is the largest body taken",
+        ),
+        ({"max_body": "1000B"}, "max_body: 1000 bytes would answer nearly every request 413"),
+        ({"redirect_url": "thanks page"}, "redirect_url: 'thanks page' is not a page to send the browser to; write "),
+        ({"redirect_url": "//www.example.com/thanks"}, "is not a page to send the browser to"),
+        ({"cors_origins": [f"{SITE}/"]}, "cors_origins: 'https://www.example.com/' is not an origin; write scheme://"),
+        ({"cors_origins": [SITE, f"{SITE}/contact"]}, "cors_origins: 'https://www.example.com/contact' is not an"),
+        ({"cors_origins": ["www.example.com"]}, "is not an origin; write scheme://host[:port] with no path"),
+    ],
+    ids=["no-body", "under-1KiB", "not-a-url", "another-host", "trailing-slash", "path", "no-scheme"],
+)
+def test_options_that_cannot_work_are_refused_at_start_up(option: dict[str, object], problem: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        config_from_dict({"connectors": [{"name": "site-form", "type": "form"} | option]}, env={})
+
+
+def test_options_that_can_work_are_taken() -> None:
+    form = {
+        "name": "site-form",
+        "type": "form",
+        "max_body": "1KiB",
+        "redirect_url": "/thanks?from=form",
+        "cors_origins": ["*", "http://localhost:3000", "https://пример.рф"],
+    }
+    [config] = config_from_dict({"connectors": [form]}, env={}).connectors
+    assert config.cors_origins == ["*", "http://localhost:3000", "https://xn--e1afmkfd.xn--p1ai"]
+
+
+async def test_an_origin_is_matched_as_the_browser_writes_it(make_hub: HubFactory) -> None:
+    """Browsers send the scheme and host in lower case and leave out the default port: the configured origin is read
+    so, else the site's posts would get no Access-Control-Allow-Origin and the browser would hide every answer."""
+    hub = await make_hub(
+        [{"name": "site-form", "type": "form", "rate_limit": None, "cors_origins": ["HTTPS://WWW.Example.com:443"]}]
+    )
+    async with await hub.post("/hooks/site-form", json={"name": "x"}, headers={"Origin": SITE}) as response:
+        assert response.status == 202 and response.headers["Access-Control-Allow-Origin"] == SITE

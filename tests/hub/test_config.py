@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
+from leadhub.connectors.registry import CONNECTOR_TYPES
 from leadhub.hub.config import ConfigError, config_from_dict, load_config, unknown_environment
 from leadhub.hub.logging import _redact as redact
 from leadhub.hub.logging import redact_text
@@ -130,6 +132,61 @@ def test_a_yaml_alias_in_the_file_is_a_problem(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(path, env={})
     assert caught.value.problems == [f"{path}:1:8: aliases (*name) are not allowed here; write the value out"]
+
+
+def test_a_yes_no_value_where_a_number_is_meant_is_refused(tmp_path: Path) -> None:
+    """YAML reads `true` (also yes, on) as a boolean, which Python takes as the number 1: `workers: true` ran one."""
+    path = tmp_path / "leadhub.yaml"
+    path.write_text(
+        "workers: true\nshutdown_timeout: on\nemail_folding: yes\n"
+        "connectors:\n  - name: site-form\n    type: form\n    max_body: yes\n    trust_forwarded_for: true\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    because = "is a yes/no value, not a number (YAML reads an unquoted true, yes or on as one); write a number"
+    assert caught.value.problems == [
+        f"{path}:2: shutdown_timeout: true {because}",
+        f"{path}:1: workers: true {because}",
+    ]
+    path.write_text("connectors:\n  - name: site-form\n    type: form\n    max_body: yes\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert caught.value.problems == [f"{path}:4: connectors[0].max_body: true {because}"]
+
+
+def test_every_webhook_refuses_a_body_limit_that_would_answer_413_to_nearly_every_request() -> None:
+    with_a_limit = {name: kind for name, kind in CONNECTOR_TYPES.items() if "max_body" in kind.Config.model_fields}
+    assert {"form", "tilda", "shopify", "telephony", "order"} <= set(with_a_limit)
+    for name, kind in with_a_limit.items():
+        with pytest.raises(ValidationError) as caught:
+            kind.Config.model_validate({"name": "x", "type": name, "max_body": 0})
+        [problem] = [e["msg"] for e in caught.value.errors() if e["loc"] == ("max_body",)]
+        assert "0 bytes would answer nearly every request 413" in problem, name
+        assert kind.Config.model_fields["max_body"].default >= 1024, name
+
+
+def test_text_written_as_a_number_is_refused_saying_to_quote_it_without_echoing_it(tmp_path: Path) -> None:
+    path = tmp_path / "leadhub.yaml"
+    path.write_text(
+        "api_token: 738216\nconnectors:\n  - name: tilda\n    type: tilda\n    secrets: [new-token, 0123]\n"
+        "  - name: site-form\n    type: form\n    token: off\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert caught.value.problems == [
+        f"{path}:1: api_token: Input should be a valid string; YAML reads unquoted digits as a number: put the text "
+        'in quotes ("...")'
+    ]
+    path.write_text(path.read_text().removeprefix("api_token: 738216\n"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert caught.value.problems == [
+        f"{path}:4: connectors[0].secrets[1]: Input should be a valid string; YAML reads unquoted digits as a number: "
+        'put the text in quotes ("...")',
+        f"{path}:7: connectors[1].token: Input should be a valid string; YAML reads unquoted true, false, yes, no, "
+        'on or off as a yes/no value: put the text in quotes ("...")',
+    ]
+    assert "123" not in str(caught.value) and "83" not in str(caught.value)  # YAML 1.1 reads 0123 as octal 83
 
 
 def test_a_data_dir_that_is_a_file_is_named(tmp_path: Path) -> None:
