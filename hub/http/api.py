@@ -87,11 +87,13 @@ PAGING = ("cursor", "limit")
 def list_query(
     request: web.Request, *filters: str, choices: Mapping[str, Sequence[str]] | None = None
 ) -> MultiDictProxy[str]:
-    """The query of a list request, refused when it names a parameter the list does not take, gives one twice, or
-    gives a filter of a closed set (`choices`: a status, a channel) a value outside it.
+    """The query of a list request, refused when it names a parameter the list does not take, gives one twice, gives
+    a filter no value (`?phone=`, or only spaces), or gives a filter of a closed set (`choices`: a status, a channel)
+    a value outside it.
 
-    A misspelt filter (`?stauts=new`) or value (`?status=Won`) would otherwise match nothing or be ignored, and of a
-    repeated one only the first would count: a script would act on the wrong items without a word.
+    A misspelt filter (`?stauts=new`) or value (`?status=Won`) would otherwise match nothing or be ignored, of a
+    repeated one only the first would count, and an empty one (a script's unset variable) would list every item: a
+    script would act on the wrong items without a word.
     """
     query = request.query
     taken = (*filters, *PAGING)
@@ -102,6 +104,11 @@ def list_query(
     repeated = sorted({name for name in query if len(query.getall(name)) > 1})
     if repeated:
         raise BadParameter(f"parameter {', '.join(map(repr, repeated))} given more than once")
+    empty = [name for name in filters if name in query and not query[name].strip()]
+    if empty:
+        raise BadParameter(
+            f"parameter {', '.join(map(repr, empty))} is empty: give a value, or leave it out to list every item"
+        )
     for name, value in query.items():
         problem = queries.unstorable(value)
         if problem is not None:

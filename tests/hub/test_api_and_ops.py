@@ -164,6 +164,32 @@ async def test_a_list_refuses_a_parameter_it_does_not_take_or_one_given_twice(fo
         assert "items" in await form_hub.api(path, limit=5, **params), path
 
 
+LIST_FILTERS = {
+    "/api/leads": ("contact_id", "channel", "status", "merged"),
+    "/api/contacts": ("email", "phone", "review", "merged"),
+    "/api/inquiries": ("contact_id", "lead_id", "channel", "dropped"),
+    "/api/orders": ("contact_id", "status", "connector"),
+    "/api/tasks": ("lead_id", "contact_id", "status"),
+    "/api/actions": ("rule_id", "status"),
+    "/api/dead-letters": ("resolved",),
+}
+
+
+async def test_an_empty_filter_is_400_naming_it_not_the_whole_list(form_hub: RunningHub) -> None:
+    """`?phone=` (a script's unset variable) answered every contact, as `?contact_id=` every lead: a script looking
+    one person up would act on everyone."""
+    await _post(form_hub, {"name": "A", "phone": "+79161112233"})
+    await form_hub.wait_items("/api/contacts", 1)
+    for path, filters in LIST_FILTERS.items():
+        for name in filters:
+            for value in ("", "  "):
+                async with form_hub.session.get(form_hub.url(path), params={name: value}) as response:
+                    body = await response.json()
+                    assert (response.status, body["error"]) == (400, "bad_parameter"), (path, name, body)
+                    assert body["detail"].startswith(f"parameter '{name}' is empty: give a value, or leave it out")
+    assert len((await form_hub.api("/api/contacts", cursor=""))["items"]) == 1  # an empty cursor is the first page
+
+
 async def test_pipeline_lag_goes_back_to_zero_once_nothing_waits(form_hub: RunningHub) -> None:
     """The gauge was set only when a batch committed: after a backlog drained it kept the last batch's age for
     as long as no new item came, and an alert on it fired over an idle pipeline."""
