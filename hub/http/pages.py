@@ -58,9 +58,16 @@ def _now(request: web.Request) -> datetime:
 
 def _page(request: web.Request, name: str, state: str, status: int | None = None, **values: object) -> web.Response:
     template = _templates(request.app[DEPS].settings.templates_dir).html.get_template(f"pages/{name}.html")
-    html = template.render(state=state, action=request.path, title="Your opinion", **values)
+    html = template.render(state=state, action=_own_url(request), title="Your opinion", **values)
     headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Robots-Tag": "noindex"}
     return web.Response(text=html, content_type="text/html", status=status or STATUS[state], headers=headers)
+
+
+def _own_url(request: web.Request) -> str:
+    """The page's own URL relative to itself, for an admin's page template written with `action="{{ action }}"`
+    (the shipped ones post back by having no action). request.path lacks the prefix of LEADHUB_PUBLIC_URL
+    that a proxy strips (https://shop.example/crm), so a form posting there sent the answer outside the hub."""
+    return "./" + request.rel_url.raw_path.rpartition("/")[2]
 
 
 @_store_away_is_a_page("survey")

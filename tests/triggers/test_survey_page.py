@@ -7,16 +7,21 @@ import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
+import pytest
 from sqlalchemy import select
 
 from leadhub.store.models import EmailSuppression, Feedback
+from leadhub.triggers.sandbox import PACKAGE_TEMPLATES
 from tests.conftest import RunningHub
 from tests.helpers import wait_for
 from tests.triggers.conftest import Shop, SmtpServer, use_example
 
 
-async def _survey_mail(running: RunningHub, smtp: SmtpServer, clock: Any) -> tuple[Shop, str, dict[str, str], Any]:
+async def _survey_mail(
+    running: RunningHub, smtp: SmtpServer, clock: Any, public_url: str = "https://shop.example"
+) -> tuple[Shop, str, dict[str, str], Any]:
     shop = Shop(running.engine, clock)
     contact_id, lead_id = await shop.customer()
     order_id = await shop.order(contact_id, lead_id, "1001")
@@ -34,7 +39,7 @@ async def _survey_mail(running: RunningHub, smtp: SmtpServer, clock: Any) -> tup
     await wait_for(mailed, timeout=30, what="the survey email")
     message = smtp.inbox.messages[0]
     text = message.get_payload()[0].get_payload(decode=True).decode()
-    link = re.search(r"https://shop\.example(/s/\S+)", text)
+    link = re.search(re.escape(public_url) + r"(/s/\S+)", text)
     assert link, text
     return shop, link.group(1), {"contact_id": contact_id, "lead_id": lead_id, "order_id": order_id}, message
 
@@ -42,6 +47,14 @@ async def _survey_mail(running: RunningHub, smtp: SmtpServer, clock: Any) -> tup
 async def _get(running: RunningHub, path: str) -> tuple[int, str]:
     async with running.session.get(running.url(path)) as response:
         return response.status, await response.text()
+
+
+def _form_target(page_url: str, html: str) -> str:
+    """Where a browser posts the page's form: its action resolved against the page's URL, or the page's URL."""
+    form = re.search(r"<form[^>]*>", html)
+    assert form, html
+    action = re.search(r'\saction="([^"]*)"', form.group(0))
+    return urljoin(page_url, action.group(1)) if action else page_url
 
 
 async def _post(running: RunningHub, path: str, data: Any) -> tuple[int, str]:
@@ -124,3 +137,34 @@ async def test_one_click_unsubscribe(trigger_hub, smtp_server, clock, rules_dir:
         rows = (await conn.execute(select(EmailSuppression.__table__))).all()
     assert [(r.address, r.reason) for r in rows] == [("ivan@example.com", "unsubscribe")]
     assert (await _get(running, "/u/forged.token"))[0] == 404
+
+
+@pytest.fixture(params=["shipped", "admin-with-action"])
+def page_templates(request: pytest.FixtureRequest, tmp_path: Path) -> Path | None:
+    """None for the shipped pages; else an admin's copy of them written with `action="{{ action }}"`."""
+    if request.param == "shipped":
+        return None
+    pages = tmp_path / "templates" / "pages"
+    pages.mkdir(parents=True)
+    for name in ("survey", "unsubscribe"):
+        shipped = (PACKAGE_TEMPLATES / "pages" / f"{name}.html").read_text()
+        (pages / f"{name}.html").write_text(shipped.replace('method="post"', 'method="post" action="{{ action }}"'))
+    return pages.parent
+
+
+async def test_forms_post_back_to_their_page_under_a_public_url_prefix(
+    trigger_hub, smtp_server, clock, rules_dir: Path, page_templates: Path | None
+) -> None:
+    """LEADHUB_PUBLIC_URL https://shop.example/crm behind a proxy that strips /crm: the forms had
+    action="/s/<token>", so the browser posted outside /crm and the answers never reached the hub. An admin's
+    copy of the pages written with `action="{{ action }}"` posts back too."""
+    use_example(rules_dir, "survey.yaml")
+    settings = {"templates_dir": str(page_templates)} if page_templates else {}
+    prefix = "https://shop.example/crm"
+    running = await trigger_hub(smtp_url=smtp_server.url, public_url=prefix, **settings)
+    _, survey_path, _, message = await _survey_mail(running, smtp_server, clock, prefix)
+    unsubscribe_path = message["List-Unsubscribe"].strip("<>").removeprefix(prefix)
+    for path in (survey_path, unsubscribe_path):
+        status, html = await _get(running, path)  # as the proxy forwards the emailed link
+        assert status == 200 and _form_target(prefix + path, html) == prefix + path, html
+        assert ('action="' in html) == (page_templates is not None)
