@@ -32,7 +32,13 @@ def test_an_internationalised_address_keeps_its_name() -> None:
     assert written.endswith(" <мария@пример.рф>") and written.startswith("=?utf-8?")
 
 
-@pytest.mark.parametrize("rendered", ["None", "", "Shop <shop@example.com", "a@b.c d@e.f", "Shop <>", "@example.com"])
+@pytest.mark.parametrize(
+    "rendered",
+    [
+        *["None", "", "Shop <shop@example.com", "a@b.c d@e.f", "Shop <>", "@example.com"],
+        *["shop\u200b@example.com", "Shop <shop@exa\x00mple.com>", "shop@example.com\u202e"],  # invisible in it
+    ],
+)
 def test_not_a_mailbox(rendered: str) -> None:
     with pytest.raises(NotAMailbox, match=r"^from: "):
         mailbox(rendered, "from")

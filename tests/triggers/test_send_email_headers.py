@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from leadhub.store.models import EmailMessage
+from leadhub.store.models import EmailMessage, Lead
 from tests.helpers import wait_for
 from tests.triggers.conftest import Shop, SmtpServer
 
@@ -93,3 +93,60 @@ async def test_the_message_id_of_a_named_sender_is_well_formed(
             return list((await conn.execute(query)).scalars()) or None
 
     assert await wait_for(recorded, timeout=30, what="the sent e-mail recorded") == [message_id]
+
+
+def _mail_to(rules_dir: Path, to: str) -> Path:
+    templates = rules_dir.parent / "templates"
+    (templates / "email").mkdir(parents=True)
+    (templates / "email" / "hello.subject.txt").write_text("Hello\n")
+    (templates / "email" / "hello.txt").write_text("A new lead.\n")
+    (rules_dir / "test.yaml").write_text(
+        f"""
+rules:
+  - id: tell-owner
+    on: lead.created
+    do:
+      - send_email: {{template: hello, to: "{to}"}}
+"""
+    )
+    return templates
+
+
+async def _first_run(running: Any, clock: Any, owner: str) -> Any:
+    shop = Shop(running.engine, clock)
+    contact_id, lead_id = await shop.customer("maria@example.com", "Maria")
+    async with running.engine.begin() as conn:  # as PATCH /api/leads or a CRM sync may write it
+        await conn.execute(update(Lead.__table__).where(Lead.__table__.c.id == lead_id).values(owner=owner))
+    await shop.emit("lead.created", lead_id, lead_id=lead_id, contact_id=contact_id, channel="shop", tags=[])
+
+    async def settled() -> Any:
+        rows = await shop.actions(rule_id="tell-owner")
+        return rows[0] if rows and rows[0].attempts >= 1 and rows[0].status != "running" else None
+
+    return await wait_for(settled, timeout=30, what="the e-mail's first run to be recorded")
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85", "\x0b", "\x1c", "\x00", "\u200b", " "])
+async def test_a_to_with_a_line_separator_or_an_invisible_character_fails_at_once(
+    trigger_hub, clock, rules_dir: Path, smtp_server: SmtpServer, separator: str
+) -> None:
+    """`to: "{{ lead.owner }}"` with U+2028, U+0085, \\x0b (line breaks to the stdlib's EmailMessage, which raised
+    ValueError): retried 8 times over an hour as an unexpected error, a traceback logged each time, then failed."""
+    templates = _mail_to(rules_dir, "{{ lead.owner }}")
+    running = await trigger_hub(smtp_url=smtp_server.url, templates_dir=str(templates))
+    run = await _first_run(running, clock, f"anna@example.com{separator}X-Injected: 1")
+    assert run.status == "failed" and run.last_error.startswith("not a single e-mail address: "), run.last_error
+    assert smtp_server.inbox.messages == []
+
+
+async def test_a_message_the_stdlib_cannot_write_fails_at_once(
+    trigger_hub, clock, rules_dir: Path, smtp_server: SmtpServer
+) -> None:
+    """The sender of LEADHUB_SMTP_URL's `from=` (percent-decoded) with a U+2028 in it: EmailMessage refuses the From
+    header on every attempt, which was retried as an unexpected error."""
+    templates = _mail_to(rules_dir, "sales@example.com")
+    smtp_url = smtp_server.url.replace("from=shop@example.com", "from=shop@example.com%E2%80%A8X-Injected:%201")
+    running = await trigger_hub(smtp_url=smtp_url, templates_dir=str(templates))
+    run = await _first_run(running, clock, "anna")
+    assert run.status == "failed" and run.last_error.startswith("the message could not be written: "), run.last_error
+    assert smtp_server.inbox.messages == []

@@ -29,10 +29,17 @@ def mailbox(value: str, option: str) -> str:
             display = display[1:-1]  # quoted in the rule; formataddr quotes it again, escaping what is inside
     else:
         address, display = text, ""
-    local, at, domain = address.rpartition("@")
-    if not (local and at and domain) or NOT_IN_ADDRESS.intersection(address):
+    if not is_address(address):
         raise NotAMailbox(f"{option}: not an e-mail address (write `address` or `Name <address>`)")
     return f"{_display(display)} <{address}>" if display else address
+
+
+def is_address(address: str) -> bool:
+    """local@domain and nothing else: none of NOT_IN_ADDRESS (a second address, a name), and no control or format
+    character or line separator, which the stdlib's EmailMessage takes for a line break in a header (U+2028,
+    U+0085, \\x0b: a ValueError) or which hides in the address (U+200B)."""
+    local, at, domain = address.rpartition("@")
+    return bool(local and at and domain) and address.isprintable() and not NOT_IN_ADDRESS.intersection(address)
 
 
 def optional_mailbox(value: str, option: str) -> str | None:

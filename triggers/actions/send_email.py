@@ -23,7 +23,7 @@ from leadhub.triggers.actions.base import (
     Transient,
     compile_text,
 )
-from leadhub.triggers.actions.mailbox import optional_mailbox
+from leadhub.triggers.actions.mailbox import is_address, optional_mailbox
 from leadhub.triggers.actions.smtp_pool import SmtpPool
 from leadhub.triggers.links import link_context
 from leadhub.triggers.sandbox import Scope, TemplateProblem, Templates
@@ -109,7 +109,7 @@ class BoundEmail:
 
     async def execute(self, rendered: dict[str, Any], job: Job, deps: Deps) -> dict[str, Any]:
         to = rendered["to"]
-        if "@" not in to or any(c in to for c in "\r\n,;<>"):
+        if not is_address(to):
             raise Permanent(f"not a single e-mail address: {to!r}")
         if not deps.smtp_url:
             raise Transient("LEADHUB_SMTP_URL is not set")
@@ -129,7 +129,7 @@ class BoundEmail:
         headers = _headers(rendered, sender, message_id, job)
         envelope = (_address(sender), _address(to))
         utf8 = not "".join(envelope).isascii()
-        data = mime.build(headers, rendered["text"], rendered["html"]) or _message(headers, rendered, utf8).as_bytes()
+        data = _data(headers, rendered, utf8)
         await _send(data, envelope, target, deps.extra.get("smtp_pool"), utf8=utf8)
         lead_id = getattr(job.context.get("lead"), "id", None)
         # Recorded with the batch's outcomes, in the scheduler's one transaction, one statement for the batch.
@@ -171,6 +171,15 @@ def _headers(rendered: dict[str, Any], sender: str, message_id: str, job: Job) -
         headers.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))  # RFC 8058
     headers.append(("X-Leadhub-Rule", job.rule_id))
     return headers
+
+
+def _data(headers: list[tuple[str, str]], rendered: dict[str, Any], utf8: bool) -> bytes:
+    """The message as sent. What cannot be written (a header value the stdlib refuses, a lone surrogate) fails
+    the same way on every attempt: it was retried as an unexpected error, with a traceback each time."""
+    try:
+        return mime.build(headers, rendered["text"], rendered["html"]) or _message(headers, rendered, utf8).as_bytes()
+    except ValueError as exc:  # UnicodeEncodeError too
+        raise Permanent(f"the message could not be written: {exc}") from None
 
 
 def _message(headers: list[tuple[str, str]], rendered: dict[str, Any], utf8: bool = False) -> EmailMessage:
