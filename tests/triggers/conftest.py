@@ -237,6 +237,8 @@ class FakeServer:
         body = await request.read()
         self.requests.append({"path": request.path, "headers": dict(request.headers), "body": body})
         status, payload = self.answers[min(len(self.requests), len(self.answers)) - 1]
+        if isinstance(payload, bytes):  # an answer as it is, not JSON
+            return web.Response(body=payload, status=status, content_type="text/html")
         return web.json_response(payload, status=status)
 
     async def start(self) -> None:

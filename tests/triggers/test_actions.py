@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select, text
 
 from leadhub.store.models import OutboxEvent
@@ -194,6 +195,28 @@ async def test_telegram_error_is_recorded_without_the_token(trigger_hub, clock, 
     await _new_lead(shop)
     failed = await _action(shop, "tell-managers", "failed")
     assert "chat not found" in failed.last_error and "SECRET" not in failed.last_error
+
+
+@pytest.mark.parametrize("answer", [{"ok": True, "result": True}, [{"ok": True}], True, "sent", b"<p>OK</p>"])
+async def test_a_telegram_answer_of_another_shape_is_a_message_sent_once(
+    trigger_hub, clock, rules_dir, fake, answer: Any
+) -> None:
+    """A 200 whose JSON is not an object, or whose result is not a message, raised AttributeError: retried as an
+    unexpected error, and each of the 8 attempts posted the message to the chat again. One that is not JSON failed
+    the run, though the message was posted."""
+    bot = await fake([(200, answer)])
+    _telegram_rule(rules_dir, bot.url)
+    running = await trigger_hub()
+    shop = Shop(running.engine, clock)
+    await _new_lead(shop)
+
+    async def settled() -> Any:
+        rows = await shop.actions(rule_id="tell-managers")
+        return rows[0] if rows and rows[0].attempts >= 1 and rows[0].status != "running" else None
+
+    run = await wait_for(settled, timeout=30, what="the message's first run to be recorded")
+    assert (run.status, run.attempts, run.result) == ("done", 1, {"message_id": None}), run.last_error
+    assert len(bot.requests) == 1
 
 
 async def test_a_task_for_a_lead_without_owner_is_unassigned(trigger_hub, clock, rules_dir: Path) -> None:

@@ -28,13 +28,22 @@ class BoundTelegram:
         secret = (self.spec.bot_token,)
         headers = {"Content-Type": "application/json"}
         _, text = await post(deps.http, url, body, headers, seconds=TIMEOUT, label="telegram", hide=secret)
-        try:
-            answer = json.loads(text)
-        except ValueError:
-            raise Permanent("telegram: the Bot API answered something that is not JSON") from None
-        if not answer.get("ok"):
+        answer = _object(text)
+        if answer.get("ok") is False:
             raise Permanent(f"telegram: {hidden(str(answer.get('description', 'not ok')), secret)}")
-        return {"message_id": (answer.get("result") or {}).get("message_id")}
+        result = answer.get("result")
+        return {"message_id": result.get("message_id") if isinstance(result, dict) else None}
+
+
+def _object(text: str) -> dict[str, Any]:
+    """The answer to a 2xx as a JSON object, or an empty one. The Bot API took the message: an answer cut short
+    or of another shape (`{"ok": true, "result": true}`, a list) was an error, retried, and each retry posted the
+    message again."""
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        return {}
+    return answer if isinstance(answer, dict) else {}
 
 
 class NotifyTelegramAction:
