@@ -406,7 +406,12 @@ class Hub:
         log.info("stopped", **timer.steps)
 
     async def _stop_work(self) -> None:
-        """Connectors, pipeline, relay and rule engine: each finishes what it has in hand, within half the timeout."""
+        """Connectors, pipeline, relay and rule engine: each finishes what it has in hand, within half the timeout.
+
+        Then what is left is cancelled. A rule action may take longer (a webhook 10 s, SMTP 15 s), more than
+        `docker stop` waits before SIGKILL (10 s): the cancelled scheduler records the actions of its batch that
+        ended (an e-mail sent) and gives back the others, which the next start runs at once (docs/rules.md).
+        """
         for stop in self.connector_stops:
             with contextlib.suppress(Exception):
                 await stop()

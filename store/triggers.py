@@ -170,6 +170,19 @@ async def retry_at(
     )
 
 
+async def release(conn: AsyncConnection, ids: Sequence[str], now: datetime, *, held_until: datetime) -> None:
+    """Give back claimed actions whose runs were cut short (the scheduler stopping): `pending` as before the claim,
+    which is not counted as an attempt, so the next pass of any worker takes them rather than waiting for the lease.
+    Rows another worker's claim holds now are left alone."""
+    if not ids:
+        return
+    await conn.execute(
+        update(action_t)
+        .where(one_of(conn, action_t.c.id, ids), action_t.c.status == "running", action_t.c.lease_until == held_until)
+        .values(status="pending", attempts=action_t.c.attempts - 1, lease_until=None, updated_at=now)
+    )
+
+
 async def next_due(conn: AsyncConnection) -> datetime | None:
     query = select(func.min(action_t.c.due_at)).where(action_t.c.status == "pending")
     return (await conn.execute(query)).scalar_one_or_none()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -29,6 +29,8 @@ from leadhub.triggers.matcher import _context_event
 log = structlog.get_logger("leadhub.scheduler")
 RECORD_RETRY_FIRST = 0.5  # seconds before recording a batch's outcomes again while the store is away
 RECORD_RETRY_CAP = 5.0
+STOP_RECORD_SECONDS = 3.0  # a stop waits this long at most for a cut-short batch's outcomes to be recorded
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -152,22 +154,59 @@ class Scheduler:
         if rows:
             ids = [row.id for row in rows]
             claim = ClaimLease(self.engine, self.clock, self.lease, ids, until=now + self.lease, ends_at=lease_ends)
-            async with claim:  # its heartbeat keeps the rows this worker's while they run
-                results = await self._execute(rows)
-            recorded = await self._record_while_leased(results, claim)
-            for row, result in zip(rows, results, strict=True):
-                if row.id in recorded:
-                    self.on_outcome(row.action_type, "retried" if result.retry_at is not None else result.status)
+            runs: list[asyncio.Task[Result]] = []
+            try:
+                async with claim:  # its heartbeat keeps the rows this worker's while they run
+                    runs = await self._start(rows)
+                    await _all_ended(runs)
+            except asyncio.CancelledError:
+                await self._record_stopped(rows, runs, claim)
+                raise
+            results = [run.result() for run in runs]
+            recorded = await _shielded(self._record_while_leased(results, claim))
+            self._count(rows, results, recorded)
         return len(rows)
 
-    async def _execute(self, rows: list[Any]) -> list[Result]:
+    async def _start(self, rows: list[Any]) -> list[asyncio.Task[Result]]:
+        """Plan the batch and start its runs, a task each: cancelled, the scheduler records those that ended
+        and cuts the others short (`_record_stopped`)."""
         names = [event_objects(row.event) for row in rows]
         async with self.engine.connect() as conn:  # one query per table for the batch, not per action
             objects = await trigger_data.load_objects_many(conn, [row.event["data"] for row in rows], names)
         key, now = await self._signing_key(), self.clock.now()
         plans = [self._plan(row, o, key, now) for row, o in zip(rows, objects, strict=True)]
         await self._prefetch([p for p in plans if isinstance(p, Planned)])
-        return list(await asyncio.gather(*(self._run(p) for p in plans)))
+        return [asyncio.ensure_future(self._run(p)) for p in plans]
+
+    async def _record_stopped(self, rows: list[Any], runs: list[asyncio.Task[Result]], claim: ClaimLease) -> None:
+        """The scheduler was cancelled mid-batch (the daemon stopping): record the runs that ended, release the rest.
+
+        An e-mail that went out must be recorded now: left `running`, it would be claimed again once the lease ran
+        out and, its sent row missing, sent a second time. The runs cut short are `pending` again as before the
+        claim, so the next pass (after the restart, or another replica's) takes them at once, not after the lease.
+        Within STOP_RECORD_SECONDS: a store that does not answer by then leaves the batch as a crash does.
+        """
+        ended = [run.result() for run in runs if run.done() and not run.cancelled()]
+        cut = sorted({row.id for row in rows} - {result.action_id for result in ended})
+        recording = asyncio.create_task(self._record(ended, self.clock.now(), claim.until, released=cut))
+        await asyncio.wait({recording}, timeout=STOP_RECORD_SECONDS)
+        if not recording.done():
+            recording.cancel()
+            log.warning("stopped mid-batch; outcomes not recorded in time", ended=len(ended), cut_short=len(cut))
+            return
+        error = recording.exception()
+        if error is not None:
+            log.warning("stopped mid-batch; outcomes not recorded", error=brief(error))
+            return
+        log.info("stopped mid-batch: the ended runs recorded, the rest released", ended=len(ended), cut_short=len(cut))
+        self._count(rows, ended, recording.result())
+
+    def _count(self, rows: list[Any], results: list[Result], recorded: set[str]) -> None:
+        action_types = {row.id: row.action_type for row in rows}
+        for result in results:
+            if result.action_id in recorded:
+                outcome = "retried" if result.retry_at is not None else result.status
+                self.on_outcome(action_types[result.action_id], outcome)
 
     async def _record_while_leased(self, results: list[Result], claim: ClaimLease) -> set[str]:
         """Record the outcomes, retrying while the store is away, until the claim's lease ends (loop time).
@@ -264,8 +303,11 @@ class Scheduler:
         log.info("action will be retried", rule=row.rule_id, key=row.key, attempt=attempt, error=message[:300])
         return Result(row.id, "pending", error=message, retry_at=now + self.retry.delay(attempt))
 
-    async def _record(self, results: list[Result], now: datetime, held_until: datetime) -> set[str]:
-        """One transaction for the whole batch's outcomes (a commit per action was the scheduler's bottleneck).
+    async def _record(
+        self, results: list[Result], now: datetime, held_until: datetime, *, released: Sequence[str] = ()
+    ) -> set[str]:
+        """One transaction for the whole batch's outcomes (a commit per action was the scheduler's bottleneck);
+        `released`: the claim's runs a stop cut short, given back (`store.release`).
 
         Only the rows this claim still holds are recorded: one whose lease ran out anyway (the heartbeat could not
         reach the store) may have been claimed and run by another worker, whose outcome stands. What the runs did
@@ -275,7 +317,7 @@ class Scheduler:
         batched: dict[BatchWrite, list[Any]] = {}
         async with self.engine.begin() as conn:
             await lock_for_writing(conn)
-            mine = await store.held(conn, [r.action_id for r in results], held_until)
+            mine = await store.held(conn, [r.action_id for r in results] + list(released), held_until)
             lost = sorted(r.action_id for r in results if r.action_id not in mine)
             if lost:
                 log.warning("outcomes not recorded: another worker claimed these actions since", ids=lost)
@@ -292,7 +334,30 @@ class Scheduler:
             for batch_write, rows in batched.items():
                 await batch_write(conn, rows)
             await store.finish_many(conn, final, now, held_until=held_until)
+            await store.release(conn, [i for i in released if i in mine], now, held_until=held_until)
         return mine
+
+
+async def _all_ended(runs: list[asyncio.Task[Result]]) -> None:
+    """Wait for every run; cancelled meanwhile (the daemon stopping), cut short those still running first."""
+    try:
+        await asyncio.wait(runs)
+    except asyncio.CancelledError:
+        for run in runs:
+            run.cancel()
+        await asyncio.wait(runs)
+        raise
+
+
+async def _shielded(recording: Coroutine[Any, Any, T]) -> T:
+    """Record to the end although the scheduler is cancelled meanwhile (the daemon stopping), for up to
+    STOP_RECORD_SECONDS more: the actions have run. The cancellation goes on after that."""
+    task = asyncio.ensure_future(recording)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait({task}, timeout=STOP_RECORD_SECONDS)
+        raise
 
 
 def _bound(rule: CompiledRule | None, row: Any) -> Any:

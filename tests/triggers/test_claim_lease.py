@@ -1,4 +1,5 @@
-"""A claimed batch keeps its lease while it runs: a slow action is not claimed and run again by another scheduler."""
+"""A claimed batch keeps its lease while it runs: a slow action is not claimed and run again by another scheduler.
+A stop that cuts a batch short records the runs that ended and gives back the rest at once."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from leadhub.store.db import create_engine, upgrade
-from leadhub.store.models import ScheduledAction
+from leadhub.store.models import EmailMessage, ScheduledAction
 from leadhub.triggers.actions.base import Deps
 from leadhub.triggers.clock import SystemClock
 from leadhub.triggers.engine import RuleIndex
@@ -22,7 +23,7 @@ from leadhub.triggers.matcher import Matcher
 from leadhub.triggers.sandbox import Templates
 from leadhub.triggers.scheduler import Scheduler
 from tests.helpers import wait_for
-from tests.triggers.conftest import Shop
+from tests.triggers.conftest import Shop, SmtpServer, stop_hub
 
 LEASE = timedelta(seconds=3)  # the heartbeat extends it every second; the test outlives the first lease
 
@@ -164,4 +165,80 @@ async def test_an_outcome_is_not_recorded_over_another_workers_claim(
     assert await running == 1
     (row,) = await shop.actions()
     assert (row.status, row.attempts, row.last_error) == ("done", 2, None)
+    assert len(receiver.bodies) == 2
+
+
+def _mail_and_slow_webhook(rules_dir: Path, url: str) -> Path:
+    """An e-mail and a webhook for each new lead, in one batch; a task six minutes later (past the lease)."""
+    templates = rules_dir.parent / "templates"
+    (templates / "email").mkdir(parents=True)
+    (templates / "email" / "hello.subject.txt").write_text("Hello {{ contact.name }}\n")
+    (templates / "email" / "hello.txt").write_text("Thank you for writing in.\n")
+    (rules_dir / "rules.yaml").write_text(
+        f"""
+rules:
+  - id: welcome
+    on: lead.created
+    do:
+      - send_email: {{template: hello, to: "{{{{ contact.email }}}}"}}
+  - id: crm
+    on: lead.created
+    do:
+      - webhook: {{url: "{url}"}}
+  - id: follow-up
+    on: lead.created
+    wait: 6m
+    do:
+      - create_task: {{title: "Follow up"}}
+"""
+    )
+    return templates
+
+
+async def _sent_rows(engine: Any) -> int:
+    async with engine.connect() as conn:
+        return len((await conn.execute(select(EmailMessage.__table__.c.message_id))).all())
+
+
+async def test_a_stop_mid_batch_records_what_ran_and_gives_back_the_rest(
+    trigger_hub, clock, rules_dir: Path, smtp_server: SmtpServer, receiver: SlowReceiver
+) -> None:
+    """Found by an audit: the stop cancelled the scheduler while the CRM webhook hung (it may take 10 s; the stop
+    waits half of LEADHUB_SHUTDOWN_TIMEOUT), and nothing of the batch was recorded. The e-mail the SMTP server had
+    accepted stayed `running` without its sent row; after the five-minute lease it was claimed and sent again."""
+    templates = _mail_and_slow_webhook(rules_dir, receiver.url)
+    settings = {"smtp_url": smtp_server.url, "templates_dir": str(templates), "shutdown_timeout": 1}
+    first = await trigger_hub(**settings)
+    shop = Shop(first.engine, clock)
+    contact_id, lead_id = await shop.customer()
+    await shop.emit("lead.created", lead_id, lead_id=lead_id, contact_id=contact_id)
+
+    async def both_out() -> bool:
+        return len(smtp_server.inbox.messages) == 1 and len(receiver.bodies) == 1
+
+    await wait_for(both_out, timeout=30, what="the e-mail sent and the webhook posted")
+    await stop_hub(first)  # the webhook still hangs: the scheduler is cancelled mid-batch
+    runs = {row.rule_id: row for row in await shop.actions()}
+    assert (runs["welcome"].status, runs["welcome"].attempts) == ("done", 1), runs["welcome"]
+    assert await _sent_rows(first.engine) == 1
+    crm = runs["crm"]
+    assert (crm.status, crm.attempts, crm.lease_until, crm.last_error) == ("pending", 0, None, None), crm
+
+    second = await trigger_hub(**settings)  # the restart takes the webhook at once, not after the lease
+
+    async def crm_done() -> Any:
+        (row,) = await shop.actions(rule_id="crm")
+        return row if row.status == "done" else None
+
+    crm = await wait_for(crm_done, timeout=30, what="the webhook given back to run after the restart")
+    assert (crm.attempts, len(receiver.bodies)) == (1, 2)
+    clock.advance(timedelta(minutes=6))  # past the first claim's lease: nothing of it is claimed again
+
+    async def followed_up() -> bool:
+        (row,) = await shop.actions(rule_id="follow-up")
+        return row.status == "done"
+
+    await wait_for(followed_up, timeout=30, what="the scheduler's pass after the lease")
+    assert [row.status for row in await shop.actions(rule_id="welcome")] == ["done"]
+    assert len(smtp_server.inbox.messages) == 1 and await _sent_rows(second.engine) == 1
     assert len(receiver.bodies) == 2
