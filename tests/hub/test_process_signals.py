@@ -134,3 +134,33 @@ async def test_a_second_daemon_with_workers_on_a_taken_port_refuses(make_daemon)
     assert "cannot start" in second.log() and "address already in use" in second.log().lower(), second.log()
     assert "HTTP serving" not in second.log()
     assert await first.terminate() == 0, first.log()
+
+
+async def test_a_client_trickling_a_body_holds_the_stop_for_half_the_timeout_only(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    """HTTP waited the whole LEADHUB_SHUTDOWN_TIMEOUT for such a client and the work behind it half again:
+    with the default 8 s that was past the 10 s `docker stop` gives before SIGKILL."""
+    daemon = make_daemon({"connectors": [FORM]}, env={"LEADHUB_SHUTDOWN_TIMEOUT": "4"})
+    await daemon.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", daemon.port)
+    writer.write(b"POST /hooks/site-form HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 100000\r\n\r\n{")  # fmt: skip
+    await writer.drain()
+    await wait_for(lambda: asyncio.sleep(0, True), timeout=1, what="the request under way")
+    daemon.process.send_signal(signal.SIGTERM)
+    trickling = asyncio.create_task(_trickle(writer, daemon.process))
+    assert await asyncio.to_thread(daemon.process.wait, 30) == 0, daemon.log()
+    trickling.cancel()
+    writer.close()
+    stopped = next(line for line in daemon.log().splitlines() if "stopped" in line and "http=" in line)
+    http_seconds = float(stopped.split("http=", 1)[1].split()[0])
+    assert http_seconds < 3, stopped  # half of 4 s, not all of it
+
+
+async def _trickle(writer: asyncio.StreamWriter, process: subprocess.Popen[bytes]) -> None:
+    while process.poll() is None:
+        try:
+            writer.write(b" ")
+            await writer.drain()
+        except (ConnectionError, OSError):
+            return
+        await asyncio.sleep(0.5)  # noqa: sleep-ok - a slow client's pace, not a wait for a condition
