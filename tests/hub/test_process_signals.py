@@ -141,11 +141,10 @@ async def test_a_client_trickling_a_body_holds_the_stop_for_half_the_timeout_onl
     with the default 8 s that was past the 10 s `docker stop` gives before SIGKILL."""
     daemon = make_daemon({"connectors": [FORM]}, env={"LEADHUB_SHUTDOWN_TIMEOUT": "4"})
     await daemon.start()
-    reader, writer = await asyncio.open_connection("127.0.0.1", daemon.port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", daemon.port)
     writer.write(b"POST /hooks/site-form HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                  b"Content-Length: 100000\r\n\r\n{")  # fmt: skip
     await writer.drain()
-    await wait_for(lambda: asyncio.sleep(0, True), timeout=1, what="the request under way")
     daemon.process.send_signal(signal.SIGTERM)
     trickling = asyncio.create_task(_trickle(writer, daemon.process))
     assert await asyncio.to_thread(daemon.process.wait, 30) == 0, daemon.log()
