@@ -14,6 +14,7 @@ from leadhub.pipelines.errors import PermanentError
 from leadhub.pipelines.model import Identity, InquiryDraft
 
 MESSAGES = ("message", "edited_message", "business_message", "edited_business_message")
+BUSINESS = ("business_message", "edited_business_message")
 IGNORED = (
     "channel_post",
     "edited_channel_post",
@@ -63,7 +64,50 @@ def _sender_fields(user: dict[str, Any], chat: dict[str, Any]) -> dict[str, Any]
     return fields
 
 
+def _outgoing(kind: str, message: dict[str, Any]) -> bool:
+    """A business account's own message to its customer: the owner's or an employee's, or its bot's auto-reply.
+
+    A connected business account delivers both sides of its private chats; `chat` is always the customer's chat
+    (its id is the customer's user id), `from` is whoever wrote, and `sender_business_bot` is set only on
+    messages a bot sent on the account's behalf.
+    """
+    if kind not in BUSINESS:
+        return False
+    if isinstance(message.get("sender_business_bot"), dict):
+        return True
+    user, chat = _dict(message.get("from")), _dict(message.get("chat"))
+    sender, customer = user.get("id"), chat.get("id")
+    known = isinstance(sender, int) and isinstance(customer, int)
+    return chat.get("type") == "private" and known and sender != customer
+
+
+def _reply(envelope: Envelope, kind: str, message: dict[str, Any]) -> InquiryDraft:
+    """An outgoing business message is history on the customer's contact, like an outbound call: never a lead,
+    and nothing in it (the name, a phone in the text, a shared card) is the customer's."""
+    user, chat = _dict(message.get("from")), _dict(message.get("chat"))
+    bot = _dict(message.get("sender_business_bot"))
+    name = _name(chat)
+    fields = _sender_fields(chat, chat) | {"telegram_update": kind, "telegram_direction": "outgoing"}
+    if isinstance(sent_by := (bot or user).get("id"), int):
+        fields["telegram_sent_by"] = f"telegram:{sent_by}"
+    if isinstance(message.get("message_id"), int):
+        fields["telegram_message_id"] = message["message_id"]
+    draft = InquiryDraft(
+        envelope=envelope,
+        identity=Identity(name=name, messenger=fields.get("messenger_id")),
+        message=_str(message.get("text")) or _str(message.get("caption")),
+        title=f"Telegram reply: {name or 'message'}",
+        fields=fields,
+    )
+    draft.opens_lead = False
+    if "messenger_id" not in fields:
+        draft.dropped = "outgoing business message without the customer's chat id"
+    return draft
+
+
 def _message(envelope: Envelope, kind: str, message: dict[str, Any]) -> InquiryDraft:
+    if _outgoing(kind, message):
+        return _reply(envelope, kind, message)
     user, chat, contact = _dict(message.get("from")), _dict(message.get("chat")), _dict(message.get("contact"))
     text = _str(message.get("text")) or _str(message.get("caption"))
     # The `request_contact` button shares the sender's own card (its user_id is the sender's id); any other card is

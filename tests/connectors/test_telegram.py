@@ -167,3 +167,48 @@ async def test_a_channel_post_forwarded_into_its_discussion_group_is_no_lead(hub
     [item] = await inquiries(hub, 1)
     assert item["dropped"] == "message on behalf of a chat (a channel post or an anonymous admin)"
     assert (await hub.api("/api/leads"))["items"] == [] and item["contact_id"] is None
+
+
+def business_update(update_id: int, sender: dict[str, Any], text: str, **extra: Any) -> dict[str, Any]:
+    """A `business_message` of a connected business account's private chat with the customer Иван (id 123456789)."""
+    message = {
+        "business_connection_id": "bc1",
+        "message_id": update_id,
+        "date": 1800000000,
+        "from": sender,
+        "chat": {"id": 123456789, "type": "private", "first_name": "Иван", "username": "ivan_p"},
+        "text": text,
+    }
+    return {"update_id": update_id, "business_message": message | extra}
+
+
+CUSTOMER = {"id": 123456789, "is_bot": False, "first_name": "Иван"}
+OWNER = {"id": 555000, "is_bot": False, "first_name": "Shop", "last_name": "Owner"}
+
+
+async def test_business_replies_are_history_on_the_customers_contact(hub: RunningHub) -> None:
+    """A connected business account delivers both sides of its chats: the customer's message opens the lead, the
+    owner's reply (`from` the owner) and the bot's auto-reply (`sender_business_bot`) are history on the customer,
+    and a phone in a reply is not the customer's."""
+    assert (await send(hub, business_update(900000020, CUSTOMER, "Здравствуйте, заказ готов?")))[0] == 202
+    [lead] = await hub.wait_items("/api/leads", 1)
+    reply = business_update(900000021, OWNER, "Здравствуйте! Ваш заказ готов, позвоните +7 900 765-43-21")
+    bot = {"id": 42, "is_bot": True, "first_name": "ShopBot"}
+    auto = business_update(900000022, OWNER, "Auto-reply: we are closed", sender_business_bot=bot)
+    assert (await send(hub, reply))[0] == 202 and (await send(hub, auto))[0] == 202
+    items = await inquiries(hub, 3)
+    assert [i["id"] for i in (await hub.api("/api/leads"))["items"]] == [lead["id"]]
+    assert (await hub.api("/api/contacts", phone="+79007654321"))["items"] == []
+    [contact] = (await hub.api("/api/contacts"))["items"]
+    assert contact["id"] == lead["contact_id"] and contact["name"] == "Иван"
+    replies = [i for i in items if i["fields"].get("telegram_direction") == "outgoing"]
+    assert sorted(i["fields"]["telegram_sent_by"] for i in replies) == ["telegram:42", "telegram:555000"]
+    for item in replies:
+        assert item["lead_id"] is None and item["dropped"] is None and item["contact_id"] == lead["contact_id"]
+        assert item["name"] == "Иван" and item["phone"] is None
+        assert item["fields"]["messenger_id"] == "telegram:123456789"
+    chatless = business_update(900000023, OWNER, "Auto-reply", sender_business_bot=bot)
+    del chatless["business_message"]["chat"]["id"]
+    assert (await send(hub, chatless))[0] == 202
+    [item] = [i for i in await inquiries(hub, 4) if i["key"].endswith(":900000023")]
+    assert item["dropped"] == "outgoing business message without the customer's chat id" and item["contact_id"] is None
