@@ -12,15 +12,33 @@ from leadhub.pipelines.model import InquiryDraft
 
 MISSED = {"no-answer", "busy", "canceled", "failed"}
 STARTING = {"queued", "initiated", "ringing"}
-DETAILS = ("CallSid", "CallStatus", "DialCallStatus", "Direction", "To", "CallDuration", "ForwardedFrom", "Timestamp")
+DETAILS = (
+    "CallSid",
+    "ParentCallSid",
+    "CallStatus",
+    "DialCallStatus",
+    "Direction",
+    "To",
+    "CallDuration",
+    "ForwardedFrom",
+    "Timestamp",
+)
+# A `<Dial>`'s leg to the number it rings (the callbacks of `<Number statusCallback>`): part of the caller's call,
+# its From is the caller and its To the team's phone.
+DIAL_LEG = "outbound-dial"
+
+
+def _outbound(form: dict[str, str]) -> bool:
+    """A call the team made (`outbound-api`); a `<Dial>` leg of an incoming call is not one."""
+    direction = form.get("Direction", "inbound").strip().lower()
+    return direction.startswith("outbound") and direction != DIAL_LEG
 
 
 def _outcome(form: dict[str, str]) -> tuple[str, Outcome]:
     """The event name and what it means; a `<Dial action>` callback's DialCallStatus wins over CallStatus."""
     status = (form.get("DialCallStatus") or form.get("CallStatus") or "").strip().lower()
     event = f"call {status or '(no status)'}"
-    outbound = form.get("Direction", "inbound").startswith("outbound")
-    if outbound:
+    if _outbound(form):
         return event, Outcome.OUTBOUND if status == "completed" else Outcome.PROGRESS
     if status in MISSED:
         return event, Outcome.MISSED
@@ -31,6 +49,13 @@ def _outcome(form: dict[str, str]) -> tuple[str, Outcome]:
     if status == "in-progress":
         return event, Outcome.PROGRESS
     return event, Outcome.UNKNOWN
+
+
+def _customer(form: dict[str, str], outbound: bool) -> str | None:
+    """The callee of the team's own call; else the caller."""
+    if outbound:
+        return form.get("To") or form.get("Called")
+    return form.get("From") or form.get("Caller")
 
 
 def parse_twilio(envelope: Envelope, options: dict[str, Any]) -> InquiryDraft:
@@ -44,13 +69,13 @@ def parse_twilio(envelope: Envelope, options: dict[str, Any]) -> InquiryDraft:
         kind = "message" if form.get("MessageSid") or form.get("SmsSid") else "no CallSid"
         return call_draft(envelope, CallEvent(event=kind, outcome=Outcome.UNKNOWN))
     event, outcome = _outcome(form)
-    outbound = outcome is Outcome.OUTBOUND or form.get("Direction", "").startswith("outbound")
+    outbound = _outbound(form)
     return call_draft(
         envelope,
         CallEvent(
             event=event,
             outcome=outcome,
-            phone=form.get("To" if outbound else "From") or form.get("Called" if outbound else "Caller"),
+            phone=_customer(form, outbound),
             name=form.get("CallerName") if not outbound else None,
             details={name: form.get(name) for name in DETAILS} | {"direction": form.get("Direction")},
         ),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
@@ -147,3 +148,56 @@ async def test_malformed_and_oversized_bodies_are_4xx(hub: RunningHub) -> None:
     assert (await post(hub, "/hooks/twilio", b"a=" + b"x" * 5000, FORM))[0] == 413
     async with hub.session.get(hub.url("/hooks/twilio")) as response:
         assert response.status == 405
+
+
+async def send_form(hub: RunningHub, form: dict[str, str], path: str = "/hooks/twilio/status") -> Any:
+    """POST a constructed callback form signed with the corpus token for the URL Twilio would call."""
+    signature = twilio_signature(TOKEN.encode(), f"https://crm.example.com{path}", form.items())
+    return await post(hub, path, urlencode(form).encode(), FORM | {"X-Twilio-Signature": signature})
+
+
+def dial_leg(status: str, call_sid: str) -> dict[str, str]:
+    """A `<Number statusCallback>` callback: the leg a `<Dial>` of the corpus call (the no-answer sample's CallSid)
+    rings to the team's phone +79169990000; From is the caller."""
+    parent = sample("twilio", "status_callback_no_answer.request.json")["form"]
+    return {
+        "AccountSid": parent["AccountSid"],
+        "ApiVersion": "2010-04-01",
+        "CallSid": call_sid,
+        "ParentCallSid": parent["CallSid"],
+        "CallStatus": status,
+        "Direction": "outbound-dial",
+        "From": parent["From"],
+        "Caller": parent["From"],
+        "To": "+79169990000",
+        "Called": "+79169990000",
+        "Timestamp": parent["Timestamp"],
+        "CallbackSource": "call-progress-events",
+    }
+
+
+async def test_a_dial_leg_is_the_callers_call_and_its_no_answer_joins_the_callers_lead(hub: RunningHub) -> None:
+    """The caller's leg (the corpus no-answer callback), the `<Dial>` leg to the team's phone and the `<Dial action>`
+    callback are one call: one callback lead on the caller, and the team's phone is nobody's contact."""
+    parent = sample("twilio", "status_callback_no_answer.request.json")["form"]
+    assert (await send_form(hub, dial_leg("no-answer", "CA00000000000000000000000000000002")))[0] == 202
+    assert (await send(hub, "status_callback_no_answer"))[0] == 202
+    action = {k: parent[k] for k in ("AccountSid", "CallSid", "Direction", "From", "To", "Timestamp")}
+    assert (await send_form(hub, action | {"CallStatus": "in-progress", "DialCallStatus": "no-answer"}))[0] == 202
+    items = await inquiries(hub, 3)
+    [lead] = (await hub.api("/api/leads"))["items"]
+    assert lead["tags"] == ["callback_requested"]
+    assert [i["lead_id"] for i in items] == [lead["id"]] * 3
+    leg = by_key_part(items, "CA00000000000000000000000000000002:no-answer")
+    assert leg["phone"] == "+79001234567" and leg["fields"]["call_outcome"] == "missed"
+    assert leg["fields"]["ParentCallSid"] == parent["CallSid"]
+    assert (await hub.api("/api/contacts", phone="+79169990000"))["items"] == []
+
+
+async def test_an_answered_dial_leg_is_history_on_the_caller(hub: RunningHub) -> None:
+    assert (await send_form(hub, dial_leg("completed", "CA00000000000000000000000000000003")))[0] == 202
+    [item] = await inquiries(hub, 1)
+    assert item["fields"]["call_outcome"] == "answered" and item["lead_id"] is None and item["dropped"] is None
+    assert item["phone"] == "+79001234567" and item["contact_id"] is not None
+    assert (await hub.api("/api/contacts", phone="+79169990000"))["items"] == []
+    assert (await hub.api("/api/leads"))["items"] == []
