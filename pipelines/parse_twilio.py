@@ -26,6 +26,14 @@ DETAILS = (
 # A `<Dial>`'s leg to the number it rings (the callbacks of `<Number statusCallback>`): part of the caller's call,
 # its From is the caller and its To the team's phone.
 DIAL_LEG = "outbound-dial"
+# Withheld caller ids as Twilio has sent them in From: the words spelled on a phone keypad.
+WITHHELD = {
+    "+266696687": "ANONYMOUS",
+    "+7378742833": "RESTRICTED",
+    "+2562533": "BLOCKED",
+    "+8656696": "UNKNOWN",
+    "+86282452253": "UNAVAILABLE",
+}
 
 
 def _outbound(form: dict[str, str]) -> bool:
@@ -52,10 +60,11 @@ def _outcome(form: dict[str, str]) -> tuple[str, Outcome]:
 
 
 def _customer(form: dict[str, str], outbound: bool) -> str | None:
-    """The callee of the team's own call; else the caller."""
+    """The callee of the team's own call; else the caller, a keypad-spelled withheld id read as the word."""
     if outbound:
         return form.get("To") or form.get("Called")
-    return form.get("From") or form.get("Caller")
+    caller = form.get("From") or form.get("Caller")
+    return WITHHELD.get(caller.strip(), caller) if caller else caller
 
 
 def parse_twilio(envelope: Envelope, options: dict[str, Any]) -> InquiryDraft:

@@ -201,3 +201,19 @@ async def test_an_answered_dial_leg_is_history_on_the_caller(hub: RunningHub) ->
     assert item["phone"] == "+79001234567" and item["contact_id"] is not None
     assert (await hub.api("/api/contacts", phone="+79169990000"))["items"] == []
     assert (await hub.api("/api/leads"))["items"] == []
+
+
+async def test_a_keypad_spelled_withheld_caller_id_is_a_hidden_number(hub: RunningHub) -> None:
+    """Twilio has sent a withheld caller id as the word spelled on a phone keypad (+266696687 is ANONYMOUS), on the
+    caller's leg and on `<Dial>` legs: nobody can call it back, so a missed call from it opens no lead."""
+    parent = sample("twilio", "status_callback_no_answer.request.json")["form"]
+    anonymous = parent | {"CallSid": "CA00000000000000000000000000000004", "From": "+266696687", "Caller": "+266696687"}
+    unavailable = dial_leg("no-answer", "CA00000000000000000000000000000005") | {"From": "+86282452253"}
+    assert (await send_form(hub, anonymous))[0] == 202 and (await send_form(hub, unavailable))[0] == 202
+    items = await inquiries(hub, 2)
+    assert sorted(i["dropped"] or "" for i in items) == [
+        "call no-answer: the caller's number is hidden (ANONYMOUS)",
+        "call no-answer: the caller's number is hidden (UNAVAILABLE)",
+    ]
+    assert all(i["contact_id"] is None and i["phone"] is None for i in items)
+    assert (await hub.api("/api/contacts"))["items"] == []
