@@ -30,11 +30,11 @@ def parse_tilda(envelope: Envelope, options: dict[str, Any]) -> InquiryDraft:
     tranid = draft.fields.get("tranid")
     external_id = str(payment.orderid or tranid or envelope.key.rsplit(":", 1)[-1])
     identity = draft.identity
+    paid = _paid_online(payment)
     order = OrderDraft(
         external_id=external_id,
-        # A payment system's transaction id means the cart was paid online; otherwise it awaits payment.
-        status="paid" if payment.systranid else "new",
-        provider_status=f"paid via {payment.sys}" if payment.systranid and payment.sys else None,
+        status="paid" if paid else "new",
+        provider_status=f"paid via {payment.sys}" if paid and payment.sys else None,
         number=str(payment.orderid) if payment.orderid else None,
         total=money(payment.amount, "payment.amount"),
         currency=payment.currency or options.get("currency"),
@@ -47,6 +47,16 @@ def parse_tilda(envelope: Envelope, options: dict[str, Any]) -> InquiryDraft:
     draft.message = "\n".join(x for x in (order_summary(order), draft.message) if x)
     draft.fields["payment"] = json.loads(raw_payment)  # kept readable, not as an escaped string
     return draft
+
+
+def _paid_online(payment: TildaPayment) -> bool:
+    """A payment system's transaction id means the cart was paid online; otherwise it awaits payment.
+
+    A cart without one (cash, on delivery) still carries the fields: `"sys": "none", "systranid": "0"`.
+    """
+    transaction = str(payment.systranid if payment.systranid is not None else "").strip()
+    system = (payment.sys or "").strip().lower()
+    return transaction not in ("", "0") and system != "none"
 
 
 def _item(product: TildaProduct | str) -> dict[str, Any]:

@@ -12,8 +12,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from sqlalchemy import select
 
 from leadhub.hub.config import ConfigError, config_from_dict
+from leadhub.store.models import OutboxEvent
 from tests.conftest import HubFactory, RunningHub
 from tests.helpers import corpus
 
@@ -75,6 +77,29 @@ async def test_a_cart_paid_through_a_payment_system_is_paid(hub: RunningHub) -> 
         "paid via yakassa",
         [{"name": "Mug - 1x990 = 990"}],
     )
+
+
+@pytest.mark.parametrize(
+    "payment",
+    [
+        {"sys": "none", "systranid": "0"},  # as Tilda sends a cart without a payment system (cash, on delivery)
+        {"sys": "none", "systranid": 0},
+        {"systranid": "0"},
+        {"sys": "yakassa", "systranid": ""},
+        {"sys": "none", "systranid": "2a1b"},
+    ],
+    ids=["none-text-0", "none-number-0", "only-0", "empty", "system-none"],
+)
+async def test_a_cart_without_a_payment_transaction_awaits_payment(hub: RunningHub, payment: dict[str, Any]) -> None:
+    payment = payment | {"orderid": "1118197065", "products": ["Участие ЮС Байкал 2025=1000"], "amount": "1000"}
+    await post(
+        hub, urlencode({"Email": "buyer@example.ru", "tranid": "8888:1118197065", "payment": json.dumps(payment)})
+    )
+    [order] = await hub.wait_items("/api/orders", 1)
+    assert (order["status"], order["provider_status"], order["paid_at"]) == ("new", None, None)
+    async with hub.engine.connect() as conn:
+        types = [t for (t,) in await conn.execute(select(OutboxEvent.type))]
+    assert "order.created" in types and "order.paid" not in types
 
 
 async def test_a_plain_form_is_a_form_lead_without_an_order(hub: RunningHub) -> None:
