@@ -32,6 +32,18 @@ SIGNATURE_HEADER = "X-WC-Webhook-Signature"
 PING = re.compile(rb"^webhook_id=\d{1,20}$")
 
 
+def _key(delivery: str, topic: str, body: bytes) -> str:
+    """The delivery id with the digest of what it carries.
+
+    WooCommerce makes the id as wp_hash(webhook id . time()), whole seconds: every delivery of a webhook within one
+    second shares it (several order.updated per checkout, a batch of queued deliveries), and the id alone would answer
+    the second order `duplicate` and lose it. A repeat of one delivery is the same bytes (WooCommerce encodes the body
+    it signs), so it is still one key.
+    """
+    digest = "sha256:" + body_digest(topic, body)
+    return f"{delivery}:{digest}" if delivery else digest
+
+
 class WooCommerceConfig(ShopWebhookConfig):
     type: Literal["woocommerce"] = "woocommerce"
     statuses: dict[str, str] = Field(default_factory=dict, description="custom order status -> leadhub status")
@@ -43,7 +55,7 @@ class WooCommerceConfig(ShopWebhookConfig):
 
 
 class WooCommerceConnector(ProviderWebhook):
-    """Answers the ping, checks the signature on the raw body and the order's shape, publishes keyed by delivery id."""
+    """Answers the ping, checks the signature on the raw body and the order's shape, publishes it keyed by delivery."""
 
     type: ClassVar[str] = "woocommerce"
     channel: ClassVar[str] = "shop"
@@ -70,7 +82,7 @@ class WooCommerceConnector(ProviderWebhook):
             "source": request.headers.get("X-WC-Webhook-Source", ""),
             "webhook_id": request.headers.get("X-WC-Webhook-ID", ""),
         }
-        key = delivery or "sha256:" + body_digest(topic, body)
+        key = _key(delivery, topic, body)
         return accepted(await self.publish(key, body, request.headers.get("Content-Type", "application/json"), meta))
 
     @staticmethod
