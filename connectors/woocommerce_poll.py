@@ -1,7 +1,7 @@
 """Connector `woocommerce_poll`: pulls orders modified since the checkpoint from the WooCommerce REST API (v3).
 
 For shops that cannot push webhooks. Each poll reads `GET /wp-json/wc/v3/orders?modified_after=...` oldest
-modification first, publishes every order (keyed by id and modification time, so a re-read is a duplicate), and
+modification first, publishes every order (keyed by id, modification time and content, so a re-read is a duplicate), and
 only then moves the checkpoint in `connector_state`, after each page; a crash or a failed request mid-way re-reads
 that page's orders instead of losing them, and the next poll goes on from there rather than from the walk's start.
 
@@ -275,10 +275,13 @@ class WooCommercePollConnector:
             order = shallow(order)
             payload, full_size = fitted(order, self.context.max_payload())
             meta["too_deep"] = True
+        # The JSON written, unless cut to fit: a re-read of the same order is a duplicate, and an order modified again
+        # within the second it was read in (shop times are whole seconds) is another item, not lost as a duplicate.
+        digest = hashlib.sha256(payload if full_size is None else encoded(order)).hexdigest()[:32]
         if modified is not None and order_id is not None:
-            item = f"{order_id}:{modified.strftime('%Y%m%dT%H%M%S')}"
-        else:  # the JSON written, unless cut to fit: a re-read of the same broken item is a duplicate
-            item = "malformed:" + hashlib.sha256(payload if full_size is None else encoded(order)).hexdigest()[:32]
+            item = f"{order_id}:{modified.strftime('%Y%m%dT%H%M%S')}:{digest}"
+        else:
+            item = "malformed:" + digest
             log.warning("woocommerce order without a numeric id or a modification time", connector=self.config.name)
         if full_size is not None:
             meta["too_large"] = full_size
