@@ -55,7 +55,8 @@ class Stats:
     """Hooks for metrics, kept as callables so this module does not depend on the hub.
 
     Every envelope ends in exactly one of `stored` / `duplicate` (`on_batch`, per committed row) or `dead_letter`
-    (`on_outcome`); `retried` (`on_outcome`) counts each time an envelope is handed back for another delivery.
+    (`on_outcome`; `duplicate` for a redelivery of one dead-lettered already); `retried` (`on_outcome`) counts each
+    time an envelope is handed back for another delivery.
     """
 
     def __init__(self) -> None:
@@ -301,7 +302,7 @@ class InboundConsumer:
     async def _dead_letter(self, msg: Msg, exc: BaseException) -> None:
         headers = dict(msg.headers or {})
         try:
-            await self.dead.send(
+            recorded = await self.dead.send(
                 source="inbound",
                 subject=msg.subject,
                 headers=headers,
@@ -310,12 +311,13 @@ class InboundConsumer:
                 reason=str(exc) or type(exc).__name__,
                 error=type(exc).__name__,
                 deliveries=msg.metadata.num_delivered if msg.metadata else 1,
+                queue_message=_queue_message(msg),
             )
         except Exception as store_exc:
             self.stats.on_store_error("dead_letter")
             await self._retry_later([msg], store_exc)
             return
-        self.stats.on_outcome("dead_letter", 1)
+        self.stats.on_outcome("dead_letter" if recorded else "duplicate", 1)
         await self._ack_all([msg])
 
     async def _retry_later(self, messages: list[Msg], exc: BaseException) -> None:
@@ -346,3 +348,9 @@ class InboundConsumer:
         for msg in messages:
             with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
                 await msg.ack()
+
+
+def _queue_message(msg: Msg) -> str | None:
+    """The message's place in its stream, the same in every delivery of it."""
+    meta = msg.metadata
+    return f"{meta.stream}:{meta.sequence.stream}" if meta else None

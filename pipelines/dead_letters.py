@@ -33,9 +33,19 @@ class DeadLetterSink:
         reason: str,
         error: str | None,
         deliveries: int,
-    ) -> str:
-        """Record the item; raises if the table write fails, so the caller keeps the message."""
+        queue_message: str | None = None,
+    ) -> bool:
+        """Record the item; raises if the table write fails, so the caller keeps the message.
+
+        False when `queue_message` (the queue's "<stream>:<sequence>") was recorded already: a redelivery after a
+        crash between the commit and the ack, neither recorded nor counted again.
+        """
         async with self.engine.begin() as conn:
+            if queue_message and (
+                dead_id := await dead_letters.recorded_from(conn, queue_message, dict(headers), payload)
+            ):
+                log.info("dead-lettered already", id=dead_id, queue_message=queue_message, key=key)
+                return False
             dead_id = await dead_letters.add(
                 conn,
                 source=source,
@@ -47,6 +57,7 @@ class DeadLetterSink:
                 headers=dict(headers),
                 payload=payload,
                 now=datetime.now(UTC),
+                queue_message=queue_message,
             )
         self.on_dead(error or "error")
         log.warning("dead-lettered", id=dead_id, source=source, subject=subject, key=key, reason=reason)
@@ -57,7 +68,7 @@ class DeadLetterSink:
                 await self.publish(f"dead.{source}", payload, copy_headers, "DEAD")
             except Exception as exc:  # the table holds the record; the stream copy is a convenience
                 log.warning("dead letter not copied to the DEAD stream", id=dead_id, error=str(exc))
-        return dead_id
+        return True
 
 
 def headers_for_storage(headers: Mapping[str, str] | None) -> dict[str, str]:

@@ -28,6 +28,7 @@ async def add(
     headers: dict[str, Any],
     payload: bytes,
     now: datetime,
+    queue_message: str | None = None,
 ) -> str:
     dead_id = new_id()
     await conn.execute(
@@ -43,9 +44,22 @@ async def add(
             payload=payload,
             created_at=now,
             replays=0,
+            queue_message=queue_message,
         )
     )
     return dead_id
+
+
+async def recorded_from(
+    conn: AsyncConnection, queue_message: str, headers: dict[str, Any], payload: bytes
+) -> str | None:
+    """The dead letter already recorded from this queue message, if any. Its headers and payload must match too: a
+    stream created anew (its queue data lost, the database kept) numbers its messages from 1 again."""
+    query = select(dead_t.c.id, dead_t.c.headers, dead_t.c.payload).where(dead_t.c.queue_message == queue_message)
+    for row in (await conn.execute(query)).all():
+        if row.headers == headers and row.payload == payload:
+            return str(row.id)
+    return None
 
 
 def _fitted(column: str, value: str | None) -> str | None:

@@ -196,6 +196,9 @@ class DeadLetter(Base):
     replays: Mapped[int] = mapped_column(Integer, default=0)
     replayed_at: Mapped[datetime | None]
     resolved_at: Mapped[datetime | None]
+    # "<stream>:<stream sequence>" of the queue message it was recorded from: a redelivery of that message (its ack
+    # lost) finds it instead of recording the item again.
+    queue_message: Mapped[str | None] = mapped_column(String(80), index=True)
 
 
 class ConnectorState(Base):

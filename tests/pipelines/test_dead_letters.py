@@ -6,16 +6,18 @@ import asyncio
 import os
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
+from nats.aio.msg import Msg
 from sqlalchemy import Engine, event, func, select
 
 from leadhub.envelope import Envelope
-from leadhub.pipelines.consumer import InboundConsumer
+from leadhub.pipelines.consumer import DURABLE, InboundConsumer, Stats
 from leadhub.pipelines.dead_letters import DeadLetterSink
 from leadhub.pipelines.intake import IntakePipeline
 from leadhub.store.intake import BatchResult, InquiryRow
@@ -211,6 +213,62 @@ async def test_one_bad_envelope_never_blocks_its_batch(make_hub: HubFactory) -> 
     assert len(dead) == 1 and dead[0].deliveries == 3
     assert dead[0].error == "ValueError" and "poisoned row" in dead[0].reason
     assert all(item["name"] != "Poison" for item in (await hub.api("/api/inquiries"))["items"])
+
+
+class AckLostOnce(InboundConsumer):
+    """The first ack never reaches the queue, as when the process dies between the dead letter's commit and the ack:
+    the same message is delivered again."""
+
+    acks_lost = 0
+
+    async def _ack_all(self, messages: list[Msg]) -> None:
+        if self.acks_lost:
+            return await super()._ack_all(messages)
+        self.acks_lost += 1
+        for msg in messages:
+            await msg.nak()
+
+
+async def test_a_redelivered_message_is_dead_lettered_once(make_hub: HubFactory) -> None:
+    """A message recorded as a dead letter whose ack was lost comes back: it is acked, not recorded or counted again
+    (leadhub_dead_letters_total counted it twice); an item with other headers is not taken for it."""
+    hub = await make_hub([FORM], roles="http,relay")
+    inner = hub.hub
+    headers = {"Nats-Msg-Id": "garbage-1", "Leadhub-Key": "garbage-1"}
+    await inner.queue.publish("inbound.form.site-form", b"garbage", headers, "INBOUND")
+    counted: list[str] = []
+    outcomes: Counter[str] = Counter()
+    stats = Stats()
+    stats.on_outcome = lambda outcome, n: outcomes.update({outcome: n})
+    dead_sink = DeadLetterSink(inner.engine, inner.queue.publish, counted.append)
+    pipeline = IntakePipeline(inner.engine, {"site-form": _spec()}, default_region="RU")
+    consumer = AckLostOnce(lambda: inner.queue.jetstream, pipeline, dead_sink, batch_size=10, stats=stats)
+    task = asyncio.create_task(consumer.run())
+    try:
+
+        async def delivered_again() -> bool:
+            return outcomes["duplicate"] == 1
+
+        await wait_for(delivered_again, timeout=30, what="the message delivered again and acked")
+    finally:
+        consumer.stop()
+        await task
+    dead = await _dead_letters(hub)
+    assert [row.key for row in dead] == ["garbage-1"] and len(counted) == 1
+    assert {k: v for k, v in outcomes.items() if v} == {"dead_letter": 1, "duplicate": 1}
+
+    async def acked() -> bool:
+        info = await inner.queue.jetstream.consumer_info("INBOUND", DURABLE)
+        return info.num_ack_pending == 0 and info.num_pending == 0
+
+    await wait_for(acked, timeout=10, what="the message acked")
+
+    other = {**headers, "Nats-Msg-Id": "garbage-2"}  # the same place in a stream created anew
+    fields = {"source": "inbound", "subject": "inbound.form.site-form", "payload": b"garbage", "key": "garbage-1"}
+    assert await dead_sink.send(
+        headers=other, reason="r", error=None, deliveries=1, queue_message=dead[0].queue_message, **fields
+    )
+    assert len(await _dead_letters(hub)) == 2
 
 
 def _spec():  # type: ignore[no-untyped-def]
