@@ -2,7 +2,9 @@
 
 The child gets PR_SET_PDEATHSIG so it dies with the daemon even after a SIGKILL; a
 child left over from an older daemon (other platforms, or a kill between fork and
-prctl) is found by its pid file and stopped on the next start. A lock on `nats/lock`
+prctl) is found by its pid file and stopped on the next start, if that pid still runs
+a nats-server given this data dir's config: after an unclean exit the pid may belong
+to any process, the host's NATS or another leadhub's server too. A lock on `nats/lock`
 held while the server runs keeps a second daemon on the same data dir from taking a
 running daemon's server for a leftover. The child runs in its own session, so a
 Ctrl-C in the terminal (SIGINT to the whole process group) reaches the daemon only
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import itertools
 import json
 import os
 import shutil
@@ -73,6 +76,7 @@ class EmbeddedNats:
         self.port = port  # None: a free port chosen by the kernel (the daemon's choice)
         self.root = data_dir.resolve() / "nats"
         self.pid_file = self.root / "nats-server.pid"
+        self.config_file = self.root / "nats-server.conf"
         self.lock_file = self.root / "lock"
         self.ports_dir = self.root / "ports"
         self.process: asyncio.subprocess.Process | None = None
@@ -124,6 +128,7 @@ class EmbeddedNats:
             process = self.process
             if process is not None:
                 code = await process.wait()
+                self._forget_pid()
                 if self._stopping:
                     return
                 log.error("embedded NATS exited; starting it again", code=code, port=self.port, retry_in=delay)
@@ -141,14 +146,13 @@ class EmbeddedNats:
     async def _launch(self) -> str:
         shutil.rmtree(self.ports_dir, ignore_errors=True)
         self.ports_dir.mkdir()
-        config = self.root / "nats-server.conf"
-        config.write_text(self._config_text())
+        self.config_file.write_text(self._config_text())
         log_file = open(self.root / "nats-server.log", "ab")  # noqa: SIM115, ASYNC230 - the child owns it
         try:
             self.process = await asyncio.create_subprocess_exec(
                 find_binary(),
                 "-c",
-                str(config),
+                str(self.config_file),
                 stdout=log_file,
                 stderr=log_file,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -182,6 +186,7 @@ class EmbeddedNats:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.returncode is not None:
+                self._forget_pid()
                 raise EmbeddedNatsError(
                     f"nats-server exited with code {self.process.returncode}; see {self.root / 'nats-server.log'}"
                 )
@@ -193,6 +198,7 @@ class EmbeddedNats:
         with contextlib.suppress(ProcessLookupError):
             self.process.kill()
         await self.process.wait()
+        self._forget_pid()
         raise EmbeddedNatsError(f"nats-server did not report its port within {START_TIMEOUT:.0f}s")
 
     def _stop_leftover(self) -> None:
@@ -201,17 +207,33 @@ class EmbeddedNats:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return
-        if not _is_nats_server(pid):
-            return
-        log.warning("stopping a leftover embedded NATS server", pid=pid)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and _is_nats_server(pid):
-            time.sleep(0.05)
-        if _is_nats_server(pid):
+        if self._is_leftover(pid):
+            log.warning("stopping a leftover embedded NATS server", pid=pid)
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and self._is_leftover(pid):
+                time.sleep(0.05)
+            if self._is_leftover(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        self._forget_pid()
+
+    def _is_leftover(self, pid: int) -> bool:
+        """Whether `pid` runs this data dir's server: a nats-server given its config (the lock taken, no running
+        daemon of this data dir can own it). A reused pid, the host's or another leadhub's server, is left alone."""
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        config = os.fsencode(self.config_file)
+        named = any(arg == b"-c" and value == config for arg, value in itertools.pairwise(argv))
+        return b"nats-server" in argv[0] and named
+
+    def _forget_pid(self) -> None:
+        """The child is dead: its pid may go to any process from now on."""
+        with contextlib.suppress(OSError):
+            self.pid_file.unlink()
 
     async def stop(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
         self._stopping = True
@@ -222,6 +244,8 @@ class EmbeddedNats:
         process, self.process = self.process, None
         try:
             if process is None or process.returncode is not None:
+                if process is not None:
+                    self._forget_pid()
                 return
             process.send_signal(signal.SIGTERM)
             try:
@@ -230,15 +254,6 @@ class EmbeddedNats:
                 log.warning("embedded NATS did not stop in time; killing it", pid=process.pid)
                 process.kill()
                 await process.wait()
-            with contextlib.suppress(OSError):
-                self.pid_file.unlink()
+            self._forget_pid()
         finally:
             self._release_lock()
-
-
-def _is_nats_server(pid: int) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"nats-server" in cmdline.split(b"\0", 1)[0]
