@@ -2,23 +2,32 @@
 
 With several worker processes (`workers`), every process writes its values to files in one
 directory (prometheus_client's multiprocess mode), so whichever process answers `/metrics` gives
-the totals of all of them.
+the totals of all of them. Those files are memory-mapped; their blocks are reserved before they
+are mapped (ReservedMmapedDict), so a full disk costs metrics, not the process.
 """
 
 from __future__ import annotations
 
+import errno
+import mmap
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
+from prometheus_client.mmap_dict import MmapedDict
 
 from leadhub.pipelines.outbox_relay import FAILURE_REASONS as RELAY_FAILURE_REASONS
 
+log = structlog.get_logger("leadhub.metrics")
+
 # A gauge in several processes: the highest value among the live ones (lag, pending, a connector's state).
 LIVE_MAX = "livemax"
+INITIAL_FILE_SIZE = 1 << 16  # prometheus_client's first size of a values file (it doubles it to grow)
+ENTRY_OVERHEAD = 28  # an entry is its key's UTF-8 and at most this much more (length, padding, value, timestamp)
 
 
 def share_between_processes(directory: Path, *, fresh: bool) -> None:
@@ -27,7 +36,76 @@ def share_between_processes(directory: Path, *, fresh: bool) -> None:
         shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    values.MmapedDict = ReservedMmapedDict  # what prometheus_client's multiprocess values open their files with
     values.ValueClass = values.get_value_class()  # chosen at import; metrics made from now on use the files
+
+
+class ReservedMmapedDict(MmapedDict):
+    """prometheus_client's file of one process's values, its blocks allocated before they are mapped.
+
+    prometheus_client sizes the file with truncate(), which leaves it sparse: on a full filesystem the first write
+    to a page not yet allocated is a SIGBUS, and the process dies without a word (and again at each restart: a new
+    series appears just when trouble starts). posix_fallocate reserves the blocks, or says ENOSPC; then this
+    process keeps its values in memory from there on, left out of /metrics, and logs why.
+    """
+
+    def __init__(self, filename: str, read_mode: bool = False) -> None:
+        if not read_mode:
+            try:
+                _allocate(filename)
+            except OSError as exc:
+                _not_shared(filename, exc)
+                self._fname, self._f, self._positions, self._used = filename, None, {}, 8
+                self._m, self._capacity = mmap.mmap(-1, INITIAL_FILE_SIZE), INITIAL_FILE_SIZE
+                return
+        super().__init__(filename, read_mode)
+
+    def _init_value(self, key: str) -> None:
+        capacity = self._capacity
+        while self._used + len(key.encode()) + ENTRY_OVERHEAD > capacity:
+            capacity *= 2
+        if capacity > self._capacity:
+            self._reserve(capacity)
+        super()._init_value(key)
+
+    def _reserve(self, capacity: int) -> None:
+        """The blocks for growing to `capacity` (prometheus_client then grows within them); else go on in memory."""
+        if self._f is not None:
+            try:
+                os.posix_fallocate(self._f.fileno(), 0, capacity)
+                return
+            except OSError as exc:
+                _not_shared(self._fname, exc)
+                self._f.close()
+                self._f = None
+        grown = mmap.mmap(-1, capacity)
+        grown[: self._used] = self._m[: self._used]
+        self._m.close()
+        self._m, self._capacity = grown, capacity
+
+
+def _allocate(filename: str) -> None:
+    """Create the file with its first blocks allocated, or allocate those of the size it has. One left empty is
+    removed: /metrics could not read it."""
+    fd = os.open(filename, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            os.posix_fallocate(fd, 0, max(os.fstat(fd).st_size, INITIAL_FILE_SIZE))
+        except OSError:
+            if os.fstat(fd).st_size == 0:
+                os.unlink(filename)
+            raise
+    finally:
+        os.close(fd)
+
+
+def _not_shared(filename: str, exc: OSError) -> None:
+    log.error(
+        "metrics file cannot be written; this process's values stay in memory, out of /metrics until it restarts",
+        file=filename,
+        error=os.strerror(exc.errno) if exc.errno else str(exc),
+        disk_full=exc.errno == errno.ENOSPC,
+    )
 
 
 def forget_process(directory: Path, pid: int) -> None:

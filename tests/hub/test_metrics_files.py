@@ -1,0 +1,101 @@
+"""Metrics shared between worker processes live in memory-mapped files: a full disk costs the metrics, never the
+process (a sparse file's first write on a full filesystem was a SIGBUS, and the daemon crash-looped without a word).
+Each case runs in a child process: the multiprocess mode changes prometheus_client for the whole interpreter."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Many series, as trouble brings (each store error, dead letter reason, connector...), well past the first file size.
+RECORD = """
+import sys
+from pathlib import Path
+from leadhub.hub.metrics import Metrics, share_between_processes
+
+directory = Path(sys.argv[1])
+share_between_processes(directory, fresh=False)
+metrics = Metrics(directory)
+for i in range(2000):
+    metrics.store_errors.labels(f"operation-{i}", "transient").inc()
+metrics.dead_letters.labels("PermanentError").inc(3)
+text = metrics.render().decode()
+print("rendered", "leadhub_store_errors_total" in text)
+"""
+
+NO_ROOM_PAST = """
+import errno, os
+
+allocate = os.posix_fallocate
+
+def no_room(fd, offset, length):
+    if length > {limit}:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    allocate(fd, offset, length)
+
+os.posix_fallocate = no_room
+"""
+
+
+def _record(directory: Path, prelude: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", prelude + RECORD, str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("limit", [0, 1 << 16], ids=["no file can be made", "no file can grow"])
+def test_a_metrics_file_without_room_is_logged_and_the_values_kept_in_memory(tmp_path: Path, limit: int) -> None:
+    directory = tmp_path / "metrics"
+    done = _record(directory, NO_ROOM_PAST.format(limit=limit))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "metrics file cannot be written" in done.stdout and "disk_full=True" in done.stdout
+    assert "rendered" in done.stdout
+    assert all(path.stat().st_size > 0 for path in directory.iterdir()), "an empty file breaks /metrics"
+
+
+def test_metrics_files_are_allocated_not_sparse(tmp_path: Path) -> None:
+    """Every block of a values file is the filesystem's before it is mapped: a write to it cannot fault."""
+    directory = tmp_path / "metrics"
+    done = _record(directory)
+    assert done.returncode == 0 and "rendered True" in done.stdout, done.stdout + done.stderr
+    assert "cannot be written" not in done.stdout
+    files = list(directory.iterdir())
+    assert files and any(path.stat().st_size > 1 << 16 for path in files)  # grown
+    for path in files:
+        assert path.stat().st_blocks * 512 >= path.stat().st_size, f"{path.name} is sparse"
+
+
+@pytest.fixture
+def full_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """A small tmpfs filled up, with an empty metrics directory on it; skipped where mounting is not permitted."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True, check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        (mount_point / "metrics").mkdir()
+        with contextlib.suppress(OSError), open(mount_point / "filler", "wb", buffering=0) as filler:
+            while True:  # until ENOSPC
+                filler.write(b"\0" * 4096)
+        yield mount_point / "metrics"
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_workers_metrics_on_a_full_filesystem_do_not_kill_the_process(full_filesystem: Path) -> None:
+    done = _record(full_filesystem)
+    assert done.returncode == 0, f"exit {done.returncode}: {done.stdout + done.stderr}"
+    assert "metrics file cannot be written" in done.stdout and "disk_full=True" in done.stdout
+    assert "rendered" in done.stdout
