@@ -369,6 +369,7 @@ class Hub:
             batch_size=self.settings.pipeline_batch_size,
             max_deliveries=self.settings.pipeline_max_deliveries,
             on_committed=wake,
+            on_stream_missing=queue.restore_streams,
             stats=stats,
             # Parse the next batch during a store only where the store works in another process (PostgreSQL)
             # and no webhooks share this event loop: they come first (BENCHMARKS.md, eighth session).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from leadhub.connectors.base import PublishResult, QueueBusy, QueueUnavailable
 from leadhub.envelope import Envelope
 from leadhub.hub.stream_publisher import StreamPublisher
 from leadhub.hub.throttled_log import ThrottledWarning
+from leadhub.queue_errors import stream_missing
 
 log = structlog.get_logger("leadhub.queue")
 
@@ -28,6 +30,7 @@ DEAD = "DEAD"
 DAY = 86400.0
 PUBLISH_TIMEOUT = 3.0
 TOO_MANY_REQUESTS = 429  # a stream's answer when its ingest queue is full
+REDECLARE_INTERVAL = 1.0  # seconds between two tries at declaring the streams again
 
 
 @dataclass(frozen=True)
@@ -71,11 +74,14 @@ class Queue:
             allow_reconnect=True,
             logger=None,
             error_cb=self._connection_error,
+            reconnected_cb=self._reconnected,
         )
         # The client retries without end and, with no logger, silently: say why, once per 10 s.
         self._connection_failed = ThrottledWarning(log, "NATS connection error; retrying", count_as="errors")
         self.on_state_change: Callable[[bool], Awaitable[None] | None] | None = None
         self._publisher: StreamPublisher | None = None
+        self._redeclaring: asyncio.Task[None] | None = None
+        self._last_redeclare = -REDECLARE_INTERVAL
 
     async def start(self) -> None:
         await self.broker.start()
@@ -86,10 +92,38 @@ class Queue:
         log.info("queue connected", url=self.url)
 
     async def stop(self) -> None:
+        if self._redeclaring is not None:
+            self._redeclaring.cancel()
         await self.broker.stop()
 
     async def _connection_error(self, exc: Exception) -> None:
         self._connection_failed(url=self.url, error=f"{type(exc).__name__}: {exc}"[:300])
+
+    async def _reconnected(self) -> None:
+        self.restore_streams()
+
+    def restore_streams(self) -> None:
+        """Declare the streams again, in the background, at most once per REDECLARE_INTERVAL.
+
+        A NATS server that comes back without its store (no volume, a recreated cluster) has no streams, and
+        only `start()` declared them: every publish would find no stream and every fetch no consumer until a
+        restart. Called after each reconnect and whenever a publish or a subscribe finds a stream missing;
+        declaring a stream that is there changes nothing. The pipeline's durable consumer is its own: it is
+        created again when the pipeline subscribes once more.
+        """
+        running = self._redeclaring is not None and not self._redeclaring.done()
+        if running or time.monotonic() - self._last_redeclare < REDECLARE_INTERVAL:
+            return
+        self._last_redeclare = time.monotonic()
+        self._redeclaring = asyncio.create_task(self._redeclare(), name="declare-streams")
+
+    async def _redeclare(self) -> None:
+        try:
+            await self.declare_streams()
+        except UNAVAILABLE_ERRORS as exc:  # tried again at the next publish or fetch that finds no stream
+            log.warning("declaring the streams failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            return
+        log.info("streams declared", streams=",".join(spec.name for spec in STREAMS))
 
     @property
     def connection(self) -> Client:
@@ -151,15 +185,19 @@ class Queue:
         try:
             return await self._publisher.publish(messages, stream)  # TimeoutError after PUBLISH_TIMEOUT
         except UNAVAILABLE_ERRORS as exc:
+            if stream_missing(exc):
+                self.restore_streams()
             busy = isinstance(exc, nats.js.errors.APIError) and exc.code == TOO_MANY_REQUESTS
             raise (QueueBusy if busy else QueueUnavailable)(f"{type(exc).__name__}: {exc}") from exc
 
     async def ping(self, timeout: float = 2.0) -> bool:  # noqa: ASYNC109
-        """True when NATS answers a round trip and JetStream is enabled."""
+        """True when NATS answers a round trip and JetStream has the INBOUND stream webhooks are published to."""
         if not self.connected:
             return False
         try:
-            await asyncio.wait_for(self.jetstream.account_info(), timeout)
-        except (TimeoutError, *UNAVAILABLE_ERRORS):
+            await asyncio.wait_for(self.jetstream.stream_info(INBOUND), timeout)
+        except (TimeoutError, *UNAVAILABLE_ERRORS) as exc:
+            if stream_missing(exc):
+                self.restore_streams()
             return False
         return True

@@ -35,6 +35,7 @@ from leadhub.pipelines.dead_letters import DeadLetterSink
 from leadhub.pipelines.failures import Failure, after_conflicts, classify
 from leadhub.pipelines.intake import IntakePipeline
 from leadhub.pulling import fetch_unless_stopped
+from leadhub.queue_errors import stream_missing
 from leadhub.store.intake import BatchResult, InquiryRow
 
 log = structlog.get_logger("leadhub.pipeline")
@@ -44,6 +45,7 @@ DURABLE = "pipeline"
 # in-progress heartbeats instead of being redelivered while it is still being stored.
 ACK_WAIT = 10.0
 FETCH_TIMEOUT = 1.0
+CHECK_TIMEOUT = 2.0  # seconds JetStream has to answer the periodic look at the consumer
 MAX_BACKOFF = 10.0
 PREPARE_CHUNK = 50  # envelopes parsed between yields to the event loop (webhooks, the store's replies)
 # Tries of one envelope, at once, while its transaction loses to concurrent ones (pipelines/failures.py, CONFLICT):
@@ -89,6 +91,7 @@ class InboundConsumer:
         batch_size: int = 500,
         max_deliveries: int = 5,
         on_committed: Callable[[], None] = lambda: None,
+        on_stream_missing: Callable[[], None] = lambda: None,
         stats: Stats | None = None,
         read_ahead: bool = False,
     ) -> None:
@@ -98,16 +101,26 @@ class InboundConsumer:
         self.batch_size = batch_size
         self.max_deliveries = max_deliveries
         self.on_committed = on_committed
+        self.on_stream_missing = on_stream_missing  # the queue declares its streams again (a NATS without its store)
         self.stats = stats or Stats()
         self.read_ahead = read_ahead
         self._stopping = asyncio.Event()
         self._backoff = 0.0
-        self.healthy = True
-        self.last_error: str | None = None
+        self._fetch_error: str | None = None  # until a fetch succeeds again
+        self._store_error: str | None = None  # until a batch is committed again
         self._subscription: JetStreamContext.PullSubscription | None = None
 
     def stop(self) -> None:
         self._stopping.set()
+
+    @property
+    def last_error(self) -> str | None:
+        """Why envelopes are not being stored now: JetStream cannot be read, or the store refuses them."""
+        return self._fetch_error or self._store_error
+
+    @property
+    def healthy(self) -> bool:
+        return self.last_error is None
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -162,24 +175,44 @@ class InboundConsumer:
                 try:
                     if subscription is None:
                         subscription = self._subscription = await self._subscribe()
+                        self._fetch_error = None
                     next_batch, ahead = ahead, None
                     batch = await (next_batch if next_batch is not None else self._fetch(subscription))
                 except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
-                    log.warning("inbound fetch failed; retrying", error=f"{type(exc).__name__}: {exc}")
+                    self._fetch_failed(exc)
                     subscription = None
                     await self._pause(self._next_backoff())
                     continue
                 if batch is not None:
+                    self._fetch_error = None
                     if self.read_ahead and not self._stopping.is_set():
                         ahead = asyncio.create_task(self._fetch(subscription))
                     await self.handle(batch)
                 if subscription is not None and time.monotonic() - last_pending_check > 5:
                     last_pending_check = time.monotonic()
-                    with contextlib.suppress(Exception):
-                        info = await subscription.consumer_info()
-                        self.stats.on_pending(info.num_pending + info.num_ack_pending)
+                    await self._check_consumer(subscription)
         finally:
             await self._finish_ahead(ahead)
+
+    async def _check_consumer(self, subscription: JetStreamContext.PullSubscription) -> None:
+        """Count what waits, and find out whether JetStream answers: an empty fetch only times out, and so
+        does one while NATS is away, so an idle pipeline learns it here."""
+        try:
+            info = await asyncio.wait_for(subscription.consumer_info(), CHECK_TIMEOUT)
+        except TimeoutError:
+            self._fetch_failed(TimeoutError(f"JetStream did not answer within {CHECK_TIMEOUT:g}s"))
+            return
+        except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+            self._fetch_failed(exc)
+            return
+        self._fetch_error = None
+        self.stats.on_pending(info.num_pending + info.num_ack_pending)
+
+    def _fetch_failed(self, exc: Exception) -> None:
+        self._fetch_error = brief(exc)
+        log.warning("inbound fetch failed; retrying", error=self._fetch_error)
+        if stream_missing(exc):
+            self.on_stream_missing()
 
     async def _finish_ahead(self, ahead: asyncio.Task[FetchedBatch | None] | None) -> None:
         """At a stop, a batch fetched ahead is in hand too: store and ack it (a fetch still waiting ends empty).
@@ -259,8 +292,7 @@ class InboundConsumer:
 
     def _committed(self, result: BatchResult, rows: list[InquiryRow]) -> None:
         self._backoff = 0.0
-        self.healthy = True
-        self.last_error = None
+        self._store_error = None
         newest = max(row.received_at for row in rows)
         self.stats.on_batch(result.stored, result.duplicates, (datetime.now(UTC) - newest).total_seconds())
         self.stats.on_events(result.events)
@@ -323,13 +355,12 @@ class InboundConsumer:
     async def _retry_later(self, messages: list[Msg], exc: BaseException) -> None:
         """The store is unavailable: hand the messages back and wait before fetching more."""
         delay = self._next_backoff()
-        self.healthy = False
-        self.last_error = brief(exc)
+        self._store_error = brief(exc)
         log.warning(
             "store unavailable; envelopes will be retried",
             count=len(messages),
             retry_in=round(delay, 2),
-            error=self.last_error,
+            error=self._store_error,
         )
         for msg in messages:
             await self._nak(msg, delay=delay)

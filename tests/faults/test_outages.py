@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
+import nats
 import pytest
 from sqlalchemy.engine import make_url
 
 from leadhub.hub.embedded_nats import EmbeddedNats
-from tests.conftest import HubFactory
+from tests.conftest import HubFactory, RunningHub
 from tests.helpers import wait_for
 from tests.tcp_proxy import TcpProxy
 
@@ -50,6 +52,88 @@ async def test_queue_down_answers_503_then_recovers_without_restart(
     items = await hub.wait_items("/api/inquiries", len(accepted), timeout=20)
     assert sorted(i["id"] for i in items) == sorted(accepted)
     assert {i["name"] for i in items} == {"Before", "After"}
+
+
+async def test_nats_back_without_its_store_gets_its_streams_again_without_restart(
+    make_hub: HubFactory, external_nats: EmbeddedNats
+) -> None:
+    """A NATS that comes back empty (a container without a volume, a recreated cluster) has no streams: the
+    webhook process and the pipeline process declare them again, and neither says ready while it cannot work."""
+    webhooks = await make_hub([FORM], nats_url=external_nats.url, roles="http")
+    pipeline = await make_hub([FORM], nats_url=external_nats.url, roles="pipeline,relay")
+    async with await webhooks.post("/hooks/site-form", json={"name": "before"}) as response:
+        assert response.status == 202
+    await webhooks.wait_items("/api/inquiries", 1)
+
+    await external_nats.stop()
+    shutil.rmtree(external_nats.root / "jetstream")
+    async with await webhooks.post("/hooks/site-form", json={"name": "during"}) as response:
+        assert response.status == 503
+        assert (await response.json())["error"] == "queue_unavailable"
+    await wait_for(_pipeline_not_ok(pipeline), timeout=20, what="the pipeline to say it cannot fetch")
+    for hub in (webhooks, pipeline):
+        async with hub.session.get(hub.url("/readyz")) as response:
+            assert response.status == 503
+
+    await external_nats.start()  # same port, an empty store
+    accepted = []
+
+    async def accepted_again() -> bool:
+        async with await webhooks.post("/hooks/site-form", json={"name": "after"}) as response:
+            if response.status == 202:
+                accepted.append((await response.json())["id"])
+                return True
+            assert response.status == 503
+            return False
+
+    await wait_for(accepted_again, timeout=20, what="posts to be accepted after NATS returns without its store")
+    items = await webhooks.wait_items("/api/inquiries", 2, timeout=20)
+    assert accepted[0] in {i["id"] for i in items}
+    for hub in (webhooks, pipeline):
+        await wait_for(_ready(hub), timeout=10, what=f"/readyz 200 on {hub.hub.roles}")
+
+
+async def test_streams_deleted_under_a_running_hub_are_declared_again(
+    make_hub: HubFactory, external_nats: EmbeddedNats
+) -> None:
+    """No reconnect tells the hub here: the publish that finds no stream, and the pipeline's subscribe, do."""
+    hub = await make_hub([FORM], nats_url=external_nats.url)
+    client = await nats.connect(external_nats.url)
+    try:
+        for stream in ("INBOUND", "EVENTS", "DEAD"):
+            await client.jetstream().delete_stream(stream)
+    finally:
+        await client.close()
+    accepted = []
+
+    async def accepted_again() -> bool:
+        async with await hub.post("/hooks/site-form", json={"name": "after"}) as response:
+            if response.status == 202:
+                accepted.append((await response.json())["id"])
+                return True
+            assert response.status == 503
+            return False
+
+    await wait_for(accepted_again, timeout=20, what="posts to be accepted after the streams were deleted")
+    [item] = await hub.wait_items("/api/inquiries", 1, timeout=20)
+    assert item["id"] == accepted[0]
+
+
+def _pipeline_not_ok(hub: RunningHub) -> Callable[[], Awaitable[str | None]]:
+    async def probe() -> str | None:
+        async with hub.session.get(hub.url("/readyz")) as response:
+            pipeline = (await response.json())["detail"]["pipeline"]
+            return pipeline["error"] if response.status == 503 and pipeline["ok"] is False else None
+
+    return probe
+
+
+def _ready(hub: RunningHub) -> Callable[[], Awaitable[bool]]:
+    async def probe() -> bool:
+        async with hub.session.get(hub.url("/readyz")) as response:
+            return response.status == 200
+
+    return probe
 
 
 class SqliteLock:
