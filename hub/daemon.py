@@ -22,6 +22,7 @@ from leadhub import __version__
 from leadhub.connectors.base import ConnectorContext, Stop
 from leadhub.connectors.failure_reason import FAILURE_REASONS as CONNECTOR_FAILURE_REASONS
 from leadhub.connectors.registry import CONNECTOR_TYPES
+from leadhub.error_text import brief
 from leadhub.hub.config import HubConfig
 from leadhub.hub.embedded_nats import EmbeddedNats
 from leadhub.hub.http.app import create_app
@@ -118,6 +119,7 @@ class Hub:
         self.stopping = asyncio.Event()
         self.failed = asyncio.Event()  # set with `failure` when the daemon cannot go on (run_until_signalled exits)
         self.failure: Exception | None = None
+        self.failed_tasks: dict[str, str] = {}  # a background task's name -> the error it ended with (/readyz)
         self.port: int | None = None
         self.store_ready = False
         self.store_health = StoreHealth(lambda: self.engine if self.store_ready else None)
@@ -161,7 +163,28 @@ class Hub:
             await self._start_http()
         else:  # a worker without http leaves the shared port to the others, and the CPU to them when it is short
             _yield_cpu_to_webhooks()
-        self.tasks.append(asyncio.create_task(self._start_store_side(), name="store-side"))
+        self._watch(asyncio.create_task(self._start_store_side(), name="store-side"))
+
+    def _watch(self, *tasks: asyncio.Task[None]) -> None:
+        """Keep a background task, to wait for at the stop and to hear of if it fails."""
+        for task in tasks:
+            task.add_done_callback(self._task_done)
+            self.tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """A background task that fails stops the daemon, which exits with an error: without it the daemon only
+        looks ready (the store side not started: no pipeline, no relay; the pipeline gone: webhooks accepted and
+        never stored), and its exception would surface, if ever, as "Task exception was never retrieved"."""
+        if task.cancelled() or (exc := task.exception()) is None:
+            return
+        if self.stopping.is_set():  # the stop cut it short (a migration killed by the same signal)
+            log.warning("background task failed while stopping", task=task.get_name(), error=brief(exc))
+            return
+        log.error("background task failed; stopping", task=task.get_name(), exc_info=exc)
+        self.failed_tasks[task.get_name()] = brief(exc)
+        if self.failure is None and isinstance(exc, Exception):
+            self.failure = exc
+        self.failed.set()
 
     async def _refuse_a_newer_database(self, engine: AsyncEngine) -> None:
         """Raise SchemaNewerThanCode before NATS, HTTP or a worker starts: this release must not serve on such a
@@ -251,6 +274,8 @@ class Hub:
             detail["workers"] = self.workers.status()
         for name, status in self.connector_status.items():
             detail[f"connector:{name}"] = status
+        for name, error in self.failed_tasks.items():
+            detail[name] = {"ok": False, "error": error}
         return detail
 
     async def _start_store_side(self) -> None:
@@ -282,15 +307,15 @@ class Hub:
                     share,
                     on_failure=lambda reason: m.relay_failures.labels(reason).inc(),
                 )
-                self.tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
+                self._watch(asyncio.create_task(self.relay.run(), name="outbox-relay"))
         if "triggers" in self.roles:
             self.triggers = self._build_triggers(engine, queue)
-            self.tasks += self.triggers.start()
+            self._watch(*self.triggers.start())
         if "pipeline" in self.roles:
             self.young_tables = YoungTableStatistics(engine)
             await self.young_tables.start()
             self.consumer = self._build_consumer(engine, queue)
-            self.tasks.append(asyncio.create_task(self.consumer.run(), name="inbound-consumer"))
+            self._watch(asyncio.create_task(self.consumer.run(), name="inbound-consumer"))
         if self.worker > 0:
             tell_primary_ready(self.ready_fd)
             return  # pull connectors poll from the primary only; a webhook connector's start does nothing

@@ -187,7 +187,7 @@ class InboundConsumer:
                     self._fetch_error = None
                     if self.read_ahead and not self._stopping.is_set():
                         ahead = asyncio.create_task(self._fetch(subscription))
-                    await self.handle(batch)
+                    await self._handle_or_report(batch)
                 if subscription is not None and time.monotonic() - last_pending_check > 5:
                     last_pending_check = time.monotonic()
                     await self._check_consumer(subscription)
@@ -213,6 +213,18 @@ class InboundConsumer:
         log.warning("inbound fetch failed; retrying", error=self._fetch_error)
         if stream_missing(exc):
             self.on_stream_missing()
+
+    async def _handle_or_report(self, batch: FetchedBatch) -> None:
+        """Store a batch; an error nothing below expected is logged and reported, and the pipeline goes on.
+
+        The batch's envelopes are left unacked: JetStream delivers them again after ACK_WAIT.
+        """
+        try:
+            await self.handle(batch)
+        except Exception as exc:
+            self._store_error = brief(exc)
+            log.exception("storing a batch failed unexpectedly; its envelopes will be delivered again")
+            await self._pause(self._next_backoff())
 
     async def _finish_ahead(self, ahead: asyncio.Task[FetchedBatch | None] | None) -> None:
         """At a stop, a batch fetched ahead is in hand too: store and ack it (a fetch still waiting ends empty).
