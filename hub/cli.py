@@ -91,7 +91,7 @@ def run(
     ] = None,
 ) -> None:
     """Run the daemon: HTTP, connectors, pipeline and relay (embedded NATS unless LEADHUB_NATS_URL is set)."""
-    from leadhub.hub.daemon import run_until_signalled
+    from leadhub.hub.daemon import BackgroundTaskFailed, run_until_signalled
     from leadhub.hub.embedded_nats import EmbeddedNatsError
     from leadhub.hub.exit_codes import SCHEMA_NEWER
     from leadhub.store.db import SchemaNewerThanCode, redacted_url
@@ -105,6 +105,9 @@ def run(
         raise typer.Exit(SCHEMA_NEWER) from None
     except EmbeddedNatsError as exc:
         typer.echo(f"leadhub: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except BackgroundTaskFailed as exc:  # its traceback is in the log already
+        typer.echo(f"leadhub: stopped: {exc}", err=True)
         raise typer.Exit(1) from None
     except OSError as exc:
         typer.echo(f"leadhub: cannot start: {exc}", err=True)

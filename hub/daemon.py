@@ -182,8 +182,8 @@ class Hub:
             return
         log.error("background task failed; stopping", task=task.get_name(), exc_info=exc)
         self.failed_tasks[task.get_name()] = brief(exc)
-        if self.failure is None and isinstance(exc, Exception):
-            self.failure = exc
+        if self.failure is None:
+            self.failure = BackgroundTaskFailed(task.get_name(), exc)
         self.failed.set()
 
     async def _refuse_a_newer_database(self, engine: AsyncEngine) -> None:
@@ -460,6 +460,14 @@ class Hub:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+class BackgroundTaskFailed(RuntimeError):
+    """A part of the running daemon ended with an error nothing expected; `leadhub run` exits 1 saying which."""
+
+    def __init__(self, task: str, error: BaseException) -> None:
+        super().__init__(f"{task} failed: {brief(error)}")
+        self.__cause__ = error
 
 
 class _StepTimer:

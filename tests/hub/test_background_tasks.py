@@ -27,7 +27,9 @@ async def test_a_background_task_that_fails_is_logged_and_fails_the_daemon(make_
     [line] = [line for line in lines if line["log_level"] == "error"]
     assert line["event"] == "background task failed; stopping" and line["task"] == "store-side"
     assert line["exc_info"] is error  # rendered with its traceback
-    assert hub.hub.failure is error  # `leadhub run` stops, then exits with it (hub/cli.py)
+    # `leadhub run` stops, then exits 1 saying which part failed (hub/cli.py), not "cannot start"
+    assert str(hub.hub.failure) == "store-side failed: OSError: [Errno 24] Too many open files"
+    assert hub.hub.failure.__cause__ is error
     async with hub.session.get(hub.url("/readyz")) as response:
         assert response.status == 503
         body = await response.json()
