@@ -7,18 +7,13 @@ from typing import Any
 
 from leadhub.hub.config import HubConfig
 from leadhub.store import contact_review, identity
-from leadhub.store.db import create_engine, engine_at_heads, upgrade
+from leadhub.store.db import engine_at_heads
 
 
 async def unmerge_contact(config: HubConfig, ident: str) -> dict[str, Any]:
-    """Raises identity.UnmergeError when there is nothing to take back."""
-    engine = create_engine(config.settings.effective_database_url)
-    try:
-        await upgrade(engine)
-        async with engine.begin() as conn:
-            return await identity.unmerge(conn, ident, datetime.now(UTC))
-    finally:
-        await engine.dispose()
+    """Raises identity.UnmergeError when there is nothing to take back. It does not migrate (nor create a database)."""
+    async with engine_at_heads(config.settings.effective_database_url) as engine, engine.begin() as conn:
+        return await identity.unmerge(conn, ident, datetime.now(UTC))
 
 
 async def merge_contacts(config: HubConfig, merged_id: str, survivor_id: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 from leadhub.hub.config import HubConfig
 from leadhub.hub.dead_letter_replay import ReplayOutcome, replay_by_id, replay_pipeline
 from leadhub.store import dead_letters
-from leadhub.store.db import create_engine, engine_at_heads, upgrade
+from leadhub.store.db import engine_at_heads
 
 REPLAY_PAGE = 100  # ids read per query; each payload is read alone, when its turn comes
 
@@ -25,23 +25,21 @@ async def get_dead(config: HubConfig, dead_id: str) -> Any | None:
 
 
 async def replay_dead(config: HubConfig, dead_id: str | None) -> list[ReplayOutcome]:
-    """Replaying is idempotent: an envelope whose key is already stored changes nothing."""
-    engine = create_engine(config.settings.effective_database_url)
-    pipeline = replay_pipeline(engine, config.settings, config.connectors)
-    outcomes: list[ReplayOutcome] = []
-    try:
-        await upgrade(engine)
+    """Replaying is idempotent: an envelope whose key is already stored changes nothing.
+
+    It does not migrate: run from the wrong directory, it created and migrated an empty database there."""
+    async with engine_at_heads(config.settings.effective_database_url) as engine:
+        pipeline = replay_pipeline(engine, config.settings, config.connectors)
         if dead_id is not None:
             return [await replay_by_id(engine, pipeline, dead_id) or ReplayOutcome(dead_id, False, missing=True)]
+        outcomes: list[ReplayOutcome] = []
         after: str | None = None
         while page := await _open_page(engine, after):
             outcomes += [
                 await replay_by_id(engine, pipeline, each) or ReplayOutcome(each, False, missing=True) for each in page
             ]
             after = page[-1]
-    finally:
-        await engine.dispose()
-    return outcomes
+        return outcomes
 
 
 async def _open_page(engine: Any, after: str | None) -> list[str]:

@@ -92,6 +92,30 @@ async def test_read_only_commands_leave_no_sqlite_file_where_none_was(tmp_path: 
     assert not missing.parent.exists()
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["dead", "replay", "--all"],
+        ["dead", "replay", "x"],
+        ["contacts", "unmerge", "x"],
+        ["contacts", "merge", "a", "--into", "b"],
+    ],
+)
+def test_commands_that_write_but_do_not_migrate_create_no_database_in_an_empty_directory(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """`dead replay` and `contacts unmerge`, run from the wrong directory, created and migrated `data/leadhub.db`
+    there (and replayed nothing into it, or found no merge in it)."""
+    run = run_leadhub(*command, cwd=tmp_path)
+    database = tmp_path / "data" / "leadhub.db"
+    assert _last_line(run) == (
+        f"leadhub: cannot use the database sqlite+aiosqlite:///{database}: "
+        "no such file yet: `leadhub run` or `leadhub db upgrade` creates it"
+    )
+    assert run.stderr.count("\n") == 1 and not run.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
 async def test_db_status_says_whether_an_upgrade_is_due_without_changing_anything(
     tmp_path: Path, database_url: str
 ) -> None:
