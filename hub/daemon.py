@@ -27,7 +27,7 @@ from leadhub.hub.config import HubConfig
 from leadhub.hub.embedded_nats import EmbeddedNats
 from leadhub.hub.http.app import create_app
 from leadhub.hub.http.state import HttpDeps
-from leadhub.hub.metrics import Metrics, forget_process, share_between_processes
+from leadhub.hub.metrics import Metrics, forget_process, share_between_processes, start_counted_series_at_zero
 from leadhub.hub.migrate_child import upgrade_in_child
 from leadhub.hub.queue import Queue
 from leadhub.hub.store_health import StoreHealth
@@ -48,6 +48,7 @@ from leadhub.store.db import (
 )
 from leadhub.store.outbox import MAX_SHARES
 from leadhub.store.young_tables import YoungTableStatistics
+from leadhub.triggers.actions import ACTIONS
 from leadhub.triggers.clock import Clock
 from leadhub.triggers.service import TriggerService
 
@@ -159,6 +160,8 @@ class Hub:
         )
         await retry_forever("connecting to NATS", self.queue.start, self.stopping)
         self._build_connectors()
+        webhooks = [name for name, connector in self.connectors.items() if hasattr(connector, "handle")]
+        start_counted_series_at_zero(self.metrics, webhooks=webhooks, action_types=ACTIONS)
         if self.worker == 0 or "http" in self.roles:
             await self._start_http()
         else:  # a worker without http leaves the shared port to the others, and the CPU to them when it is short

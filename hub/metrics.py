@@ -12,6 +12,7 @@ import errno
 import mmap
 import os
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,10 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
 from prometheus_client.mmap_dict import MmapedDict
 
+from leadhub.pipelines.consumer import OUTCOMES as PIPELINE_OUTCOMES
+from leadhub.pipelines.failures import Failure
 from leadhub.pipelines.outbox_relay import FAILURE_REASONS as RELAY_FAILURE_REASONS
+from leadhub.triggers.scheduler import OUTCOMES as ACTION_OUTCOMES
 
 log = structlog.get_logger("leadhub.metrics")
 
@@ -120,6 +124,38 @@ class WebhookMetrics:
     accepted: Any
     duplicates: Any
     latency: Any
+
+
+# The webhook refusals examples/prometheus-alerts.yml alerts on: a queue away (503), a wrong secret (401).
+ALERTED_REJECTIONS = ("queue_unavailable", "bad_signature", "bad_token")
+# Each operation's store error kinds, as counted: the pipeline and scheduler classify (pipelines/failures.py), the
+# pipeline also counts a dead letter it could not write, the API and pages a store not usable yet.
+STORE_ERROR_KINDS = {
+    "pipeline": (*(kind.value for kind in Failure), "dead_letter"),
+    "scheduler": tuple(kind.value for kind in Failure),
+    "api": ("unavailable",),
+    "pages": ("unavailable",),
+}
+
+
+def start_counted_series_at_zero(metrics: Metrics, *, webhooks: Iterable[str], action_types: Iterable[str]) -> None:
+    """Create at 0 the labelled counters the alerts take increase() or rate() of, for every bounded label value.
+
+    A series born holding its first count has no earlier sample, so increase() never sees that count: the first
+    dead letter, failed action or refused webhook after a start would raise no alert. (Each worker process
+    writes its zeros to its own file; the totals add them up.)
+    """
+    for outcome in PIPELINE_OUTCOMES:
+        metrics.processed.labels(outcome)
+    for action_type in action_types:
+        for outcome in ACTION_OUTCOMES:
+            metrics.action_runs.labels(action_type, outcome)
+    for connector in webhooks:
+        for reason in ALERTED_REJECTIONS:
+            metrics.rejected.labels(connector, reason)
+    for operation, kinds in STORE_ERROR_KINDS.items():
+        for kind in kinds:
+            metrics.store_errors.labels(operation, kind)
 
 
 class Metrics:

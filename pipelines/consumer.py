@@ -52,6 +52,8 @@ PREPARE_CHUNK = 50  # envelopes parsed between yields to the event loop (webhook
 # each loss means another worker committed, and the next try sees what it wrote.
 CONFLICT_TRIES = 4
 
+OUTCOMES = ("stored", "duplicate", "dead_letter", "retried")  # what `Stats` counts an envelope as (below)
+
 
 class Stats:
     """Hooks for metrics, kept as callables so this module does not depend on the hub.

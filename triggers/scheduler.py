@@ -30,6 +30,7 @@ log = structlog.get_logger("leadhub.scheduler")
 RECORD_RETRY_FIRST = 0.5  # seconds before recording a batch's outcomes again while the store is away
 RECORD_RETRY_CAP = 5.0
 STOP_RECORD_SECONDS = 3.0  # a stop waits this long at most for a cut-short batch's outcomes to be recorded
+OUTCOMES = ("done", "failed", "cancelled", "retried")  # what `on_outcome` reports of a recorded run
 T = TypeVar("T")
 
 

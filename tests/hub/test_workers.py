@@ -135,6 +135,9 @@ async def test_workers_share_the_port_and_the_work_and_report_one_total(make_dae
         # each new person: contact.created, inquiry.received, lead.created; relayed once, by one of the two shares
         assert _counter(text, "leadhub_outbox_written_total", "") == 1200
         assert _counter(text, "leadhub_events_published_total", "") == 1200
+        # the series the example alerts take increase() of are there at 0 before their first count
+        assert 'leadhub_pipeline_processed_total{outcome="dead_letter"} 0.0' in text
+        assert 'leadhub_action_runs_total{action="webhook",outcome="failed"} 0.0' in text
 
     workers = _worker_pids(daemon.process.pid)
     assert len(workers) == 1
