@@ -19,6 +19,7 @@ RETRY_PAGE = 100  # runs per transaction: `--all` over a huge table never holds 
 class RetryReport:
     requeued: int = 0
     problems: list[str] = field(default_factory=list)  # "ID: why it was not re-queued"
+    warnings: list[str] = field(default_factory=list)  # said, but nothing went wrong (a --rule nobody has)
 
 
 async def retry_actions(
@@ -28,7 +29,11 @@ async def retry_actions(
     async with engine_at_heads(config.settings.effective_database_url) as engine:  # no tables made by mistake
         if ids:
             return await _retry_named(engine, list(dict.fromkeys(ids)))
-        return await _retry_all(engine, rule_id, action_type)
+        report = await _retry_all(engine, rule_id, action_type)
+        if rule_id is not None and not report.requeued and not await _rule_known(engine, config, rule_id):
+            where = config.settings.rules_dir
+            report.warnings.append(f"no rule {rule_id!r} in {where} nor among the stored runs: is it misspelt?")
+        return report
 
 
 async def _retry_named(engine: AsyncEngine, ids: list[str]) -> RetryReport:
@@ -58,3 +63,15 @@ async def _retry_all(engine: AsyncEngine, rule_id: str | None, action_type: str 
                 return report
             report.requeued += len(await trigger_store.requeue_failed(conn, page, datetime.now(UTC)))
         after = page[-1]
+
+
+async def _rule_known(engine: AsyncEngine, config: HubConfig, rule_id: str) -> bool:
+    """A rule the files define (enabled or not, valid) or one with stored runs (since removed or renamed)."""
+    from leadhub.triggers.loader import load_rules
+    from leadhub.triggers.sandbox import Templates
+
+    settings = config.settings
+    if rule_id in load_rules(settings.rules_dir, Templates(settings.templates_dir), include_disabled=True).by_id():
+        return True
+    async with engine.connect() as conn:
+        return await trigger_store.has_runs_of(conn, rule_id)

@@ -294,6 +294,7 @@ def actions_retry(
 ) -> None:
     """Put failed trigger runs back to pending, due now with their attempts from zero; the daemon runs them."""
     from leadhub.hub.actions_cli import retry_actions
+    from leadhub.triggers.actions import ACTIONS
 
     if bool(action_ids) == all_:
         typer.echo("leadhub: give run IDs or --all (not both)", err=True)
@@ -301,9 +302,16 @@ def actions_retry(
     if (rule or action) and not all_:
         typer.echo("leadhub: --rule and --action narrow --all; they do not apply to IDs", err=True)
         raise typer.Exit(2)
+    if action is not None and action not in ACTIONS:  # a misspelt type re-queued nothing and said it was fine
+        typer.echo(
+            f"leadhub: --action {action!r} is no action type; the types are {', '.join(sorted(ACTIONS))}", err=True
+        )
+        raise typer.Exit(2)
     loaded = _load(config)
     with store_errors(loaded.settings.effective_database_url):
         report = asyncio.run(retry_actions(loaded, action_ids or [], rule_id=rule, action_type=action))
+    for warning in report.warnings:
+        typer.echo(f"leadhub: warning: {warning}", err=True)
     for problem in report.problems:
         typer.echo(f"leadhub: {problem}", err=True)
     typer.echo(f"re-queued {report.requeued} failed run{'' if report.requeued == 1 else 's'}")

@@ -222,6 +222,11 @@ async def statuses(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, str]:
     return {row.id: row.status for row in await conn.execute(query)}
 
 
+async def has_runs_of(conn: AsyncConnection, rule_id: str) -> bool:
+    """Whether any run of `rule_id` is stored, whatever its status."""
+    return await conn.scalar(select(action_t.c.id).where(action_t.c.rule_id == rule_id).limit(1)) is not None
+
+
 async def requeue_failed(conn: AsyncConnection, ids: Sequence[str], now: datetime) -> list[str]:
     """Put the `failed` ones of `ids` back to `pending`, due now, attempts from zero; the ids re-queued.
 

@@ -162,7 +162,8 @@ async def _runs(engine: Any) -> dict[str, Any]:
 
 def _cli(tmp_path: Path, database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     config = tmp_path / "cli.yaml"
-    config.write_text(yaml.safe_dump({"database_url": database_url, "data_dir": str(tmp_path / "cli")}))
+    settings = {"database_url": database_url, "data_dir": str(tmp_path / "cli"), "rules_dir": str(tmp_path / "rules")}
+    config.write_text(yaml.safe_dump(settings))
     return run_leadhub("actions", "retry", *args, "--config", str(config))
 
 
@@ -199,5 +200,49 @@ async def test_cli_retries_failed_runs_by_id_and_all_in_pages(tmp_path: Path, da
         for wrong in ((), (emails[0], "--all"), (emails[0], "--rule", "crm")):
             refused = await cli(*wrong)
             assert refused.returncode == 2, (wrong, refused.stdout, refused.stderr)
+    finally:
+        await engine.dispose()
+
+
+async def test_cli_refuses_an_action_type_that_is_not_one_and_warns_of_a_rule_nobody_has(
+    tmp_path: Path, database_url: str
+) -> None:
+    """`--action send-email` (for send_email) said `re-queued 0 failed runs` and exit 0, as if none had failed."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "crm.yaml").write_text(
+        """
+rules:
+  - id: welcome
+    enabled: false
+    on: lead.created
+    do:
+      - webhook: {url: "http://127.0.0.1:9/leads"}
+"""
+    )
+    engine = create_engine(database_url)
+    try:
+        await upgrade(engine)
+        (failed,) = await _insert_runs(engine, 1, rule_id="crm", action_type="send_email", status="failed")
+        await _insert_runs(engine, 1, rule_id="removed", action_type="webhook", status="done")
+        cli = lambda *args: asyncio.to_thread(_cli, tmp_path, database_url, *args)  # noqa: E731
+
+        typo = await cli("--all", "--action", "send-email")
+        assert typo.returncode == 2 and not typo.stdout, typo.stdout + typo.stderr
+        assert typo.stderr.strip() == (
+            "leadhub: --action 'send-email' is no action type; "
+            "the types are create_task, notify_telegram, send_email, update_lead, webhook"
+        )
+        assert (await _runs(engine))[failed].status == "failed"
+
+        misspelt = await cli("--all", "--rule", "crn")
+        assert misspelt.returncode == 0 and "re-queued 0 failed runs" in misspelt.stdout
+        assert misspelt.stderr.strip() == (
+            f"leadhub: warning: no rule 'crn' in {tmp_path / 'rules'} nor among the stored runs: is it misspelt?"
+        )
+        for known in ("welcome", "removed"):  # in the files (disabled), only among the stored runs
+            quiet = await cli("--all", "--rule", known)
+            assert quiet.returncode == 0 and "re-queued 0 failed runs" in quiet.stdout and not quiet.stderr, known
+        crm = await cli("--all", "--rule", "crm", "--action", "send_email")
+        assert crm.returncode == 0 and "re-queued 1 failed run\n" in crm.stdout and not crm.stderr
     finally:
         await engine.dispose()
