@@ -245,7 +245,7 @@ def _open_lead(row: InquiryRow, contact_id: str, batch: Batch) -> str:
         "contact_id": contact_id,
         "status": "new",
         "owner": None,
-        "tags": row.tags,
+        "tags": list(row.tags),
         "channel": row.channel,
         "connector": row.connector,
         "title": _clean(row.title, 300),
@@ -259,7 +259,7 @@ def _open_lead(row: InquiryRow, contact_id: str, batch: Batch) -> str:
     }
     batch.leads.append(values)
     batch.open_leads.setdefault(contact_id, []).append(
-        OpenLead(lead_id, contact_id, row.channel, row.received_at, row.received_at, values)
+        OpenLead(lead_id, contact_id, row.channel, row.received_at, row.received_at, values, tags=values["tags"])
     )
     batch.event(
         "lead.created",

@@ -9,7 +9,7 @@ processed in any order, in any batches, ends in the same leads.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +55,7 @@ class OpenLead:
     first_touch_at: datetime
     last_touch_at: datetime
     values: dict[str, Any] | None = None
+    tags: list[str] = field(default_factory=list)
 
 
 async def load_open_leads(
@@ -67,7 +68,12 @@ async def load_open_leads(
     if not ids or not times or not widest:
         return {}
     query = select(
-        lead_t.c.id, lead_t.c.contact_id, lead_t.c.channel, lead_t.c.first_touch_at, lead_t.c.last_touch_at
+        lead_t.c.id,
+        lead_t.c.contact_id,
+        lead_t.c.channel,
+        lead_t.c.first_touch_at,
+        lead_t.c.last_touch_at,
+        lead_t.c.tags,
     ).where(
         one_of(conn, lead_t.c.contact_id, ids),
         lead_t.c.status.in_(OPEN_STATUSES),
@@ -76,9 +82,10 @@ async def load_open_leads(
         lead_t.c.first_touch_at < max(times) + widest,
     )
     found: dict[str, list[OpenLead]] = {}
-    for lead_id, contact_id, channel, first_at, last_at in await conn.execute(query):
+    for lead_id, contact_id, channel, first_at, last_at, tags in await conn.execute(query):
         first = aware(first_at)
-        found.setdefault(contact_id, []).append(OpenLead(lead_id, contact_id, channel, first, aware(last_at) or first))
+        lead = OpenLead(lead_id, contact_id, channel, first, aware(last_at) or first, tags=list(tags or []))
+        found.setdefault(contact_id, []).append(lead)
     return found
 
 
@@ -101,7 +108,11 @@ def nearest_open_lead(
 
 
 def touch(lead: OpenLead, row: InquiryRow, batch: Batch) -> None:
-    """Record `row` as a touch of `lead`; an earlier touch than the first becomes the lead's source."""
+    """Record `row` as a touch of `lead`; an earlier touch than the first becomes the lead's source.
+
+    The row's tags are added to the lead's: a missed call from a customer whose form lead is open joins that lead
+    and still asks for a callback (`lead.tags_changed`, as a tag change through the API).
+    """
     at = row.received_at
     changes: dict[str, Any] = {}
     if at < lead.first_touch_at:
@@ -118,12 +129,25 @@ def touch(lead: OpenLead, row: InquiryRow, batch: Batch) -> None:
     if at > lead.last_touch_at:
         lead.last_touch_at = at
         changes["last_touch_at"] = at
+    added = [tag for tag in dict.fromkeys(row.tags) if tag not in lead.tags]
+    if added:
+        changes["tags"] = _add_tags(lead, added, row, batch)
     if not changes:
         return
     if lead.values is not None:
         lead.values.update(changes)
     else:
         batch.lead_updates.setdefault(lead.id, {}).update(changes, updated_at=batch.now)
+
+
+def _add_tags(lead: OpenLead, added: list[str], row: InquiryRow, batch: Batch) -> list[str]:
+    """The lead's tags with `added`, and the events the API emits for such a change; a new list, not the old one
+    changed in place (the lead's `lead.created` event and pending insert may hold it)."""
+    before, lead.tags = lead.tags, [*lead.tags, *added]
+    base = {"lead_id": lead.id, "contact_id": lead.contact_id, "inquiry_id": row.id}
+    batch.event("lead.updated", lead.id, **base, changes=["tags"], source="inquiry")
+    batch.event("lead.tags_changed", lead.id, **base, **{"from": before, "to": lead.tags})
+    return lead.tags
 
 
 def touch_by_id(lead_id: str, row: InquiryRow, batch: Batch) -> None:

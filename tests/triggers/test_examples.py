@@ -6,12 +6,14 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
-from sqlalchemy import insert, update
+from sqlalchemy import insert, select, update
 
+from leadhub.connectors.twilio import twilio_signature
 from leadhub.ids import new_id
 from leadhub.store.connector_state import load_state
-from leadhub.store.models import Inquiry, Order
+from leadhub.store.models import Inquiry, Order, OutboxEvent
 from leadhub.triggers.audiences import birthday, is_birthday
 from leadhub.triggers.loader import load_rules
 from leadhub.triggers.sandbox import Templates
@@ -46,7 +48,7 @@ async def _callback_lead(shop: Shop) -> tuple[str, str]:
         from leadhub.store.models import Lead
 
         await conn.execute(update(Lead.__table__).where(Lead.id == lead_id).values(tags=["callback_requested"]))
-    await shop.emit("lead.created", lead_id, lead_id=lead_id, contact_id=contact_id)
+    await shop.emit("lead.created", lead_id, lead_id=lead_id, contact_id=contact_id, tags=["callback_requested"])
     return contact_id, lead_id
 
 
@@ -96,6 +98,69 @@ async def test_callback_escalation_is_cancelled_when_the_task_is_done(trigger_hu
     (cancelled,) = await _status(shop, "callback-escalation", "cancelled")
     assert cancelled.last_error == "unless is true: task.status == 'done'"
     assert bot.requests == []
+
+
+CALLBACK_HUB = {
+    "connectors": [
+        {"name": "site-form", "type": "form", "rate_limit": None},
+        {"name": "twilio", "type": "twilio", "secret": "twilio_test_auth_token"},
+    ],
+    "default_region": "RU",
+}
+
+
+async def _missed_call(running: Any, call_sid: str, phone: str) -> None:
+    """A signed Twilio status callback: the inbound call `call_sid` from `phone` rang out."""
+    form = {"CallSid": call_sid, "CallStatus": "no-answer", "Direction": "inbound", "From": phone, "To": "+74950000000"}
+    signature = twilio_signature(b"twilio_test_auth_token", "https://shop.example/hooks/twilio", form.items())
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": signature}
+    async with await running.post("/hooks/twilio", data=urlencode(form), headers=headers) as response:
+        assert response.status == 202, await response.text()
+
+
+async def _lead_tags(running: Any, lead_id: str, tags: list[str]) -> None:
+    async def probe() -> bool:
+        return (await running.api(f"/api/leads/{lead_id}"))["tags"] == tags
+
+    await wait_for(probe, timeout=30, what=f"lead {lead_id} tagged {tags}")
+
+
+async def _lead_events(running: Any, lead_id: str) -> list[str]:
+    table = OutboxEvent.__table__
+    query = select(table.c.type).where(table.c.subject_id == lead_id).order_by(table.c.id)
+    async with running.engine.connect() as conn:
+        return list((await conn.execute(query)).scalars())
+
+
+async def test_a_missed_call_from_a_customer_with_an_open_lead_is_one_callback_task(
+    trigger_hub, clock, rules_dir, fake
+) -> None:
+    """The customer ordered through the form and then called: the call joins the form lead, and the callback
+    still becomes a task. Another missed call while it is open adds none; once it is done, the next one does."""
+    crm, bot = await fake([(200, {"ok": True})] * 5), await fake([(200, {"ok": True})])
+    _example(rules_dir, "sales.yaml", telegram=bot.url, crm=crm.url)
+    running = await trigger_hub(**CALLBACK_HUB)
+    async with await running.post("/hooks/site-form", json={"name": "Olga", "phone": "+79005550101"}) as response:
+        assert response.status == 202, await response.text()
+    (lead,) = await running.wait_items("/api/leads", 1)
+    await _missed_call(running, "CA00000000000000000000000000000011", "+79005550101")
+    await _lead_tags(running, lead["id"], ["callback_requested"])
+    (task,) = await running.wait_items("/api/tasks", 1, timeout=30)
+    assert task["lead_id"] == lead["id"] and task["title"] == "Call back Olga" and task["status"] == "open"
+    assert [lead["id"]] == [item["id"] for item in (await running.api("/api/leads"))["items"]]
+
+    clock.advance(timedelta(minutes=3))
+    await _missed_call(running, "CA00000000000000000000000000000012", "+79005550101")
+    await running.wait_items("/api/inquiries", 3)
+    assert await _lead_events(running, lead["id"]) == ["lead.created", "lead.updated", "lead.tags_changed"]
+    assert len((await running.api("/api/tasks"))["items"]) == 1  # the tag was on: no event for a rule, no task
+
+    async with running.session.patch(running.url(f"/api/tasks/{task['id']}"), json={"status": "done"}) as response:
+        assert response.status == 200, await response.text()
+    await _lead_tags(running, lead["id"], [])  # callback-done took the tag off
+    await _missed_call(running, "CA00000000000000000000000000000013", "+79005550101")
+    tasks = await running.wait_items("/api/tasks", 2, timeout=30)
+    assert {t["lead_id"] for t in tasks} == {lead["id"]} and len((await running.api("/api/leads"))["items"]) == 1
 
 
 async def test_unpaid_order_reminder_and_crm_webhook(trigger_hub, smtp_server: SmtpServer, clock, rules_dir, fake):
