@@ -38,6 +38,10 @@ def rule_file_schema() -> dict[str, Any]:
     props["on"] = {"anyOf": [event_type, {"type": "array", "items": event_type, "minItems": 1}]}
     props["schedule"] = {"anyOf": [{"type": "string"}, {"$ref": "#/$defs/Schedule"}]}
     props["throttle"] = {"anyOf": [{"type": "string"}, {"$ref": "#/$defs/Throttle"}]}
+    # The shorthands the rule's validators accept: `for_each: contact`, and `contact:` with no selection.
+    props["for_each"]["anyOf"].insert(0, {"type": "string", "enum": ["contact"]})
+    for_each = defs["ForEach"]["properties"]
+    for_each["contact"] = {"anyOf": [for_each["contact"], {"type": "null"}]}
     rule.pop("title", None)
     hours = {}
     for key, model in (("business_hours", BusinessHours), ("quiet_hours", QuietHours)):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from leadhub.triggers.jsonschema import render
 from leadhub.triggers.loader import load_rules
@@ -323,21 +326,65 @@ def test_published_json_schema_is_in_sync() -> None:
     assert (REPO / "docs" / "rules.schema.json").read_text() == render()
 
 
-def test_examples_validate_against_the_json_schema() -> None:
+def _schema_validator() -> Any:
     jsonschema = pytest.importorskip("jsonschema")
-    import yaml
+    return jsonschema.Draft202012Validator(json.loads(render()))
 
-    schema = json.loads(render())
-    validator = jsonschema.Draft202012Validator(schema)
+
+def _on_key(rules: list[dict[Any, Any]]) -> None:
+    """YAML 1.1 reads the key `on` as true."""
+    for rule in rules:
+        if True in rule:
+            rule["on"] = rule.pop(True)
+
+
+def test_examples_validate_against_the_json_schema() -> None:
+    validator = _schema_validator()
     for path in sorted(EXAMPLES.glob("*.yaml")):
         data = yaml.safe_load(path.read_text())
-        for rule in data["rules"]:
-            if True in rule:
-                rule["on"] = rule.pop(True)
+        _on_key(data["rules"])
         errors = [e.message for e in validator.iter_errors(data)]
         assert errors == [], (path, errors)
     bad = {"rules": [{"id": "x", "on": "lead.created", "do": [{"send_mail": {}}]}]}
     assert list(validator.iter_errors(bad))
+
+
+def _documented_rule_files() -> list[tuple[str, dict[str, Any]]]:
+    """Each YAML block of docs/rules.md as a rule file, and one more for each commented alternative in it
+    (`# for_each: contact`) put in place of its key. A block holding only part of a rule gets an id and a `do`."""
+    text = (REPO / "docs" / "rules.md").read_text()
+    keys = json.loads(render())["$defs"]["Rule"]["properties"]
+    files = []
+    for block in re.findall(r"^```yaml\n(.*?)^```", text, flags=re.M | re.S):
+        data = yaml.safe_load(block)
+        if isinstance(data, list):
+            data = {"rules": data}
+        elif "rules" not in data and "business_hours" not in data:
+            data = {"rules": [data]}
+        _on_key(data["rules"])
+        for rule in data["rules"]:
+            rule.setdefault("id", "documented")
+            rule.setdefault("do", [{"create_task": {"title": "x"}}])
+        files.append((block, data))
+        for key, value in re.findall(r"^\s*# (\w+): (.*)$", block, flags=re.M):
+            if key in keys:
+                (rule,) = data["rules"]
+                files.append((f"# {key}: {value}", {**data, "rules": [{**rule, **yaml.safe_load(f"{key}: {value}")}]}))
+    return files
+
+
+def test_the_rules_in_docs_validate_against_the_json_schema() -> None:
+    """The schema allowed only a mapping for `for_each`: editors flagged the documented `for_each: contact`,
+    which `rules check` accepts."""
+    validator = _schema_validator()
+    files = _documented_rule_files()
+    for snippet, data in files:
+        errors = [e.message for e in validator.iter_errors(data)]
+        assert errors == [], (snippet, errors)
+    assert any(rule.get("for_each") == "contact" for _, data in files for rule in data["rules"])
+    rule = {"id": "x", "schedule": "0 9 * * *", "do": [{"create_task": {"title": "x"}}]}
+    assert list(validator.iter_errors({"rules": [{**rule, "for_each": {"contact": None}}]})) == []  # `contact:`
+    assert list(validator.iter_errors({"rules": [{**rule, "for_each": "lead"}]}))
 
 
 @pytest.mark.parametrize(
