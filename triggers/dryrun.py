@@ -8,11 +8,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from leadhub.store.trigger_data import NO_ORDERS, OBJECT_TABLES
 from leadhub.triggers.actions.base import RenderEnv
 from leadhub.triggers.compile import EvaluationError
 from leadhub.triggers.context import build_context
 from leadhub.triggers.engine import RuleIndex, evaluate
-from leadhub.triggers.events import EVENT_OBJECTS
+from leadhub.triggers.events import EVENT_OBJECTS, OBJECT_FIELDS
 from leadhub.triggers.scheduler import late_reason
 from leadhub.url_redaction import redact_urls
 
@@ -59,12 +60,30 @@ def read_event(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         value = raw.get(name)
         if value is not None and not isinstance(value, dict):
             raise EventFileError(f"{path}: {name} must be a JSON object")
-        objects[name] = None if value is None else {k: _date(v) if k.endswith("_at") else v for k, v in value.items()}
-    if objects.get("contact") is not None:
-        objects["contact"].setdefault("unsubscribed", False)
-        objects["contact"].setdefault("orders_count", 0)
-        objects["contact"].setdefault("last_order_at", None)
+        objects[name] = None if value is None else _as_loaded(name, value)
     return event, objects
+
+
+def _as_loaded(name: str, given: dict[str, Any]) -> dict[str, Any]:
+    """An object of the event file with every field the daemon's has: a file holds a few, and a rule the daemon
+    runs (`{{ lead.owner }}`, `contact.email`) failed on the others as undefined. A field that is no field of
+    the object stays undefined: `rules check` refuses a rule reading one."""
+    row = _unset_fields(name)
+    row.update({k: _date(v) if k.endswith("_at") else v for k, v in given.items()})
+    return row
+
+
+def _unset_fields(name: str) -> dict[str, Any]:
+    """The fields as a stored row holds them when nothing set them: the column's default (`new`, [], {}), else
+    none; a contact not suppressed and with no orders."""
+    fields: dict[str, Any] = dict.fromkeys(OBJECT_FIELDS[name])
+    for column in OBJECT_TABLES[name][0].c:
+        default = column.default
+        if column.name in fields and default is not None and (default.is_scalar or default.is_callable):
+            fields[column.name] = default.arg if default.is_scalar else default.arg(None)
+    if name == "contact":
+        fields.update(unsubscribed=False, **NO_ORDERS)
+    return fields
 
 
 def _date(value: Any) -> Any:

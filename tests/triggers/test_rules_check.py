@@ -321,6 +321,35 @@ def test_rules_test_cli_dry_run_renders_the_survey(tmp_path: Path) -> None:
     assert "rule 'low-score-task': not matched: listens to feedback.received" in out
 
 
+def test_rules_test_gives_the_objects_of_an_event_file_every_field_the_daemon_gives_them(tmp_path: Path) -> None:
+    """An event file holds a few fields of each object; the others were undefined, so the shipped rules, which
+    run in the daemon, failed the dry run (`'Record object' has no attribute 'owner'`). They are none now, or the
+    column's default (a lead's tags are []), as in a stored row nothing set them in."""
+    from leadhub.triggers.dryrun import read_event
+    from leadhub.triggers.events import OBJECT_FIELDS
+
+    event = {
+        "type": "lead.created",
+        "contact": {"id": "c1", "name": "Ivan"},
+        "lead": {"id": "l1", "status": "new", "tags": ["callback_requested"]},
+    }
+    (tmp_path / "e.json").write_text(json.dumps(event))
+    run = run_leadhub("rules", "test", "e.json", "--rules", str(EXAMPLES), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "error" not in run.stdout, run.stdout
+    assert "matched" in run.stdout and "do[0] create_task:" in run.stdout
+    assert (
+        '    body: {"lead_id": "l1", "status": "new", "email": ""}' in run.stdout
+    )  # a missing value prints as nothing
+
+    (tmp_path / "e.json").write_text(json.dumps({**event, "lead": {"id": "l1"}}))
+    _, objects = read_event(tmp_path / "e.json")
+    assert set(objects["lead"]) == OBJECT_FIELDS["lead"] and set(objects["contact"]) == OBJECT_FIELDS["contact"]
+    assert objects["lead"]["owner"] is None and objects["lead"]["tags"] == [] and objects["lead"]["status"] == "new"
+    assert objects["contact"]["unsubscribed"] is False and objects["contact"]["orders_count"] == 0
+    assert objects["inquiry"] is None
+
+
 def test_published_json_schema_is_in_sync() -> None:
     """docs/rules.schema.json is generated: `python -m leadhub.triggers.jsonschema > docs/rules.schema.json`."""
     assert (REPO / "docs" / "rules.schema.json").read_text() == render()
