@@ -27,22 +27,24 @@ class SchemaStatus:
 
 async def schema_status(url: str) -> SchemaStatus:
     database = redacted_url(url)
+    release = ", ".join(sorted(MIGRATION_HEADS))
     try:
         engine = create_engine(url, existing=True)
-    except SchemaNotMigrated as exc:
-        return SchemaStatus(NEEDS_UPGRADE, f"{database}: {exc}")
+    except SchemaNotMigrated as exc:  # a SQLite file not there yet
+        return SchemaStatus(NEEDS_UPGRADE, f"{database}: {exc} at revisions {release}")
     try:
         applied = await applied_revisions(engine)
     finally:
         await engine.dispose()
-    release = ", ".join(sorted(MIGRATION_HEADS))
     if unknown := applied - KNOWN_REVISIONS:
         return SchemaStatus(SCHEMA_NEWER, f"{database}: {newer_schema_message(unknown)}")
     if applied == MIGRATION_HEADS:
         return SchemaStatus(0, f"{database}: up to date (revisions {release})")
     if not applied:
         return SchemaStatus(
-            NEEDS_UPGRADE, f"{database}: no leadhub tables yet; `leadhub db upgrade` (or `leadhub run`) creates them"
+            NEEDS_UPGRADE,
+            f"{database}: no leadhub tables yet; `leadhub db upgrade` (or `leadhub run`) creates them at revisions "
+            f"{release}",
         )
     due = ", ".join(sorted(MIGRATION_HEADS - applied))
     return SchemaStatus(

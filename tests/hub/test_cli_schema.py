@@ -89,6 +89,8 @@ async def test_read_only_commands_leave_no_sqlite_file_where_none_was(tmp_path: 
     run = run_leadhub(*command, cwd=tmp_path, env=env)
     assert run.returncode == (4 if command == ["db", "status"] else 1), run.stdout + run.stderr
     assert "no such file yet: `leadhub run` or `leadhub db upgrade` creates it" in run.stderr
+    if command == ["db", "status"]:  # the revisions it would create are named, as when tables are missing
+        assert run.stderr.strip().endswith(f"creates it at revisions {', '.join(sorted(MIGRATION_HEADS))}")
     assert not missing.parent.exists()
 
 
@@ -125,7 +127,7 @@ async def test_db_status_says_whether_an_upgrade_is_due_without_changing_anythin
     await _touch(database_url)
     empty = run_leadhub("db", "status", cwd=tmp_path, env=env)
     assert empty.returncode == 4 and empty.stderr.strip() == (
-        f"{shown}: no leadhub tables yet; `leadhub db upgrade` (or `leadhub run`) creates them"
+        f"{shown}: no leadhub tables yet; `leadhub db upgrade` (or `leadhub run`) creates them at revisions {release}"
     )
     assert await applied_revisions(database_url) == frozenset()
 

@@ -86,10 +86,14 @@ def test_nothing_to_back_up_or_nowhere_to_put_it_is_one_line(tmp_path: Path) -> 
 
 
 async def test_a_postgresql_database_is_pointed_to_pg_dump(database_url: str, tmp_path: Path) -> None:
+    """And to pg_restore, with the same exit status 2 (not the 1 of a refused restore)."""
     url = database_url if PG_ADMIN_URL else "postgresql+asyncpg://leadhub:pw@127.0.0.1:5432/leadhub"
     run = await asyncio.to_thread(_db, "backup", tmp_path / "b.db", url, tmp_path)
     assert run.returncode == 2 and "is not SQLite; use PostgreSQL's own tools, e.g. `pg_dump" in run.stderr
     assert ":pw@" not in run.stderr and not (tmp_path / "b.db").exists()
+    (tmp_path / "b.db").write_bytes(b"")
+    restore = await asyncio.to_thread(_db, "restore", tmp_path / "b.db", url, tmp_path)
+    assert restore.returncode == 2 and "`pg_restore`" in restore.stderr and ":pw@" not in restore.stderr
 
 
 def _inquiries(path: Path) -> int:
