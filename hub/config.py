@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from leadhub.config_values import refuse_a_boolean_number
@@ -96,24 +96,17 @@ class Settings(BaseSettings):
     lead_windows: dict[str, str] = Field(default_factory=dict)
     connectors: list[dict[str, Any]] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _replicas_need_a_cluster(self) -> Settings:
-        if self.stream_replicas > 1 and not self.nats_url:
+    # Checks of one setting against another are field validators (the other is in info.data, declared before):
+    # a model validator's error names no setting, so it could not say which file line or variable to fix.
+    @field_validator("stream_replicas")
+    @classmethod
+    def _replicas_need_a_cluster(cls, value: int, info: ValidationInfo) -> int:
+        if value > 1 and "nats_url" in info.data and not info.data["nats_url"]:
             raise ValueError(
-                f"stream_replicas={self.stream_replicas} needs a NATS cluster: set LEADHUB_NATS_URL "
+                f"{value} needs a NATS cluster: set LEADHUB_NATS_URL "
                 "(the embedded NATS is one server and keeps one copy)"
             )
-        return self
-
-    @model_validator(mode="after")
-    def _workers_do_not_take_the_primary_port_from_it(self) -> Settings:
-        workers_serve_http = any("http" in group for group in self.worker_roles or ())
-        if self.workers > 1 and workers_serve_http and "http" not in self.roles:
-            raise ValueError(
-                "worker_roles has http but roles does not: the processes share one port, so the primary would "
-                "answer a share of the webhooks without taking them; add http to roles or remove it from worker_roles"
-            )
-        return self
+        return value
 
     @field_validator("*", mode="before")
     @classmethod
@@ -307,6 +300,12 @@ class Settings(BaseSettings):
                 f"{len(value)} groups of roles (one per worker, separated by ';') but workers: {workers} starts "
                 f"{workers - 1} process(es) beside the first; name one group for all of them or one for each, "
                 f"e.g. workers: {len(value) + 1}"
+            )
+        workers_serve_http = any("http" in group for group in value or ())
+        if workers_serve_http and (workers or 1) > 1 and "http" not in info.data.get("roles", ("http",)):
+            raise ValueError(
+                "has http but roles does not: the processes share one port, so the primary would answer a share of "
+                "the webhooks without taking them; add http to roles or remove it from worker_roles"
             )
         return value
 

@@ -198,6 +198,29 @@ def test_a_data_dir_that_is_a_file_is_named(tmp_path: Path) -> None:
     ]
 
 
+def test_a_setting_checked_against_another_is_named_where_it_was_given(tmp_path: Path) -> None:
+    """Such checks named no setting: `/dev/null: : stream_replicas=3 needs a NATS cluster` for LEADHUB_STREAM_REPLICAS,
+    the config file and an empty key, and the file without its line when the file set it."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(Path("/dev/null"), env={"LEADHUB_STREAM_REPLICAS": "3"})
+    assert caught.value.problems == [
+        "environment LEADHUB_STREAM_REPLICAS: stream_replicas: 3 needs a NATS cluster: set LEADHUB_NATS_URL "
+        "(the embedded NATS is one server and keeps one copy)"
+    ]
+    assert load_config(Path("/dev/null"), env={"LEADHUB_STREAM_REPLICAS": "3", "LEADHUB_NATS_URL": "nats://n1:4222"})
+    path = tmp_path / "leadhub.yaml"
+    path.write_text("workers: 2\nroles: pipeline,relay\nworker_roles: http\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert caught.value.problems == [
+        f"{path}:3: worker_roles: has http but roles does not: the processes share one port, so the primary would "
+        "answer a share of the webhooks without taking them; add http to roles or remove it from worker_roles"
+    ]
+    with pytest.raises(ConfigError) as caught:
+        load_config(Path("/dev/null"), env={"LEADHUB_STREAM_REPLICAS": "3", "LEADHUB_NATS_URL": "bogus://n1"})
+    assert [p.split(":")[0] for p in caught.value.problems] == ["environment LEADHUB_NATS_URL"], "only the URL"
+
+
 def test_misspelt_environment_variables_are_found_with_the_likely_name() -> None:
     env = {
         "LEADHUB_HTTP_PROT": "9000",

@@ -52,7 +52,7 @@ FORM = {"name": "site-form", "type": "form", "rate_limit": None}
             {"LEADHUB_DATABASE_URL": "postgresql+asyncpg://u:p@127.0.0.1:1/db?sslmode=require"},
             "environment LEADHUB_DATABASE_URL: database_url: sslmode is libpq's; asyncpg takes ssl= with the same",
         ),
-        ("stream_replicas: 3\n", {}, "stream_replicas=3 needs a NATS cluster: set LEADHUB_NATS_URL"),
+        ("stream_replicas: 3\n", {}, "leadhub.yaml:1: stream_replicas: 3 needs a NATS cluster: set LEADHUB_NATS_URL"),
         ("stream_replicas: 7\n", {}, "leadhub.yaml:1: stream_replicas: Input should be less than or equal to 5"),
         (
             "stream_duplicate_window: 0s\n",

@@ -284,10 +284,10 @@ def test_worker_roles_are_checked_and_decide_the_relay_shares() -> None:
         config_from_dict({"workers": 4, "worker_roles": "http;pipeline"}, env={})
     with pytest.raises(ConfigError, match="in each group"):
         config_from_dict({"workers": 3, "worker_roles": "http;"}, env={})
-    with pytest.raises(ConfigError, match="worker_roles has http but roles does not"):
+    with pytest.raises(ConfigError, match="worker_roles: has http but roles does not"):
         config_from_dict({"workers": 3, "roles": "pipeline,relay,triggers", "worker_roles": "pipeline;http"}, env={})
 
-    with pytest.raises(ConfigError, match="worker_roles has http but roles does not"):
+    with pytest.raises(ConfigError, match="worker_roles: has http but roles does not"):
         config_from_dict({"workers": 2, "roles": "pipeline,relay", "worker_roles": "http"}, env={})
     with pytest.raises(ConfigError, match="worker_roles"):
         config_from_dict({"workers": 2, "worker_roles": "triggers"}, env={})
