@@ -164,7 +164,7 @@ def queueable(envelope: Envelope) -> Envelope:
     was answered 202 and then dead-lettered, and no replay could ever store it.
     """
     try:
-        envelope.check()
+        envelope.check(content_type_name="Content-Type")  # the request's, sent on as the envelope's
     except EnvelopeError as exc:
         raise HookError(400, "malformed", f"the request cannot be queued: {exc}") from None
     return envelope

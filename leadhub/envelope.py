@@ -71,16 +71,17 @@ class Envelope:
             headers[H_META] = _meta_json(dict(self.meta))
         return headers
 
-    def check(self) -> None:
+    def check(self, content_type_name: str = H_CONTENT_TYPE) -> None:
         """Raise EnvelopeError naming what the pipeline's `from_message` would refuse in this envelope's message.
 
         A webhook calls it before publishing: what the pipeline cannot take is then a 400 for its sender, not a
         202 followed by a dead letter that no replay can store. The received time and meta are not read back: their
         headers are this envelope's own isoformat and JSON, and every accepted webhook pays for this check.
         A key or content type the queue would change is refused too: the id answered is that of the key sent.
+        The errors call the content type `content_type_name`: a webhook's sender sent it as Content-Type.
         """
-        _check_headers(self.headers())
-        _check_arrives_as_sent(self.key, self.content_type)
+        _check_headers(self.headers(), {H_CONTENT_TYPE: content_type_name})
+        _check_arrives_as_sent(self.key, self.content_type, content_type_name)
 
     @classmethod
     def from_message(cls, headers: Mapping[str, str] | None, payload: bytes) -> Envelope:
@@ -110,8 +111,10 @@ class Envelope:
         )
 
 
-def _check_headers(headers: Mapping[str, str]) -> None:
-    """EnvelopeError unless the identifying headers are present, the channel known, and each fits its column."""
+def _check_headers(headers: Mapping[str, str], shown: Mapping[str, str] | None = None) -> None:
+    """EnvelopeError unless the identifying headers are present, the channel known, and each fits its column;
+    `shown` names a header as its sender knows it."""
+    shown = shown or {}
     missing = [h for h in (H_KEY, H_CHANNEL, H_CONNECTOR, H_RECEIVED) if not headers.get(h)]
     if missing:
         raise EnvelopeError(f"message lacks header(s) {', '.join(missing)}")
@@ -119,13 +122,13 @@ def _check_headers(headers: Mapping[str, str]) -> None:
         raise EnvelopeError(f"{H_CHANNEL} {headers[H_CHANNEL][:50]!r} is not one of {', '.join(CHANNELS)}")
     for name, limit in ((H_KEY, MAX_KEY), (H_CONNECTOR, MAX_CONNECTOR), (H_CONTENT_TYPE, MAX_CONTENT_TYPE)):
         if len(headers.get(name, "")) > limit:
-            raise EnvelopeError(f"{name} is longer than {limit} characters ({len(headers[name])})")
+            raise EnvelopeError(f"{shown.get(name, name)} is longer than {limit} characters ({len(headers[name])})")
 
 
-def _check_arrives_as_sent(key: str, content_type: str) -> None:
+def _check_arrives_as_sent(key: str, content_type: str, content_type_name: str) -> None:
     """EnvelopeError when the queue would change the key or content type on the way: NATS header values are trimmed
     and lose CR/LF (hub/nats_frames.py, as nats-py), so a stored key would give another id than the one answered."""
-    for name, value in ((H_KEY, key), (H_CONTENT_TYPE, content_type)):
+    for name, value in ((H_KEY, key), (content_type_name, content_type)):
         if "\r" in value or "\n" in value or value != value.strip():
             raise EnvelopeError(
                 f"{name} {value[:50]!r} would not arrive as sent: "

@@ -31,6 +31,15 @@ def test_check_refuses_what_the_pipeline_would_with_its_reason(change: dict) -> 
     assert str(from_check.value) == str(from_pipeline.value)
 
 
+def test_check_names_the_content_type_as_its_caller_says_it_was_sent() -> None:
+    """A webhook's sender sent a Content-Type, not the queue's Leadhub-Content-Type."""
+    envelope = dataclasses.replace(GOOD, content_type="t" * (MAX_CONTENT_TYPE + 1))
+    with pytest.raises(EnvelopeError, match=r"^Content-Type is longer than 200 characters \(201\)$"):
+        envelope.check(content_type_name="Content-Type")
+    with pytest.raises(EnvelopeError, match=r"^Content-Type 'a\\rb' would not arrive as sent"):
+        dataclasses.replace(GOOD, content_type="a\rb").check(content_type_name="Content-Type")
+
+
 def test_an_envelope_at_every_limit_passes_both() -> None:
     envelope = dataclasses.replace(GOOD, key="k" * MAX_KEY, content_type="t" * MAX_CONTENT_TYPE, meta={"a": "b"})
     envelope.check()

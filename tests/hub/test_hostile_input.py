@@ -124,18 +124,19 @@ LONG_CONTENT_TYPE = b"Content-Type: application/json; foo=" + b"a" * 250
     "case",
     [
         ("form Content-Type over 200", FORM.replace(b"Content-Type: application/json", LONG_CONTENT_TYPE),
-         b'{"name": "x"}', "Leadhub-Content-Type is longer than 200"),
+         b'{"name": "x"}', "cannot be queued: Content-Type is longer than 200 characters (272)"),
         ("form Idempotency-Key over 200 once escaped", FORM + b"\r\nIdempotency-Key: " + b"\xff" * 100,
          b'{"name": "x"}', "Idempotency-Key is longer than 200"),
         ("telegram Content-Type over 200", TELEGRAM.replace(b"Content-Type: application/json", LONG_CONTENT_TYPE),
-         b'{"update_id": 1}', "Leadhub-Content-Type is longer than 200"),
+         b'{"update_id": 1}', "cannot be queued: Content-Type is longer than 200 characters (272)"),
         ("telegram key over 400", TELEGRAM, b'{"update_id": 1%s}' % (b"0" * 400), "Leadhub-Key is longer than 400"),
     ],
     ids=lambda case: case[0],
 )  # fmt: skip
 async def test_what_the_pipeline_would_refuse_is_400_not_a_dead_letter(hub: RunningHub, case: tuple) -> None:
     """The pipeline refuses a key or content type longer than its column: answered 202, such an item was
-    dead-lettered, and no replay could store it."""
+    dead-lettered, and no replay could store it. A content type is named as sent, Content-Type (it was named
+    Leadhub-Content-Type, the queue's header, which the sender never sent)."""
     _label, head, body, detail = case
     got, answer = await raw_request(hub, head, body)
     assert (got, answer["error"]) == (400, "malformed"), answer
