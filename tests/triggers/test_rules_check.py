@@ -330,6 +330,7 @@ def test_rules_test_gives_the_objects_of_an_event_file_every_field_the_daemon_gi
 
     event = {
         "type": "lead.created",
+        "data": {"lead_id": "l1", "tags": ["callback_requested"]},  # what the callback rule reads, as intake writes
         "contact": {"id": "c1", "name": "Ivan"},
         "lead": {"id": "l1", "status": "new", "tags": ["callback_requested"]},
     }
