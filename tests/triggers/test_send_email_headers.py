@@ -134,6 +134,8 @@ async def test_a_to_with_a_line_separator_or_an_invisible_character_fails_at_onc
     ValueError): retried 8 times over an hour as an unexpected error, a traceback logged each time, then failed."""
     templates = _mail_to(rules_dir, "{{ lead.owner }}")
     running = await trigger_hub(smtp_url=smtp_server.url, templates_dir=str(templates))
+    if separator == "\x00" and running.engine.dialect.name == "postgresql":
+        pytest.skip("PostgreSQL's text holds no NUL: no owner can carry one to a rule")
     run = await _first_run(running, clock, f"anna@example.com{separator}X-Injected: 1")
     assert run.status == "failed" and run.last_error.startswith("not a single e-mail address: "), run.last_error
     assert smtp_server.inbox.messages == []
