@@ -15,6 +15,7 @@ from multidict import MultiDictProxy
 from sqlalchemy.exc import SQLAlchemyError
 
 from leadhub.envelope import CHANNELS
+from leadhub.hub.config import Settings
 from leadhub.hub.http.jsonio import error_response, json_response
 from leadhub.hub.http.state import DEPS
 from leadhub.pipelines.normalize import fold_email, normalize_email, normalize_phone
@@ -130,6 +131,10 @@ def path_id(request: web.Request) -> str:
     return value
 
 
+# What a reverse proxy adds to a request it passes on
+PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
+
+
 def _is_loopback(remote: str | None) -> bool:
     try:
         return remote is not None and ipaddress.ip_address(remote).is_loopback
@@ -137,26 +142,47 @@ def _is_loopback(remote: str | None) -> bool:
         return False
 
 
-async def api_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Bearer token on /api (hub/http/guard.py runs this for every path under /api/, routed or not).
+def _is_proxied(request: web.Request) -> bool:
+    """A proxy on the same host connects from loopback: without this every client behind it would count as local."""
+    return any(name in request.headers for name in PROXY_HEADERS)
 
-    With no token configured only loopback clients are served.
+
+def warn_of_weak_access(settings: Settings) -> None:
+    """Logged once at start: a hub with a public URL is likely behind a proxy, which the API trusts only so far."""
+    if settings.api_token is None and settings.public_url is not None:
+        log.warning("the API answers loopback clients without a token; behind a proxy set LEADHUB_API_TOKEN")
+
+
+def _refusal(request: web.Request) -> web.Response | None:
+    """The 401 for a request the API does not serve; None when it is served.
+
+    With no token configured only loopback clients are served, and not through a proxy.
     """
     token = request.app[DEPS].settings.api_token
     if token is None:
         if not _is_loopback(request.remote):
             return error_response(401, "unauthorized", "set LEADHUB_API_TOKEN to use the API from other hosts")
-    else:
-        given = request.headers.get("Authorization", "")
-        expected = f"Bearer {token.get_secret_value()}"
-        # surrogatepass: an Authorization header with bytes that are not UTF-8 is a wrong token, not an error
-        if not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode()):
-            return error_response(
-                401,
-                "unauthorized",
-                "send Authorization: Bearer <LEADHUB_API_TOKEN>",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+        if _is_proxied(request):
+            return error_response(401, "unauthorized", "set LEADHUB_API_TOKEN to use the API through a proxy")
+        return None
+    given = request.headers.get("Authorization", "")
+    expected = f"Bearer {token.get_secret_value()}"
+    # surrogatepass: an Authorization header with bytes that are not UTF-8 is a wrong token, not an error
+    if not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode()):
+        return error_response(
+            401,
+            "unauthorized",
+            "send Authorization: Bearer <LEADHUB_API_TOKEN>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return None
+
+
+async def api_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bearer token on /api (hub/http/guard.py runs this for every path under /api/, routed or not)."""
+    refusal = _refusal(request)
+    if refusal is not None:
+        return refusal
     try:
         return await handler(request)
     except (BadParameter, queries.BadCursor) as exc:

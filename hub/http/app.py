@@ -19,6 +19,8 @@ def create_app(deps: HttpDeps, *, intake: bool = True) -> web.Application:
     routes = ops.routes()
     if intake:
         routes += [*_intake_routes(), *api.routes()]
+        if deps.worker == 0:  # once, not once per process
+            api.warn_of_weak_access(deps.settings)
     app.router.add_routes(guarded_routes(routes, deps.metrics))
     return app
 

@@ -62,6 +62,21 @@ async def test_an_unknown_api_path_asks_for_the_token_before_saying_404(make_hub
         assert response.status == 200
 
 
+async def test_without_a_token_a_loopback_request_through_a_proxy_is_refused(make_hub: HubFactory) -> None:
+    """A reverse proxy on the same host connects from 127.0.0.1: its clients must not count as local."""
+    with structlog.testing.capture_logs() as logs:
+        hub = await make_hub([], public_url="https://leads.example.com")
+    assert "the API answers loopback clients without a token; behind a proxy set LEADHUB_API_TOKEN" in [
+        entry["event"] for entry in logs
+    ]
+    for header in ({"X-Forwarded-For": "203.0.113.7"}, {"Forwarded": "for=203.0.113.7"}, {"X-Real-IP": "203.0.113.7"}):
+        async with hub.session.get(hub.url("/api/leads"), headers=header) as response:
+            assert response.status == 401, header
+            assert "LEADHUB_API_TOKEN" in (await response.json())["detail"]
+    async with hub.session.get(hub.url("/api/leads")) as response:
+        assert response.status == 200
+
+
 async def test_an_unexpected_error_is_a_logged_json_500_and_redirects_pass_through() -> None:
     async def boom(request: web.Request) -> web.Response:
         raise RuntimeError("a bug")
