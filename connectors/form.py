@@ -183,8 +183,9 @@ class FormConnector:
         return self._answer(request, result)
 
     def _client_ip(self, request: web.Request) -> str:
-        if self.config.trust_forwarded_for and (forwarded := request.headers.get("X-Forwarded-For")):
-            return forwarded.split(",", 1)[0].strip()
+        if self.config.trust_forwarded_for and (forwarded := request.headers.getall("X-Forwarded-For", [])):
+            # the last entry is what the one proxy appended; those before it are whatever the client sent
+            return forwarded[-1].rsplit(",", 1)[-1].strip()
         return request.remote or "unknown"
 
     def _check_rate(self, request: web.Request) -> None:

@@ -138,3 +138,18 @@ async def test_an_origin_is_matched_as_the_browser_writes_it(make_hub: HubFactor
     )
     async with await hub.post("/hooks/site-form", json={"name": "x"}, headers={"Origin": SITE}) as response:
         assert response.status == 202 and response.headers["Access-Control-Allow-Origin"] == SITE
+
+
+async def test_behind_a_proxy_the_rate_limit_and_remote_ip_take_the_address_the_proxy_appended(
+    make_hub: HubFactory,
+) -> None:
+    """The leftmost X-Forwarded-For entry is whatever the client sent: a new one per post got past the limit."""
+    hub = await make_hub([{"name": "site-form", "type": "form", "rate_limit": "3/m", "trust_forwarded_for": True}])
+    statuses = []
+    for i in range(6):
+        forwarded = {"X-Forwarded-For": f"10.9.9.{i}, 203.0.113.7"}
+        async with await hub.post("/hooks/site-form", json={"name": f"Post {i}"}, headers=forwarded) as response:
+            statuses.append(response.status)
+    assert statuses == [202, 202, 202, 429, 429, 429]
+    inquiries = await hub.wait_items("/api/inquiries", 3)
+    assert {inquiry["meta"]["remote_ip"] for inquiry in inquiries} == {"203.0.113.7"}
