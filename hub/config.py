@@ -27,6 +27,9 @@ ENV_PREFIX = "LEADHUB_"
 ROLES = ("http", "pipeline", "relay", "triggers")
 WORKER_ROLES = ("http", "pipeline", "relay")  # triggers and pull connectors run once, in the primary
 MAX_WORKERS = 64
+# docker-compose.yml's default once: a token everyone who read the file knows, refused
+PLACEHOLDER_TOKEN = "change-me"  # noqa: S105 - the value refused, not a secret
+MIN_TOKEN_LENGTH = 16  # shorter is warned of at start, not refused: tokens already in use keep working
 MIN_DUPLICATE_WINDOW, MAX_DUPLICATE_WINDOW = timedelta(seconds=1), timedelta(days=1)
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 DATABASE_EXAMPLE = "postgresql+asyncpg://user:pass@host/db or sqlite+aiosqlite:////path/leadhub.db"
@@ -185,6 +188,10 @@ class Settings(BaseSettings):
     def _token_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().strip():
             raise ValueError("is empty; set a token, or unset LEADHUB_API_TOKEN to serve /api to loopback clients only")
+        if value is not None and value.get_secret_value() == PLACEHOLDER_TOKEN:
+            raise ValueError(
+                f"is the placeholder {PLACEHOLDER_TOKEN!r}; set a long random value (openssl rand -hex 24)"
+            )
         return value
 
     @field_validator("public_url")

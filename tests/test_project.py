@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -67,9 +68,14 @@ def test_docker_compose_file_is_valid() -> None:
         command = ["docker-compose", "config", "--quiet"]
     else:
         pytest.skip("neither `docker compose` nor docker-compose is installed (.ci/run installs docker-compose)")
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    # the API token has no default: the published port would open /api to anyone who knows it
+    environ = {name: value for name, value in os.environ.items() if name != "LEADHUB_API_TOKEN"}
+    unset = subprocess.run(command, cwd=REPO, env=environ, capture_output=True, text=True, timeout=60, check=False)
+    assert unset.returncode != 0 and "set LEADHUB_API_TOKEN to a long random value" in unset.stderr, unset.stderr
+    environ["LEADHUB_API_TOKEN"] = "a-long-random-value-for-the-test"
+    result = subprocess.run(command, cwd=REPO, env=environ, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     services = subprocess.run(
-        [*command[:-1], "--services"], cwd=REPO, capture_output=True, text=True, timeout=60, check=True
+        [*command[:-1], "--services"], cwd=REPO, env=environ, capture_output=True, text=True, timeout=60, check=True
     ).stdout.split()
     assert {"leadhub", "nats", "postgres", "mailpit"} <= set(services)

@@ -15,7 +15,7 @@ from multidict import MultiDictProxy
 from sqlalchemy.exc import SQLAlchemyError
 
 from leadhub.envelope import CHANNELS
-from leadhub.hub.config import Settings
+from leadhub.hub.config import MIN_TOKEN_LENGTH, Settings
 from leadhub.hub.http.jsonio import error_response, json_response
 from leadhub.hub.http.state import DEPS
 from leadhub.pipelines.normalize import fold_email, normalize_email, normalize_phone
@@ -148,9 +148,13 @@ def _is_proxied(request: web.Request) -> bool:
 
 
 def warn_of_weak_access(settings: Settings) -> None:
-    """Logged once at start: a hub with a public URL is likely behind a proxy, which the API trusts only so far."""
-    if settings.api_token is None and settings.public_url is not None:
+    """Logged once at start: a hub with a public URL is likely behind a proxy, which the API trusts only so far;
+    a short token can be guessed."""
+    token = settings.api_token
+    if token is None and settings.public_url is not None:
         log.warning("the API answers loopback clients without a token; behind a proxy set LEADHUB_API_TOKEN")
+    elif token is not None and len(token.get_secret_value()) < MIN_TOKEN_LENGTH:
+        log.warning(f"LEADHUB_API_TOKEN is shorter than {MIN_TOKEN_LENGTH} characters; set a long random value")
 
 
 def _refusal(request: web.Request) -> web.Response | None:

@@ -34,6 +34,18 @@ def test_bad_environment_values_are_named_without_the_secret(name: str) -> None:
     assert "hunter2" not in problem and "Value error" not in problem
 
 
+def test_the_placeholder_api_token_is_refused_and_a_short_one_is_taken() -> None:
+    """`change-me` was docker-compose.yml's default: every reader of the file knew it. Short tokens stay usable
+    (warned of at start) so existing setups keep working."""
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict({}, env={"LEADHUB_API_TOKEN": "change-me"})
+    [problem] = caught.value.problems
+    assert problem.startswith(
+        "environment LEADHUB_API_TOKEN: api_token: is the placeholder 'change-me'; set a long random value"
+    ), problem
+    assert config_from_dict({}, env={"LEADHUB_API_TOKEN": "t0ken"}).settings.api_token is not None
+
+
 def test_database_urls_need_an_async_driver_of_a_supported_database() -> None:
     for url, expected in [
         ("mysql://u:hunter2@h/db", "database 'mysql' is not supported"),

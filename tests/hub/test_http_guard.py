@@ -77,6 +77,14 @@ async def test_without_a_token_a_loopback_request_through_a_proxy_is_refused(mak
         assert response.status == 200
 
 
+async def test_a_short_api_token_is_warned_of_at_start(make_hub: HubFactory) -> None:
+    warning = "LEADHUB_API_TOKEN is shorter than 16 characters; set a long random value"
+    for token, warned in (("t0ken", True), ("0123456789abcdef", False)):
+        with structlog.testing.capture_logs() as logs:
+            await make_hub([], api_token=token)
+        assert (warning in [entry["event"] for entry in logs]) is warned, token
+
+
 async def test_an_unexpected_error_is_a_logged_json_500_and_redirects_pass_through() -> None:
     async def boom(request: web.Request) -> web.Response:
         raise RuntimeError("a bug")
