@@ -38,6 +38,7 @@ from leadhub.pipelines.failures import classify
 from leadhub.pipelines.intake import IntakePipeline
 from leadhub.pipelines.model import SourceSpec
 from leadhub.pipelines.outbox_relay import OutboxRelay
+from leadhub.private_files import make_private_dir, others_can_read
 from leadhub.store.db import (
     SchemaNewerThanCode,
     applied_revisions,
@@ -142,13 +143,15 @@ class Hub:
         return directory
 
     async def start(self) -> None:
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        created = make_private_dir(self.settings.data_dir)
         log.info(
             "starting leadhub" if self.worker == 0 else "starting worker",
             version=__version__,
             roles=",".join(self.roles),
             config=str(self.config.source or "(defaults)"),
         )
+        if not created and self.worker == 0:
+            _warn_if_others_can_read(self.settings.data_dir)
         self.engine = create_engine(self.settings.effective_database_url)
         await self._refuse_a_newer_database(self.engine)
         url = self.settings.nats_url
@@ -484,6 +487,17 @@ class _StepTimer:
         now = time.perf_counter()
         self.steps[name] = round(now - self._last, 3)
         self._last = now
+
+
+def _warn_if_others_can_read(data_dir: Path) -> None:
+    """An existing data dir keeps the mode the admin gave it, but one open to others is said at every start."""
+    if others_can_read(data_dir):
+        log.warning(
+            "the data dir can be read by other users: it holds every contact and the key that signs survey and "
+            "unsubscribe links; make it the leadhub user's only (chmod 700)",
+            data_dir=str(data_dir),
+            mode=oct(data_dir.stat().st_mode & 0o777),
+        )
 
 
 def _refuse_a_taken_port(host: str, port: int) -> None:

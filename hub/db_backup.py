@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from leadhub.private_files import PRIVATE_FILE
 from leadhub.store.db import SQLITE_BUSY_TIMEOUT_MS, redacted_url
 
 
@@ -75,9 +76,9 @@ def sqlite_file(url: str, *, must_exist: bool = True) -> Path:
 
 
 def _vacuum_into(source: Path, partial: Path) -> None:
-    # Created empty first (VACUUM INTO takes an empty file) with the database's own permissions: a backup holds
-    # the same contacts and secrets, so it is never readable by more users than the database is.
-    os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, source.stat().st_mode & 0o777))
+    # Created empty first (VACUUM INTO takes an empty file) for this user only, whatever the database's mode: a
+    # backup holds every contact and the links' signing key, and a database from an older release may be 0644.
+    os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
     connection = sqlite3.connect(source, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
     try:
         connection.execute("VACUUM INTO ?", (str(partial),))

@@ -26,12 +26,13 @@ import signal
 import sys
 import sysconfig
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import structlog
 
 from leadhub.hub.process_ties import dies_with_parent
+from leadhub.private_files import PRIVATE_DIR, PRIVATE_FILE
 
 log = structlog.get_logger("leadhub.nats")
 
@@ -69,6 +70,19 @@ def server_environment(environ: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+def _private_and_tied() -> Callable[[], None]:
+    """The child's `preexec_fn`: umask 077, as nats-server writes its port files 0644 and its stream store (the raw
+    payloads) 0640; and it dies with the daemon."""
+    tie = dies_with_parent(signal.SIGKILL)
+
+    def prepare() -> None:  # runs in the child between fork and exec
+        os.umask(0o077)
+        if tie is not None:
+            tie()
+
+    return prepare
+
+
 class EmbeddedNats:
     """Start, find the port of, and stop a JetStream-enabled nats-server under `data_dir/nats`."""
 
@@ -87,6 +101,9 @@ class EmbeddedNats:
 
     async def start(self) -> str:
         self.root.mkdir(parents=True, exist_ok=True)
+        # the config, the port files and the stream's messages (raw payloads) are this user's only, also in a
+        # nats/ an older release made 0755
+        self.root.chmod(PRIVATE_DIR)
         self._take_lock()
         self._stopping = False  # start() after stop() (tests: an outage of a server they own)
         try:
@@ -101,7 +118,7 @@ class EmbeddedNats:
 
     def _take_lock(self) -> None:
         """One daemon per data dir: a second one must not stop the first one's server as a leftover."""
-        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -146,7 +163,7 @@ class EmbeddedNats:
     async def _launch(self) -> str:
         shutil.rmtree(self.ports_dir, ignore_errors=True)
         self.ports_dir.mkdir()
-        self.config_file.write_text(self._config_text())
+        self._write_private(self.config_file, self._config_text())
         log_file = open(self.root / "nats-server.log", "ab")  # noqa: SIM115, ASYNC230 - the child owns it
         try:
             self.process = await asyncio.create_subprocess_exec(
@@ -158,7 +175,7 @@ class EmbeddedNats:
                 stdin=asyncio.subprocess.DEVNULL,
                 env=server_environment(os.environ),
                 start_new_session=True,  # a terminal's Ctrl-C goes to the daemon, which stops the server last
-                preexec_fn=dies_with_parent(signal.SIGKILL),
+                preexec_fn=_private_and_tied(),
             )
         finally:
             log_file.close()
@@ -166,6 +183,13 @@ class EmbeddedNats:
         url = await self._wait_for_port()
         log.info("embedded NATS started", url=url, pid=self.process.pid, store=str(self.root / "jetstream"))
         return url
+
+    @staticmethod
+    def _write_private(path: Path, text: str) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+        os.fchmod(fd, PRIVATE_FILE)  # one an older release wrote 0644
+        with open(fd, "w") as file:
+            file.write(text)
 
     def _config_text(self) -> str:
         return "\n".join(

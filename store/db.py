@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from leadhub.compact_json import compact_encoder
+from leadhub.private_files import create_private_file, make_private_dir
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -92,17 +93,20 @@ def create_engine(url: str, *, pool_size: int = 5, existing: bool = False) -> As
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
+        path = None
         if parsed.database and parsed.database != ":memory:":
             path = Path(parsed.database)
             if existing and not path.exists():
                 raise SchemaNotMigrated("no such file yet: `leadhub run` or `leadhub db upgrade` creates it")
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dir(path.parent)
         engine = create_async_engine(
             url,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
             json_serializer=json_dumps,
             hide_parameters=True,
         )
+        if path is not None:
+            event.listen(engine.sync_engine, "do_connect", _created_private(path))
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(
@@ -113,6 +117,16 @@ def create_engine(url: str, *, pool_size: int = 5, existing: bool = False) -> As
         json_serializer=json_dumps,
         hide_parameters=True,
     )
+
+
+def _created_private(path: Path):  # type: ignore[no-untyped-def]
+    """A `do_connect` listener: the database file made this user's only before SQLite would create it with the
+    umask's mode (0644: every contact readable by any local user); its -wal and -shm files take that mode."""
+
+    def create(_dialect, _record, _cargs, _cparams) -> None:  # type: ignore[no-untyped-def]
+        create_private_file(path)
+
+    return create
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
