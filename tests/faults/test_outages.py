@@ -76,17 +76,10 @@ async def test_nats_back_without_its_store_gets_its_streams_again_without_restar
             assert response.status == 503
 
     await external_nats.start()  # same port, an empty store
-    accepted = []
-
-    async def accepted_again() -> bool:
-        async with await webhooks.post("/hooks/site-form", json={"name": "after"}) as response:
-            if response.status == 202:
-                accepted.append((await response.json())["id"])
-                return True
-            assert response.status == 503
-            return False
-
-    await wait_for(accepted_again, timeout=20, what="posts to be accepted after NATS returns without its store")
+    accepted: list[str] = []
+    await wait_for(
+        _accepted(webhooks, accepted), timeout=20, what="a post accepted after NATS returns without its store"
+    )
     items = await webhooks.wait_items("/api/inquiries", 2, timeout=20)
     assert accepted[0] in {i["id"] for i in items}
     for hub in (webhooks, pipeline):
@@ -104,17 +97,8 @@ async def test_streams_deleted_under_a_running_hub_are_declared_again(
             await client.jetstream().delete_stream(stream)
     finally:
         await client.close()
-    accepted = []
-
-    async def accepted_again() -> bool:
-        async with await hub.post("/hooks/site-form", json={"name": "after"}) as response:
-            if response.status == 202:
-                accepted.append((await response.json())["id"])
-                return True
-            assert response.status == 503
-            return False
-
-    await wait_for(accepted_again, timeout=20, what="posts to be accepted after the streams were deleted")
+    accepted: list[str] = []
+    await wait_for(_accepted(hub, accepted), timeout=20, what="a post accepted after the streams were deleted")
     [item] = await hub.wait_items("/api/inquiries", 1, timeout=20)
     assert item["id"] == accepted[0]
 
@@ -204,3 +188,17 @@ async def test_store_down_still_accepts_and_catches_up(store_outage: tuple, make
     await hub.wait_items("/api/leads", len(accepted))
     async with hub.session.get(hub.url("/metrics")) as response:
         assert 'leadhub_store_errors_total{kind="transient",operation="pipeline"}' in await response.text()
+
+
+def _accepted(hub: RunningHub, accepted: list[str]) -> Callable[[], Awaitable[bool]]:
+    """A probe that posts once: True with the answered id in `accepted` on 202; 503 while the queue is away."""
+
+    async def probe() -> bool:
+        async with await hub.post("/hooks/site-form", json={"name": "after"}) as response:
+            if response.status == 202:
+                accepted.append((await response.json())["id"])
+                return True
+            assert response.status == 503
+            return False
+
+    return probe
