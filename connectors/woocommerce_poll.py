@@ -8,7 +8,9 @@ that page's orders instead of losing them, and the next poll goes on from there 
 The next page is asked for from the last modification time seen (keyset), not as `page=2` of the first query: an
 order edited during the walk moves to the end of the list, and with page numbers the order after it would slide
 onto a page already read and be skipped for good. Only a full page of one second (a bulk edit) is paged by number.
-One replica at a time polls a shop (a lease, store/leases.py); failures back off, and a 429's Retry-After holds.
+One replica at a time polls a shop (a lease, store/leases.py), checked before each checkpoint a walk saves: a walk
+that outlives its lease stops there, since another replica may already walk from the same checkpoint. Failures back
+off, and a 429's Retry-After holds.
 """
 
 from __future__ import annotations
@@ -56,6 +58,10 @@ def next_delay(interval: float, failures: int, retry_after: float | None = None)
     if retry_after is not None:
         delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
     return delay
+
+
+class LeaseLost(Exception):
+    """The shop's lease ended during a walk: the walk stops without saving its checkpoint."""
 
 
 def _read_before(cursor: datetime, held: datetime | None, shop_started: datetime | None) -> datetime:
@@ -178,7 +184,10 @@ class WooCommercePollConnector:
         interval = self.config.interval.total_seconds()
         while not self._stopping.is_set():
             try:
-                published = await self.poll_once(session)
+                published = await self.poll_once(session, lease)
+            except LeaseLost:
+                self._lease_lost()
+                return
             except Exception as exc:  # the shop or the queue is away: report, keep the checkpoint, retry later
                 failures += 1
                 delay = next_delay(interval, failures, exc.retry_after if isinstance(exc, PollError) else None)
@@ -195,11 +204,12 @@ class WooCommercePollConnector:
                 self.context.report(self.config.name, status)
             await self._pause(delay)
             if not self._stopping.is_set() and not await lease.alive():
-                log.warning(
-                    "woocommerce poller lease lost; polling stops here", connector=self.config.name, reason="store"
-                )
-                self.context.failed(self.config.name, "store")
+                self._lease_lost()
                 return
+
+    def _lease_lost(self) -> None:
+        log.warning("woocommerce poller lease lost; polling stops here", connector=self.config.name, reason="store")
+        self.context.failed(self.config.name, "store")
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -211,8 +221,9 @@ class WooCommercePollConnector:
             text = text.replace(secret.get_secret_value(), "***")
         return text
 
-    async def poll_once(self, session: aiohttp.ClientSession) -> int:
-        """Publish every order modified since the checkpoint, advancing it page by page; returns how many."""
+    async def poll_once(self, session: aiohttp.ClientSession, lease: Lease | None = None) -> int:
+        """Publish every order modified since the checkpoint, advancing it page by page while `lease` is held;
+        returns how many."""
         async with in_store():
             state = await load_state(self.context.engine, self.config.name, STATE_KEY) or {}
         if checkpoint := state.get("modified_after"):
@@ -225,6 +236,8 @@ class WooCommercePollConnector:
             """Keep what is read: a walk that fails on page 500 goes on from page 499 next time, not from 1."""
             nonlocal saved
             if reached > saved:
+                if lease is not None and not await lease.alive():
+                    raise LeaseLost(lease.name)
                 async with in_store():
                     value = {"modified_after": reached.isoformat()}
                     await save_state(self.context.engine, self.config.name, STATE_KEY, value)

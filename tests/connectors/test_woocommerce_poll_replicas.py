@@ -9,6 +9,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from leadhub.hub.embedded_nats import EmbeddedNats
 from leadhub.store.connector_state import load_state
@@ -50,6 +51,45 @@ async def test_one_replica_polls_and_a_killed_one_hands_over_without_loss_or_dup
 
     await wait_for(took_over, timeout=30, what="the second replica to take the lease and poll")
     await _each_order_once(standby)
+
+
+@needs_postgres
+async def test_a_walk_stops_without_checkpointing_when_its_lease_ends_mid_walk(
+    make_hub: HubFactory, shop: FakeShop
+) -> None:
+    """Another replica takes a lost lease within seconds and walks from the same checkpoint: the first must not walk
+    on, moving the checkpoint under it. The walk stops before its next save; the new lease's walk starts again from
+    page 1's checkpoint."""
+    for i, order_id in enumerate(range(801, 806)):
+        shop.put(order_id, "processing", f"2026-11-01T10:0{i}:00", f"k{order_id}@example.com")
+
+    def hang_after_the_first_page(query: dict[str, str]) -> None:
+        if shop.hang is None:
+            shop.hang = asyncio.Event()
+
+    shop.after_request = hang_after_the_first_page
+    hub = await make_hub([poller(shop)])
+
+    async def second_page_asked() -> bool:
+        return len(shop.requests) >= 2
+
+    await wait_for(second_page_asked, what="the poller to checkpoint page 1 and ask for page 2")
+    async with hub.engine.connect() as conn:  # the lease's session ends: a database restart or a network cut
+        ended = await conn.execute(
+            text("SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory'")
+        )
+        assert ended.scalar() == 1
+    assert shop.hang is not None
+    shop.hang.set()
+
+    async def next_walk_asked() -> bool:
+        return len(shop.requests) >= 3
+
+    await wait_for(next_walk_asked, what="the poller's next request")
+    assert shop.requests[1]["modified_after"] == shop.requests[2]["modified_after"] == "2026-11-01T10:00:59", (
+        "page 2's walk stopped unsaved; the next walk reads from page 1's checkpoint again"
+    )
+    await _each_order_once(hub)
 
 
 async def test_a_poller_killed_mid_walk_loses_and_doubles_nothing(  # type: ignore[no-untyped-def]
