@@ -49,7 +49,10 @@ class RuleSet:
 
 
 def rule_files(directory: Path) -> list[Path]:
-    return sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
+    """The rule files in `directory`. Hidden names are editors' and systems' files, not rules: Emacs's lock
+    (`.#a.yaml`, a symlink to nowhere), macOS's `._a.yaml`, an editor's temporary copy."""
+    found = [*directory.glob("*.yaml"), *directory.glob("*.yml")]
+    return sorted(path for path in found if not path.name.startswith("."))
 
 
 def rules_dir_problem(directory: Path) -> str | None:

@@ -234,3 +234,14 @@ async def test_a_rule_id_in_two_files_at_start_up_is_reported_as_rules_check_doe
             f"{rules_dir / 'b.yaml'}:2:5: rule 'welcome': id: duplicate rule id; first defined at "
             f"{rules_dir / 'a.yaml'}:2"
         ]
+
+
+async def test_an_editors_lock_file_is_not_a_rule_file(tmp_path: Path, rules_dir: Path) -> None:
+    """Found by an audit: Emacs's lock `.#a.yaml`, a symlink to nowhere, was read as a rule file: `cannot read`
+    in /readyz and the rule-problems alert while the admin was only editing a.yaml."""
+    (rules_dir / "a.yaml").write_text(A)
+    async with watching(tmp_path, rules_dir) as (service, _):
+        (rules_dir / ".#a.yaml").symlink_to("admin@host.1234:1700000000")
+        (rules_dir / "a.yaml").write_text(A + "  - id: a2\n    on: lead.created\n    do: [{create_task: {title: x}}]\n")
+        await wait_for(rule_loaded(service, "a2"), timeout=10, what="the edit made beside the lock")
+        assert service.problems == []

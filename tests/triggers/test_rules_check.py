@@ -290,6 +290,16 @@ def test_rules_check_cli_prints_problems_and_exits_1(tmp_path: Path) -> None:
     assert ok.returncode == 0 and "OK" in ok.stdout, ok.stdout + ok.stderr
 
 
+def test_hidden_files_are_not_rule_files(tmp_path: Path) -> None:
+    """Found by an audit: Emacs's lock `.#r.yaml` (a symlink to nowhere) failed the check with `cannot read`."""
+    directory = _write(tmp_path, "")
+    (directory / ".#r.yaml").symlink_to("admin@host.1234:1700000000")
+    (directory / "._r.yaml").write_bytes(b"\x00\x05\x16\x07 Mac OS X")  # macOS's metadata beside a copied file
+    run = run_leadhub("rules", "check", str(directory), cwd=tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.strip() == "1 rules in 1 files: OK"
+
+
 def test_rules_check_without_a_rules_directory_says_where_it_looked_and_how_to_name_one(tmp_path: Path) -> None:
     """It printed `rules:1:1: rules directory not found`, as if line 1 of a file were wrong."""
     run = run_leadhub("rules", "check", cwd=tmp_path)
