@@ -19,7 +19,7 @@ from leadhub.triggers.clock import Clock, SystemClock
 from leadhub.triggers.compile import CompiledRule
 from leadhub.triggers.consumer import EventConsumer
 from leadhub.triggers.engine import RuleIndex
-from leadhub.triggers.loader import Problem, load_file, load_hours, rule_files
+from leadhub.triggers.loader import Problem, load_file, load_hours, rule_files, rules_dir_problem
 from leadhub.triggers.matcher import Matcher
 from leadhub.triggers.sandbox import Templates
 from leadhub.triggers.scheduler import RetryPolicy, Scheduler
@@ -28,6 +28,7 @@ from leadhub.triggers.schedules import ScheduleRunner
 log = structlog.get_logger("leadhub.triggers")
 
 Placed = list[tuple[CompiledRule, tuple[int, int]]]  # a file's rules, each with the line and column it starts at
+Snapshot = tuple[str | None, tuple[tuple[str, int, int], ...] | None]  # the rules dir's problem, the files' fingerprint
 RECHECK_MS = 1000  # without file events, compare the rule files with what was loaded this often
 
 
@@ -56,7 +57,7 @@ class TriggerService:
         self.problems: list[str] = []
         self.by_file: dict[str, list[CompiledRule]] = {}
         self.reloads = 0
-        self._loaded: tuple[tuple[str, int, int], ...] | None = None
+        self._loaded: Snapshot | None = None
         self.on_reload = on_reload
         self.public_url = public_url
         self._stop_watch = asyncio.Event()
@@ -81,11 +82,14 @@ class TriggerService:
 
         A file with problems keeps its last loaded version active (hot reload); at start-up, or for
         a new file, its valid rules load and only the bad ones are left out. Other files are unaffected.
-        A rule id in two files stays with the file it is loaded from (see `_settle_ids`).
+        A rule id in two files stays with the file it is loaded from (see `_settle_ids`). Without the rules
+        directory the loaded rules stay (see `_keep_rules_without_dir`).
         """
+        self._loaded = self._snapshot()  # before reading: a change meanwhile is seen afterwards
+        if missing := rules_dir_problem(self.rules_dir):
+            return self._keep_rules_without_dir(Problem(str(self.rules_dir), 1, 1, None, "", missing))
         problems: list[Problem] = []
         files = self._rule_files()
-        self._loaded = _fingerprint(self._watched_files())  # before reading: a change meanwhile is seen afterwards
         versions: dict[str, Placed] = {}
         book, hours_problems = load_hours(files)
         for path in files:
@@ -110,6 +114,20 @@ class TriggerService:
         self.on_reload(len(rules), len(problems))
         log.info("rules loaded", rules=len(rules), files=len(files), problems=len(problems))
         self._warn_of_local_links(rules)
+        return self.problems
+
+    def _keep_rules_without_dir(self, problem: Problem) -> list[str]:
+        """A rules directory gone (a volume unmounted, a deploy half done) is almost never "delete every rule": the
+        loaded rules stay, with their pending actions, and the problem is reported until the directory is back.
+        At start-up nothing is loaded yet: the rules load once the directory is created (see `watch`)."""
+        if self.by_file:
+            kept = len(self.index.rules)
+            log.error("rules directory gone; keeping the loaded rules", problem=str(problem), rules=kept)
+        else:
+            log.error("rules directory missing; its rules load once it is created", problem=str(problem))
+        self.problems = [str(problem)]
+        self.reloads += 1
+        self.on_reload(len(self.index.rules), len(self.problems))
         return self.problems
 
     def _settle_ids(self, versions: dict[str, Placed]) -> tuple[dict[str, Placed], list[Problem]]:
@@ -166,6 +184,10 @@ class TriggerService:
         extra = sorted(p for p in templates.rglob("*") if p.is_file()) if templates and templates.is_dir() else []
         return [*self._rule_files(), *extra]
 
+    def _snapshot(self) -> Snapshot:
+        """What a reload would read: whether the rules directory is there, and each watched file's time and size."""
+        return rules_dir_problem(self.rules_dir), _fingerprint(self._watched_files())
+
     async def watch(self) -> None:
         """Reload when a rule file or an admin template changes.
 
@@ -186,7 +208,7 @@ class TriggerService:
             rust_timeout=RECHECK_MS,
             yield_on_timeout=True,
         ):
-            if not changes and _fingerprint(self._watched_files()) == self._loaded:
+            if not changes and self._snapshot() == self._loaded:
                 continue
             try:
                 self.reload()
@@ -197,7 +219,8 @@ class TriggerService:
         """Wait for the rules directory to exist; False when stopped first."""
         if self.rules_dir.is_dir():
             return True
-        log.info("rules directory not found; its rules load once it is created", path=str(self.rules_dir))
+        if self._snapshot() != self._loaded:  # it went after the last load: say so, keeping the loaded rules
+            self.reload()
         while not self.rules_dir.is_dir():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop_watch.wait(), RECHECK_MS / 1000)

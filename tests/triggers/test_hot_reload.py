@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import structlog
 
 from leadhub.store.db import create_engine
@@ -115,13 +117,39 @@ async def test_a_rules_directory_created_after_start_up_is_loaded_and_watched(tm
     rules an admin then wrote there waited for a restart."""
     rules_dir = tmp_path / "rules"
     async with watching(tmp_path, rules_dir) as (service, _):
-        assert service.index.rules == [] and service.problems == []
+        assert service.index.rules == [] and service.problems == [f"{rules_dir}:1:1: rules directory not found"]
         await asyncio.sleep(0)  # the watcher's first step: it finds no directory
         rules_dir.mkdir()
         (rules_dir / "a.yaml").write_text(A)
         await wait_for(rule_loaded(service, "a"), timeout=10, what="the rules of the directory created after start-up")
+        assert service.problems == []
         (rules_dir / "b.yaml").write_text(B)
         await wait_for(rule_loaded(service, "b"), timeout=10, what="a file added later to that directory")
+
+
+@pytest.mark.parametrize("watcher_in_place", [True, False])
+async def test_a_rules_directory_gone_keeps_the_loaded_rules_and_says_so(
+    tmp_path: Path, rules_dir: Path, watcher_in_place: bool
+) -> None:
+    """Found by an audit: a deleted or unmounted rules directory unloaded every rule with no problem reported
+    (/readyz ok, 0 problems), and the pending actions coming due meanwhile were cancelled for good."""
+    (rules_dir / "a.yaml").write_text(A)
+    async with watching(tmp_path, rules_dir) as (service, _):
+        if watcher_in_place:
+            (rules_dir / "b.yaml").write_text(B)
+            await wait_for(rule_loaded(service, "b"), timeout=10, what="a change, the watcher being in place")
+        shutil.rmtree(rules_dir)
+
+        async def reported() -> bool:
+            return service.problems == [f"{rules_dir}:1:1: rules directory not found"]
+
+        await wait_for(reported, timeout=10, what="the vanished rules directory to be reported")
+        loaded = ["a", "b"] if watcher_in_place else ["a"]
+        assert sorted(r.id for r in service.index.rules) == loaded, "the loaded rules stay"
+        rules_dir.mkdir()
+        (rules_dir / "a.yaml").write_text(A + "  - id: a2\n    on: lead.created\n    do: [{create_task: {title: x}}]\n")
+        await wait_for(rule_loaded(service, "a2"), timeout=10, what="the rules of the directory once it is back")
+        assert service.problems == []
 
 
 async def test_stop_ends_a_watcher_still_waiting_for_its_rules_directory(tmp_path: Path) -> None:
