@@ -30,6 +30,7 @@ log = structlog.get_logger("leadhub.triggers")
 Placed = list[tuple[CompiledRule, tuple[int, int]]]  # a file's rules, each with the line and column it starts at
 Snapshot = tuple[str | None, tuple[tuple[str, int, int], ...] | None]  # the rules dir's problem, the files' fingerprint
 RECHECK_MS = 1000  # without file events, compare the rule files with what was loaded this often
+SETTLE_MS = 1000  # changed files are read once they have kept their time and size this long
 
 
 class TriggerService:
@@ -191,10 +192,11 @@ class TriggerService:
     async def watch(self) -> None:
         """Reload when a rule file or an admin template changes.
 
-        File events drive it. Once a second without events the files are also compared with what was loaded:
-        a change made before the watcher was in place (between start-up's load and this task's first step),
-        or one the file system did not report, is picked up too. A rules directory missing at start-up is
-        looked for once a second: an admin who creates it later gets the rules without a restart.
+        File events drive it, and a change is read once the files have stopped changing (see `_settled`). Once a
+        second without events the files are also compared with what was loaded: a change made before the watcher
+        was in place (between start-up's load and this task's first step), or one the file system did not report,
+        is picked up too. A rules directory missing at start-up is looked for once a second: an admin who creates
+        it later gets the rules without a restart.
         """
         if not await self._wait_for_rules_dir():
             return
@@ -210,10 +212,31 @@ class TriggerService:
         ):
             if not changes and self._snapshot() == self._loaded:
                 continue
+            if not await self._settled():
+                return
             try:
                 self.reload()
             except Exception:  # a reload must never stop the watcher; the old rules stay active
                 log.exception("reloading rules failed")
+
+    async def _settled(self) -> bool:
+        """Wait until the watched files stop changing; False when stopped first.
+
+        A writer that pauses mid-file (an editor saving in parts, a slow copy) must not have its first part
+        loaded: cut between rules, the rules after the cut would go with no problem reported (their pending
+        actions cancelled); cut in a value, a shortened URL or secret would load. Files written to a temporary
+        name and renamed are whole at once; docs/rules.md asks for that.
+        """
+        seen = self._snapshot()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_watch.wait(), SETTLE_MS / 1000)
+            if self._stop_watch.is_set():
+                return False
+            now = self._snapshot()
+            if now == seen:
+                return True
+            seen = now
 
     async def _wait_for_rules_dir(self) -> bool:
         """Wait for the rules directory to exist; False when stopped first."""

@@ -79,13 +79,19 @@ async def test_rules_reload_on_change_and_a_broken_file_keeps_its_last_version(t
 
 @contextlib.asynccontextmanager
 async def watching(
-    tmp_path: Path, rules_dir: Path, templates_dir: Path | None = None
+    tmp_path: Path, rules_dir: Path, templates_dir: Path | None = None, **options: Any
 ) -> AsyncIterator[tuple[TriggerService, asyncio.Task[None]]]:
     """A TriggerService on its own (no queue) that loaded `rules_dir`, with its watcher task created but not yet
     run: the body's first await is the watcher's first step. Stopped, and its store closed, afterwards."""
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'leadhub.db'}")
     service = TriggerService(
-        engine, lambda: None, rules_dir=rules_dir, templates_dir=templates_dir, smtp_url=None, public_url=None
+        engine,
+        lambda: None,
+        rules_dir=rules_dir,
+        templates_dir=templates_dir,
+        smtp_url=None,
+        public_url=None,
+        **options,
     )
     watcher = asyncio.create_task(service.watch())
     try:
@@ -272,4 +278,25 @@ async def test_an_editors_lock_file_is_not_a_rule_file(tmp_path: Path, rules_dir
         (rules_dir / ".#a.yaml").symlink_to("admin@host.1234:1700000000")
         (rules_dir / "a.yaml").write_text(A + "  - id: a2\n    on: lead.created\n    do: [{create_task: {title: x}}]\n")
         await wait_for(rule_loaded(service, "a2"), timeout=10, what="the edit made beside the lock")
+        assert service.problems == []
+
+
+async def test_a_rule_file_written_with_a_pause_is_not_loaded_half_written(tmp_path: Path, rules_dir: Path) -> None:
+    """Found by an audit: a writer pausing mid-file had the part written so far loaded as the whole file; cut
+    between rules, the later ones went with no problem reported (and their due actions were cancelled)."""
+    two = A + "  - id: a2\n    on: lead.created\n    do: [{create_task: {title: x}}]\n"
+    three = two + "  - id: a3\n    on: lead.created\n    do: [{create_task: {title: x}}]\n"
+    (rules_dir / "a.yaml").write_text(A)
+    loaded: list[int] = []
+    async with watching(tmp_path, rules_dir, on_reload=lambda rules, problems: loaded.append(rules)) as (service, _):
+        (rules_dir / "b.yaml").write_text(B)
+        await wait_for(rule_loaded(service, "b"), timeout=10, what="a change, the watcher being in place")
+        loaded.clear()
+        with (rules_dir / "a.yaml").open("w") as writer:
+            writer.write(two)
+            writer.flush()
+            await asyncio.sleep(0.6)  # noqa: sleep-ok - the writer's pause mid-file, not a wait
+            writer.write(three.removeprefix(two))
+        await wait_for(rule_loaded(service, "a3"), timeout=10, what="the whole file to load")
+        assert set(loaded) == {4}, f"a part of a.yaml was loaded: rules per reload {loaded}"
         assert service.problems == []
