@@ -120,12 +120,16 @@ class TriggerService:
     def _keep_rules_without_dir(self, problem: Problem) -> list[str]:
         """A rules directory gone (a volume unmounted, a deploy half done) is almost never "delete every rule": the
         loaded rules stay, with their pending actions, and the problem is reported until the directory is back.
-        At start-up nothing is loaded yet: the rules load once the directory is created (see `watch`)."""
-        if self.by_file:
-            kept = len(self.index.rules)
-            log.error("rules directory gone; keeping the loaded rules", problem=str(problem), rules=kept)
-        else:
-            log.error("rules directory missing; its rules load once it is created", problem=str(problem))
+        With no rules loaded (at start-up) it is no problem, only a warning: the rules load once the directory is
+        created (see `watch`)."""
+        if not self.by_file:  # nothing to keep, nothing lost: the quick start runs without one
+            log.warning("no rules directory yet; its rules load once it is created", rules_dir=str(self.rules_dir))
+            self.problems = []
+            self.reloads += 1
+            self.on_reload(len(self.index.rules), 0)
+            return self.problems
+        kept = len(self.index.rules)
+        log.error("rules directory gone; keeping the loaded rules", problem=str(problem), rules=kept)
         self.problems = [str(problem)]
         self.reloads += 1
         self.on_reload(len(self.index.rules), len(self.problems))
