@@ -40,15 +40,7 @@ async def test_queue_down_answers_503_then_recovers_without_restart(
 
     await external_nats.start()  # same port, same store: streams and the durable consumer survive
 
-    async def accepted_again() -> bool:
-        async with await hub.post("/hooks/site-form", json={"name": "after"}) as response:
-            if response.status == 202:
-                accepted.append((await response.json())["id"])
-                return True
-            assert response.status == 503
-            return False
-
-    await wait_for(accepted_again, timeout=20, what="posts to be accepted after NATS returns")
+    await wait_for(_accepted(hub, accepted), timeout=20, what="posts to be accepted after NATS returns")
     items = await hub.wait_items("/api/inquiries", len(accepted), timeout=20)
     assert sorted(i["id"] for i in items) == sorted(accepted)
     assert {i["name"] for i in items} == {"Before", "After"}
