@@ -11,6 +11,11 @@ Ctrl-C in the terminal (SIGINT to the whole process group) reaches the daemon on
 and the server is stopped last, after the pipeline acked what it stored. A server
 that exits on its own (killed, crashed) is started again on the same port, with
 back-off, so the daemon and its workers reconnect to the URL they have.
+
+The server asks every client for a token, new at each daemon start and kept in the server's config (0600): on a
+shared host any local user could otherwise connect to the loopback port, publish forged inquiries past every
+webhook's signature check, or read the raw payloads. The client URL, token included, is written to
+`nats/client.url` (0600) for the operator's `nats` CLI and for tests; logs show it redacted.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import fcntl
 import itertools
 import json
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -86,11 +92,13 @@ def _private_and_tied() -> Callable[[], None]:
 class EmbeddedNats:
     """Start, find the port of, and stop a JetStream-enabled nats-server under `data_dir/nats`."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, token: str | None = None) -> None:
         self.port = port  # None: a free port chosen by the kernel (the daemon's choice)
+        self.token = token or secrets.token_urlsafe(32)  # URL-safe: it goes in the client URL as written
         self.root = data_dir.resolve() / "nats"
         self.pid_file = self.root / "nats-server.pid"
         self.config_file = self.root / "nats-server.conf"
+        self.client_url_file = self.root / "client.url"
         self.lock_file = self.root / "lock"
         self.ports_dir = self.root / "ports"
         self.process: asyncio.subprocess.Process | None = None
@@ -112,7 +120,7 @@ class EmbeddedNats:
         except BaseException:
             self._release_lock()
             raise
-        self.port = int(self.url.rsplit(":", 1)[1])  # a restart binds the same port: clients keep their URL
+        self.port = int(self.url.rsplit(":", 1)[1])  # a restart binds the same port and token: clients keep their URL
         self._watcher = asyncio.create_task(self._restart_when_it_exits(), name="embedded-nats-watcher")
         return self.url
 
@@ -180,7 +188,9 @@ class EmbeddedNats:
         finally:
             log_file.close()
         self.pid_file.write_text(str(self.process.pid))
-        url = await self._wait_for_port()
+        port = await self._wait_for_port()
+        url = f"nats://{self.token}@127.0.0.1:{port}"
+        self._write_private(self.client_url_file, url + "\n")
         log.info("embedded NATS started", url=url, pid=self.process.pid, store=str(self.root / "jetstream"))
         return url
 
@@ -197,6 +207,7 @@ class EmbeddedNats:
                 f"listen: 127.0.0.1:{self.port or -1}",  # -1: a free port chosen by the kernel; never 4222
                 "http: 0",
                 f"max_payload: {MAX_PAYLOAD}",
+                f"authorization {{ token: {json.dumps(self.token)} }}",
                 f"ports_file_dir: {json.dumps(str(self.ports_dir))}",
                 "jetstream {",
                 f"  store_dir: {json.dumps(str(self.root / 'jetstream'))}",
@@ -205,7 +216,8 @@ class EmbeddedNats:
             ]
         )
 
-    async def _wait_for_port(self) -> str:
+    async def _wait_for_port(self) -> int:
+        """The client port the server reports in its ports file (`-1` in the config: the kernel chose it)."""
         assert self.process is not None
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
@@ -217,7 +229,7 @@ class EmbeddedNats:
             for ports_file in self.ports_dir.glob("*.ports"):
                 with contextlib.suppress(ValueError, OSError):
                     client = json.loads(ports_file.read_text())["nats"][0]
-                    return str(client)
+                    return int(str(client).rsplit(":", 1)[1])
             await asyncio.sleep(0.02)
         with contextlib.suppress(ProcessLookupError):
             self.process.kill()
@@ -280,4 +292,6 @@ class EmbeddedNats:
                 await process.wait()
             self._forget_pid()
         finally:
+            with contextlib.suppress(OSError):
+                self.client_url_file.unlink()  # its token opens nothing once the server is gone
             self._release_lock()

@@ -6,7 +6,6 @@ ack) that the pipeline cannot absorb is retried and dead-lettered *after* the co
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,10 @@ PIPELINE_DURABLE = "pipeline"
 
 
 def embedded_nats_url(data_dir: Path) -> str:
-    """The client URL of the daemon's embedded NATS, from the ports file nats-server writes under the data dir."""
-    for ports_file in (data_dir.resolve() / "nats" / "ports").glob("*.ports"):
-        return str(json.loads(ports_file.read_text())["nats"][0])
-    raise AssertionError(f"no nats-server ports file under {data_dir}/nats/ports")
+    """The client URL of the daemon's embedded NATS, token included, as the daemon writes it for the operator."""
+    url_file = data_dir.resolve() / "nats" / "client.url"
+    assert url_file.exists(), f"no {url_file}: the daemon's embedded NATS is not running"
+    return url_file.read_text().strip()
 
 
 @dataclass(frozen=True)

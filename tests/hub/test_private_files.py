@@ -62,8 +62,8 @@ async def test_a_fresh_daemon_makes_its_data_dir_database_and_nats_files_its_use
     assert _mode(data_dir) == 0o700
     database_files = [data_dir / name for name in ("leadhub.db", "leadhub.db-wal", "leadhub.db-shm")]
     nats = data_dir / "nats"
-    nats_files = [nats / "nats-server.conf", nats / "lock", *(nats / "ports").iterdir()]
-    assert len(nats_files) == 3
+    nats_files = [nats / "nats-server.conf", nats / "lock", nats / "client.url", *(nats / "ports").iterdir()]
+    assert len(nats_files) == 4
     for path in [*database_files, *nats_files]:
         assert _mode(path) & 0o077 == 0, f"{path} is {oct(_mode(path))}"
     assert _mode(nats) == 0o700

@@ -95,6 +95,15 @@ def _leaks(text: str) -> list[str]:
     return [name for name, secret in SECRETS.items() if secret in text]
 
 
+@pytest.fixture
+async def external_nats(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
+    """The shared fixture's server, asking for the token this test looks for in everything the daemon writes."""
+    server = EmbeddedNats(tmp_path / "external-nats", port=free_port(), token=SECRETS["nats"])
+    await server.start()
+    yield server
+    await server.stop()
+
+
 async def _get(session: aiohttp.ClientSession, url: str, **kwargs: Any) -> str:
     async with session.get(url, **kwargs) as response:
         return await response.text()
@@ -131,7 +140,8 @@ rules:
         {"name": "bot", "type": "telegram", "secret": SECRETS["telegram_hook"]},
         dovecot.connector("mail", password=SECRETS["imap"]),
     ]
-    nats_url = f"nats://{SECRETS['nats']}@127.0.0.1:{external_nats.port}"
+    nats_url = external_nats.url
+    assert nats_url is not None and SECRETS["nats"] in nats_url
     daemon = make_daemon(
         {"connectors": connectors},
         env={
@@ -169,7 +179,7 @@ rules:
         async with session.post(hooks + "site-form", json=form, headers={"X-Leadhub-Token": SECRETS["form"]}) as r:
             assert r.status == 202, await r.text()
         # An envelope for a connector no longer configured: dead-lettered with its headers.
-        client = await nats.connect(f"nats://127.0.0.1:{external_nats.port}")
+        client = await nats.connect(nats_url)
         gone = Envelope(
             key="form:gone:1", channel="form", connector="gone", payload=b"{}", content_type="application/json"
         )
