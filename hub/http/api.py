@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -16,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from leadhub.envelope import CHANNELS
 from leadhub.hub.config import MIN_TOKEN_LENGTH, Settings
+from leadhub.hub.http import access
 from leadhub.hub.http.jsonio import error_response, json_response
 from leadhub.hub.http.state import DEPS
 from leadhub.pipelines.normalize import fold_email, normalize_email, normalize_phone
@@ -130,22 +129,6 @@ def _check_path_id(request: web.Request) -> None:
         raise BadParameter(f"the id in the path holds {problem}, which no id can")
 
 
-# What a reverse proxy adds to a request it passes on
-PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
-
-
-def _is_loopback(remote: str | None) -> bool:
-    try:
-        return remote is not None and ipaddress.ip_address(remote).is_loopback
-    except ValueError:
-        return False
-
-
-def _is_proxied(request: web.Request) -> bool:
-    """A proxy on the same host connects from loopback: without this every client behind it would count as local."""
-    return any(name in request.headers for name in PROXY_HEADERS)
-
-
 def warn_of_weak_access(settings: Settings) -> None:
     """Logged once at start: a hub with a public URL is likely behind a proxy, which the API trusts only so far;
     a short token can be guessed."""
@@ -157,28 +140,13 @@ def warn_of_weak_access(settings: Settings) -> None:
 
 
 def _refusal(request: web.Request) -> web.Response | None:
-    """The 401 for a request the API does not serve; None when it is served.
-
-    With no token configured only loopback clients are served, and not through a proxy.
-    """
-    token = request.app[DEPS].settings.api_token
-    if token is None:
-        if not _is_loopback(request.remote):
-            return error_response(401, "unauthorized", "set LEADHUB_API_TOKEN to use the API from other hosts")
-        if _is_proxied(request):
-            return error_response(401, "unauthorized", "set LEADHUB_API_TOKEN to use the API through a proxy")
+    """The 401 for a request the API does not serve (access.py says which); None when it is served."""
+    reason = access.refusal(request)
+    if reason is None:
         return None
-    given = request.headers.get("Authorization", "")
-    expected = f"Bearer {token.get_secret_value()}"
-    # surrogatepass: an Authorization header with bytes that are not UTF-8 is a wrong token, not an error
-    if not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode()):
-        return error_response(
-            401,
-            "unauthorized",
-            "send Authorization: Bearer <LEADHUB_API_TOKEN>",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return None
+    # a wrong or missing token is asked for again; without a token configured none would help
+    asks = {"WWW-Authenticate": "Bearer"} if request.app[DEPS].settings.api_token is not None else None
+    return error_response(401, "unauthorized", reason, headers=asks)
 
 
 async def api_guard(request: web.Request, handler: Handler) -> web.StreamResponse:

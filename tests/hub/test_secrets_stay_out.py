@@ -198,7 +198,7 @@ rules:
 
         actions = await wait_for(failures_recorded, timeout=60, what=f"both actions failed (log: {daemon.log_path})")
         metrics = await _get(session, daemon.base_url + "/metrics")
-        readyz = await _get(session, daemon.base_url + "/readyz")
+        readyz = await _get(session, daemon.base_url + "/readyz", headers=api)  # the detail, with its errors
     assert await daemon.terminate() == 0
 
     config = tmp_path / "cli.yaml"
@@ -221,4 +221,5 @@ rules:
         "cli with the database away": refused.stdout + refused.stderr,
     }
     assert "SMTP 535" in places["actions"] and "HTTP 404" in places["actions"]
+    assert '"connector:mail":' in places["readyz"], places["readyz"]
     assert {place: _leaks(text) for place, text in places.items() if _leaks(text)} == {}
