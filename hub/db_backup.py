@@ -75,6 +75,13 @@ def sqlite_file(url: str, *, must_exist: bool = True) -> Path:
     return source
 
 
+def read_only_uri(path: Path) -> str:
+    """A URI opening `path` read-only whatever its name holds. In `f"file:{path}"` SQLite ends the path at a `#` or
+    `?` and decodes a `%XX` in it: a restore checked and copied another file than the one named, and a backup's
+    check opened (and created) an empty file beside it."""
+    return f"{path.resolve().as_uri()}?mode=ro"
+
+
 def _vacuum_into(source: Path, partial: Path) -> None:
     # Created empty first (VACUUM INTO takes an empty file) for this user only, whatever the database's mode: a
     # backup holds every contact and the links' signing key, and a database from an older release may be 0644.
@@ -90,7 +97,7 @@ def _vacuum_into(source: Path, partial: Path) -> None:
 
 def _check(partial: Path) -> tuple[str, ...]:
     """The copy's integrity (`quick_check`) and its schema revisions; a copy that fails is not kept."""
-    connection = sqlite3.connect(f"file:{partial}?mode=ro", uri=True)
+    connection = sqlite3.connect(read_only_uri(partial), uri=True)
     try:
         verdict = connection.execute("PRAGMA quick_check").fetchone()[0]
         if verdict != "ok":

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from leadhub.hub.db_backup import BackupError, sqlite_file
+from leadhub.hub.db_backup import BackupError, read_only_uri, sqlite_file
 from leadhub.hub.exit_codes import SCHEMA_NEWER
 from leadhub.store.db import KNOWN_REVISIONS, newer_schema_message
 
@@ -56,7 +56,7 @@ def _checked_backup(backup: Path) -> tuple[str, ...]:
     if not backup.is_file():
         raise BackupError(f"{backup}: no such file")
     try:
-        connection = sqlite3.connect(f"file:{backup}?mode=ro", uri=True)
+        connection = sqlite3.connect(read_only_uri(backup), uri=True)
         try:
             verdict = connection.execute("PRAGMA quick_check").fetchone()[0]
             has_schema = connection.execute(
@@ -90,7 +90,7 @@ def _copy(backup: Path, incoming: Path, mode: int) -> None:
     """SQLite's backup API reads the backup as one consistent database (its own WAL too, if it has one), into a
     file made with the permissions of the database it replaces (a restore never opens it to more users)."""
     os.close(os.open(incoming, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
-    source = sqlite3.connect(f"file:{backup}?mode=ro", uri=True)
+    source = sqlite3.connect(read_only_uri(backup), uri=True)
     target = sqlite3.connect(incoming)
     try:
         source.backup(target)

@@ -96,7 +96,7 @@ async def test_a_postgresql_database_is_pointed_to_pg_dump(database_url: str, tm
 
 
 def _inquiries(path: Path) -> int:
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
     try:
         return connection.execute("SELECT count(*) FROM inquiry").fetchone()[0]
     finally:
@@ -189,3 +189,37 @@ def test_restore_keeps_the_commits_a_crashed_daemon_left_in_the_wal(tmp_path: Pa
     [kept] = crashed.glob("leadhub.db.before-restore-*")
     assert sorted(p.name for p in crashed.iterdir()) == ["leadhub.db", kept.name]  # no WAL left, of either
     assert _inquiries(kept) == 7 and _inquiries(crashed / "leadhub.db") == 0
+
+
+def _small_database(path: Path, inquiries: int) -> Path:
+    """A SQLite file at this release's schema revisions holding `inquiries` rows (only the tables counted here)."""
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+    connection.executemany("INSERT INTO alembic_version VALUES (?)", [(r,) for r in sorted(MIGRATION_HEADS)])
+    connection.execute("CREATE TABLE inquiry (id TEXT)")
+    connection.executemany("INSERT INTO inquiry VALUES (?)", [(str(n),) for n in range(inquiries)])
+    connection.commit()
+    connection.close()
+    return path
+
+
+@sqlite_only
+def test_names_with_hash_question_mark_and_percent_are_the_files_named(tmp_path: Path) -> None:
+    """SQLite reads `file:NAME?mode=ro` as a URI: a `#` or `?` ended the name there and `%41` became `A`."""
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    source = _small_database(tmp_path / "leadhub.db", 4)
+    target = backups / "b#1?%41.db"
+    done = _db("backup", target, f"sqlite+aiosqlite:///{source}", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"schema {', '.join(sorted(MIGRATION_HEADS))}, integrity checked" in done.stdout
+    assert [p.name for p in backups.iterdir()] == [target.name]  # the check opened no stray `.b` beside it
+    assert _inquiries(target) == 4
+
+    _small_database(backups / "x.db", 1)  # what a name cut at `#` or `?`, or with %41 decoded, would open
+    _small_database(backups / "xA.db", 2)
+    for name, rows in (("x.db#after", 5), ("x.db?mode=rw", 6), ("x%41.db", 7)):
+        database = tmp_path / f"data-{rows}" / "leadhub.db"
+        restored = _db("restore", _small_database(backups / name, rows), f"sqlite+aiosqlite:///{database}", tmp_path)
+        assert restored.returncode == 0, restored.stderr
+        assert _inquiries(database) == rows, name
