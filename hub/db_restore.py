@@ -32,9 +32,12 @@ def restore_sqlite(url: str, backup: Path) -> Restore:
     revisions = _checked_backup(backup)
     database.parent.mkdir(parents=True, exist_ok=True)
     incoming = database.with_name(f".{database.name}.restoring-{os.getpid()}")
-    mode = (database if database.exists() else backup).stat().st_mode & 0o777
+    replaced = _stat(database)
+    mode = (replaced or backup.stat()).st_mode & 0o777
     try:
         _copy(backup, incoming, mode)
+        if replaced is not None and replaced.st_uid != os.geteuid():
+            _owned_as(incoming, replaced, database)
         if not database.exists():
             os.rename(incoming, database)
             return Restore(database, revisions, None)
@@ -75,6 +78,25 @@ def _checked_backup(backup: Path) -> tuple[str, ...]:
     if unknown := revisions - KNOWN_REVISIONS:
         raise BackupError(f"{backup}: {newer_schema_message(unknown)}; nothing changed", exit_code=SCHEMA_NEWER)
     return tuple(sorted(revisions))
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return None
+
+
+def _owned_as(incoming: Path, replaced: os.stat_result, database: Path) -> None:
+    """The restored file given the owner and group of the database it replaces: restored by root, it was root's and
+    the daemon's user could not open it."""
+    try:
+        os.chown(incoming, replaced.st_uid, replaced.st_gid)
+    except PermissionError:
+        raise BackupError(
+            f"{database} belongs to user id {replaced.st_uid} and only root can give the restored file to another "
+            "user: restore as that user (or as root); nothing changed"
+        ) from None
 
 
 def _free_name(path: Path) -> Path:

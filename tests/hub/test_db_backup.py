@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import pwd
 import sqlite3
 from pathlib import Path
 
@@ -223,3 +225,19 @@ def test_names_with_hash_question_mark_and_percent_are_the_files_named(tmp_path:
         restored = _db("restore", _small_database(backups / name, rows), f"sqlite+aiosqlite:///{database}", tmp_path)
         assert restored.returncode == 0, restored.stderr
         assert _inquiries(database) == rows, name
+
+
+@sqlite_only
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user")
+def test_a_restore_run_as_root_leaves_the_database_to_its_owner(tmp_path: Path) -> None:
+    """Restored by root, the file was root's: the daemon's user could not open its own database any more."""
+    nobody = pwd.getpwnam("nobody")
+    data = tmp_path / "data"
+    data.mkdir()
+    database = _small_database(data / "leadhub.db", 1)
+    os.chown(database, nobody.pw_uid, nobody.pw_gid)
+    run = _db("restore", _small_database(tmp_path / "backup.db", 2), f"sqlite+aiosqlite:///{database}", tmp_path)
+    assert run.returncode == 0, run.stderr
+    restored = database.stat()
+    assert (restored.st_uid, restored.st_gid) == (nobody.pw_uid, nobody.pw_gid)
+    assert _inquiries(database) == 2
