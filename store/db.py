@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from leadhub.compact_json import compact_encoder
 from leadhub.private_files import create_private_file, make_private_dir
+from leadhub.url_redaction import redact_urls
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -76,8 +77,9 @@ async def lock_for_writing(conn: AsyncConnection) -> None:
 
 
 def redacted_url(url: str) -> str:
-    """The database URL with its password as `***`, for logs and messages."""
-    return make_url(url).render_as_string(hide_password=True)
+    """The database URL with its credentials as `***`, for logs and messages: the password in the user info and
+    in the query (`?password=`, which asyncpg reads as well), and a user given alone, as every logged URL shows it."""
+    return redact_urls(make_url(url).render_as_string(hide_password=True))
 
 
 def is_sqlite(url: str) -> bool:

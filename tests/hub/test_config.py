@@ -308,3 +308,15 @@ def test_config_check_says_what_the_configuration_adds_up_to_without_secrets_or_
     (tmp_path / "leadhub.yaml").write_text("connectors:\n  - {name: site-form, type: from}\n")
     invalid = run_leadhub("config", "check", cwd=tmp_path)
     assert invalid.returncode == 2 and "leadhub.yaml:2: connectors[0].type" in invalid.stderr, invalid.stderr
+
+
+def test_a_password_in_the_database_urls_query_is_not_shown(tmp_path: Path) -> None:
+    """asyncpg reads `?password=` too; only the user info's password was hidden, the query's printed as given."""
+    env = {"LEADHUB_DATABASE_URL": "postgresql+asyncpg://leadhub:hunter2@127.0.0.1:1/db?password=hunter3&ssl=prefer"}
+    status = run_leadhub("db", "status", cwd=tmp_path, env=env)
+    assert status.returncode == 1 and "Traceback" not in status.stderr, status.stderr
+    backup = run_leadhub("db", "backup", str(tmp_path / "b.db"), cwd=tmp_path, env=env)
+    assert backup.returncode == 2 and "is not SQLite" in backup.stderr, backup.stderr
+    for said in (status.stderr, backup.stderr):
+        assert "hunter" not in said, said
+        assert "postgresql+asyncpg://leadhub:***@127.0.0.1:1/db?password=***&ssl=prefer" in said, said
