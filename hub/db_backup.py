@@ -3,7 +3,8 @@
 Copying `leadhub.db` with `cp` while the daemon writes gives a torn file, and without its `-wal` file one that
 lacks the latest commits. `VACUUM INTO` reads one snapshot (WAL readers do not block the writer, nor it them)
 and writes a compact, self-contained database. It is written under a temporary name, checked, and only then
-linked to FILE, so FILE is either a whole, checked backup or absent; an existing FILE is never overwritten.
+linked to FILE (renamed, refusing to replace, where the filesystem has no hard links: exFAT, CIFS), so FILE is
+either a whole, checked backup or absent; an existing FILE is never overwritten.
 PostgreSQL has its own tool for this (`pg_dump`).
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from leadhub.no_replace import name_without_replacing
 from leadhub.private_files import PRIVATE_FILE
 from leadhub.store.db import SQLITE_BUSY_TIMEOUT_MS, redacted_url
 
@@ -47,15 +49,24 @@ def backup_sqlite(url: str, target: Path) -> Backup:
     try:
         _vacuum_into(source, partial)
         revisions = _check(partial)
-        os.link(partial, target)  # unlike a rename, refuses a FILE created meanwhile
+        name_without_replacing(partial, target)  # refuses a FILE created meanwhile
     except FileExistsError:
         raise BackupError(f"{target} was created while the backup ran; it is left as it is") from None
     except sqlite3.Error as exc:
         raise BackupError(f"cannot back up {source}: {exc}") from None
+    except OSError as exc:  # a directory this user cannot write to, a full disk
+        raise BackupError(f"cannot write the backup {target}: {os_reason(exc)}; nothing changed") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             partial.unlink()
     return Backup(source, target, target.stat().st_size, revisions)
+
+
+def os_reason(exc: OSError) -> str:
+    """An OSError in a line: its reason and the file it names, without the `[Errno N]`."""
+    if not exc.strerror:
+        return str(exc)
+    return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
 
 
 def sqlite_file(url: str, *, must_exist: bool = True) -> Path:

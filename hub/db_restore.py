@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from leadhub.hub.db_backup import BackupError, read_only_uri, sqlite_file
+from leadhub.hub.db_backup import BackupError, os_reason, read_only_uri, sqlite_file
 from leadhub.hub.exit_codes import SCHEMA_NEWER
 from leadhub.store.db import KNOWN_REVISIONS, newer_schema_message
 
@@ -30,29 +30,57 @@ class Restore:
 def restore_sqlite(url: str, backup: Path) -> Restore:
     database = sqlite_file(url, must_exist=False)
     revisions = _checked_backup(backup)
-    database.parent.mkdir(parents=True, exist_ok=True)
     incoming = database.with_name(f".{database.name}.restoring-{os.getpid()}")
-    replaced = _stat(database)
-    mode = (replaced or backup.stat()).st_mode & 0o777
     try:
-        _copy(backup, incoming, mode)
-        if replaced is not None and replaced.st_uid != os.geteuid():
-            _owned_as(incoming, replaced, database)
-        if not database.exists():
-            os.rename(incoming, database)
-            return Restore(database, revisions, None)
-        kept = _free_name(database.with_name(f"{database.name}.before-restore-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"))
-        holder = _lock_unused(database)
-        try:
-            os.rename(database, kept)  # under the exclusive lock: no other connection reads or writes it meanwhile
-            os.rename(incoming, database)
-        finally:
-            holder.close()
-        for leftover in (Path(f"{database}-wal"), Path(f"{database}-shm")):  # the old file's, folded in above
-            leftover.unlink(missing_ok=True)
+        kept = _put_in_place(backup, database, incoming)
+    except OSError as exc:  # a directory this user cannot write to, a disk that filled up
+        raise BackupError(f"cannot restore {backup} to {database}: {os_reason(exc)}; nothing changed") from None
+    except sqlite3.Error as exc:  # the copy's, a full disk say
+        raise BackupError(f"cannot copy {backup} beside {database}: {exc}; nothing changed") from None
     finally:
         incoming.unlink(missing_ok=True)
+    if kept is not None:
+        _remove_old_journal(database)
     return Restore(database, revisions, kept)
+
+
+def _put_in_place(backup: Path, database: Path, incoming: Path) -> Path | None:
+    """The backup copied to `incoming`, then renamed to `database`; the name the replaced database is kept under.
+    When it raises, the database is as it was."""
+    database.parent.mkdir(parents=True, exist_ok=True)
+    replaced = _stat(database)
+    mode = (replaced or backup.stat()).st_mode & 0o777
+    _copy(backup, incoming, mode)
+    if replaced is not None and replaced.st_uid != os.geteuid():
+        _owned_as(incoming, replaced, database)
+    if not database.exists():
+        os.rename(incoming, database)
+        return None
+    kept = _free_name(database.with_name(f"{database.name}.before-restore-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"))
+    holder = _lock_unused(database)
+    try:
+        os.rename(database, kept)  # under the exclusive lock: no other connection reads or writes it meanwhile
+        try:
+            os.rename(incoming, database)
+        except OSError:
+            os.rename(kept, database)  # back where it was
+            raise
+    finally:
+        holder.close()
+    return kept
+
+
+def _remove_old_journal(database: Path) -> None:
+    """The replaced database's -wal and -shm (folded in before it was moved): beside the restored file SQLite would
+    read them as its own."""
+    for leftover in (Path(f"{database}-wal"), Path(f"{database}-shm")):
+        try:
+            leftover.unlink(missing_ok=True)
+        except OSError as exc:
+            raise BackupError(
+                f"restored the backup to {database}, but the replaced database's {leftover.name} is still there "
+                f"({os_reason(exc)}): remove it before leadhub starts"
+            ) from None
 
 
 def _checked_backup(backup: Path) -> tuple[str, ...]:

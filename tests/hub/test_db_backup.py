@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 import pwd
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from leadhub import no_replace
+from leadhub.hub.db_backup import BackupError, backup_sqlite
 from leadhub.store.db import MIGRATION_HEADS
 from tests.conftest import PG_ADMIN_URL, HubFactory, RunningHub
 from tests.helpers import run_leadhub
@@ -241,3 +244,51 @@ def test_a_restore_run_as_root_leaves_the_database_to_its_owner(tmp_path: Path) 
     restored = database.stat()
     assert (restored.st_uid, restored.st_gid) == (nobody.pw_uid, nobody.pw_gid)
     assert _inquiries(database) == 2
+
+
+def _no_hard_links(made_meanwhile: Path | None = None):  # type: ignore[no-untyped-def]
+    """os.link as on exFAT: EPERM; first creating `made_meanwhile`, as another writer choosing that name would."""
+
+    def link(source: object, target: object) -> None:
+        if made_meanwhile is not None:
+            made_meanwhile.write_bytes(b"someone else's")
+        raise OSError(errno.EPERM, os.strerror(errno.EPERM), str(source), None, str(target))
+
+    return link
+
+
+@sqlite_only
+@pytest.mark.parametrize("renameat2", [True, False], ids=["renameat2", "check-then-rename"])
+def test_a_filesystem_without_hard_links_gets_its_backup_and_keeps_a_file_made_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, renameat2: bool
+) -> None:
+    """exFAT, FAT and CIFS refuse os.link (EPERM, ENOTSUP): every backup to a USB disk or a share failed."""
+    if not renameat2:
+        monkeypatch.setattr(no_replace, "_renameat2", None)
+    url = f"sqlite+aiosqlite:///{_small_database(tmp_path / 'leadhub.db', 3)}"
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    monkeypatch.setattr(os, "link", _no_hard_links())
+    done = backup_sqlite(url, backups / "b.db")
+    assert done.revisions == tuple(sorted(MIGRATION_HEADS)) and _inquiries(backups / "b.db") == 3
+    assert (backups / "b.db").stat().st_mode & 0o777 == 0o600
+
+    monkeypatch.setattr(os, "link", _no_hard_links(made_meanwhile=backups / "c.db"))
+    with pytest.raises(BackupError, match=r"c\.db was created while the backup ran; it is left as it is"):
+        backup_sqlite(url, backups / "c.db")
+    assert (backups / "c.db").read_bytes() == b"someone else's"
+    assert sorted(p.name for p in backups.iterdir()) == ["b.db", "c.db"]  # no partial file left
+
+
+@sqlite_only
+def test_a_backup_or_restore_that_cannot_write_says_so_in_one_line(tmp_path: Path) -> None:
+    """Tests run as root: /sys is what no user can write to (a read-only mount, or no files but the kernel's)."""
+    url = f"sqlite+aiosqlite:///{_small_database(tmp_path / 'leadhub.db', 1)}"
+    backup = _db("backup", Path("/sys/leadhub-backup.db"), url, tmp_path)
+    assert backup.returncode == 1, backup.stderr
+    assert backup.stderr.startswith("leadhub: cannot write the backup /sys/leadhub-backup.db: ")
+    assert backup.stderr.endswith("; nothing changed\n") and len(backup.stderr.splitlines()) == 1, backup.stderr
+    restore = _db("restore", tmp_path / "leadhub.db", "sqlite+aiosqlite:////sys/leadhub/leadhub.db", tmp_path)
+    assert restore.returncode == 1, restore.stderr
+    assert restore.stderr.startswith(f"leadhub: cannot restore {tmp_path / 'leadhub.db'} to /sys/leadhub/leadhub.db:")
+    assert restore.stderr.endswith("; nothing changed\n") and len(restore.stderr.splitlines()) == 1, restore.stderr
