@@ -17,6 +17,7 @@ from pathlib import Path
 
 from leadhub.hub.db_backup import BackupError, os_reason, read_only_uri, sqlite_file
 from leadhub.hub.exit_codes import SCHEMA_NEWER
+from leadhub.private_files import PRIVATE_FILE, make_private_dir
 from leadhub.store.db import KNOWN_REVISIONS, newer_schema_message
 
 
@@ -47,9 +48,11 @@ def restore_sqlite(url: str, backup: Path) -> Restore:
 def _put_in_place(backup: Path, database: Path, incoming: Path) -> Path | None:
     """The backup copied to `incoming`, then renamed to `database`; the name the replaced database is kept under.
     When it raises, the database is as it was."""
-    database.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(database.parent)  # a new machine's: this user's only, as `leadhub run` makes it
     replaced = _stat(database)
-    mode = (replaced or backup.stat()).st_mode & 0o777
+    # The replaced database's permissions; with none, this user's only: the backup's own (0644 after a copy with
+    # the umask's, 0755 from exFAT) would open every contact to the other local users.
+    mode = replaced.st_mode & 0o777 if replaced is not None else PRIVATE_FILE
     _copy(backup, incoming, mode)
     if replaced is not None and replaced.st_uid != os.geteuid():
         _owned_as(incoming, replaced, database)
@@ -138,7 +141,7 @@ def _free_name(path: Path) -> Path:
 
 def _copy(backup: Path, incoming: Path, mode: int) -> None:
     """SQLite's backup API reads the backup as one consistent database (its own WAL too, if it has one), into a
-    file made with the permissions of the database it replaces (a restore never opens it to more users)."""
+    file made with `mode` (the permissions of the database it replaces: a restore never opens it to more users)."""
     os.close(os.open(incoming, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
     source = sqlite3.connect(read_only_uri(backup), uri=True)
     target = sqlite3.connect(incoming)

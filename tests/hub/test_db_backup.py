@@ -292,3 +292,20 @@ def test_a_backup_or_restore_that_cannot_write_says_so_in_one_line(tmp_path: Pat
     assert restore.returncode == 1, restore.stderr
     assert restore.stderr.startswith(f"leadhub: cannot restore {tmp_path / 'leadhub.db'} to /sys/leadhub/leadhub.db:")
     assert restore.stderr.endswith("; nothing changed\n") and len(restore.stderr.splitlines()) == 1, restore.stderr
+
+
+@sqlite_only
+def test_a_restore_onto_a_new_machine_makes_the_data_private_whatever_the_umask(tmp_path: Path) -> None:
+    """With no database to take the mode from, the backup's was taken (0644, 0755 from exFAT), the directory 0755."""
+    backup = _small_database(tmp_path / "backup.db", 2)
+    backup.chmod(0o644)
+    database = tmp_path / "srv" / "data" / "leadhub.db"
+    umask = os.umask(0o022)
+    try:
+        run = _db("restore", backup, f"sqlite+aiosqlite:///{database}", tmp_path)
+    finally:
+        os.umask(umask)
+    assert run.returncode == 0, run.stderr
+    assert database.parent.stat().st_mode & 0o777 == 0o700
+    assert database.stat().st_mode & 0o777 == 0o600
+    assert _inquiries(database) == 2
