@@ -71,17 +71,22 @@ async def cancel(conn: AsyncConnection, ids: Sequence[str], reason: str, now: da
         )
 
 
-async def claim_due(conn: AsyncConnection, now: datetime, limit: int, lease_until: datetime) -> list[Any]:
+async def claim_due(
+    conn: AsyncConnection, now: datetime, limit: int, lease_until: datetime, *, skip_rules: Sequence[str] = ()
+) -> list[Any]:
     """Take due actions (and running ones whose lease ran out: their worker died) for this worker.
 
     Returned as claimed: `status` running and `attempts` already counting this run. PostgreSQL skips
     rows another worker has locked; the one UPDATE re-checks the due condition, so two workers never
-    both get the same action on SQLite either (one statement instead of one per action).
+    both get the same action on SQLite either (one statement instead of one per action). The actions of
+    `skip_rules` (rules this worker waits for) are left where they are.
     """
     due = or_(
         (action_t.c.status == "pending") & (action_t.c.due_at <= now),
         (action_t.c.status == "running") & (action_t.c.lease_until < now),
     )
+    if skip_rules:
+        due = due & action_t.c.rule_id.not_in(skip_rules)
     query = select(action_t.c.id).where(due).order_by(action_t.c.due_at).limit(limit)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
@@ -183,8 +188,10 @@ async def release(conn: AsyncConnection, ids: Sequence[str], now: datetime, *, h
     )
 
 
-async def next_due(conn: AsyncConnection) -> datetime | None:
+async def next_due(conn: AsyncConnection, *, skip_rules: Sequence[str] = ()) -> datetime | None:
     query = select(func.min(action_t.c.due_at)).where(action_t.c.status == "pending")
+    if skip_rules:
+        query = query.where(action_t.c.rule_id.not_in(skip_rules))
     return (await conn.execute(query)).scalar_one_or_none()
 
 

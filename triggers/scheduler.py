@@ -31,6 +31,7 @@ RECORD_RETRY_FIRST = 0.5  # seconds before recording a batch's outcomes again wh
 RECORD_RETRY_CAP = 5.0
 STOP_RECORD_SECONDS = 3.0  # a stop waits this long at most for a cut-short batch's outcomes to be recorded
 OUTCOMES = ("done", "failed", "cancelled", "retried")  # what `on_outcome` reports of a recorded run
+WAITING = "waiting"  # a run given back `pending` because its rule is not loaded yet (`Scheduler._wait_for`)
 T = TypeVar("T")
 
 
@@ -91,9 +92,13 @@ class Scheduler:
         poll_seconds: float = 1.0,
         on_outcome: Callable[[str, str], None] = lambda action_type, outcome: None,
         on_store_error: Callable[[BaseException], None] = lambda exc: None,
+        unloaded: Callable[[str], str | None] = lambda rule_id: None,
+        on_waiting: Callable[[], None] = lambda: None,
     ) -> None:
         """`on_outcome(action_type, outcome)`: once per recorded run; outcome done, failed, cancelled or retried.
-        `on_store_error(exc)`: a pass failed (the store away); the actions stay due and the next pass retries."""
+        `on_store_error(exc)`: a pass failed (the store away); the actions stay due and the next pass retries.
+        `unloaded(rule_id)`: for a rule not loaded, why its due actions wait (the last load could not read every
+        rule), or None: the rule is gone and they are cancelled. `on_waiting()`: a rule's actions began to wait."""
         self.engine = engine
         self.rules = rules
         self.deps = deps
@@ -104,6 +109,9 @@ class Scheduler:
         self.poll_seconds = poll_seconds
         self.on_outcome = on_outcome
         self.on_store_error = on_store_error
+        self.unloaded = unloaded
+        self.on_waiting = on_waiting
+        self.waiting: dict[str, str] = {}  # rule id -> why its due actions wait for it to load (see `_wait_for`)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._key: bytes | None = None
@@ -140,7 +148,7 @@ class Scheduler:
         """Sleep until the next due action (at most the poll interval), so one runs within a second of its time."""
         try:
             async with self.engine.connect() as conn:
-                due = await store.next_due(conn)
+                due = await store.next_due(conn, skip_rules=list(self.waiting))
         except Exception:
             return self.poll_seconds
         if due is None:
@@ -150,8 +158,9 @@ class Scheduler:
     async def run_once(self) -> int:
         now = self.clock.now()
         lease_ends = asyncio.get_running_loop().time() + self.lease.total_seconds()  # at the latest; on this clock
+        self._recheck_waiting()
         async with self.engine.begin() as conn:
-            rows = await store.claim_due(conn, now, self.batch, now + self.lease)
+            rows = await store.claim_due(conn, now, self.batch, now + self.lease, skip_rules=list(self.waiting))
         if rows:
             ids = [row.id for row in rows]
             claim = ClaimLease(self.engine, self.clock, self.lease, ids, until=now + self.lease, ends_at=lease_ends)
@@ -205,7 +214,7 @@ class Scheduler:
     def _count(self, rows: list[Any], results: list[Result], recorded: set[str]) -> None:
         action_types = {row.id: row.action_type for row in rows}
         for result in results:
-            if result.action_id in recorded:
+            if result.action_id in recorded and result.status != WAITING:
                 outcome = "retried" if result.retry_at is not None else result.status
                 self.on_outcome(action_types[result.action_id], outcome)
 
@@ -243,6 +252,9 @@ class Scheduler:
         job = Job(row.key, row.rule_id, row.event, {}, now, row.attempts)  # claim_due counted this run
         try:
             rule = self.rules().by_id.get(row.rule_id)
+            if rule is None and (reason := self.unloaded(row.rule_id)) is not None:
+                self._wait_for(row, reason)
+                raise Outcome(WAITING, reason)
             bound = _bound(rule, row)
             _check_late(rule, row, now)  # type: ignore[arg-type]
             context = build_context(_context_event(row.event), objects, now)
@@ -260,6 +272,30 @@ class Scheduler:
             return self._ended(row, job, exc)
         job.context = context
         return Planned(row, job, bound, rendered)
+
+    def _wait_for(self, row: Any, reason: str) -> None:
+        """Keep the due actions of a rule that is not loaded while the last load could not read every rule (the
+        rules directory missing at start-up, a rule file with problems and no last loaded version): the rule may
+        only be unreadable, and a cancelled action is lost for good. They are given back `pending` and left out of
+        the claims until the rules change (`_recheck_waiting`), so they are not claimed again every pass."""
+        if self.waiting.get(row.rule_id) == reason:
+            return
+        self.waiting[row.rule_id] = reason
+        log.error(
+            "due actions wait for a rule that is not loaded: they run once it loads, and are cancelled once the "
+            "rule files are read without problems and without it",
+            rule=row.rule_id,
+            reason=reason,
+        )
+        self.on_waiting()
+
+    def _recheck_waiting(self) -> None:
+        """Claim again the actions of the rules that loaded since, or that the last load showed to be gone."""
+        loaded = self.rules().by_id
+        for rule_id in list(self.waiting):
+            if rule_id in loaded or self.unloaded(rule_id) is None:
+                del self.waiting[rule_id]
+                log.info("actions waiting for a rule are taken again", rule=rule_id, loaded=rule_id in loaded)
 
     async def _prefetch(self, plans: list[Planned]) -> None:
         """Let an action type read what it checks for the whole batch at once (send_email: suppressions, sent)."""
@@ -316,16 +352,17 @@ class Scheduler:
         """
         final = []
         batched: dict[BatchWrite, list[Any]] = {}
+        released = [*released, *(r.action_id for r in results if r.status == WAITING)]
         async with self.engine.begin() as conn:
             await lock_for_writing(conn)
-            mine = await store.held(conn, [r.action_id for r in results] + list(released), held_until)
+            mine = await store.held(conn, [r.action_id for r in results] + released, held_until)
             lost = sorted(r.action_id for r in results if r.action_id not in mine)
             if lost:
                 log.warning("outcomes not recorded: another worker claimed these actions since", ids=lost)
             for r in results:
                 for batch_write, row in r.batched:
                     batched.setdefault(batch_write, []).append(row)
-                if r.action_id not in mine:
+                if r.action_id not in mine or r.status == WAITING:
                     continue
                 error = None if r.error is None else r.error[:2000]
                 if r.retry_at is not None:

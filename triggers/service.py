@@ -62,7 +62,7 @@ class TriggerService:
         self.on_reload = on_reload
         self.public_url = public_url
         self._stop_watch = asyncio.Event()
-        self.reload()
+        self._unread: str | None = None  # why the last load may have missed rules (see `_why_not_loaded`)
         self.deps = Deps(engine=engine, smtp_url=smtp_url, public_url=public_url, extra={"smtp_pool": SmtpPool()})
         self.matcher = Matcher(engine, lambda: self.index, self.clock)
         self.scheduler = Scheduler(
@@ -73,10 +73,13 @@ class TriggerService:
             retry=retry,
             on_outcome=on_action,
             on_store_error=on_store_error,
+            unloaded=self._why_not_loaded,
+            on_waiting=self._actions_wait,
         )
         self.consumer = EventConsumer(jetstream, self.matcher, self.scheduler.wake, listened=lambda: self.index.by_type)
         self.schedules = ScheduleRunner(engine, lambda: self.index, self.matcher, self.clock, self.scheduler.wake)
         self.tasks: list[asyncio.Task[None]] = []
+        self.reload()
 
     def reload(self) -> list[str]:
         """Load the rules directory; the problems found (each also logged).
@@ -88,6 +91,7 @@ class TriggerService:
         """
         self._loaded = self._snapshot()  # before reading: a change meanwhile is seen afterwards
         if missing := rules_dir_problem(self.rules_dir):
+            self._unread = missing
             return self._keep_rules_without_dir(Problem(str(self.rules_dir), 1, 1, None, "", missing))
         problems: list[Problem] = []
         files = self._rule_files()
@@ -111,6 +115,7 @@ class TriggerService:
         self.by_file = by_file
         self.index = RuleIndex(rules)
         self.problems = [str(p) for p in problems]
+        self._unread = "the rule files have problems" if problems else None
         self.reloads += 1
         self.on_reload(len(rules), len(problems))
         log.info("rules loaded", rules=len(rules), files=len(files), problems=len(problems))
@@ -121,19 +126,36 @@ class TriggerService:
         """A rules directory gone (a volume unmounted, a deploy half done) is almost never "delete every rule": the
         loaded rules stay, with their pending actions, and the problem is reported until the directory is back.
         With no rules loaded (at start-up) it is no problem, only a warning: the rules load once the directory is
-        created (see `watch`)."""
-        if not self.by_file:  # nothing to keep, nothing lost: the quick start runs without one
+        created (see `watch`). Unless due actions wait for its rules (a volume not mounted yet at start-up): then
+        it is a problem too (`_actions_wait`)."""
+        waiting = sorted(self.scheduler.waiting)
+        if not self.by_file and not waiting:  # nothing to keep, nothing lost: the quick start runs without one
             log.warning("no rules directory yet; its rules load once it is created", rules_dir=str(self.rules_dir))
             self.problems = []
             self.reloads += 1
             self.on_reload(len(self.index.rules), 0)
             return self.problems
         kept = len(self.index.rules)
-        log.error("rules directory gone; keeping the loaded rules", problem=str(problem), rules=kept)
+        if self.by_file:
+            log.error("rules directory gone; keeping the loaded rules", problem=str(problem), rules=kept)
+        else:
+            log.error("no rules directory, and due actions wait for its rules", problem=str(problem), rules=waiting)
         self.problems = [str(problem)]
         self.reloads += 1
         self.on_reload(len(self.index.rules), len(self.problems))
         return self.problems
+
+    def _why_not_loaded(self, rule_id: str) -> str | None:
+        """Why the due actions of a rule that is not loaded wait rather than being cancelled: the last load did not
+        read every rule (the rules directory missing, a rule file with problems), so it may only be unreadable. None
+        when it read them all without problems: the rule is gone (removed or disabled)."""
+        return self._unread
+
+    def _actions_wait(self) -> None:
+        """The scheduler keeps a rule's due actions waiting: a rules directory missing since start-up is no longer a
+        mere warning but a problem, in /readyz and the rule-problems metric (see `_keep_rules_without_dir`)."""
+        if not self.problems and rules_dir_problem(self.rules_dir):
+            self.reload()
 
     def _settle_ids(self, versions: dict[str, Placed]) -> tuple[dict[str, Placed], list[Problem]]:
         """Each rule id to one file, and a problem, at the rule, for every other file that has it.
@@ -273,7 +295,13 @@ class TriggerService:
 
     def status(self) -> dict[str, Any]:
         error = self.consumer.last_error or self.scheduler.last_error or self.schedules.last_error
-        return {"ok": error is None, "rules": len(self.index.rules), "problems": self.problems, "error": error}
+        return {
+            "ok": error is None,
+            "rules": len(self.index.rules),
+            "problems": self.problems,
+            "waiting_for_rules": dict(self.scheduler.waiting),  # rule id -> why its due actions wait for it
+            "error": error,
+        }
 
 
 def _winners(versions: dict[str, Placed], owners: dict[str, str]) -> dict[str, tuple[str, tuple[int, int]]]:

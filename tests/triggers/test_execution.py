@@ -167,6 +167,49 @@ async def test_a_removed_rule_cancels_its_pending_actions(engine, tmp_path: Path
     assert row.status == "cancelled" and "no longer loaded" in row.last_error
 
 
+@pytest.mark.parametrize("then", ["the rule loads", "the files read without it"])
+async def test_actions_of_a_rule_that_could_not_be_read_wait_without_being_claimed_again(
+    engine, tmp_path: Path, then: str
+) -> None:
+    """While the last load could not read every rule, a rule that is not loaded may only be unreadable: its due
+    actions are given back, left out of the claims (no pass takes them again, other rules' actions go on), and
+    run once it loads, or are cancelled once the files read without problems and without it."""
+    rules = """
+rules:
+  - id: r
+    on: lead.created
+    wait: 1h
+    do:
+      - create_task: {title: "r"}
+  - id: s
+    on: lead.created
+    wait: 2h
+    do:
+      - create_task: {title: "s"}
+"""
+    e = Engine(engine, tmp_path, rules)
+    contact_id, lead_id = await e.shop.customer()
+    await e.lead_event(lead_id, contact_id)
+    everything, e.index = e.index, RuleIndex([e.index.by_id["s"]])
+    unread: list[str] = ["the rule files have problems"]
+    scheduler = e.scheduler(batch=1, unloaded=lambda rule_id: unread[0] if unread else None)
+    e.clock.advance(timedelta(hours=3))
+    assert await scheduler.run_once() == 1  # r's action: given back
+    assert scheduler.waiting == {"r": "the rule files have problems"}
+    assert await scheduler.run_once() == 1  # s's action, not r's again
+    assert await scheduler.run_once() == 0
+    r, s = await e.shop.actions()
+    assert (r.status, r.attempts, r.last_error, s.status) == ("pending", 0, None, "done")
+    if then == "the rule loads":
+        e.index = everything
+    else:
+        unread.clear()
+    assert await scheduler.run_once() == 1
+    r, _ = await e.shop.actions()
+    expected = "done" if then == "the rule loads" else "cancelled"
+    assert r.status == expected and scheduler.waiting == {}, r.last_error
+
+
 async def test_retries_stop_at_the_limit(engine, tmp_path: Path) -> None:
     rules = """
 rules:

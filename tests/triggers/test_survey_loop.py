@@ -6,6 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import insert, select
 
 from leadhub.store.models import EmailMessage, EmailSuppression, RuleTrace
@@ -96,6 +97,48 @@ async def test_survey_survives_a_restart_while_waiting(trigger_hub, smtp_server:
     await _status(shop, "done")
     assert len(smtp_server.inbox.messages) == 1
     assert len(await shop.actions()) == 1, "the redelivered event scheduled nothing new"
+
+
+@pytest.mark.parametrize("unreadable", ["directory missing", "rule with a problem"])
+async def test_a_survey_due_while_its_rule_cannot_be_read_at_start_up_waits_for_it(
+    trigger_hub, smtp_server: SmtpServer, clock, rules_dir: Path, unreadable: str
+):
+    """Found by an audit: the daemon started with the rules volume not mounted yet, or with a typo made in the rule
+    while it was down, cancelled every due survey for good ("rule ... is no longer loaded")."""
+    use_example(rules_dir, "survey.yaml")
+    first = await trigger_hub(smtp_url=smtp_server.url)
+    shop = Shop(first.engine, clock)
+    await _completed_order(shop)
+    await _scheduled(shop)
+    await stop_hub(first)
+    survey = (rules_dir / "survey.yaml").read_text()
+    if unreadable == "directory missing":
+        rules_dir.rename(rules_dir.with_name("unmounted"))
+    else:
+        (rules_dir / "survey.yaml").write_text(survey.replace("+ 7d", "+ 7days"))
+
+    clock.advance(WEEK + timedelta(hours=1))
+    second = await trigger_hub(smtp_url=smtp_server.url)
+    service = second.hub.triggers
+    shop = Shop(second.engine, clock)
+
+    async def waiting() -> Any:
+        (row,) = await shop.actions(rule_id="post-sale-survey")
+        given_back = row.status == "pending" and "post-sale-survey" in service.scheduler.waiting
+        return row if given_back and service.problems else None
+
+    row = await wait_for(waiting, timeout=10, what="the due survey to wait for its rule")
+    assert row.attempts == 0 and row.last_error is None
+    async with second.session.get(second.url("/readyz")) as response:
+        detail = (await response.json())["detail"]["triggers"]
+    assert list(detail["waiting_for_rules"]) == ["post-sale-survey"] and detail["problems"]
+
+    if unreadable == "directory missing":
+        rules_dir.with_name("unmounted").rename(rules_dir)
+    else:
+        (rules_dir / "survey.yaml").write_text(survey)
+    await _status(shop, "done")
+    assert len(smtp_server.inbox.messages) == 1 and service.scheduler.waiting == {}
 
 
 async def test_refund_before_the_week_cancels_the_survey(trigger_hub, smtp_server: SmtpServer, clock, rules_dir: Path):
