@@ -280,6 +280,9 @@ class ScheduledAction(Base):
     rule_id: Mapped[str] = mapped_column(String(100), index=True)
     action_index: Mapped[int] = mapped_column(Integer)
     action_type: Mapped[str] = mapped_column(String(40))
+    # The rule's actions when this run was scheduled, a digest each (triggers/edits.py): the run finds its action
+    # in the rule as edited since. None for runs scheduled before 0008: found by index and type.
+    do_digest: Mapped[str | None] = mapped_column(Text)
     event_id: Mapped[str] = mapped_column(String(100))
     event_type: Mapped[str] = mapped_column(String(64))
     event: Mapped[dict[str, Any]]

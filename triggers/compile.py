@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 from leadhub.durations import parse_duration
 from leadhub.triggers.actions import ACTIONS
 from leadhub.triggers.actions.base import Bound, CompileError
+from leadhub.triggers.edits import do_digest
 from leadhub.triggers.events import DATE_FIELDS, EVENT_OBJECTS, objects_for
 from leadhub.triggers.hours import WeeklyHours, contact_zone, move_into
 from leadhub.triggers.sandbox import Scope, TemplateProblem, Templates
@@ -91,9 +92,11 @@ class CompiledRule:
     late_within: timedelta | None  # None: run however late; timedelta(0): skip when late
 
     id: str = field(init=False)  # the rule's id, read per evaluation: a plain attribute, not a property
+    do_digest: str = field(init=False)  # its actions' digests, stored with each run (triggers/edits.py)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "id", self.rule.id)
+        object.__setattr__(self, "do_digest", do_digest(self.rule.do))
 
     @property
     def action_types(self) -> tuple[str, ...]:

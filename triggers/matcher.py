@@ -116,6 +116,7 @@ class Matcher:
                     "rule_id": rule.id,
                     "action_index": index,
                     "action_type": spec.type,
+                    "do_digest": rule.do_digest,
                     "event_id": event["id"],
                     "event_type": event["type"],
                     "event": event,

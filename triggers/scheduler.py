@@ -22,6 +22,7 @@ from leadhub.triggers.claim_lease import ClaimLease
 from leadhub.triggers.clock import Clock
 from leadhub.triggers.compile import CompiledRule, EvaluationError
 from leadhub.triggers.context import aware, build_context
+from leadhub.triggers.edits import follow
 from leadhub.triggers.engine import RuleIndex
 from leadhub.triggers.events import event_objects
 from leadhub.triggers.matcher import _context_event
@@ -399,13 +400,21 @@ async def _shielded(recording: Coroutine[Any, Any, T]) -> T:
 
 
 def _bound(rule: CompiledRule | None, row: Any) -> Any:
+    """The run's action in the rule as loaded now: followed through the edits made since it was scheduled."""
     if rule is None:
         raise Outcome("cancelled", f"rule {row.rule_id!r} is no longer loaded (removed, disabled or invalid)")
-    if row.action_index >= len(rule.actions) or rule.action_types[row.action_index] != row.action_type:
-        raise Outcome(
-            "cancelled", f"rule {row.rule_id!r} changed: action {row.action_index} is no longer {row.action_type}"
-        )
-    return rule.actions[row.action_index]
+    index = row.action_index
+    if row.do_digest is not None:  # None: scheduled before runs stored their rule's actions, found by position
+        index = follow(row.do_digest.split(), rule.do_digest.split(), row.action_index)
+        if index is None:
+            raise Outcome(
+                "cancelled",
+                f"rule {row.rule_id!r} changed: its action {row.action_index} ({row.action_type}) was removed, or the "
+                "actions around it changed so that it cannot be told which one it is now",
+            )
+    if index >= len(rule.actions) or rule.action_types[index] != row.action_type:
+        raise Outcome("cancelled", f"rule {row.rule_id!r} changed: action {index} is no longer {row.action_type}")
+    return rule.actions[index]
 
 
 def _check_late(rule: CompiledRule, row: Any, now: datetime) -> None:

@@ -44,6 +44,9 @@ ROWS_AT_0001: dict[str, list[dict[str, Any]]] = {
 ORDER = {"id": "s1", "connector": "shop", "external_id": "1001", "status": "paid", "total": "12.50", "currency": "EUR",
          "items": [{"sku": "a"}], "customer": {"email": "anna@example.com"}, "contact_id": "c1", "lead_id": "l1",
          "status_changed_at": OPENED, "created_at": OPENED, "updated_at": OPENED}  # fmt: skip
+RUN = {"id": "a1", "key": "r:e1:0", "rule_id": "r", "action_index": 0, "action_type": "create_task", "event_id": "e1",
+       "event_type": "lead.created", "event": {"id": "e1"}, "group_key": "r:l1", "due_at": OPENED, "status": "pending",
+       "attempts": 0, "created_at": OPENED, "updated_at": OPENED}  # fmt: skip
 
 
 async def _insert(engine: AsyncEngine, rows: dict[str, list[dict[str, Any]]]) -> None:
@@ -62,12 +65,13 @@ async def _assert_rows_kept(engine: AsyncEngine, rows: dict[str, list[dict[str, 
             assert stored == expected, table
 
 
-@pytest.mark.parametrize("start", ["0001", "0002", "0003", "0004", "0005", "0006", "0007"])
+@pytest.mark.parametrize("start", ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008"])
 async def test_upgrade_from_each_earlier_revision_keeps_the_rows(database_url: str, start: str) -> None:
     engine = create_engine(database_url)
     try:
         await upgrade(engine, start)
         rows = {**ROWS_AT_0001, **({"shop_order": [ORDER]} if start == "0003" else {})}
+        rows |= {"scheduled_action": [RUN]} if start == "0004" else {}
         await _insert(engine, rows)
         await upgrade(engine)
         async with engine.connect() as conn:
@@ -77,6 +81,9 @@ async def test_upgrade_from_each_earlier_revision_keeps_the_rows(database_url: s
             touches = (await conn.execute(text("SELECT first_touch_at, last_touch_at FROM lead"))).one()
         if start < "0005":  # 0005 opened a lead's touches at its creation
             assert [_utc(value) for value in touches] == [OPENED, OPENED]
+        if start == "0004":  # a run already waiting finds its action by index and type, as before 0008
+            async with engine.connect() as conn:
+                assert (await conn.execute(text("SELECT do_digest FROM scheduled_action"))).scalar_one() is None
     finally:
         await engine.dispose()
 

@@ -35,15 +35,20 @@ class Engine:
     """Rules from text, a matcher and a scheduler over one database and one manual clock."""
 
     def __init__(self, engine: Any, tmp_path: Path, rules: str) -> None:
-        (tmp_path / "r").mkdir(exist_ok=True)
-        (tmp_path / "r" / "rules.yaml").write_text(rules)
-        loaded = load_rules(tmp_path / "r", Templates())
-        assert loaded.problems == []
-        self.index = RuleIndex(loaded.rules)
+        self.rules_dir = tmp_path / "r"
+        self.rules_dir.mkdir(exist_ok=True)
+        self.edit(rules)
         self.clock = ManualClock(START)
         self.engine = engine
         self.matcher = Matcher(engine, lambda: self.index, self.clock)
         self.shop = Shop(engine, self.clock)
+
+    def edit(self, rules: str) -> None:
+        """The admin saves the rule file anew: the rules as loaded from then on."""
+        (self.rules_dir / "rules.yaml").write_text(rules)
+        loaded = load_rules(self.rules_dir, Templates())
+        assert loaded.problems == []
+        self.index = RuleIndex(loaded.rules)
 
     def scheduler(self, **options: Any) -> Scheduler:
         return Scheduler(self.engine, lambda: self.index, Deps(engine=self.engine), self.clock, **options)
@@ -208,6 +213,60 @@ rules:
     r, _ = await e.shop.actions()
     expected = "done" if then == "the rule loads" else "cancelled"
     assert r.status == expected and scheduler.waiting == {}, r.last_error
+
+
+def _tasks_rule(*titles: str) -> str:
+    actions = "".join(f"      - create_task: {{title: {title}}}\n" for title in titles)
+    return f"rules:\n  - id: r\n    on: lead.created\n    wait: 1d\n    do:\n{actions}"
+
+
+@pytest.mark.parametrize(
+    ("then", "now", "made"),
+    [
+        (["survey"], ["thank-you", "survey"], ["survey"]),
+        (["survey"], ["survey-v2"], ["survey-v2"]),
+        (["first", "second"], ["second", "first"], ["first", "second"]),
+        (["first", "second"], ["first"], ["first"]),
+        (["first", "second"], ["second-v2"], []),
+    ],
+    ids=["added in front", "edited in place", "moved", "one removed", "one removed and the other edited"],
+)
+async def test_a_waiting_run_follows_its_action_through_an_edit(
+    engine, tmp_path: Path, then: list[str], now: list[str], made: list[str]
+) -> None:
+    """Found by an audit: a waiting run was matched to the edited rule by position and type only, so a
+    thank-you task added in front of a waiting survey was made in its place, and the survey never."""
+    e = Engine(engine, tmp_path, _tasks_rule(*then))
+    contact_id, lead_id = await e.shop.customer()
+    await e.lead_event(lead_id, contact_id)
+    e.edit(_tasks_rule(*now))
+    e.clock.advance(timedelta(days=1))
+    assert await e.scheduler().run_once() == len(then)
+    async with engine.connect() as conn:
+        titles = sorted((await conn.execute(select(Task.__table__.c.title))).scalars())
+    assert titles == sorted(made)
+    cancelled = [row.last_error for row in await e.shop.actions() if row.status == "cancelled"]
+    assert len(cancelled) == len(then) - len(made)
+    assert all("changed: its action" in reason and "was removed" in reason for reason in cancelled), cancelled
+
+
+async def test_a_run_scheduled_before_runs_stored_their_rules_actions_is_found_by_position(
+    engine, tmp_path: Path
+) -> None:
+    from sqlalchemy import update
+
+    from leadhub.store.models import ScheduledAction
+
+    e = Engine(engine, tmp_path, _tasks_rule("survey"))
+    contact_id, lead_id = await e.shop.customer()
+    await e.lead_event(lead_id, contact_id)
+    async with engine.begin() as conn:  # as the 0008 migration leaves the runs already waiting
+        await conn.execute(update(ScheduledAction.__table__).values(do_digest=None))
+    e.edit(_tasks_rule("survey-v2", "thank-you"))
+    e.clock.advance(timedelta(days=1))
+    assert await e.scheduler().run_once() == 1
+    async with engine.connect() as conn:
+        assert list((await conn.execute(select(Task.__table__.c.title))).scalars()) == ["survey-v2"]
 
 
 async def test_retries_stop_at_the_limit(engine, tmp_path: Path) -> None:
