@@ -20,7 +20,7 @@ from leadhub.store.db import lock_for_writing
 from leadhub.triggers.actions.base import BatchWrite, Deps, Job, Permanent, RenderEnv, Skipped, Transient
 from leadhub.triggers.claim_lease import ClaimLease
 from leadhub.triggers.clock import Clock
-from leadhub.triggers.compile import CompiledRule, EvaluationError
+from leadhub.triggers.compile import LATE_GRACE, CompiledRule, EvaluationError
 from leadhub.triggers.context import aware, build_context
 from leadhub.triggers.edits import follow
 from leadhub.triggers.engine import RuleIndex
@@ -32,6 +32,9 @@ RECORD_RETRY_FIRST = 0.5  # seconds before recording a batch's outcomes again wh
 RECORD_RETRY_CAP = 5.0
 STOP_RECORD_SECONDS = 3.0  # a stop waits this long at most for a cut-short batch's outcomes to be recorded
 OUTCOMES = ("done", "failed", "cancelled", "retried")  # what `on_outcome` reports of a recorded run
+# A pause longer than this between one pass's end and the next one's start is downtime for `late` (the process
+# stopped or frozen, the machine asleep, the store away): the scheduler waits a second at most between passes.
+PASS_GAP = LATE_GRACE
 WAITING = "waiting"  # a run given back `pending` because its rule is not loaded yet (`Scheduler._wait_for`)
 T = TypeVar("T")
 
@@ -113,6 +116,9 @@ class Scheduler:
         self.unloaded = unloaded
         self.on_waiting = on_waiting
         self.waiting: dict[str, str] = {}  # rule id -> why its due actions wait for it to load (see `_wait_for`)
+        self._loaded_at: dict[str, datetime] = {}  # rule id -> when a rule its actions waited for loaded
+        self._up_since: datetime | None = None  # the start of this scheduler's passes without a pause (`late`)
+        self._last_pass: datetime | None = None  # when its last pass that did not fail ended
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._key: bytes | None = None
@@ -158,6 +164,8 @@ class Scheduler:
 
     async def run_once(self) -> int:
         now = self.clock.now()
+        if self._last_pass is None or now - self._last_pass > PASS_GAP:
+            self._up_since = now  # started, or back after a pause: what was due meanwhile is late
         lease_ends = asyncio.get_running_loop().time() + self.lease.total_seconds()  # at the latest; on this clock
         self._recheck_waiting()
         async with self.engine.begin() as conn:
@@ -176,6 +184,7 @@ class Scheduler:
             results = [run.result() for run in runs]
             recorded = await _shielded(self._record_while_leased(results, claim))
             self._count(rows, results, recorded)
+        self._last_pass = self.clock.now()
         return len(rows)
 
     async def _start(self, rows: list[Any]) -> list[asyncio.Task[Result]]:
@@ -257,7 +266,7 @@ class Scheduler:
                 self._wait_for(row, reason)
                 raise Outcome(WAITING, reason)
             bound = _bound(rule, row)
-            _check_late(rule, row, now)  # type: ignore[arg-type]
+            _check_late(rule, row, self._runnable_since(row.rule_id, now))  # type: ignore[arg-type]
             context = build_context(_context_event(row.event), objects, now)
             if rule.unless is not None:  # type: ignore[union-attr]
                 try:
@@ -296,7 +305,17 @@ class Scheduler:
         for rule_id in list(self.waiting):
             if rule_id in loaded or self.unloaded(rule_id) is None:
                 del self.waiting[rule_id]
+                self._loaded_at[rule_id] = self.clock.now()
                 log.info("actions waiting for a rule are taken again", rule=rule_id, loaded=rule_id in loaded)
+
+    def _runnable_since(self, rule_id: str, now: datetime) -> datetime:
+        """Since when this scheduler could have run the actions of `rule_id`: since its passes run without a pause,
+        or since the rule loaded when its actions waited for it. `late` judges an action by how long it was due
+        before then (downtime), not by how long it then waited its turn: a burst of more actions than one batch
+        takes a pass per batch, and a batch lasts as long as its slowest action (a webhook up to its timeout)."""
+        since = self._up_since or now
+        loaded = self._loaded_at.get(rule_id)
+        return since if loaded is None else max(since, loaded)
 
     async def _prefetch(self, plans: list[Planned]) -> None:
         """Let an action type read what it checks for the whole batch at once (send_email: suppressions, sent)."""
@@ -417,11 +436,13 @@ def _bound(rule: CompiledRule | None, row: Any) -> Any:
     return rule.actions[index]
 
 
-def _check_late(rule: CompiledRule, row: Any, now: datetime) -> None:
-    """`late`: after downtime an overdue action runs, is skipped, or runs only if within the allowed delay."""
+def _check_late(rule: CompiledRule, row: Any, runnable_since: datetime) -> None:
+    """`late`: after downtime an overdue action runs, is skipped, or runs only if within the allowed delay; late by
+    how long it was due before the scheduler could run it (`Scheduler._runnable_since`)."""
     if _is_backoff_retry(row):
         return  # a retry is late by design
-    reason = late_reason(rule, aware(row.due_at), now)
+    due = aware(row.due_at)
+    reason = late_reason(rule, due, max(due, runnable_since))
     if reason is not None:
         raise Outcome("cancelled", reason)
 

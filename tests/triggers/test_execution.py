@@ -513,3 +513,78 @@ rules:
     assert await scheduler.run_once() == 1
     (row,) = await e.shop.actions()
     assert row.status == "pending" and row.attempts == 2 and row.last_error.startswith("webhook:"), row.last_error
+
+
+async def test_late_skip_runs_a_backlog_that_a_running_scheduler_works_through(engine, tmp_path: Path) -> None:
+    """Found by an audit: `late` took the wait for a batch's turn for lateness. 200 actions due at once take four
+    batches of 50; with batches of 30 s (a slow receiver) the fourth began 90 s after its due time, and `late: skip`
+    cancelled 50 actions although nothing had been down."""
+    from aiohttp import web
+
+    e: Engine
+
+    async def slow_receiver(request: web.Request) -> web.Response:
+        e.clock.advance(timedelta(milliseconds=600))  # 30 s for a batch of 50
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/hook", slow_receiver)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        rules = f"""
+rules:
+  - id: r
+    on: lead.created
+    mode: parallel
+    late: skip
+    do:
+      - webhook: {{url: "http://127.0.0.1:{port}/hook"}}
+"""
+        e = Engine(engine, tmp_path, rules)
+        contact_id, lead_id = await e.shop.customer()
+        for n in range(200):
+            await e.lead_event(lead_id, contact_id, f"burst-{n}")
+        scheduler = e.scheduler(batch=50)
+        while await scheduler.run_once():
+            pass
+    finally:
+        await runner.cleanup()
+    rows = await e.shop.actions()
+    assert {row.status for row in rows} == {"done"}, {row.last_error for row in rows}
+    assert e.clock.now() - START >= timedelta(minutes=2)
+
+
+async def test_a_pause_between_passes_is_downtime_for_late(engine, tmp_path: Path) -> None:
+    """The process frozen or the machine asleep: the scheduler object goes on, but nothing ran meanwhile."""
+    e = Engine(engine, tmp_path, _rule(late="skip"))
+    scheduler = e.scheduler()
+    assert await scheduler.run_once() == 0  # running
+    contact_id, lead_id = await e.shop.customer()
+    await e.lead_event(lead_id, contact_id)
+    e.clock.advance(timedelta(hours=3))  # no pass for three hours
+    assert await scheduler.run_once() == 1
+    (row,) = await e.shop.actions()
+    assert (row.status, row.last_error) == ("cancelled", "late by 2:00:00 (late: skip)")
+
+
+async def test_an_action_that_waited_for_its_rule_is_late_from_its_due_time_to_the_rules_load(
+    engine, tmp_path: Path
+) -> None:
+    e = Engine(engine, tmp_path, _rule(late="skip", wait="1m"))
+    scheduler = e.scheduler(unloaded=lambda rule_id: "the rule files have problems")
+    assert await scheduler.run_once() == 0  # running
+    contact_id, lead_id = await e.shop.customer()
+    await e.lead_event(lead_id, contact_id)
+    loaded, e.index = e.index, RuleIndex([])  # not loaded meanwhile, as after a start-up with its file broken
+    for _ in range(60):  # an hour of passes while the rule file has a problem
+        e.clock.advance(timedelta(minutes=1))
+        await scheduler.run_once()
+    assert scheduler.waiting == {"r": "the rule files have problems"}
+    e.index = loaded
+    assert await scheduler.run_once() == 1
+    (row,) = await e.shop.actions()
+    assert (row.status, row.last_error) == ("cancelled", "late by 0:59:00 (late: skip)")
