@@ -226,13 +226,28 @@ async def fold_open_leads(
         if head is None:
             heads.append(dict(row))
             continue
-        events.append(await _fold(conn, dict(row), head, now, journal))
+        events.extend(await _fold(conn, dict(row), head, now, journal))
     return events
+
+
+def _carried_over(lead: dict[str, Any], head: dict[str, Any]) -> dict[str, Any]:
+    """What the folded lead's manager work adds to the head: its tags, its owner when the head has none, and
+    `in_progress` when either was being worked on. A lead a manager took must not drop back to `new` unowned
+    because a stranger's earlier lead turned out to be the same person's."""
+    changes: dict[str, Any] = {}
+    tags = [*head["tags"], *(t for t in lead["tags"] if t not in head["tags"])]
+    if tags != head["tags"]:
+        changes["tags"] = tags
+    if not head["owner"] and lead["owner"]:
+        changes["owner"] = lead["owner"]
+    if head["status"] == "new" and lead["status"] == "in_progress":
+        changes["status"] = "in_progress"
+    return changes
 
 
 async def _fold(
     conn: AsyncConnection, lead: dict[str, Any], head: dict[str, Any], now: datetime, journal: dict[str, Any]
-) -> dict[str, Any]:
+) -> list[dict[str, Any]]:
     moved: dict[str, Any] = {"lead": lead["id"], "into": head["id"]}
     for name, table, key in LEAD_LINKS:
         ids = list((await conn.execute(select(table.c[key]).where(table.c.lead_id == lead["id"]))).scalars())
@@ -246,15 +261,31 @@ async def _fold(
     before = journal["before"].setdefault("lead", {})
     before.setdefault(lead["id"], {"merged_into": None, "updated_at": lead["updated_at"]})
     await conn.execute(update(lead_t).where(lead_t.c.id == lead["id"]).values(merged_into=head["id"], updated_at=now))
+    changes = _carried_over(lead, head)
     last = max(aware(head["last_touch_at"]) or now, aware(lead["last_touch_at"]) or now)
     if last != aware(head["last_touch_at"]):
-        before.setdefault(head["id"], {"last_touch_at": head["last_touch_at"], "updated_at": head["updated_at"]})
-        head["last_touch_at"] = last
-        await conn.execute(update(lead_t).where(lead_t.c.id == head["id"]).values(last_touch_at=last, updated_at=now))
+        changes["last_touch_at"] = last
+    if changes:
+        kept = before.setdefault(head["id"], {"updated_at": head["updated_at"]})
+        for name in changes:
+            kept.setdefault(name, head[name])
+        old = {name: head[name] for name in changes}
+        head.update(changes)
+        await conn.execute(update(lead_t).where(lead_t.c.id == head["id"]).values(**changes, updated_at=now))
     journal["moved"].setdefault("lead_folds", []).append(moved)
-    return outbox_event(
-        "lead.merged", head["id"], now, lead_id=head["id"], merged_id=lead["id"], contact_id=head["contact_id"]
-    )
+    base = {"lead_id": head["id"], "contact_id": head["contact_id"]}
+    events = [outbox_event("lead.merged", head["id"], now, **base, merged_id=lead["id"])]
+    worked = sorted(set(changes) - {"last_touch_at"})
+    if worked:
+        events.append(outbox_event("lead.updated", head["id"], now, **base, changes=worked, source="merge"))
+        for name, kind in (
+            ("status", "lead.status_changed"),
+            ("owner", "lead.owner_changed"),
+            ("tags", "lead.tags_changed"),
+        ):
+            if name in changes:
+                events.append(outbox_event(kind, head["id"], now, **base, **{"from": old[name], "to": changes[name]}))
+    return events
 
 
 async def unfold(conn: AsyncConnection, folds: Sequence[dict[str, Any]]) -> None:

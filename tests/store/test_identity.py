@@ -262,6 +262,43 @@ async def test_unmerge_restores_the_exact_previous_state(pipeline: IntakePipelin
     assert await events(engine, "contact.unmerged")
 
 
+async def test_a_folded_lead_keeps_its_managers_work_and_an_unmerge_takes_it_back(
+    pipeline: IntakePipeline, engine: AsyncEngine
+) -> None:
+    """A manager took the stranger's lead (owner, tags, in progress); the merge folded it into the earlier new,
+    unowned lead and that work was gone from the lead that stays."""
+    from leadhub.store import leads as lead_store
+
+    await store(pipeline, form("a1", T0, name="Anna", email="anna@x.example"))
+    await store(pipeline, telegram_message("b1", T0 + HOUR, 99, phone="+79160001122"))
+    first, second = sorted(await live_leads(engine), key=lambda lead: lead["first_touch_at"])
+    worked = {"status": "in_progress", "owner": "olga", "tags": ["vip", "spring"]}
+    async with engine.begin() as conn:
+        await lead_store.change_lead(conn, first["id"], {"tags": ["spring"]}, T0 + 2 * HOUR)
+        await lead_store.change_lead(conn, second["id"], worked, T0 + 2 * HOUR)
+    before = await snapshot(engine, {first["contact_id"], second["contact_id"]})
+
+    linking = pipeline.prepare(form("link", T0 + 10 * 24 * HOUR, email="anna@x.example", phone="89160001122"))
+    await pipeline.store([linking])
+    (head,) = [lead for lead in await live_leads(engine) if lead["id"] == first["id"]]
+    assert (head["status"], head["owner"], head["tags"]) == ("in_progress", "olga", ["spring", "vip"])
+    updated = [e for e in await events(engine, "lead.updated") if e["source"] == "merge"]
+    assert [(e["lead_id"], e["changes"]) for e in updated] == [(first["id"], ["owner", "status", "tags"])]
+    assert (await events(engine, "lead.owner_changed"))[-1] == {
+        "lead_id": first["id"],
+        "contact_id": first["contact_id"],
+        "from": None,
+        "to": "olga",
+    }
+
+    (merge,) = await table(engine, ContactMerge)
+    async with engine.begin() as conn:
+        await identity.unmerge(conn, merge["merged_id"], T0 + 11 * 24 * HOUR)
+    after = await snapshot(engine, {first["contact_id"], second["contact_id"]}, skip_inquiries={linking.id})
+    early = [r for r in after["lead"] if r["first_touch_at"].replace(tzinfo=UTC) < T0 + 24 * HOUR]
+    assert early == before["lead"]
+
+
 async def test_after_an_unmerge_every_inquiry_is_with_its_leads_contact(
     pipeline: IntakePipeline, engine: AsyncEngine
 ) -> None:
