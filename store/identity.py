@@ -160,7 +160,22 @@ class Unions:
 
 
 async def consent_states(conn: AsyncConnection, contact_ids: Sequence[str], batch: Batch) -> dict[str, str | None]:
-    """`granted`, `withdrawn` (consent withdrawn, or an address unsubscribed or complained) or None per contact."""
+    """`granted`, `withdrawn` (consent withdrawn, or an address unsubscribed or complained) or None per contact.
+
+    A contact this batch already united with others speaks for all of them (`withdrawn` when one withdrew,
+    else `granted` when one granted): the group's root alone let a withdrawn member merge with a granted one.
+    """
+    members = {c: batch.unions.members_or_self(c) for c in contact_ids}
+    each = await _consent_each(conn, list(dict.fromkeys(m for group in members.values() for m in group)), batch)
+    return {c: _combined([each[m] for m in group]) for c, group in members.items()}
+
+
+def _combined(states: Sequence[str | None]) -> str | None:
+    return "withdrawn" if "withdrawn" in states else "granted" if "granted" in states else None
+
+
+async def _consent_each(conn: AsyncConnection, contact_ids: Sequence[str], batch: Batch) -> dict[str, str | None]:
+    """Each contact's own state, with consent this batch set but has not written yet (the latest word)."""
     pending = {c["id"]: c for c in batch.contacts}
     stored = [c for c in contact_ids if c not in pending]
     consent: dict[str, str | None] = {c: pending[c].get("consent") for c in contact_ids if c in pending}
@@ -188,6 +203,10 @@ async def consent_states(conn: AsyncConnection, contact_ids: Sequence[str], batc
         for contact_id, kind, value in rows:
             if kind == "email":
                 emails[contact_id].add(value)
+    for contact_id in stored:
+        queued = batch.contact_updates.get(contact_id, {}).get("consent")
+        if queued:
+            consent[contact_id] = queued
     addresses = {a for group in emails.values() for a in group}
     opted_out: set[str] = set()
     if addresses:
@@ -213,6 +232,19 @@ async def kept_apart(conn: AsyncConnection, contact_ids: Sequence[str]) -> bool:
         apart_t.c.contact_id.in_(contact_ids), apart_t.c.other_id.in_(contact_ids)
     )
     return pairs <= {(a, b) for a, b in await conn.execute(query)}
+
+
+async def any_kept_apart(conn: AsyncConnection, contact_ids: Sequence[str], batch: Batch) -> bool:
+    """Whether a person decided two of these contacts (or of those this batch united with them) are not one
+    person: an inquiry naming both must not merge them, whether or not their consent agrees today."""
+    group_of = {m: c for c in contact_ids for m in batch.unions.members_or_self(c)}
+    stored = [m for m in group_of if m not in batch.created]
+    if len(stored) < 2:
+        return False
+    query = select(apart_t.c.contact_id, apart_t.c.other_id).where(
+        apart_t.c.contact_id.in_(stored), apart_t.c.other_id.in_(stored)
+    )
+    return any(group_of[a] != group_of[b] for a, b in await conn.execute(query))
 
 
 async def keep_apart(conn: AsyncConnection, contact_ids: Sequence[str], now: datetime) -> None:

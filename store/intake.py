@@ -292,8 +292,9 @@ async def _sender(conn: AsyncConnection, row: InquiryRow, batch: Batch, order_bo
 async def _resolve_contact(conn: AsyncConnection, row: InquiryRow, batch: Batch) -> str:
     """The contact the row's identifiers name, else a new one; a row naming several unites them.
 
-    New identifiers join the contact. When the named contacts' consent disagrees nothing is united
-    or linked: the row goes to the contact its strongest identifier names and all are flagged for review.
+    New identifiers join the contact. When the named contacts' consent disagrees, or a person decided to keep
+    two of them apart, nothing is united or linked: the row goes to the contact its strongest identifier names
+    (and a consent conflict flags them all for review).
     """
     idents = row.identifiers()
     named = list(dict.fromkeys(batch.unions.find(batch.known[i]) for i in idents if i in batch.known))
@@ -304,6 +305,8 @@ async def _resolve_contact(conn: AsyncConnection, row: InquiryRow, batch: Batch)
         if identity.conflicting(states):
             if not await identity.kept_apart(conn, named):  # a person's keep-apart stands
                 identity.flag_for_review(batch, named, states, row.id)
+            return named[0]
+        if await identity.any_kept_apart(conn, named, batch):  # a person's keep-apart stands, consent aside
             return named[0]
         contact_id = batch.unions.unite(named, row.id)
     elif named:

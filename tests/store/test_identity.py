@@ -350,6 +350,54 @@ async def test_conflicting_consent_is_flagged_for_review_and_never_merged(
     assert len(await events(engine, "contact.review_needed")) == 2
 
 
+async def test_contacts_a_person_kept_apart_stay_apart_when_their_consent_agrees(
+    pipeline: IntakePipeline, engine: AsyncEngine
+) -> None:
+    """Keep-apart was checked only on a consent conflict: two people a manager had told apart were merged by the
+    next inquiry naming both, once neither had consent on record (or both granted)."""
+    await store(pipeline, form("a", T0, email="anna@x.example"))
+    await store(pipeline, form("b", T0 + HOUR, phone="+79160001122"))
+    ids = [c["id"] for c in await live_contacts(engine)]
+    async with engine.begin() as conn:
+        await identity.keep_apart(conn, ids, T0 + 2 * HOUR)
+    linking = pipeline.prepare(form("link", T0 + 3 * HOUR, email="anna@x.example", phone="89160001122"))
+    await pipeline.store([linking])
+    assert len(await live_contacts(engine)) == 2
+    assert not await table(engine, ContactMerge)
+    (stored,) = await table(engine, Inquiry, Inquiry.__table__.c.id == linking.id)
+    assert stored["contact_id"] in ids
+    assert len(await table(engine, ContactIdentifier)) == 2  # the phone did not join Anna
+
+
+@pytest.mark.parametrize("case", ["united-earlier-in-the-batch", "consent-given-earlier-in-the-batch"])
+async def test_consent_given_earlier_in_the_same_batch_counts_against_a_merge(
+    pipeline: IntakePipeline, engine: AsyncEngine, case: str
+) -> None:
+    """The consent check read each named contact's stored consent only: a contact this batch had already united
+    with one who granted consent, or whose consent this batch had just withdrawn, merged with the other side."""
+    await store(pipeline, form("a", T0, email="anna@x.example", consent="no" if case.startswith("united") else None))
+    await store(pipeline, form("b", T0 + HOUR, email="bob@x.example"))
+    await store(
+        pipeline, form("c", T0 + HOUR, phone="+79160001122", consent="yes" if case.startswith("united") else None)
+    )
+    if case.startswith("united"):  # Bob's email and Carl's phone: one person (both have no objection); then Anna
+        batch = [
+            form("bc", T0 + 2 * HOUR, email="bob@x.example", phone="89160001122"),
+            form("link", T0 + 3 * HOUR, email="anna@x.example", phone="89160001122"),
+        ]
+    else:  # Anna withdraws, Carl grants, then one form names both
+        batch = [
+            form("a2", T0 + 2 * HOUR, email="anna@x.example", consent="no"),
+            form("c2", T0 + 2 * HOUR, phone="+79160001122", consent="yes"),
+            form("link", T0 + 3 * HOUR, email="anna@x.example", phone="89160001122"),
+        ]
+    await store(pipeline, *batch)
+    anna = next(c for c in await live_contacts(engine) if c["email"] == "anna@x.example")
+    carl = next(c for c in await table(engine, Contact) if c["phone"] == "+79160001122")
+    assert carl["merged_into"] != anna["id"] and anna["merged_into"] is None
+    assert anna["review"] and anna["review"]["reason"] == "consent_conflict"
+
+
 async def test_the_review_filter_lists_the_flagged_contacts_only(pipeline: IntakePipeline, engine: AsyncEngine) -> None:
     """`?review=true` is the contacts a refused merge flagged, `?review=false` all the others (whose review is
     stored as JSON null, not SQL NULL)."""
