@@ -63,6 +63,7 @@ class IntakePipeline:
         meta = dict(envelope.meta)
         if identity.phone_raw and not identity.phone:
             meta["phone_invalid"] = "1"
+        email_key = fold_email(identity.email) if identity.email and self.policy.fold_email else None
         return InquiryRow(
             id=envelope.id,
             key=envelope.key,
@@ -87,7 +88,8 @@ class IntakePipeline:
             message_id=draft.message_id,
             thread_refs=list(draft.thread_refs),
             order=draft.order,
-            email_key=fold_email(identity.email) if identity.email and self.policy.fold_email else None,
+            email_key=email_key,
+            email_alias=identity.email if email_key and email_key != identity.email else None,
             messenger=identity.messenger,
             customer=f"{envelope.connector}:{identity.customer_id}" if identity.customer_id else None,
             consent=consent_from_fields(draft.fields),

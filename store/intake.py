@@ -61,6 +61,9 @@ class InquiryRow:
     messenger: str | None = None  # `telegram:<user id>`
     customer: str | None = None  # `<connector>:<shop customer id>`
     consent: str | None = None  # granted | withdrawn, when the inquiry said so
+    # The email as written when `email_key` folds it: identifiers stored while folding was off hold that
+    # spelling. Looked up, never stored.
+    email_alias: str | None = None
 
     def identifiers(self) -> list[tuple[str, str]]:
         """How this inquiry names its sender, strongest first: email, phone, messenger, shop customer."""
@@ -73,6 +76,13 @@ class InquiryRow:
             found.append(("messenger", self.messenger))
         if self.customer:
             found.append(("customer", self.customer))
+        return found
+
+    def lookups(self) -> list[tuple[str, str]]:
+        """The identifiers, then the spellings stored identifiers may hold instead (see `email_alias`)."""
+        found = self.identifiers()
+        if self.email_alias:
+            found.append(("email", self.email_alias))
         return found
 
 
@@ -158,7 +168,7 @@ async def write_batch(
     if not fresh:
         return result
 
-    known = await identity.known_identifiers(conn, {i for r in fresh if not r.dropped for i in r.identifiers()})
+    known = await identity.known_identifiers(conn, {i for r in fresh if not r.dropped for i in r.lookups()})
     batch = Batch(now, known, policy)
     # Extension point (email threading): map a row's key to an existing lead id.
     attach_to = await email_threads.thread_links(conn, fresh, batch)  # a reply joins its thread's lead
@@ -297,7 +307,7 @@ async def _resolve_contact(conn: AsyncConnection, row: InquiryRow, batch: Batch)
     (and a consent conflict flags them all for review).
     """
     idents = row.identifiers()
-    named = list(dict.fromkeys(batch.unions.find(batch.known[i]) for i in idents if i in batch.known))
+    named = list(dict.fromkeys(batch.unions.find(batch.known[i]) for i in row.lookups() if i in batch.known))
     if len(named) > 1:
         states = await identity.consent_states(conn, named, batch)
         if row.consent:

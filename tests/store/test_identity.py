@@ -163,6 +163,19 @@ async def test_gmail_dots_and_plus_tags_fold_to_one_contact_unless_switched_off(
     assert len(await live_contacts(engine)) == 3
 
 
+async def test_switching_email_folding_on_still_finds_contacts_stored_while_it_was_off(engine: AsyncEngine) -> None:
+    """Identifiers stored while LEADHUB_EMAIL_FOLDING was off hold the address as written; once it was on, the
+    same person writing from the same address was looked up by the folded key only and became a second contact."""
+    await store(make_pipeline(engine, fold_email=False), form("g1", T0, email="Ann.Lee+shop@gmail.com"))
+    folding = make_pipeline(engine)
+    await store(folding, form("g2", T0 + HOUR, email="ann.lee+shop@gmail.com"))
+    (contact,) = await live_contacts(engine)
+    values = sorted(i["value"] for i in await table(engine, ContactIdentifier))
+    assert values == ["ann.lee+shop@gmail.com", "annlee@gmail.com"]  # the folded key joined the contact
+    await store(folding, form("g3", T0 + 2 * HOUR, email="annlee@googlemail.com"))
+    assert [c["id"] for c in await live_contacts(engine)] == [contact["id"]]
+
+
 async def test_coalescing_window_status_and_channel_pairs(engine: AsyncEngine) -> None:
     pipeline = make_pipeline(engine, lead_windows={("shop", "shop"): timedelta(0)})
     await store(pipeline, form("a", T0, email="a@x.example"), form("b", T0 + 71 * HOUR, email="a@x.example"))
