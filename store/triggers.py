@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, func, or_, select, update
+from sqlalchemy import Table, bindparam, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -39,8 +40,30 @@ async def write_traces(conn: AsyncConnection, traces: list[dict[str, Any]]) -> N
     await insert_ignore(conn, trace_t, traces)
 
 
-async def live_in_group(conn: AsyncConnection, group_key: str) -> list[str]:
-    query = select(action_t.c.id).where(action_t.c.group_key == group_key, action_t.c.status.in_(LIVE))
+def run_lock_id(key: str) -> int:
+    """A stable signed 64-bit advisory lock id for a rule's group or throttle key (both start with the rule id)."""
+    return int.from_bytes(hashlib.sha256(f"leadhub:rule-run:{key}".encode()).digest()[:8], "big", signed=True)
+
+
+async def lock_run_keys(conn: AsyncConnection, keys: Iterable[str]) -> None:
+    """Serialize the check-then-schedule of `mode` and `throttle` per key across replicas, until the commit.
+
+    Without it two replicas handling events for one key at once both saw no earlier run (two runs despite a
+    throttle) or each cancelled the other's (`mode: restart` left none). PostgreSQL: transaction advisory locks,
+    taken in one order so two events never wait for each other. SQLite has one writer (one process): nothing.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    for lock_id in sorted({run_lock_id(key) for key in keys}):
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
+
+
+async def live_in_group(conn: AsyncConnection, group_key: str, *, other_than_event: str) -> list[str]:
+    """The group's pending or running actions, but those of `other_than_event` (this event's own, when it is
+    handled twice at once: they are the run, not an earlier one to skip for or cancel)."""
+    query = select(action_t.c.id).where(
+        action_t.c.group_key == group_key, action_t.c.status.in_(LIVE), action_t.c.event_id != other_than_event
+    )
     return list((await conn.execute(query)).scalars())
 
 

@@ -71,6 +71,7 @@ class Matcher:
                 if rules is None
                 else [evaluate(rule, context, now, start and start.astimezone(UTC)) for rule in listeners]
             )
+            await store.lock_run_keys(conn, _run_keys(evaluations, event, context))
             for evaluation in evaluations:
                 rule = evaluation.rule
                 if evaluation.matched:
@@ -99,8 +100,8 @@ class Matcher:
         """
         throttle = throttle_key(rule, context)
         since = throttle_since(rule, event, now) if throttle else None
-        group = f"{rule.id}:{event.get('subject_id') or event['id']}"
-        live = await store.live_in_group(conn, group)
+        group = group_key(rule, event)
+        live = await store.live_in_group(conn, group, other_than_event=event["id"])
         if live and rule.rule.mode == "single":
             return "skipped: an earlier run of this rule for the same subject is still pending (mode: single)"
         if live and rule.rule.mode == "restart":
@@ -133,6 +134,22 @@ class Matcher:
                 }
             )
         return None
+
+
+def group_key(rule: CompiledRule, event: dict[str, Any]) -> str:
+    """What `mode` looks at: the rule's runs for the event's subject."""
+    return f"{rule.id}:{event.get('subject_id') or event['id']}"
+
+
+def _run_keys(evaluations: list[Evaluation], event: dict[str, Any], context: dict[str, Any]) -> set[str]:
+    """The group and throttle keys the matched rules will check, to lock before checking."""
+    keys = set()
+    for evaluation in evaluations:
+        if evaluation.matched:
+            keys.add(group_key(evaluation.rule, event))
+            keys.add(throttle_key(evaluation.rule, context) or "")
+    keys.discard("")
+    return keys
 
 
 def throttle_key(rule: CompiledRule, context: dict[str, Any]) -> str | None:

@@ -1,0 +1,106 @@
+"""`mode` and `throttle` with two replicas matching events for one key at the same moment (PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from leadhub.store.db import create_engine, upgrade
+from leadhub.triggers.clock import ManualClock
+from leadhub.triggers.engine import RuleIndex
+from leadhub.triggers.loader import load_rules
+from leadhub.triggers.matcher import Matcher
+from leadhub.triggers.sandbox import Templates
+from tests.conftest import PG_ADMIN_URL
+from tests.triggers.conftest import START, Shop
+
+# SQLite has one writer in one process; the race needs two servers' sessions (LEADHUB_TEST_DATABASE_URL).
+pytestmark = pytest.mark.skipif(not PG_ADMIN_URL, reason="two replicas on one store: PostgreSQL only")
+
+ROUNDS = 15  # each round races two events for a fresh lead; on the old code most rounds went wrong
+
+
+def _rule(mode: str, throttle: str = "") -> str:
+    return f"""
+rules:
+  - id: r
+    on: lead.created
+    wait: 1h
+    mode: {mode}
+    {throttle}
+    do:
+      - create_task: {{title: "call"}}
+"""
+
+
+class Replicas:
+    """Two matchers on two engines (two replicas' connection pools) over one database, one rule set, one clock."""
+
+    def __init__(self, engines: list[Any], tmp_path: Path, rules: str) -> None:
+        (tmp_path / "rules.yaml").write_text(rules)
+        loaded = load_rules(tmp_path, Templates())
+        assert loaded.problems == []
+        index = RuleIndex(loaded.rules)
+        self.clock = ManualClock(START)
+        self.matchers = [Matcher(engine, lambda: index, self.clock) for engine in engines]
+        self.shop = Shop(engines[0], self.clock)
+
+    async def race(self, *event_ids: str, lead_id: str, contact_id: str) -> None:
+        """The first replica handles the first event, the second the second (if any), at the same moment."""
+        events = [
+            {
+                "id": event_id,
+                "type": "lead.created",
+                "subject_id": lead_id,
+                "occurred_at": self.clock.now().isoformat(),
+                "data": {"lead_id": lead_id, "contact_id": contact_id},
+            }
+            for event_id in event_ids
+        ]
+        await asyncio.gather(*(matcher.handle(event) for matcher, event in zip(self.matchers, events, strict=False)))
+
+    async def runs(self, lead_id: str) -> list[Any]:
+        return [row for row in await self.shop.actions() if row.group_key == f"r:{lead_id}"]
+
+
+@pytest.fixture
+async def engines(database_url: str) -> AsyncIterator[list[Any]]:
+    made = [create_engine(database_url), create_engine(database_url)]
+    await upgrade(made[0])
+    yield made
+    for engine in made:
+        await engine.dispose()
+
+
+async def test_throttle_lets_one_of_two_simultaneous_events_act(engines, tmp_path: Path) -> None:
+    """Found by an audit: both replicas saw no earlier run for the contact and both scheduled one."""
+    replicas = Replicas(engines, tmp_path, _rule("parallel", "throttle: {per: contact, for: 30d}"))
+    for round_ in range(ROUNDS):
+        contact_id, lead_id = await replicas.shop.customer()
+        await replicas.race(f"a{round_}", f"b{round_}", lead_id=lead_id, contact_id=contact_id)
+        assert [run.status for run in await replicas.runs(lead_id)] == ["pending"], f"round {round_}"
+
+
+async def test_restart_leaves_exactly_one_of_two_simultaneous_events_pending(engines, tmp_path: Path) -> None:
+    """Found by an audit: each replica saw only the earlier run, so both new runs stayed pending."""
+    replicas = Replicas(engines, tmp_path, _rule("restart"))
+    for round_ in range(ROUNDS):
+        contact_id, lead_id = await replicas.shop.customer()
+        await replicas.race(f"first{round_}", lead_id=lead_id, contact_id=contact_id)
+        await replicas.race(f"a{round_}", f"b{round_}", lead_id=lead_id, contact_id=contact_id)
+        statuses = sorted(run.status for run in await replicas.runs(lead_id))
+        assert statuses == ["cancelled", "cancelled", "pending"], f"round {round_}: {statuses}"
+
+
+async def test_one_event_handled_by_both_replicas_at_once_keeps_its_run(engines, tmp_path: Path) -> None:
+    """A redelivery while the first delivery is still being handled: the second must not cancel the first's run
+    (its own event's) as an earlier one under `mode: restart`, leaving none."""
+    replicas = Replicas(engines, tmp_path, _rule("restart"))
+    for round_ in range(ROUNDS):
+        contact_id, lead_id = await replicas.shop.customer()
+        await replicas.race(f"e{round_}", f"e{round_}", lead_id=lead_id, contact_id=contact_id)
+        assert [run.status for run in await replicas.runs(lead_id)] == ["pending"], f"round {round_}"
