@@ -27,6 +27,16 @@ def parse_duration(text: str | int | float | timedelta) -> timedelta:
     return _within_maximum(text, float(value) * _UNITS[unit])
 
 
+def whole_days(text: str | int | float | timedelta) -> int | None:
+    """The number of days of a duration written in whole days or weeks (`1d`, `30d`, `2w`); None for any other
+    (`36h`, `1.5d`, a bare number): what may be counted in calendar days rather than as a fixed length."""
+    match = _PATTERN.match(text) if isinstance(text, str) else None
+    if not match or match.group(2) not in {"d", "w"}:
+        return None
+    days = float(match.group(1)) * (7 if match.group(2) == "w" else 1)
+    return int(days) if days.is_integer() else None
+
+
 def _within_maximum(text: object, seconds: float) -> timedelta:
     if math.isnan(seconds):
         raise DurationError(f"invalid duration {text!r}: write a number and a unit, e.g. 30s, 15m, 2h, 7d")

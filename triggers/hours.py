@@ -111,7 +111,7 @@ def _open_spans(day: date, start: time, closes: datetime, zone: ZoneInfo) -> lis
     """The UTC spans in which the wall clock shows `start` or later (and before `closes`): one, or two when
     `start` falls in the hour a fall-back repeats (the clock goes back below `start` in between)."""
     opens = wall_to_utc(day, start, zone)
-    again = _second_occurrence(day, start, zone)
+    again = second_occurrence(day, start, zone)
     if again is None:
         return [(opens, closes)]
     target = datetime.combine(day, start)
@@ -122,7 +122,7 @@ def _open_spans(day: date, start: time, closes: datetime, zone: ZoneInfo) -> lis
     return [(opens, min(closes, datetime.fromtimestamp(high, UTC))), (again, closes)]
 
 
-def _second_occurrence(day: date, clock: time, zone: ZoneInfo) -> datetime | None:
+def second_occurrence(day: date, clock: time, zone: ZoneInfo) -> datetime | None:
     """The later instant the wall clock shows `day clock`, when a fall-back makes it show it twice."""
     naive = datetime.combine(day, clock)
     early = naive.replace(tzinfo=zone).astimezone(UTC)

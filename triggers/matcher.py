@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from leadhub.durations import parse_duration
+from leadhub.durations import parse_duration, whole_days
 from leadhub.ids import new_id
 from leadhub.store import trigger_data
 from leadhub.store import triggers as store
@@ -19,6 +20,7 @@ from leadhub.triggers.compile import LATE_GRACE, CompiledRule, EvaluationError
 from leadhub.triggers.context import build_context
 from leadhub.triggers.engine import Evaluation, RuleIndex, evaluate, evaluate_all
 from leadhub.triggers.events import event_objects
+from leadhub.triggers.hours import second_occurrence, wall_to_utc
 
 log = structlog.get_logger("leadhub.triggers")
 
@@ -164,15 +166,32 @@ def throttle_key(rule: CompiledRule, context: dict[str, Any]) -> str | None:
 
 
 def throttle_since(rule: CompiledRule, event: dict[str, Any], now: datetime) -> datetime:
-    """Since when an earlier run throttles this one; EvaluationError when that is before the year 1."""
+    """Since when an earlier run throttles this one; EvaluationError when that is before the year 1.
+
+    A period in whole days (or weeks) counts calendar days in the rule's time zone (a cron rule's `timezone`, else
+    UTC): a daily 09:00 rule with `throttle: 1d` runs the day after a spring change, 23 hours later. Others are a
+    fixed length.
+    """
     period = rule.rule.throttle.period  # type: ignore[union-attr]
+    days = whole_days(period)
+    schedule = rule.rule.schedule
     try:
-        since = now - parse_duration(period)
+        if days is None:
+            since = now - parse_duration(period)
+        else:
+            since = same_wall_time_days_before(now, days, ZoneInfo(schedule.timezone if schedule else "UTC"))
     except OverflowError:
         raise EvaluationError(f"throttle: {now.isoformat()} - {period} is before the year 1") from None
     if event.get("type") == "schedule":  # ticks are handled a few seconds apart: `2d` must mean every 2nd tick
         since += LATE_GRACE  # the delay that still counts as on time (schedules.py; `late: skip`)
     return since
+
+
+def same_wall_time_days_before(now: datetime, days: int, zone: ZoneInfo) -> datetime:
+    """The instant (UTC) the wall clock in `zone` showed `days` calendar days before `now` what it shows now: where
+    that time was skipped (spring), the instant the clock jumped past it; where it came twice (autumn), the later."""
+    wall = now.astimezone(zone).replace(tzinfo=None) - timedelta(days=days)
+    return second_occurrence(wall.date(), wall.time(), zone) or wall_to_utc(wall.date(), wall.time(), zone)
 
 
 def _trace(rule: CompiledRule, event: dict[str, Any], evaluation: Evaluation, now: datetime) -> dict[str, Any]:

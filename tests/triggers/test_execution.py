@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import func, select
@@ -406,6 +407,44 @@ rules:
         fired.append(await ticks.tick())
         await e.scheduler().run_once()  # done, so `mode: single` has nothing pending to skip for
     assert fired == [1, 0, 1, 0, 1]
+
+
+@pytest.mark.parametrize(
+    ("first_day", "throttle", "fired"),
+    [
+        (date(2026, 3, 26), "1d", [1, 1, 1, 1, 1]),  # 28th to 29th 09:00 is 23 h: the 29th was skipped
+        (date(2026, 3, 26), "2d", [1, 0, 1, 0, 1]),  # 27th to 29th is 47 h: the 29th and the 30th were skipped
+        (date(2026, 3, 26), "24h", [1, 1, 0, 1, 1]),  # hours stay a fixed length
+        (date(2026, 10, 22), "1d", [1, 1, 1, 1, 1]),  # 24th to 25th is 25 h
+        (date(2026, 10, 22), "2d", [1, 0, 1, 0, 1]),
+    ],
+)
+async def test_a_throttle_in_days_counts_calendar_days_in_the_rules_zone(
+    engine, tmp_path: Path, first_day: date, throttle: str, fired: list[int]
+) -> None:
+    """Found by an audit: `1d` was 24 h, so a daily 09:00 Berlin rule skipped the day after the spring change
+    (2026-03-29, 23 h after the day before). Autumn (2026-10-25) has a 25-h day."""
+    rules = f"""
+rules:
+  - id: daily
+    schedule: {{cron: "0 9 * * *", timezone: Europe/Berlin}}
+    for_each: contact
+    throttle: {throttle}
+    do:
+      - create_task: {{title: "hello {{{{ contact.name }}}}"}}
+"""
+    berlin = ZoneInfo("Europe/Berlin")
+    e = Engine(engine, tmp_path, rules)
+    e.clock.advance(datetime.combine(first_day, time(10), berlin) - e.clock.now())
+    await e.shop.customer()
+    ticks = _ticks(e)
+    await ticks.tick()  # first seen the day before, after 09:00: counts from here
+    results = []
+    for day, second in ((1, 5), (2, 1), (3, 1), (4, 9), (5, 2)):
+        e.clock.advance(datetime.combine(first_day + timedelta(days=day), time(9, 0, second), berlin) - e.clock.now())
+        results.append(await ticks.tick())
+        await e.scheduler().run_once()  # done, so `mode: single` has nothing pending to skip for
+    assert results == fired
 
 
 _FAR_AND_NEAR = """
