@@ -118,11 +118,14 @@ def _draft(envelope: Envelope, parsed: ParsedEmail, options: dict[str, Any]) -> 
 
 
 def _add_phones(draft: InquiryDraft, parsed: ParsedEmail, region: str | None) -> None:
-    """Phone numbers in the text as contact hints; the first becomes the inquiry's phone."""
+    """Phone numbers in the text, kept on the inquiry (`fields.phones`) for a person to read; never an identifier.
+
+    The text holds quoted replies and forwarded signatures: a customer replying under our manager's signature
+    would be given the manager's phone, and every such customer merged into one contact.
+    """
     parsed.phones = find_phones(parsed.text, region)
     if parsed.phones:
         draft.fields["phones"] = parsed.phones[:10]
-        draft.identity.phone_raw = parsed.phones[0]
 
 
 def _contact(parsed: ParsedEmail) -> Address:

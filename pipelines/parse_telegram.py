@@ -45,12 +45,13 @@ def _name(person: dict[str, Any]) -> str | None:
     return " ".join(p for p in parts if p) or None
 
 
-def _phone_in_text(text: str | None) -> str | None:
-    """A number written in international form in the message (`+7 900 ...`); only when there is exactly one."""
+def _phones_in_text(text: str | None) -> list[str]:
+    """Numbers written in international form in the message (`+7 900 ...`), kept on the inquiry (`fields.phones`)
+    for a person to read; never an identifier: "call my wife at ..." or a forwarded text names someone else."""
     if not text:
-        return None
-    found = {m.raw_string for m in phonenumbers.PhoneNumberMatcher(text[:2000], None)}
-    return found.pop() if len(found) == 1 else None
+        return []
+    found = [m.raw_string for m in phonenumbers.PhoneNumberMatcher(text[:2000], None)]
+    return list(dict.fromkeys(found))[:10]
 
 
 def _sender_fields(user: dict[str, Any], chat: dict[str, Any]) -> dict[str, Any]:
@@ -110,12 +111,13 @@ def _message(envelope: Envelope, kind: str, message: dict[str, Any]) -> InquiryD
         return _reply(envelope, kind, message)
     user, chat, contact = _dict(message.get("from")), _dict(message.get("chat")), _dict(message.get("contact"))
     text = _str(message.get("text")) or _str(message.get("caption"))
+    phones = _phones_in_text(text)
     # The `request_contact` button shares the sender's own card (its user_id is the sender's id); any other card is
     # somebody else's (a friend's number forwarded to the shop): kept on the inquiry, never the sender's identity.
     shared = None
     if contact and (contact.get("user_id") is None or contact.get("user_id") != user.get("id")):
         contact, shared = {}, contact
-    phone = pbx_number(_str(contact.get("phone_number"))) or _phone_in_text(text)
+    phone = pbx_number(_str(contact.get("phone_number")))
     name = _name(contact) or _name(user) or _name(chat)
     fields = _sender_fields(user or chat, chat) | {"telegram_update": kind}
     if shared is not None:
@@ -132,6 +134,8 @@ def _message(envelope: Envelope, kind: str, message: dict[str, Any]) -> InquiryD
         text = text or f"shared someone else's contact: {card}".strip()
     if isinstance(message.get("message_id"), int):
         fields["telegram_message_id"] = message["message_id"]
+    if phones:
+        fields["phones"] = phones
     draft = InquiryDraft(
         envelope=envelope,
         identity=Identity(name=name, phone_raw=phone, messenger=fields.get("messenger_id")),

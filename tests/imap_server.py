@@ -289,7 +289,7 @@ def make_mail(n: int, *, sender: str | None = None, subject: str | None = None, 
     """A plain inquiry e-mail from a distinct sender (one contact, one lead each), with a unique Message-ID."""
     sender = sender or f"customer{n}@client.example"
     subject = subject or f"Quote request #{n}"
-    # A phone of its own too: a shared number would (rightly) make the senders one person.
+    # A phone in the text too, as customers write; it is only a hint on the inquiry, never an identifier.
     body = body or f"Hello, please send a quote for {n} units.\r\nCall me at +7 495 {3000000 + n:07d}.\r\n"
     return (
         f"From: Customer {n} <{sender}>\r\n"

@@ -81,7 +81,9 @@ async def test_edit_is_history_and_button_press_a_callback_lead(hub: RunningHub)
     assert (await send(hub, "update_callback_query.constructed.json"))[0] == 202
     items = await inquiries(hub, 2)
     edited = next(i for i in items if i["key"].endswith(":900000003"))
-    assert edited["lead_id"] is None and edited["dropped"] is None and edited["phone"] == "+79001234567"
+    assert edited["lead_id"] is None and edited["dropped"] is None
+    # "Мой номер +7 900 123-45-67" in the text: kept for a person to read, not the sender's phone.
+    assert edited["phone"] is None and edited["fields"]["phones"] == ["+7 900 123-45-67"]
     [lead] = await hub.wait_items("/api/leads", 1)
     assert lead["channel"] == "chat" and lead["tags"] == ["callback_requested"]
     assert lead["message"] == "pressed button: callback:yes"
@@ -151,6 +153,26 @@ async def test_someone_elses_shared_contact_is_not_the_senders_phone(hub: Runnin
     await inquiries(hub, 2)
     [contact] = (await hub.api("/api/contacts", phone="+79001234567"))["items"]
     assert contact["name"] == "Иван Петров" and item["contact_id"] == contact["id"]
+
+
+async def test_a_phone_in_the_text_does_not_join_the_contact_that_has_it(hub: RunningHub) -> None:
+    """Иван shares his own card (+7 900 123-45-67); another user writes "call me at" the same number (a typo, a
+    relative's phone, a forwarded text): a phone in free text is a hint, so the writer stays a contact of their own
+    (it was an identifier, and the two were merged)."""
+    assert (await send(hub, "update_message_contact.constructed.json"))[0] == 202
+    [ivan] = await hub.wait_items("/api/contacts", 1, phone="+79001234567")
+    writer = {"id": 222333444, "is_bot": False, "first_name": "Анна"}
+    text = {"message_id": 5, "date": 1800000000, "from": writer, "chat": writer | {"type": "private"}}
+    text["text"] = "Перезвоните мне, пожалуйста: +7 900 123-45-67"
+    assert (await send(hub, {"update_id": 900000030, "message": text}))[0] == 202
+    leads = await hub.wait_items("/api/leads", 2)
+    assert len({lead["contact_id"] for lead in leads}) == 2
+    [anna] = [c for c in (await hub.api("/api/contacts"))["items"] if c["id"] != ivan["id"]]
+    assert anna["name"] == "Анна" and anna["phone"] is None and anna["merged_into"] is None
+    assert anna["identifiers"] == [{"kind": "messenger", "value": "telegram:222333444"}]
+    assert [c["id"] for c in (await hub.api("/api/contacts", phone="+79001234567"))["items"]] == [ivan["id"]]
+    [item] = (await hub.api("/api/inquiries", contact_id=anna["id"]))["items"]
+    assert item["phone"] is None and item["fields"]["phones"] == ["+7 900 123-45-67"]
 
 
 async def test_a_channel_post_forwarded_into_its_discussion_group_is_no_lead(hub: RunningHub) -> None:

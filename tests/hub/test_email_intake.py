@@ -83,10 +83,32 @@ async def test_a_person_s_mail_becomes_a_lead(make_hub: HubFactory) -> None:
     assert leads[0]["channel"] == "email" and leads[0]["title"] == "Quote for 200 mugs"
     assert leads[0]["message"].startswith("Hello, please send a quote.")
     contact = (await hub.api("/api/contacts", email="maria@client.example"))["items"][0]
-    assert (contact["name"], contact["phone"]) == ("Мария Иванова", "+79167654321")
+    assert contact["name"] == "Мария Иванова" and contact["identifiers"] == [
+        {"kind": "email", "value": "maria@client.example"}
+    ]
     inquiry = await hub.api(f"/api/inquiries/{inquiry_id}")
     assert inquiry["lead_id"] == leads[0]["id"] and inquiry["dropped"] is None
     assert inquiry["fields"]["to"] == [{"email": "sales@shop.example", "name": "Sales"}]
+    # The signature's phone is kept on the inquiry for a manager to read, not taken as the contact's phone.
+    assert inquiry["fields"]["phones"] == ["+7 916 765-43-21"] and contact["phone"] is None
+
+
+async def test_a_phone_quoted_in_replies_does_not_join_their_senders(make_hub: HubFactory) -> None:
+    """Two customers reply under our manager's quoted signature: the phone in the text is a hint, so they stay two
+    contacts (it was an identifier: both got the manager's phone and were merged into one)."""
+    hub = await email_hub(make_hub)
+    quoted = "\r\n\r\n> Best regards,\r\n> Olga, sales manager\r\n> +7 495 123-45-67\r\n"
+    for n, sender in enumerate(("anna@client-a.example", "boris@client-b.example")):
+        await publish(hub, f"r{n}", message(sender, f"<r{n}@client.example>", "Re: Offer", "Thank you!" + quoted))
+
+    leads = await hub.wait_items("/api/leads", 2)
+    contacts = (await hub.api("/api/contacts"))["items"]
+    assert sorted(c["email"] for c in contacts) == ["anna@client-a.example", "boris@client-b.example"]
+    assert len({lead["contact_id"] for lead in leads}) == 2
+    assert all(c["phone"] is None and c["merged_into"] is None for c in contacts)
+    assert (await hub.api("/api/contacts", phone="+74951234567"))["items"] == []
+    inquiries = await hub.wait_items("/api/inquiries", 2)
+    assert [i["fields"]["phones"] for i in inquiries] == [["+7 495 123-45-67"]] * 2
 
 
 async def test_machine_mail_is_stored_dropped_and_opens_no_lead(make_hub: HubFactory) -> None:

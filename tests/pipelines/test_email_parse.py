@@ -116,7 +116,7 @@ def test_html_only_body_becomes_text() -> None:
     result = draft(mail("From: a@example.com", body=html, content_type="text/html; charset=utf-8"))
     assert result.message == "Hello there,\n\nwe need 50 units.\nCall +7 (916) 123-45-67"
     assert result.fields["text_from_html"] is True
-    assert result.identity.phone_raw == "+7 (916) 123-45-67"
+    assert result.fields["phones"] == ["+7 (916) 123-45-67"]
 
 
 def test_attachments_metadata_with_rfc2231_names() -> None:
@@ -179,9 +179,17 @@ def test_contact_is_reply_to_for_form_mailers() -> None:
 def test_phone_hints_without_a_region_take_labelled_numbers() -> None:
     body = "Good day!\r\nPlease call back.\r\n--\r\nIvan\r\nTel.: 8 (495) 123-45-67\r\n"
     result = draft(mail("From: ivan@example.ru", body=body))
-    assert result.identity.phone_raw == "8 (495) 123-45-67"
+    assert result.fields["phones"] == ["8 (495) 123-45-67"]
     with_region = draft(mail("From: ivan@example.ru", body="звоните 8 916 123 45 67"), default_region="RU")
-    assert with_region.identity.phone_raw == "8 916 123 45 67"
+    assert with_region.fields["phones"] == ["8 916 123 45 67"]
+
+
+def test_phones_in_the_text_are_hints_not_the_senders_phone() -> None:
+    """The text holds quoted replies and forwarded signatures (ours too): its numbers are not the sender's."""
+    body = "Thanks, agreed.\r\n\r\n> --\r\n> Olga, sales\r\n> +7 495 123-45-67\r\n"
+    result = draft(mail("From: Anna <anna@example.ru>", body=body))
+    assert result.fields["phones"] == ["+7 495 123-45-67"]
+    assert (result.identity.email, result.identity.phone_raw) == ("anna@example.ru", None)
 
 
 def test_too_large_is_dropped_with_its_size_and_keeps_the_payload() -> None:
