@@ -6,6 +6,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote_plus
 
 import structlog
 from aiohttp import web
@@ -308,9 +309,10 @@ async def list_contacts(request: web.Request) -> web.Response:
         email = normalize_email(q["email"]) or q["email"].strip().lower()
         email = fold_email(email) if settings.email_folding else email
     if q.get("phone"):
-        phone = normalize_phone(q["phone"], region)
+        written = _phone_as_sent(request, q["phone"])
+        phone = normalize_phone(written, region)
         if phone is None:
-            raise BadParameter(f"phone {q['phone']!r} is not a valid number (default region: {region or 'none'})")
+            raise BadParameter(f"phone {written!r} is not a valid number (default region: {region or 'none'})")
     async with request_engine(request).connect() as conn:
         page = await queries.list_contacts(
             conn,
@@ -325,6 +327,17 @@ async def list_contacts(request: web.Request) -> web.Response:
     for contact in page.items:
         contact["identifiers"] = identifiers.get(contact["id"], [])
     return page_response(page)
+
+
+def _phone_as_sent(request: web.Request, value: str) -> str:
+    """The phone with its leading plus: `?phone=+4930123456` typed as is (a browser, curl without --data-urlencode)
+    decodes to ` 4930123456`, a `+` in a query being a space, which the default region then read as a national
+    number of its own (another contact, or none). A plus sent encoded (`%2B`) is already one."""
+    for part in request.rel_url.raw_query_string.split("&"):
+        name, _, raw = part.partition("=")
+        if unquote_plus(name) == "phone" and raw.startswith("+"):
+            return "+" + value.lstrip()
+    return value
 
 
 async def list_inquiries(request: web.Request) -> web.Response:

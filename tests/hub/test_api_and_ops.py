@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from yarl import URL
+
 from tests.conftest import RunningHub
 from tests.helpers import wait_for
 
@@ -62,6 +64,20 @@ async def test_a_cursor_works_only_for_the_list_and_filters_that_issued_it(form_
     page = await form_hub.api("/api/leads", cursor=new_leads["next_cursor"], status="new", limit=5)
     everything = (await form_hub.api("/api/leads"))["items"]
     assert [lead["id"] for lead in page["items"]] == [lead["id"] for lead in everything[1:]]
+
+
+async def test_a_phone_filter_with_a_raw_plus_finds_the_contact(form_hub: RunningHub) -> None:
+    """`?phone=+4930123456` typed without encoding the plus: the query decodes it as a space, and the default region
+    (RU) read the rest as the Russian number +74930123456, so the German contact was not found."""
+    first = await _post(form_hub, {"name": "Berlin", "phone": "+49 30 123456"})
+    await _post(form_hub, {"name": "Moscow", "phone": "+79161112233"})
+    await form_hub.wait_items("/api/leads", 2)
+    contact_id = (await form_hub.api(f"/api/inquiries/{first}"))["contact_id"]
+    for query in ("phone=+4930123456", "phone=+49+30+123456", "phone=%2B4930123456", "limit=5&phone=+4930123456"):
+        url = URL(form_hub.url(f"/api/contacts?{query}"), encoded=True)
+        async with form_hub.session.get(url) as response:
+            assert response.status == 200, await response.text()
+            assert [c["id"] for c in (await response.json())["items"]] == [contact_id], query
 
 
 async def test_filters_and_single_objects(form_hub: RunningHub) -> None:
