@@ -8,6 +8,7 @@ from typing import Any
 
 from leadhub.envelope import Envelope
 from leadhub.pipelines.model import Identity, InquiryDraft
+from leadhub.pipelines.normalize import normalize_phone
 
 CALLBACK_TAG = "callback_requested"
 
@@ -53,13 +54,18 @@ def pbx_number(value: str | None) -> str | None:
     A national number with a trunk prefix (`89001234567`) or a short local one is left for the region to read.
     Trunk prefix 8 makes 11 digits, so a longer number starting with 8 is international too (China `86...`,
     Japan `81...`, Korea `82...`), except one dialled through the `8 10` international prefix (the region reads it).
+    Digits that look international but are no valid number so read are left to the region too: national numbers
+    of 11 digits without a trunk prefix (China's `13812345678`, Brazil's `11987654321`) became invalid `+1...`.
     """
     if not value:
         return None
     digits = value.strip()
-    if digits.isdigit() and len(digits) >= 11 and not digits.startswith(("8", "0")):
-        return "+" + digits
-    if digits.isdigit() and len(digits) >= 12 and digits.startswith("8") and not digits.startswith("810"):
+    if not digits.isdigit():
+        return digits
+    international = (len(digits) >= 11 and not digits.startswith(("8", "0"))) or (
+        len(digits) >= 12 and digits.startswith("8") and not digits.startswith("810")
+    )
+    if international and normalize_phone("+" + digits, None) is not None:
         return "+" + digits
     return digits
 

@@ -169,3 +169,28 @@ async def test_malformed_wrong_types_and_oversized_are_4xx(hub: RunningHub) -> N
     [item] = await inquiries(hub, 1)
     assert item["dropped"] == "unknown event: (no event)"
     assert (await send_uis(hub, uis_event("lost_call", 1, pad="x" * 3000)))[0] == 413
+
+
+@pytest.mark.parametrize(
+    ("region", "sent", "number"),
+    [
+        ("CN", "13812345678", "+8613812345678"),  # an 11-digit national number without a trunk prefix
+        ("BR", "11987654321", "+5511987654321"),
+        ("RU", "84951234567", "+74951234567"),  # trunk-prefixed and bare national numbers, as before
+        ("RU", "4951234567", "+74951234567"),
+        ("RU", "49301234567", "+49301234567"),  # international without the plus, as before
+    ],
+)
+async def test_digits_only_numbers_are_read_with_the_default_region(
+    make_hub: HubFactory, region: str, sent: str, number: str
+) -> None:
+    """A PBX's number in digits only that is no valid number with a plus put in front is read with
+    LEADHUB_DEFAULT_REGION, as a form's phone is; 11 digits not starting with 8 were always taken as international,
+    so China's and Brazil's national numbers became invalid `+1...` numbers (`phone_invalid`, no phone identifier)."""
+    hub = await make_hub([MEGAFON], default_region=region)
+    form = {"type": "INCOMING", "status": "missed", "phone": sent, "callid": "d1"}
+    async with await hub.post("/hooks/megafon?token=crm-token", data=form) as response:
+        assert response.status == 202
+    [lead] = await hub.wait_items("/api/leads", 1)
+    [contact] = (await hub.api("/api/contacts", phone=number))["items"]
+    assert contact["id"] == lead["contact_id"] and contact["phone"] == number
