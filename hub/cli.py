@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from leadhub import __version__
-from leadhub.hub.cli_errors import store_errors
+from leadhub.hub.cli_errors import store_errors, upgrade_errors
 from leadhub.hub.rules_cli import rules_app
 
 app = typer.Typer(
@@ -153,8 +153,9 @@ def db_upgrade(config: ConfigOption = None) -> None:
     from leadhub.store.db import run_upgrade
 
     loaded = _load(config)
-    with store_errors(loaded.settings.effective_database_url):
-        run_upgrade(loaded.settings.effective_database_url)
+    url = loaded.settings.effective_database_url
+    with store_errors(url), upgrade_errors(url):
+        run_upgrade(url)
     typer.echo("database is up to date")
 
 

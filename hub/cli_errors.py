@@ -25,3 +25,28 @@ def store_errors(url: str) -> Iterator[None]:
         detail = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:300]
         typer.echo(f"leadhub: cannot use the database {redacted_url(url)}: {type(cause).__name__}: {detail}", err=True)
         raise typer.Exit(1) from None
+
+
+@contextmanager
+def upgrade_errors(url: str) -> Iterator[None]:
+    """`db upgrade` that fails for any other reason (a migration's own check, alembic): one line, exit 1.
+
+    Goes inside `store_errors`, which says what it says about a database that cannot be reached or used.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from leadhub.store.db import MigrationError, SchemaMismatch, redacted_url
+
+    try:
+        yield
+    except (SchemaMismatch, SQLAlchemyError, OSError):
+        raise
+    except MigrationError as exc:
+        typer.echo(f"leadhub: cannot upgrade the database {redacted_url(url)}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except Exception as exc:
+        detail = (str(exc).strip().splitlines() or [""])[0][:300]
+        typer.echo(
+            f"leadhub: cannot upgrade the database {redacted_url(url)}: {type(exc).__name__}: {detail}", err=True
+        )
+        raise typer.Exit(1) from None

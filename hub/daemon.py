@@ -284,14 +284,22 @@ class Hub:
             detail[name] = {"ok": False, "error": error}
         return detail
 
+    async def _migrate(self, engine: AsyncEngine) -> None:
+        if not self.migrate_in_child:
+            await upgrade(engine)
+            return
+        await upgrade_in_child(engine, log_level=self.settings.log_level, log_format=self.settings.log_format)
+
     async def _start_store_side(self) -> None:
         """Migrate (waiting for the database if it is away), then run pipeline, relay and pull connectors."""
         assert self.engine is not None and self.queue is not None
         engine, queue = self.engine, self.queue
         try:
-            migrate = upgrade_in_child if self.migrate_in_child else upgrade
             await retry_forever(
-                "migrating the database", lambda: migrate(engine), self.stopping, give_up_on=(SchemaNewerThanCode,)
+                "migrating the database",
+                lambda: self._migrate(engine),
+                self.stopping,
+                give_up_on=(SchemaNewerThanCode,),
             )
         except asyncio.CancelledError:
             return

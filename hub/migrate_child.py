@@ -6,7 +6,8 @@ the migration's own allocations leave the heap larger: a daemon idled at 105.9 M
 an upgrade migrate; every other start finds the database at the heads with one plain query (store/db.py)
 and starts no child.
 
-The child gets the database URL in its environment, not on its command line (`ps` shows the latter).
+The child gets the database URL in its environment, not on its command line (`ps` shows the latter). Its log
+lines (a warning about rows the migration found broken) go to its stderr, which the daemon copies to its own.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadhub.hub.exit_codes import SCHEMA_NEWER
+from leadhub.hub.logging import configure
 from leadhub.hub.process_ties import dies_with_parent
 from leadhub.store.db import SchemaNewerThanCode, applied_revisions, at_heads, refuse_newer, run_upgrade
 
 URL_VARIABLE = "LEADHUB_MIGRATE_URL"
+LOG_VARIABLE = "LEADHUB_MIGRATE_LOG"  # "<level> <format>": the child logs as the daemon does
+LINE_LIMIT = 1 << 20  # bytes of one line of the child's stderr (a traceback's longest, should it crash)
 ERROR_TAIL = 2000  # characters of the child's stderr kept in the error
 
 log = structlog.get_logger("leadhub.store")
@@ -33,12 +37,16 @@ class MigrationFailed(RuntimeError):
     """The migration child exited with an error; the message is the end of what it printed."""
 
 
-async def upgrade_in_child(engine: AsyncEngine) -> None:
+async def upgrade_in_child(engine: AsyncEngine, *, log_level: str = "info", log_format: str = "console") -> None:
     """Bring the database to the heads as `store.db.upgrade` would, in a child process when there is work."""
     if await at_heads(engine):  # raises SchemaNewerThanCode: no child is started for a newer release's database
         return
     log.info("migrating the database in a child process")
-    environment = {**os.environ, URL_VARIABLE: engine.url.render_as_string(hide_password=False)}
+    environment = {
+        **os.environ,
+        URL_VARIABLE: engine.url.render_as_string(hide_password=False),
+        LOG_VARIABLE: f"{log_level} {log_format}",
+    }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -47,10 +55,11 @@ async def upgrade_in_child(engine: AsyncEngine) -> None:
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
+        limit=LINE_LIMIT,
         preexec_fn=dies_with_parent(signal.SIGKILL),  # a migration transaction dies with the daemon, then rolls back
     )
     try:
-        _, stderr = await process.communicate()
+        stderr = await _copied_to_stderr(process)
     except asyncio.CancelledError:  # the daemon is stopping: the migration's transaction rolls back
         process.kill()
         await process.wait()
@@ -58,9 +67,23 @@ async def upgrade_in_child(engine: AsyncEngine) -> None:
     if process.returncode == SCHEMA_NEWER:  # a newer leadhub migrated it since the check above
         refuse_newer(await applied_revisions(engine))
     if process.returncode != 0:
-        said = stderr.decode(errors="replace").strip()[-ERROR_TAIL:] or "no output"
+        said = stderr.strip()[-ERROR_TAIL:] or "no output"
         raise MigrationFailed(f"the migration process exited with {process.returncode}: {said}")
     log.info("database migrated", child=process.pid)
+
+
+async def _copied_to_stderr(process: asyncio.subprocess.Process) -> str:
+    """Each line the child writes, written to this process's stderr as it comes (its log lines: a warning about
+    rows broken before the migration is seen without a failure); all of it returned, for the error."""
+    assert process.stderr is not None
+    said = []
+    async for line in process.stderr:
+        text = line.decode(errors="replace")
+        said.append(text)
+        sys.stderr.write(text)
+        sys.stderr.flush()
+    await process.wait()
+    return "".join(said)
 
 
 def main() -> None:
@@ -68,6 +91,8 @@ def main() -> None:
     url = os.environ.pop(URL_VARIABLE, None)
     if not url:
         sys.exit(f"{URL_VARIABLE} is not set: this module is run by `leadhub run`, not by hand")
+    level, _, fmt = os.environ.pop(LOG_VARIABLE, "info console").partition(" ")
+    configure(level, fmt or "console")
     try:
         run_upgrade(url)
     except SchemaNewerThanCode as exc:  # the parent stops: no retry can help

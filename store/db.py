@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import structlog
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -19,6 +21,8 @@ from leadhub.url_redaction import redact_urls
 
 if TYPE_CHECKING:
     from alembic.config import Config
+
+log = structlog.get_logger("leadhub.store")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The head revisions of migrations/versions (several branches off 0001, none merged). A database whose
@@ -179,19 +183,33 @@ MIGRATION_LOCK_ID = 0x1EAD_0B
 Direction = Literal["upgrade", "downgrade"]  # alembic.command's function of that name
 
 
+class MigrationError(RuntimeError):
+    """A migration could not be applied and nothing changed; the message is one line saying why."""
+
+
 def _migrate(connection: Connection, direction: Direction, revision: str) -> None:
     """Run alembic's `upgrade` or `downgrade` in one transaction that holds the database's migration lock.
 
     Two processes starting on an empty database would otherwise both create the same tables. On SQLite the
     driver sends no BEGIN before DDL, so without one every statement committed on its own and a migration that
-    failed (or was killed) half-way left a schema no revision describes.
+    failed (or was killed) half-way left a schema no revision describes. A failure is a MigrationError naming
+    its cause in one line (a newer release's schema stays SchemaNewerThanCode: no retry helps there).
     """
-    if connection.dialect.name == "sqlite":
-        _migrate_sqlite(connection, direction, revision)
-        return
-    with connection.begin():
-        connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
-        _run_alembic(connection, direction, revision)
+    try:
+        if connection.dialect.name == "sqlite":
+            _migrate_sqlite(connection, direction, revision)
+            return
+        with connection.begin():
+            connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+            _run_alembic(connection, direction, revision)
+    except (MigrationError, SchemaMismatch):
+        raise
+    except Exception as exc:
+        cause = getattr(exc, "orig", None) or exc  # a driver's error, without SQLAlchemy's statement dump
+        detail = (str(cause).strip().splitlines() or [""])[0][:300]
+        raise MigrationError(
+            f"{direction} to {revision} failed, nothing changed: {type(cause).__name__}: {detail}"
+        ) from exc
 
 
 def _migrate_sqlite(connection: Connection, direction: Direction, revision: str) -> None:
@@ -203,13 +221,38 @@ def _migrate_sqlite(connection: Connection, direction: Direction, revision: str)
     try:
         with connection.begin():
             connection.exec_driver_sql("BEGIN IMMEDIATE")  # waits (busy timeout) for another migrating process
+            before = _orphans(connection)
             _run_alembic(connection, direction, revision)
-            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
-            if broken:
-                raise RuntimeError(f"the migration left {len(broken)} rows whose foreign key points nowhere")
+            _refuse_new_orphans(before, _orphans(connection), f"{direction} to {revision}")
     finally:  # the connection goes back to the pool: as every other, with foreign keys on
         connection.exec_driver_sql("PRAGMA foreign_keys=ON")
         connection.commit()
+
+
+def _orphans(connection: Connection) -> Counter[tuple[str, str]]:
+    """Rows whose foreign key points nowhere, counted by (table, the table their key names)."""
+    found = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    return Counter((table, parent) for table, _rowid, parent, _key in found)
+
+
+def _refuse_new_orphans(before: Counter[tuple[str, str]], after: Counter[tuple[str, str]], step: str) -> None:
+    """Refuse a migration that leaves more orphan rows in a table than it found there; warn about the rest.
+
+    Orphans can be there before any migration (a parent deleted while SQLite's foreign keys were off, by hand
+    or by an older release). Refusing them made every upgrade fail and `leadhub run` retry for ever; the
+    migration is answerable only for those it would add.
+    """
+    added = {key: count - before[key] for key, count in after.items() if count > before[key]}
+    if added:
+        where = ", ".join(f"{count} in {table} (to {parent})" for (table, parent), count in sorted(added.items()))
+        raise MigrationError(f"{step} would leave rows whose foreign key points nowhere: {where}; nothing changed")
+    for (table, parent), count in sorted(after.items()):
+        log.warning(
+            "rows whose foreign key points nowhere were there before the migration; left as they are",
+            table=table,
+            parent=parent,
+            rows=count,
+        )
 
 
 def refuse_newer(applied: frozenset[str]) -> None:

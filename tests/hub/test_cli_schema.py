@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from leadhub.store.db import MIGRATION_HEADS, create_engine, redacted_url, upgrade
 from tests.conftest import PG_ADMIN_URL
 from tests.fresh_interpreter import applied_revisions
 from tests.helpers import run_leadhub
+from tests.store.orphans import OLD_REVISION, old_database_with_an_orphan
 
 
 async def _migrated_by_a_newer_release(url: str) -> None:
@@ -150,3 +153,29 @@ async def test_db_status_says_whether_an_upgrade_is_due_without_changing_anythin
     await _migrated_by_a_newer_release(database_url)
     newer = run_leadhub("db", "status", cwd=tmp_path, env=env)
     assert newer.returncode == 3 and "database schema 0099 is newer than this release" in newer.stderr
+
+
+@pytest.mark.skipif(PG_ADMIN_URL is not None, reason="SQLite's foreign keys can be off; PostgreSQL's cannot")
+async def test_db_upgrade_warns_about_an_orphan_row_it_found_and_refuses_one_it_would_make(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A row broken before the upgrade failed every upgrade (with a traceback); now only one the upgrade would
+    break does, in one line, and the warning about the other goes to stderr."""
+    env = {"LEADHUB_DATABASE_URL": database_url}
+    await old_database_with_an_orphan(database_url, upgrade_adds_an_orphan=True)
+    refused = run_leadhub("db", "upgrade", cwd=tmp_path, env=env)
+    assert _last_line(refused) == (
+        f"leadhub: cannot upgrade the database {redacted_url(database_url)}: upgrade to heads would leave rows whose "
+        "foreign key points nowhere: 1 in contact_identifier (to contact); nothing changed"
+    )
+    assert await applied_revisions(database_url) == {OLD_REVISION}
+
+    with sqlite3.connect(make_url(database_url).database) as conn:
+        conn.execute("DROP TRIGGER orphan_maker")
+    conn.close()
+    upgraded = run_leadhub("db", "upgrade", cwd=tmp_path, env=env)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert upgraded.stdout.strip() == "database is up to date"
+    (warning,) = [line for line in upgraded.stderr.splitlines() if "foreign key points nowhere" in line]
+    assert "table=contact_identifier" in warning and "rows=1" in warning, warning
+    assert await applied_revisions(database_url) == MIGRATION_HEADS

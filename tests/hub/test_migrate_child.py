@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
@@ -10,10 +11,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from leadhub.hub.migrate_child import upgrade_in_child
+from leadhub.hub.migrate_child import MigrationFailed, upgrade_in_child
 from leadhub.store.db import MIGRATION_HEADS, SchemaNewerThanCode, create_engine, upgrade
+from tests.conftest import PG_ADMIN_URL
 from tests.fresh_interpreter import applied_revisions, migrate_and_report
 from tests.helpers import wait_for
+from tests.store.orphans import old_database_with_an_orphan
 
 
 async def test_an_empty_database_is_migrated_by_a_child_and_alembic_stays_out(database_url: str) -> None:
@@ -75,3 +78,36 @@ async def test_a_stop_during_the_migration_kills_the_child(
             os.kill(pid, 0)
     finally:
         await engine.dispose()
+
+
+@pytest.mark.skipif(PG_ADMIN_URL is not None, reason="SQLite's foreign keys can be off; PostgreSQL's cannot")
+async def test_the_childs_warning_about_an_orphan_row_reaches_the_daemons_stderr(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`leadhub run` migrates as `db upgrade` does: a row broken before no longer fails every start, and the
+    child's log line is not lost with its stdout."""
+    await old_database_with_an_orphan(database_url)
+    engine = create_engine(database_url)
+    try:
+        await upgrade_in_child(engine, log_format="json")
+    finally:
+        await engine.dispose()
+    assert await applied_revisions(database_url) == MIGRATION_HEADS
+    logged = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    (warning,) = [entry for entry in logged if "foreign key points nowhere" in entry["event"]]
+    assert (warning["table"], warning["rows"]) == ("contact_identifier", 1)
+
+
+@pytest.mark.skipif(PG_ADMIN_URL is not None, reason="SQLite's foreign keys can be off; PostgreSQL's cannot")
+async def test_a_child_refusing_to_make_an_orphan_row_says_why_in_one_line(database_url: str) -> None:
+    await old_database_with_an_orphan(database_url, upgrade_adds_an_orphan=True)
+    engine = create_engine(database_url)
+    try:
+        with pytest.raises(MigrationFailed) as failed:
+            await upgrade_in_child(engine)
+    finally:
+        await engine.dispose()
+    assert str(failed.value) == (
+        "the migration process exited with 1: MigrationError: upgrade to heads would leave rows whose foreign key "
+        "points nowhere: 1 in contact_identifier (to contact); nothing changed"
+    )
