@@ -21,6 +21,13 @@ async def load_state(engine: AsyncEngine, connector: str, key: str) -> dict[str,
         return (await conn.execute(query)).scalar_one_or_none()
 
 
+async def load_states(engine: AsyncEngine, connector: str) -> dict[str, dict[str, Any]]:
+    """Every value saved under `connector`, by key."""
+    async with engine.connect() as conn:
+        query = select(state_t.c.key, state_t.c.value).where(state_t.c.connector == connector)
+        return {key: value for key, value in await conn.execute(query)}
+
+
 async def save_state(
     engine: AsyncEngine, connector: str, key: str, value: dict[str, Any], now: datetime | None = None
 ) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadhub.error_text import brief
 from leadhub.ids import id_for_key
-from leadhub.store.connector_state import load_state, save_state
+from leadhub.store.connector_state import load_state, load_states, save_state
 from leadhub.triggers.audiences import audience, contact_events
 from leadhub.triggers.clock import Clock
 from leadhub.triggers.compile import LATE_GRACE, CompiledRule
@@ -24,7 +24,8 @@ from leadhub.triggers.matcher import Matcher
 
 log = structlog.get_logger("leadhub.schedules")
 
-STATE_OWNER = "leadhub-schedule"  # connector_state rows: the last tick fired per rule
+# connector_state rows, one per rule: {"last": the last tick fired}, and "away_since" while the rule is not loaded
+STATE_OWNER = "leadhub-schedule"
 MAX_CATCH_UP = 100_000  # ticks walked after a long downtime before giving up on finding the latest
 
 
@@ -71,6 +72,7 @@ class ScheduleRunner:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.last_error: str | None = None
+        self._loaded: frozenset[str] | None = None  # the cron rules loaded at the last pass; None before the first
         clock.on_change(self._wake.set)
 
     def stop(self) -> None:
@@ -96,10 +98,14 @@ class ScheduleRunner:
         while the rules after it fire on time.
         """
         now = self.clock.now()
+        cron_rules = [rule for rule in self.rules().rules if rule.rule.schedule is not None]
         scheduled, errors = 0, []
-        for rule in self.rules().rules:
-            if rule.rule.schedule is None:
-                continue
+        try:
+            await self._note_rules_away(frozenset(rule.id for rule in cron_rules), now)
+        except Exception as exc:
+            errors.append(f"rules away: {brief(exc)}")
+            log.warning("cron rules gone not noted; will retry", error=brief(exc))
+        for rule in cron_rules:
             try:
                 scheduled += await self._fire(rule, now)
             except Exception as exc:
@@ -108,16 +114,38 @@ class ScheduleRunner:
         self.last_error = errors[0] if errors else None
         return scheduled
 
+    async def _note_rules_away(self, loaded: frozenset[str], now: datetime) -> None:
+        """Mark the state of each cron rule not loaded now (disabled, removed, unreadable) with when it went.
+
+        Without the mark, a rule loaded again fired at once for the latest tick missed while it was away, as if
+        the daemon had been down. Looked at only when the set of loaded cron rules changes (and at start).
+        """
+        if loaded == self._loaded:
+            return
+        for rule_id, state in (await load_states(self.engine, STATE_OWNER)).items():
+            if rule_id not in loaded and "away_since" not in state:
+                await save_state(self.engine, STATE_OWNER, rule_id, {**state, "away_since": now.isoformat()}, now)
+                log.info("cron rule not loaded; its ticks are not fired until it is back", rule=rule_id)
+        self._loaded = loaded
+
     async def _fire(self, rule: CompiledRule, now: datetime) -> int:
-        """The rule's latest due tick, if one has come since the last fired; the number of actions scheduled."""
+        """The rule's latest due tick, if one has come since the last fired; the number of actions scheduled.
+
+        A rule back from being away fires only a tick that came before it went (the daemon was down then, or its
+        rules were not loaded yet at start), and then counts from its return: its next tick after it.
+        """
         schedule = rule.rule.schedule
         assert schedule is not None
         state = await load_state(self.engine, STATE_OWNER, rule.id)
         if state is None:  # first seen now: count from here, do not fire for the past
             await save_state(self.engine, STATE_OWNER, rule.id, {"last": now.isoformat()}, now)
             return 0
-        tick = latest_due(schedule.cron, schedule.timezone, datetime.fromisoformat(state["last"]), now)
+        away_since = datetime.fromisoformat(state["away_since"]) if "away_since" in state else None
+        until = now if away_since is None else min(now, away_since)
+        tick = latest_due(schedule.cron, schedule.timezone, datetime.fromisoformat(state["last"]), until)
         if tick is None:
+            if away_since is not None:
+                await save_state(self.engine, STATE_OWNER, rule.id, {"last": now.isoformat()}, now)
             return 0
         # A tick fired after downtime is due from the tick, so `late` judges it; one fired on time counts from
         # when each event is handled (a big `for_each` audience takes a while, which is not lateness).
@@ -128,5 +156,6 @@ class ScheduleRunner:
         else:  # one event per selected contact; a crash part-way re-runs the tick and skips those done
             for event in contact_events(rule, tick, await audience(self.engine, rule, tick)):
                 scheduled += await self.matcher.handle(event, rules=[rule], start=start)
-        await save_state(self.engine, STATE_OWNER, rule.id, {"last": tick.isoformat()}, now)
+        last = tick if away_since is None else now
+        await save_state(self.engine, STATE_OWNER, rule.id, {"last": last.isoformat()}, now)
         return scheduled

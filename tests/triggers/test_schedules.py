@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
 
 from leadhub.store.connector_state import load_state
-from leadhub.triggers.schedules import STATE_OWNER, latest_due
+from leadhub.triggers.schedules import STATE_OWNER, latest_due, schedule_event
 from tests.helpers import wait_for
-from tests.triggers.conftest import START, Shop
+from tests.triggers.conftest import START, Shop, stop_hub
 
 RULE = """
 rules:
@@ -60,3 +63,98 @@ async def test_a_cron_rule_fires_once_per_tick(trigger_hub, clock, rules_dir: Pa
     clock.advance(timedelta(days=14))  # two Mondays pass while nobody looks: one run, for the latest
     items = await wait_for(lambda: tasks(2), timeout=30, what="one more task")
     assert items[0]["title"] == "Weekly review (2026-03-23)"
+
+
+async def _state(running, rule_id: str = "monday-review") -> dict | None:  # type: ignore[no-untyped-def]
+    return await load_state(running.engine, STATE_OWNER, rule_id)
+
+
+@pytest.mark.parametrize("away", ["disabled", "removed"])
+async def test_a_cron_rule_back_after_being_away_waits_for_its_next_tick(
+    trigger_hub, clock, rules_dir: Path, away: str
+) -> None:
+    """It fired at once for the tick missed while it was away, as if the daemon had been down."""
+    rule_file = rules_dir / "weekly.yaml"
+    rule_file.write_text(RULE)
+    running = await trigger_hub()
+    service = running.hub.triggers
+    shop = Shop(running.engine, clock)
+    await wait_for(lambda: _state(running), timeout=30, what="the cron rule to be registered")
+
+    if away == "disabled":
+        rule_file.write_text(RULE.replace("    schedule:", "    enabled: false\n    schedule:"))
+    else:
+        rule_file.unlink()
+
+    async def loaded(present: bool) -> bool:
+        return ("monday-review" in service.index.by_id) == present
+
+    await wait_for(lambda: loaded(False), timeout=30, what=f"the {away} rule to be unloaded")
+    assert await service.schedules.tick() == 0  # a pass while it is away
+    clock.advance(datetime(2026, 3, 10, 8, 0, tzinfo=UTC) - START)  # Monday the 9th's tick passes meanwhile
+    rule_file.write_text(RULE)
+    await wait_for(lambda: loaded(True), timeout=30, what="the rule to be loaded again")
+    assert await service.schedules.tick() == 0  # the first pass with it back
+    assert await shop.actions(rule_id="monday-review") == []
+    assert await _state(running) == {"last": clock.now().isoformat()}
+
+    clock.advance(datetime(2026, 3, 16, 6, 0, 30, tzinfo=UTC) - clock.now())  # its next tick after the return
+
+    async def fired() -> list:
+        return await shop.actions(rule_id="monday-review")
+
+    (run,) = await wait_for(fired, timeout=30, what="the run for the next tick")
+    tick = datetime(2026, 3, 16, 9, 0, tzinfo=ZoneInfo("Europe/Moscow"))
+    assert run.event_id == schedule_event(service.index.by_id["monday-review"], tick)["id"]
+
+
+async def test_a_cron_rule_still_fires_the_tick_missed_while_the_daemon_was_down(
+    trigger_hub, clock, rules_dir: Path
+) -> None:
+    """docs/rules.md: after downtime only the latest missed tick fires; a rule present all along is not away."""
+    (rules_dir / "weekly.yaml").write_text(RULE)
+    running = await trigger_hub()
+    shop = Shop(running.engine, clock)
+    await wait_for(lambda: _state(running), timeout=30, what="the cron rule to be registered")
+    await stop_hub(running)
+    clock.advance(datetime(2026, 3, 10, 8, 0, tzinfo=UTC) - START)  # down over Monday the 9th's tick
+    restarted = await trigger_hub()
+
+    async def fired() -> list:
+        return await shop.actions(rule_id="monday-review")
+
+    (run,) = await wait_for(fired, timeout=30, what="the run for the tick missed while down")
+    tick = datetime(2026, 3, 9, 9, 0, tzinfo=ZoneInfo("Europe/Moscow"))
+    assert run.event_id == schedule_event(restarted.hub.triggers.index.by_id["monday-review"], tick)["id"]
+
+
+async def test_a_tick_missed_while_down_fires_when_the_rules_load_only_after_the_start(
+    trigger_hub, clock, rules_dir: Path
+) -> None:
+    """A rule not loaded yet at start (its volume mounted late) is away from then on, not over the downtime."""
+    (rules_dir / "weekly.yaml").write_text(RULE)
+    running = await trigger_hub()
+    shop = Shop(running.engine, clock)
+    await wait_for(lambda: _state(running), timeout=30, what="the cron rule to be registered")
+    await stop_hub(running)
+    unmounted = rules_dir.with_name("rules-unmounted")
+    rules_dir.rename(unmounted)
+    clock.advance(datetime(2026, 3, 10, 8, 0, tzinfo=UTC) - START)  # down over Monday the 9th's tick
+    restarted = await trigger_hub()
+    service = restarted.hub.triggers
+    assert await service.schedules.tick() == 0  # a pass without the rule: it is away from now on
+    assert "away_since" in (await _state(restarted) or {})
+    clock.advance(timedelta(hours=1))
+    unmounted.rename(rules_dir)
+
+    async def fired() -> list:
+        return await shop.actions(rule_id="monday-review")
+
+    (run,) = await wait_for(fired, timeout=30, what="the run for the tick missed while down")
+    tick = datetime(2026, 3, 9, 9, 0, tzinfo=ZoneInfo("Europe/Moscow"))
+    assert run.event_id == schedule_event(service.index.by_id["monday-review"], tick)["id"]
+
+    async def counts_from_its_return() -> bool:  # saved after the run is scheduled
+        return await _state(restarted) == {"last": clock.now().isoformat()}
+
+    await wait_for(counts_from_its_return, timeout=30, what="the rule to count from its return")
