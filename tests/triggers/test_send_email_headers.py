@@ -152,3 +152,31 @@ async def test_a_message_the_stdlib_cannot_write_fails_at_once(
     run = await _first_run(running, clock, "anna")
     assert run.status == "failed" and run.last_error.startswith("the message could not be written: "), run.last_error
     assert smtp_server.inbox.messages == []
+
+
+async def test_a_plus_in_the_smtp_urls_from_stays_a_plus(
+    trigger_hub, clock, rules_dir: Path, smtp_server: SmtpServer
+) -> None:
+    """`?from=sales+leads@example.com` was read as a form field (parse_qs): `sales leads@example.com`, which
+    aiosmtplib refuses on the MAIL FROM line with a ValueError, retried 8 times as an unexpected error."""
+    templates = _mail_to(rules_dir, "sales@example.com")
+    smtp_url = smtp_server.url.replace("from=shop@example.com", "from=sales+leads@example.com")
+    running = await trigger_hub(smtp_url=smtp_url, templates_dir=str(templates))
+    run = await _first_run(running, clock, "anna")
+    assert (run.status, run.last_error) == ("done", None)
+    (message,) = smtp_server.inbox.messages
+    assert message["From"] == "sales+leads@example.com"
+
+
+async def test_a_sender_the_smtp_envelope_cannot_take_fails_at_once(
+    trigger_hub, clock, rules_dir: Path, smtp_server: SmtpServer
+) -> None:
+    """A space in LEADHUB_SMTP_URL's `from=` (`%20`): aiosmtplib's ValueError for the MAIL FROM line was retried
+    as an unexpected error, with a traceback each time, though it fails the same way every time."""
+    templates = _mail_to(rules_dir, "sales@example.com")
+    smtp_url = smtp_server.url.replace("from=shop@example.com", "from=sales%20leads@example.com")
+    running = await trigger_hub(smtp_url=smtp_url, templates_dir=str(templates))
+    run = await _first_run(running, clock, "anna")
+    assert (run.status, run.attempts) == ("failed", 1)
+    assert run.last_error.startswith("the SMTP envelope could not be written: "), run.last_error
+    assert smtp_server.inbox.messages == []

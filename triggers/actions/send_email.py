@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from leadhub.store import trigger_data
 from leadhub.triggers.actions import mime
@@ -54,7 +54,7 @@ def parse_smtp_url(url: str) -> SmtpTarget:
     parts = urlsplit(url)
     if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
         raise Permanent("LEADHUB_SMTP_URL must look like smtp://user:pass@host:587?starttls=1")
-    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    query = _query(parts.query)
     starttls = query.get("starttls")
     return SmtpTarget(
         host=parts.hostname,
@@ -65,6 +65,14 @@ def parse_smtp_url(url: str) -> SmtpTarget:
         start_tls=None if starttls is None else starttls.lower() in ("1", "true", "yes"),
         sender=query.get("from"),
     )
+
+
+def _query(query: str) -> dict[str, str]:
+    """The URL's query, percent-decoded, the last of a repeated name winning, blank values left out (parse_qs's
+    way). A `+` stays a `+`: parse_qs reads it as a space (HTML forms' encoding), and
+    `from=sales+leads@example.com` was sent from `sales leads@example.com`, which no server takes."""
+    pairs = (pair.partition("=") for pair in query.split("&"))
+    return {unquote(name): unquote(value) for name, _, value in pairs if value}
 
 
 @dataclass(frozen=True)
@@ -234,6 +242,8 @@ async def _send(
         raise error(f"SMTP {exc.code}: {exc.message}") from None
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
         raise Transient(f"SMTP server unavailable: {type(exc).__name__}: {exc}") from None
+    except ValueError as exc:  # an address aiosmtplib will not put on a command line (a space, `<`): every time
+        raise Permanent(f"the SMTP envelope could not be written: {exc}") from None
 
 
 class SendEmailAction:
