@@ -351,9 +351,12 @@ class Scheduler:
         message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, Transient) else str(exc)
         if not isinstance(exc, Transient):
             log.error("action raised unexpectedly", rule=row.rule_id, key=row.key, exc_info=exc)
-        return self._retry(row, job.attempt, job.now, message)
+        return self._retry(row, job.attempt, message)
 
-    def _retry(self, row: Any, attempt: int, now: datetime, message: str) -> Result:
+    def _retry(self, row: Any, attempt: int, message: str) -> Result:
+        """The back-off counts from now, when the attempt ended, not from its start (`job.now`): a webhook that
+        timed out after 60 s was retried 30 s after its start, at once, with no back-off at all."""
+        now = self.clock.now()
         if attempt >= self.retry.max_attempts:
             log.warning("action failed after retries", rule=row.rule_id, key=row.key, attempts=attempt, error=message)
             return Result(row.id, "failed", error=f"after {attempt} attempts: {message}")

@@ -295,6 +295,46 @@ rules:
     assert timedelta(seconds=16) <= delays[1] <= timedelta(seconds=24)
 
 
+async def test_the_backoff_counts_from_the_end_of_the_attempt(engine, tmp_path: Path) -> None:
+    """A receiver that answers 503 after 59 s (a webhook timing out at 60 s is the same): the retry was due 30 s
+    after the attempt began, already past when it ended, and ran at once with no back-off."""
+    from aiohttp import web
+
+    e: Engine
+
+    async def slow_and_failing(request: web.Request) -> web.Response:
+        e.clock.advance(timedelta(seconds=59))
+        return web.Response(status=503)
+
+    app = web.Application()
+    app.router.add_post("/hook", slow_and_failing)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        rules = f"""
+rules:
+  - id: r
+    on: lead.created
+    do:
+      - webhook: {{url: "http://127.0.0.1:{port}/hook", timeout: 60s}}
+"""
+        e = Engine(engine, tmp_path, rules)
+        contact_id, lead_id = await e.shop.customer()
+        await e.lead_event(lead_id, contact_id)
+        scheduler = e.scheduler(retry=RetryPolicy(base=timedelta(seconds=30)))
+        assert await scheduler.run_once() == 1
+        (row,) = await e.shop.actions()
+        assert (row.status, row.last_error) == ("pending", "webhook: HTTP 503: ")
+        backoff = row.due_at.replace(tzinfo=None) - e.clock.now().replace(tzinfo=None)
+        assert timedelta(seconds=24) <= backoff <= timedelta(seconds=36), backoff
+        assert await scheduler.run_once() == 0  # not due again at once
+    finally:
+        await runner.cleanup()
+
+
 def test_backoff_grows_with_jitter_and_is_capped() -> None:
     policy = RetryPolicy(base=timedelta(seconds=30), cap=timedelta(hours=1))
     samples = {policy.delay(1) for _ in range(20)}
