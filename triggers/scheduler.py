@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -16,8 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from leadhub.error_text import brief
 from leadhub.store import trigger_data
 from leadhub.store import triggers as store
-from leadhub.store.db import lock_for_writing
-from leadhub.triggers.actions.base import BatchWrite, Deps, Job, Permanent, RenderEnv, Skipped, Transient
+from leadhub.triggers.actions.base import Deps, Job, Permanent, RenderEnv, Skipped, Transient
 from leadhub.triggers.claim_lease import ClaimLease
 from leadhub.triggers.clock import Clock
 from leadhub.triggers.compile import LATE_GRACE, CompiledRule, EvaluationError
@@ -26,6 +25,7 @@ from leadhub.triggers.edits import follow
 from leadhub.triggers.engine import RuleIndex
 from leadhub.triggers.events import event_objects
 from leadhub.triggers.matcher import _context_event
+from leadhub.triggers.outcomes import WAITING, Result, record
 
 log = structlog.get_logger("leadhub.scheduler")
 RECORD_RETRY_FIRST = 0.5  # seconds before recording a batch's outcomes again while the store is away
@@ -35,7 +35,6 @@ OUTCOMES = ("done", "failed", "cancelled", "retried")  # what `on_outcome` repor
 # A pause longer than this between one pass's end and the next one's start is downtime for `late` (the process
 # stopped or frozen, the machine asleep, the store away): the scheduler waits a second at most between passes.
 PASS_GAP = LATE_GRACE
-WAITING = "waiting"  # a run given back `pending` because its rule is not loaded yet (`Scheduler._wait_for`)
 T = TypeVar("T")
 
 
@@ -49,18 +48,6 @@ class RetryPolicy:
         """Exponential back-off with ±20% jitter (retries of many actions spread out), never over the cap."""
         seconds = self.base.total_seconds() * 2 ** min(attempt - 1, 60) * random.uniform(0.8, 1.2)  # noqa: S311
         return timedelta(seconds=min(self.cap.total_seconds(), seconds))
-
-
-@dataclass
-class Result:
-    """How one run ended: a final status, or `pending` again with the time of the retry."""
-
-    action_id: str
-    status: str
-    result: dict[str, Any] | None = None
-    error: str | None = None
-    retry_at: datetime | None = None
-    batched: list[tuple[BatchWrite, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -208,7 +195,7 @@ class Scheduler:
         """
         ended = [run.result() for run in runs if run.done() and not run.cancelled()]
         cut = sorted({row.id for row in rows} - {result.action_id for result in ended})
-        recording = asyncio.create_task(self._record(ended, self.clock.now(), claim.until, released=cut))
+        recording = asyncio.create_task(record(self.engine, ended, self.clock.now(), claim.until, released=cut))
         await asyncio.wait({recording}, timeout=STOP_RECORD_SECONDS)
         if not recording.done():
             recording.cancel()
@@ -240,7 +227,7 @@ class Scheduler:
         delay = RECORD_RETRY_FIRST
         while True:
             try:
-                return await self._record(results, self.clock.now(), claim.until)
+                return await record(self.engine, results, self.clock.now(), claim.until)
             except Exception as exc:
                 if self._stopping.is_set() or loop.time() + delay >= claim.ends_at:
                     raise
@@ -362,41 +349,6 @@ class Scheduler:
             return Result(row.id, "failed", error=f"after {attempt} attempts: {message}")
         log.info("action will be retried", rule=row.rule_id, key=row.key, attempt=attempt, error=message[:300])
         return Result(row.id, "pending", error=message, retry_at=now + self.retry.delay(attempt))
-
-    async def _record(
-        self, results: list[Result], now: datetime, held_until: datetime, *, released: Sequence[str] = ()
-    ) -> set[str]:
-        """One transaction for the whole batch's outcomes (a commit per action was the scheduler's bottleneck);
-        `released`: the claim's runs a stop cut short, given back (`store.release`).
-
-        Only the rows this claim still holds are recorded: one whose lease ran out anyway (the heartbeat could not
-        reach the store) may have been claimed and run by another worker, whose outcome stands. What the runs did
-        (`batched`: e-mails sent) is recorded for all of them: it happened either way.
-        """
-        final = []
-        batched: dict[BatchWrite, list[Any]] = {}
-        released = [*released, *(r.action_id for r in results if r.status == WAITING)]
-        async with self.engine.begin() as conn:
-            await lock_for_writing(conn)
-            mine = await store.held(conn, [r.action_id for r in results] + released, held_until)
-            lost = sorted(r.action_id for r in results if r.action_id not in mine)
-            if lost:
-                log.warning("outcomes not recorded: another worker claimed these actions since", ids=lost)
-            for r in results:
-                for batch_write, row in r.batched:
-                    batched.setdefault(batch_write, []).append(row)
-                if r.action_id not in mine or r.status == WAITING:
-                    continue
-                error = None if r.error is None else r.error[:2000]
-                if r.retry_at is not None:
-                    await store.retry_at(conn, r.action_id, r.retry_at, error or "", now, held_until=held_until)
-                else:
-                    final.append({"id": r.action_id, "status": r.status, "result": r.result, "error": error})
-            for batch_write, rows in batched.items():
-                await batch_write(conn, rows)
-            await store.finish_many(conn, final, now, held_until=held_until)
-            await store.release(conn, [i for i in released if i in mine], now, held_until=held_until)
-        return mine
 
 
 async def _all_ended(runs: list[asyncio.Task[Result]]) -> None:
