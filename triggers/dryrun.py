@@ -14,6 +14,7 @@ from leadhub.triggers.compile import EvaluationError
 from leadhub.triggers.context import build_context
 from leadhub.triggers.engine import RuleIndex, evaluate
 from leadhub.triggers.events import EVENT_OBJECTS, OBJECT_FIELDS
+from leadhub.triggers.matcher import wait_start
 from leadhub.triggers.scheduler import late_reason
 from leadhub.url_redaction import redact_urls
 
@@ -108,7 +109,7 @@ def dry_run(
             listens = ", ".join(rule.rule.on) if rule.rule.on else f"schedule {rule.rule.schedule.cron}"  # type: ignore[union-attr]
             outcomes.append(RuleOutcome(rule.id, False, f"listens to {listens}", []))
             continue
-        evaluation = evaluate(rule, context, now)
+        evaluation = evaluate(rule, context, now, wait_start(event, now))  # a relative wait: from occurred_at
         outcome = RuleOutcome(rule.id, evaluation.matched, evaluation.reason, evaluation.conditions, evaluation.due_at)
         if evaluation.matched and evaluation.due_at is not None:
             outcome.late = late_reason(rule, evaluation.due_at, now)

@@ -100,17 +100,20 @@ def known_false(rule: CompiledRule) -> Evaluation:
     return Evaluation(rule, False, f"condition is false: {source}", [{"if": source, "result": False}])
 
 
-def evaluate_all(index: RuleIndex, event_type: str, context: dict[str, Any], now: datetime) -> list[Evaluation]:
-    """Every listener's evaluation, the index sparing the ones that cannot match."""
+def evaluate_all(
+    index: RuleIndex, event_type: str, context: dict[str, Any], now: datetime, start: datetime | None = None
+) -> list[Evaluation]:
+    """Every listener's evaluation, the index sparing the ones that cannot match; `start` as for `evaluate`."""
     evaluate_these, proven_false = index.split(event_type, context)
-    return [*(evaluate(rule, context, now) for rule in evaluate_these), *proven_false]
+    return [*(evaluate(rule, context, now, start) for rule in evaluate_these), *proven_false]
 
 
 def evaluate(rule: CompiledRule, context: dict[str, Any], now: datetime, start: datetime | None = None) -> Evaluation:
     """Check the rule's conditions in order (the first false one decides) and work out the due time.
 
-    A relative `wait` counts from `start` (default `now`): a cron tick passes the tick itself, so a tick
-    handled late (after downtime) is due at its own time plus the wait, and `late` judges it.
+    A relative `wait` counts from `start` (default `now`): the matcher passes when an event happened and a cron
+    tick handled late (after downtime) the tick itself, so either is due at its own time plus the wait, however
+    late it is handled, and `late` judges it.
     """
     results: list[dict[str, Any]] = []
     for condition in rule.conditions:

@@ -17,7 +17,7 @@ from leadhub.store import trigger_data
 from leadhub.store import triggers as store
 from leadhub.triggers.clock import Clock
 from leadhub.triggers.compile import LATE_GRACE, CompiledRule, EvaluationError
-from leadhub.triggers.context import build_context
+from leadhub.triggers.context import aware, build_context
 from leadhub.triggers.engine import Evaluation, RuleIndex, evaluate, evaluate_all
 from leadhub.triggers.events import event_objects
 from leadhub.triggers.hours import second_occurrence, wall_to_utc
@@ -45,6 +45,20 @@ def _context_event(event: dict[str, Any]) -> dict[str, Any]:
     return {**event, "occurred_at": occurred}
 
 
+def wait_start(event: dict[str, Any], now: datetime) -> datetime | None:
+    """What an event rule's relative `wait` counts from: when the event happened, so an event handled late (NATS or
+    the store away, the daemon down, a redelivery) is due when it would have been, and `late` judges it. None (now)
+    for a cron tick, which counts from when it is handled unless fired late (schedules.py passes the tick), for an
+    event without a readable `occurred_at`, and for one in the future (another clock ahead of ours)."""
+    if event.get("type") == "schedule":
+        return None
+    occurred = _context_event(event)["occurred_at"]
+    if not isinstance(occurred, datetime):
+        return None
+    occurred = aware(occurred).astimezone(UTC)  # naive: UTC, as the outbox relay writes it
+    return occurred if occurred <= now else None
+
+
 class Matcher:
     def __init__(self, engine: AsyncEngine, rules: Callable[[], RuleIndex], clock: Clock) -> None:
         self.engine = engine
@@ -56,12 +70,14 @@ class Matcher:
     ) -> int:
         """Evaluate the listening rules (or `rules`); the number of actions scheduled (0 for a redelivered event).
 
-        `start`: what a relative `wait` counts from, when not now (a cron tick fired after downtime).
+        `start`: what a relative `wait` counts from, when not now (a cron tick fired after downtime); for an event
+        it is when the event happened (`wait_start`).
         """
         listeners = self.rules().listeners(event["type"]) if rules is None else rules
         if not listeners:
             return 0
         now = self.clock.now()
+        start = start.astimezone(UTC) if start is not None else wait_start(event, now)
         async with self.engine.begin() as conn:
             if await store.event_evaluated(conn, event["id"]):
                 return 0
@@ -69,9 +85,9 @@ class Matcher:
             context = build_context(_context_event(event), objects, now)
             traces, rows = [], []
             evaluations = (
-                evaluate_all(self.rules(), event["type"], context, now)
+                evaluate_all(self.rules(), event["type"], context, now, start)
                 if rules is None
-                else [evaluate(rule, context, now, start and start.astimezone(UTC)) for rule in listeners]
+                else [evaluate(rule, context, now, start) for rule in listeners]
             )
             await store.lock_run_keys(conn, _run_keys(evaluations, event, context))
             for evaluation in evaluations:

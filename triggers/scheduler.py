@@ -253,7 +253,7 @@ class Scheduler:
                 self._wait_for(row, reason)
                 raise Outcome(WAITING, reason)
             bound = _bound(rule, row)
-            _check_late(rule, row, self._runnable_since(row.rule_id, now))  # type: ignore[arg-type]
+            _check_late(rule, row, self._runnable_since(row, now))  # type: ignore[arg-type]
             context = build_context(_context_event(row.event), objects, now)
             if rule.unless is not None:  # type: ignore[union-attr]
                 try:
@@ -295,13 +295,15 @@ class Scheduler:
                 self._loaded_at[rule_id] = self.clock.now()
                 log.info("actions waiting for a rule are taken again", rule=rule_id, loaded=rule_id in loaded)
 
-    def _runnable_since(self, rule_id: str, now: datetime) -> datetime:
-        """Since when this scheduler could have run the actions of `rule_id`: since its passes run without a pause,
-        or since the rule loaded when its actions waited for it. `late` judges an action by how long it was due
-        before then (downtime), not by how long it then waited its turn: a burst of more actions than one batch
-        takes a pass per batch, and a batch lasts as long as its slowest action (a webhook up to its timeout)."""
-        since = self._up_since or now
-        loaded = self._loaded_at.get(rule_id)
+    def _runnable_since(self, row: Any, now: datetime) -> datetime:
+        """Since when this scheduler could have run the action `row`: since its passes run without a pause, since
+        the rule loaded when its actions waited for it, or since the action was scheduled, when that was after its
+        due time (an event handled hours after it happened, NATS or the consumer away: its wait counts from the
+        event). `late` judges an action by how long it was due before then (downtime), not by how long it then
+        waited its turn: a burst of more actions than one batch takes a pass per batch, and a batch lasts as long
+        as its slowest action (a webhook up to its timeout)."""
+        since = max(self._up_since or now, aware(row.created_at))
+        loaded = self._loaded_at.get(row.rule_id)
         return since if loaded is None else max(since, loaded)
 
     async def _prefetch(self, plans: list[Planned]) -> None:

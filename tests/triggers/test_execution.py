@@ -16,6 +16,7 @@ from leadhub.store.db import create_engine, upgrade
 from leadhub.store.models import RuleTrace, Task
 from leadhub.triggers.actions.base import Deps
 from leadhub.triggers.clock import ManualClock
+from leadhub.triggers.context import aware
 from leadhub.triggers.engine import RuleIndex
 from leadhub.triggers.loader import load_rules
 from leadhub.triggers.matcher import Matcher
@@ -54,12 +55,14 @@ class Engine:
     def scheduler(self, **options: Any) -> Scheduler:
         return Scheduler(self.engine, lambda: self.index, Deps(engine=self.engine), self.clock, **options)
 
-    async def lead_event(self, lead_id: str, contact_id: str, event_id: str | None = None) -> dict[str, Any]:
+    async def lead_event(
+        self, lead_id: str, contact_id: str, event_id: str | None = None, occurred_at: datetime | None = None
+    ) -> dict[str, Any]:
         event = {
             "id": event_id or f"ev{self.clock.now().timestamp():.0f}{lead_id[-4:]}",
             "type": "lead.created",
             "subject_id": lead_id,
-            "occurred_at": self.clock.now().isoformat(),
+            "occurred_at": (occurred_at or self.clock.now()).isoformat(),
             "data": {"lead_id": lead_id, "contact_id": contact_id},
         }
         await self.matcher.handle(event)
@@ -667,3 +670,81 @@ async def test_an_action_that_waited_for_its_rule_is_late_from_its_due_time_to_t
     assert await scheduler.run_once() == 1
     (row,) = await e.shop.actions()
     assert (row.status, row.last_error) == ("cancelled", "late by 0:59:00 (late: skip)")
+
+
+@pytest.mark.parametrize(
+    ("wait", "due_after_event", "runs_now"),
+    [("2h", timedelta(hours=2), True), ("5h", timedelta(hours=5), False)],
+)
+async def test_an_events_wait_counts_from_when_it_happened_not_from_when_it_is_handled(
+    engine, tmp_path: Path, wait: str, due_after_event: timedelta, runs_now: bool
+) -> None:
+    """Found by an audit: after a backlog (NATS away, the daemon down) every wait was shifted by the delay, so a
+    task "2 hours after the lead" came 5 hours after it."""
+    e = Engine(engine, tmp_path, _rule(wait=wait))
+    scheduler = e.scheduler()
+    assert await scheduler.run_once() == 0  # running all along: only the queue was away
+    contact_id, lead_id = await e.shop.customer()
+    happened = e.clock.now() - timedelta(hours=3)
+    await e.lead_event(lead_id, contact_id, occurred_at=happened)
+    (row,) = await e.shop.actions()
+    assert aware(row.due_at) == happened + due_after_event
+    assert await scheduler.run_once() == (1 if runs_now else 0)
+    (row,) = await e.shop.actions()
+    assert row.status == ("done" if runs_now else "pending"), row.last_error
+
+
+async def test_a_future_occurred_at_counts_from_now(engine, tmp_path: Path) -> None:
+    """A producer's clock ahead of ours: the wait is not lengthened by the skew."""
+    e = Engine(engine, tmp_path, _rule(wait="2h"))
+    contact_id, lead_id = await e.shop.customer()
+    await e.lead_event(lead_id, contact_id, occurred_at=e.clock.now() + timedelta(minutes=30))
+    (row,) = await e.shop.actions()
+    assert aware(row.due_at) == e.clock.now() + timedelta(hours=2)
+
+
+async def test_a_business_hours_wait_counts_from_when_the_event_happened(engine, tmp_path: Path) -> None:
+    """Friday 17:50 in Moscow + 15m is after closing: due at Monday's 09:00 opening, which has passed when the
+    event is handled at 13:00 that Monday; counted from the handling it was 13:15."""
+    rules = """
+business_hours:
+  office: {timezone: Europe/Moscow, days: {mon-fri: "09:00-18:00"}}
+rules:
+  - id: r
+    on: lead.created
+    wait: {after: 15m, business_hours: office}
+    do:
+      - create_task: {title: "call back"}
+"""
+    e = Engine(engine, tmp_path, rules)
+    contact_id, lead_id = await e.shop.customer()
+    await e.lead_event(lead_id, contact_id, occurred_at=datetime(2026, 2, 27, 14, 50, tzinfo=UTC))
+    (row,) = await e.shop.actions()
+    assert aware(row.due_at) == datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("late", "expected", "error"),
+    [
+        ("run", "done", None),
+        ("skip", "cancelled", "late by 1:00:00 (late: skip)"),
+        ("{run_if_within: 2h}", "done", None),
+        ("{run_if_within: 30m}", "cancelled", "late by 1:00:00 (late: run_if_within 30m)"),
+    ],
+)
+async def test_an_event_handled_after_its_wait_is_judged_by_late_in_a_running_scheduler(
+    engine, tmp_path: Path, late: str, expected: str, error: str | None
+) -> None:
+    """The queue was away, the scheduler was not: the action was due an hour before it could be scheduled, which
+    is downtime for `late` as when the whole daemon was down."""
+    e = Engine(engine, tmp_path, _rule(late=late, wait="2h"))
+    scheduler = e.scheduler()
+    contact_id, lead_id = await e.shop.customer()
+    happened = e.clock.now()
+    for _ in range(180):  # three hours of passes a minute apart: no downtime of the scheduler
+        assert await scheduler.run_once() == 0
+        e.clock.advance(timedelta(minutes=1))
+    await e.lead_event(lead_id, contact_id, occurred_at=happened)  # due at +2h, handled at +3h
+    assert await scheduler.run_once() == 1
+    (row,) = await e.shop.actions()
+    assert (row.status, row.last_error) == (expected, error)

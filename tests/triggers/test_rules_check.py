@@ -473,6 +473,28 @@ def test_rules_test_says_when_late_would_cancel_a_past_due_action(tmp_path: Path
     assert "not run" not in outcome(now - timedelta(days=8))  # a day late: within the 2 days
 
 
+def test_rules_test_counts_a_relative_wait_from_the_events_occurred_at(tmp_path: Path) -> None:
+    """As the daemon does: an event that happened 3 hours ago with `wait: 2h` was due an hour ago."""
+    from datetime import UTC, datetime, timedelta
+
+    from leadhub.triggers.dryrun import dry_run, read_event
+    from leadhub.triggers.engine import RuleIndex
+
+    directory = tmp_path / "rules"
+    directory.mkdir()
+    (directory / "r.yaml").write_text(
+        "rules:\n  - id: call\n    on: lead.created\n    wait: 2h\n    late: skip\n"
+        "    do:\n      - create_task: {title: call}\n"
+    )
+    happened = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
+    event = {"type": "lead.created", "occurred_at": happened.isoformat(), "lead": {"id": "l1"}}
+    (tmp_path / "event.json").write_text(json.dumps(event))
+    rules = RuleIndex(load_rules(directory, Templates()).rules)
+    (outcome,) = dry_run(rules, *read_event(tmp_path / "event.json"), None)
+    assert outcome.due_at == happened + timedelta(hours=2)
+    assert outcome.late is not None and outcome.late.startswith("late by 1:00:")
+
+
 def test_rules_test_prints_a_webhook_url_without_its_credentials(tmp_path: Path) -> None:
     """`rules test` printed the rendered webhook URL in full: the password in its user info and the token in its
     query went into whatever the output was pasted into. They are `***` now; other values are shown."""
