@@ -25,6 +25,9 @@ from leadhub.shop_payloads import SHOPIFY_TOPICS
 HMAC_HEADERS = ("X-Shopify-Hmac-Sha256", "Shopify-Hmac-Sha256")
 TOPIC_HEADERS = ("X-Shopify-Topic", "Shopify-Topic")
 WEBHOOK_ID_HEADERS = ("X-Shopify-Webhook-Id", "Shopify-Webhook-Id")
+# shopify.dev "Ignore duplicate webhooks": the same event id on several deliveries marks a duplicate; a duplicate
+# delivery of an event may come with a webhook id of its own.
+EVENT_ID_HEADERS = ("X-Shopify-Event-Id", "Shopify-Event-Id")
 SHOP_HEADERS = ("X-Shopify-Shop-Domain", "Shopify-Shop-Domain")
 API_VERSION_HEADERS = ("X-Shopify-API-Version", "Shopify-API-Version")
 TRIGGERED_AT_HEADERS = ("X-Shopify-Triggered-At", "Shopify-Triggered-At")
@@ -38,7 +41,7 @@ class ShopifyConfig(WebhookConfig):
 
 
 class ShopifyConnector(ProviderWebhook):
-    """Checks the signature on the raw body, then the payload's shape; publishes keyed by the webhook id."""
+    """Checks the signature on the raw body, then the payload's shape; publishes keyed by the event (or webhook) id."""
 
     type: ClassVar[str] = "shopify"
     channel: ClassVar[str] = "shop"
@@ -54,15 +57,25 @@ class ShopifyConnector(ProviderWebhook):
         topic = (header(request, *TOPIC_HEADERS) or "").strip()[:100]
         checked_json(body, "Shopify webhook body", SHOPIFY_TOPICS.get(topic))  # unknown topics: stored as dropped
         webhook_id = key_part(header(request, *WEBHOOK_ID_HEADERS) or "", 200)
-        # Without the id (never seen from Shopify) the body's hash still makes a resend a duplicate.
+        event_id = key_part(header(request, *EVENT_ID_HEADERS) or "", 200)
         meta = {
             "topic": topic,
             "webhook_id": webhook_id,
+            "event_id": event_id,
             "shop": header(request, *SHOP_HEADERS) or "",
             "api_version": header(request, *API_VERSION_HEADERS) or "",
         }
-        key = webhook_id or "sha256:" + body_digest(topic, body)
+        key = self._key(topic, event_id, webhook_id, body)
         return accepted(await self.publish(key, body, request.headers.get("Content-Type", "application/json"), meta))
+
+    @staticmethod
+    def _key(topic: str, event_id: str, webhook_id: str, body: bytes) -> str:
+        """The event id with its topic (one event, one delivery per topic), else the webhook id of API versions
+        without event ids; without either (never seen from Shopify) the body's hash still makes a resend a duplicate.
+        """
+        if event_id:
+            return f"event:{key_part(topic, 100)}:{event_id}"
+        return webhook_id or "sha256:" + body_digest(topic, body)
 
     @staticmethod
     def _triggered_at(request: web.Request) -> datetime | None:

@@ -155,6 +155,26 @@ async def test_the_same_delivery_twice_is_one_record(hub: RunningHub) -> None:
     assert len(await hub.wait_items("/api/orders", 1)) == 1
 
 
+async def test_a_duplicate_delivery_of_one_event_with_a_new_webhook_id_is_one_record(hub: RunningHub) -> None:
+    """shopify.dev, "Ignore duplicate webhooks": the same X-Shopify-Event-Id on several deliveries marks a duplicate;
+    keyed by the webhook id, the second delivery of one order was a second inquiry: rules fired twice."""
+    raw = sample_bytes()
+    event = str(uuid.uuid4())
+    answers = [await send(hub, raw, **{"X-Shopify-Event-Id": event}) for _ in range(2)]  # a new webhook id each
+    answers.append(await send(hub, raw, prefixed=False, **{"Shopify-Event-Id": event}))
+    assert [a[1]["duplicate"] for a in answers] == [False, True, True], answers
+    assert len({a[1]["id"] for a in answers}) == 1
+    [inquiry] = await inquiries(hub, 1)
+    assert inquiry["meta"]["event_id"] == event
+    await hub.wait_items("/api/orders", 1)
+    async with hub.engine.connect() as conn:
+        kinds = (await conn.execute(select(OutboxEvent.type))).scalars().all()
+    assert kinds.count("inquiry.received") == 1, kinds
+    # Another event about the same order (an update) is news, though its body is the same.
+    assert (await send(hub, raw, **{"X-Shopify-Event-Id": str(uuid.uuid4())}))[1]["duplicate"] is False
+    await inquiries(hub, 2)
+
+
 async def test_old_secret_and_unprefixed_headers_are_accepted(hub: RunningHub) -> None:
     assert (await send(hub, sample_bytes(), secret=OLD))[0] == 202
     assert (await send(hub, sample_bytes(), prefixed=False))[0] == 202
