@@ -7,7 +7,9 @@ import hmac
 import json
 import re
 import time
-from datetime import timedelta
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
@@ -29,6 +31,7 @@ from leadhub.connectors.base import (
 from leadhub.connectors.ratelimit import RateLimiter, parse_rate
 from leadhub.durations import parse_duration
 from leadhub.envelope import Envelope
+from leadhub.form_keys import DEFAULT_DEDUPE_WINDOW, body_key
 from leadhub.formdata import (
     FormData,
     FormDecodeError,
@@ -98,7 +101,7 @@ class FormConfig(ConnectorConfig):
     cors_origins: list[str] = Field(default_factory=list)
     redirect_url: str | None = Field(None, description="303 target after a plain HTML form post")
     idempotency_field: str | None = Field(None, description="a body field that identifies the submission, e.g. tranid")
-    dedupe_window: timedelta = timedelta(minutes=10)
+    dedupe_window: timedelta = DEFAULT_DEDUPE_WINDOW
     trust_forwarded_for: bool = False
 
     @field_validator("fields")
@@ -137,6 +140,31 @@ class FormConfig(ConnectorConfig):
         return window
 
 
+class FirstSeen:
+    """When each body digest was first seen in the last dedupe window: a repeat keeps the first copy's bucket, so a
+    double-click one second apart across a bucket edge is still one key, answered `"duplicate": true`.
+
+    Per process and bounded, the oldest forgotten first: what it does not know (a copy another replica took, one
+    from before a restart, one forgotten under load) the store still recognises by the neighbouring bucket's key.
+    """
+
+    def __init__(self, window: timedelta, max_entries: int = 50_000) -> None:
+        self.window = window.total_seconds()
+        self.max_entries = max_entries
+        self._first: OrderedDict[str, float] = OrderedDict()  # digest -> first seen, in the order first seen
+
+    def first_seen(self, digest: str, now: float) -> float:
+        """When this body was first seen within the window before `now`; `now` when not."""
+        first = self._first.get(digest)
+        if first is not None and now - first < self.window:
+            return first
+        self._first.pop(digest, None)
+        self._first[digest] = now
+        while len(self._first) > self.max_entries or now - next(iter(self._first.values())) >= self.window:
+            self._first.popitem(last=False)
+        return now
+
+
 class FormConnector:
     """Authenticates, bounds and decodes a form post, then publishes it exactly as received."""
 
@@ -144,11 +172,13 @@ class FormConnector:
     channel: ClassVar[str] = "form"
     Config: ClassVar[type[FormConfig]] = FormConfig
 
-    def __init__(self, config: FormConfig, context: ConnectorContext) -> None:
+    def __init__(self, config: FormConfig, context: ConnectorContext, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.publish = context.publish
         self.limiter = RateLimiter(*parse_rate(config.rate_limit)) if config.rate_limit else None
         self._token = config.token.get_secret_value().encode() if config.token else None
+        self.clock = clock  # wall-clock seconds: the received time and the body key's bucket
+        self._bodies = FirstSeen(config.dedupe_window)
 
     async def start(self) -> Stop:
         async def stop() -> None:
@@ -171,11 +201,13 @@ class FormConnector:
             raise HookError(415, "content_type", str(exc)) from None
         except FormDecodeError as exc:
             raise HookError(400, "malformed", str(exc)) from None
+        now = self.clock()
         envelope = Envelope(
-            key=self._key(request, form),
+            key=self._key(request, form, now),
             channel=self.channel,
             connector=self.config.name,
             payload=body,
+            received_at=datetime.fromtimestamp(now, UTC),
             content_type=header_text(content_type).strip(),
             meta={k: header_text(v) for k, v in self._meta(request, form.fields).items()},
         )
@@ -205,7 +237,7 @@ class FormConnector:
             reason = "missing token" if not given else "wrong token"
             raise HookError(401, "bad_token", f"{reason}: send the connector's token in {TOKEN_HEADER} or ?token=")
 
-    def _key(self, request: web.Request, form: FormData) -> str:
+    def _key(self, request: web.Request, form: FormData, now: float) -> str:
         """The idempotency key: the client's, a configured body field, or the body's hash in a window.
 
         Lengths are counted after header_text: a byte that is not UTF-8 travels as a 6-character escape.
@@ -234,8 +266,8 @@ class FormConnector:
         text = json.dumps(content, sort_keys=True, ensure_ascii=False, default=str)
         canonical = text.encode("utf-8", "surrogatepass")
         digest = hashlib.sha256(canonical).hexdigest()[:32]
-        bucket = int(time.time() // self.config.dedupe_window.total_seconds())
-        return f"{prefix}:body:{digest}:{bucket}"
+        first_seen = self._bodies.first_seen(digest, now)
+        return body_key(self.config.name, digest, first_seen, self.config.dedupe_window)
 
     def _meta(self, request: web.Request, fields: dict[str, Any]) -> dict[str, str]:
         meta = {"remote_ip": self._client_ip(request)}

@@ -88,6 +88,8 @@ class IntakePipeline:
             message_id=draft.message_id,
             thread_refs=list(draft.thread_refs),
             order=draft.order,
+            repeat_keys=draft.repeat_keys,
+            repeat_window=draft.repeat_window,
             email_key=email_key,
             email_alias=identity.email if email_key and email_key != identity.email else None,
             messenger=identity.messenger,

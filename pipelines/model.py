@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from leadhub.envelope import Envelope
@@ -43,6 +43,10 @@ class InquiryDraft:
     thread_refs: list[str] = field(default_factory=list)
     # A shop order read from the payload (an OrderDraft from the shop parsers), or None.
     order: Any = None
+    # Keys a copy of the same submission may be stored under (a form body hashed into a neighbouring dedupe
+    # bucket): one of them received less than `repeat_window` apart makes this a duplicate.
+    repeat_keys: tuple[str, ...] = ()
+    repeat_window: timedelta = timedelta(0)
 
     @property
     def key(self) -> str:

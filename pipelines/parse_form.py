@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from leadhub.envelope import Envelope
+from leadhub.form_keys import DEFAULT_DEDUPE_WINDOW, neighbour_body_keys
 from leadhub.formdata import LEADHUB_FIELDS, FormDecodeError, decode_form
 from leadhub.pipelines.errors import PermanentError
 from leadhub.pipelines.model import Identity, InquiryDraft
 
 KNOWN = LEADHUB_FIELDS
+_DURATION = TypeAdapter(timedelta)  # the connector's options arrive as JSON: dedupe_window as ISO 8601 ("PT10M")
 ALIASES = {
     "fio": "name",
     "full_name": "name",
@@ -82,6 +87,10 @@ def parse_form(envelope: Envelope, options: dict[str, Any]) -> InquiryDraft:
     )
     if envelope.meta.get("spam"):
         draft.dropped = f"spam: {envelope.meta['spam']}"
+    draft.repeat_keys = neighbour_body_keys(envelope.connector, envelope.key)
+    if draft.repeat_keys:
+        window = options.get("dedupe_window")
+        draft.repeat_window = DEFAULT_DEDUPE_WINDOW if window is None else _DURATION.validate_python(window)
     return draft
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -64,6 +64,17 @@ class InquiryRow:
     # The email as written when `email_key` folds it: identifiers stored while folding was off hold that
     # spelling. Looked up, never stored.
     email_alias: str | None = None
+    # Keys a copy of the same submission may be stored under (a form body in a neighbouring dedupe bucket):
+    # one received less than `repeat_window` apart makes this row a duplicate. Looked up, never stored.
+    repeat_keys: tuple[str, ...] = ()
+    repeat_window: timedelta = timedelta(0)
+
+    def repeats(self, stored: dict[str, datetime]) -> bool:
+        """Whether a copy under one of `repeat_keys` was received within `repeat_window` of this row."""
+        return any(
+            (at := stored.get(key)) is not None and abs(leads.aware(at) - self.received_at) < self.repeat_window
+            for key in self.repeat_keys
+        )
 
     def identifiers(self) -> list[tuple[str, str]]:
         """How this inquiry names its sender, strongest first: email, phone, messenger, shop customer."""
@@ -142,9 +153,11 @@ class Batch:
                 values.clear()
 
 
-async def _existing_keys(conn: AsyncConnection, keys: list[str]) -> set[str]:
-    result = await conn.execute(select(inquiry_t.c.key).where(one_of(conn, inquiry_t.c.key, keys)))
-    return set(result.scalars())
+async def _existing_keys(conn: AsyncConnection, rows: Sequence[InquiryRow]) -> dict[str, datetime]:
+    """The stored keys among the rows' own and their `repeat_keys`, each with when its inquiry was received."""
+    keys = [r.key for r in rows] + [key for r in rows for key in r.repeat_keys]
+    query = select(inquiry_t.c.key, inquiry_t.c.received_at).where(one_of(conn, inquiry_t.c.key, keys))
+    return {key: received_at for key, received_at in (await conn.execute(query)).all()}
 
 
 async def write_batch(
@@ -152,17 +165,18 @@ async def write_batch(
 ) -> BatchResult:
     """Store new inquiries, resolve (and merge) their contacts, join or open leads, and queue events.
 
-    Rows whose key is already stored change nothing (redelivery). A concurrent writer that
+    Rows whose key is already stored change nothing (redelivery), nor do form bodies repeating one stored in the
+    neighbouring dedupe bucket within the window (a double-click across the bucket edge). A concurrent writer that
     inserts the same key or identifier first makes this transaction fail on a unique
     constraint; the caller retries and then finds the other writer's rows.
     """
     policy = policy or IdentityPolicy()
     await lock_for_writing(conn)  # PostgreSQL: identity.known_identifiers locks the named contacts
-    existing = await _existing_keys(conn, [r.key for r in rows])
+    existing = await _existing_keys(conn, rows)
     fresh: list[InquiryRow] = []
     for row in rows:
-        if row.key not in existing:
-            existing.add(row.key)
+        if row.key not in existing and not row.repeats(existing):
+            existing[row.key] = row.received_at
             fresh.append(row)
     result = BatchResult(duplicates=len(rows) - len(fresh))
     if not fresh:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
+
 import aiohttp
 import pytest
 
-from tests.conftest import RunningHub
+from leadhub.hub.queue import INBOUND
+from tests.conftest import HubFactory, RunningHub
 from tests.helpers import wait_for
+
+TEN_MINUTES = 600.0  # the default dedupe_window
 
 
 def _multipart() -> aiohttp.FormData:
@@ -193,3 +199,54 @@ async def test_file_only_posts_are_told_apart_by_their_files(form_hub: RunningHu
     assert [a["duplicate"] for a in answers] == [False, False, True], answers
     assert answers[0]["id"] == answers[2]["id"] != answers[1]["id"]
     await form_hub.wait_items("/api/inquiries", 2)
+
+
+def _clock(*moments: float) -> Callable[[], float]:
+    """A form connector's clock reading `moments` in turn, one per post."""
+    readings: Iterator[float] = iter(moments)
+    return lambda: next(readings)
+
+
+def _next_bucket_edge() -> float:
+    return (time.time() // TEN_MINUTES + 1) * TEN_MINUTES
+
+
+async def test_a_double_click_across_a_bucket_edge_is_one_submission(form_hub: RunningHub) -> None:
+    """The body's key took the 10-minute slice of the clock it fell in: two posts a second apart on either side of
+    a slice's edge got two keys, two inquiries and two leads, though the README calls them one submission."""
+    edge = _next_bucket_edge()
+    form_hub.hub.connectors["site-form"].clock = _clock(edge - 0.5, edge + 0.5, edge - 0.5 + TEN_MINUTES)
+    payload = {"name": "Double Click", "phone": "+79160000003"}
+    answers = []
+    for _ in range(3):
+        async with await form_hub.post("/hooks/site-form", json=payload) as response:
+            assert response.status == 202, await response.text()
+            answers.append(await response.json())
+    assert answers[1] == {"id": answers[0]["id"], "duplicate": True}, answers
+    assert answers[2]["duplicate"] is False and answers[2]["id"] != answers[0]["id"]  # a window later: a new one
+    await form_hub.wait_items("/api/inquiries", 2)
+
+
+async def _inbound_drained(hub: RunningHub) -> bool:
+    return (await hub.hub.queue.jetstream.stream_info(INBOUND)).state.messages == 0
+
+
+@pytest.mark.parametrize("later_first", [False, True], ids=["earlier-copy-first", "later-copy-first"])
+async def test_a_copy_across_the_bucket_edge_on_another_replica_is_stored_once(
+    make_hub: HubFactory, later_first: bool
+) -> None:
+    """Another replica, or the daemon after a restart, does not know the first copy's key: the store recognises
+    the copy in the neighbouring bucket received within the window, in whichever order the two arrive."""
+    form = {"name": "site-form", "type": "form", "rate_limit": None}
+    replicas = [await make_hub([form]), await make_hub([form])]  # one database, each with its own queue
+    edge = _next_bucket_edge()
+    moments = [edge + 0.5, edge - 0.5] if later_first else [edge - 0.5, edge + 0.5]
+    payload = {"name": "Restarted", "phone": "+79160000004"}
+    for hub, moment in zip(replicas, moments, strict=True):
+        hub.hub.connectors["site-form"].clock = _clock(moment)
+        async with await hub.post("/hooks/site-form", json=payload) as response:
+            assert response.status == 202, await response.text()
+        await wait_for(lambda hub=hub: _inbound_drained(hub), timeout=15, what="the pipeline to take the copy")
+    [inquiry] = (await replicas[0].api("/api/inquiries"))["items"]
+    assert inquiry["name"] == "Restarted"
+    await replicas[0].wait_items("/api/leads", 1)
