@@ -284,6 +284,14 @@ class FormConnector:
             return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
         return {}
 
+    def error_headers(self, request: web.Request) -> dict[str, str]:
+        """Headers for an error answer (4xx, 503): for an allowed site the CORS headers and Retry-After exposed, so
+        its script can read the status, the reason and when to retry rather than only "Failed to fetch"."""
+        headers = self._cors_headers(request)
+        if headers:
+            headers["Access-Control-Expose-Headers"] = "Retry-After"
+        return headers
+
     def _preflight(self, request: web.Request) -> web.Response:
         headers = self._cors_headers(request)
         if not headers:

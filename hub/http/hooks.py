@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -32,13 +33,12 @@ async def hook(request: web.Request) -> web.StreamResponse:
     except HookError as exc:
         deps.metrics.rejected.labels(name, exc.reason).inc()
         log.info("webhook rejected", connector=name, status=exc.status, reason=exc.reason, detail=exc.message)
-        return error_response(exc.status, exc.reason, exc.message, exc.headers)
+        return error_response(exc.status, exc.reason, exc.message, _error_headers(connector, request, exc.headers))
     except QueueUnavailable as exc:
         deps.metrics.rejected.labels(name, "queue_unavailable").inc()
         _refused(connector=name, error=str(exc))
-        return error_response(
-            503, "queue_unavailable", "the queue is unavailable; retry later", headers={"Retry-After": "5"}
-        )
+        headers = _error_headers(connector, request, {"Retry-After": "5"})
+        return error_response(503, "queue_unavailable", "the queue is unavailable; retry later", headers=headers)
     except web.HTTPRedirection:
         counted.accepted.inc()
         raise
@@ -48,3 +48,9 @@ async def hook(request: web.Request) -> web.StreamResponse:
         if response.get(DUPLICATE):
             counted.duplicates.inc()
     return response
+
+
+def _error_headers(connector: Any, request: web.Request, headers: dict[str, str]) -> dict[str, str]:
+    """`headers` and the connector's own for an error answer: a form's CORS headers let the site's script read it."""
+    own = connector.error_headers(request) if hasattr(connector, "error_headers") else None
+    return {**headers, **own} if own else headers

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from leadhub.hub.config import ConfigError, config_from_dict
+from leadhub.hub.embedded_nats import EmbeddedNats
 from tests.conftest import HubFactory
 
 SITE = "https://www.example.com"
@@ -153,3 +154,32 @@ async def test_behind_a_proxy_the_rate_limit_and_remote_ip_take_the_address_the_
     assert statuses == [202, 202, 202, 429, 429, 429]
     inquiries = await hub.wait_items("/api/inquiries", 3)
     assert {inquiry["meta"]["remote_ip"] for inquiry in inquiries} == {"203.0.113.7"}
+
+
+async def test_an_allowed_site_can_read_the_form_connectors_refusals(
+    make_hub: HubFactory, external_nats: EmbeddedNats
+) -> None:
+    """Without Access-Control-Allow-Origin on a 4xx or 503 the browser hides the answer from the site's script (it
+    sees "Failed to fetch"), which could tell the visitor neither "too many, retry in a minute" nor what was wrong."""
+    form = {"name": "site-form", "type": "form", "rate_limit": "3/m", "max_body": 1024, "cors_origins": [SITE]}
+    hub = await make_hub([form], nats_url=external_nats.url)
+    answers = []
+
+    async def post(body: bytes = b'{"name": "Ann"}', origin: str = SITE) -> None:
+        headers = {"Content-Type": "application/json", "Origin": origin}
+        async with await hub.post("/hooks/site-form", data=body, headers=headers) as response:
+            answers.append((response.status, response.headers.get("Access-Control-Allow-Origin"), response.headers))
+
+    await post(b"{not json")
+    await post(b'{"name": "' + b"x" * 2000 + b'"}')
+    await external_nats.stop()
+    await post()
+    await post()  # a fourth post within the minute
+    assert [(status, allowed) for status, allowed, _ in answers] == [(400, SITE), (413, SITE), (503, SITE), (429, SITE)]
+    for status, _, headers in answers:
+        assert headers["Access-Control-Expose-Headers"] == "Retry-After" and headers["Vary"] == "Origin", status
+    assert int(answers[2][2]["Retry-After"]) > 0 and int(answers[3][2]["Retry-After"]) > 0
+
+    answers.clear()
+    await post(origin="https://evil.example")  # from the same client address: limited as well
+    assert answers[0][:2] == (429, None) and "Access-Control-Expose-Headers" not in answers[0][2]
