@@ -21,7 +21,7 @@ from leadhub.connectors.webhook import (
     require_method,
     require_signature,
 )
-from leadhub.json_errors import json_error_text
+from leadhub.json_errors import json_error_text, loads
 
 KINDS = {"events/call": "call", "events/summary": "summary"}
 
@@ -60,7 +60,7 @@ class MangoConnector(ProviderWebhook):
     async def handle(self, request: web.Request) -> web.StreamResponse:
         require_method(request, "POST")
         body = await raw_body(request, int(self.config.max_body))
-        form = form_fields(body, "Mango event body")
+        form = form_fields(body, "Mango event body", request.headers.get("Content-Type", ""))
         given_key, payload_json = form.get("vpbx_api_key", ""), form.get("json")
         if not hmac.compare_digest(given_key.encode(), self.api_key):
             raise HookError(401, "bad_signature", "vpbx_api_key is missing or is not this connector's api_key")
@@ -79,13 +79,11 @@ class MangoConnector(ProviderWebhook):
 
 def _json_object(text: str) -> dict[str, Any]:
     try:
-        event = json.loads(text)
+        event = loads(text)
     except json.JSONDecodeError as exc:
         raise HookError(400, "malformed", f"form field json is not JSON: {exc.msg} at column {exc.colno}") from None
     except ValueError as exc:
         raise HookError(400, "malformed", f"form field json is not JSON: {json_error_text(exc)}") from None
-    except RecursionError:
-        raise HookError(400, "malformed", "form field json is nested too deeply") from None
     if not isinstance(event, dict):
         raise HookError(400, "malformed", f"form field json must be an object, not {type(event).__name__}")
     return event

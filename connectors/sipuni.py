@@ -17,7 +17,9 @@ from leadhub.connectors.webhook import (
     require_method,
     require_token,
 )
+from leadhub.formdata import URLENCODED_TYPES, declared_charset
 
+FORM_TYPE = URLENCODED_TYPES[0]
 # Sipuni's `event`: 1 call start, 2 hang-up (end), 3 answered, 4 secondary hang-up. Start is delivered twice,
 # so the key is per call and event kind, never per delivery: the second start is a duplicate.
 EVENT_NAMES = {"1": "start", "2": "end", "3": "answer", "4": "end2"}
@@ -44,7 +46,7 @@ class SipuniConnector(ProviderWebhook):
         body = b""
         if request.method == "POST":
             body = await raw_body(request, int(self.config.max_body))
-            params |= form_fields(body, "Sipuni event body")
+            params |= form_fields(body, "Sipuni event body", request.headers.get("Content-Type", ""))
         call_id, event = params.get("call_id", "").strip(), params.get("event", "").strip()
         if not call_id or not event:
             missing = " and ".join(name for name, value in (("call_id", call_id), ("event", event)) if not value)
@@ -52,5 +54,9 @@ class SipuniConnector(ProviderWebhook):
         name = EVENT_NAMES.get(event, f"event-{key_part(event, 20)}")
         # The body as received when it holds everything; a GET's query (without the token) otherwise.
         only_token = set(request.query) <= {"token"}
-        payload = body if request.method == "POST" and only_token else urlencode(params).encode()
-        return accepted(await self.publish(f"{key_part(call_id)}:{name}", payload, "application/x-www-form-urlencoded"))
+        if request.method == "POST" and only_token:  # with the charset it was read in, if it declared one
+            charset = declared_charset(request.headers.get("Content-Type", ""))
+            payload, content_type = body, f"{FORM_TYPE}; charset={charset}" if charset else FORM_TYPE
+        else:
+            payload, content_type = urlencode(params).encode(), FORM_TYPE  # urlencode writes UTF-8
+        return accepted(await self.publish(f"{key_part(call_id)}:{name}", payload, content_type))

@@ -89,7 +89,7 @@ def decode_payload(content_type: str, body: bytes) -> dict[str, Any]:
     """A JSON object or a urlencoded form; 400 naming the problem."""
     kind = media_type(content_type)
     if kind == "application/x-www-form-urlencoded":
-        return form_fields(body, "PBX event body")
+        return form_fields(body, "PBX event body", content_type)
     return json_object(body, "a call event")
 
 

@@ -17,7 +17,7 @@ from leadhub.connectors.webhook import (
     ProviderWebhook,
     WebhookConfig,
     body_digest,
-    form_fields,
+    form_pairs,
     key_part,
     matches_any,
     raw_body,
@@ -108,8 +108,7 @@ class TwilioConnector(ProviderWebhook):
         is_json = "bodySHA256" in request.rel_url.query
         params: list[tuple[str, str]] = []
         if not is_json:
-            form_fields(body, "Twilio form body")  # 400 for a body that is not a form at all
-            params = parse_qsl(body.decode(), keep_blank_values=True)
+            params = form_pairs(body, "Twilio form body", content_type)  # 400 for a body that is not a form
         signature = request.headers.get(SIGNATURE_HEADER)
         if not signature:
             raise HookError(401, "bad_signature", f"missing {SIGNATURE_HEADER}: the request is not signed")

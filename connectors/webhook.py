@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Self
-from urllib.parse import parse_qsl
 
 from aiohttp import web
 from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
@@ -35,7 +34,8 @@ from leadhub.connectors.base import (
 )
 from leadhub.durations import parse_duration
 from leadhub.envelope import Envelope
-from leadhub.json_errors import json_error_text
+from leadhub.formdata import FormDecodeError, urlencoded_pairs
+from leadhub.json_errors import json_error_text, loads
 
 DEFAULT_MAX_BODY = ByteSize(1024 * 1024)
 DEFAULT_REPLAY_WINDOW = timedelta(hours=1)
@@ -145,22 +145,25 @@ def _float(value: float) -> float:
         return math.inf
 
 
-def form_fields(body: bytes, what: str) -> dict[str, str]:
+def form_pairs(body: bytes, what: str, content_type: str = "") -> list[tuple[str, str]]:
+    """A urlencoded body's (name, value) pairs, in the charset its Content-Type declares (else UTF-8, strictly);
+    400 naming the problem (formdata.urlencoded_pairs, the pipeline's reading too)."""
+    try:
+        return urlencoded_pairs(content_type, body, what)
+    except FormDecodeError as exc:
+        raise HookError(400, "malformed", str(exc)) from None
+
+
+def form_fields(body: bytes, what: str, content_type: str = "") -> dict[str, str]:
     """A urlencoded body as a dict (the last value of a repeated name wins); 400 naming the problem."""
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise HookError(400, "malformed", f"{what} is not UTF-8: invalid byte at {exc.start}") from None
-    try:
-        return dict(parse_qsl(text, keep_blank_values=True, strict_parsing=False))
-    except ValueError as exc:
-        raise HookError(400, "malformed", f"{what} is not a urlencoded form: {exc}") from None
+    return dict(form_pairs(body, what, content_type))
 
 
 def json_object(body: bytes, what: str) -> dict[str, Any]:
-    """The body as a JSON object, or a 400 naming the problem (`what` is e.g. "a Telegram update")."""
+    """The body as a JSON object, or a 400 naming the problem (`what` is e.g. "a Telegram update"); JSON nested
+    deeper than json_errors.MAX_JSON_DEPTH included, which the pipeline could not store."""
     try:
-        data = json.loads(body)
+        data = loads(body)
     except UnicodeDecodeError as exc:
         raise HookError(400, "malformed", f"body is not UTF-8 JSON: invalid byte at {exc.start}") from None
     except json.JSONDecodeError as exc:
@@ -169,8 +172,6 @@ def json_object(body: bytes, what: str) -> dict[str, Any]:
         ) from None
     except ValueError as exc:
         raise HookError(400, "malformed", f"malformed JSON: {json_error_text(exc)}") from None
-    except RecursionError:
-        raise HookError(400, "malformed", "JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise HookError(400, "malformed", f"{what} is a JSON object, not {type(data).__name__}")
     return data

@@ -65,14 +65,14 @@ class ZadarmaConnector(ProviderWebhook):
         if request.method == "GET":
             return self._echo(request)
         body = await raw_body(request, int(self.config.max_body))
-        form = form_fields(body, "Zadarma notification body")
+        content_type = request.headers.get("Content-Type", "application/x-www-form-urlencoded")
+        form = form_fields(body, "Zadarma notification body", content_type)
         event = form.get("event", "").strip()
         if not event:
             raise HookError(400, "malformed", "a Zadarma notification must carry `event`; none in the form body")
         self._verify(request.headers.get(SIGNATURE_HEADER), event, form)
         call_id = form.get("pbx_call_id") or f"sha256:{body_digest(body)}"
         key = f"{key_part(call_id)}:{key_part(event, 60)}"
-        content_type = request.headers.get("Content-Type", "application/x-www-form-urlencoded")
         return accepted(await self.publish(key, body, content_type, {"event": event[:100]}))
 
     def _echo(self, request: web.Request) -> web.Response:

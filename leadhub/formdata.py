@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from email.message import Message
 from email.parser import BytesParser
@@ -11,12 +13,15 @@ from email.policy import HTTP
 from typing import Any
 from urllib.parse import parse_qsl
 
-from leadhub.json_errors import json_error_text
+from leadhub.json_errors import json_error_text, loads
 
 JSON_TYPES = ("application/json",)
 URLENCODED_TYPES = ("application/x-www-form-urlencoded",)
 MULTIPART_TYPES = ("multipart/form-data",)
 SUPPORTED_TYPES = JSON_TYPES + URLENCODED_TYPES + MULTIPART_TYPES
+_CHARSET_PARAM = re.compile(r';\s*charset\s*=\s*"?([^";\s]*)', re.IGNORECASE)
+# Python codecs that are no charset a page or client declares, and that could make any text out of any bytes.
+_NOT_A_CHARSET = {"unicode_escape", "raw_unicode_escape", "punycode", "idna", "undefined"}
 # What the form pipeline reads into the contact and the message; a connector's `fields:` maps onto these.
 LEADHUB_FIELDS = ("name", "phone", "email", "message", "company")
 
@@ -68,7 +73,7 @@ def decode_form(content_type: str, body: bytes) -> FormData:
     if kind in JSON_TYPES or kind.endswith("+json"):
         return _decode_json(body)
     if kind in URLENCODED_TYPES:
-        return _decode_urlencoded(body)
+        return _decode_urlencoded(content_type, body)
     if kind in MULTIPART_TYPES:
         return _decode_multipart(content_type, body)
     raise UnsupportedContentType(
@@ -88,31 +93,68 @@ def _add(fields: dict[str, Any], name: str, value: Any) -> None:
 
 def _decode_json(body: bytes) -> FormData:
     try:
-        data = json.loads(body)
+        data = loads(body)
     except UnicodeDecodeError as exc:
         raise FormDecodeError(f"body is not UTF-8 JSON: {exc.reason} at byte {exc.start}") from exc
     except json.JSONDecodeError as exc:
         raise FormDecodeError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
     except ValueError as exc:
         raise FormDecodeError(f"malformed JSON: {json_error_text(exc)}") from exc
-    except RecursionError:
-        raise FormDecodeError("JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise FormDecodeError(f"JSON body must be an object of fields, not {type(data).__name__}")
     return FormData(fields=data)
 
 
-def _decode_text(body: bytes, what: str) -> str:
+def declared_charset(content_type: str) -> str | None:
+    """The `charset=` parameter of a Content-Type as written (quotes removed), or None when there is none."""
+    match = _CHARSET_PARAM.search(content_type)
+    return match.group(1) if match else None
+
+
+def _codec(charset: str) -> str:
+    """The Python codec for a declared charset; FormDecodeError when Python knows none by that name."""
     try:
-        return body.decode("utf-8")
+        info = codecs.lookup(charset)
+    except (LookupError, ValueError):  # ValueError: a NUL in the name
+        info = None
+    if info is None or not info._is_text_encoding or info.name.replace("-", "_") in _NOT_A_CHARSET:  # type: ignore[attr-defined]
+        raise FormDecodeError(
+            f"unknown charset {charset[:40]!r} in Content-Type; declare one such as utf-8 or windows-1251"
+        )
+    return info.name
+
+
+def urlencoded_pairs(content_type: str, body: bytes, what: str = "form body") -> list[tuple[str, str]]:
+    """A urlencoded body's (name, value) pairs in order, percent-escapes decoded in the charset the Content-Type
+    declares (old windows-1251 pages and PHP clients send `charset=windows-1251`), else UTF-8.
+
+    Strictly: bytes that are not valid in that charset are a FormDecodeError naming it, never U+FFFD characters
+    in place of a name and a message answered 202.
+    """
+    declared = declared_charset(content_type)
+    codec = _codec(declared) if declared else "utf-8"
+    label = declared or "UTF-8"
+    try:
+        text = body.decode(codec)
     except UnicodeDecodeError as exc:
-        raise FormDecodeError(f"{what} is not UTF-8: invalid byte at {exc.start}") from exc
+        raise FormDecodeError(f"{what} is not {label}: invalid byte at {exc.start}{_declare_hint(declared)}") from exc
+    try:
+        return parse_qsl(text, keep_blank_values=True, encoding=codec, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise FormDecodeError(
+            f"{what} holds percent-escaped bytes that are not {label}{_declare_hint(declared)}"
+        ) from exc
 
 
-def _decode_urlencoded(body: bytes) -> FormData:
-    text = _decode_text(body, "form body")
+def _declare_hint(declared: str | None) -> str:
+    if declared:
+        return ""
+    return "; send UTF-8 or declare the charset (Content-Type: application/x-www-form-urlencoded; charset=windows-1251)"
+
+
+def _decode_urlencoded(content_type: str, body: bytes) -> FormData:
     fields: dict[str, Any] = {}
-    for name, value in parse_qsl(text, keep_blank_values=True):
+    for name, value in urlencoded_pairs(content_type, body):
         _add(fields, name, value)
     return FormData(fields=fields)
 
@@ -120,8 +162,16 @@ def _decode_urlencoded(body: bytes) -> FormData:
 def _decode_multipart(content_type: str, body: bytes) -> FormData:
     if "boundary=" not in content_type.lower():
         raise FormDecodeError("multipart/form-data without a boundary parameter")
-    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
+    try:  # surrogateescape: the header's bytes that were not UTF-8 (aiohttp keeps them as surrogates) as they came
+        head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError as exc:
+        raise FormDecodeError("the Content-Type holds a character that cannot be written as a header") from exc
     message = BytesParser(policy=HTTP).parsebytes(head + body)
+    boundary = message.get_boundary()
+    if boundary is not None and not boundary.isascii():
+        # RFC 2046 allows ASCII only; and the queue carries such a Content-Type escaped, so the pipeline could not
+        # find the parts the edge found.
+        raise FormDecodeError("the multipart boundary holds a byte that is not ASCII; RFC 2046 allows ASCII only")
     if not message.is_multipart() or message.defects:
         raise FormDecodeError("malformed multipart body: parts do not match the boundary")
     form = FormData()
@@ -150,7 +200,7 @@ def _add_part(form: FormData, part: Message) -> None:
         return
     charset = part.get_content_charset() or "utf-8"
     try:
-        value = payload.decode(charset)
-    except (UnicodeDecodeError, LookupError) as exc:
+        value = payload.decode(_codec(charset))
+    except UnicodeDecodeError as exc:
         raise FormDecodeError(f"field {name!r} is not valid {charset}") from exc
     _add(form.fields, name, value)

@@ -1,23 +1,74 @@
-"""What `json.loads` raises for input from outside, and how to say it.
+"""What `json.loads` raises for input from outside, and how to say it; `loads` bounds how deep it may nest.
 
 Malformed JSON is a JSONDecodeError and bytes that are not UTF-8 a UnicodeDecodeError, both ValueErrors. Two
 more come without a position: a plain ValueError when int() refuses a number of more digits than Python allows
 (4,300: its guard against quadratic conversion), and RecursionError for nesting deeper than the stack. Code
 that caught only the first two answered such input with a 500, or retried it in the pipeline as unknown.
+
+The parser takes nesting (~940 levels) deeper than the pipeline can write back out (json.dumps from deeper in the
+stack fails from ~920): such a body was answered 202 and then dead-lettered for good. `loads` refuses JSON nested
+deeper than MAX_JSON_DEPTH, which no form, order or provider event comes near, with JsonTooDeep, a ValueError.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 JSON_ERRORS = (ValueError, RecursionError)
+MAX_JSON_DEPTH = 64  # objects and arrays inside each other; a Shopify order nests 5 deep, a flat form 1
+
+
+class JsonTooDeep(ValueError):
+    """JSON nested deeper than MAX_JSON_DEPTH (or than the parser's stack)."""
+
+    def __init__(self) -> None:
+        super().__init__(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+
+
+def loads(data: bytes | str) -> Any:
+    """`json.loads(data)`, refusing nesting deeper than MAX_JSON_DEPTH with JsonTooDeep.
+
+    On the intake's hot path: only a body with more than MAX_JSON_DEPTH brackets (two counts at C speed) can nest
+    that deep, so an ordinary form's JSON costs no walk at all; a larger one gets a walk of its containers that
+    stops at the first one too deep.
+    """
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        raise JsonTooDeep from None
+    if _brackets(data) > MAX_JSON_DEPTH and _deeper_than(value, MAX_JSON_DEPTH):
+        raise JsonTooDeep
+    return value
+
+
+def _brackets(data: bytes | str) -> int:
+    if isinstance(data, str):
+        return data.count("[") + data.count("{")
+    return data.count(b"[") + data.count(b"{")
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """True when objects and arrays nest more than `limit` deep in `value`: one level at a time, never recursion."""
+    level = [value] if type(value) is dict or type(value) is list else []
+    for _ in range(limit):
+        below = [
+            child
+            for container in level
+            for child in (container.values() if type(container) is dict else container)
+            if type(child) is dict or type(child) is list
+        ]
+        if not below:
+            return False
+        level = below
+    return True
 
 
 def json_error_text(exc: ValueError | RecursionError) -> str:
-    """The problem in a few words: the json module's own for malformed JSON, a plain one for the other two."""
+    """The problem in a few words: the json module's own for malformed JSON, a plain one for the others."""
     if isinstance(exc, RecursionError):
         return "JSON nested too deeply"
-    if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
+    if isinstance(exc, JsonTooDeep | json.JSONDecodeError | UnicodeDecodeError):
         return str(exc)
     return f"a number has more than {sys.get_int_max_str_digits()} digits"

@@ -10,7 +10,7 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from leadhub.json_errors import json_error_text
+from leadhub.json_errors import json_error_text, loads
 
 T = TypeVar("T", bound=BaseModel)
 _TYPE_TAGS = {"int", "str", "float", "bool", "decimal", "datetime", "none", "dict", "list"}
@@ -53,15 +53,13 @@ def validate(model: type[T], data: Any, what: str) -> T:
 def json_object(body: bytes, what: str) -> dict[str, Any]:
     """The body as a JSON object; PayloadError saying what is wrong with it."""
     try:
-        data = json.loads(body)
+        data = loads(body)
     except UnicodeDecodeError as exc:
         raise PayloadError(f"{what} is not UTF-8 JSON: invalid byte at {exc.start}") from None
     except json.JSONDecodeError as exc:
         raise PayloadError(f"{what} is malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except ValueError as exc:
         raise PayloadError(f"{what} is malformed JSON: {json_error_text(exc)}") from None
-    except RecursionError:
-        raise PayloadError(f"{what} is JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise PayloadError(f"{what} must be a JSON object, not {type(data).__name__}")
     return data

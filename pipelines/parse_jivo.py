@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from leadhub.envelope import Envelope
-from leadhub.json_errors import JSON_ERRORS, json_error_text
+from leadhub.json_errors import JSON_ERRORS, json_error_text, loads
 from leadhub.pipelines.calls import CallEvent, Outcome, call_draft, text
 from leadhub.pipelines.errors import PermanentError
 from leadhub.pipelines.model import Identity, InquiryDraft
@@ -72,7 +71,7 @@ def _call(envelope: Envelope, event: dict[str, Any], visitor: dict[str, Any]) ->
 
 def parse_jivo(envelope: Envelope, options: dict[str, Any]) -> InquiryDraft:
     try:
-        event = json.loads(envelope.payload)
+        event = loads(envelope.payload)
     except JSON_ERRORS as exc:
         raise PermanentError(f"Jivo event is not JSON: {json_error_text(exc)}") from exc
     if not isinstance(event, dict) or not isinstance(event.get("event_name"), str):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
-from urllib.parse import parse_qsl
 
 from leadhub.envelope import Envelope
-from leadhub.json_errors import JSON_ERRORS, json_error_text
+from leadhub.formdata import FormDecodeError, urlencoded_pairs
+from leadhub.json_errors import JSON_ERRORS, json_error_text, loads
 from leadhub.pipelines.calls import CallEvent, Outcome, call_draft, text
 from leadhub.pipelines.errors import PermanentError
 from leadhub.pipelines.model import InquiryDraft
@@ -53,8 +52,10 @@ def _summary(event: dict[str, Any]) -> CallEvent:
 
 def parse_mango(envelope: Envelope, options: dict[str, Any]) -> InquiryDraft:
     try:
-        form = dict(parse_qsl(envelope.payload.decode("utf-8"), keep_blank_values=True))
-        event = json.loads(form.get("json", ""))
+        form = dict(urlencoded_pairs(envelope.content_type, envelope.payload, "Mango event body"))
+        event = loads(form.get("json", ""))
+    except FormDecodeError as exc:
+        raise PermanentError(f"Mango event body cannot be read: {exc}") from exc
     except JSON_ERRORS as exc:
         raise PermanentError(f"Mango event body cannot be read: {json_error_text(exc)}") from exc
     if not isinstance(event, dict):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import parse_qsl
 
 from leadhub.envelope import Envelope
+from leadhub.formdata import FormDecodeError, urlencoded_pairs
 from leadhub.pipelines.calls import CallEvent, Outcome, call_draft
 from leadhub.pipelines.errors import PermanentError
 from leadhub.pipelines.model import InquiryDraft
@@ -51,7 +51,7 @@ def _end(status: str, inbound: bool, caller: str | None, details: dict[str, Any]
 
 def parse_sipuni(envelope: Envelope, options: dict[str, Any]) -> InquiryDraft:
     try:
-        params = dict(parse_qsl(envelope.payload.decode("utf-8"), keep_blank_values=True))
-    except UnicodeDecodeError as exc:
-        raise PermanentError(f"Sipuni event is not UTF-8: {exc}") from exc
+        params = dict(urlencoded_pairs(envelope.content_type, envelope.payload, "Sipuni event"))
+    except FormDecodeError as exc:
+        raise PermanentError(str(exc)) from exc
     return call_draft(envelope, _call(params))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import phonenumbers
 
 from leadhub.envelope import Envelope
-from leadhub.json_errors import JSON_ERRORS, json_error_text
+from leadhub.json_errors import JSON_ERRORS, json_error_text, loads
 from leadhub.pipelines.calls import CALLBACK_TAG, pbx_number
 from leadhub.pipelines.errors import PermanentError
 from leadhub.pipelines.model import Identity, InquiryDraft
@@ -174,7 +173,7 @@ def _callback(envelope: Envelope, query: dict[str, Any], options: dict[str, Any]
 
 def parse_telegram(envelope: Envelope, options: dict[str, Any]) -> InquiryDraft:
     try:
-        update = json.loads(envelope.payload)
+        update = loads(envelope.payload)
     except JSON_ERRORS as exc:
         raise PermanentError(f"Telegram update is not JSON: {json_error_text(exc)}") from exc
     if not isinstance(update, dict):

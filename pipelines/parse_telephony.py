@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
-from urllib.parse import parse_qsl
 
 from leadhub.envelope import Envelope
-from leadhub.formdata import media_type
-from leadhub.json_errors import JSON_ERRORS, json_error_text
+from leadhub.formdata import FormDecodeError, media_type, urlencoded_pairs
+from leadhub.json_errors import JSON_ERRORS, json_error_text, loads
 from leadhub.pipelines.calls import CallEvent, Outcome, call_draft, text
 from leadhub.pipelines.errors import PermanentError
 from leadhub.pipelines.model import InquiryDraft
@@ -24,8 +22,10 @@ def _lookup(data: dict[str, Any], path: str | None) -> Any:
 def _decode(envelope: Envelope) -> dict[str, Any]:
     try:
         if media_type(envelope.content_type) == "application/x-www-form-urlencoded":
-            return dict(parse_qsl(envelope.payload.decode("utf-8"), keep_blank_values=True))
-        data = json.loads(envelope.payload)
+            return dict(urlencoded_pairs(envelope.content_type, envelope.payload, "PBX event body"))
+        data = loads(envelope.payload)
+    except FormDecodeError as exc:
+        raise PermanentError(f"PBX event cannot be decoded: {exc}") from exc
     except JSON_ERRORS as exc:
         raise PermanentError(f"PBX event cannot be decoded: {json_error_text(exc)}") from exc
     if not isinstance(data, dict):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl
 
 from leadhub.envelope import Envelope
+from leadhub.formdata import FormDecodeError, urlencoded_pairs
 from leadhub.pipelines.calls import CallEvent, Outcome, call_draft
 from leadhub.pipelines.errors import PermanentError
 from leadhub.pipelines.model import InquiryDraft
@@ -71,9 +71,9 @@ def parse_twilio(envelope: Envelope, options: dict[str, Any]) -> InquiryDraft:
     if "bodySHA256" in envelope.meta.get("url", "") or ":json:" in envelope.key:
         return call_draft(envelope, CallEvent(event="json body", outcome=Outcome.UNKNOWN))
     try:
-        form = dict(parse_qsl(envelope.payload.decode("utf-8"), keep_blank_values=True))
-    except UnicodeDecodeError as exc:
-        raise PermanentError(f"Twilio form body is not UTF-8: {exc}") from exc
+        form = dict(urlencoded_pairs(envelope.content_type, envelope.payload, "Twilio form body"))
+    except FormDecodeError as exc:
+        raise PermanentError(str(exc)) from exc
     if "CallSid" not in form:
         kind = "message" if form.get("MessageSid") or form.get("SmsSid") else "no CallSid"
         return call_draft(envelope, CallEvent(event=kind, outcome=Outcome.UNKNOWN))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl
 
 from leadhub.envelope import Envelope
+from leadhub.formdata import FormDecodeError, urlencoded_pairs
 from leadhub.pipelines.calls import CallEvent, Outcome, call_draft
 from leadhub.pipelines.errors import PermanentError
 from leadhub.pipelines.model import InquiryDraft
@@ -26,9 +26,9 @@ def _outcome(event: str, form: dict[str, str]) -> Outcome:
 
 def parse_zadarma(envelope: Envelope, options: dict[str, Any]) -> InquiryDraft:
     try:
-        form = dict(parse_qsl(envelope.payload.decode("utf-8"), keep_blank_values=True))
-    except UnicodeDecodeError as exc:
-        raise PermanentError(f"Zadarma form body is not UTF-8: {exc}") from exc
+        form = dict(urlencoded_pairs(envelope.content_type, envelope.payload, "Zadarma form body"))
+    except FormDecodeError as exc:
+        raise PermanentError(str(exc)) from exc
     event = form.get("event", "").strip() or "(no event)"
     outcome = _outcome(event, form)
     phone = form.get("destination") if event.startswith("NOTIFY_OUT") else form.get("caller_id")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +17,7 @@ from leadhub.hub.config import MIN_TOKEN_LENGTH, Settings
 from leadhub.hub.http import access
 from leadhub.hub.http.jsonio import error_response, json_response
 from leadhub.hub.http.state import DEPS
+from leadhub.json_errors import loads
 from leadhub.pipelines.normalize import fold_email, normalize_email, normalize_phone
 from leadhub.store import identity, leads, queries
 from leadhub.store.orders import ORDER_STATUSES
@@ -48,17 +48,29 @@ async def json_body(request: web.Request, max_bytes: int) -> Any:
     too_large = BodyRefused(413, "too_large", f"the body may be at most {max_bytes} bytes")
     if (request.content_length or 0) > max_bytes:
         raise too_large
-    raw = await request.content.read(max_bytes + 1)
-    if len(raw) > max_bytes:
+    raw = await _read_at_most(request, max_bytes + 1)
+    if len(raw) > max_bytes:  # a chunked body says no length beforehand
         raise too_large
     try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError) as exc:  # ValueError: also an integer of 4,300+ digits, which int() refuses
+        body = loads(raw)
+    except ValueError as exc:  # also an integer of 4,300+ digits, which int() refuses, and JSON nested too deeply
         raise BodyRefused(400, "bad_json", f"the body is not JSON: {exc}") from None
     problem = _unstorable_string(body)
     if problem is not None:
         raise BodyRefused(400, "bad_json", f"a string in the body holds {problem}; send text without it")
     return body
+
+
+async def _read_at_most(request: web.Request, limit: int) -> bytes:
+    """The body up to its end or `limit` bytes, whichever comes first.
+
+    `content.read(n)` answers with what has arrived so far: a body in two TCP segments was cut after the first and
+    refused as bad JSON.
+    """
+    raw = bytearray()
+    while len(raw) < limit and (chunk := await request.content.read(limit - len(raw))):
+        raw += chunk
+    return bytes(raw)
 
 
 def _unstorable_string(body: Any) -> str | None:

@@ -250,3 +250,34 @@ async def test_a_copy_across_the_bucket_edge_on_another_replica_is_stored_once(
     [inquiry] = (await replicas[0].api("/api/inquiries"))["items"]
     assert inquiry["name"] == "Restarted"
     await replicas[0].wait_items("/api/leads", 1)
+
+
+WINDOWS_1251 = {"Content-Type": "application/x-www-form-urlencoded; charset=windows-1251"}
+
+
+async def test_a_form_in_a_declared_charset_is_stored_in_that_charset(form_hub: RunningHub) -> None:
+    """An old cp1251 page or PHP client: parse_qsl read the escapes as UTF-8 with U+FFFD in their place, so name and
+    message were lost and the post answered 202."""
+    body = "name=%C8%E2%E0%ED&phone=%2B79160000001&message=%CF%E5%F0%E5%E7%E2%EE%ED%E8%F2%E5"
+    async with await form_hub.post("/hooks/site-form", data=body, headers=WINDOWS_1251) as response:
+        assert response.status == 202, await response.text()
+    [inquiry] = await form_hub.wait_items("/api/inquiries", 1)
+    assert (inquiry["name"], inquiry["message"]) == ("Иван", "Перезвоните")
+
+
+@pytest.mark.parametrize(
+    ("content_type", "detail"),
+    [
+        ("application/x-www-form-urlencoded", "percent-escaped bytes that are not UTF-8; send UTF-8 or declare"),
+        ("application/x-www-form-urlencoded; charset=x-no-such", "unknown charset 'x-no-such' in Content-Type"),
+    ],
+    ids=["undeclared", "unknown charset"],
+)
+async def test_a_form_not_in_its_charset_is_400_naming_the_problem(
+    form_hub: RunningHub, content_type: str, detail: str
+) -> None:
+    body = "name=%C8%E2%E0%ED&phone=%2B79160000001"
+    async with await form_hub.post("/hooks/site-form", data=body, headers={"Content-Type": content_type}) as r:
+        assert r.status == 400, await r.text()
+        answer = await r.json()
+    assert answer["error"] == "malformed" and detail in answer["detail"], answer

@@ -1,9 +1,9 @@
 """Input a fuzzing pass against the running daemon answered with a 500 (or took apart): each is now a 4xx or a 202.
 
-Bytes that are not UTF-8 in a header (aiohttp keeps them as surrogates), JSON nested deeper than the
-parser's recursion limit or holding a number of more digits than `int()` reads, digits `int()` refuses,
-a Host yarl refuses, an infinite signed timestamp, an empty body, a gzip-encoded body. Sent over a raw
-socket where an HTTP client would refuse to.
+Bytes that are not UTF-8 in a header (aiohttp keeps them as surrogates; a multipart boundary of them), JSON
+nested deeper than the pipeline can write back (json_errors.MAX_JSON_DEPTH) or holding a number of more digits
+than `int()` reads, digits `int()` refuses, a Host yarl refuses, an infinite signed timestamp, an empty body, a
+gzip-encoded body. Sent over a raw socket where an HTTP client would refuse to.
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ import hashlib
 import json
 import logging
 import sys
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 from aiohttp.http_exceptions import LineTooLong
 
 from leadhub.hub.logging import _ClientProtocolErrors
+from leadhub.json_errors import MAX_JSON_DEPTH
 from leadhub.store import queries
 from tests.conftest import HubFactory, RunningHub
 
@@ -304,3 +306,66 @@ async def _still_serving(hub: RunningHub) -> None:
         assert r.status == 202
     items = await hub.wait_items("/api/inquiries", 1)
     assert items[0]["name"] == "Sentinel"
+
+
+BOUNDARY_NOT_UTF8 = b"Content-Type: multipart/form-data; boundary=\xff"
+MULTIPART_NOT_UTF8 = b'--\xff\r\nContent-Disposition: form-data; name="name"\r\n\r\nAnn\r\n--\xff--\r\n'
+
+
+@pytest.mark.parametrize(
+    "head",
+    [FORM.replace(b"Content-Type: application/json", BOUNDARY_NOT_UTF8),
+     b"POST /hooks/tilda?token=tilda-token HTTP/1.1\r\n" + BOUNDARY_NOT_UTF8],
+    ids=["form", "tilda"],
+)  # fmt: skip
+async def test_a_multipart_boundary_with_a_byte_that_is_not_utf8_is_400(hub: RunningHub, head: bytes) -> None:
+    """The Content-Type was encoded with `.encode()`: UnicodeEncodeError, a 500."""
+    got, answer = await raw_request(hub, head, MULTIPART_NOT_UTF8)
+    assert (got, answer["error"]) == (400, "malformed"), answer
+    assert "boundary holds a byte that is not ASCII" in answer["detail"]
+    await _still_serving(hub)
+
+
+def _nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+def _mango_event(event: str) -> bytes:
+    sign = hashlib.sha256(f"key{event}salt".encode()).hexdigest()
+    return urlencode({"vpbx_api_key": "key", "sign": sign, "json": event}).encode()
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 940], ids=["just over the limit", "940"])
+@pytest.mark.parametrize(
+    ("path", "headers", "body"),
+    [
+        ("/hooks/site-form", JSON | {"X-Leadhub-Token": TOKEN}, None),
+        ("/hooks/bot", JSON | {"X-Telegram-Bot-Api-Secret-Token": "tg-secret"}, None),
+        ("/hooks/chat?token=jivo-token", JSON, None),
+        ("/hooks/tilda?token=tilda-token", JSON, None),
+        ("/hooks/phones?token=tel-token", JSON, None),
+        ("/hooks/shop?token=shop-token", JSON, None),
+        ("/hooks/pbx/events/call", {"Content-Type": FORM_TYPE}, _mango_event),
+    ],
+    ids=["form", "telegram", "jivo", "tilda", "telephony", "order", "mango"],
+)  # fmt: skip
+async def test_json_nested_deeper_than_the_limit_is_400_not_a_dead_letter(
+    hub: RunningHub, path: str, headers: dict[str, str], body: Any, depth: int
+) -> None:
+    """Nested 940 deep, JSON was answered 202 (json.loads reads ~940) and then dead-lettered for good ('maximum
+    recursion depth exceeded': json.dumps, from deeper in the stack, cannot write it back)."""
+    nested = b'{"name": "Deep", "x": %s}' % _nested(depth)
+    data = body(nested.decode()) if body else nested
+    async with await hub.post(path, data=data, headers=headers) as response:
+        assert response.status == 400, await response.text()
+        answer = await response.json()
+    assert answer["error"] == "malformed" and f"nested deeper than {MAX_JSON_DEPTH} levels" in answer["detail"], answer
+    await _still_serving(hub)
+
+
+async def test_json_nested_up_to_the_limit_is_stored(hub: RunningHub) -> None:
+    body = b'{"name": "Deep", "x": %s}' % _nested(MAX_JSON_DEPTH - 1)
+    got, answer = await raw_request(hub, FORM, body)
+    assert got == 202, answer
+    [inquiry] = await hub.wait_items("/api/inquiries", 1)
+    assert inquiry["name"] == "Deep" and inquiry["fields"]["x"] == json.loads(_nested(MAX_JSON_DEPTH - 1))

@@ -5,14 +5,17 @@ with `leadhub contacts unmerge`, contacts needing review are listed, and bad req
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import StreamReader
 from sqlalchemy import select
 
 from leadhub.pipelines.intake import IntakePipeline
@@ -312,3 +315,50 @@ async def test_patch_lead_refuses_what_no_store_holds_and_changes_nothing(
     assert detail in answer["detail"]
     assert await form_hub.api(f"/api/leads/{lead['id']}") == before
     assert await events(form_hub, "lead.updated") == []
+
+
+async def test_patch_lead_reads_a_body_that_arrives_in_two_segments(
+    form_hub: RunningHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`content.read(n)` answers with what has arrived: a body in two TCP segments was cut after the first and
+    refused as `400 bad_json`. The second part is sent once the server has read the first (a probe on aiohttp's
+    reader tells when), so the split is certain and nothing waits a fixed time."""
+    await post_form(form_hub, {"email": "buyer@x.example"})
+    (lead,) = await form_hub.wait_items("/api/leads", 1)
+    body = json.dumps({"tags": ["vip"], "owner": "maria"}).encode()
+    first, rest = body[:10], body[10:]
+    first_read = asyncio.Event()
+    real_read = StreamReader.read
+
+    async def read_and_tell(self: StreamReader, n: int = -1) -> bytes:
+        data = await real_read(self, n)
+        if data == first:
+            first_read.set()
+        return data
+
+    monkeypatch.setattr(StreamReader, "read", read_and_tell)
+    host, port = form_hub.base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head = f"PATCH /api/leads/{lead['id']} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    writer.write(f"{head}Connection: close\r\nContent-Length: {len(body)}\r\n\r\n".encode() + first)
+    await writer.drain()
+    await asyncio.wait_for(first_read.wait(), 10)
+    writer.write(rest)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    assert (await form_hub.api(f"/api/leads/{lead['id']}"))["tags"] == ["vip"]
+
+
+async def test_a_chunked_body_over_the_limit_is_413(form_hub: RunningHub) -> None:
+    """Without Content-Length the size is known only once read: the first segment alone was parsed (400)."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"tags": ["'
+        for _ in range(70):
+            yield b"v" * 1024
+
+    url = form_hub.url("/api/leads/x")
+    async with form_hub.session.patch(url, data=chunks(), headers=JSON) as response:
+        assert response.status == 413 and (await response.json())["error"] == "too_large", await response.text()
