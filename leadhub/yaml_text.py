@@ -3,7 +3,9 @@
 PyYAML keeps the last of two equal keys without a word (`on:` written twice in a rule, `http_port:` twice in
 the config), and the admin never learns which one counts; here that is a problem at the second key's line.
 Aliases (`*name`) are refused too: one that refers to itself made a cyclic tree (RecursionError), and a few
-nested ones expand into millions of values ("billion laughs"), read on the event loop at a reload.
+nested ones expand into millions of values ("billion laughs"), read on the event loop at a reload. A value PyYAML
+reads but cannot build (`2026-02-30`, `!!int xyz`) raised ValueError and the like, not a YAML error: a traceback
+for `rules check`, a daemon that would not start; here it is a problem at the value.
 """
 
 from __future__ import annotations
@@ -58,6 +60,27 @@ class _NoAliasLoader(yaml.SafeLoader):
             message = "aliases (*name) are not allowed here; write the value out"
             raise YamlProblem(mark.line + 1, mark.column + 1, message)
         return super().compose_node(parent, index)  # type: ignore[no-any-return]
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """Build one value; a scalar that looks like a date, or is tagged, but cannot be one is located here."""
+        try:
+            return super().construct_object(node, deep)
+        except YamlProblem:
+            raise
+        except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError) as exc:
+            raise YamlProblem(node.start_mark.line + 1, node.start_mark.column + 1, _unbuildable(node, exc)) from None
+
+
+KINDS = {"timestamp": "date or time", "int": "whole number", "float": "number", "bool": "true/false value"}
+
+
+def _unbuildable(node: yaml.Node, exc: Exception) -> str:
+    """What cannot be built, without echoing the value (a config file's value may be a secret)."""
+    tag = node.tag.removeprefix("tag:yaml.org,2002:")
+    # datetime's reasons ("day is out of range for month") never quote the value; int()'s and float()'s do
+    detail = f" ({exc})" if tag == "timestamp" and isinstance(exc, ValueError) else ""
+    kind = KINDS.get(tag, f"!!{tag} value")
+    return f"not a valid {kind}{detail}; write a valid one, or quote the value to keep it as text"
 
 
 def _refuse_duplicate_keys(node: yaml.Node | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -13,6 +14,7 @@ from jinja2 import (
     FileSystemLoader,
     StrictUndefined,
     Template,
+    TemplateError,
     TemplateNotFound,
     TemplateSyntaxError,
     meta,
@@ -110,12 +112,16 @@ class Templates:
             tree = parser.parse_expression()
             if parser.stream.current.type != "eof":
                 raise TemplateSyntaxError(f"unexpected {parser.stream.current.value!r}", 1)
+            problems = unknown_filters_and_tests(tree, self.expressions) or (
+                check_tree(tree, scope, names=_names(tree)) + constant_problems(tree, self.expressions)
+            )
+            if problems:
+                raise TemplateProblem("; ".join(problems))
+            compiled = self.expressions.compile_expression(source, undefined_to_none=False)
         except TemplateSyntaxError as exc:
             raise TemplateProblem(f"expression syntax error: {exc.message}") from None
-        problems = check_tree(tree, scope, names=_names(tree)) + constant_problems(tree, self.expressions)
-        if problems:
-            raise TemplateProblem("; ".join(problems))
-        compiled = self.expressions.compile_expression(source, undefined_to_none=False)
+        except TemplateError as exc:
+            raise TemplateProblem(f"expression error: {exc.message}") from None
         return compile_fast(tree, self.expressions) or limited(compiled)
 
     def inline(self, source: str, scope: Scope, *, html: bool = False) -> Template:
@@ -130,29 +136,59 @@ class Templates:
 
     def _inline(self, env: LimitedSandbox, source: str, scope: Scope) -> Template:
         try:
-            tree = env.parse(source)
+            return _checked(env, source, scope)
         except TemplateSyntaxError as exc:
             raise TemplateProblem(f"template syntax error (line {exc.lineno}): {exc.message}") from None
-        problems = check_tree(tree, scope, names=meta.find_undeclared_variables(tree)) + constant_problems(tree, env)
-        if problems:
-            raise TemplateProblem("; ".join(problems))
-        return env.from_string(source)
+        except TemplateError as exc:
+            raise TemplateProblem(f"template error: {exc.message}") from None
 
     def file(self, name: str, scope: Scope, *, html: bool) -> Template | None:
         """A template file by name, checked like an inline one; None when no directory has it."""
         env = self.html if html else self.text
         try:
             source, filename, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
+            return _checked(env, source, scope, name, filename)
         except TemplateNotFound:
             return None
-        try:
-            tree = env.parse(source, name, filename)
+        except UnicodeDecodeError as exc:  # saved in a legacy encoding (cp1251, Latin-1)
+            line = exc.object[: exc.start].count(b"\n") + 1
+            raise TemplateProblem(f"{name}:{line}: not UTF-8 text; save the file as UTF-8") from None
+        except OSError as exc:
+            raise TemplateProblem(f"{name}: cannot read: {exc.strerror or exc}") from None
         except TemplateSyntaxError as exc:
             raise TemplateProblem(f"{name}:{exc.lineno}: template syntax error: {exc.message}") from None
-        problems = check_tree(tree, scope, names=meta.find_undeclared_variables(tree)) + constant_problems(tree, env)
-        if problems:
-            raise TemplateProblem(f"{name}: " + "; ".join(problems))
-        return env.from_string(source)
+        except TemplateError as exc:
+            raise TemplateProblem(f"{name}: template error: {exc.message}") from None
+        except TemplateProblem as exc:
+            raise TemplateProblem(f"{name}: {exc}") from None
+
+
+def _checked(
+    env: LimitedSandbox, source: str, scope: Scope, name: str | None = None, filename: str | None = None
+) -> Template:
+    """Parse, check and compile a template; TemplateProblem, or Jinja's TemplateError for the caller to word."""
+    tree = env.parse(source, name, filename)
+    problems = unknown_filters_and_tests(tree, env) or (
+        check_tree(tree, scope, names=meta.find_undeclared_variables(tree)) + constant_problems(tree, env)
+    )
+    if problems:
+        raise TemplateProblem("; ".join(problems))
+    return env.from_string(source)
+
+
+def unknown_filters_and_tests(tree: nodes.Node, env: LimitedSandbox) -> list[str]:
+    """A misspelt filter or test (`|capitalise`, `is nonexistenttest`), with the names it was likely meant to be.
+
+    Jinja finds one only when compiling (and one inside `{% if %}` only when that branch renders); finding them in
+    the tree lets the rule be reported like any other mistake, at load time."""
+    problems: list[str] = []
+    for kind, found, known in (("filter", nodes.Filter, env.filters), ("test", nodes.Test, env.tests)):
+        for node in _all(tree, found):
+            if node.name not in known:
+                likely = difflib.get_close_matches(node.name, sorted(known), n=3, cutoff=0.75)
+                hint = f"; did you mean {' or '.join(map(repr, likely))}?" if likely else ""
+                problems.append(f"unknown {kind} {node.name!r}{hint}")
+    return list(dict.fromkeys(problems))
 
 
 def _blank(value: Any) -> Any:

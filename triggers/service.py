@@ -16,7 +16,7 @@ from watchfiles import awatch
 from leadhub.triggers.actions.base import Deps
 from leadhub.triggers.actions.smtp_pool import SmtpPool
 from leadhub.triggers.clock import Clock, SystemClock
-from leadhub.triggers.compile import CompiledRule
+from leadhub.triggers.compile import CompiledRule, HoursBook
 from leadhub.triggers.consumer import EventConsumer
 from leadhub.triggers.engine import RuleIndex
 from leadhub.triggers.loader import Problem, load_file, load_hours, rule_files, rules_dir_problem
@@ -63,6 +63,7 @@ class TriggerService:
         self.public_url = public_url
         self._stop_watch = asyncio.Event()
         self._unread: str | None = None  # why the last load may have missed rules (see `_why_not_loaded`)
+        self._failure: str | None = None  # the last load's unexpected error, while it keeps failing
         self.deps = Deps(engine=engine, smtp_url=smtp_url, public_url=public_url, extra={"smtp_pool": SmtpPool()})
         self.matcher = Matcher(engine, lambda: self.index, self.clock)
         self.scheduler = Scheduler(
@@ -87,9 +88,18 @@ class TriggerService:
         A file with problems keeps its last loaded version active (hot reload); at start-up, or for
         a new file, its valid rules load and only the bad ones are left out. Other files are unaffected.
         A rule id in two files stays with the file it is loaded from (see `_settle_ids`). Without the rules
-        directory the loaded rules stay (see `_keep_rules_without_dir`).
+        directory the loaded rules stay (see `_keep_rules_without_dir`). A load that fails unexpectedly (a bug)
+        is a problem too, reported like the others, and never stops the daemon (see `_load_failed`).
         """
-        self._loaded = self._snapshot()  # before reading: a change meanwhile is seen afterwards
+        snapshot = self._snapshot()  # before reading: a change meanwhile is seen afterwards
+        try:
+            problems = self._load()
+        except Exception as exc:
+            return self._load_failed(exc)
+        self._loaded, self._failure = snapshot, None
+        return problems
+
+    def _load(self) -> list[str]:
         if missing := rules_dir_problem(self.rules_dir):
             self._unread = missing
             return self._keep_rules_without_dir(Problem(str(self.rules_dir), 1, 1, None, "", missing))
@@ -98,8 +108,8 @@ class TriggerService:
         versions: dict[str, Placed] = {}
         book, hours_problems = load_hours(files)
         for path in files:
-            loaded, found = load_file(path, self.templates, book)
             key = str(path)
+            loaded, found = self._load_file(path, book)
             found += [p for p in hours_problems if p.file == key]
             problems += found
             if found and key in self.by_file:
@@ -120,6 +130,30 @@ class TriggerService:
         self.on_reload(len(rules), len(problems))
         log.info("rules loaded", rules=len(rules), files=len(files), problems=len(problems))
         self._warn_of_local_links(rules)
+        return self.problems
+
+    def _load_file(self, path: Path, book: HoursBook) -> tuple[Placed, list[Problem]]:
+        """One file's rules and problems; an unexpected error loading it is that file's problem, so the others
+        still load and it keeps its last loaded version."""
+        try:
+            return load_file(path, self.templates, book)
+        except Exception as exc:
+            log.exception("loading a rule file failed unexpectedly", file=str(path))
+            return [], [Problem(str(path), 1, 1, None, "", f"could not be loaded: {type(exc).__name__}: {exc}")]
+
+    def _load_failed(self, exc: Exception) -> list[str]:
+        """The last resort when loading the rules failed unexpectedly: the loaded rules keep running, the failure is
+        a problem in /readyz and the rule-problems metric, due actions of rules not loaded wait, and the snapshot
+        of what was loaded stays as it was, so the watcher tries again on its next pass."""
+        failure = f"{type(exc).__name__}: {exc}"
+        if failure != self._failure:  # retried every pass: the traceback once, not every second
+            log.exception("loading the rules failed; keeping the loaded rules", rules=len(self.index.rules))
+        self._failure = failure
+        problem = Problem(str(self.rules_dir), 1, 1, None, "", f"the rules could not be loaded: {failure}")
+        self.problems = [str(problem)]
+        self._unread = "the rules could not be loaded"
+        self.reloads += 1
+        self.on_reload(len(self.index.rules), len(self.problems))
         return self.problems
 
     def _keep_rules_without_dir(self, problem: Problem) -> list[str]:

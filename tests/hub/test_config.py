@@ -146,6 +146,21 @@ def test_a_yaml_alias_in_the_file_is_a_problem(tmp_path: Path) -> None:
     assert caught.value.problems == [f"{path}:1:8: aliases (*name) are not allowed here; write the value out"]
 
 
+def test_a_value_yaml_reads_but_cannot_build_is_a_located_problem_not_a_traceback(tmp_path: Path) -> None:
+    """Found by an audit: `!!int xyz` (or February 30th) raised ValueError out of the YAML reader, and
+    `leadhub config check` printed a traceback; the value itself, perhaps a secret, is not echoed."""
+    path = tmp_path / "leadhub.yaml"
+    path.write_text("http_port: 8081\nconnectors:\n  - {name: a, type: form, token: !!int s3cret}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    expected = f"{path}:3:34: not a valid whole number; write a valid one, or quote the value to keep it as text"
+    assert caught.value.problems == [expected]
+    run = run_leadhub("config", "check", cwd=tmp_path)
+    located = expected.replace(str(path), "leadhub.yaml")
+    assert run.returncode == 2 and located in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert "s3cret" not in run.stdout + run.stderr
+
+
 def test_a_yes_no_value_where_a_number_is_meant_is_refused(tmp_path: Path) -> None:
     """YAML reads `true` (also yes, on) as a boolean, which Python takes as the number 1: `workers: true` ran one."""
     path = tmp_path / "leadhub.yaml"

@@ -307,3 +307,40 @@ async def test_a_scheduler_pass_the_store_refuses_is_counted_as_a_store_error(tr
     await wait_for(counted, timeout=30, what="the scheduler's store error in /metrics")
     async with running.engine.begin() as conn:
         await conn.execute(text("ALTER TABLE scheduled_action_away RENAME TO scheduled_action"))
+
+
+async def test_an_assignee_or_owner_too_long_to_store_fails_at_once_not_cut(
+    trigger_hub, clock, rules_dir: Path
+) -> None:
+    """Found by an audit: an assignee or owner rendering past the column's 200 characters was refused by PostgreSQL
+    (`value too long for type character varying(200)`) as an unexpected error, retried 8 times with a traceback
+    each; SQLite stored it. Both now fail the run at once, saying how long it was, and store nothing cut short."""
+    _rule(
+        rules_dir,
+        """
+rules:
+  - id: long-assignee
+    on: lead.created
+    do:
+      - create_task: {title: "Call", assignee: "{{ contact.name * 41 }}"}
+  - id: long-owner
+    on: lead.created
+    do:
+      - update_lead: {owner: "{{ contact.name * 41 }}"}
+""",
+    )
+    running = await trigger_hub()
+    shop = Shop(running.engine, clock)
+    _, lead_id = await _new_lead(shop)  # "Maria" * 41: 205 characters
+    task = await _action(shop, "long-assignee", "failed")
+    owner = await _action(shop, "long-owner", "failed")
+    assert (task.attempts, task.last_error) == (
+        1,
+        "assignee renders to 205 characters; at most 200 are stored: shorten the template",
+    )
+    assert (owner.attempts, owner.last_error) == (
+        1,
+        "owner renders to 205 characters; at most 200 are stored: shorten the template",
+    )
+    assert (await running.api("/api/tasks", lead_id=lead_id))["items"] == []
+    assert (await running.api(f"/api/leads/{lead_id}"))["owner"] == "anna", "the owner is left as it was"

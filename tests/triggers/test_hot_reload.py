@@ -300,3 +300,119 @@ async def test_a_rule_file_written_with_a_pause_is_not_loaded_half_written(tmp_p
         await wait_for(rule_loaded(service, "a3"), timeout=10, what="the whole file to load")
         assert set(loaded) == {4}, f"a part of a.yaml was loaded: rules per reload {loaded}"
         assert service.problems == []
+
+
+TYPO_FILTER = (
+    'rules:\n  - id: c\n    on: lead.created\n    do: [{create_task: {title: "{{ contact.name|capitalise }}"}}]\n'
+)
+BAD_DATE = (
+    "rules:\n  - id: d\n    on: lead.created\n"
+    '    do: [{webhook: {url: "https://crm.example/x", body: {since: 2026-02-30}}}]\n'
+)
+
+
+async def test_a_misspelt_filter_or_an_impossible_date_at_start_up_is_a_problem_and_the_daemon_runs(
+    trigger_hub, rules_dir: Path, tmp_path: Path
+) -> None:
+    """Found by an audit: a misspelt Jinja filter, a date that does not exist, or an e-mail template saved as cp1251
+    raised out of the rule loading, and `leadhub run` stopped ("background task failed; stopping")."""
+    templates = tmp_path / "templates"
+    (templates / "email").mkdir(parents=True)
+    (templates / "email" / "hello.subject.txt").write_text("Hi\n")
+    (templates / "email" / "hello.txt").write_bytes("Здравствуйте\n".encode("cp1251"))
+    (rules_dir / "a.yaml").write_text(A)
+    (rules_dir / "c.yaml").write_text(TYPO_FILTER)
+    (rules_dir / "d.yaml").write_text(BAD_DATE)
+    (rules_dir / "e.yaml").write_text(
+        "rules:\n  - {id: e, on: lead.created, do: [{send_email: {template: hello, to: x@example.com}}]}\n"
+    )
+    running = await trigger_hub(templates_dir=str(templates))
+    service = running.hub.triggers
+    assert sorted(service.index.by_id) == ["a"]
+    detail = (await _readyz(running))["detail"]["triggers"]
+    assert [p.removeprefix(f"{rules_dir}/").split(":")[:2] for p in detail["problems"]] == [
+        ["c.yaml", "4"],
+        ["d.yaml", "4"],
+        ["e.yaml", "2"],
+    ]
+    assert "unknown filter 'capitalise'" in detail["problems"][0]
+    assert "not a valid date or time" in detail["problems"][1]
+    assert "email/hello.txt:1: not UTF-8 text" in detail["problems"][2]
+    async with running.session.get(running.url("/metrics")) as response:
+        metrics = await response.text()
+    assert "leadhub_rule_problems 3.0" in metrics and "leadhub_rules_loaded 1.0" in metrics
+
+
+async def test_a_misspelt_filter_or_an_impossible_date_edited_in_is_reported_and_other_files_still_load(
+    tmp_path: Path, rules_dir: Path
+) -> None:
+    """Found by an audit: such an edit made every reload fail ("reloading rules failed", nothing else), so the
+    problem never reached /readyz and edits of other files were ignored until it was fixed."""
+    (rules_dir / "a.yaml").write_text(A)
+    async with watching(tmp_path, rules_dir) as (service, _):
+        (rules_dir / "c.yaml").write_text(TYPO_FILTER)
+        (rules_dir / "d.yaml").write_text(BAD_DATE)
+        (rules_dir / "a.yaml").write_text(A.replace("id: a", "id: a1") + B.removeprefix("\nrules:\n"))
+        await wait_for(rule_loaded(service, "b"), timeout=10, what="the valid edit beside the broken files")
+        assert sorted(service.index.by_id) == ["a1", "b"]
+        assert [p.removeprefix(f"{rules_dir}/").split(":")[:2] for p in service.problems] == [
+            ["c.yaml", "4"],
+            ["d.yaml", "4"],
+        ]
+        (rules_dir / "a.yaml").write_text(TYPO_FILTER.replace("id: c", "id: a1"))
+
+        async def reported() -> bool:
+            return any(p.startswith(f"{rules_dir / 'a.yaml'}:4:") for p in service.problems)
+
+        await wait_for(reported, timeout=10, what="the misspelt filter in a.yaml to be reported")
+        assert sorted(service.index.by_id) == ["a1", "b"], "a.yaml's last loaded version stays"
+
+
+async def test_an_unexpected_error_loading_the_rules_is_a_problem_the_loaded_rules_stay_and_it_is_retried(
+    tmp_path: Path, rules_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last resort behind the located problems: whatever else a file or the loading raises (a bug) is reported
+    in /readyz and the metric, never stops the daemon, and is tried again without waiting for another edit."""
+    import leadhub.triggers.service as service_module
+
+    real_load_file, real_load_hours = service_module.load_file, service_module.load_hours
+
+    def load_file(path: Path, *args: Any) -> Any:
+        if path.name == "c.yaml":
+            raise RuntimeError("a bug reading c.yaml")
+        return real_load_file(path, *args)
+
+    def load_hours(paths: list[Path]) -> Any:
+        raise RuntimeError("a bug reading the hours")
+
+    (rules_dir / "a.yaml").write_text(A)
+    reported: list[tuple[int, int]] = []
+    async with watching(tmp_path, rules_dir, on_reload=lambda *counts: reported.append(counts)) as (service, _):
+        monkeypatch.setattr(service_module, "load_file", load_file)
+        (rules_dir / "c.yaml").write_text(TYPO_FILTER.replace("capitalise", "capitalize"))
+        (rules_dir / "b.yaml").write_text(B)
+        await wait_for(rule_loaded(service, "b"), timeout=10, what="b.yaml beside the file that fails")
+        assert service.problems == [
+            f"{rules_dir / 'c.yaml'}:1:1: could not be loaded: RuntimeError: a bug reading c.yaml"
+        ]
+
+        monkeypatch.setattr(service_module, "load_hours", load_hours)
+        (rules_dir / "b.yaml").unlink()
+
+        async def failed() -> bool:
+            return service.problems == [
+                f"{rules_dir}:1:1: the rules could not be loaded: RuntimeError: a bug reading the hours"
+            ]
+
+        await wait_for(failed, timeout=10, what="the failed load to be reported")
+        assert sorted(service.index.by_id) == ["a", "b"], "the loaded rules keep running"
+        assert reported[-1] == (2, 1), "the rule-problems metric counts it"
+        assert service._why_not_loaded("b") is not None, "due actions of rules not loaded wait, not cancelled"
+
+        monkeypatch.setattr(service_module, "load_hours", real_load_hours)
+        monkeypatch.setattr(service_module, "load_file", real_load_file)
+
+        async def retried() -> bool:
+            return sorted(service.index.by_id) == ["a", "c"] and service.problems == []
+
+        await wait_for(retried, timeout=10, what="the next pass to load the unchanged files")

@@ -205,6 +205,33 @@ CASES = {
 """,
         "r.yaml:8:15: rule 't': throttle.for: duration '1000000d' is too long: at most 36500d (100 years)",
     ),
+    "misspelt filter": (
+        """\
+  - id: f
+    on: lead.created
+    do:
+      - create_task: {title: "Call {{ contact.name|capitalise }}"}
+""",
+        "r.yaml:9:23: rule 'f': do[0].create_task.title: unknown filter 'capitalise'; did you mean 'capitalize'?",
+    ),
+    "misspelt test": (
+        """\
+  - id: t
+    on: lead.created
+    if: contact.name is nonexistenttest
+    do: [{create_task: {title: x}}]
+""",
+        "r.yaml:8:5: rule 't': if: unknown test 'nonexistenttest'",
+    ),
+    "misspelt filter in an if block": (
+        """\
+  - id: b
+    on: lead.created
+    do:
+      - create_task: {title: "{% if contact.name %}{{ contact.name|titel }}{% endif %}"}
+""",
+        "r.yaml:9:23: rule 'b': do[0].create_task.title: unknown filter 'titel'; did you mean 'title'?",
+    ),
     "unknown lead status": (
         """\
   - id: s
@@ -276,6 +303,89 @@ def test_yaml_aliases_and_deep_nesting_are_located_problems_not_a_traceback(tmp_
         f"laughs.yaml:2:10: {alias}",
     ]
     assert [r.id for r in result.rules] == ["good"]
+
+
+def test_yaml_values_that_cannot_be_built_are_located_problems_not_a_traceback(tmp_path: Path) -> None:
+    """Found by an audit: a value PyYAML reads but cannot build (February 30th, hour 25, `!!int xyz`) raised
+    ValueError or TypeError, not a YAML error: `rules check` printed a traceback, the daemon did not start."""
+    directory = _write(tmp_path, "")
+    values = {
+        "date": "2026-02-30",
+        "hour": "2026-01-01 25:00:00",
+        "int": "!!int xyz",
+        "float": "!!float x",
+        "timestamp": "!!timestamp x",
+    }
+    for name, value in values.items():
+        (directory / f"{name}.yaml").write_text(
+            f"rules:\n  - id: {name}\n    on: lead.created\n"
+            f'    do: [{{webhook: {{url: "https://crm.example/x", body: {{since: {value}}}}}}}]\n'
+        )
+    result = load_rules(directory, Templates())
+    quote = "write a valid one, or quote the value to keep it as text"
+    assert sorted(str(p).replace(f"{directory}/", "") for p in result.problems) == [
+        f"date.yaml:4:65: not a valid date or time (day is out of range for month); {quote}",
+        f"float.yaml:4:65: not a valid number; {quote}",
+        f"hour.yaml:4:65: not a valid date or time (hour must be in 0..23); {quote}",
+        f"int.yaml:4:65: not a valid whole number; {quote}",
+        f"timestamp.yaml:4:65: not a valid date or time; {quote}",
+    ]
+    assert [r.id for r in result.rules] == ["good"]
+
+
+def _email_rule(tmp_path: Path, subject: bytes, body: bytes) -> tuple[Path, Path]:
+    templates = tmp_path / "templates"
+    (templates / "email").mkdir(parents=True)
+    (templates / "email" / "hello.subject.txt").write_bytes(subject)
+    (templates / "email" / "hello.txt").write_bytes(body)
+    directory = _write(tmp_path, "")
+    (directory / "mail.yaml").write_text(
+        "rules:\n  - id: hello\n    on: lead.created\n    do:\n"
+        '      - send_email: {template: hello, to: "{{ contact.email }}"}\n'
+    )
+    return directory, templates
+
+
+def test_a_misspelt_filter_in_an_email_template_file_is_a_located_problem(tmp_path: Path) -> None:
+    directory, templates = _email_rule(tmp_path, b"Hi\n", b"Hello,\n{{ contact.name|capitalise }}\n")
+    result = load_rules(directory, Templates(templates))
+    assert [str(p) for p in result.problems] == [
+        f"{directory}/mail.yaml:5:22: rule 'hello': do[0].send_email.template: email/hello.txt: "
+        "unknown filter 'capitalise'; did you mean 'capitalize'?"
+    ]
+    assert [r.id for r in result.rules] == ["good"]
+
+
+def test_an_email_template_file_that_is_not_utf8_is_a_located_problem(tmp_path: Path) -> None:
+    """Found by an audit: a template saved as cp1251 raised UnicodeDecodeError out of the rule loading."""
+    body = "Hello,\nЗдравствуйте, {{ contact.name }}\n".encode("cp1251")  # noqa: RUF001
+    directory, templates = _email_rule(tmp_path, b"Hi\n", body)
+    result = load_rules(directory, Templates(templates))
+    assert [str(p) for p in result.problems] == [
+        f"{directory}/mail.yaml:5:22: rule 'hello': do[0].send_email.template: email/hello.txt:2: "
+        "not UTF-8 text; save the file as UTF-8"
+    ]
+    assert [r.id for r in result.rules] == ["good"]
+
+
+def test_rules_check_cli_reports_template_and_yaml_value_mistakes_at_their_place(tmp_path: Path) -> None:
+    directory, templates = _email_rule(tmp_path, b"Hi\n", "Здравствуйте\n".encode("cp1251"))
+    (directory / "typo.yaml").write_text(
+        "rules:\n  - id: typo\n    on: lead.created\n"
+        '    do: [{create_task: {title: "{{ contact.name|capitalise }}"}}]\n'
+    )
+    (directory / "date.yaml").write_text("rules: []\nsince: 2026-02-30\n")
+    run = run_leadhub("rules", "check", str(directory), cwd=tmp_path, env={"LEADHUB_TEMPLATES_DIR": str(templates)})
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "Traceback" not in run.stderr, run.stderr
+    assert run.stdout.strip().splitlines() == [
+        f"{directory}/date.yaml:2:8: not a valid date or time (day is out of range for month); write a valid one, "
+        "or quote the value to keep it as text",
+        f"{directory}/mail.yaml:5:22: rule 'hello': do[0].send_email.template: email/hello.txt:1: not UTF-8 text; "
+        "save the file as UTF-8",
+        f"{directory}/typo.yaml:4:25: rule 'typo': do[0].create_task.title: unknown filter 'capitalise'; "
+        "did you mean 'capitalize'?",
+    ]
 
 
 def test_rules_check_cli_prints_problems_and_exits_1(tmp_path: Path) -> None:

@@ -107,5 +107,16 @@ def compile_text(templates: Templates, scope: Scope, source: str | None, path: s
         raise CompileError((path,), str(exc)) from None
 
 
+def fitting(value: str | None, option: str, limit: int) -> str | None:
+    """`value` when the store's column holds it; else Permanent: the same template renders too long every retry
+    (PostgreSQL refused it as an unexpected error, retried 8 times; SQLite kept it). Never cut: a cut owner name
+    is another manager's, or nobody's."""
+    if value is not None and len(value) > limit:
+        raise Permanent(
+            f"{option} renders to {len(value)} characters; at most {limit} are stored: shorten the template"
+        )
+    return value
+
+
 def render_text(template: Any, context: dict[str, Any]) -> str | None:
     return None if template is None else template.render(**context)

@@ -8,7 +8,8 @@ from typing import Any
 from leadhub.durations import parse_duration
 from leadhub.ids import id_for_key
 from leadhub.store import trigger_data
-from leadhub.triggers.actions.base import Deps, Job, RenderEnv, compile_text, render_text
+from leadhub.store.models import Task
+from leadhub.triggers.actions.base import Deps, Job, RenderEnv, compile_text, fitting, render_text
 from leadhub.triggers.sandbox import Scope, Templates
 from leadhub.triggers.schema import CreateTask
 
@@ -41,7 +42,7 @@ class BoundTask:
             "title": rendered["title"],
             "note": rendered["note"],
             "due_at": datetime.fromisoformat(rendered["due_at"]) if rendered["due_at"] else None,
-            "assignee": rendered["assignee"],
+            "assignee": fitting(rendered["assignee"], "assignee", Task.assignee.type.length),
             "lead_id": rendered["lead_id"],
             "contact_id": rendered["contact_id"],
             "rule_id": job.rule_id,

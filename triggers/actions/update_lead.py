@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from leadhub.store import trigger_data
-from leadhub.triggers.actions.base import Deps, Job, Permanent, RenderEnv, compile_text, render_text
+from leadhub.store.models import Lead
+from leadhub.triggers.actions.base import Deps, Job, Permanent, RenderEnv, compile_text, fitting, render_text
 from leadhub.triggers.sandbox import Scope, Templates
 from leadhub.triggers.schema import UpdateLead
 
@@ -29,6 +30,7 @@ class BoundUpdate:
     async def execute(self, rendered: dict[str, Any], job: Job, deps: Deps) -> dict[str, Any]:
         if not rendered["lead_id"]:
             raise Permanent("the event has no lead to update")
+        fitting(rendered["owner"], "owner", Lead.owner.type.length)
         assert deps.engine is not None
         async with deps.engine.begin() as conn:
             try:
