@@ -3,7 +3,9 @@
 Jinja's sandbox keeps Python's internals out of reach, not resources: `{{ "a" * 10**10 }}` in a rule file took
 every byte of memory (Jinja even folds such a constant while the rules load, so a hot reload could take the
 daemon down), and loops nested over `range(100000)` held the event loop for hours. Here every operator, filter
-and string method that builds something in proportion to a number it is given is checked before it runs.
+and string or bytes method that builds something in proportion to a number it is given, or to how often it
+writes an operand (`%` converting one argument 20,000 times, a `.translate()` table, `~` and `+` doubling a
+string at each step), is checked before it runs: C code building gigabytes cannot be stopped by the alarm.
 
 Sizes multiply without any such number: `[s] * 100000` holds one string 100,000 times, small in memory, but
 joined, printed or turned into text it is 100,000 times that string. So what turns a value into text (printing
@@ -19,6 +21,7 @@ import _signal
 import functools
 import re
 import signal
+import sys
 import textwrap
 import threading
 import time
@@ -34,7 +37,14 @@ MAX_BUILT = 100_000  # characters or items one operator, filter or method may bu
 MAX_OUTPUT = 1_000_000  # characters a whole template may render
 MAX_POWER_BITS = 4_096  # `**` on whole numbers: the result's size in bits
 RENDER_SECONDS = 1.0  # a template's or condition's render time
-_PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
+# One `%` conversion: `%%` (a literal %, nothing converted) or key, flags, width, precision, length and type.
+_PERCENT_SPEC = re.compile(
+    r"%(?:(?P<literal>%)|(?:\((?P<key>[^)]*)\))?[-#0 +]*"
+    r"(?P<width>\*|\d+)?(?:\.(?P<precision>\*|\d*))?[hlL]?(?P<type>.?))",
+    re.DOTALL,
+)
+_TEXTS = (str, bytes, bytearray)
+_SEQUENCES = (*_TEXTS, list, tuple)
 
 
 class TemplateLimit(ValueError):
@@ -47,7 +57,7 @@ def _too_big(what: str, size: int) -> TemplateLimit:
 
 def _check_repeat(left: Any, right: Any) -> None:
     for seq, count in ((left, right), (right, left)):
-        if isinstance(seq, str | list | tuple) and isinstance(count, int) and len(seq) * count > MAX_BUILT:
+        if isinstance(seq, _SEQUENCES) and isinstance(count, int) and len(seq) * count > MAX_BUILT:
             raise _too_big("'*'", len(seq) * count)
 
 
@@ -118,17 +128,97 @@ def _check_power(base: Any, exponent: Any) -> None:
             raise TemplateLimit(f"'**' would make a number of ~{bits:,} bits; the limit is {MAX_POWER_BITS:,}")
 
 
-def _check_percent(fmt: str) -> None:
-    for width, precision in _PERCENT_SPEC.findall(fmt):
-        for number in (width, precision):
+def _check_concat(left: Any, right: Any) -> None:
+    """`+` on two strings, bytes, lists or tuples: `{% set s = s + s %}` doubles a string at each step."""
+    if isinstance(left, _SEQUENCES) and isinstance(right, _SEQUENCES) and len(left) + len(right) > MAX_BUILT:
+        raise _too_big("'+'", len(left) + len(right))
+
+
+def _check_percent(fmt: str | bytes, args: Any) -> None:
+    """`fmt % args` (and `|format`), bounded before formatting: the format's own text, and for each conversion
+    its width and precision plus the longest argument it could be given. `("%(a)s" * 20000) % {"a": s}` repeats
+    one argument 20,000 times, so each conversion counts, not the arguments once."""
+    text = fmt.decode("latin-1") if isinstance(fmt, bytes | bytearray) else fmt
+    keys: set[str] = set()
+    conversions = unkeyed = padding = 0
+    quoted = False
+    for spec in _PERCENT_SPEC.finditer(text):
+        if spec["literal"]:
+            continue
+        for number in (spec["width"], spec["precision"]):
             if number == "*":
                 raise TemplateLimit("'%*' widths are not supported in templates; write the width as a number")
             if number and int(number) > MAX_BUILT:
                 raise _too_big(f"the format {fmt[:40]!r}", int(number))
+        key = spec["key"]
+        if key is None:
+            unkeyed += 1
+        elif "(" in key:  # Python matches nested parentheses, the pattern does not: what follows would go unread
+            raise TemplateLimit(f"'%(...)' keys with parentheses are not supported in templates: {key!r}")
+        else:
+            keys.add(key)
+        conversions += 1
+        padding += int(spec["width"] or 0) + int(spec["precision"] or 0) + 3  # a sign and a `0x` prefix
+        quoted = quoted or spec["type"] in ("r", "a")
+    if not conversions:
+        return
+    longest = max((_argument_length(value, quoted) for value in _arguments(fmt, args, keys, unkeyed)), default=0)
+    if hasattr(fmt, "__html__"):
+        longest *= 5  # Markup's `%` escapes each argument: `"` becomes `&#34;`
+    size = len(text) + padding + conversions * longest
+    if size > MAX_BUILT:
+        raise _past_limit("'%'", size) if longest > MAX_BUILT else _too_big("'%'", size)
+
+
+def _arguments(fmt: str | bytes, args: Any, keys: set[str], unkeyed: int) -> Iterable[Any]:
+    """What the conversions of `fmt % args` can be given: a tuple's items, the values of the keys the format
+    names (looked up as `%` will, in a dict or a record), or `args` itself."""
+    if isinstance(args, tuple):
+        return args
+    if not keys:
+        return (args,)
+    values = [args] if unkeyed else []
+    for key in keys:
+        try:
+            values.append(args[key.encode("latin-1") if isinstance(fmt, bytes | bytearray) else key])
+        except (LookupError, TypeError):  # `%` raises it, and says it better
+            continue
+    return values
+
+
+def _argument_length(value: Any, quoted: bool) -> int:
+    """At most how many characters one conversion writes for `value`, besides width and precision."""
+    if isinstance(value, float):
+        return 310  # `%f` and `%d` write every digit of 1e308
+    if quoted and isinstance(value, _TEXTS):
+        return len(ascii(value))  # `%r` and `%a` write escapes: one character can take ten
+    return _text_length(value)
+
+
+def _check_translate(text: Any, table: Any) -> None:
+    """`str.translate`: each character can become any string the table maps it to (`{120: "y" * 99000}`)."""
+    if not isinstance(text, str) or isinstance(table, (*_TEXTS, range)):
+        return  # bytes translate one byte to one byte; a str, bytes or range table gives one character
+    if isinstance(table, dict):
+        longest = max((len(v) for v in table.values() if isinstance(v, str)), default=1)
+        if len(text) * longest > MAX_BUILT:  # the cheap bound failed: count the characters each key replaces
+            size = len(text) + sum(
+                text.count(chr(k)) * (len(v) - 1)
+                for k, v in table.items()
+                if isinstance(k, int) and 0 <= k <= sys.maxunicode and isinstance(v, str) and len(v) > 1
+            )
+            if size > MAX_BUILT:
+                raise _too_big("translate", size)
+    elif isinstance(table, list | tuple):
+        longest = max((len(v) for v in table if isinstance(v, str)), default=1)
+        if len(text) * longest > MAX_BUILT:
+            raise _too_big("translate", len(text) * longest)
+    else:
+        raise TemplateLimit(f"translate takes a dict, list or str table in templates, not {type(table).__name__}")
 
 
 def _check_replace(text: Any, old: Any, new: Any, count: Any = None) -> None:
-    if isinstance(text, str) and isinstance(old, str) and isinstance(new, str) and len(new) > len(old):
+    if isinstance(text, _TEXTS) and isinstance(old, _TEXTS) and isinstance(new, _TEXTS) and len(new) > len(old):
         times = text.count(old) if old else len(text) + 1
         if isinstance(count, int) and count >= 0:
             times = min(times, count)
@@ -150,15 +240,16 @@ def _check_indent(text: Any, width: Any = 4, *_: Any, **__: Any) -> None:
         raise _too_big("indent", per_line * lines)
 
 
-def _tabs_width(text: str, tabsize: Any) -> int:
-    return tabsize * text.count("\t") if isinstance(tabsize, int) else 0
+def _tabs_width(text: str | bytes, tabsize: Any) -> int:
+    tab = "\t" if isinstance(text, str) else b"\t"
+    return tabsize * text.count(tab) if isinstance(tabsize, int) else 0
 
 
 def _check_str_join(separator: str, iterable: Iterable[Any]) -> tuple[Any, ...]:
     return (_joinable("join", separator, iterable),)
 
 
-# str methods a template can call whose result grows with a number it passes: (name -> check of its arguments).
+# str and bytes methods a template can call whose result grows with what it passes (name -> check of arguments).
 # A check that has to read an iterable to measure it returns the arguments to call the method with instead.
 _STR_METHODS: dict[str, Callable[..., tuple[Any, ...] | None]] = {
     "ljust": lambda s, width, *_: _check_size("ljust", width),
@@ -168,6 +259,7 @@ _STR_METHODS: dict[str, Callable[..., tuple[Any, ...] | None]] = {
     "expandtabs": lambda s, tabsize=8: _check_size("expandtabs", _tabs_width(s, tabsize)),
     "replace": _check_replace,
     "join": _check_str_join,
+    "translate": _check_translate,
 }
 
 
@@ -184,13 +276,29 @@ def _checked_filter(original: Callable[..., Any], check: Callable[..., None]) ->
     return checked
 
 
+def _check_urlize(
+    text: Any,
+    trim_url_limit: Any = None,
+    nofollow: Any = False,
+    target: Any = None,
+    rel: Any = None,
+    *_: Any,
+    **__: Any,
+) -> None:
+    """`|urlize` writes `target` and `rel` into every link it makes, and each link has a `.`, `@` or `:`."""
+    text = filters.soft_str(text)
+    links = text.count(".") + text.count("@") + text.count(":")
+    _check_size("|urlize", links * (len(filters.soft_str(target or "")) + len(filters.soft_str(rel or ""))))
+
+
 _FILTER_CHECKS: dict[str, Callable[..., None]] = {
     "center": lambda value, width=80: _check_size("center", width),
     "indent": _check_indent,
     "replace": _check_replace,
     "batch": lambda value, linecount, fill_with=None: _check_size("batch", linecount),
     "slice": lambda value, slices, fill_with=None: _check_size("slice", slices),
-    "format": lambda value, *args, **kwargs: _check_percent(str(value)),
+    "format": lambda value, *args, **kwargs: _check_percent(filters.soft_str(value), kwargs or args),
+    "urlize": _check_urlize,
 }
 
 
@@ -269,11 +377,19 @@ class LimitedTemplate(Template):
 
 
 class TextCheckingCodeGenerator(CodeGenerator):
-    """Jinja's code generator, with each operand of `~` checked as text before `~` turns it into text."""
+    """Jinja's code generator, with the operands of `~` measured together as text before `~` joins them."""
 
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
-        checked = [nodes.Call(nodes.EnvironmentAttribute("printable"), [part], [], None, None) for part in node.nodes]
-        super().visit_Concat(nodes.Concat(checked, lineno=node.lineno), frame)
+        """Jinja's own, the operands passed through `environment.concatenable` first."""
+        if frame.eval_ctx.volatile:
+            join = "(markup_join if context.eval_ctx.volatile else str_join)"
+        else:
+            join = "markup_join" if frame.eval_ctx.autoescape else "str_join"
+        self.write(f"{join}(environment.concatenable((")
+        for part in node.nodes:
+            self.visit(part, frame)
+            self.write(", ")
+        self.write(")))")
 
 
 def capped_concat(parts: Iterable[str]) -> str:
@@ -289,42 +405,47 @@ def capped_concat(parts: Iterable[str]) -> str:
 
 
 class LimitedSandbox(ImmutableSandboxedEnvironment):
-    """The immutable sandbox with the size checks above; `*`, `**` and `%` are never folded at compile time."""
+    """The immutable sandbox with the size checks above; `*`, `**`, `%` and `+` are never folded at compile time."""
 
-    intercepted_binops = frozenset({"*", "**", "%"})
+    intercepted_binops = frozenset({"*", "**", "%", "+"})
     template_class = LimitedTemplate
     code_generator_class = TextCheckingCodeGenerator
     concat = staticmethod(capped_concat)
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        for name in _TEXT_FILTERS:
-            self.filters[name] = _checked_filter(self.filters[name], _value_as_text(f"|{name}"))
         for name, check in _FILTER_CHECKS.items():
             self.filters[name] = _checked_filter(self.filters[name], check)
+        for name in _TEXT_FILTERS:  # outermost: a list is counted before a check above makes it text
+            self.filters[name] = _checked_filter(self.filters[name], _value_as_text(f"|{name}"))
         self.filters.update(_MEASURED_FILTERS)
         self.filters["map"] = _counted_map(self.filters["map"])
         self.finalize = _printing(self.finalize)
 
     @staticmethod
-    def printable(value: Any) -> Any:
-        """`value`, once it is known to make text within the limit (an operand of `~`)."""
-        _check_text("'~'", value)
-        return value
+    def concatenable(parts: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The operands of one `~`, once the text they make together is known to be within the limit."""
+        size = 0
+        for part in parts:
+            size += _text_length(part, MAX_BUILT - size)
+            if size > MAX_BUILT:
+                raise _past_limit("'~'", size)
+        return parts
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*":
+        if operator == "+":
+            _check_concat(left, right)
+        elif operator == "*":
             _check_repeat(left, right)
         elif operator == "**":
             _check_power(left, right)
-        elif operator == "%" and isinstance(left, str):
-            _check_percent(left)
-            _check_text("'%'", right)
+        elif operator == "%" and isinstance(left, _TEXTS):
+            _check_percent(left, right)
         return super().call_binop(context, operator, left, right)
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         check = _STR_METHODS.get(getattr(__obj, "__name__", ""))
-        if check is not None and isinstance(getattr(__obj, "__self__", None), str):
+        if check is not None and isinstance(getattr(__obj, "__self__", None), _TEXTS):
             args = check(__obj.__self__, *args, **kwargs) or args
         return super().call(__context, __obj, *args, **kwargs)
 

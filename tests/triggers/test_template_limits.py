@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from jinja2 import Environment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from leadhub.triggers.loader import load_rules
 from leadhub.triggers.sandbox import Scope, TemplateProblem, Templates
@@ -25,6 +26,7 @@ CONSTANT = [
     "{{ [0] * 10**9 }}",
     "{{ 10 ** 100000 }}",
     '{{ ("x" * 1000) * 1000 }}',
+    '{{ ("x" * 60000) + ("x" * 60000) }}',
 ]
 AT_RENDER = [  # the size comes from the data, so only rendering can tell
     "{{ contact.name * 10**9 }}",
@@ -95,6 +97,65 @@ def test_text_made_from_a_repeated_value_is_counted_before_it_is_made(source: st
     template = Templates().inline(source, SCOPE)
     with pytest.raises(TemplateLimit, match="the limit is"):
         template.render(contact={"name": "Anna"}, lead={})
+
+
+GROWN_FROM_OPERANDS = [  # found by an audit: each built up to 2 billion characters in C, where no alarm reaches
+    '{{ ("%(a)s" * 20000) % {"a": "x" * 99000} }}',  # one argument, converted 20,000 times
+    '{{ ("%(a)s" * 20000)|format(a="x" * 99000) }}',
+    '{{ ("%(name)s" * 100) % {"name": contact.name * 1000} }}',  # 400,000 characters
+    '{{ ("%s" * 100) % ((contact.name * 1000,) * 100) }}',
+    '{{ "%r%r" % ("\\x00" * 20000, "\\x00" * 20000) }}',  # 40,000 characters, but each is written as 4
+    '{{ ("%(a)s" * 100).encode() % {"a".encode(): (contact.name * 1000).encode()} }}',
+    '{{ "%(a(b))100000000s" % {"a(b)": contact.name} }}',  # a key Python reads, with a width the pattern missed
+    '{{ "a".encode() * 300000000 }}',  # bytes: as str
+    "{{ contact.name.encode().ljust(300000000) }}",
+    "{{ contact.name.encode().zfill(10**9) }}",
+    '{{ (contact.name * 1000).encode().replace("A".encode(), ("B" * 1000).encode()) }}',
+    '{{ ("x" * 3000).translate({120: "y" * 99000}) }}',  # each character can become a long string
+    '{{ (contact.name * 1000).translate({65: "y" * 1000}) }}',
+    '{{ (contact.name * 1000).translate(["y" * 1000] * 100) }}',
+    '{% set s = "x" * 100000 %}' + "{% set s = s ~ s %}" * 10 + "{{ s|length }}",  # doubled at each step
+    '{% set s = "x" * 100000 %}' + "{% set s = s + s %}" * 10 + "{{ s|length }}",
+    "{% set s = contact.name * 20000 %}{{ (s ~ s)|length }}",  # 160,000 characters
+    "{% set s = contact.name * 20000 %}{{ (s + s)|length }}",
+    "{% set s = [contact.name] * 60000 %}{{ (s + s)|length }}",  # 120,000 items
+    '{{ ("https://example.com " * 1000)|urlize(target="x" * 99000) }}',  # `target` written into each link
+    '{{ ("https://example.com " * 1000)|urlize(rel="x" * 99000) }}',
+    '{{ ([("a" * 99000)] * 1000)|format }}',  # the list was made text before it was counted
+]
+
+
+@pytest.mark.parametrize("source", GROWN_FROM_OPERANDS)
+def test_a_result_grown_from_its_operands_is_bounded_before_it_is_built(source: str) -> None:
+    template = Templates().inline(source, SCOPE)
+    before = _peak_rss_mib()
+    with pytest.raises(TemplateLimit, match=f"the limit is {MAX_BUILT:,}|not supported"):
+        template.render(contact={"name": "Anna"}, lead={})
+    assert _peak_rss_mib() - before < 50
+
+
+WITHIN_BOUNDS = [  # what the bounds above must not change
+    '{{ "%s-%s" % (1, 2) }}|{{ "%(a)s/%(b)05.1f" % {"a": "x", "b": 2.5} }}|{{ "100%% %s" % contact.name }}',
+    '{{ "%r %a %c" % ("\u00fc", "\u00fc", 65) }}|{{ "%s" % [1, "b"] }}|{{ "%(name)s" % contact }}',
+    '{{ "%d %#x %.2e %f" % (1e20, 255, 1.5, 1e300) }}|{{ "%%100000000s" % () }}|{{ "%-6s|" % "ab" }}',
+    '{{ "%s!"|format(contact.name) }}|{{ "%(n)03d"|format(n=7) }}|{{ ("%s" * 10000) % ((1,) * 10000) }}',
+    '{{ "%(name)s" % {"name": contact.name * 20000} }}',  # 80,000 characters from one conversion
+    '{{ "a".encode() * 3 }}|{{ "a".encode().ljust(3, "-".encode()) }}|{{ "a\tb".encode().expandtabs(4) }}',
+    '{{ "ab".translate({97: "xy", 98: none}) }}|{{ "ab".translate("xyz") }}|{{ "ab".translate(["-"] * 98) }}',
+    '{{ (contact.name * 10000).translate({65: "&amp;"})|length }}',  # 10,000 of 40,000 characters grow
+    '{{ "a" ~ 1 ~ none ~ [1] ~ contact.name }}|{{ contact.name + "!" }}|{{ [1] + [2] }}|{{ 1 + 2.5 }}',
+    "{{ (1,) + (2,) }}|{{ contact.name ~ contact.name }}",
+    '{{ ("see https://example.com/a. or b@example.com " * 1000)|urlize(target="top")|length }}',
+    "{% set s = contact.name * 20000 %}{{ (s ~ s[:10000])|length }}|{{ (s + s[:10000])|length }}",
+]
+
+
+@pytest.mark.parametrize("html", [False, True])
+@pytest.mark.parametrize("source", WITHIN_BOUNDS)
+def test_operators_within_the_bounds_give_what_jinja_gives(source: str, html: bool) -> None:
+    values = {"contact": {"name": "<An>"}, "lead": {}}  # as long as "Anna", and escaped in HTML
+    ours = Templates().inline(source, SCOPE, html=html).render(**values)
+    assert ours == ImmutableSandboxedEnvironment(autoescape=html).from_string(source).render(**values)
 
 
 @pytest.mark.parametrize("html", [False, True])
