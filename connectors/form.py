@@ -146,9 +146,11 @@ class FirstSeen:
 
     Per process and bounded, the oldest forgotten first: what it does not know (a copy another replica took, one
     from before a restart, one forgotten under load) the store still recognises by the neighbouring bucket's key.
+    10,000 entries (1.7 MB measured) hold a double-click's second or so even at the intake's full rate; more would only add
+    to the daemon's memory what the store already catches.
     """
 
-    def __init__(self, window: timedelta, max_entries: int = 50_000) -> None:
+    def __init__(self, window: timedelta, max_entries: int = 10_000) -> None:
         self.window = window.total_seconds()
         self.max_entries = max_entries
         self._first: OrderedDict[str, float] = OrderedDict()  # digest -> first seen, in the order first seen
