@@ -53,6 +53,11 @@ async def test_orders_are_pulled_across_pages_and_the_checkpoint_moves(make_hub:
     assert len(first_page["items"]) == 2 and sorted(pages) == ["101", "102", "103"]
     assert second_page["next_cursor"] is None
     # The second page is asked for from the first page's last modification (keyset), not as page=2 of the query.
+    # The orders are in once the second page is read; the third read (the walk's end) may still be on its way.
+    async def walked() -> bool:
+        return len(shop.requests) >= 3
+
+    await wait_for(walked, what="the poll's third read")
     first_poll = [(r["modified_after"], r["page"]) for r in shop.requests[:3]]
     assert first_poll[1:] == [("2026-11-01T10:59:59", "1"), ("2026-11-01T11:59:59", "1")]
     assert all(r["orderby"] == "modified" and r["dates_are_gmt"] == "true" for r in shop.requests)
