@@ -146,8 +146,8 @@ class FirstSeen:
 
     Per process and bounded, the oldest forgotten first: what it does not know (a copy another replica took, one
     from before a restart, one forgotten under load) the store still recognises by the neighbouring bucket's key.
-    10,000 entries (1.7 MB measured) hold a double-click's second or so even at the intake's full rate; more would only add
-    to the daemon's memory what the store already catches.
+    10,000 entries (1.7 MB measured) hold a double-click's second or so even at the intake's full rate; more
+    would only add to the daemon's memory what the store already catches.
     """
 
     def __init__(self, window: timedelta, max_entries: int = 10_000) -> None:

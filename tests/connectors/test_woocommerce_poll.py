@@ -52,6 +52,7 @@ async def test_orders_are_pulled_across_pages_and_the_checkpoint_moves(make_hub:
     pages = [o["external_id"] for o in first_page["items"] + second_page["items"]]
     assert len(first_page["items"]) == 2 and sorted(pages) == ["101", "102", "103"]
     assert second_page["next_cursor"] is None
+
     # The second page is asked for from the first page's last modification (keyset), not as page=2 of the query.
     # The orders are in once the second page is read; the third read (the walk's end) may still be on its way.
     async def walked() -> bool:
