@@ -145,7 +145,7 @@ def _float(value: float) -> float:
         return math.inf
 
 
-def form_pairs(body: bytes, what: str, content_type: str = "") -> list[tuple[str, str]]:
+def form_pairs(body: bytes, what: str, content_type: str) -> list[tuple[str, str]]:
     """A urlencoded body's (name, value) pairs, in the charset its Content-Type declares (else UTF-8, strictly);
     400 naming the problem (formdata.urlencoded_pairs, the pipeline's reading too)."""
     try:
@@ -154,7 +154,7 @@ def form_pairs(body: bytes, what: str, content_type: str = "") -> list[tuple[str
         raise HookError(400, "malformed", str(exc)) from None
 
 
-def form_fields(body: bytes, what: str, content_type: str = "") -> dict[str, str]:
+def form_fields(body: bytes, what: str, content_type: str) -> dict[str, str]:
     """A urlencoded body as a dict (the last value of a repeated name wins); 400 naming the problem."""
     return dict(form_pairs(body, what, content_type))
 

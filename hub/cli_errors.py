@@ -35,6 +35,7 @@ def upgrade_errors(url: str) -> Iterator[None]:
     """
     from sqlalchemy.exc import SQLAlchemyError
 
+    from leadhub.error_text import brief
     from leadhub.store.db import MigrationError, SchemaMismatch, redacted_url
 
     try:
@@ -45,8 +46,5 @@ def upgrade_errors(url: str) -> Iterator[None]:
         typer.echo(f"leadhub: cannot upgrade the database {redacted_url(url)}: {exc}", err=True)
         raise typer.Exit(1) from None
     except Exception as exc:
-        detail = (str(exc).strip().splitlines() or [""])[0][:300]
-        typer.echo(
-            f"leadhub: cannot upgrade the database {redacted_url(url)}: {type(exc).__name__}: {detail}", err=True
-        )
+        typer.echo(f"leadhub: cannot upgrade the database {redacted_url(url)}: {brief(exc, 300)}", err=True)
         raise typer.Exit(1) from None

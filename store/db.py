@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from leadhub.compact_json import compact_encoder
+from leadhub.error_text import brief
 from leadhub.private_files import create_private_file, make_private_dir
 from leadhub.url_redaction import redact_urls
 
@@ -205,11 +206,8 @@ def _migrate(connection: Connection, direction: Direction, revision: str) -> Non
     except (MigrationError, SchemaMismatch):
         raise
     except Exception as exc:
-        cause = getattr(exc, "orig", None) or exc  # a driver's error, without SQLAlchemy's statement dump
-        detail = (str(cause).strip().splitlines() or [""])[0][:300]
-        raise MigrationError(
-            f"{direction} to {revision} failed, nothing changed: {type(cause).__name__}: {detail}"
-        ) from exc
+        # brief: the driver's error, without SQLAlchemy's statement dump
+        raise MigrationError(f"{direction} to {revision} failed, nothing changed: {brief(exc, 300)}") from exc
 
 
 def _migrate_sqlite(connection: Connection, direction: Direction, revision: str) -> None:
