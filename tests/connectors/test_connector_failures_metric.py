@@ -27,6 +27,7 @@ from tests.conftest import HubFactory, RunningHub
 from tests.connectors.woo_shop import FakeShop, poller, shop_fixture  # noqa: F401 - the `shop` fixture
 from tests.helpers import free_port, wait_for
 from tests.imap_server import Dovecot, make_mail, running_dovecot
+from tests.pg_leases import end_lease_connections
 
 
 @pytest.fixture
@@ -182,19 +183,6 @@ async def _no_publish(envelope: object) -> object:
     raise AssertionError("nothing is published before the checkpoint is read")
 
 
-async def _end_the_lease_connections(hub: RunningHub) -> int:
-    """Terminate every backend that holds an advisory lock in the hub's database: a restart or network cut, to it."""
-    async with hub.engine.connect() as conn:
-        ended = await conn.execute(
-            text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory'"
-                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-                " AND pid <> pg_backend_pid()"
-            )
-        )
-        return int(ended.scalar() or 0)
-
-
 async def test_a_lost_mailbox_lease_counts_as_store_and_the_mailbox_goes_on(
     make_hub: HubFactory, dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -205,7 +193,7 @@ async def test_a_lost_mailbox_lease_counts_as_store_and_the_mailbox_goes_on(
     if hub.engine.url.get_backend_name() != "postgresql":
         pytest.skip("the mailbox lease is a PostgreSQL advisory lock (LEADHUB_TEST_DATABASE_URL)")
     await hub.wait_items("/api/leads", 1)
-    assert await _end_the_lease_connections(hub) == 1
+    assert await end_lease_connections(hub.engine) == 1
     found = await _counted(hub, "inbox", "store")
     assert found["source"] == found["auth"] == 0, found
     dovecot.append([make_mail(2)])  # read once the replica holds the mailbox again
@@ -222,7 +210,7 @@ async def test_a_lost_poller_lease_counts_as_store_and_polling_goes_on(make_hub:
         return len(shop.requests) >= at_least
 
     await wait_for(lambda: polled(1), what="the first poll")
-    assert await _end_the_lease_connections(hub) == 1
+    assert await end_lease_connections(hub.engine) == 1
     await _counted(hub, "woo-pull", "store")
     before = len(shop.requests)
     await wait_for(lambda: polled(before + 3), what="polls after the lease was taken again")

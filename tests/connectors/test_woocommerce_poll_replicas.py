@@ -9,7 +9,6 @@ import asyncio
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 
 from leadhub.hub.embedded_nats import EmbeddedNats
 from leadhub.store.connector_state import load_state
@@ -17,6 +16,7 @@ from leadhub.store.db import create_engine
 from tests.conftest import PG_ADMIN_URL, HubFactory, RunningHub
 from tests.connectors.woo_shop import FakeShop, poller, shop_fixture  # noqa: F401 - the `shop` fixture
 from tests.helpers import wait_for
+from tests.pg_leases import end_lease_connections
 
 pytestmark = pytest.mark.slow
 # SQLite is one process by construction and always grants the lease; PostgreSQL holds it as an advisory lock.
@@ -74,11 +74,7 @@ async def test_a_walk_stops_without_checkpointing_when_its_lease_ends_mid_walk(
         return len(shop.requests) >= 2
 
     await wait_for(second_page_asked, what="the poller to checkpoint page 1 and ask for page 2")
-    async with hub.engine.connect() as conn:  # the lease's session ends: a database restart or a network cut
-        ended = await conn.execute(
-            text("SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory'")
-        )
-        assert ended.scalar() == 1
+    assert await end_lease_connections(hub.engine) == 1  # the lease's session ends: a restart or a network cut
     assert shop.hang is not None
     shop.hang.set()
 
