@@ -44,6 +44,7 @@ class ClaimLease:
         self.held = set(ids)
         self.until = until
         self.ends_at = ends_at
+        self.lock = asyncio.Lock()  # held to record some of the rows under `until` while the others run on
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -71,17 +72,18 @@ class ClaimLease:
 
     async def extend(self) -> None:
         """Move the lease to a full lease from now; a store away is logged and tried again at the next beat."""
-        ends_at = asyncio.get_running_loop().time() + self.lease.total_seconds()
-        until = self.clock.now() + self.lease
-        try:
-            async with self.engine.begin() as conn:
-                kept = set(await store.extend_lease(conn, sorted(self.held), self.until, until))
-        except Exception as exc:
-            log.warning("claim lease not extended; it runs out unless a later beat gets through", error=brief(exc))
-            return
-        lost = self.held - kept
-        if lost:
-            log.warning(
-                "claimed actions were taken by another worker after this claim's lease ran out", ids=sorted(lost)
-            )
-        self.held, self.until, self.ends_at = kept, until, ends_at
+        async with self.lock:
+            ends_at = asyncio.get_running_loop().time() + self.lease.total_seconds()
+            until = self.clock.now() + self.lease
+            try:
+                async with self.engine.begin() as conn:
+                    kept = set(await store.extend_lease(conn, sorted(self.held), self.until, until))
+            except Exception as exc:
+                log.warning("claim lease not extended; it runs out unless a later beat gets through", error=brief(exc))
+                return
+            lost = self.held - kept
+            if lost:
+                log.warning(
+                    "claimed actions were taken by another worker after this claim's lease ran out", ids=sorted(lost)
+                )
+            self.held, self.until, self.ends_at = kept, until, ends_at

@@ -31,6 +31,9 @@ log = structlog.get_logger("leadhub.scheduler")
 RECORD_RETRY_FIRST = 0.5  # seconds before recording a batch's outcomes again while the store is away
 RECORD_RETRY_CAP = 5.0
 STOP_RECORD_SECONDS = 3.0  # a stop waits this long at most for a cut-short batch's outcomes to be recorded
+# A batch's runs still going after this long (a webhook hanging up to its timeout) no longer hold up the runs that
+# ended, whose outcomes are recorded, nor the next pass, which claims what is due into the room they left.
+HAND_OFF_SECONDS = 2.0
 OUTCOMES = ("done", "failed", "cancelled", "retried")  # what `on_outcome` reports of a recorded run
 # A pause longer than this between one pass's end and the next one's start is downtime for `late` (the process
 # stopped or frozen, the machine asleep, the store away): the scheduler waits a second at most between passes.
@@ -85,6 +88,7 @@ class Scheduler:
         on_store_error: Callable[[BaseException], None] = lambda exc: None,
         unloaded: Callable[[str], str | None] = lambda rule_id: None,
         on_waiting: Callable[[], None] = lambda: None,
+        hand_off_seconds: float = HAND_OFF_SECONDS,
     ) -> None:
         """`on_outcome(action_type, outcome)`: once per recorded run; outcome done, failed, cancelled or retried.
         `on_store_error(exc)`: a pass failed (the store away); the actions stay due and the next pass retries.
@@ -109,6 +113,11 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._key: bytes | None = None
+        self.hand_off_seconds = hand_off_seconds
+        self._batches: set[asyncio.Task[None]] = set()  # claimed batches whose runs go on (`_run_batch`)
+        self._in_flight = 0  # their runs not recorded yet: a pass claims `batch` less these
+        self._room = asyncio.Event()  # set when runs of those are recorded
+        self._more = False  # the last pass claimed all it had room for: more may be due at once
         self.last_error: str | None = None
         clock.on_change(self.wake)
 
@@ -120,20 +129,22 @@ class Scheduler:
         self._wake.set()
 
     async def run(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.clear()
-            try:
-                done = await self.run_once()
-                self.last_error = None
-            except Exception as exc:  # the store away: keep the actions, try again
-                self.last_error = brief(exc)
-                self.on_store_error(exc)
-                log.warning("scheduler pass failed; will retry", error=self.last_error)
-                done = 0
-            if done >= self.batch:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), await self._idle_seconds())
+        try:
+            while not self._stopping.is_set():
+                self._wake.clear()
+                try:
+                    await self._pass()
+                    self.last_error = None
+                except Exception as exc:  # the store away: keep the actions, try again
+                    self._store_error(exc, "scheduler pass failed; will retry")
+                    self._more = False
+                if self._more:
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), await self._idle_seconds())
+            await self._all_batches_ended()  # stopped: the runs under way end and are recorded
+        finally:
+            await self._cut_short_batches()  # cancelled (the daemon's stop budget spent): record what ended
         pool = self.deps.extra.get("smtp_pool")
         if pool is not None:  # pooled SMTP connections end with the scheduler
             await pool.close()
@@ -150,29 +161,135 @@ class Scheduler:
         return max(0.0, min(self.poll_seconds, (aware(due) - self.clock.now()).total_seconds()))
 
     async def run_once(self) -> int:
+        """One pass, and every run it started ended and recorded (as `run` does it, but to the end): the count."""
+        try:
+            claimed = await self._pass()
+            await self._all_batches_ended()
+        finally:
+            await self._cut_short_batches()
+        return claimed
+
+    async def _pass(self) -> int:
+        """Claim what is due, up to the runs `batch` leaves room for, and run it: the count claimed.
+
+        The pass returns once the batch's runs all ended and were recorded, or after `hand_off_seconds` with runs
+        still going (a webhook that hangs up to its timeout): those end and are recorded on their own
+        (`_run_batch`), and the next pass claims what became due meanwhile into the room the others left.
+        """
         now = self.clock.now()
         if self._last_pass is None or now - self._last_pass > PASS_GAP:
             self._up_since = now  # started, or back after a pause: what was due meanwhile is late
+        room = self.batch - self._in_flight
+        if room <= 0:  # `batch` runs still going: wait for one batch to end, not the store to be asked for more
+            await self._room_made()
+            self._more, self._last_pass = True, self.clock.now()  # waiting on runs is not a pause for `late`
+            return 0
         lease_ends = asyncio.get_running_loop().time() + self.lease.total_seconds()  # at the latest; on this clock
         self._recheck_waiting()
         async with self.engine.begin() as conn:
-            rows = await store.claim_due(conn, now, self.batch, now + self.lease, skip_rules=list(self.waiting))
+            rows = await store.claim_due(conn, now, room, now + self.lease, skip_rules=list(self.waiting))
+        self._more = len(rows) >= room
         if rows:
             ids = [row.id for row in rows]
             claim = ClaimLease(self.engine, self.clock, self.lease, ids, until=now + self.lease, ends_at=lease_ends)
-            runs: list[asyncio.Task[Result]] = []
+            handed_off = asyncio.Event()
+            batch = asyncio.create_task(self._run_batch(rows, claim, handed_off), name="scheduler-batch")
+            self._in_flight += len(rows)
+            self._batches.add(batch)
+            batch.add_done_callback(self._batches.discard)
+            handing_off = asyncio.ensure_future(handed_off.wait())
+            try:
+                await asyncio.wait({batch, handing_off}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                handing_off.cancel()
+            if batch.done():
+                batch.result()  # the store away when recording: `run` reports it as the pass's failure
+        self._last_pass = self.clock.now()
+        return len(rows)
+
+    async def _run_batch(self, rows: list[Any], claim: ClaimLease, handed_off: asyncio.Event) -> None:
+        """Run a claimed batch and record how its runs ended: together when they all end within
+        `hand_off_seconds` (one transaction, as most batches do), otherwise the ended ones every
+        `hand_off_seconds` while the others go on, and the pass that claimed them goes on (`handed_off`)."""
+        runs: list[asyncio.Task[Result]] = []
+        left = list(rows)
+        try:
             try:
                 async with claim:  # its heartbeat keeps the rows this worker's while they run
                     runs = await self._start(rows)
-                    await _all_ended(runs)
+                    going = set(runs)
+                    while going:
+                        _, going = await asyncio.wait(going, timeout=self.hand_off_seconds)
+                        if going:
+                            handed_off.set()
+                            left = await self._record_ended(left, runs, claim)
             except asyncio.CancelledError:
-                await self._record_stopped(rows, runs, claim)
+                await _all_cut_short(runs)
+                await self._record_stopped(left, runs, claim)
                 raise
-            results = [run.result() for run in runs]
-            recorded = await _shielded(self._record_while_leased(results, claim))
-            self._count(rows, results, recorded)
-        self._last_pass = self.clock.now()
-        return len(rows)
+            unrecorded = {row.id for row in left}
+            results = [run.result() for run in runs if run.result().action_id in unrecorded]
+            try:
+                recorded = await _shielded(self._record_while_leased(results, claim))
+            except Exception as exc:
+                if not handed_off.is_set():
+                    raise  # the pass is waiting for this batch: it reports the failure
+                self._store_error(exc, "action outcomes not recorded; they run again once their lease ends")
+                return
+            self._count(left, results, recorded)
+        finally:
+            self._in_flight -= len(left)
+            self._room.set()
+
+    async def _record_ended(self, left: list[Any], runs: list[asyncio.Task[Result]], claim: ClaimLease) -> list[Any]:
+        """Record the runs of a handed-off batch that ended, so their outcomes do not wait for its slowest run;
+        the rows still to record. The claim's lease is not moved meanwhile: the rows are recorded under its
+        token. Should the store be away, they are recorded with a later wave or the last one."""
+        unrecorded = {row.id for row in left}
+        results = [run.result() for run in runs if run.done() and run.result().action_id in unrecorded]
+        if not results:
+            return left
+        try:
+            async with claim.lock:
+                recorded = await record(self.engine, results, self.clock.now(), claim.until)
+                claim.held -= {result.action_id for result in results}
+        except Exception as exc:
+            self._store_error(exc, "action outcomes not recorded yet; trying again with the batch's next")
+            return left
+        self._count(left, results, recorded)
+        ended = {result.action_id for result in results}
+        self._in_flight -= len(ended)
+        self._room.set()
+        return [row for row in left if row.id not in ended]
+
+    async def _room_made(self) -> None:
+        """Wait for a run of the batches going on to be recorded (room for the next claim), or for the stop."""
+        self._room.clear()
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        room = asyncio.ensure_future(self._room.wait())
+        try:
+            await asyncio.wait({room, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            room.cancel()
+
+    async def _all_batches_ended(self) -> None:
+        """Wait for the handed-off batches to end and be recorded; a failure to record them was logged."""
+        while self._batches:
+            await asyncio.wait(set(self._batches))
+
+    async def _cut_short_batches(self) -> None:
+        """Cancel the batches still running: each records the runs that ended and gives back the rest."""
+        batches = set(self._batches)
+        for batch in batches:
+            batch.cancel()
+        if batches:
+            await asyncio.wait(batches)
+
+    def _store_error(self, exc: BaseException, message: str) -> None:
+        self.last_error = brief(exc)
+        self.on_store_error(exc)
+        log.warning(message, error=self.last_error)
 
     async def _start(self, rows: list[Any]) -> list[asyncio.Task[Result]]:
         """Plan the batch and start its runs, a task each: cancelled, the scheduler records those that ended
@@ -193,7 +310,8 @@ class Scheduler:
         claim, so the next pass (after the restart, or another replica's) takes them at once, not after the lease.
         Within STOP_RECORD_SECONDS: a store that does not answer by then leaves the batch as a crash does.
         """
-        ended = [run.result() for run in runs if run.done() and not run.cancelled()]
+        left = {row.id for row in rows}
+        ended = [run.result() for run in runs if run.done() and not run.cancelled() and run.result().action_id in left]
         cut = sorted({row.id for row in rows} - {result.action_id for result in ended})
         recording = asyncio.create_task(record(self.engine, ended, self.clock.now(), claim.until, released=cut))
         await asyncio.wait({recording}, timeout=STOP_RECORD_SECONDS)
@@ -300,8 +418,8 @@ class Scheduler:
         the rule loaded when its actions waited for it, or since the action was scheduled, when that was after its
         due time (an event handled hours after it happened, NATS or the consumer away: its wait counts from the
         event). `late` judges an action by how long it was due before then (downtime), not by how long it then
-        waited its turn: a burst of more actions than one batch takes a pass per batch, and a batch lasts as long
-        as its slowest action (a webhook up to its timeout)."""
+        waited its turn: a burst of more actions than one batch takes a pass per batch, and at most `batch` run
+        at once (webhooks hanging up to their timeout keep their places)."""
         since = max(self._up_since or now, aware(row.created_at))
         loaded = self._loaded_at.get(row.rule_id)
         return since if loaded is None else max(since, loaded)
@@ -353,15 +471,12 @@ class Scheduler:
         return Result(row.id, "pending", error=message, retry_at=now + self.retry.delay(attempt))
 
 
-async def _all_ended(runs: list[asyncio.Task[Result]]) -> None:
-    """Wait for every run; cancelled meanwhile (the daemon stopping), cut short those still running first."""
-    try:
+async def _all_cut_short(runs: list[asyncio.Task[Result]]) -> None:
+    """The batch cancelled (the daemon stopping): cut short the runs still going, and let them end."""
+    for run in runs:
+        run.cancel()
+    if runs:
         await asyncio.wait(runs)
-    except asyncio.CancelledError:
-        for run in runs:
-            run.cancel()
-        await asyncio.wait(runs)
-        raise
 
 
 async def _shielded(recording: Coroutine[Any, Any, T]) -> T:
