@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from leadhub import __version__
+from leadhub.hub.cli_args import MAX_LIMIT, stored_text
 from leadhub.hub.cli_errors import store_errors, upgrade_errors
 from leadhub.hub.rules_cli import rules_app
 
@@ -217,7 +218,7 @@ def db_restore(
 @dead_app.command("list")
 def dead_list(
     config: ConfigOption = None,
-    limit: Annotated[int, typer.Option(help="how many to show")] = 100,
+    limit: Annotated[int, typer.Option(min=1, max=MAX_LIMIT, help="how many to show")] = 100,
     all_: Annotated[bool, typer.Option("--all", help="include resolved ones")] = False,
 ) -> None:
     """List dead letters: id, when, source, key and reason."""
@@ -240,7 +241,7 @@ def dead_list(
 
 @dead_app.command("show")
 def dead_show(
-    dead_id: Annotated[str, typer.Argument(help="the dead letter's id (leadhub dead list)")],
+    dead_id: Annotated[str, typer.Argument(help="the dead letter's id (leadhub dead list)", callback=stored_text)],
     raw: Annotated[bool, typer.Option("--raw", help="write only the payload's exact bytes, e.g. > item.eml")] = False,
     config: ConfigOption = None,
 ) -> None:
@@ -263,7 +264,7 @@ def dead_show(
 
 @dead_app.command("replay")
 def dead_replay(
-    dead_id: Annotated[str | None, typer.Argument(help="the dead letter's id")] = None,
+    dead_id: Annotated[str | None, typer.Argument(help="the dead letter's id", callback=stored_text)] = None,
     all_: Annotated[bool, typer.Option("--all", help="replay every unresolved dead letter")] = False,
     config: ConfigOption = None,
 ) -> None:
@@ -287,9 +288,13 @@ def dead_replay(
 
 @actions_app.command("retry")
 def actions_retry(
-    action_ids: Annotated[list[str] | None, typer.Argument(help="ids of failed runs (GET /api/actions)")] = None,
+    action_ids: Annotated[
+        list[str] | None, typer.Argument(help="ids of failed runs (GET /api/actions)", callback=stored_text)
+    ] = None,
     all_: Annotated[bool, typer.Option("--all", help="every failed run (narrowed by --rule, --action)")] = False,
-    rule: Annotated[str | None, typer.Option("--rule", help="with --all: only this rule's runs")] = None,
+    rule: Annotated[
+        str | None, typer.Option("--rule", help="with --all: only this rule's runs", callback=stored_text)
+    ] = None,
     action: Annotated[str | None, typer.Option("--action", help="with --all: only this action type")] = None,
     config: ConfigOption = None,
 ) -> None:
@@ -321,7 +326,9 @@ def actions_retry(
 
 @contacts_app.command("unmerge")
 def contacts_unmerge(
-    ident: Annotated[str, typer.Argument(help="the id of the contact that was merged away, or of the merge")],
+    ident: Annotated[
+        str, typer.Argument(help="the id of the contact that was merged away, or of the merge", callback=stored_text)
+    ],
     config: ConfigOption = None,
 ) -> None:
     """Restore a merged contact and every row the merge moved; what changed after the merge is kept (README)."""
@@ -336,8 +343,8 @@ def contacts_unmerge(
 
 @contacts_app.command("merge")
 def contacts_merge(
-    merged_id: Annotated[str, typer.Argument(help="the contact that goes away")],
-    into: Annotated[str, typer.Option("--into", help="the contact that stays")],
+    merged_id: Annotated[str, typer.Argument(help="the contact that goes away", callback=stored_text)],
+    into: Annotated[str, typer.Option("--into", help="the contact that stays", callback=stored_text)],
     config: ConfigOption = None,
 ) -> None:
     """Merge two contacts by hand (a review the rules left to a person); `contacts unmerge` takes it back."""
@@ -352,7 +359,7 @@ def contacts_merge(
 
 @contacts_app.command("keep-apart")
 def contacts_keep_apart(
-    contact_id: Annotated[str, typer.Argument(help="a contact flagged for review")],
+    contact_id: Annotated[str, typer.Argument(help="a contact flagged for review", callback=stored_text)],
     config: ConfigOption = None,
 ) -> None:
     """They are different people: clear the review flag of the contact and of the contacts its review names."""

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from leadhub.hub.cli_args import MAX_LIMIT, stored_text
 from leadhub.hub.cli_errors import store_errors
 
 rules_app = typer.Typer(help="Rules: check files, dry-run an event, show traces.", no_args_is_help=True)
@@ -83,8 +84,8 @@ def test(
 
 @rules_app.command("trace")
 def trace(
-    rule_id: Annotated[str, typer.Argument(help="the rule's id")],
-    limit: Annotated[int, typer.Option(help="how many evaluations and actions to show")] = 20,
+    rule_id: Annotated[str, typer.Argument(help="the rule's id", callback=stored_text)],
+    limit: Annotated[int, typer.Option(min=1, max=MAX_LIMIT, help="how many evaluations and actions to show")] = 20,
     config: ConfigOption = None,
 ) -> None:
     """Recent evaluations of a rule (matched or why not, each condition) and its actions with their outcome."""
