@@ -174,10 +174,18 @@ async def api_guard(request: web.Request, handler: Handler) -> web.StreamRespons
         return error_response(400, "bad_parameter", str(exc))
     except BodyRefused as exc:
         return error_response(exc.status, exc.code, exc.detail)
-    except SQLAlchemyError as exc:
-        log.warning("store unavailable for the API", path=request.path, error=str(exc)[:300])
+    except Exception as exc:
+        if not _store_away(exc):
+            raise  # guard.py logs it with its traceback and answers 500
+        log.warning("store unavailable for the API", path=request.path, error=f"{type(exc).__name__}: {exc}"[:300])
         request.app[DEPS].metrics.store_errors.labels("api", "unavailable").inc()
         return error_response(503, "store_unavailable", "the store is unavailable; retry later")
+
+
+def _store_away(exc: Exception) -> bool:
+    """A store error, or what asyncpg raises unwrapped while connecting: ConnectionRefusedError or a reset (OSError,
+    TimeoutError too) with PostgreSQL unreachable, its own errors while the server starts up. They were a 500."""
+    return isinstance(exc, SQLAlchemyError | OSError) or type(exc).__module__.startswith("asyncpg")
 
 
 def request_limit(request: web.Request) -> int:
