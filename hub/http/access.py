@@ -37,9 +37,10 @@ def refusal(request: web.Request) -> str | None:
         if _is_proxied(request):
             return "set LEADHUB_API_TOKEN to use the API through a proxy"
         return None
-    given = request.headers.get("Authorization", "")
-    expected = f"Bearer {token.get_secret_value()}"
+    # RFC 7235: the scheme is case-insensitive (`bearer ...` from some libraries) and one or more spaces follow it
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     # surrogatepass: an Authorization header with bytes that are not UTF-8 is a wrong token, not an error
-    if not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode()):
+    same = hmac.compare_digest(given.strip(" ").encode("utf-8", "surrogatepass"), token.get_secret_value().encode())
+    if not (same and scheme.lower() == "bearer"):
         return "send Authorization: Bearer <LEADHUB_API_TOKEN>"
     return None

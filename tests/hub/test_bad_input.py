@@ -181,6 +181,17 @@ async def test_api_requires_the_bearer_token_when_configured(make_hub: HubFactor
     assert (await hub.api("/api/leads")) == {"items": [], "next_cursor": None}
 
 
+async def test_the_bearer_scheme_is_read_without_regard_to_case(make_hub: HubFactory) -> None:
+    """RFC 7235: the scheme is case-insensitive; `bearer t0ken` (as some HTTP libraries write it) was a 401."""
+    hub = await make_hub([], api_token="t0ken")
+    for header in ("bearer t0ken", "BEARER t0ken", "Bearer  t0ken", "Bearer t0ken "):
+        async with hub.session.get(hub.url("/api/leads"), headers={"Authorization": header}) as response:
+            assert response.status == 200, (header, await response.text())
+    for header in ("Bearer t0ke", "Basic t0ken", "Bearert0ken", "t0ken", "Bearer T0KEN", "Bearer t0ken x"):
+        async with hub.session.get(hub.url("/api/leads"), headers={"Authorization": header}) as response:
+            assert response.status == 401, header
+
+
 async def _still_serving_and_nothing_stored(hub: RunningHub) -> None:
     """A valid post after the bad one is the only inquiry: the queue is FIFO, so a leak would show."""
     async with hub.session.get(hub.url("/healthz")) as response:
