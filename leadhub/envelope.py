@@ -130,6 +130,8 @@ def _check_headers(headers: Mapping[str, str], shown: Mapping[str, str] | None =
     for name, limit in ((H_KEY, MAX_KEY), (H_CONNECTOR, MAX_CONNECTOR), (H_CONTENT_TYPE, MAX_CONTENT_TYPE)):
         if len(headers.get(name, "")) > limit:
             raise EnvelopeError(f"{shown.get(name, name)} is longer than {limit} characters ({len(headers[name])})")
+        if "\x00" in headers.get(name, ""):  # PostgreSQL refuses NUL in text: no store could take it
+            raise EnvelopeError(f"{shown.get(name, name)} holds a NUL character")
 
 
 def _check_arrives_as_sent(key: str, content_type: str, content_type_name: str) -> None:

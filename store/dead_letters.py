@@ -63,9 +63,9 @@ async def recorded_from(
 
 
 def _fitted(column: str, value: str | None) -> str | None:
-    """Cut to the column's length: the item's own values never keep its dead letter from being written (the full
-    ones are in `headers`)."""
-    return value[: dead_t.c[column].type.length] if value else value
+    """Cut to the column's length, without NUL (PostgreSQL refuses it in text): the item's own values never keep its
+    dead letter from being written (the full ones are in `headers`)."""
+    return value.replace("\x00", "")[: dead_t.c[column].type.length] if value else value
 
 
 async def list_open(

@@ -19,6 +19,8 @@ GOOD = Envelope(key="form:site:idem:abc", channel="form", connector="site", payl
         {"connector": "c" * 65},
         {"channel": "fax"},
         {"key": ""},
+        {"key": "form:site:idem:a\x00b"},
+        {"connector": "si\x00te"},
     ],
     ids=lambda change: next(iter(change)),
 )

@@ -183,6 +183,22 @@ async def test_envelope_with_an_unknown_channel_or_an_overlong_key_is_dead_lette
     assert [item["key"] for item in inquiries] == ["raw:good"]
 
 
+async def test_envelope_with_a_nul_in_its_key_is_dead_lettered_not_retried_forever(form_hub: RunningHub) -> None:
+    """Queue input with a NUL character in the key: PostgreSQL refuses NUL in text, so neither the inquiry nor the
+    dead letter (its `key` column) could be written, and the message was handed back and retried forever, pausing
+    the pipeline each time. It is dead-lettered with a reason naming the header, and the envelope after it stored."""
+    body = b'{"name": "Queue Lead", "email": "queue@example.com"}'
+    queue = form_hub.hub.queue
+    await queue.publish("inbound.form.site-form", body, _raw_envelope("raw:nul\x00key", "form"), "INBOUND")
+    await queue.publish("inbound.form.site-form", body, _raw_envelope("raw:after-nul", "form"), "INBOUND")
+    dead = await wait_for(lambda: _dead_letters(form_hub), timeout=30, what="the NUL key's dead letter")
+    assert len(dead) == 1 and dead[0].deliveries == 1
+    assert "Leadhub-Key holds a NUL character" in dead[0].reason
+    assert dead[0].key == "raw:nulkey" and dead[0].headers["Leadhub-Key"] == "raw:nul\x00key"
+    inquiries = await form_hub.wait_items("/api/inquiries", 1)
+    assert [item["key"] for item in inquiries] == ["raw:after-nul"]
+
+
 class PoisonedPipeline(IntakePipeline):
     """Stands for a bug in a step: storing any batch that holds the poisoned row fails."""
 
