@@ -347,6 +347,45 @@ async def test_replay_all_walks_pages_and_reads_each_payload_alone(
     assert stored == 6
 
 
+async def test_concurrent_replays_of_one_person_all_resolve(database_url: str, tmp_path: Path) -> None:
+    """Two `dead replay` runs at once (or a replay while the daemon stores the same person): on PostgreSQL the one
+    that lost the race on a unique key reported "failed again: duplicate key value ..." and wrote that over the dead
+    letter's reason. A lost race is tried again, as the pipeline does, and finds the winner's rows."""
+    from leadhub.hub.config import load_config
+    from leadhub.hub.dead_letter_replay import replay_by_id, replay_pipeline
+    from leadhub.store import dead_letters
+    from leadhub.store.db import create_engine, upgrade
+
+    config_file = tmp_path / "replay.yaml"
+    config_file.write_text(yaml.safe_dump({"database_url": database_url, "connectors": [FORM]}))
+    config = load_config(config_file)
+    engine = create_engine(database_url)
+    await upgrade(engine)
+    ids = []
+    async with engine.begin() as conn:
+        for n in range(2):  # two submissions of one person: one contact, one identifier
+            envelope = Envelope(
+                key=f"form:site-form:idem:{n}", channel="form", connector="site-form",
+                payload=b'{"email": "same@example.com"}', content_type="application/json",
+            )  # fmt: skip
+            dead_id = await dead_letters.add(
+                conn, source="inbound", subject="intake.form", key=envelope.key, reason="original", error=None,
+                deliveries=1, headers=envelope.headers(), payload=envelope.payload, now=datetime.now(UTC),
+            )  # fmt: skip
+            ids.append(dead_id)
+    pipeline = replay_pipeline(engine, config.settings, config.connectors)
+    try:
+        outcomes = await asyncio.gather(*(replay_by_id(engine, pipeline, i) for i in (ids[0], ids[0], ids[1])))
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select(DeadLetter.__table__))).all()
+            stored = (await conn.execute(select(func.count()).select_from(Inquiry))).scalar_one()
+    finally:
+        await engine.dispose()
+    assert [o.result if o else None for o in outcomes] == ["resolved"] * 3
+    assert all(row.resolved_at is not None and row.reason == "original" for row in rows)
+    assert stored == 2
+
+
 async def test_listing_dead_letters_leaves_their_payloads_in_the_database(database_url: str) -> None:
     from leadhub.store import dead_letters
     from leadhub.store.db import create_engine, upgrade
