@@ -280,7 +280,7 @@ def dead_replay(
     failed = 0
     for outcome in outcomes:
         typer.echo(f"{outcome.id}: {outcome.result}")
-        failed += outcome.result != "resolved"
+        failed += not outcome.resolved
     if not outcomes:
         typer.echo("nothing to replay")
     raise typer.Exit(1 if failed else 0)

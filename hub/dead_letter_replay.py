@@ -28,11 +28,14 @@ class ReplayOutcome:
     resolved: bool
     reason: str | None = None  # why it failed again (or was not replayed)
     missing: bool = False  # no dead letter has this id
+    already: bool = False  # resolved by an earlier replay: not run again
 
     @property
     def result(self) -> str:
         if self.missing:
             return "not found"
+        if self.already:
+            return "already resolved"
         return "resolved" if self.resolved else f"failed again: {self.reason}"
 
 
@@ -51,6 +54,8 @@ async def replay_by_id(engine: AsyncEngine, pipeline: IntakePipeline, dead_id: s
 
 
 async def replay_one(engine: AsyncEngine, pipeline: IntakePipeline, row: Any) -> ReplayOutcome:
+    if row.resolved_at is not None:  # `dead replay ID` run twice: nothing to do, and no replay to count
+        return ReplayOutcome(row.id, True, already=True)
     if row.source != "inbound":
         return ReplayOutcome(row.id, False, f"replay of {row.source!r} dead letters is not supported")
     reason = None

@@ -386,6 +386,46 @@ async def test_concurrent_replays_of_one_person_all_resolve(database_url: str, t
     assert stored == 2
 
 
+async def test_replaying_a_resolved_dead_letter_again_leaves_it_as_it_is(database_url: str, tmp_path: Path) -> None:
+    """`dead replay ID` run twice: the second ran the pipeline again and counted another replay (the API answers 409
+    for it). It says the dead letter is resolved already, exits 0, and changes nothing."""
+    from leadhub.hub.config import load_config
+    from leadhub.hub.dead_letters_cli import replay_dead
+    from leadhub.store import dead_letters
+    from leadhub.store.db import create_engine, upgrade
+
+    config_file = tmp_path / "replay.yaml"
+    config_file.write_text(yaml.safe_dump({"database_url": database_url, "connectors": [FORM]}))
+    config = load_config(config_file)
+    engine = create_engine(database_url)
+    await upgrade(engine)
+    envelope = Envelope(
+        key="form:site-form:idem:twice", channel="form", connector="site-form",
+        payload=b'{"email": "twice@example.com"}', content_type="application/json",
+    )  # fmt: skip
+    async with engine.begin() as conn:
+        dead_id = await dead_letters.add(
+            conn, source="inbound", subject="intake.form", key=envelope.key, reason="test", error=None,
+            deliveries=1, headers=envelope.headers(), payload=envelope.payload, now=datetime.now(UTC),
+        )  # fmt: skip
+    try:
+        first = await replay_dead(config, dead_id)
+        async with engine.connect() as conn:
+            resolved = await dead_letters.get(conn, dead_id)
+        second = await replay_dead(config, dead_id)
+        async with engine.connect() as conn:
+            after = await dead_letters.get(conn, dead_id)
+    finally:
+        await engine.dispose()
+    assert [o.result for o in first] == ["resolved"] and [o.result for o in second] == ["already resolved"]
+    assert second[0].resolved and after.replays == 1 and after.replayed_at == resolved.replayed_at
+
+    cli = await asyncio.to_thread(
+        _cli, "dead", "replay", dead_id, config={"database_url": database_url}, tmp_path=tmp_path
+    )
+    assert cli.returncode == 0 and f"{dead_id}: already resolved" in cli.stdout, cli.stdout + cli.stderr
+
+
 async def test_listing_dead_letters_leaves_their_payloads_in_the_database(database_url: str) -> None:
     from leadhub.store import dead_letters
     from leadhub.store.db import create_engine, upgrade
