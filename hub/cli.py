@@ -269,19 +269,24 @@ def dead_replay(
     config: ConfigOption = None,
 ) -> None:
     """Run dead letters through the pipeline again; those that now succeed are marked resolved."""
-    from leadhub.hub.dead_letters_cli import replay_dead
+    from leadhub.hub.dead_letters_cli import replay_each
 
     if (dead_id is None) == (not all_):
         typer.echo("leadhub: give a dead letter ID or --all (not both)", err=True)
         raise typer.Exit(2)
     loaded = _load(config)
+
+    async def replay_printing() -> tuple[int, int]:
+        """Each outcome printed as it comes (a backlog shows its progress): how many, how many failed."""
+        replayed = failed = 0
+        async for outcome in replay_each(loaded, None if all_ else dead_id):
+            typer.echo(f"{outcome.id}: {outcome.result}")
+            replayed, failed = replayed + 1, failed + (not outcome.resolved)
+        return replayed, failed
+
     with store_errors(loaded.settings.effective_database_url):
-        outcomes = asyncio.run(replay_dead(loaded, None if all_ else dead_id))
-    failed = 0
-    for outcome in outcomes:
-        typer.echo(f"{outcome.id}: {outcome.result}")
-        failed += not outcome.resolved
-    if not outcomes:
+        replayed, failed = asyncio.run(replay_printing())
+    if not replayed:
         typer.echo("nothing to replay")
     raise typer.Exit(1 if failed else 0)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from leadhub.hub.config import HubConfig
@@ -25,21 +25,26 @@ async def get_dead(config: HubConfig, dead_id: str) -> Any | None:
 
 
 async def replay_dead(config: HubConfig, dead_id: str | None) -> list[ReplayOutcome]:
-    """Replaying is idempotent: an envelope whose key is already stored changes nothing.
+    """Every outcome of `replay_each`, for one dead letter or a few; `dead replay --all` prints them as they come."""
+    return [outcome async for outcome in replay_each(config, dead_id)]
+
+
+async def replay_each(config: HubConfig, dead_id: str | None) -> AsyncIterator[ReplayOutcome]:
+    """Replay one dead letter, or every open one (`None`), yielding each outcome when it is known, so that a backlog
+    of 100,000 shows its progress and is not held in memory. Replaying is idempotent: an envelope whose key is
+    already stored changes nothing.
 
     It does not migrate: run from the wrong directory, it created and migrated an empty database there."""
     async with engine_at_heads(config.settings.effective_database_url) as engine:
         pipeline = replay_pipeline(engine, config.settings, config.connectors)
         if dead_id is not None:
-            return [await replay_by_id(engine, pipeline, dead_id) or ReplayOutcome(dead_id, False, missing=True)]
-        outcomes: list[ReplayOutcome] = []
+            yield await replay_by_id(engine, pipeline, dead_id) or ReplayOutcome(dead_id, False, missing=True)
+            return
         after: str | None = None
         while page := await _open_page(engine, after):
-            outcomes += [
-                await replay_by_id(engine, pipeline, each) or ReplayOutcome(each, False, missing=True) for each in page
-            ]
+            for each in page:
+                yield await replay_by_id(engine, pipeline, each) or ReplayOutcome(each, False, missing=True)
             after = page[-1]
-        return outcomes
 
 
 async def _open_page(engine: Any, after: str | None) -> list[str]:

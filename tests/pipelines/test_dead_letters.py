@@ -22,7 +22,7 @@ from leadhub.pipelines.dead_letters import DeadLetterSink
 from leadhub.pipelines.intake import IntakePipeline
 from leadhub.store.intake import BatchResult, InquiryRow
 from leadhub.store.models import DeadLetter, Inquiry
-from tests.conftest import HubFactory, RunningHub
+from tests.conftest import PG_ADMIN_URL, HubFactory, RunningHub
 from tests.helpers import run_leadhub, wait_for
 
 FORM = {"name": "site-form", "type": "form", "rate_limit": None}
@@ -549,3 +549,53 @@ async def test_dead_letters_over_the_api_list_show_download_and_replay(make_hub:
             assert response.status == 404, path
     async with fixed.session.get(fixed.url("/api/dead-letters"), params={"reason": "x"}) as response:
         assert response.status == 400 and "this list takes cursor, limit, resolved" in (await response.json())["detail"]
+
+
+@pytest.mark.skipif(not PG_ADMIN_URL, reason="holds one dead letter's row locked while another is replayed")
+async def test_dead_replay_all_prints_each_outcome_as_it_comes(database_url: str, tmp_path: Path) -> None:
+    """`dead replay --all` kept every outcome and printed them at the end: a backlog of 100,000 showed nothing for
+    many minutes and its outcomes filled memory. The first is printed while the second is still being replayed
+    (its dead letter's row held locked, as a slow store would)."""
+    from sqlalchemy import text
+
+    from leadhub.store import dead_letters
+    from leadhub.store.db import create_engine, upgrade
+
+    engine = create_engine(database_url)
+    await upgrade(engine)
+    ids = []
+    for n in (1, 2):
+        envelope = Envelope(
+            key=f"form:site-form:idem:stream{n}", channel="form", connector="site-form",
+            payload=f'{{"email": "stream{n}@example.com"}}'.encode(), content_type="application/json",
+        )  # fmt: skip
+        async with engine.begin() as conn:
+            dead_id = await dead_letters.add(
+                conn, source="inbound", subject="intake.form", key=envelope.key, reason="test", error=None,
+                deliveries=1, headers=envelope.headers(), payload=envelope.payload, now=datetime.now(UTC),
+            )  # fmt: skip
+        ids.append(dead_id)
+    first, second = sorted(ids)
+    config_file = tmp_path / "cli.yaml"
+    config_file.write_text(yaml.safe_dump({"database_url": database_url, "connectors": [FORM]}))
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("LEADHUB_")}
+    try:
+        async with engine.connect() as holder:
+            await holder.execute(text("SELECT id FROM dead_letter WHERE id = :id FOR UPDATE"), {"id": second})
+            replay = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "leadhub.hub", "dead", "replay", "--all", "--config", str(config_file),
+                env=clean, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            assert replay.stdout is not None
+            try:
+                line = await asyncio.wait_for(replay.stdout.readline(), 30)
+            except TimeoutError:
+                replay.kill()
+                pytest.fail("nothing printed while the second dead letter was being replayed")
+            assert line.decode().strip() == f"{first}: resolved"
+            await holder.rollback()  # the second's row free again
+        rest, errors = await asyncio.wait_for(replay.communicate(), 60)
+    finally:
+        await engine.dispose()
+    assert replay.returncode == 0, errors.decode()
+    assert rest.decode().splitlines() == [f"{second}: resolved"]
