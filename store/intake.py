@@ -189,7 +189,7 @@ async def write_batch(
     order_book = await orders.load_orders(conn, fresh, batch.known)  # an update of a known order joins its lead
     attach_to.update(order_book.attach_to)
     batch.open_leads = await leads.load_open_leads(conn, batch.known.values(), fresh, policy)
-    batch.details = await _contact_details(conn, set(batch.known.values()))
+    batch.details = await _contact_details(conn, {*batch.known.values(), *order_book.unnamed.values()})
     for row in fresh:
         contact_id = lead_id = None
         if not row.dropped:
@@ -310,11 +310,14 @@ async def _sender(conn: AsyncConnection, row: InquiryRow, batch: Batch, order_bo
         contact_id = order_book.contact_of(row)
         if contact_id is not None or not row.opens_lead:
             return contact_id
-    return await _resolve_contact(conn, row, batch)
+    return await _resolve_contact(conn, row, batch, order_book.unnamed.get(row.key))
 
 
-async def _resolve_contact(conn: AsyncConnection, row: InquiryRow, batch: Batch) -> str:
+async def _resolve_contact(conn: AsyncConnection, row: InquiryRow, batch: Batch, unnamed: str | None = None) -> str:
     """The contact the row's identifiers name, else a new one; a row naming several unites them.
+
+    `unnamed`: the contact of the row's order when no identifier names it (the order named nobody at first); the
+    row names it too, so the order, its lead and their events go to the buyer the shop names now.
 
     New identifiers join the contact. When the named contacts' consent disagrees, or a person decided to keep
     two of them apart, nothing is united or linked: the row goes to the contact its strongest identifier names
@@ -322,6 +325,8 @@ async def _resolve_contact(conn: AsyncConnection, row: InquiryRow, batch: Batch)
     """
     idents = row.identifiers()
     named = list(dict.fromkeys(batch.unions.find(batch.known[i]) for i in row.lookups() if i in batch.known))
+    if unnamed is not None:
+        named = list(dict.fromkeys([*named, batch.unions.find(unnamed)]))
     if len(named) > 1:
         states = await identity.consent_states(conn, named, batch)
         if row.consent:

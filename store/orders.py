@@ -64,6 +64,8 @@ class OrderBook:
     inserts: list[dict[str, Any]] = field(default_factory=list)
     updates: dict[str, dict[str, Any]] = field(default_factory=dict)
     found_contacts: dict[str, str] = field(default_factory=dict)  # order that had no contact -> the one it got
+    # inquiry key -> its known order's contact when no identifier names that contact (the order named nobody then)
+    unnamed: dict[str, str] = field(default_factory=dict)
 
     def contact_of(self, row: Any) -> str | None:
         """The contact of the stored order `row` is about; None when it is new or has none yet."""
@@ -124,8 +126,11 @@ async def load_orders(
 
 
 async def _borrow_identity(conn: AsyncConnection, book: OrderBook, known: dict[tuple[str, str], str]) -> None:
-    anonymous = [r for r in book.rows if not r.identifiers() and (r.connector, r.order.external_id) in book.known]
-    contact_ids = {book.known[(r.connector, r.order.external_id)]["contact_id"] for r in anonymous} - {None}
+    """Rows without identity take the email and phone of their order's contact; rows with one learn whether their
+    order's contact is one no identifier names (`book.unnamed`): made for an order that named nobody (a lead needs a
+    contact), it is the buyer this row names, and `intake._resolve_contact` unites the two."""
+    about_known = [r for r in book.rows if _other_contact(book, r, known)]
+    contact_ids = {book.known[(r.connector, r.order.external_id)]["contact_id"] for r in about_known}
     if not contact_ids:
         return
     result = await conn.execute(
@@ -137,10 +142,23 @@ async def _borrow_identity(conn: AsyncConnection, book: OrderBook, known: dict[t
     for contact_id, kind, value in result:
         by_contact.setdefault(contact_id, {}).setdefault(kind, value)
         known[(kind, value)] = contact_id
-    for row in anonymous:
-        idents = by_contact.get(book.known[(row.connector, row.order.external_id)]["contact_id"], {})
+    for row in about_known:
+        contact_id = book.known[(row.connector, row.order.external_id)]["contact_id"]
+        if row.identifiers():
+            if contact_id not in by_contact:
+                book.unnamed[row.key] = contact_id
+            continue
+        idents = by_contact.get(contact_id, {})
         row.email = row.email or idents.get("email")
         row.phone = row.phone or idents.get("phone")
+
+
+def _other_contact(book: OrderBook, row: Any, known: dict[tuple[str, str], str]) -> bool:
+    """Whether `row` is about a known order with a contact that none of the row's identifiers names (the usual
+    update names its order's own buyer, and needs no query)."""
+    stored = book.known.get((row.connector, row.order.external_id))
+    contact_id = stored["contact_id"] if stored is not None else None
+    return contact_id is not None and all(known.get(i) != contact_id for i in row.lookups())
 
 
 async def write_orders(conn: AsyncConnection, book: OrderBook, batch: Batch) -> None:

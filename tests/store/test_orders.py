@@ -3,6 +3,7 @@ transition, no regression from an older update, one lead per new order and none 
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +18,7 @@ from leadhub.pipelines.model import Identity, InquiryDraft, SourceSpec
 from leadhub.pipelines.orders import OrderDraft, money
 from leadhub.pipelines.parsers import PARSERS
 from leadhub.store.models import Contact, Inquiry, Lead, Order, OutboxEvent
-from tests.store.envelopes import SOURCES, shopify_order, shopify_refund, table
+from tests.store.envelopes import SOURCES, live_contacts, live_leads, shopify_order, shopify_refund, table
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -237,3 +238,40 @@ async def test_a_refund_goes_to_the_orders_contact_however_the_shop_named_the_bu
         "shopify:o1": contact["id"],
         "shopify:r1": contact["id"],
     }
+
+
+def _shopify_update(key: str, at: datetime, email: str | None, *, fulfilled: bool = False) -> Envelope:
+    """An order entered without an email (Shopify POS, a draft order), updated as staff add the buyer's."""
+    body = {
+        "id": 5005, "name": "#5005", "email": email, "created_at": T0.isoformat(), "updated_at": at.isoformat(),
+        "total_price": "10.00", "currency": "EUR", "financial_status": "paid",
+        "fulfillment_status": "fulfilled" if fulfilled else None, "closed_at": at.isoformat() if fulfilled else None,
+        "shipping_address": {"first_name": "Ivan", "last_name": "Petrov", "city": "Riga"},
+    }  # fmt: skip
+    return Envelope(
+        key=f"shopify:{key}", channel="shop", connector="shop", payload=json.dumps(body).encode(),
+        content_type="application/json", meta={"topic": "orders/updated", "shop": "t.myshopify.com"},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("buyer", ["new", "known"])
+async def test_an_order_placed_without_an_email_goes_to_the_buyer_once_it_names_them(
+    engine: AsyncEngine, buyer: str
+) -> None:
+    """Found by an audit: an order whose first delivery named nobody got an empty contact (its lead needs one), and
+    an update adding the buyer's email only made the buyer a contact beside it: the order, its lead and its
+    `order.completed` stayed with the empty contact, so the survey (`if: contact.email`) never went out."""
+    shop = IntakePipeline(engine, SOURCES, default_region="RU", clock=lambda: T0 + timedelta(hours=3))
+    if buyer == "known":
+        await _store(shop, shopify_order("earlier", T0 - timedelta(days=30), 4004, email="ivan@mail.example"))
+    await _store(shop, _shopify_update("u1", T0, None))
+    await _store(shop, _shopify_update("u2", T0 + timedelta(minutes=5), "ivan@mail.example"))
+    await _store(shop, _shopify_update("u3", T0 + timedelta(minutes=9), "ivan@mail.example", fulfilled=True))
+    (contact,) = await live_contacts(engine)
+    assert contact["email"] == "ivan@mail.example"
+    order = next(o for o in await _orders(engine) if o["external_id"] == "5005")
+    assert (order["status"], order["contact_id"]) == ("completed", contact["id"])
+    assert {lead["contact_id"] for lead in await live_leads(engine)} == {contact["id"]}
+    assert {i["contact_id"] for i in await table(engine, Inquiry)} == {contact["id"]}
+    (completed,) = [d for t, d in await _events(engine) if t == "order.completed"]
+    assert completed["contact_id"] == contact["id"]
