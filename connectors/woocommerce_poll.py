@@ -88,6 +88,10 @@ class WooCommercePollConfig(ConnectorConfig):
     initial_lookback: timedelta = Field(timedelta(days=1), description="how far back the very first poll reads")
     timeout: timedelta = timedelta(seconds=30)
     statuses: dict[str, str] = Field(default_factory=dict, description="custom order status -> leadhub status")
+    orders_of: str | None = Field(
+        None,
+        description="the `woocommerce` webhook connector of the same shop: the orders read are its orders, not copies",
+    )
 
     @field_validator("interval", "initial_lookback", "timeout", mode="before")
     @classmethod

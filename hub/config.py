@@ -491,7 +491,35 @@ def _validate_connectors(
             valid.append(connector_type.Config.model_validate(item))
         except ValidationError as exc:
             problems += [_describe(e, label, lines, {}, connector_type.Config, prefix=loc) for e in exc.errors()]
+    _check_orders_of(items, valid, label, lines, problems)
     return valid
+
+
+def _check_orders_of(
+    items: list[dict[str, Any]],
+    valid: list[BaseModel],
+    label: str,
+    lines: dict[tuple[Any, ...], int],
+    problems: list[str],
+) -> None:
+    """A poller's `orders_of` names the shop's webhook connector, which maps statuses as it does: the two deliver
+    one order, and differing maps would move its status back and forth."""
+    by_name = {getattr(c, "name", None): c for c in valid}
+    for index, item in enumerate(items):
+        config = by_name.get(item.get("name"))
+        target_name = getattr(config, "orders_of", None)
+        if config is None or target_name is None:
+            continue
+        where = f"{label}:{lines.get(('connectors', index, 'orders_of'), lines.get(('connectors', index), '?'))}"
+        target = by_name.get(target_name)
+        if getattr(target, "type", None) != "woocommerce":
+            problems.append(
+                f"{where}: connectors[{index}].orders_of: {target_name!r} is not a configured woocommerce connector"
+            )
+        elif target.statuses != config.statuses:  # type: ignore[union-attr]
+            problems.append(
+                f"{where}: connectors[{index}].statuses must be those of {target_name!r}: both deliver the same orders"
+            )
 
 
 NOT_SETTINGS = frozenset({"LEADHUB_TEST_DATABASE_URL", "LEADHUB_MIGRATE_URL"})  # the test suite's; parent to child

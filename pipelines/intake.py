@@ -93,7 +93,7 @@ class IntakePipeline:
             email_key=email_key,
             email_alias=identity.email if email_key and email_key != identity.email else None,
             messenger=identity.messenger,
-            customer=f"{envelope.connector}:{identity.customer_id}" if identity.customer_id else None,
+            customer=f"{_shop(draft)}:{identity.customer_id}" if identity.customer_id else None,
             consent=consent_from_fields(draft.fields),
         )
 
@@ -101,3 +101,8 @@ class IntakePipeline:
         """Write `rows` in one transaction; raises on any failure and leaves nothing half-written."""
         async with self.engine.begin() as conn:
             return await write_batch(conn, rows, self.clock(), self.policy)
+
+
+def _shop(draft: InquiryDraft) -> str:
+    """Whose customer ids these are: the envelope's connector, or the one a poller reads the orders of."""
+    return (draft.order.source if draft.order is not None else None) or draft.envelope.connector

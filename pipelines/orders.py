@@ -30,6 +30,8 @@ class OrderDraft:
     placed_at: datetime | None = None
     updated_at: datetime | None = None
     partial: bool = False
+    # The connector whose order this is when not the envelope's own: a poller beside the shop's webhook (`orders_of`).
+    source: str | None = None
 
     def __post_init__(self) -> None:
         # The store looks orders up by this exact text: make it what the column can hold.

@@ -42,7 +42,9 @@ def parse_woocommerce(envelope: Envelope, options: dict[str, Any]) -> InquiryDra
         order = validate(WooOrder, data, "order")
     except PayloadError as exc:
         raise PermanentError(str(exc)) from None
-    return _draft(envelope, topic, order, options.get("statuses") or {})
+    draft = _draft(envelope, topic, order, options.get("statuses") or {})
+    draft.order.source = options.get("orders_of")  # type: ignore[union-attr]  # a poller beside the shop's webhook
+    return draft
 
 
 def _address(address: WooAddress | None) -> dict[str, Any]:

@@ -52,6 +52,13 @@ class OrderValues(Protocol):
     placed_at: datetime | None
     updated_at: datetime | None
     partial: bool
+    source: str | None
+
+
+def order_key(row: Any) -> tuple[str, str]:
+    """(connector, external id) of the order `row` is about: a poller beside the shop's webhook stores the webhook
+    connector's orders (`source`), so an order both deliver is one."""
+    return (row.order.source or row.connector, row.order.external_id)
 
 
 @dataclass(slots=True)
@@ -69,7 +76,7 @@ class OrderBook:
 
     def contact_of(self, row: Any) -> str | None:
         """The contact of the stored order `row` is about; None when it is new or has none yet."""
-        stored = self.known.get((row.connector, row.order.external_id))
+        stored = self.known.get(order_key(row))
         return stored["contact_id"] if stored is not None else None
 
 
@@ -95,7 +102,7 @@ async def load_orders(
     order has none (`intake._sender`).
     """
     book = OrderBook(rows=[r for r in rows if r.order is not None and not r.dropped])
-    wanted = {(r.connector, r.order.external_id) for r in book.rows}
+    wanted = {order_key(r) for r in book.rows}
     if not wanted:
         return book
     query = select(order_t).where(
@@ -110,18 +117,18 @@ async def load_orders(
     identified: dict[tuple[str, str], Any] = {}
     for row in book.rows:
         if row.identifiers():
-            identified.setdefault((row.connector, row.order.external_id), row)
+            identified.setdefault(order_key(row), row)
     has_lead = {key for key, stored in book.known.items() if stored["lead_id"]}
     for row in book.rows:
-        order_key = (row.connector, row.order.external_id)
-        if not row.identifiers() and (donor := identified.get(order_key)) is not None:
+        key = order_key(row)
+        if not row.identifiers() and (donor := identified.get(key)) is not None:
             row.email, row.phone = donor.email, donor.phone
-        if order_key in has_lead:
+        if key in has_lead:
             row.opens_lead = False
-            if (stored := book.known.get(order_key)) is not None and stored["lead_id"]:
+            if (stored := book.known.get(key)) is not None and stored["lead_id"]:
                 book.attach_to[row.key] = stored["lead_id"]
         elif row.opens_lead:
-            has_lead.add(order_key)  # this row opens the order's lead; `write_orders` links the order to it
+            has_lead.add(key)  # this row opens the order's lead; `write_orders` links the order to it
     return book
 
 
@@ -130,7 +137,7 @@ async def _borrow_identity(conn: AsyncConnection, book: OrderBook, known: dict[t
     order's contact is one no identifier names (`book.unnamed`): made for an order that named nobody (a lead needs a
     contact), it is the buyer this row names, and `intake._resolve_contact` unites the two."""
     about_known = [r for r in book.rows if _other_contact(book, r, known)]
-    contact_ids = {book.known[(r.connector, r.order.external_id)]["contact_id"] for r in about_known}
+    contact_ids = {book.known[order_key(r)]["contact_id"] for r in about_known}
     if not contact_ids:
         return
     result = await conn.execute(
@@ -143,7 +150,7 @@ async def _borrow_identity(conn: AsyncConnection, book: OrderBook, known: dict[t
         by_contact.setdefault(contact_id, {}).setdefault(kind, value)
         known[(kind, value)] = contact_id
     for row in about_known:
-        contact_id = book.known[(row.connector, row.order.external_id)]["contact_id"]
+        contact_id = book.known[order_key(row)]["contact_id"]
         if row.identifiers():
             if contact_id not in by_contact:
                 book.unnamed[row.key] = contact_id
@@ -156,7 +163,7 @@ async def _borrow_identity(conn: AsyncConnection, book: OrderBook, known: dict[t
 def _other_contact(book: OrderBook, row: Any, known: dict[tuple[str, str], str]) -> bool:
     """Whether `row` is about a known order with a contact that none of the row's identifiers names (the usual
     update names its order's own buyer, and needs no query)."""
-    stored = book.known.get((row.connector, row.order.external_id))
+    stored = book.known.get(order_key(row))
     contact_id = stored["contact_id"] if stored is not None else None
     return contact_id is not None and all(known.get(i) != contact_id for i in row.lookups())
 
@@ -170,10 +177,10 @@ async def write_orders(conn: AsyncConnection, book: OrderBook, batch: Batch) -> 
         inquiry = inquiries.get(row.key)
         if inquiry is None:
             continue
-        order_key = (row.connector, row.order.external_id)
-        current = book.known.get(order_key)
+        key = order_key(row)
+        current = book.known.get(key)
         if current is None:
-            book.known[order_key] = _insert(row, inquiry, book, batch)
+            book.known[key] = _insert(row, inquiry, book, batch)
             continue
         if inquiry["lead_id"] is None and current["lead_id"]:
             inquiry["lead_id"] = current["lead_id"]
@@ -197,7 +204,7 @@ def _contactless_rows(book: OrderBook, inquiries: dict[str, dict[str, Any]]) -> 
         inquiry = inquiries.get(row.key)
         if inquiry is None or inquiry["contact_id"] is not None:
             continue
-        order_id = book.known[(row.connector, row.order.external_id)]["id"]
+        order_id = book.known[order_key(row)]["id"]
         if order_id in book.found_contacts:
             inquiry["contact_id"] = book.found_contacts[order_id]
         else:
@@ -236,7 +243,7 @@ def _insert(row: Any, inquiry: dict[str, Any], book: OrderBook, batch: Batch) ->
     order: OrderValues = row.order
     values: dict[str, Any] = {
         "id": new_id(),
-        "connector": row.connector,
+        "connector": order_key(row)[0],
         "external_id": _text(order.external_id, 200),
         "number": _text(order.number, 100),
         "status": "new",

@@ -15,8 +15,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from leadhub.connectors.base import ConnectorContext, PublishResult
+from leadhub.connectors.shop_common import hmac_sha256_b64
 from leadhub.connectors.woocommerce_api import retry_after
 from leadhub.connectors.woocommerce_fit import encoded, fitted
 from leadhub.connectors.woocommerce_poll import (
@@ -27,9 +29,11 @@ from leadhub.connectors.woocommerce_poll import (
     next_delay,
 )
 from leadhub.envelope import Envelope
+from leadhub.hub.config import ConfigError, config_from_dict
 from leadhub.hub.embedded_nats import EmbeddedNats
 from leadhub.store import dead_letters
 from leadhub.store.connector_state import load_state
+from leadhub.store.models import OutboxEvent
 from tests.conftest import HubFactory, RunningHub
 from tests.connectors.woo_shop import FakeShop, poller, shop_fixture  # noqa: F401 - the `shop` fixture
 from tests.helpers import wait_for
@@ -495,3 +499,48 @@ async def test_a_walk_that_fails_midway_keeps_the_pages_it_read(make_hub: HubFac
     shop.after_request, shop.refuse_always = None, None
     orders = await hub.wait_items("/api/orders", 6)
     assert sorted(o["external_id"] for o in orders) == [str(1001 + n) for n in range(6)]
+
+
+async def test_a_poller_beside_the_shops_webhook_keeps_one_order(make_hub: HubFactory, shop: FakeShop) -> None:
+    """Found by an audit: WooCommerce disables a webhook after 5 failed deliveries, so a poller is the natural
+    backstop beside it; but orders are one per (connector, id), and every order the two both delivered was stored
+    twice, with two leads and two `order.completed` (two surveys). `orders_of` makes the poller's orders the
+    webhook connector's."""
+    shop.put(101, "completed", "2026-11-01T10:00:00", "a@example.com")
+    webhook = {"name": "woo", "type": "woocommerce", "secret": "wc_secret"}
+    hub = await make_hub([webhook, poller(shop, orders_of="woo")])
+    await hub.wait_items("/api/inquiries", 1)
+    body = json.dumps(shop.orders[101]).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "X-WC-Webhook-Topic": "order.updated",
+        "X-WC-Webhook-Delivery-ID": "d1",
+        "X-WC-Webhook-Signature": hmac_sha256_b64(b"wc_secret", body),
+    }
+    async with await hub.post("/hooks/woo", data=body, headers=headers) as response:
+        assert response.status == 202, await response.text()
+    inquiries = await hub.wait_items("/api/inquiries", 2)
+    (order,) = (await hub.api("/api/orders"))["items"]
+    assert (order["connector"], order["external_id"], order["status"]) == ("woo", "101", "completed")
+    assert {i["lead_id"] for i in inquiries} == {order["lead_id"]}
+    assert len((await hub.api("/api/leads"))["items"]) == 1
+    async with hub.engine.connect() as conn:
+        types = list((await conn.execute(select(OutboxEvent.type))).scalars())
+    assert types.count("order.completed") == 1 and types.count("order.created") == 1
+
+
+def test_orders_of_must_name_a_woocommerce_webhook_with_the_same_statuses() -> None:
+
+    def problems(*connectors: dict[str, Any]) -> str:
+        with pytest.raises(ConfigError) as caught:
+            config_from_dict({"connectors": list(connectors)}, env={})
+        return str(caught.value)
+
+    pull = poller(FakeShop(url="https://shop.example"), orders_of="woo")
+    assert "orders_of: 'woo' is not a configured woocommerce connector" in problems(pull)
+    form = {"name": "woo", "type": "form"}
+    assert "orders_of: 'woo' is not a configured woocommerce connector" in problems(form, pull)
+    hook = {"name": "woo", "type": "woocommerce", "secret": "s", "statuses": {"shipped": "fulfilled"}}
+    assert "statuses must be those of 'woo'" in problems(hook, pull)
+    config = config_from_dict({"connectors": [hook, pull | {"statuses": {"shipped": "fulfilled"}}]}, env={})
+    assert [c.name for c in config.connectors] == ["woo", "woo-pull"]
