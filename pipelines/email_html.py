@@ -1,13 +1,16 @@
-"""Readable text from an HTML mail body with the stdlib parser: blocks become lines, scripts and styles vanish."""
+"""Readable text from an HTML mail body in one linear pass: blocks become lines, scripts and styles vanish.
+
+Not html.parser: on unclosed tags (`<a <a <a ...`, `<a b="...`, `<a\\n...`) it re-scans the rest of the document
+from every `<` (CVE-2025-6069, fixed only in later Python releases), so a 50 KB body took over a minute and a
+1 MB one hours, on the event loop, stopping the whole daemon. Here no match crosses the next `<`, so every
+character is looked at a bounded number of times.
+"""
 
 from __future__ import annotations
 
 import re
-from html.parser import HTMLParser
+from html import unescape
 
-import structlog
-
-log = structlog.get_logger("leadhub.pipeline.email")
 _BLOCK = frozenset(
     {
         *("address", "article", "aside", "blockquote", "br", "dd", "div", "dl", "dt", "fieldset", "figcaption"),
@@ -16,45 +19,41 @@ _BLOCK = frozenset(
     }
 )
 _SKIP = frozenset({"script", "style", "head", "title", "template", "noscript"})
+_RAW_TEXT = frozenset({"script", "style"})  # their content is not markup: skipped up to their end tag
+# A comment (an unclosed one runs to the end, as browsers read it), a tag that closes before the next `<` (a
+# quoted value may hold `>`; `*+` never backtracks), or a declaration / processing instruction. A `<` that starts
+# none of these is text: also one inside an attribute value, which only hand-broken mail has.
+_MARKUP = re.compile(
+    r"<!--(?:.*?--!?>|.*\Z)|<(/?)([a-zA-Z][a-zA-Z0-9:-]*)((?:\"[^\"<]*\"|'[^'<]*'|[^<>])*+)>|<[!?/][^<>]*>",
+    re.S,
+)
 _SPACES = re.compile(r"[ \t\u00a0\u200b\r\f\v]+")
 _BLANKS = re.compile(r"\n\s*\n+")
 
 
-class _TextParser(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.skipping = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _SKIP:
-            self.skipping += 1
-        elif tag in _BLOCK:
-            self.parts.append("\n")
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _BLOCK:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _SKIP:
-            self.skipping = max(0, self.skipping - 1)
-        elif tag in _BLOCK:
-            self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self.skipping:
-            self.parts.append(data)
-
-
 def html_to_text(html: str) -> str:
     """The visible text of `html`, one line per block element, runs of blank lines collapsed."""
-    parser = _TextParser()
-    try:
-        parser.feed(html)
-        parser.close()
-    except Exception as exc:  # HTMLParser is lenient, but a pathological input must not lose the text
-        log.info("email HTML body not parsed; tags stripped instead", error=type(exc).__name__)
-        return re.sub(r"<[^>]*>", " ", html)
-    lines = (_SPACES.sub(" ", line).strip() for line in "".join(parser.parts).split("\n"))
+    parts: list[str] = []
+    skipping = 0
+    pos = 0
+    while (match := _MARKUP.search(html, pos)) is not None:
+        if not skipping:
+            parts.append(unescape(html[pos : match.start()]))
+        pos = match.end()
+        name = (match.group(2) or "").lower()
+        if not name:  # comment, declaration, processing instruction
+            continue
+        closing, self_closing = bool(match.group(1)), match.group(3).endswith("/")
+        if name in _BLOCK:
+            parts.append("\n")
+        elif closing and name in _SKIP:
+            skipping = max(0, skipping - 1)
+        elif not self_closing and name in _RAW_TEXT:
+            end = re.compile(rf"</{name}\b[^<>]*>", re.I).search(html, pos)
+            pos = end.end() if end else len(html)
+        elif not closing and not self_closing and name in _SKIP:
+            skipping += 1
+    if not skipping:
+        parts.append(unescape(html[pos:]))
+    lines = (_SPACES.sub(" ", line).strip() for line in "".join(parts).split("\n"))
     return _BLANKS.sub("\n\n", "\n".join(lines)).strip()

@@ -119,6 +119,25 @@ def test_html_only_body_becomes_text() -> None:
     assert result.fields["phones"] == ["+7 (916) 123-45-67"]
 
 
+@pytest.mark.parametrize("junk", ["<a ", '<a b="', "<a\n", "<!-- x>"])
+def test_html_with_unclosed_tags_is_read_in_one_pass(junk: str) -> None:
+    """html.parser re-scanned the rest of the body from every unclosed `<` (CVE-2025-6069): 40,000 of them took
+    over ten minutes on the event loop, stopping the daemon, and every redelivery did it again."""
+    html = "<p>Please call me back</p>" + junk * 40_000
+    result = draft(mail("From: a@example.com", body=html, content_type="text/html; charset=utf-8"))
+    assert result.message is not None and result.message.startswith("Please call me back")
+
+
+def test_html_markup_edge_cases_become_the_visible_text() -> None:
+    html = (
+        '<!DOCTYPE html><html><head><meta charset="utf-8"></head><body><a title="x > y" href="#">Link</a> and'
+        " a &lt; b < c<br/><script>if (a < b) { x = '</p>' }</script><!-- hidden <b>x</b> -->"
+        "<style>p > b {}</style><p>Tom &amp; Jerry</p><script/>after<!-- unclosed"
+    )
+    result = draft(mail("From: a@example.com", body=html, content_type="text/html; charset=utf-8"))
+    assert result.message == "Link and a < b < c\n\nTom & Jerry\nafter"
+
+
 def test_attachments_metadata_with_rfc2231_names() -> None:
     pdf = b"%PDF-1.4 test"
     raw = (
