@@ -159,7 +159,7 @@ def _addresses(values: list[str], guesses: tuple[str, ...]) -> list[Address]:
         raw = _COMMENT_AFTER_PHRASE.sub(r"\1 ", value.replace("\r", " ").replace("\n", " "))
         try:
             pairs = getaddresses([raw])
-        except (ValueError, IndexError, TypeError):  # pathological input the stdlib does not expect
+        except (ValueError, IndexError, TypeError, RecursionError):  # pathological input (nested comments recurse)
             pairs = []
         pairs = [(n, a) for n, a in pairs if n or a]
         if not pairs or any(" " in _QUOTED.sub("", a.strip()) for _, a in pairs):

@@ -138,6 +138,14 @@ def test_html_markup_edge_cases_become_the_visible_text() -> None:
     assert result.message == "Link and a < b < c\n\nTom & Jerry\nafter"
 
 
+def test_deeply_nested_comments_in_an_address_header_lose_only_that_header() -> None:
+    """The stdlib's address parser recurses per `(`: the RecursionError read as "MIME parts nested too deeply"
+    and dead-lettered the whole mail."""
+    raw = mail("From: " + "(" * 5000 + "Ann <ann@example.com>", "Subject: Quote", body="Please call me")
+    result = draft(raw)
+    assert (result.identity.email, result.title, result.message) == ("ann@example.com", "Quote", "Please call me")
+
+
 def test_attachments_metadata_with_rfc2231_names() -> None:
     pdf = b"%PDF-1.4 test"
     raw = (
