@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import yaml
@@ -446,11 +446,31 @@ def _describe(  # noqa: PLR0917
         where = f"{label}:{line}" if line else label
     message = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
-        allowed = ", ".join(sorted(model.model_fields))
+        allowed = ", ".join(sorted(_model_at(model, err["loc"][:-1]).model_fields))
         message = f"unknown key {loc[-1]!r}; allowed keys: {allowed}"
     elif err["type"] == "string_type" and isinstance(err.get("input"), int | float):
         message += f"; {_unquoted_text(err['input'])}"
     return f"{where}: {_dotted(loc)}: {message}"
+
+
+def _model_at(model: type[BaseModel], path: tuple[Any, ...]) -> type[BaseModel]:
+    """The model a nested key belongs to (an imap connector's `oauth2.<key>` is OAuth2Config's, not the connector's)."""
+    for part in path:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        nested = next((t for t in _types(field.annotation) if _is_model(t)), None) if field else None
+        if nested is None:
+            break
+        model = nested
+    return model
+
+
+def _types(annotation: Any) -> list[Any]:
+    """`annotation` and the types inside it (`X | None`, `list[X]`)."""
+    return [annotation, *(t for arg in get_args(annotation) for t in _types(arg))]
+
+
+def _is_model(value: Any) -> bool:
+    return isinstance(value, type) and issubclass(value, BaseModel)
 
 
 def _unquoted_text(value: float) -> str:

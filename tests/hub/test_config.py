@@ -107,6 +107,21 @@ def test_a_connector_without_name_or_type_says_so(tmp_path: Path) -> None:
     ]
 
 
+def test_an_unknown_key_in_a_nested_section_lists_that_sections_keys(tmp_path: Path) -> None:
+    """An imap connector's `oauth2.token_fle` listed the connector's own keys (host, port, ...) as the allowed ones."""
+    path = tmp_path / "leadhub.yaml"
+    path.write_text(
+        "connectors:\n  - name: mail\n    type: imap\n    host: imap.example.com\n    username: u\n"
+        "    oauth2:\n      token_fle: /run/token\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert caught.value.problems == [
+        f"{path}:7: connectors[0].oauth2.token_fle: unknown key 'token_fle'; "
+        "allowed keys: command_timeout, mechanism, refresh_interval, token_command, token_file"
+    ]
+
+
 def test_a_config_file_that_is_not_utf8_is_a_problem_not_a_traceback(tmp_path: Path) -> None:
     path = tmp_path / "leadhub.yaml"
     path.write_bytes(b"http_port: 8080\n# caf\xe9\n")
