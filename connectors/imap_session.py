@@ -137,8 +137,12 @@ class ImapSession:
         cfg = self.config
         if self.tokens is None:
             assert cfg.password is not None
+            password = cfg.password.get_secret_value()
             try:
-                client.login(cfg.username, cfg.password.get_secret_value())
+                if cfg.username.isascii() and password.isascii():
+                    client.login(cfg.username, password)
+                else:  # imaplib sends LOGIN as ASCII only; SASL PLAIN carries UTF-8 (RFC 4616)
+                    client.plain_login(cfg.username, password)
             except LoginError as exc:
                 raise AuthFailed(f"the server refused the password for {cfg.username}: {_server_text(exc)}") from None
             return
