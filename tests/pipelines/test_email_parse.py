@@ -146,6 +146,15 @@ def test_deeply_nested_comments_in_an_address_header_lose_only_that_header() -> 
     assert (result.identity.email, result.title, result.message) == ("ann@example.com", "Quote", "Please call me")
 
 
+def test_a_long_address_header_without_an_address_is_read_in_one_pass() -> None:
+    """The loose address search started again inside every run of letters: 40,000 of them in a From took 8 s on
+    the event loop (this one, over two minutes), stopping the daemon."""
+    sender = "From: Ann <" + "a" * 250_000 + " b>"
+    raw = mail(sender, "Reply-To: Ann <ann@example.com>", "Subject: Quote", body="Call me")
+    result = draft(raw)
+    assert (result.identity.email, result.title, result.message) == ("ann@example.com", "Quote", "Call me")
+
+
 def test_attachments_metadata_with_rfc2231_names() -> None:
     pdf = b"%PDF-1.4 test"
     raw = (
