@@ -58,7 +58,9 @@ _OOO_PHRASE = (
     r"(out of (the )?office|automatic reply|auto[- ]?reply|autoreply|auto[- ]?response|abwesenheitsnotiz|"
     r"automatische antwort|réponse automatique|автоответ|автоматический ответ|нет на месте|в отпуске)"
 )
-_OOO_SUBJECT = re.compile(rf"^\s*({_OOO_PHRASE}\s*)+([:\-/(]|$)", re.I)
+# `++`: "autoreply" is two of the alternatives, so without it each repetition doubled the ways to fail: 22 of them
+# before a non-matching end took 6 s, 30 hours, on the event loop.
+_OOO_SUBJECT = re.compile(rf"^\s*(?:{_OOO_PHRASE}\s*)++([:\-/(]|$)", re.I)
 _AUTOREPLY_HEADERS = (
     "X-Autoreply",
     "X-Autorespond",

@@ -124,6 +124,8 @@ STAYS_A_LEAD = {
     "absence management": ["Subject: Absence management module - price for 50 users"],
     "auto response times": ["Subject: Auto response times of your service"],
     "out of office furniture": ["Subject: Out of office furniture for 12 desks"],
+    # "autoreply" matched two ways per word: 40 of them before a non-matching end took hours (backtracking).
+    "many auto-reply words then text": ["Subject: " + "autoreply " * 40 + "test for our support team"],
 }
 
 
