@@ -13,18 +13,20 @@ from leadhub.pipelines.email_parse import ParsedEmail, content_type
 MAX_RECIPIENTS = 50
 MAX_SCAN = 50_000
 _ADDR = r"(?<![\w.+-])[\w.!#$%&'*+/?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+"
+# Lines start with `[ \t]*`, not `\s*`: in MULTILINE mode `^\s*` at every line start ran over all the blank lines
+# after it again (quadratic: a bounce text of 50,000 newlines took over three minutes on the event loop).
 _TEXT_PATTERNS = tuple(
     re.compile(p, re.I | re.M)
     for p in (
-        rf"^\s*<({_ADDR})>:?\s*(?:\(|$|host|mailbox|user|recipient|\d{{3}}|said|Sorry|The)",  # postfix, qmail
-        rf"^\s*<?({_ADDR})>?\s*\n\s*(?:SMTP error|retry time|host \S+ \[|Unrouteable|all relevant|"
+        rf"^[ \t]*<({_ADDR})>:?\s*(?:\(|$|host|mailbox|user|recipient|\d{{3}}|said|Sorry|The)",  # postfix, qmail
+        rf"^[ \t]*<?({_ADDR})>?[ \t]*\r?\n\s*(?:SMTP error|retry time|host \S+ \[|Unrouteable|all relevant|"
         r"mailbox is full|\(generated from|The mail server)",  # exim
         rf"following (?:address(?:es)?|recipients?)[^\n]*(?:failed|errors?|delivered)[^\n]*:?\s*\n+\s*<?({_ADDR})>?",
         rf"(?:delivery to|could not be delivered to|undeliverable to|not delivered to|failed recipient:?)"
         rf"[^\n<@]{{0,40}}<?({_ADDR})>?",
         rf"(?:recipient|address|user)(?: address)?(?: rejected| unknown| not found)?:\s*<?({_ADDR})>?",
         rf"<({_ADDR})>\.{{3}}\s*(?:User unknown|Deferred|\d{{3}})",  # sendmail transcript
-        rf"^\s*({_ADDR})\s*$(?=[\s\S]{{0,200}}(?:550|553|554|5\.\d\.\d|user unknown|does not exist))",
+        rf"^[ \t]*({_ADDR})\s*$(?=[\s\S]{{0,200}}(?:550|553|554|5\.\d\.\d|user unknown|does not exist))",
     )
 )
 _TEXT_ADDR = re.compile(r"(?<![\w.+'-])[\w.!#$%&'*+/?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")  # no "=": "SMTP=user@host" forms
