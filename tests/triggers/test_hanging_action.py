@@ -47,6 +47,21 @@ async def hanging_receiver() -> AsyncIterator[tuple[int, asyncio.Event, list[str
         await runner.cleanup()
 
 
+def _notify_and_call(port: int) -> str:
+    """Two rules on one event: a webhook to the hanging receiver and a task for a manager."""
+    return f"""
+rules:
+  - id: notify
+    on: lead.created
+    do:
+      - webhook: {{url: "http://127.0.0.1:{port}/hook?lead={{{{ lead.id }}}}", timeout: 60s}}
+  - id: call
+    on: lead.created
+    do:
+      - create_task: {{title: "call {{{{ contact.name }}}}"}}
+"""
+
+
 async def test_a_hanging_webhook_holds_up_neither_its_batch_nor_the_actions_due_after_it(
     engine: Any, tmp_path: Path, hanging_receiver: tuple[int, asyncio.Event, list[str]]
 ) -> None:
@@ -57,17 +72,7 @@ async def test_a_hanging_webhook_holds_up_neither_its_batch_nor_the_actions_due_
     e = Engine(
         engine,
         tmp_path,
-        f"""
-rules:
-  - id: notify
-    on: lead.created
-    do:
-      - webhook: {{url: "http://127.0.0.1:{port}/hook?lead={{{{ lead.id }}}}", timeout: 60s}}
-  - id: call
-    on: lead.created
-    do:
-      - create_task: {{title: "call {{{{ contact.name }}}}"}}
-""",
+        _notify_and_call(port),
     )
     scheduler = e.scheduler()
     running = asyncio.create_task(scheduler.run())
@@ -111,17 +116,7 @@ async def test_a_stop_gives_back_a_hanging_run_of_a_batch_whose_other_runs_were_
     e = Engine(
         engine,
         tmp_path,
-        f"""
-rules:
-  - id: notify
-    on: lead.created
-    do:
-      - webhook: {{url: "http://127.0.0.1:{port}/hook?lead={{{{ lead.id }}}}", timeout: 60s}}
-  - id: call
-    on: lead.created
-    do:
-      - create_task: {{title: "call {{{{ contact.name }}}}"}}
-""",
+        _notify_and_call(port),
     )
     contact_id, lead_id = await e.shop.customer()
     await e.lead_event(lead_id, contact_id)
