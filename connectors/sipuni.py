@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import ClassVar, Literal
 from urllib.parse import urlencode
 
@@ -59,4 +60,8 @@ class SipuniConnector(ProviderWebhook):
             payload, content_type = body, f"{FORM_TYPE}; charset={charset}" if charset else FORM_TYPE
         else:
             payload, content_type = urlencode(params).encode(), FORM_TYPE  # urlencode writes UTF-8
-        return accepted(await self.publish(f"{key_part(call_id)}:{name}", payload, content_type))
+        result = await self.publish(f"{key_part(call_id)}:{name}", payload, content_type)
+        answer = accepted(result)
+        # Sipuni's docs: the URL answers JSON with `success` (true when processed), or Sipuni may stop sending events.
+        answer.text = json.dumps({"success": True, "id": result.id, "duplicate": result.duplicate})
+        return answer

@@ -75,3 +75,16 @@ async def test_malformed_and_oversized_are_4xx(hub: RunningHub) -> None:
     assert (await get(hub, {"token": TOKEN, "call_id": "c1", "event": "9"}))[0] == 202
     [item] = await inquiries(hub, 1)
     assert item["dropped"] == "unknown event: event 9"
+
+
+async def test_an_accepted_event_answers_success_true_as_sipuni_requires(hub: RunningHub) -> None:
+    """Sipuni's HTTP events doc: the URL answers a JSON object with `success` (true when processed); without it
+    Sipuni may suspend sending events. The hub's id and duplicate flag stay beside it."""
+    start = params("outbound_event1_start") | {"token": TOKEN}
+    answers = [await get(hub, start) for _ in range(2)]
+    assert [a[0] for a in answers] == [202, 202]
+    assert [a[1]["success"] for a in answers] == [True, True]
+    assert [a[1]["duplicate"] for a in answers] == [False, True] and answers[0][1]["id"] == answers[1][1]["id"]
+    body = urlencode(params("inbound_missed_NOANSWER_event2")).encode()
+    status, answer = await post(hub, f"/hooks/sipuni?token={TOKEN}", body, FORM)
+    assert status == 202 and answer["success"] is True and answer["duplicate"] is False
