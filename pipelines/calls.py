@@ -98,12 +98,15 @@ def call_draft(envelope: Envelope, call: CallEvent) -> InquiryDraft:
         draft.dropped = f"call progress: {call.event}"[:200]
     elif call.outcome in OPENS_LEAD and "caller_hidden" in fields and not call.email:
         draft.dropped = f"{call.event}: the caller's number is hidden ({fields['caller_hidden']})"[:200]
+    elif not (phone or "").strip() and not call.email:
+        # No caller id at all (an empty or absent field): as unreachable as a withheld one. A lead would be an empty
+        # contact and a callback task nobody can do, one per call.
+        draft.opens_lead = False
+        draft.dropped = f"{call.event}: a call without the customer's number"[:200]
     elif call.outcome in OPENS_LEAD:
         draft.tags = [CALLBACK_TAG]
     else:
         draft.opens_lead = False
-        if not phone and not call.email:
-            draft.dropped = f"{call.event}: a call without the customer's number"
     if draft.title and (phone or "caller_hidden" in fields):
         draft.title = f"{draft.title}: {phone or 'hidden number'}"
     return draft

@@ -134,6 +134,20 @@ async def test_a_missed_call_from_a_hidden_number_opens_no_callback_lead(hub: Ru
     assert (await hub.api("/api/leads"))["items"] == [] and (await hub.api("/api/contacts"))["items"] == []
 
 
+async def test_missed_calls_without_a_caller_id_open_no_callback_lead(hub: RunningHub) -> None:
+    """NOTIFY_END_missed.request.json with caller_id empty, twice (two calls): as with a withheld number nobody can
+    call back, so no lead, no empty contact and no callback task per call; each is kept as a dropped inquiry."""
+    form = sample("zadarma", "NOTIFY_END_missed.request.json")["form"] | {"caller_id": ""}
+    signature = zadarma_signature(SECRET.encode(), signature_string(form, SIGNED_FIELDS["NOTIFY_END"]))
+    for call in ("in_first", "in_second"):
+        body = urlencode(form | {"pbx_call_id": call}).encode()
+        assert (await send(hub, "NOTIFY_END_missed.request.json", body, signature))[0] == 202
+    items = await inquiries(hub, 2)
+    assert {i["dropped"] for i in items} == {"NOTIFY_END: a call without the customer's number"}
+    assert [(i["contact_id"], i["lead_id"], i["fields"]["call_outcome"]) for i in items] == [(None, None, "missed")] * 2
+    assert (await hub.api("/api/leads"))["items"] == [] and (await hub.api("/api/contacts"))["items"] == []
+
+
 @pytest.mark.parametrize(
     ("caller_id", "phone"),
     [("8613812345678", "+8613812345678"), ("819012345678", "+819012345678"), ("89001234567", "+79001234567")],
