@@ -23,7 +23,7 @@ def _number(value: str | None) -> str | None:
 
 
 def _call(params: dict[str, str]) -> CallEvent:
-    event = params.get("event", "")
+    event = params.get("event", "").strip()  # as the connector keys it: " 2" is the end event there and here
     inbound = params.get("src_type") == EXTERNAL
     outbound = params.get("dst_type") == EXTERNAL and params.get("src_type") not in (None, EXTERNAL)
     caller = _number(params.get("src_num")) if inbound else None

@@ -88,3 +88,14 @@ async def test_an_accepted_event_answers_success_true_as_sipuni_requires(hub: Ru
     body = urlencode(params("inbound_missed_NOANSWER_event2")).encode()
     status, answer = await post(hub, f"/hooks/sipuni?token={TOKEN}", body, FORM)
     assert status == 202 and answer["success"] is True and answer["duplicate"] is False
+
+
+async def test_an_event_number_with_spaces_is_read_as_the_connector_keys_it(hub: RunningHub) -> None:
+    """The connector keyed `event=" 2"` as the end event while the parser read it as an unknown one: a missed call
+    stored as `unknown event`, and no callback lead."""
+    missed = params("inbound_missed_NOANSWER_event2") | {"event": "\n2 ", "token": TOKEN}
+    assert (await get(hub, missed))[0] == 202
+    [lead] = await hub.wait_items("/api/leads", 1)
+    assert lead["tags"] == ["callback_requested"]
+    [item] = await inquiries(hub, 1)
+    assert item["key"].endswith(":end") and item["fields"]["status"] == "NOANSWER"
