@@ -123,6 +123,16 @@ class Settings(BaseSettings):
             raise ValueError(f"{value} is a file; give a directory (created if missing)")
         return value
 
+    @field_validator("rules_dir", "templates_dir")
+    @classmethod
+    def _rules_and_templates_are_directories(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        """Missing is fine (a volume mounted later; rules load once their directory appears); a file never is one:
+        the rule engine would wait for a directory forever, and templates would quietly be the defaults."""
+        if value is not None and value.exists() and not value.is_dir():
+            later = " (its rules load once it is created)" if info.field_name == "rules_dir" else ""
+            raise ValueError(f"{value} is a file; give a directory{later}")
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _database_url_is_usable(cls, value: str | None) -> str | None:
@@ -146,6 +156,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"driver {url.drivername!r} is not an asyncio driver; use postgresql+asyncpg or sqlite+aiosqlite"
             )
+        if url.port is not None and not 1 <= url.port <= 65535:  # SQLAlchemy takes any digits; connects then fail
+            raise ValueError(f"port {url.port} is out of range; give 1-65535 (or none: 5432)")
         problem = asyncpg_query_problem(url.query) if url.drivername == "postgresql+asyncpg" else None
         if problem is not None:
             raise ValueError(problem)

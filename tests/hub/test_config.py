@@ -350,3 +350,30 @@ def test_a_password_in_the_database_urls_query_is_not_shown(tmp_path: Path) -> N
     for said in (status.stderr, backup.stderr):
         assert "hunter" not in said, said
         assert "postgresql+asyncpg://leadhub:***@127.0.0.1:1/db?password=***&ssl=prefer" in said, said
+
+
+@pytest.mark.parametrize("port", ["0", "99999", "65536"])
+def test_a_database_port_out_of_range_is_refused_without_the_password(port: str) -> None:
+    """SQLAlchemy reads any digits as the port: `:99999` passed the check, then the daemon retried its migration
+    forever, logging "Connection refused" (a port number no server can have)."""
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict({}, env={"LEADHUB_DATABASE_URL": f"postgresql+asyncpg://u:hunter2@h:{port}/db"})
+    assert caught.value.problems == [
+        f"environment LEADHUB_DATABASE_URL: database_url: port {port} is out of range; give 1-65535 (or none: 5432)"
+    ]
+    assert config_from_dict({}, env={"LEADHUB_DATABASE_URL": "postgresql+asyncpg://u:p@h:65535/db"})
+
+
+@pytest.mark.parametrize("setting", ["rules_dir", "templates_dir"])
+def test_a_rules_or_templates_dir_that_is_a_file_is_named(tmp_path: Path, setting: str) -> None:
+    """A rules dir that is a file was taken: the daemon logged "no rules directory yet; its rules load once it is
+    created" and ran no rule ever; a templates dir that is a file left every admin template unused."""
+    (tmp_path / "file").write_text("")
+    name = f"LEADHUB_{setting.upper()}"
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict({}, env={name: str(tmp_path / "file")})
+    assert caught.value.problems == [
+        f"environment {name}: {setting}: {tmp_path / 'file'} is a file; give a directory"
+        + (" (its rules load once it is created)" if setting == "rules_dir" else "")
+    ]
+    assert config_from_dict({}, env={name: str(tmp_path / "not-yet")})  # missing is fine: created later
