@@ -293,6 +293,13 @@ class Settings(BaseSettings):
     def _roles_from_csv(cls, value: Any) -> Any:
         return _csv(value) if isinstance(value, str) else value
 
+    @field_validator("roles")
+    @classmethod
+    def _some_role(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:  # an empty LEADHUB_ROLES: a daemon that answers /healthz and does nothing else
+            raise ValueError(f"name at least one of {', '.join(ROLES)}")
+        return value
+
     @field_validator("worker_roles", mode="before")
     @classmethod
     def _worker_role_groups(cls, value: Any) -> Any:
@@ -314,6 +321,11 @@ class Settings(BaseSettings):
                 "or leave worker_roles unset"
             )
         workers = info.data.get("workers")
+        if value is not None and workers == 1:  # ignored, and `roles` alone may leave the pipeline to nobody
+            raise ValueError(
+                "names the roles of the processes beside the first, but workers is 1: set workers: 2 or more, "
+                "or put these roles in roles"
+            )
         if value is not None and len(value) > 1 and workers is not None and len(value) != workers - 1:
             raise ValueError(
                 f"{len(value)} groups of roles (one per worker, separated by ';') but workers: {workers} starts "

@@ -38,6 +38,7 @@ def describe(config: HubConfig, environ: Mapping[str, str] | None = None) -> Con
         f"  database    {redact_urls(settings.effective_database_url)}",
         f"  queue       {queue}",
         f"  http        {settings.http_host}:{settings.http_port}, roles {', '.join(settings.roles)}, {processes}",
+        *_not_run(settings),
         f"  api         {api}",
         "  smtp        " + (redact_urls(smtp) if smtp else "not set: send_email actions fail until it is"),
         f"  rules       {settings.rules_dir}: {rules}",
@@ -50,6 +51,14 @@ def describe(config: HubConfig, environ: Mapping[str, str] | None = None) -> Con
         takes = f"POST /hooks/{name}" if hasattr(CONNECTOR_TYPES[kind], "handle") else "pulls on its own schedule"
         lines.append(f"    {name:<{width}}  {kind:<{type_width}}  {takes}")
     return ConfigReport(lines, problems)
+
+
+def _not_run(settings: Settings) -> list[str]:
+    """A role no process of this daemon runs (webhooks accepted and never stored, events never relayed)."""
+    from leadhub.hub.workers import roles_run_nowhere, unrun_roles_note
+
+    missing = roles_run_nowhere(settings)
+    return [f"  not run     {', '.join(missing)}: {unrun_roles_note(settings)}"] if missing else []
 
 
 def _rules(settings: Settings) -> tuple[str, int]:

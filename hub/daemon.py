@@ -31,7 +31,14 @@ from leadhub.hub.metrics import Metrics, forget_process, share_between_processes
 from leadhub.hub.migrate_child import upgrade_in_child
 from leadhub.hub.queue import Queue
 from leadhub.hub.store_health import StoreHealth
-from leadhub.hub.workers import WorkerPool, WorkerSpec, relaying_processes, tell_primary_ready
+from leadhub.hub.workers import (
+    WorkerPool,
+    WorkerSpec,
+    relaying_processes,
+    roles_run_nowhere,
+    tell_primary_ready,
+    unrun_roles_note,
+)
 from leadhub.pipelines.consumer import InboundConsumer, Stats
 from leadhub.pipelines.dead_letters import DeadLetterSink
 from leadhub.pipelines.failures import classify
@@ -152,6 +159,10 @@ class Hub:
         )
         if not created and self.worker == 0:
             _warn_if_others_can_read(self.settings.data_dir)
+        if self.worker == 0 and (missing := roles_run_nowhere(self.settings)):
+            log.warning(
+                "roles run by no process of this daemon", roles=",".join(missing), note=unrun_roles_note(self.settings)
+            )
         self.engine = create_engine(self.settings.effective_database_url)
         await self._refuse_a_newer_database(self.engine)
         url = self.settings.nats_url

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import structlog
 
-from leadhub.hub.config import WORKER_ROLES, Settings
+from leadhub.hub.config import ROLES, WORKER_ROLES, Settings
 from leadhub.hub.exit_codes import SCHEMA_NEWER
 from leadhub.hub.process_ties import dies_with_parent
 
@@ -100,6 +100,20 @@ def worker_roles(settings: Settings, index: int) -> tuple[str, ...]:
     if groups is None:
         return tuple(role for role in settings.roles if role in WORKER_ROLES)
     return groups[0] if len(groups) == 1 else groups[index - 1]
+
+
+def roles_run_nowhere(settings: Settings) -> tuple[str, ...]:
+    """The roles neither the primary nor any of its workers runs: their work waits for another replica (or, with the
+    embedded queue, for a start that runs them)."""
+    running = set(settings.roles).union(*(worker_roles(settings, index) for index in range(1, settings.workers)))
+    return tuple(role for role in ROLES if role not in running)
+
+
+def unrun_roles_note(settings: Settings) -> str:
+    """Who does the work of `roles_run_nowhere`: another replica on a shared queue, else a later start."""
+    if settings.nats_url:
+        return "by no process of this daemon; another replica must run them"
+    return "by no process of this daemon; the embedded queue keeps what they would take until a start that runs them"
 
 
 def relaying_processes(settings: Settings) -> int:

@@ -293,3 +293,51 @@ def test_worker_roles_are_checked_and_decide_the_relay_shares() -> None:
         config_from_dict({"workers": 2, "worker_roles": "triggers"}, env={})
     with pytest.raises(ConfigError, match="name at least one of"):
         config_from_dict({"workers": 2}, env={"LEADHUB_WORKER_ROLES": " , "})
+
+
+def test_roles_that_leave_work_undone_are_refused_or_named(tmp_path: Path) -> None:
+    """`worker_roles` with one process was ignored without a word (`roles: http,triggers` then ran no pipeline and
+    no relay: webhooks answered 202 and nothing was stored), and so was an empty `LEADHUB_ROLES`; a role no process
+    of the daemon runs is named by `config check` and at start."""
+    from leadhub.hub.config import ConfigError, config_from_dict
+    from leadhub.hub.config_check import describe
+    from leadhub.hub.workers import roles_run_nowhere
+
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict({"roles": "http,triggers", "worker_roles": "pipeline,relay"}, env={})
+    assert caught.value.problems == [
+        "(defaults): worker_roles: names the roles of the processes beside the first, but workers is 1: set "
+        "workers: 2 or more, or put these roles in roles"
+    ]
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict({}, env={"LEADHUB_ROLES": " , "})
+    assert caught.value.problems == [
+        "environment LEADHUB_ROLES: roles: name at least one of http, pipeline, relay, triggers"
+    ]
+
+    split = config_from_dict({"workers": 2, "roles": "http,triggers", "worker_roles": "pipeline"}, env={})
+    assert roles_run_nowhere(split.settings) == ("relay",)
+    assert roles_run_nowhere(config_from_dict({}, env={}).settings) == ()
+    assert roles_run_nowhere(config_from_dict({"workers": 3, "roles": "http,triggers"}, env={}).settings) == (
+        "pipeline",
+        "relay",
+    ), "unset worker_roles: the workers run the primary's roles only"
+    lines = describe(split, {}).lines
+    assert (
+        "  not run     relay: by no process of this daemon; the embedded queue keeps what they would take until a "
+        "start that runs them"
+    ) in lines
+    external = config_from_dict({"roles": "http"}, env={"LEADHUB_NATS_URL": "nats://n1:4222"})
+    assert "  not run     pipeline, relay, triggers: by no process of this daemon; another replica must run them" in (
+        describe(external, {}).lines
+    )
+    assert not any("not run" in line for line in describe(config_from_dict({}, env={}), {}).lines)
+
+
+async def test_a_role_no_process_runs_is_warned_of_at_start(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    daemon = make_daemon({"connectors": [FORM], "roles": "http,relay,triggers"})
+    await daemon.start()
+    assert await daemon.terminate() == 0
+    assert "roles run by no process of this daemon" in daemon.log()
+    assert "roles=pipeline" in daemon.log()
+    assert "the embedded queue keeps what they would take until a start that runs them" in daemon.log()
