@@ -46,6 +46,13 @@ def _is_url(value: str, schemes: tuple[str, ...]) -> bool:
     return parts.scheme.lower() in schemes and bool(parts.hostname)
 
 
+def nats_servers(url: str) -> list[str]:
+    """Each server of a comma-separated `LEADHUB_NATS_URL`, `nats://` added where it was left out: nats-py takes a
+    list (one text with commas fails every connect), and redaction knows a token only after a scheme."""
+    servers = [server.strip() for server in url.split(",")]
+    return [server if "://" in server else f"nats://{server}" for server in servers]
+
+
 def _csv(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
@@ -168,14 +175,16 @@ class Settings(BaseSettings):
     def _nats_urls(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        servers = [server.strip() for server in value.split(",")]
+        servers = nats_servers(value)
         for index, server in enumerate(servers, 1):
-            if not _is_url(server if "://" in server else f"nats://{server}", NATS_SCHEMES):
+            if not _is_url(server, NATS_SCHEMES):
                 which = f"server {index} of {len(servers)}" if len(servers) > 1 else "the URL"
                 raise ValueError(
                     f"{which} is not a NATS URL; write nats://host:4222 (or tls://, ws://, wss://), "
                     "several separated by commas, or leave it unset for the embedded server"
                 )
+        if len({server.lower().startswith(("ws://", "wss://")) for server in servers}) > 1:  # nats-py refuses it
+            raise ValueError("nats:// or tls:// servers cannot be listed with ws:// or wss:// ones; give one kind")
         return value
 
     @field_validator("smtp_url")

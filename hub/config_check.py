@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from leadhub.connectors.registry import CONNECTOR_TYPES
-from leadhub.hub.config import ENV_PREFIX, HubConfig, Settings
+from leadhub.hub.config import ENV_PREFIX, HubConfig, Settings, nats_servers
 from leadhub.url_redaction import redact_urls
 
 
@@ -28,7 +28,8 @@ def describe(config: HubConfig, environ: Mapping[str, str] | None = None) -> Con
     known = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
     overrides = sorted(name for name in environ if name.upper() in known)
     smtp = settings.smtp_url.get_secret_value() if settings.smtp_url else None
-    queue = redact_urls(settings.nats_url) if settings.nats_url else f"embedded NATS under {settings.data_dir / 'nats'}"
+    servers = ", ".join(nats_servers(settings.nats_url)) if settings.nats_url else None
+    queue = redact_urls(servers) if servers else f"embedded NATS under {settings.data_dir / 'nats'}"
     api = "bearer token set" if settings.api_token else "loopback clients only (no LEADHUB_API_TOKEN)"
     processes = f"{settings.workers} process{'es' if settings.workers > 1 else ''}"
     rules, problems = _rules(settings)

@@ -18,6 +18,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 
 from leadhub.connectors.base import PublishResult, QueueBusy, QueueUnavailable
 from leadhub.envelope import Envelope
+from leadhub.hub.config import nats_servers
 from leadhub.hub.stream_publisher import StreamPublisher
 from leadhub.hub.throttled_log import ThrottledWarning
 from leadhub.queue_errors import stream_missing
@@ -62,11 +63,13 @@ class Queue:
     """One NATS connection for the process; connectors publish through it, consumers pull from it."""
 
     def __init__(self, url: str, *, replicas: int = 1, duplicate_window: float = 30.0, name: str = "leadhub") -> None:
-        self.url = url
+        self.url = url  # as given: workers are pointed at it
+        self.servers = nats_servers(url)
+        self.shown_url = ", ".join(self.servers)  # each with its scheme, so the log's redaction finds every token
         self.replicas = replicas
         self.duplicate_window = duplicate_window  # seconds a stream answers a repeated message id as a duplicate
         self.broker = NatsBroker(
-            url,
+            self.servers,
             name=name,
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
@@ -89,7 +92,7 @@ class Queue:
         if self._publisher is None:  # once: the subscription outlives reconnects
             self._publisher = StreamPublisher(self.connection, PUBLISH_TIMEOUT)
             await self._publisher.start()
-        log.info("queue connected", url=self.url)
+        log.info("queue connected", url=self.shown_url)
 
     async def stop(self) -> None:
         if self._redeclaring is not None:
@@ -97,7 +100,7 @@ class Queue:
         await self.broker.stop()
 
     async def _connection_error(self, exc: Exception) -> None:
-        self._connection_failed(url=self.url, error=f"{type(exc).__name__}: {exc}"[:300])
+        self._connection_failed(url=self.shown_url, error=f"{type(exc).__name__}: {exc}"[:300])
 
     async def _reconnected(self) -> None:
         self.restore_streams()
