@@ -53,6 +53,14 @@ def nats_servers(url: str) -> list[str]:
     return [server if "://" in server else f"nats://{server}" for server in servers]
 
 
+def _file_in_the_way(directory: Path) -> Path | None:
+    """`directory`, or the nearest of its parents that exists, when that is not a directory: it can never be made."""
+    for path in (directory, *directory.parents):
+        if path.exists():
+            return None if path.is_dir() else path
+    return None
+
+
 def _csv(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
@@ -126,8 +134,8 @@ class Settings(BaseSettings):
     @field_validator("data_dir")
     @classmethod
     def _data_dir_is_a_directory(cls, value: Path) -> Path:
-        if value.exists() and not value.is_dir():
-            raise ValueError(f"{value} is a file; give a directory (created if missing)")
+        if (file := _file_in_the_way(value)) is not None:
+            raise ValueError(f"{file} is a file; give a directory (created if missing)")
         return value
 
     @field_validator("rules_dir", "templates_dir")
@@ -135,9 +143,9 @@ class Settings(BaseSettings):
     def _rules_and_templates_are_directories(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         """Missing is fine (a volume mounted later; rules load once their directory appears); a file never is one:
         the rule engine would wait for a directory forever, and templates would quietly be the defaults."""
-        if value is not None and value.exists() and not value.is_dir():
+        if value is not None and (file := _file_in_the_way(value)) is not None:
             later = " (its rules load once it is created)" if info.field_name == "rules_dir" else ""
-            raise ValueError(f"{value} is a file; give a directory{later}")
+            raise ValueError(f"{file} is a file; give a directory{later}")
         return value
 
     @field_validator("database_url")

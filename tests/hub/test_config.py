@@ -238,6 +238,11 @@ def test_a_data_dir_that_is_a_file_is_named(tmp_path: Path) -> None:
     assert caught.value.problems == [
         f"environment LEADHUB_DATA_DIR: data_dir: {tmp_path / 'file'} is a file; give a directory (created if missing)"
     ]
+    with pytest.raises(ConfigError) as caught:  # was `cannot start: [Errno 17] File exists` once the daemon ran
+        config_from_dict({}, env={"LEADHUB_DATA_DIR": str(tmp_path / "file" / "data")})
+    assert caught.value.problems == [
+        f"environment LEADHUB_DATA_DIR: data_dir: {tmp_path / 'file'} is a file; give a directory (created if missing)"
+    ]
 
 
 def test_a_setting_checked_against_another_is_named_where_it_was_given(tmp_path: Path) -> None:
@@ -376,4 +381,6 @@ def test_a_rules_or_templates_dir_that_is_a_file_is_named(tmp_path: Path, settin
         f"environment {name}: {setting}: {tmp_path / 'file'} is a file; give a directory"
         + (" (its rules load once it is created)" if setting == "rules_dir" else "")
     ]
+    with pytest.raises(ConfigError, match=f"{setting}: {tmp_path / 'file'} is a file"):
+        config_from_dict({}, env={name: str(tmp_path / "file" / "rules")})  # it could never be created
     assert config_from_dict({}, env={name: str(tmp_path / "not-yet")})  # missing is fine: created later
