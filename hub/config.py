@@ -171,6 +171,10 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"driver {url.drivername!r} is not an asyncio driver; use postgresql+asyncpg or sqlite+aiosqlite"
             )
+        if url.host and ("@" in url.host or "/" in url.host):  # SQLAlchemy split a password's '@' as the user info's
+            raise ValueError(
+                "the host holds '@' or '/': write them in the user and password percent-encoded (@ as %40, / as %2F)"
+            )
         if url.port is not None and not 1 <= url.port <= 65535:  # SQLAlchemy takes any digits; connects then fail
             raise ValueError(f"port {url.port} is out of range; give 1-65535 (or none: 5432)")
         problem = asyncpg_query_problem(url.query) if url.drivername == "postgresql+asyncpg" else None

@@ -10,10 +10,11 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-# The password in a URL's user info: `nats://user:pass@host` -> `nats://user:***@host`.
-_PASSWORD = re.compile(r"\b([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@", re.IGNORECASE)
+# The password in a URL's user info: `nats://user:pass@host` -> `nats://user:***@host`. Up to the last '@' before
+# the path, as URL parsers split it: NATS connects with `nats://u:p@ss@host` (password `p@ss`).
+_PASSWORD = re.compile(r"\b([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^/\s]+@", re.IGNORECASE)
 # User info without a password is a credential too: NATS reads `nats://TOKEN@host` as a token.
-_LONE_USER = re.compile(r"\b([a-z][a-z0-9+.-]*://)[^:/@\s]+@", re.IGNORECASE)
+_LONE_USER = re.compile(r"\b([a-z][a-z0-9+.-]*://)[^:/\s]+@", re.IGNORECASE)
 # Paths that are credentials, as (kept prefix)(secret): whoever has the URL can post as its owner.
 _PATH_SECRETS = tuple(
     re.compile(pattern, re.IGNORECASE)

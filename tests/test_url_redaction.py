@@ -69,3 +69,12 @@ def test_paths_of_ordinary_urls_stay() -> None:
     ):
         assert redact_urls(url) == url
         assert url_secrets(url) == ()
+
+
+def test_a_password_or_token_holding_an_at_sign_is_hidden_whole() -> None:
+    """URL parsers split the user info at the last '@' (NATS connects with `nats://u:p@ss@host`), the redaction cut
+    at the first and showed the rest: `nats://u:***@ss@host`."""
+    assert redact_urls("nats://u:p@ss@n1:4222 up") == "nats://u:***@n1:4222 up"
+    assert redact_urls("nats://t0k@en@n1:4222, nats://n2:4222") == "nats://***@n1:4222, nats://n2:4222"
+    assert redact_urls("https://crm:hunter2@crm.example/a@b?token=x") == "https://crm:***@crm.example/a@b?token=***"
+    assert redact_urls("mail ivan@example.com via smtp://u:p@h:587") == "mail ivan@example.com via smtp://u:***@h:587"

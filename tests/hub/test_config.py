@@ -384,3 +384,16 @@ def test_a_rules_or_templates_dir_that_is_a_file_is_named(tmp_path: Path, settin
     with pytest.raises(ConfigError, match=f"{setting}: {tmp_path / 'file'} is a file"):
         config_from_dict({}, env={name: str(tmp_path / "file" / "rules")})  # it could never be created
     assert config_from_dict({}, env={name: str(tmp_path / "not-yet")})  # missing is fine: created later
+
+
+def test_a_database_url_with_an_unencoded_at_sign_in_the_password_is_refused_without_it() -> None:
+    """SQLAlchemy splits `u:hunter@2secret@db-host` at the first '@': the host became `2secret@db-host`, the daemon
+    retried its migration forever, and the log showed that host, half of the password."""
+    for url in ("postgresql+asyncpg://u:hunter@2secret@db-host/db", "postgresql+asyncpg://u:a/b@2secret@db-host/db"):
+        with pytest.raises(ConfigError) as caught:
+            config_from_dict({}, env={"LEADHUB_DATABASE_URL": url})
+        assert caught.value.problems == [
+            "environment LEADHUB_DATABASE_URL: database_url: the host holds '@' or '/': write them in the user "
+            "and password percent-encoded (@ as %40, / as %2F)"
+        ]
+    assert config_from_dict({}, env={"LEADHUB_DATABASE_URL": "postgresql+asyncpg://u:hunter%402secret@db-host/db"})
