@@ -81,6 +81,7 @@ class WorkerSpec:
 
         `worker_roles` is the worker's own group too: a worker starts no workers, and the primary's groups
         (`http;pipeline,relay`) would fail the check that workers answer webhooks only beside a primary that does.
+        `workers` is the primary's count, wherever the primary got it: `worker_roles` with one process is refused.
         """
         roles = ",".join(self.roles_of(index))
         return {
@@ -90,6 +91,7 @@ class WorkerSpec:
             "LEADHUB_HTTP_PORT": str(self.http_port),
             "LEADHUB_ROLES": roles,
             "LEADHUB_WORKER_ROLES": roles,
+            "LEADHUB_WORKERS": str(len(self.roles) + 1),
         }
 
 
