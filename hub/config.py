@@ -55,9 +55,12 @@ def nats_servers(url: str) -> list[str]:
 
 def _file_in_the_way(directory: Path) -> Path | None:
     """`directory`, or the nearest of its parents that exists, when that is not a directory: it can never be made."""
-    for path in (directory, *directory.parents):
-        if path.exists():
-            return None if path.is_dir() else path
+    try:
+        for path in (directory, *directory.parents):
+            if path.exists():
+                return None if path.is_dir() else path
+    except OSError as exc:  # a name too long, a directory that cannot be searched
+        raise ValueError(f"cannot be used as a directory: {exc.strerror}") from None
     return None
 
 

@@ -397,3 +397,10 @@ def test_a_database_url_with_an_unencoded_at_sign_in_the_password_is_refused_wit
             "and password percent-encoded (@ as %40, / as %2F)"
         ]
     assert config_from_dict({}, env={"LEADHUB_DATABASE_URL": "postgresql+asyncpg://u:hunter%402secret@db-host/db"})
+
+
+@pytest.mark.parametrize("setting", ["data_dir", "rules_dir", "templates_dir"])
+def test_a_directory_name_too_long_is_a_problem_not_a_traceback(setting: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict({setting: "a" * 5000}, env={})
+    assert caught.value.problems == [f"(defaults): {setting}: cannot be used as a directory: File name too long"]
