@@ -103,7 +103,9 @@ class Settings(BaseSettings):
     # What the processes beside the primary run; unset: the primary's roles among http, pipeline, relay.
     # `pipeline,relay` with `roles: http,triggers` splits webhooks and the pipeline into separate processes.
     # One group of roles for every worker, or one per worker separated by ';' (`http;pipeline,relay`).
-    worker_roles: Annotated[tuple[tuple[Literal["http", "pipeline", "relay"], ...], ...] | None, NoDecode] = None
+    worker_roles: Annotated[tuple[tuple[Literal["http", "pipeline", "relay"], ...], ...] | None, NoDecode] = Field(
+        None, validate_default=True
+    )
     # Copies of each JetStream stream in a NATS cluster (3 keeps accepted items through the loss of a node).
     stream_replicas: int = Field(1, ge=1, le=5)
     # How long each stream remembers a message id to answer a repeat as a duplicate. NATS keeps every id of the
@@ -345,6 +347,12 @@ class Settings(BaseSettings):
                 "or leave worker_roles unset"
             )
         workers = info.data.get("workers")
+        roles = info.data.get("roles", ROLES)
+        if value is None and (workers or 1) > 1 and not any(role in WORKER_ROLES for role in roles):
+            raise ValueError(  # the workers would start with no role, be refused, and be started again forever
+                f"unset, so the processes beside the first run the roles of roles among {', '.join(WORKER_ROLES)}, "
+                f"and roles has none: set worker_roles, or workers: 1"
+            )
         if value is not None and workers == 1:  # ignored, and `roles` alone may leave the pipeline to nobody
             raise ValueError(
                 "names the roles of the processes beside the first, but workers is 1: set workers: 2 or more, "

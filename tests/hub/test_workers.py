@@ -315,6 +315,14 @@ def test_roles_that_leave_work_undone_are_refused_or_named(tmp_path: Path) -> No
         "environment LEADHUB_ROLES: roles: name at least one of http, pipeline, relay, triggers"
     ]
 
+    with pytest.raises(ConfigError) as caught:  # the workers started with no role, were refused, and restarted forever
+        config_from_dict({"workers": 2, "roles": "triggers"}, env={})
+    assert caught.value.problems == [
+        "(defaults): worker_roles: unset, so the processes beside the first run the roles of roles among http, "
+        "pipeline, relay, and roles has none: set worker_roles, or workers: 1"
+    ]
+    assert config_from_dict({"workers": 2, "roles": "triggers", "worker_roles": "pipeline,relay"}, env={})
+
     split = config_from_dict({"workers": 2, "roles": "http,triggers", "worker_roles": "pipeline"}, env={})
     assert roles_run_nowhere(split.settings) == ("relay",)
     assert roles_run_nowhere(config_from_dict({}, env={}).settings) == ()
