@@ -140,8 +140,9 @@ class Scheduler:
                     self._more = False
                 if self._more:
                     continue
+                idle = await self._idle_seconds()  # first: cancelled here, no `wait()` is left never awaited
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), await self._idle_seconds())
+                    await asyncio.wait_for(self._wake.wait(), idle)
             await self._all_batches_ended()  # stopped: the runs under way end and are recorded
         finally:
             await self._cut_short_batches()  # cancelled (the daemon's stop budget spent): record what ended
