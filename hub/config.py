@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     roles: Annotated[tuple[Literal["http", "pipeline", "relay", "triggers"], ...], NoDecode] = ROLES
     pipeline_batch_size: int = Field(500, ge=1, le=5000)
     pipeline_max_deliveries: int = Field(5, ge=1)
-    shutdown_timeout: float = Field(8.0, gt=0)
+    shutdown_timeout: float = Field(8.0, gt=0, le=3600, allow_inf_nan=False)  # `inf`: a stop that never ends
     # Processes that serve webhooks and run the pipeline on one port: `auto` is one per CPU this process may use.
     workers: Annotated[int, NoDecode] = Field(1, ge=1, le=MAX_WORKERS)
     # What the processes beside the primary run; unset: the primary's roles among http, pipeline, relay.
@@ -135,6 +135,14 @@ class Settings(BaseSettings):
     @classmethod
     def _no_boolean_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
         return refuse_a_boolean_number(value, cls.model_fields[str(info.field_name)].annotation)
+
+    @field_validator("http_host")
+    @classmethod
+    def _a_host_to_listen_on(cls, value: str) -> str:
+        """An empty host made aiohttp listen on every interface: the API and webhooks open to the network, unasked."""
+        if not value.strip():
+            raise ValueError("is empty; give the address to listen on: 127.0.0.1 (this machine) or 0.0.0.0 (all)")
+        return value.strip()
 
     @field_validator("data_dir")
     @classmethod

@@ -270,7 +270,11 @@ class Hub:
         site = web.TCPSite(
             self.runner, self.settings.http_host, self.settings.http_port, reuse_address=True, reuse_port=shared_port
         )
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # a host that does not resolve said only "Name or service not known"
+            where = f"{self.settings.http_host}:{self.settings.http_port}"
+            raise OSError(f"cannot listen on {where} (http_host, http_port): {exc.strerror or exc}") from exc
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self.settings.http_port

@@ -404,3 +404,20 @@ def test_a_directory_name_too_long_is_a_problem_not_a_traceback(setting: str) ->
     with pytest.raises(ConfigError) as caught:
         config_from_dict({setting: "a" * 5000}, env={})
     assert caught.value.problems == [f"(defaults): {setting}: cannot be used as a directory: File name too long"]
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({"LEADHUB_HTTP_HOST": ""}, "http_host: is empty; give the address to listen on"),
+        ({"LEADHUB_SHUTDOWN_TIMEOUT": "inf"}, "shutdown_timeout: Input should be a finite number"),
+        ({"LEADHUB_SHUTDOWN_TIMEOUT": "7200"}, "shutdown_timeout: Input should be less than or equal to 3600"),
+    ],
+)
+def test_a_host_to_listen_on_and_a_stop_that_ends_are_required(env: dict[str, str], problem: str) -> None:
+    """An empty LEADHUB_HTTP_HOST made aiohttp listen on every interface (the API open to the network, unasked);
+    LEADHUB_SHUTDOWN_TIMEOUT=inf let a client trickling a body hold a stop forever."""
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict({}, env=env)
+    [said] = caught.value.problems
+    assert problem in said, said

@@ -166,3 +166,13 @@ async def _trickle(writer: asyncio.StreamWriter, process: subprocess.Popen[bytes
         except (ConnectionError, OSError):
             return
         await asyncio.sleep(0.5)  # noqa: sleep-ok - a slow client's pace, not a wait for a condition
+
+
+async def test_an_address_it_cannot_listen_on_is_named_with_its_setting(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    """An address not on this machine (or a host that does not resolve) said only "cannot start: [Errno 99] Cannot
+    assign requested address" (or "Name or service not known"), naming neither the address nor the setting."""
+    daemon = make_daemon({"connectors": [FORM]}, env={"LEADHUB_HTTP_HOST": "192.0.2.1"})  # TEST-NET-1: nobody's
+    await daemon.start(wait_ready=False)
+    await wait_for(lambda: _exited(daemon.process), timeout=30, what="the daemon to give up")
+    assert daemon.process.returncode == 1, daemon.log()
+    assert "cannot start: cannot listen on 192.0.2.1:" in daemon.log() and "(http_host, http_port)" in daemon.log()
