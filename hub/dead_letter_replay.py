@@ -15,8 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadhub.envelope import Envelope
 from leadhub.hub.config import Settings
-from leadhub.pipelines.consumer import CONFLICT_TRIES
-from leadhub.pipelines.failures import Failure, classify
 from leadhub.pipelines.intake import IntakePipeline
 from leadhub.pipelines.model import SourceSpec
 from leadhub.store import dead_letters
@@ -61,23 +59,9 @@ async def replay_one(engine: AsyncEngine, pipeline: IntakePipeline, row: Any) ->
     reason = None
     try:
         envelope = Envelope.from_message(row.headers, row.payload)
-        await _store(pipeline, envelope)
+        await pipeline.store_one(pipeline.prepare(envelope))  # a lost race is tried again at once
     except Exception as exc:  # recorded on the dead letter; the operator sees it in `dead list`
         reason = f"{exc}"
     async with engine.begin() as conn:
         await dead_letters.record_replay(conn, row.id, datetime.now(UTC), resolved=reason is None, reason=reason)
     return ReplayOutcome(row.id, reason is None, reason)
-
-
-async def _store(pipeline: IntakePipeline, envelope: Envelope) -> None:
-    """Store the envelope, trying again at once while its transaction loses a race (another replay of it, or the
-    daemon storing the same person): the winner has committed, and the next try finds its rows."""
-    row = pipeline.prepare(envelope)
-    for _ in range(CONFLICT_TRIES - 1):
-        try:
-            await pipeline.store([row])
-            return
-        except Exception as exc:
-            if classify(exc) is not Failure.CONFLICT:
-                raise
-    await pipeline.store([row])

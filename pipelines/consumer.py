@@ -48,9 +48,6 @@ FETCH_TIMEOUT = 1.0
 CHECK_TIMEOUT = 2.0  # seconds JetStream has to answer the periodic look at the consumer
 MAX_BACKOFF = 10.0
 PREPARE_CHUNK = 50  # envelopes parsed between yields to the event loop (webhooks, the store's replies)
-# Tries of one envelope, at once, while its transaction loses to concurrent ones (pipelines/failures.py, CONFLICT):
-# each loss means another worker committed, and the next try sees what it wrote.
-CONFLICT_TRIES = 4
 
 OUTCOMES = ("stored", "duplicate", "dead_letter", "retried")  # what `Stats` counts an envelope as (below)
 
@@ -314,7 +311,7 @@ class InboundConsumer:
 
     async def _store_one(self, msg: Msg, row: InquiryRow) -> None:
         try:
-            result = await self._store_losing_at_most(CONFLICT_TRIES, row)
+            result = await self.pipeline.store_one(row, lambda exc: self._lost_a_race(row, exc))
         except Exception as exc:
             kind = classify(exc)
             if kind is Failure.CONFLICT:
@@ -332,18 +329,9 @@ class InboundConsumer:
         await self._ack_all([msg])
         self._committed(result, [row])
 
-    async def _store_losing_at_most(self, tries: int, row: InquiryRow) -> BatchResult:
-        """Store one row, trying again at once while its transaction loses to a concurrent one (a lost race
-        is not a redelivery: counted as one, a few workers racing could dead-letter a good envelope)."""
-        for _ in range(tries - 1):
-            try:
-                return await self.pipeline.store([row])
-            except Exception as exc:
-                if classify(exc) is not Failure.CONFLICT:
-                    raise
-                self.stats.on_store_error(Failure.CONFLICT.value)
-                log.info("envelope lost a race; trying again at once", key=row.key, error=brief(exc))
-        return await self.pipeline.store([row])
+    def _lost_a_race(self, row: InquiryRow, exc: BaseException) -> None:
+        self.stats.on_store_error(Failure.CONFLICT.value)
+        log.info("envelope lost a race; trying again at once", key=row.key, error=brief(exc))
 
     async def _dead_letter(self, msg: Msg, exc: BaseException) -> None:
         headers = dict(msg.headers or {})

@@ -9,12 +9,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadhub.envelope import Envelope
 from leadhub.pipelines.errors import PermanentError
+from leadhub.pipelines.failures import Failure, classify
 from leadhub.pipelines.model import InquiryDraft, SourceSpec
 from leadhub.pipelines.normalize import consent_from_fields, fold_email, normalize_identity
 from leadhub.pipelines.parsers import PARSERS
 from leadhub.store.intake import BatchResult, InquiryRow, write_batch
 from leadhub.store.policy import IdentityPolicy
 from leadhub.surrogates import may_hold_lone_surrogates, mend
+
+# Tries of one row, at once, while its transaction loses to concurrent ones (pipelines/failures.py, CONFLICT): each
+# loss means another worker committed, and the next try sees what it wrote.
+CONFLICT_TRIES = 4
 
 
 def utcnow() -> datetime:
@@ -101,6 +106,21 @@ class IntakePipeline:
         """Write `rows` in one transaction; raises on any failure and leaves nothing half-written."""
         async with self.engine.begin() as conn:
             return await write_batch(conn, rows, self.clock(), self.policy)
+
+    async def store_one(
+        self, row: InquiryRow, on_conflict: Callable[[BaseException], None] = lambda exc: None
+    ) -> BatchResult:
+        """Store one row, trying again at once while its transaction loses a race (the daemon's pipeline, a replay
+        of the same dead letter, another replica storing the same person): `on_conflict` hears of each loss. A lost
+        race is not a failure of the row: counted as one, a few workers racing could dead-letter a good envelope."""
+        for _ in range(CONFLICT_TRIES - 1):
+            try:
+                return await self.store([row])
+            except Exception as exc:
+                if classify(exc) is not Failure.CONFLICT:
+                    raise
+                on_conflict(exc)
+        return await self.store([row])
 
 
 def _shop(draft: InquiryDraft) -> str:
