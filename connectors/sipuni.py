@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import ClassVar, Literal
 from urllib.parse import urlencode
 
@@ -61,7 +60,5 @@ class SipuniConnector(ProviderWebhook):
         else:
             payload, content_type = urlencode(params).encode(), FORM_TYPE  # urlencode writes UTF-8
         result = await self.publish(f"{key_part(call_id)}:{name}", payload, content_type)
-        answer = accepted(result)
         # Sipuni's docs: the URL answers JSON with `success` (true when processed), or Sipuni may stop sending events.
-        answer.text = json.dumps({"success": True, "id": result.id, "duplicate": result.duplicate})
-        return answer
+        return accepted(result, provider_fields=b'"success":true,')
