@@ -20,6 +20,7 @@ from sqlalchemy import insert, select
 from leadhub.hub.config import config_from_dict
 from leadhub.hub.daemon import Hub
 from leadhub.ids import new_id
+from leadhub.store.db import create_engine, upgrade
 from leadhub.store.models import Contact, Lead, Order, OutboxEvent, ScheduledAction
 from leadhub.triggers.clock import ManualClock
 from tests.conftest import RunningHub
@@ -60,6 +61,15 @@ class SmtpServer:
         if self.controller is not None:
             self.controller.stop()
             self.controller = None
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[Any]:
+    """The test's database at this release's schema."""
+    engine = create_engine(database_url)
+    await upgrade(engine)
+    yield engine
+    await engine.dispose()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import pytest
 from aiohttp import web
 from sqlalchemy import select, update
 
-from leadhub.store.db import create_engine, upgrade
 from leadhub.store.models import EmailMessage, ScheduledAction
 from leadhub.triggers.actions.base import Deps
 from leadhub.triggers.clock import SystemClock
@@ -54,14 +53,6 @@ class SlowReceiver:
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.url = f"http://127.0.0.1:{port}/hook"
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[Any]:
-    engine = create_engine(database_url)
-    await upgrade(engine)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

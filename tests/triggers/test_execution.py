@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,6 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, select
 
-from leadhub.store.db import create_engine, upgrade
 from leadhub.store.models import RuleTrace, Task
 from leadhub.triggers.actions.base import Deps
 from leadhub.triggers.clock import ManualClock
@@ -23,14 +21,6 @@ from leadhub.triggers.matcher import Matcher
 from leadhub.triggers.sandbox import Templates
 from leadhub.triggers.scheduler import RetryPolicy, Scheduler
 from tests.triggers.conftest import START, Shop
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[Any]:
-    engine = create_engine(database_url)
-    await upgrade(engine)
-    yield engine
-    await engine.dispose()
 
 
 class Engine:

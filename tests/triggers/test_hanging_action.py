@@ -11,17 +11,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from leadhub.store.db import create_engine, upgrade
 from tests.helpers import wait_for
 from tests.triggers.test_execution import Engine
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[Any]:
-    engine = create_engine(database_url)
-    await upgrade(engine)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ fail: its runs stayed claimed and ran again once the lease ran out, e-mails sent
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,6 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
 from leadhub.store import triggers as store
-from leadhub.store.db import create_engine, upgrade
 from leadhub.store.models import EmailMessage
 from leadhub.store.trigger_data import record_sent, sent_row
 from leadhub.triggers.actions.base import Deps
@@ -34,14 +33,6 @@ from tests.triggers.conftest import START, Inbox, Shop
 LEASE = timedelta(seconds=3)  # the old code retried recording until the lease ended: a test fails in seconds
 NOT_YET = RetryPolicy(base=timedelta(hours=1))  # a retry is not due again within the test
 REFUSAL = b"550 5.7.1 Adresse refus\xe9e: bo\xeete pleine"  # Latin-1, as some servers answer
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[Any]:
-    engine = create_engine(database_url)
-    await upgrade(engine)
-    yield engine
-    await engine.dispose()
 
 
 class RefusingInbox(Inbox):

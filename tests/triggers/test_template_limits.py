@@ -18,7 +18,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from leadhub.triggers.loader import load_rules
 from leadhub.triggers.sandbox import Scope, TemplateProblem, Templates
 from leadhub.triggers.template_limits import MAX_BUILT, TemplateLimit, time_limit
-from tests.triggers.test_execution import Engine, engine  # noqa: F401 - the fixture
+from tests.triggers.test_execution import Engine
 
 SCOPE = Scope(("contact", "lead"))
 CONSTANT = [
@@ -232,7 +232,7 @@ def test_rules_check_reports_a_huge_constant_in_a_template_file(tmp_path: Path) 
     assert "'*' would build 10,000,000,000 characters or items" in str(result.problems[0])
 
 
-async def test_a_runaway_template_fails_its_action_and_the_next_one_runs(engine, tmp_path: Path) -> None:  # noqa: F811
+async def test_a_runaway_template_fails_its_action_and_the_next_one_runs(engine, tmp_path: Path) -> None:
     rules = """
 rules:
   - id: r
