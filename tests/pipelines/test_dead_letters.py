@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -26,6 +27,22 @@ from tests.conftest import PG_ADMIN_URL, HubFactory, RunningHub
 from tests.helpers import run_leadhub, wait_for
 
 FORM = {"name": "site-form", "type": "form", "rate_limit": None}
+
+
+async def _form_dead_letter(
+    conn: Any, key: str, email: str, *, connector: str = "site-form", reason: str = "test"
+) -> str:
+    """A form submission's dead letter, as the pipeline records one: its envelope's headers and payload, whole."""
+    from leadhub.store import dead_letters
+
+    envelope = Envelope(
+        key=f"form:{connector}:{key}", channel="form", connector=connector,
+        payload=f'{{"email": "{email}"}}'.encode(), content_type="application/json",
+    )  # fmt: skip
+    return await dead_letters.add(
+        conn, source="inbound", subject="intake.form", key=envelope.key, reason=reason, error=None,
+        deliveries=1, headers=envelope.headers(), payload=envelope.payload, now=datetime.now(UTC),
+    )  # fmt: skip
 
 
 async def _dead_letters(hub: RunningHub) -> list:
@@ -300,7 +317,6 @@ async def test_replay_all_walks_pages_and_reads_each_payload_alone(
     left open without being retried in a loop, and no query reads many payloads (each can be tens of MiB)."""
     from leadhub.hub import dead_letters_cli
     from leadhub.hub.config import load_config
-    from leadhub.store import dead_letters
     from leadhub.store.db import create_engine, upgrade
 
     monkeypatch.setattr(dead_letters_cli, "REPLAY_PAGE", 3)
@@ -313,15 +329,7 @@ async def test_replay_all_walks_pages_and_reads_each_payload_alone(
     async with engine.begin() as conn:
         for n in range(8):
             connector = "old-form" if n in (2, 6) else "site-form"  # two that still cannot be processed
-            envelope = Envelope(
-                key=f"form:{connector}:idem:{n}", channel="form", connector=connector,
-                payload=f'{{"email": "replay{n}@example.com"}}'.encode(), content_type="application/json",
-            )  # fmt: skip
-            dead_id = await dead_letters.add(
-                conn, source="inbound", subject="intake.form", key=envelope.key, reason="test", error=None,
-                deliveries=1, headers=envelope.headers(), payload=envelope.payload, now=datetime.now(UTC),
-            )  # fmt: skip
-            ids.append(dead_id)
+            ids.append(await _form_dead_letter(conn, f"idem:{n}", f"replay{n}@example.com", connector=connector))
 
     payload_reads: list[str] = []
 
@@ -353,7 +361,6 @@ async def test_concurrent_replays_of_one_person_all_resolve(database_url: str, t
     letter's reason. A lost race is tried again, as the pipeline does, and finds the winner's rows."""
     from leadhub.hub.config import load_config
     from leadhub.hub.dead_letter_replay import replay_by_id, replay_pipeline
-    from leadhub.store import dead_letters
     from leadhub.store.db import create_engine, upgrade
 
     config_file = tmp_path / "replay.yaml"
@@ -361,18 +368,8 @@ async def test_concurrent_replays_of_one_person_all_resolve(database_url: str, t
     config = load_config(config_file)
     engine = create_engine(database_url)
     await upgrade(engine)
-    ids = []
-    async with engine.begin() as conn:
-        for n in range(2):  # two submissions of one person: one contact, one identifier
-            envelope = Envelope(
-                key=f"form:site-form:idem:{n}", channel="form", connector="site-form",
-                payload=b'{"email": "same@example.com"}', content_type="application/json",
-            )  # fmt: skip
-            dead_id = await dead_letters.add(
-                conn, source="inbound", subject="intake.form", key=envelope.key, reason="original", error=None,
-                deliveries=1, headers=envelope.headers(), payload=envelope.payload, now=datetime.now(UTC),
-            )  # fmt: skip
-            ids.append(dead_id)
+    async with engine.begin() as conn:  # two submissions of one person: one contact, one identifier
+        ids = [await _form_dead_letter(conn, f"idem:{n}", "same@example.com", reason="original") for n in range(2)]
     pipeline = replay_pipeline(engine, config.settings, config.connectors)
     try:
         outcomes = await asyncio.gather(*(replay_by_id(engine, pipeline, i) for i in (ids[0], ids[0], ids[1])))
@@ -399,15 +396,8 @@ async def test_replaying_a_resolved_dead_letter_again_leaves_it_as_it_is(databas
     config = load_config(config_file)
     engine = create_engine(database_url)
     await upgrade(engine)
-    envelope = Envelope(
-        key="form:site-form:idem:twice", channel="form", connector="site-form",
-        payload=b'{"email": "twice@example.com"}', content_type="application/json",
-    )  # fmt: skip
     async with engine.begin() as conn:
-        dead_id = await dead_letters.add(
-            conn, source="inbound", subject="intake.form", key=envelope.key, reason="test", error=None,
-            deliveries=1, headers=envelope.headers(), payload=envelope.payload, now=datetime.now(UTC),
-        )  # fmt: skip
+        dead_id = await _form_dead_letter(conn, "idem:twice", "twice@example.com")
     try:
         first = await replay_dead(config, dead_id)
         async with engine.connect() as conn:
@@ -558,23 +548,14 @@ async def test_dead_replay_all_prints_each_outcome_as_it_comes(database_url: str
     (its dead letter's row held locked, as a slow store would)."""
     from sqlalchemy import text
 
-    from leadhub.store import dead_letters
     from leadhub.store.db import create_engine, upgrade
 
     engine = create_engine(database_url)
     await upgrade(engine)
     ids = []
     for n in (1, 2):
-        envelope = Envelope(
-            key=f"form:site-form:idem:stream{n}", channel="form", connector="site-form",
-            payload=f'{{"email": "stream{n}@example.com"}}'.encode(), content_type="application/json",
-        )  # fmt: skip
         async with engine.begin() as conn:
-            dead_id = await dead_letters.add(
-                conn, source="inbound", subject="intake.form", key=envelope.key, reason="test", error=None,
-                deliveries=1, headers=envelope.headers(), payload=envelope.payload, now=datetime.now(UTC),
-            )  # fmt: skip
-        ids.append(dead_id)
+            ids.append(await _form_dead_letter(conn, f"idem:stream{n}", f"stream{n}@example.com"))
     first, second = sorted(ids)
     config_file = tmp_path / "cli.yaml"
     config_file.write_text(yaml.safe_dump({"database_url": database_url, "connectors": [FORM]}))
