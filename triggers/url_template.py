@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -33,16 +34,35 @@ def literal_origin(source: str) -> Origin | None:
 
 
 def check_url(url: str, origin: Origin | None) -> str:
-    """`url` as rendered, if it is http(s) with a host, at the template's literal origin, without dot segments."""
-    if _origin(url)[1] == "":
+    """`url` as rendered, if it is http(s) with a host, at the template's literal origin, without dot segments.
+    A host a value wrote (no literal origin) must not be an address literal that is not public: the resolver of
+    the request checks the names (`post(public_only=True)`), and an address literal never reaches it."""
+    host = _origin(url)[1]
+    if host == "":
         raise UnsafeUrl("the rendered url has no host")
     if origin is not None and _origin(url) != origin:
         raise UnsafeUrl("the rendered url does not go to the host the rule's url names")
+    if origin is None and not _public_literal(host):
+        raise UnsafeUrl("the url's host, which a value wrote, is not a public address")
     # HTTP clients resolve `.` and `..` (even encoded as %2E) before sending: `/leads/{{ name }}/notes` with the
     # name `..` posted to `/notes`. Encoding cannot keep such a segment, so the URL is refused.
     if any(unquote(segment) in {".", ".."} for segment in urlsplit(url).path.split("/")):
         raise UnsafeUrl("a value made a '.' or '..' path segment, which would change the path")
     return url
+
+
+def is_public(address: str) -> bool:
+    """Whether an IP address may be reached from a value; ValueError for text that is no address."""
+    ip = ipaddress.ip_address(address.partition("%")[0])  # an IPv6 scope id (`fe80::1%eth0`) is not part of it
+    return ip.is_global and not ip.is_multicast
+
+
+def _public_literal(host: str) -> bool:
+    """False for an IP address literal that is not public; True for a public one and for a name."""
+    try:
+        return is_public(host)
+    except ValueError:
+        return True
 
 
 def _origin(url: str) -> Origin:

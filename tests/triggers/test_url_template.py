@@ -36,3 +36,17 @@ def test_a_url_at_the_literal_origin_passes_as_rendered() -> None:
     url = "https://user:pw@CRM.example/leads/..%2Fadmin?name=a%26b"
     assert check_url(url, ("https", "crm.example", None)) == url
     assert check_url("https://any.example/x", None) == "https://any.example/x"
+
+
+@pytest.mark.parametrize("host", ["169.254.169.254", "10.0.0.7", "192.168.1.1", "127.0.0.1", "0.0.0.0", "224.0.0.1"])
+def test_a_host_a_value_wrote_may_not_be_a_private_address_literal(host: str) -> None:
+    """The cloud's metadata service, the private network, loopback: refused when a value chose the host, and
+    still allowed when the rule's url writes it literally (the admin's own receiver)."""
+    with pytest.raises(UnsafeUrl, match="not a public address"):
+        check_url(f"http://{host}/latest/meta-data", None)
+    assert check_url(f"http://{host}/hook", ("http", host, None)) == f"http://{host}/hook"
+
+
+def test_a_host_a_value_wrote_may_be_public() -> None:
+    assert check_url("https://8.8.8.8/hook", None) == "https://8.8.8.8/hook"
+    assert check_url("https://crm.example/hook", None) == "https://crm.example/hook"  # names: the resolver checks

@@ -183,3 +183,28 @@ async def test_an_answer_that_quotes_the_url_leaves_its_credentials_out_of_the_r
         assert secret not in run.last_error and secret not in json.dumps(item), run.last_error
     basic = "Basic " + base64.b64encode(b"crm:hunter2").decode()
     assert seen == [({"api_key": "K3Y", "lead": lead_id, "token": "T/0K"}, basic)], "the request keeps the full URL"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_a_host_a_value_writes_may_not_be_a_private_address(
+    trigger_hub, clock, rules_dir, receiver, host: str
+) -> None:
+    """A rule whose URL takes its host from a value (`http://{{ contact.name }}:8080/...`) let a customer's name
+    aim the post at the hub's own loopback, the cloud's metadata service or the private network. Such a host
+    must now be public (an address literal checked as rendered, a name by what it resolves to); the run fails
+    at once, naming why, and nothing is sent. A host the URL writes literally is the admin's and stays allowed
+    (the receiver of the other tests is on loopback)."""
+    seen: list[str] = []
+
+    async def record(request: web.Request) -> web.StreamResponse:
+        seen.append(request.path)
+        return web.json_response({"ok": True})
+
+    base = await receiver({"/{tail:.*}": record})
+    port = base.rpartition(":")[2]
+    _rule(rules_dir, "http://{{ contact.name }}:" + port + "/hook")
+    shop = await _fire(trigger_hub, clock, name=host)
+    run = await _settled(shop)
+    assert (run.status, run.attempts) == ("failed", 1), (run.status, run.last_error)
+    assert "not a public address" in run.last_error, run.last_error
+    assert seen == []

@@ -7,6 +7,7 @@ from typing import Any
 import aiohttp
 
 from leadhub.triggers.actions.base import Permanent, Transient
+from leadhub.triggers.actions.public_hosts import NotPublic, PublicResolver
 
 RETRY_STATUSES = frozenset({408, 425, 429})
 # Bytes of an answer read: a receiver's or the Bot API's JSON fits many times over, and an answer that never
@@ -23,6 +24,7 @@ async def post(
     seconds: float,
     label: str,
     hide: tuple[str, ...] = (),
+    public_only: bool = False,
 ) -> tuple[int, Any]:
     """POST and return (status, text of the answer, at most ANSWER_LIMIT bytes); Transient/Permanent on failure.
 
@@ -31,9 +33,13 @@ async def post(
     points; either way the receiver configured is not the one that got the event.
     `hide`: secrets in the URL (a bot token), cut from a failed answer's text too: proxies and frameworks quote
     the request line in their 404 ("Cannot POST /bot123:.../sendMessage"), and the error is logged and recorded.
+    `public_only`: the host came from a value; it is connected to only at public addresses (a session of its own).
     """
-    owned = session is None
-    client = session or aiohttp.ClientSession()
+    owned = session is None or public_only
+    if public_only:
+        client = aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=PublicResolver()))
+    else:
+        client = session or aiohttp.ClientSession()
     timeout = aiohttp.ClientTimeout(total=seconds)
     try:
         async with client.post(url, data=body, headers=headers, timeout=timeout, allow_redirects=False) as resp:
@@ -41,6 +47,10 @@ async def post(
             text = await _answer(resp)
     except aiohttp.InvalidURL:
         raise Permanent(f"{label}: not a valid URL") from None
+    except aiohttp.ClientConnectorError as exc:
+        if isinstance(exc.os_error, NotPublic):  # the same answer every time: the value chose this host
+            raise Permanent(f"{label}: {exc.os_error}") from None
+        raise Transient(f"{label}: {type(exc).__name__}") from None
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise Transient(f"{label}: {type(exc).__name__}") from None
     finally:

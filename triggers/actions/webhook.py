@@ -74,7 +74,16 @@ class BoundWebhook:
         timeout = parse_duration(self.spec.timeout).total_seconds()
         # A receiver's error page may quote the request line: its credentials stay out of the recorded error.
         hide = url_secrets(rendered["url"])
-        status, _ = await post(deps.http, rendered["url"], body, headers, seconds=timeout, label="webhook", hide=hide)
+        status, _ = await post(
+            deps.http,
+            rendered["url"],
+            body,
+            headers,
+            seconds=timeout,
+            label="webhook",
+            hide=hide,
+            public_only=self.origin is None,  # the host came from a value: never a private address
+        )
         return {"delivery": delivery, "status": status}
 
 
