@@ -54,10 +54,10 @@ rules:
     return templates
 
 
-async def _first_run(trigger_hub, clock, rules_dir: Path, smtp_url: str) -> Any:  # type: ignore[no-untyped-def]
+async def _first_run(trigger_hub, clock, rules_dir: Path, smtp_url: str, address: str = ADDRESS) -> Any:  # type: ignore[no-untyped-def]
     running = await trigger_hub(smtp_url=smtp_url, templates_dir=str(_rules(rules_dir)))
     shop = Shop(running.engine, clock)
-    contact_id, lead_id = await shop.customer(ADDRESS, "Мария")
+    contact_id, lead_id = await shop.customer(address, "Мария")
     await shop.emit("lead.created", lead_id, lead_id=lead_id, contact_id=contact_id, channel="shop", tags=[])
 
     async def settled() -> Any:
@@ -88,3 +88,20 @@ async def test_a_server_without_smtputf8_fails_it_once(
     run = await _first_run(trigger_hub, clock, rules_dir, url)
     assert (run.status, run.attempts) == ("failed", 1)
     assert "SMTPUTF8" in run.last_error and recorder.received == []
+
+
+@pytest.mark.parametrize("smtp", [False], indirect=True)
+async def test_a_non_ascii_domain_goes_out_as_its_ascii_form_without_smtputf8(
+    trigger_hub, clock, rules_dir: Path, smtp: tuple[str, Recorder]
+) -> None:
+    """`maria@пример.рф` (an ASCII local part, a Cyrillic domain) needs no SMTPUTF8: its domain has an ASCII
+    form (IDNA, `xn--...`) every server takes. It was sent as UTF-8 and failed at once on a server without
+    SMTPUTF8, the customer getting nothing."""
+    url, recorder = smtp
+    run = await _first_run(trigger_hub, clock, rules_dir, url, address="maria@пример.рф")
+    assert (run.status, run.last_error) == ("done", None)
+    ((mail_from, rcpt_tos, content),) = recorder.received
+    assert (mail_from, rcpt_tos) == ("shop@example.com", ["maria@xn--e1afmkfd.xn--p1ai"])
+    assert content.partition(b"\r\n\r\n")[0].isascii()  # the headers; the body is 8bit UTF-8 as before
+    message = message_from_string(content.decode(), policy=policy.default)
+    assert [a.addr_spec for a in message["To"].addresses] == ["maria@xn--e1afmkfd.xn--p1ai"]

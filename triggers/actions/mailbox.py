@@ -42,6 +42,18 @@ def is_address(address: str) -> bool:
     return bool(local and at and domain) and address.isprintable() and not NOT_IN_ADDRESS.intersection(address)
 
 
+def ascii_domain(address: str) -> str:
+    """`maria@xn--e1afmkfd.xn--p1ai` for `maria@пример.рф`: a non-ASCII domain has an ASCII form (IDNA) that every
+    SMTP server takes, so only a non-ASCII local part needs SMTPUTF8. Unchanged when it has none (a label too long)."""
+    local, at, domain = address.rpartition("@")
+    if domain.isascii():
+        return address
+    try:
+        return f"{local}{at}{domain.encode('idna').decode('ascii')}"
+    except UnicodeError:
+        return address
+
+
 def optional_mailbox(value: str, option: str) -> str | None:
     """None for a value that rendered blank (`{{ lead.owner_email }}` of nobody): the default sender, no Reply-To."""
     return mailbox(value, option) if value.strip() else None

@@ -23,7 +23,7 @@ from leadhub.triggers.actions.base import (
     Transient,
     compile_text,
 )
-from leadhub.triggers.actions.mailbox import is_address, optional_mailbox
+from leadhub.triggers.actions.mailbox import ascii_domain, is_address, optional_mailbox
 from leadhub.triggers.actions.smtp_pool import SmtpPool
 from leadhub.triggers.links import link_context
 from leadhub.triggers.sandbox import Scope, TemplateProblem, Templates
@@ -134,8 +134,9 @@ class BoundEmail:
             raise Skipped(f"suppressed address ({reason})")
         if sent:
             return {"message_id": message_id, "already_sent": True}
-        headers = _headers(rendered, sender, message_id, job)
-        envelope = (_address(sender), _address(to))
+        address = ascii_domain(to)  # SMTPUTF8 only for a local part that needs it
+        headers = _headers(rendered | {"to": address}, sender, message_id, job)
+        envelope = (_address(sender), address)
         utf8 = not "".join(envelope).isascii()
         data = _data(headers, rendered, utf8)
         await _send(data, envelope, target, deps.extra.get("smtp_pool"), utf8=utf8)
