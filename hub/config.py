@@ -221,12 +221,16 @@ class Settings(BaseSettings):
         from leadhub.triggers.actions.send_email import parse_smtp_url
 
         try:
-            parse_smtp_url(value.get_secret_value())  # what sending reads it with
+            target = parse_smtp_url(value.get_secret_value())  # what sending reads it with
         except (Permanent, ValueError):
             raise ValueError(
                 "not an SMTP URL; write smtp://user:pass@host:587?starttls=1 (or smtps://user:pass@host:465), "
                 "with the user and password percent-encoded"
             ) from None
+        if target.use_tls and target.start_tls:  # aiosmtplib refuses the pair at every send: no e-mail went out
+            raise ValueError(
+                "smtps:// is TLS from the start and starttls=1 upgrades a plain smtp:// connection; give one"
+            )
         return value
 
     @field_validator("api_token")
