@@ -146,7 +146,7 @@ rules:
         {"connectors": connectors},
         env={
             "LEADHUB_API_TOKEN": SECRETS["api"],
-            "LEADHUB_SMTP_URL": f"smtp://shop:{SECRETS['smtp']}@127.0.0.1:{refusing_smtp}?from=shop@example.com",
+            "LEADHUB_SMTP_URL": f"smtp://shop:{SECRETS['smtp']}@127.0.0.1:{refusing_smtp}?from=shop@example.com&starttls=0",
             "LEADHUB_NATS_URL": nats_url,
             "LEADHUB_DATABASE_URL": _with_password(database_url),
             "LEADHUB_RULES_DIR": str(rules),

@@ -50,12 +50,17 @@ class SmtpTarget:
 
 
 def parse_smtp_url(url: str) -> SmtpTarget:
-    """`smtp://user:pass@host:587?starttls=1&from=shop@example.com` (or `smtps://` for implicit TLS)."""
+    """`smtp://user:pass@host:587?starttls=1&from=shop@example.com` (or `smtps://` for implicit TLS).
+
+    A password over `smtp://` needs STARTTLS unless the URL says `starttls=0`: upgrading only when the server
+    offered it sent the password in plain text wherever the offer was missing, or removed on the way."""
     parts = urlsplit(url)
     if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
         raise Permanent("LEADHUB_SMTP_URL must look like smtp://user:pass@host:587?starttls=1")
     query = _query(parts.query)
     starttls = query.get("starttls")
+    if starttls is None and parts.scheme == "smtp" and parts.password:
+        starttls = "1"
     return SmtpTarget(
         host=parts.hostname,
         port=parts.port or (465 if parts.scheme == "smtps" else 25),
