@@ -105,3 +105,24 @@ async def test_a_non_ascii_domain_goes_out_as_its_ascii_form_without_smtputf8(
     assert content.partition(b"\r\n\r\n")[0].isascii()  # the headers; the body is 8bit UTF-8 as before
     message = message_from_string(content.decode(), policy=policy.default)
     assert [a.addr_spec for a in message["To"].addresses] == ["maria@xn--e1afmkfd.xn--p1ai"]
+
+
+@pytest.mark.parametrize("smtp", [False], indirect=True)
+async def test_a_sender_with_a_non_ascii_domain_needs_no_smtputf8(
+    trigger_hub, clock, rules_dir: Path, smtp: tuple[str, Recorder]
+) -> None:
+    """`from=shop@магазин.рф` in LEADHUB_SMTP_URL: every e-mail needed SMTPUTF8 (the envelope's sender was
+    UTF-8) and failed at once on a server without it; its Message-ID's domain went out RFC 2047-encoded."""
+    url, recorder = smtp
+    url = url.replace(
+        "from=shop@example.com", "from=%D0%9C%D0%B0%D0%B3%D0%B0%D0%B7%D0%B8%D0%BD%20%3Cshop@магазин.рф%3E"
+    )
+    run = await _first_run(trigger_hub, clock, rules_dir, url, address="maria@example.com")
+    assert (run.status, run.last_error) == ("done", None)
+    ((mail_from, rcpt_tos, content),) = recorder.received
+    assert (mail_from, rcpt_tos) == ("shop@xn--80aairftm.xn--p1ai", ["maria@example.com"])
+    message = message_from_string(content.decode(), policy=policy.default)
+    assert [(a.display_name, a.addr_spec) for a in message["From"].addresses] == [
+        ("Магазин", "shop@xn--80aairftm.xn--p1ai")
+    ]
+    assert message["Message-ID"].endswith("@xn--80aairftm.xn--p1ai>")

@@ -54,6 +54,14 @@ def ascii_domain(address: str) -> str:
         return address
 
 
+def ascii_mailbox(value: str) -> str:
+    """A bare address or `Name <address>` with the address's domain in its ASCII form (`ascii_domain`)."""
+    before, angle, rest = value.rpartition("<")
+    if angle and rest.endswith(">"):
+        return f"{before}<{ascii_domain(rest[:-1])}>"
+    return ascii_domain(value)
+
+
 def optional_mailbox(value: str, option: str) -> str | None:
     """None for a value that rendered blank (`{{ lead.owner_email }}` of nobody): the default sender, no Reply-To."""
     return mailbox(value, option) if value.strip() else None

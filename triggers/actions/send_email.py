@@ -23,7 +23,7 @@ from leadhub.triggers.actions.base import (
     Transient,
     compile_text,
 )
-from leadhub.triggers.actions.mailbox import ascii_domain, is_address, optional_mailbox
+from leadhub.triggers.actions.mailbox import ascii_domain, ascii_mailbox, is_address, optional_mailbox
 from leadhub.triggers.actions.smtp_pool import SmtpPool
 from leadhub.triggers.links import link_context
 from leadhub.triggers.sandbox import Scope, TemplateProblem, Templates
@@ -109,7 +109,7 @@ class BoundEmail:
             return
         target = parse_smtp_url(deps.smtp_url)
         ids = {
-            job.key: _message_id(job.key, rendered["from"] or target.sender or "leadhub@localhost")
+            job.key: _message_id(job.key, ascii_mailbox(rendered["from"] or target.sender or "leadhub@localhost"))
             for rendered, job in batch
         }
         async with deps.engine.connect() as conn:
@@ -128,7 +128,7 @@ class BoundEmail:
             raise Transient("LEADHUB_SMTP_URL is not set")
         target = parse_smtp_url(deps.smtp_url)
         assert deps.engine is not None
-        sender = rendered["from"] or target.sender or "leadhub@localhost"
+        sender = ascii_mailbox(rendered["from"] or target.sender or "leadhub@localhost")
         message_id = _message_id(job.key, sender)
         if job.prefetched is not None:
             reason, sent = job.prefetched["suppressed"], job.prefetched["sent"]
