@@ -289,7 +289,7 @@ class ScheduledAction(Base):
     group_key: Mapped[str] = mapped_column(String(300), index=True)  # rule + subject: what `mode` looks at
     throttle_key: Mapped[str | None] = mapped_column(String(300), index=True)
     due_at: Mapped[datetime]
-    status: Mapped[str] = mapped_column(String(12))  # pending | running | done | failed | cancelled
+    status: Mapped[str] = mapped_column(String(12))  # pending | running | done | failed | cancelled | throttled
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_until: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)

@@ -18,7 +18,11 @@ from leadhub.store.queries import Page
 action_t: Table = ScheduledAction.__table__  # type: ignore[assignment]
 trace_t: Table = RuleTrace.__table__  # type: ignore[assignment]
 LIVE = ("pending", "running")
-RUN_STATUSES = (*LIVE, "done", "failed", "cancelled")
+# Scheduled while an earlier run of its throttle key still waited: not run, unless that run is cancelled (then it
+# may be released to `pending`, triggers/throttle.py); it stays `throttled` for good once that run has acted.
+HELD = "throttled"
+RUN_STATUSES = (*LIVE, "done", "failed", "cancelled", HELD)
+NOT_ACTED = ("cancelled", HELD)
 
 
 async def insert_ignore(conn: AsyncConnection, table: Table, values: dict[str, Any] | list[dict[str, Any]]) -> int:
@@ -58,27 +62,59 @@ async def lock_run_keys(conn: AsyncConnection, keys: Iterable[str]) -> None:
         await conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
 
 
-async def live_in_group(conn: AsyncConnection, group_key: str, *, other_than_event: str) -> list[str]:
-    """The group's pending or running actions, but those of `other_than_event` (this event's own, when it is
-    handled twice at once: they are the run, not an earlier one to skip for or cancel)."""
+async def live_in_group(
+    conn: AsyncConnection, group_key: str, *, other_than_event: str, statuses: Sequence[str] = LIVE
+) -> list[str]:
+    """The group's pending or running actions (or those of `statuses`), but those of `other_than_event` (this
+    event's own, when it is handled twice at once: they are the run, not an earlier one to skip for or cancel)."""
     query = select(action_t.c.id).where(
-        action_t.c.group_key == group_key, action_t.c.status.in_(LIVE), action_t.c.event_id != other_than_event
+        action_t.c.group_key == group_key, action_t.c.status.in_(statuses), action_t.c.event_id != other_than_event
     )
     return list((await conn.execute(query)).scalars())
 
 
-async def throttled(conn: AsyncConnection, throttle_key: str, since: datetime) -> bool:
-    """True when the rule already acted for this key since `since` (anything but cancelled counts)."""
-    query = (
-        select(action_t.c.id)
-        .where(
-            action_t.c.throttle_key == throttle_key,
-            action_t.c.status != "cancelled",
-            action_t.c.created_at >= since,
-        )
-        .limit(1)
+async def throttled_by(
+    conn: AsyncConnection, throttle_key: str, since: datetime, *, other_than_event: str | None = None
+) -> set[str]:
+    """The statuses of the runs by which the rule already acted for this key since `since`: every status but
+    cancelled and throttled (a run held back acted for nothing). Empty: not throttled."""
+    query = select(action_t.c.status).where(
+        action_t.c.throttle_key == throttle_key,
+        action_t.c.status.not_in(NOT_ACTED),
+        action_t.c.created_at >= since,
     )
-    return (await conn.execute(query)).first() is not None
+    if other_than_event is not None:
+        query = query.where(action_t.c.event_id != other_than_event)
+    return set((await conn.execute(query.distinct())).scalars())
+
+
+async def throttle_keys(conn: AsyncConnection, ids: Sequence[str]) -> set[str]:
+    """The throttle keys of the runs `ids` (those that have one)."""
+    if not ids:
+        return set()
+    keys = action_t.c.throttle_key
+    query = select(keys).where(one_of(conn, action_t.c.id, ids), keys.is_not(None))
+    return set((await conn.execute(query.distinct())).scalars())
+
+
+async def held_events(conn: AsyncConnection, throttle_key: str) -> list[Any]:
+    """The runs held back by this throttle key, a row per event (rule_id, event_id, event, created_at), oldest first."""
+    query = (
+        select(action_t.c.rule_id, action_t.c.event_id, action_t.c.event, action_t.c.created_at)
+        .where(action_t.c.throttle_key == throttle_key, action_t.c.status == HELD, action_t.c.action_index == 0)
+        .order_by(action_t.c.created_at, action_t.c.id)
+    )
+    return list((await conn.execute(query)).all())
+
+
+async def release_held(conn: AsyncConnection, throttle_key: str, event_id: str, now: datetime) -> int:
+    """Make the held runs of one event `pending`: the run that throttled them was cancelled. The count."""
+    statement = (
+        update(action_t)
+        .where(action_t.c.throttle_key == throttle_key, action_t.c.event_id == event_id, action_t.c.status == HELD)
+        .values(status="pending", last_error=None, updated_at=now)
+    )
+    return (await conn.execute(statement)).rowcount or 0
 
 
 async def schedule(conn: AsyncConnection, rows: list[dict[str, Any]]) -> int:
@@ -89,7 +125,7 @@ async def cancel(conn: AsyncConnection, ids: Sequence[str], reason: str, now: da
     if ids:
         await conn.execute(
             update(action_t)
-            .where(one_of(conn, action_t.c.id, ids), action_t.c.status.in_(LIVE))
+            .where(one_of(conn, action_t.c.id, ids), action_t.c.status.in_((*LIVE, HELD)))
             .values(status="cancelled", last_error=reason, updated_at=now, lease_until=None)
         )
 

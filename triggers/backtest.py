@@ -19,7 +19,7 @@ from leadhub.triggers.compile import CompiledRule, EvaluationError
 from leadhub.triggers.context import aware, build_context
 from leadhub.triggers.engine import RuleIndex, evaluate
 from leadhub.triggers.events import event_objects
-from leadhub.triggers.matcher import throttle_key
+from leadhub.triggers.throttle import throttle_key
 
 
 @dataclass

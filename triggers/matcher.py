@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from leadhub.durations import parse_duration, whole_days
 from leadhub.ids import new_id
 from leadhub.store import trigger_data
 from leadhub.store import triggers as store
 from leadhub.triggers.clock import Clock
-from leadhub.triggers.compile import LATE_GRACE, CompiledRule, EvaluationError
+from leadhub.triggers.compile import CompiledRule, EvaluationError
 from leadhub.triggers.context import aware, build_context
 from leadhub.triggers.engine import Evaluation, RuleIndex, evaluate, evaluate_all
 from leadhub.triggers.events import event_objects
-from leadhub.triggers.hours import second_occurrence, wall_to_utc
+from leadhub.triggers.throttle import release_throttled, throttle_key, throttle_since
 
 log = structlog.get_logger("leadhub.triggers")
 
@@ -89,17 +87,24 @@ class Matcher:
                 if rules is None
                 else [evaluate(rule, context, now, start) for rule in listeners]
             )
-            await store.lock_run_keys(conn, _run_keys(evaluations, event, context))
+            locked = _run_keys(evaluations, event, context)
+            await store.lock_run_keys(conn, locked)
+            restarted: set[str] = set()  # the throttle keys of runs `mode: restart` cancelled
             for evaluation in evaluations:
                 rule = evaluation.rule
                 if evaluation.matched:
                     try:
-                        evaluation.reason = await self._plan(conn, rule, event, context, evaluation, now, rows)
+                        evaluation.reason = await self._plan(
+                            conn, rule, event, context, evaluation, now, rows, restarted
+                        )
                     except EvaluationError as exc:  # this rule only: the event's other rules act
                         evaluation.matched, evaluation.reason = False, str(exc)
                 traces.append(_trace(rule, event, evaluation, now))
             await store.write_traces(conn, traces)
             scheduled = await store.schedule(conn, rows)
+            if restarted:  # after the new runs are in: they may be what holds the held ones back now
+                await store.lock_run_keys(conn, restarted - locked)
+                await release_throttled(conn, restarted, self.rules(), now)
         return scheduled
 
     async def _plan(  # noqa: PLR0917
@@ -111,10 +116,13 @@ class Matcher:
         evaluation: Evaluation,
         now: datetime,
         rows: list[dict[str, Any]],
+        restarted: set[str],
     ) -> str | None:
-        """Apply `mode` and `throttle`, then add the rule's actions to `rows`; a reason when nothing is scheduled.
+        """Apply `mode` and `throttle`, then add the rule's actions to `rows`; a reason when nothing runs.
 
-        Raises EvaluationError, before changing anything, when the throttle's window cannot be worked out.
+        A run throttled by one still waiting is added `throttled`, held back: should that one be cancelled (its
+        `unless`, a restart), it is released (triggers/throttle.py). Raises EvaluationError, before changing
+        anything, when the throttle's window cannot be worked out.
         """
         throttle = throttle_key(rule, context)
         since = throttle_since(rule, event, now) if throttle else None
@@ -122,10 +130,19 @@ class Matcher:
         live = await store.live_in_group(conn, group, other_than_event=event["id"])
         if live and rule.rule.mode == "single":
             return "skipped: an earlier run of this rule for the same subject is still pending (mode: single)"
-        if live and rule.rule.mode == "restart":
-            await store.cancel(conn, live, f"restarted by event {event['id']} (mode: restart)", now)
-        if throttle and await store.throttled(conn, throttle, since):  # type: ignore[arg-type]
-            return f"skipped: throttled ({throttle}, once per {rule.rule.throttle.period})"  # type: ignore[union-attr]
+        if rule.rule.mode == "restart":  # runs held back for the subject are replaced too: they would be stale
+            replaced = await store.live_in_group(
+                conn, group, other_than_event=event["id"], statuses=(*store.LIVE, store.HELD)
+            )
+            restarted |= await store.throttle_keys(conn, replaced)
+            await store.cancel(conn, replaced, f"restarted by event {event['id']} (mode: restart)", now)
+        status, reason = "pending", None
+        acted = await store.throttled_by(conn, throttle, since) if throttle else set()  # type: ignore[arg-type]
+        if acted:
+            reason = f"skipped: throttled ({throttle}, once per {rule.rule.throttle.period})"  # type: ignore[union-attr]
+            if not acted & set(store.LIVE):
+                return reason
+            status, reason = store.HELD, f"{reason}; held: runs if the run that throttles it is cancelled"
         due = evaluation.due_at or now
         for index, spec in enumerate(rule.rule.do):
             rows.append(
@@ -142,16 +159,16 @@ class Matcher:
                     "group_key": group,
                     "throttle_key": throttle,
                     "due_at": due,
-                    "status": "pending",
+                    "status": status,
                     "attempts": 0,
                     "lease_until": None,
-                    "last_error": None,
+                    "last_error": reason,
                     "result": None,
                     "created_at": now,
                     "updated_at": now,
                 }
             )
-        return None
+        return reason
 
 
 def group_key(rule: CompiledRule, event: dict[str, Any]) -> str:
@@ -168,46 +185,6 @@ def _run_keys(evaluations: list[Evaluation], event: dict[str, Any], context: dic
             keys.add(throttle_key(evaluation.rule, context) or "")
     keys.discard("")
     return keys
-
-
-def throttle_key(rule: CompiledRule, context: dict[str, Any]) -> str | None:
-    throttle = rule.rule.throttle
-    if throttle is None:
-        return None
-    if throttle.per == "rule":
-        return f"{rule.id}:rule"
-    subject = context.get(throttle.per)
-    subject_id = getattr(subject, "id", None) if subject is not None else None
-    return f"{rule.id}:{throttle.per}:{subject_id}" if subject_id else None
-
-
-def throttle_since(rule: CompiledRule, event: dict[str, Any], now: datetime) -> datetime:
-    """Since when an earlier run throttles this one; EvaluationError when that is before the year 1.
-
-    A period in whole days (or weeks) counts calendar days in the rule's time zone (a cron rule's `timezone`, else
-    UTC): a daily 09:00 rule with `throttle: 1d` runs the day after a spring change, 23 hours later. Others are a
-    fixed length.
-    """
-    period = rule.rule.throttle.period  # type: ignore[union-attr]
-    days = whole_days(period)
-    schedule = rule.rule.schedule
-    try:
-        if days is None:
-            since = now - parse_duration(period)
-        else:
-            since = same_wall_time_days_before(now, days, ZoneInfo(schedule.timezone if schedule else "UTC"))
-    except OverflowError:
-        raise EvaluationError(f"throttle: {now.isoformat()} - {period} is before the year 1") from None
-    if event.get("type") == "schedule":  # ticks are handled a few seconds apart: `2d` must mean every 2nd tick
-        since += LATE_GRACE  # the delay that still counts as on time (schedules.py; `late: skip`)
-    return since
-
-
-def same_wall_time_days_before(now: datetime, days: int, zone: ZoneInfo) -> datetime:
-    """The instant (UTC) the wall clock in `zone` showed `days` calendar days before `now` what it shows now: where
-    that time was skipped (spring), the instant the clock jumped past it; where it came twice (autumn), the later."""
-    wall = now.astimezone(zone).replace(tzinfo=None) - timedelta(days=days)
-    return second_occurrence(wall.date(), wall.time(), zone) or wall_to_utc(wall.date(), wall.time(), zone)
 
 
 def _trace(rule: CompiledRule, event: dict[str, Any], evaluation: Evaluation, now: datetime) -> dict[str, Any]:

@@ -15,6 +15,8 @@ from leadhub.error_text import brief, storable
 from leadhub.store import triggers as store
 from leadhub.store.db import lock_for_writing
 from leadhub.triggers.actions.base import BatchWrite
+from leadhub.triggers.engine import RuleIndex
+from leadhub.triggers.throttle import release_throttled
 
 log = structlog.get_logger("leadhub.scheduler")
 WAITING = "waiting"  # a run given back `pending` because its rule is not loaded yet (`Scheduler._wait_for`)
@@ -36,10 +38,17 @@ class Result:
 
 
 async def record(
-    engine: AsyncEngine, results: list[Result], now: datetime, held_until: datetime, *, released: Sequence[str] = ()
+    engine: AsyncEngine,
+    results: list[Result],
+    now: datetime,
+    held_until: datetime,
+    *,
+    released: Sequence[str] = (),
+    rules: RuleIndex | None = None,
 ) -> set[str]:
     """One transaction for the whole batch's outcomes (a commit per action was the scheduler's bottleneck);
-    `released`: the claim's runs a stop cut short, given back (`store.release`). The ids recorded.
+    `released`: the claim's runs a stop cut short, given back (`store.release`). The ids recorded. With `rules`,
+    the runs a cancelled one held back by its throttle are released in the same transaction (triggers/throttle.py).
 
     A batch the store refuses for a value in it, not for being away (`store_away`: the caller retries), is
     recorded a run at a time: left unrecorded, every run of the batch ran again once the lease ran out, its
@@ -48,7 +57,7 @@ async def record(
     released = [*released, *(r.action_id for r in results if r.status == WAITING)]
     try:
         async with engine.begin() as conn:
-            return await _write(conn, results, now, held_until, released)
+            return await _write(conn, results, now, held_until, released, rules)
     except Exception as exc:
         if store_away(exc):
             raise
@@ -59,7 +68,7 @@ async def record(
     for result in results:
         try:
             async with engine.begin() as conn:
-                mine |= await _write(conn, [result], now, held_until, [])
+                mine |= await _write(conn, [result], now, held_until, [], rules)
         except Exception as exc:
             if store_away(exc):
                 raise
@@ -102,8 +111,13 @@ async def _record_refused(
     return mine
 
 
-async def _write(
-    conn: AsyncConnection, results: list[Result], now: datetime, held_until: datetime, released: list[str]
+async def _write(  # noqa: PLR0917
+    conn: AsyncConnection,
+    results: list[Result],
+    now: datetime,
+    held_until: datetime,
+    released: list[str],
+    rules: RuleIndex | None = None,
 ) -> set[str]:
     """Write outcomes in the caller's transaction; the ids the claim still held.
 
@@ -114,6 +128,9 @@ async def _write(
     final = []
     batched: dict[BatchWrite, list[Any]] = {}
     await lock_for_writing(conn)
+    cancelled = [r.action_id for r in results if r.status == "cancelled" and r.retry_at is None]
+    throttles = await store.throttle_keys(conn, cancelled) if rules is not None else set()
+    await store.lock_run_keys(conn, throttles)  # before the rows, in the matcher's order: no deadlock with it
     mine = await store.held(conn, [r.action_id for r in results] + released, held_until)
     lost = sorted(r.action_id for r in results if r.action_id not in mine)
     if lost:
@@ -132,6 +149,8 @@ async def _write(
         await batch_write(conn, rows)
     await store.finish_many(conn, final, now, held_until=held_until)
     await store.release(conn, [i for i in released if i in mine], now, held_until=held_until)
+    if rules is not None and any(i in mine for i in cancelled):
+        await release_throttled(conn, throttles, rules, now)
     return mine
 
 

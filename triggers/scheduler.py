@@ -252,7 +252,7 @@ class Scheduler:
             return left
         try:
             async with claim.lock:
-                recorded = await record(self.engine, results, self.clock.now(), claim.until)
+                recorded = await record(self.engine, results, self.clock.now(), claim.until, rules=self.rules())
                 claim.held -= {result.action_id for result in results}
         except Exception as exc:
             self._store_error(exc, "action outcomes not recorded yet; trying again with the batch's next")
@@ -314,7 +314,9 @@ class Scheduler:
         left = {row.id for row in rows}
         ended = [run.result() for run in runs if run.done() and not run.cancelled() and run.result().action_id in left]
         cut = sorted({row.id for row in rows} - {result.action_id for result in ended})
-        recording = asyncio.create_task(record(self.engine, ended, self.clock.now(), claim.until, released=cut))
+        recording = asyncio.create_task(
+            record(self.engine, ended, self.clock.now(), claim.until, released=cut, rules=self.rules())
+        )
         await asyncio.wait({recording}, timeout=STOP_RECORD_SECONDS)
         if not recording.done():
             recording.cancel()
@@ -346,7 +348,7 @@ class Scheduler:
         delay = RECORD_RETRY_FIRST
         while True:
             try:
-                return await record(self.engine, results, self.clock.now(), claim.until)
+                return await record(self.engine, results, self.clock.now(), claim.until, rules=self.rules())
             except Exception as exc:
                 if self._stopping.is_set() or loop.time() + delay >= claim.ends_at:
                     raise

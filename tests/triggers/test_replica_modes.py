@@ -82,7 +82,8 @@ async def test_throttle_lets_one_of_two_simultaneous_events_act(engines, tmp_pat
     for round_ in range(ROUNDS):
         contact_id, lead_id = await replicas.shop.customer()
         await replicas.race(f"a{round_}", f"b{round_}", lead_id=lead_id, contact_id=contact_id)
-        assert [run.status for run in await replicas.runs(lead_id)] == ["pending"], f"round {round_}"
+        statuses = sorted(run.status for run in await replicas.runs(lead_id))
+        assert statuses == ["pending", "throttled"], f"round {round_}: {statuses}"
 
 
 async def test_restart_leaves_exactly_one_of_two_simultaneous_events_pending(engines, tmp_path: Path) -> None:
@@ -104,3 +105,42 @@ async def test_one_event_handled_by_both_replicas_at_once_keeps_its_run(engines,
         contact_id, lead_id = await replicas.shop.customer()
         await replicas.race(f"e{round_}", f"e{round_}", lead_id=lead_id, contact_id=contact_id)
         assert [run.status for run in await replicas.runs(lead_id)] == ["pending"], f"round {round_}"
+
+
+async def test_a_release_and_a_new_event_at_once_leave_one_run_in_the_window(engines, tmp_path: Path) -> None:
+    """One replica's scheduler cancels the waiting run (its `unless`) and releases the run it held back, while the
+    other replica handles a new event for the same contact: one of the two runs, never both."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from leadhub.store.models import Lead
+    from leadhub.triggers.actions.base import Deps
+    from leadhub.triggers.scheduler import Scheduler
+
+    rule = _rule("parallel", "throttle: {per: contact, for: 30d}").replace(
+        "    mode:", "    unless: \"lead.status == 'lost'\"\n    mode:"
+    )
+    replicas = Replicas(engines, tmp_path, rule)
+    index = replicas.matchers[0].rules()
+    scheduler = Scheduler(engines[0], lambda: index, Deps(engine=engines[0]), replicas.clock)
+    for round_ in range(ROUNDS):
+        contact_id, lead_id = await replicas.shop.customer()
+        await replicas.race(f"first{round_}", lead_id=lead_id, contact_id=contact_id)
+        replicas.clock.advance(timedelta(minutes=10))
+        await replicas.race(f"held{round_}", lead_id=lead_id, contact_id=contact_id)
+        async with engines[0].begin() as conn:
+            await conn.execute(update(Lead.__table__).where(Lead.id == lead_id).values(status="lost"))
+        replicas.clock.advance(timedelta(minutes=50))  # the first is due, and cancelled by `unless`
+        event = {
+            "id": f"new{round_}",
+            "type": "lead.created",
+            "subject_id": lead_id,
+            "occurred_at": replicas.clock.now().isoformat(),
+            "data": {"lead_id": lead_id, "contact_id": contact_id},
+        }
+        await asyncio.gather(scheduler.run_once(), replicas.matchers[1].handle(event))
+        statuses = [run.status for run in await replicas.runs(lead_id)]
+        assert statuses[0] == "cancelled" and sorted(statuses[1:]) == ["pending", "throttled"], f"round {round_}"
+        async with engines[0].begin() as conn:  # the next round's scheduler pass takes only its own first run
+            await conn.execute(update(Lead.__table__).where(Lead.id == lead_id).values(status="new"))

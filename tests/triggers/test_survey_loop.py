@@ -169,9 +169,12 @@ async def test_second_order_inside_the_throttle_sends_nothing(
     traces = await _traces(shop, "post-sale-survey", 2)
     reasons = sorted(str(t.reason) for t in traces)
     assert any(r.startswith("skipped: throttled") for r in reasons), reasons
-    assert len(await shop.actions()) == 1
+    assert [r.status for r in await shop.actions()] == ["pending", "throttled"]
     clock.advance(WEEK)
     await _status(shop, "done")
+    clock.advance(WEEK)
+    assert await running.hub.triggers.scheduler.run_once() == 0
+    assert [r.status for r in await shop.actions()] == ["done", "throttled"], "held for good: the first one acted"
     assert len(smtp_server.inbox.messages) == 1
 
 
@@ -264,3 +267,43 @@ async def test_smtp_down_is_retried_and_delivered_once(trigger_hub, clock, rules
         assert len(smtp.inbox.messages) == 1
     finally:
         smtp.stop()
+
+
+async def test_a_survey_throttled_by_one_that_is_then_cancelled_is_sent(
+    trigger_hub, smtp_server: SmtpServer, clock, rules_dir: Path
+):
+    """Found by an audit: order B's survey was dropped for the throttle while order A's still waited, and A's was
+    then cancelled by its refund: the customer got no survey although B was delivered. B's waits, `throttled`,
+    and is released when A's is cancelled; it is sent a week after B was completed, and only it."""
+    use_example(rules_dir, "survey.yaml")
+    running = await trigger_hub(smtp_url=smtp_server.url)
+    shop = Shop(running.engine, clock)
+    contact_id, lead_id = await shop.customer()
+    orders, started = {}, clock.now()
+    for day, number in ((0, "1001"), (3, "1002")):
+        clock.advance(timedelta(days=day) - (clock.now() - started))
+        orders[number] = await shop.order(contact_id, lead_id, number)
+        oid = orders[number]
+        await shop.emit("order.completed", oid, order_id=oid, contact_id=contact_id, lead_id=lead_id)
+        await _traces(shop, "post-sale-survey", len(orders))
+    first, second = await _scheduled(shop, 2)
+    assert (first.status, second.status) == ("pending", "throttled")
+    clock.advance(timedelta(days=2))  # day 5: order 1001 refunded
+    await shop.set_status(orders["1001"], "refunded")
+    clock.advance(timedelta(days=2))  # day 7: 1001's survey is cancelled, 1002's released
+
+    async def released() -> list[Any] | None:
+        rows = await shop.actions(rule_id="post-sale-survey")
+        return rows if [r.status for r in rows] == ["cancelled", "pending"] else None
+
+    await wait_for(released, timeout=30, what="1002's survey released by the cancellation of 1001's")
+    assert smtp_server.inbox.messages == []
+    clock.advance(timedelta(days=3))  # day 10: a week after 1002 was completed
+
+    async def sent() -> list[Any] | None:
+        rows = await shop.actions(rule_id="post-sale-survey")
+        return rows if rows[1].status == "done" else None
+
+    await wait_for(sent, timeout=30, what="1002's survey sent")
+    (message,) = smtp_server.inbox.messages
+    assert message["Subject"] == "How was your order #1002?"

@@ -1,0 +1,87 @@
+"""`throttle`: the key and window a run is throttled by, and the release of runs held back by one later cancelled."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from leadhub.durations import parse_duration, whole_days
+from leadhub.store import triggers as store
+from leadhub.triggers.compile import LATE_GRACE, CompiledRule, EvaluationError
+from leadhub.triggers.context import aware
+from leadhub.triggers.engine import RuleIndex
+from leadhub.triggers.hours import second_occurrence, wall_to_utc
+
+log = structlog.get_logger("leadhub.triggers")
+
+
+def throttle_key(rule: CompiledRule, context: dict[str, Any]) -> str | None:
+    throttle = rule.rule.throttle
+    if throttle is None:
+        return None
+    if throttle.per == "rule":
+        return f"{rule.id}:rule"
+    subject = context.get(throttle.per)
+    subject_id = getattr(subject, "id", None) if subject is not None else None
+    return f"{rule.id}:{throttle.per}:{subject_id}" if subject_id else None
+
+
+def throttle_since(rule: CompiledRule, event: dict[str, Any], now: datetime) -> datetime:
+    """Since when an earlier run throttles this one; EvaluationError when that is before the year 1.
+
+    A period in whole days (or weeks) counts calendar days in the rule's time zone (a cron rule's `timezone`, else
+    UTC): a daily 09:00 rule with `throttle: 1d` runs the day after a spring change, 23 hours later. Others are a
+    fixed length.
+    """
+    period = rule.rule.throttle.period  # type: ignore[union-attr]
+    days = whole_days(period)
+    schedule = rule.rule.schedule
+    try:
+        if days is None:
+            since = now - parse_duration(period)
+        else:
+            since = same_wall_time_days_before(now, days, ZoneInfo(schedule.timezone if schedule else "UTC"))
+    except OverflowError:
+        raise EvaluationError(f"throttle: {now.isoformat()} - {period} is before the year 1") from None
+    if event.get("type") == "schedule":  # ticks are handled a few seconds apart: `2d` must mean every 2nd tick
+        since += LATE_GRACE  # the delay that still counts as on time (schedules.py; `late: skip`)
+    return since
+
+
+def same_wall_time_days_before(now: datetime, days: int, zone: ZoneInfo) -> datetime:
+    """The instant (UTC) the wall clock in `zone` showed `days` calendar days before `now` what it shows now: where
+    that time was skipped (spring), the instant the clock jumped past it; where it came twice (autumn), the later."""
+    wall = now.astimezone(zone).replace(tzinfo=None) - timedelta(days=days)
+    return second_occurrence(wall.date(), wall.time(), zone) or wall_to_utc(wall.date(), wall.time(), zone)
+
+
+async def release_throttled(conn: AsyncConnection, keys: Iterable[str], rules: RuleIndex, now: datetime) -> int:
+    """After runs of these throttle keys were cancelled: make `pending` the runs they held back that nothing
+    throttles any more; the number of runs released. Call with the keys locked (`store.lock_run_keys`).
+
+    A held run is judged as when it was scheduled, by its rule's throttle as loaded now: released when no other run
+    acted for the key from its window's start on (a run scheduled after it counts too, however late: releasing
+    it would put two runs in one window). Oldest first, so a run released holds back the later ones in its window.
+    A run whose rule is not loaded or has no throttle now is left held.
+    """
+    released = 0
+    for key in sorted(keys):
+        for held in await store.held_events(conn, key):
+            rule = rules.by_id.get(held.rule_id)
+            if rule is None or rule.rule.throttle is None:
+                continue
+            try:
+                since = throttle_since(rule, held.event, aware(held.created_at))
+            except EvaluationError:
+                continue
+            if await store.throttled_by(conn, key, since, other_than_event=held.event_id):
+                continue
+            count = await store.release_held(conn, key, held.event_id, now)
+            log.info("throttled run released: the run that throttled it was cancelled", rule=rule.id, runs=count)
+            released += count
+    return released
