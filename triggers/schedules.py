@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -27,6 +27,7 @@ log = structlog.get_logger("leadhub.schedules")
 # connector_state rows, one per rule: {"last": the last tick fired}, and "away_since" while the rule is not loaded
 STATE_OWNER = "leadhub-schedule"
 MAX_CATCH_UP = 100_000  # ticks walked after a long downtime before giving up on finding the latest
+REVERSE_MARGIN = timedelta(hours=3)  # walked forward before the latest tick the reverse iteration finds
 
 
 def schedule_event(rule: CompiledRule, tick: datetime) -> dict[str, Any]:
@@ -41,8 +42,17 @@ def schedule_event(rule: CompiledRule, tick: datetime) -> dict[str, Any]:
 
 
 def latest_due(cron: str, zone: str, after: datetime, now: datetime) -> datetime | None:
-    """The most recent tick in (after, now]; earlier missed ticks are not fired (`late` decides about this one)."""
-    ticks = CronSim(cron, after.astimezone(ZoneInfo(zone)))
+    """The most recent tick in (after, now]; earlier missed ticks are not fired (`late` decides about this one).
+
+    Walked forward from a little before the latest tick at or before `now` (cronsim's reverse iteration), not
+    from `after`: after a long downtime an every-minute rule walked 100,000 ticks (70 days) and fired the stale
+    tick it stopped at. The margin covers a reverse step that lands an hour off around a daylight-saving change.
+    """
+    local_now = now.astimezone(ZoneInfo(zone))
+    # cronsim counts a start with microseconds as a tick itself: `now` is then included, as it must be
+    before = next(CronSim(cron, local_now.replace(microsecond=max(local_now.microsecond, 1)), reverse=True), None)
+    start = after if before is None else max(after, before - REVERSE_MARGIN)
+    ticks = CronSim(cron, start.astimezone(ZoneInfo(zone)))
     latest = None
     for _ in range(MAX_CATCH_UP):
         tick = next(ticks)

@@ -31,6 +31,38 @@ def test_latest_due_tick_is_in_the_rules_time_zone() -> None:
     assert three_weeks is not None and three_weeks.astimezone(UTC) == datetime(2026, 3, 23, 6, 0, tzinfo=UTC)
 
 
+def test_after_a_long_downtime_the_latest_tick_is_the_one_fired() -> None:
+    """Found by an audit: the ticks were walked from the last one fired, at most 100,000 of them, so an
+    every-minute rule after 70 days down fired a tick from a month before (and, next pass, the latest too)."""
+    now = datetime(2026, 6, 1, 12, 0, 30, tzinfo=UTC)
+    tick = latest_due("* * * * *", "UTC", now - timedelta(days=100), now)
+    assert tick is not None and tick.astimezone(UTC) == datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def _walked(cron: str, zone: str, after: datetime, now: datetime) -> datetime | None:
+    """The latest tick in (after, now] by walking every tick from `after`: slow, but plainly right."""
+    from cronsim import CronSim
+
+    latest = None
+    for tick in CronSim(cron, after.astimezone(ZoneInfo(zone))):
+        if tick > now:
+            return latest
+        latest = tick
+    return latest
+
+
+@pytest.mark.parametrize(
+    ("cron", "zone"),
+    [("30 2 * * *", "Europe/Berlin"), ("*/20 * * * *", "Europe/Berlin"), ("0 9 * * 1", "Europe/Moscow")],
+)
+def test_latest_due_is_the_latest_tick_walked_across_daylight_saving_changes(cron: str, zone: str) -> None:
+    for start in (datetime(2026, 3, 28, tzinfo=UTC), datetime(2026, 10, 24, tzinfo=UTC)):
+        after = start - timedelta(days=2)
+        for minutes in range(0, 4 * 24 * 60, 37):
+            now = start + timedelta(minutes=minutes, seconds=minutes % 60)
+            assert latest_due(cron, zone, after, now) == _walked(cron, zone, after, now), now
+
+
 async def test_a_cron_rule_fires_once_per_tick(trigger_hub, clock, rules_dir: Path) -> None:
     (rules_dir / "weekly.yaml").write_text(RULE)
     running = await trigger_hub()
