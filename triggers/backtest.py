@@ -3,7 +3,9 @@
 Read-only. Objects are loaded as they are now (an order refunded since then reads as refunded). `if`,
 `throttle` (by event time) and `mode` (a run is pending from its event until its due time) are
 simulated as the matcher applies them; `unless` is evaluated at each run's due time against the
-objects as they are now, so it counts what it would cancel today (exact for runs already due).
+objects as they are now, so it counts what it would cancel today (exact for runs already due). A run
+throttled by one still pending is held, and fires if `unless` or a restart cancels that one (as the
+scheduler releases it): it is counted as fired then, not as throttled.
 """
 
 from __future__ import annotations
@@ -39,15 +41,34 @@ class RuleCount:
 class _Run:
     at: datetime
     due: datetime
-    cancelled: bool = False
+    cancelled: bool = False  # replaced by a restart
+    unless: bool = False  # `unless` cancels it at its due time
+
+    def acts(self, now: datetime) -> bool:
+        """Whether, as of `now`, the run still acts for its throttle key (it is not cancelled by then)."""
+        return not self.cancelled and not (self.unless and self.due <= now)
+
+
+@dataclass
+class _Held:
+    """A run throttled by one still pending: it fires if that one is cancelled (`_release`)."""
+
+    rule: CompiledRule
+    at: datetime
+    due: datetime
+    context: dict
+    group: list[_Run]
+    count: RuleCount
+    replaced: bool = False
 
 
 @dataclass
 class _State:
-    """What the replay remembers between events: runs per mode group and per throttle key."""
+    """What the replay remembers between events: runs per mode group and per throttle key, runs held back."""
 
     groups: dict[str, list[_Run]] = field(default_factory=dict)
     throttles: dict[str, list[_Run]] = field(default_factory=dict)
+    held: dict[str, list[_Held]] = field(default_factory=dict)
 
 
 async def backtest(engine: AsyncEngine, index: RuleIndex, since: datetime, *, limit: int = 100_000) -> list[RuleCount]:
@@ -63,6 +84,8 @@ async def backtest(engine: AsyncEngine, index: RuleIndex, since: datetime, *, li
             context = build_context(event, objects, at)
             for rule in index.listeners(row["type"]):
                 _replay(rule, event, context, at, counts[rule.id], state)
+    for key in state.held:  # a holder that `unless` cancels in the future releases its held runs then
+        _release(key, datetime.max.replace(tzinfo=since.tzinfo), state)
     return list(counts.values())
 
 
@@ -87,18 +110,52 @@ def _replay(  # noqa: PLR0917
             run.cancelled = True
         count.restarted += len(pending)
     key = throttle_key(rule, context)
+    if key and rule.rule.mode == "restart":  # the subject's held runs are replaced too
+        for held in state.held.get(key, []):
+            held.replaced = held.replaced or held.group is group
+    due = evaluation.due_at or at
     if key and rule.rule.throttle:
+        _release(key, at, state)
         period = parse_duration(rule.rule.throttle.period)
-        if any(not run.cancelled and at - run.at < period for run in state.throttles.get(key, [])):
+        blockers = [run for run in state.throttles.get(key, []) if run.acts(at) and at - run.at < period]
+        if blockers:
             count.throttled += 1
+            if any(run.due > at for run in blockers):  # one still pending: held, in case it is cancelled
+                state.held.setdefault(key, []).append(_Held(rule, at, due, context, group, count))
             return
-    run = _Run(at, evaluation.due_at or at)
+    _fire(rule, context, _Run(at, due), group, key, count, state)
+
+
+def _fire(  # noqa: PLR0917
+    rule: CompiledRule, context: dict, run: _Run, group: list[_Run], key: str | None, count: RuleCount, state: _State
+) -> None:
     group.append(run)
     if key:
         state.throttles.setdefault(key, []).append(run)
     count.fired += 1
     if rule.unless is not None and _unless_cancels(rule, context, run.due):
         count.unless += 1
+        run.unless = True
+
+
+def _release(key: str, now: datetime, state: _State) -> None:
+    """Fire the held runs of `key` that no run acting as of `now` throttles any more (a run from the start of
+    their window on, or after them), oldest first, as the scheduler releases them when their holder is cancelled.
+    One throttled by a run that has acted for good (its due time passed) is held for good: forgotten."""
+    still = []
+    for held in state.held.get(key, []):
+        if held.replaced:
+            continue
+        period = parse_duration(held.rule.rule.throttle.period)  # type: ignore[union-attr]
+        blockers = [run for run in state.throttles.get(key, []) if run.acts(now) and run.at > held.at - period]
+        if any(run.due <= now for run in blockers):
+            continue
+        if blockers:
+            still.append(held)
+            continue
+        held.count.throttled -= 1
+        _fire(held.rule, held.context, _Run(held.at, held.due), held.group, key, held.count, state)
+    state.held[key] = still
 
 
 def _unless_cancels(rule: CompiledRule, context: dict, due: datetime) -> bool:

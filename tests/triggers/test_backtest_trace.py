@@ -35,8 +35,8 @@ async def test_trace_and_backtest(trigger_hub, clock, rules_dir: Path, database_
         await shop.emit("order.completed", order_id, order_id=order_id, contact_id=contact, lead_id=lead)
         clock.advance(timedelta(hours=1))
 
-    async def evaluated() -> bool:
-        return len(await shop.actions()) == 2 and len((await running.api("/api/actions"))["items"]) == 2
+    async def evaluated() -> bool:  # the second order's survey is held (`throttled`) behind the first's
+        return len(await shop.actions()) == 3 and len((await running.api("/api/actions"))["items"]) == 3
 
     await wait_for(evaluated, timeout=30, what="the three events to be evaluated")
     counts = {c.rule_id: c for c in await backtest(running.engine, running.hub.triggers.index, START)}
@@ -49,7 +49,7 @@ async def test_trace_and_backtest(trigger_hub, clock, rules_dir: Path, database_
     assert traced.stdout.count("order.completed") == 3
     assert "skipped: throttled (post-sale-survey:contact:" in traced.stdout
     assert "if 'contact.email and not contact.unsubscribed': True" in traced.stdout
-    assert traced.stdout.count("send_email  pending") == 2
+    assert traced.stdout.count("send_email  pending") == 2 and traced.stdout.count("send_email  throttled") == 1
 
     replay = _cli("backtest", "--since", "3650d", "--rules", str(rules_dir), database_url=database_url, cwd=tmp_path)
     assert replay.returncode == 0, replay.stderr
@@ -118,3 +118,39 @@ async def test_backtest_simulates_if_mode_throttle_and_unless(database_url: str,
         "refunded": (3, 3, 3, 0, 0, 0, 3),  # the order is refunded now: unless cancels every run
         "never": (3, 0, 0, 0, 0, 0, 0),
     }
+
+
+async def test_backtest_fires_a_throttled_run_whose_holder_unless_cancels(database_url: str, tmp_path: Path) -> None:
+    """As the scheduler does: the survey of an order completed while a refunded order's survey waited is released
+    when that one is cancelled, and holds back the next one."""
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "r.yaml").write_text(
+        """
+rules:
+  - id: survey
+    on: order.completed
+    wait: 7d
+    unless: "order.status == 'refunded'"
+    throttle: {per: contact, for: 30d}
+    mode: parallel
+    do: [{create_task: {title: t}}]
+"""
+    )
+    loaded = load_rules(tmp_path / "r", Templates())
+    assert loaded.problems == []
+    engine = create_engine(database_url)
+    try:
+        await upgrade(engine)
+        clock = ManualClock(START)
+        shop = Shop(engine, clock)
+        contact_id, lead_id = await shop.customer()
+        orders = []
+        for step in (timedelta(0), timedelta(days=3), timedelta(days=1)):
+            clock.advance(step)
+            orders.append(await shop.order(contact_id, lead_id, str(len(orders))))
+            await shop.emit("order.completed", orders[-1], order_id=orders[-1], contact_id=contact_id, lead_id=lead_id)
+        await shop.set_status(orders[0], "refunded")
+        (survey,) = await backtest(engine, RuleIndex(loaded.rules), START)
+    finally:
+        await engine.dispose()
+    assert (survey.events, survey.matched, survey.fired, survey.throttled, survey.unless) == (3, 3, 2, 1, 1)
