@@ -88,20 +88,30 @@ async def throttled_by(
     return set((await conn.execute(query.distinct())).scalars())
 
 
-async def throttle_keys(conn: AsyncConnection, ids: Sequence[str]) -> set[str]:
-    """The throttle keys of the runs `ids` (those that have one)."""
+async def throttle_keys(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, datetime]:
+    """The throttle keys of the runs `ids` (those that have one), each with the earliest of their `created_at`."""
     if not ids:
-        return set()
+        return {}
     keys = action_t.c.throttle_key
-    query = select(keys).where(one_of(conn, action_t.c.id, ids), keys.is_not(None))
-    return set((await conn.execute(query.distinct())).scalars())
+    query = (
+        select(keys, func.min(action_t.c.created_at))
+        .where(one_of(conn, action_t.c.id, ids), keys.is_not(None))
+        .group_by(keys)
+    )
+    return {key: created for key, created in await conn.execute(query)}
 
 
-async def held_events(conn: AsyncConnection, throttle_key: str) -> list[Any]:
-    """The runs held back by this throttle key, a row per event (rule_id, event_id, event, created_at), oldest first."""
+async def held_events(conn: AsyncConnection, throttle_key: str, since: datetime) -> list[Any]:
+    """The runs held back by this throttle key since `since`, a row per event (rule_id, event_id, event,
+    created_at), oldest first."""
     query = (
         select(action_t.c.rule_id, action_t.c.event_id, action_t.c.event, action_t.c.created_at)
-        .where(action_t.c.throttle_key == throttle_key, action_t.c.status == HELD, action_t.c.action_index == 0)
+        .where(
+            action_t.c.throttle_key == throttle_key,
+            action_t.c.status == HELD,
+            action_t.c.action_index == 0,
+            action_t.c.created_at >= since,
+        )
         .order_by(action_t.c.created_at, action_t.c.id)
     )
     return list((await conn.execute(query)).all())

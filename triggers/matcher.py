@@ -89,7 +89,7 @@ class Matcher:
             )
             locked = _run_keys(evaluations, event, context)
             await store.lock_run_keys(conn, locked)
-            restarted: set[str] = set()  # the throttle keys of runs `mode: restart` cancelled
+            restarted: dict[str, datetime] = {}  # the throttle keys of runs `mode: restart` cancelled (`throttle_keys`)
             for evaluation in evaluations:
                 rule = evaluation.rule
                 if evaluation.matched:
@@ -103,7 +103,7 @@ class Matcher:
             await store.write_traces(conn, traces)
             scheduled = await store.schedule(conn, rows)
             if restarted:  # after the new runs are in: they may be what holds the held ones back now
-                await store.lock_run_keys(conn, restarted - locked)
+                await store.lock_run_keys(conn, set(restarted) - locked)
                 await release_throttled(conn, restarted, self.rules(), now)
         return scheduled
 
@@ -116,7 +116,7 @@ class Matcher:
         evaluation: Evaluation,
         now: datetime,
         rows: list[dict[str, Any]],
-        restarted: set[str],
+        restarted: dict[str, datetime],
     ) -> str | None:
         """Apply `mode` and `throttle`, then add the rule's actions to `rows`; a reason when nothing runs.
 
@@ -134,7 +134,8 @@ class Matcher:
             replaced = await store.live_in_group(
                 conn, group, other_than_event=event["id"], statuses=(*store.LIVE, store.HELD)
             )
-            restarted |= await store.throttle_keys(conn, replaced)
+            for key, created in (await store.throttle_keys(conn, replaced)).items():
+                restarted[key] = min(created, restarted.get(key, created))
             await store.cancel(conn, replaced, f"restarted by event {event['id']} (mode: restart)", now)
         status, reason = "pending", None
         acted = await store.throttled_by(conn, throttle, since) if throttle else set()  # type: ignore[arg-type]

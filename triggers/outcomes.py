@@ -129,7 +129,7 @@ async def _write(  # noqa: PLR0917
     batched: dict[BatchWrite, list[Any]] = {}
     await lock_for_writing(conn)
     cancelled = [r.action_id for r in results if r.status == "cancelled" and r.retry_at is None]
-    throttles = await store.throttle_keys(conn, cancelled) if rules is not None else set()
+    throttles = await store.throttle_keys(conn, cancelled) if rules is not None else {}
     await store.lock_run_keys(conn, throttles)  # before the rows, in the matcher's order: no deadlock with it
     mine = await store.held(conn, [r.action_id for r in results] + released, held_until)
     lost = sorted(r.action_id for r in results if r.action_id not in mine)

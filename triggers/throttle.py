@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import datetime, timedelta
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -60,21 +60,30 @@ def same_wall_time_days_before(now: datetime, days: int, zone: ZoneInfo) -> date
     return second_occurrence(wall.date(), wall.time(), zone) or wall_to_utc(wall.date(), wall.time(), zone)
 
 
-async def release_throttled(conn: AsyncConnection, keys: Iterable[str], rules: RuleIndex, now: datetime) -> int:
-    """After runs of these throttle keys were cancelled: make `pending` the runs they held back that nothing
-    throttles any more; the number of runs released. Call with the keys locked (`store.lock_run_keys`).
+async def release_throttled(
+    conn: AsyncConnection, cancelled: Mapping[str, datetime], rules: RuleIndex, now: datetime
+) -> int:
+    """After runs of these throttle keys were cancelled (each key with the earliest `created_at` of those runs):
+    make `pending` the runs they held back that nothing throttles any more; the number of runs released. Call with
+    the keys locked (`store.lock_run_keys`).
 
     A held run is judged as when it was scheduled, by its rule's throttle as loaded now: released when no other run
     acted for the key from its window's start on (a run scheduled after it counts too, however late: releasing
     it would put two runs in one window). Oldest first, so a run released holds back the later ones in its window.
-    A run whose rule is not loaded or has no throttle now is left held.
+    Only held runs a period (and a day, for calendar days) before the cancelled runs or later are looked at: the
+    others were not held back by them, and a key's held runs add up over the years. A run whose rule is not loaded
+    or has no throttle now is left held.
     """
     released = 0
-    for key in sorted(keys):
-        for held in await store.held_events(conn, key):
-            rule = rules.by_id.get(held.rule_id)
-            if rule is None or rule.rule.throttle is None:
-                continue
+    for key, earliest in sorted(cancelled.items()):
+        rule = rules.by_id.get(key.split(":", 1)[0])  # a rule id has no `:`
+        if rule is None or rule.rule.throttle is None:
+            continue
+        try:
+            oldest = earliest - parse_duration(rule.rule.throttle.period) - timedelta(days=1)
+        except OverflowError:
+            oldest = datetime.min.replace(tzinfo=UTC)
+        for held in await store.held_events(conn, key, oldest):
             try:
                 since = throttle_since(rule, held.event, aware(held.created_at))
             except EvaluationError:

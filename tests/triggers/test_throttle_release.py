@@ -73,7 +73,8 @@ async def test_a_held_run_is_released_when_the_one_throttling_it_is_cancelled(en
 
 async def test_a_run_outside_the_cancelled_ones_window_keeps_the_held_one_back(engine, tmp_path: Path) -> None:
     """The first run waits 60 days; one scheduled 31 days after it is not throttled by it. When the first is
-    cancelled, the run it held back (day 1) stays held: released, it would make two runs 30 days apart."""
+    cancelled, the run it held back (day 1) stays held: released, it would make two runs 30 days apart. It is
+    released when that later one is cancelled as well."""
     e = Engine(engine, tmp_path, _rule(wait="60d"))
     contact_id, first = await e.shop.customer()
     second, later = await _lead(e, contact_id), await _lead(e, contact_id)
@@ -87,6 +88,12 @@ async def test_a_run_outside_the_cancelled_ones_window_keeps_the_held_one_back(e
     e.clock.advance(timedelta(days=29))
     assert await e.scheduler().run_once() == 1
     assert await _statuses(e) == [(first, "cancelled"), (second, "throttled"), (later, "pending")]
+    await _lost(e, later)  # and when that one is cancelled too, nothing holds the second back any more
+    e.clock.advance(timedelta(days=31))
+    assert await e.scheduler().run_once() == 1
+    assert await _statuses(e) == [(first, "cancelled"), (second, "pending"), (later, "cancelled")]
+    assert await e.scheduler().run_once() == 1  # its due time (day 61) has passed: it runs at once
+    assert await _task_titles(e) == [f"call {second}"]
 
 
 async def test_a_restart_replaces_the_holder_and_the_held_one_stays_held(engine, tmp_path: Path) -> None:
