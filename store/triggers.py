@@ -73,6 +73,13 @@ async def live_in_group(
     return list((await conn.execute(query)).scalars())
 
 
+async def events_of(conn: AsyncConnection, ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The events the runs `ids` were scheduled for."""
+    if not ids:
+        return []
+    return list((await conn.execute(select(action_t.c.event).where(one_of(conn, action_t.c.id, ids)))).scalars())
+
+
 async def throttled_by(
     conn: AsyncConnection, throttle_key: str, since: datetime, *, other_than_event: str | None = None
 ) -> set[str]:

@@ -134,6 +134,8 @@ class Matcher:
             replaced = await store.live_in_group(
                 conn, group, other_than_event=event["id"], statuses=(*store.LIVE, store.HELD)
             )
+            if _happened_before_any(event, await store.events_of(conn, replaced)):
+                return "skipped: a run of a later event for the same subject is pending (mode: restart)"
             for key, created in (await store.throttle_keys(conn, replaced)).items():
                 restarted[key] = min(created, restarted.get(key, created))
             await store.cancel(conn, replaced, f"restarted by event {event['id']} (mode: restart)", now)
@@ -170,6 +172,18 @@ class Matcher:
                 }
             )
         return reason
+
+
+def _happened_before_any(event: dict[str, Any], others: list[dict[str, Any]]) -> bool:
+    """Whether `event` happened before one of `others` (by `occurred_at`): handled late (redelivered after a store
+    error), it must not replace the run of a later change under `mode: restart`. Unknown times: not before."""
+    at = _occurred(event)
+    return at is not None and any((other_at := _occurred(other)) is not None and at < other_at for other in others)
+
+
+def _occurred(event: dict[str, Any]) -> datetime | None:
+    occurred = _context_event(event)["occurred_at"]
+    return aware(occurred) if isinstance(occurred, datetime) else None
 
 
 def group_key(rule: CompiledRule, event: dict[str, Any]) -> str:

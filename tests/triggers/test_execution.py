@@ -738,3 +738,18 @@ async def test_an_event_handled_after_its_wait_is_judged_by_late_in_a_running_sc
     assert await scheduler.run_once() == 1
     (row,) = await e.shop.actions()
     assert (row.status, row.last_error) == (expected, error)
+
+
+async def test_mode_restart_keeps_the_run_of_a_later_event_handled_first(engine, tmp_path: Path) -> None:
+    """Found by an audit: an event handled after a later one for the same subject (redelivered after a store error)
+    cancelled the later event's run and scheduled its own, due from its earlier time: the older change won."""
+    e = Engine(engine, tmp_path, _rule("restart"))
+    contact_id, lead_id = await e.shop.customer()
+    earlier = START
+    e.clock.advance(timedelta(minutes=10))
+    await e.lead_event(lead_id, contact_id, "later")
+    await e.lead_event(lead_id, contact_id, "earlier", occurred_at=earlier)
+    (row,) = await e.shop.actions()
+    assert (row.event_id, row.status) == ("later", "pending")
+    trace = next(t for t in await _traces(engine) if t.event_id == "earlier")
+    assert trace.reason == "skipped: a run of a later event for the same subject is pending (mode: restart)"
