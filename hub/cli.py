@@ -212,6 +212,8 @@ def db_restore(
     with _refusals(BackupError):
         done = restore_sqlite(loaded.settings.effective_database_url, backup)
     kept = f"; the database it replaced is kept as {done.kept}" if done.kept else ""
+    if done.kept_wal:
+        kept += f"; a WAL left beside no database is kept as {done.kept_wal} (not read into the restored one)"
     typer.echo(f"restored {backup} to {done.database} (schema {', '.join(done.revisions)}){kept}")
 
 

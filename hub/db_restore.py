@@ -4,7 +4,9 @@ By hand this goes wrong in quiet ways: a copy over the file of a running daemon,
 beside the restored one, a file that is no backup at all, or the only copy of the current data overwritten.
 Here the backup is checked first (a SQLite database, intact, with a schema this release knows); the database
 is refused while any process has it open (an exclusive lock in WAL mode needs every other connection closed);
-its WAL is folded in, and it is kept beside the restored one as `<name>.before-restore-<time>`.
+its WAL is folded in, and it is kept beside the restored one as `<name>.before-restore-<time>`. A `-wal` with no
+database beside it (a daemon killed hard, then `leadhub.db` removed by hand) is moved aside too: SQLite would read
+its pages into the restored file.
 """
 
 from __future__ import annotations
@@ -26,14 +28,16 @@ class Restore:
     database: Path
     revisions: tuple[str, ...]
     kept: Path | None  # the database it replaced
+    kept_wal: Path | None = None  # a WAL found beside no database, moved aside
 
 
 def restore_sqlite(url: str, backup: Path) -> Restore:
     database = sqlite_file(url, must_exist=False)
     revisions = _checked_backup(backup)
     incoming = database.with_name(f".{database.name}.restoring-{os.getpid()}")
+    kept_wal = None
     try:
-        kept = _put_in_place(backup, database, incoming)
+        kept, kept_wal = _put_in_place(backup, database, incoming)
     except OSError as exc:  # a directory this user cannot write to, a disk that filled up
         raise BackupError(f"cannot restore {backup} to {database}: {os_reason(exc)}; nothing changed") from None
     except sqlite3.Error as exc:  # the copy's, a full disk say
@@ -42,12 +46,12 @@ def restore_sqlite(url: str, backup: Path) -> Restore:
         incoming.unlink(missing_ok=True)
     if kept is not None:
         _remove_old_journal(database)
-    return Restore(database, revisions, kept)
+    return Restore(database, revisions, kept, kept_wal)
 
 
-def _put_in_place(backup: Path, database: Path, incoming: Path) -> Path | None:
-    """The backup copied to `incoming`, then renamed to `database`; the name the replaced database is kept under.
-    When it raises, the database is as it was."""
+def _put_in_place(backup: Path, database: Path, incoming: Path) -> tuple[Path | None, Path | None]:
+    """The backup copied to `incoming`, then renamed to `database`; the names the replaced database, or a WAL found
+    beside no database, are kept under. When it raises, the database is as it was."""
     make_private_dir(database.parent)  # a new machine's: this user's only, as `leadhub run` makes it
     replaced = _stat(database)
     # The replaced database's permissions; with none, this user's only: the backup's own (0644 after a copy with
@@ -56,10 +60,12 @@ def _put_in_place(backup: Path, database: Path, incoming: Path) -> Path | None:
     _copy(backup, incoming, mode)
     if replaced is not None and replaced.st_uid != os.geteuid():
         _owned_as(incoming, replaced, database)
+    stamp = f"before-restore-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     if not database.exists():
+        kept_wal = _orphan_journal_aside(database, stamp)
         os.rename(incoming, database)
-        return None
-    kept = _free_name(database.with_name(f"{database.name}.before-restore-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"))
+        return None, kept_wal
+    kept = _free_name(database.with_name(f"{database.name}.{stamp}"))
     holder = _lock_unused(database)
     try:
         os.rename(database, kept)  # under the exclusive lock: no other connection reads or writes it meanwhile
@@ -70,6 +76,19 @@ def _put_in_place(backup: Path, database: Path, incoming: Path) -> Path | None:
             raise
     finally:
         holder.close()
+    return kept, None
+
+
+def _orphan_journal_aside(database: Path, stamp: str) -> Path | None:
+    """A `-wal` left where no database is moved aside, its `-shm` removed (an index SQLite rebuilds from the WAL);
+    the name the WAL is kept under. The WAL holds another database's last commits: left in place, opening the
+    restored file reads its pages as the restored database's (other rows, or `database disk image is malformed`)."""
+    wal, shm = Path(f"{database}-wal"), Path(f"{database}-shm")
+    kept = None
+    if wal.exists():
+        kept = _free_name(wal.with_name(f"{wal.name}.{stamp}"))
+        os.rename(wal, kept)
+    shm.unlink(missing_ok=True)
     return kept
 
 

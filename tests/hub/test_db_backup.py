@@ -309,3 +309,36 @@ def test_a_restore_onto_a_new_machine_makes_the_data_private_whatever_the_umask(
     assert database.parent.stat().st_mode & 0o777 == 0o700
     assert database.stat().st_mode & 0o777 == 0o600
     assert _inquiries(database) == 2
+
+
+@sqlite_only
+def test_a_wal_left_beside_a_removed_database_is_not_read_into_the_restored_one(tmp_path: Path) -> None:
+    """A daemon killed hard leaves `leadhub.db-wal`; an admin who then removes `leadhub.db` and restores got a
+    restored file SQLite read that WAL into: `database disk image is malformed`, or another database's rows."""
+    data = tmp_path / "data"
+    data.mkdir()
+    writer = sqlite3.connect(_small_database(data / "leadhub.db", 0))
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")  # every commit stays in the WAL
+    writer.execute("CREATE TABLE scratch (n INTEGER)")
+    writer.executemany("INSERT INTO inquiry VALUES (?)", [(str(n),) for n in range(300)])
+    writer.commit()
+    crashed = {suffix: (data / f"leadhub.db{suffix}").read_bytes() for suffix in ("-wal", "-shm")}
+    writer.close()
+    (data / "leadhub.db").unlink()
+    for suffix, content in crashed.items():  # as a SIGKILL leaves them: the database's commits in its WAL
+        (data / f"leadhub.db{suffix}").write_bytes(content)
+    backup = _small_database(tmp_path / "backup.db", 2)
+
+    run = _db("restore", backup, f"sqlite+aiosqlite:///{data / 'leadhub.db'}", tmp_path)
+    assert run.returncode == 0, run.stderr
+    [kept] = data.glob("leadhub.db-wal.before-restore-*")
+    assert f"a WAL left beside no database is kept as {kept}" in run.stdout
+    assert kept.read_bytes() == crashed["-wal"]
+    assert sorted(p.name for p in data.iterdir()) == ["leadhub.db", kept.name]
+    restored = sqlite3.connect(data / "leadhub.db")
+    try:
+        assert restored.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert restored.execute("SELECT count(*) FROM inquiry").fetchone()[0] == 2
+    finally:
+        restored.close()
