@@ -32,7 +32,7 @@ class Restore:
 
 
 def restore_sqlite(url: str, backup: Path) -> Restore:
-    database = sqlite_file(url, must_exist=False)
+    database = _linked_file(sqlite_file(url, must_exist=False))
     revisions = _checked_backup(backup)
     incoming = database.with_name(f".{database.name}.restoring-{os.getpid()}")
     kept_wal = None
@@ -47,6 +47,12 @@ def restore_sqlite(url: str, backup: Path) -> Restore:
     if kept is not None:
         _remove_old_journal(database)
     return Restore(database, revisions, kept, kept_wal)
+
+
+def _linked_file(database: Path) -> Path:
+    """The file a symlinked database name points to (a data volume, say): renaming the link itself put the restored
+    database in the link's directory and kept only the link as the replaced database."""
+    return database.resolve() if database.is_symlink() else database
 
 
 def _put_in_place(backup: Path, database: Path, incoming: Path) -> tuple[Path | None, Path | None]:

@@ -342,3 +342,26 @@ def test_a_wal_left_beside_a_removed_database_is_not_read_into_the_restored_one(
         assert restored.execute("SELECT count(*) FROM inquiry").fetchone()[0] == 2
     finally:
         restored.close()
+
+
+@sqlite_only
+def test_a_database_named_by_a_symlink_is_restored_where_the_link_points(tmp_path: Path) -> None:
+    """`leadhub.db` a symlink to a data volume: the restore renamed the link away and put a plain file in its place,
+    so the daemon left the volume for the link's disk and the database 'kept' was only the link."""
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    real = _small_database(volume / "leadhub.db", 5)
+    config = tmp_path / "etc"
+    config.mkdir()
+    (config / "leadhub.db").symlink_to(real)
+
+    run = _db(
+        "restore", _small_database(tmp_path / "backup.db", 2), f"sqlite+aiosqlite:///{config / 'leadhub.db'}", tmp_path
+    )
+    assert run.returncode == 0, run.stderr
+    assert (config / "leadhub.db").is_symlink() and (config / "leadhub.db").resolve() == real.resolve()
+    assert _inquiries(real) == 2
+    [kept] = volume.glob("leadhub.db.before-restore-*")
+    assert not kept.is_symlink() and _inquiries(kept) == 5
+    assert f"the database it replaced is kept as {kept.resolve()}" in run.stdout
+    assert sorted(p.name for p in config.iterdir()) == ["leadhub.db"]
