@@ -19,6 +19,7 @@ from pathlib import Path
 
 from leadhub.hub.db_backup import BackupError, os_reason, read_only_uri, sqlite_file
 from leadhub.hub.exit_codes import SCHEMA_NEWER
+from leadhub.no_replace import NO_HARD_LINKS
 from leadhub.private_files import PRIVATE_FILE, make_private_dir
 from leadhub.store.db import KNOWN_REVISIONS, newer_schema_message
 
@@ -74,15 +75,38 @@ def _put_in_place(backup: Path, database: Path, incoming: Path) -> tuple[Path | 
     kept = _free_name(database.with_name(f"{database.name}.{stamp}"))
     holder = _lock_unused(database)
     try:
-        os.rename(database, kept)  # under the exclusive lock: no other connection reads or writes it meanwhile
-        try:
-            os.rename(incoming, database)
-        except OSError:
-            os.rename(kept, database)  # back where it was
-            raise
+        _swap(incoming, database, kept)  # under the exclusive lock: no other connection reads or writes it meanwhile
     finally:
         holder.close()
     return kept, None
+
+
+def _swap(incoming: Path, database: Path, kept: Path) -> None:
+    """`database` named `kept` and `incoming` named `database` with no moment when `database` is missing: after
+    a Ctrl-C or a crash between two renames there was no database, and the next `leadhub run` made an empty one.
+    A hard link keeps the old file under both names until one rename puts the backup in its place."""
+    try:
+        os.link(database, kept)
+    except OSError as exc:
+        if exc.errno not in NO_HARD_LINKS:
+            raise
+        _swap_by_renames(incoming, database, kept)
+        return
+    try:
+        os.replace(incoming, database)
+    except OSError:
+        kept.unlink()  # the database is as it was
+        raise
+
+
+def _swap_by_renames(incoming: Path, database: Path, kept: Path) -> None:
+    """Where the filesystem has no hard links: two renames, undone when the second fails."""
+    os.rename(database, kept)
+    try:
+        os.rename(incoming, database)
+    except OSError:
+        os.rename(kept, database)  # back where it was
+        raise
 
 
 def _orphan_journal_aside(database: Path, stamp: str) -> Path | None:

@@ -14,6 +14,7 @@ import pytest
 
 from leadhub import no_replace
 from leadhub.hub.db_backup import BackupError, backup_sqlite
+from leadhub.hub.db_restore import restore_sqlite
 from leadhub.store.db import MIGRATION_HEADS
 from tests.conftest import PG_ADMIN_URL, HubFactory, RunningHub
 from tests.helpers import run_leadhub
@@ -365,3 +366,45 @@ def test_a_database_named_by_a_symlink_is_restored_where_the_link_points(tmp_pat
     assert not kept.is_symlink() and _inquiries(kept) == 5
     assert f"the database it replaced is kept as {kept.resolve()}" in run.stdout
     assert sorted(p.name for p in config.iterdir()) == ["leadhub.db"]
+
+
+@sqlite_only
+def test_a_restore_interrupted_while_it_swaps_the_files_leaves_a_database_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replaced database was renamed away, then the backup renamed in: a Ctrl-C (or a crash) between the two
+    left no `leadhub.db`, and the next `leadhub run` created an empty one and went on with it."""
+    data = tmp_path / "data"
+    data.mkdir()
+    database = _small_database(data / "leadhub.db", 5)
+    backup = _small_database(tmp_path / "backup.db", 2)
+
+    def interrupted_after(operation):  # type: ignore[no-untyped-def]
+        def step(source: object, target: object) -> None:
+            operation(source, target)
+            if Path(os.fspath(source)) == database:  # the replaced database given its kept name
+                raise KeyboardInterrupt
+
+        return step
+
+    for name in ("rename", "replace", "link"):
+        monkeypatch.setattr(os, name, interrupted_after(getattr(os, name)))
+    with pytest.raises(KeyboardInterrupt):
+        restore_sqlite(f"sqlite+aiosqlite:///{database}", backup)
+    monkeypatch.undo()
+    assert database.is_file() and _inquiries(database) == 5  # as it was: the restore had not happened yet
+
+    again = restore_sqlite(f"sqlite+aiosqlite:///{database}", backup)  # and it can be run again
+    assert _inquiries(database) == 2 and again.kept is not None and _inquiries(again.kept) == 5
+
+
+@sqlite_only
+def test_a_restore_on_a_filesystem_without_hard_links_swaps_by_renames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    database = _small_database(data / "leadhub.db", 5)
+    monkeypatch.setattr(os, "link", _no_hard_links())
+    done = restore_sqlite(f"sqlite+aiosqlite:///{database}", _small_database(tmp_path / "backup.db", 2))
+    assert _inquiries(database) == 2 and done.kept is not None and _inquiries(done.kept) == 5
