@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from leadhub.hub.db_backup import BackupError, os_reason, read_only_uri, sqlite_file
+from leadhub.hub.db_exclusive import lock_unused
 from leadhub.hub.exit_codes import SCHEMA_NEWER
 from leadhub.no_replace import NO_HARD_LINKS
 from leadhub.private_files import PRIVATE_FILE, make_private_dir
@@ -36,7 +37,6 @@ def restore_sqlite(url: str, backup: Path) -> Restore:
     database = _linked_file(sqlite_file(url, must_exist=False))
     revisions = _checked_backup(backup)
     incoming = database.with_name(f".{database.name}.restoring-{os.getpid()}")
-    kept_wal = None
     try:
         kept, kept_wal = _put_in_place(backup, database, incoming)
     except OSError as exc:  # a directory this user cannot write to, a disk that filled up
@@ -45,8 +45,6 @@ def restore_sqlite(url: str, backup: Path) -> Restore:
         raise BackupError(f"cannot copy {backup} beside {database}: {exc}; nothing changed") from None
     finally:
         incoming.unlink(missing_ok=True)
-    if kept is not None:
-        _remove_old_journal(database)
     return Restore(database, revisions, kept, kept_wal)
 
 
@@ -73,12 +71,27 @@ def _put_in_place(backup: Path, database: Path, incoming: Path) -> tuple[Path | 
         os.rename(incoming, database)
         return None, kept_wal
     kept = _free_name(database.with_name(f"{database.name}.{stamp}"))
-    holder = _lock_unused(database)
-    try:
-        _swap(incoming, database, kept)  # under the exclusive lock: no other connection reads or writes it meanwhile
+    holder = lock_unused(database)
+    try:  # under the exclusive lock: no other process reads or writes it meanwhile
+        _journal_with(database, kept)
+        try:
+            _swap(incoming, database, kept)
+        except OSError:
+            _journal_with(kept, database)  # back where it was
+            raise
     finally:
         holder.close()
     return kept, None
+
+
+def _journal_with(database: Path, kept: Path) -> None:
+    """The database's -wal renamed to go with its kept name, its -shm (an index SQLite rebuilds) removed: beside the
+    restored file SQLite would read them as its own. A whole database's WAL is folded in already; a damaged one's
+    may hold its last commits."""
+    Path(f"{database}-shm").unlink(missing_ok=True)
+    wal = Path(f"{database}-wal")
+    if wal.exists():
+        os.rename(wal, f"{kept}-wal")
 
 
 def _swap(incoming: Path, database: Path, kept: Path) -> None:
@@ -120,19 +133,6 @@ def _orphan_journal_aside(database: Path, stamp: str) -> Path | None:
         os.rename(wal, kept)
     shm.unlink(missing_ok=True)
     return kept
-
-
-def _remove_old_journal(database: Path) -> None:
-    """The replaced database's -wal and -shm (folded in before it was moved): beside the restored file SQLite would
-    read them as its own."""
-    for leftover in (Path(f"{database}-wal"), Path(f"{database}-shm")):
-        try:
-            leftover.unlink(missing_ok=True)
-        except OSError as exc:
-            raise BackupError(
-                f"restored the backup to {database}, but the replaced database's {leftover.name} is still there "
-                f"({os_reason(exc)}): remove it before leadhub starts"
-            ) from None
 
 
 def _checked_backup(backup: Path) -> tuple[str, ...]:
@@ -201,24 +201,3 @@ def _copy(backup: Path, incoming: Path, mode: int) -> None:
         source.close()
     with open(incoming, "rb") as written:
         os.fsync(written.fileno())
-
-
-def _lock_unused(database: Path) -> sqlite3.Connection:
-    """A connection holding the database exclusively, its WAL folded into the file; BackupError if it is in use.
-
-    In WAL mode an exclusive lock can only be had while no other connection has the database open at all.
-    """
-    connection = sqlite3.connect(database, timeout=0, isolation_level=None)
-    try:
-        connection.execute("PRAGMA locking_mode=EXCLUSIVE")
-        connection.execute("BEGIN EXCLUSIVE")
-        connection.execute("COMMIT")  # the lock stays: exclusive locking mode keeps it until the connection closes
-        # The WAL folded into the file, which leaves WAL mode: the kept copy is one self-contained file.
-        connection.execute("PRAGMA journal_mode=DELETE")
-    except sqlite3.OperationalError as exc:
-        connection.close()
-        raise BackupError(
-            f"{database} is in use ({exc}): stop the leadhub that has it open (and any other program), then "
-            "restore; nothing changed"
-        ) from None
-    return connection

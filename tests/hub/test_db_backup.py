@@ -8,6 +8,8 @@ import hashlib
 import os
 import pwd
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -408,3 +410,61 @@ def test_a_restore_on_a_filesystem_without_hard_links_swaps_by_renames(
     monkeypatch.setattr(os, "link", _no_hard_links())
     done = restore_sqlite(f"sqlite+aiosqlite:///{database}", _small_database(tmp_path / "backup.db", 2))
     assert _inquiries(database) == 2 and done.kept is not None and _inquiries(done.kept) == 5
+
+
+@sqlite_only
+@pytest.mark.parametrize("damage", ["not a database", "cut short"])
+def test_a_damaged_database_is_replaced_and_kept_with_its_wal(tmp_path: Path, damage: str) -> None:
+    """A damaged database is what a restore is for, yet SQLite could not lock it to check that it was unused: the
+    restore failed with 'cannot copy backup.db beside leadhub.db: file is not a database' (blaming the backup)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    whole = _small_database(tmp_path / "whole.db", 300).read_bytes()
+    damaged = b"not a database " * 2000 if damage == "not a database" else whole[: len(whole) // 2]
+    (data / "leadhub.db").write_bytes(damaged)
+    (data / "leadhub.db-wal").write_bytes(b"its last commits")  # what a WAL of the damaged file would hold
+    (data / "leadhub.db-shm").write_bytes(b"\0" * 32768)
+
+    run = _db(
+        "restore", _small_database(tmp_path / "backup.db", 2), f"sqlite+aiosqlite:///{data / 'leadhub.db'}", tmp_path
+    )
+    assert run.returncode == 0, run.stderr
+    [kept] = data.glob("leadhub.db.before-restore-*[0-9Z]")
+    assert f"the database it replaced is kept as {kept}" in run.stdout
+    assert kept.read_bytes() == damaged
+    assert Path(f"{kept}-wal").read_bytes() == b"its last commits"  # beside the file it belongs to
+    assert sorted(p.name for p in data.iterdir()) == ["leadhub.db", kept.name, f"{kept.name}-wal"]
+    assert _inquiries(data / "leadhub.db") == 2
+
+
+@sqlite_only
+def test_a_damaged_database_that_a_process_has_open_is_not_replaced(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    database = _small_database(data / "leadhub.db", 3)
+    holder = subprocess.Popen(  # a daemon's connection: in WAL mode its shared lock lasts as long as it is open
+        [sys.executable, "-c", HOLDER, str(database)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        with open(database, "r+b") as file:  # damaged under it: the header no longer says SQLite
+            file.write(b"\0" * 16)
+        before = database.read_bytes()
+        run = _db("restore", _small_database(tmp_path / "backup.db", 2), f"sqlite+aiosqlite:///{database}", tmp_path)
+    finally:
+        holder.communicate("")
+    assert run.returncode == 1, run.stderr
+    assert f"{database} is in use (another process holds a lock on it)" in run.stderr
+    assert "nothing changed" in run.stderr
+    assert database.read_bytes() == before
+    assert not list(data.glob("*before-restore*"))
+
+
+HOLDER = """
+import sqlite3, sys
+connection = sqlite3.connect(sys.argv[1])
+connection.execute("PRAGMA journal_mode=WAL")
+connection.execute("SELECT count(*) FROM inquiry").fetchone()
+print("open", flush=True)
+sys.stdin.read()
+"""
