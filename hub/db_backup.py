@@ -52,8 +52,8 @@ def backup_sqlite(url: str, target: Path) -> Backup:
         name_without_replacing(partial, target)  # refuses a FILE created meanwhile
     except FileExistsError:
         raise BackupError(f"{target} was created while the backup ran; it is left as it is") from None
-    except sqlite3.Error as exc:
-        raise BackupError(f"cannot back up {source}: {exc}") from None
+    except sqlite3.Error as exc:  # the database's (damaged), or the copy's (a full disk: `disk I/O error`)
+        raise BackupError(f"cannot back up {source} to {target}: {exc}; nothing changed") from None
     except OSError as exc:  # a directory this user cannot write to, a full disk
         raise BackupError(f"cannot write the backup {target}: {os_reason(exc)}; nothing changed") from None
     finally:

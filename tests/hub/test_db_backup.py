@@ -7,6 +7,8 @@ import errno
 import hashlib
 import os
 import pwd
+import resource
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -468,3 +470,38 @@ connection.execute("SELECT count(*) FROM inquiry").fetchone()
 print("open", flush=True)
 sys.stdin.read()
 """
+
+
+def _files_up_to(size: int):  # type: ignore[no-untyped-def]
+    """A child's files limited to `size` bytes: its writes beyond fail as on a full disk (EFBIG, SIGXFSZ ignored)."""
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+    return limit
+
+
+@sqlite_only
+def test_a_backup_onto_a_full_disk_says_so_in_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    """README: a full disk is one line ending `nothing changed`; the copy's error said only `cannot back up
+    leadhub.db: disk I/O error` (or `database or disk is full`), naming the database, not the backup."""
+    source = _small_database(tmp_path / "leadhub.db", 2000)
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    target = backups / "b.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_")}
+    run = subprocess.run(
+        [sys.executable, "-m", "leadhub.hub", "db", "backup", str(target)],
+        env={**env, "LEADHUB_DATABASE_URL": f"sqlite+aiosqlite:///{source}"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=_files_up_to(8192),
+        check=False,
+    )
+    assert run.returncode == 1, run.stderr
+    assert run.stderr.startswith(f"leadhub: cannot back up {source} to {target}: "), run.stderr
+    assert run.stderr.endswith("; nothing changed\n") and len(run.stderr.splitlines()) == 1, run.stderr
+    assert list(backups.iterdir()) == []
