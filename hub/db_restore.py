@@ -57,7 +57,8 @@ def _linked_file(database: Path) -> Path:
 def _put_in_place(backup: Path, database: Path, incoming: Path) -> tuple[Path | None, Path | None]:
     """The backup copied to `incoming`, then renamed to `database`; the names the replaced database, or a WAL found
     beside no database, are kept under. When it raises, the database is as it was."""
-    make_private_dir(database.parent)  # a new machine's: this user's only, as `leadhub run` makes it
+    owner = _owner_of_nearest_directory(database.parent)
+    made = make_private_dir(database.parent)  # a new machine's: this user's only, as `leadhub run` makes it
     replaced = _stat(database)
     # The replaced database's permissions; with none, this user's only: the backup's own (0644 after a copy with
     # the umask's, 0755 from exFAT) would open every contact to the other local users.
@@ -65,6 +66,11 @@ def _put_in_place(backup: Path, database: Path, incoming: Path) -> tuple[Path | 
     _copy(backup, incoming, mode)
     if replaced is not None and replaced.st_uid != os.geteuid():
         _owned_as(incoming, replaced, database)
+    elif replaced is None and os.geteuid() == 0 and owner.st_uid != 0:
+        # Root restoring onto a new machine: the daemon's user owns the directory it runs in, not root.
+        os.chown(incoming, owner.st_uid, owner.st_gid)
+        if made:
+            os.chown(database.parent, owner.st_uid, owner.st_gid)
     stamp = f"before-restore-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     if not database.exists():
         kept_wal = _orphan_journal_aside(database, stamp)
@@ -165,6 +171,14 @@ def _stat(path: Path) -> os.stat_result | None:
         return path.stat()
     except FileNotFoundError:
         return None
+
+
+def _owner_of_nearest_directory(directory: Path) -> os.stat_result:
+    """`directory`'s owner, or that of the nearest of its parents that exists (the one a new directory goes in)."""
+    for candidate in (directory, *directory.absolute().parents):
+        if candidate.is_dir():
+            return candidate.stat()
+    return Path("/").stat()
 
 
 def _owned_as(incoming: Path, replaced: os.stat_result, database: Path) -> None:

@@ -505,3 +505,23 @@ def test_a_backup_onto_a_full_disk_says_so_in_one_line_and_leaves_nothing(tmp_pa
     assert run.stderr.startswith(f"leadhub: cannot back up {source} to {target}: "), run.stderr
     assert run.stderr.endswith("; nothing changed\n") and len(run.stderr.splitlines()) == 1, run.stderr
     assert list(backups.iterdir()) == []
+
+
+@sqlite_only
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user")
+def test_a_restore_run_as_root_onto_a_new_machine_leaves_the_data_to_the_owner_of_its_directory(
+    tmp_path: Path,
+) -> None:
+    """`sudo leadhub db restore` with no database yet made `data/` and `leadhub.db` root's (0700, 0600): the daemon's
+    user, who owns the directory leadhub runs in, could not open its database."""
+    nobody = pwd.getpwnam("nobody")
+    home = tmp_path / "opt-leadhub"
+    home.mkdir()
+    os.chown(home, nobody.pw_uid, nobody.pw_gid)
+    database = home / "data" / "leadhub.db"
+    run = _db("restore", _small_database(tmp_path / "backup.db", 2), f"sqlite+aiosqlite:///{database}", tmp_path)
+    assert run.returncode == 0, run.stderr
+    for made in (database.parent, database):
+        assert (made.stat().st_uid, made.stat().st_gid) == (nobody.pw_uid, nobody.pw_gid), made
+    assert database.parent.stat().st_mode & 0o777 == 0o700 and database.stat().st_mode & 0o777 == 0o600
+    assert _inquiries(database) == 2
