@@ -191,9 +191,10 @@ def db_backup(
 ) -> None:
     """Copy the SQLite database to FILE, consistent while the daemon runs (PostgreSQL: use pg_dump)."""
     from leadhub.hub.db_backup import BackupError, backup_sqlite
+    from leadhub.hub.stop_as_interrupt import stop_as_interrupt
 
     loaded = _load(config)
-    with _refusals(BackupError):
+    with _refusals(BackupError), stop_as_interrupt():
         done = backup_sqlite(loaded.settings.effective_database_url, target)
     schema = ", ".join(done.revisions) or "no leadhub tables"
     typer.echo(f"backed up {done.source} to {done.target}: {done.size:,} bytes, schema {schema}, integrity checked")
@@ -207,9 +208,10 @@ def db_restore(
     """Put a backup in place of the SQLite database (the daemon stopped); the replaced one is kept beside it."""
     from leadhub.hub.db_backup import BackupError
     from leadhub.hub.db_restore import restore_sqlite
+    from leadhub.hub.stop_as_interrupt import stop_as_interrupt
 
     loaded = _load(config)
-    with _refusals(BackupError):
+    with _refusals(BackupError), stop_as_interrupt():
         done = restore_sqlite(loaded.settings.effective_database_url, backup)
     kept = f"; the database it replaced is kept as {done.kept}" if done.kept else ""
     if done.kept_wal:

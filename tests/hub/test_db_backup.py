@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -525,3 +526,44 @@ def test_a_restore_run_as_root_onto_a_new_machine_leaves_the_data_to_the_owner_o
         assert (made.stat().st_uid, made.stat().st_gid) == (nobody.pw_uid, nobody.pw_gid), made
     assert database.parent.stat().st_mode & 0o777 == 0o700 and database.stat().st_mode & 0o777 == 0o600
     assert _inquiries(database) == 2
+
+
+LOCKER = """
+import sqlite3, sys
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("BEGIN EXCLUSIVE")  # a rollback-journal database: no reader gets in until it ends
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+@sqlite_only
+def test_a_backup_stopped_by_sigterm_leaves_no_partial_file(tmp_path: Path) -> None:
+    """`timeout 1h leadhub db backup` from cron, a service manager: SIGTERM ended Python without its clean-up, and
+    each such run left a hidden `.FILE.partial-PID` as large as the database beside the backups."""
+    source = _small_database(tmp_path / "leadhub.db", 3)  # not WAL: an exclusive lock keeps the copy waiting
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    locker = subprocess.Popen(
+        [sys.executable, "-c", LOCKER, str(source)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert locker.stdout is not None and locker.stdout.readline() == "locked\n"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_")}
+        backup = subprocess.Popen(
+            [sys.executable, "-m", "leadhub.hub", "db", "backup", str(backups / "b.db")],
+            env={**env, "LEADHUB_DATABASE_URL": f"sqlite+aiosqlite:///{source}"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 30
+        while not list(backups.iterdir()):  # the partial file: the copy has begun and waits for the lock
+            assert time.monotonic() < deadline and backup.poll() is None
+            time.sleep(0.01)  # noqa: sleep-ok - polls for a file another process creates, under a deadline
+        backup.send_signal(signal.SIGTERM)
+        backup.communicate(timeout=30)
+    finally:
+        locker.communicate("")
+    assert backup.returncode != 0
+    assert list(backups.iterdir()) == []
