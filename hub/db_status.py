@@ -29,7 +29,7 @@ async def schema_status(url: str) -> SchemaStatus:
     database = redacted_url(url)
     release = ", ".join(sorted(MIGRATION_HEADS))
     try:
-        engine = create_engine(url, existing=True)
+        engine = create_engine(url, existing=True, read_only=True)  # a backup on a read-only disk too
     except SchemaNotMigrated as exc:  # a SQLite file not there yet
         return SchemaStatus(NEEDS_UPGRADE, f"{database}: {exc} at revisions {release}")
     try:

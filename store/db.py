@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 from sqlalchemy import event, inspect, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from leadhub.compact_json import compact_encoder
@@ -91,12 +91,14 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def create_engine(url: str, *, pool_size: int = 5, existing: bool = False) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 5, existing: bool = False, read_only: bool = False) -> AsyncEngine:
     """An async engine; SQLite gets WAL, a busy timeout and foreign keys on every connection.
 
     Statement errors leave their parameters out (`hide_parameters`): their text reaches logs and dead letters,
     and the parameters are contacts' addresses and messages. `existing`: for commands that only read, a SQLite
     file that is not there raises SchemaNotMigrated instead of being created (with its directory) where they looked.
+    `read_only` (with `existing`): a SQLite file that is not in WAL mode (a backup, a restored file) opened read-only;
+    one in WAL mode is the daemon's own and opened as it does (read-only, it would be left with a -wal and -shm).
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -105,6 +107,8 @@ def create_engine(url: str, *, pool_size: int = 5, existing: bool = False) -> As
             path = Path(parsed.database)
             if existing and not path.exists():
                 raise SchemaNotMigrated("no such file yet: `leadhub run` or `leadhub db upgrade` creates it")
+            if read_only and not _in_wal_mode(path):
+                return _read_only_sqlite_engine(path)
             make_private_dir(path.parent)
         engine = create_async_engine(
             url,
@@ -124,6 +128,20 @@ def create_engine(url: str, *, pool_size: int = 5, existing: bool = False) -> As
         json_serializer=json_dumps,
         hide_parameters=True,
     )
+
+
+def _in_wal_mode(path: Path) -> bool:
+    """Whether the file's header says WAL (its read and write versions, bytes 18 and 19, are 2)."""
+    with open(path, "rb") as file:
+        return file.read(20)[18:20] == b"\x02\x02"
+
+
+def _read_only_sqlite_engine(path: Path) -> AsyncEngine:
+    """For `db status`, which changes nothing: the daemon's engine turned a backup it was asked about into a WAL
+    database (its header rewritten, -wal and -shm beside it) and failed on a read-only disk. A URI names the file
+    whatever its name holds (`#`, `?`, `%`)."""
+    url = URL.create("sqlite+aiosqlite", database=path.resolve().as_uri(), query={"uri": "true", "mode": "ro"})
+    return create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, hide_parameters=True)
 
 
 def _created_private(path: Path):  # type: ignore[no-untyped-def]

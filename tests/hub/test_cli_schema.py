@@ -179,3 +179,24 @@ async def test_db_upgrade_warns_about_an_orphan_row_it_found_and_refuses_one_it_
     (warning,) = [line for line in upgraded.stderr.splitlines() if "foreign key points nowhere" in line]
     assert "table=contact_identifier" in warning and "rows=1" in warning, warning
     assert await applied_revisions(database_url) == MIGRATION_HEADS
+
+
+@pytest.mark.skipif(PG_ADMIN_URL is not None, reason="a SQLite file's bytes")
+def test_db_status_on_a_backup_leaves_the_file_as_it_was(tmp_path: Path) -> None:
+    """README: `db status` tells beforehand whether a backup needs a migration. It opened the file as the daemon
+    does, turning the backup into a WAL database (its header rewritten) and failing on a read-only disk with
+    `attempt to write a readonly database`."""
+    env = {"LEADHUB_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'leadhub.db'}"}
+    assert run_leadhub("db", "upgrade", cwd=tmp_path, env=env).returncode == 0
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    backup = backups / "leadhub-2026-12-01.db"
+    made = run_leadhub("db", "backup", str(backup), cwd=tmp_path, env=env)
+    assert made.returncode == 0, made.stderr
+    before = backup.read_bytes()
+    assert before[18:20] == b"\x01\x01"  # a rollback-journal database
+
+    run = run_leadhub("db", "status", cwd=tmp_path, env={"LEADHUB_DATABASE_URL": f"sqlite+aiosqlite:///{backup}"})
+    assert run.returncode == 0 and "up to date" in run.stdout, run.stdout + run.stderr
+    assert backup.read_bytes() == before
+    assert [p.name for p in backups.iterdir()] == [backup.name]
