@@ -79,12 +79,7 @@ def _put_in_place(backup: Path, database: Path, incoming: Path) -> tuple[Path | 
     kept = _free_name(database.with_name(f"{database.name}.{stamp}"))
     holder = lock_unused(database)
     try:  # under the exclusive lock: no other process reads or writes it meanwhile
-        _journal_with(database, kept)
-        try:
-            _swap(incoming, database, kept)
-        except OSError:
-            _journal_with(kept, database)  # back where it was
-            raise
+        _swap(incoming, database, kept)
     finally:
         holder.close()
     return kept, None
@@ -101,9 +96,10 @@ def _journal_with(database: Path, kept: Path) -> None:
 
 
 def _swap(incoming: Path, database: Path, kept: Path) -> None:
-    """`database` named `kept` and `incoming` named `database` with no moment when `database` is missing: after
-    a Ctrl-C or a crash between two renames there was no database, and the next `leadhub run` made an empty one.
-    A hard link keeps the old file under both names until one rename puts the backup in its place."""
+    """`database` named `kept` (its WAL going with it) and `incoming` named `database`, with no moment when
+    `database` is missing, nor its WAL beside no file: after a Ctrl-C or a crash between two renames there was no
+    database, and the next `leadhub run` made an empty one. A hard link keeps the old file under both names until
+    one rename puts the backup in its place."""
     try:
         os.link(database, kept)
     except OSError as exc:
@@ -112,9 +108,11 @@ def _swap(incoming: Path, database: Path, kept: Path) -> None:
         _swap_by_renames(incoming, database, kept)
         return
     try:
+        _journal_with(database, kept)
         os.replace(incoming, database)
     except OSError:
-        kept.unlink()  # the database is as it was
+        _journal_with(kept, database)  # the database is as it was
+        kept.unlink()
         raise
 
 
@@ -122,8 +120,10 @@ def _swap_by_renames(incoming: Path, database: Path, kept: Path) -> None:
     """Where the filesystem has no hard links: two renames, undone when the second fails."""
     os.rename(database, kept)
     try:
+        _journal_with(database, kept)
         os.rename(incoming, database)
     except OSError:
+        _journal_with(kept, database)
         os.rename(kept, database)  # back where it was
         raise
 
@@ -196,7 +196,7 @@ def _owned_as(incoming: Path, replaced: os.stat_result, database: Path) -> None:
 def _free_name(path: Path) -> Path:
     """`path`, or `path-2`, `path-3`...: a second restore within the same second keeps both replaced databases."""
     candidate, n = path, 1
-    while candidate.exists():
+    while candidate.exists() or Path(f"{candidate}-wal").exists():  # the WAL that goes with it is not replaced
         n += 1
         candidate = path.with_name(f"{path.name}-{n}")
     return candidate

@@ -567,3 +567,32 @@ def test_a_backup_stopped_by_sigterm_leaves_no_partial_file(tmp_path: Path) -> N
         locker.communicate("")
     assert backup.returncode != 0
     assert list(backups.iterdir()) == []
+
+
+@sqlite_only
+def test_a_restore_interrupted_after_moving_a_damaged_databases_wal_keeps_the_two_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The damaged database's WAL was renamed to go with the kept name before that name existed: a Ctrl-C there
+    left the WAL beside no database, parted from the file it belongs to."""
+    data = tmp_path / "data"
+    data.mkdir()
+    database = data / "leadhub.db"
+    database.write_bytes(b"not a database " * 2000)
+    wal = data / "leadhub.db-wal"
+    wal.write_bytes(b"its last commits")
+    rename = os.rename
+
+    def interrupted_after_the_wal(source: object, target: object) -> None:
+        rename(source, target)  # type: ignore[arg-type]
+        if Path(os.fspath(source)) == wal:  # type: ignore[arg-type]
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "rename", interrupted_after_the_wal)
+    with pytest.raises(KeyboardInterrupt):
+        restore_sqlite(f"sqlite+aiosqlite:///{database}", _small_database(tmp_path / "backup.db", 2))
+    monkeypatch.undo()
+    pairs = [(p, Path(f"{p}-wal")) for p in data.iterdir() if Path(f"{p}-wal").exists()]
+    assert [(file.read_bytes()[:15], wal_file.read_bytes()) for file, wal_file in pairs] == [
+        (b"not a database ", b"its last commits")
+    ]
