@@ -19,7 +19,9 @@ def stop_as_interrupt() -> Iterator[None]:
     def interrupt(_signal: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    previous = {number: signal.signal(number, interrupt) for number in STOP_SIGNALS}
+    # One ignored on purpose stays ignored: `nohup leadhub db backup` must outlive the terminal it was started from.
+    taken = [number for number in STOP_SIGNALS if signal.getsignal(number) is not signal.SIG_IGN]
+    previous = {number: signal.signal(number, interrupt) for number in taken}
     try:
         yield
     finally:

@@ -537,10 +537,19 @@ sys.stdin.read()
 """
 
 
-@sqlite_only
-def test_a_backup_stopped_by_sigterm_leaves_no_partial_file(tmp_path: Path) -> None:
-    """`timeout 1h leadhub db backup` from cron, a service manager: SIGTERM ended Python without its clean-up, and
-    each such run left a hidden `.FILE.partial-PID` as large as the database beside the backups."""
+def _ignoring(number: signal.Signals | None):  # type: ignore[no-untyped-def]
+    """A child started with `number` ignored, as `nohup` starts a command with SIGHUP ignored (None: none)."""
+
+    def ignore() -> None:
+        if number is not None:
+            signal.signal(number, signal.SIG_IGN)
+
+    return ignore
+
+
+def _backup_signalled(tmp_path: Path, number: signal.Signals, *, ignored: bool) -> tuple[int, list[str]]:
+    """`db backup` sent `number` while its copy waits for a lock (after the partial file is made), then let go on;
+    its exit status and the files in the backup directory. `ignored`: started with the signal ignored (`nohup`)."""
     source = _small_database(tmp_path / "leadhub.db", 3)  # not WAL: an exclusive lock keeps the copy waiting
     backups = tmp_path / "backups"
     backups.mkdir()
@@ -556,17 +565,31 @@ def test_a_backup_stopped_by_sigterm_leaves_no_partial_file(tmp_path: Path) -> N
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=_ignoring(number if ignored else None),  # noqa: PLW1509 - as nohup starts it
         )
         deadline = time.monotonic() + 30
         while not list(backups.iterdir()):  # the partial file: the copy has begun and waits for the lock
             assert time.monotonic() < deadline and backup.poll() is None
             time.sleep(0.01)  # noqa: sleep-ok - polls for a file another process creates, under a deadline
-        backup.send_signal(signal.SIGTERM)
-        backup.communicate(timeout=30)
+        backup.send_signal(number)
     finally:
         locker.communicate("")
-    assert backup.returncode != 0
-    assert list(backups.iterdir()) == []
+    backup.communicate(timeout=30)
+    return backup.returncode, sorted(p.name for p in backups.iterdir())
+
+
+@sqlite_only
+def test_a_backup_stopped_by_sigterm_leaves_no_partial_file(tmp_path: Path) -> None:
+    """`timeout 1h leadhub db backup` from cron, a service manager: SIGTERM ended Python without its clean-up, and
+    each such run left a hidden `.FILE.partial-PID` as large as the database beside the backups."""
+    returncode, files = _backup_signalled(tmp_path, signal.SIGTERM, ignored=False)
+    assert returncode != 0 and files == []
+
+
+@sqlite_only
+def test_a_backup_run_under_nohup_is_not_stopped_by_a_hangup(tmp_path: Path) -> None:
+    returncode, files = _backup_signalled(tmp_path, signal.SIGHUP, ignored=True)
+    assert returncode == 0 and files == ["b.db"]
 
 
 @sqlite_only
