@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
@@ -10,6 +11,14 @@ from email_validator import EmailNotValidError, validate_email
 from leadhub.pipelines.model import Identity
 
 _SPACES = re.compile(r"\s+")
+# Characters that show nothing: controls (but the separators, which read as spaces), direction marks, embeddings,
+# overrides and isolates, zero-width space, word joiner, BOM. In a name an ESC sequence or an RTL override rewrites
+# what a person sees, and a name of nothing but these hid the contact's real name (an empty name takes a later one);
+# in an address, copied from a page or a right-to-left text, they made it no address at all. ZWJ and ZWNJ stay:
+# inside a word they are spelling (Persian, Indic scripts).
+_INVISIBLE = re.compile(
+    r"[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\u200b\u200e\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]"
+)
 NAME_LENGTH = 200  # contact.name and company
 # Plain ASCII addresses, which are nearly all of them, skip email-validator (a third of the pipeline's
 # CPU for this step). The pattern accepts only what email-validator accepts and normalizes the same way
@@ -35,7 +44,7 @@ def normalize_email(value: str | None) -> str | None:
     """Trimmed and lower-cased, with an IDNA domain; None when it is not an address at all."""
     if not value:
         return None
-    text = value.strip().strip("<>").strip()
+    text = _INVISIBLE.sub("", value).strip().strip("<>").strip()
     if simple := _simple_email(text):
         return simple
     try:
@@ -86,9 +95,11 @@ def normalize_company(value: str | None) -> str | None:
 
 
 def _collapse(value: str | None) -> str | None:
+    """Invisible characters gone, whitespace collapsed, cut to the column; None when nothing visible is left."""
     if not value:
         return None
-    return _SPACES.sub(" ", value).strip()[:NAME_LENGTH].rstrip() or None
+    text = _SPACES.sub(" ", _INVISIBLE.sub("", value)).strip()[:NAME_LENGTH].rstrip()
+    return text if any(unicodedata.category(c)[0] not in "CZ" for c in text) else None
 
 
 def normalize_identity(identity: Identity, region: str | None) -> Identity:

@@ -107,3 +107,41 @@ def test_a_name_in_mixed_case_is_kept_as_written(written: str) -> None:
 def test_a_company_keeps_its_case(written: str, kept: str) -> None:
     """Legal forms and acronyms are case-sensitive: `IBM` was stored as `Ibm`, `ACME LLC` as `Acme Llc`."""
     assert normalize_identity(Identity(company=written), "RU").company == kept
+
+
+@pytest.mark.parametrize(
+    ("written", "kept"),
+    [
+        ("\u200b", None),  # a zero-width space only: no name, so the contact's real name can still fill it
+        ("\ufeff \u200e\u200f", None),
+        ("\u200c\u200d", None),
+        ("Ivan\x1b[31m Petrov", "Ivan[31m Petrov"),  # ESC would recolour a terminal
+        ("Ivan\u202e vorteP", "Ivan vorteP"),  # an RTL override reverses what follows it on screen
+        ("\u2066Anna\u2069 Smith\x07", "Anna Smith"),
+        ("Ivan\u200b \u200bPetrov", "Ivan Petrov"),
+        ("Ivan\x00Petrov", "IvanPetrov"),
+        ("Ivan\x1fPetrov", "Ivan Petrov"),  # a separator control reads as a space
+        ("\u0645\u06cc\u200c\u0631\u0648", "\u0645\u06cc\u200c\u0631\u0648"),  # Persian: ZWNJ inside a word is spelling
+    ],
+)
+def test_a_name_keeps_no_invisible_or_control_characters(written: str, kept: str | None) -> None:
+    """A name of only invisible characters was stored as the contact's name, so a later inquiry's real name never
+    filled it; control characters and bidirectional overrides rewrote what a person saw in a terminal or a list."""
+    assert normalize_name(written) == kept
+    assert normalize_identity(Identity(company=written), "RU").company == kept
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "ivan@mail.ru\u200b",
+        "\ufeffivan@mail.ru",
+        "\u200eivan@mail.ru\u200f",
+        "\u202aIvan@Mail.ru\u202c",
+        "iv\u200ban@mail.ru",
+    ],
+)
+def test_an_email_with_invisible_characters_is_the_same_address(written: str) -> None:
+    """Copied from a page or a right-to-left text, an address carries zero-width and direction marks; it was refused
+    as no address at all, so the inquiry named nobody by email and the person got a second contact."""
+    assert normalize_email(written) == "ivan@mail.ru"
