@@ -163,12 +163,19 @@ async def list_contacts(
     limit: int,
     review: bool | None = None,
     merged: bool = False,
+    email_alias: str | None = None,
 ) -> Page:
-    """Contacts merged into another are left out unless `merged` asks; `review` lists those flagged for a person."""
+    """Contacts merged into another are left out unless `merged` asks; `review` lists those flagged for a person.
+
+    `email_alias`: the address as written when `email` is its folded key; identifiers stored while folding was off
+    hold that spelling (the intake looks both up too)."""
     query = select(contact_t)
-    for kind, value in (("email", email), ("phone", phone)):
-        if value:
-            owners = select(identifier_t.c.contact_id).where(identifier_t.c.kind == kind, identifier_t.c.value == value)
+    emails = [e for e in (email, email_alias) if e]
+    for kind, values in (("email", emails), ("phone", [phone] if phone else [])):
+        if values:
+            owners = select(identifier_t.c.contact_id).where(
+                identifier_t.c.kind == kind, identifier_t.c.value.in_(values)
+            )
             query = query.where(contact_t.c.id.in_(owners))
     if not merged:
         query = query.where(contact_t.c.merged_into.is_(None))

@@ -324,10 +324,11 @@ async def list_contacts(request: web.Request) -> web.Response:
     q = list_query(request, "email", "phone", "review", "merged")
     settings = request.app[DEPS].settings
     region = settings.default_region
-    email = phone = None
+    email = email_alias = phone = None
     if q.get("email"):
         email = normalize_email(q["email"]) or q["email"].strip().lower()
-        email = fold_email(email) if settings.email_folding else email
+        if settings.email_folding and (folded := fold_email(email)) != email:
+            email, email_alias = folded, email
     if q.get("phone"):
         written = _phone_as_sent(request, q["phone"])
         phone = normalize_phone(written, region)
@@ -337,6 +338,7 @@ async def list_contacts(request: web.Request) -> web.Response:
         page = await queries.list_contacts(
             conn,
             email=email,
+            email_alias=email_alias,
             phone=phone,
             cursor=q.get("cursor"),
             limit=request_limit(request),

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from leadhub.pipelines.intake import IntakePipeline
 from leadhub.store.db import create_engine, upgrade
 from leadhub.store.models import Contact, ContactMerge, OutboxEvent
+from leadhub.store.policy import IdentityPolicy
 from tests.conftest import RunningHub
 from tests.helpers import run_leadhub, wait_for
 from tests.store.envelopes import SOURCES, form
@@ -362,3 +363,14 @@ async def test_a_chunked_body_over_the_limit_is_413(form_hub: RunningHub) -> Non
     url = form_hub.url("/api/leads/x")
     async with form_hub.session.patch(url, data=chunks(), headers=JSON) as response:
         assert response.status == 413 and (await response.json())["error"] == "too_large", await response.text()
+
+
+async def test_an_address_stored_before_folding_is_found_by_the_api(form_hub: RunningHub) -> None:
+    """A contact stored while LEADHUB_EMAIL_FOLDING was off holds its Gmail address as written; with folding on,
+    `?email=` looked up only the folded key and answered no contact, though the next inquiry joins it (README)."""
+    unfolded = IntakePipeline(form_hub.engine, SOURCES, policy=IdentityPolicy(fold_email=False))
+    at = datetime(2026, 11, 2, tzinfo=UTC)
+    await unfolded.store([unfolded.prepare(form("old", at, email="Jane.Doe+shop@gmail.com"))])
+    for written in ("jane.doe+shop@gmail.com", "Jane.Doe+Shop@GMAIL.com"):
+        (contact,) = (await form_hub.api("/api/contacts", email=written))["items"]
+        assert contact["email"] == "jane.doe+shop@gmail.com"
