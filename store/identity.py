@@ -39,7 +39,7 @@ from leadhub.store.models import (
     OutboxEvent,
     Task,
 )
-from leadhub.store.one_of import one_of
+from leadhub.store.one_of import one_of, update_one_of
 from leadhub.store.outbox import outbox_event
 from leadhub.store.policy import IdentityPolicy
 from leadhub.store.triggers import insert_ignore
@@ -211,7 +211,7 @@ async def _consent_each(conn: AsyncConnection, contact_ids: Sequence[str], batch
     opted_out: set[str] = set()
     if addresses:
         query = select(suppression_t.c.address).where(
-            suppression_t.c.address.in_(sorted(addresses)), suppression_t.c.reason.in_(OPTED_OUT)
+            one_of(conn, suppression_t.c.address, sorted(addresses)), suppression_t.c.reason.in_(OPTED_OUT)
         )
         opted_out = set((await conn.execute(query)).scalars())
     return {
@@ -344,8 +344,7 @@ async def merge(
         )
     for name, table, key in CONTACT_LINKS:
         ids = list((await conn.execute(select(table.c[key]).where(table.c.contact_id == merged_id))).scalars())
-        if ids:
-            await conn.execute(update(table).where(table.c[key].in_(ids)).values(contact_id=survivor_id))
+        await update_one_of(conn, table, table.c[key], ids, {"contact_id": survivor_id})
         moved[name] = ids
     fill = {name: merged[name] for name in FILLED if survivor[name] is None and merged[name] is not None}
     if merged["consent"] == merge_journal.WITHDRAWN != survivor["consent"]:
@@ -447,8 +446,7 @@ async def unmerge(conn: AsyncConnection, ident: str, now: datetime) -> dict[str,
             .values(contact_id=merged_id)
         )
     for name, table, key in CONTACT_LINKS:
-        if moved.get(name):
-            await conn.execute(update(table).where(table.c[key].in_(moved[name])).values(contact_id=merged_id))
+        await update_one_of(conn, table, table.c[key], moved.get(name) or [], {"contact_id": merged_id})
     await _follow_leads(conn, moved.get("lead", []), found["survivor_id"], merged_id)
     set_by_merge = moved.get("columns_set")
     pair = [found["survivor_id"], merged_id]
@@ -493,11 +491,8 @@ async def _follow_leads(conn: AsyncConnection, lead_ids: list[str], survivor_id:
         return
     for name, table, _ in CONTACT_LINKS:
         if name != "lead":
-            await conn.execute(
-                update(table)
-                .where(table.c.lead_id.in_(lead_ids), table.c.contact_id == survivor_id)
-                .values(contact_id=merged_id)
-            )
+            changes = {"contact_id": merged_id}
+            await update_one_of(conn, table, table.c.lead_id, lead_ids, changes, table.c.contact_id == survivor_id)
 
 
 async def _locked_merge(conn: AsyncConnection, found: dict[str, Any]) -> dict[str, Any]:

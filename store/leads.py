@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadhub.store.db import lock_for_writing
 from leadhub.store.models import EmailMessage, Inquiry, Lead, Order, OutboxEvent, Task
-from leadhub.store.one_of import one_of
+from leadhub.store.one_of import one_of, update_one_of
 from leadhub.store.outbox import outbox_event
 from leadhub.store.policy import IdentityPolicy
 
@@ -251,12 +251,10 @@ async def _fold(
     moved: dict[str, Any] = {"lead": lead["id"], "into": head["id"]}
     for name, table, key in LEAD_LINKS:
         ids = list((await conn.execute(select(table.c[key]).where(table.c.lead_id == lead["id"]))).scalars())
-        if ids:
-            await conn.execute(update(table).where(table.c[key].in_(ids)).values(lead_id=head["id"]))
+        await update_one_of(conn, table, table.c[key], ids, {"lead_id": head["id"]})
         moved[name] = ids
     mids = list((await conn.execute(select(email_t.c.message_id).where(email_t.c.lead_id == lead["id"]))).scalars())
-    if mids:
-        await conn.execute(update(email_t).where(email_t.c.message_id.in_(mids)).values(lead_id=head["id"]))
+    await update_one_of(conn, email_t, email_t.c.message_id, mids, {"lead_id": head["id"]})
     moved["email_message"] = mids
     before = journal["before"].setdefault("lead", {})
     before.setdefault(lead["id"], {"merged_into": None, "updated_at": lead["updated_at"]})
@@ -291,13 +289,10 @@ async def _fold(
 async def unfold(conn: AsyncConnection, folds: Sequence[dict[str, Any]]) -> None:
     """Take back `fold_open_leads` moves, newest first (the lead columns are restored by the caller)."""
     for moved in reversed(folds):
+        back = {"lead_id": moved["lead"]}
         for name, table, key in LEAD_LINKS:
-            if moved.get(name):
-                await conn.execute(update(table).where(table.c[key].in_(moved[name])).values(lead_id=moved["lead"]))
-        if moved.get("email_message"):
-            await conn.execute(
-                update(email_t).where(email_t.c.message_id.in_(moved["email_message"])).values(lead_id=moved["lead"])
-            )
+            await update_one_of(conn, table, table.c[key], moved.get(name) or [], back)
+        await update_one_of(conn, email_t, email_t.c.message_id, moved.get("email_message") or [], back)
 
 
 class LeadChangeError(ValueError):

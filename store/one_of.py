@@ -15,10 +15,10 @@ SQLite: after an 8-s burst the pooled connections held 1.5-2.1 MB of such statem
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, any_, bindparam
+from sqlalchemy import ColumnElement, Table, any_, bindparam, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -42,3 +42,25 @@ def padded(values: list[Any]) -> list[Any]:
     if len(values) < 3 or len(values) > PAD_UP_TO:
         return values
     return values + values[-1:] * ((1 << (len(values) - 1).bit_length()) - len(values))
+
+
+SQLITE_SLICE = 10_000  # ids per UPDATE on SQLite, well under its 32,766 parameters
+
+
+async def update_one_of(
+    conn: AsyncConnection, table: Table, column: Any, values: Sequence[Any], changes: dict[str, Any], *where: Any
+) -> None:
+    """`UPDATE table SET changes WHERE column IN values` for any number of values.
+
+    A merge moves every row of a contact (a shared office phone gathers tens of thousands of inquiries); one IN
+    list of them passed asyncpg's 32,767 arguments and failed the batch, so the merge never happened. PostgreSQL
+    gets one array parameter; SQLite a statement per slice.
+    """
+    if not values:
+        return
+    if conn.dialect.name == "postgresql":
+        await conn.execute(update(table).where(one_of(conn, column, values), *where).values(**changes))
+        return
+    for start in range(0, len(values), SQLITE_SLICE):
+        part = values[start : start + SQLITE_SLICE]
+        await conn.execute(update(table).where(column.in_(part), *where).values(**changes))

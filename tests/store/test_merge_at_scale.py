@@ -1,0 +1,51 @@
+"""A merge and its unmerge of a contact with more rows than a statement can name: a shared phone (an office line, a
+shop's own number in the billing field) gathers tens of thousands of inquiries on one contact."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from leadhub.ids import new_id
+from leadhub.pipelines.intake import IntakePipeline
+from leadhub.store import identity
+from leadhub.store.models import ContactMerge, Inquiry
+from leadhub.store.policy import IdentityPolicy
+from tests.store.envelopes import SOURCES, form, table
+
+T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+MANY = 40_000  # over SQLite's 32,766 parameters of one statement and asyncpg's 32,767
+inquiry_t = Inquiry.__table__
+
+
+async def test_a_contact_with_more_inquiries_than_a_statement_can_name_merges_and_comes_back(
+    engine: AsyncEngine,
+) -> None:
+    pipeline = IntakePipeline(engine, SOURCES, default_region="RU", policy=IdentityPolicy(), clock=lambda: T0)
+    await pipeline.store([pipeline.prepare(form("anna", T0, email="anna@x.example"))])
+    office = pipeline.prepare(form("office", T0 + timedelta(minutes=1), phone="+7 495 123-45-67"))
+    await pipeline.store([office])
+    async with engine.begin() as conn:
+        (first,) = (await conn.execute(select(inquiry_t).where(inquiry_t.c.key == office.key))).mappings()
+        copies = [dict(first) | {"id": new_id(), "key": f"form:office-{n}"} for n in range(MANY)]
+        for start in range(0, MANY, 2_000):
+            await conn.execute(inquiry_t.insert(), copies[start : start + 2_000])
+    office_id = first["contact_id"]
+
+    linking = form("link", T0 + timedelta(days=10), email="anna@x.example", phone="84951234567")
+    await pipeline.store([pipeline.prepare(linking)])
+    (merge,) = await table(engine, ContactMerge)
+    assert merge["merged_id"] == office_id
+    assert await _inquiries_of(engine, office_id) == 0
+
+    async with engine.begin() as conn:
+        await identity.unmerge(conn, office_id, T0 + timedelta(days=11))
+    assert await _inquiries_of(engine, office_id) == MANY + 1
+
+
+async def _inquiries_of(engine: AsyncEngine, contact_id: str) -> int:
+    async with engine.connect() as conn:
+        query = select(func.count()).select_from(inquiry_t).where(inquiry_t.c.contact_id == contact_id)
+        return (await conn.execute(query)).scalar_one()
