@@ -115,7 +115,9 @@ def normalize_identity(identity: Identity, region: str | None) -> Identity:
 
 
 def _clean_id(value: str | None, limit: int) -> str | None:
-    text = value.strip() if value else None
+    """Without invisible characters: PostgreSQL refuses NUL (the batch failed on every try), and an id with a
+    zero-width space is the same account."""
+    text = _INVISIBLE.sub("", value).strip() if value else None
     return text[:limit] if text else None
 
 

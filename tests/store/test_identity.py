@@ -544,3 +544,15 @@ def test_a_lead_window_per_channel_pair_falls_back_from_exact_to_any() -> None:
     assert policy.window("form", "email") == timedelta(hours=24)
     assert policy.window("form", "phone") == timedelta(hours=6)
     assert IdentityPolicy(lead_window=timedelta(hours=72)).window("form", "phone") == timedelta(hours=72)
+
+
+async def test_a_shop_customer_id_with_a_nul_is_stored_as_the_same_customer(
+    pipeline: IntakePipeline, engine: AsyncEngine
+) -> None:
+    """PostgreSQL refuses NUL in text: a customer id carrying one (a shop's id is any string) failed the batch on
+    every try and the order went to the dead letters; the id is the shop's, so it is the same customer without it."""
+    await store(pipeline, shopify_order("o1", T0, 601, customer_id="77\x00"))  # type: ignore[arg-type]
+    await store(pipeline, shopify_order("o2", T0 + HOUR, 602, customer_id=77))
+    (contact,) = await live_contacts(engine)
+    idents = await table(engine, ContactIdentifier, ContactIdentifier.contact_id == contact["id"])
+    assert [(i["kind"], i["value"]) for i in idents] == [("customer", "shop:77")]
