@@ -439,12 +439,12 @@ async def unmerge(conn: AsyncConnection, ident: str, now: datetime) -> dict[str,
     moved, before = found["moved"], found["before"]
     merged_id = found["merged_id"]
     await leads.unfold(conn, moved.get("lead_folds", []))
+    by_kind: dict[str, list[str]] = {}
     for kind, value in moved.get("contact_identifier", []):
-        await conn.execute(
-            update(identifier_t)
-            .where(identifier_t.c.kind == kind, identifier_t.c.value == value)
-            .values(contact_id=merged_id)
-        )
+        by_kind.setdefault(kind, []).append(value)
+    for kind, values in by_kind.items():  # not one statement per identifier: 40,000 of them took 25 s
+        back = {"contact_id": merged_id}
+        await update_one_of(conn, identifier_t, identifier_t.c.value, values, back, identifier_t.c.kind == kind)
     for name, table, key in CONTACT_LINKS:
         await update_one_of(conn, table, table.c[key], moved.get(name) or [], {"contact_id": merged_id})
     await _follow_leads(conn, moved.get("lead", []), found["survivor_id"], merged_id)

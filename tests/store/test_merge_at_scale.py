@@ -4,23 +4,25 @@ shop's own number in the billing field) gathers tens of thousands of inquiries o
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadhub.ids import new_id
 from leadhub.pipelines.intake import IntakePipeline
 from leadhub.store import identity
-from leadhub.store.models import ContactMerge, Inquiry
+from leadhub.store.models import ContactIdentifier, ContactMerge, Inquiry
 from leadhub.store.policy import IdentityPolicy
 from tests.store.envelopes import SOURCES, form, table
 
 T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
-MANY = 40_000  # over SQLite's 32,766 parameters of one statement and asyncpg's 32,767
+MANY = 40_000  # inquiries and email identifiers: over SQLite's 32,766 parameters of a statement, asyncpg's 32,767
 inquiry_t = Inquiry.__table__
+identifier_t = ContactIdentifier.__table__
 
 
-async def test_a_contact_with_more_inquiries_than_a_statement_can_name_merges_and_comes_back(
+async def test_a_contact_with_more_rows_than_a_statement_can_name_merges_and_comes_back(
     engine: AsyncEngine,
 ) -> None:
     pipeline = IntakePipeline(engine, SOURCES, default_region="RU", policy=IdentityPolicy(), clock=lambda: T0)
@@ -30,8 +32,13 @@ async def test_a_contact_with_more_inquiries_than_a_statement_can_name_merges_an
     async with engine.begin() as conn:
         (first,) = (await conn.execute(select(inquiry_t).where(inquiry_t.c.key == office.key))).mappings()
         copies = [dict(first) | {"id": new_id(), "key": f"form:office-{n}"} for n in range(MANY)]
+        emails = [
+            {"kind": "email", "value": f"clerk{n}@x.example", "contact_id": first["contact_id"], "created_at": T0}
+            for n in range(MANY)
+        ]
         for start in range(0, MANY, 2_000):
             await conn.execute(inquiry_t.insert(), copies[start : start + 2_000])
+            await conn.execute(identifier_t.insert(), emails[start : start + 2_000])
     office_id = first["contact_id"]
 
     linking = form("link", T0 + timedelta(days=10), email="anna@x.example", phone="84951234567")
@@ -40,9 +47,20 @@ async def test_a_contact_with_more_inquiries_than_a_statement_can_name_merges_an
     assert merge["merged_id"] == office_id
     assert await _inquiries_of(engine, office_id) == 0
 
-    async with engine.begin() as conn:
-        await identity.unmerge(conn, office_id, T0 + timedelta(days=11))
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        async with engine.begin() as conn:
+            await identity.unmerge(conn, office_id, T0 + timedelta(days=11))
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+    assert len(statements) < 100  # each identifier went back by a statement of its own: 25 s for these
     assert await _inquiries_of(engine, office_id) == MANY + 1
+    assert len(await table(engine, ContactIdentifier, identifier_t.c.contact_id == office_id)) == MANY + 1
 
 
 async def _inquiries_of(engine: AsyncEngine, contact_id: str) -> int:
