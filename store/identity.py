@@ -321,7 +321,8 @@ async def merge(
 
     An opt-out wins: a `withdrawn` consent of the merged contact ends on the survivor (only a merge by hand can
     meet one beside a `granted`: automatic merges refuse those). `by_hand` (a person decided, store/contact_review.py)
-    also clears both contacts' review flags. Both changes are journalled, so an unmerge takes them back.
+    also clears both contacts' review flags; any merge clears a flag about the two of them only. These changes are
+    journalled, so an unmerge takes them back.
     """
     contacts = {
         row["id"]: dict(row)
@@ -350,8 +351,10 @@ async def merge(
     if merged["consent"] == merge_journal.WITHDRAWN != survivor["consent"]:
         fill["consent"] = merge_journal.WITHDRAWN
     gone: dict[str, Any] = {"merged_into": survivor_id}
-    if by_hand:
+    pair = {survivor_id, merged_id}
+    if by_hand or _settled(survivor["review"], pair):
         fill |= {"review": None} if survivor["review"] is not None else {}
+    if by_hand or _settled(merged["review"], pair):
         gone |= {"review": None} if merged["review"] is not None else {}
     journal["before"]["contact"][survivor_id] = {name: survivor[name] for name in [*fill, "updated_at"]}
     journal["before"]["contact"][merged_id] = {name: merged[name] for name in [*gone, "updated_at"]}
@@ -391,6 +394,12 @@ async def merge(
         ),
     )
     return events
+
+
+def _settled(review: dict[str, Any] | None, pair: set[str]) -> bool:
+    """A review about these two contacts only is settled by their merge (their consent agrees now, or a person
+    merged them): left, the contact that stayed was listed for review naming one merged into it."""
+    return review is not None and set(review.get("with", [])) <= pair
 
 
 class UnmergeError(LookupError):

@@ -556,3 +556,23 @@ async def test_a_shop_customer_id_with_a_nul_is_stored_as_the_same_customer(
     (contact,) = await live_contacts(engine)
     idents = await table(engine, ContactIdentifier, ContactIdentifier.contact_id == contact["id"])
     assert [(i["kind"], i["value"]) for i in idents] == [("customer", "shop:77")]
+
+
+async def test_a_merge_once_their_consent_agrees_settles_the_review_of_the_two(
+    pipeline: IntakePipeline, engine: AsyncEngine
+) -> None:
+    """Flagged for a consent conflict, then merged by a later inquiry once Anna granted consent too: the contact
+    that stayed was still listed for review, naming a contact that no longer stood apart (a person's `merge` then
+    answered 409, merged already). An unmerge brings the flags back with the conflict's two contacts."""
+    await store(pipeline, form("a", T0, email="anna@x.example", consent="no"))
+    await store(pipeline, form("b", T0 + HOUR, phone="+79160001122", consent="yes"))
+    await store(pipeline, form("link", T0 + 2 * HOUR, email="anna@x.example", phone="89160001122"))
+    assert all(c["review"] for c in await live_contacts(engine))
+    await store(pipeline, form("a2", T0 + 3 * HOUR, email="anna@x.example", consent="yes"))
+    await store(pipeline, form("link2", T0 + 4 * HOUR, email="anna@x.example", phone="89160001122"))
+    (survivor,) = await live_contacts(engine)
+    assert survivor["review"] is None
+    (merge,) = await table(engine, ContactMerge)
+    async with engine.begin() as conn:
+        await identity.unmerge(conn, merge["merged_id"], T0 + 5 * HOUR)
+    assert all(c["review"] for c in await live_contacts(engine))
