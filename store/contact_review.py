@@ -60,7 +60,7 @@ async def keep_apart(conn: AsyncConnection, contact_id: str, now: datetime) -> l
     if review is None:  # JSON null reads as None
         raise ReviewError(f"contact {contact_id} is not flagged for review")
     flagged = [contact_id, *review.get("with", [])]
-    await identity.keep_apart(conn, flagged, now)
+    await identity.keep_apart(conn, await _as_they_stand(conn, flagged), now)
     cleared = list(
         (
             await conn.execute(
@@ -72,6 +72,14 @@ async def keep_apart(conn: AsyncConnection, contact_id: str, now: datetime) -> l
         ).scalars()
     )
     return sorted(cleared)
+
+
+async def _as_they_stand(conn: AsyncConnection, ids: list[str]) -> list[str]:
+    """Each contact, or the one it was merged into since the review named it: the decision is about the people, and
+    an inquiry names the one a merged contact became (remembering the merged one flagged them again)."""
+    rows = await conn.execute(select(contact_t.c.id, contact_t.c.merged_into).where(contact_t.c.id.in_(ids)))
+    into = {contact_id: merged_into for contact_id, merged_into in rows if merged_into}
+    return list(dict.fromkeys(into.get(c, c) for c in ids))
 
 
 async def _locked(conn: AsyncConnection, ids: list[str]) -> dict[str, dict[str, Any]]:

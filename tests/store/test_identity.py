@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadhub.envelope import Envelope
 from leadhub.pipelines.intake import IntakePipeline
-from leadhub.store import identity, queries
+from leadhub.store import contact_review, identity, queries
 from leadhub.store.models import (
     Contact,
     ContactIdentifier,
@@ -576,3 +576,22 @@ async def test_a_merge_once_their_consent_agrees_settles_the_review_of_the_two(
     async with engine.begin() as conn:
         await identity.unmerge(conn, merge["merged_id"], T0 + 5 * HOUR)
     assert all(c["review"] for c in await live_contacts(engine))
+
+
+async def test_keeping_apart_a_contact_whose_other_was_merged_since_holds_for_the_one_it_became(
+    pipeline: IntakePipeline, engine: AsyncEngine
+) -> None:
+    """Anna's review named the phone's contact, merged since into the Telegram user it turned out to be: keep-apart
+    remembered the merged-away contact, which no inquiry names any more, and the next inquiry flagged Anna again."""
+    await store(pipeline, telegram_message("c", T0 - HOUR, 5))
+    await store(pipeline, form("a", T0, email="anna@x.example", consent="no"))
+    await store(pipeline, form("b", T0 + HOUR, phone="+79160001122", consent="yes"))
+    await store(pipeline, form("link", T0 + 2 * HOUR, email="anna@x.example", phone="89160001122"))
+    await store(pipeline, telegram_message("c2", T0 + 3 * HOUR, 5, phone="+79160001122"))  # the phone is user 5's
+    (merge,) = await table(engine, ContactMerge)
+    anna = next(c for c in await live_contacts(engine) if c["email"] == "anna@x.example")
+    assert anna["review"]["with"] == [merge["merged_id"]]
+    async with engine.begin() as conn:
+        await contact_review.keep_apart(conn, anna["id"], T0 + 4 * HOUR)
+    await store(pipeline, form("link2", T0 + 5 * HOUR, email="anna@x.example", phone="89160001122", message="again"))
+    assert [c["review"] for c in await live_contacts(engine)] == [None, None]
