@@ -8,6 +8,7 @@ processed in any order, in any batches, ends in the same leads.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -212,9 +213,11 @@ async def fold_open_leads(
         .all()
     )
     events: list[dict[str, Any]] = []
-    heads: list[dict[str, Any]] = []
+    heads: deque[dict[str, Any]] = deque()  # by first touch, as the rows come
     for row in rows:
         first = aware(row["first_touch_at"]) or aware(row["created_at"])
+        while heads and first - aware(heads[0]["first_touch_at"]) >= policy.widest_window:  # type: ignore[operator]
+            heads.popleft()  # no later lead is near enough to it: years of open leads made this loop quadratic
         head = next(
             (
                 h

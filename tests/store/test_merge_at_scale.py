@@ -3,6 +3,7 @@ shop's own number in the billing field) gathers tens of thousands of inquiries o
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from leadhub.ids import new_id
 from leadhub.pipelines.intake import IntakePipeline
 from leadhub.store import identity
-from leadhub.store.models import ContactIdentifier, ContactMerge, Inquiry
+from leadhub.store.models import ContactIdentifier, ContactMerge, Inquiry, Lead
 from leadhub.store.policy import IdentityPolicy
 from tests.store.envelopes import SOURCES, form, table
 
@@ -20,6 +21,8 @@ T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 MANY = 40_000  # inquiries and email identifiers: over SQLite's 32,766 parameters of a statement, asyncpg's 32,767
 inquiry_t = Inquiry.__table__
 identifier_t = ContactIdentifier.__table__
+lead_t = Lead.__table__
+LEADS = 20_000  # open leads of one contact, each an episode of its own
 
 
 async def test_a_contact_with_more_rows_than_a_statement_can_name_merges_and_comes_back(
@@ -67,3 +70,28 @@ async def _inquiries_of(engine: AsyncEngine, contact_id: str) -> int:
     async with engine.connect() as conn:
         query = select(func.count()).select_from(inquiry_t).where(inquiry_t.c.contact_id == contact_id)
         return (await conn.execute(query)).scalar_one()
+
+
+async def test_merging_a_contact_with_years_of_open_leads_takes_time_in_proportion(engine: AsyncEngine) -> None:
+    """Each open lead was compared with every earlier episode's head, though one older than the widest lead window
+    can never take it: 20,000 open leads (an office line calling for years, its leads never closed) made one merge
+    take minutes inside the intake transaction."""
+    pipeline = IntakePipeline(engine, SOURCES, default_region="RU", policy=IdentityPolicy(), clock=lambda: T0)
+    await pipeline.store([pipeline.prepare(form("anna", T0, email="anna@x.example"))])
+    office = pipeline.prepare(form("office", T0 + timedelta(minutes=1), phone="+7 495 123-45-67"))
+    await pipeline.store([office])
+    async with engine.begin() as conn:
+        office_id = (await conn.execute(select(inquiry_t.c.contact_id).where(inquiry_t.c.key == office.key))).scalar()
+        (lead,) = (await conn.execute(select(lead_t).where(lead_t.c.contact_id == office_id))).mappings()
+        episodes = [
+            dict(lead) | {"id": new_id(), "first_touch_at": at, "last_touch_at": at}
+            for at in (T0 - timedelta(days=4 * (n + 1)) for n in range(LEADS))
+        ]
+        for start in range(0, LEADS, 2_000):
+            await conn.execute(lead_t.insert(), episodes[start : start + 2_000])
+
+    started = time.monotonic()
+    linking = form("link", T0 + timedelta(days=10), email="anna@x.example", phone="84951234567")
+    await pipeline.store([pipeline.prepare(linking)])
+    assert time.monotonic() - started < 20  # generous for a shared machine; it took minutes
+    assert len(await table(engine, ContactMerge)) == 1
