@@ -25,9 +25,10 @@ from leadhub.connectors.registry import CONNECTOR_TYPES
 from leadhub.error_text import brief
 from leadhub.hub.config import HubConfig
 from leadhub.hub.embedded_nats import EmbeddedNats
+from leadhub.hub.exited_metrics import fold_exited_process
 from leadhub.hub.http.app import create_app
 from leadhub.hub.http.state import HttpDeps
-from leadhub.hub.metrics import Metrics, forget_process, share_between_processes, start_counted_series_at_zero
+from leadhub.hub.metrics import Metrics, share_between_processes, start_counted_series_at_zero
 from leadhub.hub.migrate_child import upgrade_in_child
 from leadhub.hub.queue import Queue
 from leadhub.hub.store_health import StoreHealth
@@ -367,7 +368,7 @@ class Hub:
         assert self.port is not None and self.metrics.shared_dir is not None
         spec = WorkerSpec.of(self.settings, nats_url, self.port, self.config.source)
         shared_dir = self.metrics.shared_dir
-        self.workers = WorkerPool(spec, self.settings.workers, on_exit=lambda pid: forget_process(shared_dir, pid))
+        self.workers = WorkerPool(spec, self.settings.workers, on_exit=lambda pid: fold_exited_process(shared_dir, pid))
         self.workers.start()
 
     def _build_triggers(self, engine: AsyncEngine, queue: Queue) -> TriggerService:

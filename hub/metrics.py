@@ -2,8 +2,9 @@
 
 With several worker processes (`workers`), every process writes its values to files in one
 directory (prometheus_client's multiprocess mode), so whichever process answers `/metrics` gives
-the totals of all of them. Those files are memory-mapped; their blocks are reserved before they
-are mapped (ReservedMmapedDict), so a full disk costs metrics, not the process.
+the totals of all of them; an exited worker's are folded into one file per type (hub/exited_metrics.py).
+Those files are memory-mapped; their blocks are reserved before they are mapped (ReservedMmapedDict),
+so a full disk costs metrics, not the process.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
 from prometheus_client.mmap_dict import MmapedDict
 
+from leadhub.hub.exited_metrics import files_locked
 from leadhub.pipelines.consumer import OUTCOMES as PIPELINE_OUTCOMES
 from leadhub.pipelines.failures import Failure
 from leadhub.pipelines.outbox_relay import FAILURE_REASONS as RELAY_FAILURE_REASONS
@@ -110,11 +112,6 @@ def _not_shared(filename: str, exc: OSError) -> None:
         error=os.strerror(exc.errno) if exc.errno else str(exc),
         disk_full=exc.errno == errno.ENOSPC,
     )
-
-
-def forget_process(directory: Path, pid: int) -> None:
-    """A worker has exited: its gauges stop counting (its counters stay in the totals)."""
-    multiprocess.mark_process_dead(pid, str(directory))
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,4 +278,5 @@ class Metrics:
             return generate_latest(self.registry)
         combined = CollectorRegistry()
         multiprocess.MultiProcessCollector(combined, path=str(self.shared_dir))
-        return generate_latest(combined)
+        with files_locked(self.shared_dir, shared=True):  # not while an exited worker's files are folded
+            return generate_latest(combined)

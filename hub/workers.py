@@ -130,7 +130,7 @@ class WorkerPool:
     def __init__(self, spec: WorkerSpec, count: int, on_exit: Callable[[int], None] = lambda pid: None) -> None:
         self.spec = spec
         self.count = count
-        self.on_exit = on_exit  # pid of a worker that has exited (its live metrics are dropped)
+        self.on_exit = on_exit  # pid of a worker that has exited (its metric files are folded into the totals)
         self.processes: dict[int, asyncio.subprocess.Process] = {}
         self.serving: set[int] = set()  # workers that said they serve HTTP and have their store
         self._stopping = asyncio.Event()
@@ -183,7 +183,8 @@ class WorkerPool:
         try:
             return await self._run(index, process, ready_read)
         finally:
-            self.on_exit(process.pid)
+            if process.returncode is not None:  # not a worker still running past the stop's kill
+                self.on_exit(process.pid)
 
     async def _run(self, index: int, process: asyncio.subprocess.Process, ready_read: int) -> int:
         """Wait for the worker to exit; meanwhile count it as serving once it writes to its ready pipe."""

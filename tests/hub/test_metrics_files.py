@@ -59,7 +59,7 @@ def test_a_metrics_file_without_room_is_logged_and_the_values_kept_in_memory(tmp
     assert done.returncode == 0, done.stdout + done.stderr
     assert "metrics file cannot be written" in done.stdout and "disk_full=True" in done.stdout
     assert "rendered" in done.stdout
-    assert all(path.stat().st_size > 0 for path in directory.iterdir()), "an empty file breaks /metrics"
+    assert all(path.stat().st_size > 0 for path in directory.glob("*.db")), "an empty file breaks /metrics"
 
 
 def test_metrics_files_are_allocated_not_sparse(tmp_path: Path) -> None:
@@ -68,7 +68,7 @@ def test_metrics_files_are_allocated_not_sparse(tmp_path: Path) -> None:
     done = _record(directory)
     assert done.returncode == 0 and "rendered True" in done.stdout, done.stdout + done.stderr
     assert "cannot be written" not in done.stdout
-    files = list(directory.iterdir())
+    files = list(directory.glob("*.db"))
     assert files and any(path.stat().st_size > 1 << 16 for path in files)  # grown
     for path in files:
         assert path.stat().st_blocks * 512 >= path.stat().st_size, f"{path.name} is sparse"
@@ -99,3 +99,49 @@ def test_workers_metrics_on_a_full_filesystem_do_not_kill_the_process(full_files
     assert done.returncode == 0, f"exit {done.returncode}: {done.stdout + done.stderr}"
     assert "metrics file cannot be written" in done.stdout and "disk_full=True" in done.stdout
     assert "rendered" in done.stdout
+
+
+# A worker's life as far as its metrics go: a request counted, a webhook timed, a gauge set; then it exits.
+WORKER_LIFE = """
+import sys
+from pathlib import Path
+from leadhub.hub.metrics import Metrics, share_between_processes
+
+directory = Path(sys.argv[1])
+share_between_processes(directory, fresh=False)
+metrics = Metrics(directory)
+metrics.http_requests.labels("/hooks/{name}", "200").inc()
+metrics.webhook("site-form").latency.observe(0.003)
+metrics.pipeline_pending.set(7)
+"""
+
+
+def _live_a_worker_life(directory: Path) -> int:
+    """Run one worker's life in its own process; its pid (it has exited)."""
+    child = subprocess.Popen([sys.executable, "-c", WORKER_LIFE, str(directory)])
+    assert child.wait(timeout=60) == 0
+    return child.pid
+
+
+def test_exited_workers_leave_a_bounded_number_of_files_and_their_counts_stay_in_the_totals(tmp_path: Path) -> None:
+    """A worker in a crash loop left its counter and histogram files at every restart (mark_process_dead removes
+    live gauges only): the directory, and the time of every /metrics that reads it, grew without end."""
+    from leadhub.hub.exited_metrics import fold_exited_process
+    from leadhub.hub.metrics import Metrics
+
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    files_after: list[int] = []
+    for _ in range(8):
+        pid = _live_a_worker_life(directory)
+        fold_exited_process(directory, pid)  # what the pool does when it reaps the worker
+        files_after.append(len(list(directory.glob("*.db"))))
+    assert files_after[-1] == files_after[1] <= 2, f"files after each restart: {files_after}"
+    assert not list(directory.glob(f"*_{pid}.db")), "the exited worker's own files are gone"
+
+    text = Metrics(directory).render().decode()
+    assert 'leadhub_http_requests_total{route="/hooks/{name}",status="200"} 8.0' in text
+    assert 'leadhub_hook_seconds_count{connector="site-form"} 8.0' in text
+    assert 'leadhub_hook_seconds_bucket{connector="site-form",le="0.001"} 0.0' in text
+    assert 'leadhub_hook_seconds_bucket{connector="site-form",le="0.005"} 8.0' in text
+    assert "leadhub_pipeline_pending " not in text, "an exited worker's gauge no longer counts"

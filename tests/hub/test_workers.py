@@ -171,6 +171,40 @@ async def test_a_killed_worker_is_started_again_and_nothing_is_lost(make_daemon)
     assert not _alive(second), "SIGTERM of the primary stops its workers before it exits"
 
 
+async def test_a_crash_looping_worker_leaves_no_metrics_files_and_its_counts_stay_in_the_totals(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    """Each exited worker left its counter and histogram files (prometheus_client's mark_process_dead removes only
+    live gauges): a crash loop grew the metrics directory, and the time of every /metrics, without end."""
+    daemon = make_daemon(CONFIG)
+    await daemon.start()
+    await wait_for(lambda: _workers_serving(daemon.base_url, 1), timeout=30, what="worker 1 serving")
+    metrics_dir = Path(daemon.env["LEADHUB_DATA_DIR"]) / "metrics"
+    accepted: dict[int, str] = {}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+        await asyncio.gather(
+            *(_post_until_accepted(session, daemon.base_url + "/hooks/site-form", i, accepted) for i in range(40))
+        )
+
+    async def accepted_total() -> float:
+        _, text = await _get(daemon.base_url, "/metrics")
+        return _counter(text, "leadhub_intake_accepted_total", 'connector="site-form"')
+
+    assert await accepted_total() == 40
+    files_after: list[int] = []
+    for _ in range(3):
+        [worker] = _worker_pids(daemon.process.pid)
+        os.kill(worker, signal.SIGKILL)
+
+        async def replaced(gone: int = worker) -> bool:
+            return await _workers_serving(daemon.base_url, 1) and _worker_pids(daemon.process.pid) not in ([], [gone])
+
+        await wait_for(replaced, timeout=30, what="a new worker 1 serving")
+        assert not list(metrics_dir.glob(f"*_{worker}.db")), "the killed worker's files are folded away"
+        files_after.append(len(list(metrics_dir.glob("*.db"))))
+        for _ in range(4):  # whichever process answers, the killed workers' counts are in the totals
+            assert await accepted_total() == 40
+    assert files_after[0] == files_after[-1], f"metrics files after each restart: {files_after}"
+
+
 def test_auto_is_one_worker_per_usable_cpu() -> None:
     from leadhub.hub.config import config_from_dict
 
