@@ -29,6 +29,7 @@ from pathlib import Path
 
 import structlog
 
+from leadhub.error_text import brief
 from leadhub.hub.config import ROLES, WORKER_ROLES, Settings
 from leadhub.hub.exit_codes import SCHEMA_NEWER
 from leadhub.hub.process_ties import dies_with_parent
@@ -133,6 +134,7 @@ class WorkerPool:
         self.on_exit = on_exit  # pid of a worker that has exited (its metric files are folded into the totals)
         self.processes: dict[int, asyncio.subprocess.Process] = {}
         self.serving: set[int] = set()  # workers that said they serve HTTP and have their store
+        self.problems: dict[int, str] = {}  # why a worker is not serving: how it last exited or failed to start
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -142,29 +144,54 @@ class WorkerPool:
         ]
 
     def status(self) -> dict[str, object]:
-        """For /readyz: ready once every worker serves or, without `http`, works (a restart makes it 503 meanwhile)."""
-        return {"ok": len(self.serving) == self.count - 1, "serving": len(self.serving), "expected": self.count - 1}
+        """For /readyz: ready once every worker serves or, without `http`, works (a restart makes it 503 meanwhile);
+        `error` says why the others do not."""
+        problems = [f"worker {index}: {problem}" for index, problem in sorted(self.problems.items())]
+        return {
+            "ok": len(self.serving) == self.count - 1,
+            "serving": len(self.serving),
+            "expected": self.count - 1,
+            "error": "; ".join(problems) or None,
+        }
 
     async def _keep_running(self, index: int) -> None:
         delay = RESTART_DELAY
         while not self._stopping.is_set():
             started = time.monotonic()
-            code = await self._start_and_wait(index)
+            unforeseen: Exception | None = None
+            try:
+                code = await self._start_and_wait(index)
+            except Exception as exc:  # logged below and tried again: the end of this task would be silent
+                code, unforeseen = f"failed: {brief(exc)}", exc
             if self._stopping.is_set():
                 return
+            self.problems[index] = code if isinstance(code, str) else f"exited with status {code}"
             if code == SCHEMA_NEWER:  # it would find the same database again: /readyz stays 503 instead
+                self.problems[index] = "a newer leadhub migrated the database; not started again"
                 log.error("worker exited: a newer leadhub migrated the database; not starting it again", worker=index)
                 return
             if time.monotonic() - started > STEADY_AFTER:
                 delay = RESTART_DELAY
-            log.error("worker exited; starting it again", worker=index, code=code, retry_in=delay)
+            if isinstance(code, int):
+                log.error("worker exited; starting it again", worker=index, code=code, retry_in=delay)
+            else:
+                log.error(
+                    "worker could not be started; trying again",
+                    worker=index,
+                    error=code,
+                    retry_in=delay,
+                    exc_info=unforeseen,
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
             delay = min(MAX_RESTART_DELAY, delay * 2)
 
     async def _start_and_wait(self, index: int) -> int | str:
         """Start worker `index` and wait until it exits: its exit code, or why it could not be started."""
-        ready_read, ready_write = os.pipe()
+        try:  # out of descriptors (EMFILE), the pipe fails before the worker's own start could
+            ready_read, ready_write = os.pipe()
+        except OSError as exc:
+            return f"not started: {exc}"
         try:
             process = await asyncio.create_subprocess_exec(
                 *self.spec.command(index, ready_write),
@@ -194,6 +221,7 @@ class WorkerPool:
             loop.remove_reader(ready_read)
             if os.read(ready_read, 64):  # empty: the worker closed the pipe without being ready (it exited)
                 self.serving.add(index)
+                self.problems.pop(index, None)
                 log.info("worker serving", worker=index, pid=process.pid)
 
         loop.add_reader(ready_read, on_ready)

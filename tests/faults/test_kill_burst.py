@@ -145,7 +145,7 @@ def _workers_serving(base_url: str, count: int):  # type: ignore[no-untyped-def]
     async def probe() -> bool:
         async with aiohttp.ClientSession() as session, session.get(base_url + "/readyz") as response:
             workers = (await response.json()).get("detail", {}).get("workers")
-        return workers == {"ok": True, "serving": count, "expected": count}
+        return workers == {"ok": True, "serving": count, "expected": count, "error": None}
 
     return probe
 

@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,61 @@ async def test_a_crash_looping_worker_leaves_no_metrics_files_and_its_counts_sta
         for _ in range(4):  # whichever process answers, the killed workers' counts are in the totals
             assert await accepted_total() == 40
     assert files_after[0] == files_after[-1], f"metrics files after each restart: {files_after}"
+
+
+# A pool whose worker writes to its ready pipe and waits, in a process that has used up its file descriptors (a low
+# RLIMIT_NOFILE, as a crowded container has), then gets them back.
+POOL_OUT_OF_DESCRIPTORS = """
+import asyncio, os, resource, sys, time
+from leadhub.hub.workers import WorkerPool, WorkerSpec
+
+WORKER = "import os, signal, sys; os.write(int(sys.argv[1]), b'ready'); signal.pause()"
+
+class WaitingWorker(WorkerSpec):
+    def command(self, index, ready_fd):
+        return [sys.executable, "-c", WORKER, str(ready_fd)]
+
+async def until(condition, seconds):
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)  # noqa: sleep-ok - polls a condition under a deadline
+    return condition()
+
+async def main():
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    taken = []
+    try:
+        while True:
+            taken.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        pass
+    pool = WorkerPool(WaitingWorker("", 0, "", ((),), None), 2)
+    pool.start()
+    await until(lambda: pool.status().get("error"), 5)
+    print("while out:", pool.status(), flush=True)
+    for fd in taken:
+        os.close(fd)
+    print("recovered" if await until(lambda: pool.status()["ok"], 15) else "not recovered", flush=True)
+    print("once serving:", pool.status(), flush=True)
+    await pool.stop(5)
+
+{run}(main())
+"""
+
+
+@pytest.mark.parametrize("run", ["asyncio.run", "__import__('uvloop').run"], ids=["asyncio", "uvloop"])
+def test_a_worker_that_cannot_be_started_for_want_of_descriptors_is_logged_shown_and_tried_again(run: str) -> None:
+    """os.pipe() failing with EMFILE ended the worker's restart task without a word: /readyz stayed 503 for good,
+    nothing said why, and the worker never came back once descriptors were free again. (`leadhub run` runs on
+    uvloop where it is installed.)"""
+    script = POOL_OUT_OF_DESCRIPTORS.replace("{run}", run)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "worker could not be started; trying again" in out and "Too many open files" in out, out
+    assert re.search(r"while out: \{'ok': False, .*'error': 'worker 1: not started: .*Too many open files", out), out
+    assert "recovered" in out and "not recovered" not in out, out
+    assert "once serving: {'ok': True, 'serving': 1, 'expected': 1, 'error': None}" in out, out
 
 
 def test_auto_is_one_worker_per_usable_cpu() -> None:
