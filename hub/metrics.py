@@ -91,15 +91,26 @@ class ReservedMmapedDict(MmapedDict):
 
 
 def _allocate(filename: str) -> None:
-    """Create the file with its first blocks allocated, or allocate those of the size it has. One left empty is
-    removed: /metrics could not read it."""
-    fd = os.open(filename, os.O_RDWR | os.O_CREAT, 0o666)
+    """Allocate the blocks of the file's size; a new file is made under another name and renamed into place once
+    its first blocks are allocated: a scrape in another process reads every *.db file and failed on one still empty
+    (each start of a worker was a moment when /metrics answered 500)."""
+    if os.path.exists(filename):
+        _allocate_blocks(filename, os.O_RDWR, remove_if_empty=filename)
+        return
+    new = os.path.join(os.path.dirname(filename), f".{os.path.basename(filename)}.new")  # not *.db: not read
+    _allocate_blocks(new, os.O_RDWR | os.O_CREAT | os.O_TRUNC, remove_if_empty=new)
+    os.replace(new, filename)
+
+
+def _allocate_blocks(path: str, flags: int, *, remove_if_empty: str) -> None:
+    """At least the first blocks of `path` allocated; one left empty when that fails is removed (unreadable)."""
+    fd = os.open(path, flags, 0o666)
     try:
         try:
             os.posix_fallocate(fd, 0, max(os.fstat(fd).st_size, INITIAL_FILE_SIZE))
         except OSError:
             if os.fstat(fd).st_size == 0:
-                os.unlink(filename)
+                os.unlink(remove_if_empty)
             raise
     finally:
         os.close(fd)

@@ -5,6 +5,7 @@ Each case runs in a child process: the multiprocess mode changes prometheus_clie
 from __future__ import annotations
 
 import contextlib
+import itertools
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -145,3 +146,42 @@ def test_exited_workers_leave_a_bounded_number_of_files_and_their_counts_stay_in
     assert 'leadhub_hook_seconds_bucket{connector="site-form",le="0.001"} 0.0' in text
     assert 'leadhub_hook_seconds_bucket{connector="site-form",le="0.005"} 8.0' in text
     assert "leadhub_pipeline_pending " not in text, "an exited worker's gauge no longer counts"
+
+
+# Scrapes in another process while workers exit and are folded: each total it sees, in order, one a line.
+SCRAPER = """
+import re, sys
+from pathlib import Path
+from leadhub.hub.metrics import Metrics
+
+directory, stop = Path(sys.argv[1]), Path(sys.argv[2])
+metrics = Metrics(directory)
+while True:
+    last = stop.exists()  # a scrape after the last fold ends the list
+    found = re.search(r'^leadhub_http_requests_total{.*} (\\S+)$', metrics.render().decode(), re.MULTILINE)
+    print(found.group(1) if found else 0.0, flush=True)
+    if last:
+        break
+"""
+
+
+def test_a_scrape_while_workers_start_and_exit_never_fails_nor_sees_a_total_go_down(tmp_path: Path) -> None:
+    """A scrape failed (struct.error, /metrics 500) on the values file a starting worker had just created, still
+    empty. And the fold writes the sum and removes the exited file under the directory's lock: a scrape between the
+    two would count the worker twice (then the total falls, which Prometheus takes for a counter reset)."""
+    from leadhub.hub.exited_metrics import fold_exited_process
+
+    directory, stop = tmp_path / "metrics", tmp_path / "stop"
+    directory.mkdir()
+    scraper = subprocess.Popen(
+        [sys.executable, "-c", SCRAPER, str(directory), str(stop)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        for _ in range(6):
+            fold_exited_process(directory, _live_a_worker_life(directory))
+    finally:
+        stop.touch()
+        seen, _ = scraper.communicate(timeout=60)
+    totals = [float(line) for line in seen.split()]
+    assert totals and totals[-1] == 6.0
+    assert all(later >= earlier for earlier, later in itertools.pairwise(totals)), totals
