@@ -211,7 +211,14 @@ class WorkerPool:
             return await self._run(index, process, ready_read)
         finally:
             if process.returncode is not None:  # not a worker still running past the stop's kill
-                self.on_exit(process.pid)
+                self._clean_up_after(index, process.pid)
+
+    def _clean_up_after(self, index: int, pid: int) -> None:
+        """`on_exit`, whose failure is its own: raised from the `finally` above, it hid how the worker exited."""
+        try:
+            self.on_exit(pid)
+        except Exception as exc:
+            log.error("cleaning up after a worker failed; its metric files stay", worker=index, pid=pid, exc_info=exc)
 
     async def _run(self, index: int, process: asyncio.subprocess.Process, ready_read: int) -> int:
         """Wait for the worker to exit; meanwhile count it as serving once it writes to its ready pipe."""

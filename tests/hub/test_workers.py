@@ -261,6 +261,45 @@ def test_a_worker_that_cannot_be_started_for_want_of_descriptors_is_logged_shown
     assert "once serving: {'ok': True, 'serving': 1, 'expected': 1, 'error': None}" in out, out
 
 
+# A pool whose worker exits at once, with a clean-up after each exit that fails (as folding its metric files can:
+# out of descriptors, a file it cannot read).
+POOL_CLEANUP_FAILS = """
+import asyncio, sys, time
+from leadhub.hub.workers import WorkerPool, WorkerSpec
+
+class FailingWorker(WorkerSpec):
+    def command(self, index, ready_fd):
+        return [sys.executable, "-c", "raise SystemExit(7)"]
+
+def clean_up(pid):
+    raise OSError(24, "Too many open files")
+
+async def main():
+    pool = WorkerPool(FailingWorker("", 0, "", ((),), None), 2, on_exit=clean_up)
+    pool.start()
+    deadline = time.monotonic() + 10
+    while "worker 1: exited with status 7" != pool.status()["error"] and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)  # noqa: sleep-ok - polls a condition under a deadline
+    print("status:", pool.status(), flush=True)
+    await pool.stop(5)
+
+asyncio.run(main())
+"""
+
+
+def test_a_failed_clean_up_after_a_worker_exit_is_logged_as_such_and_the_exit_stays_known() -> None:
+    """The clean-up ran in a `finally`: its error replaced the worker's exit status, and the log and /readyz said
+    the worker 'could not be started' when it had run and exited with status 7."""
+    done = subprocess.run(
+        [sys.executable, "-c", POOL_CLEANUP_FAILS], capture_output=True, text=True, timeout=60, check=False
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "status: {'ok': False, 'serving': 0, 'expected': 1, 'error': 'worker 1: exited with status 7'}" in out, out
+    assert "cleaning up after a worker failed" in out and "Too many open files" in out, out
+    assert "could not be started" not in out, out
+
+
 def test_auto_is_one_worker_per_usable_cpu() -> None:
     from leadhub.hub.config import config_from_dict
 
