@@ -21,7 +21,7 @@ from leadhub.triggers.compile import CompiledRule, EvaluationError
 from leadhub.triggers.context import aware, build_context
 from leadhub.triggers.engine import RuleIndex, evaluate
 from leadhub.triggers.events import event_objects
-from leadhub.triggers.throttle import throttle_key
+from leadhub.triggers.throttle import throttle_key, throttle_since
 
 
 @dataclass
@@ -116,8 +116,12 @@ def _replay(  # noqa: PLR0917
     due = evaluation.due_at or at
     if key and rule.rule.throttle:
         _release(key, at, state)
-        period = parse_duration(rule.rule.throttle.period)
-        blockers = [run for run in state.throttles.get(key, []) if run.acts(at) and at - run.at < period]
+        try:  # the matcher's window: calendar days in the rule's zone, a schedule tick's grace
+            since = throttle_since(rule, event, at)
+        except EvaluationError:
+            count.errors += 1
+            return
+        blockers = [run for run in state.throttles.get(key, []) if run.acts(at) and run.at >= since]
         if blockers:
             count.throttled += 1
             if any(run.due > at for run in blockers):  # one still pending: held, in case it is cancelled

@@ -120,6 +120,47 @@ async def test_backtest_simulates_if_mode_throttle_and_unless(database_url: str,
     }
 
 
+UNLESS_THEN_THROTTLE = """
+rules:
+  - id: survey
+    on: order.completed
+    wait: 2h
+    mode: parallel
+    throttle: {per: contact, for: 30d}
+    unless: "order.status == 'refunded'"
+    do: [{create_task: {title: t}}]
+"""
+
+
+async def test_backtest_run_cancelled_by_unless_throttles_no_later_event(database_url: str, tmp_path: Path) -> None:
+    """The live engine counts a run `unless` cancelled at its due time as not acted (store.throttled skips
+    cancelled runs): the contact's next order a day later gets its survey. The replay must say the same."""
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "r.yaml").write_text(UNLESS_THEN_THROTTLE)
+    loaded = load_rules(tmp_path / "r", Templates())
+    assert loaded.problems == []
+    engine = create_engine(database_url)
+    try:
+        await upgrade(engine)
+        clock = ManualClock(START)
+        shop = Shop(engine, clock)
+        contact_id, lead_id = await shop.customer()
+        refunded = await shop.order(contact_id, lead_id, "1")
+        await shop.emit("order.completed", refunded, order_id=refunded, contact_id=contact_id, lead_id=lead_id)
+        await shop.set_status(refunded, "refunded")
+        clock.advance(timedelta(hours=1))  # the first run is still pending: it throttles this one
+        await shop.emit("order.completed", refunded, order_id=refunded, contact_id=contact_id, lead_id=lead_id)
+        clock.advance(timedelta(days=1))  # the first run was cancelled at its due time: no throttle
+        kept = await shop.order(contact_id, lead_id, "2")
+        await shop.emit("order.completed", kept, order_id=kept, contact_id=contact_id, lead_id=lead_id)
+        (survey,) = await backtest(engine, RuleIndex(loaded.rules), START)
+    finally:
+        await engine.dispose()
+    # The second event's run, held behind the first, is released when `unless` cancels the first (as the scheduler
+    # does), and `unless` cancels it too; the later order is throttled by neither.
+    assert (survey.events, survey.matched, survey.fired, survey.throttled, survey.unless) == (3, 3, 3, 0, 2)
+
+
 async def test_backtest_fires_a_throttled_run_whose_holder_unless_cancels(database_url: str, tmp_path: Path) -> None:
     """As the scheduler does: the survey of an order completed while a refunded order's survey waited is released
     when that one is cancelled, and holds back the next one."""
