@@ -117,6 +117,7 @@ def backtest(
         typer.echo(f"leadhub: --since: {exc}", err=True)
         raise typer.Exit(2) from None
     directory = rules or settings.rules_dir
+    _require_rules_dir(directory, "give --rules")
     with store_errors(settings.effective_database_url):
         url = settings.effective_database_url
         typer.echo(asyncio.run(run_backtest(url, directory, settings.templates_dir, window)))

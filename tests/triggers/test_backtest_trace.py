@@ -195,3 +195,12 @@ rules:
     finally:
         await engine.dispose()
     assert (survey.events, survey.matched, survey.fired, survey.throttled, survey.unless) == (3, 3, 2, 1, 1)
+
+
+def test_backtest_without_rules_directory_is_a_usage_error(database_url: str, tmp_path: Path) -> None:
+    """As `rules check` and `rules test`: a mistyped --rules is exit 2 naming it, not an empty table and exit 0."""
+    missing = tmp_path / "no-such-rules"
+    replay = _cli("backtest", "--rules", str(missing), database_url=database_url, cwd=tmp_path)
+    assert replay.returncode == 2, replay.stdout
+    assert str(missing) in replay.stderr and "give --rules" in replay.stderr
+    assert "events since" not in replay.stdout
