@@ -262,12 +262,13 @@ async def signing_key(conn: AsyncConnection, now: datetime) -> bytes:
     return bytes.fromhex(value["hex"])
 
 
-async def events_since(conn: AsyncConnection, since: datetime, types: list[str], limit: int) -> list[dict[str, Any]]:
-    """Stored domain events (the outbox keeps them after relaying) of `types`, oldest first."""
-    query = (
-        select(outbox_t)
-        .where(outbox_t.c.created_at >= since, outbox_t.c.type.in_(types))
-        .order_by(outbox_t.c.id)
-        .limit(limit)
-    )
+async def events_since(
+    conn: AsyncConnection, since: datetime, types: list[str], limit: int, *, after: str | None = None
+) -> list[dict[str, Any]]:
+    """Stored domain events (the outbox keeps them after relaying) of `types`, oldest first; `limit` of them
+    after the event `after` (ids are time-ordered), so a caller pages through any number."""
+    query = select(outbox_t).where(outbox_t.c.created_at >= since, outbox_t.c.type.in_(types))
+    if after is not None:
+        query = query.where(outbox_t.c.id > after)
+    query = query.order_by(outbox_t.c.id).limit(limit)
     return [dict(row._mapping) for row in await conn.execute(query)]

@@ -10,10 +10,11 @@ scheduler releases it): it is counted as fired then, not as throttled.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from leadhub.durations import parse_duration
 from leadhub.store import trigger_data
@@ -71,12 +72,12 @@ class _State:
     held: dict[str, list[_Held]] = field(default_factory=dict)
 
 
-async def backtest(engine: AsyncEngine, index: RuleIndex, since: datetime, *, limit: int = 100_000) -> list[RuleCount]:
+async def backtest(engine: AsyncEngine, index: RuleIndex, since: datetime, *, page: int = 1_000) -> list[RuleCount]:
+    """Every stored event of the window, read `page` at a time: a long window is counted whole, never cut."""
     counts = {rule.id: RuleCount(rule.id) for rule in index.rules if rule.rule.on}
     state = _State()
     async with engine.connect() as conn:
-        rows = await trigger_data.events_since(conn, since, list(index.by_type), limit)
-        for row in rows:
+        async for row in _events(conn, since, list(index.by_type), page):
             at = aware(row["created_at"])
             event = {"id": row["id"], "type": row["type"], "subject_id": row["subject_id"], "occurred_at": at}
             event["data"] = row["data"] or {}
@@ -87,6 +88,14 @@ async def backtest(engine: AsyncEngine, index: RuleIndex, since: datetime, *, li
     for key in state.held:  # a holder that `unless` cancels in the future releases its held runs then
         _release(key, datetime.max.replace(tzinfo=since.tzinfo), state)
     return list(counts.values())
+
+
+async def _events(conn: AsyncConnection, since: datetime, types: list[str], page: int) -> AsyncIterator[dict]:
+    after = None
+    while rows := await trigger_data.events_since(conn, since, types, page, after=after):
+        for row in rows:
+            yield row
+        after = rows[-1]["id"]
 
 
 def _replay(  # noqa: PLR0917

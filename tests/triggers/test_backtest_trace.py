@@ -204,3 +204,26 @@ def test_backtest_without_rules_directory_is_a_usage_error(database_url: str, tm
     assert replay.returncode == 2, replay.stdout
     assert str(missing) in replay.stderr and "give --rules" in replay.stderr
     assert "events since" not in replay.stdout
+
+
+async def test_backtest_counts_every_event_of_a_window_longer_than_a_page(database_url: str, tmp_path: Path) -> None:
+    """The replay read at most 100,000 events and said nothing of the rest; it now reads the window a page
+    at a time (here 2 events), so every event is counted."""
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "r.yaml").write_text(REPLAY_RULES)
+    loaded = load_rules(tmp_path / "r", Templates())
+    engine = create_engine(database_url)
+    try:
+        await upgrade(engine)
+        clock = ManualClock(START)
+        shop = Shop(engine, clock)
+        contact_id, lead_id = await shop.customer()
+        for number in "12345":
+            order_id = await shop.order(contact_id, lead_id, number)
+            await shop.emit("order.completed", order_id, order_id=order_id, contact_id=contact_id, lead_id=lead_id)
+            clock.advance(timedelta(days=2))
+        counts = {c.rule_id: c for c in await backtest(engine, RuleIndex(loaded.rules), START, page=2)}
+    finally:
+        await engine.dispose()
+    assert (counts["single"].events, counts["single"].fired) == (5, 5)
+    assert (counts["throttled"].fired, counts["throttled"].throttled) == (1, 4)
