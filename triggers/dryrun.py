@@ -43,6 +43,8 @@ def read_event(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise EventFileError(f"{path}: cannot read the event: {exc}") from None
+    except RecursionError:  # json's decoder recurses per `[`/`{`: no event is built like this
+        raise EventFileError(f"{path}: cannot read the event: nested too deeply") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
         raise EventFileError(f"{path}: an event file is a JSON object with a `type` (e.g. order.completed)")
     kind = raw["type"]

@@ -619,3 +619,13 @@ def test_rules_test_prints_a_webhook_url_without_its_credentials(tmp_path: Path)
     out = format_outcomes(dry_run(rules, *read_event(tmp_path / "event.json"), None))
     assert "    url: https://crm:***@crm.example/hook?api_key=***&name=Ivan&access_token=***" in out, out
     assert "hunter2" not in out and "K3Y" not in out and "T0K" not in out, out
+
+
+def test_rules_test_with_an_event_file_nested_too_deep_is_exit_2_not_a_traceback(tmp_path: Path) -> None:
+    """json.loads raises RecursionError (not a ValueError) past Python's recursion limit."""
+    deep = '{"type": "order.completed", "data": {"a": ' + "[" * 100_000 + "]" * 100_000 + "}}"
+    (tmp_path / "deep.json").write_text(deep)
+    run = run_leadhub("rules", "test", "deep.json", "--rules", str(EXAMPLES), cwd=tmp_path)
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr and "RecursionError" not in run.stderr
+    assert "deep.json: cannot read the event: nested too deeply" in run.stderr
