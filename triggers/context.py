@@ -8,7 +8,10 @@ from typing import Any
 
 
 class Record:
-    """A row as `record.field` and `record['field']`; unlike a dict, `order.items` is the field, not a method."""
+    """A row as `record.field` and `record['field']`; unlike a dict, `order.items` is the field, not a method.
+
+    It has no public methods for the same reason: any would hide a field of its name from templates.
+    """
 
     __slots__ = ("_data",)
 
@@ -36,8 +39,11 @@ class Record:
     def __repr__(self) -> str:
         return f"Record({self._data!r})"
 
-    def plain(self) -> dict[str, Any]:
-        return {k: v.plain() if isinstance(v, Record) else v for k, v in self._data.items()}
+
+def plain(record: Record) -> dict[str, Any]:
+    """The record as a dict again (nested records too). A function, not a method: the sandbox's getattr finds a
+    record's methods before its fields, so a method `plain` hid a form field or data key of that name."""
+    return {k: plain(v) if isinstance(v, Record) else v for k, v in record._data.items()}
 
 
 def aware(value: Any) -> Any:

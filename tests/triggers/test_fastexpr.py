@@ -73,3 +73,18 @@ def test_fast_path_keeps_the_sandbox() -> None:
     assert fast is not None
     with pytest.raises(SecurityError):
         bool(fast(x="a"))
+
+
+def test_a_data_key_named_like_a_record_method_is_the_value_in_conditions_and_templates() -> None:
+    """`inquiry.fields.plain` (a form field called `plain`) is the field: Jinja's getattr found Record's own
+    `plain` method first, so the condition was false (the fast path said true) and a template printed
+    `<bound method Record.plain of Record({...every field...})>`."""
+    from leadhub.triggers.sandbox import Scope
+
+    templates = Templates()
+    context = build_context({"id": "e", "type": "t", "data": {"form": {"plain": "yes"}}}, {}, NOW)
+    source = "event.data.form.plain == 'yes'"
+    jinja = templates.expressions.compile_expression(source, undefined_to_none=False)
+    assert _outcome(jinja, context) == ("value", True)
+    assert _outcome(templates.expression(source, Scope(("event",))), context) == ("value", True)
+    assert templates.inline("{{ event.data.form.plain }}", Scope(("event",))).render(context) == "yes"

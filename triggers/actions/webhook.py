@@ -12,6 +12,7 @@ from leadhub.durations import parse_duration
 from leadhub.ids import id_for_key
 from leadhub.triggers.actions.base import CompileError, Deps, Job, RenderEnv, compile_text
 from leadhub.triggers.actions.http import post
+from leadhub.triggers.context import plain
 from leadhub.triggers.sandbox import Scope, TemplateProblem, Templates
 from leadhub.triggers.schema import Webhook
 from leadhub.triggers.url_template import Origin, check_url, literal_origin
@@ -54,7 +55,7 @@ class BoundWebhook:
     origin: Origin | None = None  # the scheme, host and port the url names as literal text
 
     def render(self, context: dict[str, Any], env: RenderEnv) -> dict[str, Any]:
-        event = context["event"].plain()
+        event = plain(context["event"])
         body = _render_body(self.body, context) if self.body is not None else {"event": event}
         return {"url": check_url(self.url.render(**context).strip(), self.origin), "body": body}
 
