@@ -5,6 +5,10 @@ never delivered, which was most of the consumer's work (BENCHMARKS.md). When a r
 that type already in the stream at that moment are acked unseen, as they were when every event was
 delivered and none had a listener: a new rule acts on events from its load on, even where NATS would
 otherwise deliver older ones (after a server restart its position falls back to the last delivered event).
+
+Replicas share the durable consumer, and its filter is the one the last of them set. While their rules differ (a
+hot reload a moment apart, a rules change rolled out host by host), a replica can be handed a type only the other's
+rules listen to: it gives the event back (`nak`) for a replica whose rules do, rather than ack it unhandled.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ BATCH = 100
 EVERYTHING = "events.>"
 NOTHING = "events._no_rule_listens_"  # no event has this subject: the filter while no rule listens to events
 PLAIN_TYPE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+GIVE_BACK_DELAY = 1.0  # seconds before an event given back is delivered again, to any replica
+GIVE_BACK_LIMIT = 30  # deliveries after which an event no replica took is acked: none listens to it any more
 
 
 def event_subjects(types: Iterable[str]) -> list[str]:
@@ -171,6 +177,9 @@ class EventConsumer:
         if msg.metadata and msg.metadata.sequence.stream <= self._unseen_until.get(msg.subject, 0):
             await self._ack(msg)  # in the stream before a rule listened to its type (see the module docstring)
             return
+        if not self._mine(msg.subject):
+            await self._give_back(msg)
+            return
         try:
             event = event_from_message(msg.data)
         except ValueError as exc:  # not an event at all: nothing a retry could change
@@ -194,6 +203,20 @@ class EventConsumer:
         await self._ack(msg)
         if scheduled:
             self.on_scheduled()
+
+    def _mine(self, subject: str) -> bool:
+        """Whether this replica's rules listen to the subject: when it set the consumer's filter, or as loaded now."""
+        return covered(subject, self.filter) or covered(subject, self._wanted())
+
+    async def _give_back(self, msg: Msg) -> None:
+        """An event another replica's filter brought (see the module docstring): for a replica whose rules listen."""
+        deliveries = msg.metadata.num_delivered if msg.metadata else GIVE_BACK_LIMIT
+        if deliveries >= GIVE_BACK_LIMIT:
+            log.warning("event no loaded rule listens to skipped", subject=msg.subject, deliveries=deliveries)
+            await self._ack(msg)
+            return
+        with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
+            await msg.nak(delay=GIVE_BACK_DELAY)
 
     async def _ack(self, msg: Msg) -> None:
         with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):

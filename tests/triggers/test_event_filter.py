@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -147,5 +148,67 @@ async def test_events_older_than_a_listener_stay_unseen_even_where_nats_would_de
         assert info.num_ack_pending == 0 and info.num_pending == 0
         assert sorted(info.config.filter_subjects) == ["events.lead.created", "events.order.created"]
     finally:
+        await connection.close()
+        await server.stop()
+
+
+async def test_a_replica_whose_rules_do_not_listen_gives_an_event_back_to_one_whose_rules_do(tmp_path: Path) -> None:
+    """Replicas share the durable consumer; while one has loaded a rule on a new type and the other not yet (a
+    hot reload a moment apart, a rules change rolled out host by host), the shared filter delivers that type to
+    both. The replica without the rule acked the event unhandled: the new rule never saw it. It gives it back."""
+    import asyncio
+    import json
+
+    import nats
+    from nats.js.api import StreamConfig
+
+    from leadhub.hub.embedded_nats import EmbeddedNats
+    from leadhub.triggers.consumer import EventConsumer
+
+    server = EmbeddedNats(tmp_path / "nats")
+    connection = await nats.connect(await server.start())
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        jetstream = connection.jetstream()
+        await jetstream.add_stream(StreamConfig(name="EVENTS", subjects=["events.>"]))
+
+        async def filter_is(subjects: list[str]) -> bool:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                info = await jetstream.consumer_info("EVENTS", "triggers")
+                return sorted(info.config.filter_subjects or []) == subjects
+            return False
+
+        def start(listened: list[str]) -> tuple[EventConsumer, _Recorder]:
+            recorder = _Recorder()
+            consumer = EventConsumer(lambda: jetstream, recorder, lambda: None, listened=lambda: listened)
+            tasks.append(asyncio.create_task(consumer.run()))
+            return consumer, recorder
+
+        _, old_rules = start(["lead.created"])
+        await wait_for(lambda: filter_is(["events.lead.created"]), timeout=20, what="the first replica's filter")
+        reloaded, _ = start(["lead.created", "order.created"])
+        both = ["events.lead.created", "events.order.created"]
+        await wait_for(lambda: filter_is(both), timeout=20, what="the reloaded replica's filter")
+        reloaded.stop()  # for a moment only the replica without the rule is fetching
+        await tasks[-1]
+        for n in ("order-1", "order-2", "order-3"):
+            body = {"id": n, "type": "order.created", "subject_id": None, "occurred_at": None, "data": {"n": n}}
+            await jetstream.publish("events.order.created", json.dumps(body).encode())
+
+        async def taken_by_the_old_replica() -> bool:
+            info = await jetstream.consumer_info("EVENTS", "triggers")
+            return bool(old_rules.seen) or info.num_redelivered > 0
+
+        await wait_for(taken_by_the_old_replica, timeout=20, what="the old replica to take the orders")
+        _, new_rules = start(["lead.created", "order.created"])
+        await wait_for(
+            lambda: asyncio.sleep(0, len(new_rules.seen) == 3), timeout=30, what="the orders at the reloaded replica"
+        )
+        assert sorted(new_rules.seen) == ["order-1", "order-2", "order-3"]
+        assert old_rules.seen == [], "not handed to rules that do not listen to them"
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await connection.close()
         await server.stop()
