@@ -104,9 +104,9 @@ def _replay(  # noqa: PLR0917
     """One rule against one event, in the matcher's order: conditions, mode, throttle, then `unless` when due."""
     count.events += 1
     evaluation = evaluate(rule, context, at)
-    if evaluation.reason and evaluation.reason.startswith("condition could not"):
-        count.errors += 1
     if not evaluation.matched:
+        if not (evaluation.reason or "").startswith("condition is false"):
+            count.errors += 1  # a condition that raised, or a due time that cannot be worked out (an empty anchor)
         return
     count.matched += 1
     group = state.groups.setdefault(f"{rule.id}:{event.get('subject_id') or event['id']}", [])

@@ -227,3 +227,26 @@ async def test_backtest_counts_every_event_of_a_window_longer_than_a_page(databa
         await engine.dispose()
     assert (counts["single"].events, counts["single"].fired) == (5, 5)
     assert (counts["throttled"].fired, counts["throttled"].throttled) == (1, 4)
+
+
+async def test_backtest_counts_a_rule_it_cannot_schedule_as_an_error(database_url: str, tmp_path: Path) -> None:
+    """The daemon traces a rule whose anchored wait is empty for the event as not evaluable (docs/rules.md,
+    Execution 1), like a condition that raises; the replay counted it neither as matched nor as an error."""
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "r.yaml").write_text(
+        "rules:\n  - id: after-refund\n    on: order.completed\n    wait: order.refunded_at + 1d\n"
+        "    do: [{create_task: {title: t}}]\n"
+    )
+    loaded = load_rules(tmp_path / "r", Templates())
+    assert loaded.problems == []
+    engine = create_engine(database_url)
+    try:
+        await upgrade(engine)
+        shop = Shop(engine, ManualClock(START))
+        contact_id, lead_id = await shop.customer()
+        order_id = await shop.order(contact_id, lead_id, "1")  # completed, never refunded
+        await shop.emit("order.completed", order_id, order_id=order_id, contact_id=contact_id, lead_id=lead_id)
+        (count,) = await backtest(engine, RuleIndex(loaded.rules), START)
+    finally:
+        await engine.dispose()
+    assert (count.events, count.matched, count.fired, count.errors) == (1, 0, 0, 1)
