@@ -50,12 +50,16 @@ def read_event(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     kind = raw["type"]
     if kind not in EVENT_OBJECTS:
         raise EventFileError(f"{path}: unknown event type {kind!r}; valid types: {', '.join(EVENT_OBJECTS)}")
-    now = datetime.now(UTC)
+    occurred = _date(raw.get("occurred_at"))
+    if occurred is not None and not isinstance(occurred, datetime):  # the daemon would count from now, unsaid
+        raise EventFileError(f"{path}: occurred_at must be an ISO 8601 date and time, e.g. 2026-11-20T10:00:00+00:00")
+    if not isinstance(raw.get("data", {}), dict):  # the daemon reads such an event's data as {}
+        raise EventFileError(f'{path}: data must be a JSON object, e.g. {{"order_id": "o1"}}')
     event = {
         "id": raw.get("id", "dry-run"),
         "type": kind,
         "subject_id": raw.get("subject_id"),
-        "occurred_at": _date(raw.get("occurred_at")) or now,
+        "occurred_at": occurred or datetime.now(UTC),
         "data": raw.get("data", {}),
     }
     objects: dict[str, Any] = {}

@@ -629,3 +629,24 @@ def test_rules_test_with_an_event_file_nested_too_deep_is_exit_2_not_a_traceback
     assert run.returncode == 2, run.stderr
     assert "Traceback" not in run.stderr and "RecursionError" not in run.stderr
     assert "deep.json: cannot read the event: nested too deeply" in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("occurred_at", "20.11.2026 10:00", "occurred_at must be an ISO 8601 date and time"),
+        ("occurred_at", 1764000000, "occurred_at must be an ISO 8601 date and time"),
+        ("data", ["order_id", "o1"], "data must be a JSON object"),
+    ],
+)
+def test_rules_test_refuses_event_file_values_the_daemon_would_not_read(
+    tmp_path: Path, field: str, value: object, message: str
+) -> None:
+    """An `occurred_at` the daemon cannot read was silently ignored (a relative wait counted from now instead,
+    while `event.occurred_at` printed the text), and a `data` that is no object reached the rules as it was,
+    where the daemon reads `{}`: the dry run answered for an event the daemon never sees."""
+    from leadhub.triggers.dryrun import EventFileError, read_event
+
+    (tmp_path / "e.json").write_text(json.dumps({"type": "order.completed", field: value}))
+    with pytest.raises(EventFileError, match=message):
+        read_event(tmp_path / "e.json")
