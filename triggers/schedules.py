@@ -26,8 +26,7 @@ log = structlog.get_logger("leadhub.schedules")
 
 # connector_state rows, one per rule: {"last": the last tick fired}, and "away_since" while the rule is not loaded
 STATE_OWNER = "leadhub-schedule"
-MAX_CATCH_UP = 100_000  # ticks walked after a long downtime before giving up on finding the latest
-REVERSE_MARGIN = timedelta(hours=3)  # walked forward before the latest tick the reverse iteration finds
+MAX_CATCH_UP = 100_000  # ticks one walk takes at most (a day of a minutely rule is 1,440)
 
 
 def schedule_event(rule: CompiledRule, tick: datetime) -> dict[str, Any]:
@@ -44,21 +43,30 @@ def schedule_event(rule: CompiledRule, tick: datetime) -> dict[str, Any]:
 def latest_due(cron: str, zone: str, after: datetime, now: datetime) -> datetime | None:
     """The most recent tick in (after, now]; earlier missed ticks are not fired (`late` decides about this one).
 
-    Walked forward from a little before the latest tick at or before `now` (cronsim's reverse iteration), not
-    from `after`: after a long downtime an every-minute rule walked 100,000 ticks (70 days) and fired the stale
-    tick it stopped at. The margin covers a reverse step that lands an hour off around a daylight-saving change.
+    Looked for in the last day before `now`, then in twice as long, and so on back to `after`: a walk from
+    `after` itself gave up after MAX_CATCH_UP ticks (70 days of a minutely rule) on a tick long past, fired
+    late, and the next pass fired the latest too.
     """
-    local_now = now.astimezone(ZoneInfo(zone))
-    # cronsim counts a start with microseconds as a tick itself: `now` is then included, as it must be
-    before = next(CronSim(cron, local_now.replace(microsecond=max(local_now.microsecond, 1)), reverse=True), None)
-    start = after if before is None else max(after, before - REVERSE_MARGIN)
+    span = timedelta(days=1)
+    while True:
+        start = after if now - after <= span else now - span
+        latest = _last_tick(cron, zone, start, now)
+        if latest is not None or start == after:
+            return latest
+        span *= 2
+
+
+def _last_tick(cron: str, zone: str, start: datetime, now: datetime) -> datetime | None:
+    """The last tick in (start, now], walking forward from `start` (CronSim's reverse walk misses ticks in the
+    hour a fall-back repeats)."""
     ticks = CronSim(cron, start.astimezone(ZoneInfo(zone)))
     latest = None
     for _ in range(MAX_CATCH_UP):
         tick = next(ticks)
         if tick > now:
             break
-        latest = tick
+        if tick > start:  # an instant, whatever offset the zone's wall clock gives it
+            latest = tick
     return latest
 
 

@@ -63,6 +63,19 @@ def test_latest_due_is_the_latest_tick_walked_across_daylight_saving_changes(cro
             assert latest_due(cron, zone, after, now) == _walked(cron, zone, after, now), now
 
 
+def test_latest_due_after_a_downtime_longer_than_the_catch_up_walk_is_the_latest_tick() -> None:
+    """A minutely rule down for 80 days has 115,200 ticks to walk: the walk stopped at 100,000 and gave a tick
+    of 11 days before (fired late, and the next pass fired the latest too: two runs for one downtime)."""
+    now = datetime(2026, 6, 1, 0, 0, 30, tzinfo=UTC)
+    tick = latest_due("* * * * *", "Europe/Berlin", now - timedelta(days=80), now)
+    assert tick is not None and tick.astimezone(UTC) == datetime(2026, 6, 1, 0, 0, tzinfo=UTC)
+    yearly = latest_due("0 0 29 2 *", "UTC", datetime(2001, 1, 1, tzinfo=UTC), now)  # every 29 February
+    assert yearly == datetime(2024, 2, 29, tzinfo=UTC)
+    assert latest_due("0 0 29 2 *", "UTC", datetime(2024, 3, 1, tzinfo=UTC), now) is None
+    since_year_one = latest_due("0 9 * * 1", "UTC", datetime(1, 1, 1, tzinfo=UTC), now)
+    assert since_year_one == datetime(2026, 5, 25, 9, 0, tzinfo=UTC)
+
+
 async def test_a_cron_rule_fires_once_per_tick(trigger_hub, clock, rules_dir: Path) -> None:
     (rules_dir / "weekly.yaml").write_text(RULE)
     running = await trigger_hub()
