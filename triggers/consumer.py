@@ -182,7 +182,7 @@ class EventConsumer:
             return
         try:
             event = event_from_message(msg.data)
-        except ValueError as exc:  # not an event at all: nothing a retry could change
+        except (ValueError, RecursionError) as exc:  # not an event at all (or nested past json's stack): for good
             log.error("unreadable event skipped", subject=msg.subject, error=str(exc)[:200])
             await self._ack(msg)
             return

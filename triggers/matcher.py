@@ -24,7 +24,8 @@ log = structlog.get_logger("leadhub.triggers")
 
 
 def event_from_message(body: bytes) -> dict[str, Any]:
-    """The EVENTS message body (`{"id","type","subject_id","occurred_at","data"}`); ValueError if it is not one."""
+    """The EVENTS message body (`{"id","type","subject_id","occurred_at","data"}`); ValueError if it is not one
+    (RecursionError from json for one nested past the parser's stack)."""
     event = json.loads(body)
     if not isinstance(event, dict) or not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
         raise ValueError("not an event: needs string `id` and `type`")

@@ -212,3 +212,39 @@ async def test_a_replica_whose_rules_do_not_listen_gives_an_event_back_to_one_wh
         await asyncio.gather(*tasks, return_exceptions=True)
         await connection.close()
         await server.stop()
+
+
+async def test_an_event_nested_too_deeply_to_read_is_skipped_not_the_consumers_end(tmp_path: Path) -> None:
+    """json.loads raises RecursionError (not a ValueError) past the parser's stack: it ended the consumer's task,
+    which stops the daemon, and the unacked message came back at every start."""
+    import asyncio
+    import json
+
+    import nats
+    from nats.js.api import StreamConfig
+
+    from leadhub.hub.embedded_nats import EmbeddedNats
+    from leadhub.triggers.consumer import EventConsumer
+
+    server = EmbeddedNats(tmp_path / "nats")
+    connection = await nats.connect(await server.start())
+    try:
+        jetstream = connection.jetstream()
+        await jetstream.add_stream(StreamConfig(name="EVENTS", subjects=["events.>"]))
+        await jetstream.publish("events.lead.created", b"[" * 100_000 + b"]" * 100_000)
+        body = {"id": "after", "type": "lead.created", "subject_id": None, "occurred_at": None, "data": {"n": "after"}}
+        await jetstream.publish("events.lead.created", json.dumps(body).encode())
+        recorder = _Recorder()
+        consumer = EventConsumer(lambda: jetstream, recorder, lambda: None, listened=lambda: ["lead.created"])
+        running = asyncio.create_task(consumer.run())
+        await wait_for(
+            lambda: asyncio.sleep(0, "after" in recorder.seen or running.done()), timeout=20, what="the next event"
+        )
+        assert not running.done(), running.exception()
+        consumer.stop()
+        await running
+        assert recorder.seen == ["after"]
+        assert (await jetstream.consumer_info("EVENTS", "triggers")).num_ack_pending == 0
+    finally:
+        await connection.close()
+        await server.stop()
