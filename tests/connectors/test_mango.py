@@ -11,8 +11,10 @@ import json
 from urllib.parse import urlencode
 
 import pytest
+from sqlalchemy import select
 
 from leadhub.connectors.mango import mango_sign
+from leadhub.store.models import Inquiry
 from tests.conftest import HubFactory, RunningHub
 from tests.connectors.calls_support import by_key_part, inquiries, post, rejected, sample
 
@@ -104,3 +106,16 @@ async def test_malformed_wrong_types_and_oversized_are_4xx(hub: RunningHub) -> N
     assert item["dropped"] == "call progress: call 7"
     big = urlencode(signed({"x": "y" * 5000})).encode()
     assert (await post(hub, "/hooks/mango/events/call", big, FORM))[0] == 413
+
+
+async def test_the_api_key_is_not_kept_with_the_event(hub: RunningHub) -> None:
+    """The body Mango posts carries the VPBX API key (`vpbx_api_key`); the inquiry's payload, which dead letters,
+    `leadhub dead show` and /api/dead-letters show whole, keeps the event without it, and still reads as the event."""
+    assert (await send(hub, "events_call_appeared"))[0] == 202
+    [item] = await inquiries(hub, 1)
+    assert item["contact_id"] is not None  # parsed from what was kept
+    async with hub.engine.connect() as conn:
+        payload = (await conn.execute(select(Inquiry.payload))).scalar_one()
+    assert KEY.encode() not in payload and b"vpbx_api_key" not in payload
+    sent = sample("mango", "events_call_appeared.request.json")["body"].encode()
+    assert payload == b"&".join(p for p in sent.split(b"&") if not p.startswith(b"vpbx_api_key="))
