@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from leadhub.connectors.registry import CONNECTOR_TYPES
 from leadhub.hub.config import ENV_PREFIX, HubConfig, Settings, nats_servers
+from leadhub.store.db import redacted_url
 from leadhub.url_redaction import redact_urls
 
 
@@ -36,7 +37,7 @@ def describe(config: HubConfig, environ: Mapping[str, str] | None = None) -> Con
     lines = [
         f"configuration OK: {config.source or 'no file, defaults'}"
         + (f" (overridden by {', '.join(overrides)})" if overrides else ""),
-        f"  database    {redact_urls(settings.effective_database_url)}",
+        f"  database    {redacted_url(settings.effective_database_url)}",  # as SQLAlchemy reads it, as the log shows it
         f"  queue       {queue}",
         f"  http        {settings.http_host}:{settings.http_port}, roles {', '.join(settings.roles)}, {processes}",
         *_not_run(settings),

@@ -363,6 +363,16 @@ def test_a_password_in_the_database_urls_query_is_not_shown(tmp_path: Path) -> N
         assert "postgresql+asyncpg://leadhub:***@127.0.0.1:1/db?password=***&ssl=prefer" in said, said
 
 
+def test_config_check_hides_a_database_password_holding_a_slash(tmp_path: Path) -> None:
+    """SQLAlchemy reads the password up to the '@' (`openssl rand -base64` passwords hold '/'); the check showed such a
+    password as given, since the display cut the user info at the first '/'. It shows the URL as the log does."""
+    env = {"LEADHUB_DATABASE_URL": "postgresql+asyncpg://leadhub:a1/b2+c3@db.internal:5432/leadhub"}
+    run = run_leadhub("config", "check", cwd=tmp_path, env=env)
+    assert run.returncode == 0, run.stderr
+    assert "  database    postgresql+asyncpg://leadhub:***@db.internal:5432/leadhub" in run.stdout.splitlines()
+    assert "b2+c3" not in run.stdout + run.stderr
+
+
 @pytest.mark.parametrize("port", ["0", "99999", "65536"])
 def test_a_database_port_out_of_range_is_refused_without_the_password(port: str) -> None:
     """SQLAlchemy reads any digits as the port: `:99999` passed the check, then the daemon retried its migration
