@@ -11,10 +11,12 @@ import re
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 # The password in a URL's user info: `nats://user:pass@host` -> `nats://user:***@host`. Up to the last '@' before
-# the path, as URL parsers split it: NATS connects with `nats://u:p@ss@host` (password `p@ss`).
-_PASSWORD = re.compile(r"\b([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^/\s]+@", re.IGNORECASE)
+# the path or query, as URL parsers split it: NATS connects with `nats://u:p@ss@host` (password `p@ss`), and an '@'
+# in the query (`?from=shop@example.com`) is not the user info's end. Failing that, a password holding an unencoded
+# '?' or '#' up to an '@' before any query value (`=`, `&`): hidden too, though only SQLAlchemy would read it so.
+_PASSWORD = re.compile(r"\b([a-z][a-z0-9+.-]*://[^:/@\s]*:)(?:[^/?#\s]*|[^/=&\s]+)@", re.IGNORECASE)
 # User info without a password is a credential too: NATS reads `nats://TOKEN@host` as a token.
-_LONE_USER = re.compile(r"\b([a-z][a-z0-9+.-]*://)[^:/\s]+@", re.IGNORECASE)
+_LONE_USER = re.compile(r"\b([a-z][a-z0-9+.-]*://)(?:[^:/?#\s]+|[^:/=&\s]+)@", re.IGNORECASE)
 # Paths that are credentials, as (kept prefix)(secret): whoever has the URL can post as its owner.
 _PATH_SECRETS = tuple(
     re.compile(pattern, re.IGNORECASE)

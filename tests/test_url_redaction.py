@@ -78,3 +78,20 @@ def test_a_password_or_token_holding_an_at_sign_is_hidden_whole() -> None:
     assert redact_urls("nats://t0k@en@n1:4222, nats://n2:4222") == "nats://***@n1:4222, nats://n2:4222"
     assert redact_urls("https://crm:hunter2@crm.example/a@b?token=x") == "https://crm:***@crm.example/a@b?token=***"
     assert redact_urls("mail ivan@example.com via smtp://u:p@h:587") == "mail ivan@example.com via smtp://u:***@h:587"
+
+
+def test_an_at_sign_in_the_query_leaves_the_host_shown() -> None:
+    """README's SMTP URL names its sender in the query (`from=shop@example.com`): the user info was taken to run to
+    that '@', so `config check` and the log showed `smtp://u:***@example.com&starttls=1`, another host than the one
+    mail goes to, and a URL without a password lost its host and port the same way."""
+    smtp = "smtp://mailer:pw@mail.example.net:587?starttls=1&from=shop@example.com"
+    assert redact_urls(smtp) == "smtp://mailer:***@mail.example.net:587?starttls=1&from=shop@example.com"
+    assert (
+        redact_urls("smtp://mail.example.net:25?from=shop@example.com")
+        == "smtp://mail.example.net:25?from=shop@example.com"
+    )
+    assert redact_urls("smtp://mail.example.net?from=a@example.com") == "smtp://mail.example.net?from=a@example.com"
+    assert (
+        redact_urls("smtp://u:p?w#d@mail.example.net:25") == "smtp://u:***@mail.example.net:25"
+    )  # unencoded, still hidden
+    assert redact_urls("nats://t0k#en@n1:4222") == "nats://***@n1:4222"
