@@ -26,6 +26,8 @@ from leadhub.json_errors import JSON_ERRORS, json_error_text
 
 # Refresh this long before the advertised expiry, so a token never expires between fetch and LOGIN.
 EXPIRY_MARGIN = 60.0
+# A command's argument (an `--option=value`'s value) this long or longer is hidden where its stderr repeats it.
+SHOWN_ARGUMENT = 8
 
 
 class TokenError(Exception):
@@ -135,6 +137,17 @@ class TokenProvider:
             ) from None
         if done.returncode != 0:
             # stderr is the admin's tool talking about itself; keep it short, it must not carry the token
-            stderr = done.stderr.decode("utf-8", "replace").strip()[-300:]
+            stderr = without_arguments(done.stderr.decode("utf-8", "replace").strip(), argv[1:])[-300:]
             raise TokenError(f"token_command {argv[0]!r} exited with {done.returncode}: {stderr}")
         return done.stdout.decode("utf-8", "replace")
+
+
+def without_arguments(text: str, arguments: list[str]) -> str:
+    """`text` with the command's own arguments as `***`: helpers take the client secret and refresh token as
+    arguments, and an argument parser (argparse's `unrecognized arguments: --client-secret=...`) or a shell wrapper
+    under `set -x` repeats them on stderr. Option names and short words (`fetch`) stay, so the message still reads."""
+    values = [arg.partition("=")[2] if arg.startswith("-") else arg for arg in arguments]  # an option's name stays
+    hidden = {value for value in values if len(value) >= SHOWN_ARGUMENT}
+    for secret in sorted(hidden, key=len, reverse=True):  # longest first: no partial cuts
+        text = text.replace(secret, "***")
+    return text

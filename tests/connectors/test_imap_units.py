@@ -214,6 +214,18 @@ def test_a_token_command_that_times_out_is_named_without_its_arguments() -> None
     assert "oauth-SECRET-1" not in str(caught.value), caught.value
 
 
+def test_a_token_command_repeating_its_arguments_on_failure_does_not_carry_them_into_the_error() -> None:
+    """A helper's argument parser quotes a mistyped argument whole (argparse: `unrecognized arguments:
+    --client-secret=...`), and shell wrappers under `set -x` print their command lines: the refresh token or
+    client secret reached the log and /readyz with the helper's stderr."""
+    script = "import sys; sys.exit('error: unrecognized arguments: ' + ' '.join(sys.argv[1:]))"
+    argv = [sys.executable, "-c", script, "--client-secret=oauth-SECRET-3", "--refresh_token", "1//oauth-SECRET-4"]
+    with pytest.raises(TokenError, match="exited with 1: error: unrecognized arguments: --client-secret=") as caught:
+        TokenProvider(OAuth2Config(token_command=argv)).token()
+    assert "SECRET" not in str(caught.value), caught.value
+    assert "--refresh_token ***" in str(caught.value)
+
+
 # -- batching and reporting ----------------------------------------------------------------------------------------
 
 
