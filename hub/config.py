@@ -46,6 +46,16 @@ def _is_url(value: str, schemes: tuple[str, ...]) -> bool:
     return parts.scheme.lower() in schemes and bool(parts.hostname)
 
 
+def _user_info_cut(url: str) -> bool:
+    """An '@' after the host's start: user info holding '/', '?' or '#', which URL parsers end there. The log's
+    redaction ends the user info there too, so such a token or password would be shown."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return False
+    return "@" in parts.path + parts.query + parts.fragment
+
+
 def nats_servers(url: str) -> list[str]:
     """Each server of a comma-separated `LEADHUB_NATS_URL`, `nats://` added where it was left out: nats-py takes a
     list (one text with commas fails every connect), and redaction knows a token only after a scheme."""
@@ -202,8 +212,13 @@ class Settings(BaseSettings):
             return None
         servers = nats_servers(value)
         for index, server in enumerate(servers, 1):
+            which = f"server {index} of {len(servers)}" if len(servers) > 1 else "the URL"
+            if _user_info_cut(server):
+                raise ValueError(
+                    f"{which} has a token or password holding '/', '?' or '#', which nats-py cannot read (it takes "
+                    "the URL's host to start there, and percent-encoding is sent as written); choose one without them"
+                )
             if not _is_url(server, NATS_SCHEMES):
-                which = f"server {index} of {len(servers)}" if len(servers) > 1 else "the URL"
                 raise ValueError(
                     f"{which} is not a NATS URL; write nats://host:4222 (or tls://, ws://, wss://), "
                     "several separated by commas, or leave it unset for the embedded server"

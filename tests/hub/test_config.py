@@ -16,6 +16,13 @@ from tests.helpers import run_leadhub
 BAD_ENV = {
     "LEADHUB_DATABASE_URL": ("nonsense", "database_url: not a database URL; write e.g. postgresql+asyncpg://"),
     "LEADHUB_NATS_URL": ("nats://n1:4222,bogus://u:hunter2@n2", "nats_url: server 2 of 2 is not a NATS URL"),
+    # a token or password holding '/' (openssl rand -base64): nats-py took the host to be its start and retried forever,
+    # and the log showed the token, its user info cut at the '/'
+    "LEADHUB_NATS_URL=slash": (
+        "nats://n1:4222,tls://tok/hunter2@n2:4222",
+        "nats_url: server 2 of 2 has a token or password holding '/', '?' or '#', which nats-py cannot read",
+    ),
+    "LEADHUB_NATS_URL=question": ("nats://u:pw?hunter2@n1", "nats_url: the URL has a token or password holding '/',"),
     "LEADHUB_SMTP_URL": ("smtp://u:hunter2@host:notaport", "smtp_url: not an SMTP URL; write smtp://user:pass@"),
     "LEADHUB_PUBLIC_URL": ("leads.example.com", "public_url: not an http(s) URL"),
     # aiosmtplib refuses both at every send: each e-mail failed for good, as "the SMTP envelope could not be written"
