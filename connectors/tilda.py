@@ -40,7 +40,7 @@ class TildaConnector(ProviderWebhook):
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         require_method(request, "POST")
-        require_token(request.query.get(TOKEN_PARAM), self.secrets, f"the webhook URL (?{TOKEN_PARAM}=...)")
+        require_token(request.query.get(TOKEN_PARAM), self.secrets, f"the webhook URL as ?{TOKEN_PARAM}=")
         body = await raw_body(request, int(self.config.max_body))
         content_type = request.headers.get("Content-Type", "")
         fields = self._fields(content_type, body)

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from leadhub.hub.config import ConfigError, config_from_dict
+from leadhub.hub.logging import redact_text
 from leadhub.store.models import OutboxEvent
 from tests.conftest import HubFactory, RunningHub
 from tests.helpers import corpus
@@ -125,6 +126,10 @@ async def test_a_resent_submission_is_one_record(hub: RunningHub) -> None:
 async def test_a_missing_or_wrong_token_is_401(hub: RunningHub, token: str | None) -> None:
     status, text = await post(hub, sample("test_request.json")["body"], token=token)
     assert status == 401 and json.loads(text)["error"] == "bad_signature"
+    # The log's `webhook rejected` line shows the detail through the URL redaction: "(?token=...)" read as a query
+    # value there, and the line said "wrong token in the webhook URL (?token=***", its end eaten.
+    detail = json.loads(text)["detail"]
+    assert redact_text(detail) == detail and detail.endswith("in the webhook URL as ?token="), detail
     await _only_the_sentinel_is_stored(hub)
 
 
