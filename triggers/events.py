@@ -54,6 +54,12 @@ OBJECT_FIELDS: dict[str, frozenset[str]] = {
     "task": TASK_FIELDS,
     "event": frozenset({"id", "type", "subject_id", "occurred_at", "data"}),
 }
+# Money amounts, stored as exact text (`"403.00"`), that rules see as numbers (triggers/context.py `Amount`).
+AMOUNT_FIELDS: dict[str, tuple[str, ...]] = {"order": ("total",)}
+ITEM_AMOUNTS = ("price", "total")  # of each of `order.items`
+EVENT_AMOUNTS: dict[str, tuple[str, ...]] = {
+    kind: ("total",) for kind, objects in EVENT_OBJECTS.items() if objects is ORDER_OBJECTS
+}
 # Date fields a `wait:` may be anchored to.
 DATE_FIELDS: dict[str, frozenset[str]] = {
     name: frozenset(f for f in fields if f.endswith("_at")) for name, fields in OBJECT_FIELDS.items()

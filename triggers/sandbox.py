@@ -22,6 +22,8 @@ from jinja2 import (
 )
 from jinja2.parser import Parser
 
+from leadhub.triggers.comparisons import comparison_problems
+from leadhub.triggers.context import dumps
 from leadhub.triggers.events import OBJECT_FIELDS
 from leadhub.triggers.fastexpr import compile_fast
 from leadhub.triggers.template_limits import LimitedSandbox, TemplateLimit, limited
@@ -91,6 +93,7 @@ def _environment(**options: Any) -> LimitedSandbox:
     for name in ("lipsum", "cycler", "joiner", "namespace"):
         env.globals.pop(name, None)
     env.globals["days"] = days
+    env.policies["json.dumps_function"] = dumps  # `|tojson` of a record or an amount
     return env
 
 
@@ -230,6 +233,7 @@ def check_tree(tree: nodes.Node, scope: Scope, *, names: Iterable[str]) -> list[
     for node in _all(tree, nodes.Getitem):
         if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
             problems += _attribute_problems(node.node, node.arg.value, allowed)
+    problems += comparison_problems(tree)
     return list(dict.fromkeys(problems))
 
 

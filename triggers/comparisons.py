@@ -1,0 +1,52 @@
+"""Comparisons that read well and mislead: a number against text, found when the rules load.
+
+`order.total == '1500.00'` is never true now that amounts are numbers, and raises nothing: the rule would quietly
+never match.
+"""
+
+from __future__ import annotations
+
+import re
+
+from jinja2 import nodes
+
+from leadhub.triggers.events import AMOUNT_FIELDS
+
+AMOUNT_PATHS = frozenset(f"{name}.{field}" for name, fields in AMOUNT_FIELDS.items() for field in fields)
+SYMBOLS = {"eq": "==", "ne": "!=", "lt": "<", "gt": ">", "lteq": "<=", "gteq": ">="}
+FLIPPED = {"==": "==", "!=": "!=", "<": ">", ">": "<", "<=": ">=", ">=": "<="}  # `'100' < x` is `x > '100'`
+NUMBER_TEXT = re.compile(r"\s*[-+]?(\d+([.,]\d*)?|[.,]\d+)\s*")
+
+
+def _path(node: nodes.Node) -> str | None:
+    if isinstance(node, nodes.Name):
+        return node.name
+    if isinstance(node, nodes.Getattr):
+        parent = _path(node.node)
+        return None if parent is None else f"{parent}.{node.attr}"
+    return None
+
+
+def _text(node: nodes.Node) -> str | None:
+    return node.value if isinstance(node, nodes.Const) and isinstance(node.value, str) else None
+
+
+def comparison_problems(tree: nodes.Node) -> list[str]:
+    """An amount compared with text."""
+    problems: list[str] = []
+    compares = [*([tree] if isinstance(tree, nodes.Compare) else []), *tree.find_all(nodes.Compare)]
+    for compare in compares:
+        left = compare.expr
+        for operand in compare.ops:
+            right, symbol = operand.expr, SYMBOLS.get(operand.op)
+            for value, text, shown in ((left, _text(right), symbol), (right, _text(left), FLIPPED.get(symbol or ""))):
+                if shown is None or text is None:
+                    continue
+                path = _path(value)
+                if path in AMOUNT_PATHS:
+                    problems.append(
+                        f"{path} is a number: compare it with a number ({path} {shown} "
+                        f"{text.strip() if NUMBER_TEXT.fullmatch(text) else 100}), not the text {text!r}"
+                    )
+            left = right
+    return problems
