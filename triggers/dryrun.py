@@ -16,6 +16,7 @@ from leadhub.triggers.engine import RuleIndex, evaluate
 from leadhub.triggers.events import EVENT_OBJECTS, OBJECT_FIELDS
 from leadhub.triggers.matcher import wait_start
 from leadhub.triggers.scheduler import late_reason
+from leadhub.triggers.throttle import unthrottled
 from leadhub.url_redaction import redact_urls
 
 DRY_RUN_KEY = b"dry-run: links in a dry run are not valid"
@@ -120,6 +121,8 @@ def dry_run(
         if evaluation.matched and evaluation.due_at is not None:
             outcome.late = late_reason(rule, evaluation.due_at, now)
         if evaluation.matched:
+            outcome.reason = unthrottled(rule, context)
+        if evaluation.matched:
             if rule.unless is not None:
                 try:
                     outcome.unless = {"unless": rule.unless.source, "now": rule.unless(context)}
@@ -152,6 +155,8 @@ def format_outcomes(outcomes: list[RuleOutcome]) -> str:
         due = f"; due {outcome.due_at.isoformat()}" if outcome.due_at else ""
         lines.append(f"rule {outcome.rule_id!r}: matched{due}")
         lines.extend(f"  if {c['if']!r}: {c['result']}" for c in outcome.conditions)
+        if outcome.reason:  # matched, with a note: the throttle could not apply
+            lines.append(f"  {outcome.reason}")
         if outcome.late:
             lines.append(f"  not run: the due time is past, the scheduler would cancel it as {outcome.late}")
         if outcome.unless:

@@ -18,7 +18,7 @@ from leadhub.triggers.compile import CompiledRule, EvaluationError
 from leadhub.triggers.context import aware, build_context
 from leadhub.triggers.engine import Evaluation, RuleIndex, evaluate, evaluate_all
 from leadhub.triggers.events import event_objects
-from leadhub.triggers.throttle import release_throttled, throttle_key, throttle_since
+from leadhub.triggers.throttle import release_throttled, throttle_key, throttle_since, unthrottled
 
 log = structlog.get_logger("leadhub.triggers")
 
@@ -119,7 +119,8 @@ class Matcher:
         rows: list[dict[str, Any]],
         restarted: dict[str, datetime],
     ) -> str | None:
-        """Apply `mode` and `throttle`, then add the rule's actions to `rows`; a reason when nothing runs.
+        """Apply `mode` and `throttle`, then add the rule's actions to `rows`; a reason when nothing runs (or when
+        the throttle could not apply: `unthrottled`).
 
         A run throttled by one still waiting is added `throttled`, held back: should that one be cancelled (its
         `unless`, a restart), it is released (triggers/throttle.py). Raises EvaluationError, before changing
@@ -172,7 +173,7 @@ class Matcher:
                     "updated_at": now,
                 }
             )
-        return reason
+        return reason or unthrottled(rule, context)
 
 
 def _happened_before_any(event: dict[str, Any], others: list[dict[str, Any]]) -> bool:

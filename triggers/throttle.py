@@ -31,6 +31,16 @@ def throttle_key(rule: CompiledRule, context: dict[str, Any]) -> str | None:
     return f"{rule.id}:{throttle.per}:{subject_id}" if subject_id else None
 
 
+def unthrottled(rule: CompiledRule, context: dict[str, Any]) -> str | None:
+    """Why a rule with a throttle runs unthrottled for this event: the object it is throttled per is none here (an
+    inquiry that opened no lead, an order first heard of through a refund has no contact). Nothing to count runs by,
+    so the run goes; the trace says so rather than `matched` alone, as if the throttle had been checked."""
+    throttle = rule.rule.throttle
+    if throttle is None or throttle.per == "rule" or throttle_key(rule, context) is not None:
+        return None
+    return f"not throttled: this event has no {throttle.per} (throttle per {throttle.per})"
+
+
 def throttle_since(rule: CompiledRule, event: dict[str, Any], now: datetime) -> datetime:
     """Since when an earlier run throttles this one; EvaluationError when that is before the year 1.
 

@@ -753,3 +753,32 @@ async def test_mode_restart_keeps_the_run_of_a_later_event_handled_first(engine,
     assert (row.event_id, row.status) == ("later", "pending")
     trace = next(t for t in await _traces(engine) if t.event_id == "earlier")
     assert trace.reason == "skipped: a run of a later event for the same subject is pending (mode: restart)"
+
+
+async def test_a_throttle_per_an_object_this_event_lacks_is_said_in_the_trace(engine, tmp_path: Path) -> None:
+    """`throttle: {per: lead}` on an inquiry that opened no lead had no key: every such event ran, and the trace
+    said only `matched`, as if the throttle had been checked. The runs still go (nothing to count them by), and the
+    trace says the throttle did not apply."""
+    rules = """
+rules:
+  - id: t
+    on: inquiry.received
+    throttle: {per: lead, for: 1d}
+    do: [{create_task: {title: x}}]
+"""
+    e = Engine(engine, tmp_path, rules)
+    contact_id, _ = await e.shop.customer()
+    for n in (1, 2):
+        event = {
+            "id": f"ev-no-lead-{n}",
+            "type": "inquiry.received",
+            "subject_id": None,
+            "data": {"contact_id": contact_id},
+        }
+        await e.matcher.handle(event)
+    assert len(await e.shop.actions()) == 2
+    traces = await _traces(engine)
+    assert [(t.matched, t.reason) for t in traces] == [
+        (True, "not throttled: this event has no lead (throttle per lead)")
+    ] * 2
+    assert all(row.last_error is None for row in await e.shop.actions()), "a pending run has no error"

@@ -650,3 +650,18 @@ def test_rules_test_refuses_event_file_values_the_daemon_would_not_read(
     (tmp_path / "e.json").write_text(json.dumps({"type": "order.completed", field: value}))
     with pytest.raises(EventFileError, match=message):
         read_event(tmp_path / "e.json")
+
+
+def test_rules_test_says_when_the_event_has_no_object_to_throttle_by(tmp_path: Path) -> None:
+    """An order first heard of through a refund has no lead: `throttle: {per: lead}` cannot apply, and says so."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(
+        "rules:\n  - id: t\n    on: order.refunded\n    throttle: {per: lead, for: 1d}\n"
+        "    do: [{create_task: {title: x}}]\n"
+    )
+    event = {"type": "order.refunded", "data": {"order_id": "o1"}, "order": {"id": "o1", "status": "refunded"}}
+    (tmp_path / "e.json").write_text(json.dumps(event))
+    run = run_leadhub("rules", "test", "e.json", "--rules", str(rules), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "\n  not throttled: this event has no lead (throttle per lead)\n" in run.stdout, run.stdout
