@@ -1,7 +1,8 @@
 """Comparisons that read well and mislead: a number against text, found when the rules load.
 
-`order.total == '1500.00'` is never true now that amounts are numbers, and raises nothing: the rule would quietly
-never match.
+`order.total == '1500.00'` is never true now that amounts are numbers, and `inquiry.fields.budget > '100'` (a form
+field is text) compares letter by letter: '99' > '100'. Neither raises, so the rule would quietly never (or always)
+match.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from jinja2 import nodes
 from leadhub.triggers.events import AMOUNT_FIELDS
 
 AMOUNT_PATHS = frozenset(f"{name}.{field}" for name, fields in AMOUNT_FIELDS.items() for field in fields)
+ORDERING = frozenset({"lt", "gt", "lteq", "gteq"})
 SYMBOLS = {"eq": "==", "ne": "!=", "lt": "<", "gt": ">", "lteq": "<=", "gteq": ">="}
 FLIPPED = {"==": "==", "!=": "!=", "<": ">", ">": "<", "<=": ">=", ">=": "<="}  # `'100' < x` is `x > '100'`
 NUMBER_TEXT = re.compile(r"\s*[-+]?(\d+([.,]\d*)?|[.,]\d+)\s*")
@@ -21,9 +23,12 @@ NUMBER_TEXT = re.compile(r"\s*[-+]?(\d+([.,]\d*)?|[.,]\d+)\s*")
 def _path(node: nodes.Node) -> str | None:
     if isinstance(node, nodes.Name):
         return node.name
-    if isinstance(node, nodes.Getattr):
+    if isinstance(node, nodes.Getattr | nodes.Getitem):
         parent = _path(node.node)
-        return None if parent is None else f"{parent}.{node.attr}"
+        key = node.attr if isinstance(node, nodes.Getattr) else _text(node.arg)
+        if parent is None or key is None:
+            return None
+        return f"{parent}.{key}" if key.isidentifier() else f"{parent}[{key!r}]"
     return None
 
 
@@ -32,7 +37,7 @@ def _text(node: nodes.Node) -> str | None:
 
 
 def comparison_problems(tree: nodes.Node) -> list[str]:
-    """An amount compared with text."""
+    """An amount compared with text, or any value ordered (`<`, `>`) against text that reads as a number."""
     problems: list[str] = []
     compares = [*([tree] if isinstance(tree, nodes.Compare) else []), *tree.find_all(nodes.Compare)]
     for compare in compares:
@@ -47,6 +52,11 @@ def comparison_problems(tree: nodes.Node) -> list[str]:
                     problems.append(
                         f"{path} is a number: compare it with a number ({path} {shown} "
                         f"{text.strip() if NUMBER_TEXT.fullmatch(text) else 100}), not the text {text!r}"
+                    )
+                elif operand.op in ORDERING and NUMBER_TEXT.fullmatch(text):
+                    problems.append(
+                        f"{shown} with the text {text!r} compares letters ('99' > '100'); compare numbers: "
+                        f"{path or 'value'} | float {shown} {text.strip().replace(',', '.')}"
                     )
             left = right
     return problems
