@@ -11,9 +11,12 @@ import re
 
 from jinja2 import nodes
 
-from leadhub.triggers.events import AMOUNT_FIELDS
+from leadhub.triggers.events import AMOUNT_FIELDS, EVENT_AMOUNTS
 
-AMOUNT_PATHS = frozenset(f"{name}.{field}" for name, fields in AMOUNT_FIELDS.items() for field in fields)
+AMOUNT_PATHS = frozenset(
+    [f"{name}.{field}" for name, fields in AMOUNT_FIELDS.items() for field in fields]
+    + [f"event.data.{field}" for fields in EVENT_AMOUNTS.values() for field in fields]
+)
 ORDERING = frozenset({"lt", "gt", "lteq", "gteq"})
 SYMBOLS = {"eq": "==", "ne": "!=", "lt": "<", "gt": ">", "lteq": "<=", "gteq": ">="}
 FLIPPED = {"==": "==", "!=": "!=", "<": ">", ">": "<", "<=": ">=", ">=": "<="}  # `'100' < x` is `x > '100'`

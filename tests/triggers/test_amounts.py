@@ -84,6 +84,7 @@ def test_what_is_no_number_stays_as_it_is() -> None:
         ("order.total > '100'", "order.total is a number: compare it with a number (order.total > 100)"),
         ("'100' < order.total", "order.total is a number: compare it with a number (order.total > 100)"),
         ("{% if order.total != 'x' %}y{% endif %}", "order.total is a number: compare it with a number"),
+        ("event.data.total == '1500.00'", "event.data.total is a number: compare it with a number"),
     ],
 )
 def test_an_amount_compared_with_text_is_a_problem_when_the_rules_load(source: str, message: str) -> None:
@@ -112,3 +113,12 @@ def test_rules_test_runs_a_rule_on_the_order_total(tmp_path: Path) -> None:
         assert run.returncode == 0, run.stderr
         assert f"rule 'big': {outcome}" in run.stdout, run.stdout
     assert "big order 1500.00 EUR" in run.stdout, run.stdout
+
+
+def test_a_webhook_sends_the_event_with_its_amounts_as_stored() -> None:
+    """The default webhook body is the event as published: the total stays the text it was, not 1500.0."""
+    from leadhub.triggers.context import plain
+
+    event = plain(_context("1500.00")["event"])
+    assert event == {"id": "e", "type": "order.paid", "data": {"order_id": "o", "total": "1500.00"}}
+    assert plain(_context("1500.00")["order"])["items"] == ITEMS
