@@ -78,18 +78,24 @@ class Record:
 
 
 def plain(value: Any) -> Any:
-    """A record as a dict again (nested records and lists too), amounts as their text: what a webhook sends. A
-    function, not a method: the sandbox's getattr finds a record's methods before its fields, so a method `plain`
-    hid a form field or data key of that name."""
+    """A value as JSON takes it: records as dicts (nested ones, in lists and dicts too), amounts as their text, dates
+    in ISO 8601 as the event was published (`str()` wrote a space for the `T`). What a webhook sends and `|tojson`
+    writes. A function, not a method: the sandbox's getattr finds a record's methods before its fields, so a method
+    `plain` hid a form field or data key of that name."""
     if isinstance(value, Record):
         return {k: plain(v) for k, v in value._data.items()}
-    if isinstance(value, list):
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
         return [plain(v) for v in value]
-    return value.text if isinstance(value, Amount) else value
+    if isinstance(value, Amount):
+        return value.text
+    return value.isoformat() if isinstance(value, datetime) else value
 
 
 def dumps(value: Any, **options: Any) -> str:
-    """`|tojson` in templates: records are objects, amounts their text (`"1500.00"`, as before they were numbers)."""
+    """`|tojson` in templates: records are objects, amounts their text (`"1500.00"`, as before they were numbers),
+    dates ISO 8601 text; a record or a date raised TypeError."""
     return json.dumps(plain(value), **options)
 
 
