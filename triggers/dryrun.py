@@ -100,7 +100,8 @@ def _date(value: Any) -> Any:
             parsed = datetime.fromisoformat(value)
         except ValueError:
             return value
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        # in UTC, as the daemon's dates are: `order.completed_at.day` of `01:00+03:00` is the day before
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return value
 
 

@@ -665,3 +665,20 @@ def test_rules_test_says_when_the_event_has_no_object_to_throttle_by(tmp_path: P
     run = run_leadhub("rules", "test", "e.json", "--rules", str(rules), cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "\n  not throttled: this event has no lead (throttle per lead)\n" in run.stdout, run.stdout
+
+
+def test_rules_test_reads_the_event_files_dates_in_utc_as_the_daemon_does(tmp_path: Path) -> None:
+    """The daemon's dates are UTC; one written with an offset in the event file kept it, so a template printing the
+    day (`order.completed_at.day`, `now.hour`-style checks on it) showed the local day the daemon would not."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(
+        "rules:\n  - id: d\n    on: order.completed\n"
+        '    do: [{create_task: {title: "{{ order.completed_at.day }} {{ order.completed_at.hour }}"}}]\n'
+    )
+    event = {"type": "order.completed", "data": {"order_id": "o1"}}
+    event["order"] = {"id": "o1", "status": "completed", "completed_at": "2026-11-20T01:00:00+03:00"}
+    (tmp_path / "e.json").write_text(json.dumps(event))
+    run = run_leadhub("rules", "test", "e.json", "--rules", str(rules), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "    title: 19 22\n" in run.stdout, run.stdout
