@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from leadhub.error_text import brief
 from leadhub.ids import id_for_key
 from leadhub.store.connector_state import load_state, load_states, save_state
-from leadhub.triggers.audiences import audience, contact_events
+from leadhub.triggers.audiences import audience, contact_event
 from leadhub.triggers.clock import Clock
 from leadhub.triggers.compile import LATE_GRACE, CompiledRule
 from leadhub.triggers.engine import RuleIndex
@@ -172,7 +172,8 @@ class ScheduleRunner:
         if rule.rule.for_each is None:
             scheduled += await self.matcher.handle(schedule_event(rule, tick), rules=[rule], start=start)
         else:  # one event per selected contact; a crash part-way re-runs the tick and skips those done
-            for event in contact_events(rule, tick, await audience(self.engine, rule, tick)):
+            async for contact_id, found in audience(self.engine, rule, tick):
+                event = contact_event(rule, tick, contact_id, found)
                 scheduled += await self.matcher.handle(event, rules=[rule], start=start)
         last = tick if away_since is None else now
         await save_state(self.engine, STATE_OWNER, rule.id, {"last": last.isoformat()}, now)
