@@ -14,16 +14,18 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from leadhub.store.models import EmailMessage, EmailSuppression
+from leadhub.store.models import EmailMessage, EmailSuppression, Lead
 from leadhub.store.one_of import one_of
 
 if TYPE_CHECKING:
     from leadhub.store.intake import Batch, InquiryRow
 
 message_t = EmailMessage.__table__
+lead_t = Lead.__table__
 suppression_t = EmailSuppression.__table__
 MAX_ID = 500  # the column's length; longer ids are not real Message-IDs
 MAX_REFS = 50
+MAX_FOLDS = 10  # a chain of folds longer than this is not followed to its end
 
 
 def _variants(message_id: str) -> tuple[str, str]:
@@ -90,7 +92,28 @@ async def _known_leads(conn: AsyncConnection, ids: set[str]) -> dict[str, str]:
             )
         )
         found.update({message_id: lead_id for message_id, lead_id in result})
-    return found
+    into = await _folded_into(conn, set(found.values()))
+    return {message_id: into.get(lead_id, lead_id) for message_id, lead_id in found.items()}
+
+
+async def _folded_into(conn: AsyncConnection, lead_ids: set[str]) -> dict[str, str]:
+    """Folded lead -> the live lead it became, for those of `lead_ids` a contact merge folded into another.
+
+    A fold moves the lead's Message-IDs, but the scheduler records a sent mail after the SMTP send, with the lead it
+    loaded before: one recorded while a fold ran still names the folded lead, which lists leave out.
+    """
+    into: dict[str, str] = {}
+    pending = {lead_id: lead_id for lead_id in lead_ids}  # lead asked about -> the folded lead it has got to
+    for _ in range(MAX_FOLDS):
+        if not pending:
+            break
+        query = select(lead_t.c.id, lead_t.c.merged_into).where(
+            one_of(conn, lead_t.c.id, sorted(set(pending.values()))), lead_t.c.merged_into.is_not(None)
+        )
+        moved = {lead_id: merged_into for lead_id, merged_into in await conn.execute(query)}
+        pending = {asked: moved[at] for asked, at in pending.items() if at in moved}
+        into.update(pending)
+    return into
 
 
 async def record(conn: AsyncConnection, rows: Sequence[InquiryRow], batch: Batch) -> None:

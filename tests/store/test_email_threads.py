@@ -108,6 +108,28 @@ async def test_a_reply_to_mail_leadhub_sent_joins_that_lead(pipeline: IntakePipe
     assert await lead_of(engine, "answer") == lead
 
 
+async def test_a_reply_to_mail_sent_for_a_folded_lead_joins_the_lead_it_was_folded_into(
+    pipeline: IntakePipeline, engine: AsyncEngine
+) -> None:
+    """The scheduler records a sent survey with the lead it loaded, after the SMTP send: a contact merge that
+    folded that lead meanwhile moved the lead's Message-IDs before this one was there. The reply joined the
+    folded lead, which lists leave out; it joins the lead that one became (through a chain of folds too)."""
+    await store(pipeline, email("first", "anna@client.example", "<m1@client.example>"))
+    head = await lead_of(engine, "first")
+    folded, middle = "01JFOLDED0000000000000000A", "01JFOLDED0000000000000000B"
+    async with engine.begin() as conn:
+        base = dict((await conn.execute(select(Lead.__table__).where(Lead.id == head))).mappings().one())
+        await conn.execute(insert(Lead), [base | {"id": middle, "merged_into": head}])
+        await conn.execute(insert(Lead), [base | {"id": folded, "merged_into": middle}])
+        await conn.execute(
+            insert(EmailMessage),
+            [{"message_id": "<survey-2@shop.example>", "direction": "out", "lead_id": folded, "created_at": T0}],
+        )
+    answer = email("answer", "anna@client.example", "<m9@client.example>", in_reply_to="<survey-2@shop.example>")
+    await store(pipeline, answer)
+    assert await lead_of(engine, "answer") == head
+
+
 async def test_replies_in_the_same_batch_join_the_lead_opened_there(
     pipeline: IntakePipeline, engine: AsyncEngine
 ) -> None:
