@@ -25,6 +25,7 @@ lead_t = Lead.__table__
 suppression_t = EmailSuppression.__table__
 MAX_ID = 500  # the column's length; longer ids are not real Message-IDs
 MAX_REFS = 50
+MAX_COPIES = 8  # rows of one batch holding the same Message-ID that a reply in it may join
 MAX_FOLDS = 10  # a chain of folds longer than this is not followed to its end
 
 
@@ -38,11 +39,12 @@ class ThreadLinks(dict[str, str]):
     """Inquiry key -> the lead a reply joins. `get` also resolves replies to a message stored earlier in the
     same batch, whose lead only exists once the batch loop has reached it."""
 
-    def __init__(self, batch: Batch, pending: dict[str, list[str]], batch_ids: dict[str, str]) -> None:
+    def __init__(self, batch: Batch, pending: dict[str, list[str]], batch_ids: dict[str, list[str]]) -> None:
         super().__init__()
         self._batch = batch
         self._pending = pending  # key -> refs (both spellings) not found in the store
-        self._batch_ids = batch_ids  # Message-ID (both spellings) -> inquiry id of a row in this batch
+        # Message-ID (both spellings) -> inquiry ids of the rows in this batch holding it (one per mailbox)
+        self._batch_ids = batch_ids
         self._leads: dict[str, str] = {}  # inquiry id -> lead id of the rows the batch loop has done
         self._seen = 0
 
@@ -56,9 +58,9 @@ class ThreadLinks(dict[str, str]):
         self._leads.update({v["id"]: v["lead_id"] for v in done[self._seen :] if v.get("lead_id")})
         self._seen = len(done)
         for ref in refs:
-            inquiry_id = self._batch_ids.get(ref)
-            if inquiry_id and inquiry_id in self._leads:
-                return self._leads[inquiry_id]
+            for inquiry_id in self._batch_ids.get(ref, ()):
+                if inquiry_id in self._leads:
+                    return self._leads[inquiry_id]
         return default
 
 
@@ -70,7 +72,12 @@ async def thread_links(conn: AsyncConnection, rows: Sequence[InquiryRow], batch:
             continue
         refs = [*row.thread_refs[:MAX_REFS], *([row.message_id] if row.message_id else [])]
         wanted[row.key] = [v for ref in refs if len(ref) <= MAX_ID for v in _variants(ref)]
-    batch_ids = {v: row.id for row in rows if row.message_id for v in _variants(row.message_id)}
+    batch_ids: dict[str, list[str]] = {}
+    for row in rows:
+        for variant in _variants(row.message_id) if row.message_id else ():
+            copies = batch_ids.setdefault(variant, [])
+            if len(copies) < MAX_COPIES:  # a flood of one Message-ID must not make each lookup long
+                copies.append(row.id)
     links = ThreadLinks(batch, wanted, batch_ids)
     known = await _known_leads(conn, {ref for refs in wanted.values() for ref in refs})
     for key, refs in wanted.items():

@@ -143,6 +143,21 @@ async def test_replies_in_the_same_batch_join_the_lead_opened_there(
     assert len(await rows(engine, Lead.__table__)) == 1
 
 
+async def test_a_reply_in_a_batch_holding_its_message_twice_joins_that_lead(
+    pipeline: IntakePipeline, engine: AsyncEngine
+) -> None:
+    """A backfill of two mailboxes: the question (in both), and a colleague's reply between the two copies. The
+    reply looked for the copy stored last, not stored yet when the reply's turn came, and opened a lead of its own."""
+    await store(
+        pipeline,
+        email("q", "anna@client.example", "<q@client.example>"),
+        email("r", "boris@client.example", "<r@client.example>", in_reply_to="<q@client.example>"),
+        email("q2", "anna@client.example", "<q@client.example>", connector="second"),
+    )
+    assert await lead_of(engine, "r") == await lead_of(engine, "q") == await lead_of(engine, "q2") is not None
+    assert len(await rows(engine, Lead.__table__)) == 1
+
+
 async def test_the_same_message_through_two_mailboxes_is_one_lead(
     pipeline: IntakePipeline, engine: AsyncEngine
 ) -> None:
