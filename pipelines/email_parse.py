@@ -21,6 +21,7 @@ from leadhub.pipelines.email_repair import repair_boundary, repair_headers
 
 MAX_REFS = 50
 _MSGID = re.compile(r"<([^<>\s]+)>")
+_BARE_MSGID = re.compile(r"[^<>\s@\"(),;:]+@[^<>\s@\"(),;:]+")
 log = structlog.get_logger("leadhub.pipeline.email")
 _NEWLINES = re.compile(r"\r*\n|\r")
 _RAW_NAME = re.compile(r'\b(?:file)?name\s*=\s*(?:"([^"]*)"|([^;\s]+))', re.I)
@@ -127,10 +128,10 @@ def _read(message: Message, region: str | None, *, phones: bool) -> ParsedEmail:
     parsed.reply_to = _addresses(parsed.raw_headers("Reply-To"), parsed.guesses)
     parsed.to = _addresses(parsed.raw_headers("To"), parsed.guesses)
     parsed.cc = _addresses(parsed.raw_headers("Cc"), parsed.guesses)
-    ids = _MSGID.findall(parsed.header("Message-ID"))
+    ids = _message_ids(parsed.header("Message-ID"))
     parsed.message_id = f"<{ids[0]}>" if ids else None
-    parsed.in_reply_to = [f"<{i}>" for i in _MSGID.findall(parsed.header("In-Reply-To"))][:MAX_REFS]
-    parsed.references = [f"<{i}>" for i in _MSGID.findall(parsed.header("References"))][-MAX_REFS:]
+    parsed.in_reply_to = [f"<{i}>" for i in _message_ids(parsed.header("In-Reply-To"))][:MAX_REFS]
+    parsed.references = [f"<{i}>" for i in _message_ids(parsed.header("References"))][-MAX_REFS:]
     parsed.date = _date(parsed.header("Date"))
     plain: list[str] = []
     html: list[str] = []
@@ -144,6 +145,12 @@ def _read(message: Message, region: str | None, *, phones: bool) -> ParsedEmail:
     if phones:
         parsed.phones = find_phones(parsed.text, region)
     return parsed
+
+
+def _message_ids(value: str) -> list[str]:
+    """The ids in angle brackets; else the whole value when it is one bare `left@right` (a PHP form mailer writes
+    its Message-Id so, and a reply names it in brackets: unread, the reply could not find its thread)."""
+    return _MSGID.findall(value) or ([value.strip()] if _BARE_MSGID.fullmatch(value.strip()) else [])
 
 
 def _declared_codecs(message: Message) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ from leadhub.envelope import Envelope
 from leadhub.pipelines.intake import IntakePipeline
 from leadhub.pipelines.model import SourceSpec
 from leadhub.store.models import EmailMessage, EmailSuppression, Inquiry, Lead
+from tests.helpers import corpus
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 DAYS_4 = timedelta(days=4)
@@ -128,6 +129,23 @@ async def test_a_reply_to_mail_sent_for_a_folded_lead_joins_the_lead_it_was_fold
     answer = email("answer", "anna@client.example", "<m9@client.example>", in_reply_to="<survey-2@shop.example>")
     await store(pipeline, answer)
     assert await lead_of(engine, "answer") == head
+
+
+async def test_a_reply_to_a_form_mailer_message_id_without_brackets_joins_its_lead(
+    pipeline: IntakePipeline, engine: AsyncEngine
+) -> None:
+    """A website's PHP contact form (zammad's test/data/mail/mail068.box, via ../shared/corpus) writes its
+    Message-Id without angle brackets. It was not read, so not recorded, and a reply to it opened a lead of its own."""
+    raw = corpus("email", "zammad", "mail", "mail068.box").read_bytes()
+    form = Envelope(key="form", channel="email", connector="inbox", payload=raw, content_type="message/rfc822")
+    await store(pipeline, form)
+    first = await lead_of(engine, "form")
+    assert first is not None
+    reply = email(
+        "reply", "boris@client.example", "<r1@client.example>", in_reply_to="<20180802145828.58E7387959@mail.xxxxxx.cz>"
+    )
+    await store(pipeline, reply)
+    assert await lead_of(engine, "reply") == first
 
 
 async def test_replies_in_the_same_batch_join_the_lead_opened_there(
