@@ -124,11 +124,15 @@ async def _folded_into(conn: AsyncConnection, lead_ids: set[str]) -> dict[str, s
 
 
 async def record(conn: AsyncConnection, rows: Sequence[InquiryRow], batch: Batch) -> None:
-    """Remember the Message-IDs of the stored email inquiries, and suppress permanently bounced addresses."""
+    """Remember the Message-IDs of the stored email inquiries with a lead, and suppress permanently bounced addresses.
+
+    A dropped mail's id joins nothing, and kept it would hide a later record of the same id: a copy of a survey
+    leadhub sent, reaching the mailbox before the scheduler recorded the send, left the survey without its lead.
+    """
     stored = {v["id"]: v.get("lead_id") for v in batch.inquiries}
     messages: dict[str, dict[str, Any]] = {}
     for row in rows:
-        if row.message_id and row.id in stored and len(row.message_id) <= MAX_ID:
+        if row.message_id and stored.get(row.id) and len(row.message_id) <= MAX_ID:
             messages.setdefault(
                 row.message_id,
                 {

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from leadhub.envelope import Envelope
 from leadhub.pipelines.intake import IntakePipeline
 from leadhub.pipelines.model import SourceSpec
+from leadhub.store import trigger_data
 from leadhub.store.models import EmailMessage, EmailSuppression, Inquiry, Lead
 from tests.helpers import corpus
 
@@ -146,6 +147,25 @@ async def test_a_reply_to_a_form_mailer_message_id_without_brackets_joins_its_le
     )
     await store(pipeline, reply)
     assert await lead_of(engine, "reply") == first
+
+
+async def test_a_copy_of_sent_mail_arriving_first_does_not_hide_the_sent_record(
+    pipeline: IntakePipeline, engine: AsyncEngine
+) -> None:
+    """A copy of a survey leadhub sent reaches the watched mailbox (own mail, dropped) before the scheduler records
+    the send. The copy's Message-ID was recorded with no lead, the send's record was then ignored as a duplicate,
+    and the customer's answer days later found no lead to join."""
+    await store(pipeline, email("first", "anna@client.example", "<m1@client.example>"))
+    lead = await lead_of(engine, "first")
+    await store(pipeline, email("copy", "sales@shop.example", "<survey-3@shop.example>"))
+    async with engine.begin() as conn:  # what the scheduler records after the SMTP send
+        await trigger_data.record_sent(conn, [trigger_data.sent_row("<survey-3@shop.example>", lead, T0)])
+    answer = email(
+        "answer", "anna@client.example", "<a3@client.example>", in_reply_to="<survey-3@shop.example>",
+        received_at=T0 + DAYS_4,
+    )  # fmt: skip
+    await store(pipeline, answer)
+    assert await lead_of(engine, "answer") == lead
 
 
 async def test_replies_in_the_same_batch_join_the_lead_opened_there(
