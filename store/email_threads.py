@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from leadhub.store.models import EmailMessage, EmailSuppression, Lead
+from leadhub.store.models import EmailMessage, EmailSuppression, Inquiry, Lead
 from leadhub.store.one_of import one_of
 
 if TYPE_CHECKING:
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 message_t = EmailMessage.__table__
 lead_t = Lead.__table__
+inquiry_t = Inquiry.__table__
 suppression_t = EmailSuppression.__table__
 MAX_ID = 500  # the column's length; longer ids are not real Message-IDs
 MAX_REFS = 50
@@ -35,16 +36,28 @@ def _variants(message_id: str) -> tuple[str, str]:
     return f"<{bare}>", bare
 
 
+Ref = tuple[str, str | None]  # (a Message-ID spelling, the sender it must be from: None for any)
+
+
+def _sender(row: InquiryRow) -> str:
+    return (row.email or "").strip().lower()
+
+
 class ThreadLinks(dict[str, str]):
     """Inquiry key -> the lead a reply joins. `get` also resolves replies to a message stored earlier in the
     same batch, whose lead only exists once the batch loop has reached it."""
 
-    def __init__(self, batch: Batch, pending: dict[str, list[str]], batch_ids: dict[str, list[str]]) -> None:
+    def __init__(self, batch: Batch, pending: dict[str, list[Ref]], rows: Sequence[InquiryRow]) -> None:
         super().__init__()
         self._batch = batch
         self._pending = pending  # key -> refs (both spellings) not found in the store
-        # Message-ID (both spellings) -> inquiry ids of the rows in this batch holding it (one per mailbox)
-        self._batch_ids = batch_ids
+        # Message-ID (both spellings) -> (inquiry id, sender) of the rows in this batch holding it (one per mailbox)
+        self._batch_ids: dict[str, list[tuple[str, str]]] = {}
+        for row in rows:
+            for variant in _variants(row.message_id) if row.message_id else ():
+                copies = self._batch_ids.setdefault(variant, [])
+                if len(copies) < MAX_COPIES:  # a flood of one Message-ID must not make each lookup long
+                    copies.append((row.id, _sender(row)))
         self._leads: dict[str, str] = {}  # inquiry id -> lead id of the rows the batch loop has done
         self._seen = 0
 
@@ -57,50 +70,52 @@ class ThreadLinks(dict[str, str]):
         done = self._batch.inquiries
         self._leads.update({v["id"]: v["lead_id"] for v in done[self._seen :] if v.get("lead_id")})
         self._seen = len(done)
-        for ref in refs:
-            for inquiry_id in self._batch_ids.get(ref, ()):
-                if inquiry_id in self._leads:
+        for ref, sender in refs:
+            for inquiry_id, written_by in self._batch_ids.get(ref, ()):
+                if inquiry_id in self._leads and sender in (None, written_by):
                     return self._leads[inquiry_id]
         return default
 
 
 async def thread_links(conn: AsyncConnection, rows: Sequence[InquiryRow], batch: Batch) -> ThreadLinks:
-    """Find, for each reply in `rows`, the lead of the first message it refers to that leadhub knows."""
-    wanted: dict[str, list[str]] = {}
+    """Find, for each reply in `rows`, the lead of the first message it refers to that leadhub knows.
+
+    A mail's own Message-ID (the same message through a second mailbox) joins only a copy from the same sender: a
+    mailer that writes one Message-ID for every message put each stranger's inquiry into the first one's lead.
+    """
+    wanted: dict[str, list[Ref]] = {}
     for row in rows:
         if row.dropped or not (row.thread_refs or row.message_id):
             continue
-        refs = [*row.thread_refs[:MAX_REFS], *([row.message_id] if row.message_id else [])]
-        wanted[row.key] = [v for ref in refs if len(ref) <= MAX_ID for v in _variants(ref)]
-    batch_ids: dict[str, list[str]] = {}
-    for row in rows:
-        for variant in _variants(row.message_id) if row.message_id else ():
-            copies = batch_ids.setdefault(variant, [])
-            if len(copies) < MAX_COPIES:  # a flood of one Message-ID must not make each lookup long
-                copies.append(row.id)
-    links = ThreadLinks(batch, wanted, batch_ids)
-    known = await _known_leads(conn, {ref for refs in wanted.values() for ref in refs})
+        replied = [ref for ref in row.thread_refs[:MAX_REFS] if len(ref) <= MAX_ID]
+        refs: list[Ref] = [(v, None) for ref in replied for v in _variants(ref)]
+        if row.message_id and len(row.message_id) <= MAX_ID:
+            refs.extend((v, _sender(row)) for v in _variants(row.message_id))
+        wanted[row.key] = refs
+    links = ThreadLinks(batch, wanted, rows)
+    known = await _known_leads(conn, {ref for refs in wanted.values() for ref, _ in refs})
     for key, refs in wanted.items():
-        lead_id = next((known[ref] for ref in refs if ref in known), None)
+        lead_id = next((known[r][0] for r, by in refs if r in known and by in (None, known[r][1])), None)
         if lead_id:
             links[key] = lead_id
     return links
 
 
-async def _known_leads(conn: AsyncConnection, ids: set[str]) -> dict[str, str]:
+async def _known_leads(conn: AsyncConnection, ids: set[str]) -> dict[str, tuple[str, str]]:
+    """Message-ID -> (its lead, who wrote it: the sender of an inbound one, "" for one leadhub sent)."""
     if not ids:
         return {}
-    found: dict[str, str] = {}
+    found: dict[str, tuple[str, str]] = {}
     ordered = sorted(ids)
     for start in range(0, len(ordered), 500):  # keep the IN list within every driver's parameter limit
         result = await conn.execute(
-            select(message_t.c.message_id, message_t.c.lead_id).where(
-                one_of(conn, message_t.c.message_id, ordered[start : start + 500]), message_t.c.lead_id.is_not(None)
-            )
+            select(message_t.c.message_id, message_t.c.lead_id, inquiry_t.c.email)
+            .outerjoin(inquiry_t, inquiry_t.c.id == message_t.c.inquiry_id)
+            .where(one_of(conn, message_t.c.message_id, ordered[start : start + 500]), message_t.c.lead_id.is_not(None))
         )
-        found.update({message_id: lead_id for message_id, lead_id in result})
-    into = await _folded_into(conn, set(found.values()))
-    return {message_id: into.get(lead_id, lead_id) for message_id, lead_id in found.items()}
+        found.update({mid: (lead_id, (email or "").strip().lower()) for mid, lead_id, email in result})
+    into = await _folded_into(conn, {lead_id for lead_id, _ in found.values()})
+    return {mid: (into.get(lead_id, lead_id), by) for mid, (lead_id, by) in found.items()}
 
 
 async def _folded_into(conn: AsyncConnection, lead_ids: set[str]) -> dict[str, str]:

@@ -205,6 +205,23 @@ async def test_the_same_message_through_two_mailboxes_is_one_lead(
     assert len(await rows(engine, EmailMessage.__table__)) == 1
 
 
+async def test_a_mailer_reusing_one_message_id_does_not_put_strangers_into_one_lead(
+    pipeline: IntakePipeline, engine: AsyncEngine
+) -> None:
+    """A site's mailer writes the same Message-ID on every message. Taken for the same message through a second
+    mailbox, each later sender's inquiry joined the first sender's lead: no lead of their own for a manager to see."""
+    await store(pipeline, email("anna", "anna@client.example", "<contact-form@site.example>"))
+    await store(
+        pipeline,
+        email("olga", "olga@other.example", "<contact-form@site.example>"),
+        email("ivan", "ivan@third.example", "<contact-form@site.example>"),
+        email("olga-copy", "Olga@Other.example", "<contact-form@site.example>", connector="second"),
+    )
+    leads = {key: await lead_of(engine, key) for key in ("anna", "olga", "ivan", "olga-copy")}
+    assert len({leads["anna"], leads["olga"], leads["ivan"]}) == 3, leads
+    assert leads["olga-copy"] == leads["olga"]  # the same message through a second mailbox is still one lead
+
+
 async def test_machine_mail_in_a_thread_never_joins_a_lead(pipeline: IntakePipeline, engine: AsyncEngine) -> None:
     await store(pipeline, email("first", "anna@client.example", "<m1@client.example>"))
     ooo = email(
