@@ -77,6 +77,20 @@ class ThreadLinks(dict[str, str]):
         return default
 
 
+def in_thread_order(rows: list[InquiryRow]) -> list[InquiryRow]:
+    """`rows` with the replies to a message of the batch after the others (each group in its order): a reply
+    ahead of its message (two mailboxes backfilled together) found no lead yet, and the thread got two."""
+    ids = {v for row in rows if row.message_id and not row.dropped for v in _variants(row.message_id)}
+    if not ids:
+        return rows
+    replies = [any(v in ids for ref in row.thread_refs[:MAX_REFS] for v in _variants(ref)) for row in rows]
+    if not any(replies):
+        return rows
+    return [row for row, reply in zip(rows, replies, strict=True) if not reply] + [
+        row for row, reply in zip(rows, replies, strict=True) if reply
+    ]
+
+
 async def thread_links(conn: AsyncConnection, rows: Sequence[InquiryRow], batch: Batch) -> ThreadLinks:
     """Find, for each reply in `rows`, the lead of the first message it refers to that leadhub knows.
 

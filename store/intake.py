@@ -181,6 +181,7 @@ async def write_batch(
     result = BatchResult(duplicates=len(rows) - len(fresh))
     if not fresh:
         return result
+    fresh = email_threads.in_thread_order(fresh)  # a reply after the message it answers
 
     known = await identity.known_identifiers(conn, {i for r in fresh if not r.dropped for i in r.lookups()})
     batch = Batch(now, known, policy)

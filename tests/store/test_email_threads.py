@@ -196,6 +196,20 @@ async def test_a_reply_in_a_batch_holding_its_message_twice_joins_that_lead(
     assert len(await rows(engine, Lead.__table__)) == 1
 
 
+async def test_a_reply_ahead_of_its_message_in_a_batch_joins_that_lead(
+    pipeline: IntakePipeline, engine: AsyncEngine
+) -> None:
+    """Two mailboxes backfilled together: a colleague's reply (in one) comes before the question (in the other).
+    The reply found no lead yet and opened its own, and the question then opened a second one."""
+    await store(
+        pipeline,
+        email("r", "boris@client.example", "<r@client.example>", in_reply_to="<q@client.example>", connector="second"),
+        email("q", "anna@client.example", "<q@client.example>", received_at=T0 - timedelta(minutes=5)),
+    )
+    assert await lead_of(engine, "r") == await lead_of(engine, "q") is not None
+    assert len(await rows(engine, Lead.__table__)) == 1
+
+
 async def test_the_same_message_through_two_mailboxes_is_one_lead(
     pipeline: IntakePipeline, engine: AsyncEngine
 ) -> None:
