@@ -6,7 +6,7 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadhub.store import leads
@@ -166,9 +166,22 @@ def sent_row(message_id: str, lead_id: str | None, now: datetime) -> dict[str, A
 
 
 async def record_sent(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    """Record sent e-mails (`sent_row`s), a statement per 500; a Message-ID already recorded is left as it is."""
+    """Record sent e-mails (`sent_row`s), a statement per 500; a Message-ID already recorded is left as it is,
+    but one kept with no lead (a dropped copy of the mail, as releases before 2026-12 recorded one) becomes the
+    send's: else the answer to it found no lead, and a retried send no `out` row."""
     for start in range(0, len(rows), SENT_CHUNK):
-        await insert_ignore(conn, email_t, rows[start : start + SENT_CHUNK])
+        chunk = rows[start : start + SENT_CHUNK]
+        if await insert_ignore(conn, email_t, chunk) < len(chunk):
+            await _take_over_leadless(conn, chunk)
+
+
+async def _take_over_leadless(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    statement = (
+        update(email_t)
+        .where(email_t.c.message_id == bindparam("mid"), email_t.c.lead_id.is_(None), email_t.c.direction == "in")
+        .values(direction="out", inquiry_id=None, lead_id=bindparam("lid"))
+    )
+    await conn.execute(statement, [{"mid": row["message_id"], "lid": row["lead_id"]} for row in rows])
 
 
 async def insert_task(conn: AsyncConnection, values: dict[str, Any]) -> bool:

@@ -168,6 +168,26 @@ async def test_a_copy_of_sent_mail_arriving_first_does_not_hide_the_sent_record(
     assert await lead_of(engine, "answer") == lead
 
 
+async def test_a_send_recorded_over_an_id_kept_without_a_lead_takes_it(
+    pipeline: IntakePipeline, engine: AsyncEngine
+) -> None:
+    """Releases before this one recorded a dropped copy's Message-ID with no lead; the send's record, ignored as a
+    duplicate, left the survey's answer without its lead and a retried send without its `out` row."""
+    await store(pipeline, email("first", "anna@client.example", "<m1@client.example>"))
+    lead = await lead_of(engine, "first")
+    async with engine.begin() as conn:
+        kept = {"message_id": "<survey-4@shop.example>", "direction": "in", "lead_id": None, "created_at": T0}
+        await conn.execute(insert(EmailMessage), [kept])
+        await trigger_data.record_sent(conn, [trigger_data.sent_row("<survey-4@shop.example>", lead, T0)])
+        assert await trigger_data.send_state(conn, "anna@client.example", "<survey-4@shop.example>") == (None, True)
+    answer = email(
+        "answer", "anna@client.example", "<a4@client.example>", in_reply_to="<survey-4@shop.example>",
+        received_at=T0 + DAYS_4,
+    )  # fmt: skip
+    await store(pipeline, answer)
+    assert await lead_of(engine, "answer") == lead
+
+
 async def test_replies_in_the_same_batch_join_the_lead_opened_there(
     pipeline: IntakePipeline, engine: AsyncEngine
 ) -> None:
