@@ -5,7 +5,7 @@ from __future__ import annotations
 import calendar
 import re
 from collections.abc import AsyncIterator
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -69,7 +69,9 @@ async def _choose(conn: AsyncConnection, rule: CompiledRule, tick: datetime, pag
     spec = rule.rule.for_each.contact  # type: ignore[union-attr]
     chosen: dict[str, dict[str, Any]] = {contact_id: {} for contact_id in page}
     if spec.no_orders_for:
-        found = await audiences.last_order_before(conn, tick - parse_duration(spec.no_orders_for), page)
+        # in UTC: SQLite stores UTC wall times and writes a bound datetime's wall time, whatever its zone
+        before = (tick - parse_duration(spec.no_orders_for)).astimezone(UTC)
+        found = await audiences.last_order_before(conn, before, page)
         chosen = {cid: {"last_order_at": aware(at).isoformat()} for cid, at in found.items()}
     if spec.birthday_field and chosen:
         schedule = rule.rule.schedule

@@ -7,6 +7,7 @@ import tracemalloc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import insert, update
@@ -131,3 +132,14 @@ async def test_filters_select_across_pages(engine, tmp_path: Path, monkeypatch: 
     assert list(await selected("{contact: {no_orders_for: 90d}}")) == [ids[3], ids[4], ids[5]]
     both = await selected("{contact: {no_orders_for: 90d, birthday_field: birthday}}")
     assert both == {ids[4]: {"last_order_at": long_ago.isoformat(), "birthday": "03.03.1990"}}
+
+
+async def test_no_orders_for_counts_from_the_tick_as_an_instant(engine, tmp_path: Path) -> None:
+    """Ticks carry the schedule's zone (10:00 in Moscow). On SQLite, which stores UTC wall times, the bound `before`
+    was written as Moscow wall time: an order placed 89 days and 23 hours before the tick counted as 90 days old."""
+    moscow_tick = TICK.astimezone(ZoneInfo("Europe/Moscow"))
+    ids = await _contacts(engine, 2)
+    await _ordered(engine, ids[0], TICK - timedelta(days=90, hours=1))
+    await _ordered(engine, ids[1], TICK - timedelta(days=89, hours=23))
+    rule = _rule(tmp_path, "{contact: {no_orders_for: 90d}}")
+    assert [cid async for cid, _ in audience(engine, rule, moscow_tick)] == [ids[0]]
