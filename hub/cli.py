@@ -41,13 +41,14 @@ ConfigOption = Annotated[
 ]
 
 
-def _load(config: Path | None):  # type: ignore[no-untyped-def]
+def _load(config: Path | None, text: bytes | None = None):  # type: ignore[no-untyped-def]
+    """The configuration, from the file or from `text` (a worker: the file's content as the primary read it)."""
     from leadhub.hub.config import ConfigError, load_config
     from leadhub.hub.exit_codes import CONFIG_ERROR
     from leadhub.hub.logging import configure
 
     try:
-        loaded = load_config(config)
+        loaded = load_config(config, text=text)
     except ConfigError as exc:
         typer.echo(f"leadhub: {exc}", err=True)
         raise typer.Exit(CONFIG_ERROR) from None
@@ -90,14 +91,18 @@ def run(
     relay_share: Annotated[
         str | None, typer.Option(hidden=True, help="a worker's share of the outbox: INDEX/COUNT, set by the primary")
     ] = None,
+    config_fd: Annotated[
+        int | None, typer.Option(hidden=True, help="a worker's copy of the primary's configuration file")
+    ] = None,
 ) -> None:
     """Run the daemon: HTTP, connectors, pipeline and relay (embedded NATS unless LEADHUB_NATS_URL is set)."""
     from leadhub.hub.daemon import BackgroundTaskFailed, run_until_signalled
     from leadhub.hub.embedded_nats import EmbeddedNatsError
     from leadhub.hub.exit_codes import SCHEMA_NEWER
+    from leadhub.hub.workers import read_config_copy
     from leadhub.store.db import SchemaNewerThanCode, redacted_url
 
-    loaded = _load(config)
+    loaded = _load(config, None if config_fd is None else read_config_copy(config_fd))
     try:
         _run_loop(run_until_signalled(loaded, worker, ready_fd, _share(relay_share)))
     except SchemaNewerThanCode as exc:

@@ -20,7 +20,7 @@ from leadhub.durations import DurationError, parse_duration
 from leadhub.envelope import CHANNELS
 from leadhub.hub.database_urls import asyncpg_query_problem
 from leadhub.store.policy import IdentityPolicy
-from leadhub.yaml_text import YamlProblem, read_yaml
+from leadhub.yaml_text import YamlProblem, parse_yaml
 
 DEFAULT_CONFIG_FILE = Path("leadhub.yaml")
 ENV_PREFIX = "LEADHUB_"
@@ -424,14 +424,25 @@ class HubConfig(BaseModel):
     settings: Settings
     connectors: tuple[BaseModel, ...]
     source: Path | None = None
+    # The file's bytes as validated (b"": no file), which workers run rather than the file as an admin may have
+    # edited it since; None when the settings came as a mapping (a test's dict). Never in a repr: it holds secrets.
+    text: bytes | None = Field(None, repr=False)
 
 
-def load_config(path: Path | None = None, *, env: dict[str, str] | None = None) -> HubConfig:
-    """Read the file (if any) and the environment; raise ConfigError listing every problem."""
+def load_config(path: Path | None = None, *, env: dict[str, str] | None = None, text: bytes | None = None) -> HubConfig:
+    """Read the file (if any) and the environment; raise ConfigError listing every problem.
+
+    `text` is the file's content as another process read it (a worker gets the primary's): `path` is not read then,
+    only named in errors, and without `path` there is no file (./leadhub.yaml created since is not looked for).
+    """
     environ = os.environ if env is None else env
-    source = path or (DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None)
-    raw, lines = _read_yaml(source) if source else ({}, {})
-    return config_from_dict(raw, env=environ, source=source, lines=lines)
+    if text is None:
+        source = path or (DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None)
+        text = _read_file(source) if source else b""
+    else:
+        source = path
+    raw, lines = _parse_yaml(source, text) if source else ({}, {})
+    return config_from_dict(raw, env=environ, source=source, lines=lines).model_copy(update={"text": text})
 
 
 def config_from_dict(
@@ -475,11 +486,16 @@ def _settings_from(raw: dict[str, Any], environ: os._Environ[str] | dict[str, st
         os.environ.update(saved)
 
 
-def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[Any, ...], int]]:
+def _read_file(path: Path) -> bytes:
     try:
-        node, data = read_yaml(path)
+        return path.read_bytes()
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+
+
+def _parse_yaml(path: Path, text: bytes) -> tuple[dict[str, Any], dict[tuple[Any, ...], int]]:
+    try:
+        node, data = parse_yaml(text)
     except YamlProblem as exc:
         raise ConfigError([f"{path}:{exc.line}:{exc.column}: {exc.message}"]) from None
     if data is None:

@@ -366,7 +366,7 @@ class Hub:
 
     def _start_workers(self, nats_url: str) -> None:
         assert self.port is not None and self.metrics.shared_dir is not None
-        spec = WorkerSpec.of(self.settings, nats_url, self.port, self.config.source)
+        spec = WorkerSpec.of(self.config, nats_url, self.port)
         shared_dir = self.metrics.shared_dir
         self.workers = WorkerPool(spec, self.settings.workers, on_exit=lambda pid: fold_exited_process(shared_dir, pid))
         self.workers.start()

@@ -1,7 +1,9 @@
 """Worker processes: more CPU cores for webhooks and the pipeline, on the primary's port, queue and store.
 
 With `workers: N` the `leadhub run` process (the primary, worker 0) starts N-1 more once its store is
-ready. Each worker is `leadhub run --worker K` with the primary's settings, except that it binds the
+ready. Each worker is `leadhub run --worker K` with the primary's settings (the configuration file's content the
+primary validated, passed in an unnamed in-memory file: an edit made since, a rotated secret, waits for a restart
+of the daemon instead of reaching only the workers started again after a crash), except that it binds the
 same HTTP port (SO_REUSEPORT: the kernel spreads new connections over the processes), connects to the
 primary's NATS (the embedded one too) and runs the `http`, `pipeline` and `relay` roles: it shares the
 durable pipeline consumer and relays its own share of the outbox (by subject, so a subject's events keep
@@ -24,13 +26,13 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
 from leadhub.error_text import brief
-from leadhub.hub.config import ROLES, WORKER_ROLES, Settings
+from leadhub.hub.config import ROLES, WORKER_ROLES, HubConfig, Settings
 from leadhub.hub.exit_codes import SCHEMA_NEWER
 from leadhub.hub.process_ties import dies_with_parent
 
@@ -52,30 +54,51 @@ class WorkerSpec:
     config_file: Path | None
     primary_relays: bool = True  # whether the primary relays share 0 of the outbox
     relay_shares: int = 1  # processes that relay, the primary included
+    config_text: bytes | None = field(default=None, repr=False)  # the file as the primary read it (b"": none)
 
     @classmethod
-    def of(cls, settings: Settings, nats_url: str, http_port: int, config_file: Path | None) -> WorkerSpec:
+    def of(cls, config: HubConfig, nats_url: str, http_port: int) -> WorkerSpec:
+        settings = config.settings
         return cls(
             nats_url=nats_url,
             http_port=http_port,
             database_url=settings.effective_database_url,
             roles=tuple(worker_roles(settings, index) for index in range(1, settings.workers)),
-            config_file=config_file,
+            config_file=config.source,
             primary_relays="relay" in settings.roles,
             relay_shares=relaying_processes(settings),
+            config_text=config.text,
         )
 
     def roles_of(self, index: int) -> tuple[str, ...]:
         return self.roles[index - 1]
 
-    def command(self, index: int, ready_fd: int) -> list[str]:
+    def command(self, index: int, ready_fd: int, config_fd: int | None = None) -> list[str]:
+        """Worker `index`'s command line; `config_fd` holds `config_text` (secrets: never on a command line)."""
         command = [sys.executable, "-m", "leadhub.hub", "run", "--worker", str(index), "--ready-fd", str(ready_fd)]
         if "relay" in self.roles_of(index):  # shares in process order: the primary's first, then relaying workers
             share = self.primary_relays + sum("relay" in roles for roles in self.roles[: index - 1])
             command += ["--relay-share", f"{share}/{self.relay_shares}"]
-        if self.config_file is not None:
+        if self.config_file is not None:  # named in messages; read only without `config_fd`
             command += ["--config", str(self.config_file.resolve())]
+        if config_fd is not None:
+            command += ["--config-fd", str(config_fd)]
         return command
+
+    def config_copy(self) -> int | None:
+        """A descriptor of an unnamed in-memory file holding `config_text`, for one worker to read; None without it."""
+        if self.config_text is None:
+            return None
+        fd = os.memfd_create("leadhub-config") if hasattr(os, "memfd_create") else _unnamed_temporary_file()
+        try:
+            view = memoryview(self.config_text)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.lseek(fd, 0, os.SEEK_SET)
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
 
     def environment(self, index: int, environ: dict[str, str]) -> dict[str, str]:
         """The primary's environment, pointed at the primary's queue, store and port, with worker `index`'s roles.
@@ -192,12 +215,14 @@ class WorkerPool:
             ready_read, ready_write = os.pipe()
         except OSError as exc:
             return f"not started: {exc}"
+        config_fd: int | None = None
         try:
+            config_fd = self.spec.config_copy()
             process = await asyncio.create_subprocess_exec(
-                *self.spec.command(index, ready_write),
+                *self.spec.command(index, ready_write, config_fd),
                 env=self.spec.environment(index, dict(os.environ)),
                 stdin=asyncio.subprocess.DEVNULL,
-                pass_fds=(ready_write,),
+                pass_fds=(ready_write,) if config_fd is None else (ready_write, config_fd),
                 preexec_fn=dies_with_parent(signal.SIGTERM),  # drain and exit if the primary is killed
             )
         except OSError as exc:
@@ -205,6 +230,8 @@ class WorkerPool:
             return f"not started: {exc}"
         finally:
             os.close(ready_write)  # the child has its copy; EOF on the read end means it exited
+            if config_fd is not None:
+                os.close(config_fd)
         self.processes[index] = process
         log.info("worker started", worker=index, pid=process.pid)
         try:
@@ -259,6 +286,20 @@ class WorkerPool:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _unnamed_temporary_file() -> int:
+    """Where there is no memfd_create: a private temporary file, already unlinked (no name to open it by)."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as file:
+        return os.dup(file.fileno())
+
+
+def read_config_copy(fd: int) -> bytes:
+    """In a worker: the configuration file's content the primary passed (`WorkerSpec.config_copy`)."""
+    with os.fdopen(fd, "rb") as file:
+        return file.read()
 
 
 def tell_primary_ready(ready_fd: int | None) -> None:

@@ -26,7 +26,11 @@ class YamlProblem(ValueError):
 
 def read_yaml(path: Path) -> tuple[yaml.Node | None, Any]:
     """The file's node tree and data; OSError when it cannot be read, YamlProblem when it is not clean YAML."""
-    raw = path.read_bytes()
+    return parse_yaml(path.read_bytes())
+
+
+def parse_yaml(raw: bytes) -> tuple[yaml.Node | None, Any]:
+    """A file's bytes as `read_yaml` reads them (a worker gets the primary's copy, hub/workers.py)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -444,3 +444,23 @@ def test_a_host_to_listen_on_and_a_stop_that_ends_are_required(env: dict[str, st
         config_from_dict({}, env=env)
     [said] = caught.value.problems
     assert problem in said, said
+
+
+def test_a_worker_reads_the_text_the_primary_validated_not_the_file_as_it_is_now(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `leadhub run --worker` loads (hub/workers.py): the primary's copy, never the file edited since, and no
+    ./leadhub.yaml created since a start without a file; the copy holds secrets, so no repr shows it."""
+    monkeypatch.chdir(tmp_path)
+    config_file = tmp_path / "leadhub.yaml"
+    config_file.write_text("http_port: 8081\n")
+    at_start = load_config(config_file, env={})
+    assert at_start.text == b"http_port: 8081\n"
+    config_file.write_text("http_port: 9090\n")
+    again = load_config(config_file, env={}, text=at_start.text)
+    assert again.settings.http_port == 8081 and again.source == config_file
+    assert load_config(None, env={}, text=b"").settings.http_port == 8080, "no file at start: none now either"
+    with pytest.raises(ConfigError, match=r"leadhub.yaml:2:1: not valid YAML"):
+        load_config(config_file, env={}, text=b"http_port: [\n")
+    secret = load_config(config_file, env={}, text=b"smtp_url: smtp://u:hunter2@host:25\n")
+    assert "hunter2" not in repr(secret)

@@ -215,7 +215,7 @@ from leadhub.hub.workers import WorkerPool, WorkerSpec
 WORKER = "import os, signal, sys; os.write(int(sys.argv[1]), b'ready'); signal.pause()"
 
 class WaitingWorker(WorkerSpec):
-    def command(self, index, ready_fd):
+    def command(self, index, ready_fd, config_fd=None):
         return [sys.executable, "-c", WORKER, str(ready_fd)]
 
 async def until(condition, seconds):
@@ -268,7 +268,7 @@ import asyncio, sys, time
 from leadhub.hub.workers import WorkerPool, WorkerSpec
 
 class FailingWorker(WorkerSpec):
-    def command(self, index, ready_fd):
+    def command(self, index, ready_fd, config_fd=None):
         return [sys.executable, "-c", "raise SystemExit(7)"]
 
 def clean_up(pid):
@@ -378,37 +378,37 @@ def test_worker_roles_are_checked_and_decide_the_relay_shares() -> None:
     from leadhub.hub.config import ConfigError, config_from_dict
     from leadhub.hub.workers import WorkerSpec, relaying_processes
 
-    settings = config_from_dict({}, env={"LEADHUB_WORKERS": "3", "LEADHUB_WORKER_ROLES": "pipeline, relay"}).settings
-    assert settings.worker_roles == (("pipeline", "relay"),), "one group: every worker's roles"
-    spec = WorkerSpec.of(settings, "nats://127.0.0.1:1", 8080, None)
+    one_group = config_from_dict({}, env={"LEADHUB_WORKERS": "3", "LEADHUB_WORKER_ROLES": "pipeline, relay"})
+    assert one_group.settings.worker_roles == (("pipeline", "relay"),), "one group: every worker's roles"
+    spec = WorkerSpec.of(one_group, "nats://127.0.0.1:1", 8080)
     assert spec.relay_shares == 3 and "--relay-share" in (command := spec.command(2, 9))
     assert command[command.index("--relay-share") + 1] == "2/3", "the primary relays share 0"
 
     split = config_from_dict({"workers": 3, "roles": "http,triggers", "worker_roles": "pipeline,relay"}, env={})
-    spec = WorkerSpec.of(split.settings, "nats://127.0.0.1:1", 8080, None)
+    spec = WorkerSpec.of(split, "nats://127.0.0.1:1", 8080)
     assert spec.relay_shares == 2
     assert [spec.command(i, 9)[-1] for i in (1, 2)] == ["0/2", "1/2"], (
         "workers take every share when the primary does not relay"
     )
     assert "--relay-share" not in WorkerSpec.of(
-        config_from_dict({"workers": 2, "worker_roles": "http,pipeline"}, env={}).settings, "n", 1, None
+        config_from_dict({"workers": 2, "worker_roles": "http,pipeline"}, env={}), "n", 1
     ).command(1, 9)
-    unset = WorkerSpec.of(config_from_dict({"workers": 2, "roles": "http,pipeline"}, env={}).settings, "n", 1, None)
+    unset = WorkerSpec.of(config_from_dict({"workers": 2, "roles": "http,pipeline"}, env={}), "n", 1)
     assert unset.roles_of(1) == ("http", "pipeline"), "unset: the primary's roles that can run more than once"
     assert unset.environment(1, {"LEADHUB_ROLES": "http,pipeline", "KEEP": "1"})["LEADHUB_ROLES"] == "http,pipeline"
 
     for given in ("http; pipeline,relay", [["http"], ["pipeline", "relay"]]):
         per_worker = config_from_dict({"workers": 3, "roles": "http,triggers", "worker_roles": given}, env={})
         assert per_worker.settings.worker_roles == (("http",), ("pipeline", "relay")), given
-        spec = WorkerSpec.of(per_worker.settings, "nats://127.0.0.1:1", 8080, None)
+        spec = WorkerSpec.of(per_worker, "nats://127.0.0.1:1", 8080)
         assert [spec.environment(i, {})["LEADHUB_ROLES"] for i in (1, 2)] == ["http", "pipeline,relay"]
         assert "--relay-share" not in spec.command(1, 9), "worker 1 does not relay"
         assert spec.command(2, 9)[-1] == "0/1", "worker 2 relays the whole outbox: nobody else does"
         assert relaying_processes(per_worker.settings) == 1
-    mixed = config_from_dict({"workers": 4, "worker_roles": "http;pipeline,relay;relay"}, env={}).settings
-    spec = WorkerSpec.of(mixed, "n", 1, None)
+    mixed = config_from_dict({"workers": 4, "worker_roles": "http;pipeline,relay;relay"}, env={})
+    spec = WorkerSpec.of(mixed, "n", 1)
     assert [spec.command(i, 9)[-1] for i in (2, 3)] == ["1/3", "2/3"], "the primary 0, then the relaying workers"
-    assert relaying_processes(mixed) == spec.relay_shares == 3
+    assert relaying_processes(mixed.settings) == spec.relay_shares == 3
     with pytest.raises(ConfigError, match=r"worker_roles: .*2 groups of roles .* starts 3 process\(es\) .* workers: 3"):
         config_from_dict({"workers": 4, "worker_roles": "http;pipeline"}, env={})
     with pytest.raises(ConfigError, match="in each group"):
@@ -478,3 +478,40 @@ async def test_a_role_no_process_runs_is_warned_of_at_start(make_daemon) -> None
     assert "roles run by no process of this daemon" in daemon.log()
     assert "roles=pipeline" in daemon.log()
     assert "the embedded queue keeps what they would take until a start that runs them" in daemon.log()
+
+
+async def test_a_restarted_worker_runs_the_configuration_the_primary_started_with(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    """A worker started again after a crash read `leadhub.yaml` afresh: edited since the start (a rotated form
+    token), it refused what the primary accepted, and every other connection the kernel gave it failed."""
+    old, new = "old-token-0123456789abcdef", "new-token-0123456789abcdef"
+    daemon = make_daemon({**CONFIG, "connectors": [{**FORM, "token": old}]})
+    await daemon.start()
+    await wait_for(lambda: _workers_serving(daemon.base_url, 1), timeout=30, what="worker 1 serving")
+    daemon.config_file.write_text(daemon.config_file.read_text().replace(old, new))
+    [first] = _worker_pids(daemon.process.pid)
+    os.kill(first, signal.SIGKILL)
+
+    async def replaced() -> bool:
+        return await _workers_serving(daemon.base_url, 1) and _worker_pids(daemon.process.pid) not in ([], [first])
+
+    await wait_for(replaced, timeout=30, what="a new worker 1 serving")
+    [second] = _worker_pids(daemon.process.pid)
+    assert old.encode() not in Path(f"/proc/{second}/cmdline").read_bytes(), "ps shows no secret of the file"
+    answers: dict[int, set[int]] = {0: set(), 1: set()}  # process -> statuses its connections got with the old token
+
+    async def both_processes_answered() -> bool:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:  # one connection
+            async with session.get(daemon.base_url + "/healthz") as response:
+                process = (await response.json())["worker"]
+            async with session.post(
+                daemon.base_url + "/hooks/site-form",
+                json={"name": "T", "email": f"t{len(answers[0]) + len(answers[1])}@example.com"},
+                headers={"X-Leadhub-Token": old},
+            ) as response:
+                answers[process].add(response.status)
+        return all(answers.values())
+
+    # a session per pair: the kernel spreads new connections, so both processes are asked
+    await wait_for(both_processes_answered, timeout=20, what="posts answered by the primary and by worker 1")
+    statuses = answers[0] | answers[1]
+    assert statuses == {202}, f"the old token, which the primary validated at start, is accepted everywhere: {answers}"
