@@ -234,6 +234,8 @@ class WorkerPool:
                 os.close(config_fd)
         self.processes[index] = process
         log.info("worker started", worker=index, pid=process.pid)
+        if self._stopping.is_set():  # the stop began while it was being started: its SIGTERM went to the others
+            _terminate(process)
         try:
             return await self._run(index, process, ready_read)
         finally:
@@ -268,16 +270,20 @@ class WorkerPool:
             os.close(ready_read)
 
     async def stop(self, grace: float) -> None:
-        """SIGTERM every worker (each finishes its batch, as the primary does); SIGKILL any left after `grace` s."""
+        """SIGTERM every worker (each finishes its batch, as the primary does); SIGKILL any left after `grace` s.
+
+        The stop waits for the tasks that keep the workers running, each of which ends once its worker has exited:
+        a worker whose start was under way is signalled as soon as it is started (`_start_and_wait`) and waited
+        for too, instead of running on, unstopped, until the primary exits.
+        """
         self._stopping.set()
-        alive = [p for p in self.processes.values() if p.returncode is None]
-        for process in alive:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-        if alive:
-            _, late = await asyncio.wait([asyncio.ensure_future(p.wait()) for p in alive], timeout=grace)
-            for process in alive:
-                if process.returncode is None:
+        for process in self.processes.values():
+            _terminate(process)
+        running = [task for task in self._tasks if not task.done()]
+        if running:
+            _, late = await asyncio.wait(running, timeout=grace)
+            for process in self.processes.values():
+                if late and process.returncode is None:
                     log.warning("worker did not stop in time; killing it", pid=process.pid)
                     with contextlib.suppress(ProcessLookupError):
                         process.kill()
@@ -286,6 +292,12 @@ class WorkerPool:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _terminate(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
 
 
 def _unnamed_temporary_file() -> int:

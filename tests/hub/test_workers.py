@@ -515,3 +515,54 @@ async def test_a_restarted_worker_runs_the_configuration_the_primary_started_wit
     await wait_for(both_processes_answered, timeout=20, what="posts answered by the primary and by worker 1")
     statuses = answers[0] | answers[1]
     assert statuses == {202}, f"the old token, which the primary validated at start, is accepted everywhere: {answers}"
+
+
+# Worker 1 of the race below: serves, and on SIGTERM exits once worker 2 runs (at most 3 s later), so the stop is still
+# waiting for it while worker 2 comes up.
+FIRST_OF_THE_RACE = """
+import os, signal, sys, time
+from pathlib import Path
+
+def stop(*_):
+    deadline = time.monotonic() + 3
+    while not Path(sys.argv[2]).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)  # noqa: sleep-ok - polls a condition under a deadline
+    sys.exit(0)
+
+signal.signal(signal.SIGTERM, stop)
+os.write(int(sys.argv[1]), b"ready")
+while True:
+    signal.pause()
+"""
+SECOND_OF_THE_RACE = "import signal, sys; open(sys.argv[1], 'w').close(); signal.pause()"
+
+
+async def test_a_worker_started_as_the_stop_begins_is_stopped_with_the_others(tmp_path: Path) -> None:
+    """The stop signalled the workers it knew of, then cancelled the tasks that keep them running: a worker whose
+    start was under way at that moment missed the SIGTERM and ran on, unstopped, until the primary exited."""
+    from leadhub.hub.workers import WorkerPool, WorkerSpec
+
+    marker = tmp_path / "worker-2-runs"
+    stopping: list[asyncio.Future[None]] = []
+
+    class RacingWorkers(WorkerSpec):
+        def command(self, index: int, ready_fd: int, config_fd: int | None = None) -> list[str]:
+            if index == 1:
+                return [sys.executable, "-c", FIRST_OF_THE_RACE, str(ready_fd), str(marker)]
+            if 1 not in pool.serving:  # not yet: this start of worker 2 fails, the next one comes after a back-off
+                return [sys.executable, "-c", "raise SystemExit(1)"]
+            stopping.append(asyncio.ensure_future(pool.stop(10)))  # runs while worker 2 is being started
+            return [sys.executable, "-c", SECOND_OF_THE_RACE, str(marker)]
+
+    pool = WorkerPool(RacingWorkers("", 0, "", ((), ()), None), 3)
+    pool.start()
+    try:
+        await wait_for(lambda: asyncio.sleep(0, stopping), timeout=30, what="the stop to begin as worker 2 starts")
+        await asyncio.wait_for(stopping[0], 30)
+        second = pool.processes[2]
+        assert second.returncode is not None, "worker 2, started as the stop began, was stopped too"
+    finally:
+        for process in pool.processes.values():
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
