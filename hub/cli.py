@@ -155,14 +155,14 @@ def connectors_check(
 
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOption = None) -> None:
-    """Apply database migrations (`run` also does this on start)."""
-    from leadhub.store.db import run_upgrade
+    """Apply database migrations (`run` also does this on start) and say from which revisions to which."""
+    from leadhub.hub.db_upgrade import upgrade_database
 
     loaded = _load(config)
     url = loaded.settings.effective_database_url
     with store_errors(url), upgrade_errors(url):
-        run_upgrade(url)
-    typer.echo("database is up to date")
+        done = upgrade_database(url)
+    typer.echo(done.message)
 
 
 @db_app.command("status")

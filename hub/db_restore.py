@@ -21,7 +21,7 @@ from leadhub.hub.db_backup import BackupError, os_reason, read_only_uri, sqlite_
 from leadhub.hub.db_exclusive import lock_unused
 from leadhub.hub.exit_codes import SCHEMA_NEWER
 from leadhub.no_replace import NO_HARD_LINKS
-from leadhub.private_files import PRIVATE_FILE, make_private_dir
+from leadhub.private_files import PRIVATE_FILE, make_private_dir, owner_of_nearest_directory
 from leadhub.store.db import KNOWN_REVISIONS, newer_schema_message
 
 
@@ -57,7 +57,7 @@ def _linked_file(database: Path) -> Path:
 def _put_in_place(backup: Path, database: Path, incoming: Path) -> tuple[Path | None, Path | None]:
     """The backup copied to `incoming`, then renamed to `database`; the names the replaced database, or a WAL found
     beside no database, are kept under. When it raises, the database is as it was."""
-    owner = _owner_of_nearest_directory(database.parent)
+    owner = owner_of_nearest_directory(database.parent)
     made = make_private_dir(database.parent)  # a new machine's: this user's only, as `leadhub run` makes it
     replaced = _stat(database)
     # The replaced database's permissions; with none, this user's only: the backup's own (0644 after a copy with
@@ -171,14 +171,6 @@ def _stat(path: Path) -> os.stat_result | None:
         return path.stat()
     except FileNotFoundError:
         return None
-
-
-def _owner_of_nearest_directory(directory: Path) -> os.stat_result:
-    """`directory`'s owner, or that of the nearest of its parents that exists (the one a new directory goes in)."""
-    for candidate in (directory, *directory.absolute().parents):
-        if candidate.is_dir():
-            return candidate.stat()
-    return Path("/").stat()
 
 
 def _owned_as(incoming: Path, replaced: os.stat_result, database: Path) -> None:

@@ -32,6 +32,15 @@ def create_private_file(path: Path) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
 
 
+def owner_of_nearest_directory(directory: Path) -> os.stat_result:
+    """`directory`'s owner, or that of the nearest of its parents that exists (the one a new directory goes in): whom
+    files root makes there for the daemon belong to (`sudo leadhub db restore` or `db upgrade` on a new machine)."""
+    for candidate in (directory, *directory.absolute().parents):
+        if candidate.is_dir():
+            return candidate.stat()
+    return Path("/").stat()
+
+
 def others_can_read(path: Path) -> bool:
     """Whether users other than the owner may read or list `path` (any group or other permission bit)."""
     return bool(path.stat().st_mode & 0o077)

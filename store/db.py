@@ -206,21 +206,21 @@ class MigrationError(RuntimeError):
     """A migration could not be applied and nothing changed; the message is one line saying why."""
 
 
-def _migrate(connection: Connection, direction: Direction, revision: str) -> None:
+def _migrate(connection: Connection, direction: Direction, revision: str) -> frozenset[str]:
     """Run alembic's `upgrade` or `downgrade` in one transaction that holds the database's migration lock.
 
     Two processes starting on an empty database would otherwise both create the same tables. On SQLite the
     driver sends no BEGIN before DDL, so without one every statement committed on its own and a migration that
     failed (or was killed) half-way left a schema no revision describes. A failure is a MigrationError naming
-    its cause in one line (a newer release's schema stays SchemaNewerThanCode: no retry helps there).
+    its cause in one line (a newer release's schema stays SchemaNewerThanCode: no retry helps there). Returns the
+    revisions the database had before.
     """
     try:
         if connection.dialect.name == "sqlite":
-            _migrate_sqlite(connection, direction, revision)
-            return
+            return _migrate_sqlite(connection, direction, revision)
         with connection.begin():
             connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
-            _run_alembic(connection, direction, revision)
+            return _run_alembic(connection, direction, revision)
     except (MigrationError, SchemaMismatch):
         raise
     except Exception as exc:
@@ -228,7 +228,7 @@ def _migrate(connection: Connection, direction: Direction, revision: str) -> Non
         raise MigrationError(f"{direction} to {revision} failed, nothing changed: {brief(exc, 300)}") from exc
 
 
-def _migrate_sqlite(connection: Connection, direction: Direction, revision: str) -> None:
+def _migrate_sqlite(connection: Connection, direction: Direction, revision: str) -> frozenset[str]:
     """SQLite's procedure for schema changes (sqlite.org/lang_altertable.html): foreign keys off, one write
     transaction, a foreign key check before the commit. A table alembic rebuilds (batch mode) is dropped and
     renamed, which the foreign keys of the rows pointing at it would otherwise refuse."""
@@ -238,8 +238,9 @@ def _migrate_sqlite(connection: Connection, direction: Direction, revision: str)
         with connection.begin():
             connection.exec_driver_sql("BEGIN IMMEDIATE")  # waits (busy timeout) for another migrating process
             before = _orphans(connection)
-            _run_alembic(connection, direction, revision)
+            found = _run_alembic(connection, direction, revision)
             _refuse_new_orphans(before, _orphans(connection), f"{direction} to {revision}")
+            return found
     finally:  # the connection goes back to the pool: as every other, with foreign keys on
         connection.exec_driver_sql("PRAGMA foreign_keys=ON")
         connection.commit()
@@ -277,13 +278,16 @@ def refuse_newer(applied: frozenset[str]) -> None:
         raise SchemaNewerThanCode(unknown)
 
 
-def _run_alembic(connection: Connection, direction: Direction, revision: str) -> None:
+def _run_alembic(connection: Connection, direction: Direction, revision: str) -> frozenset[str]:
+    """Migrate; the revisions the database had before (read under the migration lock, as alembic reads them)."""
     from alembic import command
 
-    refuse_newer(recorded_revisions(connection))
+    found = recorded_revisions(connection)
+    refuse_newer(found)
     config = alembic_config()
     config.attributes["connection"] = connection
     getattr(command, direction)(config, revision)
+    return found
 
 
 def recorded_revisions(connection: Connection) -> frozenset[str]:
@@ -332,17 +336,17 @@ async def engine_at_heads(url: str) -> AsyncIterator[AsyncEngine]:
         await engine.dispose()
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "heads") -> None:
-    """Apply migrations up to `revision` (idempotent; `run` calls it on every start).
+async def upgrade(engine: AsyncEngine, revision: str = "heads") -> frozenset[str]:
+    """Apply migrations up to `revision` (idempotent; `run` calls it on every start); the revisions found before.
 
     A database already at the heads is only read, with plain SQL: alembic is imported when there is
     something to migrate (or a revision other than the heads is asked for). `leadhub run` migrates in a
     child process instead (hub/migrate_child.py), so its long-running process never imports alembic.
     """
     if revision == "heads" and await at_heads(engine):
-        return
+        return MIGRATION_HEADS
     async with engine.connect() as connection:
-        await connection.run_sync(_migrate, "upgrade", revision)
+        return await connection.run_sync(_migrate, "upgrade", revision)
 
 
 async def downgrade(engine: AsyncEngine, revision: str) -> None:
@@ -351,14 +355,14 @@ async def downgrade(engine: AsyncEngine, revision: str) -> None:
         await connection.run_sync(_migrate, "downgrade", revision)
 
 
-def run_upgrade(url: str) -> None:
-    """Blocking wrapper for the CLI."""
+def run_upgrade(url: str) -> frozenset[str]:
+    """Blocking wrapper for the CLI: the database brought to the heads; the revisions it was at before."""
 
-    async def main() -> None:
+    async def main() -> frozenset[str]:
         engine = create_engine(url)
         try:
-            await upgrade(engine)
+            return await upgrade(engine)
         finally:
             await engine.dispose()
 
-    asyncio.run(main())
+    return asyncio.run(main())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import sqlite3
 from pathlib import Path
 
@@ -175,7 +177,8 @@ async def test_db_upgrade_warns_about_an_orphan_row_it_found_and_refuses_one_it_
     conn.close()
     upgraded = run_leadhub("db", "upgrade", cwd=tmp_path, env=env)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert upgraded.stdout.strip() == "database is up to date"
+    shown, release = redacted_url(database_url), ", ".join(sorted(MIGRATION_HEADS))
+    assert upgraded.stdout.strip() == f"{shown}: migrated from revisions {OLD_REVISION} to {release}"
     (warning,) = [line for line in upgraded.stderr.splitlines() if "foreign key points nowhere" in line]
     assert "table=contact_identifier" in warning and "rows=1" in warning, warning
     assert await applied_revisions(database_url) == MIGRATION_HEADS
@@ -200,3 +203,45 @@ def test_db_status_on_a_backup_leaves_the_file_as_it_was(tmp_path: Path) -> None
     assert run.returncode == 0 and "up to date" in run.stdout, run.stdout + run.stderr
     assert backup.read_bytes() == before
     assert [p.name for p in backups.iterdir()] == [backup.name]
+
+
+async def test_db_upgrade_says_from_which_revisions_to_which_it_migrated(tmp_path: Path, database_url: str) -> None:
+    """It said "database is up to date" whatever it did: after creating every table, after a migration, and when
+    there was nothing to do."""
+    release = ", ".join(sorted(MIGRATION_HEADS))
+    new_file = f"sqlite+aiosqlite:///{tmp_path / 'new' / 'leadhub.db'}"
+    created = run_leadhub("db", "upgrade", cwd=tmp_path, env={"LEADHUB_DATABASE_URL": new_file})
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.strip() == f"{redacted_url(new_file)}: created the leadhub tables at revisions {release}"
+
+    env, shown = {"LEADHUB_DATABASE_URL": database_url}, redacted_url(database_url)
+    engine = create_engine(database_url)
+    try:
+        await upgrade(engine, "0004")  # an older release's schema
+    finally:
+        await engine.dispose()
+    migrated = run_leadhub("db", "upgrade", cwd=tmp_path, env=env)
+    assert migrated.stdout.strip() == f"{shown}: migrated from revisions 0004 to {release}"
+    assert await applied_revisions(database_url) == MIGRATION_HEADS
+    again = run_leadhub("db", "upgrade", cwd=tmp_path, env=env)
+    assert again.stdout.strip() == f"{shown}: up to date (revisions {release}); nothing to do"
+
+
+@pytest.mark.skipif(PG_ADMIN_URL is not None, reason="a SQLite file and its directory")
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user")
+def test_db_upgrade_run_as_root_on_a_new_machine_leaves_the_database_to_the_owner_of_its_directory(
+    tmp_path: Path,
+) -> None:
+    """`sudo leadhub db upgrade` with no database yet made `data/` and `leadhub.db` root's (0700, 0600): the daemon's
+    user, who owns the directory leadhub runs in, could not open its database."""
+    nobody = pwd.getpwnam("nobody")
+    home = tmp_path / "opt-leadhub"
+    home.mkdir()
+    os.chown(home, nobody.pw_uid, nobody.pw_gid)
+    database = home / "data" / "leadhub.db"
+    run = run_leadhub("db", "upgrade", cwd=tmp_path, env={"LEADHUB_DATABASE_URL": f"sqlite+aiosqlite:///{database}"})
+    assert run.returncode == 0, run.stderr
+    left = sorted(path.name for path in database.parent.iterdir())
+    for made in (database.parent, *database.parent.iterdir()):
+        assert (made.stat().st_uid, made.stat().st_gid) == (nobody.pw_uid, nobody.pw_gid), (made, left)
+    assert database.parent.stat().st_mode & 0o777 == 0o700 and database.stat().st_mode & 0o777 == 0o600
