@@ -333,8 +333,9 @@ class Settings(BaseSettings):
     @classmethod
     def _workers_auto(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lower() == "auto":
-            usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
-            return min(MAX_WORKERS, len(usable))
+            from leadhub.hub.usable_cpus import usable_cpus
+
+            return min(MAX_WORKERS, usable_cpus())
         if isinstance(value, str) and not value.strip().isdigit():
             raise ValueError(
                 f"{value!r} is not a number of processes; write a whole number from 1 to {MAX_WORKERS}, or auto"

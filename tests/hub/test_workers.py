@@ -566,3 +566,32 @@ async def test_a_worker_started_as_the_stop_begins_is_stopped_with_the_others(tm
             if process.returncode is None:
                 process.kill()
                 await process.wait()
+
+
+def test_auto_counts_the_cpu_quota_of_a_container(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`auto` counted the CPUs of the affinity mask only: in a container limited to 2 CPUs (`docker run --cpus 2`,
+    `CPUQuota=200%`) on a 64-core host it started 64 processes (~120 MiB each) that shared two CPUs' time."""
+    from leadhub.hub import usable_cpus
+    from leadhub.hub.config import config_from_dict
+
+    cores = len(os.sched_getaffinity(0))
+    v2 = tmp_path / "v2"
+    (v2 / "system.slice" / "leadhub.service").mkdir(parents=True)
+    (v2 / "system.slice" / "cpu.max").write_text("max 100000\n")
+    (v2 / "system.slice" / "leadhub.service" / "cpu.max").write_text("150000 100000\n")  # 1.5 CPUs: 2 processes
+    own = tmp_path / "cgroup"
+    own.write_text("0::/system.slice/leadhub.service\n")
+    monkeypatch.setattr(usable_cpus, "CGROUP_ROOTS", (v2,))
+    monkeypatch.setattr(usable_cpus, "OWN_CGROUP", own)
+    assert config_from_dict({"workers": "auto"}, env={}).settings.workers == min(cores, 2)
+
+    v1 = tmp_path / "v1" / "cpu,cpuacct"  # cgroup v1 in a container: its own group is the mount's root
+    v1.mkdir(parents=True)
+    (v1 / "cpu.cfs_quota_us").write_text("100000\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    own.write_text("4:memory:/docker/abc\n3:cpu,cpuacct:/docker/abc\n0::/\n")
+    monkeypatch.setattr(usable_cpus, "CGROUP_ROOTS", (tmp_path / "v1",))
+    assert config_from_dict({"workers": "auto"}, env={}).settings.workers == 1
+
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")  # no limit: the affinity counts
+    assert config_from_dict({"workers": "auto"}, env={}).settings.workers == cores
