@@ -18,6 +18,8 @@ import nats.errors
 from nats.aio.client import Client
 from nats.protocol.command import hpub_cmd
 
+from leadhub.queue_errors import ItemTooLarge
+
 # The same rules as nats-py's publish: a key is an HTTP token, a value loses CR/LF, a subject has no whitespace.
 _HEADER_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _SUBJECT_INVALID = re.compile(r"[ \t\r\n]")
@@ -50,11 +52,12 @@ class FrameSender:
         client = self.client
         if subject not in self._subjects:
             self._check_subject(subject)
-        if len(payload) > client.max_payload:
-            raise nats.errors.MaxPayloadError
+        block = self.header_block(headers)
+        if len(payload) + len(block) > client.max_payload:  # the server's limit counts the headers too
+            raise ItemTooLarge(len(payload) + len(block), client.max_payload)
         client.stats["out_msgs"] += 1
         client.stats["out_bytes"] += len(payload)
-        await client._send_command(hpub_cmd(subject, reply, self.header_block(headers), payload))
+        await client._send_command(hpub_cmd(subject, reply, block, payload))
         flush_queue = client._flush_queue
         if flush_queue is not None and flush_queue.empty():
             await client._flush_pending()
@@ -88,3 +91,12 @@ class FrameSender:
             raise nats.errors.BadSubjectError
         if len(self._subjects) < _KNOWN_LIMIT:
             self._subjects.add(subject)
+
+
+def message_size(payload: bytes, headers: Mapping[str, str]) -> int:
+    """What a message counts against the server's `max_payload`: its payload and its header block as sent."""
+    block = len("NATS/1.0\r\n\r\n")
+    for key, value in headers.items():
+        if key.strip():
+            block += len(key.strip().encode()) + len(value.strip().encode()) + len(": \r\n")
+    return len(payload) + block

@@ -21,7 +21,8 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from leadhub.hub.nats_frames import FrameSender
+from leadhub.hub.nats_frames import FrameSender, message_size
+from leadhub.queue_errors import ItemTooLarge
 
 EXPECTED_STREAM = "Nats-Expected-Stream"
 NO_RESPONDERS = "503"
@@ -49,8 +50,9 @@ class StreamPublisher:
     async def publish(self, messages: list[tuple[str, bytes, dict[str, str]]], stream: str) -> list[bool]:
         """Publish in order without a round trip each; per message, True when it was a duplicate.
 
-        Raises nats errors (no stream, API error), and TimeoutError for a reply that has not come within
-        `timeout` of its message being sent; replies that never come are forgotten.
+        Raises nats errors (no stream, API error); ItemTooLarge instead of sending a message over the server's
+        `max_payload` (the ones before it are sent, their acks not waited for); and TimeoutError for a reply that
+        has not come within `timeout` of its message being sent; replies that never come are forgotten.
         """
         loop = asyncio.get_running_loop()
         frames = self._frames
@@ -68,6 +70,9 @@ class StreamPublisher:
                 if frames is not None and frames.ready():
                     await frames.publish(subject, payload, self._prefix + token, headers)
                 else:
+                    size, limit = message_size(payload, headers), self.client.max_payload
+                    if size > limit:  # nats-py checks the payload alone: the server would close the connection
+                        raise ItemTooLarge(size, limit)
                     await self.client.publish(subject, payload, reply=self._prefix + token, headers=headers)
             return [await future for _, future in pending]
         finally:

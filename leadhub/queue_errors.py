@@ -17,6 +17,17 @@ class QueueBusy(QueueUnavailable):
     requests`, nats-server's `max_buffered_msgs`/`max_buffered_size`): fewer in flight at a time will go in."""
 
 
+class ItemTooLarge(Exception):
+    """The queue's server takes no message this large (its `max_payload`, headers included): sending it again
+    cannot help, so it is not QueueUnavailable (a webhook answers 413, not 503). Sent anyway, nats-server would close
+    the connection, and nats-py would not open it again: the process's queue gone until a restart."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"the item is {size} bytes with its headers; the queue takes at most {limit} bytes per item")
+        self.size = size
+        self.limit = limit
+
+
 def stream_missing(exc: BaseException) -> bool:
     """True for JetStream's answers that a stream is not there: a publish no stream took, a stream not found."""
     if isinstance(exc, nats.js.errors.NoStreamResponseError):

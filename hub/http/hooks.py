@@ -12,6 +12,7 @@ from leadhub.connectors.base import DUPLICATE, HookError, QueueUnavailable
 from leadhub.hub.http.jsonio import error_response
 from leadhub.hub.http.state import DEPS
 from leadhub.hub.throttled_log import ThrottledWarning
+from leadhub.queue_errors import ItemTooLarge
 
 log = structlog.get_logger("leadhub.hooks")
 
@@ -34,6 +35,11 @@ async def hook(request: web.Request) -> web.StreamResponse:
         deps.metrics.rejected.labels(name, exc.reason).inc()
         log.info("webhook rejected", connector=name, status=exc.status, reason=exc.reason, detail=exc.message)
         return error_response(exc.status, exc.reason, exc.message, _error_headers(connector, request, exc.headers))
+    except ItemTooLarge as exc:  # the queue's server takes no message this large: a retry cannot help
+        deps.metrics.rejected.labels(name, "too_large").inc()
+        log.info("webhook rejected", connector=name, status=413, reason="too_large", detail=str(exc))
+        headers = _error_headers(connector, request, {})
+        return error_response(413, "too_large", f"{exc}; the request cannot be queued", headers=headers)
     except QueueUnavailable as exc:
         deps.metrics.rejected.labels(name, "queue_unavailable").inc()
         _refused(connector=name, error=str(exc))

@@ -16,7 +16,8 @@ from nats.aio.msg import Msg
 
 from leadhub.envelope import Envelope, EnvelopeError
 from leadhub.hub.embedded_nats import EmbeddedNats
-from leadhub.hub.nats_frames import FrameSender
+from leadhub.hub.nats_frames import FrameSender, message_size
+from leadhub.queue_errors import ItemTooLarge
 
 TOKEN = st.text(alphabet="!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", min_size=1)
 VALUE = st.text(st.characters(exclude_categories=("Cs",)), max_size=40)  # any text, CR/LF and padding included
@@ -92,8 +93,12 @@ async def test_bad_keys_subjects_and_sizes_fail_as_nats_py_fails(client: Client)
         await sender.publish("events. x", b"{}", "_INBOX.t.1", {})
     with pytest.raises(nats.errors.BadSubjectError):
         await sender.publish("", b"{}", "_INBOX.t.1", {})
-    with pytest.raises(nats.errors.MaxPayloadError):
+    with pytest.raises(ItemTooLarge):
         await sender.publish("events.x", b"x" * (client.max_payload + 1), "_INBOX.t.1", {})
+    # The server counts the headers too (nats-py does not): under the limit alone, over it with them.
+    with pytest.raises(ItemTooLarge):
+        await sender.publish("events.x", b"x" * (client.max_payload - 10), "_INBOX.t.1", {"Nats-Msg-Id": "m1"})
+    assert message_size(b"x" * 10, {"Nats-Msg-Id": "m1"}) == 10 + len(sender.header_block({"Nats-Msg-Id": "m1"}))
     # A key that failed once is not remembered as checked.
     with pytest.raises(nats.errors.BadHeaderError):
         await sender.publish("events.x", b"{}", "_INBOX.t.1", {"Bad:Key": "v"})
