@@ -99,6 +99,7 @@ def run(
     from leadhub.hub.daemon import BackgroundTaskFailed, run_until_signalled
     from leadhub.hub.embedded_nats import EmbeddedNatsError
     from leadhub.hub.exit_codes import SCHEMA_NEWER
+    from leadhub.hub.queue import StreamConflict
     from leadhub.hub.workers import read_config_copy
     from leadhub.store.db import SchemaNewerThanCode, redacted_url
 
@@ -109,7 +110,7 @@ def run(
         database = redacted_url(loaded.settings.effective_database_url)
         typer.echo(f"leadhub: cannot use the database {database}: {exc}", err=True)  # as every other command
         raise typer.Exit(SCHEMA_NEWER) from None
-    except EmbeddedNatsError as exc:
+    except (EmbeddedNatsError, StreamConflict) as exc:
         typer.echo(f"leadhub: {exc}", err=True)
         raise typer.Exit(1) from None
     except BackgroundTaskFailed as exc:  # its traceback is in the log already

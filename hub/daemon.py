@@ -30,7 +30,7 @@ from leadhub.hub.http.app import create_app
 from leadhub.hub.http.state import HttpDeps
 from leadhub.hub.metrics import Metrics, share_between_processes, start_counted_series_at_zero
 from leadhub.hub.migrate_child import upgrade_in_child
-from leadhub.hub.queue import Queue
+from leadhub.hub.queue import Queue, StreamConflict
 from leadhub.hub.store_health import StoreHealth
 from leadhub.hub.workers import (
     WorkerPool,
@@ -173,7 +173,7 @@ class Hub:
         self.queue = Queue(
             url, replicas=self.settings.stream_replicas, duplicate_window=self.settings.duplicate_window_seconds
         )
-        await retry_forever("connecting to NATS", self.queue.start, self.stopping)
+        await retry_forever("connecting to NATS", self.queue.start, self.stopping, give_up_on=(StreamConflict,))
         self._build_connectors()
         webhooks = [name for name, connector in self.connectors.items() if hasattr(connector, "handle")]
         start_counted_series_at_zero(self.metrics, webhooks=webhooks, action_types=ACTIONS)

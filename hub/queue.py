@@ -50,6 +50,20 @@ STREAMS = (
     StreamSpec(DEAD, ["dead.>"], RetentionPolicy.LIMITS, max_age=90 * DAY),
 )
 
+
+class StreamConflict(RuntimeError):
+    """NATS has a stream, or subjects, that JetStream will not change to leadhub's settings: trying again cannot help,
+    and the start is refused with what to do."""
+
+    def __init__(self, stream: str, exc: nats.js.errors.APIError) -> None:
+        super().__init__(
+            f"NATS will not give the stream {stream} leadhub's settings: {exc.description or exc}; it was made by "
+            "something else (an older release, an admin, another tool). Move its messages elsewhere if they matter, "
+            f"then delete it (`nats stream rm {stream}`) or the stream whose subjects overlap, and start again"
+        )
+        self.stream = stream
+
+
 UNAVAILABLE_ERRORS = (
     nats.errors.Error,
     nats.js.errors.Error,
@@ -123,6 +137,9 @@ class Queue:
     async def _redeclare(self) -> None:
         try:
             await self.declare_streams()
+        except StreamConflict as exc:  # someone made it while leadhub ran: publishes fail until they remove it
+            log.error("declaring the streams failed", error=str(exc))
+            return
         except UNAVAILABLE_ERRORS as exc:  # tried again at the next publish or fetch that finds no stream
             log.warning("declaring the streams failed", error=f"{type(exc).__name__}: {exc}"[:300])
             return
@@ -150,7 +167,8 @@ class Queue:
         return self.connection.max_payload or None
 
     async def declare_streams(self) -> None:
-        """Create or update each stream to match STREAMS."""
+        """Create or update each stream to match STREAMS; StreamConflict when JetStream will not (another storage type
+        or retention, the subjects taken by another stream): a start that retried would never serve."""
         for spec in STREAMS:
             config = StreamConfig(
                 name=spec.name,
@@ -164,8 +182,13 @@ class Queue:
             )
             try:
                 await self.jetstream.add_stream(config)
-            except nats.js.errors.BadRequestError:
-                await self.jetstream.update_stream(config)
+            except nats.js.errors.BadRequestError as refused:  # there with other settings, or its subjects taken
+                try:
+                    await self.jetstream.update_stream(config)
+                except nats.js.errors.NotFoundError:  # not there: the subjects are another stream's
+                    raise StreamConflict(spec.name, refused) from refused
+                except (nats.js.errors.BadRequestError, nats.js.errors.ServerError) as exc:
+                    raise StreamConflict(spec.name, exc) from exc
 
     async def publish_envelope(self, envelope: Envelope, *, msg_id: str | None = None) -> PublishResult:
         """Publish and wait for the stream's ack; QueueUnavailable unless the item is durable."""
