@@ -39,12 +39,15 @@ class StreamSpec:
     name: str
     subjects: list[str]
     retention: RetentionPolicy
-    max_age: float
+    max_age: float  # 0: no limit
+    discard: DiscardPolicy = DiscardPolicy.OLD  # which message goes when a limit is reached: the oldest, or the new one
 
 
 STREAMS = (
-    # Work queue: a message leaves the stream once the pipeline acks it after its commit.
-    StreamSpec(INBOUND, ["inbound.>"], RetentionPolicy.WORK_QUEUE, max_age=30 * DAY),
+    # Work queue: a message leaves the stream once the pipeline acks it after its commit, and only then: an item
+    # a webhook answered 2xx for is never deleted for its age (the store away, no pipeline running), and a limit
+    # NATS enforces refuses the publish (a 503) rather than dropping accepted items.
+    StreamSpec(INBOUND, ["inbound.>"], RetentionPolicy.WORK_QUEUE, max_age=0, discard=DiscardPolicy.NEW),
     # Domain events stay for consumers that come later (trigger engine, replicas, backtests).
     StreamSpec(EVENTS, ["events.>"], RetentionPolicy.LIMITS, max_age=30 * DAY),
     StreamSpec(DEAD, ["dead.>"], RetentionPolicy.LIMITS, max_age=90 * DAY),
@@ -176,7 +179,7 @@ class Queue:
                 retention=spec.retention,
                 max_age=spec.max_age,
                 storage=StorageType.FILE,
-                discard=DiscardPolicy.OLD,
+                discard=spec.discard,
                 duplicate_window=self.duplicate_window,
                 num_replicas=self.replicas,
             )

@@ -94,3 +94,25 @@ async def test_leadhub_run_says_why_and_exits_1(tmp_path: Path, nats_url: str) -
     assert done.returncode == 1, done.stderr
     assert "INBOUND" in done.stderr and "storage" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_inbound_keeps_accepted_items_until_the_pipeline_stores_them(tmp_path: Path, nats_url: str) -> None:
+    """An older release gave INBOUND a max_age of 30 days: items a webhook had answered 202 for were deleted
+    unstored when no pipeline stored them in that time (the store away, the pipeline role run nowhere)."""
+    older = StreamConfig(
+        name="INBOUND",
+        subjects=["inbound.>"],
+        retention=RetentionPolicy.WORK_QUEUE,
+        max_age=30 * 86400,
+        discard=DiscardPolicy.OLD,
+        storage=StorageType.FILE,
+    )
+    await _add_stream(nats_url, older)
+    hub = await _start(tmp_path, nats_url)
+    try:
+        assert hub.queue is not None
+        config = (await hub.queue.jetstream.stream_info("INBOUND")).config
+        assert not config.max_age, "an accepted item is never deleted for its age"
+        assert config.discard == DiscardPolicy.NEW, "a full stream refuses a publish (503), never drops an item"
+    finally:
+        await hub.stop()
