@@ -101,6 +101,8 @@ class EmbeddedNats:
         self.client_url_file = self.root / "client.url"
         self.lock_file = self.root / "lock"
         self.ports_dir = self.root / "ports"
+        self.log_file = self.root / "nats-server.log"
+        self._log_start = 0
         self.process: asyncio.subprocess.Process | None = None
         self.url: str | None = None
         self._lock_fd: int | None = None
@@ -172,7 +174,8 @@ class EmbeddedNats:
         shutil.rmtree(self.ports_dir, ignore_errors=True)
         self.ports_dir.mkdir()
         self._write_private(self.config_file, self._config_text())
-        log_file = open(self.root / "nats-server.log", "ab")  # noqa: SIM115, ASYNC230 - the child owns it
+        log_file = open(self.log_file, "ab")  # noqa: SIM115, ASYNC230 - the child owns it
+        self._log_start = log_file.tell()  # where this run's lines begin: a failure names its own reason
         try:
             self.process = await asyncio.create_subprocess_exec(
                 find_binary(),
@@ -224,7 +227,8 @@ class EmbeddedNats:
             if self.process.returncode is not None:
                 self._forget_pid()
                 raise EmbeddedNatsError(
-                    f"nats-server exited with code {self.process.returncode}; see {self.root / 'nats-server.log'}"
+                    f"nats-server exited with code {self.process.returncode}{self._failure_reason()}; "
+                    f"see {self.log_file}"
                 )
             for ports_file in self.ports_dir.glob("*.ports"):
                 with contextlib.suppress(ValueError, OSError):
@@ -236,6 +240,17 @@ class EmbeddedNats:
         await self.process.wait()
         self._forget_pid()
         raise EmbeddedNatsError(f"nats-server did not report its port within {START_TIMEOUT:.0f}s")
+
+    def _failure_reason(self) -> str:
+        """`: <the server's fatal line>` of this run (a store dir it cannot use, a full disk), or nothing."""
+        try:
+            with open(self.log_file, "rb") as log_file:
+                log_file.seek(self._log_start)
+                lines = log_file.read(65536).decode(errors="replace").splitlines()
+        except OSError:
+            return ""
+        fatal = [line.split("] ", 2)[-1] for line in lines if "[FTL]" in line or "[ERR]" in line]
+        return f": {fatal[-1][:300]}" if fatal else ""
 
     def _stop_leftover(self) -> None:
         """Stop a nats-server a killed daemon left behind, so its store is not locked twice."""
