@@ -55,16 +55,28 @@ STREAMS = (
 
 
 class StreamConflict(RuntimeError):
-    """NATS has a stream, or subjects, that JetStream will not change to leadhub's settings: trying again cannot help,
-    and the start is refused with what to do."""
+    """NATS will not create a stream, or change one it has, to leadhub's settings: trying again cannot help, and
+    the start is refused with what to do."""
 
-    def __init__(self, stream: str, exc: nats.js.errors.APIError) -> None:
-        super().__init__(
-            f"NATS will not give the stream {stream} leadhub's settings: {exc.description or exc}; it was made by "
-            "something else (an older release, an admin, another tool). Move its messages elsewhere if they matter, "
-            f"then delete it (`nats stream rm {stream}`) or the stream whose subjects overlap, and start again"
-        )
+    def __init__(self, stream: str, exc: nats.js.errors.APIError, *, existing: bool) -> None:
+        said = exc.description or str(exc)
+        if existing:
+            text = (
+                f"NATS will not give the stream {stream} leadhub's settings: {said}; it was made by something else "
+                "(an older release, an admin, another tool). Move its messages elsewhere if they matter, then delete "
+                f"it (`nats stream rm {stream}`) and start again"
+            )
+        else:
+            text = (
+                f"NATS refuses to create the stream {stream}: {said}. Another stream holding its subjects must go "
+                "first, and LEADHUB_STREAM_REPLICAS cannot be more than the NATS cluster's servers"
+            )
+        super().__init__(text)
         self.stream = stream
+
+
+STREAM_NAME_IN_USE = 10058  # JetStream's answer to a create of a stream it has with other settings
+REPLICAS_UNSUPPORTED = 10074  # replicas > 1 asked of a NATS that is not a cluster
 
 
 UNAVAILABLE_ERRORS = (
@@ -183,15 +195,24 @@ class Queue:
                 duplicate_window=self.duplicate_window,
                 num_replicas=self.replicas,
             )
-            try:
-                await self.jetstream.add_stream(config)
-            except nats.js.errors.BadRequestError as refused:  # there with other settings, or its subjects taken
-                try:
-                    await self.jetstream.update_stream(config)
-                except nats.js.errors.NotFoundError:  # not there: the subjects are another stream's
-                    raise StreamConflict(spec.name, refused) from refused
-                except (nats.js.errors.BadRequestError, nats.js.errors.ServerError) as exc:
-                    raise StreamConflict(spec.name, exc) from exc
+            await self._declare(spec.name, config)
+
+    async def _declare(self, name: str, config: StreamConfig) -> None:
+        """Create the stream, or update it when it is there with other settings."""
+        try:
+            await self.jetstream.add_stream(config)
+            return
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code != STREAM_NAME_IN_USE:  # its subjects another stream's, a setting NATS refuses
+                raise StreamConflict(name, exc, existing=False) from exc
+        except nats.js.errors.ServerError as exc:
+            if exc.err_code == REPLICAS_UNSUPPORTED:
+                raise StreamConflict(name, exc, existing=False) from exc
+            raise
+        try:
+            await self.jetstream.update_stream(config)
+        except (nats.js.errors.BadRequestError, nats.js.errors.ServerError) as exc:
+            raise StreamConflict(name, exc, existing=True) from exc
 
     async def publish_envelope(self, envelope: Envelope, *, msg_id: str | None = None) -> PublishResult:
         """Publish and wait for the stream's ack; QueueUnavailable unless the item is durable."""

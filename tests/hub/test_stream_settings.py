@@ -82,7 +82,7 @@ async def test_a_stream_that_cannot_be_updated_refuses_the_start(
     await _add_stream(nats_url, existing)
     with pytest.raises(StreamConflict, match="INBOUND") as refused:
         await _start(tmp_path, nats_url)
-    assert "delete" in str(refused.value)
+    assert "delete" in str(refused.value) or "must go" in str(refused.value)
 
 
 async def test_leadhub_run_says_why_and_exits_1(tmp_path: Path, nats_url: str) -> None:
@@ -114,5 +114,16 @@ async def test_inbound_keeps_accepted_items_until_the_pipeline_stores_them(tmp_p
         config = (await hub.queue.jetstream.stream_info("INBOUND")).config
         assert not config.max_age, "an accepted item is never deleted for its age"
         assert config.discard == DiscardPolicy.NEW, "a full stream refuses a publish (503), never drops an item"
+    finally:
+        await hub.stop()
+
+
+async def test_more_replicas_than_a_single_server_has_refuses_the_start(tmp_path: Path, nats_url: str) -> None:
+    """LEADHUB_STREAM_REPLICAS=3 against one NATS server: the daemon retried for ever without serving."""
+    raw = {"data_dir": str(tmp_path / "data"), "nats_url": nats_url, "http_port": 0, "stream_replicas": 3}
+    hub = Hub(config_from_dict({**raw, "roles": "http"}, env={}))
+    try:
+        with pytest.raises(StreamConflict, match=r"replicas > 1 not supported.*LEADHUB_STREAM_REPLICAS"):
+            await asyncio.wait_for(hub.start(), 20)
     finally:
         await hub.stop()
