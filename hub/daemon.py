@@ -31,6 +31,7 @@ from leadhub.hub.http.state import HttpDeps
 from leadhub.hub.metrics import Metrics, share_between_processes, start_counted_series_at_zero
 from leadhub.hub.migrate_child import upgrade_in_child
 from leadhub.hub.queue import Queue, StreamConflict
+from leadhub.hub.stalled_store import StallWatch
 from leadhub.hub.store_health import StoreHealth
 from leadhub.hub.workers import (
     WorkerPool,
@@ -173,6 +174,8 @@ class Hub:
         self.queue = Queue(
             url, replicas=self.settings.stream_replicas, duplicate_window=self.settings.duplicate_window_seconds
         )
+        if self.embedded is not None:
+            self.queue.stall_watch = StallWatch(self.embedded.restart_stalled)
         await retry_forever("connecting to NATS", self.queue.start, self.stopping, give_up_on=(StreamConflict,))
         self._build_connectors()
         webhooks = [name for name, connector in self.connectors.items() if hasattr(connector, "handle")]

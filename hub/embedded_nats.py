@@ -126,6 +126,22 @@ class EmbeddedNats:
         self._watcher = asyncio.create_task(self._restart_when_it_exits(), name="embedded-nats-watcher")
         return self.url
 
+    def restart_stalled(self) -> None:
+        """Stop a server that stopped storing (hub/stalled_store.py); the watcher starts it again on its port."""
+        process = self.process
+        if self._stopping or process is None or process.returncode is not None:
+            return
+        log.error("embedded NATS stopped storing messages (a full disk?); restarting it", pid=process.pid)
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        asyncio.get_running_loop().call_later(START_TIMEOUT, self._kill_if_running, process)
+
+    @staticmethod
+    def _kill_if_running(process: asyncio.subprocess.Process) -> None:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+
     def _take_lock(self) -> None:
         """One daemon per data dir: a second one must not stop the first one's server as a leftover."""
         fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)

@@ -19,6 +19,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from leadhub.connectors.base import PublishResult, QueueBusy, QueueUnavailable
 from leadhub.envelope import Envelope
 from leadhub.hub.config import nats_servers
+from leadhub.hub.stalled_store import StallWatch
 from leadhub.hub.stream_publisher import StreamPublisher
 from leadhub.hub.throttled_log import ThrottledWarning
 from leadhub.queue_errors import stream_missing
@@ -112,6 +113,7 @@ class Queue:
         self._connection_failed = ThrottledWarning(log, "NATS connection error; retrying", count_as="errors")
         self.on_state_change: Callable[[bool], Awaitable[None] | None] | None = None
         self._publisher: StreamPublisher | None = None
+        self.stall_watch: StallWatch | None = None  # the embedded server's: restarted when it stops storing
         self._redeclaring: asyncio.Task[None] | None = None
         self._last_redeclare = -REDECLARE_INTERVAL
 
@@ -233,12 +235,17 @@ class Queue:
         if not self.connected or self._publisher is None:
             raise QueueUnavailable("not connected to NATS")
         try:
-            return await self._publisher.publish(messages, stream)  # TimeoutError after PUBLISH_TIMEOUT
+            acks = await self._publisher.publish(messages, stream)  # TimeoutError after PUBLISH_TIMEOUT
         except UNAVAILABLE_ERRORS as exc:
+            if self.stall_watch is not None and isinstance(exc, TimeoutError) and self.connected:
+                self.stall_watch.timed_out()
             if stream_missing(exc):
                 self.restore_streams()
             busy = isinstance(exc, nats.js.errors.APIError) and exc.code == TOO_MANY_REQUESTS
             raise (QueueBusy if busy else QueueUnavailable)(f"{type(exc).__name__}: {exc}") from exc
+        if self.stall_watch is not None:
+            self.stall_watch.acknowledged()
+        return acks
 
     async def ping(self, timeout: float = 2.0) -> bool:  # noqa: ASYNC109
         """True when NATS answers a round trip and JetStream has the INBOUND stream webhooks are published to."""
