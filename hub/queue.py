@@ -19,7 +19,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from leadhub.connectors.base import PublishResult, QueueBusy, QueueUnavailable
 from leadhub.envelope import Envelope
 from leadhub.hub.config import nats_servers
-from leadhub.hub.stalled_store import StallWatch
+from leadhub.hub.stalled_store import StallWatch, not_stored
 from leadhub.hub.stream_publisher import StreamPublisher
 from leadhub.hub.throttled_log import ThrottledWarning
 from leadhub.queue_errors import stream_missing
@@ -237,8 +237,8 @@ class Queue:
         try:
             acks = await self._publisher.publish(messages, stream)  # TimeoutError after PUBLISH_TIMEOUT
         except UNAVAILABLE_ERRORS as exc:
-            if self.stall_watch is not None and isinstance(exc, TimeoutError) and self.connected:
-                self.stall_watch.timed_out()
+            if self.stall_watch is not None and self.connected and not_stored(exc):
+                self.stall_watch.not_stored()
             if stream_missing(exc):
                 self.restore_streams()
             busy = isinstance(exc, nats.js.errors.APIError) and exc.code == TOO_MANY_REQUESTS

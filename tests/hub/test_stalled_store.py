@@ -29,28 +29,28 @@ class Clock:
         return self.now
 
 
-def test_only_timeouts_for_the_stall_time_restart_once_per_interval() -> None:
+def test_only_failures_for_the_stall_time_restart_once_per_interval() -> None:
     clock, restarts = Clock(), []
     watch = StallWatch(lambda: restarts.append(clock.now), stall_after=10, restart_every=60, clock=clock)
-    watch.timed_out()
+    watch.not_stored()
     clock.now += 9
-    watch.timed_out()
+    watch.not_stored()
     assert restarts == []
     watch.acknowledged()  # one ack: the server stores, a slow moment is not a stall
     clock.now += 5
-    watch.timed_out()
+    watch.not_stored()
     clock.now += 9
-    watch.timed_out()
+    watch.not_stored()
     assert restarts == []
     clock.now += 1
-    watch.timed_out()
+    watch.not_stored()
     assert restarts == [1024.0]
     for _ in range(5):  # still stalled (the disk still full): not restarted again within restart_every
         clock.now += 11
-        watch.timed_out()
+        watch.not_stored()
     assert restarts == [1024.0]
     clock.now += 11
-    watch.timed_out()
+    watch.not_stored()
     assert restarts == [1024.0, 1090.0]
 
 
@@ -70,11 +70,21 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-async def test_a_full_disk_is_503_and_webhooks_are_taken_again_once_space_is_back(
-    tmp_path: Path, small_disk: Path
-) -> None:
+def _fill(disk: Path, leave: int) -> Path:
+    """A file taking all of `disk`'s free space but `leave` bytes."""
+    filler = disk / f"filler-{uuid.uuid4().hex[:6]}"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        stat = os.statvfs(disk)
+        os.posix_fallocate(fd, 0, stat.f_bavail * stat.f_frsize - leave)
+    finally:
+        os.close(fd)
+    return filler
+
+
+async def _start(tmp_path: Path, disk: Path) -> Hub:
     raw = {
-        "data_dir": str(small_disk / "data"),
+        "data_dir": str(disk / "data"),
         "database_url": f"sqlite+aiosqlite:///{tmp_path / 'leadhub.db'}",
         "http_port": 0,
         "roles": "http",
@@ -82,39 +92,48 @@ async def test_a_full_disk_is_503_and_webhooks_are_taken_again_once_space_is_bac
     }
     hub = Hub(config_from_dict(raw, env={}))
     await hub.start()
+    assert hub.queue is not None and hub.queue.stall_watch is not None
+    hub.queue.stall_watch.stall_after = 1.0  # the test's patience, not the daemon's
+    return hub
+
+
+async def _refused_then_taken_again(hub: Hub, filler: Path) -> None:
+    """Webhooks until one is refused (503), then, with the space freed, until one is taken; every 202 stored."""
+    assert hub.queue is not None
+    url = f"http://127.0.0.1:{hub.port}/hooks/site-form"
+    statuses: list[int] = []
+    async with aiohttp.ClientSession() as session:
+
+        async def post(expected: int) -> bool:
+            form = {"name": "Big", "email": f"big{len(statuses)}@client.example", "message": "m" * 20_000}
+            async with session.post(url, data=form) as response:
+                statuses.append(response.status)
+            return statuses[-1] == expected
+
+        await wait_for(lambda: post(503), timeout=30, what="the full disk to refuse a webhook")
+        assert set(statuses) <= {202, 503}, "a full disk is 503, never a 2xx it did not store"
+        filler.unlink()
+        await wait_for(lambda: post(202), timeout=60, what="webhooks taken again once the disk has space")
+    stored = (await hub.queue.jetstream.stream_info("INBOUND")).state.messages
+    assert stored == statuses.count(202), "every 202 is on the stream"
+
+
+async def test_a_disk_filled_while_running_is_503_and_webhooks_are_taken_again_once_space_is_back(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    """A write error (no space left on device) in the stream's store."""
+    hub = await _start(tmp_path, small_disk)
     try:
-        assert hub.queue is not None and hub.queue.stall_watch is not None
-        hub.queue.stall_watch.stall_after = 1.0  # the test's patience, not the daemon's
-        filler = small_disk / "filler"
-        free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
-        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            os.posix_fallocate(fd, 0, free - 30_000)  # leaves less than two webhooks' room
-        finally:
-            os.close(fd)
-        url = f"http://127.0.0.1:{hub.port}/hooks/site-form"
-        statuses: list[int] = []
-        async with aiohttp.ClientSession() as session:
+        await _refused_then_taken_again(hub, _fill(small_disk, leave=30_000))  # less than two webhooks' room
+    finally:
+        await hub.stop()
 
-            async def post(n: int) -> int:
-                form = {"name": "Big", "email": f"big{n}@client.example", "message": "m" * 20_000}
-                async with session.post(url, data=form) as response:
-                    return response.status
 
-            async def refused() -> bool:
-                statuses.append(await post(len(statuses)))
-                return statuses[-1] == 503
-
-            await wait_for(refused, timeout=30, what="the full disk to refuse a webhook")
-            assert set(statuses) <= {202, 503}, "a full disk is 503, never a 2xx it did not store"
-            filler.unlink()
-
-            async def taken_again() -> bool:
-                statuses.append(await post(len(statuses)))
-                return statuses[-1] == 202
-
-            await wait_for(taken_again, timeout=60, what="webhooks taken again once the disk has space")
-        stored = (await hub.queue.jetstream.stream_info("INBOUND")).state.messages
-        assert stored == statuses.count(202), "every 202 is on the stream"
+async def test_a_start_on_a_nearly_full_disk_does_not_cap_the_queue_for_ever(tmp_path: Path, small_disk: Path) -> None:
+    """JetStream's storage limit is 75% of the space free at the server's start: 'insufficient resources' after."""
+    filler = _fill(small_disk, leave=1_000_000)
+    hub = await _start(tmp_path, small_disk)
+    try:
+        await _refused_then_taken_again(hub, filler)
     finally:
         await hub.stop()
