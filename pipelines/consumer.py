@@ -139,7 +139,11 @@ class InboundConsumer:
             max_ack_pending=20_000,
             filter_subject="inbound.>",
         )
-        return await self.jetstream().pull_subscribe("inbound.>", durable=DURABLE, stream="INBOUND", config=config)
+        jetstream = self.jetstream()
+        # Created, or brought to this config: one an older release or an admin made keeps its own settings otherwise
+        # (a max_deliver that stops delivering an envelope, neither stored nor dead-lettered; a longer ack_wait).
+        await jetstream.add_consumer("INBOUND", config)
+        return await jetstream.pull_subscribe_bind(durable=DURABLE, stream="INBOUND")
 
     async def _fetch(self, subscription: JetStreamContext.PullSubscription) -> FetchedBatch | None:
         """The next batch, parsed, kept in progress at JetStream from the moment it arrives; None if none came."""
