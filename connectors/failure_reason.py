@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from sqlalchemy.exc import SQLAlchemyError
 
 from leadhub.error_text import brief
-from leadhub.queue_errors import QueueBusy, QueueUnavailable
+from leadhub.queue_errors import ItemTooLarge, QueueBusy, QueueUnavailable
 
 FAILURE_REASONS = ("auth", "queue_busy", "queue_unavailable", "store", "source")
 
@@ -44,7 +44,7 @@ def failure_reason(exc: BaseException) -> str:
         return "auth"
     if isinstance(exc, QueueBusy):  # a subclass of QueueUnavailable: first
         return "queue_busy"
-    if isinstance(exc, QueueUnavailable):
+    if isinstance(exc, QueueUnavailable | ItemTooLarge):  # an item over the queue's max_payload: leadhub's side too
         return "queue_unavailable"
     if isinstance(exc, StoreFailed | SQLAlchemyError):
         return "store"

@@ -21,7 +21,7 @@ from leadhub.connectors.imap_session import AuthFailed
 from leadhub.connectors.woocommerce_api import KeyRefused, PollError
 from leadhub.connectors.woocommerce_poll import WooCommercePollConfig, WooCommercePollConnector
 from leadhub.hub.embedded_nats import EmbeddedNats
-from leadhub.queue_errors import QueueBusy, QueueUnavailable
+from leadhub.queue_errors import ItemTooLarge, QueueBusy, QueueUnavailable
 from leadhub.store.db import create_engine
 from tests.conftest import HubFactory, RunningHub
 from tests.connectors.woo_shop import FakeShop, poller, shop_fixture  # noqa: F401 - the `shop` fixture
@@ -46,6 +46,7 @@ def dovecot() -> Iterator[Dovecot]:
         (PollError("the answer is not JSON"), "source"),
         (QueueBusy("429"), "queue_busy"),
         (QueueUnavailable("no responders"), "queue_unavailable"),
+        (ItemTooLarge(2_000_000, 1_048_576), "queue_unavailable"),  # leadhub's NATS limit, not the mailbox's
         (OperationalError("SELECT 1", {}, Exception("database is locked")), "store"),
         (StoreFailed("ConnectionRefusedError: [Errno 111] Connection refused"), "store"),
         (ConnectionRefusedError(111, "refused"), "source"),
