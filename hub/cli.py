@@ -21,6 +21,9 @@ app = typer.Typer(
     help="leadhub: every way a customer reaches you, one durable queue, one customer record.",
     no_args_is_help=True,
     add_completion=False,
+    # A crash's traceback must not print local variables (settings, URLs with passwords): older typer releases,
+    # which pyproject allows (>=0.12), printed them by default.
+    pretty_exceptions_show_locals=False,
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 dead_app = typer.Typer(help="Dead letters: items that could not be processed.", no_args_is_help=True)
