@@ -3,14 +3,13 @@ once however pages fall and whatever merges happen while a tick runs, filters ap
 
 from __future__ import annotations
 
-import tracemalloc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import insert, update
+from sqlalchemy import event, insert, update
 
 from leadhub.ids import new_id
 from leadhub.store import audiences as store_audiences
@@ -74,23 +73,29 @@ async def _ordered(engine: Any, contact_id: str, at: datetime) -> None:
 
 async def test_a_large_audience_is_read_a_page_at_a_time(engine, tmp_path: Path) -> None:
     """All contacts and their events were built at once (~0.8 KB a contact: 800 MB for a million) and held for
-    the hour their events took; now what is held at once is one page of them."""
-    count = 30_000
+    the hour their events took; now the first contact is handed on once its page is read, and what is held at
+    once is one page of them."""
+    count = 3 * store_audiences.PAGE + 7
     ids = await _contacts(engine, count)
     rule = _rule(tmp_path, "contact")
-    seen, first, last = 0, None, None
-    tracemalloc.start()
+    pages: list[int] = []  # contact pages read so far, as each contact is handed on
+
+    def counted(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT CONTACT.ID"):
+            pages.append(len(pages) + 1)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", counted)
+    read_before: list[int] = []
+    handed: list[str] = []
     try:
         async for contact_id, found in audience(engine, rule, TICK):
-            event = contact_event(rule, TICK, contact_id, found)
-            seen += 1
-            first = first or event["subject_id"]
-            last = event["subject_id"]
-        _, peak = tracemalloc.get_traced_memory()
+            read_before.append(len(pages))
+            handed.append(contact_event(rule, TICK, contact_id, found)["subject_id"])
     finally:
-        tracemalloc.stop()
-    assert (seen, first, last) == (count, ids[0], ids[-1])
-    assert peak < 6 * 1024 * 1024, f"{peak / count:.0f} bytes per contact held at once"
+        event.remove(engine.sync_engine, "before_cursor_execute", counted)
+    assert handed == ids  # each once, in id order
+    assert read_before[0] == 1, "every contact was read before the first was handed on"
+    assert read_before[-1] == len(pages) == 4  # three full pages and the seven left
 
 
 async def test_every_live_contact_once_while_merges_happen_between_pages(
