@@ -198,12 +198,17 @@ def request_limit(request: web.Request) -> int:
     return int(raw)
 
 
+class StoreStarting(web.HTTPServiceUnavailable):
+    """The store is not open yet (the daemon is starting): the API's JSON 503; a customer's page shows its own."""
+
+    def __init__(self) -> None:
+        super().__init__(text='{"error":"store_unavailable","detail":"starting"}', content_type="application/json")
+
+
 def request_engine(request: web.Request) -> Any:
     engine = request.app[DEPS].engine()
     if engine is None:
-        raise web.HTTPServiceUnavailable(
-            text='{"error":"store_unavailable","detail":"starting"}', content_type="application/json"
-        )
+        raise StoreStarting
     return engine
 
 

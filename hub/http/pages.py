@@ -11,7 +11,7 @@ import structlog
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
-from leadhub.hub.http.api import request_engine
+from leadhub.hub.http.api import StoreStarting, request_engine
 from leadhub.hub.http.state import DEPS
 from leadhub.triggers import survey
 from leadhub.triggers.sandbox import Templates
@@ -26,7 +26,7 @@ Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
 def _store_away_is_a_page(name: str) -> Callable[[Handler], Handler]:
-    """A customer who clicks a link while the database is away gets the page saying so (503, try later),
+    """A customer who clicks a link while the database is away, or not open yet, gets the page saying so (503),
     not the API's JSON error."""
 
     def wrap(handler: Handler) -> Handler:
@@ -34,7 +34,7 @@ def _store_away_is_a_page(name: str) -> Callable[[Handler], Handler]:
         async def page(request: web.Request) -> web.Response:
             try:
                 return await handler(request)
-            except (SQLAlchemyError, OSError) as exc:
+            except (SQLAlchemyError, OSError, StoreStarting) as exc:
                 log.warning("store unavailable for a page", page=name, error=f"{type(exc).__name__}: {exc}"[:300])
                 request.app[DEPS].metrics.store_errors.labels("pages", "unavailable").inc()
                 response = _page(request, name, "unavailable", error=None, address=None)
