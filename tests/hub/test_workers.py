@@ -14,7 +14,12 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.conftest import PG_ADMIN_URL
 from tests.helpers import wait_for
+
+# Worker lifecycles that do not depend on the store: run once, on the embedded default (the PostgreSQL suite is the
+# long pole of CI and would only repeat them).
+store_independent = pytest.mark.skipif(bool(PG_ADMIN_URL), reason="does not depend on the store; run on SQLite")
 
 pytestmark = pytest.mark.slow
 FORM = {"name": "site-form", "type": "form", "rate_limit": None}
@@ -172,6 +177,7 @@ async def test_a_killed_worker_is_started_again_and_nothing_is_lost(make_daemon)
     assert not _alive(second), "SIGTERM of the primary stops its workers before it exits"
 
 
+@store_independent
 async def test_a_crash_looping_worker_leaves_no_metrics_files_and_its_counts_stay_in_the_totals(make_daemon) -> None:  # type: ignore[no-untyped-def]
     """Each exited worker left its counter and histogram files (prometheus_client's mark_process_dead removes only
     live gauges): a crash loop grew the metrics directory, and the time of every /metrics, without end."""
@@ -480,6 +486,7 @@ async def test_a_role_no_process_runs_is_warned_of_at_start(make_daemon) -> None
     assert "the embedded queue keeps what they would take until a start that runs them" in daemon.log()
 
 
+@store_independent
 async def test_a_restarted_worker_runs_the_configuration_the_primary_started_with(make_daemon) -> None:  # type: ignore[no-untyped-def]
     """A worker started again after a crash read `leadhub.yaml` afresh: edited since the start (a rotated form
     token), it refused what the primary accepted, and every other connection the kernel gave it failed."""
