@@ -16,7 +16,6 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from leadhub.durations import parse_duration
 from leadhub.store import trigger_data
 from leadhub.triggers.compile import CompiledRule, EvaluationError
 from leadhub.triggers.context import aware, build_context
@@ -57,6 +56,7 @@ class _Held:
     rule: CompiledRule
     at: datetime
     due: datetime
+    since: datetime  # its throttle window's start (`throttle_since`, as the scheduler judges it when releasing)
     context: dict
     group: list[_Run]
     count: RuleCount
@@ -134,7 +134,7 @@ def _replay(  # noqa: PLR0917
         if blockers:
             count.throttled += 1
             if any(run.due > at for run in blockers):  # one still pending: held, in case it is cancelled
-                state.held.setdefault(key, []).append(_Held(rule, at, due, context, group, count))
+                state.held.setdefault(key, []).append(_Held(rule, at, due, since, context, group, count))
             return
     _fire(rule, context, _Run(at, due), group, key, count, state)
 
@@ -159,8 +159,7 @@ def _release(key: str, now: datetime, state: _State) -> None:
     for held in state.held.get(key, []):
         if held.replaced:
             continue
-        period = parse_duration(held.rule.rule.throttle.period)  # type: ignore[union-attr]
-        blockers = [run for run in state.throttles.get(key, []) if run.acts(now) and run.at > held.at - period]
+        blockers = [run for run in state.throttles.get(key, []) if run.acts(now) and run.at >= held.since]
         if any(run.due <= now for run in blockers):
             continue
         if blockers:
