@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import socket
 import subprocess
 import sys
@@ -60,3 +61,13 @@ def run_leadhub(
         timeout=60,
         check=False,
     )
+
+
+def directory_of_another_user(parent: Path) -> tuple[Path, int, int]:
+    """A directory owned by `nobody`, as the daemon's home on a new machine: a command run as root in it must leave
+    what it makes to that user. The directory, and that user's uid and gid."""
+    nobody = pwd.getpwnam("nobody")
+    home = parent / "opt-leadhub"
+    home.mkdir()
+    os.chown(home, nobody.pw_uid, nobody.pw_gid)
+    return home, nobody.pw_uid, nobody.pw_gid

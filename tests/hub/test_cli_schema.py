@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pwd
 import sqlite3
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from sqlalchemy.engine import make_url
 from leadhub.store.db import MIGRATION_HEADS, create_engine, redacted_url, upgrade
 from tests.conftest import PG_ADMIN_URL
 from tests.fresh_interpreter import applied_revisions
-from tests.helpers import run_leadhub
+from tests.helpers import directory_of_another_user, run_leadhub
 from tests.store.orphans import OLD_REVISION, old_database_with_an_orphan
 
 
@@ -234,14 +233,11 @@ def test_db_upgrade_run_as_root_on_a_new_machine_leaves_the_database_to_the_owne
 ) -> None:
     """`sudo leadhub db upgrade` with no database yet made `data/` and `leadhub.db` root's (0700, 0600): the daemon's
     user, who owns the directory leadhub runs in, could not open its database."""
-    nobody = pwd.getpwnam("nobody")
-    home = tmp_path / "opt-leadhub"
-    home.mkdir()
-    os.chown(home, nobody.pw_uid, nobody.pw_gid)
+    home, uid, gid = directory_of_another_user(tmp_path)
     database = home / "data" / "leadhub.db"
     run = run_leadhub("db", "upgrade", cwd=tmp_path, env={"LEADHUB_DATABASE_URL": f"sqlite+aiosqlite:///{database}"})
     assert run.returncode == 0, run.stderr
     left = sorted(path.name for path in database.parent.iterdir())
     for made in (database.parent, *database.parent.iterdir()):
-        assert (made.stat().st_uid, made.stat().st_gid) == (nobody.pw_uid, nobody.pw_gid), (made, left)
+        assert (made.stat().st_uid, made.stat().st_gid) == (uid, gid), (made, left)
     assert database.parent.stat().st_mode & 0o777 == 0o700 and database.stat().st_mode & 0o777 == 0o600

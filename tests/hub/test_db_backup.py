@@ -22,7 +22,7 @@ from leadhub.hub.db_backup import BackupError, backup_sqlite
 from leadhub.hub.db_restore import restore_sqlite
 from leadhub.store.db import MIGRATION_HEADS
 from tests.conftest import PG_ADMIN_URL, HubFactory, RunningHub
-from tests.helpers import run_leadhub
+from tests.helpers import directory_of_another_user, run_leadhub
 
 sqlite_only = pytest.mark.skipif(bool(PG_ADMIN_URL), reason="copies a SQLite file; PostgreSQL has pg_dump")
 
@@ -515,15 +515,12 @@ def test_a_restore_run_as_root_onto_a_new_machine_leaves_the_data_to_the_owner_o
 ) -> None:
     """`sudo leadhub db restore` with no database yet made `data/` and `leadhub.db` root's (0700, 0600): the daemon's
     user, who owns the directory leadhub runs in, could not open its database."""
-    nobody = pwd.getpwnam("nobody")
-    home = tmp_path / "opt-leadhub"
-    home.mkdir()
-    os.chown(home, nobody.pw_uid, nobody.pw_gid)
+    home, uid, gid = directory_of_another_user(tmp_path)
     database = home / "data" / "leadhub.db"
     run = _db("restore", _small_database(tmp_path / "backup.db", 2), f"sqlite+aiosqlite:///{database}", tmp_path)
     assert run.returncode == 0, run.stderr
     for made in (database.parent, database):
-        assert (made.stat().st_uid, made.stat().st_gid) == (nobody.pw_uid, nobody.pw_gid), made
+        assert (made.stat().st_uid, made.stat().st_gid) == (uid, gid), made
     assert database.parent.stat().st_mode & 0o777 == 0o700 and database.stat().st_mode & 0o777 == 0o600
     assert _inquiries(database) == 2
 
