@@ -118,6 +118,8 @@ class OutboxRelay:
             if relayed >= BATCH:
                 continue
             self._wake.clear()
+            if self._stopping.is_set():  # stop() during the claim set the wake just cleared
+                break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
         with contextlib.suppress(Exception):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import func, select
 
@@ -46,3 +48,25 @@ async def test_relay_publishes_every_event_and_reports_what_is_left(
     info = await hub.hub.queue.jetstream.stream_info("EVENTS")
     assert info.state.messages == 12
     assert await relay.relay_once() == 0, "published events are not claimed again"
+
+
+async def test_a_stop_during_a_claim_ends_the_relay_without_waiting_out_the_poll_interval(
+    make_hub: HubFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stop() sets the wake the loop clears after its claim: the relay slept a whole poll interval (every stop 1 s)."""
+    hub = await make_hub([FORM], roles="http,pipeline")
+    monkeypatch.setattr(outbox_relay, "POLL_INTERVAL", 3600.0)  # a lost wake would hold the stop for an hour
+    claiming, release = asyncio.Event(), asyncio.Event()
+
+    class HeldRelay(OutboxRelay):
+        async def relay_once(self) -> int:
+            claiming.set()
+            await release.wait()
+            return await super().relay_once()
+
+    relay = HeldRelay(hub.engine, hub.hub.queue.publish_many, lambda n: None)
+    running = asyncio.create_task(relay.run())
+    await asyncio.wait_for(claiming.wait(), 10)
+    relay.stop()  # while the claim is in hand
+    release.set()
+    await asyncio.wait_for(running, 30)
