@@ -27,10 +27,16 @@ PG_ADMIN_URL = os.environ.get("LEADHUB_TEST_DATABASE_URL")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Against PostgreSQL, run the tests that touch a database; the others cannot differ from the SQLite run."""
+    """Against PostgreSQL, run the tests that touch a database; the others cannot differ from the SQLite run.
+
+    A test marked `store_independent` touches one but is not about it (signals, worker lifecycles, a second seed of
+    the same layout): it runs once, on the embedded default. The PostgreSQL suite is the long pole of CI."""
     if not PG_ADMIN_URL:
         return
-    uses_db = ["database_url" in getattr(item, "fixturenames", ()) for item in items]
+    uses_db = [
+        "database_url" in getattr(item, "fixturenames", ()) and item.get_closest_marker("store_independent") is None
+        for item in items
+    ]
     selected = [item for item, db in zip(items, uses_db, strict=True) if db]
     deselected = [item for item, db in zip(items, uses_db, strict=True) if not db]
     if deselected and selected:

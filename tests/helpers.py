@@ -18,19 +18,29 @@ import pytest
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "corpus"
-POLL = 0.02
+POLL = 0.02  # the first poll interval; it grows to POLL_MAX while the condition is not met
+POLL_MAX = 0.1
+# Deadlines say when a test gives up, never how fast something must be: the CI machine's speed varies threefold
+# between sessions, and its two cores run four test processes and their daemons. A passing test never waits them.
+DEADLINE_SCALE = 3.0
 
 
 async def wait_for(probe: Callable[[], Awaitable[T]], *, timeout: float = 10.0, what: str = "condition") -> T:
-    """Poll `probe` until it returns something truthy; fail the test with `what` at the deadline."""
+    """Poll `probe` until it returns something truthy; fail the test with `what` at the deadline.
+
+    The interval grows from 20 to 100 ms: a probe that lists hundreds of items over HTTP, polled every 20 ms for
+    half a minute, took the CPU from the very work it waited for."""
+    timeout *= DEADLINE_SCALE
     deadline = time.monotonic() + timeout
     last: T | None = None
+    interval = POLL
     while time.monotonic() < deadline:
         last = await probe()
         if last:
             return last
-        await asyncio.sleep(POLL)  # a poll interval under the deadline, not a wait for something
-    pytest.fail(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+        await asyncio.sleep(interval)  # a poll interval under the deadline, not a wait for something
+        interval = min(POLL_MAX, interval * 1.5)
+    pytest.fail(f"timed out after {timeout:g}s waiting for {what}; last value: {last!r}")
 
 
 def free_port() -> int:

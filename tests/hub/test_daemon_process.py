@@ -89,6 +89,7 @@ def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
     assert "nope.yaml: cannot read" in result.stderr
 
 
+@pytest.mark.store_independent  # a stop's order and exit code
 async def test_sigterm_stops_cleanly_and_quickly(make_daemon) -> None:  # type: ignore[no-untyped-def]
     daemon = make_daemon({"connectors": [FORM]})
     await daemon.start()

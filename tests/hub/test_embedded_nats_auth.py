@@ -53,6 +53,7 @@ async def test_each_server_gets_its_own_token_and_a_restart_on_its_port_keeps_it
 
 
 @pytest.mark.slow
+@pytest.mark.store_independent  # the NATS token, not the store
 async def test_the_daemon_logs_its_nats_url_without_the_token(make_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     data_dir = tmp_path / "data"
     daemon = make_daemon({"connectors": []}, env={"LEADHUB_DATA_DIR": str(data_dir)})

@@ -17,7 +17,8 @@ import pytest
 from tests.helpers import wait_for
 from tests.hub.test_workers import _alive, _all_inquiries, _exactly_once, _post_until_accepted, _workers_serving
 
-pytestmark = pytest.mark.slow
+# Signals, ports, the data dir's lock and the NATS child: nothing here depends on the store.
+pytestmark = [pytest.mark.slow, pytest.mark.store_independent]
 FORM = {"name": "site-form", "type": "form", "rate_limit": None}
 
 

@@ -14,12 +14,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import PG_ADMIN_URL
 from tests.helpers import wait_for
 
 # Worker lifecycles that do not depend on the store: run once, on the embedded default (the PostgreSQL suite is the
-# long pole of CI and would only repeat them).
-store_independent = pytest.mark.skipif(bool(PG_ADMIN_URL), reason="does not depend on the store; run on SQLite")
+# long pole of CI and would only repeat them). The pipeline in several processes at once does depend on it.
+store_independent = pytest.mark.store_independent
 
 pytestmark = pytest.mark.slow
 FORM = {"name": "site-form", "type": "form", "rate_limit": None}
@@ -151,6 +150,7 @@ async def test_workers_share_the_port_and_the_work_and_report_one_total(make_dae
     await wait_for(lambda: asyncio.to_thread(lambda: not _alive(workers[0])), timeout=20, what="the worker to exit")
 
 
+@store_independent
 async def test_a_killed_worker_is_started_again_and_nothing_is_lost(make_daemon) -> None:  # type: ignore[no-untyped-def]
     daemon = make_daemon(CONFIG)
     await daemon.start()
@@ -358,6 +358,7 @@ def _worker_index(pid: int) -> int:
     return int(command[command.index(b"--worker") + 1])
 
 
+@store_independent
 async def test_roles_per_worker_two_answer_webhooks_and_one_runs_the_pipeline(make_daemon) -> None:  # type: ignore[no-untyped-def]
     daemon = make_daemon(PER_WORKER)
     await daemon.start()
@@ -477,6 +478,7 @@ def test_roles_that_leave_work_undone_are_refused_or_named(tmp_path: Path) -> No
     assert not any("not run" in line for line in describe(config_from_dict({}, env={}), {}).lines)
 
 
+@store_independent
 async def test_a_role_no_process_runs_is_warned_of_at_start(make_daemon) -> None:  # type: ignore[no-untyped-def]
     daemon = make_daemon({"connectors": [FORM], "roles": "http,relay,triggers"})
     await daemon.start()

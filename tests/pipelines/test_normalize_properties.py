@@ -58,7 +58,7 @@ def _length(column: object) -> int:
     return int(column.type.length)  # type: ignore[attr-defined]
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(PHONES | ANY_TEXT, REGIONS)
 def test_phone_normalization_is_idempotent_e164_and_fits_its_columns(written: str, region: str | None) -> None:
     phone = normalize_phone(written, region)
@@ -70,7 +70,7 @@ def test_phone_normalization_is_idempotent_e164_and_fits_its_columns(written: st
         assert normalize_phone(phone, again_in) == phone
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=750, deadline=None)
 @given(EMAILS | ANY_TEXT)
 def test_email_normalization_is_idempotent_lower_case_and_fits_its_columns(written: str) -> None:
     email = normalize_email(written)
@@ -87,7 +87,7 @@ def test_email_normalization_is_idempotent_lower_case_and_fits_its_columns(writt
     assert normalize_email(folded) == folded
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(ANY_TEXT | st.builds(lambda w, n: " ".join([w] * n), st.text(min_size=1, max_size=30), st.integers(1, 60)))
 def test_name_normalization_is_idempotent_and_fits_its_column(written: str) -> None:
     name = normalize_name(written)
@@ -115,7 +115,7 @@ IDENTITIES = st.builds(
 )
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(IDENTITIES, REGIONS)
 def test_any_unicode_identity_normalizes_without_error_within_the_columns(raw: Identity, region: str | None) -> None:
     identity = normalize_identity(raw, region)
