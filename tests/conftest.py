@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +54,7 @@ def _clean_leadhub_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-async def _create_pg_database(admin_url: str) -> tuple[str, str]:
+async def _create_pg_database(admin_url: str, template: str | None = None) -> tuple[str, str]:
     import asyncpg
 
     url = make_url(admin_url)
@@ -61,7 +63,7 @@ async def _create_pg_database(admin_url: str) -> tuple[str, str]:
         host=url.host, port=url.port or 5432, user=url.username, password=url.password, database=url.database
     )
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     finally:
         await conn.close()
     return url.set(database=name).render_as_string(hide_password=False), name
@@ -80,17 +82,69 @@ async def _drop_pg_database(admin_url: str, name: str) -> None:
         await conn.close()
 
 
-@pytest.fixture
-async def database_url(tmp_path: Path) -> AsyncIterator[str]:
-    """A fresh, empty database: PostgreSQL when LEADHUB_TEST_DATABASE_URL is set, else SQLite."""
+def _in_a_thread(function: Callable[[], Any]) -> Any:
+    """Run blocking set-up that starts its own event loop, whatever loop the calling fixture is under."""
+    result: list[Any] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(function())
+        except BaseException as exc:  # handed to the caller
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return result[0]
+
+
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A database at the latest schema, made once per test process and copied for each hub or daemon test.
+
+    Migrating every test's empty database cost a `leadhub run` start ~2 s of CPU (a child importing alembic) and an
+    in-process hub 0.2 s; the migrations themselves are tested on empty databases (tests/store/test_migrations.py,
+    the `empty_database` marker)."""
+    from leadhub.store.db import run_upgrade
+
     if PG_ADMIN_URL:
-        url, name = await _create_pg_database(PG_ADMIN_URL)
+        url, name = _in_a_thread(lambda: asyncio.run(_create_pg_database(PG_ADMIN_URL)))
+        try:
+            _in_a_thread(lambda: run_upgrade(url))  # its engine disposed: a template must have no connection
+            yield name
+        finally:
+            _in_a_thread(lambda: asyncio.run(_drop_pg_database(PG_ADMIN_URL, name)))
+    else:
+        path = tmp_path_factory.mktemp("template") / "leadhub.db"
+        _in_a_thread(lambda: run_upgrade(f"sqlite+aiosqlite:///{path}"))
+        yield str(path)
+
+
+@pytest.fixture
+async def database_url(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """A fresh database: PostgreSQL when LEADHUB_TEST_DATABASE_URL is set, else SQLite.
+
+    Empty, unless the test starts a hub or a daemon on it (and is not marked `empty_database`): then it is already
+    at the latest schema, as a running leadhub's database is after its first start."""
+    migrated = (
+        any(name in request.fixturenames for name in ("make_hub", "make_daemon"))
+        and request.node.get_closest_marker("empty_database") is None
+    )
+    template = request.getfixturevalue("migrated_template") if migrated else None
+    if PG_ADMIN_URL:
+        url, name = await _create_pg_database(PG_ADMIN_URL, template)
         try:
             yield url
         finally:
             await _drop_pg_database(PG_ADMIN_URL, name)
     else:
-        yield f"sqlite+aiosqlite:///{tmp_path / 'leadhub.db'}"
+        path = tmp_path / "leadhub.db"
+        if template is not None:
+            shutil.copy2(template, path)  # its mode too: the store makes its file private
+        yield f"sqlite+aiosqlite:///{path}"
 
 
 @dataclass

@@ -25,6 +25,8 @@ from tests.conftest import PG_ADMIN_URL, HubFactory, RunningHub
 from tests.helpers import directory_of_another_user, run_leadhub
 
 sqlite_only = pytest.mark.skipif(bool(PG_ADMIN_URL), reason="copies a SQLite file; PostgreSQL has pg_dump")
+# Backups of databases the tests make themselves, beside the hub's: none starts from the migrated copy.
+pytestmark = pytest.mark.empty_database
 
 
 def _db(command: str, file: Path, url: str, cwd: Path):  # type: ignore[no-untyped-def]
