@@ -99,14 +99,19 @@ def run(
     ] = None,
 ) -> None:
     """Run the daemon: HTTP, connectors, pipeline and relay (embedded NATS unless LEADHUB_NATS_URL is set)."""
+    # The configuration first: a mistake in it is answered before the daemon's modules are imported (seconds).
+    copy = None
+    if config_fd is not None:  # a worker: the primary's configuration
+        from leadhub.hub.workers import read_config_copy
+
+        copy = read_config_copy(config_fd)
+    loaded = _load(config, copy)
     from leadhub.hub.daemon import BackgroundTaskFailed, run_until_signalled
     from leadhub.hub.embedded_nats import EmbeddedNatsError
     from leadhub.hub.exit_codes import SCHEMA_NEWER
     from leadhub.hub.queue import StreamConflict
-    from leadhub.hub.workers import read_config_copy
     from leadhub.store.db import SchemaNewerThanCode, redacted_url
 
-    loaded = _load(config, None if config_fd is None else read_config_copy(config_fd))
     try:
         _run_loop(run_until_signalled(loaded, worker, ready_fd, _share(relay_share)))
     except SchemaNewerThanCode as exc:

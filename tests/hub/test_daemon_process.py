@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -81,6 +84,27 @@ def test_invalid_configuration_is_a_clear_startup_error(tmp_path: Path, config: 
     assert expected in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "data").exists(), "nothing may start on an invalid configuration"
+
+
+CHECKED_BEFORE_IMPORTS = """
+import atexit, sys
+from leadhub.hub.cli import app
+
+atexit.register(lambda: print("daemon imported" if "leadhub.hub.daemon" in sys.modules else "daemon not imported"))
+app(["run"])
+"""
+
+
+def test_an_invalid_configuration_is_answered_before_the_daemon_is_imported(tmp_path: Path) -> None:
+    """`run` imported the whole daemon (seconds on a slow machine) before it read the file it then refused."""
+    (tmp_path / "leadhub.yaml").write_text("http_port: eighty\n")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_")}
+    result = subprocess.run(
+        [sys.executable, "-c", CHECKED_BEFORE_IMPORTS], cwd=tmp_path, env=clean, capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2 and "http_port: Input should be a valid integer" in result.stderr, result.stderr
+    assert result.stdout.strip() == "daemon not imported"
 
 
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
