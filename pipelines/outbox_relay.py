@@ -104,6 +104,7 @@ class OutboxRelay:
     async def run(self) -> None:
         delay = POLL_INTERVAL
         while not self._stopping.is_set():
+            self._wake.clear()  # before the claim: a wake or stop() while it is in hand is not lost
             try:
                 relayed = await self.relay_once()
                 self.last_error = None
@@ -117,9 +118,6 @@ class OutboxRelay:
                 delay = min(10.0, delay * 2)
             if relayed >= BATCH:
                 continue
-            self._wake.clear()
-            if self._stopping.is_set():  # stop() during the claim set the wake just cleared
-                break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
         with contextlib.suppress(Exception):

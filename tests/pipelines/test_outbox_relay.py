@@ -70,3 +70,32 @@ async def test_a_stop_during_a_claim_ends_the_relay_without_waiting_out_the_poll
     relay.stop()  # while the claim is in hand
     release.set()
     await asyncio.wait_for(running, 30)
+
+
+async def test_a_wake_during_a_claim_starts_another_claim_at_once(
+    make_hub: HubFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipeline wakes the relay after it commits events; a wake that came while a claim was in hand was cleared
+    with it, and the events it announced waited out the poll interval (1 s) instead of going out at once."""
+    hub = await make_hub([FORM], roles="http,pipeline")
+    monkeypatch.setattr(outbox_relay, "POLL_INTERVAL", 3600.0)  # a lost wake would hold the events for an hour
+    claims: list[int] = []
+    first_claim, release = asyncio.Event(), asyncio.Event()
+
+    class HeldRelay(OutboxRelay):
+        async def relay_once(self) -> int:
+            claims.append(len(claims))
+            first_claim.set()
+            await release.wait()
+            return await super().relay_once()
+
+    relay = HeldRelay(hub.engine, hub.hub.queue.publish_many, lambda n: None)
+    running = asyncio.create_task(relay.run())
+    try:
+        await asyncio.wait_for(first_claim.wait(), 10)
+        relay.wake()  # events committed while the first claim is in hand
+        release.set()
+        await wait_for(lambda: asyncio.sleep(0, len(claims) >= 2), what="a second claim after the wake")
+    finally:
+        relay.stop()
+        await asyncio.wait_for(running, 30)
