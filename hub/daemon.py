@@ -339,6 +339,7 @@ class Hub:
                     m.outbox_pending.set,
                     share,
                     on_failure=lambda reason: m.relay_failures.labels(reason).inc(),
+                    on_dead=lambda error: m.dead_letters.labels(error).inc(),
                 )
                 self._watch(asyncio.create_task(self.relay.run(), name="outbox-relay"))
         if "triggers" in self.roles:

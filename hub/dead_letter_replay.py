@@ -17,7 +17,7 @@ from leadhub.envelope import Envelope
 from leadhub.hub.config import Settings
 from leadhub.pipelines.intake import IntakePipeline
 from leadhub.pipelines.model import SourceSpec
-from leadhub.store import dead_letters
+from leadhub.store import dead_letters, outbox
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,8 @@ async def replay_by_id(engine: AsyncEngine, pipeline: IntakePipeline, dead_id: s
 async def replay_one(engine: AsyncEngine, pipeline: IntakePipeline, row: Any) -> ReplayOutcome:
     if row.resolved_at is not None:  # `dead replay ID` run twice: nothing to do, and no replay to count
         return ReplayOutcome(row.id, True, already=True)
+    if row.source == outbox.DEAD_LETTER_SOURCE:
+        return await _back_to_the_outbox(engine, row)
     if row.source != "inbound":
         return ReplayOutcome(row.id, False, f"replay of {row.source!r} dead letters is not supported")
     reason = None
@@ -65,3 +67,13 @@ async def replay_one(engine: AsyncEngine, pipeline: IntakePipeline, row: Any) ->
     async with engine.begin() as conn:
         await dead_letters.record_replay(conn, row.id, datetime.now(UTC), resolved=reason is None, reason=reason)
     return ReplayOutcome(row.id, reason is None, reason)
+
+
+async def _back_to_the_outbox(engine: AsyncEngine, row: Any) -> ReplayOutcome:
+    """An event the relay could not publish (too large for the queue) goes back to the relay, which publishes it once
+    the queue takes it (the server's `max_payload` raised) and otherwise opens this dead letter again."""
+    async with engine.begin() as conn:
+        returned = await outbox.unpublish(conn, row.key or "")
+        reason = None if returned else f"the event {row.key} is no longer in the outbox"
+        await dead_letters.record_replay(conn, row.id, datetime.now(UTC), resolved=returned, reason=reason)
+    return ReplayOutcome(row.id, returned, reason)

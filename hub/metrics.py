@@ -213,7 +213,8 @@ class Metrics:
         self.events_published = Counter("leadhub_events_published", "Domain events relayed", registry=r)
         self.relay_failures = Counter(
             "leadhub_relay_failures",
-            "Outbox relay failures: queue_busy (NATS refused events), queue_unavailable (NATS away), store",
+            "Outbox relay failures: queue_busy (NATS refused events), queue_unavailable (NATS away), store, "
+            "too_large (an event over NATS's max_payload, sent to dead letters)",
             ["reason"],
             registry=r,
         )

@@ -51,8 +51,9 @@ class StreamPublisher:
         """Publish in order without a round trip each; per message, True when it was a duplicate.
 
         Raises nats errors (no stream, API error); ItemTooLarge instead of sending a message over the server's
-        `max_payload` (the ones before it are sent, their acks not waited for); and TimeoutError for a reply that
-        has not come within `timeout` of its message being sent; replies that never come are forgotten.
+        `max_payload` (the ones before it are sent, their acks not waited for; its `position` says which of
+        `messages` it is); and TimeoutError for a reply that has not come within `timeout` of its message being
+        sent; replies that never come are forgotten.
         """
         loop = asyncio.get_running_loop()
         frames = self._frames
@@ -75,6 +76,9 @@ class StreamPublisher:
                         raise ItemTooLarge(size, limit)
                     await self.client.publish(subject, payload, reply=self._prefix + token, headers=headers)
             return [await future for _, future in pending]
+        except ItemTooLarge as exc:
+            exc.position = len(pending) - 1  # its future was made before its frame was refused
+            raise
         finally:
             for token, future in pending:
                 if not future.done():

@@ -26,6 +26,7 @@ class ItemTooLarge(Exception):
         super().__init__(f"the item is {size} bytes with its headers; the queue takes at most {limit} bytes per item")
         self.size = size
         self.limit = limit
+        self.position: int | None = None  # which message of a run published at once, where the publisher knows
 
 
 def stream_missing(exc: BaseException) -> bool:

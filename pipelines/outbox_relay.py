@@ -10,12 +10,12 @@ from json.encoder import encode_basestring_ascii as _string
 from typing import Any
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from leadhub.error_text import brief
 from leadhub.publish_window import PublishWindow, send
-from leadhub.queue_errors import QueueBusy
-from leadhub.store import outbox
+from leadhub.queue_errors import ItemTooLarge, QueueBusy
+from leadhub.store import dead_letters, outbox
 
 log = structlog.get_logger("leadhub.relay")
 
@@ -30,8 +30,9 @@ PENDING_EVERY = 2.0  # seconds between counts of what is still waiting while the
 
 
 # Why a relay attempt failed (`leadhub_relay_failures_total{reason}`): NATS refused events (its ingest queue is
-# full; the relay then sends fewer at a time), NATS could not be reached or did not ack, the store failed.
-FAILURE_REASONS = ("queue_busy", "queue_unavailable", "store")
+# full; the relay then sends fewer at a time), NATS could not be reached or did not ack, the store failed, an event
+# was larger than NATS takes (`max_payload`; it goes to dead letters, the events behind it go on).
+FAILURE_REASONS = ("queue_busy", "queue_unavailable", "store", "too_large")
 
 OCCURRED_KEPT = 4096  # formatted times remembered: a claim's events share a handful of batch times
 
@@ -80,6 +81,7 @@ class OutboxRelay:
         share: tuple[int, int] = (0, 1),
         *,
         on_failure: Callable[[str], None] = lambda reason: None,
+        on_dead: Callable[[str], None] = lambda error: None,
     ) -> None:
         self.engine = engine
         self.publish = publish
@@ -88,6 +90,7 @@ class OutboxRelay:
         self._pending_counted = 0.0
         self.share = share  # (index, count): with worker processes each relays its own share of the outbox
         self.on_failure = on_failure  # one of FAILURE_REASONS per failed publish or failed claim
+        self.on_dead = on_dead  # per event sent to dead letters (`leadhub_dead_letters_total{reason}`)
         self._publish_error: Exception | None = None  # the last publish failure, already counted
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -124,34 +127,88 @@ class OutboxRelay:
             await self.relay_once()  # flush what the last batches committed
 
     async def relay_once(self) -> int:
-        """Relay one claim; when publishing stops part-way, what the stream acked is marked before the error."""
+        """Relay one claim; when publishing stops part-way, what the stream acked is marked before the error.
+
+        An event NATS can never take (over its `max_payload`) is written to dead letters in the same transaction
+        that marks it done, so it neither blocks the events behind it nor is lost.
+        """
         async with self.engine.begin() as conn:
             rows = await outbox.claim_unpublished(conn, BATCH, self.share)
             if not rows:
                 self.on_pending(0)
                 return 0
-            acked, error = await self._publish_claim([event_message(row) for row in rows])
-            if acked:
-                await outbox.mark_published(conn, [row.id for row in rows[:acked]], datetime.now(UTC))
-        if acked:
+            messages = [event_message(row) for row in rows]
+            settled, too_large, error = await self._publish_claim(messages)
+            now = datetime.now(UTC)
+            for position, exc in too_large:
+                await self._dead_letter(conn, messages[position], exc, now)
+            if settled:
+                await outbox.mark_published(conn, [row.id for row in rows[:settled]], now)
+        for _, exc in too_large:
+            self.on_failure("too_large")
+            self.on_dead(type(exc).__name__)
+        if acked := settled - len(too_large):
             self.on_published(acked)
         if error is not None:
             raise error
         await self._report_pending(len(rows))
         return len(rows)
 
-    async def _publish_claim(self, messages: list[Message]) -> tuple[int, Exception | None]:
-        """How many of `messages` (from the first) the stream acked, and the error that stopped the rest.
+    async def _publish_claim(
+        self, messages: list[Message]
+    ) -> tuple[int, list[tuple[int, ItemTooLarge]], Exception | None]:
+        """How many of `messages` (from the first) are done with, which of those were too large for the stream (by
+        position), and the error that stopped the rest.
 
         One publish of the whole claim unless NATS refuses some; then parts of the window's size, retried
-        smaller after each refusal (leadhub/publish_window.py).
+        smaller after each refusal (leadhub/publish_window.py). A message too large is passed over: the part it
+        stopped is sent again without it (the messages sent before it in that part were not confirmed).
         """
-        sent = await send(messages, self._publish_part, self.window, on_refused=self._refused)
-        if sent.error is not None:
-            if not isinstance(sent.error, QueueBusy):  # a refusal was counted as it came
-                self.on_failure("queue_unavailable")
-            self._publish_error = sent.error
-        return sent.acked, sent.error
+        too_large: dict[int, ItemTooLarge] = {}
+        start = 0
+        while True:
+            positions = range(start, len(messages)) if not too_large else [
+                i for i in range(start, len(messages)) if i not in too_large
+            ]  # fmt: skip
+            rest = messages if start == 0 and not too_large else [messages[i] for i in positions]
+            sent = await send(rest, self._publish_part, self.window, on_refused=self._refused)
+            error = sent.error
+            if isinstance(error, ItemTooLarge) and error.position is not None:
+                too_large[positions[sent.acked + error.position]] = error  # its part began after the acked ones
+                start = positions[sent.acked]
+                continue
+            settled = positions[sent.acked] if sent.acked < len(positions) else len(messages)
+            if error is not None:
+                if not isinstance(error, QueueBusy):  # a refusal was counted as it came
+                    self.on_failure("queue_unavailable")
+                self._publish_error = error
+            return settled, sorted((i, e) for i, e in too_large.items() if i < settled), error
+
+    async def _dead_letter(self, conn: AsyncConnection, message: Message, exc: ItemTooLarge, now: datetime) -> None:
+        """Record the event whole; one that failed so again after a replay opens its dead letter again."""
+        subject, payload, headers = message
+        event_id = headers["Nats-Msg-Id"]
+        reason = f"the event is too large for the queue: {exc}"
+        origin = f"{outbox.DEAD_LETTER_SOURCE}:{event_id}"
+        dead_id = await dead_letters.recorded_from(conn, origin, headers, payload)
+        if dead_id is not None:
+            await dead_letters.reopen(conn, dead_id, reason)
+        else:
+            dead_id = await dead_letters.add(
+                conn,
+                source=outbox.DEAD_LETTER_SOURCE,
+                subject=subject,
+                key=event_id,
+                reason=reason,
+                error=type(exc).__name__,
+                deliveries=1,
+                headers=headers,
+                payload=payload,
+                now=now,
+                queue_message=origin,
+            )
+        log.error("event too large for the queue; dead-lettered", id=dead_id, event_id=event_id, size=exc.size,
+                  limit=exc.limit)  # fmt: skip
 
     async def _publish_part(self, part: list[Message]) -> None:
         await self.publish(part, "EVENTS")

@@ -109,6 +109,12 @@ async def count_open(conn: AsyncConnection) -> int:
     )
 
 
+async def reopen(conn: AsyncConnection, dead_id: str, reason: str) -> None:
+    """Open a resolved dead letter again: its replay put the item back, and the item failed the same way."""
+    values = {"resolved_at": None, "reason": reason.replace("\x00", ""), "deliveries": dead_t.c.deliveries + 1}
+    await conn.execute(update(dead_t).where(dead_t.c.id == dead_id).values(**values))
+
+
 async def record_replay(
     conn: AsyncConnection, dead_id: str, now: datetime, *, resolved: bool, reason: str | None
 ) -> None:

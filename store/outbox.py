@@ -74,6 +74,15 @@ async def mark_published(conn: AsyncConnection, ids: Sequence[str], now: datetim
     await conn.execute(update(outbox_t).where(one_of(conn, outbox_t.c.id, ids)).values(published_at=now))
 
 
+DEAD_LETTER_SOURCE = "outbox"  # dead letters of events too large to publish; a replay hands them back (unpublish)
+
+
+async def unpublish(conn: AsyncConnection, event_id: str) -> bool:
+    """Hand an event back to the relay (a replay of its dead letter); False when there is no such event."""
+    result = await conn.execute(update(outbox_t).where(outbox_t.c.id == event_id).values(published_at=None))
+    return result.rowcount == 1
+
+
 async def count_unpublished(conn: AsyncConnection) -> int:
     from sqlalchemy import func
 

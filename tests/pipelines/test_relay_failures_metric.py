@@ -14,7 +14,7 @@ from leadhub.store.models import OutboxEvent
 from tests.conftest import HubFactory, RunningHub
 from tests.helpers import wait_for
 
-REASONS = ("queue_busy", "queue_unavailable", "store")  # a fixed set: the metric's contract
+REASONS = ("queue_busy", "queue_unavailable", "store", "too_large")  # a fixed set: the metric's contract
 
 
 async def _failures(hub: RunningHub) -> dict[str, float]:
