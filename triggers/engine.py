@@ -44,8 +44,9 @@ class RuleIndex:
     """Rules by the event types they listen to, and within a type by their first equality condition,
     so an event is evaluated only against rules that can match it."""
 
-    def __init__(self, rules: Iterable[CompiledRule]) -> None:
+    def __init__(self, rules: Iterable[CompiledRule], *, disabled: Iterable[str] = ()) -> None:
         self.rules = list(rules)
+        self.disabled = frozenset(disabled)  # ids of rules their files hold with `enabled: false`
         self.by_type: dict[str, list[CompiledRule]] = {}
         self.plans: dict[str, tuple[list[CompiledRule], dict[str, _Group]]] = {}
         for rule in self.rules:

@@ -137,12 +137,17 @@ class ScheduleRunner:
 
         Without the mark, a rule loaded again fired at once for the latest tick missed while it was away, as if
         the daemon had been down. Looked at only when the set of loaded cron rules changes (and at start).
+        At start, a rule its file holds disabled was disabled while the daemon was down, when exactly unknown: it
+        is away since its last tick fired, so no tick of the downtime fires when it is enabled again. A rule not
+        read at all (its file gone, or unreadable, or the rules directory not mounted yet) is away from now on.
         """
         if loaded == self._loaded:
             return
+        disabled = self.rules().disabled if self._loaded is None else frozenset()
         for rule_id, state in (await load_states(self.engine, STATE_OWNER)).items():
             if rule_id not in loaded and "away_since" not in state:
-                await save_state(self.engine, STATE_OWNER, rule_id, {**state, "away_since": now.isoformat()}, now)
+                since = state["last"] if rule_id in disabled and "last" in state else now.isoformat()
+                await save_state(self.engine, STATE_OWNER, rule_id, {**state, "away_since": since}, now)
                 log.info("cron rule not loaded; its ticks are not fired until it is back", rule=rule_id)
         self._loaded = loaded
 

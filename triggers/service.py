@@ -120,10 +120,11 @@ class TriggerService:
         by_file, clashes = self._settle_ids(versions)
         problems += clashes
         rules = [rule for placed in by_file.values() for rule, _ in placed if rule.rule.enabled]
+        disabled = [rule.id for placed in by_file.values() for rule, _ in placed if not rule.rule.enabled]
         for problem in problems:
             log.error("rule problem", problem=str(problem))
         self.by_file = by_file
-        self.index = RuleIndex(rules)
+        self.index = RuleIndex(rules, disabled=disabled)
         self.problems = [str(p) for p in problems]
         self._unread = "the rule files have problems" if problems else None
         self.reloads += 1

@@ -173,6 +173,36 @@ async def test_a_cron_rule_still_fires_the_tick_missed_while_the_daemon_was_down
     assert run.event_id == schedule_event(restarted.hub.triggers.index.by_id["monday-review"], tick)["id"]
 
 
+async def test_a_cron_rule_disabled_while_the_daemon_was_down_fires_no_tick_of_the_downtime_when_enabled(
+    trigger_hub, clock, rules_dir: Path
+) -> None:
+    """Found by a helper's audit: a rule disabled in its file while the daemon was down was marked away only from the
+    restart, so enabling it later fired the tick missed during the downtime, when it may have been disabled already."""
+    rule_file = rules_dir / "weekly.yaml"
+    rule_file.write_text(RULE)
+    running = await trigger_hub()
+    shop = Shop(running.engine, clock)
+    registered = await wait_for(lambda: _state(running), timeout=30, what="the cron rule to be registered")
+    await stop_hub(running)
+    rule_file.write_text(RULE.replace("    schedule:", "    enabled: false\n    schedule:"))
+    clock.advance(datetime(2026, 3, 10, 8, 0, tzinfo=UTC) - START)  # down over Monday the 9th's tick
+    restarted = await trigger_hub()
+    service = restarted.hub.triggers
+    assert await service.schedules.tick() == 0
+    assert await _state(restarted) == {**registered, "away_since": registered["last"]}, "away since its last tick"
+
+    clock.advance(timedelta(hours=1))
+    rule_file.write_text(RULE)
+
+    async def loaded() -> bool:
+        return "monday-review" in service.index.by_id
+
+    await wait_for(loaded, timeout=30, what="the rule to be enabled again")
+    assert await service.schedules.tick() == 0, "Monday the 9th's tick came while it may have been disabled"
+    assert await shop.actions(rule_id="monday-review") == []
+    assert await _state(restarted) == {"last": clock.now().isoformat()}
+
+
 async def test_a_tick_missed_while_down_fires_when_the_rules_load_only_after_the_start(
     trigger_hub, clock, rules_dir: Path
 ) -> None:
