@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select, text
 
 from leadhub.store.models import OutboxEvent
+from leadhub.triggers.actions.notify_telegram import fit_text
 from tests.helpers import wait_for
 from tests.triggers.conftest import Shop
 
@@ -172,6 +173,43 @@ rules:
     (request,) = bot.requests
     assert request["path"] == "/bot123:SECRET-TOKEN/sendMessage"
     assert json.loads(request["body"]) == {"chat_id": -100200, "text": "New lead from Maria <maria@example.com>"}
+
+
+@pytest.mark.parametrize(
+    ("text", "sent"),
+    [
+        ("😀" * 3000, "😀" * 2048),  # 6,000 UTF-16 units: the Bot API counts units, and refused 3,000 emoji
+        ("a" * 4095 + "😀", "a" * 4095),  # never half an emoji
+        ("я" * 5000, "я" * 4096),
+        ("short 😀", "short 😀"),
+    ],
+)
+def test_a_telegram_text_is_cut_to_4096_utf16_units(text: str, sent: str) -> None:
+    assert fit_text(text) == sent
+    assert len(fit_text(text).encode("utf-16-le")) <= 2 * 4096
+
+
+async def test_a_long_telegram_text_is_sent_cut_to_what_the_bot_api_takes(trigger_hub, clock, rules_dir, fake) -> None:
+    bot = await fake([(200, {"ok": True, "result": {"message_id": 78}})])
+    _rule(
+        rules_dir,
+        f"""
+rules:
+  - id: tell-managers
+    on: lead.created
+    do:
+      - notify_telegram:
+          api_url: "{bot.url}"
+          bot_token: "123:SECRET-TOKEN"
+          chat_id: 1
+          text: "{{{{ '🔥' * 3000 }}}}"
+""",
+    )
+    running = await trigger_hub()
+    await _new_lead(Shop(running.engine, clock))
+    await _action(Shop(running.engine, clock), "tell-managers", "done")
+    (request,) = bot.requests
+    assert json.loads(request["body"])["text"] == "🔥" * 2048
 
 
 def _telegram_rule(rules_dir: Path, api_url: str) -> None:
