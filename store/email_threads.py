@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadhub.store.models import EmailMessage, EmailSuppression, Inquiry, Lead
 from leadhub.store.one_of import one_of
+from leadhub.store.suppression_keys import suppression_key
 
 if TYPE_CHECKING:
     from leadhub.store.intake import Batch, InquiryRow
@@ -188,11 +189,11 @@ def _suppressions(row: InquiryRow) -> Iterable[tuple[str, str, str]]:
     report = row.fields.get("bounce")
     for item in report if isinstance(report, list) else []:
         if isinstance(item, dict) and item.get("undeliverable") and _usable(item.get("address")):
-            yield item["address"].strip().lower(), "bounce", f"status {item.get('status') or 'unknown'} in {row.id}"
+            yield suppression_key(item["address"]), "bounce", f"status {item.get('status') or 'unknown'} in {row.id}"
     complaint = row.fields.get("complaint")
     for address in complaint if isinstance(complaint, list) else []:
         if _usable(address):
-            yield address.strip().lower(), "complaint", f"complaint report {row.id}"
+            yield suppression_key(address), "complaint", f"complaint report {row.id}"
 
 
 def _usable(address: object) -> bool:

@@ -26,6 +26,7 @@ from leadhub.store.models import (
 from leadhub.store.one_of import one_of
 from leadhub.store.outbox import outbox_event
 from leadhub.store.queries import Page, _page
+from leadhub.store.suppression_keys import lookup_keys, suppression_key
 from leadhub.store.triggers import insert_ignore
 
 task_t: Table = Task.__table__  # type: ignore[assignment]
@@ -104,7 +105,9 @@ async def load_objects_many(
             for row_id, row in rows_by_name[name].items():
                 if row.get("merged_into") in into:
                     rows_by_name[name][row_id] = into[row["merged_into"]]
-    emails = {c["email"].strip().lower() for c in rows_by_name.get("contact", {}).values() if c.get("email")}
+    emails = {
+        key for c in rows_by_name.get("contact", {}).values() if c.get("email") for key in lookup_keys(c["email"])
+    }
     query = select(suppression_t.c.address).where(one_of(conn, suppression_t.c.address, emails))
     gone = set((await conn.execute(query)).scalars()) if emails else set()
     # keyed by the contacts rules see: a contact merged since its event counts the survivor's orders
@@ -118,7 +121,7 @@ async def load_objects_many(
                 objects[name] = None if row is None else dict(row)
         contact = objects.get("contact")
         if contact is not None:
-            contact["unsubscribed"] = bool(contact.get("email")) and contact["email"].strip().lower() in gone
+            contact["unsubscribed"] = bool(contact.get("email")) and not gone.isdisjoint(lookup_keys(contact["email"]))
             contact.update(facts.get(contact["id"], NO_ORDERS))
         results.append(objects)
     return results
@@ -126,18 +129,18 @@ async def load_objects_many(
 
 async def suppressed(conn: AsyncConnection, address: str) -> str | None:
     """The reason `address` must not be mailed (bounce, complaint, unsubscribe), or None."""
-    query = select(suppression_t.c.reason).where(suppression_t.c.address == address.strip().lower())
-    return (await conn.execute(query)).scalar_one_or_none()
+    query = select(suppression_t.c.reason).where(suppression_t.c.address.in_(lookup_keys(address))).limit(1)
+    return (await conn.execute(query)).scalar()
 
 
 async def suppress(conn: AsyncConnection, address: str, reason: str, detail: str | None, now: datetime) -> None:
-    values = {"address": address.strip().lower(), "reason": reason, "detail": detail, "created_at": now}
+    values = {"address": suppression_key(address), "reason": reason, "detail": detail, "created_at": now}
     await insert_ignore(conn, suppression_t, values)
 
 
 async def send_state(conn: AsyncConnection, address: str, message_id: str) -> tuple[str | None, bool]:
     """(why `address` is suppressed or None, whether `message_id` was already sent) in one round trip."""
-    reason = select(suppression_t.c.reason).where(suppression_t.c.address == address.strip().lower())
+    reason = select(suppression_t.c.reason).where(suppression_t.c.address.in_(lookup_keys(address))).limit(1)
     sent = select(email_t.c.message_id).where(email_t.c.message_id == message_id, email_t.c.direction == "out")
     row = (await conn.execute(select(reason.scalar_subquery(), sent.exists()))).one()
     return row[0], bool(row[1])
@@ -146,10 +149,15 @@ async def send_state(conn: AsyncConnection, address: str, message_id: str) -> tu
 async def send_states(
     conn: AsyncConnection, addresses: list[str], message_ids: list[str]
 ) -> tuple[dict[str, str], set[str]]:
-    """`send_state` for a batch: {address: why suppressed} and the Message-IDs already sent."""
-    wanted = {a.strip().lower() for a in addresses}
+    """`send_state` for a batch: {address as given: why suppressed} and the Message-IDs already sent."""
+    keys = {address: lookup_keys(address) for address in addresses}
+    wanted = set().union(*keys.values())
     query = select(suppression_t.c.address, suppression_t.c.reason).where(one_of(conn, suppression_t.c.address, wanted))
-    reasons = {row[0]: row[1] for row in await conn.execute(query)} if wanted else {}
+    found = {row[0]: row[1] for row in await conn.execute(query)} if wanted else {}
+    reasons = {}
+    for address, looked_for in keys.items():
+        if hits := sorted(found[key] for key in looked_for if key in found):
+            reasons[address] = hits[0]
     sent_query = select(email_t.c.message_id).where(
         one_of(conn, email_t.c.message_id, message_ids), email_t.c.direction == "out"
     )

@@ -16,6 +16,7 @@ from leadhub.pipelines.intake import IntakePipeline
 from leadhub.pipelines.model import SourceSpec
 from leadhub.store import trigger_data
 from leadhub.store.models import EmailMessage, EmailSuppression, Inquiry, Lead
+from leadhub.store.suppression_keys import lookup_keys, suppression_key
 from tests.helpers import corpus
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -354,3 +355,14 @@ async def test_nul_bytes_anywhere_in_a_mail_still_store(pipeline: IntakePipeline
     [inquiry] = await rows(engine, Inquiry.__table__)
     assert inquiry["lead_id"] is not None and inquiry["message"] == "hithere"
     assert [(a["filename"], a["size"]) for a in inquiry["fields"]["attachments"]] == [("f.pdf", 5)]
+
+
+def test_the_suppression_key_is_the_address_with_its_domain_in_ascii() -> None:
+    """A bounce reports the ASCII form; a rule may write the domain as people read it: both are one entry."""
+    assert suppression_key(" Maria@Пример.РФ ") == "maria@xn--e1afmkfd.xn--p1ai"
+    assert suppression_key("maria@xn--e1afmkfd.xn--p1ai") == "maria@xn--e1afmkfd.xn--p1ai"
+    assert suppression_key("Ivan@Example.COM") == "ivan@example.com"
+    too_long = "a@" + "я" * 70 + ".рф"  # no ASCII form (a label over 63): kept as written
+    assert suppression_key(too_long) == too_long
+    assert lookup_keys("maria@xn--e1afmkfd.xn--p1ai") == {"maria@xn--e1afmkfd.xn--p1ai", "maria@пример.рф"}
+    assert lookup_keys("not an address") == {"not an address"}

@@ -207,6 +207,45 @@ async def test_suppressed_addresses_get_nothing(trigger_hub, smtp_server: SmtpSe
     assert smtp_server.inbox.messages == []
 
 
+@pytest.mark.parametrize(
+    ("written", "listed"),
+    [
+        ("maria@пример.рф", "maria@xn--e1afmkfd.xn--p1ai"),  # a bounce reports the ASCII form leadhub sent to
+        ("maria@xn--e1afmkfd.xn--p1ai", "maria@пример.рф"),  # an older release kept an unsubscribe as written
+    ],
+)
+async def test_an_address_is_suppressed_whichever_way_its_domain_is_written(
+    trigger_hub, smtp_server: SmtpServer, clock, rules_dir: Path, *, written: str, listed: str
+):
+    """Found by a helper's audit: the list was looked up by the lower-cased address only, so an address whose
+    international domain was written the other way was mailed after it bounced or unsubscribed."""
+    use_example(rules_dir, "survey.yaml")
+    running = await trigger_hub(smtp_url=smtp_server.url)
+    shop = Shop(running.engine, clock)
+    await _completed_order(shop, written.replace("maria", "anna"), "2101")
+    await _scheduled(shop)
+    async with running.engine.begin() as conn:
+        await conn.execute(
+            insert(EmailSuppression.__table__).values(
+                address=listed.replace("maria", "anna"), reason="bounce", detail=None, created_at=clock.now()
+            )
+        )
+    clock.advance(WEEK)
+    cancelled = await _status(shop, "cancelled")
+    assert cancelled.last_error == "suppressed address (bounce)"
+    assert smtp_server.inbox.messages == []
+
+    async with running.engine.begin() as conn:
+        await conn.execute(
+            insert(EmailSuppression.__table__).values(
+                address=listed, reason="unsubscribe", detail=None, created_at=clock.now()
+            )
+        )
+    await _completed_order(shop, written, "2102")  # unsubscribed before: the rule does not match
+    traces = await _traces(shop, "post-sale-survey", 2)
+    assert [t.matched for t in traces].count(False) == 1
+
+
 async def test_a_batch_of_surveys_records_each_sent_message_once(
     trigger_hub, smtp_server: SmtpServer, clock, rules_dir: Path
 ):

@@ -116,7 +116,7 @@ class BoundEmail:
             reasons, sent = await trigger_data.send_states(conn, [r["to"] for r, _ in batch], list(ids.values()))
         for rendered, job in batch:
             job.prefetched = {
-                "suppressed": reasons.get(rendered["to"].strip().lower()),
+                "suppressed": reasons.get(rendered["to"]),
                 "sent": ids[job.key] in sent,
             }
 
