@@ -180,3 +180,32 @@ async def test_a_sender_the_smtp_envelope_cannot_take_fails_at_once(
     assert (run.status, run.attempts) == ("failed", 1)
     assert run.last_error.startswith("the SMTP envelope could not be written: "), run.last_error
     assert smtp_server.inbox.messages == []
+
+
+async def test_an_international_reply_to_domain_is_written_in_ascii(
+    trigger_hub, clock, rules_dir: Path, smtp_server: SmtpServer
+) -> None:
+    """`reply_to: Отдел продаж <sales@магазин.рф>` in a message sent without SMTPUTF8 (the `to` and the sender are
+    ASCII): the domain goes in its ASCII form, as the sender's does, and the name RFC 2047-encoded."""
+    templates = _rules(rules_dir)
+    rule = rules_dir / "test.yaml"
+    rule.write_text(
+        rule.read_text().replace('"{{ contact.name }} <{{ contact.email }}>"', '"Отдел продаж <sales@магазин.рф>"')
+    )
+    running = await trigger_hub(smtp_url=smtp_server.url, templates_dir=str(templates))
+    shop = Shop(running.engine, clock)
+    contact_id, lead_id = await shop.customer("maria@example.com", "Maria")
+    await shop.emit("lead.created", lead_id, lead_id=lead_id, contact_id=contact_id, channel="shop", tags=[])
+
+    async def settled() -> Any:
+        rows = await shop.actions(rule_id="tell-sales")
+        return rows[0] if rows and rows[0].attempts >= 1 and rows[0].status != "running" else None
+
+    run = await wait_for(settled, timeout=30, what="the e-mail's first run to be recorded")
+    assert (run.status, run.last_error) == ("done", None)
+    (received,) = smtp_server.inbox.messages
+    raw = received.as_bytes()
+    assert raw.isascii(), "no SMTPUTF8 was asked for: every header byte must be ASCII"
+    message = message_from_bytes(raw, policy=policy.default)
+    (reply_to,) = message["Reply-To"].addresses
+    assert (reply_to.display_name, reply_to.addr_spec) == ("Отдел продаж", "sales@xn--80aairftm.xn--p1ai")

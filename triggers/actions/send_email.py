@@ -140,9 +140,12 @@ class BoundEmail:
         if sent:
             return {"message_id": message_id, "already_sent": True}
         address = ascii_domain(to)  # SMTPUTF8 only for a local part that needs it
-        headers = _headers(rendered | {"to": address}, sender, message_id, job)
+        # Reply-To's domain likewise: an address left non-ASCII in a message sent without SMTPUTF8 was written
+        # as one RFC 2047 encoded word, which no mail program replies to.
+        reply_to = ascii_mailbox(rendered["reply_to"]) if rendered["reply_to"] else None
+        headers = _headers(rendered | {"to": address, "reply_to": reply_to}, sender, message_id, job)
         envelope = (_address(sender), address)
-        utf8 = not "".join(envelope).isascii()
+        utf8 = not "".join(envelope).isascii() or not _address(reply_to or "").isascii()
         data = _data(headers, rendered, utf8)
         await _send(data, envelope, target, deps.extra.get("smtp_pool"), utf8=utf8)
         lead_id = getattr(job.context.get("lead"), "id", None)
