@@ -31,11 +31,29 @@ def _mask_phone(match: re.Match[str]) -> str:
 
 def _redact(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
     for key, value in list(event.items()):
-        if key.lower() in SECRET_KEYS:
-            event[key] = "***"
-        elif isinstance(value, str) and key != "timestamp":
-            event[key] = redact_text(value)
+        if key != "timestamp":
+            event[key] = _redacted(key, value, 0)
     return event
+
+
+NESTING_SHOWN = 6  # levels of lists and mappings redacted item by item; deeper ones are logged as redacted text
+
+
+def _redacted(key: object, value: Any, depth: int) -> Any:
+    """A field's value redacted whatever it is. Only strings were: a list of rule problems, a dict of headers, an
+    exception or a path passed as a field reached the log as the renderer wrote them, addresses and URLs' passwords
+    included."""
+    if isinstance(key, str) and key.lower() in SECRET_KEYS:
+        return "***"
+    if isinstance(value, str):
+        return redact_text(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if depth < NESTING_SHOWN and isinstance(value, dict):
+        return {k: _redacted(k, v, depth + 1) for k, v in value.items()}
+    if depth < NESTING_SHOWN and isinstance(value, list | tuple | set | frozenset):
+        return [_redacted(None, item, depth + 1) for item in value]
+    return redact_text(str(value))
 
 
 class _ClientProtocolErrors(logging.Filter):

@@ -95,3 +95,23 @@ def test_other_libraries_log_one_redacted_json_line_per_event(
     ]
     assert "ValueError" in records[0]["exception"] and "timestamp" in records[0]
     assert "hunter2-pass" not in lines[0] and "ivan.petrov" not in lines[0], lines[0]
+
+
+def test_fields_that_are_not_text_are_redacted_too(capfd: pytest.CaptureFixture[str], restored_logging: None) -> None:
+    """Only string fields were redacted: a list, a mapping or an exception as a field was written as it was."""
+    configure("info", "json")
+    structlog.get_logger("test").warning(
+        "several things",
+        problems=["rule r: to ivan.petrov@mail.ru", ("+7 912 345-67-89",)],
+        headers={"From": "anna.smirnova@mail.ru", "Authorization": "Bearer abc-secret-token", "n": 3},
+        error=ConnectionError("smtp://shop:hunter2-pass@mail.example.com refused"),
+        deep=[[[[[[[["olga.k@mail.ru"]]]]]]]],
+        count=2,
+    )
+    line = capfd.readouterr().err.strip()
+    record = json.loads(line)
+    for secret in ("ivan.petrov", "345-67", "anna.smirnova", "abc-secret-token", "hunter2-pass", "olga.k"):
+        assert secret not in line, secret
+    assert record["problems"] == ["rule r: to i***@mail.ru", ["***89"]] and record["count"] == 2
+    assert record["headers"] == {"From": "a***@mail.ru", "Authorization": "***", "n": 3}
+    assert "smtp://" in record["error"] and "refused" in record["error"]
