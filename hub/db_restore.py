@@ -50,8 +50,20 @@ def restore_sqlite(url: str, backup: Path) -> Restore:
 
 def _linked_file(database: Path) -> Path:
     """The file a symlinked database name points to (a data volume, say): renaming the link itself put the restored
-    database in the link's directory and kept only the link as the replaced database."""
-    return database.resolve() if database.is_symlink() else database
+    database in the link's directory and kept only the link as the replaced database.
+
+    A link into a directory that is not there (a volume not mounted yet) is refused: the restore made that directory
+    on the disk below the mount point and put the data there, for the volume to hide once mounted.
+    """
+    if not database.is_symlink():
+        return database
+    target = database.resolve()
+    if not target.parent.is_dir():
+        raise BackupError(
+            f"{database} is a symlink to {target}, whose directory {target.parent} does not exist "
+            "(a volume not mounted?); nothing changed"
+        )
+    return target
 
 
 def _put_in_place(backup: Path, database: Path, incoming: Path) -> tuple[Path | None, Path | None]:

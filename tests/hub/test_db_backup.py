@@ -376,6 +376,24 @@ def test_a_database_named_by_a_symlink_is_restored_where_the_link_points(tmp_pat
 
 
 @sqlite_only
+def test_a_symlink_into_a_directory_that_is_not_there_is_refused(tmp_path: Path) -> None:
+    """`leadhub.db` a symlink into a volume not mounted yet: the restore made the volume's directory on the disk
+    below and put the data there, where the volume hid it once mounted."""
+    mount_point = tmp_path / "mnt" / "data"
+    config = tmp_path / "etc"
+    config.mkdir()
+    (config / "leadhub.db").symlink_to(mount_point / "leadhub.db")
+
+    run = _db(
+        "restore", _small_database(tmp_path / "backup.db", 2), f"sqlite+aiosqlite:///{config / 'leadhub.db'}", tmp_path
+    )
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert f"whose directory {mount_point} does not exist (a volume not mounted?); nothing changed" in run.stderr
+    assert not (tmp_path / "mnt").exists()
+    assert (config / "leadhub.db").is_symlink()
+
+
+@sqlite_only
 def test_a_restore_interrupted_while_it_swaps_the_files_leaves_a_database_in_place(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
