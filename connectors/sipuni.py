@@ -13,6 +13,7 @@ from leadhub.connectors.webhook import (
     WebhookConfig,
     form_fields,
     key_part,
+    query_fields,
     raw_body,
     require_method,
     require_token,
@@ -42,7 +43,7 @@ class SipuniConnector(ProviderWebhook):
     async def handle(self, request: web.Request) -> web.StreamResponse:
         require_method(request, "POST", "GET")
         require_token(request.query.get("token"), self.secrets, "the URL as ?token=")
-        params = {k: v for k, v in request.query.items() if k != "token"}
+        params = query_fields(request, "the URL's query")
         body = b""
         if request.method == "POST":
             body = await raw_body(request, int(self.config.max_body))

@@ -21,6 +21,7 @@ from leadhub.connectors.webhook import (
     json_object,
     key_part,
     matches_any,
+    query_fields,
     raw_body,
     require_method,
     require_token,
@@ -135,7 +136,7 @@ class TelephonyConnector(ProviderWebhook):
                 )
         content_type = request.headers.get("Content-Type", "application/json")
         if request.method == "GET":
-            params = {k: v for k, v in request.query.items() if k != "token"}
+            params = query_fields(request, "the URL's query")
             body, content_type = urlencode(params).encode(), "application/x-www-form-urlencoded"
         data = decode_payload(content_type, body)
         if config.auth == "hmac":

@@ -159,6 +159,14 @@ def form_fields(body: bytes, what: str, content_type: str) -> dict[str, str]:
     return dict(form_pairs(body, what, content_type))
 
 
+def query_fields(request: web.Request, what: str) -> dict[str, str]:
+    """The URL's query parameters but `token`, read as strictly as a form body (UTF-8: a query declares no
+    charset). aiohttp's `request.query` puts U+FFFD where the bytes are not UTF-8: `number=%FF...` was answered
+    202 with the caller's number lost."""
+    pairs = form_pairs(request.rel_url.raw_query_string.encode("utf-8"), what, "")
+    return {name: value for name, value in pairs if name != "token"}
+
+
 def json_object(body: bytes, what: str) -> dict[str, Any]:
     """The body as a JSON object, or a 400 naming the problem (`what` is e.g. "a Telegram update"); JSON nested
     deeper than json_errors.MAX_JSON_DEPTH included, which the pipeline could not store."""

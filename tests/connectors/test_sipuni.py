@@ -77,6 +77,21 @@ async def test_malformed_and_oversized_are_4xx(hub: RunningHub) -> None:
     assert item["dropped"] == "unknown event: event 9"
 
 
+async def test_a_query_with_bytes_that_are_not_utf8_is_400_not_a_lost_number(hub: RunningHub) -> None:
+    """aiohttp's parsed query puts U+FFFD where the bytes are not UTF-8: such an event was answered 202 with the
+    caller's number gone. A query is read as strictly as a form body."""
+    raw = f"/hooks/sipuni?token={TOKEN}&call_id=c2&event=2&src_num=%FF%FE7916&status=NOANSWER"
+    async with hub.session.get(hub.url(raw)) as response:
+        status, error = response.status, await response.json()
+    assert status == 400 and error["error"] == "malformed", error
+    assert "the URL's query holds percent-escaped bytes that are not UTF-8" in error["detail"]
+    assert (await hub.api("/api/inquiries"))["items"] == []
+    missed = params("inbound_missed_NOANSWER_event2")  # a real event, its Cyrillic treeName percent-escaped
+    assert (await get(hub, missed | {"token": TOKEN}))[0] == 202
+    [lead] = await hub.wait_items("/api/leads", 1)
+    assert lead["tags"] == ["callback_requested"]
+
+
 async def test_an_accepted_event_answers_success_true_as_sipuni_requires(hub: RunningHub) -> None:
     """Sipuni's HTTP events doc: the URL answers a JSON object with `success` (true when processed); without it
     Sipuni may suspend sending events. The hub's id and duplicate flag stay beside it."""

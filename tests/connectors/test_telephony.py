@@ -160,6 +160,13 @@ async def test_token_mode_takes_get_and_form_posts(hub: RunningHub) -> None:
     assert all("crm-token" not in json.dumps(i) for i in items)
 
 
+async def test_a_get_query_with_bytes_that_are_not_utf8_is_400(hub: RunningHub) -> None:
+    """The GET's query became the payload through aiohttp's parsed query, U+FFFD in place of what was not UTF-8."""
+    async with hub.session.get(hub.url("/hooks/megafon?token=crm-token&type=INCOMING&phone=%FF79&callid=m9")) as r:
+        assert r.status == 400 and "not UTF-8" in (await r.json())["detail"]
+    assert (await hub.api("/api/inquiries"))["items"] == []
+
+
 async def test_malformed_wrong_types_and_oversized_are_4xx(hub: RunningHub) -> None:
     for body in (uis_event("lost_call", 1)[:30], b"[1]", b"\xff\xfe"):
         status, error = await send_uis(hub, body)
