@@ -310,7 +310,11 @@ class Hub:
         await upgrade_in_child(engine, log_level=self.settings.log_level, log_format=self.settings.log_format)
 
     async def _start_store_side(self) -> None:
-        """Migrate (waiting for the database if it is away), then run pipeline, relay and pull connectors."""
+        """Migrate (waiting for the database if it is away), then run pipeline, relay and pull connectors.
+
+        A stop can begin at each await here (the migration above all); it stops what has started and then waits
+        for this task. Nothing starts after that: it would run on unstopped while the queue and store close.
+        """
         assert self.engine is not None and self.queue is not None
         engine, queue = self.engine, self.queue
         try:
@@ -325,6 +329,8 @@ class Hub:
         except SchemaNewerThanCode as exc:  # this release cannot use the database: stop instead of half-working
             self.failure = exc
             self.failed.set()
+            return
+        if self.stopping.is_set():  # migrated while the stop went by
             return
         self.store_ready = True
         log.info("store ready", url=redacted_url(self.settings.effective_database_url))
@@ -348,6 +354,8 @@ class Hub:
         if "pipeline" in self.roles:
             self.young_tables = YoungTableStatistics(engine)
             await self.young_tables.start()
+            if self.stopping.is_set():
+                return
             self.consumer = self._build_consumer(engine, queue)
             self._watch(asyncio.create_task(self.consumer.run(), name="inbound-consumer"))
         if self.worker > 0:
@@ -355,8 +363,19 @@ class Hub:
             return  # pull connectors poll from the primary only; a webhook connector's start does nothing
         if self.settings.workers > 1 and not self.stopping.is_set():
             self._start_workers(queue.url)
+        await self._start_connectors()
+
+    async def _start_connectors(self) -> None:
+        """Start each connector until a stop begins. One whose start the stop overtook (a start may await) is
+        stopped here: the stop's pass over `connector_stops` has gone by."""
         for connector in self.connectors.values():
-            self.connector_stops.append(await connector.start())
+            if self.stopping.is_set():
+                return
+            stop = await connector.start()
+            if self.stopping.is_set():
+                await stop()
+                return
+            self.connector_stops.append(stop)
 
     def _relay_share(self) -> tuple[int, int]:
         """Which share of the outbox this process relays, of how many (shares are cut by subject, hub/workers.py)."""
