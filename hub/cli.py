@@ -14,7 +14,7 @@ import typer
 
 from leadhub import __version__
 from leadhub.hub.cli_args import MAX_LIMIT, stored_text
-from leadhub.hub.cli_errors import store_errors, upgrade_errors
+from leadhub.hub.cli_errors import store_errors, upgrade_errors, upgrade_interrupted
 from leadhub.hub.rules_cli import rules_app
 
 app = typer.Typer(
@@ -166,10 +166,11 @@ def connectors_check(
 def db_upgrade(config: ConfigOption = None) -> None:
     """Apply database migrations (`run` also does this on start) and say from which revisions to which."""
     from leadhub.hub.db_upgrade import upgrade_database
+    from leadhub.hub.stop_as_interrupt import stop_as_interrupt
 
     loaded = _load(config)
     url = loaded.settings.effective_database_url
-    with store_errors(url), upgrade_errors(url):
+    with upgrade_interrupted(url), store_errors(url), upgrade_errors(url), stop_as_interrupt():
         done = upgrade_database(url)
     typer.echo(done.message)
 

@@ -28,6 +28,25 @@ def store_errors(url: str) -> Iterator[None]:
 
 
 @contextmanager
+def upgrade_interrupted(url: str) -> Iterator[None]:
+    """`db upgrade` stopped by Ctrl-C, SIGTERM or SIGHUP (hub/stop_as_interrupt.py), its clean-up done: one line
+    saying where that leaves the database, exit 130 (typer's for a Ctrl-C, which said nothing)."""
+    from leadhub.hub.exit_codes import INTERRUPTED
+    from leadhub.store.db import redacted_url
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        # Whether the commit came before the signal is not known here; `db status` reads it.
+        typer.echo(
+            f"leadhub: db upgrade interrupted; its migration is one transaction, so {redacted_url(url)} is either "
+            "as it was or fully migrated: `leadhub db status` says which",
+            err=True,
+        )
+        raise typer.Exit(INTERRUPTED) from None
+
+
+@contextmanager
 def upgrade_errors(url: str) -> Iterator[None]:
     """`db upgrade` that fails for any other reason (a migration's own check, alembic): one line, exit 1.
 

@@ -12,12 +12,17 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 @contextlib.contextmanager
 def stop_as_interrupt() -> Iterator[None]:
-    """Within it, SIGTERM (`timeout` in a cron job, a service manager) and SIGHUP (a closed terminal) raise
-    KeyboardInterrupt: by default Python ends on them at once, skipping `finally`, and `db backup` left its partial
-    file, `db restore` its copy of the backup, as large as the database, beside the data."""
+    """Within it, SIGTERM (`timeout` in a cron job, a service manager) and SIGHUP (a closed terminal) do what SIGINT
+    does: by default Python ends on them at once, skipping `finally`, and `db backup` left its partial file,
+    `db restore` its copy of the backup, as large as the database, beside the data; `db upgrade` left a new SQLite
+    database root's (not handed to the daemon's user), or its PostgreSQL session waiting for the migration lock."""
 
-    def interrupt(_signal: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
+    def interrupt(_signal: int, frame: FrameType | None) -> None:
+        ctrl_c = signal.getsignal(signal.SIGINT)
+        if callable(ctrl_c):  # Python's raises KeyboardInterrupt; asyncio.run's cancels its task first, then does
+            ctrl_c(signal.SIGINT, frame)
+            return
+        raise KeyboardInterrupt  # SIGINT ignored (a background job) or left to the system: Ctrl-C's end all the same
 
     # One ignored on purpose stays ignored: `nohup leadhub db backup` must outlive the terminal it was started from.
     taken = [number for number in STOP_SIGNALS if signal.getsignal(number) is not signal.SIG_IGN]
