@@ -11,7 +11,9 @@ import structlog
 
 from leadhub.url_redaction import redact_urls
 
-_EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
+# Tried only where a run of local-part characters begins (the look-behind): tried at every character, it scanned the
+# rest of the run for an '@' from each, and a 40 kB token without one took 2 s, a 1 MiB line about 20 minutes.
+_EMAIL = re.compile(r"(?<![A-Za-z0-9._%+-])([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 _PHONE = re.compile(r"(?<![\w.:/])\+?\d[\d\s()-]{8,}\d(?![\w.:])")
 SECRET_KEYS = {"password", "token", "secret", "secrets", "api_token", "authorization", "smtp_url"}
 

@@ -7,7 +7,9 @@ an upgrade migrate; every other start finds the database at the heads with one p
 and starts no child.
 
 The child gets the database URL in its environment, not on its command line (`ps` shows the latter). Its log
-lines (a warning about rows the migration found broken) go to its stderr, which the daemon copies to its own.
+lines (a warning about rows the migration found broken) go to its stderr, which the daemon copies to its own,
+redacted as its own log lines are: what the child prints outside its log (the reason it exits with, a traceback,
+a warning) quotes whatever the error quoted, a URL with its password or a customer's address.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadhub.hub.exit_codes import SCHEMA_NEWER
-from leadhub.hub.logging import configure
+from leadhub.hub.logging import configure, redact_text
 from leadhub.hub.process_ties import dies_with_parent
 from leadhub.store.db import SchemaNewerThanCode, applied_revisions, at_heads, refuse_newer, run_upgrade
 
@@ -60,8 +63,8 @@ async def upgrade_in_child(engine: AsyncEngine, *, log_level: str = "info", log_
     )
     try:
         stderr = await _copied_to_stderr(process)
-    except asyncio.CancelledError:  # the daemon is stopping: the migration's transaction rolls back
-        process.kill()
+    except BaseException:  # the daemon is stopping (or cannot read it): the migration's transaction rolls back
+        process.kill()  # not left running beside the next try, holding the migration lock
         await process.wait()
         raise
     if process.returncode == SCHEMA_NEWER:  # a newer leadhub migrated it since the check above
@@ -73,17 +76,40 @@ async def upgrade_in_child(engine: AsyncEngine, *, log_level: str = "info", log_
 
 
 async def _copied_to_stderr(process: asyncio.subprocess.Process) -> str:
-    """Each line the child writes, written to this process's stderr as it comes (its log lines: a warning about
-    rows broken before the migration is seen without a failure); all of it returned, for the error."""
+    """Each line the child writes, redacted, written to this process's stderr as it comes (its log lines: a warning
+    about rows broken before the migration is seen without a failure); the end of it returned, for the error."""
     assert process.stderr is not None
-    said = []
-    async for line in process.stderr:
-        text = line.decode(errors="replace")
-        said.append(text)
+    said = ""
+    async for line in _lines(process.stderr):
+        text = redact_text(line.decode(errors="replace"))
+        said = (said + text)[-2 * ERROR_TAIL :]  # room for the blank lines the error strips
         sys.stderr.write(text)
         sys.stderr.flush()
     await process.wait()
-    return "".join(said)
+    return said
+
+
+async def _lines(stream: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    """The stream's lines, each ending in a newline; one longer than LINE_LIMIT cut to it, saying how much was left
+    out. Iterating the stream raised ValueError on such a line: the migration was taken for failed and tried again,
+    the child that printed it neither killed nor waited for, migrating beside the next."""
+    kept, left_out, at_end = b"", 0, False
+    while not at_end:
+        ended = True
+        try:
+            part = (await stream.readuntil(b"\n"))[:-1]
+        except asyncio.LimitOverrunError as exc:  # no newline within the limit: take what is buffered, go on
+            part, ended = await stream.readexactly(exc.consumed), False
+        except asyncio.IncompleteReadError as exc:  # the end: a last line without its newline, or nothing
+            part, at_end = exc.partial, True
+            if not (part or kept or left_out):
+                return
+        room = LINE_LIMIT - len(kept)
+        kept, left_out = kept + part[:room], left_out + max(0, len(part) - room)
+        if ended:
+            note = f" [{left_out} more bytes of this line left out]".encode() if left_out else b""
+            yield kept + note + b"\n"
+            kept, left_out = b"", 0
 
 
 def main() -> None:

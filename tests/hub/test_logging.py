@@ -75,6 +75,13 @@ def test_credentials_in_urls_are_redacted(text: str, secret: str) -> None:
     assert secret not in redact_text(text), redact_text(text)
 
 
+@pytest.mark.timeout(60)  # a hang guard: it took about 20 minutes
+def test_a_megabyte_without_an_address_is_redacted_in_one_pass() -> None:
+    """The e-mail pattern was tried from every character of a run of letters, each try scanning the rest of it for an
+    '@': a 1 MiB line (the migration child's longest, copied to the daemon's log) held the start for ~20 minutes."""
+    assert redact_text("x" * (1 << 20) + " ivan.petrov@mail.ru") == "x" * (1 << 20) + " i***@mail.ru"
+
+
 def test_other_libraries_log_one_redacted_json_line_per_event(
     capfd: pytest.CaptureFixture[str], restored_logging: None
 ) -> None:
