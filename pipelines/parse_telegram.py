@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import phonenumbers
-
 from leadhub.envelope import Envelope
 from leadhub.json_errors import JSON_ERRORS, json_error_text, loads
 from leadhub.pipelines.calls import CALLBACK_TAG, pbx_number
+from leadhub.pipelines.email_phones import find_phones
 from leadhub.pipelines.errors import PermanentError
 from leadhub.pipelines.model import Identity, InquiryDraft
 
@@ -44,13 +43,11 @@ def _name(person: dict[str, Any]) -> str | None:
     return " ".join(p for p in parts if p) or None
 
 
-def _phones_in_text(text: str | None) -> list[str]:
-    """Numbers written in international form in the message (`+7 900 ...`), kept on the inquiry (`fields.phones`)
-    for a person to read; never an identifier: "call my wife at ..." or a forwarded text names someone else."""
-    if not text:
-        return []
-    found = [m.raw_string for m in phonenumbers.PhoneNumberMatcher(text[:2000], None)]
-    return list(dict.fromkeys(found))[:10]
+def _phones_in_text(text: str | None, region: str | None) -> list[str]:
+    """Numbers written in the message, kept on the inquiry (`fields.phones`) for a person to read; never an
+    identifier: "call my wife at ..." or a forwarded text names someone else. Read as in an e-mail's text, national
+    forms in the hub's default region too (`8 (916) 123-45-67`): only international ones (`+7 ...`) were found."""
+    return find_phones(text[:2000], region)[:10] if text else []
 
 
 def _sender_fields(user: dict[str, Any], chat: dict[str, Any]) -> dict[str, Any]:
@@ -105,12 +102,12 @@ def _reply(envelope: Envelope, kind: str, message: dict[str, Any]) -> InquiryDra
     return draft
 
 
-def _message(envelope: Envelope, kind: str, message: dict[str, Any]) -> InquiryDraft:
+def _message(envelope: Envelope, kind: str, message: dict[str, Any], region: str | None) -> InquiryDraft:
     if _outgoing(kind, message):
         return _reply(envelope, kind, message)
     user, chat, contact = _dict(message.get("from")), _dict(message.get("chat")), _dict(message.get("contact"))
     text = _str(message.get("text")) or _str(message.get("caption"))
-    phones = _phones_in_text(text)
+    phones = _phones_in_text(text, region)
     # The `request_contact` button shares the sender's own card (its user_id is the sender's id); any other card is
     # somebody else's (a friend's number forwarded to the shop): kept on the inquiry, never the sender's identity.
     shared = None
@@ -181,7 +178,7 @@ def parse_telegram(envelope: Envelope, options: dict[str, Any]) -> InquiryDraft:
     kinds = [name for name in update if name != "update_id"]
     kind = kinds[0] if kinds else "(empty update)"
     if kind in MESSAGES and isinstance(update[kind], dict):
-        return _message(envelope, kind, update[kind])
+        return _message(envelope, kind, update[kind], options.get("default_region"))
     if kind == "callback_query" and isinstance(update[kind], dict):
         return _callback(envelope, update[kind], options)
     draft = InquiryDraft(envelope=envelope)

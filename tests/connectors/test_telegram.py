@@ -175,6 +175,18 @@ async def test_a_phone_in_the_text_does_not_join_the_contact_that_has_it(hub: Ru
     assert item["phone"] is None and item["fields"]["phones"] == ["+7 900 123-45-67"]
 
 
+async def test_a_phone_written_the_national_way_is_kept_on_the_inquiry(hub: RunningHub) -> None:
+    """Only international numbers (`+7 ...`) were found in a message; an e-mail's text is read in the hub's default
+    region (RU here), and so is a chat message now: "8 (916) 123-45-67" is how most people here write theirs."""
+    writer = {"id": 222333445, "is_bot": False, "first_name": "Олег"}
+    text = {"message_id": 6, "date": 1800000000, "from": writer, "chat": writer | {"type": "private"}}
+    text["text"] = "Добрый день! Перезвоните по номеру 8 (916) 123-45-67 после обеда, или 8-495-123-45-67."
+    assert (await send(hub, {"update_id": 900000031, "message": text}))[0] == 202
+    [item] = await inquiries(hub, 1)
+    assert item["fields"]["phones"] == ["8 (916) 123-45-67", "8-495-123-45-67"]
+    assert item["phone"] is None, "a phone in free text is a hint, never the writer's identifier"
+
+
 async def test_a_channel_post_forwarded_into_its_discussion_group_is_no_lead(hub: RunningHub) -> None:
     """Telegram copies a linked channel's posts into the group "from" the placeholder user 777000 ("Telegram")
     with is_automatic_forward; shape per the corpus message (update_message_text.official_guide.json)."""
