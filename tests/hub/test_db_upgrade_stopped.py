@@ -34,7 +34,7 @@ migrate = db._run_alembic
 def paused(connection, direction, revision):
     found = migrate(connection, direction, revision)
     marker.write_text("migrated, not committed")
-    await_only(asyncio.sleep(3600))
+    await_only(asyncio.sleep(3600))  # noqa: sleep-ok - paused here until the test signals the command
     return found
 
 db._run_alembic = paused
