@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -15,9 +16,11 @@ from pydantic import ValidationError
 from leadhub.connectors.imap import summarize
 from leadhub.connectors.imap_config import ImapConfig
 from leadhub.connectors.imap_folder import _by_bytes
-from leadhub.connectors.imap_message import envelope_for, message_key, unreadable_envelope
+from leadhub.connectors.imap_message import envelope_for, message_key, truncated_key, unreadable_envelope
 from leadhub.connectors.imap_oauth import OAuth2Config, TokenError, TokenProvider, parse_token
+from leadhub.connectors.imap_session import HEAD_BYTES
 from leadhub.pipelines.parse_email import parse_email
+from tests.helpers import corpus
 from tests.imap_server import make_mail
 
 BASE = {"name": "inbox", "host": "imap.example.com", "username": "sales@example.com", "password": "pw"}
@@ -43,6 +46,49 @@ def test_a_resent_message_id_with_another_date_is_another_message() -> None:
     first = make_mail(1)
     again = first.replace(b"Date: Mon, 23 Nov 2026 09:00:01", b"Date: Tue, 24 Nov 2026 10:00:00")
     assert message_key("inbox", again) != message_key("inbox", first)
+
+
+def test_keys_of_messages_with_a_date_are_those_earlier_releases_stored() -> None:
+    """sha256(Message-ID, NUL, Date): a message stored before keying changed must stay a duplicate when re-read."""
+    assert message_key("inbox", make_mail(7)) == "imap:inbox:mid:f2986f14fadc2cf70d215e9a72807707"
+
+
+def dateless(n: int, *, sender: str = "Website <wordpress@site.example>", subject: str = "Contact form") -> bytes:
+    """A web-form plugin's mail: one Message-ID on every message and no Date; only the text tells them apart."""
+    mail = make_mail(n, sender="x", subject=subject, body=f"Name: Customer {n}\r\nPlease call me back.\r\n")
+    mail = re.sub(rb"Date: [^\r]*\r\n", b"", mail)
+    mail = re.sub(rb"From: [^\r]*", b"From: " + sender.encode(), mail)
+    return mail.replace(f"<inquiry-{n}@client.example>".encode(), b"<contact-form@site.example>")
+
+
+def test_one_message_id_without_a_date_keys_each_message_apart() -> None:
+    """Found by an audit: keyed by the Message-ID alone, every later message was dropped as the first's duplicate."""
+    first = message_key("inbox", dateless(1))
+    assert message_key("inbox", dateless(2)) != first  # another body
+    assert message_key("inbox", dateless(1, subject="Callback request")) != first
+    assert message_key("inbox", dateless(1, sender="Shop <shop@site.example>")) != first
+    assert first.startswith("imap:inbox:mid:") and len(first) == len("imap:inbox:mid:") + 32
+
+
+def test_one_message_id_without_a_date_keeps_its_key_across_a_migration() -> None:
+    original = dateless(1, subject="A long subject line that a migrating server may well fold somewhere")
+    trace = b"Received: from old.example by new.example; Tue, 24 Nov 2026 03:00:00 +0000\r\nX-Migrated: yes\r\n"
+    refolded = original.replace(b"subject line that", b"subject\r\n\tline that").replace(b"From: ", b"From:\r\n  ")
+    mbox_export = (trace + refolded).replace(b"\r\n", b"\n") + b"\n"  # LF line ends, a blank line added
+    assert message_key("inbox", mbox_export) == message_key("inbox", original)
+    zammad = corpus("email", "zammad", "mail")  # JIRA: one Message-ID, no Date, same body, only the Subject differs
+    jira = [(zammad / f"mail10{n}.box").read_bytes() for n in (3, 4)]
+    assert message_key("inbox", jira[0]) != message_key("inbox", jira[1])
+    assert message_key("inbox", trace + jira[0].replace(b"\n", b"\r\n")) == message_key("inbox", jira[0])
+
+
+def test_a_truncated_message_without_a_date_keeps_its_key_across_a_migration() -> None:
+    whole = dateless(1).replace(b"Please call me back.", b"Please call me back. " + b"z" * 200_000)
+    migrated = (b"Received: from old.example by new.example\r\n" * 40 + whole).replace(b"\r\n", b"\n")
+    key = truncated_key("inbox", whole[:HEAD_BYTES], len(whole))
+    assert truncated_key("inbox", migrated[:HEAD_BYTES], len(migrated)) == key
+    other = dateless(2).replace(b"Please call me back.", b"Please call me back. " + b"z" * 200_000)
+    assert truncated_key("inbox", other[:HEAD_BYTES], len(other)) != key
 
 
 def test_a_folded_message_id_header_gives_the_same_key() -> None:
