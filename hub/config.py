@@ -234,6 +234,7 @@ class Settings(BaseSettings):
             return None
         from leadhub.triggers.actions.base import Permanent
         from leadhub.triggers.actions.send_email import parse_smtp_url
+        from leadhub.triggers.actions.ses import valid_domain
 
         try:
             target = parse_smtp_url(value.get_secret_value())  # what sending reads it with
@@ -245,6 +246,11 @@ class Settings(BaseSettings):
         if target.use_tls and target.start_tls:  # aiosmtplib refuses the pair at every send: no e-mail went out
             raise ValueError(
                 "smtps:// is TLS from the start and starttls=1 upgrades a plain smtp:// connection; give one"
+            )
+        if target.ses_domain is not None and not valid_domain(target.ses_domain):  # replies would match nothing
+            raise ValueError(
+                f"ses_domain={target.ses_domain!r} is not a domain; give the one Amazon SES writes in its Message-IDs, "
+                "e.g. ses_domain=eu-west-1.amazonses.com"
             )
         return value
 

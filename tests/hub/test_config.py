@@ -30,6 +30,11 @@ BAD_ENV = {
         "smtps://u:hunter2@host:465?starttls=1",
         "smtp_url: smtps:// is TLS from the start and starttls=1 upgrades a plain smtp:// connection; give one",
     ),
+    # a Message-ID domain that is not a domain: the recorded ids would match no reply
+    "LEADHUB_SMTP_URL=ses_domain": (
+        "smtp://u:hunter2@host:587?ses_domain=<amazonses>",
+        "smtp_url: ses_domain='<amazonses>' is not a domain; give the one Amazon SES writes in its Message-IDs",
+    ),
     "LEADHUB_API_TOKEN": ("", "api_token: is empty; set a token, or unset LEADHUB_API_TOKEN"),
     "LEADHUB_WORKERS": ("many", "workers: 'many' is not a number of processes"),
     "LEADHUB_LEAD_WINDOW": ("100000000000d", "lead_window: duration '100000000000d' is too long: at most 36500d"),

@@ -11,6 +11,8 @@ from email.utils import format_datetime, parseaddr
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import structlog
+
 from leadhub.store import trigger_data
 from leadhub.triggers.actions import mime
 from leadhub.triggers.actions.base import (
@@ -24,11 +26,13 @@ from leadhub.triggers.actions.base import (
     compile_text,
 )
 from leadhub.triggers.actions.mailbox import ascii_domain, ascii_mailbox, is_address, optional_mailbox
+from leadhub.triggers.actions.ses import ses_domain, ses_message_id
 from leadhub.triggers.actions.smtp_pool import SmtpPool
 from leadhub.triggers.links import link_context
 from leadhub.triggers.sandbox import Scope, TemplateProblem, Templates
 from leadhub.triggers.schema import SendEmail
 
+log = structlog.get_logger("leadhub.triggers")
 LINKS = frozenset({"survey_url", "unsubscribe_url"})
 SMTP_TIMEOUT = 15.0
 # No folding of long headers: a folded List-Unsubscribe URL becomes encoded words no client can follow.
@@ -47,10 +51,12 @@ class SmtpTarget:
     use_tls: bool
     start_tls: bool | None
     sender: str | None
+    ses_domain: str | None = None  # the domain of the Message-IDs Amazon SES writes (triggers/actions/ses.py)
 
 
 def parse_smtp_url(url: str) -> SmtpTarget:
-    """`smtp://user:pass@host:587?starttls=1&from=shop@example.com` (or `smtps://` for implicit TLS).
+    """`smtp://user:pass@host:587?starttls=1&from=shop@example.com` (or `smtps://` for implicit TLS);
+    `ses_domain=eu-west-1.amazonses.com` where Amazon SES's Message-ID domain is not derived from the host.
 
     A password over `smtp://` needs STARTTLS unless the URL says `starttls=0`: upgrading only when the server
     offered it sent the password in plain text wherever the offer was missing, or removed on the way."""
@@ -69,6 +75,7 @@ def parse_smtp_url(url: str) -> SmtpTarget:
         use_tls=parts.scheme == "smtps",
         start_tls=None if starttls is None else starttls.lower() in ("1", "true", "yes"),
         sender=query.get("from"),
+        ses_domain=query.get("ses_domain"),
     )
 
 
@@ -147,11 +154,36 @@ class BoundEmail:
         envelope = (_address(sender), address)
         utf8 = not "".join(envelope).isascii() or not _address(reply_to or "").isascii()
         data = _data(headers, rendered, utf8)
-        await _send(data, envelope, target, deps.extra.get("smtp_pool"), utf8=utf8)
-        lead_id = getattr(job.context.get("lead"), "id", None)
-        # Recorded with the batch's outcomes, in the scheduler's one transaction, one statement for the batch.
-        job.batched.append((trigger_data.record_sent, trigger_data.sent_row(message_id, lead_id, job.now)))
+        answer = await _send(data, envelope, target, deps.extra.get("smtp_pool"), utf8=utf8)
+        return _record_sent(job, message_id, _as_delivered(answer, target, job))
+
+
+def _record_sent(job: Job, message_id: str, delivered: str | None) -> dict[str, Any]:
+    """Recorded with the batch's outcomes, in the scheduler's one transaction, one statement for the batch: the
+    derived Message-ID (a later run of the action finds it and sends nothing) and, when Amazon SES replaced it,
+    the one the recipient sees, which the reply names. Both rows or neither, so a run sent again records again."""
+    lead_id = getattr(job.context.get("lead"), "id", None)
+    job.batched.append((trigger_data.record_sent, trigger_data.sent_row(message_id, lead_id, job.now)))
+    if delivered is None:
         return {"message_id": message_id}
+    job.batched.append((trigger_data.record_sent, trigger_data.sent_row(delivered, lead_id, job.now)))
+    return {"message_id": message_id, "ses_message_id": delivered}
+
+
+def _as_delivered(answer: str, target: SmtpTarget, job: Job) -> str | None:
+    """The Message-ID Amazon SES wrote in place of leadhub's, from its answer to DATA; None for other servers."""
+    domain = ses_domain(target.host, target.ses_domain)
+    if domain is None:
+        return None
+    delivered = ses_message_id(answer, domain)
+    if delivered is None:  # the reply to this mail will not find its lead: say so (the answer holds no address)
+        log.warning(
+            "Amazon SES accepted the e-mail without naming its Message-ID: a reply to it will not join the lead",
+            rule=job.rule_id,
+            key=job.key,
+            answer=answer[:200],
+        )
+    return delivered
 
 
 # A bare address of dot-atoms, which nearly every rendered address is: parseaddr gives it back unchanged
@@ -215,7 +247,8 @@ def _message(headers: list[tuple[str, str]], rendered: dict[str, Any], utf8: boo
 
 async def _send(
     data: bytes, envelope: tuple[str, str], target: SmtpTarget, pool: SmtpPool | None, *, utf8: bool
-) -> None:
+) -> str:
+    """Send the message; the server's answer to DATA (its text after `250`), which may name the id it gave it."""
     import aiosmtplib  # here, not at module level: a daemon whose rules send no e-mail never loads it
 
     sender, to = envelope
@@ -223,9 +256,9 @@ async def _send(
     try:
         if pool is not None:
             async with pool.connection(target) as client:
-                await client.sendmail(sender, [to], data, mail_options=options)
-            return
-        await aiosmtplib.send(
+                _, answer = await client.sendmail(sender, [to], data, mail_options=options)
+            return answer
+        _, answer = await aiosmtplib.send(
             data,
             sender=sender,
             recipients=[to],
@@ -238,6 +271,7 @@ async def _send(
             timeout=SMTP_TIMEOUT,
             mail_options=options,
         )
+        return answer
     except aiosmtplib.SMTPNotSupported as exc:
         if not utf8:
             raise Transient(f"SMTP server unavailable: SMTPNotSupported: {exc}") from None
