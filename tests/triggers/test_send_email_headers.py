@@ -54,11 +54,7 @@ async def test_a_contact_name_stays_a_display_name(
     contact_id, lead_id = await shop.customer("maria@example.com", name)
     await shop.emit("lead.created", lead_id, lead_id=lead_id, contact_id=contact_id, channel="shop", tags=[])
 
-    async def settled() -> Any:
-        rows = await shop.actions(rule_id="tell-sales")
-        return rows[0] if rows and rows[0].attempts >= 1 and rows[0].status != "running" else None
-
-    run = await wait_for(settled, timeout=30, what="the e-mail's first run to be recorded")
+    run = await _settled(shop, "tell-sales")
     assert (run.status, run.last_error) == ("done", None)
     (received,) = smtp_server.inbox.messages
     message = message_from_bytes(received.as_bytes(), policy=policy.default)
@@ -119,8 +115,14 @@ async def _first_run(running: Any, clock: Any, owner: str) -> Any:
         await conn.execute(update(Lead.__table__).where(Lead.__table__.c.id == lead_id).values(owner=owner))
     await shop.emit("lead.created", lead_id, lead_id=lead_id, contact_id=contact_id, channel="shop", tags=[])
 
+    return await _settled(shop, "tell-owner")
+
+
+async def _settled(shop: Shop, rule_id: str) -> Any:
+    """The rule's e-mail action once its first run is recorded."""
+
     async def settled() -> Any:
-        rows = await shop.actions(rule_id="tell-owner")
+        rows = await shop.actions(rule_id=rule_id)
         return rows[0] if rows and rows[0].attempts >= 1 and rows[0].status != "running" else None
 
     return await wait_for(settled, timeout=30, what="the e-mail's first run to be recorded")
@@ -197,11 +199,7 @@ async def test_an_international_reply_to_domain_is_written_in_ascii(
     contact_id, lead_id = await shop.customer("maria@example.com", "Maria")
     await shop.emit("lead.created", lead_id, lead_id=lead_id, contact_id=contact_id, channel="shop", tags=[])
 
-    async def settled() -> Any:
-        rows = await shop.actions(rule_id="tell-sales")
-        return rows[0] if rows and rows[0].attempts >= 1 and rows[0].status != "running" else None
-
-    run = await wait_for(settled, timeout=30, what="the e-mail's first run to be recorded")
+    run = await _settled(shop, "tell-sales")
     assert (run.status, run.last_error) == ("done", None)
     (received,) = smtp_server.inbox.messages
     raw = received.as_bytes()
