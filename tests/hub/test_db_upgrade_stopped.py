@@ -45,16 +45,26 @@ main()
 
 
 def _leadhub(url: str, cwd: Path, *args: str) -> subprocess.Popen[str]:
-    """A `leadhub` process as a user starts it, on the database `url`: `args` are what follows `python`."""
+    """A `leadhub` process as a user starts it, on the database `url`: `args` are what follows `python`.
+
+    With Ctrl-C's SIGINT as a terminal gives it: a test run started in the background of a script (`.ci/run` runs
+    the PostgreSQL suite so) has SIGINT ignored, and its children inherit that, so the SIGINT case waited forever."""
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("LEADHUB_")}
     return subprocess.Popen(
-        [sys.executable, *args],
+        [sys.executable, "-c", SIGINT_AS_IN_A_TERMINAL, *args],
         env={**env, "LEADHUB_DATABASE_URL": url},
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+# Python keeps an ignored SIGINT ignored; set to the default before exec, the command takes it as Ctrl-C.
+SIGINT_AS_IN_A_TERMINAL = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+)
 
 
 def _stopped_line(url: str) -> str:
