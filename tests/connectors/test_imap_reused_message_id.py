@@ -61,6 +61,7 @@ async def inbound_messages(hub: RunningHub) -> int:
     return info.state.last_seq
 
 
+@pytest.mark.store_independent  # the key is the connector's; once, on the embedded default: not about the store
 async def test_one_message_id_without_date_is_one_inquiry_per_message_and_a_re_read_doubles_none(
     make_hub: HubFactory, dovecot: Dovecot
 ) -> None:

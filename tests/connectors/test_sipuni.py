@@ -77,6 +77,7 @@ async def test_malformed_and_oversized_are_4xx(hub: RunningHub) -> None:
     assert item["dropped"] == "unknown event: event 9"
 
 
+@pytest.mark.store_independent  # the webhook's reading; once, on the embedded default: not about the store
 async def test_a_query_with_bytes_that_are_not_utf8_is_400_not_a_lost_number(hub: RunningHub) -> None:
     """aiohttp's parsed query puts U+FFFD where the bytes are not UTF-8: such an event was answered 202 with the
     caller's number gone. A query is read as strictly as a form body."""

@@ -175,6 +175,7 @@ async def test_a_phone_in_the_text_does_not_join_the_contact_that_has_it(hub: Ru
     assert item["phone"] is None and item["fields"]["phones"] == ["+7 900 123-45-67"]
 
 
+@pytest.mark.store_independent  # the parser's; once, on the embedded default: not about the store
 async def test_a_phone_written_the_national_way_is_kept_on_the_inquiry(hub: RunningHub) -> None:
     """Only international numbers (`+7 ...`) were found in a message; an e-mail's text is read in the hub's default
     region (RU here), and so is a chat message now: "8 (916) 123-45-67" is how most people here write theirs."""

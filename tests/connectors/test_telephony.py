@@ -160,6 +160,7 @@ async def test_token_mode_takes_get_and_form_posts(hub: RunningHub) -> None:
     assert all("crm-token" not in json.dumps(i) for i in items)
 
 
+@pytest.mark.store_independent  # the webhook's reading; once, on the embedded default: not about the store
 async def test_a_get_query_with_bytes_that_are_not_utf8_is_400(hub: RunningHub) -> None:
     """The GET's query became the payload through aiohttp's parsed query, U+FFFD in place of what was not UTF-8."""
     async with hub.session.get(hub.url("/hooks/megafon?token=crm-token&type=INCOMING&phone=%FF79&callid=m9")) as r:

@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 
 from leadhub.connectors.base import Stop
@@ -113,6 +114,7 @@ class SlowStartingConnector:
         return stop
 
 
+@pytest.mark.store_independent  # the stop's order; the test above holds each store's lock
 async def test_a_connector_whose_start_the_stop_overtakes_is_stopped(tmp_path: Path, database_url: str) -> None:
     """The stop went over the connectors already started while one was still starting; that one ran on."""
     raw = {"data_dir": str(tmp_path / "data"), "database_url": database_url, "http_port": 0}

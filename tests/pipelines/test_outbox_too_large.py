@@ -107,6 +107,7 @@ async def test_a_replayed_event_goes_back_to_the_outbox_and_fails_again_into_the
         assert (await conn.execute(select(func.count()).select_from(OutboxEvent))).scalar_one() == 1
 
 
+@pytest.mark.store_independent  # the wiring; the store's part runs on both in the tests above
 async def test_the_daemon_relay_moves_past_a_large_event(small_queue_hub: RunningHub, make_hub: HubFactory) -> None:
     """End to end: a hub with its relay running publishes the events written after a large one."""
     hub = small_queue_hub

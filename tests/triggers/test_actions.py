@@ -189,6 +189,7 @@ def test_a_telegram_text_is_cut_to_4096_utf16_units(text: str, sent: str) -> Non
     assert len(fit_text(text).encode("utf-16-le")) <= 2 * 4096
 
 
+@pytest.mark.store_independent  # the action's rendering; once, on the embedded default: not about the store
 async def test_a_long_telegram_text_is_sent_cut_to_what_the_bot_api_takes(trigger_hub, clock, rules_dir, fake) -> None:
     bot = await fake([(200, {"ok": True, "result": {"message_id": 78}})])
     _rule(

@@ -184,6 +184,7 @@ async def test_a_sender_the_smtp_envelope_cannot_take_fails_at_once(
     assert smtp_server.inbox.messages == []
 
 
+@pytest.mark.store_independent  # the message's headers; once, on the embedded default: not about the store
 async def test_an_international_reply_to_domain_is_written_in_ascii(
     trigger_hub, clock, rules_dir: Path, smtp_server: SmtpServer
 ) -> None:

@@ -171,6 +171,7 @@ async def test_a_retried_run_finds_its_send_recorded_and_records_nothing_more(
     assert await _sent_rows(running.engine) == first
 
 
+@pytest.mark.store_independent  # the SMTP path; the records run on both above
 async def test_a_send_without_the_connection_pool_records_the_ses_id_too(
     engine, tmp_path: Path, ses_server: SmtpServer
 ) -> None:
