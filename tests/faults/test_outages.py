@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 
 from leadhub.hub.embedded_nats import EmbeddedNats
 from tests.conftest import HubFactory, RunningHub
-from tests.helpers import wait_for
+from tests.helpers import DEADLINE_SCALE, wait_for
 from tests.tcp_proxy import TcpProxy
 
 FORM = {"name": "site-form", "type": "form", "rate_limit": None}
@@ -122,7 +122,7 @@ class SqliteLock:
         self.thread = threading.Thread(target=self._hold, daemon=True)
 
     def _hold(self) -> None:
-        conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        conn = sqlite3.connect(self.path, timeout=10 * DEADLINE_SCALE, isolation_level=None)
         conn.execute("BEGIN EXCLUSIVE")
         self.locked.set()
         self.release_event.wait(60)
@@ -131,7 +131,7 @@ class SqliteLock:
 
     def __enter__(self) -> SqliteLock:
         self.thread.start()
-        assert self.locked.wait(10)
+        assert self.locked.wait(10 * DEADLINE_SCALE), "the SQLite write lock was not taken"  # the hub may be writing
         return self
 
     def __exit__(self, *exc: object) -> None:
