@@ -8,17 +8,12 @@ other way was mailed again.
 
 from __future__ import annotations
 
+from leadhub.ascii_domains import ascii_domain
+
 
 def suppression_key(address: str) -> str:
     """Trimmed, lower-cased, the domain in its ASCII form (IDNA); as it is when the domain has none."""
-    text = address.strip().lower()
-    local, at, domain = text.rpartition("@")
-    if not at or domain.isascii():
-        return text
-    try:
-        return f"{local}@{domain.encode('idna').decode('ascii')}"
-    except UnicodeError:  # a label too long or empty: no ASCII form, kept as written
-        return text
+    return ascii_domain(address.strip().lower())  # a label too long or empty has no ASCII form: kept as written
 
 
 def lookup_keys(address: str) -> set[str]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from email.utils import formataddr
 
+from leadhub.ascii_domains import ascii_domain
+
 NOT_IN_ADDRESS = frozenset(' \t<>,;:"()[]\\')
 
 
@@ -40,18 +42,6 @@ def is_address(address: str) -> bool:
     U+0085, \\x0b: a ValueError) or which hides in the address (U+200B)."""
     local, at, domain = address.rpartition("@")
     return bool(local and at and domain) and address.isprintable() and not NOT_IN_ADDRESS.intersection(address)
-
-
-def ascii_domain(address: str) -> str:
-    """`maria@xn--e1afmkfd.xn--p1ai` for `maria@пример.рф`: a non-ASCII domain has an ASCII form (IDNA) that every
-    SMTP server takes, so only a non-ASCII local part needs SMTPUTF8. Unchanged when it has none (a label too long)."""
-    local, at, domain = address.rpartition("@")
-    if domain.isascii():
-        return address
-    try:
-        return f"{local}{at}{domain.encode('idna').decode('ascii')}"
-    except UnicodeError:
-        return address
 
 
 def ascii_mailbox(value: str) -> str:
