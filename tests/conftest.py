@@ -252,6 +252,20 @@ class Daemon:
         except aiohttp.ClientError:
             return False
 
+    async def start_without_asking_readyz(self) -> None:
+        """Started, its store ready as its log says: no /readyz was asked, so none of its store checks is cached.
+
+        /readyz keeps a schema and lock check's answer for 30 s (hub/store_health.py); a test that changes the
+        database after a readiness wait on /readyz would wait that long for the next check."""
+        await self.start(wait_ready=False)
+
+        async def store_ready() -> bool:
+            if self.process is not None and self.process.poll() is not None:
+                pytest.fail(f"daemon exited with {self.process.returncode}:\n{self.log()}")
+            return "store ready" in self.log_path.read_text(errors="replace")
+
+        await wait_for(store_ready, timeout=30, what=f"the daemon's store to be ready (log: {self.log_path})")
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]
 

@@ -90,6 +90,7 @@ async def test_sigkill_at_random_moments_during_a_burst(  # type: ignore[no-unty
             await wait_for(_workers_serving(daemon.base_url, layout["workers"] - 1), timeout=40, what="every worker")
         appending = asyncio.create_task(asyncio.to_thread(dovecot.append, [make_mail(n) for n in range(EMAILS)]))
         accepted: dict[int, str] = {}
+        answers: dict[int | str, int] = {}  # a status or an error's name: how often, for a failure's message
         up = asyncio.Event()
         up.set()
         next_item = 0
@@ -108,16 +109,21 @@ async def test_sigkill_at_random_moments_during_a_burst(  # type: ignore[no-unty
                                 json={"name": f"K {i}", "email": f"k{i}-{seed}@example.com"},
                                 headers={"Idempotency-Key": f"burst-{i}"},
                             ) as response:
+                                answers[response.status] = answers.get(response.status, 0) + 1
                                 if response.status == 202:
                                     accepted[i] = (await response.json())["id"]
                                 else:
                                     assert response.status == 503, await response.text()
-                        except (aiohttp.ClientError, TimeoutError):
+                        except (aiohttp.ClientError, TimeoutError) as exc:
+                            answers[type(exc).__name__] = answers.get(type(exc).__name__, 0) + 1
                             await up.wait()  # the daemon is being killed; send again once it is back
 
             async def killer() -> None:
                 for point in kill_points:
-                    await wait_for(_reached(accepted, point), timeout=60, what=f"{point} accepted posts")
+                    try:
+                        await wait_for(_reached(accepted, point), timeout=60, what=f"{point} accepted posts")
+                    except pytest.fail.Exception as exc:  # what the posters saw and what the daemon logged
+                        pytest.fail(f"{exc}; {len(accepted)} accepted; answers {answers}\n{daemon.log()}")
                     up.clear()
                     daemon.kill()
                     await daemon.start()

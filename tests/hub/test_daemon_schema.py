@@ -205,7 +205,7 @@ async def test_a_schema_changed_under_the_daemon_makes_readyz_503_and_webhooks_s
     make_daemon, database_url: str, change: str, reported: str
 ) -> None:  # type: ignore[no-untyped-def]
     daemon = make_daemon({"connectors": [FORM]})
-    await daemon.start()
+    await daemon.start_without_asking_readyz()  # the first /readyz checks the changed store, not a cached answer
     await _execute(database_url, change)
     async with aiohttp.ClientSession() as session:
 
@@ -232,7 +232,7 @@ async def test_a_write_locked_sqlite_makes_readyz_503_within_a_bounded_time(make
     import sqlite3
 
     daemon = make_daemon({"connectors": [FORM]})
-    await daemon.start()
+    await daemon.start_without_asking_readyz()  # the first /readyz checks the changed store, not a cached answer
     locker = sqlite3.connect(database_url.split("///", 1)[1], isolation_level=None)
     try:
         locker.execute("BEGIN EXCLUSIVE")  # as `sqlite3 leadhub.db` with `BEGIN EXCLUSIVE;` typed and left open
