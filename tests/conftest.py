@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,12 +17,12 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from sqlalchemy.engine import make_url
 
 from leadhub.hub.config import config_from_dict
 from leadhub.hub.daemon import Hub
 from leadhub.hub.embedded_nats import EmbeddedNats
 from tests.helpers import free_port, wait_for
+from tests.pg_databases import PgDatabases
 
 PG_ADMIN_URL = os.environ.get("LEADHUB_TEST_DATABASE_URL")
 
@@ -54,34 +53,6 @@ def _clean_leadhub_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-async def _create_pg_database(admin_url: str, template: str | None = None) -> tuple[str, str]:
-    import asyncpg
-
-    url = make_url(admin_url)
-    name = f"lh_test_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(
-        host=url.host, port=url.port or 5432, user=url.username, password=url.password, database=url.database
-    )
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
-    finally:
-        await conn.close()
-    return url.set(database=name).render_as_string(hide_password=False), name
-
-
-async def _drop_pg_database(admin_url: str, name: str) -> None:
-    import asyncpg
-
-    url = make_url(admin_url)
-    conn = await asyncpg.connect(
-        host=url.host, port=url.port or 5432, user=url.username, password=url.password, database=url.database
-    )
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 def _in_a_thread(function: Callable[[], Any]) -> Any:
     """Run blocking set-up that starts its own event loop, whatever loop the calling fixture is under."""
     with ThreadPoolExecutor(1) as pool:
@@ -89,29 +60,40 @@ def _in_a_thread(function: Callable[[], Any]) -> Any:
 
 
 @pytest.fixture(scope="session")
-def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_databases() -> Iterator[PgDatabases | None]:
+    """This test process's PostgreSQL databases (None on the embedded default); all dropped at its end."""
+    if not PG_ADMIN_URL:
+        yield None
+        return
+    databases = PgDatabases(PG_ADMIN_URL)
+    yield databases
+    _in_a_thread(lambda: asyncio.run(databases.drop_all()))
+
+
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory, pg_databases: PgDatabases | None) -> str:
     """A database at the latest schema, made once per test process and copied for each hub or daemon test.
 
     Migrating every test's empty database cost a `leadhub run` start ~2 s of CPU (a child importing alembic) and an
     in-process hub 0.2 s; the migrations themselves are tested on empty databases (tests/store/test_migrations.py,
-    the `empty_database` marker)."""
+    the `empty_database` marker). On PostgreSQL a copy a test left with this schema is emptied and reused
+    (tests/pg_databases.py)."""
     from leadhub.store.db import run_upgrade
 
-    if PG_ADMIN_URL:
-        url, name = _in_a_thread(lambda: asyncio.run(_create_pg_database(PG_ADMIN_URL)))
-        try:
-            _in_a_thread(lambda: run_upgrade(url))  # its engine disposed: a template must have no connection
-            yield name
-        finally:
-            _in_a_thread(lambda: asyncio.run(_drop_pg_database(PG_ADMIN_URL, name)))
-    else:
-        path = tmp_path_factory.mktemp("template") / "leadhub.db"
-        _in_a_thread(lambda: run_upgrade(f"sqlite+aiosqlite:///{path}"))
-        yield str(path)
+    if pg_databases is not None:
+        name = _in_a_thread(lambda: asyncio.run(pg_databases.create()))
+        _in_a_thread(lambda: run_upgrade(pg_databases.url(name)))  # its engine disposed: a template has no connection
+        _in_a_thread(lambda: asyncio.run(pg_databases.use_as_template(name)))
+        return name
+    path = tmp_path_factory.mktemp("template") / "leadhub.db"
+    _in_a_thread(lambda: run_upgrade(f"sqlite+aiosqlite:///{path}"))
+    return str(path)
 
 
 @pytest.fixture
-async def database_url(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[str]:
+async def database_url(
+    tmp_path: Path, request: pytest.FixtureRequest, pg_databases: PgDatabases | None
+) -> AsyncIterator[str]:
     """A fresh database: PostgreSQL when LEADHUB_TEST_DATABASE_URL is set, else SQLite.
 
     Empty, unless the test starts a hub or a daemon on it (and is not marked `empty_database`): then it is already
@@ -121,12 +103,12 @@ async def database_url(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncI
         and request.node.get_closest_marker("empty_database") is None
     )
     template = request.getfixturevalue("migrated_template") if migrated else None
-    if PG_ADMIN_URL:
-        url, name = await _create_pg_database(PG_ADMIN_URL, template)
+    if pg_databases is not None:
+        name = await (pg_databases.migrated_copy() if migrated else pg_databases.create())
         try:
-            yield url
+            yield pg_databases.url(name)
         finally:
-            await _drop_pg_database(PG_ADMIN_URL, name)
+            await pg_databases.give_back(name, migrated=migrated)
     else:
         path = tmp_path / "leadhub.db"
         if template is not None:
