@@ -25,6 +25,9 @@ from tests.helpers import free_port, wait_for
 from tests.pg_databases import PgDatabases
 
 PG_ADMIN_URL = os.environ.get("LEADHUB_TEST_DATABASE_URL")
+# Fixtures that bring the test's database to the latest schema (the `engine`s of tests/store, tests/triggers and
+# tests/pipelines upgrade it): their tests get a copy of the migrated template instead of migrating it again.
+MIGRATED_FOR = ("make_hub", "make_daemon", "engine", "engines")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -96,10 +99,10 @@ async def database_url(
 ) -> AsyncIterator[str]:
     """A fresh database: PostgreSQL when LEADHUB_TEST_DATABASE_URL is set, else SQLite.
 
-    Empty, unless the test starts a hub or a daemon on it (and is not marked `empty_database`): then it is already
-    at the latest schema, as a running leadhub's database is after its first start."""
+    Empty, unless the test starts a hub or a daemon on it or takes an `engine` (and is not marked `empty_database`):
+    then it is already at the latest schema, as a running leadhub's database is after its first start."""
     migrated = (
-        any(name in request.fixturenames for name in ("make_hub", "make_daemon"))
+        any(name in request.fixturenames for name in MIGRATED_FOR)
         and request.node.get_closest_marker("empty_database") is None
     )
     template = request.getfixturevalue("migrated_template") if migrated else None
