@@ -378,7 +378,10 @@ async def test_concurrent_replays_of_one_person_all_resolve(database_url: str, t
             stored = (await conn.execute(select(func.count()).select_from(Inquiry))).scalar_one()
     finally:
         await engine.dispose()
-    assert [o.result if o else None for o in outcomes] == ["resolved"] * 3
+    results = [o.result if o else None for o in outcomes]
+    assert results[2] == "resolved", results
+    # The two replays of one id: both ran at once, or one ended before the other began (under load, on SQLite).
+    assert sorted(results[:2]) in (["resolved", "resolved"], ["already resolved", "resolved"]), results
     assert all(row.resolved_at is not None and row.reason == "original" for row in rows)
     assert stored == 2
 
