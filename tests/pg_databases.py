@@ -55,6 +55,7 @@ SELECT md5(string_agg(item, E'\n' ORDER BY item)) FROM (
 ) AS schema(item)
 """
 TABLES_TO_EMPTY = "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+SESSIONS_OF = "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = $1"
 OTHER_SESSIONS = """
 SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()
 """
@@ -83,7 +84,7 @@ class PgDatabases:
         )
 
     async def create(self, template: str | None = None) -> str:
-        name = f"lh_test_{uuid.uuid4().hex[:12]}"
+        name = _new_name()
         conn = await self._connect()
         try:
             await conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
@@ -118,10 +119,24 @@ class PgDatabases:
 
     async def give_back(self, name: str, *, migrated: bool) -> None:
         """After a test: empty a migrated copy with the template's schema for the next test, else drop it."""
-        if migrated and await self._emptied(name):
-            self.reusable.append(name)
+        renamed = await self._renamed(name) if migrated and await self._emptied(name) else None
+        if renamed:
+            self.reusable.append(renamed)
         else:
             await self.drop(name)
+
+    async def _renamed(self, name: str) -> str | None:
+        """The emptied database under a new name: a process the test left behind cannot write into the next test's."""
+        renamed = _new_name()
+        conn = await self._connect()
+        try:
+            await conn.execute(SESSIONS_OF, name)  # RENAME waits up to 5 s for them to be gone
+            await conn.execute(f'ALTER DATABASE "{name}" RENAME TO "{renamed}"')
+        except asyncpg.PostgresError:  # a session came back in between: dropped instead
+            return None
+        finally:
+            await conn.close()
+        return renamed
 
     async def _emptied(self, name: str) -> bool:
         try:
@@ -146,3 +161,7 @@ class PgDatabases:
         for name in [*self.reusable, *filter(None, [self.template])]:
             await self.drop(name)
         self.reusable.clear()
+
+
+def _new_name() -> str:
+    return f"lh_test_{uuid.uuid4().hex[:12]}"
