@@ -71,6 +71,9 @@ async def keep_apart(conn: AsyncConnection, contact_id: str, now: datetime) -> l
             )
         ).scalars()
     )
+    if cleared:  # an event per contact, as `contact.review_needed` was
+        decided = [identity.review_cleared(c, "kept_apart", sorted(set(cleared) - {c}), now) for c in sorted(cleared)]
+        await conn.execute(identity.outbox_t.insert(), decided)
     return sorted(cleared)
 
 

@@ -398,7 +398,20 @@ async def merge(
             inquiry_id=inquiry_id,
         ),
     )
+    events[1:1] = [
+        review_cleared(contact_id, "merged", [other_id], now, merge_id=merge_id)
+        for contact_id, other_id, changed in ((survivor_id, merged_id, fill), (merged_id, survivor_id, gone))
+        if "review" in changed
+    ]
     return events
+
+
+def review_cleared(contact_id: str, decision: str, other_ids: list[str], now: datetime, **more: Any) -> dict[str, Any]:
+    """`contact.review_cleared`: a contact's review flag was cleared by a merge or a person's keep-apart, so that a
+    rule can close what it opened on `contact.review_needed`."""
+    return outbox_event(
+        "contact.review_cleared", contact_id, now, contact_id=contact_id, decision=decision, other_ids=other_ids, **more
+    )
 
 
 def _settled(review: dict[str, Any] | None, pair: set[str]) -> bool:

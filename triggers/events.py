@@ -14,6 +14,7 @@ EVENT_OBJECTS: dict[str, tuple[str, ...]] = {
     "contact.merged": ("contact",),
     "contact.unmerged": ("contact",),
     "contact.review_needed": ("contact",),
+    "contact.review_cleared": ("contact",),
     "inquiry.received": ("inquiry", "contact", "lead"),
     "lead.created": ("lead", "contact", "inquiry"),
     "lead.updated": ("lead", "contact"),

@@ -597,6 +597,54 @@ async def test_keeping_apart_a_contact_whose_other_was_merged_since_holds_for_th
     assert [c["review"] for c in await live_contacts(engine)] == [None, None]
 
 
+async def _flagged_pair(pipeline: IntakePipeline, engine: AsyncEngine) -> list[str]:
+    """Anna (opted out) and the phone's contact (consent given), flagged for review by an inquiry naming both."""
+    await store(pipeline, form("a", T0, email="anna@x.example", consent="no"))
+    await store(pipeline, form("b", T0 + HOUR, phone="+79160001122", consent="yes"))
+    await store(pipeline, form("link", T0 + 2 * HOUR, email="anna@x.example", phone="89160001122"))
+    contacts = await live_contacts(engine)
+    assert all(c["review"] for c in contacts) and len(contacts) == 2
+    return sorted(c["id"] for c in contacts)
+
+
+async def test_keeping_flagged_contacts_apart_says_so_in_an_event_per_contact(
+    pipeline: IntakePipeline, engine: AsyncEngine
+) -> None:
+    """A rule that opened a manager's task on `contact.review_needed` had nothing to close it on: deciding the review
+    emitted no event."""
+    ids = await _flagged_pair(pipeline, engine)
+    async with engine.begin() as conn:
+        await contact_review.keep_apart(conn, ids[0], T0 + 3 * HOUR)
+    cleared = sorted(await events(engine, "contact.review_cleared"), key=lambda e: e["contact_id"])
+    assert cleared == [
+        {"contact_id": ids[0], "decision": "kept_apart", "other_ids": [ids[1]]},
+        {"contact_id": ids[1], "decision": "kept_apart", "other_ids": [ids[0]]},
+    ]
+
+
+async def test_a_merge_that_settles_a_review_says_so_in_an_event_per_contact(
+    pipeline: IntakePipeline, engine: AsyncEngine
+) -> None:
+    ids = await _flagged_pair(pipeline, engine)
+    async with engine.begin() as conn:
+        merged = await contact_review.merge_by_hand(conn, ids[1], ids[0], T0 + 3 * HOUR, IdentityPolicy())
+    cleared = sorted(await events(engine, "contact.review_cleared"), key=lambda e: e["contact_id"])
+    assert cleared == [
+        {"contact_id": ids[0], "decision": "merged", "other_ids": [ids[1]], "merge_id": merged["merge_id"]},
+        {"contact_id": ids[1], "decision": "merged", "other_ids": [ids[0]], "merge_id": merged["merge_id"]},
+    ]
+
+
+async def test_a_merge_that_clears_no_review_emits_no_review_event(
+    pipeline: IntakePipeline, engine: AsyncEngine
+) -> None:
+    await store(pipeline, form("a", T0, email="anna@x.example"))
+    await store(pipeline, form("b", T0 + HOUR, phone="+79160001122"))
+    await store(pipeline, form("link", T0 + 2 * HOUR, email="anna@x.example", phone="89160001122"))
+    assert len(await table(engine, ContactMerge)) == 1
+    assert await events(engine, "contact.review_cleared") == []
+
+
 class FindsCounted(identity.Unions):
     """Unions counting its group look-ups: an answer that walks every union of the batch shows as many."""
 
