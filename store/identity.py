@@ -490,8 +490,27 @@ async def unmerge(conn: AsyncConnection, ident: str, now: datetime) -> dict[str,
         restored_id=merged_id,
         merge_id=found["id"],
     )
-    await conn.execute(outbox_t.insert(), [event])
+    await conn.execute(outbox_t.insert(), [event, *await _reviews_back(conn, before, pair, now)])
     return found | {"undone_at": now}
+
+
+async def _reviews_back(
+    conn: AsyncConnection, before: dict[str, dict[str, dict[str, Any]]], pair: list[str], now: datetime
+) -> list[dict[str, Any]]:
+    """`contact.review_needed` again for each contact whose review flag the merge had cleared and the unmerge put
+    back: what a rule closed on `contact.review_cleared` is needed again."""
+    cleared = [c for c in pair if (before.get("contact", {}).get(c) or {}).get("review") is not None]
+    if not cleared:
+        return []
+    rows = await conn.execute(select(contact_t.c.id, contact_t.c.review).where(contact_t.c.id.in_(cleared)))
+    reviews = {contact_id: review for contact_id, review in rows if review is not None}
+    return [
+        outbox_event(
+            "contact.review_needed", c, now, contact_id=c, reason=reviews[c]["reason"], other_ids=reviews[c]["with"]
+        )
+        for c in cleared
+        if c in reviews
+    ]
 
 
 async def _refuse_a_link_merged_on(conn: AsyncConnection, found: dict[str, Any]) -> None:

@@ -635,6 +635,24 @@ async def test_a_merge_that_settles_a_review_says_so_in_an_event_per_contact(
     ]
 
 
+async def test_an_unmerge_that_brings_the_review_flags_back_says_so_again(
+    pipeline: IntakePipeline, engine: AsyncEngine
+) -> None:
+    """The flags came back with no event: a rule that closed its task on `contact.review_cleared` never reopened it."""
+    ids = await _flagged_pair(pipeline, engine)
+    async with engine.begin() as conn:
+        merged = await contact_review.merge_by_hand(conn, ids[1], ids[0], T0 + 3 * HOUR, IdentityPolicy())
+    async with engine.begin() as conn:
+        await identity.unmerge(conn, merged["merge_id"], T0 + 4 * HOUR)
+    assert all(c["review"] for c in await live_contacts(engine))
+    needed = await events(engine, "contact.review_needed")
+    assert len(needed) == 4, needed  # the conflict's two, and the two the unmerge brought back
+    assert sorted((e["contact_id"], tuple(e["other_ids"]), e["reason"]) for e in needed[2:]) == [
+        (ids[0], (ids[1],), "consent_conflict"),
+        (ids[1], (ids[0],), "consent_conflict"),
+    ]
+
+
 async def test_a_merge_that_clears_no_review_emits_no_review_event(
     pipeline: IntakePipeline, engine: AsyncEngine
 ) -> None:
