@@ -1,4 +1,5 @@
-"""The durable queue: the FastStream NATS broker, the streams (declared here, only here), and publishing."""
+"""The durable queue: the FastStream NATS broker, the streams and the bucket (declared here, only here), and
+publishing."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from faststream.exceptions import IncorrectState
 from faststream.nats import NatsBroker
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
 
 from leadhub.connectors.base import PublishResult, QueueBusy, QueueUnavailable
 from leadhub.envelope import Envelope
@@ -23,6 +24,7 @@ from leadhub.hub.stalled_store import StallWatch, not_stored
 from leadhub.hub.stream_publisher import StreamPublisher
 from leadhub.hub.throttled_log import ThrottledWarning
 from leadhub.queue_errors import stream_missing
+from leadhub.triggers import listeners
 
 log = structlog.get_logger("leadhub.queue")
 
@@ -198,6 +200,28 @@ class Queue:
                 num_replicas=self.replicas,
             )
             await self._declare(spec.name, config)
+        await self._declare_listeners()
+
+    async def _declare_listeners(self) -> None:
+        """Create the bucket where trigger replicas say which events their rules listen to (triggers/listeners.py).
+
+        Its entries live seconds and every replica writes its own again within `listeners.REFRESH`: a bucket there
+        with other settings (another replica count) is deleted and made again rather than updated."""
+        config = KeyValueConfig(
+            bucket=listeners.BUCKET, history=1, ttl=listeners.TTL, storage=StorageType.FILE, replicas=self.replicas
+        )
+        try:
+            await self.jetstream.create_key_value(config)
+            return
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code != STREAM_NAME_IN_USE:
+                raise StreamConflict(f"KV_{listeners.BUCKET}", exc, existing=False) from exc
+        except nats.js.errors.ServerError as exc:
+            if exc.err_code == REPLICAS_UNSUPPORTED:
+                raise StreamConflict(f"KV_{listeners.BUCKET}", exc, existing=False) from exc
+            raise
+        await self.jetstream.delete_key_value(listeners.BUCKET)
+        await self.jetstream.create_key_value(config)
 
     async def _declare(self, name: str, config: StreamConfig) -> None:
         """Create the stream, or update it when it is there with other settings."""

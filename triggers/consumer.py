@@ -6,9 +6,12 @@ that type already in the stream at that moment are acked unseen, as they were wh
 delivered and none had a listener: a new rule acts on events from its load on, even where NATS would
 otherwise deliver older ones (after a server restart its position falls back to the last delivered event).
 
-Replicas share the durable consumer, and its filter is the one the last of them set. While their rules differ (a
-hot reload a moment apart, a rules change rolled out host by host), a replica can be handed a type only the other's
-rules listen to: it gives the event back (`nak`) for a replica whose rules do, rather than ack it unhandled.
+Replicas share the durable consumer, so its filter is the union of what every live replica's rules listen to, which
+each replica says in a NATS KV bucket (triggers/listeners.py) and checks against the consumer every few seconds. A
+filter of one replica's rules (the last to subscribe) left out the types only the others' rules listen to, and NATS
+moved the consumer past their events. While their rules differ (a hot reload a moment apart, a rules change rolled
+out host by host), a replica is handed types only the others' rules listen to: it gives the event back (`nak`) for
+a replica whose rules do, rather than ack it unhandled.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections.abc import Callable, Iterable
 
 import nats.errors
@@ -27,6 +31,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from leadhub.error_text import brief
 from leadhub.pulling import fetch_unless_stopped
+from leadhub.triggers.listeners import REFRESH, Listeners
 from leadhub.triggers.matcher import Matcher, event_from_message
 
 log = structlog.get_logger("leadhub.triggers")
@@ -40,6 +45,7 @@ EVERYTHING = "events.>"
 NOTHING = "events._no_rule_listens_"  # no event has this subject: the filter while no rule listens to events
 PLAIN_TYPE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 GIVE_BACK_DELAY = 1.0  # seconds before an event given back is delivered again, to any replica
+AGREEMENT_PASSES = 3  # tries at a filter that stays the union of the entries read after it was set (see `_agree`)
 GIVE_BACK_LIMIT = 30  # deliveries after which an event no replica took is acked: none listens to it any more
 
 
@@ -51,6 +57,15 @@ def event_subjects(types: Iterable[str]) -> list[str]:
     if not all(PLAIN_TYPE.match(kind) for kind in kinds):
         return [EVERYTHING]  # e.g. a typo with a space: delivered and matched by name, as before
     return [f"events.{kind}" for kind in kinds]
+
+
+def union_of(replicas: Iterable[list[str]]) -> list[str]:
+    """The filter that delivers what any of the replicas' subjects (each from `event_subjects`) name."""
+    subjects = {subject for listened in replicas for subject in listened}
+    if EVERYTHING in subjects:
+        return [EVERYTHING]
+    subjects.discard(NOTHING)
+    return sorted(subjects) or [NOTHING]
 
 
 def covered(subject: str, filters: Iterable[str]) -> bool:
@@ -85,7 +100,10 @@ class EventConsumer:
         self.listened = listened  # the event types the loaded rules listen to; None: every event
         self._stopping = asyncio.Event()
         self.last_error: str | None = None
-        self.filter: list[str] = []  # the subjects the durable consumer takes now
+        self.listeners = Listeners(jetstream)  # this replica's entry and the others'
+        self.filter: list[str] = []  # the subjects the durable consumer takes now: every live replica's
+        self.listening: list[str] = []  # this replica's, when it last agreed the filter with the others
+        self._next_agreement = 0.0  # time.monotonic() at which the filter is checked against the others' again
         self._everything = listened is None  # also set when the server cannot filter by several subjects
         self._unseen_until: dict[str, int] = {}  # subject -> stream sequence: older events came before a listener
 
@@ -100,24 +118,41 @@ class EventConsumer:
         return [EVERYTHING] if self._everything or self.listened is None else event_subjects(self.listened())
 
     async def _subscribe(self, wanted: list[str]) -> JetStreamContext.PullSubscription:
-        """Bind the durable consumer, first setting its filter to `wanted` if it has another one."""
+        """Bind the durable consumer, first making its filter cover what every live replica listens to."""
+        await self._agree(wanted)
+        return await self.jetstream().pull_subscribe_bind(DURABLE, STREAM)
+
+    async def _agree(self, wanted: list[str]) -> None:
+        """Say which subjects this replica's rules listen to, and set the consumer's filter to the union of every
+        live replica's if it has another one (another replica, or a replica gone, changed it).
+
+        After a change the entries are read again: two replicas changing it at the same moment may each have read
+        the entries before the other wrote its own, and the second to write the filter would leave the other's out."""
         jetstream = self.jetstream()
-        try:
-            config = (await jetstream.consumer_info(STREAM, DURABLE)).config
-            before: list[str] | None = config.filter_subjects or (
-                [config.filter_subject] if config.filter_subject else []
-            )
-        except nats.js.errors.NotFoundError:
-            before = None  # a first start: the consumer begins at the stream's start, as it always has
-        if before is None or set(before) != set(wanted):
-            added = [subject for subject in wanted if before is not None and not covered(subject, before)]
+        for _ in range(AGREEMENT_PASSES):
+            union = union_of(await self.listeners.everyone(wanted))
+            before = await self._filter_on_server(jetstream)
+            if before is not None and set(before) == set(union):
+                break
+            added = [subject for subject in union if before is not None and not covered(subject, before)]
             if added:
                 last = (await jetstream.stream_info(STREAM)).state.last_seq
                 self._unseen_until |= dict.fromkeys(added, last)
-            wanted = await self._configure(jetstream, wanted)
-        self.filter = wanted
-        log.info("listening for events", subjects=",".join(wanted))
-        return await jetstream.pull_subscribe_bind(DURABLE, STREAM)
+            union = await self._configure(jetstream, union)
+            if self._everything:  # the server cannot filter by several subjects: neither can the other replicas
+                wanted = [EVERYTHING]
+        if union != self.filter or wanted != self.listening:
+            log.info("listening for events", subjects=",".join(union), own=",".join(wanted))
+        self.filter, self.listening = union, wanted
+        self._next_agreement = time.monotonic() + REFRESH
+
+    async def _filter_on_server(self, jetstream: JetStreamContext) -> list[str] | None:
+        """The durable consumer's filter; None before it exists (a first start: it begins at the stream's start)."""
+        try:
+            config = (await jetstream.consumer_info(STREAM, DURABLE)).config
+        except nats.js.errors.NotFoundError:
+            return None
+        return config.filter_subjects or ([config.filter_subject] if config.filter_subject else [])
 
     async def _configure(self, jetstream: JetStreamContext, wanted: list[str]) -> list[str]:
         """Create the durable consumer or update its filter; the subjects it takes in the end."""
@@ -145,12 +180,10 @@ class EventConsumer:
         while not self._stopping.is_set():
             try:
                 wanted = self._wanted()
-                if subscription is None or wanted != self.filter:  # a start, or a reload changed what rules hear
-                    if subscription is not None:
-                        with contextlib.suppress(Exception):
-                            await subscription.unsubscribe()
-                    subscription = None
+                if subscription is None:
                     subscription = await self._subscribe(wanted)
+                elif wanted != self.listening or time.monotonic() >= self._next_agreement:  # a reload, or a refresh
+                    await self._agree(wanted)
                 messages = await self._fetch(subscription)
             except TimeoutError:  # nothing to fetch: the server answered, so the consumer is healthy
                 self.last_error = None
@@ -169,6 +202,7 @@ class EventConsumer:
         if subscription is not None:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
+        await self.listeners.leave()
 
     async def _fetch(self, subscription: JetStreamContext.PullSubscription) -> list[Msg]:
         return await fetch_unless_stopped(subscription, BATCH, FETCH_TIMEOUT, self._stopping)
@@ -205,11 +239,11 @@ class EventConsumer:
             self.on_scheduled()
 
     def _mine(self, subject: str) -> bool:
-        """Whether this replica's rules listen to the subject: when it set the consumer's filter, or as loaded now."""
-        return covered(subject, self.filter) or covered(subject, self._wanted())
+        """Whether this replica's rules listen to the subject: when it last agreed the filter, or as loaded now."""
+        return covered(subject, self.listening) or covered(subject, self._wanted())
 
     async def _give_back(self, msg: Msg) -> None:
-        """An event another replica's filter brought (see the module docstring): for a replica whose rules listen."""
+        """An event only other replicas' rules listen to (see the module docstring): for a replica whose rules do."""
         deliveries = msg.metadata.num_delivered if msg.metadata else GIVE_BACK_LIMIT
         if deliveries >= GIVE_BACK_LIMIT:
             log.warning("event no loaded rule listens to skipped", subject=msg.subject, deliveries=deliveries)
