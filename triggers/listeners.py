@@ -36,17 +36,23 @@ class Listeners:
         self.jetstream = jetstream
         self.key = secrets.token_hex(8)  # this replica's, for as long as it runs
         self._missing_said = False
+        self._others: list[list[str]] = []  # the other replicas' subjects, as last read
 
     async def everyone(self, own: list[str]) -> list[list[str]]:
         """Write this replica's subjects; the subjects of every live replica, its own included.
 
         Without the bucket (a NATS that came back without its store, until the queue declares it again) only its
-        own: a single replica's filter, as before there were entries."""
+        own: a single replica's filter, as before there were entries. A bucket that cannot be written or read (a full
+        disk, a cluster without its leader) leaves the others' subjects as last read: events keep being taken."""
         bucket = await self._bucket()
         if bucket is None:
             return [own]
-        await bucket.put(self.key, json.dumps(own).encode())
-        return [own, *[subjects for key, subjects in (await _entries(bucket)).items() if key != self.key]]
+        try:
+            await bucket.put(self.key, json.dumps(own).encode())
+            self._others = [subjects for key, subjects in (await _entries(bucket)).items() if key != self.key]
+        except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+            log.warning("replicas' listened events not written or read; using those last read", error=str(exc)[:200])
+        return [own, *self._others]
 
     async def leave(self) -> None:
         """Delete this replica's entry at its stop, so the others narrow the filter without waiting for the TTL."""

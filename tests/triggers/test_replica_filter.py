@@ -192,3 +192,45 @@ async def _live_keys(bucket: Any) -> list[str]:
         return list(await bucket.keys())
     except nats.js.errors.NoKeysError:
         return []
+
+
+async def test_a_bucket_that_refuses_the_entry_does_not_stop_the_replica_taking_its_events(tmp_path: Path) -> None:
+    """Found by review: a put the bucket refused (a full disk, a cluster without its leader) raised out of the filter
+    check, which the consumer treated as a failed fetch: no event was taken while the bucket refused."""
+    import asyncio
+    import json
+
+    from nats.js.api import KeyValueConfig, StreamConfig
+
+    from leadhub.triggers.consumer import EventConsumer
+    from leadhub.triggers.listeners import BUCKET
+
+    server = EmbeddedNats(tmp_path / "nats")
+    connection = await nats.connect(await server.start())
+    try:
+        jetstream = connection.jetstream()
+        await jetstream.add_stream(StreamConfig(name="EVENTS", subjects=["events.>"]))
+        await jetstream.create_key_value(KeyValueConfig(bucket=BUCKET, history=1, max_value_size=4))  # refuses all
+        handled: list[str] = []
+
+        class Recorder:
+            async def handle(self, event: dict[str, Any]) -> int:
+                handled.append(event["id"])
+                return 0
+
+        consumer = EventConsumer(lambda: jetstream, Recorder(), lambda: None, listened=lambda: ["lead.created"])
+        running = asyncio.create_task(consumer.run())
+        try:
+            event = {"id": "e1", "type": "lead.created", "subject_id": "l1", "occurred_at": "2026-12-07T10:00:00+00:00"}
+            await jetstream.publish("events.lead.created", json.dumps({**event, "data": {}}).encode())
+
+            async def taken() -> bool:
+                return handled == ["e1"]
+
+            await wait_for(taken, timeout=20, what="the replica to take its event while the bucket refuses entries")
+        finally:
+            consumer.stop()
+            await running
+    finally:
+        await connection.close()
+        await server.stop()
