@@ -115,9 +115,8 @@ async def trigger_hub(
             "public_url": "https://shop.example",
             **settings,
         }
-        hub = Hub(config_from_dict(raw, env={}), clock=clock)
-        await hub.start()
-        handle = RunningHub(hub, aiohttp.ClientSession(), f"http://127.0.0.1:{hub.port}")
+        handle = await started_hub(raw, clock)
+        hub = handle.hub
         running.append(handle)
 
         async def started() -> bool:
@@ -130,6 +129,13 @@ async def trigger_hub(
     for handle in reversed(running):
         await handle.session.close()
         await handle.hub.stop()
+
+
+async def started_hub(raw: dict[str, Any], clock: ManualClock) -> RunningHub:
+    """A hub started in this process on the settings `raw` with the manual clock, and a client session for it."""
+    hub = Hub(config_from_dict(raw, env={}), clock=clock)
+    await hub.start()
+    return RunningHub(hub, aiohttp.ClientSession(), f"http://127.0.0.1:{hub.port}")
 
 
 async def stop_hub(handle: RunningHub) -> None:

@@ -8,18 +8,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import nats
 import nats.js.errors
 import pytest
 
-from leadhub.hub.config import config_from_dict
-from leadhub.hub.daemon import Hub
 from leadhub.hub.embedded_nats import EmbeddedNats
 from leadhub.triggers.clock import ManualClock
 from tests.conftest import RunningHub
 from tests.helpers import wait_for
-from tests.triggers.conftest import Shop, stop_hub
+from tests.triggers.conftest import Shop, started_hub, stop_hub
 
 LEADS = """
 rules:
@@ -69,9 +66,8 @@ async def replica(
             "rules_dir": str(rules_dir),
             "public_url": "https://shop.example",
         }
-        hub = Hub(config_from_dict(raw, env={}), clock=clock)
-        await hub.start()
-        handle = RunningHub(hub, aiohttp.ClientSession(), f"http://127.0.0.1:{hub.port}")
+        handle = await started_hub(raw, clock)
+        hub = handle.hub
         running.append(handle)
 
         async def listening() -> bool:
