@@ -149,7 +149,13 @@ async def store_outage(database_url: str) -> AsyncIterator[tuple[Callable[[], ob
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         lock = SqliteLock(url.database or "")
-        yield lock.__enter__, lambda: lock.__exit__(None, None, None), database_url
+
+        async def take_the_lock() -> None:
+            # In a thread: waited for on the event loop, it froze the in-process hub, which could not end the write
+            # it had begun, so neither got the lock until the wait gave up (CI failures under load, 2 sessions).
+            await asyncio.to_thread(lock.__enter__)
+
+        yield take_the_lock, lambda: lock.__exit__(None, None, None), database_url
         lock.__exit__(None, None, None)
         return
     proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
