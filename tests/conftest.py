@@ -85,8 +85,12 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory, pg_databases: Pg
 
     if pg_databases is not None:
         name = _in_a_thread(lambda: asyncio.run(pg_databases.create()))
-        _in_a_thread(lambda: run_upgrade(pg_databases.url(name)))  # its engine disposed: a template has no connection
-        _in_a_thread(lambda: asyncio.run(pg_databases.use_as_template(name)))
+        try:
+            _in_a_thread(lambda: run_upgrade(pg_databases.url(name)))  # its engine disposed: no connection is left
+            _in_a_thread(lambda: asyncio.run(pg_databases.use_as_template(name)))
+        except BaseException:  # not yet the template drop_all drops: dropped here
+            _in_a_thread(lambda: asyncio.run(pg_databases.drop(name)))
+            raise
         return name
     path = tmp_path_factory.mktemp("template") / "leadhub.db"
     _in_a_thread(lambda: run_upgrade(f"sqlite+aiosqlite:///{path}"))
