@@ -366,3 +366,4 @@ def test_the_suppression_key_is_the_address_with_its_domain_in_ascii() -> None:
     assert suppression_key(too_long) == too_long
     assert lookup_keys("maria@xn--e1afmkfd.xn--p1ai") == {"maria@xn--e1afmkfd.xn--p1ai", "maria@пример.рф"}
     assert lookup_keys("not an address") == {"not an address"}
+    assert suppression_key("Пример") == "пример", "text without an @ has no domain to write in ASCII"
