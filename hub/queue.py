@@ -210,24 +210,25 @@ class Queue:
         config = KeyValueConfig(
             bucket=listeners.BUCKET, history=1, ttl=listeners.TTL, storage=StorageType.FILE, replicas=self.replicas
         )
-        try:
+        if not await self._created(f"KV_{listeners.BUCKET}", lambda: self.jetstream.create_key_value(config)):
+            await self.jetstream.delete_key_value(listeners.BUCKET)
             await self.jetstream.create_key_value(config)
-            return
-        except nats.js.errors.BadRequestError as exc:
-            if exc.err_code != STREAM_NAME_IN_USE:
-                raise StreamConflict(f"KV_{listeners.BUCKET}", exc, existing=False) from exc
-        except nats.js.errors.ServerError as exc:
-            if exc.err_code == REPLICAS_UNSUPPORTED:
-                raise StreamConflict(f"KV_{listeners.BUCKET}", exc, existing=False) from exc
-            raise
-        await self.jetstream.delete_key_value(listeners.BUCKET)
-        await self.jetstream.create_key_value(config)
 
     async def _declare(self, name: str, config: StreamConfig) -> None:
         """Create the stream, or update it when it is there with other settings."""
-        try:
-            await self.jetstream.add_stream(config)
+        if await self._created(name, lambda: self.jetstream.add_stream(config)):
             return
+        try:
+            await self.jetstream.update_stream(config)
+        except (nats.js.errors.BadRequestError, nats.js.errors.ServerError) as exc:
+            raise StreamConflict(name, exc, existing=True) from exc
+
+    async def _created(self, name: str, create: Callable[[], Awaitable[object]]) -> bool:
+        """Make stream `name` (a bucket is one too): True when made or there as asked, False when it is there with
+        other settings; StreamConflict for anything else NATS refuses."""
+        try:
+            await create()
+            return True
         except nats.js.errors.BadRequestError as exc:
             if exc.err_code != STREAM_NAME_IN_USE:  # its subjects another stream's, a setting NATS refuses
                 raise StreamConflict(name, exc, existing=False) from exc
@@ -235,10 +236,7 @@ class Queue:
             if exc.err_code == REPLICAS_UNSUPPORTED:
                 raise StreamConflict(name, exc, existing=False) from exc
             raise
-        try:
-            await self.jetstream.update_stream(config)
-        except (nats.js.errors.BadRequestError, nats.js.errors.ServerError) as exc:
-            raise StreamConflict(name, exc, existing=True) from exc
+        return False
 
     async def publish_envelope(self, envelope: Envelope, *, msg_id: str | None = None) -> PublishResult:
         """Publish and wait for the stream's ack; QueueUnavailable unless the item is durable."""
