@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from leadhub import __version__
-from leadhub.hub.cli_args import MAX_LIMIT, stored_text
+from leadhub.hub.cli_args import MAX_LIMIT, stored_id, stored_text
 from leadhub.hub.cli_errors import store_errors, upgrade_errors, upgrade_interrupted
 from leadhub.hub.rules_cli import rules_app
 
@@ -260,7 +260,7 @@ def dead_list(
 
 @dead_app.command("show")
 def dead_show(
-    dead_id: Annotated[str, typer.Argument(help="the dead letter's id (leadhub dead list)", callback=stored_text)],
+    dead_id: Annotated[str, typer.Argument(help="the dead letter's id (leadhub dead list)", callback=stored_id)],
     raw: Annotated[bool, typer.Option("--raw", help="write only the payload's exact bytes, e.g. > item.eml")] = False,
     config: ConfigOption = None,
 ) -> None:
@@ -283,7 +283,7 @@ def dead_show(
 
 @dead_app.command("replay")
 def dead_replay(
-    dead_id: Annotated[str | None, typer.Argument(help="the dead letter's id", callback=stored_text)] = None,
+    dead_id: Annotated[str | None, typer.Argument(help="the dead letter's id", callback=stored_id)] = None,
     all_: Annotated[bool, typer.Option("--all", help="replay every unresolved dead letter")] = False,
     config: ConfigOption = None,
 ) -> None:
@@ -313,7 +313,7 @@ def dead_replay(
 @actions_app.command("retry")
 def actions_retry(
     action_ids: Annotated[
-        list[str] | None, typer.Argument(help="ids of failed runs (GET /api/actions)", callback=stored_text)
+        list[str] | None, typer.Argument(help="ids of failed runs (GET /api/actions)", callback=stored_id)
     ] = None,
     all_: Annotated[bool, typer.Option("--all", help="every failed run (narrowed by --rule, --action)")] = False,
     rule: Annotated[
@@ -351,7 +351,7 @@ def actions_retry(
 @contacts_app.command("unmerge")
 def contacts_unmerge(
     ident: Annotated[
-        str, typer.Argument(help="the id of the contact that was merged away, or of the merge", callback=stored_text)
+        str, typer.Argument(help="the id of the contact that was merged away, or of the merge", callback=stored_id)
     ],
     config: ConfigOption = None,
 ) -> None:
@@ -367,8 +367,8 @@ def contacts_unmerge(
 
 @contacts_app.command("merge")
 def contacts_merge(
-    merged_id: Annotated[str, typer.Argument(help="the contact that goes away", callback=stored_text)],
-    into: Annotated[str, typer.Option("--into", help="the contact that stays", callback=stored_text)],
+    merged_id: Annotated[str, typer.Argument(help="the contact that goes away", callback=stored_id)],
+    into: Annotated[str, typer.Option("--into", help="the contact that stays", callback=stored_id)],
     config: ConfigOption = None,
 ) -> None:
     """Merge two contacts by hand (a review the rules left to a person); `contacts unmerge` takes it back."""
@@ -383,7 +383,7 @@ def contacts_merge(
 
 @contacts_app.command("keep-apart")
 def contacts_keep_apart(
-    contact_id: Annotated[str, typer.Argument(help="a contact flagged for review", callback=stored_text)],
+    contact_id: Annotated[str, typer.Argument(help="a contact flagged for review", callback=stored_id)],
     config: ConfigOption = None,
 ) -> None:
     """They are different people: clear the review flag of the contact and of the contacts its review names."""

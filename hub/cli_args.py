@@ -7,6 +7,8 @@ from typing import TypeVar
 
 import typer
 
+from leadhub.ids import typed_id
+
 MAX_LIMIT = 100_000  # past 2**63 SQLite raised OverflowError; a negative one PostgreSQL refused and SQLite ignored
 Text = TypeVar("Text", str, list[str], None)
 
@@ -20,3 +22,12 @@ def stored_text(value: Text) -> Text:
         except UnicodeEncodeError:
             raise typer.BadParameter(f"{each!r} is not UTF-8 text; ids and rule names are") from None
     return value
+
+
+def stored_id(value: Text) -> Text:
+    """An id leadhub made, as typed (`stored_text`), in the case leadhub writes it (`typed_id`: a ULID is often
+    shown in upper case)."""
+    value = stored_text(value)
+    if isinstance(value, str):
+        return typed_id(value)
+    return None if value is None else [typed_id(each) for each in value]

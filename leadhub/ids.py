@@ -57,6 +57,13 @@ def new_id() -> str:
     return _ulid_text(ms, random)
 
 
+def typed_id(text: str) -> str:
+    """An id as a person or script gave it, in the case leadhub writes ids in. Every id leadhub makes is lower-case
+    base32 (ULID's alphabet, or RFC 4648's for inquiries), and both alphabets are case-insensitive: a ULID is often
+    shown in upper case, and an id copied from such a tool must find its row, not a 404."""
+    return text.lower()
+
+
 def id_for_key(key: str) -> str:
     """The id of the inquiry stored under `key`: the same for every delivery of the same item.
 

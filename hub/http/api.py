@@ -9,7 +9,7 @@ from urllib.parse import unquote_plus
 
 import structlog
 from aiohttp import web
-from multidict import MultiDictProxy
+from multidict import MultiDict, MultiDictProxy
 from sqlalchemy.exc import SQLAlchemyError
 
 from leadhub.envelope import CHANNELS
@@ -17,6 +17,7 @@ from leadhub.hub.config import MIN_TOKEN_LENGTH, Settings
 from leadhub.hub.http import access
 from leadhub.hub.http.jsonio import error_response, json_response
 from leadhub.hub.http.state import DEPS
+from leadhub.ids import typed_id
 from leadhub.json_errors import loads
 from leadhub.pipelines.normalize import fold_email, normalize_email, normalize_phone
 from leadhub.store import identity, leads, queries
@@ -95,6 +96,7 @@ def _unstorable_string(body: Any) -> str | None:
 
 
 PAGING = ("cursor", "limit")
+ID_FILTERS = frozenset({"contact_id", "lead_id"})  # ids leadhub made (`typed_id`); a rule's id is the admin's text
 
 
 def list_query(
@@ -130,7 +132,14 @@ def list_query(
         value = query.get(name)
         if value is not None and value not in allowed:
             raise BadParameter(f"{name} {value[:40]!r} is not one of {', '.join(allowed)}")
-    return query
+    if ID_FILTERS.isdisjoint(query):
+        return query
+    return MultiDictProxy(MultiDict((name, typed_id(v) if name in ID_FILTERS else v) for name, v in query.items()))
+
+
+def path_id(request: web.Request) -> str:
+    """The `{id}` of an /api path: an id leadhub made, in any case (`typed_id`)."""
+    return typed_id(request.match_info["id"])
 
 
 def _check_path_id(request: web.Request) -> None:
@@ -242,7 +251,7 @@ async def list_leads(request: web.Request) -> web.Response:
 
 
 async def get_lead(request: web.Request) -> web.Response:
-    lead_id = request.match_info["id"]
+    lead_id = path_id(request)
     async with request_engine(request).connect() as conn:
         lead = await queries.get_lead(conn, lead_id)
     if lead is None:
@@ -288,7 +297,7 @@ async def patch_lead(request: web.Request) -> web.Response:
     """Changes from outside (the sales team's CRM): status, owner, tags; each emits `lead.*` events for rules."""
     body = await json_body(request, MAX_PATCH_BYTES)
     changes = _lead_changes(body)
-    lead_id = request.match_info["id"]
+    lead_id = path_id(request)
     try:
         async with request_engine(request).begin() as conn:
             lead, diff = await leads.change_lead(conn, lead_id, changes, utcnow())
@@ -299,7 +308,7 @@ async def patch_lead(request: web.Request) -> web.Response:
 
 
 async def get_contact(request: web.Request) -> web.Response:
-    contact_id = request.match_info["id"]
+    contact_id = path_id(request)
     async with request_engine(request).connect() as conn:
         contact = await queries.get_contact(conn, contact_id)
     if contact is None:
@@ -309,7 +318,7 @@ async def get_contact(request: web.Request) -> web.Response:
 
 async def unmerge_contact(request: web.Request) -> web.Response:
     """Take back the merge that absorbed this contact (or the merge with this id); later changes are kept."""
-    contact_or_merge_id = request.match_info["id"]
+    contact_or_merge_id = path_id(request)
     try:
         async with request_engine(request).begin() as conn:
             merge = await identity.unmerge(conn, contact_or_merge_id, utcnow())
@@ -384,7 +393,7 @@ async def list_inquiries(request: web.Request) -> web.Response:
 
 
 async def get_inquiry(request: web.Request) -> web.Response:
-    inquiry_id = request.match_info["id"]
+    inquiry_id = path_id(request)
     async with request_engine(request).connect() as conn:
         inquiry = await queries.get_inquiry(conn, inquiry_id)
     if inquiry is None:
@@ -407,7 +416,7 @@ async def list_orders(request: web.Request) -> web.Response:
 
 
 async def get_order(request: web.Request) -> web.Response:
-    order_id = request.match_info["id"]
+    order_id = path_id(request)
     async with request_engine(request).connect() as conn:
         order = await queries.get_order(conn, order_id)
     if order is None:

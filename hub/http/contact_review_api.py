@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 import structlog
 from aiohttp import web
 
-from leadhub.hub.http.api import json_body, request_engine
+from leadhub.hub.http.api import json_body, path_id, request_engine
 from leadhub.hub.http.jsonio import error_response, json_response
 from leadhub.hub.http.state import DEPS
+from leadhub.ids import typed_id
 from leadhub.store import contact_review
 
 log = structlog.get_logger("leadhub.api")
@@ -23,7 +24,8 @@ async def merge_contact(request: web.Request) -> web.Response:
     survivor_id = body.get("into") if isinstance(body, dict) else None
     if not isinstance(survivor_id, str) or not survivor_id:
         return error_response(400, "bad_body", 'send {"into": "<id of the contact that stays>"} as JSON')
-    merged_id = request.match_info["id"]
+    survivor_id = typed_id(survivor_id)
+    merged_id = path_id(request)
     settings = request.app[DEPS].settings
     try:
         async with request_engine(request).begin() as conn:
@@ -38,7 +40,7 @@ async def merge_contact(request: web.Request) -> web.Response:
 
 async def keep_apart(request: web.Request) -> web.Response:
     """`POST /api/contacts/{id}/keep-apart`: they are different people; the review flags are cleared."""
-    contact_id = request.match_info["id"]
+    contact_id = path_id(request)
     try:
         async with request_engine(request).begin() as conn:
             cleared = await contact_review.keep_apart(conn, contact_id, datetime.now(UTC))

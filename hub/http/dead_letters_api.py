@@ -9,7 +9,14 @@ import structlog
 from aiohttp import web
 
 from leadhub.hub.dead_letter_replay import replay_one, replay_pipeline
-from leadhub.hub.http.api import list_query, page_response, request_engine, request_flag, request_limit
+from leadhub.hub.http.api import (
+    list_query,
+    page_response,
+    path_id,
+    request_engine,
+    request_flag,
+    request_limit,
+)
 from leadhub.hub.http.jsonio import error_response, json_response
 from leadhub.hub.http.state import DEPS
 from leadhub.store import dead_letters
@@ -28,7 +35,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
 
 
 async def _row(request: web.Request) -> Any:
-    dead_id = request.match_info["id"]
+    dead_id = path_id(request)
     async with request_engine(request).connect() as conn:
         return await dead_letters.get(conn, dead_id)
 

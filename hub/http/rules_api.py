@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import structlog
 from aiohttp import web
 
-from leadhub.hub.http.api import json_body, list_query, page_response, request_engine, request_limit
+from leadhub.hub.http.api import json_body, list_query, page_response, path_id, request_engine, request_limit
 from leadhub.hub.http.jsonio import error_response, json_response
 from leadhub.hub.http.state import DEPS
 from leadhub.store import trigger_data
@@ -38,7 +38,7 @@ async def update_task(request: web.Request) -> web.Response:
     status = body.get("status") if isinstance(body, dict) else None
     if status not in trigger_data.TASK_STATUSES:
         return error_response(400, "invalid", f"status must be one of {', '.join(trigger_data.TASK_STATUSES)}")
-    task_id = request.match_info["id"]
+    task_id = path_id(request)
     clock = request.app[DEPS].clock
     now = clock.now() if clock is not None else datetime.now(UTC)
     async with request_engine(request).begin() as conn:
@@ -61,7 +61,7 @@ async def list_actions(request: web.Request) -> web.Response:
 
 async def retry_action(request: web.Request) -> web.Response:
     """`POST /api/actions/{id}/retry`: a failed run back to pending, due now (the scheduler looks every second)."""
-    action_id = request.match_info["id"]
+    action_id = path_id(request)
     clock = request.app[DEPS].clock
     now = clock.now() if clock is not None else datetime.now(UTC)
     async with request_engine(request).begin() as conn:

@@ -1,0 +1,71 @@
+"""Ids in any case: every id leadhub makes is lower-case base32, and tools often show a ULID in upper case; an id
+copied from one must find its row through the API and the CLI, not answer 404 or "no contact"."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import select
+
+from leadhub.pipelines.intake import IntakePipeline
+from leadhub.store.db import create_engine, upgrade
+from leadhub.store.models import Contact
+from tests.conftest import RunningHub
+from tests.helpers import run_leadhub
+from tests.hub.test_identity_api import _conflict, post_form
+from tests.store.envelopes import SOURCES, form
+
+
+async def test_the_api_finds_rows_by_ids_in_upper_case(form_hub: RunningHub) -> None:
+    await post_form(form_hub, {"name": "Anna", "phone": "+79161112233"})
+    [inquiry] = await form_hub.wait_items("/api/inquiries", 1)
+    contact_id, lead_id = inquiry["contact_id"], inquiry["lead_id"]
+    assert (await form_hub.api(f"/api/inquiries/{inquiry['id'].upper()}"))["id"] == inquiry["id"]
+    assert (await form_hub.api(f"/api/leads/{lead_id.upper()}"))["id"] == lead_id
+    assert (await form_hub.api(f"/api/contacts/{contact_id.upper()}"))["id"] == contact_id
+    assert [lead["id"] for lead in (await form_hub.api("/api/leads", contact_id=contact_id.upper()))["items"]] == [
+        lead_id
+    ]
+    assert [i["id"] for i in (await form_hub.api("/api/inquiries", lead_id=lead_id.upper()))["items"]] == [
+        inquiry["id"]
+    ]
+    async with form_hub.session.patch(form_hub.url(f"/api/leads/{lead_id.upper()}"), json={"status": "won"}) as r:
+        assert r.status == 200, await r.text()
+    assert (await form_hub.api(f"/api/leads/{lead_id}"))["status"] == "won"
+
+
+async def test_a_merge_by_hand_takes_both_ids_in_upper_case(form_hub: RunningHub) -> None:
+    withdrawn, granted = await _conflict(form_hub)
+    path = form_hub.url(f"/api/contacts/{withdrawn.upper()}/merge")
+    async with form_hub.session.post(path, json={"into": granted.upper()}) as r:
+        assert r.status == 200, await r.text()
+        merge = await r.json()
+    assert merge["contact_id"] == granted and merge["merged_id"] == withdrawn
+    assert (await form_hub.api(f"/api/contacts/{withdrawn}"))["merged_into"] == granted
+
+
+def test_the_cli_takes_ids_in_upper_case(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'leadhub.db'}"
+
+    async def prepare() -> list[str]:
+        engine = create_engine(url)
+        await upgrade(engine)
+        pipeline = IntakePipeline(engine, SOURCES, default_region="RU")
+        at = datetime(2026, 11, 2, tzinfo=UTC)
+        bodies = ({"email": "b@x.example", "consent": "no"}, {"phone": "+79161230000", "consent": "yes"})
+        for n, body in enumerate(bodies):
+            await pipeline.store([pipeline.prepare(form(f"c{n}", at, **body))])
+        await pipeline.store([pipeline.prepare(form("link", at, email="b@x.example", phone="89161230000"))])
+        async with engine.connect() as conn:
+            flagged = list((await conn.execute(select(Contact.id).order_by(Contact.id))).scalars())
+        await engine.dispose()
+        return flagged
+
+    first, second = asyncio.run(prepare())
+    env = {"LEADHUB_DATABASE_URL": url, "LEADHUB_DATA_DIR": str(tmp_path)}
+    merged = run_leadhub("contacts", "merge", first.upper(), "--into", second.upper(), cwd=tmp_path, env=env)
+    assert merged.returncode == 0 and merged.stdout.startswith(f"merged contact {first} into {second} (merge "), (
+        merged.stderr
+    )
