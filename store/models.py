@@ -288,6 +288,9 @@ class ScheduledAction(Base):
     event: Mapped[dict[str, Any]]
     group_key: Mapped[str] = mapped_column(String(300), index=True)  # rule + subject: what `mode` looks at
     throttle_key: Mapped[str | None] = mapped_column(String(300), index=True)
+    # When the event occurred, as the throttle counts it (triggers/throttle.py `throttled_at`): its `occurred_at`, but
+    # never after `created_at`. None for runs scheduled before 0009: they count from `created_at`.
+    occurred_at: Mapped[datetime | None]
     due_at: Mapped[datetime]
     status: Mapped[str] = mapped_column(String(12))  # pending | running | done | failed | cancelled | throttled
     attempts: Mapped[int] = mapped_column(Integer, default=0)

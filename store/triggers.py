@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, func, or_, select, text, update
+from sqlalchemy import ColumnElement, Table, bindparam, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -42,6 +42,12 @@ async def event_evaluated(conn: AsyncConnection, event_id: str) -> bool:
 
 async def write_traces(conn: AsyncConnection, traces: list[dict[str, Any]]) -> None:
     await insert_ignore(conn, trace_t, traces)
+
+
+def occurred() -> ColumnElement[datetime]:
+    """When a run's event occurred, as its throttle counts it: `created_at` (when it was handled) for runs stored
+    before the column (0009)."""
+    return func.coalesce(action_t.c.occurred_at, action_t.c.created_at)
 
 
 def run_lock_id(key: str) -> int:
@@ -83,12 +89,12 @@ async def events_of(conn: AsyncConnection, ids: Sequence[str]) -> list[dict[str,
 async def throttled_by(
     conn: AsyncConnection, throttle_key: str, since: datetime, *, other_than_event: str | None = None
 ) -> set[str]:
-    """The statuses of the runs by which the rule already acted for this key since `since`: every status but
-    cancelled and throttled (a run held back acted for nothing). Empty: not throttled."""
+    """The statuses of the runs by which the rule already acted for this key for events that occurred since `since`:
+    every status but cancelled and throttled (a run held back acted for nothing). Empty: not throttled."""
     query = select(action_t.c.status).where(
         action_t.c.throttle_key == throttle_key,
         action_t.c.status.not_in(NOT_ACTED),
-        action_t.c.created_at >= since,
+        occurred() >= since,
     )
     if other_than_event is not None:
         query = query.where(action_t.c.event_id != other_than_event)
@@ -109,17 +115,17 @@ async def throttle_keys(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, 
 
 
 async def held_events(conn: AsyncConnection, throttle_key: str, since: datetime) -> list[Any]:
-    """The runs held back by this throttle key since `since`, a row per event (rule_id, event_id, event,
-    created_at), oldest first."""
+    """The runs held back by this throttle key scheduled since `since`, a row per event (rule_id, event_id, event,
+    occurred_at: `occurred`), in the order their events occurred."""
     query = (
-        select(action_t.c.rule_id, action_t.c.event_id, action_t.c.event, action_t.c.created_at)
+        select(action_t.c.rule_id, action_t.c.event_id, action_t.c.event, occurred().label("occurred_at"))
         .where(
             action_t.c.throttle_key == throttle_key,
             action_t.c.status == HELD,
             action_t.c.action_index == 0,
             action_t.c.created_at >= since,
         )
-        .order_by(action_t.c.created_at, action_t.c.id)
+        .order_by(occurred(), action_t.c.id)
     )
     return list((await conn.execute(query)).all())
 

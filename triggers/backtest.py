@@ -1,8 +1,8 @@
 """`leadhub rules backtest`: stored events replayed against the current rules, counting how often each would fire.
 
 Read-only. Objects are loaded as they are now (an order refunded since then reads as refunded). `if`,
-`throttle` (by event time) and `mode` (a run is pending from its event until its due time) are
-simulated as the matcher applies them; `unless` is evaluated at each run's due time against the
+`throttle` (by event time, as the matcher counts it) and `mode` (a run is pending from its event until its
+due time) are simulated as the matcher applies them; `unless` is evaluated at each run's due time against the
 objects as they are now, so it counts what it would cancel today (exact for runs already due). A run
 throttled by one still pending is held, and fires if `unless` or a restart cancels that one (as the
 scheduler releases it): it is counted as fired then, not as throttled.

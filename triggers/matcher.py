@@ -18,7 +18,7 @@ from leadhub.triggers.compile import CompiledRule, EvaluationError
 from leadhub.triggers.context import aware, build_context
 from leadhub.triggers.engine import Evaluation, RuleIndex, evaluate, evaluate_all
 from leadhub.triggers.events import event_objects
-from leadhub.triggers.throttle import release_throttled, throttle_key, throttle_since, unthrottled
+from leadhub.triggers.throttle import release_throttled, throttle_key, throttle_since, throttled_at, unthrottled
 
 log = structlog.get_logger("leadhub.triggers")
 
@@ -127,7 +127,8 @@ class Matcher:
         anything, when the throttle's window cannot be worked out.
         """
         throttle = throttle_key(rule, context)
-        since = throttle_since(rule, event, now) if throttle else None
+        occurred = throttled_at(_occurred(event), now)  # a backlog throttles as its events happened
+        since = throttle_since(rule, event, occurred) if throttle else None
         group = group_key(rule, event)
         live = await store.live_in_group(conn, group, other_than_event=event["id"])
         if live and rule.rule.mode == "single":
@@ -163,6 +164,7 @@ class Matcher:
                     "event": event,
                     "group_key": group,
                     "throttle_key": throttle,
+                    "occurred_at": occurred,
                     "due_at": due,
                     "status": status,
                     "attempts": 0,

@@ -41,8 +41,23 @@ def unthrottled(rule: CompiledRule, context: dict[str, Any]) -> str | None:
     return f"not throttled: this event has no {throttle.per} (throttle per {throttle.per})"
 
 
-def throttle_since(rule: CompiledRule, event: dict[str, Any], now: datetime) -> datetime:
-    """Since when an earlier run throttles this one; EvaluationError when that is before the year 1.
+def throttled_at(occurred: datetime | None, now: datetime) -> datetime:
+    """When a run counts for its throttle (stored as its `occurred_at`): when its event occurred, so that events a
+    backlog (the daemon down, the consumer behind) handles seconds apart throttle each other as they happened.
+
+    Never later than `now`, when it is handled: a clock ahead of ours (another replica's, a provider's) would hold
+    the key for that much longer than the period. Long ago is kept: a backlog may be days old, and an event handled
+    after a later one acted is throttled by it (`store.throttled_by` counts runs from the window's start on). `now`
+    for an event without a readable `occurred_at`.
+    """
+    if occurred is None:
+        return now
+    return min(aware(occurred).astimezone(UTC), now)
+
+
+def throttle_since(rule: CompiledRule, event: dict[str, Any], at: datetime) -> datetime:
+    """Since when (by when their events occurred) an earlier run throttles the run of `event`, which counts at `at`
+    (`throttled_at`); EvaluationError when that is before the year 1.
 
     A period in whole days (or weeks) counts calendar days in the rule's time zone (a cron rule's `timezone`, else
     UTC): a daily 09:00 rule with `throttle: 1d` runs the day after a spring change, 23 hours later. Others are a
@@ -53,12 +68,12 @@ def throttle_since(rule: CompiledRule, event: dict[str, Any], now: datetime) -> 
     schedule = rule.rule.schedule
     try:
         if days is None:
-            since = now - parse_duration(period)
+            since = at - parse_duration(period)
         else:
-            since = same_wall_time_days_before(now, days, ZoneInfo(schedule.timezone if schedule else "UTC"))
+            since = same_wall_time_days_before(at, days, ZoneInfo(schedule.timezone if schedule else "UTC"))
     except OverflowError:
-        raise EvaluationError(f"throttle: {now.isoformat()} - {period} is before the year 1") from None
-    if event.get("type") == "schedule":  # ticks are handled a few seconds apart: `2d` must mean every 2nd tick
+        raise EvaluationError(f"throttle: {at.isoformat()} - {period} is before the year 1") from None
+    if event.get("type") == "schedule":  # the tick a period before is at the window's start: `2d` is every 2nd tick
         since += LATE_GRACE  # the delay that still counts as on time (schedules.py; `late: skip`)
     return since
 
@@ -77,12 +92,13 @@ async def release_throttled(
     make `pending` the runs they held back that nothing throttles any more; the number of runs released. Call with
     the keys locked (`store.lock_run_keys`).
 
-    A held run is judged as when it was scheduled, by its rule's throttle as loaded now: released when no other run
-    acted for the key from its window's start on (a run scheduled after it counts too, however late: releasing
-    it would put two runs in one window). Oldest first, so a run released holds back the later ones in its window.
-    Only held runs a period (and a day, for calendar days) before the cancelled runs or later are looked at: the
-    others were not held back by them, and a key's held runs add up over the years. A run whose rule is not loaded
-    or has no throttle now is left held.
+    A held run is judged as when it was scheduled, by when its event occurred and its rule's throttle as loaded now:
+    released when no other run acted for the key for an event from its window's start on (one that occurred after
+    it counts too, however late, as in the matcher for an event handled after a later one). Oldest event first, so
+    a run released holds back the later ones in its window. Only held runs scheduled a period (and a day, for
+    calendar days) before the cancelled runs or later are looked at: a run is held back only by runs already
+    scheduled when it was, and a key's held runs add up over the years. A run whose rule is not loaded or has no
+    throttle now is left held.
     """
     released = 0
     for key, earliest in sorted(cancelled.items()):
@@ -95,7 +111,7 @@ async def release_throttled(
             oldest = datetime.min.replace(tzinfo=UTC)
         for held in await store.held_events(conn, key, oldest):
             try:
-                since = throttle_since(rule, held.event, aware(held.created_at))
+                since = throttle_since(rule, held.event, aware(held.occurred_at))
             except EvaluationError:
                 continue
             if await store.throttled_by(conn, key, since, other_than_event=held.event_id):

@@ -65,7 +65,7 @@ async def _assert_rows_kept(engine: AsyncEngine, rows: dict[str, list[dict[str, 
             assert stored == expected, table
 
 
-@pytest.mark.parametrize("start", ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008"])
+@pytest.mark.parametrize("start", ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009"])
 async def test_upgrade_from_each_earlier_revision_keeps_the_rows(database_url: str, start: str) -> None:
     engine = create_engine(database_url)
     try:
@@ -81,9 +81,10 @@ async def test_upgrade_from_each_earlier_revision_keeps_the_rows(database_url: s
             touches = (await conn.execute(text("SELECT first_touch_at, last_touch_at FROM lead"))).one()
         if start < "0005":  # 0005 opened a lead's touches at its creation
             assert [_utc(value) for value in touches] == [OPENED, OPENED]
-        if start == "0004":  # a run already waiting finds its action by index and type, as before 0008
-            async with engine.connect() as conn:
-                assert (await conn.execute(text("SELECT do_digest FROM scheduled_action"))).scalar_one() is None
+        if start == "0004":  # a run already waiting finds its action by index and type, as before 0008, and
+            async with engine.connect() as conn:  # its throttle counts from when it was handled, as before 0009
+                stored = (await conn.execute(text("SELECT do_digest, occurred_at FROM scheduled_action"))).one()
+            assert tuple(stored) == (None, None)
     finally:
         await engine.dispose()
 
