@@ -2,8 +2,10 @@
 flags them for review, store/identity.py): merge them by hand, or keep them apart.
 
 A merge by hand is a merge like any other (journalled; `unmerge` takes it back) that also clears the review
-flags; an opt-out still wins. Keeping them apart clears the flags of the contact and of those its review names,
-and is remembered: a later inquiry naming the same contacts goes to one of them without flagging them again.
+flags; an opt-out still wins. Keeping them apart is remembered for every two of the contact and those its review
+names, and read through merges and unmerges (store/kept_apart.py): a later inquiry naming any of them goes to one
+of them without flagging them again. It takes them out of each other's reviews and clears a review left naming
+nobody.
 """
 
 from __future__ import annotations
@@ -11,13 +13,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from leadhub.store import identity
+from leadhub.store import identity, kept_apart
 from leadhub.store.db import lock_for_writing
 from leadhub.store.policy import IdentityPolicy
-from leadhub.store.queries import flagged_for_review
 
 contact_t = identity.contact_t
 
@@ -51,38 +52,23 @@ async def merge_by_hand(
 
 
 async def keep_apart(conn: AsyncConnection, contact_id: str, now: datetime) -> list[str]:
-    """Clear the review flag of `contact_id` and of the contacts its review names, and remember the decision;
-    the ids cleared."""
+    """Remember that `contact_id` and the contacts its review names are not one person, every two of them, and take
+    them out of each other's reviews; the ids whose review flag that cleared (a review naming someone else as well
+    stays, naming them)."""
     contacts = await _locked(conn, [contact_id])
     if contact_id not in contacts:
         raise ReviewError(f"no contact {contact_id}", missing=True)
     review = contacts[contact_id]["review"]
     if review is None:  # JSON null reads as None
         raise ReviewError(f"contact {contact_id} is not flagged for review")
-    flagged = [contact_id, *review.get("with", [])]
-    await identity.keep_apart(conn, await _as_they_stand(conn, flagged), now)
-    cleared = list(
-        (
-            await conn.execute(
-                update(contact_t)
-                .where(contact_t.c.id.in_(flagged), flagged_for_review())
-                .values(review=None, updated_at=now)
-                .returning(contact_t.c.id)
-            )
-        ).scalars()
-    )
+    flagged = list(dict.fromkeys([contact_id, *review.get("with", [])]))
+    await kept_apart.keep_apart(conn, flagged, now)
+    standing = await kept_apart.narrow_reviews(conn, flagged, now)
+    cleared = sorted(c for c, left in standing.items() if left is None)
     if cleared:  # an event per contact, as `contact.review_needed` was
-        decided = [identity.review_cleared(c, "kept_apart", sorted(set(cleared) - {c}), now) for c in sorted(cleared)]
+        decided = [identity.review_cleared(c, "kept_apart", sorted(set(cleared) - {c}), now) for c in cleared]
         await conn.execute(identity.outbox_t.insert(), decided)
-    return sorted(cleared)
-
-
-async def _as_they_stand(conn: AsyncConnection, ids: list[str]) -> list[str]:
-    """Each contact, or the one it was merged into since the review named it: the decision is about the people, and
-    an inquiry names the one a merged contact became (remembering the merged one flagged them again)."""
-    rows = await conn.execute(select(contact_t.c.id, contact_t.c.merged_into).where(contact_t.c.id.in_(ids)))
-    into = {contact_id: merged_into for contact_id, merged_into in rows if merged_into}
-    return list(dict.fromkeys(into.get(c, c) for c in ids))
+    return cleared
 
 
 async def _locked(conn: AsyncConnection, ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -9,12 +9,12 @@ on both contacts, and rows recorded since stay with the survivor unless their le
 
 Two contacts whose consent disagrees (one unsubscribed or withdrew consent, the other granted it) are
 never merged automatically: both are flagged for review instead, visible in the API, until a person merges them
-by hand or keeps them apart (store/contact_review.py).
+by hand or keeps them apart (store/contact_review.py). Contacts a person kept apart are neither merged nor flagged
+about each other again, whatever merges came before or since (store/kept_apart.py).
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,11 +24,10 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from leadhub.ids import new_id
-from leadhub.store import leads, merge_journal
+from leadhub.store import kept_apart, leads, merge_journal
 from leadhub.store.db import lock_for_writing
 from leadhub.store.models import (
     Contact,
-    ContactApart,
     ContactIdentifier,
     ContactMerge,
     EmailSuppression,
@@ -42,7 +41,6 @@ from leadhub.store.models import (
 from leadhub.store.one_of import one_of, update_one_of
 from leadhub.store.outbox import outbox_event
 from leadhub.store.policy import IdentityPolicy
-from leadhub.store.triggers import insert_ignore
 
 if TYPE_CHECKING:
     from leadhub.store.intake import Batch
@@ -50,7 +48,6 @@ if TYPE_CHECKING:
 contact_t = Contact.__table__
 identifier_t = ContactIdentifier.__table__
 merge_t = ContactMerge.__table__
-apart_t = ContactApart.__table__
 suppression_t = EmailSuppression.__table__
 lead_t = Lead.__table__
 outbox_t = OutboxEvent.__table__
@@ -230,44 +227,35 @@ def conflicting(states: dict[str, str | None]) -> bool:
     return len(given) > 1
 
 
-async def kept_apart(conn: AsyncConnection, contact_ids: Sequence[str]) -> bool:
-    """Whether a person decided every two of these contacts are not one person (`keep-apart`)."""
-    pairs = set(itertools.permutations(contact_ids, 2))
-    query = select(apart_t.c.contact_id, apart_t.c.other_id).where(
-        apart_t.c.contact_id.in_(contact_ids), apart_t.c.other_id.in_(contact_ids)
-    )
-    return pairs <= {(a, b) for a, b in await conn.execute(query)}
+async def decided_apart(conn: AsyncConnection, contact_ids: Sequence[str], batch: Batch) -> set[kept_apart.Pair]:
+    """The pairs of these contacts a person decided are not one person (`keep-apart`), counting those this batch
+    united with them and those merged before: an inquiry naming two of them must not merge them, whether or not
+    their consent agrees today, nor flag them for review again."""
+    groups = {c: [m for m in batch.unions.members_or_self(c) if m not in batch.created] for c in contact_ids}
+    if sum(1 for group in groups.values() if group) < 2:
+        return set()
+    return await kept_apart.decided(conn, groups)
 
 
-async def any_kept_apart(conn: AsyncConnection, contact_ids: Sequence[str], batch: Batch) -> bool:
-    """Whether a person decided two of these contacts (or of those this batch united with them) are not one
-    person: an inquiry naming both must not merge them, whether or not their consent agrees today."""
-    group_of = {m: c for c in contact_ids for m in batch.unions.members_or_self(c)}
-    stored = [m for m in group_of if m not in batch.created]
-    if len(stored) < 2:
-        return False
-    query = select(apart_t.c.contact_id, apart_t.c.other_id).where(
-        apart_t.c.contact_id.in_(stored), apart_t.c.other_id.in_(stored)
-    )
-    return any(group_of[a] != group_of[b] for a, b in await conn.execute(query))
-
-
-async def keep_apart(conn: AsyncConnection, contact_ids: Sequence[str], now: datetime) -> None:
-    """Remember that these contacts are not one person, every two of them, so they are not flagged again."""
-    pairs = itertools.permutations(contact_ids, 2)
-    await insert_ignore(conn, apart_t, [{"contact_id": a, "other_id": b, "decided_at": now} for a, b in pairs])
-
-
-def flag_for_review(batch: Batch, contact_ids: Sequence[str], states: dict[str, str | None], inquiry_id: str) -> None:
-    """Mark every contact of a refused merge; the API lists them with `?review=true`."""
+def flag_for_review(
+    batch: Batch,
+    contact_ids: Sequence[str],
+    states: dict[str, str | None],
+    inquiry_id: str,
+    decided: set[kept_apart.Pair],
+) -> None:
+    """Mark every contact of a refused merge with the others nobody decided about (the pairs a person kept apart are
+    not asked again); the API lists them with `?review=true`."""
     for contact_id in contact_ids:
-        others = [c for c in contact_ids if c != contact_id]
+        others = kept_apart.undecided(contact_id, contact_ids, decided)
+        if not others:
+            continue
         batch.reviews[contact_id] = {
             "reason": "consent_conflict",
             "detail": "one inquiry names contacts whose consent disagrees; merge them by hand (POST "
             "/api/contacts/{id}/merge) or keep them apart (POST /api/contacts/{id}/keep-apart)",
             "with": others,
-            "consent": {c: states[c] for c in contact_ids},
+            "consent": {c: states[c] for c in [contact_id, *others]},
             "inquiry_id": inquiry_id,
             "at": batch.now.isoformat(),
         }
@@ -498,18 +486,17 @@ async def _reviews_back(
     conn: AsyncConnection, before: dict[str, dict[str, dict[str, Any]]], pair: list[str], now: datetime
 ) -> list[dict[str, Any]]:
     """`contact.review_needed` again for each contact whose review flag the merge had cleared and the unmerge put
-    back: what a rule closed on `contact.review_cleared` is needed again."""
+    back: what a rule closed on `contact.review_cleared` is needed again. A flag comes back without the contacts a
+    person kept apart from it meanwhile (a keep-apart decided while the two were one), and not at all when that
+    leaves nobody to decide about."""
     cleared = [c for c in pair if (before.get("contact", {}).get(c) or {}).get("review") is not None]
     if not cleared:
         return []
-    rows = await conn.execute(select(contact_t.c.id, contact_t.c.review).where(contact_t.c.id.in_(cleared)))
-    reviews = {contact_id: review for contact_id, review in rows if review is not None}
+    reviews = await kept_apart.narrow_reviews(conn, cleared, now)
     return [
-        outbox_event(
-            "contact.review_needed", c, now, contact_id=c, reason=reviews[c]["reason"], other_ids=reviews[c]["with"]
-        )
+        outbox_event("contact.review_needed", c, now, contact_id=c, reason=review["reason"], other_ids=review["with"])
         for c in cleared
-        if c in reviews
+        if (review := reviews.get(c)) is not None
     ]
 
 

@@ -322,7 +322,7 @@ async def _resolve_contact(conn: AsyncConnection, row: InquiryRow, batch: Batch,
 
     New identifiers join the contact. When the named contacts' consent disagrees, or a person decided to keep
     two of them apart, nothing is united or linked: the row goes to the contact its strongest identifier names
-    (and a consent conflict flags them all for review).
+    (and a consent conflict flags them for review, each with the others nobody kept apart from it).
     """
     idents = row.identifiers()
     named = list(dict.fromkeys(batch.unions.find(batch.known[i]) for i in row.lookups() if i in batch.known))
@@ -332,11 +332,11 @@ async def _resolve_contact(conn: AsyncConnection, row: InquiryRow, batch: Batch,
         states = await identity.consent_states(conn, named, batch)
         if row.consent:
             states = {c: s or row.consent for c, s in states.items()}
+        decided = await identity.decided_apart(conn, named, batch)  # a person's keep-apart stands, consent aside
         if identity.conflicting(states):
-            if not await identity.kept_apart(conn, named):  # a person's keep-apart stands
-                identity.flag_for_review(batch, named, states, row.id)
+            identity.flag_for_review(batch, named, states, row.id, decided)
             return named[0]
-        if await identity.any_kept_apart(conn, named, batch):  # a person's keep-apart stands, consent aside
+        if decided:
             return named[0]
         contact_id = batch.unions.unite(named, row.id)
     elif named:

@@ -120,8 +120,8 @@ class ContactMerge(Base):
 
 
 class ContactApart(Base):
-    """A pair of contacts a person decided to keep apart (both directions stored): a consent conflict between
-    them is not flagged for review again."""
+    """A pair of contacts a person decided to keep apart (both directions stored): they are not merged, nor a
+    consent conflict between them flagged for review again; read through merges (store/kept_apart.py)."""
 
     __tablename__ = "contact_apart"
 

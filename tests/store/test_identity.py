@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadhub.envelope import Envelope
 from leadhub.pipelines.intake import IntakePipeline
-from leadhub.store import contact_review, identity, queries
+from leadhub.store import contact_review, identity, kept_apart, queries
 from leadhub.store.models import (
     Contact,
     ContactIdentifier,
@@ -372,7 +372,7 @@ async def test_contacts_a_person_kept_apart_stay_apart_when_their_consent_agrees
     await store(pipeline, form("b", T0 + HOUR, phone="+79160001122"))
     ids = [c["id"] for c in await live_contacts(engine)]
     async with engine.begin() as conn:
-        await identity.keep_apart(conn, ids, T0 + 2 * HOUR)
+        await kept_apart.keep_apart(conn, ids, T0 + 2 * HOUR)
     linking = pipeline.prepare(form("link", T0 + 3 * HOUR, email="anna@x.example", phone="89160001122"))
     await pipeline.store([linking])
     assert len(await live_contacts(engine)) == 2
