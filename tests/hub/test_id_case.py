@@ -4,18 +4,11 @@ copied from one must find its row through the API and the CLI, not answer 404 or
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import select
-
-from leadhub.pipelines.intake import IntakePipeline
-from leadhub.store.db import create_engine, upgrade
-from leadhub.store.models import Contact
 from tests.conftest import RunningHub
 from tests.helpers import run_leadhub
-from tests.hub.test_identity_api import _conflict, post_form
-from tests.store.envelopes import SOURCES, form
+from tests.hub.test_identity_api import _conflict, flagged_pair, post_form
 
 
 async def test_the_api_finds_rows_by_ids_in_upper_case(form_hub: RunningHub) -> None:
@@ -49,21 +42,7 @@ async def test_a_merge_by_hand_takes_both_ids_in_upper_case(form_hub: RunningHub
 def test_the_cli_takes_ids_in_upper_case(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'leadhub.db'}"
 
-    async def prepare() -> list[str]:
-        engine = create_engine(url)
-        await upgrade(engine)
-        pipeline = IntakePipeline(engine, SOURCES, default_region="RU")
-        at = datetime(2026, 11, 2, tzinfo=UTC)
-        bodies = ({"email": "b@x.example", "consent": "no"}, {"phone": "+79161230000", "consent": "yes"})
-        for n, body in enumerate(bodies):
-            await pipeline.store([pipeline.prepare(form(f"c{n}", at, **body))])
-        await pipeline.store([pipeline.prepare(form("link", at, email="b@x.example", phone="89161230000"))])
-        async with engine.connect() as conn:
-            flagged = list((await conn.execute(select(Contact.id).order_by(Contact.id))).scalars())
-        await engine.dispose()
-        return flagged
-
-    first, second = asyncio.run(prepare())
+    first, second = asyncio.run(flagged_pair(url))
     env = {"LEADHUB_DATABASE_URL": url, "LEADHUB_DATA_DIR": str(tmp_path)}
     merged = run_leadhub("contacts", "merge", first.upper(), "--into", second.upper(), cwd=tmp_path, env=env)
     assert merged.returncode == 0 and merged.stdout.startswith(f"merged contact {first} into {second} (merge "), (

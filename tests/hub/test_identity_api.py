@@ -247,24 +247,25 @@ async def test_a_person_keeps_flagged_contacts_apart(form_hub: RunningHub) -> No
     assert len((await form_hub.api("/api/contacts"))["items"]) == 2
 
 
+async def flagged_pair(url: str) -> list[str]:
+    """Two contacts flagged for review in a new SQLite database at `url`, for the CLI; their ids in order."""
+    engine = create_engine(url)
+    await upgrade(engine)
+    pipeline = IntakePipeline(engine, SOURCES, default_region="RU")
+    at = datetime(2026, 11, 2, tzinfo=UTC)
+    bodies = ({"email": "b@x.example", "consent": "no"}, {"phone": "+79161230000", "consent": "yes"})
+    for n, body in enumerate(bodies):
+        await pipeline.store([pipeline.prepare(form(f"c{n}", at, **body))])
+    await pipeline.store([pipeline.prepare(form("link", at, email="b@x.example", phone="89161230000"))])
+    async with engine.connect() as conn:
+        flagged = list((await conn.execute(select(Contact.id).order_by(Contact.id))).scalars())
+    await engine.dispose()
+    return flagged
+
+
 def test_cli_merge_and_keep_apart(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'leadhub.db'}"
-
-    async def prepare() -> list[str]:
-        engine = create_engine(url)
-        await upgrade(engine)
-        pipeline = IntakePipeline(engine, SOURCES, default_region="RU")
-        at = datetime(2026, 11, 2, tzinfo=UTC)
-        bodies = ({"email": "b@x.example", "consent": "no"}, {"phone": "+79161230000", "consent": "yes"})
-        for n, body in enumerate(bodies):
-            await pipeline.store([pipeline.prepare(form(f"c{n}", at, **body))])
-        await pipeline.store([pipeline.prepare(form("link", at, email="b@x.example", phone="89161230000"))])
-        async with engine.connect() as conn:
-            flagged = list((await conn.execute(select(Contact.id).order_by(Contact.id))).scalars())
-        await engine.dispose()
-        return flagged
-
-    first, second = asyncio.run(prepare())
+    first, second = asyncio.run(flagged_pair(url))
     env = {"LEADHUB_DATABASE_URL": url, "LEADHUB_DATA_DIR": str(tmp_path)}
     merged = run_leadhub("contacts", "merge", first, "--into", second, cwd=tmp_path, env=env)
     assert merged.returncode == 0 and merged.stdout.startswith(f"merged contact {first} into {second} (merge "), (
