@@ -60,7 +60,9 @@ async def lock_run_keys(conn: AsyncConnection, keys: Iterable[str]) -> None:
 
     Without it two replicas handling events for one key at once both saw no earlier run (two runs despite a
     throttle) or each cancelled the other's (`mode: restart` left none). PostgreSQL: transaction advisory locks,
-    taken in one order so two events never wait for each other. SQLite has one writer (one process): nothing.
+    taken in one order so two transactions never wait for each other: a transaction's group keys in one call,
+    then its throttle keys in one call (all of them: those of the runs it may cancel too, `group_throttle_keys`),
+    each call in lock id order, and nothing locked after. SQLite has one writer (one process): nothing.
     """
     if conn.dialect.name != "postgresql":
         return
@@ -112,6 +114,16 @@ async def throttle_keys(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, 
         .group_by(keys)
     )
     return {key: created for key, created in await conn.execute(query)}
+
+
+async def group_throttle_keys(conn: AsyncConnection, group_keys: Iterable[str]) -> set[str]:
+    """The throttle keys of the runs of these groups, whatever their status: with the groups locked, a superset of
+    those a `mode: restart` may cancel (a failed one may be re-queued meanwhile, `requeue_failed`)."""
+    groups = sorted(set(group_keys))
+    if not groups:
+        return set()
+    query = select(action_t.c.throttle_key).where(one_of(conn, action_t.c.group_key, groups))
+    return set((await conn.execute(query.where(action_t.c.throttle_key.is_not(None)).distinct())).scalars())
 
 
 async def held_events(conn: AsyncConnection, throttle_key: str, since: datetime) -> list[Any]:

@@ -88,8 +88,7 @@ class Matcher:
                 if rules is None
                 else [evaluate(rule, context, now, start) for rule in listeners]
             )
-            locked = _run_keys(evaluations, event, context)
-            await store.lock_run_keys(conn, locked)
+            await _lock_run_keys(conn, evaluations, event, context)
             restarted: dict[str, datetime] = {}  # the throttle keys of runs `mode: restart` cancelled (`throttle_keys`)
             for evaluation in evaluations:
                 rule = evaluation.rule
@@ -104,7 +103,6 @@ class Matcher:
             await store.write_traces(conn, traces)
             scheduled = await store.schedule(conn, rows)
             if restarted:  # after the new runs are in: they may be what holds the held ones back now
-                await store.lock_run_keys(conn, set(restarted) - locked)
                 await release_throttled(conn, restarted, self.rules(), now)
         return scheduled
 
@@ -195,15 +193,22 @@ def group_key(rule: CompiledRule, event: dict[str, Any]) -> str:
     return f"{rule.id}:{event.get('subject_id') or event['id']}"
 
 
-def _run_keys(evaluations: list[Evaluation], event: dict[str, Any], context: dict[str, Any]) -> set[str]:
-    """The group and throttle keys the matched rules will check, to lock before checking."""
-    keys = set()
-    for evaluation in evaluations:
-        if evaluation.matched:
-            keys.add(group_key(evaluation.rule, event))
-            keys.add(throttle_key(evaluation.rule, context) or "")
-    keys.discard("")
-    return keys
+async def _lock_run_keys(
+    conn: AsyncConnection, evaluations: list[Evaluation], event: dict[str, Any], context: dict[str, Any]
+) -> None:
+    """Lock every key the matched rules will check or whose held runs they may release, before checking anything:
+    the group keys, then the throttle keys, the event's and those of the runs a `mode: restart` may cancel.
+
+    A restart cancels the subject's runs whatever throttle key they carry (after a contact merge, not the one this
+    event computes), and the release of the runs they held needs that key locked. Taken afterwards, out of order,
+    two events each holding the key the other then wanted deadlocked. With the groups locked, no run can join
+    them before the cancellation (`store.group_throttle_keys`).
+    """
+    matched = [evaluation.rule for evaluation in evaluations if evaluation.matched]
+    await store.lock_run_keys(conn, {group_key(rule, event) for rule in matched})
+    restarting = [group_key(rule, event) for rule in matched if rule.rule.mode == "restart"]
+    throttles = {key for rule in matched if (key := throttle_key(rule, context)) is not None}
+    await store.lock_run_keys(conn, throttles | await store.group_throttle_keys(conn, restarting))
 
 
 def _trace(rule: CompiledRule, event: dict[str, Any], evaluation: Evaluation, now: datetime) -> dict[str, Any]:

@@ -16,11 +16,14 @@ from leadhub.triggers.loader import load_rules
 from leadhub.triggers.matcher import Matcher
 from leadhub.triggers.sandbox import Templates
 from tests.conftest import PG_ADMIN_URL
+from tests.helpers import wait_for
 from tests.triggers.conftest import START, Shop
 
 # SQLite has one writer in one process; the race needs two servers' sessions (LEADHUB_TEST_DATABASE_URL).
 pytestmark = pytest.mark.skipif(not PG_ADMIN_URL, reason="two replicas on one store: PostgreSQL only")
 
+WAITING_FOR_A_RUN_LOCK = """SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+    AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"""
 ROUNDS = 15  # each round races two events for a fresh lead; on the old code most rounds went wrong
 
 
@@ -144,3 +147,52 @@ async def test_a_release_and_a_new_event_at_once_leave_one_run_in_the_window(eng
         assert statuses[0] == "cancelled" and sorted(statuses[1:]) == ["pending", "throttled"], f"round {round_}"
         async with engines[0].begin() as conn:  # the next round's scheduler pass takes only its own first run
             await conn.execute(update(Lead.__table__).where(Lead.id == lead_id).values(status="new"))
+
+
+async def test_restarts_that_cancel_runs_of_each_others_throttle_keys_do_not_deadlock(
+    engines, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After contact merges, lead 1's waiting run counts for contact A and its new event for contact B; lead 2's the
+    other way round. Each `mode: restart` cancels a run of the key the other event computes: on the old code each
+    took its own keys, cancelled, then took the cancelled run's key (to release what it held) last, out of order,
+    and PostgreSQL found the two transactions waiting for each other (DeadlockDetectedError, retried by the
+    consumer). Each now locks every key it will need before it cancels anything: one waits for the other."""
+    from sqlalchemy import text
+
+    from leadhub.store import triggers as store_triggers
+
+    replicas = Replicas(engines, tmp_path, _rule("restart", "throttle: {per: contact, for: 30d}"))
+    contact_a, lead_1 = await replicas.shop.customer()
+    contact_b, lead_2 = await replicas.shop.customer("anna@example.com", "Anna")
+
+    def event(event_id: str, lead_id: str, contact_id: str) -> dict[str, Any]:
+        occurred = replicas.clock.now().isoformat()
+        data = {"lead_id": lead_id, "contact_id": contact_id}
+        return {"id": event_id, "type": "lead.created", "subject_id": lead_id, "occurred_at": occurred, "data": data}
+
+    await replicas.matchers[0].handle(event("first1", lead_1, contact_a))
+    await replicas.matchers[0].handle(event("first2", lead_2, contact_b))
+    cancelling, arrived = store_triggers.cancel, set()
+
+    async def met() -> bool:
+        """Both have cancelled, or one waits for a lock (the other's): going on cannot wait for the other."""
+        if len(arrived) == 2:
+            return True
+        async with engines[0].connect() as conn:
+            return bool(await conn.scalar(text(WAITING_FOR_A_RUN_LOCK)))
+
+    async def cancel_then_meet(conn: Any, ids: Any, reason: str, now: Any) -> None:
+        """Both transactions past their first locks before either goes on, unless one waits for the other's."""
+        await cancelling(conn, ids, reason, now)
+        arrived.add(reason)
+        await wait_for(met, what="the other event's cancellation or its wait for a lock")
+
+    monkeypatch.setattr(store_triggers, "cancel", cancel_then_meet)
+    handled = await asyncio.gather(
+        replicas.matchers[0].handle(event("second1", lead_1, contact_b)),
+        replicas.matchers[1].handle(event("second2", lead_2, contact_a)),
+        return_exceptions=True,
+    )
+    assert [type(outcome).__name__ for outcome in handled] == ["int", "int"], handled
+    for lead_id in (lead_1, lead_2):  # the later one held by the other's first run, released when it was cancelled
+        assert [run.status for run in await replicas.runs(lead_id)] == ["cancelled", "pending"]
