@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Table, bindparam, func, or_, select, text, update
+from sqlalchemy import ColumnElement, Table, bindparam, case, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -103,17 +103,29 @@ async def throttled_by(
     return set((await conn.execute(query.distinct())).scalars())
 
 
-async def throttle_keys(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, datetime]:
-    """The throttle keys of the runs `ids` (those that have one), each with the earliest of their `created_at`."""
+class Cancelled(NamedTuple):
+    """A throttle key's runs being cancelled, as the release of the runs they held back needs them."""
+
+    created: datetime  # the earliest `created_at`: a run is held back only by runs scheduled before it
+    due: datetime  # the latest `due_at`: when the last of them would have acted
+
+    def with_(self, other: Cancelled | None) -> Cancelled:
+        """These and `other`'s runs."""
+        return self if other is None else Cancelled(min(self.created, other.created), max(self.due, other.due))
+
+
+async def throttle_keys(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, Cancelled]:
+    """The throttle keys of the runs `ids` (those that have one), each with their earliest `created_at` and latest
+    `due_at`."""
     if not ids:
         return {}
     keys = action_t.c.throttle_key
     query = (
-        select(keys, func.min(action_t.c.created_at))
+        select(keys, func.min(action_t.c.created_at), func.max(action_t.c.due_at))
         .where(one_of(conn, action_t.c.id, ids), keys.is_not(None))
         .group_by(keys)
     )
-    return {key: created for key, created in await conn.execute(query)}
+    return {key: Cancelled(created, due) for key, created, due in await conn.execute(query)}
 
 
 async def group_throttle_keys(conn: AsyncConnection, group_keys: Iterable[str]) -> set[str]:
@@ -142,12 +154,21 @@ async def held_events(conn: AsyncConnection, throttle_key: str, since: datetime)
     return list((await conn.execute(query)).all())
 
 
-async def release_held(conn: AsyncConnection, throttle_key: str, event_id: str, now: datetime) -> int:
-    """Make the held runs of one event `pending`: the run that throttled them was cancelled. The count."""
+async def release_held(
+    conn: AsyncConnection, throttle_key: str, event_id: str, now: datetime, *, due_from: datetime
+) -> int:
+    """Make the held runs of one event `pending`, due at `due_from` if their own due time was before: the run that
+    throttled them was cancelled. The count."""
+    due_from_param = bindparam("due_from", due_from, type_=action_t.c.due_at.type)
     statement = (
         update(action_t)
         .where(action_t.c.throttle_key == throttle_key, action_t.c.event_id == event_id, action_t.c.status == HELD)
-        .values(status="pending", last_error=None, updated_at=now)
+        .values(
+            status="pending",
+            due_at=case((action_t.c.due_at < due_from_param, due_from_param), else_=action_t.c.due_at),
+            last_error=None,
+            updated_at=now,
+        )
     )
     return (await conn.execute(statement)).rowcount or 0
 

@@ -89,7 +89,7 @@ class Matcher:
                 else [evaluate(rule, context, now, start) for rule in listeners]
             )
             await _lock_run_keys(conn, evaluations, event, context)
-            restarted: dict[str, datetime] = {}  # the throttle keys of runs `mode: restart` cancelled (`throttle_keys`)
+            restarted: dict[str, store.Cancelled] = {}  # the throttle keys of runs `mode: restart` cancelled
             for evaluation in evaluations:
                 rule = evaluation.rule
                 if evaluation.matched:
@@ -115,7 +115,7 @@ class Matcher:
         evaluation: Evaluation,
         now: datetime,
         rows: list[dict[str, Any]],
-        restarted: dict[str, datetime],
+        restarted: dict[str, store.Cancelled],
     ) -> str | None:
         """Apply `mode` and `throttle`, then add the rule's actions to `rows`; a reason when nothing runs (or when
         the throttle could not apply: `unthrottled`).
@@ -137,8 +137,8 @@ class Matcher:
             )
             if _happened_before_any(event, await store.events_of(conn, replaced)):
                 return "skipped: a run of a later event for the same subject is pending (mode: restart)"
-            for key, created in (await store.throttle_keys(conn, replaced)).items():
-                restarted[key] = min(created, restarted.get(key, created))
+            for key, runs in (await store.throttle_keys(conn, replaced)).items():
+                restarted[key] = runs.with_(restarted.get(key))
             await store.cancel(conn, replaced, f"restarted by event {event['id']} (mode: restart)", now)
         status, reason = "pending", None
         acted = await store.throttled_by(conn, throttle, since) if throttle else set()  # type: ignore[arg-type]

@@ -86,11 +86,13 @@ def same_wall_time_days_before(now: datetime, days: int, zone: ZoneInfo) -> date
 
 
 async def release_throttled(
-    conn: AsyncConnection, cancelled: Mapping[str, datetime], rules: RuleIndex, now: datetime
+    conn: AsyncConnection, cancelled: Mapping[str, store.Cancelled], rules: RuleIndex, now: datetime
 ) -> int:
-    """After runs of these throttle keys were cancelled (each key with the earliest `created_at` of those runs):
-    make `pending` the runs they held back that nothing throttles any more; the number of runs released. Call with
-    the keys locked (`store.lock_run_keys`).
+    """After runs of these throttle keys were cancelled: make `pending` the runs they held back that nothing
+    throttles any more; the number of runs released. Call with the keys locked (`store.lock_run_keys`).
+
+    A run released after its own due time is due when the hold ended (`hold_ended`): `late` judges the delay from
+    then, not the time it was held back, through no fault of its own.
 
     A held run is judged as when it was scheduled, by when its event occurred and its rule's throttle as loaded now:
     released when no other run acted for the key for an event from its window's start on (one that occurred after
@@ -101,12 +103,12 @@ async def release_throttled(
     throttle now is left held.
     """
     released = 0
-    for key, earliest in sorted(cancelled.items()):
+    for key, runs in sorted(cancelled.items()):
         rule = rules.by_id.get(key.split(":", 1)[0])  # a rule id has no `:`
         if rule is None or rule.rule.throttle is None:
             continue
         try:
-            oldest = earliest - parse_duration(rule.rule.throttle.period) - timedelta(days=1)
+            oldest = runs.created - parse_duration(rule.rule.throttle.period) - timedelta(days=1)
         except OverflowError:
             oldest = datetime.min.replace(tzinfo=UTC)
         for held in await store.held_events(conn, key, oldest):
@@ -116,7 +118,15 @@ async def release_throttled(
                 continue
             if await store.throttled_by(conn, key, since, other_than_event=held.event_id):
                 continue
-            count = await store.release_held(conn, key, held.event_id, now)
+            count = await store.release_held(conn, key, held.event_id, now, due_from=hold_ended(runs, now))
             log.info("throttled run released: the run that throttled it was cancelled", rule=rule.id, runs=count)
             released += count
     return released
+
+
+def hold_ended(cancelled: store.Cancelled, now: datetime) -> datetime:
+    """When the runs held back by `cancelled` would have been free had the scheduler been running: when those are
+    cancelled (now), or when they were due if sooner. Cancelled when they are taken (`unless`, `late`, an address
+    suppressed), they are cancelled at their due time unless the scheduler was down then: downtime after their due
+    time is the held runs' lateness as much as theirs. A restart cancels them before their due time: now."""
+    return min(now, aware(cancelled.due).astimezone(UTC))

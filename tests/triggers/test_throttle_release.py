@@ -13,13 +13,14 @@ from leadhub.store.models import Lead, Task
 from tests.triggers.test_execution import Engine
 
 
-def _rule(wait: str = "1d", mode: str = "parallel") -> str:
+def _rule(wait: str = "1d", mode: str = "parallel", late: str = "run") -> str:
     return f"""
 rules:
   - id: r
     on: lead.created
     wait: {wait}
     mode: {mode}
+    late: {late}
     unless: "lead.status == 'lost'"
     throttle: {{per: contact, for: 30d}}
     do:
@@ -127,3 +128,47 @@ async def test_a_restart_replaces_a_held_run_of_its_subject(engine, tmp_path: Pa
         (f"r:{second}", "cancelled"),
         (f"r:{second}", "throttled"),
     ]
+
+
+async def _held_past_its_due_time(e: Engine) -> tuple[str, str]:
+    """The first lead's run, due in a day, holds back the second's, whose event came in 23 hours late (a backlog):
+    due an hour from now, long before the run holding it back."""
+    contact_id, first = await e.shop.customer()
+    second = await _lead(e, contact_id)
+    await e.lead_event(first, contact_id)
+    e.clock.advance(timedelta(minutes=1))
+    await e.lead_event(second, contact_id, occurred_at=e.clock.now() - timedelta(hours=23))
+    rows = await e.shop.actions()
+    assert [(row.status, row.due_at > rows[1].due_at) for row in rows] == [("pending", True), ("throttled", False)]
+    return first, second
+
+
+async def test_a_run_released_after_its_due_time_is_not_late_for_the_time_it_was_held(engine, tmp_path: Path) -> None:
+    """`late: skip` and a run held back past its own due time: released when the run holding it back is cancelled
+    (its `unless`, at its due time), it runs. On the old code it kept its due time, and a scheduler that had
+    restarted since then (a deploy; here each pass is a new one) judged the whole hold as downtime: skipped,
+    "late by 23:00:00", although nothing was down when it could have run."""
+    e = Engine(engine, tmp_path, _rule(late="skip"))
+    first, second = await _held_past_its_due_time(e)
+    await _lost(e, first)
+    e.clock.advance(timedelta(days=1) - timedelta(minutes=1))  # the first is due: cancelled by `unless`
+    assert await e.scheduler().run_once() == 1
+    assert await _statuses(e) == [(first, "cancelled"), (second, "pending")]
+    assert await e.scheduler().run_once() == 1
+    assert await _statuses(e) == [(first, "cancelled"), (second, "done")]
+    assert await _task_titles(e) == [f"call {second}"]
+
+
+async def test_a_run_released_after_downtime_is_late_by_the_downtime(engine, tmp_path: Path) -> None:
+    """The hold ends when the run holding it back was due, or when that one was cancelled if sooner (a restart):
+    downtime after that is lateness. Here the scheduler was down from before the first run's due time to two hours
+    after it: `late: skip` skips the first, which releases the second, which is late by the same two hours."""
+    e = Engine(engine, tmp_path, _rule(late="skip"))
+    first, second = await _held_past_its_due_time(e)
+    e.clock.advance(timedelta(days=1, hours=2) - timedelta(minutes=1))
+    assert await e.scheduler().run_once() == 1
+    assert await _statuses(e) == [(first, "cancelled"), (second, "pending")]
+    assert await e.scheduler().run_once() == 1
+    rows = await e.shop.actions()
+    assert [(row.status, row.last_error) for row in rows][1] == ("cancelled", "late by 2:00:00 (late: skip)")
+    assert await _task_titles(e) == []
