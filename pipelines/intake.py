@@ -82,6 +82,7 @@ class IntakePipeline:
             email=identity.email,
             phone=identity.phone,
             phone_raw=identity.phone_raw,
+            phone_digits=identity.phone_digits,
             company=identity.company,
             message=draft.message,
             title=draft.title,

@@ -17,6 +17,8 @@ class Identity:
     email: str | None = None
     phone: str | None = None
     phone_raw: str | None = None
+    # The digits of `phone_raw` when it is no valid number (pipelines/normalize.py `phone_digits`): still the caller.
+    phone_digits: str | None = None
     company: str | None = None
     # A chat account (`telegram:<user id>`) and a shop's own customer id, both identifiers of the person.
     messenger: str | None = None

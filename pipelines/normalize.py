@@ -72,6 +72,26 @@ def normalize_phone(value: str | None, region: str | None) -> str | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+# Fewer digits than this are no number to recognise a person by: placeholders (`0`, `123`), PBX extensions (2-5
+# digits) and digits from a note. The shortest subscriber numbers in use, local numbers of small towns written
+# without their area code, have six.
+PHONE_DIGITS_MIN = 6
+PHONE_DIGITS_MAX = 32  # more is no number but a text of digits (column `contact_identifier.value` holds 320)
+_RUNS = "01234567890123456789", "98765432109876543210"
+
+
+def phone_digits(value: str | None) -> str | None:
+    """The digits of a number that is no valid phone number, as written (no region guessed), to recognise the
+    same caller by; None for a valid number (its E.164 form does that), for too few digits, and for fillers a
+    form was given to get past a required field (one digit repeated, a run such as `123456`)."""
+    if not value or normalize_phone(value, None) is not None:
+        return None
+    digits = "".join(str(unicodedata.decimal(c)) for c in value if c.isdecimal())  # ٠١٢ and full-width too
+    if not PHONE_DIGITS_MIN <= len(digits) <= PHONE_DIGITS_MAX or len(set(digits)) == 1:
+        return None
+    return None if any(digits in run for run in _RUNS) else digits
+
+
 def normalize_name(value: str | None) -> str | None:
     """Collapsed whitespace; a name written all in lower or all in upper case gets title case, any other is kept.
 
@@ -106,8 +126,9 @@ def normalize_identity(identity: Identity, region: str | None) -> Identity:
     return Identity(
         name=normalize_name(identity.name),
         email=normalize_email(identity.email),
-        phone=normalize_phone(identity.phone_raw, region),
+        phone=(phone := normalize_phone(identity.phone_raw, region)),
         phone_raw=identity.phone_raw,
+        phone_digits=None if phone else phone_digits(identity.phone_raw),
         company=normalize_company(identity.company),
         messenger=_clean_id(identity.messenger, 100),
         customer_id=_clean_id(identity.customer_id, 200),

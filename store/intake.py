@@ -45,6 +45,9 @@ class InquiryRow:
     email: str | None = None
     phone: str | None = None
     phone_raw: str | None = None
+    # The digits of `phone_raw` when it is no valid number: an identifier of their own kind, `phone_digits`, which
+    # never equals an E.164 `phone`; the same number as written finds the same contact.
+    phone_digits: str | None = None
     company: str | None = None
     message: str | None = None
     title: str | None = None
@@ -77,12 +80,15 @@ class InquiryRow:
         )
 
     def identifiers(self) -> list[tuple[str, str]]:
-        """How this inquiry names its sender, strongest first: email, phone, messenger, shop customer."""
+        """How this inquiry names its sender, strongest first: email, phone (or the digits of an invalid one),
+        messenger, shop customer."""
         found = []
         if self.email:
             found.append(("email", self.email_key or self.email))
         if self.phone:
             found.append(("phone", self.phone))
+        elif self.phone_digits:
+            found.append(("phone_digits", self.phone_digits))
         if self.messenger:
             found.append(("messenger", self.messenger))
         if self.customer:

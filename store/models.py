@@ -66,8 +66,8 @@ class Contact(Base):
 class ContactIdentifier(Base):
     """One way to recognise a contact; unique so two contacts never share one.
 
-    Kinds: `email` (folded when the setting asks), `phone` (E.164), `messenger` (`telegram:<id>`),
-    `customer` (`<connector>:<shop customer id>`).
+    Kinds: `email` (folded when the setting asks), `phone` (E.164), `phone_digits` (the digits of a number that is
+    no valid one, as written), `messenger` (`telegram:<id>`), `customer` (`<connector>:<shop customer id>`).
     """
 
     __tablename__ = "contact_identifier"

@@ -164,14 +164,16 @@ async def list_contacts(
     review: bool | None = None,
     merged: bool = False,
     email_alias: str | None = None,
+    phone_kind: str = "phone",
 ) -> Page:
     """Contacts merged into another are left out unless `merged` asks; `review` lists those flagged for a person.
 
     `email_alias`: the address as written when `email` is its folded key; identifiers stored while folding was off
-    hold that spelling (the intake looks both up too)."""
+    hold that spelling (the intake looks both up too). `phone_kind`: `phone_digits` when `phone` is the digits of a
+    number that is no valid one."""
     query = select(contact_t)
     emails = [e for e in (email, email_alias) if e]
-    for kind, values in (("email", emails), ("phone", [phone] if phone else [])):
+    for kind, values in (("email", emails), (phone_kind, [phone] if phone else [])):
         if values:
             owners = select(identifier_t.c.contact_id).where(
                 identifier_t.c.kind == kind, identifier_t.c.value.in_(values)

@@ -14,6 +14,7 @@ from leadhub.store.db import lock_for_writing
 from leadhub.store.models import (
     ConnectorState,
     Contact,
+    ContactIdentifier,
     EmailMessage,
     EmailSuppression,
     Feedback,
@@ -37,6 +38,7 @@ suppression_t: Table = EmailSuppression.__table__  # type: ignore[assignment]
 state_t: Table = ConnectorState.__table__  # type: ignore[assignment]
 outbox_t: Table = OutboxEvent.__table__  # type: ignore[assignment]
 order_t: Table = Order.__table__  # type: ignore[assignment]
+identifier_t: Table = ContactIdentifier.__table__  # type: ignore[assignment]
 OBJECT_TABLES: dict[str, tuple[Table, str]] = {
     "contact": (Contact.__table__, "contact_id"),  # type: ignore[dict-item]
     "lead": (Lead.__table__, "lead_id"),  # type: ignore[dict-item]
@@ -69,6 +71,7 @@ async def load_objects(conn: AsyncConnection, data: dict[str, Any], names: tuple
         contact["unsubscribed"] = bool(contact.get("email")) and await suppressed(conn, contact["email"]) is not None
         contact.update(NO_ORDERS)
         contact.update((await order_facts(conn, [contact["id"]])).get(contact["id"], {}))
+        contact["phone_digits"] = (await phone_digits(conn, [contact["id"]])).get(contact["id"])
     return objects
 
 
@@ -86,6 +89,22 @@ async def order_facts(conn: AsyncConnection, contact_ids: list[str]) -> dict[str
         .group_by(order_t.c.contact_id)
     )
     return {row[0]: {"orders_count": row[1], "last_order_at": row[2]} for row in await conn.execute(query)}
+
+
+async def phone_digits(conn: AsyncConnection, contact_ids: list[str]) -> dict[str, str]:
+    """Per contact: the digits of the number it gave that is no valid one (`contact.phone_digits`), so that a task
+    says whom to call back when `contact.phone` is empty."""
+    if not contact_ids:
+        return {}
+    query = (
+        select(identifier_t.c.contact_id, identifier_t.c.value)
+        .where(one_of(conn, identifier_t.c.contact_id, contact_ids), identifier_t.c.kind == "phone_digits")
+        .order_by(identifier_t.c.created_at.desc(), identifier_t.c.value)
+    )
+    found: dict[str, str] = {}
+    for contact_id, value in await conn.execute(query):
+        found.setdefault(contact_id, value)  # the latest given
+    return found
 
 
 async def load_objects_many(
@@ -111,7 +130,9 @@ async def load_objects_many(
     query = select(suppression_t.c.address).where(one_of(conn, suppression_t.c.address, emails))
     gone = set((await conn.execute(query)).scalars()) if emails else set()
     # keyed by the contacts rules see: a contact merged since its event counts the survivor's orders
-    facts = await order_facts(conn, list({c["id"] for c in rows_by_name.get("contact", {}).values()}))
+    contact_ids = list({c["id"] for c in rows_by_name.get("contact", {}).values()})
+    facts = await order_facts(conn, contact_ids)
+    digits = await phone_digits(conn, contact_ids)
     results = []
     for data, group in zip(datas, names, strict=True):
         objects: dict[str, Any] = {}
@@ -123,6 +144,7 @@ async def load_objects_many(
         if contact is not None:
             contact["unsubscribed"] = bool(contact.get("email")) and not gone.isdisjoint(lookup_keys(contact["email"]))
             contact.update(facts.get(contact["id"], NO_ORDERS))
+            contact["phone_digits"] = digits.get(contact["id"])
         results.append(objects)
     return results
 

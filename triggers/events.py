@@ -47,7 +47,7 @@ TASK_FIELDS = frozenset(
 
 # Object -> its fields, as conditions and templates see them (the columns, plus derived ones).
 OBJECT_FIELDS: dict[str, frozenset[str]] = {
-    "contact": _columns(Contact, add=("unsubscribed", "orders_count", "last_order_at")),
+    "contact": _columns(Contact, add=("unsubscribed", "orders_count", "last_order_at", "phone_digits")),
     "lead": _columns(Lead),
     "inquiry": _columns(Inquiry, drop=("payload",)),
     "order": _columns(Order),

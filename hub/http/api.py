@@ -19,7 +19,7 @@ from leadhub.hub.http.jsonio import error_response, json_response
 from leadhub.hub.http.state import DEPS
 from leadhub.ids import typed_id
 from leadhub.json_errors import loads
-from leadhub.pipelines.normalize import fold_email, normalize_email, normalize_phone
+from leadhub.pipelines.normalize import fold_email, normalize_email, normalize_phone, phone_digits
 from leadhub.store import identity, leads, queries
 from leadhub.store.orders import ORDER_STATUSES
 
@@ -339,6 +339,7 @@ async def list_contacts(request: web.Request) -> web.Response:
     settings = request.app[DEPS].settings
     region = settings.default_region
     email = email_alias = phone = None
+    phone_kind = "phone"
     if q.get("email"):
         email = normalize_email(q["email"]) or q["email"].strip().lower()
         if settings.email_folding and (folded := fold_email(email)) != email:
@@ -346,7 +347,9 @@ async def list_contacts(request: web.Request) -> web.Response:
     if q.get("phone"):
         written = _phone_as_sent(request, q["phone"])
         phone = normalize_phone(written, region)
-        if phone is None:
+        if phone is None and (phone := phone_digits(written)) is not None:
+            phone_kind = "phone_digits"  # an invalid number names its sender by its digits (pipelines/normalize.py)
+        elif phone is None:
             raise BadParameter(f"phone {written!r} is not a valid number (default region: {region or 'none'})")
     async with request_engine(request).connect() as conn:
         page = await queries.list_contacts(
@@ -354,6 +357,7 @@ async def list_contacts(request: web.Request) -> web.Response:
             email=email,
             email_alias=email_alias,
             phone=phone,
+            phone_kind=phone_kind,
             cursor=q.get("cursor"),
             limit=request_limit(request),
             review=request_flag(request, "review"),

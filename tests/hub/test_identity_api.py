@@ -375,3 +375,19 @@ async def test_an_address_stored_before_folding_is_found_by_the_api(form_hub: Ru
     for written in ("jane.doe+shop@gmail.com", "Jane.Doe+Shop@GMAIL.com"):
         (contact,) = (await form_hub.api("/api/contacts", email=written))["items"]
         assert contact["email"] == "jane.doe+shop@gmail.com"
+
+
+async def test_a_number_that_is_no_valid_number_is_one_contact_listed_and_found_by_its_digits(
+    form_hub: RunningHub,
+) -> None:
+    """Two forms from 951218115 (9 digits, no valid number) made two contacts with no identifiers, and `?phone=` of
+    that number answered 400."""
+    for n in range(2):
+        await post_form(form_hub, {"phone": "951 218 115", "message": f"call me {n}"})
+    await form_hub.wait_items("/api/inquiries", 2)
+    (contact,) = (await form_hub.api("/api/contacts"))["items"]
+    assert contact["phone"] is None
+    assert contact["identifiers"] == [{"kind": "phone_digits", "value": "951218115"}]
+    assert [c["id"] for c in (await form_hub.api("/api/contacts", phone="951-21-81-15"))["items"]] == [contact["id"]]
+    async with form_hub.session.get(form_hub.url("/api/contacts"), params={"phone": "123"}) as response:
+        assert response.status == 400 and "not a valid number" in (await response.json())["detail"]

@@ -14,6 +14,7 @@ from leadhub.pipelines.normalize import (
     normalize_identity,
     normalize_name,
     normalize_phone,
+    phone_digits,
 )
 
 LOCAL = st.text(alphabet="abcXYZ019._+=-!#%&'*/?^`{|}~\u212a\u00e9", min_size=0, max_size=20)
@@ -145,3 +146,34 @@ def test_an_email_with_invisible_characters_is_the_same_address(written: str) ->
     """Copied from a page or a right-to-left text, an address carries zero-width and direction marks; it was refused
     as no address at all, so the inquiry named nobody by email and the person got a second contact."""
     assert normalize_email(written) == "ivan@mail.ru"
+
+
+@pytest.mark.parametrize(
+    ("written", "digits"),
+    [
+        ("951218115", "951218115"),
+        ("(951) 21-81-15", "951218115"),
+        ("89161110099", "89161110099"),  # no region given: no valid number
+        ("\uff19\uff15\uff11\uff12\uff11\uff18\uff11\uff11\uff15", "951218115"),  # full-width digits, the same
+        ("+7 916 111", "7916111"),
+        ("+79161234567", None),  # valid: its E.164 names it
+        ("0", None),
+        ("123", None),
+        ("12345", None),  # an extension, a placeholder: too short to name a person
+        ("000000", None),
+        ("77777777", None),
+        ("123456", None),
+        ("0987654321", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_an_invalid_number_keeps_its_digits_unless_they_are_junk(written: str | None, digits: str | None) -> None:
+    assert phone_digits(written) == digits
+
+
+def test_only_an_invalid_number_gets_digits() -> None:
+    valid = normalize_identity(Identity(phone_raw="89161110099"), "RU")
+    invalid = normalize_identity(Identity(phone_raw="89161110099"), None)
+    assert (valid.phone, valid.phone_digits) == ("+79161110099", None)
+    assert (invalid.phone, invalid.phone_digits) == (None, "89161110099")

@@ -13,7 +13,7 @@ from sqlalchemy import insert, select, update
 from leadhub.connectors.twilio import twilio_signature
 from leadhub.ids import new_id
 from leadhub.store.connector_state import load_state
-from leadhub.store.models import Inquiry, Order, OutboxEvent
+from leadhub.store.models import ContactIdentifier, Inquiry, Lead, Order, OutboxEvent
 from leadhub.triggers.audiences import birthday, is_birthday
 from leadhub.triggers.loader import load_rules
 from leadhub.triggers.sandbox import Templates
@@ -45,8 +45,6 @@ async def _status(shop: Shop, rule_id: str, status: str, count: int = 1) -> list
 async def _callback_lead(shop: Shop) -> tuple[str, str]:
     contact_id, lead_id = await shop.customer("petr@example.com", "Petr")
     async with shop.engine.begin() as conn:
-        from leadhub.store.models import Lead
-
         await conn.execute(update(Lead.__table__).where(Lead.id == lead_id).values(tags=["callback_requested"]))
     await shop.emit("lead.created", lead_id, lead_id=lead_id, contact_id=contact_id, tags=["callback_requested"])
     return contact_id, lead_id
@@ -288,3 +286,22 @@ def test_birthday_formats_and_29_february() -> None:
     assert leap == (2, 29)
     assert is_birthday(leap, datetime(2027, 2, 28).date()) and not is_birthday(leap, datetime(2028, 2, 28).date())
     assert is_birthday(leap, datetime(2028, 2, 29).date())
+
+
+async def test_the_callback_task_names_a_number_that_is_no_valid_number(trigger_hub, clock, rules_dir: Path) -> None:
+    """A missed call from 951218115 (no valid number: the contact has no name and no phone) made the task
+    "Call back a new lead", without the number to call."""
+    _example(rules_dir, "sales.yaml")
+    running = await trigger_hub()
+    shop = Shop(running.engine, clock)
+    contact_id, lead_id = await shop.customer(email=None, name=None)  # type: ignore[arg-type]
+    async with shop.engine.begin() as conn:
+        await conn.execute(
+            insert(ContactIdentifier.__table__).values(
+                kind="phone_digits", value="951218115", contact_id=contact_id, created_at=clock.now()
+            )
+        )
+        await conn.execute(update(Lead.__table__).where(Lead.id == lead_id).values(tags=["callback_requested"]))
+    await shop.emit("lead.created", lead_id, lead_id=lead_id, contact_id=contact_id, tags=["callback_requested"])
+    (task,) = await running.wait_items("/api/tasks", 1, timeout=30, lead_id=lead_id)
+    assert task["title"] == "Call back 951218115"
