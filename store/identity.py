@@ -41,6 +41,7 @@ from leadhub.store.models import (
 from leadhub.store.one_of import one_of, update_one_of
 from leadhub.store.outbox import outbox_event
 from leadhub.store.policy import IdentityPolicy
+from leadhub.store.suppression_keys import lookup_keys
 
 if TYPE_CHECKING:
     from leadhub.store.intake import Batch
@@ -209,17 +210,40 @@ async def _consent_each(conn: AsyncConnection, contact_ids: Sequence[str], batch
         queued = batch.contact_updates.get(contact_id, {}).get("consent")
         if queued:
             consent[contact_id] = queued
-    addresses = {a for group in emails.values() for a in group}
-    opted_out: set[str] = set()
-    if addresses:
-        query = select(suppression_t.c.address).where(
-            one_of(conn, suppression_t.c.address, sorted(addresses)), suppression_t.c.reason.in_(OPTED_OUT)
-        )
-        opted_out = set((await conn.execute(query)).scalars())
+    opted_out = await _opted_out_addresses(conn, {a for group in emails.values() for a in group})
     return {
         c: "withdrawn" if consent.get(c) == "withdrawn" or emails[c] & opted_out else consent.get(c)
         for c in contact_ids
     }
+
+
+async def _opted_out_addresses(conn: AsyncConnection, addresses: set[str]) -> set[str]:
+    """Those of `addresses` that unsubscribed or complained, however the suppression list spells them."""
+    keys = {address: lookup_keys(address) for address in addresses}
+    wanted = sorted(set().union(*keys.values()))
+    if not wanted:
+        return set()
+    query = select(suppression_t.c.address).where(
+        one_of(conn, suppression_t.c.address, wanted), suppression_t.c.reason.in_(OPTED_OUT)
+    )
+    found = set((await conn.execute(query)).scalars())
+    return {address for address, looked_for in keys.items() if looked_for & found}
+
+
+async def _opted_out(conn: AsyncConnection, contacts: Sequence[dict[str, Any]]) -> bool:
+    """Whether any of the contacts withdrew consent or has an address that unsubscribed or complained: the review
+    counts the suppression list as an opt-out (`consent_states`), so a merge must too. Call after the merge moved
+    the identifiers: the survivor's then hold every address of both."""
+    if any(c["consent"] == merge_journal.WITHDRAWN for c in contacts):
+        return True
+    addresses = {c["email"] for c in contacts if c["email"]}
+    rows = await conn.execute(
+        select(identifier_t.c.value).where(
+            identifier_t.c.contact_id.in_([c["id"] for c in contacts]), identifier_t.c.kind == "email"
+        )
+    )
+    addresses.update(rows.scalars())
+    return bool(await _opted_out_addresses(conn, addresses))
 
 
 def conflicting(states: dict[str, str | None]) -> bool:
@@ -312,8 +336,9 @@ async def merge(
 ) -> list[dict[str, Any]]:
     """Move everything of `merged_id` to `survivor_id`, fold their open leads, and journal it; returns events.
 
-    An opt-out wins: a `withdrawn` consent of the merged contact ends on the survivor (only a merge by hand can
-    meet one beside a `granted`: automatic merges refuse those). `by_hand` (a person decided, store/contact_review.py)
+    An opt-out wins: a `withdrawn` consent of either contact, or an address of theirs that unsubscribed or
+    complained, makes the survivor's consent `withdrawn` (only a merge by hand can meet one beside a `granted`:
+    automatic merges refuse those). `by_hand` (a person decided, store/contact_review.py)
     also clears both contacts' review flags; any merge clears a flag about the two of them only. These changes are
     journalled, so an unmerge takes them back.
     """
@@ -341,8 +366,8 @@ async def merge(
         await update_one_of(conn, table, table.c[key], ids, {"contact_id": survivor_id})
         moved[name] = ids
     fill = {name: merged[name] for name in FILLED if survivor[name] is None and merged[name] is not None}
-    if merged["consent"] == merge_journal.WITHDRAWN != survivor["consent"]:
-        fill["consent"] = merge_journal.WITHDRAWN
+    if survivor["consent"] != merge_journal.WITHDRAWN and await _opted_out(conn, [survivor, merged]):
+        fill["consent"] = merge_journal.WITHDRAWN  # whichever contact it was recorded on, and however
     gone: dict[str, Any] = {"merged_into": survivor_id}
     pair = {survivor_id, merged_id}
     if by_hand or _settled(survivor["review"], pair):

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadhub.envelope import Envelope
 from leadhub.pipelines.intake import IntakePipeline
-from leadhub.store import contact_review, identity, kept_apart, queries
+from leadhub.store import contact_review, identity, kept_apart, queries, trigger_data
 from leadhub.store.models import (
     Contact,
     ContactIdentifier,
@@ -689,3 +689,33 @@ def test_the_members_of_a_batch_group_are_found_without_walking_every_union() ->
     assert sorted(map(sorted, unions.groups())) == sorted(
         sorted([f"a{n}", f"b{n}", f"a{n + 1}", f"b{n + 1}"]) for n in range(0, 5_000, 2)
     )
+
+
+@pytest.mark.parametrize("recorded", ["unsubscribe-link", "complaint", "form-said-no"])
+@pytest.mark.parametrize("stays", ["opted-out", "consenting"])
+async def test_a_merge_by_hand_leaves_the_opt_out_on_the_contact_that_stays(
+    pipeline: IntakePipeline, engine: AsyncEngine, recorded: str, stays: str
+) -> None:
+    """Buyer unsubscribed with the one-click link, the review said `{buyer: withdrawn, anna: granted}`, and merging
+    Anna into Buyer by hand left `consent: null` on Buyer (Buyer into Anna: `granted`): the merge read only the
+    merged contact's consent column, not the suppression list the review had read."""
+    await store(pipeline, form("b", T0, email="buyer@x.example", consent="no" if recorded == "form-said-no" else None))
+    await store(pipeline, form("a", T0 + HOUR, phone="+79160001122", consent="yes"))
+    if recorded != "form-said-no":
+        async with engine.begin() as conn:
+            reason = "unsubscribe" if recorded == "unsubscribe-link" else "complaint"
+            await trigger_data.suppress(conn, "Buyer@X.example", reason, "one-click link", T0 + 2 * HOUR)
+    await store(pipeline, form("link", T0 + 3 * HOUR, email="buyer@x.example", phone="89160001122"))
+    contacts = await live_contacts(engine)
+    buyer = next(c for c in contacts if c["email"] == "buyer@x.example")
+    anna = next(c for c in contacts if c["phone"] == "+79160001122")
+    assert buyer["review"]["consent"] == {buyer["id"]: "withdrawn", anna["id"]: "granted"}
+    survivor, merged = (buyer, anna) if stays == "opted-out" else (anna, buyer)
+    async with engine.begin() as conn:
+        await contact_review.merge_by_hand(conn, merged["id"], survivor["id"], T0 + 4 * HOUR, IdentityPolicy())
+    (after,) = await live_contacts(engine)
+    assert (after["id"], after["consent"]) == (survivor["id"], "withdrawn")
+    async with engine.begin() as conn:  # taken back, each contact is as it was
+        await identity.unmerge(conn, merged["id"], T0 + 5 * HOUR)
+    consent = {c["id"]: c["consent"] for c in await live_contacts(engine)}
+    assert consent == {buyer["id"]: buyer["consent"], anna["id"]: "granted"}
