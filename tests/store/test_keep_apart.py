@@ -33,7 +33,9 @@ async def store(pipeline: IntakePipeline, *envelopes: Envelope) -> None:
 
 
 async def events(engine: AsyncEngine, kind: str) -> list[dict[str, Any]]:
-    return [e["data"] for e in await table(engine, OutboxEvent, OutboxEvent.__table__.c.type == kind)]
+    """The events of `kind` in the order they were written (their ids count up): a table's rows come in any order."""
+    rows = await table(engine, OutboxEvent, OutboxEvent.__table__.c.type == kind)
+    return [e["data"] for e in sorted(rows, key=lambda e: e["id"])]
 
 
 async def reviews(engine: AsyncEngine) -> dict[str, list[str] | None]:
