@@ -29,10 +29,10 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # The head revisions of migrations/versions (several branches off 0001, none merged). A database whose
 # alembic_version holds exactly these needs no migration, and start-up then never imports alembic (~7 MiB
 # resident). A new migration must be added here; tests/store/test_migrations.py compares with alembic.
-MIGRATION_HEADS = frozenset({"0002", "0003", "0006", "0007", "0009"})
+MIGRATION_HEADS = frozenset({"0002", "0003", "0006", "0007", "0009", "0010"})
 # Every revision in migrations/versions: one outside it in alembic_version was written by a newer leadhub. Known
 # without importing alembic, so the daemon can tell before it migrates, and /readyz while it runs.
-KNOWN_REVISIONS = frozenset({"0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009"})
+KNOWN_REVISIONS = frozenset({"0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010"})
 SQLITE_BUSY_TIMEOUT_MS = 5000
 # SQLite's own page cache per connection (its default is 2,000 KiB). The operating system's file cache sits behind
 # it, and a quarter MiB per connection measured the same throughput, at 1,000,000 contacts too, for ~5 MiB less

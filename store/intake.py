@@ -244,6 +244,7 @@ def _inquiry_values(row: InquiryRow, contact_id: str | None, lead_id: str | None
         "name": _clean(row.name, 200),
         "email": _clean(row.email, 320),
         "phone": _clean(row.phone or row.phone_raw, 64),
+        "title": _clean(row.title, 300),
         "message": _clean(row.message),
         "fields": row.fields,
         "dropped": _clean(row.dropped, 200),

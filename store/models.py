@@ -145,6 +145,7 @@ class Inquiry(Base):
     name: Mapped[str | None] = mapped_column(String(200))
     email: Mapped[str | None] = mapped_column(String(320))
     phone: Mapped[str | None] = mapped_column(String(64))
+    title: Mapped[str | None] = mapped_column(String(300))  # an e-mail's subject; None before revision 0010
     message: Mapped[str | None] = mapped_column(Text)
     fields: Mapped[dict[str, Any]] = mapped_column(default=dict)
     dropped: Mapped[str | None] = mapped_column(String(200))

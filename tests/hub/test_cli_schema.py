@@ -142,7 +142,7 @@ async def test_db_status_says_whether_an_upgrade_is_due_without_changing_anythin
         assert behind.returncode == 4, behind.stdout + behind.stderr
         assert behind.stderr.strip() == (
             f"{shown}: at revisions 0004, this release is at {release}; "
-            "`leadhub db upgrade` (or `leadhub run`) applies 0002, 0003, 0006, 0007, 0009"
+            "`leadhub db upgrade` (or `leadhub run`) applies 0002, 0003, 0006, 0007, 0009, 0010"
         )
         assert await applied_revisions(database_url) == frozenset({"0004"})
         await upgrade(engine)

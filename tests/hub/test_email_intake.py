@@ -155,7 +155,10 @@ async def test_a_reply_joins_the_lead_of_the_first_mail(make_hub: HubFactory) ->
     reply_id = await publish(hub, "q2", reply)
     inquiries = await hub.wait_items("/api/inquiries", 2)
     assert {i["lead_id"] for i in inquiries} == {lead["id"]}
-    assert (await hub.api(f"/api/inquiries/{reply_id}"))["message"].startswith("And 50 plates")
+    reply_inquiry = await hub.api(f"/api/inquiries/{reply_id}")
+    assert reply_inquiry["message"].startswith("And 50 plates")
+    assert reply_inquiry["title"] == "Re: Quote for 200 mugs"  # the lead keeps the first mail's subject
+    assert {i["title"] for i in inquiries} == {"Quote for 200 mugs", "Re: Quote for 200 mugs"}
     assert len((await hub.api("/api/leads"))["items"]) == 1
 
 

@@ -65,7 +65,7 @@ async def _assert_rows_kept(engine: AsyncEngine, rows: dict[str, list[dict[str, 
             assert stored == expected, table
 
 
-@pytest.mark.parametrize("start", ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009"])
+@pytest.mark.parametrize("start", ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010"])
 async def test_upgrade_from_each_earlier_revision_keeps_the_rows(database_url: str, start: str) -> None:
     engine = create_engine(database_url)
     try:
