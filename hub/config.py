@@ -63,6 +63,14 @@ def nats_servers(url: str) -> list[str]:
     return [server if "://" in server else f"nats://{server}" for server in servers]
 
 
+def local_url(host: str, port: int) -> str:
+    """This daemon's HTTP as reached from this machine, the base of e-mail links when LEADHUB_PUBLIC_URL is unset.
+
+    A wildcard host (0.0.0.0, ::) is not an address to open; the daemon listens on loopback too, so that is used."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104 - a listening host read, not bound
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+
 def _file_in_the_way(directory: Path) -> Path | None:
     """`directory`, or the nearest of its parents that exists, when that is not a directory: it can never be made."""
     try:
@@ -405,6 +413,11 @@ class Settings(BaseSettings):
                 "the webhooks without taking them; add http to roles or remove it from worker_roles"
             )
         return value
+
+    @property
+    def links_url(self) -> str:
+        """The base of links in e-mails (survey, unsubscribe): LEADHUB_PUBLIC_URL, else where HTTP listens."""
+        return self.public_url or local_url(self.http_host, self.http_port)
 
     @property
     def effective_database_url(self) -> str:

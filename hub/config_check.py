@@ -43,6 +43,7 @@ def describe(config: HubConfig, environ: Mapping[str, str] | None = None) -> Con
         *_not_run(settings),
         f"  api         {api}",
         "  smtp        " + (redact_urls(smtp) if smtp else "not set: send_email actions fail until it is"),
+        f"  links       {_links(settings)}",
         f"  rules       {settings.rules_dir}: {rules}",
         f"  connectors  {len(config.connectors) or 'none'}",
     ]
@@ -53,6 +54,13 @@ def describe(config: HubConfig, environ: Mapping[str, str] | None = None) -> Con
         takes = f"POST /hooks/{name}" if hasattr(CONNECTOR_TYPES[kind], "handle") else "pulls on its own schedule"
         lines.append(f"    {name:<{width}}  {kind:<{type_width}}  {takes}")
     return ConfigReport(lines, problems)
+
+
+def _links(settings: Settings) -> str:
+    """Survey and unsubscribe links in e-mails: without a public URL only this machine can open them."""
+    if settings.public_url:
+        return redact_urls(settings.public_url)
+    return f"{settings.links_url} (no LEADHUB_PUBLIC_URL: customers cannot open it)"
 
 
 def _not_run(settings: Settings) -> list[str]:

@@ -23,7 +23,7 @@ from leadhub.connectors.base import ConnectorContext, Stop
 from leadhub.connectors.failure_reason import FAILURE_REASONS as CONNECTOR_FAILURE_REASONS
 from leadhub.connectors.registry import CONNECTOR_TYPES
 from leadhub.error_text import brief
-from leadhub.hub.config import HubConfig
+from leadhub.hub.config import HubConfig, local_url
 from leadhub.hub.embedded_nats import EmbeddedNats
 from leadhub.hub.exited_metrics import fold_exited_process
 from leadhub.hub.http.app import create_app
@@ -403,6 +403,7 @@ class Hub:
             templates_dir=s.templates_dir,
             smtp_url=s.smtp_url.get_secret_value() if s.smtp_url else None,
             public_url=s.public_url,
+            local_url=local_url(s.http_host, s.http_port),
             clock=self.clock,
             on_reload=lambda rules, problems: (
                 m.rules_loaded.set(rules),

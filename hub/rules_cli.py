@@ -79,7 +79,7 @@ def test(
     except EventFileError as exc:
         typer.echo(f"leadhub: {exc}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(format_outcomes(dry_run(RuleIndex(loaded.rules), event, objects, settings.public_url)))
+    typer.echo(format_outcomes(dry_run(RuleIndex(loaded.rules), event, objects, settings.links_url)))
 
 
 @rules_app.command("trace")

@@ -19,6 +19,7 @@ from leadhub.triggers.clock import Clock, SystemClock
 from leadhub.triggers.compile import CompiledRule, HoursBook
 from leadhub.triggers.consumer import EventConsumer
 from leadhub.triggers.engine import RuleIndex
+from leadhub.triggers.links import LOCAL_URL
 from leadhub.triggers.loader import Problem, load_file, load_hours, rule_files, rules_dir_problem
 from leadhub.triggers.matcher import Matcher
 from leadhub.triggers.sandbox import Templates
@@ -43,6 +44,7 @@ class TriggerService:
         templates_dir: Path | None,
         smtp_url: str | None,
         public_url: str | None,
+        local_url: str = LOCAL_URL,
         clock: Clock | None = None,
         retry: RetryPolicy | None = None,
         on_reload: Callable[[int, int], None] = lambda rules, problems: None,
@@ -61,10 +63,13 @@ class TriggerService:
         self._loaded: Snapshot | None = None
         self.on_reload = on_reload
         self.public_url = public_url
+        self.local_url = local_url  # where links point without a public URL: this daemon's HTTP, from this machine
         self._stop_watch = asyncio.Event()
         self._unread: str | None = None  # why the last load may have missed rules (see `_why_not_loaded`)
         self._failure: str | None = None  # the last load's unexpected error, while it keeps failing
-        self.deps = Deps(engine=engine, smtp_url=smtp_url, public_url=public_url, extra={"smtp_pool": SmtpPool()})
+        self.deps = Deps(
+            engine=engine, smtp_url=smtp_url, public_url=public_url or local_url, extra={"smtp_pool": SmtpPool()}
+        )
         self.matcher = Matcher(engine, lambda: self.index, self.clock)
         self.scheduler = Scheduler(
             engine,
@@ -224,14 +229,15 @@ class TriggerService:
         return versions, problems
 
     def _warn_of_local_links(self, rules: list[CompiledRule]) -> None:
-        """E-mails carry survey and unsubscribe links built on LEADHUB_PUBLIC_URL; without it they point at this
-        machine's loopback address, which no customer can open. Rules still load: a test setup may want that."""
+        """E-mails carry survey and unsubscribe links built on LEADHUB_PUBLIC_URL; without it they point at where
+        this daemon listens, as seen from this machine, which no customer can open. Rules still load: a test setup
+        may want that."""
         if self.public_url is not None:
             return
         emailing = [rule.id for rule in rules if "send_email" in rule.action_types]
         if emailing:
             log.warning(
-                "e-mail links will point at http://127.0.0.1:8080, which customers cannot open: "
+                f"e-mail links will point at {self.local_url}, which customers cannot open: "
                 "set LEADHUB_PUBLIC_URL to the address this daemon is reached at from outside",
                 rules=emailing[:5],
                 emailing_rules=len(emailing),

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from leadhub.connectors.registry import CONNECTOR_TYPES
-from leadhub.hub.config import ConfigError, config_from_dict, load_config, unknown_environment
+from leadhub.hub.config import ConfigError, Settings, config_from_dict, load_config, unknown_environment
 from leadhub.hub.logging import _redact as redact
 from leadhub.hub.logging import redact_text
 from tests.helpers import run_leadhub
@@ -340,6 +340,7 @@ def test_config_check_says_what_the_configuration_adds_up_to_without_secrets_or_
     assert "  queue       embedded NATS under data/nats" in lines
     assert "  smtp        smtp://mailer:***@mail.example.com:587" in lines and "  api         bearer token set" in lines
     assert lines[3].startswith("  http        127.0.0.1:9090, roles http, pipeline, relay, triggers")
+    assert "  links       http://127.0.0.1:9090 (no LEADHUB_PUBLIC_URL: customers cannot open it)" in lines
     assert lines[-3:] == [
         "  connectors  2",
         "    site-form  form  POST /hooks/site-form",
@@ -470,3 +471,19 @@ def test_a_worker_reads_the_text_the_primary_validated_not_the_file_as_it_is_now
         load_config(config_file, env={}, text=b"http_port: [\n")
     secret = load_config(config_file, env={}, text=b"smtp_url: smtp://u:hunter2@host:25\n")
     assert "hunter2" not in repr(secret)
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "links"),
+    [
+        ("127.0.0.1", 18081, "http://127.0.0.1:18081"),
+        ("0.0.0.0", 8080, "http://127.0.0.1:8080"),
+        ("::", 9000, "http://[::1]:9000"),
+        ("::1", 9000, "http://[::1]:9000"),
+        ("crm.lan", 80, "http://crm.lan:80"),
+    ],
+)
+def test_links_without_a_public_url_follow_where_http_listens(host: str, port: int, links: str) -> None:
+    """They said http://127.0.0.1:8080 whatever the port; a wildcard host is opened on loopback."""
+    assert Settings(http_host=host, http_port=port).links_url == links
+    assert Settings(http_host=host, http_port=port, public_url="https://crm.example").links_url == "https://crm.example"

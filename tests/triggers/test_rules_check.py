@@ -441,6 +441,24 @@ def test_rules_test_cli_dry_run_renders_the_survey(tmp_path: Path) -> None:
     assert "rule 'low-score-task': not matched: listens to feedback.received" in out
 
 
+def test_without_a_public_url_links_point_at_the_http_port_the_daemon_listens_on(tmp_path: Path) -> None:
+    """They pointed at http://127.0.0.1:8080 whatever `http_port` said; a wildcard host is reached on loopback."""
+    event = {
+        "type": "order.completed",
+        "data": {"order_id": "o1", "contact_id": "c1"},
+        "contact": {"id": "c1", "name": "Ivan", "email": "ivan@example.com"},
+        "order": {"id": "o1", "number": "1001", "status": "completed", "completed_at": "2026-11-20T10:00:00+00:00"},
+    }
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps(event))
+    for host, base in (("127.0.0.1", "http://127.0.0.1:18081"), ("0.0.0.0", "http://127.0.0.1:18081")):
+        env = {"LEADHUB_HTTP_HOST": host, "LEADHUB_HTTP_PORT": "18081"}
+        run = run_leadhub("rules", "test", str(path), "--rules", str(EXAMPLES), cwd=tmp_path, env=env)
+        assert run.returncode == 0, run.stderr
+        assert f"{base}/s/" in run.stdout and f"{base}/u/" in run.stdout, run.stdout
+        assert ":8080" not in run.stdout
+
+
 def test_rules_test_gives_the_objects_of_an_event_file_every_field_the_daemon_gives_them(tmp_path: Path) -> None:
     """An event file holds a few fields of each object; the others were undefined, so the shipped rules, which
     run in the daemon, failed the dry run (`'Record object' has no attribute 'owner'`). They are none now, or the
