@@ -20,7 +20,7 @@ def stored_text(value: Text) -> Text:
         try:
             each.encode("utf-8")
         except UnicodeEncodeError:
-            raise typer.BadParameter(f"{each!r} is not UTF-8 text; ids and rule names are") from None
+            raise typer.BadParameter(f"{each!r} is not UTF-8 text: ids and rule names must be UTF-8") from None
     return value
 
 

@@ -58,6 +58,6 @@ async def test_an_id_that_is_not_utf8_is_a_usage_error(tmp_path: Path, database_
     UnicodeEncodeError traceback on SQLite, "cannot use the database" on PostgreSQL."""
     await _migrated(database_url)
     (tmp_path / "rules").mkdir()
-    env = {"LEADHUB_DATABASE_URL": database_url, "LEADHUB_RULES_DIR": str(tmp_path / "rules")}
+    env = {"LEADHUB_DATABASE_URL": database_url, "LEADHUB_RULES_DIR": str(tmp_path / "rules"), "COLUMNS": "200"}
     run = run_leadhub(*command, cwd=tmp_path, env=env)
-    _usage_error(run, "not UTF-8")
+    _usage_error(run, "is not UTF-8 text: ids and rule names must be UTF-8")
