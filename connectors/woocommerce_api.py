@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import html
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -23,6 +25,9 @@ REFUSALS = {
     429: "rate limited by the shop",
 }
 KEY_REFUSED = frozenset({401, 403})  # a person has to fix the key: `auth`, not the shop failing
+EXCERPT_CHARS = 200  # of an error answer's body, in the log, /readyz and `connectors check`
+_HEAD = re.compile(r"<(head|script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[!/?a-zA-Z][^<>]*>")
 
 
 class PollError(Exception):
@@ -80,6 +85,17 @@ def modified_time(order: Any) -> datetime | None:
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
 
+def body_excerpt(body: bytes, limit: int = EXCERPT_CHARS) -> str:
+    """An error answer's body as one short line a person reads: a shop or its proxy often answers an HTML page,
+    whose bytes repr (`b'<!DOCTYPE HTML>\\n<html ...`) said nothing in the room it had."""
+    text = body[: limit * 8].decode("utf-8", "replace")
+    if text.lstrip().startswith("<"):  # an HTML page: its words; its <title> repeats the heading
+        text = html.unescape(_TAG.sub(" ", _HEAD.sub(" ", text)))
+    text = " ".join(text.split())
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    return (text[: limit - 1] + "…" if len(text) > limit else text) or "(no body)"
+
+
 class OrdersApi:
     """Reads pages of orders modified after a time, oldest modification first, with the connector's credentials."""
 
@@ -110,7 +126,7 @@ class OrdersApi:
                 meaning = REFUSALS.get(response.status, "")
                 raise (KeyRefused if response.status in KEY_REFUSED else PollError)(
                     f"GET {ORDERS_PATH} page {page}: HTTP {response.status}{': ' + meaning if meaning else ''}: "
-                    f"{body[:200]!r}",
+                    f"{body_excerpt(body)}",
                     retry_after(response.headers.get("Retry-After")),
                     response.status,
                 )

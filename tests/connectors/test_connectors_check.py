@@ -71,3 +71,43 @@ async def test_a_shop_api_is_read_once_with_the_key(shop: FakeShop, tmp_path: Pa
     )
     assert away.returncode == 1 and "  FAILED  http://127.0.0.1:9: " in away.stdout
     assert SECRET not in away.stdout + away.stderr
+
+
+NOT_IMPLEMENTED_PAGE = (
+    '<!DOCTYPE HTML>\n<html lang="en">\n    <head>\n        <meta charset="utf-8">\n'
+    "        <title>Error response</title>\n    </head>\n    <body>\n        <h1>Error response</h1>\n"
+    "        <p>Error code: 501</p>\n        <p>Message: Unsupported method ('GET').</p>\n    </body>\n</html>\n"
+)
+
+
+async def test_a_shop_answering_an_html_error_page_is_told_in_one_readable_line(tmp_path: Path) -> None:
+    """A 501 page was printed as a Python bytes repr: `HTTP 501: b'<!DOCTYPE HTML>\\n<html lang="en">\\n ...`."""
+    from aiohttp import web
+
+    async def not_implemented(request: web.Request) -> web.Response:
+        return web.Response(text=NOT_IMPLEMENTED_PAGE, status=501, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", not_implemented)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        connector = {
+            "name": "woo-pull",
+            "type": "woocommerce_poll",
+            "url": f"http://127.0.0.1:{port}",
+            "consumer_key": "ck_test",
+            "consumer_secret": SECRET,
+        }
+        run = await asyncio.to_thread(_check, tmp_path, [connector])
+    finally:
+        await runner.cleanup()
+    assert run.returncode == 1, run.stdout + run.stderr
+    failed = [line for line in run.stdout.splitlines() if "FAILED" in line]
+    assert len(failed) == 1 and "HTTP 501" in failed[0], run.stdout
+    assert "b'" not in failed[0] and "\\n" not in failed[0] and "<" not in failed[0], failed[0]
+    assert "Error code: 501 Message: Unsupported method ('GET')." in failed[0], failed[0]
+    assert SECRET not in run.stdout + run.stderr
