@@ -10,6 +10,8 @@ from typing import Any
 from leadhub.pipelines.errors import PermanentError
 from leadhub.store.orders import ORDER_STATUSES
 
+MAX_AMOUNT = Decimal("1e15")  # no shop sells for more; past it an amount is a typo or a hostile payload
+
 
 @dataclass(slots=True)
 class OrderDraft:
@@ -52,8 +54,10 @@ def money(value: Any, what: str) -> str | None:
         amount = Decimal(str(value).strip().replace(",", "."))
     except InvalidOperation:
         raise PermanentError(f"{what} is not a number: {str(value)[:40]!r}") from None
-    if not amount.is_finite() or abs(amount) >= Decimal("1e15"):
-        raise PermanentError(f"{what} is out of range: {str(value)[:40]!r}")
+    if not amount.is_finite() or abs(amount) >= MAX_AMOUNT:
+        # Its magnitude, not its digits: the log masks a long digit run as a phone number (hub/logging.py).
+        shown = f"{Decimal(f'{amount:.6g}').normalize():g}" if amount.is_finite() else str(value)[:40]
+        raise PermanentError(f"{what} is out of range: {shown!r}; an amount must be below 1e15")
     if amount.as_tuple().exponent > -2:  # type: ignore[operator]
         amount = amount.quantize(Decimal("0.01"))
     return str(amount)

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from leadhub.envelope import Envelope
+from leadhub.hub.logging import redact_text
 from leadhub.pipelines.errors import PermanentError
 from leadhub.pipelines.intake import IntakePipeline
 from leadhub.pipelines.model import Identity, InquiryDraft, SourceSpec
@@ -169,6 +170,19 @@ def test_money_is_exact_text_and_rejects_garbage() -> None:
     for bad in ("abc", [1], True, "NaN", "1e30"):
         with pytest.raises(PermanentError, match="total"):
             money(bad, "total")
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"), [("100000000000000000000", "'1e+20'"), (-12345678901234567, "'-1.23457e+16'")]
+)
+def test_an_amount_out_of_range_is_told_in_a_form_the_log_does_not_take_for_a_phone(value: object, shown: str) -> None:
+    """Quoted as written, a long amount was masked in the log as a phone number: `payment.amount is out of range:
+    '***00'`, so the dead letter's reason said nothing. Its magnitude is not a digit run the log masks."""
+    with pytest.raises(PermanentError) as caught:
+        money(value, "payment.amount")
+    reason = str(caught.value)
+    assert reason == f"payment.amount is out of range: {shown}; an amount must be below 1e15"
+    assert redact_text(reason) == reason
 
 
 def test_a_status_outside_the_set_is_refused() -> None:
