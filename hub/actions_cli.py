@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from leadhub.hub.config import HubConfig
+from leadhub.hub.config import HubConfig, Settings
 from leadhub.store import triggers as trigger_store
 from leadhub.store.db import engine_at_heads
 
@@ -30,9 +30,8 @@ async def retry_actions(
         if ids:
             return await _retry_named(engine, list(dict.fromkeys(ids)))
         report = await _retry_all(engine, rule_id, action_type)
-        if rule_id is not None and not report.requeued and not await _rule_known(engine, config, rule_id):
-            where = config.settings.rules_dir
-            report.warnings.append(f"no rule {rule_id!r} in {where} nor among the stored runs: is it misspelt?")
+        if rule_id is not None and not report.requeued and not await rule_known(engine, config.settings, rule_id):
+            report.warnings.append(unknown_rule(config.settings, rule_id))
         return report
 
 
@@ -65,12 +64,16 @@ async def _retry_all(engine: AsyncEngine, rule_id: str | None, action_type: str 
         after = page[-1]
 
 
-async def _rule_known(engine: AsyncEngine, config: HubConfig, rule_id: str) -> bool:
+def unknown_rule(settings: Settings, rule_id: str) -> str:
+    """The warning for a rule id given on the command line that nothing knows (`rule_known`)."""
+    return f"no rule {rule_id!r} in {settings.rules_dir} nor among the stored runs: is it misspelt?"
+
+
+async def rule_known(engine: AsyncEngine, settings: Settings, rule_id: str) -> bool:
     """A rule the files define (enabled or not, valid) or one with stored runs (since removed or renamed)."""
     from leadhub.triggers.loader import load_rules
     from leadhub.triggers.sandbox import Templates
 
-    settings = config.settings
     if rule_id in load_rules(settings.rules_dir, Templates(settings.templates_dir), include_disabled=True).by_id():
         return True
     async with engine.connect() as conn:

@@ -95,7 +95,10 @@ def trace(
 
     settings = _settings(config)
     with store_errors(settings.effective_database_url):
-        typer.echo(asyncio.run(show_trace(settings.effective_database_url, rule_id, limit)))
+        shown, warning = asyncio.run(show_trace(settings, rule_id, limit))
+    if warning:
+        typer.echo(f"leadhub: warning: {warning}", err=True)
+    typer.echo(shown)
 
 
 @rules_app.command("backtest")

@@ -246,3 +246,32 @@ rules:
         assert crm.returncode == 0 and "re-queued 1 failed run\n" in crm.stdout and not crm.stderr
     finally:
         await engine.dispose()
+
+
+async def test_rules_trace_warns_of_a_rule_nobody_has(tmp_path: Path, database_url: str) -> None:
+    """`rules trace nosuch` said `last 0 evaluations` and exit 0 with no word, as if the rule had seen no events;
+    `actions retry --rule` warns of such a rule, and so does `rules trace` now (still exit 0: nothing failed)."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "crm.yaml").write_text(
+        "rules:\n  - {id: welcome, enabled: false, on: lead.created, do: [{webhook: {url: 'http://127.0.0.1:9/'}}]}\n"
+    )
+    engine = create_engine(database_url)
+    try:
+        await upgrade(engine)
+        await _insert_runs(engine, 1, rule_id="removed", action_type="webhook", status="done")
+    finally:
+        await engine.dispose()
+    config = tmp_path / "cli.yaml"
+    settings = {"database_url": database_url, "data_dir": str(tmp_path / "cli"), "rules_dir": str(tmp_path / "rules")}
+    config.write_text(yaml.safe_dump(settings))
+    trace = lambda rule: asyncio.to_thread(run_leadhub, "rules", "trace", rule, "--config", str(config))  # noqa: E731
+
+    nosuch = await trace("nosuch")
+    assert nosuch.returncode == 0 and "rule 'nosuch': last 0 evaluations" in nosuch.stdout, nosuch.stderr
+    assert nosuch.stderr.strip() == (
+        f"leadhub: warning: no rule 'nosuch' in {tmp_path / 'rules'} nor among the stored runs: is it misspelt?"
+    )
+    for known in ("welcome", "removed"):  # in the files (disabled), only among the stored runs
+        quiet = await trace(known)
+        assert quiet.returncode == 0 and f"rule {known!r}: last 0 evaluations" in quiet.stdout, quiet.stderr
+        assert not quiet.stderr, known
