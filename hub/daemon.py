@@ -277,8 +277,7 @@ class Hub:
         try:
             await site.start()
         except OSError as exc:  # a host that does not resolve said only "Name or service not known"
-            where = f"{self.settings.http_host}:{self.settings.http_port}"
-            raise OSError(f"cannot listen on {where} (http_host, http_port): {exc.strerror or exc}") from exc
+            raise _cannot_listen(self.settings.http_host, self.settings.http_port, exc) from exc
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self.settings.http_port
@@ -548,6 +547,20 @@ def _warn_if_others_can_read(data_dir: Path) -> None:
         )
 
 
+def _cannot_listen(host: str, port: int, exc: OSError) -> OSError:
+    return OSError(f"cannot listen on {host}:{port} (http_host, http_port): {exc.strerror or exc}")
+
+
+def _refuse_an_address_it_cannot_listen_on(host: str, port: int) -> None:
+    """Tried before the data dir, the embedded NATS and the database are made: a port another program holds (or an
+    address not on this machine) left a new data dir with a database and NATS's files behind. The real bind can
+    still fail (the port taken meanwhile); it says the same."""
+    try:
+        _refuse_a_taken_port(host, port)
+    except OSError as exc:
+        raise _cannot_listen(host, port, exc) from exc
+
+
 def _refuse_a_taken_port(host: str, port: int) -> None:
     """With workers the primary binds with SO_REUSEPORT, and so would the kernel let it share a port that another
     program of the same user holds the same way (another leadhub with workers): requests would be spread over two
@@ -613,6 +626,8 @@ async def run_until_signalled(
     """
     if worker:
         structlog.contextvars.bind_contextvars(worker=worker)
+    else:  # the primary always serves HTTP
+        _refuse_an_address_it_cannot_listen_on(config.settings.http_host, config.settings.http_port)
     hub = Hub(config, worker=worker, ready_fd=ready_fd, relay_share=relay_share, migrate_in_child=True)
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()

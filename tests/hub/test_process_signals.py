@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -177,3 +178,25 @@ async def test_an_address_it_cannot_listen_on_is_named_with_its_setting(make_dae
     await wait_for(lambda: _exited(daemon.process), timeout=30, what="the daemon to give up")
     assert daemon.process.returncode == 1, daemon.log()
     assert "cannot start: cannot listen on 192.0.2.1:" in daemon.log() and "(http_host, http_port)" in daemon.log()
+
+
+async def test_a_taken_port_is_refused_before_the_data_dir_is_made(make_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A `run` whose port another program held failed with "cannot listen on" only after it had made its data dir,
+    started the embedded NATS in it and opened (on SQLite, created) the database: a mistyped port left a new
+    data dir behind. The port is tried first now."""
+    data_dir = tmp_path / "fresh-data"
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        env = {
+            "LEADHUB_HTTP_PORT": str(port),
+            "LEADHUB_DATA_DIR": str(data_dir),
+            "LEADHUB_DATABASE_URL": f"sqlite+aiosqlite:///{data_dir / 'leadhub.db'}",
+        }
+        daemon = make_daemon({"connectors": [FORM]}, env=env)
+        await daemon.start(wait_ready=False)
+        await wait_for(lambda: _exited(daemon.process), timeout=30, what="the daemon to give up")
+    assert daemon.process.returncode == 1, daemon.log()
+    assert f"cannot start: cannot listen on 127.0.0.1:{port} (http_host, http_port)" in daemon.log(), daemon.log()
+    assert not data_dir.exists(), sorted(p.name for p in data_dir.iterdir())
