@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from leadhub.json_errors import json_error_text, loads
 
@@ -27,7 +28,25 @@ def _utc(value: datetime | None) -> datetime | None:
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
 
 
-Money = Annotated[Decimal, Field(allow_inf_nan=False, max_digits=24)]
+# The largest amount an order may carry, exclusive, in absolute value: the pipeline (`pipelines.orders.money`) stores
+# nothing from here on, so the edge refuses it too (a 202 would end in a dead letter no replay could store).
+MAX_AMOUNT = Decimal("1e15")
+
+
+def amount_problem(amount: Decimal) -> str | None:
+    """Why the store takes no such amount, or None when it does: one rule for the edge and the pipeline."""
+    if not amount.is_finite() or abs(amount) >= MAX_AMOUNT:
+        return "must be a finite number less than 10^15 in absolute value"
+    return None
+
+
+def _in_range(amount: Decimal) -> Decimal:
+    if problem := amount_problem(amount):
+        raise PydanticCustomError("amount_out_of_range", problem)
+    return amount
+
+
+Money = Annotated[Decimal, Field(allow_inf_nan=False, max_digits=24), AfterValidator(_in_range)]
 Time = Annotated[datetime | None, AfterValidator(_utc)]
 Id = int | str
 
@@ -44,8 +63,10 @@ def validate(model: type[T], data: Any, what: str) -> T:
         return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        # Union members appear in the location as type names (`id.int`); people only need the field path.
-        parts = [str(p) for p in first["loc"] if isinstance(p, int) or (p not in _TYPE_TAGS and "[" not in str(p))]
+        # Union members appear in the location as type names (`id.int`, `products.0.TildaProduct`); people only need
+        # the field path.
+        tags = _TYPE_TAGS | {model.__name__ for model in Lax.__subclasses__()}
+        parts = [str(p) for p in first["loc"] if isinstance(p, int) or (p not in tags and "[" not in str(p))]
         where = ".".join(parts) or "body"
         raise PayloadError(f"{what}: {where}: {first['msg']}") from None
 
@@ -136,6 +157,24 @@ class ShopifyRefund(Lax):
     processed_at: Time = None
     note: str | None = None
     transactions: list[ShopifyRefundTransaction] = Field(default_factory=list)
+
+    def refunded(self) -> Decimal | None:
+        return refunded(self.transactions)
+
+    @field_validator("transactions")
+    @classmethod
+    def _sum_in_range(cls, value: list[ShopifyRefundTransaction]) -> list[ShopifyRefundTransaction]:
+        total = refunded(value)
+        if total is not None and (problem := amount_problem(total)):
+            raise PydanticCustomError("amount_out_of_range", f"the refunded sum {problem}")
+        return value
+
+
+def refunded(transactions: list[ShopifyRefundTransaction]) -> Decimal | None:
+    """What a refund's `refund` transactions (a kind left out is one) return in all, as the pipeline stores it; None
+    without any."""
+    amounts = [t.amount for t in transactions if t.amount is not None and (t.kind or "refund") == "refund"]
+    return sum(amounts, Decimal(0)) if amounts else None
 
 
 # --- WooCommerce (REST API v3 order resource; webhooks send the same object) ---

@@ -8,9 +8,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from leadhub.pipelines.errors import PermanentError
+from leadhub.shop_payloads import amount_problem
 from leadhub.store.orders import ORDER_STATUSES
-
-MAX_AMOUNT = Decimal("1e15")  # no shop sells for more; past it an amount is a typo or a hostile payload
 
 
 @dataclass(slots=True)
@@ -54,7 +53,7 @@ def money(value: Any, what: str) -> str | None:
         amount = Decimal(str(value).strip().replace(",", "."))
     except InvalidOperation:
         raise PermanentError(f"{what} is not a number: {str(value)[:40]!r}") from None
-    if not amount.is_finite() or abs(amount) >= MAX_AMOUNT:
+    if amount_problem(amount):
         # Its magnitude, not its digits: the log masks a long digit run as a phone number (hub/logging.py).
         shown = f"{Decimal(f'{amount:.6g}').normalize():g}" if amount.is_finite() else str(value)[:40]
         raise PermanentError(f"{what} is out of range: {shown!r}; an amount must be below 1e15")

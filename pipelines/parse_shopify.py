@@ -120,7 +120,7 @@ def _order(envelope: Envelope, topic: str, data: ShopifyOrder) -> InquiryDraft:
 
 def _refund(envelope: Envelope, refund: ShopifyRefund) -> InquiryDraft:
     """A refund names only its order: a partial update that moves the order to `refunded`."""
-    amounts = [t.amount for t in refund.transactions if t.amount is not None and (t.kind or "refund") == "refund"]
+    refunded = refund.refunded()
     order = OrderDraft(
         external_id=str(refund.order_id),
         status="refunded",
@@ -138,7 +138,7 @@ def _refund(envelope: Envelope, refund: ShopifyRefund) -> InquiryDraft:
                 "shop": envelope.meta.get("shop"),
                 "order_id": order.external_id,
                 "refund_id": str(refund.id),
-                "refund_amount": money(sum(amounts), "refund amount") if amounts else None,
+                "refund_amount": money(refunded, "refund amount"),
             }
         ),
         order=order,
