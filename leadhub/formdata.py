@@ -56,7 +56,12 @@ def media_type(content_type: str) -> str:
 
 def checked_field_mapping(mapping: dict[str, str]) -> dict[str, str]:
     """A connector's `fields:` with its targets in lower case, or ValueError naming a target the pipeline never reads:
-    such a value would only be kept on the inquiry, and the contact would get no name or phone from it."""
+    such a value would only be kept on the inquiry, and the contact would get no name or phone from it. Names are
+    matched in any case (`mapped_name`), so two that differ only in case are one name mapped twice: refused."""
+    seen: dict[str, str] = {}
+    for their in mapping:
+        if (first := seen.setdefault(mapped_name(their), their)) != their:
+            raise ValueError(f"{first!r} and {their!r} are one name: names are matched in any case; map it once")
     lowered = {their: target.strip().lower() for their, target in mapping.items()}
     if wrong := [
         f"{their!r} -> {mapping[their]!r}" for their, target in lowered.items() if target not in LEADHUB_FIELDS
@@ -65,6 +70,11 @@ def checked_field_mapping(mapping: dict[str, str]) -> dict[str, str]:
             f"{', '.join(wrong)}: not a field leadhub reads; map each field to one of {', '.join(LEADHUB_FIELDS)}"
         )
     return lowered
+
+
+def mapped_name(name: str) -> str:
+    """A form field's name as `fields:` and the built-in names match it: trimmed, in any case (`Phone` is `phone`)."""
+    return name.strip().lower()
 
 
 def decode_form(content_type: str, body: bytes) -> FormData:

@@ -9,7 +9,7 @@ from pydantic import TypeAdapter
 
 from leadhub.envelope import Envelope
 from leadhub.form_keys import DEFAULT_DEDUPE_WINDOW, neighbour_body_keys
-from leadhub.formdata import LEADHUB_FIELDS, FormDecodeError, decode_form
+from leadhub.formdata import LEADHUB_FIELDS, FormDecodeError, decode_form, mapped_name
 from leadhub.pipelines.errors import PermanentError
 from leadhub.pipelines.model import Identity, InquiryDraft
 
@@ -48,12 +48,12 @@ def parse_form(envelope: Envelope, options: dict[str, Any]) -> InquiryDraft:
         form = decode_form(envelope.content_type, envelope.payload)
     except FormDecodeError as exc:
         raise PermanentError(f"form body cannot be decoded: {exc}") from exc
-    mapping: dict[str, str] = options.get("fields") or {}
+    mapping = {mapped_name(their): target for their, target in (options.get("fields") or {}).items()}
     known: dict[str, str] = {}
     extra: dict[str, Any] = {}
     attribution: dict[str, str] = {}
     for raw_name, value in form.fields.items():
-        target = mapping.get(raw_name) or _default_target(raw_name)
+        target = mapping.get(mapped_name(raw_name)) or _default_target(raw_name)
         if raw_name == "token" or raw_name == options.get("honeypot"):
             continue
         if target in KNOWN and target not in known and (text := _text(value)):
@@ -95,5 +95,5 @@ def parse_form(envelope: Envelope, options: dict[str, Any]) -> InquiryDraft:
 
 
 def _default_target(raw_name: str) -> str:
-    lowered = raw_name.strip().lower()
+    lowered = mapped_name(raw_name)
     return lowered if lowered in KNOWN else ALIASES.get(lowered, raw_name)

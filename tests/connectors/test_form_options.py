@@ -92,6 +92,27 @@ async def test_field_mapping_targets_are_read_in_any_case(make_hub: HubFactory) 
     assert (inquiry["name"], inquiry["phone"], inquiry["fields"]) == ("Анна Лукина", "+79160001133", {})
 
 
+@pytest.mark.parametrize("connector", ["form", "tilda"])
+async def test_field_mapping_names_are_matched_in_any_case(make_hub: HubFactory, connector: str) -> None:
+    """README: `fields:` maps names "in any case", as the built-in names are read (`Phone` is `phone`): posted as
+    FIO_X and TEL_X, fields mapped as fio_x and tel_x were kept on the inquiry and the contact got no name or phone."""
+    options = {"rate_limit": None} if connector == "form" else {"secret": "t0k"}
+    fields = {"fio_x": "name", "tel_x": "phone", "Mail_X": "email"}
+    hub = await make_hub([{"name": "crm-form", "type": connector, "fields": fields} | options])
+    data = {"FIO_X": "Case", "TEL_X": "89161110097", "mail_x": "Case@Example.com", " Note ": "kept"}
+    async with await hub.post("/hooks/crm-form?token=t0k", data=data) as response:
+        assert response.status == 202, await response.text()
+    [inquiry] = await hub.wait_items("/api/inquiries", 1)
+    assert (inquiry["name"], inquiry["phone"], inquiry["email"]) == ("Case", "+79161110097", "case@example.com")
+    assert inquiry["fields"] == {" Note ": "kept"}
+
+
+def test_two_mapped_names_that_differ_only_in_case_are_refused() -> None:
+    form = {"name": "crm-form", "type": "form", "fields": {"fio": "name", "FIO": "phone"}}
+    with pytest.raises(ConfigError, match=r"'fio' and 'FIO' are one name: names are matched in any case"):
+        config_from_dict({"connectors": [form]}, env={})
+
+
 def test_a_mapping_onto_a_field_leadhub_does_not_read_is_refused() -> None:
     form = {"name": "crm-form", "type": "form", "fields": {"fio_x": "nmae", "tel": "phone"}}
     with pytest.raises(ConfigError, match=r"'fio_x' -> 'nmae': not a field .* one of name, phone, email, message, co"):
