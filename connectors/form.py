@@ -33,11 +33,13 @@ from leadhub.durations import parse_duration
 from leadhub.envelope import Envelope
 from leadhub.form_keys import DEFAULT_DEDUPE_WINDOW, body_key
 from leadhub.formdata import (
+    NO_VALUE,
     FormData,
     FormDecodeError,
     UnsupportedContentType,
     checked_field_mapping,
     decode_form,
+    has_a_value,
     media_type,
 )
 
@@ -203,6 +205,8 @@ class FormConnector:
             raise HookError(415, "content_type", str(exc)) from None
         except FormDecodeError as exc:
             raise HookError(400, "malformed", str(exc)) from None
+        if not has_a_value(form):
+            raise HookError(400, "empty", NO_VALUE)
         now = self.clock()
         envelope = Envelope(
             key=self._key(request, form, now),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from aiohttp import web
 from pydantic import Field, field_validator
@@ -11,7 +11,15 @@ from pydantic import Field, field_validator
 from leadhub.connectors.base import HookError, accepted
 from leadhub.connectors.shop_common import ShopWebhookConfig, checked_json
 from leadhub.connectors.webhook import ProviderWebhook, body_digest, key_part, raw_body, require_method, require_token
-from leadhub.formdata import FormDecodeError, UnsupportedContentType, checked_field_mapping, decode_form
+from leadhub.formdata import (
+    NO_VALUE,
+    FormData,
+    FormDecodeError,
+    UnsupportedContentType,
+    checked_field_mapping,
+    decode_form,
+    has_a_value,
+)
 from leadhub.shop_payloads import TildaPayment
 
 TOKEN_PARAM = "token"  # noqa: S105 - the query parameter's name
@@ -43,9 +51,12 @@ class TildaConnector(ProviderWebhook):
         require_token(request.query.get(TOKEN_PARAM), self.secrets, f"the webhook URL as ?{TOKEN_PARAM}=")
         body = await raw_body(request, int(self.config.max_body))
         content_type = request.headers.get("Content-Type", "")
-        fields = self._fields(content_type, body)
+        form = self._form(content_type, body)
+        fields = form.fields
         if fields.get("test") == "test" and len(fields) == 1:
             return web.Response(status=200, text="ok")  # sent once when the URL is saved in Tilda
+        if not has_a_value(form):
+            raise HookError(400, "empty", NO_VALUE)
         is_cart = "payment" in fields
         if is_cart:
             payment = fields["payment"]
@@ -61,9 +72,9 @@ class TildaConnector(ProviderWebhook):
         return accepted(await self.publish(key, body, content_type, meta, channel=channel))
 
     @staticmethod
-    def _fields(content_type: str, body: bytes) -> dict[str, Any]:
+    def _form(content_type: str, body: bytes) -> FormData:
         try:
-            return decode_form(content_type, body).fields
+            return decode_form(content_type, body)
         except UnsupportedContentType as exc:
             raise HookError(415, "content_type", str(exc)) from None
         except FormDecodeError as exc:

@@ -72,6 +72,27 @@ def checked_field_mapping(mapping: dict[str, str]) -> dict[str, str]:
     return lowered
 
 
+NO_VALUE = "the submission has no fields with a value: every field is missing, empty or blank"
+
+
+def has_a_value(form: FormData) -> bool:
+    """Whether a submission carries anything: an uploaded file, or a field whose value is not null, blank text or an
+    empty (or all-blank) list or object. `false` and `0` are values. One with none would be a blank contact and lead."""
+    return bool(form.files) or any(_is_a_value(value) for value in form.fields.values())
+
+
+def _is_a_value(value: Any) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, str):
+        return bool(value.strip())
+    if isinstance(value, dict):
+        return any(_is_a_value(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_is_a_value(v) for v in value)
+    return True
+
+
 def mapped_name(name: str) -> str:
     """A form field's name as `fields:` and the built-in names match it: trimmed, in any case (`Phone` is `phone`)."""
     return name.strip().lower()

@@ -46,6 +46,16 @@ async def test_the_test_request_gets_200_and_creates_nothing(hub: RunningHub) ->
     await _only_the_sentinel_is_stored(hub)
 
 
+@pytest.mark.parametrize("body", ["", "Name=&Phone=&Email=", "{}"], ids=["empty", "blank-fields", "empty-json"])
+async def test_a_submission_with_no_value_is_400_empty(hub: RunningHub, body: str) -> None:
+    """It was answered 202 and became a blank contact and lead on which rules fired."""
+    headers = {"Content-Type": "application/json"} if body.startswith("{") else {}
+    status, text = await post(hub, body, **headers)
+    assert status == 400 and json.loads(text)["error"] == "empty", text
+    assert "no fields with a value" in json.loads(text)["detail"]
+    await _only_the_sentinel_is_stored(hub)
+
+
 async def test_a_cart_submission_becomes_an_order_on_channel_shop(hub: RunningHub) -> None:
     status, text = await post(hub, sample("cart_order.constructed.json")["body"])
     assert status == 202, text

@@ -21,6 +21,7 @@ async def guarded_hub(make_hub: HubFactory) -> RunningHub:
     )
 
 
+URLENCODED = "application/x-www-form-urlencoded"
 CASES = [
     ("malformed JSON", {"data": b'{"name": "x",', "headers": {"Content-Type": "application/json"}}, 400, "malformed"),
     ("JSON not an object", {"json": ["a", "b"]}, 400, "malformed"),
@@ -46,6 +47,16 @@ CASES = [
     ("no content type", {"data": b"name=x", "headers": {"Content-Type": ""}}, 415, "content_type"),
     ("body over the limit", {"json": {"message": "x" * 2000}}, 413, "too_large"),
     ("overlong idempotency key", {"json": {"name": "x"}, "headers": {"Idempotency-Key": "k" * 300}}, 400, "malformed"),
+    # A submission with no value at all was answered 202 and became a blank contact and lead on which rules fired.
+    ("empty form body", {"data": b"", "headers": {"Content-Type": "application/x-www-form-urlencoded"}}, 400, "empty"),
+    (
+        "form of blank fields",
+        {"data": b"name=&phone=+&message=", "headers": {"Content-Type": URLENCODED}},
+        400,
+        "empty",
+    ),
+    ("empty JSON object", {"json": {}}, 400, "empty"),
+    ("JSON of nulls and blanks", {"json": {"name": None, "phone": " ", "tags": [], "x": {"y": ""}}}, 400, "empty"),
 ]
 
 
@@ -59,6 +70,22 @@ async def test_bad_bodies_are_refused_with_a_clear_error(
         body = await response.json()
     assert body["error"] == error and body["detail"]
     await _still_serving_and_nothing_stored(guarded_hub)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"data": b"name=&phone=&message=call+me", "headers": {"Content-Type": URLENCODED}},
+        {"json": {"agree": False}},
+        {"json": {"count": 0}},
+    ],
+    ids=["one-field-with-a-value", "false", "zero"],
+)
+async def test_a_submission_with_one_value_is_accepted(guarded_hub: RunningHub, kwargs: dict) -> None:
+    headers = {"X-Leadhub-Token": "s3cret", **kwargs.pop("headers", {})}
+    async with await guarded_hub.post("/hooks/site-form", headers=headers, **kwargs) as response:
+        assert response.status == 202, await response.text()
+    await guarded_hub.wait_items("/api/inquiries", 1)
 
 
 async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
