@@ -17,6 +17,7 @@ from leadhub.connectors.webhook import (
     require_method,
     require_token,
 )
+from leadhub.json_errors import json_kind
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name, not a secret
 SECRET_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
@@ -54,6 +55,10 @@ class TelegramConnector(ProviderWebhook):
         if not isinstance(update_id, int) or isinstance(update_id, bool):
             raise HookError(400, "malformed", f"update_id must be an integer, not {type(update_id).__name__}")
         kinds = [name for name in update if name != "update_id"]
+        for kind in kinds:  # every field of an Update but update_id is an object (Bot API, Update)
+            if not isinstance(update[kind], dict):
+                value = update[kind]
+                raise HookError(400, "malformed", f"{kind[:60]} must be a JSON object, not {json_kind(value)}")
         meta = {"update_type": kinds[0][:60]} if kinds else {}
         content_type = request.headers.get("Content-Type", "application/json")
         return accepted(await self.publish(f"update:{update_id}", body, content_type, meta))

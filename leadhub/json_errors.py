@@ -65,6 +65,14 @@ def _deeper_than(value: Any, limit: int) -> bool:
     return True
 
 
+def json_kind(value: Any) -> str:
+    """What a decoded JSON value is, in JSON's words, for an error message."""
+    if isinstance(value, bool):
+        return "true or false"
+    kinds = {str: "a string", int: "a whole number", float: "a number with a fraction", list: "an array"}
+    return "null" if value is None else kinds.get(type(value), "an object")
+
+
 def json_error_text(exc: ValueError | RecursionError) -> str:
     """The problem in a few words: the json module's own for malformed JSON, a plain one for the others."""
     if isinstance(exc, RecursionError):

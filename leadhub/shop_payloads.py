@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
-from leadhub.json_errors import json_error_text, loads
+from leadhub.json_errors import json_error_text, json_kind, loads
 
 T = TypeVar("T", bound=BaseModel)
 _TYPE_TAGS = {"int", "str", "float", "bool", "decimal", "datetime", "none", "dict", "list"}
@@ -48,7 +48,25 @@ def _in_range(amount: Decimal) -> Decimal:
 
 Money = Annotated[Decimal, Field(allow_inf_nan=False, max_digits=24), AfterValidator(_in_range)]
 Time = Annotated[datetime | None, AfterValidator(_utc)]
-Id = int | str
+
+
+def _number_or_text(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise PydanticCustomError("id_type", "must be a number or a string, not {kind}", {"kind": json_kind(value)})
+    return value
+
+
+def _whole_number(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PydanticCustomError("id_type", "must be a whole number, not {kind}", {"kind": json_kind(value)})
+    return value
+
+
+# A provider's id for something: a number or text (a list or an object is neither; "Input should be a valid
+# integer" misled when text is taken as well).
+Id = Annotated[int | str, BeforeValidator(_number_or_text)]
+# An id the provider documents as a number (Shopify's and WooCommerce's orders and refunds): text is refused, "1" too.
+NumericId = Annotated[int, BeforeValidator(_whole_number)]
 
 
 class Lax(BaseModel):
@@ -123,7 +141,7 @@ class ShopifyLineItem(Lax):
 
 
 class ShopifyOrder(Lax):
-    id: Id
+    id: NumericId
     name: str | None = None
     order_number: Id | None = None
     email: str | None = None
@@ -151,8 +169,8 @@ class ShopifyRefundTransaction(Lax):
 
 
 class ShopifyRefund(Lax):
-    id: Id
-    order_id: Id
+    id: NumericId
+    order_id: NumericId
     created_at: Time = None
     processed_at: Time = None
     note: str | None = None
@@ -205,7 +223,7 @@ class WooLineItem(Lax):
 
 
 class WooOrder(Lax):
-    id: int
+    id: NumericId
     number: Id | None = None
     status: str
     customer_id: Id | None = None  # 0 for a guest checkout

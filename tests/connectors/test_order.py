@@ -123,12 +123,28 @@ async def test_token_auth_and_id_header(hub: RunningHub) -> None:
         (payload(), {"Content-Type": "application/json"}, 401, "missing X-Signature"),
         (payload()[:-5], None, 400, "malformed JSON"),
         (b'{"order": {"state": "paid"}}', None, 400, "external_id"),
+        # string ids are taken: "Input should be a valid integer" misled
+        (b'{"order": {"uid": ["x"]}}', None, 400, "external_id: must be a number or a string, not an array"),
+        (b'{"order": {"uid": {"a": 1}}}', None, 400, "external_id: must be a number or a string, not an object"),
+        (b'{"order": {"uid": true}}', None, 400, "external_id: must be a number or a string, not true or false"),
         (b'{"order": {"uid": "A", "sum": "a lot"}}', None, 400, "total"),
         (b'{"order": {"uid": "A", "positions": "x"}}', None, 400, "items"),
         (b'{"order": {"uid": "A", "changed": "yesterday"}}', None, 400, "updated_at"),
         (b'{"order": {"uid": "' + b"x" * (3 * 1024 * 1024) + b'"}}', None, 413, "exceeds"),
     ],
-    ids=["forged", "unsigned", "truncated", "no-id", "total-text", "items-text", "bad-time", "oversized"],
+    ids=[
+        "forged",
+        "unsigned",
+        "truncated",
+        "no-id",
+        "id-array",
+        "id-object",
+        "id-boolean",
+        "total-text",
+        "items-text",
+        "bad-time",
+        "oversized",
+    ],
 )
 async def test_bad_requests_are_4xx_naming_the_problem(
     hub: RunningHub, body: bytes, headers: dict[str, str] | None, status: int, detail: str

@@ -203,10 +203,26 @@ async def test_forged_or_missing_signature_is_401_and_counted(hub: RunningHub) -
         (b'{"id": 1, "line_items": "many"}', 400, "line_items"),
         (b'{"id": 1, "total_price": "lots"}', 400, "total_price"),
         (b'{"id": {"nested": true}}', 400, "id"),
+        (
+            b'{"id": "x", "email": "x@y.z"}',
+            400,
+            "id: must be a whole number, not a string",
+        ),  # docs: `id` a number; "x" was stored
+        (b'{"id": "820982911946154508"}', 400, "id: must be a whole number, not a string"),
         (b'{"email": "no-id@example.com"}', 400, "id"),
         (b'{"id": 1, "note": "' + b"x" * (3 * 1024 * 1024) + b'"}', 413, "exceeds"),
     ],
-    ids=["truncated", "array", "items-not-a-list", "total-not-a-number", "id-object", "no-id", "oversized"],
+    ids=[
+        "truncated",
+        "array",
+        "items-not-a-list",
+        "total-not-a-number",
+        "id-object",
+        "id-text",
+        "id-digits-as-text",
+        "no-id",
+        "oversized",
+    ],
 )
 async def test_bad_payloads_are_4xx_naming_the_problem(hub: RunningHub, body: bytes, status: int, detail: str) -> None:
     async with await hub.post("/hooks/shop", data=body, headers=headers(body)) as response:

@@ -136,6 +136,17 @@ async def test_truncated_json_wrong_types_and_oversized_are_4xx(hub: RunningHub)
     assert (await send(hub, {"update_id": 9, "message": {"text": "x" * 5000}}))[0] == 413
 
 
+@pytest.mark.parametrize("kind", ["message", "edited_message", "callback_query", "brand_new_kind"])
+@pytest.mark.parametrize("value", ["hi", 1, [], None])
+async def test_an_update_whose_content_is_not_an_object_is_400(hub: RunningHub, kind: str, value: object) -> None:
+    """docs/providers/telegram.md: every field of an Update but update_id is an object. `"message": "hi"` was answered
+    202 and stored as dropped "unknown event: message"."""
+    status, error = await send(hub, {"update_id": 777, kind: value})
+    assert (status, error["error"]) == (400, "malformed"), error
+    assert f"{kind} must be a JSON object" in error["detail"], error
+    assert (await hub.api("/api/inquiries"))["items"] == []
+
+
 async def test_someone_elses_shared_contact_is_not_the_senders_phone(hub: RunningHub) -> None:
     """The corpus contact update (update_message_contact.constructed.json) is the sender's own card (user_id = from.id);
     the same message with a friend's card (another user_id) must not give the sender the friend's phone and name."""

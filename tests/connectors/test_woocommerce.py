@@ -177,12 +177,25 @@ async def test_forged_or_missing_signature_is_401(hub: RunningHub) -> None:
     [
         (b'{"id":727,"status":"processing"', 400, "malformed JSON"),
         (b'{"id":"seven","status":"processing"}', 400, "id"),
+        (
+            b'{"id":"1","status":"processing"}',
+            400,
+            "id: must be a whole number, not a string",
+        ),  # docs: `id` a number; "1" was stored
         (b'{"id":727,"status":"processing","line_items":{"a":1}}', 400, "line_items"),
         (b'{"id":727,"status":"processing","total":[1]}', 400, "total"),
         (b'{"id":727}', 400, "status"),
         (b'{"id":727,"status":"processing","customer_note":"' + b"x" * (3 * 1024 * 1024) + b'"}', 413, "exceeds"),
     ],
-    ids=["truncated", "id-not-a-number", "items-not-a-list", "total-a-list", "no-status", "oversized"],
+    ids=[
+        "truncated",
+        "id-not-a-number",
+        "id-a-numeric-string",
+        "items-not-a-list",
+        "total-a-list",
+        "no-status",
+        "oversized",
+    ],
 )
 async def test_bad_payloads_are_4xx_naming_the_problem(hub: RunningHub, body: bytes, status: int, detail: str) -> None:
     got, answer = await post(hub, body, signed(body, "order.created"))
