@@ -41,6 +41,7 @@ from leadhub.formdata import (
     decode_form,
     has_a_value,
     media_type,
+    unstorable_field,
 )
 
 TOKEN_HEADER = "X-Leadhub-Token"  # noqa: S105 - a header name, not a secret
@@ -207,6 +208,8 @@ class FormConnector:
             raise HookError(400, "malformed", str(exc)) from None
         if not has_a_value(form):
             raise HookError(400, "empty", NO_VALUE)
+        if problem := unstorable_field(form):  # as the /api refuses it: the site can send text without it
+            raise HookError(400, "malformed", problem)
         now = self.clock()
         envelope = Envelope(
             key=self._key(request, form, now),
@@ -266,7 +269,8 @@ class FormConnector:
             and (given := _idempotency_value(str(value), f"idempotency_field {field!r}", MAX_KEY_LENGTH))
         ):
             return f"{prefix}:field:{given}"
-        # surrogatepass: a JSON body may hold a lone surrogate ("\ud800"); the pipeline dead-letters it, with its reason
+        # surrogatepass: an uploaded file's name may keep bytes that were not UTF-8 as surrogates (a field holding
+        # one is refused before this)
         # Uploaded files count too: two file-only posts are two submissions, not one and a "duplicate".
         content: Any = fields if not form.files else [fields, [(f.field, f.filename, f.sha256) for f in form.files]]
         text = json.dumps(content, sort_keys=True, ensure_ascii=False, default=str)

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from leadhub.json_errors import json_error_text, loads
+from leadhub.storable_text import first_unstorable, unstorable
 
 JSON_TYPES = ("application/json",)
 URLENCODED_TYPES = ("application/x-www-form-urlencoded",)
@@ -91,6 +92,15 @@ def _is_a_value(value: Any) -> bool:
     if isinstance(value, list):
         return any(_is_a_value(v) for v in value)
     return True
+
+
+def unstorable_field(form: FormData) -> str | None:
+    """`field 'x' holds ...` for the first field whose name or value (at any depth) holds what no stored text can
+    (a NUL, a lone surrogate from JSON's `"\\ud800"`); None when every one is text."""
+    for name, value in form.fields.items():
+        if problem := unstorable(name) or first_unstorable(value):
+            return f"field {name[:60]!r} holds {problem}; send text without it"
+    return None
 
 
 def mapped_name(name: str) -> str:

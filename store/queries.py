@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, DateTime, Select, String, Table, and_, cast, not_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from leadhub.storable_text import unstorable
 from leadhub.store.models import Contact, ContactIdentifier, ContactMerge, Inquiry, Lead, Order
 
 contact_t: Table = Contact.__table__  # type: ignore[assignment]
@@ -27,22 +28,6 @@ INQUIRY_COLUMNS = [c for c in inquiry_t.c if c.name != "payload"]
 
 class BadCursor(ValueError):
     """A `cursor` parameter this API did not issue."""
-
-
-def unstorable(text: str) -> str | None:
-    """What in `text` no stored value can hold, described for the sender; None when it is fine.
-
-    PostgreSQL's text refuses NUL and no UTF-8 encoder takes a lone surrogate (JSON's `"\\ud800"`): the driver
-    fails on either, or the value is stored mangled (`?`).
-    """
-    if "\x00" in text:
-        return "a NUL character"
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            return "a lone surrogate (half of a UTF-16 pair), which is not text"
-    return None
 
 
 @dataclass(slots=True)

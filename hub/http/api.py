@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_plus, unquote_to_bytes
 
 import structlog
 from aiohttp import web
@@ -20,6 +20,7 @@ from leadhub.hub.http.state import DEPS
 from leadhub.ids import typed_id
 from leadhub.json_errors import loads
 from leadhub.pipelines.normalize import fold_email, normalize_email, normalize_phone, phone_digits
+from leadhub.storable_text import first_unstorable, unstorable
 from leadhub.store import identity, leads, queries
 from leadhub.store.orders import ORDER_STATUSES
 
@@ -78,21 +79,9 @@ def _unstorable_string(body: Any) -> str | None:
     """The problem of the first string (key or value) in `body` that no store can hold; None when there is none.
 
     Refused before anything is committed: a `"\\ud800"` tag was stored as `?`, its events emitted, and only then the
-    answer failed (500). A loop, not recursion: the parser takes nesting deeper than a recursive walk could follow.
+    answer failed (500).
     """
-    pending = [body]
-    while pending:
-        value = pending.pop()
-        if isinstance(value, str):
-            problem = queries.unstorable(value)
-            if problem is not None:
-                return problem
-        elif isinstance(value, dict):
-            pending.extend(value)
-            pending.extend(value.values())
-        elif isinstance(value, list):
-            pending.extend(value)
-    return None
+    return first_unstorable(body)
 
 
 PAGING = ("cursor", "limit")
@@ -125,7 +114,7 @@ def list_query(
             f"parameter {', '.join(map(repr, empty))} is empty: give a value, or leave it out to list every item"
         )
     for name, value in query.items():
-        problem = queries.unstorable(value)
+        problem = unstorable(value)
         if problem is not None:
             raise BadParameter(f"{name} holds {problem}, which no value of it can")
     for name, allowed in (choices or {}).items():
@@ -146,9 +135,21 @@ def _check_path_id(request: web.Request) -> None:
     """Refuse an `{id}` in the path that holds what no id can, for every /api route at once: the store would fail on
     it (PostgreSQL refuses NUL) and the request be answered, and counted, as a store outage."""
     value = request.match_info.get("id")
-    problem = queries.unstorable(value) if value is not None else None
+    problem = unstorable(value) if value is not None else None
     if problem is not None:
         raise BadParameter(f"the id in the path holds {problem}, which no id can")
+
+
+def _check_query_bytes(request: web.Request) -> None:
+    """Refuse a query whose percent-escapes are not UTF-8 (`contact_id=%ED%A0%80`), for every /api route at once:
+    aiohttp reads such bytes as U+FFFD, so a filter matched nothing and a list answered 200 with no items."""
+    raw = request.rel_url.raw_query_string
+    if "%" not in raw:
+        return
+    try:
+        unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadParameter("the query holds percent-escaped bytes that are not UTF-8, which no value can") from None
 
 
 def warn_of_weak_access(settings: Settings) -> None:
@@ -178,6 +179,7 @@ async def api_guard(request: web.Request, handler: Handler) -> web.StreamRespons
         return refusal
     try:
         _check_path_id(request)
+        _check_query_bytes(request)
         return await handler(request)
     except (BadParameter, queries.BadCursor) as exc:
         return error_response(400, "bad_parameter", str(exc))

@@ -132,7 +132,9 @@ async def test_an_idempotency_field_with_a_line_break_is_400(make_hub) -> None: 
         async with await hub.post("/hooks/tilda-form", json={"Name": "A", "tranid": tranid}) as r:
             answer = await r.json()
         assert (r.status, answer["error"]) == (400, "malformed"), answer
-        assert "idempotency_field 'tranid' holds a control character" in answer["detail"]
+        # a NUL is refused first, as any form field holding one is
+        expected = "field 'tranid' holds a NUL" if "\x00" in tranid else "idempotency_field 'tranid' holds a control"
+        assert expected in answer["detail"], answer
     assert (await hub.api("/api/inquiries"))["items"] == []
 
 

@@ -182,15 +182,46 @@ async def test_json_with_a_number_too_long_to_read_is_400(
     await _still_serving(hub)
 
 
-async def test_a_json_lone_surrogate_is_accepted_not_a_500(hub: RunningHub) -> None:
-    """`"\\ud800"` is valid JSON that UTF-8 cannot encode: accepted, and stored with U+FFFD in its place (it was
-    dead-lettered); a valid pair stays the character it encodes."""
-    body = b'{"name": "Ann\\ud800a", "message": "hi \\ud83d\\ude00", "x": ["\\udfff"]}'
+@pytest.mark.parametrize(
+    ("body", "field", "problem"),
+    [
+        (b'{"name": "A\\ud800B"}', "'name'", "a lone surrogate"),
+        (b'{"name": "Ann", "x": ["\\udfff"]}', "'x'", "a lone surrogate"),
+        (b'{"n\\udc00": "Ann"}', "'n\\udc00'", "a lone surrogate"),
+        (b'{"name": "a\\u0000b"}', "'name'", "a NUL character"),
+        (b'{"phone": "1", "note": {"deep": "x\\u0000"}}', "'note'", "a NUL character"),
+    ],
+    ids=["surrogate", "in-a-list", "in-a-name", "nul", "nul-nested"],
+)
+async def test_a_form_field_no_store_can_hold_is_400_naming_it(
+    hub: RunningHub, body: bytes, field: str, problem: str
+) -> None:
+    """As the /api refuses such a string (400 bad_json): a lone surrogate was stored as U+FFFD and a NUL silently
+    removed ("a\\u0000b" became "Ab"), while the site that sent it, which can mend it, was answered 202."""
     got, answer = await raw_request(hub, FORM, body)
+    assert (got, answer["error"]) == (400, "malformed"), answer
+    assert f"field {field} holds {problem}" in answer["detail"], answer
+    await _still_serving(hub)
+
+
+async def test_a_urlencoded_form_field_holding_nul_is_400(hub: RunningHub) -> None:
+    head = FORM.replace(b"application/json", b"application/x-www-form-urlencoded")
+    got, answer = await raw_request(hub, head, b"name=a%00b&phone=1")
+    assert (got, answer["error"]) == (400, "malformed"), answer
+    assert "field 'name' holds a NUL character" in answer["detail"], answer
+
+
+async def test_a_providers_lone_surrogate_and_nul_are_mended_not_refused(hub: RunningHub) -> None:
+    """A provider cannot mend what it sends (a refusal is retried, then lost): its lone surrogate is stored as U+FFFD
+    and a NUL removed, as README says; a valid pair stays the character it encodes."""
+    update = (
+        b'{"update_id": 5, "message": {"message_id": 1, "date": 1700000000, "chat": {"id": 7, "type": "private"},'
+        b' "from": {"id": 7, "first_name": "Ann"}, "text": "hi \\ud800 \\ud83d\\ude00 a\\u0000b"}}'
+    )
+    got, answer = await raw_request(hub, TELEGRAM, update)
     assert got == 202, answer
     [inquiry] = await hub.wait_items("/api/inquiries", 1)
-    assert (inquiry["name"], inquiry["message"]) == ("Ann\ufffda", "hi \U0001f600"), inquiry
-    assert inquiry["fields"]["x"] == ["\ufffd"], inquiry["fields"]
+    assert inquiry["message"] == "hi \ufffd \U0001f600 ab", inquiry
 
 
 @pytest.mark.parametrize("timestamp", ["1e999", "1" + "0" * 400], ids=["infinity", "too large for a float"])
@@ -259,6 +290,16 @@ NUL_IN_IDS_AND_FILTERS = [
     ("GET", "/api/dead-letters/%00/payload"),
     ("POST", "/api/dead-letters/%00/replay"),
 ]
+NOT_UTF8_FILTERS = ["/api/leads?contact_id=%ED%A0%80", "/api/contacts?email=a%FF@b.c", "/api/inquiries?lead_id=%C3"]
+
+
+@pytest.mark.parametrize("path", NOT_UTF8_FILTERS)
+async def test_a_filter_that_is_not_utf8_is_400_not_an_empty_list(hub: RunningHub, path: str) -> None:
+    """aiohttp reads such a percent-escape as U+FFFD: the list answered 200 with no items; README says 400."""
+    async with hub.session.get(hub.url(path), headers={"Authorization": f"Bearer {API_TOKEN}"}) as response:
+        answer = await response.json()
+        assert (response.status, answer["error"]) == (400, "bad_parameter"), answer
+    assert "not UTF-8" in answer["detail"], answer
 
 
 async def test_a_nul_in_an_id_or_filter_is_400_not_a_store_outage(hub: RunningHub) -> None:
