@@ -29,6 +29,7 @@ from leadhub.connectors.base import (
     read_body,
 )
 from leadhub.connectors.ratelimit import RateLimiter, parse_rate
+from leadhub.connectors.webhook import require_method
 from leadhub.durations import parse_duration
 from leadhub.envelope import Envelope
 from leadhub.form_keys import DEFAULT_DEDUPE_WINDOW, body_key
@@ -194,8 +195,7 @@ class FormConnector:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if request.method == "OPTIONS":
             return self._preflight(request)
-        if request.method != "POST":
-            raise HookError(405, "method", "a form connector takes POST", headers={"Allow": "POST, OPTIONS"})
+        require_method(request, "POST", "OPTIONS")  # OPTIONS: the CORS preflight, answered above
         self._check_rate(request)
         self._check_token(request)
         body = await read_body(request, int(self.config.max_body))

@@ -185,10 +185,14 @@ def json_object(body: bytes, what: str) -> dict[str, Any]:
     return data
 
 
+METHOD_NOT_ALLOWED = "method_not_allowed"  # the router's code for a 405 elsewhere (hub/http/guard.py): one code
+
+
 def require_method(request: web.Request, *methods: str) -> None:
+    """405 naming the methods this connector takes, in the Allow header too, unless the request uses one of them."""
     if request.method not in methods:
         allowed = ", ".join(methods)
-        raise HookError(405, "method", f"this webhook takes {allowed}", headers={"Allow": allowed})
+        raise HookError(405, METHOD_NOT_ALLOWED, f"this webhook takes {allowed}", headers={"Allow": allowed})
 
 
 def body_digest(*parts: bytes | str) -> str:

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from leadhub.connectors.base import HookError, accepted
 from leadhub.connectors.webhook import (
+    METHOD_NOT_ALLOWED,
     ProviderWebhook,
     WebhookConfig,
     body_digest,
@@ -79,7 +80,9 @@ class ZadarmaConnector(ProviderWebhook):
         """Zadarma checks a URL when it is saved: `GET ?zd_echo=X` must answer X."""
         echo = request.query.get("zd_echo")
         if echo is None:
-            raise HookError(405, "method", "GET is only for Zadarma's ?zd_echo= URL check", headers={"Allow": "POST"})
+            raise HookError(
+                405, METHOD_NOT_ALLOWED, "GET is only for Zadarma's ?zd_echo= URL check", headers={"Allow": "POST"}
+            )
         if not ECHO.match(echo):
             raise HookError(400, "malformed", "zd_echo must be 1-128 letters, digits, '.', '_' or '-'")
         return web.Response(text=echo, content_type="text/plain")

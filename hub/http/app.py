@@ -27,10 +27,6 @@ def create_app(deps: HttpDeps, *, intake: bool = True) -> web.Application:
 
 def _intake_routes() -> list[web.RouteDef]:
     # Some providers append their own path to the configured URL (Mango: /events/call); the tail is the connector's.
-    return [
-        web.post("/hooks/{name}", hooks.hook),
-        web.get("/hooks/{name}", hooks.hook),
-        web.options("/hooks/{name}", hooks.hook),
-        web.post("/hooks/{name}/{tail:.+}", hooks.hook),
-        web.get("/hooks/{name}/{tail:.+}", hooks.hook),
-    ]
+    # Every method reaches the connector: only it knows which it takes (a 405 naming them, `webhook.require_method`);
+    # the router's 405 named the methods of every connector at once.
+    return [web.route("*", "/hooks/{name}", hooks.hook), web.route("*", "/hooks/{name}/{tail:.+}", hooks.hook)]
