@@ -35,7 +35,7 @@ from leadhub.connectors.base import (
 from leadhub.durations import parse_duration
 from leadhub.envelope import Envelope
 from leadhub.formdata import FormDecodeError, urlencoded_pairs
-from leadhub.json_errors import json_error_text, loads
+from leadhub.json_errors import encoding_note, json_error_text, loads, read_in
 
 DEFAULT_MAX_BODY = ByteSize(1024 * 1024)
 DEFAULT_REPLAY_WINDOW = timedelta(hours=1)
@@ -173,11 +173,11 @@ def json_object(body: bytes, what: str) -> dict[str, Any]:
     try:
         data = loads(body)
     except UnicodeDecodeError as exc:
-        raise HookError(400, "malformed", f"body is not UTF-8 JSON: invalid byte at {exc.start}") from None
+        problem = f"body is not {read_in(body)} JSON: invalid byte at {exc.start}{encoding_note(body)}"
+        raise HookError(400, "malformed", problem) from None
     except json.JSONDecodeError as exc:
-        raise HookError(
-            400, "malformed", f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
+        where = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+        raise HookError(400, "malformed", f"malformed JSON{encoding_note(body)}: {where}") from None
     except ValueError as exc:
         raise HookError(400, "malformed", f"malformed JSON: {json_error_text(exc)}") from None
     if not isinstance(data, dict):

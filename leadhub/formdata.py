@@ -13,7 +13,7 @@ from email.policy import HTTP
 from typing import Any
 from urllib.parse import parse_qsl
 
-from leadhub.json_errors import json_error_text, loads
+from leadhub.json_errors import encoding_note, json_error_text, loads, read_in
 from leadhub.storable_text import first_unstorable, unstorable
 
 JSON_TYPES = ("application/json",)
@@ -112,7 +112,7 @@ def decode_form(content_type: str, body: bytes) -> FormData:
     """Decode `body`; raises FormDecodeError with a message fit for a 400 response."""
     kind = media_type(content_type)
     if kind in JSON_TYPES or kind.endswith("+json"):
-        return _decode_json(body)
+        return _decode_json(content_type, body)
     if kind in URLENCODED_TYPES:
         return _decode_urlencoded(content_type, body)
     if kind in MULTIPART_TYPES:
@@ -132,18 +132,31 @@ def _add(fields: dict[str, Any], name: str, value: Any) -> None:
         fields[name] = [fields[name], value]
 
 
-def _decode_json(body: bytes) -> FormData:
+def _decode_json(content_type: str, body: bytes) -> FormData:
+    """JSON is read as UTF-8 whatever charset the Content-Type declares (RFC 8259: application/json has no charset;
+    UTF-16 and UTF-32 are told apart by their byte order mark, `json_errors.read_in`), here and in the pipeline."""
     try:
         data = loads(body)
     except UnicodeDecodeError as exc:
-        raise FormDecodeError(f"body is not UTF-8 JSON: {exc.reason} at byte {exc.start}") from exc
+        raise FormDecodeError(
+            f"body is not {read_in(body)} JSON: {exc.reason} at byte {exc.start}{encoding_note(body)}"
+            f"{_json_charset_hint(content_type)}"
+        ) from exc
     except json.JSONDecodeError as exc:
-        raise FormDecodeError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+        where = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+        raise FormDecodeError(f"malformed JSON{encoding_note(body)}: {where}") from exc
     except ValueError as exc:
         raise FormDecodeError(f"malformed JSON: {json_error_text(exc)}") from exc
     if not isinstance(data, dict):
         raise FormDecodeError(f"JSON body must be an object of fields, not {type(data).__name__}")
     return FormData(fields=data)
+
+
+def _json_charset_hint(content_type: str) -> str:
+    declared = declared_charset(content_type)
+    if declared is None or declared.strip().lower().replace("_", "-") in ("utf-8", "utf8"):
+        return ""
+    return f"; JSON is read as UTF-8 (RFC 8259), not in the declared charset {declared[:40]!r}: send it as UTF-8"
 
 
 def declared_charset(content_type: str) -> str | None:

@@ -65,6 +65,23 @@ def _deeper_than(value: Any, limit: int) -> bool:
     return True
 
 
+def read_in(data: bytes | str) -> str:
+    """The encoding `loads` reads `data` in, for a message: UTF-8 (RFC 8259), unless a byte order mark or the zero
+    bytes of the first characters say UTF-16 or UTF-32, told apart as RFC 4627 did (json.detect_encoding)."""
+    if isinstance(data, str):
+        return "UTF-8"
+    name = json.detect_encoding(data)
+    return "UTF-8" if name.startswith("utf-8") else name.upper()
+
+
+def encoding_note(data: bytes | str) -> str:
+    """` (read as UTF-16: ...)` when `data` is not read as UTF-8, for a JSON error that would otherwise not say so."""
+    encoding = read_in(data)
+    if encoding == "UTF-8":
+        return ""
+    return f" (read as {encoding}: the body starts with its byte order mark or zero bytes)"
+
+
 def json_kind(value: Any) -> str:
     """What a decoded JSON value is, in JSON's words, for an error message."""
     if isinstance(value, bool):

@@ -11,7 +11,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
-from leadhub.json_errors import json_error_text, json_kind, loads
+from leadhub.json_errors import encoding_note, json_error_text, json_kind, loads, read_in
 
 T = TypeVar("T", bound=BaseModel)
 _TYPE_TAGS = {"int", "str", "float", "bool", "decimal", "datetime", "none", "dict", "list"}
@@ -94,9 +94,11 @@ def json_object(body: bytes, what: str) -> dict[str, Any]:
     try:
         data = loads(body)
     except UnicodeDecodeError as exc:
-        raise PayloadError(f"{what} is not UTF-8 JSON: invalid byte at {exc.start}") from None
+        problem = f"{what} is not {read_in(body)} JSON: invalid byte at {exc.start}{encoding_note(body)}"
+        raise PayloadError(problem) from None
     except json.JSONDecodeError as exc:
-        raise PayloadError(f"{what} is malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        where = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+        raise PayloadError(f"{what} is malformed JSON{encoding_note(body)}: {where}") from None
     except ValueError as exc:
         raise PayloadError(f"{what} is malformed JSON: {json_error_text(exc)}") from None
     if not isinstance(data, dict):

@@ -88,6 +88,47 @@ async def test_a_submission_with_one_value_is_accepted(guarded_hub: RunningHub, 
     await guarded_hub.wait_items("/api/inquiries", 1)
 
 
+async def test_json_in_a_declared_charset_other_than_utf8_is_400_saying_json_is_utf8(guarded_hub: RunningHub) -> None:
+    """JSON is UTF-8 (RFC 8259; application/json defines no charset): a Latin-1 body under charset=iso-8859-1 was
+    refused as "not UTF-8 JSON" while README said a body is read in its declared charset. README now says JSON is
+    read as UTF-8, and the answer says the declared charset is not how JSON is read."""
+    headers = {"X-Leadhub-Token": "s3cret", "Content-Type": "application/json; charset=iso-8859-1"}
+    body = '{"name": "Zoë"}'.encode("latin-1")
+    async with await guarded_hub.post("/hooks/site-form", data=body, headers=headers) as response:
+        answer = await response.json()
+        assert (response.status, answer["error"]) == (400, "malformed"), answer
+    assert "body is not UTF-8 JSON" in answer["detail"], answer
+    assert "JSON is read as UTF-8 (RFC 8259), not in the declared charset 'iso-8859-1'" in answer["detail"], answer
+    await _still_serving_and_nothing_stored(guarded_hub)
+
+
+async def test_json_that_looks_like_utf16_but_is_not_is_400_naming_the_encoding(guarded_hub: RunningHub) -> None:
+    """A UTF-16 byte order mark before UTF-8 text read as UTF-16 and answered "malformed JSON: Expecting value at
+    line 1 column 1", naming neither the encoding nor why."""
+    headers = {"X-Leadhub-Token": "s3cret", "Content-Type": "application/json"}
+    for body in (b'\xff\xfe{"name": "x"}', '{"name": "x"}'.encode("utf-16")[:-1]):
+        async with await guarded_hub.post("/hooks/site-form", data=body, headers=headers) as response:
+            answer = await response.json()
+            assert (response.status, answer["error"]) == (400, "malformed"), answer
+        assert "UTF-16" in answer["detail"] and "byte order mark" in answer["detail"], answer
+    await _still_serving_and_nothing_stored(guarded_hub)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "utf-8-sig"])
+async def test_json_in_utf16_or_utf32_is_read_as_rfc_4627_tells_them_apart(
+    guarded_hub: RunningHub, encoding: str
+) -> None:
+    """The json module tells UTF-16 and UTF-32 apart by the BOM or the zero bytes, at the edge and in the pipeline
+    alike (README says so); a UTF-8 BOM is skipped."""
+    headers = {"X-Leadhub-Token": "s3cret", "Content-Type": "application/json"}
+    async with await guarded_hub.post(
+        "/hooks/site-form", data='{"name": "Zoë Ünal"}'.encode(encoding), headers=headers
+    ) as response:
+        assert response.status == 202, await response.text()
+    [inquiry] = await guarded_hub.wait_items("/api/inquiries", 1)
+    assert inquiry["name"] == "Zoë Ünal"
+
+
 async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
     """A body from an async generator: aiohttp sends it chunked, without Content-Length."""
     for part in parts:
