@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -71,7 +72,7 @@ async def load_objects(conn: AsyncConnection, data: dict[str, Any], names: tuple
         contact["unsubscribed"] = bool(contact.get("email")) and await suppressed(conn, contact["email"]) is not None
         contact.update(NO_ORDERS)
         contact.update((await order_facts(conn, [contact["id"]])).get(contact["id"], {}))
-        contact["phone_digits"] = (await phone_digits(conn, [contact["id"]])).get(contact["id"])
+        contact["phone_digits"] = (await phone_digits(conn, [contact])).get(contact["id"])
     return objects
 
 
@@ -91,9 +92,11 @@ async def order_facts(conn: AsyncConnection, contact_ids: list[str]) -> dict[str
     return {row[0]: {"orders_count": row[1], "last_order_at": row[2]} for row in await conn.execute(query)}
 
 
-async def phone_digits(conn: AsyncConnection, contact_ids: list[str]) -> dict[str, str]:
-    """Per contact: the digits of the number it gave that is no valid one (`contact.phone_digits`), so that a task
-    says whom to call back when `contact.phone` is empty."""
+async def phone_digits(conn: AsyncConnection, contacts: Iterable[dict[str, Any]]) -> dict[str, str]:
+    """Per contact without a valid phone: the digits of the number it gave that is no valid one
+    (`contact.phone_digits`), so that a task says whom to call back when `contact.phone` is empty. Contacts with a
+    phone are not looked up: most have one, and the matcher loads a contact for every event."""
+    contact_ids = sorted({c["id"] for c in contacts if not c.get("phone")})
     if not contact_ids:
         return {}
     query = (
@@ -132,7 +135,7 @@ async def load_objects_many(
     # keyed by the contacts rules see: a contact merged since its event counts the survivor's orders
     contact_ids = list({c["id"] for c in rows_by_name.get("contact", {}).values()})
     facts = await order_facts(conn, contact_ids)
-    digits = await phone_digits(conn, contact_ids)
+    digits = await phone_digits(conn, rows_by_name.get("contact", {}).values())
     results = []
     for data, group in zip(datas, names, strict=True):
         objects: dict[str, Any] = {}
