@@ -83,7 +83,7 @@ def validate(model: type[T], data: Any, what: str) -> T:
         first = exc.errors()[0]
         # Union members appear in the location as type names (`id.int`, `products.0.TildaProduct`); people only need
         # the field path.
-        tags = _TYPE_TAGS | {model.__name__ for model in Lax.__subclasses__()}
+        tags = _TYPE_TAGS | {member.__name__ for member in Lax.__subclasses__()}
         parts = [str(p) for p in first["loc"] if isinstance(p, int) or (p not in tags and "[" not in str(p))]
         where = ".".join(parts) or "body"
         raise PayloadError(f"{what}: {where}: {first['msg']}") from None
@@ -177,9 +177,6 @@ class ShopifyRefund(Lax):
     processed_at: Time = None
     note: str | None = None
     transactions: list[ShopifyRefundTransaction] = Field(default_factory=list)
-
-    def refunded(self) -> Decimal | None:
-        return refunded(self.transactions)
 
     @field_validator("transactions")
     @classmethod

@@ -15,6 +15,7 @@ from leadhub.shop_payloads import (
     ShopifyOrder,
     ShopifyRefund,
     json_object,
+    refunded,
     validate,
 )
 
@@ -120,7 +121,7 @@ def _order(envelope: Envelope, topic: str, data: ShopifyOrder) -> InquiryDraft:
 
 def _refund(envelope: Envelope, refund: ShopifyRefund) -> InquiryDraft:
     """A refund names only its order: a partial update that moves the order to `refunded`."""
-    refunded = refund.refunded()
+    total = refunded(refund.transactions)
     order = OrderDraft(
         external_id=str(refund.order_id),
         status="refunded",
@@ -138,7 +139,7 @@ def _refund(envelope: Envelope, refund: ShopifyRefund) -> InquiryDraft:
                 "shop": envelope.meta.get("shop"),
                 "order_id": order.external_id,
                 "refund_id": str(refund.id),
-                "refund_amount": money(refunded, "refund amount"),
+                "refund_amount": money(total, "refund amount"),
             }
         ),
         order=order,

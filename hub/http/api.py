@@ -57,7 +57,9 @@ async def json_body(request: web.Request, max_bytes: int) -> Any:
         body = loads(raw)
     except ValueError as exc:  # also an integer of 4,300+ digits, which int() refuses, and JSON nested too deeply
         raise BodyRefused(400, "bad_json", f"the body is not JSON: {exc}") from None
-    problem = _unstorable_string(body)
+    # Refused before anything is committed: a `"\ud800"` tag was stored as `?`, its events emitted, and only then
+    # the answer failed (500).
+    problem = first_unstorable(body)
     if problem is not None:
         raise BodyRefused(400, "bad_json", f"a string in the body holds {problem}; send text without it")
     return body
@@ -73,15 +75,6 @@ async def _read_at_most(request: web.Request, limit: int) -> bytes:
     while len(raw) < limit and (chunk := await request.content.read(limit - len(raw))):
         raw += chunk
     return bytes(raw)
-
-
-def _unstorable_string(body: Any) -> str | None:
-    """The problem of the first string (key or value) in `body` that no store can hold; None when there is none.
-
-    Refused before anything is committed: a `"\\ud800"` tag was stored as `?`, its events emitted, and only then the
-    answer failed (500).
-    """
-    return first_unstorable(body)
 
 
 PAGING = ("cursor", "limit")
